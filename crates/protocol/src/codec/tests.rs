@@ -1,0 +1,119 @@
+use bytes::BytesMut;
+use proptest::prelude::*;
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::*;
+use crate::{ChatMessage, Event, GenerateRequest, Input, RequestBody, Role, SamplingParams};
+
+fn sample_request() -> Frame {
+    Frame::Request {
+        id: 7,
+        body: RequestBody::Generate(GenerateRequest {
+            model: "m".into(),
+            input: Input::Chat(vec![ChatMessage {
+                role: "user".into(),
+                content: "hi".into(),
+            }]),
+            params: SamplingParams {
+                max_tokens: Some(5),
+                stop: vec!["\n".into()],
+                ..Default::default()
+            },
+        }),
+    }
+}
+
+#[test]
+fn frame_round_trip() {
+    for frame in [
+        sample_request(),
+        Frame::Event {
+            id: 1,
+            event: Event::Delta {
+                text: "héllo".into(),
+                tokens: 2,
+            },
+        },
+        Frame::Cancel { id: u64::MAX },
+        Frame::Ping(3),
+        Frame::Goodbye { reason: "bye".into() },
+    ] {
+        let bytes = encode_frame(&frame).unwrap();
+        assert_eq!(decode_frame(&bytes).unwrap(), frame);
+    }
+}
+
+#[test]
+fn hello_round_trip_and_version_check() {
+    let hello = Hello {
+        role: Role::Worker,
+        software: "test".into(),
+    };
+    let bytes = write_hello(&hello).unwrap();
+    assert_eq!(read_hello(&bytes).unwrap(), hello);
+
+    let mut other = bytes.to_vec();
+    other[4..6].copy_from_slice(&2u16.to_be_bytes());
+    let err = read_hello(&other).unwrap_err();
+    assert!(matches!(err, ProtocolError::VersionMismatch { peer: 2, ours: 1 }), "{err}");
+    assert!(err.to_string().contains("version 2"));
+
+    let err = read_hello(b"GET / HTTP/1.1").unwrap_err();
+    assert!(matches!(err, ProtocolError::BadMagic));
+}
+
+#[test]
+fn truncated_frame_is_rejected() {
+    let mut codec = length_codec(1024);
+    let mut buf = BytesMut::new();
+    codec.encode(encode_frame(&sample_request()).unwrap(), &mut buf).unwrap();
+    let mut partial = BytesMut::from(&buf[..buf.len() - 3]);
+    assert!(codec.decode(&mut partial).unwrap().is_none(), "incomplete frame must wait");
+    let err = codec.decode_eof(&mut partial).unwrap_err();
+    assert!(matches!(framing_error(err, 1024), ProtocolError::Truncated));
+}
+
+#[test]
+fn oversize_frame_is_rejected() {
+    let mut codec = length_codec(16);
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&1000u32.to_be_bytes());
+    buf.extend_from_slice(&[0u8; 20]);
+    let err = codec.decode(&mut buf).unwrap_err();
+    assert!(matches!(framing_error(err, 16), ProtocolError::FrameTooLarge { max: 16, .. }));
+
+    let mut out = BytesMut::new();
+    assert!(codec.encode(Bytes::from(vec![0u8; 17]), &mut out).is_err());
+}
+
+#[test]
+fn garbage_body_is_malformed_not_panic() {
+    assert!(matches!(decode_frame(&[0xff, 0xff, 0xff]), Err(ProtocolError::Malformed(_))));
+    assert!(decode_frame(&[]).is_err());
+}
+
+proptest! {
+    #[test]
+    fn any_bytes_decode_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode_frame(&bytes);
+        let _ = read_hello(&bytes);
+    }
+
+    #[test]
+    fn delta_round_trips(id in any::<u64>(), text in ".*", tokens in any::<u32>()) {
+        let frame = Frame::Event { id, event: Event::Delta { text, tokens } };
+        prop_assert_eq!(decode_frame(&encode_frame(&frame).unwrap()).unwrap(), frame);
+    }
+
+    #[test]
+    fn request_round_trips(id in any::<u64>(), model in ".{0,40}", prompt in ".*",
+                           max_tokens in proptest::option::of(any::<u32>()),
+                           stop in proptest::collection::vec(".{0,8}", 0..4),
+                           seed in proptest::option::of(any::<u64>())) {
+        let frame = Frame::Request { id, body: RequestBody::Generate(GenerateRequest {
+            model, input: Input::Prompt(prompt),
+            params: SamplingParams { max_tokens, stop, seed, temperature: Some(0.5), ..Default::default() },
+        })};
+        prop_assert_eq!(decode_frame(&encode_frame(&frame).unwrap()).unwrap(), frame);
+    }
+}

@@ -1,0 +1,204 @@
+//! The typed messages of the node-to-node protocol.
+//!
+//! A connection starts with one [`Hello`] each way (see `codec`), then carries
+//! [`Frame`]s. Requests and their streamed [`Event`]s are tagged with an id chosen by
+//! the side that sent the request, so many run at once on one connection.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol. A peer speaking another version is refused at hello.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// What a node is, announced in its hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Client,
+    Proxy,
+    Worker,
+}
+
+/// First message on every connection (after the magic bytes and version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub role: Role,
+    /// Software version of the sender, for logs.
+    pub software: String,
+}
+
+/// Everything sent after the hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// A new request; `id` is unique among the sender's open requests.
+    Request { id: u64, body: RequestBody },
+    /// One event of the answer to the receiver's request `id`.
+    Event { id: u64, event: Event },
+    /// The sender of request `id` no longer wants the answer: stop working on it.
+    Cancel { id: u64 },
+    /// A worker's offer of models and capacity (worker -> proxy, any time).
+    Announce(Announce),
+    Ping(u64),
+    Pong(u64),
+    /// Orderly close, with a reason for the peer's log.
+    Goodbye { reason: String },
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Generate text; answered by `Delta`s then `Done`, or `Error`.
+    Generate(GenerateRequest),
+    /// List the models reachable through the receiver; answered by `Models`.
+    ListModels,
+}
+
+/// One generation request, engine-neutral.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub model: String,
+    pub input: Input,
+    pub params: SamplingParams,
+}
+
+/// The text to continue: a chat, or a raw prompt (legacy completions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Input {
+    Chat(Vec<ChatMessage>),
+    Prompt(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// OpenAI sampling parameters, already validated by the client node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// Upper bound on completion tokens; `None` lets the engine choose.
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Vec<String>,
+    pub seed: Option<u64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+}
+
+/// One event of an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// Newly generated text and how many tokens it is.
+    Delta { text: String, tokens: u32 },
+    /// Generation ended normally. Terminal.
+    Done(Done),
+    /// Answer to `ListModels`. Terminal.
+    Models(Vec<ModelInfo>),
+    /// The request failed. Terminal.
+    Error(WireError),
+}
+
+impl Event {
+    /// Whether this event ends its stream.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Event::Delta { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+/// Why generation stopped, exactly as OpenAI reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinishReason {
+    /// The model ended its answer or hit a stop sequence.
+    Stop,
+    /// `max_tokens` (or the context) was reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// Token counts of one request, counted by the worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// A model as seen from a client node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    /// Live workers serving it.
+    pub workers: u32,
+}
+
+/// A worker's offer, replacing any earlier one from the same connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    pub models: Vec<ModelOffer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelOffer {
+    pub name: String,
+    /// Requests this worker runs at once for this model.
+    pub max_concurrent: u32,
+}
+
+/// A failure, carried to the client node which maps `kind` to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The request is invalid for this model or engine (HTTP 400).
+    InvalidRequest,
+    /// No such model on the network (HTTP 404).
+    ModelNotFound,
+    /// The model is known but no worker serving it is connected (HTTP 503).
+    NoWorker,
+    /// Every worker for the model is at capacity (HTTP 429).
+    Overloaded,
+    /// A hop did not answer in time (HTTP 504).
+    Timeout,
+    /// The engine or a connection failed (HTTP 502).
+    Upstream,
+    /// A bug or unexpected state (HTTP 500).
+    Internal,
+}

@@ -1,0 +1,34 @@
+//! Cocoon's wire: everything two Cocoon nodes (client node, proxy, worker) say to
+//! each other, and the OpenAI JSON shapes that apps and engines speak.
+//!
+//! It does not route, meter or run models: those live in the role crates.
+//!
+//! # Layout
+//! * `frame`  - the typed messages of protocol version [`PROTOCOL_VERSION`].
+//! * `codec`  - length-delimited framing (tokio-util) with postcard bodies, and the
+//!   versioned `Hello` handshake.
+//! * `mux`    - many concurrent request streams over one connection, with
+//!   cancellation and keepalive.
+//! * `tls`    - node identities (Ed25519 keys, self-signed certificates) and the
+//!   pinned-key TLS 1.3 verifiers; the one place certificates are made and checked.
+//! * `openai` - OpenAI-compatible request/response JSON types.
+//! * `error`  - [`ProtocolError`].
+
+mod codec;
+mod error;
+mod frame;
+mod mux;
+pub mod openai;
+pub mod tls;
+
+pub use codec::{
+    decode_frame, encode_frame, handshake, length_codec, read_hello, write_hello,
+    DEFAULT_MAX_FRAME_BYTES, MAGIC,
+};
+pub use error::ProtocolError;
+pub use frame::{
+    Announce, ChatMessage, Done, ErrorKind, Event, FinishReason, Frame, GenerateRequest, Hello,
+    Input, ModelInfo, ModelOffer, RequestBody, Role, SamplingParams, Usage, WireError,
+    PROTOCOL_VERSION,
+};
+pub use mux::{Connection, Handler, MuxOptions, ResponseStream};

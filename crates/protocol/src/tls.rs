@@ -1,0 +1,457 @@
+//! Node identities and the TLS 1.3 layer under every node-to-node connection.
+//!
+//! A node's identity is an Ed25519 key kept in a PEM file (mode 0600). Its TLS
+//! certificate is self-signed, short-lived ([`CERT_LIFETIME`]) and re-issued from the
+//! same key before it expires, without touching open connections. Peers are
+//! recognised by the SHA-256 of their certificate's public key (a [`Fingerprint`],
+//! written `sha256:<hex>`), pinned in configuration: both sides of every connection
+//! present a certificate and check the other's against their pins.
+//!
+//! This is the one place certificates are made and verified; TEE attestation binds
+//! to this key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::{verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use zeroize::Zeroizing;
+
+use crate::ProtocolError;
+
+/// How long one self-signed certificate is valid.
+pub const CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// A certificate is re-issued once this much of its life has passed.
+const RENEW_AFTER: Duration = Duration::from_secs(12 * 3600);
+/// Name used in certificates and SNI; peers are identified by key, not by name.
+const NODE_NAME: &str = "cocoon-node";
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// Fingerprint of the public key in a DER certificate.
+    pub fn of_certificate(der: &[u8]) -> Result<Self, ProtocolError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| ProtocolError::Tls(format!("unparsable certificate: {e}")))?;
+        Ok(Self(Sha256::digest(cert.public_key().raw).into()))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = ProtocolError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ProtocolError::BadFingerprint { got: s.to_string() };
+        let hex_part = s.strip_prefix("sha256:").ok_or_else(bad)?;
+        let bytes = hex::decode(hex_part).map_err(|_| bad())?;
+        Ok(Self(bytes.try_into().map_err(|_| bad())?))
+    }
+}
+
+impl serde::Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A node's long-lived key. The secret stays in zeroized memory and never
+/// appears in `Debug` output.
+pub struct Identity {
+    key_pem: Zeroizing<String>,
+    fingerprint: Fingerprint,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// A fresh random Ed25519 identity.
+    pub fn generate() -> Result<Self, ProtocolError> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+            .map_err(|e| ProtocolError::Tls(format!("key generation failed: {e}")))?;
+        Self::from_pem(&key.serialize_pem())
+    }
+
+    /// Parse a PKCS#8 PEM private key.
+    pub fn from_pem(pem: &str) -> Result<Self, ProtocolError> {
+        let key = rcgen::KeyPair::from_pem(pem)
+            .map_err(|e| ProtocolError::Tls(format!("not a PKCS#8 PEM private key: {e}")))?;
+        let mut identity = Self {
+            key_pem: Zeroizing::new(key.serialize_pem()),
+            fingerprint: Fingerprint([0; 32]),
+        };
+        identity.fingerprint = Fingerprint::of_certificate(&identity.issue_certificate()?)?;
+        Ok(identity)
+    }
+
+    /// Load the key at `path`, creating it (mode 0600) if the file does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Self, ProtocolError> {
+        let fail = |message: String| ProtocolError::Identity {
+            path: path.to_path_buf(),
+            message,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(pem) => {
+                let pem = Zeroizing::new(pem);
+                Self::from_pem(&pem).map_err(|e| fail(e.to_string()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let identity = Self::generate()?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create directory: {e}")))?;
+                }
+                write_private(path, identity.key_pem.as_bytes()).map_err(|e| fail(format!("cannot write: {e}")))?;
+                tracing::info!(path = %path.display(), fingerprint = %identity.fingerprint, "created a new node identity");
+                Ok(identity)
+            }
+            Err(e) => Err(fail(format!("cannot read: {e}"))),
+        }
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Issue a self-signed certificate for this key, valid from a few minutes ago
+    /// for [`CERT_LIFETIME`].
+    pub fn issue_certificate(&self) -> Result<CertificateDer<'static>, ProtocolError> {
+        let key = rcgen::KeyPair::from_pem(&self.key_pem).map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        let mut params = rcgen::CertificateParams::new(vec![NODE_NAME.to_string()])
+            .map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::seconds(CERT_LIFETIME.as_secs() as i64);
+        let cert = params.self_signed(&key).map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        Ok(cert.der().clone())
+    }
+
+    fn certified_key(&self, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, ProtocolError> {
+        let key = rcgen::KeyPair::from_pem(&self.key_pem).map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing = provider
+            .key_provider
+            .load_private_key(der)
+            .map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        Ok(Arc::new(CertifiedKey::new(vec![self.issue_certificate()?], signing)))
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// The peer keys a node accepts.
+#[derive(Debug, Clone, Default)]
+pub struct PinnedKeys {
+    allowed: HashSet<Fingerprint>,
+}
+
+impl PinnedKeys {
+    pub fn new(keys: impl IntoIterator<Item = Fingerprint>) -> Self {
+        Self {
+            allowed: keys.into_iter().collect(),
+        }
+    }
+
+    pub fn contains(&self, key: &Fingerprint) -> bool {
+        self.allowed.contains(key)
+    }
+
+    /// Check a presented certificate: parsable, currently valid, key pinned.
+    fn check(&self, der: &CertificateDer<'_>, now: UnixTime) -> Result<Fingerprint, rustls::Error> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let at = x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64)
+            .map_err(|_| rustls::Error::General("clock out of range".into()))?;
+        if at < cert.validity().not_before {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYet));
+        }
+        if at > cert.validity().not_after {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired));
+        }
+        let key = Fingerprint(Sha256::digest(cert.public_key().raw).into());
+        if !self.contains(&key) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
+        }
+        Ok(key)
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Serves the node's current certificate, re-issuing it before it expires.
+#[derive(Debug)]
+struct RotatingCert {
+    identity: Arc<Identity>,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<(Arc<CertifiedKey>, SystemTime)>,
+}
+
+impl RotatingCert {
+    fn new(identity: Arc<Identity>, provider: Arc<CryptoProvider>) -> Result<Self, ProtocolError> {
+        let key = identity.certified_key(&provider)?;
+        Ok(Self {
+            identity,
+            provider,
+            current: Mutex::new((key, SystemTime::now() + RENEW_AFTER)),
+        })
+    }
+
+    fn get(&self) -> Option<Arc<CertifiedKey>> {
+        let mut current = self.current.lock().ok()?;
+        if SystemTime::now() >= current.1 {
+            match self.identity.certified_key(&self.provider) {
+                Ok(key) => *current = (key, SystemTime::now() + RENEW_AFTER),
+                Err(e) => tracing::error!(error = %e, "could not re-issue the TLS certificate"),
+            }
+        }
+        Some(current.0.clone())
+    }
+}
+
+impl ResolvesServerCert for RotatingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.get()
+    }
+}
+
+impl ResolvesClientCert for RotatingCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.get()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Checks the other side's certificate against the pins, and its handshake
+/// signature with the real TLS 1.3 rules.
+#[derive(Debug)]
+struct PinnedVerifier {
+    pins: Arc<PinnedKeys>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedVerifier {
+    fn verify_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.pins.check(end_entity, now).map(|_| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for PinnedVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.pins.check(end_entity, now).map(|_| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// TLS 1.3 settings for the dialling side (client nodes and workers).
+pub fn client_config(
+    identity: Arc<Identity>,
+    pins: Arc<PinnedKeys>,
+) -> Result<Arc<rustls::ClientConfig>, ProtocolError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedVerifier {
+        pins,
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ProtocolError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(Arc::new(RotatingCert::new(identity, provider)?));
+    Ok(Arc::new(config))
+}
+
+/// TLS 1.3 settings for the listening side (proxies); client certificates are
+/// mandatory and checked against the pins.
+pub fn server_config(
+    identity: Arc<Identity>,
+    pins: Arc<PinnedKeys>,
+) -> Result<Arc<rustls::ServerConfig>, ProtocolError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedVerifier {
+        pins,
+        provider: provider.clone(),
+    });
+    let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ProtocolError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(RotatingCert::new(identity, provider)?));
+    Ok(Arc::new(config))
+}
+
+fn peer_key(certs: Option<&[CertificateDer<'_>]>) -> Result<Fingerprint, ProtocolError> {
+    let cert = certs
+        .and_then(|c| c.first())
+        .ok_or_else(|| ProtocolError::Tls("peer presented no certificate".into()))?;
+    Fingerprint::of_certificate(cert)
+}
+
+/// Dial `addr` and complete a TLS handshake; returns the stream and the peer's key.
+pub async fn connect(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Fingerprint), ProtocolError> {
+    let dial = async {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from(NODE_NAME).expect("static name is valid");
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        let key = peer_key(tls.get_ref().1.peer_certificates())?;
+        Ok::<_, ProtocolError>((tls, key))
+    };
+    tokio::time::timeout(timeout, dial)
+        .await
+        .map_err(|_| ProtocolError::HandshakeTimeout(timeout))?
+}
+
+/// Complete the server side of a TLS handshake on an accepted socket.
+pub async fn accept(
+    tcp: TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    timeout: Duration,
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Fingerprint), ProtocolError> {
+    tcp.set_nodelay(true)?;
+    let handshake = async {
+        let tls = acceptor.accept(tcp).await.map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        let key = peer_key(tls.get_ref().1.peer_certificates())?;
+        Ok::<_, ProtocolError>((tls, key))
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| ProtocolError::HandshakeTimeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests;
