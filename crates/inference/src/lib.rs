@@ -1,1 +1,45 @@
+//! Inference engines behind one interface: a worker hands each request to an
+//! [`Engine`] and streams back what it generates.
+//!
+//! It does not know about proxies, payment or the network: it turns a
+//! [`GenerateRequest`] into a stream of [`Event`]s.
+//!
+//! # Layout
+//! * `instant`     - [`InstantEngine`], deterministic and instant: for tests and
+//!   overhead benchmarks only (production configuration refuses it).
+//! * `openai_http` - [`OpenAiHttpEngine`], forwards to any OpenAI-compatible server
+//!   (vLLM, SGLang, llama.cpp's `llama-server`, Ollama), streaming through.
+//! * `stop`        - [`StopMatcher`], stop sequences checked across token boundaries.
 
+mod instant;
+mod openai_http;
+mod stop;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+pub use cocoon_protocol::{Event, GenerateRequest, ModelOffer};
+pub use instant::InstantEngine;
+pub use openai_http::{OpenAiHttpConfig, OpenAiHttpEngine};
+pub use stop::StopMatcher;
+
+/// What an engine produces for one request: `Delta`s, then `Done` or `Error`.
+/// Dropping the stream stops the generation.
+pub type Generation = BoxStream<'static, Event>;
+
+/// A way to run models.
+pub trait Engine: Send + Sync + 'static {
+    /// The models this engine serves and how many requests each runs at once.
+    fn models(&self) -> Vec<ModelOffer>;
+
+    /// Start generating. Validation failures come back as an `Error` event.
+    fn generate(&self, request: GenerateRequest) -> Generation;
+
+    /// One line for logs and status pages, e.g. `instant (TEST ENGINE)`.
+    fn describe(&self) -> String;
+
+    /// Check that the engine can serve (e.g. its upstream server answers).
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,300 @@
+//! The `openai-http` engine: a worker in front of a local OpenAI-compatible server
+//! (vLLM, SGLang, llama.cpp's `llama-server`, Ollama). Each request is sent upstream
+//! with `stream: true` and `stream_options.include_usage`, the SSE answer is turned
+//! into `Delta`s, and the upstream's `usage` becomes the worker's token counts.
+//! Dropping the generation drops the HTTP response, which the upstream server sees
+//! as a disconnect and stops generating.
+
+use std::time::Duration;
+
+use cocoon_protocol::openai::{
+    ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest, ErrorBody, Prompt,
+    RequestMessage, RequestParams, Stop, StreamOptions,
+};
+use cocoon_protocol::{Done, ErrorKind, FinishReason, Input, Usage, WireError};
+use eventsource_stream::Eventsource;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::{Engine, Event, GenerateRequest, Generation, ModelOffer};
+
+/// Where the upstream server is and what it serves.
+#[derive(Debug, Clone)]
+pub struct OpenAiHttpConfig {
+    /// Base URL including `/v1`, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// Model name on the Cocoon network.
+    pub model: String,
+    /// Model name the upstream server knows (defaults to `model`).
+    pub upstream_model: Option<String>,
+    /// Bearer token for the upstream server, if it wants one.
+    pub api_key: Option<String>,
+    pub max_concurrent: u32,
+    pub connect_timeout: Duration,
+    /// Longest silence while reading an answer.
+    pub read_timeout: Duration,
+}
+
+pub struct OpenAiHttpEngine {
+    config: OpenAiHttpConfig,
+    http: reqwest::Client,
+}
+
+impl OpenAiHttpEngine {
+    pub fn new(config: OpenAiHttpConfig) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Self { config, http })
+    }
+
+    fn upstream_model(&self) -> String {
+        self.config
+            .upstream_model
+            .clone()
+            .unwrap_or_else(|| self.config.model.clone())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.config.base_url.trim_end_matches('/'))
+    }
+
+    fn build(&self, request: &GenerateRequest) -> reqwest::RequestBuilder {
+        let p = &request.params;
+        let params = RequestParams {
+            max_tokens: p.max_tokens.map(i64::from),
+            temperature: p.temperature.map(f64::from),
+            top_p: p.top_p.map(f64::from),
+            stream: Some(true),
+            stream_options: Some(StreamOptions { include_usage: true }),
+            stop: (!p.stop.is_empty()).then(|| Stop::Many(p.stop.clone())),
+            seed: p.seed.map(|s| s as i64),
+            presence_penalty: p.presence_penalty.map(f64::from),
+            frequency_penalty: p.frequency_penalty.map(f64::from),
+            ..Default::default()
+        };
+        let builder = match &request.input {
+            Input::Chat(messages) => self.http.post(self.url("chat/completions")).json(&ChatCompletionRequest {
+                model: Some(self.upstream_model()),
+                messages: Some(
+                    messages
+                        .iter()
+                        .map(|m| RequestMessage {
+                            role: m.role.clone(),
+                            content: m.content.clone().into(),
+                        })
+                        .collect(),
+                ),
+                params,
+            }),
+            Input::Prompt(prompt) => self.http.post(self.url("completions")).json(&CompletionRequest {
+                model: Some(self.upstream_model()),
+                prompt: Some(Prompt::One(prompt.clone())),
+                params,
+            }),
+        };
+        match &self.config.api_key {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+}
+
+impl Engine for OpenAiHttpEngine {
+    fn models(&self) -> Vec<ModelOffer> {
+        vec![ModelOffer {
+            name: self.config.model.clone(),
+            max_concurrent: self.config.max_concurrent,
+        }]
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "openai-http at {} serving {:?} as {:?}",
+            self.config.base_url,
+            self.config.model,
+            self.upstream_model()
+        )
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut req = self.http.get(self.url("models")).timeout(Duration::from_secs(5));
+            if let Some(key) = &self.config.api_key {
+                req = req.bearer_auth(key);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| format!("engine at {} unreachable: {e}", self.config.base_url))?;
+            if !resp.status().is_success() {
+                return Err(format!("engine at {} answered HTTP {}", self.config.base_url, resp.status()));
+            }
+            Ok(())
+        })
+    }
+
+    fn generate(&self, request: GenerateRequest) -> Generation {
+        let send = self.build(&request).send();
+        let base = self.config.base_url.clone();
+        let state = State::Start(Box::pin(send), base);
+        futures::stream::unfold(state, |state| async move { state.step().await }).boxed()
+    }
+}
+
+type SseStream = BoxStream<'static, Result<eventsource_stream::Event, String>>;
+
+/// Progress of one upstream call.
+enum State {
+    Start(BoxFuture<'static, reqwest::Result<reqwest::Response>>, String),
+    Reading(Box<Reading>),
+    Finished,
+}
+
+struct Reading {
+    events: SseStream,
+    usage: Option<Usage>,
+    finish: Option<FinishReason>,
+    chunks: u64,
+}
+
+impl State {
+    async fn step(self) -> Option<(Event, State)> {
+        match self {
+            State::Finished => None,
+            State::Start(send, base) => {
+                let response = match send.await {
+                    Ok(r) => r,
+                    Err(e) => return Some((Event::Error(transport_error(&base, &e)), State::Finished)),
+                };
+                if !response.status().is_success() {
+                    return Some((Event::Error(status_error(response).await), State::Finished));
+                }
+                let events = response
+                    .bytes_stream()
+                    .eventsource()
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .boxed();
+                let reading = Reading {
+                    events,
+                    usage: None,
+                    finish: None,
+                    chunks: 0,
+                };
+                Box::pin(State::Reading(Box::new(reading)).step()).await
+            }
+            State::Reading(mut r) => loop {
+                let Some(next) = r.events.next().await else {
+                    return Some((r.done(), State::Finished));
+                };
+                let data = match next {
+                    Ok(event) => event.data,
+                    Err(e) => {
+                        let error = WireError::new(ErrorKind::Upstream, format!("engine stream broke: {e}"));
+                        return Some((Event::Error(error), State::Finished));
+                    }
+                };
+                if data.trim() == "[DONE]" {
+                    return Some((r.done(), State::Finished));
+                }
+                match r.parse(&data) {
+                    Ok(Some(text)) => return Some((Event::Delta { text, tokens: 1 }, State::Reading(r))),
+                    Ok(None) => continue,
+                    Err(error) => return Some((Event::Error(error), State::Finished)),
+                }
+            },
+        }
+    }
+}
+
+impl Reading {
+    /// Read one SSE data payload; returns new text, if any.
+    fn parse(&mut self, data: &str) -> Result<Option<String>, WireError> {
+        let value: serde_json::Value = serde_json::from_str(data)
+            .map_err(|e| WireError::new(ErrorKind::Upstream, format!("engine sent invalid JSON in its stream: {e}")))?;
+        if let Some(error) = value.get("error") {
+            let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("unknown error");
+            return Err(WireError::new(ErrorKind::Upstream, format!("engine failed mid-stream: {message}")));
+        }
+        // Chat chunks carry `delta.content`; legacy completion chunks carry `text`.
+        let (text, finish, usage) = if value.get("object").and_then(|o| o.as_str()) == Some("text_completion") {
+            let chunk: Completion = serde_json::from_value(value)
+                .map_err(|e| WireError::new(ErrorKind::Upstream, format!("engine sent an unexpected chunk: {e}")))?;
+            let choice = chunk.choices.into_iter().next();
+            (
+                choice.as_ref().map(|c| c.text.clone()),
+                choice.and_then(|c| c.finish_reason),
+                chunk.usage,
+            )
+        } else {
+            let chunk: ChatCompletionChunk = serde_json::from_value(value)
+                .map_err(|e| WireError::new(ErrorKind::Upstream, format!("engine sent an unexpected chunk: {e}")))?;
+            let choice = chunk.choices.into_iter().next();
+            (
+                choice.as_ref().and_then(|c| c.delta.content.clone()),
+                choice.and_then(|c| c.finish_reason),
+                chunk.usage,
+            )
+        };
+        if let Some(u) = usage {
+            self.usage = Some(Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+            });
+        }
+        if let Some(reason) = finish {
+            self.finish = Some(if reason == "length" {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            });
+        }
+        match text {
+            Some(t) if !t.is_empty() => {
+                self.chunks += 1;
+                Ok(Some(t))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn done(&self) -> Event {
+        let usage = self.usage.unwrap_or_else(|| {
+            tracing::warn!("engine sent no usage; counting one token per streamed chunk");
+            Usage {
+                prompt_tokens: 0,
+                completion_tokens: self.chunks,
+            }
+        });
+        Event::Done(Done {
+            finish_reason: self.finish.unwrap_or(FinishReason::Stop),
+            usage,
+        })
+    }
+}
+
+fn transport_error(base: &str, e: &reqwest::Error) -> WireError {
+    if e.is_timeout() {
+        WireError::new(ErrorKind::Timeout, format!("engine at {base} did not answer in time"))
+    } else {
+        WireError::new(ErrorKind::Upstream, format!("engine at {base} unreachable: {e}"))
+    }
+}
+
+async fn status_error(response: reqwest::Response) -> WireError {
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    let detail = serde_json::from_slice::<ErrorBody>(&body)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    let kind = match status.as_u16() {
+        400 | 422 => ErrorKind::InvalidRequest,
+        429 => ErrorKind::Overloaded,
+        408 | 504 => ErrorKind::Timeout,
+        _ => ErrorKind::Upstream,
+    };
+    WireError::new(kind, format!("engine answered HTTP {}: {detail}", status.as_u16()))
+}
