@@ -9,12 +9,14 @@
 //!   versioned `Hello` handshake.
 //! * `mux`    - many concurrent request streams over one connection, with
 //!   cancellation and keepalive.
+//! * `dial`   - dialling a proxy and staying connected, with backoff.
 //! * `tls`    - node identities (Ed25519 keys, self-signed certificates) and the
 //!   pinned-key TLS 1.3 verifiers; the one place certificates are made and checked.
 //! * `openai` - OpenAI-compatible request/response JSON types.
 //! * `error`  - [`ProtocolError`].
 
 mod codec;
+mod dial;
 mod error;
 mod frame;
 mod mux;
@@ -25,6 +27,7 @@ pub use codec::{
     decode_frame, encode_frame, handshake, length_codec, read_hello, write_hello,
     DEFAULT_MAX_FRAME_BYTES, MAGIC,
 };
+pub use dial::{dial_once, keep_connected, DialSettings, ProxyEndpoint};
 pub use error::ProtocolError;
 pub use frame::{
     Announce, ChatMessage, Done, ErrorKind, Event, FinishReason, Frame, GenerateRequest, Hello,

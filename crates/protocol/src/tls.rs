@@ -204,6 +204,10 @@ impl PinnedKeys {
         }
     }
 
+    pub fn keys(&self) -> impl Iterator<Item = &Fingerprint> {
+        self.allowed.iter()
+    }
+
     pub fn contains(&self, key: &Fingerprint) -> bool {
         self.allowed.contains(key)
     }

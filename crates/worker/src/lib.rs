@@ -1,1 +1,18 @@
+//! Worker role: dials out to its proxies (so a GPU behind NAT can serve), announces
+//! its models and capacity, and answers requests through an inference engine.
+//!
+//! It does not route or meter across workers (proxies do) and does not speak HTTP
+//! to apps (client nodes do).
+//!
+//! # Layout
+//! * `config` - [`WorkerConfig`], the TOML file, including which engine to run.
+//! * `serve`  - the request handler: capacity limits, engine calls, statistics.
+//! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
 
+mod config;
+mod run;
+mod serve;
+
+pub use config::{ConfigError, EngineConfig, Profile, WorkerConfig, WorkerSettings};
+pub use run::Worker;
+pub use serve::WorkerStats;

@@ -1,0 +1,153 @@
+//! The proxy's configuration file and its validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_protocol::tls::{Fingerprint, Identity, PinnedKeys};
+use cocoon_protocol::{MuxOptions, DEFAULT_MAX_FRAME_BYTES};
+use serde::Deserialize;
+
+/// `proxy.toml`. See `config/proxy.example.toml` for every key with comments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address for client nodes and workers (one TLS port for both).
+    pub listen: SocketAddr,
+    /// PEM file with this proxy's Ed25519 key; created if missing.
+    pub identity_key: PathBuf,
+    /// Keys (`sha256:...`) of client nodes allowed to connect.
+    pub allowed_clients: Vec<Fingerprint>,
+    /// Keys (`sha256:...`) of workers allowed to connect.
+    pub allowed_workers: Vec<Fingerprint>,
+    /// Models this proxy serves even while no worker for them is connected (answered
+    /// 503 rather than 404 then).
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+}
+
+fn default_keepalive() -> u64 {
+    10
+}
+
+fn default_max_frame() -> usize {
+    DEFAULT_MAX_FRAME_BYTES
+}
+
+/// A configuration value that is wrong, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Parse TOML; unknown keys and wrong types name the key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::new("proxy config", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.keepalive_secs == 0 || self.keepalive_secs > 3600 {
+            return Err(ConfigError::new(
+                "keepalive_secs",
+                format!("must be between 1 and 3600, got {}", self.keepalive_secs),
+            ));
+        }
+        if self.max_frame_bytes < 64 * 1024 {
+            return Err(ConfigError::new(
+                "max_frame_bytes",
+                format!("must be at least 65536, got {}", self.max_frame_bytes),
+            ));
+        }
+        if let Some(m) = self.models.iter().find(|m| m.trim().is_empty()) {
+            return Err(ConfigError::new("models", format!("model names must not be empty, got {m:?}")));
+        }
+        Ok(())
+    }
+
+    /// Load the identity key and build run-time settings.
+    pub fn into_settings(self) -> Result<ProxySettings, ConfigError> {
+        let identity = Identity::load_or_create(&self.identity_key)
+            .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        Ok(ProxySettings {
+            identity: Arc::new(identity),
+            allowed_clients: PinnedKeys::new(self.allowed_clients),
+            allowed_workers: PinnedKeys::new(self.allowed_workers),
+            models: self.models,
+            mux: mux_options(self.keepalive_secs),
+            max_frame_bytes: self.max_frame_bytes,
+        })
+    }
+}
+
+pub(crate) fn mux_options(keepalive_secs: u64) -> MuxOptions {
+    MuxOptions {
+        keepalive_interval: Duration::from_secs(keepalive_secs),
+        idle_timeout: Duration::from_secs(keepalive_secs * 3 + 5),
+        ..MuxOptions::default()
+    }
+}
+
+/// Everything the proxy needs to run, resolved from a config or built by the devnet.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub identity: Arc<Identity>,
+    pub allowed_clients: PinnedKeys,
+    pub allowed_workers: PinnedKeys,
+    pub models: Vec<String>,
+    pub mux: MuxOptions,
+    pub max_frame_bytes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:9100"
+identity_key = "/tmp/x.pem"
+allowed_clients = []
+allowed_workers = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
+"#;
+
+    #[test]
+    fn good_config_parses() {
+        let c = ProxyConfig::from_toml(GOOD).unwrap();
+        assert_eq!(c.keepalive_secs, 10);
+        assert_eq!(c.allowed_workers.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (format!("{GOOD}\nlisten_port = 3"), "listen_port"),
+            (GOOD.replace("127.0.0.1:9100", "nowhere"), "listen"),
+            (GOOD.replace("sha256:0000", "sha256:zz00"), "allowed_workers"),
+            (format!("{GOOD}\nkeepalive_secs = 0"), "keepalive_secs"),
+            (format!("{GOOD}\nmax_frame_bytes = 10"), "max_frame_bytes"),
+            (GOOD.replace("allowed_clients = []", ""), "allowed_clients"),
+        ];
+        for (text, field) in cases {
+            let err = ProxyConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "error for {field} does not name it: {err}");
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The worker's configuration file, its validation, and building its engine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_inference::{Engine, InstantEngine, OpenAiHttpConfig, OpenAiHttpEngine};
+use cocoon_protocol::tls::Identity;
+use cocoon_protocol::{MuxOptions, ProxyEndpoint};
+use serde::Deserialize;
+
+/// Whether test-only parts (the instant engine) are allowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Real deployments: every `insecure`/test-only part is refused.
+    #[default]
+    Production,
+    /// Local development and tests (the devnet uses this).
+    Development,
+}
+
+/// `worker.toml`. See `config/worker.example.toml` for every key with comments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    #[serde(default)]
+    pub profile: Profile,
+    /// PEM file with this worker's Ed25519 key; created if missing.
+    pub identity_key: PathBuf,
+    /// Proxies to dial out to.
+    pub proxies: Vec<ProxyEndpoint>,
+    pub engine: EngineConfig,
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+}
+
+fn default_keepalive() -> u64 {
+    10
+}
+
+/// Which engine serves requests (`kind = "openai-http"` or `"instant"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "toml::Table")]
+pub enum EngineConfig {
+    /// Forward to a local OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama).
+    OpenaiHttp {
+        /// Base URL including `/v1`, e.g. `http://127.0.0.1:8000/v1`.
+        base_url: String,
+        /// Model name on the Cocoon network.
+        model: String,
+        /// Model name the upstream server uses, if different.
+        upstream_model: Option<String>,
+        /// Environment variable holding the upstream's API key, if it wants one.
+        api_key_env: Option<String>,
+        max_concurrent: u32,
+        connect_timeout_secs: u64,
+        read_timeout_secs: u64,
+    },
+    /// TEST ENGINE: echoes words instantly, no model. Development profile only.
+    Instant {
+        model: String,
+        max_concurrent: u32,
+        token_delay_ms: u64,
+    },
+}
+
+/// The same variants as [`EngineConfig`], read after `kind` is known so that type
+/// errors name the field (serde's internally tagged enums lose it).
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum EngineKind {
+    OpenaiHttp,
+    Instant,
+}
+
+impl TryFrom<toml::Table> for EngineConfig {
+    type Error = String;
+
+    fn try_from(mut table: toml::Table) -> Result<Self, String> {
+        let kind = table
+            .remove("kind")
+            .ok_or("engine.kind is missing: expected \"openai-http\" or \"instant\"")?;
+        let kind: EngineKind = kind
+            .clone()
+            .try_into()
+            .map_err(|_| format!("engine.kind: expected \"openai-http\" or \"instant\", got {kind}"))?;
+        let fields = toml::Value::Table(table);
+        let parsed = match kind {
+            EngineKind::OpenaiHttp => fields.try_into::<OpenaiHttpFields>().map(EngineConfig::from),
+            EngineKind::Instant => fields.try_into::<InstantFields>().map(EngineConfig::from),
+        };
+        parsed.map_err(|e| format!("engine: {}", e.message()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenaiHttpFields {
+    base_url: String,
+    model: String,
+    upstream_model: Option<String>,
+    api_key_env: Option<String>,
+    #[serde(default = "default_concurrency")]
+    max_concurrent: u32,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_read_timeout")]
+    read_timeout_secs: u64,
+}
+
+impl From<OpenaiHttpFields> for EngineConfig {
+    fn from(f: OpenaiHttpFields) -> Self {
+        EngineConfig::OpenaiHttp {
+            base_url: f.base_url,
+            model: f.model,
+            upstream_model: f.upstream_model,
+            api_key_env: f.api_key_env,
+            max_concurrent: f.max_concurrent,
+            connect_timeout_secs: f.connect_timeout_secs,
+            read_timeout_secs: f.read_timeout_secs,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstantFields {
+    model: String,
+    #[serde(default = "default_concurrency")]
+    max_concurrent: u32,
+    #[serde(default)]
+    token_delay_ms: u64,
+}
+
+impl From<InstantFields> for EngineConfig {
+    fn from(f: InstantFields) -> Self {
+        EngineConfig::Instant {
+            model: f.model,
+            max_concurrent: f.max_concurrent,
+            token_delay_ms: f.token_delay_ms,
+        }
+    }
+}
+
+fn default_concurrency() -> u32 {
+    16
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_read_timeout() -> u64 {
+    120
+}
+
+/// A configuration value that is wrong, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::new("worker config", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.proxies.is_empty() {
+            return Err(ConfigError::new("proxies", "list at least one proxy to dial"));
+        }
+        for (i, p) in self.proxies.iter().enumerate() {
+            if !p.address.contains(':') {
+                return Err(ConfigError::new(
+                    format!("proxies[{i}].address"),
+                    format!("expected host:port, got {:?}", p.address),
+                ));
+            }
+        }
+        if self.keepalive_secs == 0 || self.keepalive_secs > 3600 {
+            return Err(ConfigError::new(
+                "keepalive_secs",
+                format!("must be between 1 and 3600, got {}", self.keepalive_secs),
+            ));
+        }
+        match &self.engine {
+            EngineConfig::OpenaiHttp {
+                base_url,
+                model,
+                max_concurrent,
+                api_key_env,
+                ..
+            } => {
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    return Err(ConfigError::new(
+                        "engine.base_url",
+                        format!("expected an http:// or https:// URL, got {base_url:?}"),
+                    ));
+                }
+                check_model_and_concurrency(model, *max_concurrent)?;
+                if let Some(var) = api_key_env {
+                    if std::env::var(var).is_err() {
+                        return Err(ConfigError::new(
+                            "engine.api_key_env",
+                            format!("environment variable {var} is not set"),
+                        ));
+                    }
+                }
+            }
+            EngineConfig::Instant {
+                model, max_concurrent, ..
+            } => {
+                check_model_and_concurrency(model, *max_concurrent)?;
+                if self.profile == Profile::Production {
+                    return Err(ConfigError::new(
+                        "engine.kind",
+                        "\"instant\" is a test engine without a model; it is refused unless profile = \"development\"",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Load the identity key, build the engine and run-time settings.
+    pub fn into_settings(self) -> Result<WorkerSettings, ConfigError> {
+        let identity = Identity::load_or_create(&self.identity_key)
+            .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        Ok(WorkerSettings {
+            identity: Arc::new(identity),
+            proxies: self.proxies,
+            engine: self.engine.build()?,
+            mux: MuxOptions {
+                keepalive_interval: Duration::from_secs(self.keepalive_secs),
+                idle_timeout: Duration::from_secs(self.keepalive_secs * 3 + 5),
+                ..MuxOptions::default()
+            },
+        })
+    }
+}
+
+fn check_model_and_concurrency(model: &str, max_concurrent: u32) -> Result<(), ConfigError> {
+    if model.trim().is_empty() {
+        return Err(ConfigError::new("engine.model", "must not be empty"));
+    }
+    if max_concurrent == 0 {
+        return Err(ConfigError::new("engine.max_concurrent", "must be > 0, got 0"));
+    }
+    Ok(())
+}
+
+impl EngineConfig {
+    pub fn build(&self) -> Result<Arc<dyn Engine>, ConfigError> {
+        Ok(match self.clone() {
+            EngineConfig::OpenaiHttp {
+                base_url,
+                model,
+                upstream_model,
+                api_key_env,
+                max_concurrent,
+                connect_timeout_secs,
+                read_timeout_secs,
+            } => Arc::new(
+                OpenAiHttpEngine::new(OpenAiHttpConfig {
+                    base_url,
+                    model,
+                    upstream_model,
+                    api_key: api_key_env.and_then(|v| std::env::var(v).ok()),
+                    max_concurrent,
+                    connect_timeout: Duration::from_secs(connect_timeout_secs),
+                    read_timeout: Duration::from_secs(read_timeout_secs),
+                })
+                .map_err(|e| ConfigError::new("engine", e))?,
+            ),
+            EngineConfig::Instant {
+                model,
+                max_concurrent,
+                token_delay_ms,
+            } => Arc::new(InstantEngine::new(model, max_concurrent).with_token_delay(Duration::from_millis(token_delay_ms))),
+        })
+    }
+}
+
+/// Everything a worker needs to run.
+#[derive(Clone)]
+pub struct WorkerSettings {
+    pub identity: Arc<Identity>,
+    pub proxies: Vec<ProxyEndpoint>,
+    pub engine: Arc<dyn Engine>,
+    pub mux: MuxOptions,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+//! A running worker: one kept-alive connection per configured proxy, each
+//! announcing the engine's models on connect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_protocol::tls::{self, Fingerprint, PinnedKeys};
+use cocoon_protocol::{keep_connected, Announce, Connection, DialSettings, Hello, Role, DEFAULT_MAX_FRAME_BYTES};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::serve::{RequestHandler, WorkerStats};
+use crate::{ConfigError, WorkerSettings};
+
+/// A started worker. Dropping it does not stop it; call [`Worker::stop`].
+pub struct Worker {
+    stats: Arc<WorkerStats>,
+    stop: CancellationToken,
+    connections: Vec<watch::Receiver<Option<Connection>>>,
+    fingerprint: Fingerprint,
+    engine: String,
+}
+
+impl Worker {
+    /// Check the engine, then dial every proxy (in the background, with retries).
+    pub async fn start(settings: WorkerSettings) -> Result<Worker, ConfigError> {
+        if let Err(e) = settings.engine.check().await {
+            // The engine may come up later (a GPU server loading weights); keep going.
+            tracing::warn!(error = %e, "engine check failed; requests will fail until it answers");
+        }
+        let pins = PinnedKeys::new(settings.proxies.iter().map(|p| p.fingerprint));
+        let tls = tls::client_config(settings.identity.clone(), Arc::new(pins))
+            .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        let offers = settings.engine.models();
+        let stats = Arc::new(WorkerStats::default());
+        let handler = Arc::new(RequestHandler {
+            engine: settings.engine.clone(),
+            limits: offers
+                .iter()
+                .map(|o| (o.name.clone(), Arc::new(Semaphore::new(o.max_concurrent as usize))))
+                .collect(),
+            stats: stats.clone(),
+        });
+        let dial = DialSettings {
+            tls,
+            hello: Hello {
+                role: Role::Worker,
+                software: format!("cocoon-worker/{}", env!("CARGO_PKG_VERSION")),
+            },
+            handler,
+            mux: settings.mux.clone(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            handshake_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(10),
+        };
+        let stop = CancellationToken::new();
+        let connections = settings
+            .proxies
+            .iter()
+            .map(|endpoint| {
+                let offers = offers.clone();
+                keep_connected(endpoint.clone(), dial.clone(), stop.clone(), move |conn| {
+                    let _ = conn.announce(Announce { models: offers.clone() });
+                })
+            })
+            .collect();
+        tracing::info!(fingerprint = %settings.identity.fingerprint(), engine = %settings.engine.describe(), "worker started");
+        Ok(Worker {
+            stats,
+            stop,
+            connections,
+            fingerprint: settings.identity.fingerprint(),
+            engine: settings.engine.describe(),
+        })
+    }
+
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    pub fn engine(&self) -> &str {
+        &self.engine
+    }
+
+    /// Proxies connected right now.
+    pub fn connected_proxies(&self) -> usize {
+        self.connections.iter().filter(|c| c.borrow().is_some()).count()
+    }
+
+    /// Wait until at least `n` proxies are connected.
+    pub async fn wait_connected(&self, n: usize) {
+        while self.connected_proxies() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Say goodbye to every proxy and stop redialling.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
