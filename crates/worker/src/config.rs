@@ -87,10 +87,10 @@ impl TryFrom<toml::Table> for EngineConfig {
             .map_err(|_| format!("engine.kind: expected \"openai-http\" or \"instant\", got {kind}"))?;
         let fields = toml::Value::Table(table);
         let parsed = match kind {
-            EngineKind::OpenaiHttp => fields.try_into::<OpenaiHttpFields>().map(EngineConfig::from),
-            EngineKind::Instant => fields.try_into::<InstantFields>().map(EngineConfig::from),
+            EngineKind::OpenaiHttp => serde_path_to_error::deserialize::<_, OpenaiHttpFields>(fields).map(EngineConfig::from),
+            EngineKind::Instant => serde_path_to_error::deserialize::<_, InstantFields>(fields).map(EngineConfig::from),
         };
-        parsed.map_err(|e| format!("engine: {}", e.message()))
+        parsed.map_err(|e| format!("engine.{}: {}", e.path(), e.inner().message()))
     }
 }
 
