@@ -1,1 +1,24 @@
+//! Client node: the OpenAI-compatible HTTP API an app developer runs beside their
+//! backend (`GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`,
+//! streaming as Server-Sent Events), answered by the Cocoon network through
+//! long-lived connections to one or more proxies.
+//!
+//! It does not run models or route between workers (proxies do).
+//!
+//! # Layout
+//! * `api`     - the HTTP surface: [`router`], request validation, OpenAI-shaped
+//!   errors (mapped once, in `api::error`), SSE streaming.
+//! * `backend` - [`Backend`], what answers the API: the proxy pool here, an engine
+//!   directly for `cocoon engine serve`.
+//! * `pool`    - [`ProxyPool`], kept-alive connections to proxies with failover.
+//! * `config`  - [`ClientConfig`], the TOML file, validated with field names.
 
+mod api;
+mod backend;
+mod config;
+mod pool;
+
+pub use api::{router, serve, ApiSettings};
+pub use backend::Backend;
+pub use config::{ClientConfig, ClientSettings, ConfigError};
+pub use pool::ProxyPool;

@@ -1,0 +1,128 @@
+//! Every API failure as OpenAI's error JSON, `{"error": {"message", "type",
+//! "param", "code"}}`, with the matching HTTP status. This is the one place
+//! statuses are chosen.
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cocoon_protocol::openai::{ErrorBody, ErrorDetail};
+use cocoon_protocol::{ErrorKind, WireError};
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>, param: Option<&str>, code: &str) -> Self {
+        let mut e = Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message);
+        e.param = param.map(str::to_string);
+        e.code = Some(code.to_string());
+        e
+    }
+
+    pub fn unauthorized(message: &str) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message);
+        e.code = Some("invalid_api_key".into());
+        e
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message);
+        e.code = Some("unknown_url".into());
+        e
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", message)
+    }
+
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message);
+        e.code = Some("overloaded".into());
+        e
+    }
+
+    pub fn timeout(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message);
+        e.code = Some("timeout".into());
+        e
+    }
+
+    pub fn from_body_rejection(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let mut e = Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "Request body is larger than this node accepts (see max_body_bytes).",
+            );
+            e.code = Some("request_too_large".into());
+            e
+        } else {
+            Self::invalid(format!("Could not read the request body: {rejection}"), None, "invalid_body")
+        }
+    }
+
+    /// The JSON object, for errors inside an SSE stream.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind.to_string(),
+                param: self.param.clone(),
+                code: self.code.clone(),
+            },
+        }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(e: WireError) -> Self {
+        let (status, kind, code) = match e.kind {
+            ErrorKind::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request"),
+            ErrorKind::ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
+            ErrorKind::NoWorker => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "no_worker"),
+            ErrorKind::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "overloaded"),
+            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
+            ErrorKind::Upstream => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
+            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error"),
+        };
+        let mut out = Self::new(status, kind, e.message);
+        out.code = Some(code.into());
+        if e.kind == ErrorKind::ModelNotFound {
+            out.param = Some("model".into());
+        }
+        out
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), message = %self.message, "request failed");
+        }
+        let status = self.status;
+        let mut response = (status, Json(self.body())).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

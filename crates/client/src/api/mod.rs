@@ -1,0 +1,154 @@
+//! The OpenAI-compatible HTTP surface of a client node.
+//!
+//! * `error`    - [`ApiError`]: every failure as OpenAI's error JSON with its status.
+//! * `validate` - request bodies checked field by field into a `GenerateRequest`.
+//! * `respond`  - running a request on the backend: JSON answers and SSE streams.
+
+mod error;
+mod respond;
+mod validate;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use cocoon_protocol::openai::{Model, ModelList};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::Backend;
+pub(crate) use error::ApiError;
+
+/// Limits and keys of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Bearer keys apps must present; empty means none is required.
+    pub api_keys: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_concurrent_requests: usize,
+    pub first_token_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_concurrent_requests: 256,
+            first_token_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+pub(crate) struct App {
+    pub backend: Arc<dyn Backend>,
+    pub settings: ApiSettings,
+    pub keys: HashSet<String>,
+    pub slots: Arc<Semaphore>,
+}
+
+/// The API's routes over `backend`.
+pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
+    let app = Arc::new(App {
+        backend,
+        keys: settings.api_keys.iter().cloned().collect(),
+        slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+        settings: settings.clone(),
+    });
+    let api = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), require_key))
+        .layer(axum::extract::DefaultBodyLimit::max(settings.max_body_bytes));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+/// Serve the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    settings: ApiSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(backend, settings))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn require_key(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if app.keys.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(key) if app.keys.contains(key.trim()) => next.run(request).await,
+        Some(_) => ApiError::unauthorized("Incorrect API key provided.").into_response(),
+        None => ApiError::unauthorized(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+        )
+        .into_response(),
+    }
+}
+
+async fn models(State(app): State<Arc<App>>) -> Result<Json<ModelList>, ApiError> {
+    let models = app.backend.list_models().await?;
+    Ok(Json(ModelList {
+        object: "list".into(),
+        data: models
+            .into_iter()
+            .map(|m| Model {
+                id: m.id,
+                object: "model".into(),
+                created: 0,
+                owned_by: "cocoon".into(),
+                workers: Some(m.workers),
+            })
+            .collect(),
+    }))
+}
+
+async fn chat_completions(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(ApiError::from_body_rejection)?;
+    let request = validate::chat(&body)?;
+    respond::run(app, request, respond::Endpoint::Chat).await
+}
+
+async fn completions(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(ApiError::from_body_rejection)?;
+    let request = validate::completion(&body)?;
+    respond::run(app, request, respond::Endpoint::Completion).await
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("Unknown request URL: {method} {}.", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(format!("Method {method} is not allowed on {}.", uri.path()))
+}

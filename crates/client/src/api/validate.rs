@@ -1,0 +1,239 @@
+//! Request bodies checked field by field. Each failure names the field and the
+//! bad value, in OpenAI's wording where OpenAI has one.
+
+use cocoon_protocol::openai::{ChatCompletionRequest, CompletionRequest, Prompt, RequestParams};
+use cocoon_protocol::{ChatMessage, GenerateRequest, Input, SamplingParams};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::ApiError;
+
+/// A request ready for the backend, with how to answer it.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub request: GenerateRequest,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+const MAX_STOP: usize = 4;
+
+pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
+    let raw: ChatCompletionRequest = parse(body)?;
+    let model = model(raw.model)?;
+    let messages = raw
+        .messages
+        .ok_or_else(|| missing("messages"))?;
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            "Invalid 'messages': empty array. Expected an array with at least one message.",
+            Some("messages"),
+            "empty_array",
+        ));
+    }
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        if !ROLES.contains(&m.role.as_str()) {
+            return Err(ApiError::invalid(
+                format!("Invalid value for 'messages[{i}].role': {:?}. Supported values are: {}.", m.role, ROLES.join(", ")),
+                Some(&format!("messages[{i}].role")),
+                "invalid_value",
+            ));
+        }
+        let content = content(&m.content, i, &m.role)?;
+        out.push(ChatMessage { role: m.role, content });
+    }
+    finish(model, Input::Chat(out), raw.params)
+}
+
+pub fn completion(body: &[u8]) -> Result<Validated, ApiError> {
+    let raw: CompletionRequest = parse(body)?;
+    let model = model(raw.model)?;
+    let prompt = match raw.prompt.ok_or_else(|| missing("prompt"))? {
+        Prompt::One(p) => p,
+        Prompt::Many(mut many) if many.len() == 1 => many.remove(0),
+        Prompt::Many(many) => {
+            return Err(ApiError::invalid(
+                format!("'prompt' holds {} prompts; send one prompt per request.", many.len()),
+                Some("prompt"),
+                "unsupported_value",
+            ))
+        }
+    };
+    finish(model, Input::Prompt(prompt), raw.params)
+}
+
+/// Parse the body: UTF-8, then JSON, then an object; then the sampling fields and
+/// the endpoint's own fields, each with its path in errors. (Parsing the fields in
+/// two passes keeps paths: serde loses them inside `#[serde(flatten)]`.)
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(ApiError::invalid(
+            format!("The request body is not valid UTF-8 (invalid byte at offset {}).", e.valid_up_to()),
+            None,
+            "invalid_encoding",
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            "The request body is empty; expected a JSON object.",
+            None,
+            "invalid_json",
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(
+            format!("We could not parse the JSON body of your request: {e}."),
+            None,
+            "invalid_json",
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::invalid(
+            "The request body must be a JSON object.",
+            None,
+            "invalid_type",
+        ));
+    }
+    typed::<RequestParams>(&value)?;
+    typed(&value)
+}
+
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ApiError::invalid(format!("Invalid type for '{path}': {inner}."), Some(&path), "invalid_type")
+    })
+}
+
+fn missing(field: &str) -> ApiError {
+    ApiError::invalid(format!("Missing required parameter: '{field}'."), Some(field), "missing_required_parameter")
+}
+
+fn model(model: Option<String>) -> Result<String, ApiError> {
+    match model {
+        Some(m) if !m.trim().is_empty() => Ok(m),
+        Some(_) => Err(ApiError::invalid("Invalid 'model': empty string.", Some("model"), "invalid_value")),
+        None => Err(missing("model")),
+    }
+}
+
+/// A message's content: a string, an array of text parts, or null (assistant only).
+fn content(value: &Value, i: usize, role: &str) -> Result<String, ApiError> {
+    let field = format!("messages[{i}].content");
+    let bad_type = |got: &str| {
+        ApiError::invalid(
+            format!("Invalid type for '{field}': expected a string or an array of text parts, got {got}."),
+            Some(&field),
+            "invalid_type",
+        )
+    };
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null if role == "assistant" => Ok(String::new()),
+        Value::Null => Err(missing(&field)),
+        Value::Array(parts) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                let kind = part.get("type").and_then(Value::as_str);
+                match (kind, part.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(text)) => texts.push(text),
+                    (Some("text"), None) => return Err(missing(&format!("{field}[{j}].text"))),
+                    (Some(other), _) => {
+                        return Err(ApiError::invalid(
+                            format!("Content part type '{other}' in '{field}[{j}]' is not supported; only 'text' parts are."),
+                            Some(&format!("{field}[{j}].type")),
+                            "unsupported_value",
+                        ))
+                    }
+                    (None, _) => return Err(missing(&format!("{field}[{j}].type"))),
+                }
+            }
+            Ok(texts.join("\n"))
+        }
+        Value::Bool(_) => Err(bad_type("a boolean")),
+        Value::Number(_) => Err(bad_type("a number")),
+        Value::Object(_) => Err(bad_type("an object")),
+    }
+}
+
+fn int_in(field: &str, value: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+    if value < min {
+        return Err(ApiError::invalid(
+            format!("Invalid '{field}': integer below minimum value. Expected a value >= {min}, but got {value} instead."),
+            Some(field),
+            "integer_below_min_value",
+        ));
+    }
+    if value > max {
+        return Err(ApiError::invalid(
+            format!("Invalid '{field}': integer above maximum value. Expected a value <= {max}, but got {value} instead."),
+            Some(field),
+            "integer_above_max_value",
+        ));
+    }
+    Ok(value)
+}
+
+fn float_in(field: &str, value: Option<f64>, min: f64, max: f64) -> Result<Option<f32>, ApiError> {
+    match value {
+        Some(v) if !(min..=max).contains(&v) => Err(ApiError::invalid(
+            format!("Invalid '{field}': {v} is out of range. Expected a value between {min} and {max}."),
+            Some(field),
+            "decimal_out_of_range",
+        )),
+        other => Ok(other.map(|v| v as f32)),
+    }
+}
+
+fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, ApiError> {
+    let max_tokens = match (p.max_completion_tokens, p.max_tokens) {
+        (Some(v), _) => Some(int_in("max_completion_tokens", v, 1, u32::MAX as i64)? as u32),
+        (None, Some(v)) => Some(int_in("max_tokens", v, 1, u32::MAX as i64)? as u32),
+        (None, None) => None,
+    };
+    if let Some(n) = p.n {
+        if n != 1 {
+            return Err(ApiError::invalid(
+                format!("Invalid 'n': {n}. Cocoon returns exactly one choice per request; send n = 1 or leave it out."),
+                Some("n"),
+                "unsupported_value",
+            ));
+        }
+    }
+    let stream = p.stream.unwrap_or(false);
+    if p.stream_options.is_some() && !stream {
+        return Err(ApiError::invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            Some("stream_options"),
+            "invalid_value",
+        ));
+    }
+    let stop = p.stop.map(|s| s.into_vec()).unwrap_or_default();
+    if stop.len() > MAX_STOP {
+        return Err(ApiError::invalid(
+            format!("Invalid 'stop': {} sequences given, at most {MAX_STOP} are allowed.", stop.len()),
+            Some("stop"),
+            "array_above_max_length",
+        ));
+    }
+    let params = SamplingParams {
+        max_tokens,
+        temperature: float_in("temperature", p.temperature, 0.0, 2.0)?,
+        top_p: float_in("top_p", p.top_p, 0.0, 1.0)?,
+        stop,
+        seed: p.seed.map(|s| s as u64),
+        presence_penalty: float_in("presence_penalty", p.presence_penalty, -2.0, 2.0)?,
+        frequency_penalty: float_in("frequency_penalty", p.frequency_penalty, -2.0, 2.0)?,
+    };
+    Ok(Validated {
+        request: GenerateRequest { model, input, params },
+        stream,
+        include_usage: p.stream_options.map(|o| o.include_usage).unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests;

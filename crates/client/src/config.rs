@@ -1,0 +1,194 @@
+//! The client node's configuration file and its validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_protocol::tls::Identity;
+use cocoon_protocol::{MuxOptions, ProxyEndpoint};
+use serde::Deserialize;
+
+use crate::ApiSettings;
+
+/// `client.toml`. See `config/client.example.toml` for every key with comments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Where the OpenAI-compatible HTTP API listens (keep it on loopback or a
+    /// private network: it spends your money).
+    pub listen: SocketAddr,
+    /// PEM file with this node's Ed25519 key; created if missing.
+    pub identity_key: PathBuf,
+    /// Proxies to connect to.
+    pub proxies: Vec<ProxyEndpoint>,
+    /// Environment variable holding comma-separated API keys apps must send as
+    /// `Authorization: Bearer KEY`. Unset: no key is required.
+    #[serde(default)]
+    pub api_keys_env: Option<String>,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+    /// Longest wait for the first token (or the whole answer's first event).
+    #[serde(default = "default_first_token")]
+    pub first_token_timeout_secs: u64,
+    /// Longest silence between two tokens of an answer.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+}
+
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_concurrent() -> usize {
+    256
+}
+fn default_first_token() -> u64 {
+    60
+}
+fn default_idle() -> u64 {
+    60
+}
+fn default_keepalive() -> u64 {
+    10
+}
+
+/// A configuration value that is wrong, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::new(field, format!("must be between {min} and {max}, got {value}")));
+    }
+    Ok(())
+}
+
+impl ClientConfig {
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::new("client config", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.proxies.is_empty() {
+            return Err(ConfigError::new("proxies", "list at least one proxy to connect to"));
+        }
+        for (i, p) in self.proxies.iter().enumerate() {
+            if !p.address.contains(':') {
+                return Err(ConfigError::new(
+                    format!("proxies[{i}].address"),
+                    format!("expected host:port, got {:?}", p.address),
+                ));
+            }
+        }
+        range("max_body_bytes", self.max_body_bytes as u64, 1024, 256 * 1024 * 1024)?;
+        range("max_concurrent_requests", self.max_concurrent_requests as u64, 1, 1_000_000)?;
+        range("first_token_timeout_secs", self.first_token_timeout_secs, 1, 3600)?;
+        range("idle_timeout_secs", self.idle_timeout_secs, 1, 3600)?;
+        range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
+        if let Some(var) = &self.api_keys_env {
+            match std::env::var(var) {
+                Ok(v) if v.split(',').any(|k| !k.trim().is_empty()) => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        "api_keys_env",
+                        format!("environment variable {var} is not set or holds no key"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn into_settings(self) -> Result<ClientSettings, ConfigError> {
+        let identity = Identity::load_or_create(&self.identity_key)
+            .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        let api_keys = self
+            .api_keys_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok())
+            .map(|v| v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+            .unwrap_or_default();
+        Ok(ClientSettings {
+            identity: Arc::new(identity),
+            proxies: self.proxies,
+            api: ApiSettings {
+                api_keys,
+                max_body_bytes: self.max_body_bytes,
+                max_concurrent_requests: self.max_concurrent_requests,
+                first_token_timeout: Duration::from_secs(self.first_token_timeout_secs),
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            },
+            mux: MuxOptions {
+                keepalive_interval: Duration::from_secs(self.keepalive_secs),
+                idle_timeout: Duration::from_secs(self.keepalive_secs * 3 + 5),
+                ..MuxOptions::default()
+            },
+            listen: self.listen,
+        })
+    }
+}
+
+/// Everything a client node needs to run.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub identity: Arc<Identity>,
+    pub proxies: Vec<ProxyEndpoint>,
+    pub api: ApiSettings,
+    pub mux: MuxOptions,
+    pub listen: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:8080"
+identity_key = "/tmp/c.pem"
+[[proxies]]
+address = "127.0.0.1:9100"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = ClientConfig::from_toml(GOOD).unwrap();
+        assert_eq!(c.max_concurrent_requests, 256);
+        assert!(c.api_keys_env.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (format!("max_body_bytes = 1\n{GOOD}"), "max_body_bytes"),
+            (format!("max_concurrent_requests = 0\n{GOOD}"), "max_concurrent_requests"),
+            (format!("first_token_timeout_secs = -1\n{GOOD}"), "first_token_timeout_secs"),
+            (format!("api_keys_env = \"COCOON_TEST_SURELY_UNSET\"\n{GOOD}"), "api_keys_env"),
+            (format!("lisen = \"x\"\n{GOOD}"), "lisen"),
+            (GOOD.replace("127.0.0.1:9100", "nowhere"), "proxies[0].address"),
+        ];
+        for (text, field) in cases {
+            let err = ClientConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "error for {field} does not name it: {err}");
+        }
+    }
+}
