@@ -1,1 +1,18 @@
+//! The `cocoon` command's library half, so tests and benchmarks run exactly what
+//! the binary runs.
+//!
+//! # Layout
+//! * `devnet`        - [`Devnet`]: client node, proxy and worker in one process on
+//!   loopback, wired to each other's keys.
+//! * `engine_server` - an engine served directly as an OpenAI-compatible HTTP API
+//!   (`cocoon engine serve`): the reference for benchmarks, a test upstream.
+//! * `bench`         - `cocoon bench`: overhead of the full path against the engine
+//!   alone, in one run.
+//! * `roles`         - running one role from its TOML file.
 
+pub mod bench;
+pub mod devnet;
+pub mod engine_server;
+pub mod roles;
+
+pub use devnet::{Devnet, DevnetOptions};

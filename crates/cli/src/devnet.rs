@@ -1,0 +1,151 @@
+//! A whole Cocoon network in one process on loopback: a proxy, a worker dialling
+//! it, and a client node serving the OpenAI API, each with a fresh key and each
+//! pinning the others' keys, talking over real TLS connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cocoon_client::{ApiSettings, ProxyPool};
+use cocoon_protocol::tls::{Identity, PinnedKeys};
+use cocoon_protocol::{MuxOptions, ProxyEndpoint, DEFAULT_MAX_FRAME_BYTES};
+use cocoon_proxy::{ProxyHandle, ProxySettings};
+use cocoon_worker::{EngineConfig, Worker, WorkerSettings};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    /// Address of the OpenAI-compatible API (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The worker's engine.
+    pub engine: EngineConfig,
+    pub api: ApiSettings,
+    pub mux: MuxOptions,
+}
+
+impl DevnetOptions {
+    /// The instant test engine on ephemeral loopback ports.
+    pub fn instant(model: &str) -> Self {
+        Self {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            engine: EngineConfig::Instant {
+                model: model.to_string(),
+                max_concurrent: 64,
+                token_delay_ms: 0,
+            },
+            api: ApiSettings::default(),
+            mux: MuxOptions::default(),
+        }
+    }
+}
+
+/// A running devnet. Stop it with [`Devnet::shutdown`].
+pub struct Devnet {
+    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8080/v1`.
+    pub api_url: String,
+    pub proxy_addr: SocketAddr,
+    pub proxy: ProxyHandle,
+    pub worker: Worker,
+    pub pool: Arc<ProxyPool>,
+    pub model: String,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Devnet {
+    pub async fn start(options: DevnetOptions) -> anyhow::Result<Devnet> {
+        let proxy_id = Arc::new(Identity::generate()?);
+        let worker_id = Arc::new(Identity::generate()?);
+        let client_id = Arc::new(Identity::generate()?);
+        let engine = options.engine.build().context("building the worker's engine")?;
+        let model = engine
+            .models()
+            .first()
+            .map(|m| m.name.clone())
+            .context("the engine serves no model")?;
+
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the proxy")?;
+        let proxy_addr = listener.local_addr()?;
+        let (proxy, serve) = cocoon_proxy::start(
+            listener,
+            ProxySettings {
+                identity: proxy_id.clone(),
+                allowed_clients: PinnedKeys::new([client_id.fingerprint()]),
+                allowed_workers: PinnedKeys::new([worker_id.fingerprint()]),
+                models: vec![model.clone()],
+                mux: options.mux.clone(),
+                max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            },
+        )?;
+        let proxy_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! { _ = serve => {}, _ = proxy_stop.cancelled() => {} }
+        }));
+
+        let endpoint = ProxyEndpoint {
+            address: proxy_addr.to_string(),
+            fingerprint: proxy_id.fingerprint(),
+        };
+        let worker = Worker::start(WorkerSettings {
+            identity: worker_id,
+            proxies: vec![endpoint.clone()],
+            engine,
+            mux: options.mux.clone(),
+        })
+        .await?;
+        let pool = Arc::new(ProxyPool::start(client_id, &[endpoint], options.mux.clone())?);
+
+        let ready = async {
+            worker.wait_connected(1).await;
+            pool.wait_connected(1).await;
+            while proxy.registry.worker_count() < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), ready)
+            .await
+            .context("the devnet's nodes did not connect to each other within 20 s")?;
+
+        let http = TcpListener::bind(options.listen)
+            .await
+            .with_context(|| format!("binding the API on {}", options.listen))?;
+        let api_addr = http.local_addr()?;
+        let backend: Arc<dyn cocoon_client::Backend> = pool.clone();
+        let http_stop = stop.clone();
+        let api = options.api.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move { http_stop.cancelled().await };
+            if let Err(e) = cocoon_client::serve(http, backend, api, shutdown).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        }));
+
+        Ok(Devnet {
+            api_url: format!("http://{api_addr}/v1"),
+            proxy_addr,
+            proxy,
+            worker,
+            pool,
+            model,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stop everything.
+    pub async fn shutdown(self) {
+        self.worker.stop();
+        self.pool.stop();
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}

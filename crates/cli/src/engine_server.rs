@@ -1,0 +1,35 @@
+//! One engine served directly as an OpenAI-compatible HTTP API, with the same
+//! validation and response code as a client node but no network in between. Used
+//! as the reference in `cocoon bench` and as a real upstream server in tests of the
+//! `openai-http` engine.
+
+use std::sync::Arc;
+
+use cocoon_client::Backend;
+use cocoon_inference::Engine;
+use cocoon_protocol::{ErrorKind, Event, GenerateRequest, ModelInfo, WireError};
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+
+pub struct EngineBackend(pub Arc<dyn Engine>);
+
+impl Backend for EngineBackend {
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, WireError>> {
+        let models = self
+            .0
+            .models()
+            .into_iter()
+            .map(|m| ModelInfo { id: m.name, workers: 1 })
+            .collect();
+        Box::pin(async move { Ok(models) })
+    }
+
+    fn generate(&self, request: GenerateRequest) -> BoxStream<'static, Event> {
+        if !self.0.models().iter().any(|m| m.name == request.model) {
+            let error = WireError::new(ErrorKind::ModelNotFound, format!("The model '{}' does not exist", request.model));
+            return stream::iter([Event::Error(error)]).boxed();
+        }
+        self.0.generate(request)
+    }
+}

@@ -1,0 +1,58 @@
+//! Running one role alone from its TOML configuration file.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cocoon_client::{ClientConfig, ProxyPool};
+use cocoon_proxy::ProxyConfig;
+use cocoon_worker::{Worker, WorkerConfig};
+use tokio::net::TcpListener;
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+}
+
+pub async fn proxy(path: &Path) -> anyhow::Result<()> {
+    let config = ProxyConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
+    let listen = config.listen;
+    let settings = config.into_settings().with_context(|| format!("in {}", path.display()))?;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding listen = {listen}"))?;
+    tracing::info!(%listen, fingerprint = %settings.identity.fingerprint(), "proxy listening");
+    println!("proxy listening on {listen}; its key: {}", settings.identity.fingerprint());
+    cocoon_proxy::run(listener, settings, ctrl_c()).await?;
+    Ok(())
+}
+
+pub async fn worker(path: &Path) -> anyhow::Result<()> {
+    let config = WorkerConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
+    let settings = config.into_settings().with_context(|| format!("in {}", path.display()))?;
+    println!("worker key: {}", settings.identity.fingerprint());
+    let worker = Worker::start(settings).await?;
+    ctrl_c().await;
+    worker.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    Ok(())
+}
+
+pub async fn client(path: &Path) -> anyhow::Result<()> {
+    let config = ClientConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
+    let settings = config.into_settings().with_context(|| format!("in {}", path.display()))?;
+    let pool = Arc::new(ProxyPool::start(settings.identity.clone(), &settings.proxies, settings.mux.clone())?);
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding listen = {}", settings.listen))?;
+    println!(
+        "client node key: {}\nOpenAI-compatible API: http://{}/v1",
+        settings.identity.fingerprint(),
+        settings.listen
+    );
+    cocoon_client::serve(listener, pool.clone(), settings.api, ctrl_c()).await?;
+    pool.stop();
+    Ok(())
+}
