@@ -1,0 +1,79 @@
+//! Helpers shared by the integration tests: start a devnet, talk to it over HTTP.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use cocoon_cli::{Devnet, DevnetOptions};
+use cocoon_worker::EngineConfig;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+pub const MODEL: &str = "test-echo";
+
+pub async fn devnet_with(configure: impl FnOnce(&mut DevnetOptions)) -> Devnet {
+    let mut options = DevnetOptions::instant(MODEL);
+    configure(&mut options);
+    Devnet::start(options).await.expect("devnet starts")
+}
+
+pub async fn devnet() -> Devnet {
+    devnet_with(|_| {}).await
+}
+
+pub fn slow_engine(delay_ms: u64, max_concurrent: u32) -> EngineConfig {
+    EngineConfig::Instant {
+        model: MODEL.into(),
+        max_concurrent,
+        token_delay_ms: delay_ms,
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+pub fn chat_body(text: &str, extra: Value) -> Value {
+    let mut body = json!({"model": MODEL, "messages": [{"role": "user", "content": text}]});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+/// POST JSON, return status and parsed body.
+pub async fn post(url: &str, body: &Value) -> (u16, Value) {
+    let resp = http().post(url).json(body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// POST a streaming request and collect every SSE `data:` payload.
+pub async fn post_stream(url: &str, body: &Value) -> Vec<String> {
+    let resp = http().post(url).json(body).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "streaming request failed");
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
+    let mut out = Vec::new();
+    while let Some(event) = events.next().await {
+        out.push(event.unwrap().data);
+    }
+    out
+}
+
+/// Assert an OpenAI-shaped error body with a message containing `needle`.
+pub fn assert_error(body: &Value, needle: &str) {
+    let message = body["error"]["message"].as_str().unwrap_or_else(|| panic!("not an OpenAI error: {body}"));
+    assert!(body["error"]["type"].is_string(), "{body}");
+    assert!(message.contains(needle), "{message:?} does not contain {needle:?}");
+}
+
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
