@@ -1,0 +1,129 @@
+//! The real `cocoon` binary: help, config validation, and the three roles run as
+//! separate processes from TOML files, answering a request together.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cocoon");
+
+fn cocoon(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = cocoon(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["devnet", "client", "proxy", "worker", "keygen", "engine", "bench"] {
+        assert!(text.contains(sub), "--help lacks {sub}: {text}");
+    }
+    for sub in ["devnet", "client", "proxy", "worker", "bench"] {
+        assert!(cocoon(&[sub, "--help"]).status.success(), "{sub} --help");
+    }
+}
+
+#[test]
+fn example_configs_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
+    cocoon_proxy::ProxyConfig::from_toml(&read("proxy.example.toml")).unwrap();
+    cocoon_worker::WorkerConfig::from_toml(&read("worker.example.toml")).unwrap();
+    cocoon_client::ClientConfig::from_toml(&read("client.example.toml")).unwrap();
+}
+
+#[test]
+fn bad_config_fails_fast_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("worker.toml");
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/worker.example.toml")).unwrap();
+    std::fs::write(&path, example.replace("max_concurrent = 16", "max_concurrent = 0")).unwrap();
+    let out = cocoon(&["worker", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("engine.max_concurrent"), "{err}");
+
+    let out = cocoon(&["proxy", "--config", "/nonexistent/proxy.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/proxy.toml"));
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn keygen(path: &Path) -> String {
+    let out = cocoon(&["keygen", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn three_processes_from_config_files_answer_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (proxy_key, worker_key, client_key) = (keygen(&d.join("p.pem")), keygen(&d.join("w.pem")), keygen(&d.join("c.pem")));
+    let (proxy_port, api_port) = (free_port(), free_port());
+    std::fs::write(
+        d.join("proxy.toml"),
+        format!(
+            "listen = \"127.0.0.1:{proxy_port}\"\nidentity_key = \"{}\"\nallowed_clients = [\"{client_key}\"]\nallowed_workers = [\"{worker_key}\"]\n",
+            d.join("p.pem").display()
+        ),
+    )
+    .unwrap();
+    let proxies = format!("[[proxies]]\naddress = \"127.0.0.1:{proxy_port}\"\nfingerprint = \"{proxy_key}\"\n");
+    std::fs::write(
+        d.join("worker.toml"),
+        format!(
+            "profile = \"development\"\nidentity_key = \"{}\"\n{proxies}[engine]\nkind = \"instant\"\nmodel = \"echo\"\n",
+            d.join("w.pem").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("client.toml"),
+        format!("listen = \"127.0.0.1:{api_port}\"\nidentity_key = \"{}\"\n{proxies}", d.join("c.pem").display()),
+    )
+    .unwrap();
+    let spawn = |role: &str| {
+        Killed(
+            Command::new(BIN)
+                .args([role, "--config", d.join(format!("{role}.toml")).to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _proxy = spawn("proxy");
+    let _worker = spawn("worker");
+    let _client = spawn("client");
+
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{api_port}/v1/chat/completions");
+    let body = serde_json::json!({"model": "echo", "messages": [{"role": "user", "content": "hello from a process"}]});
+    let mut last = String::new();
+    for _ in 0..300 {
+        if let Ok(resp) = http.post(&url).json(&body).send().await {
+            let status = resp.status();
+            last = resp.text().await.unwrap_or_default();
+            if status == 200 {
+                let answer: serde_json::Value = serde_json::from_str(&last).unwrap();
+                assert_eq!(answer["choices"][0]["message"]["content"], "hello from a process");
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the three processes never answered; last response: {last}");
+}
