@@ -68,7 +68,12 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let direct_url = format!("http://{}/v1", listener.local_addr()?);
     let direct_api = api.clone();
-    tokio::spawn(cocoon_client::serve(listener, Arc::new(EngineBackend(engine)), direct_api, std::future::pending()));
+    tokio::spawn(cocoon_client::serve(
+        listener,
+        Arc::new(EngineBackend(engine)),
+        direct_api,
+        std::future::pending(),
+    ));
 
     let mut devnet_options = DevnetOptions::instant(MODEL);
     devnet_options.engine = EngineConfig::Instant {
@@ -77,9 +82,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         token_delay_ms: 0,
     };
     devnet_options.api = api;
-    let devnet = Devnet::start(devnet_options).await.context("starting the devnet")?;
+    let devnet = Devnet::start(devnet_options)
+        .await
+        .context("starting the devnet")?;
 
-    let http = reqwest::Client::builder().pool_max_idle_per_host(options.concurrency * 2).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency * 2)
+        .build()?;
     let body = serde_json::json!({
         "model": MODEL,
         "messages": [{"role": "user", "content": "Summarise the last messages of this chat for me please"}],
@@ -93,17 +102,41 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         options.requests,
         options.concurrency,
         options.max_tokens,
-        if options.stream { "streamed (SSE)" } else { "non-streaming" }
+        if options.stream {
+            "streamed (SSE)"
+        } else {
+            "non-streaming"
+        }
     );
     let warmup = (options.requests / 10).max(options.concurrency);
     drive(&http, &direct_url, &body, warmup, options.concurrency).await;
     drive(&http, &devnet.api_url, &body, warmup, options.concurrency).await;
-    let direct = drive(&http, &direct_url, &body, options.requests, options.concurrency).await;
-    let network = drive(&http, &devnet.api_url, &body, options.requests, options.concurrency).await;
+    let direct = drive(
+        &http,
+        &direct_url,
+        &body,
+        options.requests,
+        options.concurrency,
+    )
+    .await;
+    let network = drive(
+        &http,
+        &devnet.api_url,
+        &body,
+        options.requests,
+        options.concurrency,
+    )
+    .await;
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("{:<34} {:>10} {:>9} {:>9} {:>7}", "path", "req/s", "p50 ms", "p99 ms", "errors");
-    for (name, r) in [("engine over HTTP (reference)", &direct), ("client -> proxy -> worker (TLS)", &network)] {
+    println!(
+        "{:<34} {:>10} {:>9} {:>9} {:>7}",
+        "path", "req/s", "p50 ms", "p99 ms", "errors"
+    );
+    for (name, r) in [
+        ("engine over HTTP (reference)", &direct),
+        ("client -> proxy -> worker (TLS)", &network),
+    ] {
         println!(
             "{:<34} {:>10.0} {:>9.3} {:>9.3} {:>7}",
             name,
@@ -124,7 +157,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
 }
 
 /// Send `total` requests with `concurrency` in flight; time each to its last byte.
-pub async fn drive(http: &reqwest::Client, base: &str, body: &str, total: usize, concurrency: usize) -> PathResult {
+pub async fn drive(
+    http: &reqwest::Client,
+    base: &str,
+    body: &str,
+    total: usize,
+    concurrency: usize,
+) -> PathResult {
     let next = Arc::new(AtomicUsize::new(0));
     let url = format!("{base}/chat/completions");
     let started = Instant::now();
@@ -136,7 +175,13 @@ pub async fn drive(http: &reqwest::Client, base: &str, body: &str, total: usize,
             let mut errors = 0;
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 let t = Instant::now();
-                let ok = match http.post(&url).header("content-type", "application/json").body(body.clone()).send().await {
+                let ok = match http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                {
                     Ok(resp) => resp.status().is_success() && resp.bytes().await.is_ok(),
                     Err(_) => false,
                 };

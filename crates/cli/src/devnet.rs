@@ -61,7 +61,10 @@ impl Devnet {
         let proxy_id = Arc::new(Identity::generate()?);
         let worker_id = Arc::new(Identity::generate()?);
         let client_id = Arc::new(Identity::generate()?);
-        let engine = options.engine.build().context("building the worker's engine")?;
+        let engine = options
+            .engine
+            .build()
+            .context("building the worker's engine")?;
         let model = engine
             .models()
             .first()
@@ -71,7 +74,9 @@ impl Devnet {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the proxy")?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the proxy")?;
         let proxy_addr = listener.local_addr()?;
         let (proxy, serve) = cocoon_proxy::start(
             listener,
@@ -100,7 +105,11 @@ impl Devnet {
             mux: options.mux.clone(),
         })
         .await?;
-        let pool = Arc::new(ProxyPool::start(client_id, &[endpoint], options.mux.clone())?);
+        let pool = Arc::new(ProxyPool::start(
+            client_id,
+            &[endpoint],
+            options.mux.clone(),
+        )?);
 
         let ready = async {
             worker.wait_connected(1).await;

@@ -20,14 +20,20 @@ impl Backend for EngineBackend {
             .0
             .models()
             .into_iter()
-            .map(|m| ModelInfo { id: m.name, workers: 1 })
+            .map(|m| ModelInfo {
+                id: m.name,
+                workers: 1,
+            })
             .collect();
         Box::pin(async move { Ok(models) })
     }
 
     fn generate(&self, request: GenerateRequest) -> BoxStream<'static, Event> {
         if !self.0.models().iter().any(|m| m.name == request.model) {
-            let error = WireError::new(ErrorKind::ModelNotFound, format!("The model '{}' does not exist", request.model));
+            let error = WireError::new(
+                ErrorKind::ModelNotFound,
+                format!("The model '{}' does not exist", request.model),
+            );
             return stream::iter([Event::Error(error)]).boxed();
         }
         self.0.generate(request)

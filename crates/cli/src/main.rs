@@ -88,7 +88,8 @@ enum EngineCommand {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -110,11 +111,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Engine {
-            command: EngineCommand::Serve {
-                listen,
-                model,
-                token_delay_ms,
-            },
+            command:
+                EngineCommand::Serve {
+                    listen,
+                    model,
+                    token_delay_ms,
+                },
         } => {
             let engine = EngineConfig::Instant {
                 model,
@@ -162,7 +164,10 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let instant = matches!(options.engine, EngineConfig::Instant { .. });
     let net = Devnet::start(options).await?;
     println!();
-    println!("Cocoon devnet is up: client node -> proxy {} -> worker", net.proxy_addr);
+    println!(
+        "Cocoon devnet is up: client node -> proxy {} -> worker",
+        net.proxy_addr
+    );
     println!("  worker engine: {}", net.worker.engine());
     if instant {
         println!("  NOTE: this is the instant TEST engine: it echoes your last message, it is not a model.");

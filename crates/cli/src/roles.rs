@@ -19,19 +19,30 @@ async fn ctrl_c() {
 }
 
 pub async fn proxy(path: &Path) -> anyhow::Result<()> {
-    let config = ProxyConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
+    let config =
+        ProxyConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
     let listen = config.listen;
-    let settings = config.into_settings().with_context(|| format!("in {}", path.display()))?;
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding listen = {listen}"))?;
+    let settings = config
+        .into_settings()
+        .with_context(|| format!("in {}", path.display()))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding listen = {listen}"))?;
     tracing::info!(%listen, fingerprint = %settings.identity.fingerprint(), "proxy listening");
-    println!("proxy listening on {listen}; its key: {}", settings.identity.fingerprint());
+    println!(
+        "proxy listening on {listen}; its key: {}",
+        settings.identity.fingerprint()
+    );
     cocoon_proxy::run(listener, settings, ctrl_c()).await?;
     Ok(())
 }
 
 pub async fn worker(path: &Path) -> anyhow::Result<()> {
-    let config = WorkerConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
-    let settings = config.into_settings().with_context(|| format!("in {}", path.display()))?;
+    let config =
+        WorkerConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
+    let settings = config
+        .into_settings()
+        .with_context(|| format!("in {}", path.display()))?;
     println!("worker key: {}", settings.identity.fingerprint());
     let worker = Worker::start(settings).await?;
     ctrl_c().await;
@@ -41,9 +52,16 @@ pub async fn worker(path: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn client(path: &Path) -> anyhow::Result<()> {
-    let config = ClientConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
-    let settings = config.into_settings().with_context(|| format!("in {}", path.display()))?;
-    let pool = Arc::new(ProxyPool::start(settings.identity.clone(), &settings.proxies, settings.mux.clone())?);
+    let config =
+        ClientConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
+    let settings = config
+        .into_settings()
+        .with_context(|| format!("in {}", path.display()))?;
+    let pool = Arc::new(ProxyPool::start(
+        settings.identity.clone(),
+        &settings.proxies,
+        settings.mux.clone(),
+    )?);
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding listen = {}", settings.listen))?;

@@ -51,7 +51,10 @@ async fn bad_requests_table() {
         assert_error(&answer, needle);
     }
     // The network still works after all that.
-    assert_eq!(post(&chat, &chat_body("still fine", json!({}))).await.0, 200);
+    assert_eq!(
+        post(&chat, &chat_body("still fine", json!({}))).await.0,
+        200
+    );
 
     let (status, body) = post(&format!("{}/nowhere", net.api_url), &json!({})).await;
     assert_eq!(status, 404);
@@ -69,11 +72,27 @@ async fn api_key_is_required_when_configured() {
     let (status, answer) = post(&url, &body).await;
     assert_eq!(status, 401);
     assert_error(&answer, "API key");
-    let resp = http().post(&url).bearer_auth("sk-wrong").json(&body).send().await.unwrap();
+    let resp = http()
+        .post(&url)
+        .bearer_auth("sk-wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = http().post(&url).bearer_auth("sk-test-123").json(&body).send().await.unwrap();
+    let resp = http()
+        .post(&url)
+        .bearer_auth("sk-test-123")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = http().get(format!("{}/models", net.api_url)).send().await.unwrap();
+    let resp = http()
+        .get(format!("{}/models", net.api_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     net.shutdown().await;
 }
@@ -96,7 +115,12 @@ async fn overload_gives_429_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(slow.status(), 200);
-    let resp = http().post(&url).json(&chat_body("y", json!({}))).send().await.unwrap();
+    let resp = http()
+        .post(&url)
+        .json(&chat_body("y", json!({})))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
     assert_error(&resp.json().await.unwrap(), "concurrent requests");
@@ -130,7 +154,11 @@ async fn slow_first_token_gives_504() {
     })
     .await;
     let started = std::time::Instant::now();
-    let (status, body) = post(&format!("{}/chat/completions", net.api_url), &chat_body("x", json!({}))).await;
+    let (status, body) = post(
+        &format!("{}/chat/completions", net.api_url),
+        &chat_body("x", json!({})),
+    )
+    .await;
     assert_eq!(status, 504, "{body}");
     assert_error(&body, "No answer");
     assert!(started.elapsed() < Duration::from_secs(3));

@@ -16,7 +16,9 @@ fn help_lists_every_subcommand() {
     let out = cocoon(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["devnet", "client", "proxy", "worker", "keygen", "engine", "bench"] {
+    for sub in [
+        "devnet", "client", "proxy", "worker", "keygen", "engine", "bench",
+    ] {
         assert!(text.contains(sub), "--help lacks {sub}: {text}");
     }
     for sub in ["devnet", "client", "proxy", "worker", "bench"] {
@@ -37,8 +39,15 @@ fn example_configs_parse() {
 fn bad_config_fails_fast_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("worker.toml");
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/worker.example.toml")).unwrap();
-    std::fs::write(&path, example.replace("max_concurrent = 16", "max_concurrent = 0")).unwrap();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/worker.example.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        example.replace("max_concurrent = 16", "max_concurrent = 0"),
+    )
+    .unwrap();
     let out = cocoon(&["worker", "--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -58,7 +67,11 @@ impl Drop for Killed {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn keygen(path: &Path) -> String {
@@ -71,7 +84,11 @@ fn keygen(path: &Path) -> String {
 async fn three_processes_from_config_files_answer_a_request() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (proxy_key, worker_key, client_key) = (keygen(&d.join("p.pem")), keygen(&d.join("w.pem")), keygen(&d.join("c.pem")));
+    let (proxy_key, worker_key, client_key) = (
+        keygen(&d.join("p.pem")),
+        keygen(&d.join("w.pem")),
+        keygen(&d.join("c.pem")),
+    );
     let (proxy_port, api_port) = (free_port(), free_port());
     std::fs::write(
         d.join("proxy.toml"),
@@ -81,7 +98,9 @@ async fn three_processes_from_config_files_answer_a_request() {
         ),
     )
     .unwrap();
-    let proxies = format!("[[proxies]]\naddress = \"127.0.0.1:{proxy_port}\"\nfingerprint = \"{proxy_key}\"\n");
+    let proxies = format!(
+        "[[proxies]]\naddress = \"127.0.0.1:{proxy_port}\"\nfingerprint = \"{proxy_key}\"\n"
+    );
     std::fs::write(
         d.join("worker.toml"),
         format!(
@@ -92,13 +111,20 @@ async fn three_processes_from_config_files_answer_a_request() {
     .unwrap();
     std::fs::write(
         d.join("client.toml"),
-        format!("listen = \"127.0.0.1:{api_port}\"\nidentity_key = \"{}\"\n{proxies}", d.join("c.pem").display()),
+        format!(
+            "listen = \"127.0.0.1:{api_port}\"\nidentity_key = \"{}\"\n{proxies}",
+            d.join("c.pem").display()
+        ),
     )
     .unwrap();
     let spawn = |role: &str| {
         Killed(
             Command::new(BIN)
-                .args([role, "--config", d.join(format!("{role}.toml")).to_str().unwrap()])
+                .args([
+                    role,
+                    "--config",
+                    d.join(format!("{role}.toml")).to_str().unwrap(),
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -119,7 +145,10 @@ async fn three_processes_from_config_files_answer_a_request() {
             last = resp.text().await.unwrap_or_default();
             if status == 200 {
                 let answer: serde_json::Value = serde_json::from_str(&last).unwrap();
-                assert_eq!(answer["choices"][0]["message"]["content"], "hello from a process");
+                assert_eq!(
+                    answer["choices"][0]["message"]["content"],
+                    "hello from a process"
+                );
                 return;
             }
         }

@@ -17,7 +17,14 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn lists_models_with_live_workers() {
     let net = devnet().await;
-    let body: Value = http().get(format!("{}/models", net.api_url)).send().await.unwrap().json().await.unwrap();
+    let body: Value = http()
+        .get(format!("{}/models", net.api_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["object"], "list");
     assert_eq!(body["data"][0]["id"], MODEL);
     assert_eq!(body["data"][0]["object"], "model");
@@ -36,7 +43,10 @@ async fn chat_completion_answers_with_usage_that_adds_up() {
     assert_eq!(answer["object"], "chat.completion");
     assert!(answer["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert_eq!(answer["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(answer["choices"][0]["message"]["content"], "What is the capital of Japan?");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "What is the capital of Japan?"
+    );
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
     let usage = &answer["usage"];
     // Instant engine: words of every message plus one per message.
@@ -56,7 +66,10 @@ async fn streaming_chat_sends_chunks_usage_and_done() {
     );
     let events = post_stream(&format!("{}/chat/completions", net.api_url), &body).await;
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let text: String = chunks
         .iter()
@@ -70,10 +83,16 @@ async fn streaming_chat_sends_chunks_usage_and_done() {
     assert_eq!(usage["usage"]["completion_tokens"], 5);
     assert_eq!(usage["usage"]["prompt_tokens"], 4);
     assert_eq!(usage["usage"]["total_tokens"], 9);
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
 
     // Without include_usage there is no usage chunk.
-    let events = post_stream(&format!("{}/chat/completions", net.api_url), &chat_body("a", json!({"stream": true}))).await;
+    let events = post_stream(
+        &format!("{}/chat/completions", net.api_url),
+        &chat_body("a", json!({"stream": true})),
+    )
+    .await;
     assert!(events.iter().all(|e| !e.contains("\"usage\"")));
     net.shutdown().await;
 }
@@ -82,12 +101,20 @@ async fn streaming_chat_sends_chunks_usage_and_done() {
 async fn legacy_completions_and_stop_sequences() {
     let net = devnet().await;
     let url = format!("{}/completions", net.api_url);
-    let (status, answer) = post(&url, &json!({"model": MODEL, "prompt": "alpha beta gamma delta", "stop": [" gamma"]})).await;
+    let (status, answer) = post(
+        &url,
+        &json!({"model": MODEL, "prompt": "alpha beta gamma delta", "stop": [" gamma"]}),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["object"], "text_completion");
     assert_eq!(answer["choices"][0]["text"], "alpha beta");
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
-    let events = post_stream(&url, &json!({"model": MODEL, "prompt": "x y", "stream": true, "max_tokens": 3})).await;
+    let events = post_stream(
+        &url,
+        &json!({"model": MODEL, "prompt": "x y", "stream": true, "max_tokens": 3}),
+    )
+    .await;
     let text: String = events[..events.len() - 1]
         .iter()
         .map(|e| serde_json::from_str::<Value>(e).unwrap())
@@ -105,9 +132,13 @@ async fn many_concurrent_requests_share_one_connection() {
         .map(|i| {
             let url = url.clone();
             tokio::spawn(async move {
-                let (status, answer) = post(&url, &chat_body(&format!("request {i}"), json!({}))).await;
+                let (status, answer) =
+                    post(&url, &chat_body(&format!("request {i}"), json!({}))).await;
                 assert_eq!(status, 200);
-                assert_eq!(answer["choices"][0]["message"]["content"], format!("request {i}"));
+                assert_eq!(
+                    answer["choices"][0]["message"]["content"],
+                    format!("request {i}")
+                );
             })
         })
         .collect();
@@ -149,20 +180,44 @@ async fn openai_http_engine_forwards_to_a_real_server() {
     })
     .await;
     let url = format!("{}/chat/completions", net.api_url);
-    let (status, answer) = post(&url, &chat_body("through two servers", json!({"max_tokens": 4}))).await;
+    let (status, answer) = post(
+        &url,
+        &chat_body("through two servers", json!({"max_tokens": 4})),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["choices"][0]["message"]["content"], "through two servers through");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "through two servers through"
+    );
     assert_eq!(answer["choices"][0]["finish_reason"], "length");
     assert_eq!(answer["usage"]["completion_tokens"], 4);
     assert_eq!(answer["usage"]["prompt_tokens"], 4);
 
-    let events = post_stream(&url, &chat_body("a b c", json!({"stream": true, "stream_options": {"include_usage": true}}))).await;
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
-    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let events = post_stream(
+        &url,
+        &chat_body(
+            "a b c",
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ),
+    )
+    .await;
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
     assert_eq!(text, "a b c");
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 3);
 
-    let (status, answer) = post(&format!("{}/completions", net.api_url), &json!({"model": MODEL, "prompt": "p q"})).await;
+    let (status, answer) = post(
+        &format!("{}/completions", net.api_url),
+        &json!({"model": MODEL, "prompt": "p q"}),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["choices"][0]["text"], "p q");
     net.shutdown().await;
@@ -182,7 +237,11 @@ async fn openai_http_engine_with_upstream_down_is_a_clean_502() {
         }
     })
     .await;
-    let (status, body) = post(&format!("{}/chat/completions", net.api_url), &chat_body("x", json!({}))).await;
+    let (status, body) = post(
+        &format!("{}/chat/completions", net.api_url),
+        &chat_body("x", json!({})),
+    )
+    .await;
     assert_eq!(status, 502, "{body}");
     assert_error(&body, "unreachable");
     net.shutdown().await;
@@ -192,7 +251,12 @@ async fn openai_http_engine_with_upstream_down_is_a_clean_502() {
 async fn cancelling_a_stream_stops_the_worker() {
     let net = devnet_with(|o| o.engine = slow_engine(5, 4)).await;
     let body = chat_body("tick tock", json!({"stream": true, "max_tokens": 100000}));
-    let resp = http().post(format!("{}/chat/completions", net.api_url)).json(&body).send().await.unwrap();
+    let resp = http()
+        .post(format!("{}/chat/completions", net.api_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut bytes = resp.bytes_stream();
     let mut received = 0;
@@ -202,14 +266,25 @@ async fn cancelling_a_stream_stops_the_worker() {
     let stats = net.worker.stats().clone();
     assert_eq!(stats.active.load(Ordering::SeqCst), 1);
     drop(bytes); // the app hangs up
-    eventually("worker stops generating", || stats.active.load(Ordering::SeqCst) == 0).await;
+    eventually("worker stops generating", || {
+        stats.active.load(Ordering::SeqCst) == 0
+    })
+    .await;
     assert_eq!(stats.cancelled.load(Ordering::SeqCst), 1);
     let generated = stats.tokens_generated.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(stats.tokens_generated.load(Ordering::SeqCst), generated, "tokens still being generated");
+    assert_eq!(
+        stats.tokens_generated.load(Ordering::SeqCst),
+        generated,
+        "tokens still being generated"
+    );
     assert!(generated < 100000);
     // The slot is free again: a new request is served.
-    let (status, _) = post(&format!("{}/chat/completions", net.api_url), &chat_body("again", json!({}))).await;
+    let (status, _) = post(
+        &format!("{}/chat/completions", net.api_url),
+        &chat_body("again", json!({})),
+    )
+    .await;
     assert_eq!(status, 200);
     net.shutdown().await;
 }
@@ -220,14 +295,24 @@ async fn stopped_worker_gives_503_not_a_hang() {
     let url = format!("{}/chat/completions", net.api_url);
     assert_eq!(post(&url, &chat_body("hi", json!({}))).await.0, 200);
     net.worker.stop();
-    eventually("proxy notices the worker left", || net.proxy.registry.worker_count() == 0).await;
+    eventually("proxy notices the worker left", || {
+        net.proxy.registry.worker_count() == 0
+    })
+    .await;
     let started = std::time::Instant::now();
     let (status, body) = post(&url, &chat_body("hi", json!({}))).await;
     assert_eq!(status, 503, "{body}");
     assert_error(&body, "no worker");
     assert_eq!(body["error"]["code"], "no_worker");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let models: Value = http().get(format!("{}/models", net.api_url)).send().await.unwrap().json().await.unwrap();
+    let models: Value = http()
+        .get(format!("{}/models", net.api_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(models["data"][0]["workers"], 0);
     net.shutdown().await;
 }
@@ -236,7 +321,12 @@ async fn stopped_worker_gives_503_not_a_hang() {
 async fn worker_dying_mid_stream_ends_the_stream_with_an_error() {
     let net = devnet_with(|o| o.engine = slow_engine(5, 4)).await;
     let body = chat_body("x", json!({"stream": true, "max_tokens": 100000}));
-    let resp = http().post(format!("{}/chat/completions", net.api_url)).json(&body).send().await.unwrap();
+    let resp = http()
+        .post(format!("{}/chat/completions", net.api_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
     events.next().await.unwrap().unwrap();
     net.worker.stop();

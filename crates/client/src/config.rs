@@ -75,21 +75,28 @@ impl ConfigError {
 
 fn range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if value < min || value > max {
-        return Err(ConfigError::new(field, format!("must be between {min} and {max}, got {value}")));
+        return Err(ConfigError::new(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
     }
     Ok(())
 }
 
 impl ClientConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::new("client config", e.to_string()))?;
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigError::new("client config", e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.proxies.is_empty() {
-            return Err(ConfigError::new("proxies", "list at least one proxy to connect to"));
+            return Err(ConfigError::new(
+                "proxies",
+                "list at least one proxy to connect to",
+            ));
         }
         for (i, p) in self.proxies.iter().enumerate() {
             if !p.address.contains(':') {
@@ -99,9 +106,24 @@ impl ClientConfig {
                 ));
             }
         }
-        range("max_body_bytes", self.max_body_bytes as u64, 1024, 256 * 1024 * 1024)?;
-        range("max_concurrent_requests", self.max_concurrent_requests as u64, 1, 1_000_000)?;
-        range("first_token_timeout_secs", self.first_token_timeout_secs, 1, 3600)?;
+        range(
+            "max_body_bytes",
+            self.max_body_bytes as u64,
+            1024,
+            256 * 1024 * 1024,
+        )?;
+        range(
+            "max_concurrent_requests",
+            self.max_concurrent_requests as u64,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "first_token_timeout_secs",
+            self.first_token_timeout_secs,
+            1,
+            3600,
+        )?;
         range("idle_timeout_secs", self.idle_timeout_secs, 1, 3600)?;
         range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         if let Some(var) = &self.api_keys_env {
@@ -125,7 +147,12 @@ impl ClientConfig {
             .api_keys_env
             .as_ref()
             .and_then(|v| std::env::var(v).ok())
-            .map(|v| v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(ClientSettings {
             identity: Arc::new(identity),
@@ -180,15 +207,30 @@ fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000
     fn errors_name_the_field() {
         let cases = [
             (format!("max_body_bytes = 1\n{GOOD}"), "max_body_bytes"),
-            (format!("max_concurrent_requests = 0\n{GOOD}"), "max_concurrent_requests"),
-            (format!("first_token_timeout_secs = -1\n{GOOD}"), "first_token_timeout_secs"),
-            (format!("api_keys_env = \"COCOON_TEST_SURELY_UNSET\"\n{GOOD}"), "api_keys_env"),
+            (
+                format!("max_concurrent_requests = 0\n{GOOD}"),
+                "max_concurrent_requests",
+            ),
+            (
+                format!("first_token_timeout_secs = -1\n{GOOD}"),
+                "first_token_timeout_secs",
+            ),
+            (
+                format!("api_keys_env = \"COCOON_TEST_SURELY_UNSET\"\n{GOOD}"),
+                "api_keys_env",
+            ),
             (format!("lisen = \"x\"\n{GOOD}"), "lisen"),
-            (GOOD.replace("127.0.0.1:9100", "nowhere"), "proxies[0].address"),
+            (
+                GOOD.replace("127.0.0.1:9100", "nowhere"),
+                "proxies[0].address",
+            ),
         ];
         for (text, field) in cases {
             let err = ClientConfig::from_toml(&text).unwrap_err().to_string();
-            assert!(err.contains(field), "error for {field} does not name it: {err}");
+            assert!(
+                err.contains(field),
+                "error for {field} does not name it: {err}"
+            );
         }
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use cocoon_protocol::tls::{self, Identity, PinnedKeys};
 use cocoon_protocol::{
-    keep_connected, Connection, DialSettings, ErrorKind, Event, GenerateRequest, Handler, Hello, ModelInfo,
-    MuxOptions, ProtocolError, ProxyEndpoint, RequestBody, Role, WireError, DEFAULT_MAX_FRAME_BYTES,
+    keep_connected, Connection, DialSettings, ErrorKind, Event, GenerateRequest, Handler, Hello,
+    ModelInfo, MuxOptions, ProtocolError, ProxyEndpoint, RequestBody, Role, WireError,
+    DEFAULT_MAX_FRAME_BYTES,
 };
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
@@ -30,14 +31,21 @@ struct RefuseRequests;
 
 impl Handler for RefuseRequests {
     fn serve(&self, _conn: &Connection, _body: RequestBody) -> BoxStream<'static, Event> {
-        let error = WireError::new(ErrorKind::InvalidRequest, "client nodes do not serve requests");
+        let error = WireError::new(
+            ErrorKind::InvalidRequest,
+            "client nodes do not serve requests",
+        );
         stream::iter([Event::Error(error)]).boxed()
     }
 }
 
 impl ProxyPool {
     /// Start dialling every proxy in the background.
-    pub fn start(identity: Arc<Identity>, proxies: &[ProxyEndpoint], mux: MuxOptions) -> Result<Self, ProtocolError> {
+    pub fn start(
+        identity: Arc<Identity>,
+        proxies: &[ProxyEndpoint],
+        mux: MuxOptions,
+    ) -> Result<Self, ProtocolError> {
         let pins = PinnedKeys::new(proxies.iter().map(|p| p.fingerprint));
         let dial = DialSettings {
             tls: tls::client_config(identity, Arc::new(pins))?,
@@ -90,7 +98,10 @@ impl ProxyPool {
 }
 
 fn no_proxy() -> WireError {
-    WireError::new(ErrorKind::NoWorker, "no proxy is connected; the node keeps retrying")
+    WireError::new(
+        ErrorKind::NoWorker,
+        "no proxy is connected; the node keeps retrying",
+    )
 }
 
 impl Backend for ProxyPool {

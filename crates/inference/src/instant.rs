@@ -41,7 +41,10 @@ impl InstantEngine {
     pub fn plan(input: &Input) -> (u64, Vec<String>) {
         let (prompt_tokens, last) = match input {
             Input::Chat(messages) => (
-                messages.iter().map(|m| words(&m.content).len() as u64 + 1).sum(),
+                messages
+                    .iter()
+                    .map(|m| words(&m.content).len() as u64 + 1)
+                    .sum(),
                 messages.last().map(|m| m.content.as_str()).unwrap_or(""),
             ),
             Input::Prompt(prompt) => (words(prompt).len() as u64, prompt.as_str()),
@@ -126,7 +129,11 @@ impl Run {
                 tokio::time::sleep(self.delay).await;
             }
             let word = &self.answer[self.generated % self.answer.len()];
-            let piece = if self.generated == 0 { word.clone() } else { format!(" {word}") };
+            let piece = if self.generated == 0 {
+                word.clone()
+            } else {
+                format!(" {word}")
+            };
             self.generated += 1;
             let (text, stopped) = self.stop.push(&piece);
             if stopped {

@@ -69,7 +69,9 @@ impl OpenAiHttpEngine {
             temperature: p.temperature.map(f64::from),
             top_p: p.top_p.map(f64::from),
             stream: Some(true),
-            stream_options: Some(StreamOptions { include_usage: true }),
+            stream_options: Some(StreamOptions {
+                include_usage: true,
+            }),
             stop: (!p.stop.is_empty()).then(|| Stop::Many(p.stop.clone())),
             seed: p.seed.map(|s| s as i64),
             presence_penalty: p.presence_penalty.map(f64::from),
@@ -77,24 +79,32 @@ impl OpenAiHttpEngine {
             ..Default::default()
         };
         let builder = match &request.input {
-            Input::Chat(messages) => self.http.post(self.url("chat/completions")).json(&ChatCompletionRequest {
-                model: Some(self.upstream_model()),
-                messages: Some(
-                    messages
-                        .iter()
-                        .map(|m| RequestMessage {
-                            role: m.role.clone(),
-                            content: m.content.clone().into(),
-                        })
-                        .collect(),
-                ),
-                params,
-            }),
-            Input::Prompt(prompt) => self.http.post(self.url("completions")).json(&CompletionRequest {
-                model: Some(self.upstream_model()),
-                prompt: Some(Prompt::One(prompt.clone())),
-                params,
-            }),
+            Input::Chat(messages) => {
+                self.http
+                    .post(self.url("chat/completions"))
+                    .json(&ChatCompletionRequest {
+                        model: Some(self.upstream_model()),
+                        messages: Some(
+                            messages
+                                .iter()
+                                .map(|m| RequestMessage {
+                                    role: m.role.clone(),
+                                    content: m.content.clone().into(),
+                                })
+                                .collect(),
+                        ),
+                        params,
+                    })
+            }
+            Input::Prompt(prompt) => {
+                self.http
+                    .post(self.url("completions"))
+                    .json(&CompletionRequest {
+                        model: Some(self.upstream_model()),
+                        prompt: Some(Prompt::One(prompt.clone())),
+                        params,
+                    })
+            }
         };
         match &self.config.api_key {
             Some(key) => builder.bearer_auth(key),
@@ -122,7 +132,10 @@ impl Engine for OpenAiHttpEngine {
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let mut req = self.http.get(self.url("models")).timeout(Duration::from_secs(5));
+            let mut req = self
+                .http
+                .get(self.url("models"))
+                .timeout(Duration::from_secs(5));
             if let Some(key) = &self.config.api_key {
                 req = req.bearer_auth(key);
             }
@@ -131,7 +144,11 @@ impl Engine for OpenAiHttpEngine {
                 .await
                 .map_err(|e| format!("engine at {} unreachable: {e}", self.config.base_url))?;
             if !resp.status().is_success() {
-                return Err(format!("engine at {} answered HTTP {}", self.config.base_url, resp.status()));
+                return Err(format!(
+                    "engine at {} answered HTTP {}",
+                    self.config.base_url,
+                    resp.status()
+                ));
             }
             Ok(())
         })
@@ -149,7 +166,10 @@ type SseStream = BoxStream<'static, Result<eventsource_stream::Event, String>>;
 
 /// Progress of one upstream call.
 enum State {
-    Start(BoxFuture<'static, reqwest::Result<reqwest::Response>>, String),
+    Start(
+        BoxFuture<'static, reqwest::Result<reqwest::Response>>,
+        String,
+    ),
     Reading(Box<Reading>),
     Finished,
 }
@@ -168,7 +188,9 @@ impl State {
             State::Start(send, base) => {
                 let response = match send.await {
                     Ok(r) => r,
-                    Err(e) => return Some((Event::Error(transport_error(&base, &e)), State::Finished)),
+                    Err(e) => {
+                        return Some((Event::Error(transport_error(&base, &e)), State::Finished))
+                    }
                 };
                 if !response.status().is_success() {
                     return Some((Event::Error(status_error(response).await), State::Finished));
@@ -193,7 +215,10 @@ impl State {
                 let data = match next {
                     Ok(event) => event.data,
                     Err(e) => {
-                        let error = WireError::new(ErrorKind::Upstream, format!("engine stream broke: {e}"));
+                        let error = WireError::new(
+                            ErrorKind::Upstream,
+                            format!("engine stream broke: {e}"),
+                        );
                         return Some((Event::Error(error), State::Finished));
                     }
                 };
@@ -201,7 +226,9 @@ impl State {
                     return Some((r.done(), State::Finished));
                 }
                 match r.parse(&data) {
-                    Ok(Some(text)) => return Some((Event::Delta { text, tokens: 1 }, State::Reading(r))),
+                    Ok(Some(text)) => {
+                        return Some((Event::Delta { text, tokens: 1 }, State::Reading(r)))
+                    }
                     Ok(None) => continue,
                     Err(error) => return Some((Event::Error(error), State::Finished)),
                 }
@@ -213,32 +240,51 @@ impl State {
 impl Reading {
     /// Read one SSE data payload; returns new text, if any.
     fn parse(&mut self, data: &str) -> Result<Option<String>, WireError> {
-        let value: serde_json::Value = serde_json::from_str(data)
-            .map_err(|e| WireError::new(ErrorKind::Upstream, format!("engine sent invalid JSON in its stream: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(data).map_err(|e| {
+            WireError::new(
+                ErrorKind::Upstream,
+                format!("engine sent invalid JSON in its stream: {e}"),
+            )
+        })?;
         if let Some(error) = value.get("error") {
-            let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("unknown error");
-            return Err(WireError::new(ErrorKind::Upstream, format!("engine failed mid-stream: {message}")));
+            let message = error
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("unknown error");
+            return Err(WireError::new(
+                ErrorKind::Upstream,
+                format!("engine failed mid-stream: {message}"),
+            ));
         }
         // Chat chunks carry `delta.content`; legacy completion chunks carry `text`.
-        let (text, finish, usage) = if value.get("object").and_then(|o| o.as_str()) == Some("text_completion") {
-            let chunk: Completion = serde_json::from_value(value)
-                .map_err(|e| WireError::new(ErrorKind::Upstream, format!("engine sent an unexpected chunk: {e}")))?;
-            let choice = chunk.choices.into_iter().next();
-            (
-                choice.as_ref().map(|c| c.text.clone()),
-                choice.and_then(|c| c.finish_reason),
-                chunk.usage,
-            )
-        } else {
-            let chunk: ChatCompletionChunk = serde_json::from_value(value)
-                .map_err(|e| WireError::new(ErrorKind::Upstream, format!("engine sent an unexpected chunk: {e}")))?;
-            let choice = chunk.choices.into_iter().next();
-            (
-                choice.as_ref().and_then(|c| c.delta.content.clone()),
-                choice.and_then(|c| c.finish_reason),
-                chunk.usage,
-            )
-        };
+        let (text, finish, usage) =
+            if value.get("object").and_then(|o| o.as_str()) == Some("text_completion") {
+                let chunk: Completion = serde_json::from_value(value).map_err(|e| {
+                    WireError::new(
+                        ErrorKind::Upstream,
+                        format!("engine sent an unexpected chunk: {e}"),
+                    )
+                })?;
+                let choice = chunk.choices.into_iter().next();
+                (
+                    choice.as_ref().map(|c| c.text.clone()),
+                    choice.and_then(|c| c.finish_reason),
+                    chunk.usage,
+                )
+            } else {
+                let chunk: ChatCompletionChunk = serde_json::from_value(value).map_err(|e| {
+                    WireError::new(
+                        ErrorKind::Upstream,
+                        format!("engine sent an unexpected chunk: {e}"),
+                    )
+                })?;
+                let choice = chunk.choices.into_iter().next();
+                (
+                    choice.as_ref().and_then(|c| c.delta.content.clone()),
+                    choice.and_then(|c| c.finish_reason),
+                    chunk.usage,
+                )
+            };
         if let Some(u) = usage {
             self.usage = Some(Usage {
                 prompt_tokens: u.prompt_tokens,
@@ -278,9 +324,15 @@ impl Reading {
 
 fn transport_error(base: &str, e: &reqwest::Error) -> WireError {
     if e.is_timeout() {
-        WireError::new(ErrorKind::Timeout, format!("engine at {base} did not answer in time"))
+        WireError::new(
+            ErrorKind::Timeout,
+            format!("engine at {base} did not answer in time"),
+        )
     } else {
-        WireError::new(ErrorKind::Upstream, format!("engine at {base} unreachable: {e}"))
+        WireError::new(
+            ErrorKind::Upstream,
+            format!("engine at {base} unreachable: {e}"),
+        )
     }
 }
 
@@ -296,5 +348,8 @@ async fn status_error(response: reqwest::Response) -> WireError {
         408 | 504 => ErrorKind::Timeout,
         _ => ErrorKind::Upstream,
     };
-    WireError::new(kind, format!("engine answered HTTP {}: {detail}", status.as_u16()))
+    WireError::new(
+        kind,
+        format!("engine answered HTTP {}: {detail}", status.as_u16()),
+    )
 }

@@ -70,8 +70,7 @@ pub fn read_hello(bytes: &[u8]) -> Result<Hello, ProtocolError> {
             ours: PROTOCOL_VERSION,
         });
     }
-    postcard::from_bytes(&bytes[6..])
-        .map_err(|e| ProtocolError::Malformed(format!("hello: {e}")))
+    postcard::from_bytes(&bytes[6..]).map_err(|e| ProtocolError::Malformed(format!("hello: {e}")))
 }
 
 /// Exchange hellos on a fresh (TLS) stream; returns the framed stream and the

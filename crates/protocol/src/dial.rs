@@ -36,22 +36,42 @@ pub struct DialSettings {
 }
 
 /// Connect once: TCP, TLS (the proxy's key is pinned by `settings.tls`), hello.
-pub async fn dial_once(endpoint: &ProxyEndpoint, settings: &DialSettings) -> Result<Connection, ProtocolError> {
-    let (stream, key) = tls::connect(&endpoint.address, settings.tls.clone(), settings.handshake_timeout).await?;
+pub async fn dial_once(
+    endpoint: &ProxyEndpoint,
+    settings: &DialSettings,
+) -> Result<Connection, ProtocolError> {
+    let (stream, key) = tls::connect(
+        &endpoint.address,
+        settings.tls.clone(),
+        settings.handshake_timeout,
+    )
+    .await?;
     if key != endpoint.fingerprint {
         return Err(ProtocolError::Tls(format!(
             "proxy at {} presented key {key}, expected {}",
             endpoint.address, endpoint.fingerprint
         )));
     }
-    let (framed, peer) = handshake(stream, &settings.hello, settings.max_frame_bytes, settings.handshake_timeout).await?;
+    let (framed, peer) = handshake(
+        stream,
+        &settings.hello,
+        settings.max_frame_bytes,
+        settings.handshake_timeout,
+    )
+    .await?;
     if peer.role != Role::Proxy {
         return Err(ProtocolError::UnexpectedRole {
             got: peer.role,
             expected: "Proxy",
         });
     }
-    Ok(Connection::spawn(framed, peer, Some(key), settings.handler.clone(), settings.mux.clone()))
+    Ok(Connection::spawn(
+        framed,
+        peer,
+        Some(key),
+        settings.handler.clone(),
+        settings.mux.clone(),
+    ))
 }
 
 /// Keep a connection to `endpoint` until `stop` is cancelled. The returned watch
@@ -93,7 +113,7 @@ pub fn keep_connected(
                 Err(e) => {
                     failures += 1;
                     // Log the first failure and then every tenth, not every retry.
-                    if failures == 1 || failures % 10 == 0 {
+                    if failures == 1 || failures.is_multiple_of(10) {
                         tracing::warn!(proxy = %endpoint.address, error = %e, attempt = failures, "cannot connect to proxy; retrying");
                     }
                 }

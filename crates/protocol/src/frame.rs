@@ -29,17 +29,27 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
     /// A new request; `id` is unique among the sender's open requests.
-    Request { id: u64, body: RequestBody },
+    Request {
+        id: u64,
+        body: RequestBody,
+    },
     /// One event of the answer to the receiver's request `id`.
-    Event { id: u64, event: Event },
+    Event {
+        id: u64,
+        event: Event,
+    },
     /// The sender of request `id` no longer wants the answer: stop working on it.
-    Cancel { id: u64 },
+    Cancel {
+        id: u64,
+    },
     /// A worker's offer of models and capacity (worker -> proxy, any time).
     Announce(Announce),
     Ping(u64),
     Pong(u64),
     /// Orderly close, with a reason for the peer's log.
-    Goodbye { reason: String },
+    Goodbye {
+        reason: String,
+    },
 }
 
 /// What a request asks for.

@@ -108,7 +108,13 @@ impl Connection {
         };
         let (sink, stream) = framed.split();
         tokio::spawn(write_loop(conn.clone(), sink, data_rx, control_rx));
-        tokio::spawn(read_loop(conn.clone(), stream, handler, options.idle_timeout, max_frame));
+        tokio::spawn(read_loop(
+            conn.clone(),
+            stream,
+            handler,
+            options.idle_timeout,
+            max_frame,
+        ));
         tokio::spawn(ping_loop(conn.clone(), options.keepalive_interval));
         conn
     }
@@ -218,9 +224,15 @@ impl Connection {
         let refusal = {
             let incoming = self.shared.incoming.lock().unwrap();
             if incoming.contains_key(&id) {
-                Some(WireError::new(ErrorKind::InvalidRequest, format!("request id {id} already open")))
+                Some(WireError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("request id {id} already open"),
+                ))
             } else if incoming.len() >= self.shared.max_incoming {
-                Some(WireError::new(ErrorKind::Overloaded, "too many concurrent requests on this connection"))
+                Some(WireError::new(
+                    ErrorKind::Overloaded,
+                    "too many concurrent requests on this connection",
+                ))
             } else {
                 None
             }
@@ -240,12 +252,22 @@ impl Connection {
             let mut finished = false;
             while let Some(event) = events.next().await {
                 finished = event.is_terminal();
-                if conn.shared.data_tx.send(Frame::Event { id, event }).await.is_err() || finished {
+                if conn
+                    .shared
+                    .data_tx
+                    .send(Frame::Event { id, event })
+                    .await
+                    .is_err()
+                    || finished
+                {
                     break;
                 }
             }
             if !finished {
-                let event = Event::Error(WireError::new(ErrorKind::Internal, "answer ended without a result"));
+                let event = Event::Error(WireError::new(
+                    ErrorKind::Internal,
+                    "answer ended without a result",
+                ));
                 let _ = conn.shared.data_tx.send(Frame::Event { id, event }).await;
             }
             conn.shared.incoming.lock().unwrap().remove(&id);

@@ -136,9 +136,11 @@ impl Identity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let identity = Self::generate()?;
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create directory: {e}")))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| fail(format!("cannot create directory: {e}")))?;
                 }
-                write_private(path, identity.key_pem.as_bytes()).map_err(|e| fail(format!("cannot write: {e}")))?;
+                write_private(path, identity.key_pem.as_bytes())
+                    .map_err(|e| fail(format!("cannot write: {e}")))?;
                 tracing::info!(path = %path.display(), fingerprint = %identity.fingerprint, "created a new node identity");
                 Ok(identity)
             }
@@ -153,24 +155,31 @@ impl Identity {
     /// Issue a self-signed certificate for this key, valid from a few minutes ago
     /// for [`CERT_LIFETIME`].
     pub fn issue_certificate(&self) -> Result<CertificateDer<'static>, ProtocolError> {
-        let key = rcgen::KeyPair::from_pem(&self.key_pem).map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        let key = rcgen::KeyPair::from_pem(&self.key_pem)
+            .map_err(|e| ProtocolError::Tls(e.to_string()))?;
         let mut params = rcgen::CertificateParams::new(vec![NODE_NAME.to_string()])
             .map_err(|e| ProtocolError::Tls(e.to_string()))?;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::minutes(5);
         params.not_after = now + time::Duration::seconds(CERT_LIFETIME.as_secs() as i64);
-        let cert = params.self_signed(&key).map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| ProtocolError::Tls(e.to_string()))?;
         Ok(cert.der().clone())
     }
 
     fn certified_key(&self, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, ProtocolError> {
-        let key = rcgen::KeyPair::from_pem(&self.key_pem).map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        let key = rcgen::KeyPair::from_pem(&self.key_pem)
+            .map_err(|e| ProtocolError::Tls(e.to_string()))?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing = provider
             .key_provider
             .load_private_key(der)
             .map_err(|e| ProtocolError::Tls(e.to_string()))?;
-        Ok(Arc::new(CertifiedKey::new(vec![self.issue_certificate()?], signing)))
+        Ok(Arc::new(CertifiedKey::new(
+            vec![self.issue_certificate()?],
+            signing,
+        )))
     }
 }
 
@@ -214,19 +223,26 @@ impl PinnedKeys {
 
     /// Check a presented certificate: parsable, currently valid, key pinned.
     fn check(&self, der: &CertificateDer<'_>, now: UnixTime) -> Result<Fingerprint, rustls::Error> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         let at = x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64)
             .map_err(|_| rustls::Error::General("clock out of range".into()))?;
         if at < cert.validity().not_before {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYet));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidYet,
+            ));
         }
         if at > cert.validity().not_after {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired,
+            ));
         }
         let key = Fingerprint(Sha256::digest(cert.public_key().raw).into());
         if !self.contains(&key) {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
         }
         Ok(key)
     }
@@ -297,7 +313,12 @@ impl PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 }
 
@@ -310,7 +331,9 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.pins.check(end_entity, now).map(|_| ServerCertVerified::assertion())
+        self.pins
+            .check(end_entity, now)
+            .map(|_| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -319,7 +342,9 @@ impl ServerCertVerifier for PinnedVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -332,7 +357,9 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -347,7 +374,9 @@ impl ClientCertVerifier for PinnedVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.pins.check(end_entity, now).map(|_| ClientCertVerified::assertion())
+        self.pins
+            .check(end_entity, now)
+            .map(|_| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -356,7 +385,9 @@ impl ClientCertVerifier for PinnedVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -369,7 +400,9 @@ impl ClientCertVerifier for PinnedVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -448,7 +481,10 @@ pub async fn accept(
 ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Fingerprint), ProtocolError> {
     tcp.set_nodelay(true)?;
     let handshake = async {
-        let tls = acceptor.accept(tcp).await.map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        let tls = acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| ProtocolError::Tls(e.to_string()))?;
         let key = peer_key(tls.get_ref().1.peer_certificates())?;
         Ok::<_, ProtocolError>((tls, key))
     };

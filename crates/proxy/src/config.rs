@@ -59,7 +59,8 @@ impl ConfigError {
 impl ProxyConfig {
     /// Parse TOML; unknown keys and wrong types name the key.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::new("proxy config", e.to_string()))?;
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigError::new("proxy config", e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -78,7 +79,10 @@ impl ProxyConfig {
             ));
         }
         if let Some(m) = self.models.iter().find(|m| m.trim().is_empty()) {
-            return Err(ConfigError::new("models", format!("model names must not be empty, got {m:?}")));
+            return Err(ConfigError::new(
+                "models",
+                format!("model names must not be empty, got {m:?}"),
+            ));
         }
         Ok(())
     }
@@ -140,14 +144,20 @@ allowed_workers = ["sha256:00000000000000000000000000000000000000000000000000000
         let cases = [
             (format!("{GOOD}\nlisten_port = 3"), "listen_port"),
             (GOOD.replace("127.0.0.1:9100", "nowhere"), "listen"),
-            (GOOD.replace("sha256:0000", "sha256:zz00"), "allowed_workers"),
+            (
+                GOOD.replace("sha256:0000", "sha256:zz00"),
+                "allowed_workers",
+            ),
             (format!("{GOOD}\nkeepalive_secs = 0"), "keepalive_secs"),
             (format!("{GOOD}\nmax_frame_bytes = 10"), "max_frame_bytes"),
             (GOOD.replace("allowed_clients = []", ""), "allowed_clients"),
         ];
         for (text, field) in cases {
             let err = ProxyConfig::from_toml(&text).unwrap_err().to_string();
-            assert!(err.contains(field), "error for {field} does not name it: {err}");
+            assert!(
+                err.contains(field),
+                "error for {field} does not name it: {err}"
+            );
         }
     }
 }

@@ -85,9 +85,15 @@ impl Registry {
             .unwrap_or_default();
         if live.is_empty() {
             return Err(if self.known.read().unwrap().contains(model) {
-                WireError::new(ErrorKind::NoWorker, format!("no worker serving model '{model}' is connected"))
+                WireError::new(
+                    ErrorKind::NoWorker,
+                    format!("no worker serving model '{model}' is connected"),
+                )
             } else {
-                WireError::new(ErrorKind::ModelNotFound, format!("The model '{model}' does not exist"))
+                WireError::new(
+                    ErrorKind::ModelNotFound,
+                    format!("The model '{model}' does not exist"),
+                )
             });
         }
         // Least loaded first (by fraction of capacity in use); take the first with room.
@@ -97,10 +103,13 @@ impl Registry {
             used * 1_000_000 / o.slot.capacity as u64
         });
         for offer in order {
-            let taken = offer
-                .slot
-                .in_flight
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < offer.slot.capacity).then_some(n + 1));
+            let taken =
+                offer
+                    .slot
+                    .in_flight
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < offer.slot.capacity).then_some(n + 1)
+                    });
             if taken.is_ok() {
                 return Ok((offer.conn.clone(), SlotGuard(offer.slot.clone())));
             }
@@ -114,12 +123,24 @@ impl Registry {
     /// Models with their live worker counts (known models with none included).
     pub fn models(&self) -> Vec<ModelInfo> {
         let by_model = self.by_model.read().unwrap();
-        let mut out: BTreeMap<String, u32> = self.known.read().unwrap().iter().map(|m| (m.clone(), 0)).collect();
+        let mut out: BTreeMap<String, u32> = self
+            .known
+            .read()
+            .unwrap()
+            .iter()
+            .map(|m| (m.clone(), 0))
+            .collect();
         for (model, offers) in by_model.iter() {
-            let workers: HashSet<u64> = offers.iter().filter(|o| !o.conn.is_closed()).map(|o| o.worker).collect();
+            let workers: HashSet<u64> = offers
+                .iter()
+                .filter(|o| !o.conn.is_closed())
+                .map(|o| o.worker)
+                .collect();
             out.insert(model.clone(), workers.len() as u32);
         }
-        out.into_iter().map(|(id, workers)| ModelInfo { id, workers }).collect()
+        out.into_iter()
+            .map(|(id, workers)| ModelInfo { id, workers })
+            .collect()
     }
 
     /// Live worker connections.

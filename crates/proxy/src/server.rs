@@ -52,7 +52,8 @@ pub fn start(
             .chain(settings.allowed_workers.keys())
             .copied(),
     );
-    let server = tls::server_config(settings.identity.clone(), Arc::new(pins)).map_err(std::io::Error::other)?;
+    let server = tls::server_config(settings.identity.clone(), Arc::new(pins))
+        .map_err(std::io::Error::other)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
     let registry = Arc::new(Registry::new(settings.models.clone()));
     let handle = ProxyHandle {
@@ -94,15 +95,22 @@ struct Shared {
 
 impl Shared {
     /// TLS, hello, role check against the pins, then hand the connection to its handler.
-    async fn admit(self: &Arc<Self>, tcp: tokio::net::TcpStream, acceptor: &tokio_rustls::TlsAcceptor) -> Result<(), String> {
-        let (tls, key) = tls::accept(tcp, acceptor, HANDSHAKE_TIMEOUT).await.map_err(|e| e.to_string())?;
+    async fn admit(
+        self: &Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> Result<(), String> {
+        let (tls, key) = tls::accept(tcp, acceptor, HANDSHAKE_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
         let ours = Hello {
             role: Role::Proxy,
             software: format!("cocoon-proxy/{}", env!("CARGO_PKG_VERSION")),
         };
-        let (framed, peer) = handshake(tls, &ours, self.settings.max_frame_bytes, HANDSHAKE_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (framed, peer) =
+            handshake(tls, &ours, self.settings.max_frame_bytes, HANDSHAKE_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
         let mut worker_id = None;
         let handler: Arc<dyn Handler> = match peer.role {
             Role::Client if self.settings.allowed_clients.contains(&key) => Arc::new(ClientSide {
@@ -118,7 +126,13 @@ impl Shared {
             }
             role => return Err(format!("key {key} is not allowed to connect as {role:?}")),
         };
-        let conn = Connection::spawn(framed, peer.clone(), Some(key), handler, self.settings.mux.clone());
+        let conn = Connection::spawn(
+            framed,
+            peer.clone(),
+            Some(key),
+            handler,
+            self.settings.mux.clone(),
+        );
         tracing::info!(role = ?peer.role, %key, software = %peer.software, "peer connected");
         let registry = self.registry.clone();
         conn.closed().await;
@@ -138,7 +152,9 @@ struct ClientSide {
 impl Handler for ClientSide {
     fn serve(&self, _conn: &Connection, body: RequestBody) -> BoxStream<'static, Event> {
         match body {
-            RequestBody::ListModels => stream::iter([Event::Models(self.registry.models())]).boxed(),
+            RequestBody::ListModels => {
+                stream::iter([Event::Models(self.registry.models())]).boxed()
+            }
             RequestBody::Generate(request) => {
                 let picked = self.registry.pick(&request.model);
                 let model = request.model.clone();
@@ -157,7 +173,10 @@ impl Handler for ClientSide {
                             })
                             .boxed(),
                         Err(e) => {
-                            let error = WireError::new(ErrorKind::Upstream, format!("worker for '{model}' went away: {e}"));
+                            let error = WireError::new(
+                                ErrorKind::Upstream,
+                                format!("worker for '{model}' went away: {e}"),
+                            );
                             stream::iter([Event::Error(error)]).boxed()
                         }
                     }
@@ -177,7 +196,10 @@ struct WorkerSide {
 
 impl Handler for WorkerSide {
     fn serve(&self, _conn: &Connection, _body: RequestBody) -> BoxStream<'static, Event> {
-        let error = WireError::new(ErrorKind::InvalidRequest, "workers cannot send requests to a proxy");
+        let error = WireError::new(
+            ErrorKind::InvalidRequest,
+            "workers cannot send requests to a proxy",
+        );
         stream::iter([Event::Error(error)]).boxed()
     }
 

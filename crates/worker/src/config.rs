@@ -81,14 +81,18 @@ impl TryFrom<toml::Table> for EngineConfig {
         let kind = table
             .remove("kind")
             .ok_or("engine.kind is missing: expected \"openai-http\" or \"instant\"")?;
-        let kind: EngineKind = kind
-            .clone()
-            .try_into()
-            .map_err(|_| format!("engine.kind: expected \"openai-http\" or \"instant\", got {kind}"))?;
+        let kind: EngineKind = kind.clone().try_into().map_err(|_| {
+            format!("engine.kind: expected \"openai-http\" or \"instant\", got {kind}")
+        })?;
         let fields = toml::Value::Table(table);
         let parsed = match kind {
-            EngineKind::OpenaiHttp => serde_path_to_error::deserialize::<_, OpenaiHttpFields>(fields).map(EngineConfig::from),
-            EngineKind::Instant => serde_path_to_error::deserialize::<_, InstantFields>(fields).map(EngineConfig::from),
+            EngineKind::OpenaiHttp => {
+                serde_path_to_error::deserialize::<_, OpenaiHttpFields>(fields)
+                    .map(EngineConfig::from)
+            }
+            EngineKind::Instant => {
+                serde_path_to_error::deserialize::<_, InstantFields>(fields).map(EngineConfig::from)
+            }
         };
         parsed.map_err(|e| format!("engine.{}: {}", e.path(), e.inner().message()))
     }
@@ -172,14 +176,18 @@ impl ConfigError {
 
 impl WorkerConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::new("worker config", e.to_string()))?;
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigError::new("worker config", e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.proxies.is_empty() {
-            return Err(ConfigError::new("proxies", "list at least one proxy to dial"));
+            return Err(ConfigError::new(
+                "proxies",
+                "list at least one proxy to dial",
+            ));
         }
         for (i, p) in self.proxies.iter().enumerate() {
             if !p.address.contains(':') {
@@ -220,7 +228,9 @@ impl WorkerConfig {
                 }
             }
             EngineConfig::Instant {
-                model, max_concurrent, ..
+                model,
+                max_concurrent,
+                ..
             } => {
                 check_model_and_concurrency(model, *max_concurrent)?;
                 if self.profile == Profile::Production {
@@ -256,7 +266,10 @@ fn check_model_and_concurrency(model: &str, max_concurrent: u32) -> Result<(), C
         return Err(ConfigError::new("engine.model", "must not be empty"));
     }
     if max_concurrent == 0 {
-        return Err(ConfigError::new("engine.max_concurrent", "must be > 0, got 0"));
+        return Err(ConfigError::new(
+            "engine.max_concurrent",
+            "must be > 0, got 0",
+        ));
     }
     Ok(())
 }
@@ -288,7 +301,10 @@ impl EngineConfig {
                 model,
                 max_concurrent,
                 token_delay_ms,
-            } => Arc::new(InstantEngine::new(model, max_concurrent).with_token_delay(Duration::from_millis(token_delay_ms))),
+            } => Arc::new(
+                InstantEngine::new(model, max_concurrent)
+                    .with_token_delay(Duration::from_millis(token_delay_ms)),
+            ),
         })
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_protocol::tls::{self, Fingerprint, PinnedKeys};
-use cocoon_protocol::{keep_connected, Announce, Connection, DialSettings, Hello, Role, DEFAULT_MAX_FRAME_BYTES};
+use cocoon_protocol::{
+    keep_connected, Announce, Connection, DialSettings, Hello, Role, DEFAULT_MAX_FRAME_BYTES,
+};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +39,12 @@ impl Worker {
             engine: settings.engine.clone(),
             limits: offers
                 .iter()
-                .map(|o| (o.name.clone(), Arc::new(Semaphore::new(o.max_concurrent as usize))))
+                .map(|o| {
+                    (
+                        o.name.clone(),
+                        Arc::new(Semaphore::new(o.max_concurrent as usize)),
+                    )
+                })
                 .collect(),
             stats: stats.clone(),
         });
@@ -60,7 +67,9 @@ impl Worker {
             .map(|endpoint| {
                 let offers = offers.clone();
                 keep_connected(endpoint.clone(), dial.clone(), stop.clone(), move |conn| {
-                    let _ = conn.announce(Announce { models: offers.clone() });
+                    let _ = conn.announce(Announce {
+                        models: offers.clone(),
+                    });
                 })
             })
             .collect();
@@ -88,7 +97,10 @@ impl Worker {
 
     /// Proxies connected right now.
     pub fn connected_proxies(&self) -> usize {
-        self.connections.iter().filter(|c| c.borrow().is_some()).count()
+        self.connections
+            .iter()
+            .filter(|c| c.borrow().is_some())
+            .count()
     }
 
     /// Wait until at least `n` proxies are connected.

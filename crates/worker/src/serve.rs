@@ -53,18 +53,27 @@ impl Handler for RequestHandler {
                     .engine
                     .models()
                     .into_iter()
-                    .map(|m| ModelInfo { id: m.name, workers: 1 })
+                    .map(|m| ModelInfo {
+                        id: m.name,
+                        workers: 1,
+                    })
                     .collect();
                 return stream::iter([Event::Models(models)]).boxed();
             }
             RequestBody::Generate(request) => request,
         };
         let Some(limit) = self.limits.get(&request.model) else {
-            let error = WireError::new(ErrorKind::ModelNotFound, format!("this worker does not serve '{}'", request.model));
+            let error = WireError::new(
+                ErrorKind::ModelNotFound,
+                format!("this worker does not serve '{}'", request.model),
+            );
             return stream::iter([Event::Error(error)]).boxed();
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            let error = WireError::new(ErrorKind::Overloaded, format!("worker is at capacity for '{}'", request.model));
+            let error = WireError::new(
+                ErrorKind::Overloaded,
+                format!("worker is at capacity for '{}'", request.model),
+            );
             return stream::iter([Event::Error(error)]).boxed();
         };
         self.stats.started.fetch_add(1, Ordering::SeqCst);
@@ -80,7 +89,9 @@ impl Handler for RequestHandler {
                 let stats = &tracker.stats;
                 match &event {
                     Event::Delta { tokens, .. } => {
-                        stats.tokens_generated.fetch_add(*tokens as u64, Ordering::SeqCst);
+                        stats
+                            .tokens_generated
+                            .fetch_add(*tokens as u64, Ordering::SeqCst);
                     }
                     Event::Done(_) | Event::Models(_) => {
                         stats.completed.fetch_add(1, Ordering::SeqCst);

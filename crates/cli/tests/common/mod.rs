@@ -30,7 +30,10 @@ pub fn slow_engine(delay_ms: u64, max_concurrent: u32) -> EngineConfig {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 pub fn chat_body(text: &str, extra: Value) -> Value {
@@ -52,7 +55,10 @@ pub async fn post(url: &str, body: &Value) -> (u16, Value) {
 pub async fn post_stream(url: &str, body: &Value) -> Vec<String> {
     let resp = http().post(url).json(body).send().await.unwrap();
     assert_eq!(resp.status(), 200, "streaming request failed");
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
     let mut out = Vec::new();
     while let Some(event) = events.next().await {
@@ -63,9 +69,14 @@ pub async fn post_stream(url: &str, body: &Value) -> Vec<String> {
 
 /// Assert an OpenAI-shaped error body with a message containing `needle`.
 pub fn assert_error(body: &Value, needle: &str) {
-    let message = body["error"]["message"].as_str().unwrap_or_else(|| panic!("not an OpenAI error: {body}"));
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an OpenAI error: {body}"));
     assert!(body["error"]["type"].is_string(), "{body}");
-    assert!(message.contains(needle), "{message:?} does not contain {needle:?}");
+    assert!(
+        message.contains(needle),
+        "{message:?} does not contain {needle:?}"
+    );
 }
 
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {

@@ -49,7 +49,11 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", message)
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            message,
+        )
     }
 
     pub fn overloaded(message: impl Into<String>) -> Self {
@@ -74,7 +78,11 @@ impl ApiError {
             e.code = Some("request_too_large".into());
             e
         } else {
-            Self::invalid(format!("Could not read the request body: {rejection}"), None, "invalid_body")
+            Self::invalid(
+                format!("Could not read the request body: {rejection}"),
+                None,
+                "invalid_body",
+            )
         }
     }
 
@@ -94,13 +102,33 @@ impl ApiError {
 impl From<WireError> for ApiError {
     fn from(e: WireError) -> Self {
         let (status, kind, code) = match e.kind {
-            ErrorKind::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request"),
-            ErrorKind::ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
-            ErrorKind::NoWorker => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "no_worker"),
-            ErrorKind::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "overloaded"),
+            ErrorKind::InvalidRequest => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            ErrorKind::ModelNotFound => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            ErrorKind::NoWorker => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "no_worker",
+            ),
+            ErrorKind::Overloaded => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "overloaded",
+            ),
             ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
             ErrorKind::Upstream => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
-            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error"),
+            ErrorKind::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+            ),
         };
         let mut out = Self::new(status, kind, e.message);
         out.code = Some(code.into());

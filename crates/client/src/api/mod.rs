@@ -69,8 +69,13 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), require_key))
-        .layer(axum::extract::DefaultBodyLimit::max(settings.max_body_bytes));
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_key,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            settings.max_body_bytes,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api)

@@ -12,8 +12,8 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cocoon_protocol::openai::{
-    ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, Completion, CompletionChoice, Delta,
-    ResponseMessage, Usage as ApiUsage,
+    ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, Completion, CompletionChoice,
+    Delta, ResponseMessage, Usage as ApiUsage,
 };
 use cocoon_protocol::{Done, ErrorKind, Event, WireError};
 use futures::stream::BoxStream;
@@ -46,19 +46,33 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
                 app.settings.first_token_timeout.as_secs()
             )))
         }
-        Ok(None) => return Err(WireError::new(ErrorKind::Internal, "the backend ended without an answer").into()),
+        Ok(None) => {
+            return Err(
+                WireError::new(ErrorKind::Internal, "the backend ended without an answer").into(),
+            )
+        }
         Ok(Some(Event::Error(e))) => return Err(e.into()),
         Ok(Some(event)) => event,
     };
     let answer = Answer {
         id: response_id(endpoint),
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         model,
         endpoint,
     };
     let events = futures::stream::iter([first]).chain(events).boxed();
     if v.stream {
-        Ok(stream_answer(answer, events, v.include_usage, app.settings.idle_timeout, permit, started))
+        Ok(stream_answer(
+            answer,
+            events,
+            v.include_usage,
+            app.settings.idle_timeout,
+            permit,
+            started,
+        ))
     } else {
         collect_answer(answer, events, app.settings.idle_timeout, permit, started).await
     }
@@ -81,7 +95,13 @@ struct Answer {
 }
 
 impl Answer {
-    fn chunk(&self, text: Option<String>, role: bool, finish: Option<&str>, usage: Option<ApiUsage>) -> serde_json::Value {
+    fn chunk(
+        &self,
+        text: Option<String>,
+        role: bool,
+        finish: Option<&str>,
+        usage: Option<ApiUsage>,
+    ) -> serde_json::Value {
         let no_choice = text.is_none() && !role && finish.is_none();
         match self.endpoint {
             Endpoint::Chat => serde_json::to_value(ChatCompletionChunk {
@@ -183,7 +203,12 @@ async fn collect_answer(
     loop {
         let event = tokio::time::timeout(idle, events.next())
             .await
-            .map_err(|_| ApiError::timeout(format!("The answer stalled for more than {} s.", idle.as_secs())))?;
+            .map_err(|_| {
+                ApiError::timeout(format!(
+                    "The answer stalled for more than {} s.",
+                    idle.as_secs()
+                ))
+            })?;
         match event {
             Some(Event::Delta { text: t, .. }) => text.push_str(&t),
             Some(Event::Done(done)) => {
@@ -192,7 +217,11 @@ async fn collect_answer(
             }
             Some(Event::Error(e)) => return Err(e.into()),
             Some(Event::Models(_)) | None => {
-                return Err(WireError::new(ErrorKind::Internal, "the answer ended without a result").into())
+                return Err(WireError::new(
+                    ErrorKind::Internal,
+                    "the answer ended without a result",
+                )
+                .into())
             }
         }
     }
@@ -258,12 +287,19 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                 Phase::Body => match tokio::time::timeout(s.idle, s.events.next()).await {
                     Ok(Some(Event::Delta { text, .. })) => {
                         if !text.is_empty() {
-                            s.queued.push_back(json_event(&s.answer.chunk(Some(text), false, None, None)));
+                            s.queued.push_back(json_event(&s.answer.chunk(
+                                Some(text),
+                                false,
+                                None,
+                                None,
+                            )));
                         }
                     }
                     Ok(Some(Event::Done(done))) => {
                         log_done(&s.answer.model, &done, s.started, true);
-                        let last = s.answer.chunk(None, false, Some(done.finish_reason.as_str()), None);
+                        let last =
+                            s.answer
+                                .chunk(None, false, Some(done.finish_reason.as_str()), None);
                         s.queued.push_back(json_event(&last));
                         if s.include_usage {
                             let usage = s.answer.chunk(None, false, None, Some(done.usage.into()));
@@ -274,17 +310,29 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                     }
                     Ok(Some(Event::Error(e))) => {
                         let error = ApiError::from(e);
-                        s.queued.push_back(json_event(&serde_json::to_value(error.body()).unwrap_or_default()));
+                        s.queued.push_back(json_event(
+                            &serde_json::to_value(error.body()).unwrap_or_default(),
+                        ));
                         s.phase = Phase::Ended;
                     }
                     Ok(Some(Event::Models(_))) | Ok(None) => {
-                        let error = ApiError::from(WireError::new(ErrorKind::Internal, "the answer ended without a result"));
-                        s.queued.push_back(json_event(&serde_json::to_value(error.body()).unwrap_or_default()));
+                        let error = ApiError::from(WireError::new(
+                            ErrorKind::Internal,
+                            "the answer ended without a result",
+                        ));
+                        s.queued.push_back(json_event(
+                            &serde_json::to_value(error.body()).unwrap_or_default(),
+                        ));
                         s.phase = Phase::Ended;
                     }
                     Err(_) => {
-                        let error = ApiError::timeout(format!("The answer stalled for more than {} s.", s.idle.as_secs()));
-                        s.queued.push_back(json_event(&serde_json::to_value(error.body()).unwrap_or_default()));
+                        let error = ApiError::timeout(format!(
+                            "The answer stalled for more than {} s.",
+                            s.idle.as_secs()
+                        ));
+                        s.queued.push_back(json_event(
+                            &serde_json::to_value(error.body()).unwrap_or_default(),
+                        ));
                         s.phase = Phase::Ended;
                     }
                 },

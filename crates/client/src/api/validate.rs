@@ -22,9 +22,7 @@ const MAX_STOP: usize = 4;
 pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
     let raw: ChatCompletionRequest = parse(body)?;
     let model = model(raw.model)?;
-    let messages = raw
-        .messages
-        .ok_or_else(|| missing("messages"))?;
+    let messages = raw.messages.ok_or_else(|| missing("messages"))?;
     if messages.is_empty() {
         return Err(ApiError::invalid(
             "Invalid 'messages': empty array. Expected an array with at least one message.",
@@ -36,13 +34,20 @@ pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
     for (i, m) in messages.into_iter().enumerate() {
         if !ROLES.contains(&m.role.as_str()) {
             return Err(ApiError::invalid(
-                format!("Invalid value for 'messages[{i}].role': {:?}. Supported values are: {}.", m.role, ROLES.join(", ")),
+                format!(
+                    "Invalid value for 'messages[{i}].role': {:?}. Supported values are: {}.",
+                    m.role,
+                    ROLES.join(", ")
+                ),
                 Some(&format!("messages[{i}].role")),
                 "invalid_value",
             ));
         }
         let content = content(&m.content, i, &m.role)?;
-        out.push(ChatMessage { role: m.role, content });
+        out.push(ChatMessage {
+            role: m.role,
+            content,
+        });
     }
     finish(model, Input::Chat(out), raw.params)
 }
@@ -55,7 +60,10 @@ pub fn completion(body: &[u8]) -> Result<Validated, ApiError> {
         Prompt::Many(mut many) if many.len() == 1 => many.remove(0),
         Prompt::Many(many) => {
             return Err(ApiError::invalid(
-                format!("'prompt' holds {} prompts; send one prompt per request.", many.len()),
+                format!(
+                    "'prompt' holds {} prompts; send one prompt per request.",
+                    many.len()
+                ),
                 Some("prompt"),
                 "unsupported_value",
             ))
@@ -70,7 +78,10 @@ pub fn completion(body: &[u8]) -> Result<Validated, ApiError> {
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if let Err(e) = std::str::from_utf8(body) {
         return Err(ApiError::invalid(
-            format!("The request body is not valid UTF-8 (invalid byte at offset {}).", e.valid_up_to()),
+            format!(
+                "The request body is not valid UTF-8 (invalid byte at offset {}).",
+                e.valid_up_to()
+            ),
             None,
             "invalid_encoding",
         ));
@@ -104,18 +115,30 @@ fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        ApiError::invalid(format!("Invalid type for '{path}': {inner}."), Some(&path), "invalid_type")
+        ApiError::invalid(
+            format!("Invalid type for '{path}': {inner}."),
+            Some(&path),
+            "invalid_type",
+        )
     })
 }
 
 fn missing(field: &str) -> ApiError {
-    ApiError::invalid(format!("Missing required parameter: '{field}'."), Some(field), "missing_required_parameter")
+    ApiError::invalid(
+        format!("Missing required parameter: '{field}'."),
+        Some(field),
+        "missing_required_parameter",
+    )
 }
 
 fn model(model: Option<String>) -> Result<String, ApiError> {
     match model {
         Some(m) if !m.trim().is_empty() => Ok(m),
-        Some(_) => Err(ApiError::invalid("Invalid 'model': empty string.", Some("model"), "invalid_value")),
+        Some(_) => Err(ApiError::invalid(
+            "Invalid 'model': empty string.",
+            Some("model"),
+            "invalid_value",
+        )),
         None => Err(missing("model")),
     }
 }
@@ -180,7 +203,9 @@ fn int_in(field: &str, value: i64, min: i64, max: i64) -> Result<i64, ApiError> 
 fn float_in(field: &str, value: Option<f64>, min: f64, max: f64) -> Result<Option<f32>, ApiError> {
     match value {
         Some(v) if !(min..=max).contains(&v) => Err(ApiError::invalid(
-            format!("Invalid '{field}': {v} is out of range. Expected a value between {min} and {max}."),
+            format!(
+                "Invalid '{field}': {v} is out of range. Expected a value between {min} and {max}."
+            ),
             Some(field),
             "decimal_out_of_range",
         )),
@@ -214,7 +239,10 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
     let stop = p.stop.map(|s| s.into_vec()).unwrap_or_default();
     if stop.len() > MAX_STOP {
         return Err(ApiError::invalid(
-            format!("Invalid 'stop': {} sequences given, at most {MAX_STOP} are allowed.", stop.len()),
+            format!(
+                "Invalid 'stop': {} sequences given, at most {MAX_STOP} are allowed.",
+                stop.len()
+            ),
             Some("stop"),
             "array_above_max_length",
         ));
@@ -229,7 +257,11 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         frequency_penalty: float_in("frequency_penalty", p.frequency_penalty, -2.0, 2.0)?,
     };
     Ok(Validated {
-        request: GenerateRequest { model, input, params },
+        request: GenerateRequest {
+            model,
+            input,
+            params,
+        },
         stream,
         include_usage: p.stream_options.map(|o| o.include_usage).unwrap_or(false),
     })

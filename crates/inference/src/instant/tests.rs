@@ -28,12 +28,19 @@ async fn run(req: GenerateRequest) -> (String, Done) {
     let mut text = String::new();
     let mut tokens = 0u64;
     for e in &events[..events.len() - 1] {
-        let Event::Delta { text: t, tokens: n } = e else { panic!("{e:?}") };
+        let Event::Delta { text: t, tokens: n } = e else {
+            panic!("{e:?}")
+        };
         text.push_str(t);
         tokens += *n as u64;
     }
-    let Some(Event::Done(done)) = events.last().cloned() else { panic!("{events:?}") };
-    assert!(tokens <= done.usage.completion_tokens, "deltas carry at most the generated tokens");
+    let Some(Event::Done(done)) = events.last().cloned() else {
+        panic!("{events:?}")
+    };
+    assert!(
+        tokens <= done.usage.completion_tokens,
+        "deltas carry at most the generated tokens"
+    );
     (text, done)
 }
 
@@ -42,7 +49,13 @@ async fn echoes_once_without_max_tokens() {
     let (text, done) = run(chat("hello there world", None, &[])).await;
     assert_eq!(text, "hello there world");
     assert_eq!(done.finish_reason, FinishReason::Stop);
-    assert_eq!(done.usage, Usage { prompt_tokens: 2 + 1 + 3 + 1, completion_tokens: 3 });
+    assert_eq!(
+        done.usage,
+        Usage {
+            prompt_tokens: 2 + 1 + 3 + 1,
+            completion_tokens: 3
+        }
+    );
 }
 
 #[tokio::test]

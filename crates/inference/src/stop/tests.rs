@@ -36,7 +36,10 @@ fn stop_across_token_boundaries_is_never_emitted() {
 
 #[test]
 fn false_alarm_is_released() {
-    assert_eq!(run(&["\nUser:"], &["a\n", "Usb", "c"]), ("a\nUsbc".into(), false));
+    assert_eq!(
+        run(&["\nUser:"], &["a\n", "Usb", "c"]),
+        ("a\nUsbc".into(), false)
+    );
 }
 
 #[test]

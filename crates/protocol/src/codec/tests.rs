@@ -36,7 +36,9 @@ fn frame_round_trip() {
         },
         Frame::Cancel { id: u64::MAX },
         Frame::Ping(3),
-        Frame::Goodbye { reason: "bye".into() },
+        Frame::Goodbye {
+            reason: "bye".into(),
+        },
     ] {
         let bytes = encode_frame(&frame).unwrap();
         assert_eq!(decode_frame(&bytes).unwrap(), frame);
@@ -55,7 +57,10 @@ fn hello_round_trip_and_version_check() {
     let mut other = bytes.to_vec();
     other[4..6].copy_from_slice(&2u16.to_be_bytes());
     let err = read_hello(&other).unwrap_err();
-    assert!(matches!(err, ProtocolError::VersionMismatch { peer: 2, ours: 1 }), "{err}");
+    assert!(
+        matches!(err, ProtocolError::VersionMismatch { peer: 2, ours: 1 }),
+        "{err}"
+    );
     assert!(err.to_string().contains("version 2"));
 
     let err = read_hello(b"GET / HTTP/1.1").unwrap_err();
@@ -66,9 +71,14 @@ fn hello_round_trip_and_version_check() {
 fn truncated_frame_is_rejected() {
     let mut codec = length_codec(1024);
     let mut buf = BytesMut::new();
-    codec.encode(encode_frame(&sample_request()).unwrap(), &mut buf).unwrap();
+    codec
+        .encode(encode_frame(&sample_request()).unwrap(), &mut buf)
+        .unwrap();
     let mut partial = BytesMut::from(&buf[..buf.len() - 3]);
-    assert!(codec.decode(&mut partial).unwrap().is_none(), "incomplete frame must wait");
+    assert!(
+        codec.decode(&mut partial).unwrap().is_none(),
+        "incomplete frame must wait"
+    );
     let err = codec.decode_eof(&mut partial).unwrap_err();
     assert!(matches!(framing_error(err, 1024), ProtocolError::Truncated));
 }
@@ -80,7 +90,10 @@ fn oversize_frame_is_rejected() {
     buf.extend_from_slice(&1000u32.to_be_bytes());
     buf.extend_from_slice(&[0u8; 20]);
     let err = codec.decode(&mut buf).unwrap_err();
-    assert!(matches!(framing_error(err, 16), ProtocolError::FrameTooLarge { max: 16, .. }));
+    assert!(matches!(
+        framing_error(err, 16),
+        ProtocolError::FrameTooLarge { max: 16, .. }
+    ));
 
     let mut out = BytesMut::new();
     assert!(codec.encode(Bytes::from(vec![0u8; 17]), &mut out).is_err());
@@ -88,7 +101,10 @@ fn oversize_frame_is_rejected() {
 
 #[test]
 fn garbage_body_is_malformed_not_panic() {
-    assert!(matches!(decode_frame(&[0xff, 0xff, 0xff]), Err(ProtocolError::Malformed(_))));
+    assert!(matches!(
+        decode_frame(&[0xff, 0xff, 0xff]),
+        Err(ProtocolError::Malformed(_))
+    ));
     assert!(decode_frame(&[]).is_err());
 }
 

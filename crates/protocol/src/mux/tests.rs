@@ -3,7 +3,9 @@ use std::sync::atomic::AtomicUsize;
 use futures::stream;
 
 use super::*;
-use crate::{codec::length_codec, Done, FinishReason, GenerateRequest, Input, Role, SamplingParams, Usage};
+use crate::{
+    codec::length_codec, Done, FinishReason, GenerateRequest, Input, Role, SamplingParams, Usage,
+};
 
 /// Answers `Generate` with `n` deltas, one every millisecond, counting how many it
 /// produced and how many streams are alive.
@@ -46,7 +48,13 @@ impl Handler for Counter {
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 produced.fetch_add(1, Ordering::SeqCst);
-                Some((Event::Delta { text: format!("t{i} "), tokens: 1 }, (i + 1, guard)))
+                Some((
+                    Event::Delta {
+                        text: format!("t{i} "),
+                        tokens: 1,
+                    },
+                    (i + 1, guard),
+                ))
             }
         })
         .boxed()
@@ -146,10 +154,18 @@ async fn dropping_a_stream_cancels_work_at_the_peer() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(p.alive.load(Ordering::SeqCst), 0, "serving stream not dropped");
+    assert_eq!(
+        p.alive.load(Ordering::SeqCst),
+        0,
+        "serving stream not dropped"
+    );
     let produced = p.produced.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(p.produced.load(Ordering::SeqCst), produced, "work went on after cancel");
+    assert_eq!(
+        p.produced.load(Ordering::SeqCst),
+        produced,
+        "work went on after cancel"
+    );
     assert!(produced < 1000);
     assert_eq!(p.server.incoming_in_flight(), 0);
 }
@@ -161,8 +177,13 @@ async fn closing_ends_open_streams_with_an_error() {
     assert!(matches!(stream.next().await, Some(Event::Delta { .. })));
     p.server.close("test over");
     let rest: Vec<Event> = stream.collect().await;
-    assert!(matches!(rest.last(), Some(Event::Error(e)) if e.kind == ErrorKind::Upstream), "{rest:?}");
-    tokio::time::timeout(Duration::from_secs(5), p.client.closed()).await.unwrap();
+    assert!(
+        matches!(rest.last(), Some(Event::Error(e)) if e.kind == ErrorKind::Upstream),
+        "{rest:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), p.client.closed())
+        .await
+        .unwrap();
     assert!(p.client.request(generate(1)).await.is_err());
 }
 
@@ -187,7 +208,9 @@ async fn silent_peer_is_dropped_after_idle_timeout() {
             max_incoming: 8,
         },
     );
-    tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .unwrap();
     assert!(conn.close_reason().unwrap().contains("silent"));
 }
 
@@ -222,6 +245,12 @@ async fn garbage_from_peer_closes_with_a_reason() {
         MuxOptions::default(),
     );
     b.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.unwrap();
-    assert!(conn.close_reason().unwrap().contains("malformed"), "{:?}", conn.close_reason());
+    tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .unwrap();
+    assert!(
+        conn.close_reason().unwrap().contains("malformed"),
+        "{:?}",
+        conn.close_reason()
+    );
 }

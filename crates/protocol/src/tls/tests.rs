@@ -14,12 +14,21 @@ fn fingerprint_parses_and_prints() {
     let text = id.fingerprint().to_string();
     assert!(text.starts_with("sha256:") && text.len() == 7 + 64);
     assert_eq!(text.parse::<Fingerprint>().unwrap(), id.fingerprint());
-    for bad in ["", "sha256:", "sha256:zz", "md5:00", &text[..text.len() - 2]] {
+    for bad in [
+        "",
+        "sha256:",
+        "sha256:zz",
+        "md5:00",
+        &text[..text.len() - 2],
+    ] {
         assert!(bad.parse::<Fingerprint>().is_err(), "{bad}");
     }
     // The fingerprint of an issued certificate is the identity's fingerprint.
     let cert = id.issue_certificate().unwrap();
-    assert_eq!(Fingerprint::of_certificate(&cert).unwrap(), id.fingerprint());
+    assert_eq!(
+        Fingerprint::of_certificate(&cert).unwrap(),
+        id.fingerprint()
+    );
 }
 
 #[test]
@@ -48,10 +57,14 @@ async fn dial(
     server_pins: PinnedKeys,
     client: Arc<Identity>,
     client_pins: PinnedKeys,
-) -> (Result<Fingerprint, ProtocolError>, Result<Fingerprint, ProtocolError>) {
+) -> (
+    Result<Fingerprint, ProtocolError>,
+    Result<Fingerprint, ProtocolError>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(server, Arc::new(server_pins)).unwrap());
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(server_config(server, Arc::new(server_pins)).unwrap());
     let server_side = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let (tls, key) = accept(tcp, &acceptor, Duration::from_secs(5)).await?;
@@ -120,10 +133,14 @@ fn expired_certificate_is_refused() {
     let cert = id.issue_certificate().unwrap();
     let now = UnixTime::now();
     assert!(pins.check(&cert, now).is_ok());
-    let later = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() + CERT_LIFETIME.as_secs() + 60));
+    let later = UnixTime::since_unix_epoch(Duration::from_secs(
+        now.as_secs() + CERT_LIFETIME.as_secs() + 60,
+    ));
     assert!(matches!(
         pins.check(&cert, later),
-        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired))
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired
+        ))
     ));
     let earlier = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() - 3600));
     assert!(pins.check(&cert, earlier).is_err());

@@ -12,7 +12,9 @@ fn a_full_request_is_accepted() {
     assert_eq!(v.request.params.max_tokens, Some(5));
     assert_eq!(v.request.params.stop, vec!["x".to_string()]);
     assert_eq!(v.request.params.seed, Some(u64::MAX));
-    let Input::Chat(m) = v.request.input else { panic!() };
+    let Input::Chat(m) = v.request.input else {
+        panic!()
+    };
     assert_eq!(m[1].content, "a\nb");
 }
 
@@ -31,21 +33,55 @@ fn errors_name_the_problem() {
         (r#"{"model":"m"}"#, "'messages'"),
         (r#"{"model":"m","messages":[]}"#, "empty array"),
         (r#"{"model":"m","messages":"hi"}"#, "'messages'"),
-        (r#"{"model":"m","messages":[{"role":"king","content":"x"}]}"#, "messages[0].role"),
-        (r#"{"model":"m","messages":[{"role":"user","content":5}]}"#, "messages[0].content"),
-        (r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#, "image_url"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-5}"#, "max_tokens"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"5"}"#, "max_tokens"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#, "temperature"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#, "'n'"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}"#, "'stop'"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#, "stream_options"),
-        (r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#, "'model'"),
+        (
+            r#"{"model":"m","messages":[{"role":"king","content":"x"}]}"#,
+            "messages[0].role",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":5}]}"#,
+            "messages[0].content",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
+            "image_url",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-5}"#,
+            "max_tokens",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"5"}"#,
+            "max_tokens",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+            "temperature",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+            "'n'",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}"#,
+            "'stop'",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#,
+            "stream_options",
+        ),
+        (
+            r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#,
+            "'model'",
+        ),
     ];
     for (body, needle) in cases {
         let e = err(body);
         assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{body}");
-        assert!(e.message.contains(needle), "{body}: {:?} lacks {needle}", e.message);
+        assert!(
+            e.message.contains(needle),
+            "{body}: {:?} lacks {needle}",
+            e.message
+        );
     }
 }
 
@@ -59,6 +95,12 @@ fn invalid_utf8_is_named() {
 fn completion_prompt_rules() {
     assert!(completion(br#"{"model":"m","prompt":"hi"}"#).is_ok());
     assert!(completion(br#"{"model":"m","prompt":["hi"]}"#).is_ok());
-    assert!(completion(br#"{"model":"m","prompt":["a","b"]}"#).unwrap_err().message.contains("one prompt"));
-    assert!(completion(br#"{"model":"m"}"#).unwrap_err().message.contains("'prompt'"));
+    assert!(completion(br#"{"model":"m","prompt":["a","b"]}"#)
+        .unwrap_err()
+        .message
+        .contains("one prompt"));
+    assert!(completion(br#"{"model":"m"}"#)
+        .unwrap_err()
+        .message
+        .contains("'prompt'"));
 }
