@@ -142,7 +142,8 @@ impl From<WireError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::warn!(status = self.status.as_u16(), message = %self.message, "request failed");
+            // The code only: an upstream engine's message may quote the request.
+            tracing::warn!(status = self.status.as_u16(), code = ?self.code, "request failed");
         }
         let status = self.status;
         let mut response = (status, Json(self.body())).into_response();
