@@ -1,0 +1,144 @@
+//! Who may connect to a proxy: only pinned keys, and only in the role they are
+//! pinned for. Real TLS on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_protocol::tls::{self, Identity, PinnedKeys};
+use cocoon_protocol::{
+    dial_once, Announce, Connection, DialSettings, Event, Handler, Hello, ModelOffer, MuxOptions, ProxyEndpoint,
+    RequestBody, Role, DEFAULT_MAX_FRAME_BYTES,
+};
+use cocoon_proxy::ProxySettings;
+use futures::stream::{self, BoxStream, StreamExt};
+
+struct Idle;
+impl Handler for Idle {
+    fn serve(&self, _: &Connection, _: RequestBody) -> BoxStream<'static, Event> {
+        stream::empty().boxed()
+    }
+}
+
+struct Net {
+    endpoint: ProxyEndpoint,
+    proxy: cocoon_proxy::ProxyHandle,
+    client: Arc<Identity>,
+    worker: Arc<Identity>,
+}
+
+async fn start() -> Net {
+    let (proxy_id, client, worker) = (
+        Arc::new(Identity::generate().unwrap()),
+        Arc::new(Identity::generate().unwrap()),
+        Arc::new(Identity::generate().unwrap()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = ProxyEndpoint {
+        address: listener.local_addr().unwrap().to_string(),
+        fingerprint: proxy_id.fingerprint(),
+    };
+    let (proxy, serve) = cocoon_proxy::start(
+        listener,
+        ProxySettings {
+            identity: proxy_id,
+            allowed_clients: PinnedKeys::new([client.fingerprint()]),
+            allowed_workers: PinnedKeys::new([worker.fingerprint()]),
+            models: vec![],
+            mux: MuxOptions::default(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        },
+    )
+    .unwrap();
+    tokio::spawn(serve);
+    Net {
+        endpoint,
+        proxy,
+        client,
+        worker,
+    }
+}
+
+async fn dial(net: &Net, identity: &Arc<Identity>, role: Role) -> Option<Connection> {
+    let settings = DialSettings {
+        tls: tls::client_config(identity.clone(), Arc::new(PinnedKeys::new([net.endpoint.fingerprint]))).unwrap(),
+        hello: Hello {
+            role,
+            software: "test".into(),
+        },
+        handler: Arc::new(Idle),
+        mux: MuxOptions::default(),
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        handshake_timeout: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(1),
+    };
+    let conn = dial_once(&net.endpoint, &settings).await.ok()?;
+    // A refused peer may finish the handshake and then be dropped: give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (!conn.is_closed()).then_some(conn)
+}
+
+#[tokio::test]
+async fn pinned_worker_joins_and_announces() {
+    let net = start().await;
+    let conn = dial(&net, &net.worker.clone(), Role::Worker).await.expect("pinned worker admitted");
+    conn.announce(Announce {
+        models: vec![ModelOffer {
+            name: "m".into(),
+            max_concurrent: 2,
+        }],
+    })
+    .unwrap();
+    for _ in 0..200 {
+        if net.proxy.registry.worker_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(net.proxy.registry.models()[0].workers, 1);
+    conn.close("done");
+    for _ in 0..300 {
+        if net.proxy.registry.worker_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("worker not removed after disconnect");
+}
+
+#[tokio::test]
+async fn unknown_key_is_refused() {
+    let net = start().await;
+    let stranger = Arc::new(Identity::generate().unwrap());
+    assert!(dial(&net, &stranger, Role::Worker).await.is_none());
+    assert!(dial(&net, &stranger, Role::Client).await.is_none());
+    assert_eq!(net.proxy.registry.worker_count(), 0);
+}
+
+#[tokio::test]
+async fn keys_are_only_good_for_their_role() {
+    let net = start().await;
+    assert!(dial(&net, &net.client.clone(), Role::Worker).await.is_none(), "client key as worker");
+    assert!(dial(&net, &net.worker.clone(), Role::Client).await.is_none(), "worker key as client");
+    assert!(dial(&net, &net.client.clone(), Role::Proxy).await.is_none(), "client key as proxy");
+    assert!(dial(&net, &net.client.clone(), Role::Client).await.is_some(), "client key as client");
+}
+
+#[tokio::test]
+async fn wrong_proxy_key_is_refused_by_the_dialler() {
+    let net = start().await;
+    let mut wrong = net.endpoint.clone();
+    wrong.fingerprint = Identity::generate().unwrap().fingerprint();
+    let settings = DialSettings {
+        tls: tls::client_config(net.worker.clone(), Arc::new(PinnedKeys::new([wrong.fingerprint]))).unwrap(),
+        hello: Hello {
+            role: Role::Worker,
+            software: "test".into(),
+        },
+        handler: Arc::new(Idle),
+        mux: MuxOptions::default(),
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        handshake_timeout: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(1),
+    };
+    assert!(dial_once(&wrong, &settings).await.is_err());
+}
