@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use cocoon_protocol::tls::{self, Identity, PinnedKeys};
 use cocoon_protocol::{
-    dial_once, Announce, Connection, DialSettings, Event, Handler, Hello, ModelOffer, MuxOptions, ProxyEndpoint,
-    RequestBody, Role, DEFAULT_MAX_FRAME_BYTES,
+    dial_once, Announce, Connection, DialSettings, Event, Handler, Hello, ModelOffer, MuxOptions,
+    ProxyEndpoint, RequestBody, Role, DEFAULT_MAX_FRAME_BYTES,
 };
 use cocoon_proxy::ProxySettings;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -60,7 +60,11 @@ async fn start() -> Net {
 
 async fn dial(net: &Net, identity: &Arc<Identity>, role: Role) -> Option<Connection> {
     let settings = DialSettings {
-        tls: tls::client_config(identity.clone(), Arc::new(PinnedKeys::new([net.endpoint.fingerprint]))).unwrap(),
+        tls: tls::client_config(
+            identity.clone(),
+            Arc::new(PinnedKeys::new([net.endpoint.fingerprint])),
+        )
+        .unwrap(),
         hello: Hello {
             role,
             software: "test".into(),
@@ -80,7 +84,9 @@ async fn dial(net: &Net, identity: &Arc<Identity>, role: Role) -> Option<Connect
 #[tokio::test]
 async fn pinned_worker_joins_and_announces() {
     let net = start().await;
-    let conn = dial(&net, &net.worker.clone(), Role::Worker).await.expect("pinned worker admitted");
+    let conn = dial(&net, &net.worker.clone(), Role::Worker)
+        .await
+        .expect("pinned worker admitted");
     conn.announce(Announce {
         models: vec![ModelOffer {
             name: "m".into(),
@@ -117,10 +123,28 @@ async fn unknown_key_is_refused() {
 #[tokio::test]
 async fn keys_are_only_good_for_their_role() {
     let net = start().await;
-    assert!(dial(&net, &net.client.clone(), Role::Worker).await.is_none(), "client key as worker");
-    assert!(dial(&net, &net.worker.clone(), Role::Client).await.is_none(), "worker key as client");
-    assert!(dial(&net, &net.client.clone(), Role::Proxy).await.is_none(), "client key as proxy");
-    assert!(dial(&net, &net.client.clone(), Role::Client).await.is_some(), "client key as client");
+    assert!(
+        dial(&net, &net.client.clone(), Role::Worker)
+            .await
+            .is_none(),
+        "client key as worker"
+    );
+    assert!(
+        dial(&net, &net.worker.clone(), Role::Client)
+            .await
+            .is_none(),
+        "worker key as client"
+    );
+    assert!(
+        dial(&net, &net.client.clone(), Role::Proxy).await.is_none(),
+        "client key as proxy"
+    );
+    assert!(
+        dial(&net, &net.client.clone(), Role::Client)
+            .await
+            .is_some(),
+        "client key as client"
+    );
 }
 
 #[tokio::test]
@@ -129,7 +153,11 @@ async fn wrong_proxy_key_is_refused_by_the_dialler() {
     let mut wrong = net.endpoint.clone();
     wrong.fingerprint = Identity::generate().unwrap().fingerprint();
     let settings = DialSettings {
-        tls: tls::client_config(net.worker.clone(), Arc::new(PinnedKeys::new([wrong.fingerprint]))).unwrap(),
+        tls: tls::client_config(
+            net.worker.clone(),
+            Arc::new(PinnedKeys::new([wrong.fingerprint])),
+        )
+        .unwrap(),
         hello: Hello {
             role: Role::Worker,
             software: "test".into(),
