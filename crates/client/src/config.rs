@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_protocol::tls::Identity;
+pub use cocoon_protocol::ConfigError;
 use cocoon_protocol::{MuxOptions, ProxyEndpoint};
 use serde::Deserialize;
 
@@ -54,23 +55,6 @@ fn default_idle() -> u64 {
 }
 fn default_keepalive() -> u64 {
     10
-}
-
-/// A configuration value that is wrong, named by its key.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
 }
 
 fn range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
@@ -164,11 +148,7 @@ impl ClientConfig {
                 first_token_timeout: Duration::from_secs(self.first_token_timeout_secs),
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             },
-            mux: MuxOptions {
-                keepalive_interval: Duration::from_secs(self.keepalive_secs),
-                idle_timeout: Duration::from_secs(self.keepalive_secs * 3 + 5),
-                ..MuxOptions::default()
-            },
+            mux: MuxOptions::from_keepalive(self.keepalive_secs),
             listen: self.listen,
         })
     }

@@ -9,6 +9,7 @@
 //!   versioned `Hello` handshake.
 //! * `mux`    - many concurrent request streams over one connection, with
 //!   cancellation and keepalive.
+//! * `config` - [`ConfigError`] and keepalive timing shared by role configs.
 //! * `dial`   - dialling a proxy and staying connected, with backoff.
 //! * `tls`    - node identities (Ed25519 keys, self-signed certificates) and the
 //!   pinned-key TLS 1.3 verifiers; the one place certificates are made and checked.
@@ -16,6 +17,7 @@
 //! * `error`  - [`ProtocolError`].
 
 mod codec;
+mod config;
 mod dial;
 mod error;
 mod frame;
@@ -27,6 +29,7 @@ pub use codec::{
     decode_frame, encode_frame, handshake, length_codec, read_hello, write_hello,
     DEFAULT_MAX_FRAME_BYTES, MAGIC,
 };
+pub use config::ConfigError;
 pub use dial::{dial_once, keep_connected, DialSettings, ProxyEndpoint};
 pub use error::ProtocolError;
 pub use frame::{

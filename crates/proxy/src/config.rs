@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cocoon_protocol::tls::{Fingerprint, Identity, PinnedKeys};
+pub use cocoon_protocol::ConfigError;
 use cocoon_protocol::{MuxOptions, DEFAULT_MAX_FRAME_BYTES};
 use serde::Deserialize;
 
@@ -37,23 +37,6 @@ fn default_keepalive() -> u64 {
 
 fn default_max_frame() -> usize {
     DEFAULT_MAX_FRAME_BYTES
-}
-
-/// A configuration value that is wrong, named by its key.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
 }
 
 impl ProxyConfig {
@@ -96,17 +79,9 @@ impl ProxyConfig {
             allowed_clients: PinnedKeys::new(self.allowed_clients),
             allowed_workers: PinnedKeys::new(self.allowed_workers),
             models: self.models,
-            mux: mux_options(self.keepalive_secs),
+            mux: MuxOptions::from_keepalive(self.keepalive_secs),
             max_frame_bytes: self.max_frame_bytes,
         })
-    }
-}
-
-pub(crate) fn mux_options(keepalive_secs: u64) -> MuxOptions {
-    MuxOptions {
-        keepalive_interval: Duration::from_secs(keepalive_secs),
-        idle_timeout: Duration::from_secs(keepalive_secs * 3 + 5),
-        ..MuxOptions::default()
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cocoon_inference::{Engine, InstantEngine, OpenAiHttpConfig, OpenAiHttpEngine};
 use cocoon_protocol::tls::Identity;
+pub use cocoon_protocol::ConfigError;
 use cocoon_protocol::{MuxOptions, ProxyEndpoint};
 use serde::Deserialize;
 
@@ -157,23 +158,6 @@ fn default_read_timeout() -> u64 {
     120
 }
 
-/// A configuration value that is wrong, named by its key.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
 impl WorkerConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Self =
@@ -252,11 +236,7 @@ impl WorkerConfig {
             identity: Arc::new(identity),
             proxies: self.proxies,
             engine: self.engine.build()?,
-            mux: MuxOptions {
-                keepalive_interval: Duration::from_secs(self.keepalive_secs),
-                idle_timeout: Duration::from_secs(self.keepalive_secs * 3 + 5),
-                ..MuxOptions::default()
-            },
+            mux: MuxOptions::from_keepalive(self.keepalive_secs),
         })
     }
 }
