@@ -4,13 +4,14 @@
 //! Dropping the response (the app hung up) drops the backend stream, which cancels
 //! the request all the way to the worker.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::http::header;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use cocoon_protocol::openai::{
     ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, Completion, CompletionChoice,
     Delta, ResponseMessage, Usage as ApiUsage,
@@ -94,60 +95,58 @@ struct Answer {
     endpoint: Endpoint,
 }
 
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("response types serialize")
+}
+
 impl Answer {
+    /// One streamed chunk, as JSON text. With no text, role or finish reason it has
+    /// no choice (the usage chunk).
     fn chunk(
         &self,
         text: Option<String>,
         role: bool,
         finish: Option<&str>,
         usage: Option<ApiUsage>,
-    ) -> serde_json::Value {
-        let no_choice = text.is_none() && !role && finish.is_none();
+    ) -> String {
+        let has_choice = text.is_some() || role || finish.is_some();
+        let finish_reason = finish.map(str::to_string);
         match self.endpoint {
-            Endpoint::Chat => serde_json::to_value(ChatCompletionChunk {
+            Endpoint::Chat => json(&ChatCompletionChunk {
                 id: self.id.clone(),
                 object: "chat.completion.chunk".into(),
                 created: self.created,
                 model: self.model.clone(),
-                choices: if no_choice {
-                    vec![]
-                } else {
-                    vec![ChunkChoice {
+                choices: has_choice
+                    .then(|| ChunkChoice {
                         index: 0,
                         delta: Delta {
                             role: role.then(|| "assistant".to_string()),
                             content: text,
                         },
-                        finish_reason: finish.map(str::to_string),
-                    }]
-                },
+                        finish_reason,
+                    })
+                    .into_iter()
+                    .collect(),
                 usage,
             }),
-            Endpoint::Completion => serde_json::to_value(Completion {
-                id: self.id.clone(),
-                object: "text_completion".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: if no_choice {
-                    vec![]
-                } else {
-                    vec![CompletionChoice {
-                        index: 0,
-                        text: text.unwrap_or_default(),
-                        finish_reason: finish.map(str::to_string),
-                    }]
-                },
+            Endpoint::Completion => json(&self.completion(
+                has_choice.then(|| CompletionChoice {
+                    index: 0,
+                    text: text.unwrap_or_default(),
+                    finish_reason,
+                }),
                 usage,
-            }),
+            )),
         }
-        .expect("response types serialize")
     }
 
-    fn full(&self, text: String, done: &Done) -> serde_json::Value {
+    /// The whole answer, as JSON text.
+    fn full(&self, text: String, done: &Done) -> String {
         let usage = Some(ApiUsage::from(done.usage));
         let finish_reason = Some(done.finish_reason.as_str().to_string());
         match self.endpoint {
-            Endpoint::Chat => serde_json::to_value(ChatCompletion {
+            Endpoint::Chat => json(&ChatCompletion {
                 id: self.id.clone(),
                 object: "chat.completion".into(),
                 created: self.created,
@@ -162,20 +161,27 @@ impl Answer {
                 }],
                 usage,
             }),
-            Endpoint::Completion => serde_json::to_value(Completion {
-                id: self.id.clone(),
-                object: "text_completion".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![CompletionChoice {
+            Endpoint::Completion => json(&self.completion(
+                Some(CompletionChoice {
                     index: 0,
                     text,
                     finish_reason,
-                }],
+                }),
                 usage,
-            }),
+            )),
         }
-        .expect("response types serialize")
+    }
+
+    /// `text_completion` objects are the same for chunks and whole answers.
+    fn completion(&self, choice: Option<CompletionChoice>, usage: Option<ApiUsage>) -> Completion {
+        Completion {
+            id: self.id.clone(),
+            object: "text_completion".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: choice.into_iter().collect(),
+            usage,
+        }
     }
 }
 
@@ -192,6 +198,36 @@ fn log_done(model: &str, done: &Done, started: Instant, stream: bool) {
     );
 }
 
+/// What the next event of an answer means to the HTTP side.
+enum Step {
+    Text(String),
+    Done(Done),
+}
+
+/// The next piece of text or the end of the answer; a stall longer than `idle`,
+/// an error, or a stream that ends without a result is an [`ApiError`].
+async fn next_step(
+    events: &mut BoxStream<'static, Event>,
+    idle: Duration,
+) -> Result<Step, ApiError> {
+    let event = tokio::time::timeout(idle, events.next())
+        .await
+        .map_err(|_| {
+            ApiError::timeout(format!(
+                "The answer stalled for more than {} s.",
+                idle.as_secs()
+            ))
+        })?;
+    match event {
+        Some(Event::Delta { text, .. }) => Ok(Step::Text(text)),
+        Some(Event::Done(done)) => Ok(Step::Done(done)),
+        Some(Event::Error(e)) => Err(e.into()),
+        Some(Event::Models(_)) | None => {
+            Err(WireError::new(ErrorKind::Internal, "the answer ended without a result").into())
+        }
+    }
+}
+
 async fn collect_answer(
     answer: Answer,
     mut events: BoxStream<'static, Event>,
@@ -201,27 +237,12 @@ async fn collect_answer(
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
     loop {
-        let event = tokio::time::timeout(idle, events.next())
-            .await
-            .map_err(|_| {
-                ApiError::timeout(format!(
-                    "The answer stalled for more than {} s.",
-                    idle.as_secs()
-                ))
-            })?;
-        match event {
-            Some(Event::Delta { text: t, .. }) => text.push_str(&t),
-            Some(Event::Done(done)) => {
+        match next_step(&mut events, idle).await? {
+            Step::Text(t) => text.push_str(&t),
+            Step::Done(done) => {
                 log_done(&answer.model, &done, started, false);
-                return Ok(Json(answer.full(text, &done)).into_response());
-            }
-            Some(Event::Error(e)) => return Err(e.into()),
-            Some(Event::Models(_)) | None => {
-                return Err(WireError::new(
-                    ErrorKind::Internal,
-                    "the answer ended without a result",
-                )
-                .into())
+                let body = answer.full(text, &done);
+                return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
         }
     }
@@ -242,7 +263,7 @@ fn stream_answer(
         idle,
         _permit: permit,
         started,
-        queued: std::collections::VecDeque::new(),
+        queued: VecDeque::new(),
         phase: Phase::Start,
     };
     Sse::new(sse_events(state)).into_response()
@@ -261,12 +282,8 @@ struct StreamState {
     idle: Duration,
     _permit: OwnedSemaphorePermit,
     started: Instant,
-    queued: std::collections::VecDeque<SseEvent>,
+    queued: VecDeque<SseEvent>,
     phase: Phase,
-}
-
-fn json_event(value: &serde_json::Value) -> SseEvent {
-    SseEvent::default().data(value.to_string())
 }
 
 fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -281,58 +298,32 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                     s.phase = Phase::Body;
                     if s.answer.endpoint == Endpoint::Chat {
                         let first = s.answer.chunk(Some(String::new()), true, None, None);
-                        s.queued.push_back(json_event(&first));
+                        s.queued.push_back(SseEvent::default().data(first));
                     }
                 }
-                Phase::Body => match tokio::time::timeout(s.idle, s.events.next()).await {
-                    Ok(Some(Event::Delta { text, .. })) => {
+                Phase::Body => match next_step(&mut s.events, s.idle).await {
+                    Ok(Step::Text(text)) => {
                         if !text.is_empty() {
-                            s.queued.push_back(json_event(&s.answer.chunk(
-                                Some(text),
-                                false,
-                                None,
-                                None,
-                            )));
+                            let chunk = s.answer.chunk(Some(text), false, None, None);
+                            s.queued.push_back(SseEvent::default().data(chunk));
                         }
                     }
-                    Ok(Some(Event::Done(done))) => {
+                    Ok(Step::Done(done)) => {
                         log_done(&s.answer.model, &done, s.started, true);
-                        let last =
-                            s.answer
-                                .chunk(None, false, Some(done.finish_reason.as_str()), None);
-                        s.queued.push_back(json_event(&last));
+                        let finish = done.finish_reason.as_str();
+                        let last = s.answer.chunk(None, false, Some(finish), None);
+                        s.queued.push_back(SseEvent::default().data(last));
                         if s.include_usage {
                             let usage = s.answer.chunk(None, false, None, Some(done.usage.into()));
-                            s.queued.push_back(json_event(&usage));
+                            s.queued.push_back(SseEvent::default().data(usage));
                         }
                         s.queued.push_back(SseEvent::default().data("[DONE]"));
                         s.phase = Phase::Ended;
                     }
-                    Ok(Some(Event::Error(e))) => {
-                        let error = ApiError::from(e);
-                        s.queued.push_back(json_event(
-                            &serde_json::to_value(error.body()).unwrap_or_default(),
-                        ));
-                        s.phase = Phase::Ended;
-                    }
-                    Ok(Some(Event::Models(_))) | Ok(None) => {
-                        let error = ApiError::from(WireError::new(
-                            ErrorKind::Internal,
-                            "the answer ended without a result",
-                        ));
-                        s.queued.push_back(json_event(
-                            &serde_json::to_value(error.body()).unwrap_or_default(),
-                        ));
-                        s.phase = Phase::Ended;
-                    }
-                    Err(_) => {
-                        let error = ApiError::timeout(format!(
-                            "The answer stalled for more than {} s.",
-                            s.idle.as_secs()
-                        ));
-                        s.queued.push_back(json_event(
-                            &serde_json::to_value(error.body()).unwrap_or_default(),
-                        ));
+                    Err(error) => {
+                        // Headers are sent: the error becomes the stream's last event.
+                        s.queued
+                            .push_back(SseEvent::default().data(json(&error.body())));
                         s.phase = Phase::Ended;
                     }
                 },
