@@ -47,7 +47,11 @@ impl Fingerprint {
     pub fn of_certificate(der: &[u8]) -> Result<Self, ProtocolError> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| ProtocolError::Tls(format!("unparsable certificate: {e}")))?;
-        Ok(Self(Sha256::digest(cert.public_key().raw).into()))
+        Ok(Self::of_parsed(&cert))
+    }
+
+    fn of_parsed(cert: &x509_parser::certificate::X509Certificate<'_>) -> Self {
+        Self(Sha256::digest(cert.public_key().raw).into())
     }
 }
 
@@ -114,12 +118,11 @@ impl Identity {
     pub fn from_pem(pem: &str) -> Result<Self, ProtocolError> {
         let key = rcgen::KeyPair::from_pem(pem)
             .map_err(|e| ProtocolError::Tls(format!("not a PKCS#8 PEM private key: {e}")))?;
-        let mut identity = Self {
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+        Ok(Self {
             key_pem: Zeroizing::new(key.serialize_pem()),
-            fingerprint: Fingerprint([0; 32]),
-        };
-        identity.fingerprint = Fingerprint::of_certificate(&identity.issue_certificate()?)?;
-        Ok(identity)
+            fingerprint: Fingerprint(Sha256::digest(spki).into()),
+        })
     }
 
     /// Load the key at `path`, creating it (mode 0600) if the file does not exist.
@@ -238,7 +241,7 @@ impl PinnedKeys {
                 rustls::CertificateError::Expired,
             ));
         }
-        let key = Fingerprint(Sha256::digest(cert.public_key().raw).into());
+        let key = Fingerprint::of_parsed(&cert);
         if !self.contains(&key) {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,

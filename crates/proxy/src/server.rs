@@ -31,8 +31,7 @@ pub async fn run(
     settings: ProxySettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let (handle, serve) = start(listener, settings)?;
-    let _ = handle;
+    let (_handle, serve) = start(listener, settings)?;
     tokio::select! {
         _ = serve => {}
         _ = shutdown => {}
@@ -134,10 +133,9 @@ impl Shared {
             self.settings.mux.clone(),
         );
         tracing::info!(role = ?peer.role, %key, software = %peer.software, "peer connected");
-        let registry = self.registry.clone();
         conn.closed().await;
         if let Some(id) = worker_id {
-            registry.remove(id);
+            self.registry.remove(id);
         }
         tracing::info!(role = ?peer.role, %key, reason = ?conn.close_reason(), "peer disconnected");
         Ok(())
