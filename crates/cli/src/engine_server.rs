@@ -16,15 +16,7 @@ pub struct EngineBackend(pub Arc<dyn Engine>);
 
 impl Backend for EngineBackend {
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, WireError>> {
-        let models = self
-            .0
-            .models()
-            .into_iter()
-            .map(|m| ModelInfo {
-                id: m.name,
-                workers: 1,
-            })
-            .collect();
+        let models = self.0.listed_models();
         Box::pin(async move { Ok(models) })
     }
 

@@ -76,20 +76,7 @@ impl ClientConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.proxies.is_empty() {
-            return Err(ConfigError::new(
-                "proxies",
-                "list at least one proxy to connect to",
-            ));
-        }
-        for (i, p) in self.proxies.iter().enumerate() {
-            if !p.address.contains(':') {
-                return Err(ConfigError::new(
-                    format!("proxies[{i}].address"),
-                    format!("expected host:port, got {:?}", p.address),
-                ));
-            }
-        }
+        ProxyEndpoint::check_list(&self.proxies)?;
         range(
             "max_body_bytes",
             self.max_body_bytes as u64,

@@ -81,8 +81,12 @@ impl ProxyPool {
             .collect()
     }
 
+    /// Proxies connected right now (does not advance the turn).
     pub fn connected(&self) -> usize {
-        self.live().len()
+        self.connections
+            .iter()
+            .filter(|c| c.borrow().as_ref().is_some_and(|c| !c.is_closed()))
+            .count()
     }
 
     /// Wait until at least `n` proxies are connected.

@@ -18,7 +18,7 @@ mod stop;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
-pub use cocoon_protocol::{Event, GenerateRequest, ModelOffer};
+pub use cocoon_protocol::{Event, GenerateRequest, ModelInfo, ModelOffer};
 pub use instant::InstantEngine;
 pub use openai_http::{OpenAiHttpConfig, OpenAiHttpEngine};
 pub use stop::StopMatcher;
@@ -31,6 +31,17 @@ pub type Generation = BoxStream<'static, Event>;
 pub trait Engine: Send + Sync + 'static {
     /// The models this engine serves and how many requests each runs at once.
     fn models(&self) -> Vec<ModelOffer>;
+
+    /// The models as listed to clients: served by this one engine.
+    fn listed_models(&self) -> Vec<ModelInfo> {
+        self.models()
+            .into_iter()
+            .map(|m| ModelInfo {
+                id: m.name,
+                workers: 1,
+            })
+            .collect()
+    }
 
     /// Start generating. Validation failures come back as an `Error` event.
     fn generate(&self, request: GenerateRequest) -> Generation;

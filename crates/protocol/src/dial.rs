@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::tls::{self, Fingerprint};
-use crate::{handshake, Connection, Handler, Hello, MuxOptions, ProtocolError, Role};
+use crate::{handshake, ConfigError, Connection, Handler, Hello, MuxOptions, ProtocolError, Role};
 
 /// A proxy to dial: where, and which key it must present.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -20,6 +20,24 @@ pub struct ProxyEndpoint {
     pub address: String,
     /// The proxy's key, `sha256:<hex>` (printed by `cocoon keygen` and at proxy start).
     pub fingerprint: Fingerprint,
+}
+
+impl ProxyEndpoint {
+    /// Check a configured `proxies` list: at least one, each `host:port`.
+    pub fn check_list(proxies: &[ProxyEndpoint]) -> Result<(), ConfigError> {
+        if proxies.is_empty() {
+            return Err(ConfigError::new("proxies", "list at least one proxy"));
+        }
+        for (i, p) in proxies.iter().enumerate() {
+            if !p.address.contains(':') {
+                return Err(ConfigError::new(
+                    format!("proxies[{i}].address"),
+                    format!("expected host:port, got {:?}", p.address),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a dialler needs besides the endpoint.

@@ -167,20 +167,7 @@ impl WorkerConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.proxies.is_empty() {
-            return Err(ConfigError::new(
-                "proxies",
-                "list at least one proxy to dial",
-            ));
-        }
-        for (i, p) in self.proxies.iter().enumerate() {
-            if !p.address.contains(':') {
-                return Err(ConfigError::new(
-                    format!("proxies[{i}].address"),
-                    format!("expected host:port, got {:?}", p.address),
-                ));
-            }
-        }
+        ProxyEndpoint::check_list(&self.proxies)?;
         if self.keepalive_secs == 0 || self.keepalive_secs > 3600 {
             return Err(ConfigError::new(
                 "keepalive_secs",

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cocoon_inference::Engine;
-use cocoon_protocol::{Connection, ErrorKind, Event, Handler, ModelInfo, RequestBody, WireError};
+use cocoon_protocol::{Connection, ErrorKind, Event, Handler, RequestBody, WireError};
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -49,16 +49,7 @@ impl Handler for RequestHandler {
     fn serve(&self, _conn: &Connection, body: RequestBody) -> BoxStream<'static, Event> {
         let request = match body {
             RequestBody::ListModels => {
-                let models = self
-                    .engine
-                    .models()
-                    .into_iter()
-                    .map(|m| ModelInfo {
-                        id: m.name,
-                        workers: 1,
-                    })
-                    .collect();
-                return stream::iter([Event::Models(models)]).boxed();
+                return stream::iter([Event::Models(self.engine.listed_models())]).boxed();
             }
             RequestBody::Generate(request) => request,
         };
