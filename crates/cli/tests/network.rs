@@ -167,18 +167,9 @@ async fn openai_http_engine_forwards_to_a_real_server() {
         ApiSettings::default(),
         std::future::pending(),
     ));
-    let net = devnet_with(|o| {
-        o.engine = EngineConfig::OpenaiHttp {
-            base_url: upstream.clone(),
-            model: MODEL.into(),
-            upstream_model: Some("upstream-echo".into()),
-            api_key_env: None,
-            max_concurrent: 8,
-            connect_timeout_secs: 2,
-            read_timeout_secs: 10,
-        }
-    })
-    .await;
+    let net =
+        devnet_with(|o| o.engine = openai_http_engine(&upstream, Some("upstream-echo"), 2, 10))
+            .await;
     let url = format!("{}/chat/completions", net.api_url);
     let (status, answer) = post(
         &url,
@@ -225,18 +216,8 @@ async fn openai_http_engine_forwards_to_a_real_server() {
 
 #[tokio::test]
 async fn openai_http_engine_with_upstream_down_is_a_clean_502() {
-    let net = devnet_with(|o| {
-        o.engine = EngineConfig::OpenaiHttp {
-            base_url: "http://127.0.0.1:9/v1".into(),
-            model: MODEL.into(),
-            upstream_model: None,
-            api_key_env: None,
-            max_concurrent: 8,
-            connect_timeout_secs: 1,
-            read_timeout_secs: 5,
-        }
-    })
-    .await;
+    let net =
+        devnet_with(|o| o.engine = openai_http_engine("http://127.0.0.1:9/v1", None, 1, 5)).await;
     let (status, body) = post(
         &format!("{}/chat/completions", net.api_url),
         &chat_body("x", json!({})),

@@ -58,11 +58,12 @@ async fn start() -> Net {
     }
 }
 
-async fn dial(net: &Net, identity: &Arc<Identity>, role: Role) -> Option<Connection> {
-    let settings = DialSettings {
+/// Settings to dial `proxy` as `identity` in `role`, pinning `proxy`'s key.
+fn dial_settings(identity: &Arc<Identity>, proxy: &ProxyEndpoint, role: Role) -> DialSettings {
+    DialSettings {
         tls: tls::client_config(
             identity.clone(),
-            Arc::new(PinnedKeys::new([net.endpoint.fingerprint])),
+            Arc::new(PinnedKeys::new([proxy.fingerprint])),
         )
         .unwrap(),
         hello: Hello {
@@ -74,7 +75,11 @@ async fn dial(net: &Net, identity: &Arc<Identity>, role: Role) -> Option<Connect
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         handshake_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(1),
-    };
+    }
+}
+
+async fn dial(net: &Net, identity: &Arc<Identity>, role: Role) -> Option<Connection> {
+    let settings = dial_settings(identity, &net.endpoint, role);
     let conn = dial_once(&net.endpoint, &settings).await.ok()?;
     // A refused peer may finish the handshake and then be dropped: give it a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -152,21 +157,6 @@ async fn wrong_proxy_key_is_refused_by_the_dialler() {
     let net = start().await;
     let mut wrong = net.endpoint.clone();
     wrong.fingerprint = Identity::generate().unwrap().fingerprint();
-    let settings = DialSettings {
-        tls: tls::client_config(
-            net.worker.clone(),
-            Arc::new(PinnedKeys::new([wrong.fingerprint])),
-        )
-        .unwrap(),
-        hello: Hello {
-            role: Role::Worker,
-            software: "test".into(),
-        },
-        handler: Arc::new(Idle),
-        mux: MuxOptions::default(),
-        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-        handshake_timeout: Duration::from_secs(5),
-        max_backoff: Duration::from_secs(1),
-    };
+    let settings = dial_settings(&net.worker, &wrong, Role::Worker);
     assert!(dial_once(&wrong, &settings).await.is_err());
 }

@@ -29,6 +29,24 @@ pub fn slow_engine(delay_ms: u64, max_concurrent: u32) -> EngineConfig {
     }
 }
 
+/// The `openai-http` engine serving [`MODEL`] from `base_url`.
+pub fn openai_http_engine(
+    base_url: &str,
+    upstream_model: Option<&str>,
+    connect_timeout_secs: u64,
+    read_timeout_secs: u64,
+) -> EngineConfig {
+    EngineConfig::OpenaiHttp {
+        base_url: base_url.into(),
+        model: MODEL.into(),
+        upstream_model: upstream_model.map(str::to_string),
+        api_key_env: None,
+        max_concurrent: 8,
+        connect_timeout_secs,
+        read_timeout_secs,
+    }
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
