@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cocoon_protocol::tls::Identity;
 pub use cocoon_protocol::ConfigError;
-use cocoon_protocol::{MuxOptions, ProxyEndpoint};
+use cocoon_protocol::{load_identity, MuxOptions, ProxyEndpoint};
 use serde::Deserialize;
 
 use crate::ApiSettings;
@@ -57,16 +57,6 @@ fn default_keepalive() -> u64 {
     10
 }
 
-fn range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        return Err(ConfigError::new(
-            field,
-            format!("must be between {min} and {max}, got {value}"),
-        ));
-    }
-    Ok(())
-}
-
 impl ClientConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Self =
@@ -77,26 +67,26 @@ impl ClientConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         ProxyEndpoint::check_list(&self.proxies)?;
-        range(
+        ConfigError::check_range(
             "max_body_bytes",
             self.max_body_bytes as u64,
             1024,
             256 * 1024 * 1024,
         )?;
-        range(
+        ConfigError::check_range(
             "max_concurrent_requests",
             self.max_concurrent_requests as u64,
             1,
             1_000_000,
         )?;
-        range(
+        ConfigError::check_range(
             "first_token_timeout_secs",
             self.first_token_timeout_secs,
             1,
             3600,
         )?;
-        range("idle_timeout_secs", self.idle_timeout_secs, 1, 3600)?;
-        range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
+        ConfigError::check_range("idle_timeout_secs", self.idle_timeout_secs, 1, 3600)?;
+        ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         if let Some(var) = &self.api_keys_env {
             match std::env::var(var) {
                 Ok(v) if v.split(',').any(|k| !k.trim().is_empty()) => {}
@@ -112,8 +102,7 @@ impl ClientConfig {
     }
 
     pub fn into_settings(self) -> Result<ClientSettings, ConfigError> {
-        let identity = Identity::load_or_create(&self.identity_key)
-            .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        let identity = load_identity(&self.identity_key)?;
         let api_keys = self
             .api_keys_env
             .as_ref()
@@ -126,7 +115,7 @@ impl ClientConfig {
             })
             .unwrap_or_default();
         Ok(ClientSettings {
-            identity: Arc::new(identity),
+            identity,
             proxies: self.proxies,
             api: ApiSettings {
                 api_keys,

@@ -1,8 +1,11 @@
-//! Pieces every role's configuration shares: the error that names a bad key, and
-//! connection timing derived from the keepalive setting.
+//! Pieces every role's configuration shares: the error that names a bad key, range
+//! checks, loading the node key, and connection timing from the keepalive setting.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::Identity;
 use crate::MuxOptions;
 
 /// A configuration value that is wrong, named by its key.
@@ -20,6 +23,26 @@ impl ConfigError {
             message: message.into(),
         }
     }
+}
+
+impl ConfigError {
+    /// `field` must lie in `min..=max`.
+    pub fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+        if value < min || value > max {
+            return Err(ConfigError::new(
+                field,
+                format!("must be between {min} and {max}, got {value}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Load (or create) the node key named by the `identity_key` setting.
+pub fn load_identity(path: &Path) -> Result<Arc<Identity>, ConfigError> {
+    Identity::load_or_create(path)
+        .map(Arc::new)
+        .map_err(|e| ConfigError::new("identity_key", e.to_string()))
 }
 
 impl MuxOptions {

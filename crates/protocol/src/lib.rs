@@ -29,7 +29,7 @@ pub use codec::{
     decode_frame, encode_frame, handshake, length_codec, read_hello, write_hello,
     DEFAULT_MAX_FRAME_BYTES, MAGIC,
 };
-pub use config::ConfigError;
+pub use config::{load_identity, ConfigError};
 pub use dial::{dial_once, keep_connected, DialSettings, ProxyEndpoint};
 pub use error::ProtocolError;
 pub use frame::{

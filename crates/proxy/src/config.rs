@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cocoon_protocol::tls::{Fingerprint, Identity, PinnedKeys};
 pub use cocoon_protocol::ConfigError;
-use cocoon_protocol::{MuxOptions, DEFAULT_MAX_FRAME_BYTES};
+use cocoon_protocol::{load_identity, MuxOptions, DEFAULT_MAX_FRAME_BYTES};
 use serde::Deserialize;
 
 /// `proxy.toml`. See `config/proxy.example.toml` for every key with comments.
@@ -49,12 +49,7 @@ impl ProxyConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.keepalive_secs == 0 || self.keepalive_secs > 3600 {
-            return Err(ConfigError::new(
-                "keepalive_secs",
-                format!("must be between 1 and 3600, got {}", self.keepalive_secs),
-            ));
-        }
+        ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         if self.max_frame_bytes < 64 * 1024 {
             return Err(ConfigError::new(
                 "max_frame_bytes",
@@ -72,10 +67,9 @@ impl ProxyConfig {
 
     /// Load the identity key and build run-time settings.
     pub fn into_settings(self) -> Result<ProxySettings, ConfigError> {
-        let identity = Identity::load_or_create(&self.identity_key)
-            .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        let identity = load_identity(&self.identity_key)?;
         Ok(ProxySettings {
-            identity: Arc::new(identity),
+            identity,
             allowed_clients: PinnedKeys::new(self.allowed_clients),
             allowed_workers: PinnedKeys::new(self.allowed_workers),
             models: self.models,

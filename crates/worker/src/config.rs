@@ -7,7 +7,7 @@ use std::time::Duration;
 use cocoon_inference::{Engine, InstantEngine, OpenAiHttpConfig, OpenAiHttpEngine};
 use cocoon_protocol::tls::Identity;
 pub use cocoon_protocol::ConfigError;
-use cocoon_protocol::{MuxOptions, ProxyEndpoint};
+use cocoon_protocol::{load_identity, MuxOptions, ProxyEndpoint};
 use serde::Deserialize;
 
 /// Whether test-only parts (the instant engine) are allowed.
@@ -168,12 +168,7 @@ impl WorkerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         ProxyEndpoint::check_list(&self.proxies)?;
-        if self.keepalive_secs == 0 || self.keepalive_secs > 3600 {
-            return Err(ConfigError::new(
-                "keepalive_secs",
-                format!("must be between 1 and 3600, got {}", self.keepalive_secs),
-            ));
-        }
+        ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         match &self.engine {
             EngineConfig::OpenaiHttp {
                 base_url,
@@ -217,10 +212,9 @@ impl WorkerConfig {
 
     /// Load the identity key, build the engine and run-time settings.
     pub fn into_settings(self) -> Result<WorkerSettings, ConfigError> {
-        let identity = Identity::load_or_create(&self.identity_key)
-            .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        let identity = load_identity(&self.identity_key)?;
         Ok(WorkerSettings {
-            identity: Arc::new(identity),
+            identity,
             proxies: self.proxies,
             engine: self.engine.build()?,
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
