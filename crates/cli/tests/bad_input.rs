@@ -108,13 +108,7 @@ async fn overload_gives_429_with_retry_after() {
     })
     .await;
     let url = format!("{}/chat/completions", net.api_url);
-    let slow = http()
-        .post(&url)
-        .json(&chat_body("x", json!({"stream": true, "max_tokens": 1000})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(slow.status(), 200);
+    let slow = open_stream(&net, "x").await;
     let resp = http()
         .post(&url)
         .json(&chat_body("y", json!({})))
@@ -132,13 +126,7 @@ async fn overload_gives_429_with_retry_after() {
 async fn worker_at_capacity_gives_429() {
     let net = devnet_with(|o| o.engine = slow_engine(20, 1)).await;
     let url = format!("{}/chat/completions", net.api_url);
-    let busy = http()
-        .post(&url)
-        .json(&chat_body("x", json!({"stream": true, "max_tokens": 1000})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(busy.status(), 200);
+    let busy = open_stream(&net, "x").await;
     let (status, body) = post(&url, &chat_body("y", json!({}))).await;
     assert_eq!(status, 429, "{body}");
     assert_error(&body, "capacity");

@@ -231,14 +231,7 @@ async fn openai_http_engine_with_upstream_down_is_a_clean_502() {
 #[tokio::test]
 async fn cancelling_a_stream_stops_the_worker() {
     let net = devnet_with(|o| o.engine = slow_engine(5, 4)).await;
-    let body = chat_body("tick tock", json!({"stream": true, "max_tokens": 100000}));
-    let resp = http()
-        .post(format!("{}/chat/completions", net.api_url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = open_stream(&net, "tick tock").await;
     let mut bytes = resp.bytes_stream();
     let mut received = 0;
     while received < 2000 {
@@ -301,13 +294,7 @@ async fn stopped_worker_gives_503_not_a_hang() {
 #[tokio::test]
 async fn worker_dying_mid_stream_ends_the_stream_with_an_error() {
     let net = devnet_with(|o| o.engine = slow_engine(5, 4)).await;
-    let body = chat_body("x", json!({"stream": true, "max_tokens": 100000}));
-    let resp = http()
-        .post(format!("{}/chat/completions", net.api_url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = open_stream(&net, "x").await;
     let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
     events.next().await.unwrap().unwrap();
     net.worker.stop();

@@ -85,6 +85,20 @@ pub async fn post_stream(url: &str, body: &Value) -> Vec<String> {
     out
 }
 
+/// Start a streamed chat that goes on until dropped (on a slow engine), check that
+/// it was accepted, and return it still open.
+pub async fn open_stream(net: &Devnet, text: &str) -> reqwest::Response {
+    let body = chat_body(text, json!({"stream": true, "max_tokens": 100000}));
+    let resp = http()
+        .post(format!("{}/chat/completions", net.api_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "stream not accepted");
+    resp
+}
+
 /// Assert an OpenAI-shaped error body with a message containing `needle`.
 pub fn assert_error(body: &Value, needle: &str) {
     let message = body["error"]["message"]
