@@ -1,9 +1,10 @@
 //! Request bodies checked field by field. Each failure names the field and the
 //! bad value, in OpenAI's wording where OpenAI has one.
 
-use cocoon_protocol::openai::{ChatCompletionRequest, CompletionRequest, Prompt, RequestParams};
+use cocoon_protocol::openai::{Prompt, RequestMessage, RequestParams};
 use cocoon_protocol::{ChatMessage, GenerateRequest, Input, SamplingParams};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::ApiError;
@@ -20,7 +21,7 @@ const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 const MAX_STOP: usize = 4;
 
 pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
-    let raw: ChatCompletionRequest = parse(body)?;
+    let (raw, params): (ChatHead, _) = parse(body)?;
     let model = model(raw.model)?;
     let messages = raw.messages.ok_or_else(|| missing("messages"))?;
     if messages.is_empty() {
@@ -49,11 +50,11 @@ pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
             content,
         });
     }
-    finish(model, Input::Chat(out), raw.params)
+    finish(model, Input::Chat(out), params)
 }
 
 pub fn completion(body: &[u8]) -> Result<Validated, ApiError> {
-    let raw: CompletionRequest = parse(body)?;
+    let (raw, params): (CompletionHead, _) = parse(body)?;
     let model = model(raw.model)?;
     let prompt = match raw.prompt.ok_or_else(|| missing("prompt"))? {
         Prompt::One(p) => p,
@@ -69,13 +70,27 @@ pub fn completion(body: &[u8]) -> Result<Validated, ApiError> {
             ))
         }
     };
-    finish(model, Input::Prompt(prompt), raw.params)
+    finish(model, Input::Prompt(prompt), params)
+}
+
+/// The chat endpoint's own fields; the sampling fields are read separately.
+#[derive(Deserialize)]
+struct ChatHead {
+    model: Option<String>,
+    messages: Option<Vec<RequestMessage>>,
+}
+
+/// The completion endpoint's own fields.
+#[derive(Deserialize)]
+struct CompletionHead {
+    model: Option<String>,
+    prompt: Option<Prompt>,
 }
 
 /// Parse the body: UTF-8, then JSON, then an object; then the sampling fields and
-/// the endpoint's own fields, each with its path in errors. (Parsing the fields in
-/// two passes keeps paths: serde loses them inside `#[serde(flatten)]`.)
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// the endpoint's own fields from that one value, each with its path in errors.
+/// (Two plain structs rather than one with `#[serde(flatten)]`, which loses paths.)
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<(T, RequestParams), ApiError> {
     if let Err(e) = std::str::from_utf8(body) {
         return Err(ApiError::invalid(
             format!(
@@ -107,8 +122,8 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "invalid_type",
         ));
     }
-    typed::<RequestParams>(&value)?;
-    typed(&value)
+    let params = typed(&value)?;
+    Ok((typed(&value)?, params))
 }
 
 fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
