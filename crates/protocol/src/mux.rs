@@ -325,7 +325,6 @@ async fn write_loop<S>(
             break;
         }
         if goodbye {
-            let _ = sink.close().await;
             conn.shutdown("closed by this node");
             break;
         }
