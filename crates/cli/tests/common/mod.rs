@@ -62,10 +62,19 @@ pub fn chat_body(text: &str, extra: Value) -> Value {
     body
 }
 
-/// POST JSON, return status and parsed body.
+/// POST JSON, return status and parsed body (which must be labelled JSON).
 pub async fn post(url: &str, body: &Value) -> (u16, Value) {
     let resp = http().post(url).json(body).send().await.unwrap();
     let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "status {status}"
+    );
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
