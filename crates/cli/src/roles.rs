@@ -5,12 +5,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cocoon_client::{ClientConfig, ProxyPool};
+use cocoon_protocol::ConfigError;
 use cocoon_proxy::ProxyConfig;
 use cocoon_worker::{Worker, WorkerConfig};
 use tokio::net::TcpListener;
 
-fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))
+/// Read a config file and turn it into settings; every error names the file.
+fn load<S>(path: &Path, parse: impl FnOnce(&str) -> Result<S, ConfigError>) -> anyhow::Result<S> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
 async fn ctrl_c() {
@@ -19,12 +23,10 @@ async fn ctrl_c() {
 }
 
 pub async fn proxy(path: &Path) -> anyhow::Result<()> {
-    let config =
-        ProxyConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
-    let listen = config.listen;
-    let settings = config
-        .into_settings()
-        .with_context(|| format!("in {}", path.display()))?;
+    let (listen, settings) = load(path, |text| {
+        let config = ProxyConfig::from_toml(text)?;
+        Ok((config.listen, config.into_settings()?))
+    })?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding listen = {listen}"))?;
@@ -38,11 +40,7 @@ pub async fn proxy(path: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn worker(path: &Path) -> anyhow::Result<()> {
-    let config =
-        WorkerConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
-    let settings = config
-        .into_settings()
-        .with_context(|| format!("in {}", path.display()))?;
+    let settings = load(path, |text| WorkerConfig::from_toml(text)?.into_settings())?;
     println!("worker key: {}", settings.identity.fingerprint());
     let worker = Worker::start(settings).await?;
     ctrl_c().await;
@@ -52,11 +50,7 @@ pub async fn worker(path: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn client(path: &Path) -> anyhow::Result<()> {
-    let config =
-        ClientConfig::from_toml(&read(path)?).with_context(|| format!("in {}", path.display()))?;
-    let settings = config
-        .into_settings()
-        .with_context(|| format!("in {}", path.display()))?;
+    let settings = load(path, |text| ClientConfig::from_toml(text)?.into_settings())?;
     let pool = Arc::new(ProxyPool::start(
         settings.identity.clone(),
         &settings.proxies,

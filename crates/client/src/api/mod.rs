@@ -139,22 +139,31 @@ async fn models(State(app): State<Arc<App>>) -> Result<Json<ModelList>, ApiError
     }))
 }
 
-async fn chat_completions(
-    State(app): State<Arc<App>>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(ApiError::from_body_rejection)?;
-    let request = validate::chat(&body)?;
-    respond::run(app, request, respond::Endpoint::Chat).await
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+async fn chat_completions(State(app): State<Arc<App>>, body: Body) -> Result<Response, ApiError> {
+    generate(app, body, validate::chat, respond::Endpoint::Chat).await
 }
 
-async fn completions(
-    State(app): State<Arc<App>>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+async fn completions(State(app): State<Arc<App>>, body: Body) -> Result<Response, ApiError> {
+    generate(
+        app,
+        body,
+        validate::completion,
+        respond::Endpoint::Completion,
+    )
+    .await
+}
+
+/// Read the body, validate it for `endpoint`, and answer.
+async fn generate(
+    app: Arc<App>,
+    body: Body,
+    validate: fn(&[u8]) -> Result<validate::Validated, ApiError>,
+    endpoint: respond::Endpoint,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from_body_rejection)?;
-    let request = validate::completion(&body)?;
-    respond::run(app, request, respond::Endpoint::Completion).await
+    respond::run(app, validate(&body)?, endpoint).await
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
