@@ -17,14 +17,7 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn lists_models_with_live_workers() {
     let net = devnet().await;
-    let body: Value = http()
-        .get(format!("{}/models", net.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&format!("{}/models", net.api_url)).await;
     assert_eq!(body["object"], "list");
     assert_eq!(body["data"][0]["id"], MODEL);
     assert_eq!(body["data"][0]["object"], "model");
@@ -279,14 +272,7 @@ async fn stopped_worker_gives_503_not_a_hang() {
     assert_error(&body, "no worker");
     assert_eq!(body["error"]["code"], "no_worker");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let models: Value = http()
-        .get(format!("{}/models", net.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&format!("{}/models", net.api_url)).await;
     assert_eq!(models["data"][0]["workers"], 0);
     net.shutdown().await;
 }

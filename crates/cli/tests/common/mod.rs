@@ -62,6 +62,11 @@ pub fn chat_body(text: &str, extra: Value) -> Value {
     body
 }
 
+/// GET a JSON document.
+pub async fn get_json(url: &str) -> Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// POST JSON, return status and parsed body (which must be labelled JSON).
 pub async fn post(url: &str, body: &Value) -> (u16, Value) {
     let resp = http().post(url).json(body).send().await.unwrap();
