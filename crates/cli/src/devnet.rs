@@ -61,9 +61,9 @@ impl Devnet {
         let proxy_id = Arc::new(Identity::generate()?);
         let worker_id = Arc::new(Identity::generate()?);
         let client_id = Arc::new(Identity::generate()?);
-        let engine = options
-            .engine
-            .build()
+        let config = options.engine.clone();
+        let engine = tokio::task::spawn_blocking(move || config.build())
+            .await?
             .context("building the worker's engine")?;
         let model = engine
             .models()

@@ -9,10 +9,12 @@
 //! * `bench`         - `cocoon bench`: overhead of the full path against the engine
 //!   alone, in one run.
 //! * `roles`         - running one role from its TOML file.
+//! * `models`        - `cocoon model pull|list` and the devnet's default model.
 
 pub mod bench;
 pub mod devnet;
 pub mod engine_server;
+pub mod models;
 pub mod roles;
 
 pub use devnet::{Devnet, DevnetOptions};

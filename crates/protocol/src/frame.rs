@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,11 +139,17 @@ impl FinishReason {
     }
 }
 
-/// Token counts of one request, counted by the worker.
+/// Token counts of one request, counted by the worker with the model's own
+/// tokenizer. `cached_prompt_tokens` and `reasoning_tokens` are parts of
+/// `prompt_tokens` and `completion_tokens`, priced differently.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Prompt tokens whose attention state was reused from an earlier request.
+    pub cached_prompt_tokens: u64,
+    /// Completion tokens inside the model's reasoning section (e.g. `<think>`).
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
@@ -171,6 +177,9 @@ pub struct ModelOffer {
     pub name: String,
     /// Requests this worker runs at once for this model.
     pub max_concurrent: u32,
+    /// SHA-256 (hex) of the weights the worker actually loaded, when it loads
+    /// them itself; the network's allow-list of models refers to this hash.
+    pub weights_sha256: Option<String>,
 }
 
 /// A failure, carried to the client node which maps `kind` to an HTTP status.

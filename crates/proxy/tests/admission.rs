@@ -96,6 +96,7 @@ async fn pinned_worker_joins_and_announces() {
         models: vec![ModelOffer {
             name: "m".into(),
             max_concurrent: 2,
+            weights_sha256: None,
         }],
     })
     .unwrap();

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cocoon_inference::{Engine, InstantEngine, OpenAiHttpConfig, OpenAiHttpEngine};
+use cocoon_inference::store::ModelStore;
+use cocoon_inference::{
+    EmbeddedConfig, EmbeddedEngine, Engine, InstantEngine, OpenAiHttpConfig, OpenAiHttpEngine,
+};
 use cocoon_protocol::tls::Identity;
 pub use cocoon_protocol::ConfigError;
 use cocoon_protocol::{load_identity, MuxOptions, ProxyEndpoint};
@@ -40,10 +43,22 @@ fn default_keepalive() -> u64 {
     10
 }
 
-/// Which engine serves requests (`kind = "openai-http"` or `"instant"`).
+/// Which engine serves requests (`kind = "embedded"`, `"openai-http"` or `"instant"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "toml::Table")]
 pub enum EngineConfig {
+    /// Run a GGUF model in-process with llama.cpp (CPU), continuous batching.
+    Embedded {
+        /// Model name on the Cocoon network.
+        model: String,
+        /// Where the GGUF file is: a path, or a model in the local store.
+        weights: WeightsLocation,
+        max_sequences: u32,
+        context_tokens: u32,
+        batch_tokens: u32,
+        threads: u32,
+        default_max_tokens: u32,
+    },
     /// Forward to a local OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama).
     OpenaiHttp {
         /// Base URL including `/v1`, e.g. `http://127.0.0.1:8000/v1`.
@@ -71,22 +86,70 @@ pub enum EngineConfig {
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
 enum EngineKind {
+    Embedded,
     OpenaiHttp,
     Instant,
+}
+
+/// The embedded engine's weights: `path = "FILE.gguf"` or `store_model = "NAME"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsLocation {
+    Path(PathBuf),
+    /// A model in the local store (see `cocoon model list`), by name.
+    Store {
+        root: PathBuf,
+        name: String,
+    },
+}
+
+impl WeightsLocation {
+    pub fn resolve(&self) -> Result<PathBuf, ConfigError> {
+        match self {
+            WeightsLocation::Path(p) => {
+                if !p.is_file() {
+                    return Err(ConfigError::new(
+                        "engine.path",
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+                Ok(p.clone())
+            }
+            WeightsLocation::Store { root, name } => ModelStore::open(root)
+                .get(name)
+                .map(|m| m.path)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "engine.store_model",
+                        format!(
+                            "{name:?} is not in the model store at {} (see `cocoon model list`, `cocoon model pull`)",
+                            root.display()
+                        ),
+                    )
+                }),
+        }
+    }
 }
 
 impl TryFrom<toml::Table> for EngineConfig {
     type Error = String;
 
     fn try_from(mut table: toml::Table) -> Result<Self, String> {
+        const KINDS: &str = "\"embedded\", \"openai-http\" or \"instant\"";
         let kind = table
             .remove("kind")
-            .ok_or("engine.kind is missing: expected \"openai-http\" or \"instant\"")?;
-        let kind: EngineKind = kind.clone().try_into().map_err(|_| {
-            format!("engine.kind: expected \"openai-http\" or \"instant\", got {kind}")
-        })?;
+            .ok_or(format!("engine.kind is missing: expected {KINDS}"))?;
+        let kind: EngineKind = kind
+            .clone()
+            .try_into()
+            .map_err(|_| format!("engine.kind: expected {KINDS}, got {kind}"))?;
         let fields = toml::Value::Table(table);
+        if let EngineKind::Embedded = kind {
+            let f = serde_path_to_error::deserialize::<_, EmbeddedFields>(fields)
+                .map_err(|e| format!("engine.{}: {}", e.path(), e.inner().message()))?;
+            return EngineConfig::try_from(f);
+        }
         let parsed = match kind {
+            EngineKind::Embedded => unreachable!("handled above"),
             EngineKind::OpenaiHttp => {
                 serde_path_to_error::deserialize::<_, OpenaiHttpFields>(fields)
                     .map(EngineConfig::from)
@@ -97,6 +160,67 @@ impl TryFrom<toml::Table> for EngineConfig {
         };
         parsed.map_err(|e| format!("engine.{}: {}", e.path(), e.inner().message()))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddedFields {
+    model: String,
+    path: Option<PathBuf>,
+    store_model: Option<String>,
+    store_dir: Option<PathBuf>,
+    #[serde(default = "default_sequences")]
+    max_sequences: u32,
+    #[serde(default)]
+    context_tokens: u32,
+    #[serde(default = "default_batch_tokens")]
+    batch_tokens: u32,
+    #[serde(default)]
+    threads: u32,
+    #[serde(default = "default_max_tokens")]
+    default_max_tokens: u32,
+}
+
+impl TryFrom<EmbeddedFields> for EngineConfig {
+    type Error = String;
+
+    fn try_from(f: EmbeddedFields) -> Result<Self, String> {
+        let weights = match (f.path, f.store_model) {
+            (Some(path), None) => WeightsLocation::Path(path),
+            (None, Some(name)) => WeightsLocation::Store {
+                root: f.store_dir.unwrap_or_else(ModelStore::default_root),
+                name,
+            },
+            (Some(_), Some(_)) => {
+                return Err("engine: give either path or store_model, not both".into())
+            }
+            (None, None) => {
+                return Err(
+                    "engine.path is missing: give the GGUF file's path, or store_model = NAME from `cocoon model list`"
+                        .into(),
+                )
+            }
+        };
+        Ok(EngineConfig::Embedded {
+            model: f.model,
+            weights,
+            max_sequences: f.max_sequences,
+            context_tokens: f.context_tokens,
+            batch_tokens: f.batch_tokens,
+            threads: f.threads,
+            default_max_tokens: f.default_max_tokens,
+        })
+    }
+}
+
+fn default_sequences() -> u32 {
+    8
+}
+fn default_batch_tokens() -> u32 {
+    512
+}
+fn default_max_tokens() -> u32 {
+    1024
 }
 
 #[derive(Deserialize)]
@@ -170,6 +294,38 @@ impl WorkerConfig {
         ProxyEndpoint::check_list(&self.proxies)?;
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         match &self.engine {
+            EngineConfig::Embedded {
+                model,
+                weights,
+                max_sequences,
+                context_tokens,
+                batch_tokens,
+                threads,
+                default_max_tokens,
+            } => {
+                check_model_and_concurrency(model, 1)?;
+                ConfigError::check_range("engine.max_sequences", *max_sequences as u64, 1, 256)?;
+                ConfigError::check_range(
+                    "engine.batch_tokens",
+                    *batch_tokens as u64,
+                    *max_sequences as u64,
+                    65_536,
+                )?;
+                ConfigError::check_range(
+                    "engine.context_tokens",
+                    *context_tokens as u64,
+                    0,
+                    1 << 20,
+                )?;
+                ConfigError::check_range("engine.threads", *threads as u64, 0, 1024)?;
+                ConfigError::check_range(
+                    "engine.default_max_tokens",
+                    *default_max_tokens as u64,
+                    1,
+                    1 << 20,
+                )?;
+                weights.resolve()?;
+            }
             EngineConfig::OpenaiHttp {
                 base_url,
                 model,
@@ -236,8 +392,27 @@ fn check_model_and_concurrency(model: &str, max_concurrent: u32) -> Result<(), C
 }
 
 impl EngineConfig {
+    /// Build the engine. Blocking (the embedded engine hashes and loads its
+    /// weights): call it from `spawn_blocking` in async code.
     pub fn build(&self) -> Result<Arc<dyn Engine>, ConfigError> {
         Ok(match self.clone() {
+            EngineConfig::Embedded {
+                model,
+                weights,
+                max_sequences,
+                context_tokens,
+                batch_tokens,
+                threads,
+                default_max_tokens,
+            } => {
+                let mut config = EmbeddedConfig::new(weights.resolve()?, model);
+                config.max_sequences = max_sequences;
+                config.context_tokens = context_tokens;
+                config.batch_tokens = batch_tokens;
+                config.threads = threads;
+                config.default_max_tokens = default_max_tokens;
+                Arc::new(EmbeddedEngine::load(config).map_err(|e| ConfigError::new("engine", e))?)
+            }
             EngineConfig::OpenaiHttp {
                 base_url,
                 model,

@@ -13,6 +13,8 @@ mod config;
 mod run;
 mod serve;
 
-pub use config::{ConfigError, EngineConfig, Profile, WorkerConfig, WorkerSettings};
+pub use config::{
+    ConfigError, EngineConfig, Profile, WeightsLocation, WorkerConfig, WorkerSettings,
+};
 pub use run::Worker;
 pub use serve::WorkerStats;

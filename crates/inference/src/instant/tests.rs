@@ -53,7 +53,8 @@ async fn echoes_once_without_max_tokens() {
         done.usage,
         Usage {
             prompt_tokens: 2 + 1 + 3 + 1,
-            completion_tokens: 3
+            completion_tokens: 3,
+            ..Usage::default()
         }
     );
 }

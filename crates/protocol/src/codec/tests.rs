@@ -3,7 +3,9 @@ use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::*;
-use crate::{ChatMessage, Event, GenerateRequest, Input, RequestBody, Role, SamplingParams};
+use crate::{
+    ChatMessage, Event, GenerateRequest, Input, RequestBody, Role, SamplingParams, PROTOCOL_VERSION,
+};
 
 fn sample_request() -> Frame {
     Frame::Request {
@@ -55,13 +57,14 @@ fn hello_round_trip_and_version_check() {
     assert_eq!(read_hello(&bytes).unwrap(), hello);
 
     let mut other = bytes.to_vec();
-    other[4..6].copy_from_slice(&2u16.to_be_bytes());
+    let peer = PROTOCOL_VERSION + 1;
+    other[4..6].copy_from_slice(&peer.to_be_bytes());
     let err = read_hello(&other).unwrap_err();
     assert!(
-        matches!(err, ProtocolError::VersionMismatch { peer: 2, ours: 1 }),
+        matches!(err, ProtocolError::VersionMismatch { peer: p, ours } if p == peer && ours == PROTOCOL_VERSION),
         "{err}"
     );
-    assert!(err.to_string().contains("version 2"));
+    assert!(err.to_string().contains(&format!("version {peer}")));
 
     let err = read_hello(b"GET / HTTP/1.1").unwrap_err();
     assert!(matches!(err, ProtocolError::BadMagic));

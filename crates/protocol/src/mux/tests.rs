@@ -42,6 +42,7 @@ impl Handler for Counter {
                         usage: Usage {
                             prompt_tokens: 1,
                             completion_tokens: n as u64,
+                            ..Usage::default()
                         },
                     });
                     return Some((done, (i + 1, guard)));

@@ -37,6 +37,76 @@ fn instant_engine_is_refused_in_production() {
     WorkerConfig::from_toml(&config(INSTANT, "profile = \"development\"")).unwrap();
 }
 
+fn tiny_model() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cocoon-worker-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.gguf");
+    if !path.exists() {
+        cocoon_inference::tiny_model::write_model(
+            &path,
+            cocoon_inference::tiny_model::ModelShape::TINY,
+            3,
+        )
+        .unwrap();
+    }
+    path
+}
+
+#[test]
+fn embedded_engine_loads_a_gguf_file_and_announces_its_hash() {
+    let path = tiny_model();
+    let engine = format!(
+        "kind = \"embedded\"\nmodel = \"tiny\"\npath = {:?}\nmax_sequences = 3\ncontext_tokens = 128",
+        path.display().to_string()
+    );
+    let c = WorkerConfig::from_toml(&config(&engine, "")).unwrap();
+    let built = c.engine.build().unwrap();
+    let offer = &built.models()[0];
+    assert_eq!(offer.max_concurrent, 3);
+    let expected = cocoon_inference::model_hash::sha256_file(&path, |_, _| {}).unwrap();
+    assert_eq!(offer.weights_sha256.as_deref(), Some(expected.as_str()));
+}
+
+#[test]
+fn embedded_engine_errors_name_the_field() {
+    let path = format!("{:?}", tiny_model().display().to_string());
+    let base = "kind = \"embedded\"\nmodel = \"tiny\"";
+    let cases = [
+        (base.to_string(), "engine.path is missing"),
+        (
+            format!("{base}\npath = \"/nonexistent/m.gguf\""),
+            "engine.path",
+        ),
+        (
+            format!("{base}\nstore_model = \"nope\"\nstore_dir = \"/nonexistent\""),
+            "engine.store_model",
+        ),
+        (
+            format!("{base}\npath = {path}\nstore_model = \"x\""),
+            "not both",
+        ),
+        (
+            format!("{base}\npath = {path}\nmax_sequences = 0"),
+            "engine.max_sequences",
+        ),
+        (
+            format!("{base}\npath = {path}\nmax_sequences = 64\nbatch_tokens = 8"),
+            "engine.batch_tokens",
+        ),
+        (format!("{base}\npath = {path}\ncolour = 1"), "colour"),
+        (
+            format!("{base}\npath = {path}\nthreads = \"all\""),
+            "engine.threads",
+        ),
+    ];
+    for (engine, needle) in cases {
+        let err = WorkerConfig::from_toml(&config(&engine, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "error does not name {needle}: {err}");
+    }
+}
+
 #[test]
 fn errors_name_the_field() {
     let cases = [

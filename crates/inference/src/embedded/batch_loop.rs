@@ -1,0 +1,249 @@
+//! Continuous batching: one thread per model owns the llama.cpp context and runs
+//! every live request in the same forward passes. Each pass carries one token for
+//! every sequence that is generating plus chunks of prompts being read, so new
+//! requests join (and finished ones leave) between any two tokens.
+//!
+//! Memory: each of the `max_sequences` slots has its own KV-cache stream of
+//! `context_tokens` cells (llama.cpp's non-unified cache), so a request admitted
+//! with prompt + `max_tokens` within the context never runs out of cache, and
+//! each sequence's attention is computed exactly as if it ran alone: batched and
+//! serial runs give the same tokens. A finished request leaves its cache in its
+//! slot; a new request whose prompt starts the same way (the next turn of a chat)
+//! goes to that slot and reuses it.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+use super::sequence::{Job, ReasoningMarkers, Sequence};
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LoopLimits {
+    pub max_sequences: usize,
+    pub context_tokens: usize,
+    pub batch_tokens: usize,
+}
+
+/// A sequence id of the llama.cpp context and what its KV cache holds.
+struct Slot {
+    seq: i32,
+    /// Tokens whose attention state is in the cache, position by position.
+    cached: Vec<LlamaToken>,
+    last_used: u64,
+    active: Option<Sequence>,
+}
+
+pub(super) struct BatchLoop<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    jobs: Receiver<Job>,
+    limits: LoopLimits,
+    markers: ReasoningMarkers,
+    slots: Vec<Slot>,
+    queue: VecDeque<Job>,
+    batch: LlamaBatch<'static>,
+    clock: u64,
+}
+
+impl<'m> BatchLoop<'m> {
+    pub fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        jobs: Receiver<Job>,
+        limits: LoopLimits,
+        markers: ReasoningMarkers,
+    ) -> Self {
+        let slots = (0..limits.max_sequences)
+            .map(|i| Slot {
+                seq: i as i32,
+                cached: Vec::new(),
+                last_used: 0,
+                active: None,
+            })
+            .collect();
+        Self {
+            model,
+            ctx,
+            jobs,
+            limits,
+            markers,
+            slots,
+            queue: VecDeque::new(),
+            batch: LlamaBatch::new(limits.batch_tokens, 1),
+            clock: 0,
+        }
+    }
+
+    /// Serve until the engine is dropped and every request has ended.
+    pub fn run(mut self) {
+        while self.intake() {
+            self.drop_cancelled();
+            self.admit();
+            if self.active() > 0 {
+                self.step();
+            }
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.slots.iter().filter(|s| s.active.is_some()).count()
+    }
+
+    /// Take new requests; block when idle. False once the engine is gone.
+    fn intake(&mut self) -> bool {
+        if self.active() == 0 && self.queue.is_empty() {
+            match self.jobs.recv() {
+                Ok(job) => self.queue.push_back(job),
+                Err(_) => return false,
+            }
+        }
+        loop {
+            match self.jobs.try_recv() {
+                Ok(job) => self.queue.push_back(job),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => {
+                    return self.active() > 0 || !self.queue.is_empty()
+                }
+            }
+        }
+    }
+
+    /// Requests whose receiver is gone stop here; their cache stays reusable.
+    fn drop_cancelled(&mut self) {
+        self.queue.retain(|job| !job.events.is_closed());
+        for slot in &mut self.slots {
+            if slot.active.as_ref().is_some_and(|s| s.events.is_closed()) {
+                slot.active = None;
+                slot.last_used = self.clock;
+            }
+        }
+    }
+
+    /// Start queued requests, first come first served, while slots are free.
+    fn admit(&mut self) {
+        while self.active() < self.limits.max_sequences {
+            let Some(job) = self.queue.pop_front() else {
+                return;
+            };
+            let (index, common) = self.pick_slot(&job.prompt);
+            // At least one prompt token must run to produce the first logits.
+            let mut common = common.min(job.prompt.len() - 1);
+            let slot = &mut self.slots[index];
+            if self
+                .ctx
+                .kv_cache_seq_rm(slot.seq, Some(common as u32), None)
+                .is_err()
+            {
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                common = 0;
+            }
+            slot.cached.truncate(common);
+            slot.active = Some(Sequence::new(job, common, self.model.n_vocab()));
+        }
+    }
+
+    /// The idle slot whose cache shares the longest prefix with `prompt`; among
+    /// equals, the least recently used.
+    fn pick_slot(&self, prompt: &[LlamaToken]) -> (usize, usize) {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .map(|(i, s)| {
+                let common = s
+                    .cached
+                    .iter()
+                    .zip(prompt)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (i, common, s.last_used)
+            })
+            .max_by_key(|&(_, common, last_used)| (common, std::cmp::Reverse(last_used)))
+            .map(|(i, common, _)| (i, common))
+            .expect("admit checked that a slot is free")
+    }
+
+    /// One forward pass over every running sequence, then one sampled token each.
+    fn step(&mut self) {
+        self.clock += 1;
+        self.batch.clear();
+        let mut budget = self.limits.batch_tokens;
+        // Generating sequences first: one token each keeps every stream moving.
+        for slot in &mut self.slots {
+            let Some(seq) = slot.active.as_mut() else {
+                continue;
+            };
+            if let Some(token) = seq.next.take() {
+                let pos = slot.cached.len() as i32;
+                self.batch
+                    .add(token, pos, &[slot.seq], true)
+                    .expect("batch sized for every sequence");
+                seq.logits_at = Some(self.batch.n_tokens() - 1);
+                slot.cached.push(token);
+                budget -= 1;
+            }
+        }
+        // Then prompt chunks with what is left of this pass.
+        for slot in &mut self.slots {
+            let Some(seq) = slot.active.as_mut() else {
+                continue;
+            };
+            if budget == 0 || seq.fed >= seq.prompt.len() {
+                continue;
+            }
+            let n = (seq.prompt.len() - seq.fed).min(budget);
+            for i in seq.fed..seq.fed + n {
+                let last = i + 1 == seq.prompt.len();
+                let pos = slot.cached.len() as i32;
+                self.batch
+                    .add(seq.prompt[i], pos, &[slot.seq], last)
+                    .expect("batch sized by budget");
+                slot.cached.push(seq.prompt[i]);
+                if last {
+                    seq.logits_at = Some(self.batch.n_tokens() - 1);
+                }
+            }
+            seq.fed += n;
+            budget -= n;
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::error!(error = %e, "forward pass failed; failing the requests in it");
+            for slot in &mut self.slots {
+                if let Some(seq) = slot.active.take() {
+                    let _ = self
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                    slot.cached.clear();
+                    seq.fail("the model's forward pass failed on this worker");
+                }
+            }
+            return;
+        }
+        for slot in &mut self.slots {
+            let Some(seq) = slot.active.as_mut() else {
+                continue;
+            };
+            let Some(at) = seq.logits_at.take() else {
+                continue;
+            };
+            let token = seq.sample(&self.ctx, at);
+            match seq.on_token(self.model, token, self.markers) {
+                Some(reason) => {
+                    let seq = slot.active.take().expect("active");
+                    seq.finish(reason);
+                    slot.last_used = self.clock;
+                }
+                None => seq.next = Some(token),
+            }
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The embedded engine: GGUF models (Llama, Qwen2/Qwen3 and the other families
+//! llama.cpp knows; quantised Q4_0/Q4_1/Q4_K_M/Q8_0 and more) run in-process by
+//! llama.cpp through the `llama-cpp-2` crate, with continuous batching of
+//! concurrent requests.
+//!
+//! # Layout
+//! * `batch_loop` - the thread that owns the model's context and runs all live
+//!   requests in shared forward passes (continuous batching, KV-cache budget,
+//!   prompt-prefix reuse).
+//! * `sequence`   - one request's state: sampler, UTF-8 and stop handling, counts.
+//! * `template`   - the model's own chat template, rendered by minijinja.
+//! * `tokenizer`  - the model's tokenizer alone (vocabulary-only load), for
+//!   counting tokens outside the engine.
+
+mod batch_loop;
+mod sequence;
+mod template;
+mod tokenizer;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, OnceLock};
+
+use cocoon_protocol::{ErrorKind, Event, GenerateRequest, Input, ModelOffer, WireError};
+use futures::StreamExt;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::model_hash::sha256_file_logged;
+use crate::{Engine, Generation};
+use batch_loop::{BatchLoop, LoopLimits};
+use sequence::{Job, ReasoningMarkers};
+pub use template::ChatTemplate;
+pub use tokenizer::Tokenizer;
+
+/// How to run one model. `0` means "choose" where noted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedConfig {
+    pub model_path: PathBuf,
+    /// The model's name on the network.
+    pub name: String,
+    /// Requests run at once (sequences sharing each forward pass).
+    pub max_sequences: u32,
+    /// Longest prompt + completion of one request; 0 = min(model's, 4096). The
+    /// KV cache holds `max_sequences x context_tokens` tokens' attention state.
+    pub context_tokens: u32,
+    /// Most tokens in one forward pass (prompt chunks + one per generating
+    /// sequence).
+    pub batch_tokens: u32,
+    /// CPU threads; 0 = every core.
+    pub threads: u32,
+    /// `max_tokens` for requests that give none (capped by the context).
+    pub default_max_tokens: u32,
+}
+
+impl EmbeddedConfig {
+    pub fn new(model_path: impl Into<PathBuf>, name: impl Into<String>) -> Self {
+        Self {
+            model_path: model_path.into(),
+            name: name.into(),
+            max_sequences: 8,
+            context_tokens: 0,
+            batch_tokens: 512,
+            threads: 0,
+            default_max_tokens: 1024,
+        }
+    }
+}
+
+/// What the engine knows about the model it loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFacts {
+    pub sha256: String,
+    pub architecture: String,
+    pub quantization: String,
+    pub parameters: u64,
+    pub file_bytes: u64,
+    pub context_tokens: u32,
+    /// Size of the KV cache for all sequences (f16 keys and values).
+    pub kv_cache_bytes: u64,
+    pub has_chat_template: bool,
+}
+
+pub struct EmbeddedEngine {
+    name: String,
+    facts: ModelFacts,
+    model: Arc<LlamaModel>,
+    template: Option<ChatTemplate>,
+    bos_text: String,
+    max_sequences: u32,
+    default_max_tokens: u32,
+    jobs: Sender<Job>,
+}
+
+/// llama.cpp's process-wide backend, initialised once; its logs go to tracing.
+pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| format!("llama.cpp backend: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl EmbeddedEngine {
+    /// Hash and load the model, compile its chat template, start its batch loop.
+    /// Blocking (seconds for large files): call from `spawn_blocking` in async code.
+    pub fn load(config: EmbeddedConfig) -> Result<Self, String> {
+        let path = &config.model_path;
+        let shown = path.display();
+        if config.max_sequences == 0 || config.max_sequences > 256 {
+            return Err(format!(
+                "max_sequences must be 1..=256, got {}",
+                config.max_sequences
+            ));
+        }
+        if config.batch_tokens < config.max_sequences {
+            return Err(format!(
+                "batch_tokens ({}) must be at least max_sequences ({})",
+                config.batch_tokens, config.max_sequences
+            ));
+        }
+        let backend = backend()?;
+        let file_bytes = std::fs::metadata(path)
+            .map_err(|e| format!("model file {shown}: {e}"))?
+            .len();
+        let sha256 = sha256_file_logged(path).map_err(|e| format!("model file {shown}: {e}"))?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| format!("model file {shown}: llama.cpp could not load it: {e}"))?;
+        let model = Arc::new(model);
+        let trained = model.n_ctx_train();
+        let context_tokens = match config.context_tokens {
+            0 => trained.min(4096),
+            n if n > trained => {
+                return Err(format!(
+                    "context_tokens = {n} exceeds the model's trained context of {trained}"
+                ))
+            }
+            n => n,
+        };
+        let head_dim = (model.n_embd() as u64) / (model.n_head().max(1) as u64);
+        let kv_cache_bytes = u64::from(model.n_layer())
+            * u64::from(model.n_head_kv())
+            * head_dim
+            * 2 // keys and values
+            * 2 // f16
+            * u64::from(context_tokens)
+            * u64::from(config.max_sequences);
+        let vocab = model.vocab();
+        let special = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        let bos_text = special(vocab.bos());
+        let eos_text = special(vocab.eos());
+        let template = load_template(&model, path, &bos_text, &eos_text)?;
+        let markers = reasoning_markers(&model);
+        let facts = ModelFacts {
+            sha256,
+            architecture: model
+                .meta_val_str("general.architecture")
+                .unwrap_or_else(|_| "unknown".into()),
+            quantization: quantization(&model),
+            parameters: model.n_params(),
+            file_bytes,
+            context_tokens,
+            kv_cache_bytes,
+            has_chat_template: template.is_some(),
+        };
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            n => n,
+        };
+        let limits = LoopLimits {
+            max_sequences: config.max_sequences as usize,
+            context_tokens: context_tokens as usize,
+            batch_tokens: config.batch_tokens as usize,
+        };
+        let jobs = start_loop(&model, &config.name, limits, threads, markers)?;
+        tracing::info!(
+            model = %config.name,
+            architecture = %facts.architecture,
+            quantization = %facts.quantization,
+            sha256 = %facts.sha256,
+            context_tokens,
+            kv_cache_mib = kv_cache_bytes >> 20,
+            max_sequences = config.max_sequences,
+            threads,
+            "embedded engine ready"
+        );
+        Ok(Self {
+            name: config.name,
+            facts,
+            model,
+            template,
+            bos_text,
+            max_sequences: config.max_sequences,
+            default_max_tokens: config.default_max_tokens,
+            jobs,
+        })
+    }
+
+    pub fn facts(&self) -> &ModelFacts {
+        &self.facts
+    }
+
+    /// Tokenize a request's input exactly as generation will.
+    pub fn prompt_tokens(&self, input: &Input) -> Result<Vec<LlamaToken>, WireError> {
+        let invalid = |m: String| WireError::new(ErrorKind::InvalidRequest, m);
+        let (text, parse_special) = match input {
+            Input::Chat(messages) => {
+                let template = self.template.as_ref().ok_or_else(|| {
+                    invalid(format!(
+                        "model '{}' has no chat template; use /v1/completions with a raw prompt",
+                        self.name
+                    ))
+                })?;
+                (template.render(messages).map_err(invalid)?, true)
+            }
+            Input::Prompt(prompt) => (prompt.clone(), false),
+        };
+        let vocab = self.model.vocab();
+        let add_bos = vocab.should_add_bos()
+            && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
+        let tokens = vocab.tokenize(text.as_bytes(), add_bos, parse_special);
+        if tokens.is_empty() {
+            return Err(invalid("the prompt is empty".into()));
+        }
+        Ok(tokens)
+    }
+
+    fn prepare(&self, request: &GenerateRequest) -> Result<(Vec<LlamaToken>, u32), WireError> {
+        let prompt = self.prompt_tokens(&request.input)?;
+        let context = self.facts.context_tokens as usize;
+        let too_long = |completion: String| {
+            WireError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "This model's maximum context length is {context} tokens. However, you requested {} tokens ({} in the messages, {completion} in the completion). Please reduce the length of the messages or completion.",
+                    prompt.len() + completion.parse::<usize>().unwrap_or(0),
+                    prompt.len()
+                ),
+            )
+        };
+        if prompt.len() >= context {
+            return Err(too_long("1".into()));
+        }
+        let room = (context - prompt.len()) as u32;
+        let max_tokens = match request.params.max_tokens {
+            Some(m) if m > room => return Err(too_long(m.to_string())),
+            Some(m) => m,
+            None => self.default_max_tokens.min(room),
+        };
+        Ok((prompt, max_tokens))
+    }
+}
+
+fn start_loop(
+    model: &Arc<LlamaModel>,
+    name: &str,
+    limits: LoopLimits,
+    threads: u32,
+    markers: ReasoningMarkers,
+) -> Result<Sender<Job>, String> {
+    let (jobs, receiver) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
+    let model = model.clone();
+    std::thread::Builder::new()
+        .name(format!("llama:{name}"))
+        .spawn(move || {
+            let params = LlamaContextParams::default()
+                .with_n_ctx(std::num::NonZeroU32::new(
+                    (limits.context_tokens * limits.max_sequences) as u32,
+                ))
+                .with_n_batch(limits.batch_tokens as u32)
+                .with_n_ubatch(limits.batch_tokens as u32)
+                .with_n_seq_max(limits.max_sequences as u32)
+                // One KV stream per sequence: batched == serial, bit for bit.
+                .with_kv_unified(false)
+                .with_n_threads(threads as i32)
+                .with_n_threads_batch(threads as i32);
+            let backend = match backend() {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            match model.new_context(backend, params) {
+                Ok(ctx) => {
+                    let _ = ready_tx.send(Ok(()));
+                    BatchLoop::new(&model, ctx, receiver, limits, markers).run();
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!(
+                        "llama.cpp could not create a context for {} sequences of {} tokens: {e}",
+                        limits.max_sequences, limits.context_tokens
+                    )));
+                }
+            }
+        })
+        .map_err(|e| format!("could not start the engine thread: {e}"))?;
+    ready
+        .recv()
+        .map_err(|_| "the engine thread exited during start".to_string())??;
+    Ok(jobs)
+}
+
+/// The template from the GGUF metadata, else from a `tokenizer_config.json`
+/// beside the file, else none (chat requests are then refused, clearly).
+fn load_template(
+    model: &LlamaModel,
+    path: &Path,
+    bos: &str,
+    eos: &str,
+) -> Result<Option<ChatTemplate>, String> {
+    if let Ok(source) = model.meta_val_str("tokenizer.chat_template") {
+        return ChatTemplate::new(&source, bos, eos).map(Some);
+    }
+    let beside = path.with_file_name("tokenizer_config.json");
+    if let Ok(json) = std::fs::read_to_string(&beside) {
+        return ChatTemplate::from_tokenizer_config(&json)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", beside.display()));
+    }
+    tracing::warn!(file = %path.display(), "model has no chat template: only /v1/completions will work");
+    Ok(None)
+}
+
+/// `<think>` / `</think>` when the vocabulary has them as single tokens.
+fn reasoning_markers(model: &LlamaModel) -> ReasoningMarkers {
+    let single = |text: &str| {
+        let tokens = model.vocab().tokenize(text.as_bytes(), false, true);
+        (tokens.len() == 1).then(|| tokens[0])
+    };
+    match (single("<think>"), single("</think>")) {
+        (Some(open), Some(close)) => ReasoningMarkers {
+            open: Some(open),
+            close: Some(close),
+        },
+        _ => ReasoningMarkers::default(),
+    }
+}
+
+/// The weights' quantisation from `general.file_type` (llama.cpp's numbering).
+fn quantization(model: &LlamaModel) -> String {
+    let Ok(t) = model.meta_val_str("general.file_type") else {
+        return "mixed".into();
+    };
+    let name = match t.as_str() {
+        "0" => "F32",
+        "1" => "F16",
+        "2" => "Q4_0",
+        "3" => "Q4_1",
+        "7" => "Q8_0",
+        "8" => "Q5_0",
+        "9" => "Q5_1",
+        "10" => "Q2_K",
+        "11" => "Q3_K_S",
+        "12" => "Q3_K_M",
+        "13" => "Q3_K_L",
+        "14" => "Q4_K_S",
+        "15" => "Q4_K_M",
+        "16" => "Q5_K_S",
+        "17" => "Q5_K_M",
+        "18" => "Q6_K",
+        "32" => "BF16",
+        other => return format!("file_type {other}"),
+    };
+    name.into()
+}
+
+impl Engine for EmbeddedEngine {
+    fn models(&self) -> Vec<ModelOffer> {
+        vec![ModelOffer {
+            name: self.name.clone(),
+            max_concurrent: self.max_sequences,
+            weights_sha256: Some(self.facts.sha256.clone()),
+        }]
+    }
+
+    fn describe(&self) -> String {
+        let f = &self.facts;
+        format!(
+            "embedded llama.cpp serving {:?}: {}, {:.0}M parameters, {}, {} MiB, sha256 {}",
+            self.name,
+            f.architecture,
+            f.parameters as f64 / 1e6,
+            f.quantization,
+            f.file_bytes >> 20,
+            &f.sha256[..16]
+        )
+    }
+
+    fn generate(&self, request: GenerateRequest) -> Generation {
+        let fail = |e: WireError| futures::stream::iter([Event::Error(e)]).boxed();
+        if request.model != self.name {
+            return fail(WireError::new(
+                ErrorKind::ModelNotFound,
+                format!(
+                    "this engine serves '{}', not '{}'",
+                    self.name, request.model
+                ),
+            ));
+        }
+        let (prompt, max_tokens) = match self.prepare(&request) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            max_tokens,
+            params: request.params,
+            events,
+        };
+        if self.jobs.send(job).is_err() {
+            return fail(WireError::new(
+                ErrorKind::Internal,
+                "the engine's batch loop has stopped",
+            ));
+        }
+        UnboundedReceiverStream::new(receiver).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests;

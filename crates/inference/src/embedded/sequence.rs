@@ -1,0 +1,231 @@
+//! One request inside the batch loop: its prompt, its sampler (temperature,
+//! top_p, penalties, seed), the text decoded so far (UTF-8 split across tokens,
+//! stop sequences across tokens), and its token counts.
+
+use cocoon_protocol::{Done, ErrorKind, Event, FinishReason, SamplingParams, Usage, WireError};
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::StopMatcher;
+
+/// A request as handed to the batch loop.
+pub(super) struct Job {
+    pub prompt: Vec<LlamaToken>,
+    pub max_tokens: u32,
+    pub params: SamplingParams,
+    pub events: UnboundedSender<Event>,
+}
+
+/// The token ids that open and close a reasoning section, if the model has them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ReasoningMarkers {
+    pub open: Option<LlamaToken>,
+    pub close: Option<LlamaToken>,
+}
+
+pub(super) struct Sequence {
+    pub events: UnboundedSender<Event>,
+    pub prompt: Vec<LlamaToken>,
+    /// Prompt tokens already in the KV cache.
+    pub fed: usize,
+    /// Prompt tokens reused from an earlier request on the same slot.
+    pub cached_prompt: usize,
+    pub max_tokens: u32,
+    pub generated: u32,
+    /// Sampled but not yet run through the model.
+    pub next: Option<LlamaToken>,
+    /// Index of this sequence's logits in the current batch.
+    pub logits_at: Option<i32>,
+    sampler: LlamaSampler,
+    bytes: Vec<u8>,
+    stop: StopMatcher,
+    /// Tokens whose text is held back (partial UTF-8 or a possible stop sequence).
+    unsent_tokens: u32,
+    reasoning: u32,
+    in_reasoning: bool,
+}
+
+impl Sequence {
+    pub fn new(job: Job, cached_prompt: usize, n_vocab: i32) -> Self {
+        Self {
+            sampler: sampler(&job.params, n_vocab, job.max_tokens),
+            stop: StopMatcher::new(&job.params.stop),
+            events: job.events,
+            prompt: job.prompt,
+            fed: cached_prompt,
+            cached_prompt,
+            max_tokens: job.max_tokens,
+            generated: 0,
+            next: None,
+            logits_at: None,
+            bytes: Vec::new(),
+            unsent_tokens: 0,
+            reasoning: 0,
+            in_reasoning: false,
+        }
+    }
+
+    pub fn sample(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, at: i32) -> LlamaToken {
+        self.sampler.sample(ctx, at)
+    }
+
+    /// Take a sampled token: emit its text, and say whether generation ends.
+    pub fn on_token(
+        &mut self,
+        model: &LlamaModel,
+        token: LlamaToken,
+        markers: ReasoningMarkers,
+    ) -> Option<FinishReason> {
+        self.generated += 1;
+        let vocab = model.vocab();
+        if vocab.is_eog(token) {
+            return Some(FinishReason::Stop);
+        }
+        if Some(token) == markers.open {
+            self.in_reasoning = true;
+        }
+        if self.in_reasoning {
+            self.reasoning += 1;
+        }
+        if Some(token) == markers.close {
+            self.in_reasoning = false;
+        }
+        let mut piece = Vec::with_capacity(16);
+        vocab.token_to_piece_into(token, &mut piece, false, None);
+        self.bytes.extend_from_slice(&piece);
+        self.unsent_tokens += 1;
+        let text = take_utf8(&mut self.bytes);
+        if !text.is_empty() {
+            let (out, stopped) = self.stop.push(&text);
+            self.send_text(out);
+            if stopped {
+                return Some(FinishReason::Stop);
+            }
+        }
+        (self.generated >= self.max_tokens).then_some(FinishReason::Length)
+    }
+
+    fn send_text(&mut self, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        let tokens = std::mem::take(&mut self.unsent_tokens);
+        let _ = self.events.send(Event::Delta { text, tokens });
+    }
+
+    /// Flush held-back text and send `Done` with the usage.
+    pub fn finish(mut self, reason: FinishReason) {
+        if !self.bytes.is_empty() {
+            let rest = String::from_utf8_lossy(&std::mem::take(&mut self.bytes)).into_owned();
+            let (out, _) = self.stop.push(&rest);
+            self.send_text(out);
+        }
+        let rest = self.stop.finish();
+        self.send_text(rest);
+        let _ = self.events.send(Event::Done(Done {
+            finish_reason: reason,
+            usage: Usage {
+                prompt_tokens: self.prompt.len() as u64,
+                completion_tokens: self.generated as u64,
+                cached_prompt_tokens: self.cached_prompt as u64,
+                reasoning_tokens: self.reasoning as u64,
+            },
+        }));
+    }
+
+    pub fn fail(self, message: &str) {
+        let _ = self
+            .events
+            .send(Event::Error(WireError::new(ErrorKind::Internal, message)));
+    }
+}
+
+/// The longest valid UTF-8 prefix of `bytes`, removed from it. Invalid bytes
+/// (not a mere incomplete tail) are replaced rather than held forever.
+fn take_utf8(bytes: &mut Vec<u8>) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => {
+            let s = s.to_string();
+            bytes.clear();
+            s
+        }
+        Err(e) if e.error_len().is_none() => {
+            let valid = e.valid_up_to();
+            let s = String::from_utf8_lossy(&bytes[..valid]).into_owned();
+            bytes.drain(..valid);
+            s
+        }
+        Err(_) => String::from_utf8_lossy(&std::mem::take(bytes)).into_owned(),
+    }
+}
+
+/// OpenAI's sampling parameters as a llama.cpp sampler chain: penalties over the
+/// generated tokens, then greedy (temperature 0) or top_p, temperature and a
+/// seeded draw. OpenAI's defaults: temperature 1, top_p 1.
+fn sampler(p: &SamplingParams, n_vocab: i32, max_tokens: u32) -> LlamaSampler {
+    let mut chain = Vec::with_capacity(4);
+    let presence = p.presence_penalty.unwrap_or(0.0);
+    let frequency = p.frequency_penalty.unwrap_or(0.0);
+    if presence != 0.0 || frequency != 0.0 {
+        // The window covers every token this request can generate.
+        let window = max_tokens.min(i32::MAX as u32) as i32;
+        chain.push(LlamaSampler::penalties(
+            n_vocab, window, 1.0, frequency, presence,
+        ));
+    }
+    let temperature = p.temperature.unwrap_or(1.0);
+    if temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        let top_p = p.top_p.unwrap_or(1.0);
+        if top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(top_p.max(f32::MIN_POSITIVE), 1));
+        }
+        chain.push(LlamaSampler::temp(temperature));
+        chain.push(LlamaSampler::dist(seed32(p.seed)));
+    }
+    LlamaSampler::chain_simple(chain)
+}
+
+/// A 32-bit seed for llama.cpp; a fresh random one when the request has none.
+/// (llama.cpp reads 0xFFFFFFFF as "random", so that value is never passed.)
+fn seed32(seed: Option<u64>) -> u32 {
+    let s = match seed {
+        Some(s) => (s ^ (s >> 32)) as u32,
+        None => rand::random(),
+    };
+    if s == u32::MAX {
+        0
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_split_across_tokens_is_held_back() {
+        let mut buf = "é".as_bytes()[..1].to_vec();
+        assert_eq!(take_utf8(&mut buf), "");
+        buf.extend_from_slice(&"é".as_bytes()[1..]);
+        buf.extend_from_slice(b"x");
+        assert_eq!(take_utf8(&mut buf), "éx");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn invalid_bytes_are_not_held_forever() {
+        let mut buf = vec![b'a', 0xff, b'b'];
+        assert_eq!(take_utf8(&mut buf), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn seeds_never_mean_random_to_llama_cpp() {
+        assert_ne!(seed32(Some(u32::MAX as u64)), u32::MAX);
+        assert_eq!(seed32(Some(7)), seed32(Some(7)));
+    }
+}

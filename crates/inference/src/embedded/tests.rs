@@ -1,0 +1,233 @@
+//! The embedded engine on a generated tiny model (random weights, real GGUF,
+//! real tokenizer): same code path as a downloaded model, no download.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use cocoon_protocol::{ChatMessage, Done, FinishReason, SamplingParams};
+use futures::StreamExt;
+
+use super::*;
+use crate::tiny_model::{write_model, ModelShape};
+
+fn tiny_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("cocoon-tiny-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tiny.gguf");
+        write_model(&path, ModelShape::TINY, 7).unwrap();
+        path
+    })
+    .clone()
+}
+
+fn engine(max_sequences: u32) -> EmbeddedEngine {
+    let mut config = EmbeddedConfig::new(tiny_path(), "tiny");
+    config.max_sequences = max_sequences;
+    config.context_tokens = 256;
+    config.threads = 1;
+    EmbeddedEngine::load(config).expect("tiny model loads")
+}
+
+fn chat(text: &str, params: SamplingParams) -> GenerateRequest {
+    GenerateRequest {
+        model: "tiny".into(),
+        input: Input::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: text.into(),
+        }]),
+        params,
+    }
+}
+
+fn greedy(max_tokens: u32) -> SamplingParams {
+    SamplingParams {
+        max_tokens: Some(max_tokens),
+        temperature: Some(0.0),
+        ..Default::default()
+    }
+}
+
+/// Run one request to its end: the text and the final `Done`.
+async fn run(engine: &EmbeddedEngine, request: GenerateRequest) -> (String, Done) {
+    let mut stream = engine.generate(request);
+    let mut text = String::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Event::Delta { text: t, .. } => text.push_str(&t),
+            Event::Done(done) => return (text, done),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    panic!("stream ended without Done");
+}
+
+#[tokio::test]
+async fn generates_exactly_max_tokens_and_counts_with_the_tokenizer() {
+    let engine = engine(2);
+    let (text, done) = run(&engine, chat("hello world", greedy(12))).await;
+    assert_eq!(done.finish_reason, FinishReason::Length);
+    assert_eq!(done.usage.completion_tokens, 12);
+    assert!(!text.is_empty());
+    // The prompt is the model's own template, tokenized by its own vocabulary.
+    let rendered = "<|im_start|>user\nhello world<|im_end|>\n<|im_start|>assistant\n";
+    let tokenizer = Tokenizer::load(&tiny_path()).unwrap();
+    let expected = tokenizer.tokenize(rendered, true, true).len() as u64;
+    assert_eq!(done.usage.prompt_tokens, expected);
+    assert_eq!(
+        engine.models()[0].weights_sha256.as_deref(),
+        Some(engine.facts().sha256.as_str())
+    );
+}
+
+#[tokio::test]
+async fn same_seed_same_output_other_seed_other_output() {
+    let engine = engine(2);
+    let sampled = |seed| SamplingParams {
+        max_tokens: Some(24),
+        temperature: Some(1.0),
+        seed: Some(seed),
+        ..Default::default()
+    };
+    let (a, _) = run(&engine, chat("the capital city", sampled(42))).await;
+    let (b, _) = run(&engine, chat("the capital city", sampled(42))).await;
+    let (c, _) = run(&engine, chat("the capital city", sampled(43))).await;
+    assert_eq!(a, b);
+    assert_ne!(
+        a, c,
+        "24 random tokens from a near-uniform model differ by seed"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_give_the_same_outputs_as_serial_runs() {
+    let engine = engine(4);
+    let prompts = [
+        "hello world",
+        "what is the time",
+        "water and people",
+        "find my city",
+    ];
+    let mut serial = Vec::new();
+    for p in prompts {
+        serial.push(run(&engine, chat(p, greedy(20))).await);
+    }
+    // A fresh engine so that no cached prefix differs from the serial run.
+    let engine = engine_fresh(4);
+    let batched =
+        futures::future::join_all(prompts.map(|p| run(&engine, chat(p, greedy(20))))).await;
+    for (s, b) in serial.iter().zip(&batched) {
+        assert_eq!(s.0, b.0);
+        assert_eq!(s.1.usage.completion_tokens, b.1.usage.completion_tokens);
+    }
+}
+
+fn engine_fresh(n: u32) -> EmbeddedEngine {
+    engine(n)
+}
+
+#[tokio::test]
+async fn next_turn_reuses_the_cached_prompt_prefix() {
+    let engine = engine(1);
+    let (_, first) = run(&engine, chat("hello world", greedy(4))).await;
+    assert_eq!(first.usage.cached_prompt_tokens, 0);
+    let (_, again) = run(&engine, chat("hello world", greedy(4))).await;
+    assert_eq!(
+        again.usage.cached_prompt_tokens,
+        first.usage.prompt_tokens - 1
+    );
+}
+
+#[tokio::test]
+async fn stop_sequence_ends_the_answer_before_it() {
+    let engine = engine(1);
+    let (full, _) = run(&engine, chat("hello world", greedy(30))).await;
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() > 10, "answer long enough to cut: {full:?}");
+    let stop: String = chars[6..9].iter().collect();
+    let cut = full.find(&stop).unwrap();
+    let params = SamplingParams {
+        stop: vec![stop],
+        ..greedy(30)
+    };
+    let (text, done) = run(&engine, chat("hello world", params)).await;
+    assert_eq!(text, full[..cut]);
+    assert_eq!(done.finish_reason, FinishReason::Stop);
+}
+
+#[tokio::test]
+async fn too_long_requests_are_refused_with_the_numbers() {
+    let engine = engine(1);
+    let mut stream = engine.generate(chat("hello", greedy(1000)));
+    match stream.next().await {
+        Some(Event::Error(e)) => {
+            assert_eq!(e.kind, ErrorKind::InvalidRequest);
+            assert!(
+                e.message.contains("maximum context length is 256"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let long = "hello ".repeat(400);
+    let mut stream = engine.generate(chat(&long, greedy(1)));
+    assert!(
+        matches!(stream.next().await, Some(Event::Error(e)) if e.kind == ErrorKind::InvalidRequest)
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_stream_frees_its_sequence() {
+    let engine = engine(1);
+    let mut stream = engine.generate(chat("hello world", greedy(200)));
+    assert!(matches!(stream.next().await, Some(Event::Delta { .. })));
+    drop(stream);
+    // The only sequence must be free again for this request to finish.
+    let (_, done) = run(&engine, chat("water", greedy(5))).await;
+    assert_eq!(done.usage.completion_tokens, 5);
+}
+
+#[tokio::test]
+async fn raw_prompts_skip_the_chat_template() {
+    let engine = engine(1);
+    let request = GenerateRequest {
+        model: "tiny".into(),
+        input: Input::Prompt("hello world".into()),
+        params: greedy(3),
+    };
+    let (_, done) = run(&engine, request).await;
+    let tokenizer = Tokenizer::load(&tiny_path()).unwrap();
+    assert_eq!(
+        done.usage.prompt_tokens,
+        tokenizer.tokenize("hello world", true, false).len() as u64
+    );
+}
+
+#[test]
+fn generated_models_are_reproducible() {
+    let dir = std::env::temp_dir().join(format!("cocoon-tiny-repro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.gguf"), dir.join("b.gguf"));
+    write_model(&a, ModelShape::TINY, 7).unwrap();
+    write_model(&b, ModelShape::TINY, 7).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_file_that_is_not_gguf_is_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("cocoon-notgguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.gguf");
+    std::fs::write(&path, b"not a model").unwrap();
+    let err = EmbeddedEngine::load(EmbeddedConfig::new(&path, "x"))
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("model.gguf") && err.contains("could not load"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,231 @@
+//! Generated Llama-architecture models in real GGUF format: random weights from a
+//! fixed seed and a real SentencePiece-style tokenizer with a chat template in the
+//! metadata. Loaded through exactly the same code path as downloaded models.
+//!
+//! Uses: unit tests that must not depend on a download, the devnet's last-resort
+//! fallback when no real model can be had (its output is noise, and says so), and
+//! speed benchmarks of larger model shapes.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::gguf_writer::{GgufWriter, TensorType, Value};
+
+/// The dimensions of a generated model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelShape {
+    pub n_embd: u32,
+    pub n_layer: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub n_ff: u32,
+    /// Total vocabulary; tokens beyond the real ones are unused fillers.
+    pub n_vocab: u32,
+    pub n_ctx_train: u32,
+}
+
+impl ModelShape {
+    /// A few hundred kilobytes: for tests.
+    pub const TINY: ModelShape = ModelShape {
+        n_embd: 64,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 128,
+        n_vocab: 0,
+        n_ctx_train: 4096,
+    };
+    /// Qwen2.5-0.5B's layer shape (about 0.36B non-embedding parameters).
+    pub const HALF_B: ModelShape = ModelShape {
+        n_embd: 896,
+        n_layer: 24,
+        n_head: 14,
+        n_head_kv: 2,
+        n_ff: 4864,
+        n_vocab: 32000,
+        n_ctx_train: 4096,
+    };
+    /// Llama-3.2-1B's layer shape (about 1B non-embedding parameters).
+    pub const ONE_B: ModelShape = ModelShape {
+        n_embd: 2048,
+        n_layer: 16,
+        n_head: 32,
+        n_head_kv: 8,
+        n_ff: 8192,
+        n_vocab: 32000,
+        n_ctx_train: 4096,
+    };
+}
+
+/// The chat template stored in generated models (ChatML, rendered by our Jinja
+/// engine like any model's own template).
+pub const TINY_CHAT_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+const WORDS: &[&str] = &[
+    "the", "of", "and", "to", "in", "is", "that", "it", "was", "for", "on", "are", "with", "as",
+    "be", "at", "this", "have", "from", "or", "by", "not", "but", "what", "all", "were", "we",
+    "when", "your", "can", "said", "there", "use", "an", "each", "which", "she", "do", "how",
+    "their", "if", "will", "up", "other", "about", "out", "many", "then", "them", "these", "so",
+    "some", "her", "would", "make", "like", "him", "into", "time", "has", "look", "two", "more",
+    "write", "go", "see", "number", "no", "way", "could", "people", "my", "than", "first", "water",
+    "been", "call", "who", "now", "find", "long", "down", "day", "did", "get", "come", "made",
+    "may", "part", "hello", "world", "capital", "city", "summary", "chat", "message",
+];
+
+/// SentencePiece token types as llama.cpp reads them.
+const NORMAL: i32 = 1;
+const UNKNOWN: i32 = 2;
+const CONTROL: i32 = 3;
+const UNUSED: i32 = 5;
+const BYTE: i32 = 6;
+
+struct Vocab {
+    tokens: Vec<String>,
+    scores: Vec<f32>,
+    types: Vec<i32>,
+}
+
+fn vocab(min_size: u32) -> Vocab {
+    let mut v = Vocab {
+        tokens: vec![],
+        scores: vec![],
+        types: vec![],
+    };
+    let push = |v: &mut Vocab, t: String, score: f32, kind: i32| {
+        if !v.tokens.contains(&t) {
+            v.tokens.push(t);
+            v.scores.push(score);
+            v.types.push(kind);
+        }
+    };
+    push(&mut v, "<unk>".into(), 0.0, UNKNOWN);
+    push(&mut v, "<s>".into(), 0.0, CONTROL);
+    push(&mut v, "</s>".into(), 0.0, CONTROL);
+    push(&mut v, "<|im_start|>".into(), 0.0, CONTROL);
+    push(&mut v, "<|im_end|>".into(), 0.0, CONTROL);
+    for b in 0..=255u8 {
+        push(&mut v, format!("<0x{b:02X}>"), 0.0, BYTE);
+    }
+    let chars = "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-:;()\n";
+    for c in chars.chars() {
+        push(&mut v, c.to_string(), -1000.0, NORMAL);
+    }
+    // Every prefix of "▁word", so SentencePiece's pairwise merges reach the word.
+    for w in WORDS {
+        let piece: Vec<char> = format!("▁{w}").chars().collect();
+        for n in 2..=piece.len() {
+            push(
+                &mut v,
+                piece[..n].iter().collect(),
+                -100.0 + n as f32,
+                NORMAL,
+            );
+        }
+    }
+    let mut filler = 0;
+    while (v.tokens.len() as u32) < min_size {
+        push(&mut v, format!("<unused{filler}>"), -10_000.0, UNUSED);
+        filler += 1;
+    }
+    v
+}
+
+/// Write a generated model to `path`. The same seed and shape give the same bytes.
+pub fn write_model(path: &Path, shape: ModelShape, seed: u64) -> io::Result<()> {
+    let vocab = vocab(shape.n_vocab);
+    let n_vocab = vocab.tokens.len() as u64;
+    let (e, ff) = (shape.n_embd as u64, shape.n_ff as u64);
+    let head_dim = e / shape.n_head as u64;
+    let e_kv = head_dim * shape.n_head_kv as u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w = GgufWriter::default();
+    w.meta("general.architecture", Value::Str("llama".into()))
+        .meta(
+            "general.name",
+            Value::Str("cocoon-generated-random (output is noise)".into()),
+        )
+        .meta("general.alignment", Value::U32(32))
+        .meta("llama.context_length", Value::U32(shape.n_ctx_train))
+        .meta("llama.embedding_length", Value::U32(shape.n_embd))
+        .meta("llama.block_count", Value::U32(shape.n_layer))
+        .meta("llama.feed_forward_length", Value::U32(shape.n_ff))
+        .meta("llama.attention.head_count", Value::U32(shape.n_head))
+        .meta("llama.attention.head_count_kv", Value::U32(shape.n_head_kv))
+        .meta("llama.rope.dimension_count", Value::U32(head_dim as u32))
+        .meta("llama.rope.freq_base", Value::F32(10_000.0))
+        .meta("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
+        .meta("llama.vocab_size", Value::U32(n_vocab as u32))
+        .meta("tokenizer.ggml.model", Value::Str("llama".into()))
+        .meta("tokenizer.ggml.tokens", Value::StrArray(vocab.tokens))
+        .meta("tokenizer.ggml.scores", Value::F32Array(vocab.scores))
+        .meta("tokenizer.ggml.token_type", Value::I32Array(vocab.types))
+        .meta("tokenizer.ggml.unknown_token_id", Value::U32(0))
+        .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .meta("tokenizer.ggml.eos_token_id", Value::U32(2))
+        .meta("tokenizer.ggml.eot_token_id", Value::U32(4))
+        .meta("tokenizer.ggml.add_bos_token", Value::Bool(true))
+        .meta("tokenizer.ggml.add_eos_token", Value::Bool(false))
+        .meta(
+            "tokenizer.chat_template",
+            Value::Str(TINY_CHAT_TEMPLATE.into()),
+        );
+
+    let mut matrix = |w: &mut GgufWriter, name: &str, cols: u64, rows: u64, std: f32| {
+        let values = normal(&mut rng, (cols * rows) as usize, std);
+        w.tensor(name, &[cols, rows], &values, TensorType::Q8_0);
+    };
+    matrix(&mut w, "token_embd.weight", e, n_vocab, 1.0);
+    for l in 0..shape.n_layer {
+        let blk = |n: &str| format!("blk.{l}.{n}.weight");
+        let s = 1.0 / (e as f32).sqrt();
+        matrix(&mut w, &blk("attn_q"), e, e, s);
+        matrix(&mut w, &blk("attn_k"), e, e_kv, s);
+        matrix(&mut w, &blk("attn_v"), e, e_kv, s);
+        matrix(&mut w, &blk("attn_output"), e, e, s);
+        matrix(&mut w, &blk("ffn_gate"), e, ff, s);
+        matrix(&mut w, &blk("ffn_up"), e, ff, s);
+        matrix(&mut w, &blk("ffn_down"), ff, e, 1.0 / (ff as f32).sqrt());
+        w.tensor(
+            &blk("attn_norm"),
+            &[e],
+            &vec![1.0; e as usize],
+            TensorType::F32,
+        );
+        w.tensor(
+            &blk("ffn_norm"),
+            &[e],
+            &vec![1.0; e as usize],
+            TensorType::F32,
+        );
+    }
+    w.tensor(
+        "output_norm.weight",
+        &[e],
+        &vec![1.0; e as usize],
+        TensorType::F32,
+    );
+    matrix(&mut w, "output.weight", e, n_vocab, 8.0 / (e as f32).sqrt());
+
+    let tmp = path.with_extension("gguf.part");
+    {
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        w.write(&mut out)?;
+        out.flush()?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+/// Normally distributed values (Box-Muller), deterministic for a given generator.
+fn normal(rng: &mut ChaCha8Rng, n: usize, std: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u1: f32 = rng.gen_range(f32::EPSILON..1.0);
+            let u2: f32 = rng.gen();
+            std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect()
+}
