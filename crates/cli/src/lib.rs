@@ -8,11 +8,14 @@
 //!   (`cocoon engine serve`): the reference for benchmarks, a test upstream.
 //! * `bench`         - `cocoon bench`: overhead of the full path against the engine
 //!   alone, in one run.
+//! * `engine_bench`  - `cocoon bench-engine`: the embedded engine's speed beside
+//!   llama.cpp's own tools and the memory-bandwidth bound.
 //! * `roles`         - running one role from its TOML file.
 //! * `models`        - `cocoon model pull|list` and the devnet's default model.
 
 pub mod bench;
 pub mod devnet;
+pub mod engine_bench;
 pub mod engine_server;
 pub mod models;
 pub mod roles;

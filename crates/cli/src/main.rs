@@ -56,6 +56,9 @@ enum Command {
     },
     /// Measure the network's overhead against the engine alone, in one run.
     Bench(BenchOptions),
+    /// Measure the embedded engine's tokens/s and time to first token at 1, 4
+    /// and 16 streams, beside llama.cpp and the memory-bandwidth bound.
+    BenchEngine(cocoon_cli::engine_bench::EngineBenchOptions),
     /// The local model store: pull models (with a hash check) and list them.
     Model {
         #[command(subcommand)]
@@ -228,6 +231,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(options) => bench::run(options).await,
+        Command::BenchEngine(options) => cocoon_cli::engine_bench::run(options).await,
     }
 }
 
@@ -241,6 +245,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
             model: args.model.clone(),
             upstream_model: None,
             api_key_env: None,
+            tokenizer_gguf: None,
             max_concurrent: 16,
             connect_timeout_secs: 5,
             read_timeout_secs: 120,

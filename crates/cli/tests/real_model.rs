@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use cocoon_cli::engine_server::EngineBackend;
 use cocoon_cli::{Devnet, DevnetOptions};
-use cocoon_inference::embedded::Tokenizer;
+use cocoon_inference::embedded::Prompter;
 use cocoon_inference::store::{
     ModelSource, ModelStore, SMOLLM2_NAME, SMOLLM2_SHA256, SMOLLM2_SOURCE,
 };
@@ -87,7 +87,7 @@ async fn answers_a_factual_question_through_the_network() {
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
 
     // Usage is counted with the model's own tokenizer over its own template.
-    let tokenizer = Tokenizer::load(&smollm2()).unwrap();
+    let tokenizer = Prompter::load_vocab(&smollm2(), MODEL).unwrap();
     let rendered = format!(
         "{SYSTEM}<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n"
     );
@@ -245,6 +245,7 @@ async fn openai_http_backend_forwards_to_a_server_running_the_model() {
         model: MODEL.into(),
         upstream_model: None,
         api_key_env: None,
+        tokenizer_gguf: None,
         max_concurrent: 4,
         connect_timeout_secs: 2,
         read_timeout_secs: 60,
@@ -264,6 +265,54 @@ async fn openai_http_backend_forwards_to_a_server_running_the_model() {
         .await
         .unwrap();
     assert_eq!(models["data"][0]["id"], MODEL);
+    net.shutdown().await;
+    server.abort();
+}
+
+/// With the model's tokenizer configured, the worker bills its own prompt count,
+/// not the upstream's: here the upstream is the instant test engine, which counts
+/// words, and the bill is SmolLM2's token count of the templated chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_http_backend_bills_its_own_tokenizer_count() {
+    let upstream_engine = EngineConfig::Instant {
+        model: MODEL.into(),
+        max_concurrent: 4,
+        token_delay_ms: 0,
+    }
+    .build()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
+    let server = tokio::spawn(cocoon_client::serve(
+        listener,
+        Arc::new(EngineBackend(upstream_engine)),
+        cocoon_client::ApiSettings::default(),
+        std::future::pending(),
+    ));
+    let mut options = DevnetOptions::instant(MODEL);
+    options.engine = EngineConfig::OpenaiHttp {
+        base_url: upstream,
+        model: MODEL.into(),
+        upstream_model: None,
+        api_key_env: None,
+        tokenizer_gguf: Some(smollm2()),
+        max_concurrent: 4,
+        connect_timeout_secs: 2,
+        read_timeout_secs: 60,
+    };
+    let net = Devnet::start(options).await.unwrap();
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, answer) = post(&url, &ask("What is the capital of Japan?", json!({}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let tokenizer = Prompter::load_vocab(&smollm2(), MODEL).unwrap();
+    let rendered = format!(
+        "{SYSTEM}<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(
+        answer["usage"]["prompt_tokens"],
+        tokenizer.tokenize(&rendered, false, true).len(),
+        "billed with the tokenizer, not the upstream's word count"
+    );
     net.shutdown().await;
     server.abort();
 }

@@ -4,7 +4,12 @@
 //! into `Delta`s, and the upstream's `usage` becomes the worker's token counts.
 //! Dropping the generation drops the HTTP response, which the upstream server sees
 //! as a disconnect and stops generating.
+//!
+//! With the model's tokenizer configured (a GGUF file of the same model), the
+//! worker counts prompt tokens itself, bills its own count, and logs when the
+//! upstream's count disagrees: the worker signs for what it counted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_protocol::openai::{
@@ -17,6 +22,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
+use crate::embedded::Prompter;
 use crate::{Engine, Event, GenerateRequest, Generation, ModelOffer};
 
 /// Where the upstream server is and what it serves.
@@ -39,6 +45,7 @@ pub struct OpenAiHttpConfig {
 pub struct OpenAiHttpEngine {
     config: OpenAiHttpConfig,
     http: reqwest::Client,
+    counter: Option<Arc<Prompter>>,
 }
 
 impl OpenAiHttpEngine {
@@ -48,7 +55,18 @@ impl OpenAiHttpEngine {
             .read_timeout(config.read_timeout)
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Self { config, http })
+        Ok(Self {
+            config,
+            http,
+            counter: None,
+        })
+    }
+
+    /// Count prompt tokens with this tokenizer and chat template (and bill that
+    /// count) instead of trusting the upstream's.
+    pub fn with_prompt_counter(mut self, counter: Prompter) -> Self {
+        self.counter = Some(Arc::new(counter));
+        self
     }
 
     fn upstream_model(&self) -> String {
@@ -156,9 +174,16 @@ impl Engine for OpenAiHttpEngine {
     }
 
     fn generate(&self, request: GenerateRequest) -> Generation {
+        let own_count = self.counter.as_ref().and_then(|c| match c.tokens(&request.input) {
+            Ok(tokens) => Some(tokens.len() as u64),
+            Err(e) => {
+                tracing::debug!(error = %e, "own prompt count unavailable; using the upstream's");
+                None
+            }
+        });
         let send = self.build(&request).send();
         let base = self.config.base_url.clone();
-        let state = State::Start(Box::pin(send), base);
+        let state = State::Start(Box::pin(send), base, own_count);
         futures::stream::unfold(state, |state| async move { state.step().await }).boxed()
     }
 }
@@ -170,6 +195,7 @@ enum State {
     Start(
         BoxFuture<'static, reqwest::Result<reqwest::Response>>,
         String,
+        Option<u64>,
     ),
     Reading(Box<Reading>),
     Finished,
@@ -180,13 +206,14 @@ struct Reading {
     usage: Option<Usage>,
     finish: Option<FinishReason>,
     chunks: u64,
+    own_prompt_tokens: Option<u64>,
 }
 
 impl State {
     async fn step(self) -> Option<(Event, State)> {
         match self {
             State::Finished => None,
-            State::Start(send, base) => {
+            State::Start(send, base, own_prompt_tokens) => {
                 let response = match send.await {
                     Ok(r) => r,
                     Err(e) => {
@@ -206,6 +233,7 @@ impl State {
                     usage: None,
                     finish: None,
                     chunks: 0,
+                    own_prompt_tokens,
                 };
                 Box::pin(State::Reading(Box::new(reading)).step()).await
             }
@@ -313,13 +341,25 @@ impl Reading {
     }
 
     fn done(&self) -> Event {
-        let usage = self.usage.unwrap_or_else(|| {
+        let mut usage = self.usage.unwrap_or_else(|| {
             tracing::warn!("engine sent no usage; counting one token per streamed chunk");
             Usage {
                 completion_tokens: self.chunks,
                 ..Usage::default()
             }
         });
+        if let Some(own) = self.own_prompt_tokens {
+            let upstream = usage.prompt_tokens;
+            if upstream.abs_diff(own) > 2.max(own / 50) {
+                tracing::warn!(
+                    upstream,
+                    counted = own,
+                    "the engine's prompt token count differs from the model tokenizer's; billing the tokenizer's"
+                );
+            }
+            usage.prompt_tokens = own;
+            usage.cached_prompt_tokens = usage.cached_prompt_tokens.min(own);
+        }
         Event::Done(Done {
             finish_reason: self.finish.unwrap_or(FinishReason::Stop),
             usage,

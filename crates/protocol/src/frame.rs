@@ -93,6 +93,10 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
+    /// Generate exactly `max_tokens`, past end-of-turn tokens (vLLM's extension
+    /// of the same name; used by benchmarks). Engines that cannot, ignore it.
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 /// One event of an answer.

@@ -54,6 +54,11 @@ pub struct RequestParams {
     pub presence_penalty: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f64>,
+    /// `true` (chat) or a count (legacy completions); refused for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cocoon_inference::embedded::Prompter;
 use cocoon_inference::store::ModelStore;
 use cocoon_inference::{
     EmbeddedConfig, EmbeddedEngine, Engine, InstantEngine, OpenAiHttpConfig, OpenAiHttpEngine,
@@ -69,6 +70,9 @@ pub enum EngineConfig {
         upstream_model: Option<String>,
         /// Environment variable holding the upstream's API key, if it wants one.
         api_key_env: Option<String>,
+        /// A GGUF file of the same model: its tokenizer and chat template count
+        /// (and bill) prompt tokens instead of the upstream's count.
+        tokenizer_gguf: Option<PathBuf>,
         max_concurrent: u32,
         connect_timeout_secs: u64,
         read_timeout_secs: u64,
@@ -230,6 +234,7 @@ struct OpenaiHttpFields {
     model: String,
     upstream_model: Option<String>,
     api_key_env: Option<String>,
+    tokenizer_gguf: Option<PathBuf>,
     #[serde(default = "default_concurrency")]
     max_concurrent: u32,
     #[serde(default = "default_connect_timeout")]
@@ -245,6 +250,7 @@ impl From<OpenaiHttpFields> for EngineConfig {
             model: f.model,
             upstream_model: f.upstream_model,
             api_key_env: f.api_key_env,
+            tokenizer_gguf: f.tokenizer_gguf,
             max_concurrent: f.max_concurrent,
             connect_timeout_secs: f.connect_timeout_secs,
             read_timeout_secs: f.read_timeout_secs,
@@ -331,8 +337,17 @@ impl WorkerConfig {
                 model,
                 max_concurrent,
                 api_key_env,
+                tokenizer_gguf,
                 ..
             } => {
+                if let Some(path) = tokenizer_gguf {
+                    if !path.is_file() {
+                        return Err(ConfigError::new(
+                            "engine.tokenizer_gguf",
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
                 if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
                     return Err(ConfigError::new(
                         "engine.base_url",
@@ -418,21 +433,28 @@ impl EngineConfig {
                 model,
                 upstream_model,
                 api_key_env,
+                tokenizer_gguf,
                 max_concurrent,
                 connect_timeout_secs,
                 read_timeout_secs,
-            } => Arc::new(
-                OpenAiHttpEngine::new(OpenAiHttpConfig {
+            } => {
+                let mut engine = OpenAiHttpEngine::new(OpenAiHttpConfig {
                     base_url,
-                    model,
+                    model: model.clone(),
                     upstream_model,
                     api_key: api_key_env.and_then(|v| std::env::var(v).ok()),
                     max_concurrent,
                     connect_timeout: Duration::from_secs(connect_timeout_secs),
                     read_timeout: Duration::from_secs(read_timeout_secs),
                 })
-                .map_err(|e| ConfigError::new("engine", e))?,
-            ),
+                .map_err(|e| ConfigError::new("engine", e))?;
+                if let Some(path) = tokenizer_gguf {
+                    let counter = Prompter::load_vocab(&path, &model)
+                        .map_err(|e| ConfigError::new("engine.tokenizer_gguf", e))?;
+                    engine = engine.with_prompt_counter(counter);
+                }
+                Arc::new(engine)
+            }
             EngineConfig::Instant {
                 model,
                 max_concurrent,

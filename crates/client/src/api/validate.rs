@@ -243,6 +243,22 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
             ));
         }
     }
+    let wants_logprobs = match &p.logprobs {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(_) => true,
+    };
+    if wants_logprobs || p.top_logprobs.is_some_and(|n| n > 0) {
+        let field = if wants_logprobs {
+            "logprobs"
+        } else {
+            "top_logprobs"
+        };
+        return Err(ApiError::invalid(
+            format!("'{field}' is not supported by Cocoon's workers yet; leave it out."),
+            Some(field),
+            "unsupported_parameter",
+        ));
+    }
     let stream = p.stream.unwrap_or(false);
     if p.stream_options.is_some() && !stream {
         return Err(ApiError::invalid(
@@ -270,6 +286,7 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         seed: p.seed.map(|s| s as u64),
         presence_penalty: float_in("presence_penalty", p.presence_penalty, -2.0, 2.0)?,
         frequency_penalty: float_in("frequency_penalty", p.frequency_penalty, -2.0, 2.0)?,
+        ignore_eos: false,
     };
     Ok(Validated {
         request: GenerateRequest {

@@ -8,16 +8,16 @@
 //!   requests in shared forward passes (continuous batching, KV-cache budget,
 //!   prompt-prefix reuse).
 //! * `sequence`   - one request's state: sampler, UTF-8 and stop handling, counts.
+//! * `prompt`     - a request's input as the model's tokens (chat template, BOS);
+//!   also loadable without weights, to count tokens outside the engine.
 //! * `template`   - the model's own chat template, rendered by minijinja.
-//! * `tokenizer`  - the model's tokenizer alone (vocabulary-only load), for
-//!   counting tokens outside the engine.
 
 mod batch_loop;
+mod prompt;
 mod sequence;
 mod template;
-mod tokenizer;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, OnceLock};
 
@@ -33,9 +33,9 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::model_hash::sha256_file_logged;
 use crate::{Engine, Generation};
 use batch_loop::{BatchLoop, LoopLimits};
+pub use prompt::Prompter;
 use sequence::{Job, ReasoningMarkers};
 pub use template::ChatTemplate;
-pub use tokenizer::Tokenizer;
 
 /// How to run one model. `0` means "choose" where noted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +88,7 @@ pub struct ModelFacts {
 pub struct EmbeddedEngine {
     name: String,
     facts: ModelFacts,
-    model: Arc<LlamaModel>,
-    template: Option<ChatTemplate>,
-    bos_text: String,
+    prompter: Prompter,
     max_sequences: u32,
     default_max_tokens: u32,
     jobs: Sender<Job>,
@@ -152,13 +150,7 @@ impl EmbeddedEngine {
             * 2 // f16
             * u64::from(context_tokens)
             * u64::from(config.max_sequences);
-        let vocab = model.vocab();
-        let special = |t: LlamaToken| {
-            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
-        };
-        let bos_text = special(vocab.bos());
-        let eos_text = special(vocab.eos());
-        let template = load_template(&model, path, &bos_text, &eos_text)?;
+        let prompter = Prompter::new(model.clone(), path, &config.name)?;
         let markers = reasoning_markers(&model);
         let facts = ModelFacts {
             sha256,
@@ -170,7 +162,7 @@ impl EmbeddedEngine {
             file_bytes,
             context_tokens,
             kv_cache_bytes,
-            has_chat_template: template.is_some(),
+            has_chat_template: prompter.has_template(),
         };
         let threads = match config.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
@@ -196,9 +188,7 @@ impl EmbeddedEngine {
         Ok(Self {
             name: config.name,
             facts,
-            model,
-            template,
-            bos_text,
+            prompter,
             max_sequences: config.max_sequences,
             default_max_tokens: config.default_max_tokens,
             jobs,
@@ -211,27 +201,7 @@ impl EmbeddedEngine {
 
     /// Tokenize a request's input exactly as generation will.
     pub fn prompt_tokens(&self, input: &Input) -> Result<Vec<LlamaToken>, WireError> {
-        let invalid = |m: String| WireError::new(ErrorKind::InvalidRequest, m);
-        let (text, parse_special) = match input {
-            Input::Chat(messages) => {
-                let template = self.template.as_ref().ok_or_else(|| {
-                    invalid(format!(
-                        "model '{}' has no chat template; use /v1/completions with a raw prompt",
-                        self.name
-                    ))
-                })?;
-                (template.render(messages).map_err(invalid)?, true)
-            }
-            Input::Prompt(prompt) => (prompt.clone(), false),
-        };
-        let vocab = self.model.vocab();
-        let add_bos = vocab.should_add_bos()
-            && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
-        let tokens = vocab.tokenize(text.as_bytes(), add_bos, parse_special);
-        if tokens.is_empty() {
-            return Err(invalid("the prompt is empty".into()));
-        }
-        Ok(tokens)
+        self.prompter.tokens(input)
     }
 
     fn prepare(&self, request: &GenerateRequest) -> Result<(Vec<LlamaToken>, u32), WireError> {
@@ -309,27 +279,6 @@ fn start_loop(
         .recv()
         .map_err(|_| "the engine thread exited during start".to_string())??;
     Ok(jobs)
-}
-
-/// The template from the GGUF metadata, else from a `tokenizer_config.json`
-/// beside the file, else none (chat requests are then refused, clearly).
-fn load_template(
-    model: &LlamaModel,
-    path: &Path,
-    bos: &str,
-    eos: &str,
-) -> Result<Option<ChatTemplate>, String> {
-    if let Ok(source) = model.meta_val_str("tokenizer.chat_template") {
-        return ChatTemplate::new(&source, bos, eos).map(Some);
-    }
-    let beside = path.with_file_name("tokenizer_config.json");
-    if let Ok(json) = std::fs::read_to_string(&beside) {
-        return ChatTemplate::from_tokenizer_config(&json)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", beside.display()));
-    }
-    tracing::warn!(file = %path.display(), "model has no chat template: only /v1/completions will work");
-    Ok(None)
 }
 
 /// `<think>` / `</think>` when the vocabulary has them as single tokens.

@@ -45,6 +45,7 @@ pub(super) struct Sequence {
     unsent_tokens: u32,
     reasoning: u32,
     in_reasoning: bool,
+    ignore_eos: bool,
 }
 
 impl Sequence {
@@ -64,6 +65,7 @@ impl Sequence {
             unsent_tokens: 0,
             reasoning: 0,
             in_reasoning: false,
+            ignore_eos: job.params.ignore_eos,
         }
     }
 
@@ -80,7 +82,7 @@ impl Sequence {
     ) -> Option<FinishReason> {
         self.generated += 1;
         let vocab = model.vocab();
-        if vocab.is_eog(token) {
+        if vocab.is_eog(token) && !self.ignore_eos {
             return Some(FinishReason::Stop);
         }
         if Some(token) == markers.open {

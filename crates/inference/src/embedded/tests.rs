@@ -72,7 +72,7 @@ async fn generates_exactly_max_tokens_and_counts_with_the_tokenizer() {
     assert!(!text.is_empty());
     // The prompt is the model's own template, tokenized by its own vocabulary.
     let rendered = "<|im_start|>user\nhello world<|im_end|>\n<|im_start|>assistant\n";
-    let tokenizer = Tokenizer::load(&tiny_path()).unwrap();
+    let tokenizer = Prompter::load_vocab(&tiny_path(), "tiny").unwrap();
     let expected = tokenizer.tokenize(rendered, true, true).len() as u64;
     assert_eq!(done.usage.prompt_tokens, expected);
     assert_eq!(
@@ -198,7 +198,7 @@ async fn raw_prompts_skip_the_chat_template() {
         params: greedy(3),
     };
     let (_, done) = run(&engine, request).await;
-    let tokenizer = Tokenizer::load(&tiny_path()).unwrap();
+    let tokenizer = Prompter::load_vocab(&tiny_path(), "tiny").unwrap();
     assert_eq!(
         done.usage.prompt_tokens,
         tokenizer.tokenize("hello world", true, false).len() as u64

@@ -19,6 +19,12 @@ fn a_full_request_is_accepted() {
 }
 
 #[test]
+fn logprobs_false_is_fine() {
+    chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":false,"top_logprobs":0}"#)
+        .unwrap();
+}
+
+#[test]
 fn max_completion_tokens_wins() {
     let v = chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":5,"max_completion_tokens":7}"#).unwrap();
     assert_eq!(v.request.params.max_tokens, Some(7));
@@ -72,6 +78,14 @@ fn errors_name_the_problem() {
         (
             r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#,
             "'model'",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#,
+            "'logprobs' is not supported",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":3}"#,
+            "'top_logprobs'",
         ),
     ];
     for (body, needle) in cases {
