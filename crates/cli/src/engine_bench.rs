@@ -171,11 +171,7 @@ async fn measure(
 ) -> anyhow::Result<Level> {
     let start = Instant::now();
     let requests = (0..streams).map(|i| {
-        // Distinct prompts, so no stream reuses another's cached prefix.
-        let mut prompt = format!("Run {run} stream {i}:");
-        while prompt.split_whitespace().count() < prompt_tokens as usize {
-            prompt.push_str(" the quick brown fox jumps over the lazy dog");
-        }
+        let prompt = prompt_of(engine, run, i, prompt_tokens);
         let stream = engine.generate(GenerateRequest {
             model: "bench".into(),
             input: Input::Prompt(prompt),
@@ -209,6 +205,26 @@ async fn measure(
         per_stream_tps: rates.iter().sum::<f64>() / rates.len().max(1) as f64,
         aggregate_tps: total_tokens as f64 / end.as_secs_f64(),
     })
+}
+
+/// A prompt of `tokens` tokens in this model's tokenizer, distinct per run and
+/// stream (so no stream reuses another's cached prefix), made of common words
+/// that are single tokens in most vocabularies.
+fn prompt_of(engine: &EmbeddedEngine, run: usize, stream: u32, tokens: u32) -> String {
+    const WORDS: [&str; 8] = ["the", "of", "and", "to", "in", "is", "that", "for"];
+    let mut prompt = format!("{run} {stream}");
+    let mut i = 0;
+    loop {
+        let count = engine
+            .prompt_tokens(&Input::Prompt(prompt.clone()))
+            .map_or(0, |t| t.len());
+        if count >= tokens as usize {
+            return prompt;
+        }
+        prompt.push(' ');
+        prompt.push_str(WORDS[i % WORDS.len()]);
+        i += 1;
+    }
 }
 
 /// (time to first token, time to last token, tokens generated) of one stream.
@@ -308,12 +324,15 @@ fn reference_runs(
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter_map(|v| {
+            // Same definitions as ours: decode rate of one stream, and generated
+            // tokens per second of wall time including the prompt phase.
             let streams = v["pl"].as_u64()? as u32;
-            let total = v["speed_tg"].as_f64()?;
+            let decode = v["speed_tg"].as_f64()?;
+            let generated = (v["tg"].as_u64()? * streams as u64) as f64;
             Some(Reference {
                 streams,
-                per_stream_tps: total / streams as f64,
-                aggregate_tps: total,
+                per_stream_tps: decode / streams as f64,
+                aggregate_tps: generated / v["t"].as_f64()?,
             })
         })
         .collect()

@@ -153,7 +153,7 @@ fn embedded(model: String, path: PathBuf, max_sequences: u32) -> EngineConfig {
 fn init_tracing() {
     // llama.cpp's own chatter (tensor lists, buffer sizes) only when asked for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,llama_cpp_2=warn".into());
+        .unwrap_or_else(|_| "info,llama-cpp-2=warn".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -80,7 +80,6 @@ const WORDS: &[&str] = &[
 const NORMAL: i32 = 1;
 const UNKNOWN: i32 = 2;
 const CONTROL: i32 = 3;
-const UNUSED: i32 = 5;
 const BYTE: i32 = 6;
 
 struct Vocab {
@@ -126,9 +125,11 @@ fn vocab(min_size: u32) -> Vocab {
             );
         }
     }
+    // Fill up to the requested size with printable pieces (so that every
+    // generated token shows as text, as in a real vocabulary).
     let mut filler = 0;
     while (v.tokens.len() as u32) < min_size {
-        push(&mut v, format!("<unused{filler}>"), -10_000.0, UNUSED);
+        push(&mut v, format!("▁w{filler}"), -10_000.0, NORMAL);
         filler += 1;
     }
     v

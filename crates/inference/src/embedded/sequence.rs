@@ -39,6 +39,9 @@ pub(super) struct Sequence {
     /// Index of this sequence's logits in the current batch.
     pub logits_at: Option<i32>,
     sampler: LlamaSampler,
+    /// Temperature 0 without penalties: the most likely token, read straight
+    /// from the logits (no candidate array over the whole vocabulary).
+    greedy: bool,
     bytes: Vec<u8>,
     stop: StopMatcher,
     /// Tokens whose text is held back (partial UTF-8 or a possible stop sequence).
@@ -50,8 +53,13 @@ pub(super) struct Sequence {
 
 impl Sequence {
     pub fn new(job: Job, cached_prompt: usize, n_vocab: i32) -> Self {
+        let p = &job.params;
+        let greedy = p.temperature == Some(0.0)
+            && p.presence_penalty.unwrap_or(0.0) == 0.0
+            && p.frequency_penalty.unwrap_or(0.0) == 0.0;
         Self {
             sampler: sampler(&job.params, n_vocab, job.max_tokens),
+            greedy,
             stop: StopMatcher::new(&job.params.stop),
             events: job.events,
             prompt: job.prompt,
@@ -70,6 +78,9 @@ impl Sequence {
     }
 
     pub fn sample(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, at: i32) -> LlamaToken {
+        if self.greedy {
+            return LlamaToken(argmax(ctx.get_logits_ith(at)) as i32);
+        }
         self.sampler.sample(ctx, at)
     }
 
@@ -142,6 +153,17 @@ impl Sequence {
             .events
             .send(Event::Error(WireError::new(ErrorKind::Internal, message)));
     }
+}
+
+/// Index of the largest value (the first of equals, as llama.cpp's greedy sampler).
+fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 /// The longest valid UTF-8 prefix of `bytes`, removed from it. Invalid bytes
@@ -223,6 +245,12 @@ mod tests {
     fn invalid_bytes_are_not_held_forever() {
         let mut buf = vec![b'a', 0xff, b'b'];
         assert_eq!(take_utf8(&mut buf), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_equals() {
+        assert_eq!(argmax(&[0.0, 3.0, 1.0, 3.0]), 1);
+        assert_eq!(argmax(&[-1.0]), 0);
     }
 
     #[test]
