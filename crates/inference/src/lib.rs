@@ -40,6 +40,15 @@ pub use stop::StopMatcher;
 /// Dropping the stream stops the generation.
 pub type Generation = BoxStream<'static, Event>;
 
+/// How busy an engine is by its own account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineLoad {
+    /// Requests being generated now.
+    pub running: u32,
+    /// Requests accepted but waiting for a free sequence.
+    pub waiting: u32,
+}
+
 /// A way to run models.
 pub trait Engine: Send + Sync + 'static {
     /// The models this engine serves and how many requests each runs at once.
@@ -65,5 +74,10 @@ pub trait Engine: Send + Sync + 'static {
     /// Check that the engine can serve (e.g. its upstream server answers).
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// The engine's current load, when it can tell.
+    fn load(&self) -> BoxFuture<'_, Option<EngineLoad>> {
+        Box::pin(async { None })
     }
 }

@@ -23,7 +23,9 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::embedded::Prompter;
-use crate::{Engine, Event, GenerateRequest, Generation, ModelOffer};
+use crate::{Engine, EngineLoad, Event, GenerateRequest, Generation, ModelOffer};
+
+mod metrics;
 
 /// Where the upstream server is and what it serves.
 #[derive(Debug, Clone)]
@@ -170,6 +172,25 @@ impl Engine for OpenAiHttpEngine {
                 ));
             }
             Ok(())
+        })
+    }
+
+    /// vLLM's or SGLang's gauges from `/metrics` beside `/v1`.
+    fn load(&self) -> BoxFuture<'_, Option<EngineLoad>> {
+        Box::pin(async move {
+            let base = self.config.base_url.trim_end_matches('/');
+            let root = base.strip_suffix("/v1").unwrap_or(base);
+            let response = self
+                .http
+                .get(format!("{root}/metrics"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            metrics::parse(&response.text().await.ok()?)
         })
     }
 

@@ -14,6 +14,24 @@ use tokio_util::sync::CancellationToken;
 use crate::serve::{RequestHandler, WorkerStats};
 use crate::{ConfigError, WorkerSettings};
 
+/// How often the engine's own load (vLLM's gauges, the batch loop's counts) is read.
+const LOAD_POLL: Duration = Duration::from_secs(5);
+
+async fn poll_engine_load(
+    engine: Arc<dyn cocoon_inference::Engine>,
+    stats: Arc<WorkerStats>,
+    stop: CancellationToken,
+) {
+    loop {
+        let load = engine.load().await;
+        *stats.engine_load.lock().unwrap_or_else(|e| e.into_inner()) = load;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(LOAD_POLL) => {}
+        }
+    }
+}
+
 /// A started worker. Dropping it does not stop it; call [`Worker::stop`].
 pub struct Worker {
     stats: Arc<WorkerStats>,
@@ -73,6 +91,11 @@ impl Worker {
                 })
             })
             .collect();
+        tokio::spawn(poll_engine_load(
+            settings.engine.clone(),
+            stats.clone(),
+            stop.clone(),
+        ));
         tracing::info!(fingerprint = %settings.identity.fingerprint(), engine = %settings.engine.describe(), "worker started");
         Ok(Worker {
             stats,

