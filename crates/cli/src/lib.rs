@@ -2,6 +2,7 @@
 //! the binary runs.
 //!
 //! # Layout
+//! * `attest`        - `cocoon attest verify`: a TDX quote's verdict as JSON.
 //! * `devnet`        - [`Devnet`]: client node, proxy and worker in one process on
 //!   loopback, wired to each other's keys.
 //! * `engine_server` - an engine served directly as an OpenAI-compatible HTTP API
@@ -13,6 +14,7 @@
 //! * `roles`         - running one role from its TOML file.
 //! * `models`        - `cocoon model pull|list` and the devnet's default model.
 
+pub mod attest;
 pub mod bench;
 pub mod devnet;
 pub mod engine_bench;

@@ -59,11 +59,25 @@ enum Command {
     /// Measure the embedded engine's tokens/s and time to first token at 1, 4
     /// and 16 streams, beside llama.cpp and the memory-bandwidth bound.
     BenchEngine(cocoon_cli::engine_bench::EngineBenchOptions),
+    /// Check TEE evidence: `cocoon attest verify --quote Q --collateral C`.
+    Attest {
+        #[command(subcommand)]
+        command: AttestCommand,
+    },
     /// The local model store: pull models (with a hash check) and list them.
     Model {
         #[command(subcommand)]
         command: ModelCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum AttestCommand {
+    /// Verify a TDX quote against DCAP collateral (and a policy); prints the
+    /// verdict as JSON and exits 1 when the quote is refused.
+    Verify(cocoon_cli::attest::VerifyArgs),
+    /// Time quote verification on a recorded quote (benchmark, not a test).
+    Bench(cocoon_cli::attest::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -174,6 +188,15 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", identity.fingerprint());
             Ok(())
         }
+        Command::Attest { command } => match command {
+            AttestCommand::Verify(args) => {
+                if !cocoon_cli::attest::verify(&args)? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            AttestCommand::Bench(args) => cocoon_cli::attest::bench(&args),
+        },
         Command::Model { command } => match command {
             ModelCommand::Pull {
                 source,

@@ -1,0 +1,105 @@
+//! The evidence a node presents and its verification into a [`Verdict`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::measurements::Measurements;
+use crate::simulated::SimulatedQuote;
+use crate::tdx;
+
+/// Which kind of TEE produced the evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeeKind {
+    Tdx,
+    /// Development only: no hardware protects anything.
+    Simulated,
+}
+
+/// A node's evidence, as carried between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// A raw TDX quote (version 4 or 5), as configfs-tsm returns it.
+    Tdx(Vec<u8>),
+    Simulated(Box<SimulatedQuote>),
+}
+
+impl Evidence {
+    pub fn kind(&self) -> TeeKind {
+        match self {
+            Evidence::Tdx(_) => TeeKind::Tdx,
+            Evidence::Simulated(_) => TeeKind::Simulated,
+        }
+    }
+
+    /// Wire form (postcard), e.g. for a certificate extension.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("evidence serializes")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, VerifyError> {
+        postcard::from_bytes(bytes).map_err(|e| VerifyError::Malformed(e.to_string()))
+    }
+}
+
+/// What verification established; the [`Policy`](crate::Policy) decides on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub tee: TeeKind,
+    /// Intel's TCB status (`UpToDate`, `OutOfDate`, `SWHardeningNeeded`, ...);
+    /// `Simulated` for simulated evidence.
+    pub tcb_status: String,
+    /// Intel security advisories that apply (e.g. `INTEL-SA-00837`).
+    pub advisories: Vec<String>,
+    pub measurements: Measurements,
+    pub image_hash: String,
+    #[serde(with = "hex64")]
+    pub report_data: [u8; 64],
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("evidence is malformed: {0}")]
+    Malformed(String),
+    #[error("TDX quote verification failed: {0}")]
+    Tdx(String),
+    #[error("TDX collateral is expired or not yet valid at the verification time: {0}")]
+    CollateralExpired(String),
+    #[error("simulated evidence is invalid: {0}")]
+    Simulated(String),
+    #[error("no DCAP collateral available to verify a TDX quote")]
+    NoCollateral,
+}
+
+mod hex64 {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let bytes = hex::decode(String::deserialize(d)?).map_err(D::Error::custom)?;
+        bytes
+            .try_into()
+            .map_err(|_| D::Error::custom("expected 64 bytes"))
+    }
+}
+
+impl Evidence {
+    /// Check signatures and chains. TDX needs DCAP collateral and the time to
+    /// verify at (collateral is valid only inside its window).
+    pub fn verify(
+        &self,
+        collateral: Option<&tdx::Collateral>,
+        now_secs: u64,
+    ) -> Result<Verdict, VerifyError> {
+        match self {
+            Evidence::Tdx(quote) => tdx::verify(
+                quote,
+                collateral.ok_or(VerifyError::NoCollateral)?,
+                now_secs,
+            ),
+            Evidence::Simulated(quote) => quote.verify(),
+        }
+    }
+}

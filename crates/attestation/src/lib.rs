@@ -1,0 +1,29 @@
+//! Trust evidence for Cocoon nodes: what a node presents to prove it runs a
+//! measured image inside a TEE, and how the other side checks it.
+//!
+//! A node's *evidence* is a quote from its TEE whose report data binds its key
+//! ([`report_data`]). Verifying evidence gives a typed [`Verdict`] (TEE kind, TCB
+//! status, advisories, measurements reduced to one image hash, report data); a
+//! [`Policy`] then decides, and a refusal says exactly why.
+//!
+//! # Layout
+//! * `measurements` - MRTD and RTMR0-3, and the image hash they reduce to.
+//! * `report_data`  - key binding: SHA-256(key ‖ purpose ‖ nonce) in the quote.
+//! * `tdx`          - Intel TDX: quotes from configfs-tsm, verification with
+//!   `dcap-qvl` against DCAP collateral.
+//! * `simulated`    - a SIMULATED TEE for development: quote-shaped evidence signed
+//!   by a local key; refused unless a policy explicitly allows it.
+//! * `evidence`     - the evidence a node presents, and verifying it.
+//! * `policy`       - what a verifier accepts, and why it refuses.
+
+mod evidence;
+mod measurements;
+mod policy;
+mod report_data;
+pub mod simulated;
+pub mod tdx;
+
+pub use evidence::{Evidence, TeeKind, Verdict, VerifyError};
+pub use measurements::Measurements;
+pub use policy::{Policy, Refusal};
+pub use report_data::{report_data, Purpose};
