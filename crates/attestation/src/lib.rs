@@ -7,6 +7,7 @@
 //! [`Policy`] then decides, and a refusal says exactly why.
 //!
 //! # Layout
+//! * `attester`     - [`Attester`]: the TEE a node asks for evidence (TDX or simulated).
 //! * `measurements` - MRTD and RTMR0-3, and the image hash they reduce to.
 //! * `report_data`  - key binding: SHA-256(key ‖ purpose ‖ nonce) in the quote.
 //! * `tdx`          - Intel TDX: quotes from configfs-tsm, verification with
@@ -16,6 +17,7 @@
 //! * `evidence`     - the evidence a node presents, and verifying it.
 //! * `policy`       - what a verifier accepts, and why it refuses.
 
+mod attester;
 mod evidence;
 mod measurements;
 mod policy;
@@ -23,6 +25,7 @@ mod report_data;
 pub mod simulated;
 pub mod tdx;
 
+pub use attester::Attester;
 pub use evidence::{Evidence, TeeKind, Verdict, VerifyError};
 pub use measurements::Measurements;
 pub use policy::{Policy, Refusal};

@@ -13,6 +13,7 @@
 //! * `dial`   - dialling a proxy and staying connected, with backoff.
 //! * `tls`    - node identities (Ed25519 keys, self-signed certificates) and the
 //!   pinned-key TLS 1.3 verifiers; the one place certificates are made and checked.
+//! * `ra_tls` - TEE evidence in certificates and its check during handshakes.
 //! * `openai` - OpenAI-compatible request/response JSON types.
 //! * `error`  - [`ProtocolError`].
 
@@ -23,6 +24,7 @@ mod error;
 mod frame;
 mod mux;
 pub mod openai;
+pub mod ra_tls;
 pub mod tls;
 
 pub use codec::{

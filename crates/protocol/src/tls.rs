@@ -96,6 +96,9 @@ impl<'de> serde::Deserialize<'de> for Fingerprint {
 pub struct Identity {
     key_pem: Zeroizing<String>,
     fingerprint: Fingerprint,
+    spki: Vec<u8>,
+    /// The TEE that vouches for this key in every certificate (RA-TLS), if any.
+    attester: Option<Arc<dyn cocoon_attestation::Attester>>,
 }
 
 impl fmt::Debug for Identity {
@@ -121,8 +124,16 @@ impl Identity {
         let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
         Ok(Self {
             key_pem: Zeroizing::new(key.serialize_pem()),
-            fingerprint: Fingerprint(Sha256::digest(spki).into()),
+            fingerprint: Fingerprint(Sha256::digest(&spki).into()),
+            spki,
+            attester: None,
         })
+    }
+
+    /// Put evidence from `attester`, bound to this key, in every certificate.
+    pub fn with_attester(mut self, attester: Arc<dyn cocoon_attestation::Attester>) -> Self {
+        self.attester = Some(attester);
+        self
     }
 
     /// Load the key at `path`, creating it (mode 0600) if the file does not exist.
@@ -165,6 +176,13 @@ impl Identity {
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::minutes(5);
         params.not_after = now + time::Duration::seconds(CERT_LIFETIME.as_secs() as i64);
+        if let Some(attester) = &self.attester {
+            let extension =
+                crate::ra_tls::extension_for(attester.as_ref(), &self.spki).map_err(|e| {
+                    ProtocolError::Tls(format!("TEE evidence for the certificate: {e}"))
+                })?;
+            params.custom_extensions.push(extension);
+        }
         let cert = params
             .self_signed(&key)
             .map_err(|e| ProtocolError::Tls(e.to_string()))?;
@@ -307,9 +325,30 @@ impl ResolvesClientCert for RotatingCert {
 struct PinnedVerifier {
     pins: Arc<PinnedKeys>,
     provider: Arc<CryptoProvider>,
+    attestation: Option<Arc<crate::ra_tls::AttestationCheck>>,
 }
 
 impl PinnedVerifier {
+    /// Pins first; then, when required, the TEE evidence in the certificate.
+    fn check(&self, der: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+        self.pins.check(der, now)?;
+        let Some(attestation) = &self.attestation else {
+            return Ok(());
+        };
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        attestation
+            .check(&cert, now.as_secs())
+            .map(|_| ())
+            .map_err(|refusal| {
+                tracing::warn!(reason = %refusal, "peer refused");
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(refusal)),
+                ))
+            })
+    }
+
     fn verify_signature(
         &self,
         message: &[u8],
@@ -334,8 +373,7 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.pins
-            .check(end_entity, now)
+        self.check(end_entity, now)
             .map(|_| ServerCertVerified::assertion())
     }
 
@@ -377,8 +415,7 @@ impl ClientCertVerifier for PinnedVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.pins
-            .check(end_entity, now)
+        self.check(end_entity, now)
             .map(|_| ClientCertVerified::assertion())
     }
 
@@ -414,10 +451,21 @@ pub fn client_config(
     identity: Arc<Identity>,
     pins: Arc<PinnedKeys>,
 ) -> Result<Arc<rustls::ClientConfig>, ProtocolError> {
+    client_config_attested(identity, pins, None)
+}
+
+/// [`client_config`], also requiring the server's RA-TLS evidence to pass
+/// `attestation` when given.
+pub fn client_config_attested(
+    identity: Arc<Identity>,
+    pins: Arc<PinnedKeys>,
+    attestation: Option<Arc<crate::ra_tls::AttestationCheck>>,
+) -> Result<Arc<rustls::ClientConfig>, ProtocolError> {
     let provider = provider();
     let verifier = Arc::new(PinnedVerifier {
         pins,
         provider: provider.clone(),
+        attestation,
     });
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -434,10 +482,21 @@ pub fn server_config(
     identity: Arc<Identity>,
     pins: Arc<PinnedKeys>,
 ) -> Result<Arc<rustls::ServerConfig>, ProtocolError> {
+    server_config_attested(identity, pins, None)
+}
+
+/// [`server_config`], also requiring the client's RA-TLS evidence to pass
+/// `attestation` when given.
+pub fn server_config_attested(
+    identity: Arc<Identity>,
+    pins: Arc<PinnedKeys>,
+    attestation: Option<Arc<crate::ra_tls::AttestationCheck>>,
+) -> Result<Arc<rustls::ServerConfig>, ProtocolError> {
     let provider = provider();
     let verifier = Arc::new(PinnedVerifier {
         pins,
         provider: provider.clone(),
+        attestation,
     });
     let config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
