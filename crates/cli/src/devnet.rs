@@ -1,13 +1,19 @@
 //! A whole Cocoon network in one process on loopback: a proxy, a worker dialling
 //! it, and a client node serving the OpenAI API, each with a fresh key and each
-//! pinning the others' keys, talking over real TLS connections.
+//! pinning the others' keys, talking over real TLS connections. Every hop is
+//! RA-TLS with a SIMULATED TEE per node (there is no TDX here): certificates
+//! carry simulated evidence bound to their keys, and each side checks it under a
+//! development policy that allows simulated evidence.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use cocoon_attestation::simulated::SimulatedTee;
+use cocoon_attestation::{Attester, Policy};
 use cocoon_client::{ApiSettings, ProxyPool};
+use cocoon_protocol::ra_tls::AttestationCheck;
 use cocoon_protocol::tls::{Identity, PinnedKeys};
 use cocoon_protocol::{MuxOptions, ProxyEndpoint, DEFAULT_MAX_FRAME_BYTES};
 use cocoon_proxy::{ProxyHandle, ProxySettings};
@@ -58,9 +64,18 @@ pub struct Devnet {
 
 impl Devnet {
     pub async fn start(options: DevnetOptions) -> anyhow::Result<Devnet> {
-        let proxy_id = Arc::new(Identity::generate()?);
-        let worker_id = Arc::new(Identity::generate()?);
-        let client_id = Arc::new(Identity::generate()?);
+        let simulated = || -> Arc<dyn Attester> { Arc::new(SimulatedTee::new()) };
+        let proxy_id = Arc::new(Identity::generate()?.with_attester(simulated()));
+        let worker_id = Arc::new(Identity::generate()?.with_attester(simulated()));
+        let client_id = Arc::new(Identity::generate()?.with_attester(simulated()));
+        let attestation = Some(Arc::new(AttestationCheck {
+            policy: Policy {
+                allow_simulated: true,
+                allowed_images: [SimulatedTee::measurements().image_hash()].into(),
+                ..Policy::default()
+            },
+            collateral: None,
+        }));
         let config = options.engine.clone();
         let engine = tokio::task::spawn_blocking(move || config.build())
             .await?
@@ -87,6 +102,7 @@ impl Devnet {
                 models: vec![model.clone()],
                 mux: options.mux.clone(),
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+                attestation: attestation.clone(),
             },
         )?;
         let proxy_stop = stop.clone();
@@ -103,12 +119,14 @@ impl Devnet {
             proxies: vec![endpoint.clone()],
             engine,
             mux: options.mux.clone(),
+            attestation: attestation.clone(),
         })
         .await?;
         let pool = Arc::new(ProxyPool::start(
             client_id,
             &[endpoint],
             options.mux.clone(),
+            attestation,
         )?);
 
         let ready = async {

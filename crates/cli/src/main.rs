@@ -300,6 +300,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         net.proxy_addr
     );
     println!("  worker engine: {}", net.worker.engine());
+    println!("  every hop: RA-TLS with a SIMULATED TEE (development only: no hardware vouches for these nodes)");
     if instant {
         println!("  NOTE: this is the instant TEST engine: it echoes your last message, it is not a model.");
         println!("        Drop --instant to serve SmolLM2, or use --engine-url URL --model NAME.");

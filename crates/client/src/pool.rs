@@ -45,10 +45,11 @@ impl ProxyPool {
         identity: Arc<Identity>,
         proxies: &[ProxyEndpoint],
         mux: MuxOptions,
+        attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
     ) -> Result<Self, ProtocolError> {
         let pins = PinnedKeys::new(proxies.iter().map(|p| p.fingerprint));
         let dial = DialSettings {
-            tls: tls::client_config(identity, Arc::new(pins))?,
+            tls: tls::client_config_attested(identity, Arc::new(pins), attestation)?,
             hello: Hello {
                 role: Role::Client,
                 software: format!("cocoon-client/{}", env!("CARGO_PKG_VERSION")),

@@ -211,7 +211,10 @@ pub fn write_model(path: &Path, shape: ModelShape, seed: u64) -> io::Result<()> 
     );
     matrix(&mut w, "output.weight", e, n_vocab, 8.0 / (e as f32).sqrt());
 
-    let tmp = path.with_extension("gguf.part");
+    // A private scratch name: concurrent writers of the same path never collide.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("gguf.{}-{n}.part", std::process::id()));
     {
         let mut out = BufWriter::new(File::create(&tmp)?);
         w.write(&mut out)?;

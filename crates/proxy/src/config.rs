@@ -75,6 +75,7 @@ impl ProxyConfig {
             models: self.models,
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
             max_frame_bytes: self.max_frame_bytes,
+            attestation: None,
         })
     }
 }
@@ -88,6 +89,8 @@ pub struct ProxySettings {
     pub models: Vec<String>,
     pub mux: MuxOptions,
     pub max_frame_bytes: usize,
+    /// RA-TLS: what peers' TEE evidence must satisfy (none: key pins only).
+    pub attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
 }
 
 #[cfg(test)]

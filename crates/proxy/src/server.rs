@@ -51,8 +51,12 @@ pub fn start(
             .chain(settings.allowed_workers.keys())
             .copied(),
     );
-    let server = tls::server_config(settings.identity.clone(), Arc::new(pins))
-        .map_err(std::io::Error::other)?;
+    let server = tls::server_config_attested(
+        settings.identity.clone(),
+        Arc::new(pins),
+        settings.attestation.clone(),
+    )
+    .map_err(std::io::Error::other)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
     let registry = Arc::new(Registry::new(settings.models.clone()));
     let handle = ProxyHandle {

@@ -46,6 +46,7 @@ async fn start() -> Net {
             models: vec![],
             mux: MuxOptions::default(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            attestation: None,
         },
     )
     .unwrap();

@@ -389,6 +389,7 @@ impl WorkerConfig {
             proxies: self.proxies,
             engine: self.engine.build()?,
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
+            attestation: None,
         })
     }
 }
@@ -474,6 +475,8 @@ pub struct WorkerSettings {
     pub proxies: Vec<ProxyEndpoint>,
     pub engine: Arc<dyn Engine>,
     pub mux: MuxOptions,
+    /// RA-TLS: what the proxies' TEE evidence must satisfy (none: key pins only).
+    pub attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
 }
 
 #[cfg(test)]

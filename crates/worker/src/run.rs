@@ -49,8 +49,12 @@ impl Worker {
             tracing::warn!(error = %e, "engine check failed; requests will fail until it answers");
         }
         let pins = PinnedKeys::new(settings.proxies.iter().map(|p| p.fingerprint));
-        let tls = tls::client_config(settings.identity.clone(), Arc::new(pins))
-            .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        let tls = tls::client_config_attested(
+            settings.identity.clone(),
+            Arc::new(pins),
+            settings.attestation.clone(),
+        )
+        .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
         let offers = settings.engine.models();
         let stats = Arc::new(WorkerStats::default());
         let handler = Arc::new(RequestHandler {

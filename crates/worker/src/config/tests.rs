@@ -38,18 +38,20 @@ fn instant_engine_is_refused_in_production() {
 }
 
 fn tiny_model() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("cocoon-worker-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tiny.gguf");
-    if !path.exists() {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("cocoon-worker-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tiny.gguf");
         cocoon_inference::tiny_model::write_model(
             &path,
             cocoon_inference::tiny_model::ModelShape::TINY,
             3,
         )
         .unwrap();
-    }
-    path
+        path
+    })
+    .clone()
 }
 
 #[test]
