@@ -75,6 +75,7 @@ impl Devnet {
                 ..Policy::default()
             },
             collateral: None,
+            verify_at: None,
         }));
         let config = options.engine.clone();
         let engine = tokio::task::spawn_blocking(move || config.build())

@@ -21,6 +21,9 @@ pub struct AttestationCheck {
     /// DCAP collateral for TDX evidence (from the PCCS cache); without it TDX
     /// peers are refused.
     pub collateral: Option<Arc<Collateral>>,
+    /// Verify evidence as of this Unix time instead of the handshake's (for
+    /// auditing recorded evidence and for tests on recorded quotes).
+    pub verify_at: Option<u64>,
 }
 
 /// Why a peer's evidence was refused: carried in the TLS error and logged.
@@ -59,7 +62,10 @@ impl AttestationCheck {
             .ok_or_else(|| RaTlsRefusal("the peer's certificate carries no TEE evidence".into()))?;
         let evidence = Evidence::from_bytes(ext.value).map_err(|e| RaTlsRefusal(e.to_string()))?;
         let verdict = evidence
-            .verify(self.collateral.as_deref(), now_secs)
+            .verify(
+                self.collateral.as_deref(),
+                self.verify_at.unwrap_or(now_secs),
+            )
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
         let expected = report_data(cert.public_key().raw, Purpose::Tls, None);
         self.policy

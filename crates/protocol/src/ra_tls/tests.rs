@@ -24,6 +24,7 @@ fn check(policy: Policy) -> Option<Arc<AttestationCheck>> {
     Some(Arc::new(AttestationCheck {
         policy,
         collateral: None,
+        verify_at: None,
     }))
 }
 
@@ -185,4 +186,52 @@ async fn evidence_for_another_key_or_tampered_evidence_is_refused() {
     .await;
     let err = server.unwrap_err();
     assert!(err.contains("bad signature"), "{err}");
+}
+
+/// An attester replaying a real recorded TDX quote (shared/testdata/tdx): the
+/// quote verifies, but its report data binds nothing of ours.
+#[derive(Debug)]
+struct RecordedTdx(Vec<u8>);
+
+impl Attester for RecordedTdx {
+    fn evidence(&self, _report_data: &[u8; 64]) -> Result<Evidence, String> {
+        Ok(Evidence::Tdx(self.0.clone()))
+    }
+}
+
+#[tokio::test]
+async fn a_real_tdx_quote_not_bound_to_the_key_is_refused_after_verifying() {
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/tdx");
+    let quote =
+        std::fs::read(dir.join("tdx_quote")).expect("recorded quote in shared/testdata/tdx");
+    let collateral = cocoon_attestation::tdx::collateral_from_json(
+        &std::fs::read(dir.join("tdx_quote_collateral.json")).unwrap(),
+    )
+    .unwrap();
+    let verdict = Evidence::Tdx(quote.clone())
+        .verify(Some(&collateral), 1_750_377_600)
+        .unwrap();
+    let policy = Policy {
+        allowed_images: [verdict.image_hash.clone()].into(),
+        ..Policy::default()
+    };
+    let tdx_check = |at: u64| {
+        Some(Arc::new(AttestationCheck {
+            policy: policy.clone(),
+            collateral: Some(Arc::new(collateral.clone())),
+            verify_at: Some(at),
+        }))
+    };
+    let peer = || attested(Arc::new(RecordedTdx(quote.clone())));
+    let server = || attested(Arc::new(SimulatedTee::new()));
+    // Inside the collateral's window: the quote is genuine and its image allowed,
+    // but it does not bind the certificate's key.
+    let (_, result) = handshake(server(), tdx_check(1_750_377_600), peer(), None).await;
+    let err = result.unwrap_err();
+    assert!(err.contains("does not bind the presented key"), "{err}");
+    // After the window: refused for expired collateral first.
+    let (_, result) = handshake(server(), tdx_check(1_754_006_400), peer(), None).await;
+    let err = result.unwrap_err();
+    assert!(err.contains("expired"), "{err}");
 }
