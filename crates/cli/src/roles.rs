@@ -60,7 +60,7 @@ pub async fn client(path: &Path) -> anyhow::Result<()> {
         settings.identity.clone(),
         &settings.proxies,
         settings.mux.clone(),
-        None,
+        settings.attestation.clone(),
     )?);
     let listener = TcpListener::bind(settings.listen)
         .await

@@ -82,8 +82,39 @@ fn keygen(path: &Path) -> String {
 
 #[tokio::test]
 async fn three_processes_from_config_files_answer_a_request() {
+    three_processes(false).await;
+}
+
+/// The same with `[attestation]`: each process has a simulated TEE and checks
+/// the others' evidence under a development policy (RA-TLS on both hops).
+#[tokio::test]
+async fn three_processes_with_simulated_ra_tls_answer_a_request() {
+    three_processes(true).await;
+}
+
+async fn three_processes(attested: bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let (profile, attestation) = if attested {
+        let policy = d.join("dev-policy.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                "allow_simulated = true\nallowed_images = [\"{}\"]\n",
+                cocoon_attestation::simulated::SimulatedTee::measurements().image_hash()
+            ),
+        )
+        .unwrap();
+        (
+            "profile = \"development\"\n".to_string(),
+            format!(
+                "[attestation]\ntee = \"simulated\"\npolicy = \"{}\"\n",
+                policy.display()
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let (proxy_key, worker_key, client_key) = (
         keygen(&d.join("p.pem")),
         keygen(&d.join("w.pem")),
@@ -93,7 +124,7 @@ async fn three_processes_from_config_files_answer_a_request() {
     std::fs::write(
         d.join("proxy.toml"),
         format!(
-            "listen = \"127.0.0.1:{proxy_port}\"\nidentity_key = \"{}\"\nallowed_clients = [\"{client_key}\"]\nallowed_workers = [\"{worker_key}\"]\n",
+            "{profile}listen = \"127.0.0.1:{proxy_port}\"\nidentity_key = \"{}\"\nallowed_clients = [\"{client_key}\"]\nallowed_workers = [\"{worker_key}\"]\n{attestation}",
             d.join("p.pem").display()
         ),
     )
@@ -104,7 +135,7 @@ async fn three_processes_from_config_files_answer_a_request() {
     std::fs::write(
         d.join("worker.toml"),
         format!(
-            "profile = \"development\"\nidentity_key = \"{}\"\n{proxies}[engine]\nkind = \"instant\"\nmodel = \"echo\"\n",
+            "profile = \"development\"\nidentity_key = \"{}\"\n{proxies}[engine]\nkind = \"instant\"\nmodel = \"echo\"\n{attestation}",
             d.join("w.pem").display()
         ),
     )
@@ -112,7 +143,7 @@ async fn three_processes_from_config_files_answer_a_request() {
     std::fs::write(
         d.join("client.toml"),
         format!(
-            "listen = \"127.0.0.1:{api_port}\"\nidentity_key = \"{}\"\n{proxies}",
+            "{profile}listen = \"127.0.0.1:{api_port}\"\nidentity_key = \"{}\"\n{proxies}{attestation}",
             d.join("c.pem").display()
         ),
     )

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cocoon_protocol::ra_tls::AttestationCheck;
 use cocoon_protocol::tls::Identity;
 pub use cocoon_protocol::ConfigError;
-use cocoon_protocol::{load_identity, MuxOptions, ProxyEndpoint};
+use cocoon_protocol::{AttestationConfig, MuxOptions, Profile, ProxyEndpoint};
 use serde::Deserialize;
 
 use crate::ApiSettings;
@@ -39,6 +40,12 @@ pub struct ClientConfig {
     pub idle_timeout_secs: u64,
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// "production" (default) refuses simulated TEEs; "development" allows them.
+    #[serde(default)]
+    pub profile: Profile,
+    /// This node's TEE and what proxies' evidence must satisfy.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
 }
 
 fn default_max_body() -> usize {
@@ -102,7 +109,7 @@ impl ClientConfig {
     }
 
     pub fn into_settings(self) -> Result<ClientSettings, ConfigError> {
-        let identity = load_identity(&self.identity_key)?;
+        let (identity, attestation) = self.attestation.load(&self.identity_key, self.profile)?;
         let api_keys = self
             .api_keys_env
             .as_ref()
@@ -126,6 +133,7 @@ impl ClientConfig {
             },
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
             listen: self.listen,
+            attestation,
         })
     }
 }
@@ -138,6 +146,8 @@ pub struct ClientSettings {
     pub api: ApiSettings,
     pub mux: MuxOptions,
     pub listen: SocketAddr,
+    /// RA-TLS: what proxies' TEE evidence must satisfy (none: key pins only).
+    pub attestation: Option<Arc<AttestationCheck>>,
 }
 
 #[cfg(test)]

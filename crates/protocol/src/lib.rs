@@ -9,6 +9,7 @@
 //!   versioned `Hello` handshake.
 //! * `mux`    - many concurrent request streams over one connection, with
 //!   cancellation and keepalive.
+//! * `attestation_config` - `[attestation]` in every role's config.
 //! * `config` - [`ConfigError`] and keepalive timing shared by role configs.
 //! * `dial`   - dialling a proxy and staying connected, with backoff.
 //! * `tls`    - node identities (Ed25519 keys, self-signed certificates) and the
@@ -17,6 +18,7 @@
 //! * `openai` - OpenAI-compatible request/response JSON types.
 //! * `error`  - [`ProtocolError`].
 
+mod attestation_config;
 mod codec;
 mod config;
 mod dial;
@@ -27,6 +29,7 @@ pub mod openai;
 pub mod ra_tls;
 pub mod tls;
 
+pub use attestation_config::{AttestationConfig, Profile, TeeChoice};
 pub use codec::{
     decode_frame, encode_frame, handshake, length_codec, read_hello, write_hello,
     DEFAULT_MAX_FRAME_BYTES, MAGIC,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cocoon_protocol::tls::{Fingerprint, Identity, PinnedKeys};
 pub use cocoon_protocol::ConfigError;
-use cocoon_protocol::{load_identity, MuxOptions, DEFAULT_MAX_FRAME_BYTES};
+use cocoon_protocol::{AttestationConfig, MuxOptions, Profile, DEFAULT_MAX_FRAME_BYTES};
 use serde::Deserialize;
 
 /// `proxy.toml`. See `config/proxy.example.toml` for every key with comments.
@@ -29,6 +29,12 @@ pub struct ProxyConfig {
     pub keepalive_secs: u64,
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: usize,
+    /// "production" (default) refuses simulated TEEs; "development" allows them.
+    #[serde(default)]
+    pub profile: Profile,
+    /// This proxy's TEE and what clients' and workers' evidence must satisfy.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
 }
 
 fn default_keepalive() -> u64 {
@@ -67,7 +73,7 @@ impl ProxyConfig {
 
     /// Load the identity key and build run-time settings.
     pub fn into_settings(self) -> Result<ProxySettings, ConfigError> {
-        let identity = load_identity(&self.identity_key)?;
+        let (identity, attestation) = self.attestation.load(&self.identity_key, self.profile)?;
         Ok(ProxySettings {
             identity,
             allowed_clients: PinnedKeys::new(self.allowed_clients),
@@ -75,7 +81,7 @@ impl ProxyConfig {
             models: self.models,
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
             max_frame_bytes: self.max_frame_bytes,
-            attestation: None,
+            attestation,
         })
     }
 }

@@ -11,19 +11,9 @@ use cocoon_inference::{
 };
 use cocoon_protocol::tls::Identity;
 pub use cocoon_protocol::ConfigError;
-use cocoon_protocol::{load_identity, MuxOptions, ProxyEndpoint};
+pub use cocoon_protocol::Profile;
+use cocoon_protocol::{AttestationConfig, MuxOptions, ProxyEndpoint};
 use serde::Deserialize;
-
-/// Whether test-only parts (the instant engine) are allowed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// Real deployments: every `insecure`/test-only part is refused.
-    #[default]
-    Production,
-    /// Local development and tests (the devnet uses this).
-    Development,
-}
 
 /// `worker.toml`. See `config/worker.example.toml` for every key with comments.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +28,9 @@ pub struct WorkerConfig {
     pub engine: EngineConfig,
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// This worker's TEE and what proxies' evidence must satisfy.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
 }
 
 fn default_keepalive() -> u64 {
@@ -383,13 +376,13 @@ impl WorkerConfig {
 
     /// Load the identity key, build the engine and run-time settings.
     pub fn into_settings(self) -> Result<WorkerSettings, ConfigError> {
-        let identity = load_identity(&self.identity_key)?;
+        let (identity, attestation) = self.attestation.load(&self.identity_key, self.profile)?;
         Ok(WorkerSettings {
             identity,
             proxies: self.proxies,
             engine: self.engine.build()?,
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
-            attestation: None,
+            attestation,
         })
     }
 }
