@@ -227,6 +227,36 @@ async fn too_long_requests_get_a_400_with_the_numbers() {
     net.shutdown().await;
 }
 
+/// `engine` served alone as an OpenAI-compatible server on loopback (the code of
+/// `cocoon engine serve`): its base URL and its task.
+async fn serve_upstream(
+    engine: Arc<dyn cocoon_inference::Engine>,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let server = tokio::spawn(cocoon_client::serve(
+        listener,
+        Arc::new(EngineBackend(engine)),
+        cocoon_client::ApiSettings::default(),
+        std::future::pending(),
+    ));
+    (url, server)
+}
+
+/// The `openai-http` engine serving [`MODEL`] from `base_url`.
+fn openai_http(base_url: String, tokenizer_gguf: Option<PathBuf>) -> EngineConfig {
+    EngineConfig::OpenaiHttp {
+        base_url,
+        model: MODEL.into(),
+        upstream_model: None,
+        api_key_env: None,
+        tokenizer_gguf,
+        max_concurrent: 4,
+        connect_timeout_secs: 2,
+        read_timeout_secs: 60,
+    }
+}
+
 /// The `openai-http` backend in front of a real OpenAI-compatible server: the
 /// embedded engine on SmolLM2 served over HTTP by `cocoon engine serve`'s code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,25 +264,9 @@ async fn openai_http_backend_forwards_to_a_server_running_the_model() {
     let engine = tokio::task::spawn_blocking(|| embedded(2).build().unwrap())
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
-    let server = tokio::spawn(cocoon_client::serve(
-        listener,
-        Arc::new(EngineBackend(engine)),
-        cocoon_client::ApiSettings::default(),
-        std::future::pending(),
-    ));
+    let (upstream, server) = serve_upstream(engine).await;
     let mut options = DevnetOptions::instant(MODEL);
-    options.engine = EngineConfig::OpenaiHttp {
-        base_url: upstream,
-        model: MODEL.into(),
-        upstream_model: None,
-        api_key_env: None,
-        tokenizer_gguf: None,
-        max_concurrent: 4,
-        connect_timeout_secs: 2,
-        read_timeout_secs: 60,
-    };
+    options.engine = openai_http(upstream, None);
     let net = Devnet::start(options).await.unwrap();
     let url = format!("{}/chat/completions", net.api_url);
     let (status, answer) = post(&url, &ask("What is the capital of Japan?", json!({}))).await;
@@ -284,25 +298,9 @@ async fn openai_http_backend_bills_its_own_tokenizer_count() {
     }
     .build()
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
-    let server = tokio::spawn(cocoon_client::serve(
-        listener,
-        Arc::new(EngineBackend(upstream_engine)),
-        cocoon_client::ApiSettings::default(),
-        std::future::pending(),
-    ));
+    let (upstream, server) = serve_upstream(upstream_engine).await;
     let mut options = DevnetOptions::instant(MODEL);
-    options.engine = EngineConfig::OpenaiHttp {
-        base_url: upstream,
-        model: MODEL.into(),
-        upstream_model: None,
-        api_key_env: None,
-        tokenizer_gguf: Some(smollm2()),
-        max_concurrent: 4,
-        connect_timeout_secs: 2,
-        read_timeout_secs: 60,
-    };
+    options.engine = openai_http(upstream, Some(smollm2()));
     let net = Devnet::start(options).await.unwrap();
     let url = format!("{}/chat/completions", net.api_url);
     let (status, answer) = post(&url, &ask("What is the capital of Japan?", json!({}))).await;
