@@ -1,6 +1,7 @@
-//! `cocoon attest verify`: an operator's or auditor's check of a TDX quote
-//! against DCAP collateral at a given time and an optional policy, printed as
-//! JSON; the exit status says whether it was accepted.
+//! `cocoon attest verify|show-cert|bench`: an operator's or auditor's check of a
+//! TDX quote (or of a running node's RA-TLS certificate) against DCAP collateral
+//! at a given time and an optional policy, printed as JSON; the exit status says
+//! whether it was accepted.
 
 use std::path::PathBuf;
 
@@ -127,4 +128,102 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShowCertArgs {
+    /// The node's TLS address (a proxy's listen address).
+    pub address: String,
+    /// DCAP collateral (dcap-qvl JSON), to verify TDX evidence.
+    #[arg(long, value_name = "FILE")]
+    pub collateral: Option<PathBuf>,
+    /// Verify as of this time (RFC 3339); default now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Policy (TOML) to judge the evidence by.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+/// Connect to a node, print its certificate's RA-TLS evidence and verdict as
+/// JSON; `Ok(false)` when it has none, or it fails verification or the policy.
+pub async fn show_cert(args: &ShowCertArgs) -> anyhow::Result<bool> {
+    use cocoon_protocol::ra_tls;
+    let at = parse_at(args.at.as_deref())?;
+    let collateral = match &args.collateral {
+        Some(path) => Some(
+            tdx::collateral_from_json(
+                &std::fs::read(path).with_context(|| format!("--collateral {}", path.display()))?,
+            )
+            .map_err(|e| anyhow::anyhow!("--collateral {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let policy = load_policy(args.policy.as_ref())?;
+    let der = ra_tls::fetch_certificate(&args.address, std::time::Duration::from_secs(10))
+        .await
+        .with_context(|| format!("connecting to {}", args.address))?;
+    let key = cocoon_protocol::tls::Fingerprint::of_certificate(&der)?;
+    let evidence = ra_tls::evidence_in(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(evidence) = evidence else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"address": args.address, "key": key.to_string(), "evidence": null, "accepted": false, "reason": "the certificate carries no TEE evidence"})
+            )?
+        );
+        return Ok(false);
+    };
+    let binding = ra_tls::key_binding(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (output, accepted) = match evidence.verify(collateral.as_ref(), at) {
+        Err(e) => (
+            json!({"address": args.address, "key": key.to_string(), "evidence": evidence.kind(), "accepted": false, "reason": e.to_string()}),
+            false,
+        ),
+        Ok(verdict) => {
+            let key_bound = verdict.report_data == binding;
+            let refusal = match &policy {
+                Some(p) => p
+                    .check(&verdict, Some(&binding))
+                    .err()
+                    .map(|r| r.to_string()),
+                None if !key_bound => {
+                    Some("the evidence does not bind the certificate's key".to_string())
+                }
+                None => None,
+            };
+            let accepted = refusal.is_none();
+            (
+                json!({"address": args.address, "key": key.to_string(), "evidence": evidence.kind(), "key_bound": key_bound, "accepted": accepted, "reason": refusal, "policy_checked": policy.is_some(), "verdict": verdict}),
+                accepted,
+            )
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(accepted)
+}
+
+fn parse_at(at: Option<&str>) -> anyhow::Result<u64> {
+    let secs = match at {
+        Some(text) => {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--at {text:?}: expected RFC 3339 time such as 2025-06-20T00:00:00Z ({e})"
+                    )
+                })?
+                .unix_timestamp()
+        }
+        None => time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    u64::try_from(secs).map_err(|_| anyhow::anyhow!("--at is before 1970"))
+}
+
+fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Option<Policy>> {
+    let Some(path) = path else { return Ok(None) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--policy {}", path.display()))?;
+    toml::from_str::<Policy>(&text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--policy {}: {e}", path.display()))
 }

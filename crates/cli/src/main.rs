@@ -78,6 +78,9 @@ enum AttestCommand {
     Verify(cocoon_cli::attest::VerifyArgs),
     /// Time quote verification on a recorded quote (benchmark, not a test).
     Bench(cocoon_cli::attest::BenchArgs),
+    /// Connect to a node and print its RA-TLS certificate's evidence and verdict
+    /// as JSON; exits 1 when it has none or it is refused.
+    ShowCert(cocoon_cli::attest::ShowCertArgs),
 }
 
 #[derive(Subcommand)]
@@ -196,6 +199,12 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             AttestCommand::Bench(args) => cocoon_cli::attest::bench(&args),
+            AttestCommand::ShowCert(args) => {
+                if !cocoon_cli::attest::show_cert(&args).await? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
         },
         Command::Model { command } => match command {
             ModelCommand::Pull {

@@ -103,3 +103,59 @@ fn bad_arguments_are_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_simulatd"));
 }
+
+/// `cocoon attest show-cert` against a running devnet's proxy: its certificate
+/// carries simulated evidence bound to its key; a production-like policy
+/// refuses it, a development policy accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_cert_reads_a_running_nodes_evidence() {
+    let net = cocoon_cli::Devnet::start(cocoon_cli::DevnetOptions::instant("echo"))
+        .await
+        .unwrap();
+    let addr = net.proxy_addr.to_string();
+    let show = |extra: Vec<String>| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_cocoon"))
+                    .args(["attest", "show-cert", &addr])
+                    .args(extra)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = show(vec![]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["evidence"], "simulated");
+    assert_eq!(v["key_bound"], true);
+    assert_eq!(v["key"], net.proxy.fingerprint.to_string());
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("production.toml");
+    let image = cocoon_attestation::simulated::SimulatedTee::measurements().image_hash();
+    std::fs::write(&policy, format!("allowed_images = [\"{image}\"]\n")).unwrap();
+    let out = show(vec!["--policy".into(), policy.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["reason"].as_str().unwrap().contains("simulated"));
+
+    std::fs::write(
+        &policy,
+        format!("allow_simulated = true\nallowed_images = [\"{image}\"]\n"),
+    )
+    .unwrap();
+    let out = show(vec!["--policy".into(), policy.display().to_string()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    net.shutdown().await;
+}

@@ -74,3 +74,120 @@ impl AttestationCheck {
         Ok(verdict)
     }
 }
+
+/// A node's current certificate, as its TLS port presents it, without trusting
+/// it: for `cocoon attest show-cert`. The handshake itself may then fail (the
+/// node does not know our key); the certificate has already been seen.
+pub async fn fetch_certificate(
+    addr: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, crate::ProtocolError> {
+    use crate::tls::Identity;
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(Recorder {
+        seen: seen.clone(),
+        provider: provider.clone(),
+    });
+    let identity = Identity::generate()?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| crate::ProtocolError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(
+            vec![identity.issue_certificate()?],
+            identity.private_key_der()?,
+        )
+        .map_err(|e| crate::ProtocolError::Tls(e.to_string()))?;
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from(crate::tls::NODE_NAME)
+            .expect("static name is valid");
+        let _ = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await;
+        Ok::<_, crate::ProtocolError>(())
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| crate::ProtocolError::HandshakeTimeout(timeout))??;
+    let cert = seen.lock().map(|mut s| s.take()).unwrap_or(None);
+    cert.ok_or_else(|| crate::ProtocolError::Tls(format!("{addr} presented no certificate")))
+}
+
+/// The evidence in a certificate, if it carries any.
+pub fn evidence_in(cert_der: &[u8]) -> Result<Option<Evidence>, RaTlsRefusal> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| RaTlsRefusal(format!("not a certificate: {e}")))?;
+    let oid = x509_parser::der_parser::oid::Oid::from(EVIDENCE_OID)
+        .map_err(|_| RaTlsRefusal("bad evidence OID".into()))?;
+    match cert.extensions().iter().find(|e| e.oid == oid) {
+        None => Ok(None),
+        Some(ext) => Evidence::from_bytes(ext.value)
+            .map(Some)
+            .map_err(|e| RaTlsRefusal(e.to_string())),
+    }
+}
+
+/// Accepts any server certificate, keeping a copy; still checks the handshake
+/// signature, so the certificate is the one whose key is on the other end.
+#[derive(Debug)]
+struct Recorder {
+    seen: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(end_entity.to_vec());
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The report data that binds a certificate's key for TLS.
+pub fn key_binding(cert_der: &[u8]) -> Result<[u8; 64], RaTlsRefusal> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| RaTlsRefusal(format!("not a certificate: {e}")))?;
+    Ok(report_data(cert.public_key().raw, Purpose::Tls, None))
+}

@@ -36,7 +36,7 @@ pub const CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// A certificate is re-issued once this much of its life has passed.
 const RENEW_AFTER: Duration = Duration::from_secs(12 * 3600);
 /// Name used in certificates and SNI; peers are identified by key, not by name.
-const NODE_NAME: &str = "cocoon-node";
+pub(crate) const NODE_NAME: &str = "cocoon-node";
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,6 +187,15 @@ impl Identity {
             .self_signed(&key)
             .map_err(|e| ProtocolError::Tls(e.to_string()))?;
         Ok(cert.der().clone())
+    }
+
+    /// The private key in DER, for a one-off TLS client (`ra_tls::fetch_certificate`).
+    pub(crate) fn private_key_der(&self) -> Result<PrivateKeyDer<'static>, ProtocolError> {
+        let key = rcgen::KeyPair::from_pem(&self.key_pem)
+            .map_err(|e| ProtocolError::Tls(e.to_string()))?;
+        Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            key.serialize_der(),
+        )))
     }
 
     fn certified_key(&self, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, ProtocolError> {
