@@ -52,7 +52,7 @@ pub struct Verdict {
     pub advisories: Vec<String>,
     pub measurements: Measurements,
     pub image_hash: String,
-    #[serde(with = "hex64")]
+    #[serde(with = "crate::measurements::hex_array")]
     pub report_data: [u8; 64],
 }
 
@@ -68,21 +68,6 @@ pub enum VerifyError {
     Simulated(String),
     #[error("no DCAP collateral available to verify a TDX quote")]
     NoCollateral,
-}
-
-mod hex64 {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let bytes = hex::decode(String::deserialize(d)?).map_err(D::Error::custom)?;
-        bytes
-            .try_into()
-            .map_err(|_| D::Error::custom("expected 64 bytes"))
-    }
 }
 
 impl Evidence {

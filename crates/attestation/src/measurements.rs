@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 /// 48-byte SHA-384 registers, as TDX reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Measurements {
-    #[serde(with = "hex48")]
+    #[serde(with = "hex_array")]
     pub mrtd: [u8; 48],
     #[serde(with = "hex48_4")]
     pub rtmr: [[u8; 48]; 4],
@@ -28,19 +28,21 @@ impl Measurements {
     }
 }
 
-mod hex48 {
+/// A fixed-size byte array as lowercase hex (report data, registers).
+pub(crate) mod hex_array {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[u8; 48], s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 48], D::Error> {
-        let text = String::deserialize(d)?;
-        let bytes = hex::decode(&text).map_err(D::Error::custom)?;
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let bytes = hex::decode(String::deserialize(d)?).map_err(D::Error::custom)?;
         bytes
             .try_into()
-            .map_err(|_| D::Error::custom("expected 48 bytes (96 hex digits)"))
+            .map_err(|_| D::Error::custom(format!("expected {N} bytes ({} hex digits)", 2 * N)))
     }
 }
 

@@ -30,34 +30,9 @@ pub struct VerifyArgs {
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<bool> {
     let quote =
         std::fs::read(&args.quote).with_context(|| format!("--quote {}", args.quote.display()))?;
-    let collateral = std::fs::read(&args.collateral)
-        .with_context(|| format!("--collateral {}", args.collateral.display()))?;
-    let collateral = tdx::collateral_from_json(&collateral)
-        .map_err(|e| anyhow::anyhow!("--collateral {}: {e}", args.collateral.display()))?;
-    let at = match &args.at {
-        Some(text) => {
-            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "--at {text:?}: expected RFC 3339 time such as 2025-06-20T00:00:00Z ({e})"
-                    )
-                })?
-                .unix_timestamp()
-        }
-        None => time::OffsetDateTime::now_utc().unix_timestamp(),
-    };
-    let at = u64::try_from(at).map_err(|_| anyhow::anyhow!("--at is before 1970"))?;
-    let policy = match &args.policy {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--policy {}", path.display()))?;
-            Some(
-                toml::from_str::<Policy>(&text)
-                    .map_err(|e| anyhow::anyhow!("--policy {}: {e}", path.display()))?,
-            )
-        }
-        None => None,
-    };
+    let collateral = load_collateral(&args.collateral)?;
+    let at = parse_at(args.at.as_deref())?;
+    let policy = load_policy(args.policy.as_ref())?;
     let (output, accepted) = match Evidence::Tdx(quote).verify(Some(&collateral), at) {
         Err(e) => (json!({"accepted": false, "reason": e.to_string()}), false),
         Ok(verdict) => {
@@ -92,16 +67,8 @@ pub struct BenchArgs {
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let quote = std::fs::read(&args.input.quote)
         .with_context(|| format!("--quote {}", args.input.quote.display()))?;
-    let collateral = tdx::collateral_from_json(&std::fs::read(&args.input.collateral)?)
-        .map_err(anyhow::Error::msg)?;
-    let at = match &args.input.at {
-        Some(text) => {
-            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| anyhow::anyhow!("--at {text:?}: {e}"))?
-                .unix_timestamp() as u64
-        }
-        None => time::OffsetDateTime::now_utc().unix_timestamp() as u64,
-    };
+    let collateral = load_collateral(&args.input.collateral)?;
+    let at = parse_at(args.input.at.as_deref())?;
     let tdx = Evidence::Tdx(quote);
     tdx.verify(Some(&collateral), at)
         .map_err(|e| anyhow::anyhow!("the quote does not verify at that time: {e}"))?;
@@ -150,15 +117,7 @@ pub struct ShowCertArgs {
 pub async fn show_cert(args: &ShowCertArgs) -> anyhow::Result<bool> {
     use cocoon_protocol::ra_tls;
     let at = parse_at(args.at.as_deref())?;
-    let collateral = match &args.collateral {
-        Some(path) => Some(
-            tdx::collateral_from_json(
-                &std::fs::read(path).with_context(|| format!("--collateral {}", path.display()))?,
-            )
-            .map_err(|e| anyhow::anyhow!("--collateral {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
+    let collateral = args.collateral.as_ref().map(load_collateral).transpose()?;
     let policy = load_policy(args.policy.as_ref())?;
     let der = ra_tls::fetch_certificate(&args.address, std::time::Duration::from_secs(10))
         .await
@@ -201,6 +160,13 @@ pub async fn show_cert(args: &ShowCertArgs) -> anyhow::Result<bool> {
     };
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(accepted)
+}
+
+/// DCAP collateral from a `--collateral` file (dcap-qvl JSON).
+fn load_collateral(path: &PathBuf) -> anyhow::Result<tdx::Collateral> {
+    let bytes = std::fs::read(path).with_context(|| format!("--collateral {}", path.display()))?;
+    tdx::collateral_from_json(&bytes)
+        .map_err(|e| anyhow::anyhow!("--collateral {}: {e}", path.display()))
 }
 
 fn parse_at(at: Option<&str>) -> anyhow::Result<u64> {
