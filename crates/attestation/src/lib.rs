@@ -28,5 +28,5 @@ pub mod tdx;
 pub use attester::Attester;
 pub use evidence::{Evidence, TeeKind, Verdict, VerifyError};
 pub use measurements::Measurements;
-pub use policy::{Policy, Refusal};
+pub use policy::{AllowedModel, PeerRole, Policy, Refusal};
 pub use report_data::{report_data, Purpose};

@@ -1,5 +1,7 @@
-//! What a verifier accepts. Verification says what is true of the evidence; the
-//! policy says whether that is good enough, and a refusal names the reason.
+//! What a verifier accepts: the trust part of the network's root configuration
+//! (a file for now; on chain with the payments work). Verification says what is
+//! true of the evidence; the policy says whether that is good enough for the
+//! peer's role, and a refusal names the reason.
 
 use std::collections::BTreeSet;
 
@@ -7,13 +9,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::evidence::{TeeKind, Verdict};
 
+/// Which role a verified peer plays: each has its own allowed images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerRole {
+    Worker,
+    Proxy,
+}
+
+impl std::fmt::Display for PeerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerRole::Worker => "worker",
+            PeerRole::Proxy => "proxy",
+        })
+    }
+}
+
+/// A model the network allows, by name and the SHA-256 of its weights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedModel {
+    pub name: String,
+    /// Hex SHA-256 of the weights file (what workers announce).
+    pub sha256: String,
+}
+
 /// A verifier's rules (from the network's root configuration; a file for now).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// Image hashes (see `Measurements::image_hash`) allowed to connect.
+    /// Image hashes (see `Measurements::image_hash`) allowed to run workers.
     #[serde(default)]
-    pub allowed_images: BTreeSet<String>,
+    pub worker_images: BTreeSet<String>,
+    /// Image hashes allowed to run proxies.
+    #[serde(default)]
+    pub proxy_images: BTreeSet<String>,
+    /// Models workers may serve; empty allows any model (development only: a
+    /// production network lists its models).
+    #[serde(default)]
+    pub models: Vec<AllowedModel>,
     /// Accept SIMULATED evidence (development networks only; never in production).
     #[serde(default)]
     pub allow_simulated: bool,
@@ -31,7 +66,9 @@ fn default_statuses() -> BTreeSet<String> {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            allowed_images: BTreeSet::new(),
+            worker_images: BTreeSet::new(),
+            proxy_images: BTreeSet::new(),
+            models: Vec::new(),
             allow_simulated: false,
             accepted_tcb_statuses: default_statuses(),
         }
@@ -51,18 +88,50 @@ pub enum Refusal {
         accepted: String,
         advisories: String,
     },
-    #[error("image hash {image_hash} is not in the allowed list")]
-    ImageNotAllowed { image_hash: String },
+    #[error("image hash {image_hash} is not in the allowed {role} images")]
+    ImageNotAllowed { image_hash: String, role: PeerRole },
+    #[error("model '{name}' with weights {sha256} is not allowed by the network")]
+    ModelNotAllowed { name: String, sha256: String },
     #[error("the quote does not bind the presented key: report data {got} != expected {expected}")]
     KeyNotBound { expected: String, got: String },
 }
 
 impl Policy {
-    /// Decide on `verdict`; `expected_report_data` is the binding of the key the
-    /// peer presented (see `report_data`), when there is one to check.
+    /// The allowed images for `role`.
+    pub fn images(&self, role: PeerRole) -> &BTreeSet<String> {
+        match role {
+            PeerRole::Worker => &self.worker_images,
+            PeerRole::Proxy => &self.proxy_images,
+        }
+    }
+
+    /// Whether workers may serve `name` with weights `sha256` (hex, when known).
+    pub fn check_model(&self, name: &str, sha256: Option<&str>) -> Result<(), Refusal> {
+        if self.models.is_empty() {
+            return Ok(());
+        }
+        let allowed = sha256.is_some_and(|h| {
+            self.models
+                .iter()
+                .any(|m| m.name == name && m.sha256.eq_ignore_ascii_case(h))
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(Refusal::ModelNotAllowed {
+                name: name.to_string(),
+                sha256: sha256.unwrap_or("unknown").to_string(),
+            })
+        }
+    }
+
+    /// Decide on `verdict` for a peer in `role`; `expected_report_data` is the
+    /// binding of the key the peer presented (see `report_data`), when there is
+    /// one to check.
     pub fn check(
         &self,
         verdict: &Verdict,
+        role: PeerRole,
         expected_report_data: Option<&[u8; 64]>,
     ) -> Result<(), Refusal> {
         if verdict.tee == TeeKind::Simulated && !self.allow_simulated {
@@ -85,9 +154,10 @@ impl Policy {
                 },
             });
         }
-        if !self.allowed_images.contains(&verdict.image_hash) {
+        if !self.images(role).contains(&verdict.image_hash) {
             return Err(Refusal::ImageNotAllowed {
                 image_hash: verdict.image_hash.clone(),
+                role,
             });
         }
         if let Some(expected) = expected_report_data {

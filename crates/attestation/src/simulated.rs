@@ -139,18 +139,20 @@ mod tests {
         );
 
         let production = Policy {
-            allowed_images: [verdict.image_hash.clone()].into(),
+            worker_images: [verdict.image_hash.clone()].into(),
             ..Policy::default()
         };
         assert_eq!(
-            production.check(&verdict, Some(&binding)),
+            production.check(&verdict, crate::PeerRole::Worker, Some(&binding)),
             Err(Refusal::Simulated)
         );
         let development = Policy {
             allow_simulated: true,
             ..production
         };
-        development.check(&verdict, Some(&binding)).unwrap();
+        development
+            .check(&verdict, crate::PeerRole::Worker, Some(&binding))
+            .unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cocoon_attestation::{tdx, Evidence, Policy};
+use cocoon_attestation::{tdx, Evidence, PeerRole, Policy};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -20,10 +20,30 @@ pub struct VerifyArgs {
     /// Verify as of this time (RFC 3339, e.g. 2025-06-20T00:00:00Z); default now.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
-    /// Policy (TOML: allowed_images, accepted_tcb_statuses, allow_simulated);
-    /// without one, only the quote's validity is checked.
+    /// Policy (the network's root configuration, TOML: worker_images,
+    /// proxy_images, models, accepted_tcb_statuses, allow_simulated); without
+    /// one, only the quote's validity is checked.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Which role's allowed images the policy checks the quote against.
+    #[arg(long, value_enum, default_value = "worker")]
+    pub role: RoleArg,
+}
+
+/// A node role whose images a policy lists.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum RoleArg {
+    Worker,
+    Proxy,
+}
+
+impl From<RoleArg> for PeerRole {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Worker => PeerRole::Worker,
+            RoleArg::Proxy => PeerRole::Proxy,
+        }
+    }
 }
 
 /// Print the verdict as JSON; `Ok(false)` when the quote is refused.
@@ -36,7 +56,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<bool> {
     let (output, accepted) = match Evidence::Tdx(quote).verify(Some(&collateral), at) {
         Err(e) => (json!({"accepted": false, "reason": e.to_string()}), false),
         Ok(verdict) => {
-            let refusal = policy.as_ref().and_then(|p| p.check(&verdict, None).err());
+            let refusal = policy
+                .as_ref()
+                .and_then(|p| p.check(&verdict, args.role.into(), None).err());
             let accepted = refusal.is_none();
             (
                 json!({
@@ -110,6 +132,9 @@ pub struct ShowCertArgs {
     /// Policy (TOML) to judge the evidence by.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Which role's allowed images to check (nodes that listen are proxies).
+    #[arg(long, value_enum, default_value = "proxy")]
+    pub role: RoleArg,
 }
 
 /// Connect to a node, print its certificate's RA-TLS evidence and verdict as
@@ -143,7 +168,7 @@ pub async fn show_cert(args: &ShowCertArgs) -> anyhow::Result<bool> {
             let key_bound = verdict.report_data == binding;
             let refusal = match &policy {
                 Some(p) => p
-                    .check(&verdict, Some(&binding))
+                    .check(&verdict, args.role.into(), Some(&binding))
                     .err()
                     .map(|r| r.to_string()),
                 None if !key_bound => {

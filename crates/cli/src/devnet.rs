@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cocoon_attestation::simulated::SimulatedTee;
-use cocoon_attestation::{Attester, Policy};
+use cocoon_attestation::{AllowedModel, Attester, Policy};
 use cocoon_client::{ApiSettings, ProxyPool};
 use cocoon_protocol::ra_tls::AttestationCheck;
 use cocoon_protocol::tls::{Identity, PinnedKeys};
@@ -31,6 +31,8 @@ pub struct DevnetOptions {
     pub engine: EngineConfig,
     pub api: ApiSettings,
     pub mux: MuxOptions,
+    /// The proxy's audit hook (see [`cocoon_proxy::Inspector`]).
+    pub proxy_inspect: Option<cocoon_proxy::Inspector>,
 }
 
 impl DevnetOptions {
@@ -45,6 +47,7 @@ impl DevnetOptions {
             },
             api: ApiSettings::default(),
             mux: MuxOptions::default(),
+            proxy_inspect: None,
         }
     }
 }
@@ -58,6 +61,10 @@ pub struct Devnet {
     pub worker: Worker,
     pub pool: Arc<ProxyPool>,
     pub model: String,
+    /// The client node's identity and the proxy it dials (for tests that
+    /// speak the node protocol to the proxy themselves).
+    pub client_identity: Arc<Identity>,
+    pub proxy_endpoint: ProxyEndpoint,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -68,19 +75,34 @@ impl Devnet {
         let proxy_id = Arc::new(Identity::generate()?.with_attester(simulated()));
         let worker_id = Arc::new(Identity::generate()?.with_attester(simulated()));
         let client_id = Arc::new(Identity::generate()?.with_attester(simulated()));
+        let config = options.engine.clone();
+        let engine = tokio::task::spawn_blocking(move || config.build())
+            .await?
+            .context("building the worker's engine")?;
+        // The devnet's root configuration: its one simulated image may run
+        // workers and proxies, and the worker's loaded weights are the allowed
+        // model (an engine that does not hash weights leaves the list open).
+        let image = SimulatedTee::measurements().image_hash();
         let attestation = Some(Arc::new(AttestationCheck {
             policy: Policy {
                 allow_simulated: true,
-                allowed_images: [SimulatedTee::measurements().image_hash()].into(),
+                worker_images: [image.clone()].into(),
+                proxy_images: [image].into(),
+                models: engine
+                    .models()
+                    .into_iter()
+                    .filter_map(|m| {
+                        m.weights_sha256.map(|sha256| AllowedModel {
+                            name: m.name,
+                            sha256,
+                        })
+                    })
+                    .collect(),
                 ..Policy::default()
             },
             collateral: None,
             verify_at: None,
         }));
-        let config = options.engine.clone();
-        let engine = tokio::task::spawn_blocking(move || config.build())
-            .await?
-            .context("building the worker's engine")?;
         let model = engine
             .models()
             .first()
@@ -104,6 +126,7 @@ impl Devnet {
                 mux: options.mux.clone(),
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
                 attestation: attestation.clone(),
+                inspect: options.proxy_inspect.clone(),
             },
         )?;
         let proxy_stop = stop.clone();
@@ -121,11 +144,12 @@ impl Devnet {
             engine,
             mux: options.mux.clone(),
             attestation: attestation.clone(),
+            replay_window: Duration::from_secs(60),
         })
         .await?;
         let pool = Arc::new(ProxyPool::start(
-            client_id,
-            &[endpoint],
+            client_id.clone(),
+            std::slice::from_ref(&endpoint),
             options.mux.clone(),
             attestation,
         )?);
@@ -162,6 +186,8 @@ impl Devnet {
             worker,
             pool,
             model,
+            client_identity: client_id,
+            proxy_endpoint: endpoint,
             stop,
             tasks,
         })

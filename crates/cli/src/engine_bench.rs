@@ -243,6 +243,9 @@ async fn timed(
                 return Ok((first.unwrap_or(last), last, done.usage.completion_tokens));
             }
             Event::Error(e) => anyhow::bail!("engine error: {e}"),
+            Event::Sealed { .. } | Event::WorkerKeys(_) => {
+                anyhow::bail!("engines do not produce sealed chunks or key lists")
+            }
             Event::Models(_) => {}
         }
     }

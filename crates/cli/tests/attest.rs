@@ -60,7 +60,7 @@ fn expired_collateral_and_policies_refuse_with_reasons() {
     let policy = dir.path().join("policy.toml");
     std::fs::write(
         &policy,
-        format!("allowed_images = [\"{}\"]\n", "ab".repeat(32)),
+        format!("worker_images = [\"{}\"]\n", "ab".repeat(32)),
     )
     .unwrap();
     let out = attest(&[
@@ -73,10 +73,24 @@ fn expired_collateral_and_policies_refuse_with_reasons() {
     assert!(json(&out)["reason"]
         .as_str()
         .unwrap()
-        .contains("not in the allowed list"));
+        .contains("not in the allowed worker images"));
 
     let image = json(&attest(&["--at", "2025-06-20T00:00:00Z"]))["verdict"]["image_hash"].clone();
-    std::fs::write(&policy, format!("allowed_images = [{image}]\n")).unwrap();
+    std::fs::write(&policy, format!("worker_images = [{image}]\n")).unwrap();
+    // Allowed for workers, not for proxies.
+    let out = attest(&[
+        "--at",
+        "2025-06-20T00:00:00Z",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--role",
+        "proxy",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not in the allowed proxy images"));
     let out = attest(&[
         "--at",
         "2025-06-20T00:00:00Z",
@@ -141,14 +155,14 @@ async fn show_cert_reads_a_running_nodes_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("production.toml");
     let image = cocoon_attestation::simulated::SimulatedTee::measurements().image_hash();
-    std::fs::write(&policy, format!("allowed_images = [\"{image}\"]\n")).unwrap();
+    std::fs::write(&policy, format!("proxy_images = [\"{image}\"]\n")).unwrap();
     let out = show(vec!["--policy".into(), policy.display().to_string()]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(json(&out)["reason"].as_str().unwrap().contains("simulated"));
 
     std::fs::write(
         &policy,
-        format!("allow_simulated = true\nallowed_images = [\"{image}\"]\n"),
+        format!("allow_simulated = true\nproxy_images = [\"{image}\"]\n"),
     )
     .unwrap();
     let out = show(vec!["--policy".into(), policy.display().to_string()]).await;

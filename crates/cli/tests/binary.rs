@@ -33,6 +33,8 @@ fn example_configs_parse() {
     cocoon_proxy::ProxyConfig::from_toml(&read("proxy.example.toml")).unwrap();
     cocoon_worker::WorkerConfig::from_toml(&read("worker.example.toml")).unwrap();
     cocoon_client::ClientConfig::from_toml(&read("client.example.toml")).unwrap();
+    let root: cocoon_attestation::Policy = toml::from_str(&read("root.example.toml")).unwrap();
+    assert!(!root.allow_simulated && root.models.len() == 1);
 }
 
 #[test]
@@ -100,8 +102,8 @@ async fn three_processes(attested: bool) {
         std::fs::write(
             &policy,
             format!(
-                "allow_simulated = true\nallowed_images = [\"{}\"]\n",
-                cocoon_attestation::simulated::SimulatedTee::measurements().image_hash()
+                "allow_simulated = true\nworker_images = [\"{image}\"]\nproxy_images = [\"{image}\"]\n",
+                image = cocoon_attestation::simulated::SimulatedTee::measurements().image_hash()
             ),
         )
         .unwrap();

@@ -3,6 +3,10 @@
 //! streaming as Server-Sent Events), answered by the Cocoon network through
 //! long-lived connections to one or more proxies.
 //!
+//! Every request is sealed (HPKE) to attested workers' enclaves before it leaves
+//! this node, and every answer chunk and usage receipt is checked on the way
+//! back: the proxies in between see model names, sizes and token counts only.
+//!
 //! It does not run models or route between workers (proxies do).
 //!
 //! # Layout
@@ -11,12 +15,15 @@
 //! * `backend` - [`Backend`], what answers the API: the proxy pool here, an engine
 //!   directly for `cocoon engine serve`.
 //! * `pool`    - [`ProxyPool`], kept-alive connections to proxies with failover.
+//! * `sealing` - which workers' attested keys to seal to; opening the answer
+//!   and verifying the worker's usage receipt.
 //! * `config`  - [`ClientConfig`], the TOML file, validated with field names.
 
 mod api;
 mod backend;
 mod config;
 mod pool;
+mod sealing;
 
 pub use api::{router, serve, ApiSettings};
 pub use backend::Backend;

@@ -1,6 +1,6 @@
 //! The client node's connections to its proxies. Each is kept up in the background
-//! (redial with backoff); a request goes to the next live proxy in turn, and to the
-//! following one if sending fails.
+//! (redial with backoff); a request is sealed to workers behind the next live
+//! proxy in turn, and goes to the following proxy if sending fails.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use std::time::Duration;
 use cocoon_protocol::tls::{self, Identity, PinnedKeys};
 use cocoon_protocol::{
     keep_connected, Connection, DialSettings, ErrorKind, Event, GenerateRequest, Handler, Hello,
-    ModelInfo, MuxOptions, ProtocolError, ProxyEndpoint, RequestBody, Role, WireError,
-    DEFAULT_MAX_FRAME_BYTES,
+    ModelInfo, MuxOptions, ProtocolError, ProxyEndpoint, RequestBody, ResponseStream, Role,
+    WireError, DEFAULT_MAX_FRAME_BYTES,
 };
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
@@ -18,12 +18,14 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::sealing::{self, KeyDirectory, Unsealer};
 use crate::Backend;
 
 pub struct ProxyPool {
     connections: Vec<watch::Receiver<Option<Connection>>>,
     next: AtomicUsize,
     stop: CancellationToken,
+    keys: Arc<KeyDirectory>,
 }
 
 /// Proxies never send requests to client nodes.
@@ -48,6 +50,7 @@ impl ProxyPool {
         attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
     ) -> Result<Self, ProtocolError> {
         let pins = PinnedKeys::new(proxies.iter().map(|p| p.fingerprint));
+        let keys = Arc::new(KeyDirectory::new(attestation.clone()));
         let dial = DialSettings {
             tls: tls::client_config_attested(identity, Arc::new(pins), attestation)?,
             hello: Hello {
@@ -69,16 +72,18 @@ impl ProxyPool {
             connections,
             next: AtomicUsize::new(0),
             stop,
+            keys,
         })
     }
 
-    /// Live connections, starting with the next one in turn.
-    fn live(&self) -> Vec<Connection> {
+    /// Live connections with their proxy's index, starting with the next one in turn.
+    fn live(&self) -> Vec<(usize, Connection)> {
         let n = self.connections.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
-            .filter_map(|i| self.connections[(start + i) % n].borrow().clone())
-            .filter(|c| !c.is_closed())
+            .map(|i| (start + i) % n)
+            .filter_map(|i| self.connections[i].borrow().clone().map(|c| (i, c)))
+            .filter(|(_, c)| !c.is_closed())
             .collect()
     }
 
@@ -113,7 +118,7 @@ impl Backend for ProxyPool {
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, WireError>> {
         Box::pin(async move {
             let mut last = no_proxy();
-            for conn in self.live() {
+            for (_, conn) in self.live() {
                 let Ok(mut answer) = conn.request(RequestBody::ListModels).await else {
                     continue;
                 };
@@ -129,15 +134,95 @@ impl Backend for ProxyPool {
 
     fn generate(&self, request: GenerateRequest) -> BoxStream<'static, Event> {
         let live = self.live();
+        let keys = self.keys.clone();
         stream::once(async move {
-            for conn in live {
-                if let Ok(answer) = conn.request(RequestBody::Generate(request.clone())).await {
-                    return answer.boxed();
+            let mut last = no_proxy();
+            for (proxy, conn) in live {
+                match sealed_request(&keys, proxy, &conn, &request).await {
+                    Ok(answer) => return answer,
+                    Err(Some(e)) => return stream::iter([Event::Error(e)]).boxed(),
+                    Err(None) => last = no_proxy(),
                 }
             }
-            stream::iter([Event::Error(no_proxy())]).boxed()
+            stream::iter([Event::Error(last)]).boxed()
         })
         .flatten()
         .boxed()
     }
+}
+
+/// Seal `request` to workers behind `conn` and send it; the answer is opened
+/// event by event. `Err(None)`: this proxy could not take it, try another.
+/// When the workers changed since the keys were fetched, fetch and seal again
+/// once.
+async fn sealed_request(
+    keys: &KeyDirectory,
+    proxy: usize,
+    conn: &Connection,
+    request: &GenerateRequest,
+) -> Result<BoxStream<'static, Event>, Option<WireError>> {
+    for fresh in [false, true] {
+        let listed = keys
+            .keys(proxy, conn, &request.model, fresh)
+            .await
+            .map_err(|e| (e.kind != ErrorKind::Upstream).then_some(e))?;
+        let chosen = sealing::candidates(&listed);
+        let to: Vec<_> = chosen.iter().map(|(w, k, _)| (*w, *k)).collect();
+        let (sealed, opener) =
+            cocoon_protocol::sealed::seal(request, &to, now_ms()).map_err(|e| {
+                Some(WireError::new(
+                    ErrorKind::Internal,
+                    format!("sealing failed: {e}"),
+                ))
+            })?;
+        let mut unsealer = Unsealer {
+            opener,
+            header: sealed.header.clone(),
+            recipients: chosen.into_iter().map(|(w, _, spki)| (w, spki)).collect(),
+        };
+        let Ok(mut answer) = conn.request(RequestBody::Generate(sealed)).await else {
+            return Err(None);
+        };
+        let first = answer.next().await;
+        if let Some(Event::Error(e)) = &first {
+            if e.kind == ErrorKind::KeysChanged && !fresh {
+                continue;
+            }
+        }
+        return Ok(opened(first, answer, move |event| unsealer.open(event)));
+    }
+    Err(Some(WireError::new(
+        ErrorKind::KeysChanged,
+        format!(
+            "the workers serving '{}' changed while sealing; retry",
+            request.model
+        ),
+    )))
+}
+
+/// `first` then the rest of `answer`, each through `open`, ending after the
+/// first terminal event.
+fn opened(
+    first: Option<Event>,
+    answer: ResponseStream,
+    open: impl FnMut(Event) -> Event + Send + 'static,
+) -> BoxStream<'static, Event> {
+    stream::iter(first)
+        .chain(answer)
+        .map(open)
+        .scan(false, |ended, event| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            *ended = event.is_terminal();
+            futures::future::ready(Some(event))
+        })
+        .boxed()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -384,6 +384,7 @@ impl Reading {
         Event::Done(Done {
             finish_reason: self.finish.unwrap_or(FinishReason::Stop),
             usage,
+            receipt: None,
         })
     }
 }

@@ -46,9 +46,10 @@ pub enum TeeChoice {
 pub struct AttestationConfig {
     #[serde(default)]
     pub tee: TeeChoice,
-    /// Policy file (TOML: allowed_images, accepted_tcb_statuses,
-    /// allow_simulated) that peers' evidence must satisfy; without one, peers'
-    /// evidence is not checked (key pins only).
+    /// The network's root configuration (TOML: worker_images, proxy_images,
+    /// models, accepted_tcb_statuses, allow_simulated; see
+    /// `config/root.example.toml`) that peers' evidence must satisfy; without
+    /// one, peers' evidence is not checked (key pins only).
     pub policy: Option<PathBuf>,
     /// DCAP collateral (dcap-qvl JSON) for verifying TDX peers.
     pub collateral: Option<PathBuf>,
@@ -119,6 +120,9 @@ impl AttestationConfig {
         }
         if policy.allow_simulated {
             tracing::warn!("this node ACCEPTS SIMULATED TEE evidence from peers: development only");
+        }
+        if policy.models.is_empty() && profile == Profile::Production {
+            tracing::warn!(policy = %path.display(), "the root configuration lists no [[models]]: workers may serve any weights");
         }
         let collateral = match &self.collateral {
             Some(path) => {

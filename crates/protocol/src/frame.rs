@@ -6,8 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::receipt::SignedReceipt;
+use crate::sealed::SealedRequest;
+use crate::worker_key::WorkerKey;
+
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,13 +59,18 @@ pub enum Frame {
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RequestBody {
-    /// Generate text; answered by `Delta`s then `Done`, or `Error`.
-    Generate(GenerateRequest),
+    /// Generate text, sealed to the candidate workers; answered by `Sealed`
+    /// chunks then `Done`, or `Error`.
+    Generate(SealedRequest),
     /// List the models reachable through the receiver; answered by `Models`.
     ListModels,
+    /// The attested keys of the live workers serving `model`; answered by
+    /// `WorkerKeys`.
+    WorkerKeys { model: String },
 }
 
-/// One generation request, engine-neutral.
+/// One generation request, engine-neutral: what a client node seals and what
+/// the worker's engine runs. It never crosses a proxy in the clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerateRequest {
     pub model: String,
@@ -102,12 +111,18 @@ pub struct SamplingParams {
 /// One event of an answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
-    /// Newly generated text and how many tokens it is.
+    /// Newly generated text and how many tokens it is (engine to worker, and
+    /// client node to its API; never on the wire of a sealed request).
     Delta { text: String, tokens: u32 },
+    /// Newly generated text sealed to the client node, and how many tokens it
+    /// is (the count is what the proxy meters).
+    Sealed { ciphertext: Vec<u8>, tokens: u32 },
     /// Generation ended normally. Terminal.
     Done(Done),
     /// Answer to `ListModels`. Terminal.
     Models(Vec<ModelInfo>),
+    /// Answer to `WorkerKeys`. Terminal.
+    WorkerKeys(Vec<WorkerKey>),
     /// The request failed. Terminal.
     Error(WireError),
 }
@@ -115,7 +130,7 @@ pub enum Event {
 impl Event {
     /// Whether this event ends its stream.
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Event::Delta { .. })
+        !matches!(self, Event::Delta { .. } | Event::Sealed { .. })
     }
 }
 
@@ -123,6 +138,8 @@ impl Event {
 pub struct Done {
     pub finish_reason: FinishReason,
     pub usage: Usage,
+    /// The worker's signed statement of `usage` (added by the worker).
+    pub receipt: Option<SignedReceipt>,
 }
 
 /// Why generation stopped, exactly as OpenAI reports it.
@@ -174,6 +191,8 @@ pub struct ModelInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announce {
     pub models: Vec<ModelOffer>,
+    /// The worker's attested keys, which client nodes seal requests to.
+    pub key: Option<WorkerKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +241,9 @@ pub enum ErrorKind {
     Timeout,
     /// The engine or a connection failed (HTTP 502).
     Upstream,
+    /// None of the workers a request was sealed to is available any more: the
+    /// client node fetches fresh keys and seals again (HTTP 503 if it persists).
+    KeysChanged,
     /// A bug or unexpected state (HTTP 500).
     Internal,
 }

@@ -15,6 +15,10 @@
 //! * `tls`    - node identities (Ed25519 keys, self-signed certificates) and the
 //!   pinned-key TLS 1.3 verifiers; the one place certificates are made and checked.
 //! * `ra_tls` - TEE evidence in certificates and its check during handshakes.
+//! * `sealed` - HPKE sealing of requests to the worker's enclave and of its
+//!   answers back to the client node; the proxy routes ciphertext.
+//! * `worker_key` - a worker's attested identity and sealing keys.
+//! * `receipt` - usage receipts signed by the worker.
 //! * `openai` - OpenAI-compatible request/response JSON types.
 //! * `error`  - [`ProtocolError`].
 
@@ -27,7 +31,10 @@ mod frame;
 mod mux;
 pub mod openai;
 pub mod ra_tls;
+pub mod receipt;
+pub mod sealed;
 pub mod tls;
+pub mod worker_key;
 
 pub use attestation_config::{AttestationConfig, Profile, TeeChoice};
 pub use codec::{
@@ -43,3 +50,6 @@ pub use frame::{
     PROTOCOL_VERSION,
 };
 pub use mux::{Connection, Handler, MuxOptions, ResponseStream};
+pub use receipt::{Receipt, SignedReceipt};
+pub use sealed::{SealHeader, SealedRequest, SealingKey};
+pub use worker_key::WorkerKey;

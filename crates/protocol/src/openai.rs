@@ -147,6 +147,54 @@ impl From<crate::Usage> for Usage {
     }
 }
 
+/// Cocoon's extension field on answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CocoonExtension {
+    pub receipt: ReceiptJson,
+}
+
+/// A usage receipt as JSON: what the worker signed (hex bytes), and whether the
+/// client node verified the signature against the worker's attested key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptJson {
+    pub request_id: String,
+    /// The worker's identity (`sha256:` of its key).
+    pub worker: String,
+    pub model: String,
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_prompt_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub finish_reason: String,
+    pub issued_at_ms: u64,
+    /// Ed25519 signature (hex) over the receipt in its wire form.
+    pub signature: String,
+    pub verified: bool,
+}
+
+impl ReceiptJson {
+    /// `receipt` as JSON; `verified` says whether its signature was checked.
+    pub fn new(receipt: &crate::SignedReceipt, verified: bool) -> Self {
+        let r = &receipt.receipt;
+        Self {
+            request_id: hex::encode(r.request_id),
+            worker: r.worker.to_string(),
+            model: r.model.clone(),
+            model_sha256: r.model_sha256.clone(),
+            prompt_tokens: r.usage.prompt_tokens,
+            completion_tokens: r.usage.completion_tokens,
+            cached_prompt_tokens: r.usage.cached_prompt_tokens,
+            reasoning_tokens: r.usage.reasoning_tokens,
+            finish_reason: r.finish_reason.as_str().to_string(),
+            issued_at_ms: r.issued_at_ms,
+            signature: hex::encode(&receipt.signature),
+            verified,
+        }
+    }
+}
+
 /// Non-streaming chat answer (`object: "chat.completion"`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatCompletion {
@@ -157,6 +205,10 @@ pub struct ChatCompletion {
     pub choices: Vec<ChatChoice>,
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// The worker's signed usage receipt, verified by the client node (on the
+    /// whole answer, and on the last streamed chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cocoon: Option<CocoonExtension>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +228,10 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChunkChoice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The worker's signed usage receipt, verified by the client node (on the
+    /// whole answer, and on the last streamed chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cocoon: Option<CocoonExtension>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +259,10 @@ pub struct Completion {
     pub choices: Vec<CompletionChoice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The worker's signed usage receipt, verified by the client node (on the
+    /// whole answer, and on the last streamed chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cocoon: Option<CocoonExtension>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

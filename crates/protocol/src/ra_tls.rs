@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use cocoon_attestation::tdx::Collateral;
-use cocoon_attestation::{report_data, Evidence, Policy, Purpose, Verdict};
+use cocoon_attestation::{report_data, Evidence, PeerRole, Policy, Purpose, Verdict};
 use x509_parser::certificate::X509Certificate;
 
 /// The extension's OID. Provisional: an arc under the private-enterprise tree
@@ -47,10 +47,11 @@ pub(crate) fn extension_for(
 mod tests;
 
 impl AttestationCheck {
-    /// Verify the evidence in `cert` at `now_secs`.
+    /// Verify the evidence in `cert` at `now_secs`, for a peer in `role`.
     pub fn check(
         &self,
         cert: &X509Certificate<'_>,
+        role: PeerRole,
         now_secs: u64,
     ) -> Result<Verdict, RaTlsRefusal> {
         let oid = x509_parser::der_parser::oid::Oid::from(EVIDENCE_OID)
@@ -60,16 +61,28 @@ impl AttestationCheck {
             .iter()
             .find(|e| e.oid == oid)
             .ok_or_else(|| RaTlsRefusal("the peer's certificate carries no TEE evidence".into()))?;
-        let evidence = Evidence::from_bytes(ext.value).map_err(|e| RaTlsRefusal(e.to_string()))?;
+        let expected = report_data(cert.public_key().raw, Purpose::Tls, None);
+        self.check_evidence(ext.value, role, &expected, now_secs)
+    }
+
+    /// Verify serialized evidence that must bind `expected` report data, for a
+    /// peer in `role`.
+    pub fn check_evidence(
+        &self,
+        evidence: &[u8],
+        role: PeerRole,
+        expected: &[u8; 64],
+        now_secs: u64,
+    ) -> Result<Verdict, RaTlsRefusal> {
+        let evidence = Evidence::from_bytes(evidence).map_err(|e| RaTlsRefusal(e.to_string()))?;
         let verdict = evidence
             .verify(
                 self.collateral.as_deref(),
                 self.verify_at.unwrap_or(now_secs),
             )
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
-        let expected = report_data(cert.public_key().raw, Purpose::Tls, None);
         self.policy
-            .check(&verdict, Some(&expected))
+            .check(&verdict, role, Some(expected))
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
         Ok(verdict)
     }

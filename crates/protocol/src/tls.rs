@@ -51,7 +51,12 @@ impl Fingerprint {
     }
 
     fn of_parsed(cert: &x509_parser::certificate::X509Certificate<'_>) -> Self {
-        Self(Sha256::digest(cert.public_key().raw).into())
+        Self::of_spki(cert.public_key().raw)
+    }
+
+    /// Fingerprint of a DER SubjectPublicKeyInfo.
+    pub fn of_spki(spki: &[u8]) -> Self {
+        Self(Sha256::digest(spki).into())
     }
 }
 
@@ -91,12 +96,26 @@ impl<'de> serde::Deserialize<'de> for Fingerprint {
     }
 }
 
+/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The raw 32-byte key in an Ed25519 SubjectPublicKeyInfo, or `None` if it is
+/// not one.
+pub fn ed25519_raw_key(spki: &[u8]) -> Option<&[u8]> {
+    spki.strip_prefix(&ED25519_SPKI_PREFIX[..])
+        .filter(|raw| raw.len() == 32)
+}
+
 /// A node's long-lived key. The secret stays in zeroized memory and never
 /// appears in `Debug` output.
 pub struct Identity {
     key_pem: Zeroizing<String>,
     fingerprint: Fingerprint,
     spki: Vec<u8>,
+    /// The same key for signing receipts.
+    signer: Arc<ring::signature::Ed25519KeyPair>,
     /// The TEE that vouches for this key in every certificate (RA-TLS), if any.
     attester: Option<Arc<dyn cocoon_attestation::Attester>>,
 }
@@ -122,10 +141,14 @@ impl Identity {
         let key = rcgen::KeyPair::from_pem(pem)
             .map_err(|e| ProtocolError::Tls(format!("not a PKCS#8 PEM private key: {e}")))?;
         let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+        let der = Zeroizing::new(key.serialize_der());
+        let signer = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map_err(|e| ProtocolError::Tls(format!("not an Ed25519 key: {e}")))?;
         Ok(Self {
             key_pem: Zeroizing::new(key.serialize_pem()),
-            fingerprint: Fingerprint(Sha256::digest(&spki).into()),
+            fingerprint: Fingerprint::of_spki(&spki),
             spki,
+            signer: Arc::new(signer),
             attester: None,
         })
     }
@@ -164,6 +187,25 @@ impl Identity {
 
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+
+    /// The public key as a DER SubjectPublicKeyInfo.
+    pub fn spki(&self) -> &[u8] {
+        &self.spki
+    }
+
+    /// An Ed25519 signature by this key.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.signer.sign(message).as_ref().to_vec()
+    }
+
+    /// Evidence from this node's TEE over `report_data`; `None` without a TEE.
+    /// Slow on real hardware: call at start or on rotation, never per request.
+    pub fn evidence(
+        &self,
+        report_data: &[u8; 64],
+    ) -> Option<Result<cocoon_attestation::Evidence, String>> {
+        self.attester.as_ref().map(|a| a.evidence(report_data))
     }
 
     /// Issue a self-signed certificate for this key, valid from a few minutes ago
@@ -334,21 +376,34 @@ impl ResolvesClientCert for RotatingCert {
 struct PinnedVerifier {
     pins: Arc<PinnedKeys>,
     provider: Arc<CryptoProvider>,
-    attestation: Option<Arc<crate::ra_tls::AttestationCheck>>,
+    attestation: Option<EvidenceRule>,
+}
+
+/// Which peers must present TEE evidence, and as what.
+#[derive(Debug)]
+struct EvidenceRule {
+    check: Arc<crate::ra_tls::AttestationCheck>,
+    role: cocoon_attestation::PeerRole,
+    /// Only these keys must (e.g. a proxy's workers, not its client nodes);
+    /// `None`: every peer.
+    only: Option<Arc<PinnedKeys>>,
 }
 
 impl PinnedVerifier {
     /// Pins first; then, when required, the TEE evidence in the certificate.
     fn check(&self, der: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
-        self.pins.check(der, now)?;
-        let Some(attestation) = &self.attestation else {
+        let key = self.pins.check(der, now)?;
+        let Some(rule) = &self.attestation else {
             return Ok(());
         };
+        if rule.only.as_ref().is_some_and(|only| !only.contains(&key)) {
+            return Ok(());
+        }
         let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
         })?;
-        attestation
-            .check(&cert, now.as_secs())
+        rule.check
+            .check(&cert, rule.role, now.as_secs())
             .map(|_| ())
             .map_err(|refusal| {
                 tracing::warn!(reason = %refusal, "peer refused");
@@ -464,7 +519,7 @@ pub fn client_config(
 }
 
 /// [`client_config`], also requiring the server's RA-TLS evidence to pass
-/// `attestation` when given.
+/// `attestation` as a proxy's (nodes only ever dial proxies) when given.
 pub fn client_config_attested(
     identity: Arc<Identity>,
     pins: Arc<PinnedKeys>,
@@ -474,7 +529,11 @@ pub fn client_config_attested(
     let verifier = Arc::new(PinnedVerifier {
         pins,
         provider: provider.clone(),
-        attestation,
+        attestation: attestation.map(|check| EvidenceRule {
+            check,
+            role: cocoon_attestation::PeerRole::Proxy,
+            only: None,
+        }),
     });
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -491,21 +550,27 @@ pub fn server_config(
     identity: Arc<Identity>,
     pins: Arc<PinnedKeys>,
 ) -> Result<Arc<rustls::ServerConfig>, ProtocolError> {
-    server_config_attested(identity, pins, None)
+    server_config_attested(identity, pins, None, Arc::default())
 }
 
-/// [`server_config`], also requiring the client's RA-TLS evidence to pass
-/// `attestation` when given.
+/// [`server_config`], also requiring the RA-TLS evidence of the peers in
+/// `workers` to pass `attestation` as workers' when given (client nodes run on
+/// app developers' servers and present none).
 pub fn server_config_attested(
     identity: Arc<Identity>,
     pins: Arc<PinnedKeys>,
     attestation: Option<Arc<crate::ra_tls::AttestationCheck>>,
+    workers: Arc<PinnedKeys>,
 ) -> Result<Arc<rustls::ServerConfig>, ProtocolError> {
     let provider = provider();
     let verifier = Arc::new(PinnedVerifier {
         pins,
         provider: provider.clone(),
-        attestation,
+        attestation: attestation.map(|check| EvidenceRule {
+            check,
+            role: cocoon_attestation::PeerRole::Worker,
+            only: Some(workers),
+        }),
     });
     let config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])

@@ -82,6 +82,7 @@ impl ProxyConfig {
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
             max_frame_bytes: self.max_frame_bytes,
             attestation,
+            inspect: None,
         })
     }
 }
@@ -97,6 +98,32 @@ pub struct ProxySettings {
     pub max_frame_bytes: usize,
     /// RA-TLS: what peers' TEE evidence must satisfy (none: key pins only).
     pub attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
+    /// Audit hook: sees the wire form of everything the proxy forwards.
+    pub inspect: Option<Inspector>,
+}
+
+/// Called with the wire form (postcard) of every request body a proxy forwards
+/// to a worker and every answer event it relays to a client node: exactly what
+/// the proxy holds of each request. Tests use it to show that no prompt or
+/// answer text is among it.
+#[derive(Clone)]
+pub struct Inspector(pub Arc<InspectFn>);
+
+/// The function an [`Inspector`] calls.
+pub type InspectFn = dyn Fn(&[u8]) + Send + Sync;
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inspector")
+    }
+}
+
+impl Inspector {
+    pub(crate) fn see<T: serde::Serialize>(&self, value: &T) {
+        if let Ok(bytes) = postcard::to_allocvec(value) {
+            (self.0)(&bytes);
+        }
+    }
 }
 
 #[cfg(test)]

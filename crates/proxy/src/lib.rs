@@ -1,18 +1,25 @@
-//! Proxy role: accepts pinned client nodes and workers on one TLS port, keeps a live
-//! registry of workers by model, forwards each request to a worker and streams the
-//! answer back. A client hanging up cancels the worker's generation.
+//! Proxy role: accepts pinned client nodes and attested workers on one TLS port,
+//! keeps a live registry of workers by model with their attested keys, forwards
+//! each sealed request to one of the workers it is sealed to and streams the
+//! sealed answer back, checking the worker's signed usage receipt. A client
+//! hanging up cancels the worker's generation.
 //!
-//! It does not run models (workers do) and does not speak HTTP (client nodes do).
+//! It does not run models (workers do), does not speak HTTP (client nodes do),
+//! and cannot read prompts or answers (they are sealed to the worker's enclave).
 //!
 //! # Layout
 //! * `config`   - [`ProxyConfig`], the TOML file, validated with field names.
-//! * `registry` - live workers by model, least-loaded choice, capacity slots.
+//! * `registry` - live workers by model and their keys, least-loaded choice
+//!   among a request's recipients, capacity slots.
+//! * `receipts` - the workers' signed usage receipts, verified and totalled.
 //! * `server`   - [`run`]: the accept loop and the per-role connection handlers.
 
 mod config;
+mod receipts;
 mod registry;
 mod server;
 
-pub use config::{ConfigError, ProxyConfig, ProxySettings};
+pub use config::{ConfigError, Inspector, ProxyConfig, ProxySettings};
+pub use receipts::ReceiptLog;
 pub use registry::Registry;
 pub use server::{run, start, ProxyHandle};

@@ -1,12 +1,14 @@
-//! Live workers by model. Each worker's offer for a model is a slot with a capacity;
-//! a request takes the least-loaded slot with room and holds it until its answer
-//! stream is dropped.
+//! Live workers by model, with their attested keys. Each worker's offer for a
+//! model is a slot with a capacity; a request takes the least-loaded slot with
+//! room among the workers it is sealed to, and holds it until its answer stream
+//! is dropped.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
-use cocoon_protocol::{Announce, Connection, ErrorKind, ModelInfo, WireError};
+use cocoon_protocol::tls::Fingerprint;
+use cocoon_protocol::{Announce, Connection, ErrorKind, ModelInfo, WireError, WorkerKey};
 
 /// One worker's capacity for one model.
 #[derive(Debug)]
@@ -29,6 +31,15 @@ struct Offer {
     worker: u64,
     conn: Connection,
     slot: Arc<Slot>,
+    key: Arc<WorkerKey>,
+    fingerprint: Fingerprint,
+}
+
+/// The worker a request was routed to.
+pub struct Picked {
+    pub conn: Connection,
+    pub slot: SlotGuard,
+    pub key: Arc<WorkerKey>,
 }
 
 /// The proxy's view of which workers serve what.
@@ -46,9 +57,12 @@ impl Registry {
         }
     }
 
-    /// Replace worker `worker`'s offers with `announce`.
-    pub fn announce(&self, worker: u64, conn: &Connection, announce: &Announce) {
+    /// Replace worker `worker`'s offers with `announce`, whose keys the caller
+    /// has checked.
+    pub fn announce(&self, worker: u64, conn: &Connection, announce: &Announce, key: WorkerKey) {
         self.remove(worker);
+        let key = Arc::new(key);
+        let fingerprint = key.worker();
         let mut by_model = self.by_model.write().unwrap();
         let mut known = self.known.write().unwrap();
         for offer in &announce.models {
@@ -63,6 +77,8 @@ impl Registry {
                     in_flight: AtomicU32::new(0),
                     capacity: offer.max_concurrent,
                 }),
+                key: key.clone(),
+                fingerprint,
             });
         }
     }
@@ -76,28 +92,61 @@ impl Registry {
         by_model.retain(|_, offers| !offers.is_empty());
     }
 
-    /// Choose the least-loaded live worker for `model` with room, and take a slot.
-    pub fn pick(&self, model: &str) -> Result<(Connection, SlotGuard), WireError> {
+    /// The keys of the live workers serving `model`.
+    pub fn keys(&self, model: &str) -> Result<Vec<WorkerKey>, WireError> {
+        let by_model = self.by_model.read().unwrap();
+        let live: Vec<WorkerKey> = by_model
+            .get(model)
+            .map(|offers| {
+                offers
+                    .iter()
+                    .filter(|o| !o.conn.is_closed())
+                    .map(|o| (*o.key).clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if live.is_empty() {
+            return Err(self.none_live(model));
+        }
+        Ok(live)
+    }
+
+    fn none_live(&self, model: &str) -> WireError {
+        if self.known.read().unwrap().contains(model) {
+            WireError::new(
+                ErrorKind::NoWorker,
+                format!("no worker serving model '{model}' is connected"),
+            )
+        } else {
+            WireError::new(
+                ErrorKind::ModelNotFound,
+                format!("The model '{model}' does not exist"),
+            )
+        }
+    }
+
+    /// Choose the least-loaded live worker for `model` among `candidates` (the
+    /// workers the request is sealed to) with room, and take a slot.
+    pub fn pick(&self, model: &str, candidates: &[Fingerprint]) -> Result<Picked, WireError> {
         let by_model = self.by_model.read().unwrap();
         let live: Vec<&Offer> = by_model
             .get(model)
             .map(|offers| offers.iter().filter(|o| !o.conn.is_closed()).collect())
             .unwrap_or_default();
         if live.is_empty() {
-            return Err(if self.known.read().unwrap().contains(model) {
-                WireError::new(
-                    ErrorKind::NoWorker,
-                    format!("no worker serving model '{model}' is connected"),
-                )
-            } else {
-                WireError::new(
-                    ErrorKind::ModelNotFound,
-                    format!("The model '{model}' does not exist"),
-                )
-            });
+            return Err(self.none_live(model));
+        }
+        let mut order: Vec<&Offer> = live
+            .into_iter()
+            .filter(|o| candidates.contains(&o.fingerprint))
+            .collect();
+        if order.is_empty() {
+            return Err(WireError::new(
+                ErrorKind::KeysChanged,
+                format!("none of the workers this request is sealed to serves '{model}' now"),
+            ));
         }
         // Least loaded first (by fraction of capacity in use); take the first with room.
-        let mut order: Vec<&Offer> = live;
         order.sort_by_key(|o| {
             let used = o.slot.in_flight.load(Ordering::Acquire) as u64;
             used * 1_000_000 / o.slot.capacity as u64
@@ -111,7 +160,11 @@ impl Registry {
                         (n < offer.slot.capacity).then_some(n + 1)
                     });
             if taken.is_ok() {
-                return Ok((offer.conn.clone(), SlotGuard(offer.slot.clone())));
+                return Ok(Picked {
+                    conn: offer.conn.clone(),
+                    slot: SlotGuard(offer.slot.clone()),
+                    key: offer.key.clone(),
+                });
             }
         }
         Err(WireError::new(

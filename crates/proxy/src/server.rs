@@ -1,20 +1,23 @@
 //! The proxy's accept loop and its two connection handlers: client nodes send
-//! requests that are forwarded to a worker; workers announce offers and answer.
+//! sealed requests that are forwarded to one of their recipients; workers
+//! announce offers with attested keys (checked here) and answer.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cocoon_protocol::ra_tls::AttestationCheck;
 use cocoon_protocol::tls::{self, Fingerprint, PinnedKeys};
 use cocoon_protocol::{
-    handshake, Announce, Connection, ErrorKind, Event, Handler, Hello, RequestBody, Role, WireError,
+    handshake, Announce, Connection, ErrorKind, Event, Handler, Hello, RequestBody, Role,
+    SealedRequest, WireError, WorkerKey,
 };
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 
-use crate::{ProxySettings, Registry};
+use crate::{Inspector, ProxySettings, ReceiptLog, Registry};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -22,6 +25,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct ProxyHandle {
     pub registry: Arc<Registry>,
+    pub receipts: Arc<ReceiptLog>,
     pub fingerprint: Fingerprint,
 }
 
@@ -55,17 +59,21 @@ pub fn start(
         settings.identity.clone(),
         Arc::new(pins),
         settings.attestation.clone(),
+        Arc::new(settings.allowed_workers.clone()),
     )
     .map_err(std::io::Error::other)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
     let registry = Arc::new(Registry::new(settings.models.clone()));
+    let receipts = Arc::new(ReceiptLog::default());
     let handle = ProxyHandle {
         registry: registry.clone(),
+        receipts: receipts.clone(),
         fingerprint: settings.identity.fingerprint(),
     };
     let shared = Arc::new(Shared {
         settings,
         registry,
+        receipts,
         next_worker: AtomicU64::new(1),
     });
     let serve = async move {
@@ -93,6 +101,7 @@ pub fn start(
 struct Shared {
     settings: ProxySettings,
     registry: Arc<Registry>,
+    receipts: Arc<ReceiptLog>,
     next_worker: AtomicU64,
 }
 
@@ -118,6 +127,8 @@ impl Shared {
         let handler: Arc<dyn Handler> = match peer.role {
             Role::Client if self.settings.allowed_clients.contains(&key) => Arc::new(ClientSide {
                 registry: self.registry.clone(),
+                receipts: self.receipts.clone(),
+                inspect: self.settings.inspect.clone(),
             }),
             Role::Worker if self.settings.allowed_workers.contains(&key) => {
                 let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +136,7 @@ impl Shared {
                 Arc::new(WorkerSide {
                     registry: self.registry.clone(),
                     id,
+                    attestation: self.settings.attestation.clone(),
                 })
             }
             role => return Err(format!("key {key} is not allowed to connect as {role:?}")),
@@ -146,9 +158,12 @@ impl Shared {
     }
 }
 
-/// Requests from a client node: list models, or forward a generation to a worker.
+/// Requests from a client node: list models or workers' keys, or forward a
+/// sealed generation to one of its recipients.
 struct ClientSide {
     registry: Arc<Registry>,
+    receipts: Arc<ReceiptLog>,
+    inspect: Option<Inspector>,
 }
 
 impl Handler for ClientSide {
@@ -157,36 +172,77 @@ impl Handler for ClientSide {
             RequestBody::ListModels => {
                 stream::iter([Event::Models(self.registry.models())]).boxed()
             }
-            RequestBody::Generate(request) => {
-                let picked = self.registry.pick(&request.model);
-                let model = request.model.clone();
-                stream::once(async move {
-                    let (worker, slot) = match picked {
-                        Ok(x) => x,
-                        Err(e) => return stream::iter([Event::Error(e)]).boxed(),
-                    };
-                    match worker.request(RequestBody::Generate(request)).await {
-                        // The slot is held until the answer stream is dropped; dropping
-                        // it early (client hung up) cancels the request at the worker.
-                        Ok(answer) => answer
-                            .map(move |event| {
-                                let _held = &slot;
-                                event
-                            })
-                            .boxed(),
-                        Err(e) => {
-                            let error = WireError::new(
-                                ErrorKind::Upstream,
-                                format!("worker for '{model}' went away: {e}"),
-                            );
-                            stream::iter([Event::Error(error)]).boxed()
-                        }
-                    }
-                })
-                .flatten()
-                .boxed()
+            RequestBody::WorkerKeys { model } => {
+                let answer = match self.registry.keys(&model) {
+                    Ok(keys) => Event::WorkerKeys(keys),
+                    Err(e) => Event::Error(e),
+                };
+                stream::iter([answer]).boxed()
             }
+            RequestBody::Generate(request) => self.forward(request),
         }
+    }
+}
+
+impl ClientSide {
+    fn forward(&self, request: SealedRequest) -> BoxStream<'static, Event> {
+        let candidates: Vec<Fingerprint> = request.workers().copied().collect();
+        let picked = self.registry.pick(&request.header.model, &candidates);
+        let receipts = self.receipts.clone();
+        let inspect = self.inspect.clone();
+        stream::once(async move {
+            let picked = match picked {
+                Ok(x) => x,
+                Err(e) => return stream::iter([Event::Error(e)]).boxed(),
+            };
+            let header = request.header.clone();
+            let body = RequestBody::Generate(request);
+            if let Some(inspect) = &inspect {
+                inspect.see(&body);
+            }
+            match picked.conn.request(body).await {
+                // The slot is held until the answer stream is dropped; dropping
+                // it early (client hung up) cancels the request at the worker.
+                Ok(answer) => {
+                    let slot = picked.slot;
+                    let key = picked.key;
+                    answer
+                        .map(move |event| {
+                            let _held = &slot;
+                            if let Some(inspect) = &inspect {
+                                inspect.see(&event);
+                            }
+                            match event {
+                                // Only sealed text passes: a worker must never
+                                // send plaintext through the proxy.
+                                Event::Delta { .. } => Event::Error(WireError::new(
+                                    ErrorKind::Upstream,
+                                    "the worker sent an unsealed answer; refused",
+                                )),
+                                Event::Done(done) => {
+                                    if let Err(e) =
+                                        receipts.record(&header, &key, done.receipt.as_ref())
+                                    {
+                                        tracing::warn!(worker = %key.worker(), error = %e, "usage receipt rejected");
+                                    }
+                                    Event::Done(done)
+                                }
+                                other => other,
+                            }
+                        })
+                        .boxed()
+                }
+                Err(e) => {
+                    let error = WireError::new(
+                        ErrorKind::Upstream,
+                        format!("worker for '{}' went away: {e}", header.model),
+                    );
+                    stream::iter([Event::Error(error)]).boxed()
+                }
+            }
+        })
+        .flatten()
+        .boxed()
     }
 }
 
@@ -194,6 +250,36 @@ impl Handler for ClientSide {
 struct WorkerSide {
     registry: Arc<Registry>,
     id: u64,
+    attestation: Option<Arc<AttestationCheck>>,
+}
+
+impl WorkerSide {
+    /// The announced key must be this connection's identity and, when the
+    /// proxy checks attestation, carry evidence for an allowed worker image;
+    /// every model must be allowed by the network.
+    fn check(&self, conn: &Connection, announce: &Announce) -> Result<WorkerKey, String> {
+        let key = announce
+            .key
+            .clone()
+            .ok_or("the worker announced no sealing key")?;
+        if Some(&key.worker()) != conn.peer_key() {
+            return Err("the announced key is not this connection's identity".into());
+        }
+        if let Some(check) = &self.attestation {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            key.verify(check, now).map_err(|e| e.to_string())?;
+            for offer in &announce.models {
+                check
+                    .policy
+                    .check_model(&offer.name, offer.weights_sha256.as_deref())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(key)
+    }
 }
 
 impl Handler for WorkerSide {
@@ -206,7 +292,17 @@ impl Handler for WorkerSide {
     }
 
     fn on_announce(&self, conn: &Connection, announce: Announce) {
-        tracing::info!(worker = self.id, models = ?announce.models.iter().map(|m| &m.name).collect::<Vec<_>>(), "worker announced");
-        self.registry.announce(self.id, conn, &announce);
+        let models: Vec<&String> = announce.models.iter().map(|m| &m.name).collect();
+        match self.check(conn, &announce) {
+            Ok(key) => {
+                tracing::info!(worker = self.id, ?models, "worker announced");
+                self.registry.announce(self.id, conn, &announce, key);
+            }
+            Err(reason) => {
+                tracing::warn!(worker = self.id, ?models, %reason, "worker announcement refused");
+                self.registry.remove(self.id);
+                conn.close(&format!("announcement refused: {reason}"));
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cocoon_protocol::tls::{self, Identity, PinnedKeys};
 use cocoon_protocol::{
     dial_once, Announce, Connection, DialSettings, Event, Handler, Hello, ModelOffer, MuxOptions,
-    ProxyEndpoint, RequestBody, Role, DEFAULT_MAX_FRAME_BYTES,
+    ProxyEndpoint, RequestBody, Role, SealingKey, WorkerKey, DEFAULT_MAX_FRAME_BYTES,
 };
 use cocoon_proxy::ProxySettings;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -47,6 +47,7 @@ async fn start() -> Net {
             mux: MuxOptions::default(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             attestation: None,
+            inspect: None,
         },
     )
     .unwrap();
@@ -93,14 +94,7 @@ async fn pinned_worker_joins_and_announces() {
     let conn = dial(&net, &net.worker.clone(), Role::Worker)
         .await
         .expect("pinned worker admitted");
-    conn.announce(Announce {
-        models: vec![ModelOffer {
-            name: "m".into(),
-            max_concurrent: 2,
-            weights_sha256: None,
-        }],
-    })
-    .unwrap();
+    conn.announce(announce(Some(key_of(&net.worker)))).unwrap();
     for _ in 0..200 {
         if net.proxy.registry.worker_count() == 1 {
             break;
@@ -116,6 +110,42 @@ async fn pinned_worker_joins_and_announces() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("worker not removed after disconnect");
+}
+
+fn announce(key: Option<WorkerKey>) -> Announce {
+    Announce {
+        models: vec![ModelOffer {
+            name: "m".into(),
+            max_concurrent: 2,
+            weights_sha256: None,
+        }],
+        key,
+    }
+}
+
+/// `identity`'s keys, without TEE evidence (this proxy checks none).
+fn key_of(identity: &Identity) -> WorkerKey {
+    WorkerKey {
+        identity: identity.spki().to_vec(),
+        sealing_key: SealingKey::generate().public(),
+        evidence: None,
+    }
+}
+
+#[tokio::test]
+async fn an_announcement_without_keys_or_with_another_identity_is_refused() {
+    let net = start().await;
+    let stranger = Identity::generate().unwrap();
+    for bad in [None, Some(key_of(&stranger))] {
+        let conn = dial(&net, &net.worker.clone(), Role::Worker)
+            .await
+            .expect("pinned worker admitted");
+        conn.announce(announce(bad)).unwrap();
+        conn.closed().await;
+        let reason = conn.close_reason().unwrap_or_default();
+        assert!(reason.contains("announcement refused"), "{reason}");
+        assert_eq!(net.proxy.registry.worker_count(), 0);
+    }
 }
 
 #[tokio::test]

@@ -28,6 +28,10 @@ pub struct WorkerConfig {
     pub engine: EngineConfig,
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// Sealed requests sent more than this many seconds ago or ahead (by this
+    /// worker's clock) are refused as possible replays.
+    #[serde(default = "default_replay_window")]
+    pub replay_window_secs: u64,
     /// This worker's TEE and what proxies' evidence must satisfy.
     #[serde(default)]
     pub attestation: AttestationConfig,
@@ -35,6 +39,10 @@ pub struct WorkerConfig {
 
 fn default_keepalive() -> u64 {
     10
+}
+
+fn default_replay_window() -> u64 {
+    60
 }
 
 /// Which engine serves requests (`kind = "embedded"`, `"openai-http"` or `"instant"`).
@@ -292,6 +300,7 @@ impl WorkerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         ProxyEndpoint::check_list(&self.proxies)?;
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
+        ConfigError::check_range("replay_window_secs", self.replay_window_secs, 1, 3600)?;
         match &self.engine {
             EngineConfig::Embedded {
                 model,
@@ -383,6 +392,7 @@ impl WorkerConfig {
             engine: self.engine.build()?,
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
             attestation,
+            replay_window: Duration::from_secs(self.replay_window_secs),
         })
     }
 }
@@ -470,6 +480,8 @@ pub struct WorkerSettings {
     pub mux: MuxOptions,
     /// RA-TLS: what the proxies' TEE evidence must satisfy (none: key pins only).
     pub attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
+    /// Sealed requests sent longer ago (or further ahead) than this are refused.
+    pub replay_window: Duration,
 }
 
 #[cfg(test)]

@@ -6,10 +6,13 @@
 //!
 //! # Layout
 //! * `config` - [`WorkerConfig`], the TOML file, including which engine to run.
-//! * `serve`  - the request handler: capacity limits, engine calls, statistics.
+//! * `serve`  - the request handler: opening sealed requests, capacity limits,
+//!   engine calls, sealed answers, signed usage receipts, statistics.
+//! * `replay` - refusing replayed or stale sealed requests.
 //! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
 
 mod config;
+mod replay;
 mod run;
 mod serve;
 

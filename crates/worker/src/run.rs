@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_protocol::tls::{self, Fingerprint, PinnedKeys};
+use cocoon_protocol::worker_key::sealing_binding;
 use cocoon_protocol::{
-    keep_connected, Announce, Connection, DialSettings, Hello, Role, DEFAULT_MAX_FRAME_BYTES,
+    keep_connected, Announce, Connection, DialSettings, Hello, Role, SealingKey, WorkerKey,
+    DEFAULT_MAX_FRAME_BYTES,
 };
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,30 @@ async fn poll_engine_load(
             _ = tokio::time::sleep(LOAD_POLL) => {}
         }
     }
+}
+
+/// This worker's sealing key with its identity, bound by TEE evidence made
+/// now, once (it can take a second on real hardware).
+fn attested_key(
+    identity: &cocoon_protocol::tls::Identity,
+    sealing: &SealingKey,
+) -> Result<WorkerKey, ConfigError> {
+    let binding = sealing_binding(&sealing.public(), identity.spki());
+    let evidence = match identity.evidence(&binding) {
+        None => None,
+        Some(Ok(evidence)) => Some(evidence.to_bytes()),
+        Some(Err(e)) => {
+            return Err(ConfigError::new(
+                "attestation.tee",
+                format!("could not get TEE evidence for the sealing key: {e}"),
+            ))
+        }
+    };
+    Ok(WorkerKey {
+        identity: identity.spki().to_vec(),
+        sealing_key: sealing.public(),
+        evidence,
+    })
 }
 
 /// A started worker. Dropping it does not stop it; call [`Worker::stop`].
@@ -57,18 +83,26 @@ impl Worker {
         .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
         let offers = settings.engine.models();
         let stats = Arc::new(WorkerStats::default());
+        let sealing = Arc::new(SealingKey::generate());
+        let key = attested_key(&settings.identity, &sealing)?;
         let handler = Arc::new(RequestHandler {
             engine: settings.engine.clone(),
-            limits: offers
+            models: offers
                 .iter()
                 .map(|o| {
                     (
                         o.name.clone(),
-                        Arc::new(Semaphore::new(o.max_concurrent as usize)),
+                        (
+                            Arc::new(Semaphore::new(o.max_concurrent as usize)),
+                            o.weights_sha256.clone(),
+                        ),
                     )
                 })
                 .collect(),
             stats: stats.clone(),
+            identity: settings.identity.clone(),
+            sealing,
+            replay: crate::replay::ReplayGuard::new(settings.replay_window),
         });
         let dial = DialSettings {
             tls,
@@ -87,11 +121,12 @@ impl Worker {
             .proxies
             .iter()
             .map(|endpoint| {
-                let offers = offers.clone();
+                let announce = Announce {
+                    models: offers.clone(),
+                    key: Some(key.clone()),
+                };
                 keep_connected(endpoint.clone(), dial.clone(), stop.clone(), move |conn| {
-                    let _ = conn.announce(Announce {
-                        models: offers.clone(),
-                    });
+                    let _ = conn.announce(announce.clone());
                 })
             })
             .collect();

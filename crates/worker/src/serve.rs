@@ -1,5 +1,7 @@
-//! Serving one proxy's requests: the model must be one we offer, each model runs at
-//! most `max_concurrent` requests at once, and every request is counted. A request
+//! Serving one proxy's requests: open the sealed request inside the enclave
+//! (refusing replays and requests sealed to another worker), check the model is
+//! one we offer and under its `max_concurrent`, run it, seal every chunk back to
+//! the client node and sign a usage receipt. Every request is counted. A request
 //! whose stream is dropped (the proxy sent `Cancel`) stops the engine.
 
 use std::collections::HashMap;
@@ -7,7 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cocoon_inference::Engine;
-use cocoon_protocol::{Connection, ErrorKind, Event, Handler, RequestBody, WireError};
+use cocoon_protocol::tls::Identity;
+use cocoon_protocol::{
+    Connection, ErrorKind, Event, Handler, Receipt, RequestBody, SealedRequest, SealingKey,
+    SignedReceipt, WireError,
+};
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -21,14 +27,31 @@ pub struct WorkerStats {
     pub failed: AtomicU64,
     pub active: AtomicU64,
     pub tokens_generated: AtomicU64,
+    /// Sealed requests refused: not for us, tampered with, replayed or stale.
+    pub refused_sealed: AtomicU64,
     /// The engine's own load (running, waiting), polled; `None` when it cannot tell.
     pub engine_load: std::sync::Mutex<Option<cocoon_inference::EngineLoad>>,
 }
 
 pub(crate) struct RequestHandler {
     pub engine: Arc<dyn Engine>,
-    pub limits: HashMap<String, Arc<Semaphore>>,
+    /// Per model: its concurrency limit and weights hash.
+    pub models: HashMap<String, (Arc<Semaphore>, Option<String>)>,
     pub stats: Arc<WorkerStats>,
+    pub identity: Arc<Identity>,
+    pub sealing: Arc<SealingKey>,
+    pub replay: crate::replay::ReplayGuard,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn refuse(kind: ErrorKind, message: String) -> BoxStream<'static, Event> {
+    stream::iter([Event::Error(WireError::new(kind, message))]).boxed()
 }
 
 /// Counts a request as active until dropped; if it ends without a terminal event
@@ -49,25 +72,56 @@ impl Drop for Tracker {
 
 impl Handler for RequestHandler {
     fn serve(&self, _conn: &Connection, body: RequestBody) -> BoxStream<'static, Event> {
-        let request = match body {
+        match body {
             RequestBody::ListModels => {
-                return stream::iter([Event::Models(self.engine.listed_models())]).boxed();
+                stream::iter([Event::Models(self.engine.listed_models())]).boxed()
             }
-            RequestBody::Generate(request) => request,
+            RequestBody::WorkerKeys { .. } => refuse(
+                ErrorKind::InvalidRequest,
+                "workers do not list keys; ask a proxy".into(),
+            ),
+            RequestBody::Generate(sealed) => self.generate(sealed),
+        }
+    }
+}
+
+impl RequestHandler {
+    fn generate(&self, sealed: SealedRequest) -> BoxStream<'static, Event> {
+        let me = self.identity.fingerprint();
+        let (request, mut sealer) = match self.sealing.open(&me, &sealed) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.stats.refused_sealed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "sealed request refused");
+                return refuse(
+                    ErrorKind::InvalidRequest,
+                    format!("sealed request refused: {e}"),
+                );
+            }
         };
-        let Some(limit) = self.limits.get(&request.model) else {
-            let error = WireError::new(
+        let header = sealed.header;
+        if let Err(e) = self
+            .replay
+            .admit(header.request_id, header.sent_at_ms, now_ms())
+        {
+            self.stats.refused_sealed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "sealed request refused");
+            return refuse(
+                ErrorKind::InvalidRequest,
+                format!("sealed request refused: {e}"),
+            );
+        }
+        let Some((limit, model_sha256)) = self.models.get(&request.model) else {
+            return refuse(
                 ErrorKind::ModelNotFound,
                 format!("this worker does not serve '{}'", request.model),
             );
-            return stream::iter([Event::Error(error)]).boxed();
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            let error = WireError::new(
+            return refuse(
                 ErrorKind::Overloaded,
                 format!("worker is at capacity for '{}'", request.model),
             );
-            return stream::iter([Event::Error(error)]).boxed();
         };
         self.stats.started.fetch_add(1, Ordering::SeqCst);
         self.stats.active.fetch_add(1, Ordering::SeqCst);
@@ -75,27 +129,55 @@ impl Handler for RequestHandler {
             stats: self.stats.clone(),
             ended: false,
         };
+        let identity = self.identity.clone();
+        let model = request.model.clone();
+        let model_sha256 = model_sha256.clone();
         self.engine
             .generate(request)
             .map(move |event| {
                 let _permit = &permit;
                 let stats = &tracker.stats;
-                match &event {
-                    Event::Delta { tokens, .. } => {
+                match event {
+                    Event::Delta { text, tokens } => {
                         stats
                             .tokens_generated
-                            .fetch_add(*tokens as u64, Ordering::SeqCst);
+                            .fetch_add(tokens as u64, Ordering::SeqCst);
+                        Event::Sealed {
+                            ciphertext: sealer.seal(&text),
+                            tokens,
+                        }
                     }
-                    Event::Done(_) | Event::Models(_) => {
+                    Event::Done(mut done) => {
                         stats.completed.fetch_add(1, Ordering::SeqCst);
                         tracker.ended = true;
+                        let receipt = Receipt {
+                            request_id: sealer.request_id(),
+                            model: model.clone(),
+                            model_sha256: model_sha256.clone(),
+                            usage: done.usage,
+                            finish_reason: done.finish_reason,
+                            worker: identity.fingerprint(),
+                            issued_at_ms: now_ms(),
+                        };
+                        done.receipt = Some(SignedReceipt::sign(receipt, &identity));
+                        Event::Done(done)
                     }
-                    Event::Error(_) => {
+                    Event::Error(e) => {
                         stats.failed.fetch_add(1, Ordering::SeqCst);
                         tracker.ended = true;
+                        Event::Error(e)
+                    }
+                    other => {
+                        // Engines produce only text, Done and errors.
+                        stats.failed.fetch_add(1, Ordering::SeqCst);
+                        tracker.ended = true;
+                        tracing::error!(event = ?std::mem::discriminant(&other), "engine produced an unexpected event");
+                        Event::Error(WireError::new(
+                            ErrorKind::Internal,
+                            "engine produced an unexpected event",
+                        ))
                     }
                 }
-                event
             })
             .boxed()
     }

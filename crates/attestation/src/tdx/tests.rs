@@ -2,6 +2,7 @@
 //! (`../shared/testdata/tdx`, see its README), always at a fixed time inside
 //! (or deliberately outside) the collateral's validity window.
 
+use crate::PeerRole;
 use std::path::PathBuf;
 
 use super::*;
@@ -44,18 +45,27 @@ fn the_up_to_date_quote_verifies_with_its_measurements() {
     assert_ne!(verdict.measurements.mrtd, [0u8; 48]);
 
     // The policy decides: the image must be listed.
-    let err = Policy::default().check(&verdict, None).unwrap_err();
+    let err = Policy::default()
+        .check(&verdict, PeerRole::Worker, None)
+        .unwrap_err();
     assert!(matches!(err, Refusal::ImageNotAllowed { .. }), "{err}");
     let policy = Policy {
-        allowed_images: [verdict.image_hash.clone()].into(),
+        worker_images: [verdict.image_hash.clone()].into(),
         ..Policy::default()
     };
-    policy.check(&verdict, None).unwrap();
+    policy.check(&verdict, PeerRole::Worker, None).unwrap();
+    // Per role: a worker image is not thereby a proxy image.
+    let err = policy.check(&verdict, PeerRole::Proxy, None).unwrap_err();
+    assert!(err.to_string().contains("proxy images"), "{err}");
     // ... and the quote must bind the key the peer presented.
     let other_key = crate::report_data(b"some other key", crate::Purpose::Tls, None);
-    let err = policy.check(&verdict, Some(&other_key)).unwrap_err();
+    let err = policy
+        .check(&verdict, PeerRole::Worker, Some(&other_key))
+        .unwrap_err();
     assert!(matches!(err, Refusal::KeyNotBound { .. }), "{err}");
-    policy.check(&verdict, Some(&verdict.report_data)).unwrap();
+    policy
+        .check(&verdict, PeerRole::Worker, Some(&verdict.report_data))
+        .unwrap();
 }
 
 #[test]
@@ -121,14 +131,14 @@ fn out_of_date_status_is_accepted_only_by_an_explicit_policy() {
     verdict.tcb_status = "OutOfDate".into();
     verdict.advisories = vec!["INTEL-SA-00837".into()];
     let mut policy = Policy {
-        allowed_images: [verdict.image_hash.clone()].into(),
+        worker_images: [verdict.image_hash.clone()].into(),
         ..Policy::default()
     };
-    let err = policy.check(&verdict, None).unwrap_err();
+    let err = policy.check(&verdict, PeerRole::Worker, None).unwrap_err();
     assert!(
         err.to_string().contains("OutOfDate") && err.to_string().contains("INTEL-SA-00837"),
         "{err}"
     );
     policy.accepted_tcb_statuses.insert("OutOfDate".into());
-    policy.check(&verdict, None).unwrap();
+    policy.check(&verdict, PeerRole::Worker, None).unwrap();
 }

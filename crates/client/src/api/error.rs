@@ -117,6 +117,11 @@ impl From<WireError> for ApiError {
                 "service_unavailable",
                 "no_worker",
             ),
+            ErrorKind::KeysChanged => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "workers_changed",
+            ),
             ErrorKind::Overloaded => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",

@@ -13,8 +13,8 @@ use axum::http::header;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use cocoon_protocol::openai::{
-    ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, Completion, CompletionChoice,
-    Delta, ResponseMessage, Usage as ApiUsage,
+    ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, CocoonExtension, Completion,
+    CompletionChoice, Delta, ReceiptJson, ResponseMessage, Usage as ApiUsage,
 };
 use cocoon_protocol::{Done, ErrorKind, Event, WireError};
 use futures::stream::BoxStream;
@@ -108,6 +108,7 @@ impl Answer {
         role: bool,
         finish: Option<&str>,
         usage: Option<ApiUsage>,
+        cocoon: Option<CocoonExtension>,
     ) -> String {
         let has_choice = text.is_some() || role || finish.is_some();
         let finish_reason = finish.map(str::to_string);
@@ -129,6 +130,7 @@ impl Answer {
                     .into_iter()
                     .collect(),
                 usage,
+                cocoon,
             }),
             Endpoint::Completion => json(&self.completion(
                 has_choice.then(|| CompletionChoice {
@@ -137,6 +139,7 @@ impl Answer {
                     finish_reason,
                 }),
                 usage,
+                cocoon,
             )),
         }
     }
@@ -145,6 +148,7 @@ impl Answer {
     fn full(&self, text: String, done: &Done) -> String {
         let usage = Some(ApiUsage::from(done.usage));
         let finish_reason = Some(done.finish_reason.as_str().to_string());
+        let cocoon = extension(done);
         match self.endpoint {
             Endpoint::Chat => json(&ChatCompletion {
                 id: self.id.clone(),
@@ -160,6 +164,7 @@ impl Answer {
                     finish_reason,
                 }],
                 usage,
+                cocoon,
             }),
             Endpoint::Completion => json(&self.completion(
                 Some(CompletionChoice {
@@ -168,12 +173,18 @@ impl Answer {
                     finish_reason,
                 }),
                 usage,
+                cocoon,
             )),
         }
     }
 
     /// `text_completion` objects are the same for chunks and whole answers.
-    fn completion(&self, choice: Option<CompletionChoice>, usage: Option<ApiUsage>) -> Completion {
+    fn completion(
+        &self,
+        choice: Option<CompletionChoice>,
+        usage: Option<ApiUsage>,
+        cocoon: Option<CocoonExtension>,
+    ) -> Completion {
         Completion {
             id: self.id.clone(),
             object: "text_completion".into(),
@@ -181,8 +192,17 @@ impl Answer {
             model: self.model.clone(),
             choices: choice.into_iter().collect(),
             usage,
+            cocoon,
         }
     }
+}
+
+/// The receipt of `done` for the answer's `cocoon` field. Receipts reach here
+/// only after the client node has verified them (see `pool`).
+fn extension(done: &Done) -> Option<CocoonExtension> {
+    done.receipt.as_ref().map(|r| CocoonExtension {
+        receipt: ReceiptJson::new(r, true),
+    })
 }
 
 fn log_done(model: &str, done: &Done, started: Instant, stream: bool) {
@@ -222,7 +242,8 @@ async fn next_step(
         Some(Event::Delta { text, .. }) => Ok(Step::Text(text)),
         Some(Event::Done(done)) => Ok(Step::Done(done)),
         Some(Event::Error(e)) => Err(e.into()),
-        Some(Event::Models(_)) | None => {
+        // The backend opens sealed chunks before they get here.
+        Some(Event::Sealed { .. } | Event::Models(_) | Event::WorkerKeys(_)) | None => {
             Err(WireError::new(ErrorKind::Internal, "the answer ended without a result").into())
         }
     }
@@ -297,24 +318,28 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                 Phase::Start => {
                     s.phase = Phase::Body;
                     if s.answer.endpoint == Endpoint::Chat {
-                        let first = s.answer.chunk(Some(String::new()), true, None, None);
+                        let first = s.answer.chunk(Some(String::new()), true, None, None, None);
                         s.queued.push_back(SseEvent::default().data(first));
                     }
                 }
                 Phase::Body => match next_step(&mut s.events, s.idle).await {
                     Ok(Step::Text(text)) => {
                         if !text.is_empty() {
-                            let chunk = s.answer.chunk(Some(text), false, None, None);
+                            let chunk = s.answer.chunk(Some(text), false, None, None, None);
                             s.queued.push_back(SseEvent::default().data(chunk));
                         }
                     }
                     Ok(Step::Done(done)) => {
                         log_done(&s.answer.model, &done, s.started, true);
                         let finish = done.finish_reason.as_str();
-                        let last = s.answer.chunk(None, false, Some(finish), None);
+                        let last =
+                            s.answer
+                                .chunk(None, false, Some(finish), None, extension(&done));
                         s.queued.push_back(SseEvent::default().data(last));
                         if s.include_usage {
-                            let usage = s.answer.chunk(None, false, None, Some(done.usage.into()));
+                            let usage =
+                                s.answer
+                                    .chunk(None, false, None, Some(done.usage.into()), None);
                             s.queued.push_back(SseEvent::default().data(usage));
                         }
                         s.queued.push_back(SseEvent::default().data("[DONE]"));

@@ -139,6 +139,7 @@ impl Sequence {
         self.send_text(rest);
         let _ = self.events.send(Event::Done(Done {
             finish_reason: reason,
+            receipt: None,
             usage: Usage {
                 prompt_tokens: self.prompt.len() as u64,
                 completion_tokens: self.generated as u64,

@@ -8,20 +8,24 @@ use crate::{
 };
 
 fn sample_request() -> Frame {
+    let request = GenerateRequest {
+        model: "m".into(),
+        input: Input::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+        }]),
+        params: SamplingParams {
+            max_tokens: Some(5),
+            stop: vec!["\n".into()],
+            ..Default::default()
+        },
+    };
+    let worker = crate::tls::Identity::generate().unwrap().fingerprint();
+    let key = crate::SealingKey::generate();
+    let (sealed, _) = crate::sealed::seal(&request, &[(worker, key.public())], 1).unwrap();
     Frame::Request {
         id: 7,
-        body: RequestBody::Generate(GenerateRequest {
-            model: "m".into(),
-            input: Input::Chat(vec![ChatMessage {
-                role: "user".into(),
-                content: "hi".into(),
-            }]),
-            params: SamplingParams {
-                max_tokens: Some(5),
-                stop: vec!["\n".into()],
-                ..Default::default()
-            },
-        }),
+        body: RequestBody::Generate(sealed),
     }
 }
 
@@ -125,13 +129,18 @@ proptest! {
     }
 
     #[test]
-    fn request_round_trips(id in any::<u64>(), model in ".{0,40}", prompt in ".*",
+    fn request_round_trips(id in any::<u64>(), model in ".{0,40}",
                            max_tokens in proptest::option::of(any::<u32>()),
-                           stop in proptest::collection::vec(".{0,8}", 0..4),
-                           seed in proptest::option::of(any::<u64>())) {
-        let frame = Frame::Request { id, body: RequestBody::Generate(GenerateRequest {
-            model, input: Input::Prompt(prompt),
-            params: SamplingParams { max_tokens, stop, seed, temperature: Some(0.5), ..Default::default() },
+                           request_id in any::<[u8; 16]>(), sent_at_ms in any::<u64>(),
+                           worker in any::<[u8; 32]>(),
+                           enc in proptest::collection::vec(any::<u8>(), 0..40),
+                           ciphertext in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let frame = Frame::Request { id, body: RequestBody::Generate(crate::SealedRequest {
+            header: crate::SealHeader { request_id, model, max_tokens, sent_at_ms },
+            recipients: vec![crate::sealed::Recipient {
+                worker: crate::tls::Fingerprint(worker), enc: enc.clone(), sealed_key: enc,
+            }],
+            ciphertext,
         })};
         prop_assert_eq!(decode_frame(&encode_frame(&frame).unwrap()).unwrap(), frame);
     }

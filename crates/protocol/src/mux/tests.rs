@@ -3,9 +3,7 @@ use std::sync::atomic::AtomicUsize;
 use futures::stream;
 
 use super::*;
-use crate::{
-    codec::length_codec, Done, FinishReason, GenerateRequest, Input, Role, SamplingParams, Usage,
-};
+use crate::{codec::length_codec, Done, FinishReason, Role, Usage};
 
 /// Answers `Generate` with `n` deltas, one every millisecond, counting how many it
 /// produced and how many streams are alive.
@@ -26,7 +24,7 @@ impl Handler for Counter {
         let RequestBody::Generate(req) = body else {
             return stream::iter([Event::Models(vec![])]).boxed();
         };
-        let n = req.params.max_tokens.unwrap_or(3);
+        let n = req.header.max_tokens.unwrap_or(3);
         let produced = self.produced.clone();
         self.alive.fetch_add(1, Ordering::SeqCst);
         let guard = AliveGuard(self.alive.clone());
@@ -44,6 +42,7 @@ impl Handler for Counter {
                             completion_tokens: n as u64,
                             ..Usage::default()
                         },
+                        receipt: None,
                     });
                     return Some((done, (i + 1, guard)));
                 }
@@ -62,14 +61,17 @@ impl Handler for Counter {
     }
 }
 
+/// A request for `n` tokens (the test handler reads only the header).
 fn generate(n: u32) -> RequestBody {
-    RequestBody::Generate(GenerateRequest {
-        model: "m".into(),
-        input: Input::Prompt("p".into()),
-        params: SamplingParams {
+    RequestBody::Generate(crate::SealedRequest {
+        header: crate::SealHeader {
+            request_id: [0; 16],
+            model: "m".into(),
             max_tokens: Some(n),
-            ..Default::default()
+            sent_at_ms: 0,
         },
+        recipients: vec![],
+        ciphertext: vec![],
     })
 }
 

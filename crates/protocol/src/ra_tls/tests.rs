@@ -15,7 +15,8 @@ use crate::tls::{self, Identity, PinnedKeys};
 fn dev_policy() -> Policy {
     Policy {
         allow_simulated: true,
-        allowed_images: [SimulatedTee::measurements().image_hash()].into(),
+        worker_images: [SimulatedTee::measurements().image_hash()].into(),
+        proxy_images: [SimulatedTee::measurements().image_hash()].into(),
         ..Policy::default()
     }
 }
@@ -45,6 +46,8 @@ async fn handshake(
         server.clone(),
         Arc::new(PinnedKeys::new([client.fingerprint()])),
         server_requires,
+        // The dialling peer is checked as a worker.
+        Arc::new(PinnedKeys::new([client.fingerprint()])),
     )
     .unwrap();
     let client_config = tls::client_config_attested(
@@ -107,7 +110,7 @@ async fn simulated_evidence_is_refused_by_a_production_policy() {
 async fn an_image_not_on_the_list_is_refused() {
     let tee: Arc<dyn Attester> = Arc::new(SimulatedTee::new());
     let other_image = Policy {
-        allowed_images: ["00".repeat(32)].into(),
+        proxy_images: ["00".repeat(32)].into(),
         ..dev_policy()
     };
     let (client, _) = handshake(
@@ -118,7 +121,7 @@ async fn an_image_not_on_the_list_is_refused() {
     )
     .await;
     let err = client.unwrap_err();
-    assert!(err.contains("not in the allowed list"), "{err}");
+    assert!(err.contains("not in the allowed proxy images"), "{err}");
 }
 
 #[tokio::test]
@@ -213,7 +216,7 @@ async fn a_real_tdx_quote_not_bound_to_the_key_is_refused_after_verifying() {
         .verify(Some(&collateral), 1_750_377_600)
         .unwrap();
     let policy = Policy {
-        allowed_images: [verdict.image_hash.clone()].into(),
+        worker_images: [verdict.image_hash.clone()].into(),
         ..Policy::default()
     };
     let tdx_check = |at: u64| {

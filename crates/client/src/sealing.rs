@@ -1,0 +1,319 @@
+//! The client node's half of end-to-end sealing: which workers' keys to seal a
+//! request to, and opening the sealed answer.
+//!
+//! Keys come from the proxy (`WorkerKeys`) and are cached per proxy and model
+//! for a few seconds. Each key's TEE evidence is verified once, against the
+//! node's policy (allowed worker images, key binding), before anything is
+//! sealed to it; a key that fails is never used and the reason is logged. The
+//! answer's chunks are opened in order, plaintext chunks are refused, and the
+//! worker's usage receipt must be signed by one of the workers the request was
+//! sealed to, for this request and this usage.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cocoon_protocol::ra_tls::AttestationCheck;
+use cocoon_protocol::sealed::{ReplyOpener, SealHeader};
+use cocoon_protocol::tls::Fingerprint;
+use cocoon_protocol::{Connection, ErrorKind, Event, RequestBody, WireError, WorkerKey};
+use futures::StreamExt;
+use rand::seq::SliceRandom;
+
+/// How long a proxy's list of worker keys is reused.
+const KEYS_TTL: Duration = Duration::from_secs(5);
+/// How many workers one request is sealed to; the proxy picks among them.
+pub const SEAL_CANDIDATES: usize = 4;
+
+/// When a proxy's list was fetched, and its accepted keys.
+type Listed = (Instant, Arc<Vec<WorkerKey>>);
+
+/// Verified worker keys, per proxy and model.
+pub struct KeyDirectory {
+    check: Option<Arc<AttestationCheck>>,
+    lists: Mutex<HashMap<(usize, String), Listed>>,
+    /// Verdicts per key (identity ‖ sealing key): accepted, or the refusal.
+    verdicts: Mutex<HashMap<Vec<u8>, Result<(), String>>>,
+    warned_unattested: AtomicBool,
+}
+
+impl KeyDirectory {
+    pub fn new(check: Option<Arc<AttestationCheck>>) -> Self {
+        Self {
+            check,
+            lists: Mutex::default(),
+            verdicts: Mutex::default(),
+            warned_unattested: AtomicBool::new(false),
+        }
+    }
+
+    /// The verified keys of `model`'s workers behind proxy number `proxy`
+    /// (cached; `fresh` fetches again).
+    pub async fn keys(
+        &self,
+        proxy: usize,
+        conn: &Connection,
+        model: &str,
+        fresh: bool,
+    ) -> Result<Arc<Vec<WorkerKey>>, WireError> {
+        let slot = (proxy, model.to_string());
+        if !fresh {
+            let lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, keys)) = lists.get(&slot) {
+                if at.elapsed() < KEYS_TTL {
+                    return Ok(keys.clone());
+                }
+            }
+        }
+        let listed = fetch(conn, model).await?;
+        let total = listed.len();
+        let accepted: Vec<WorkerKey> = listed.into_iter().filter(|k| self.accept(k)).collect();
+        if accepted.is_empty() {
+            return Err(WireError::new(
+                ErrorKind::NoWorker,
+                format!(
+                    "none of the {total} workers serving '{model}' presented an attested key this node accepts (see its log for the reasons)"
+                ),
+            ));
+        }
+        let accepted = Arc::new(accepted);
+        self.lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slot, (Instant::now(), accepted.clone()));
+        Ok(accepted)
+    }
+
+    /// Whether `key` may be sealed to, verifying its evidence the first time.
+    fn accept(&self, key: &WorkerKey) -> bool {
+        let Some(check) = &self.check else {
+            if !self.warned_unattested.swap(true, Ordering::Relaxed) {
+                tracing::warn!("no attestation policy: sealing to workers' keys WITHOUT checking their TEE evidence; a malicious proxy could substitute its own keys");
+            }
+            return true;
+        };
+        let id = [key.identity.as_slice(), key.sealing_key.as_slice()].concat();
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        let verdict = verdicts.entry(id).or_insert_with(|| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let verdict = key.verify(check, now).map(|_| ()).map_err(|e| e.to_string());
+            if let Err(reason) = &verdict {
+                tracing::warn!(worker = %key.worker(), %reason, "worker key refused; nothing will be sealed to it");
+            }
+            verdict
+        });
+        verdict.is_ok()
+    }
+}
+
+async fn fetch(conn: &Connection, model: &str) -> Result<Vec<WorkerKey>, WireError> {
+    let mut answer = conn
+        .request(RequestBody::WorkerKeys {
+            model: model.to_string(),
+        })
+        .await
+        .map_err(|e| WireError::new(ErrorKind::Upstream, e.to_string()))?;
+    match answer.next().await {
+        Some(Event::WorkerKeys(keys)) => Ok(keys),
+        Some(Event::Error(e)) => Err(e),
+        _ => Err(WireError::new(
+            ErrorKind::Upstream,
+            "the proxy did not answer the worker-key request",
+        )),
+    }
+}
+
+/// Up to [`SEAL_CANDIDATES`] of `keys`, chosen at random.
+pub fn candidates(keys: &[WorkerKey]) -> Vec<(Fingerprint, [u8; 32], Vec<u8>)> {
+    let mut chosen: Vec<&WorkerKey> = keys.iter().collect();
+    chosen.shuffle(&mut rand::thread_rng());
+    chosen.truncate(SEAL_CANDIDATES);
+    chosen
+        .into_iter()
+        .map(|k| (k.worker(), k.sealing_key, k.identity.clone()))
+        .collect()
+}
+
+/// Opens one sealed answer, checking every event on the way.
+pub struct Unsealer {
+    pub opener: ReplyOpener,
+    pub header: SealHeader,
+    /// (worker, identity key) of each recipient.
+    pub recipients: Vec<(Fingerprint, Vec<u8>)>,
+}
+
+impl Unsealer {
+    /// The event as the API sees it: text opened, receipts verified.
+    pub fn open(&mut self, event: Event) -> Event {
+        match event {
+            Event::Sealed { ciphertext, tokens } => match self.opener.open(&ciphertext) {
+                Ok(text) => Event::Delta { text, tokens },
+                Err(e) => tampered(format!("{e}")),
+            },
+            Event::Delta { .. } => {
+                tampered("an unsealed chunk arrived for a sealed request".into())
+            }
+            Event::Done(done) => match self.check_receipt(&done) {
+                Ok(()) => Event::Done(done),
+                Err(e) => tampered(format!("usage receipt refused: {e}")),
+            },
+            other => other,
+        }
+    }
+
+    fn check_receipt(&self, done: &cocoon_protocol::Done) -> Result<(), String> {
+        let receipt = done.receipt.as_ref().ok_or("the worker sent no receipt")?;
+        let r = &receipt.receipt;
+        let (_, spki) = self
+            .recipients
+            .iter()
+            .find(|(worker, _)| *worker == r.worker)
+            .ok_or("signed by a worker the request was not sealed to")?;
+        receipt.verify(spki).map_err(|e| e.to_string())?;
+        if r.request_id != self.header.request_id || r.model != self.header.model {
+            return Err("the receipt is for another request".into());
+        }
+        if r.usage != done.usage || r.finish_reason != done.finish_reason {
+            return Err("the receipt's usage differs from the answer's".into());
+        }
+        Ok(())
+    }
+}
+
+fn tampered(message: String) -> Event {
+    tracing::warn!(reason = %message, "sealed answer refused");
+    Event::Error(WireError::new(
+        ErrorKind::Upstream,
+        format!("the answer failed its integrity check and was dropped: {message}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use cocoon_protocol::tls::Identity;
+    use cocoon_protocol::{
+        Done, FinishReason, GenerateRequest, Input, Receipt, SamplingParams, SealingKey,
+        SignedReceipt, Usage,
+    };
+
+    use super::*;
+
+    struct Setup {
+        worker: Identity,
+        unsealer: Unsealer,
+        sealer: cocoon_protocol::sealed::ReplySealer,
+    }
+
+    fn setup() -> Setup {
+        let worker = Identity::generate().unwrap();
+        let key = SealingKey::generate();
+        let request = GenerateRequest {
+            model: "m".into(),
+            input: Input::Prompt("p".into()),
+            params: SamplingParams::default(),
+        };
+        let (sealed, opener) =
+            cocoon_protocol::sealed::seal(&request, &[(worker.fingerprint(), key.public())], 0)
+                .unwrap();
+        let (_, sealer) = key.open(&worker.fingerprint(), &sealed).unwrap();
+        let unsealer = Unsealer {
+            opener,
+            header: sealed.header,
+            recipients: vec![(worker.fingerprint(), worker.spki().to_vec())],
+        };
+        Setup {
+            worker,
+            unsealer,
+            sealer,
+        }
+    }
+
+    fn done(s: &Setup, signer: &Identity, usage: Usage, request_id: [u8; 16]) -> Event {
+        let receipt = Receipt {
+            request_id,
+            model: "m".into(),
+            model_sha256: None,
+            usage,
+            finish_reason: FinishReason::Stop,
+            worker: s.worker.fingerprint(),
+            issued_at_ms: 0,
+        };
+        Event::Done(Done {
+            finish_reason: FinishReason::Stop,
+            usage: Usage {
+                completion_tokens: 2,
+                ..Usage::default()
+            },
+            receipt: Some(SignedReceipt::sign(receipt, signer)),
+        })
+    }
+
+    fn is_refused(event: &Event) -> bool {
+        matches!(event, Event::Error(e) if e.message.contains("integrity check"))
+    }
+
+    #[test]
+    fn sealed_chunks_open_and_a_good_receipt_passes() {
+        let mut s = setup();
+        let chunk = s.sealer.seal("Hello");
+        match s.unsealer.open(Event::Sealed {
+            ciphertext: chunk,
+            tokens: 1,
+        }) {
+            Event::Delta { text, tokens } => assert_eq!((text.as_str(), tokens), ("Hello", 1)),
+            other => panic!("{other:?}"),
+        }
+        let usage = Usage {
+            completion_tokens: 2,
+            ..Usage::default()
+        };
+        let id = s.unsealer.header.request_id;
+        let event = done(&s, &s.worker, usage, id);
+        assert!(matches!(s.unsealer.open(event), Event::Done(_)));
+    }
+
+    #[test]
+    fn tampered_plaintext_or_wrongly_receipted_answers_are_refused() {
+        let mut s = setup();
+        let mut chunk = s.sealer.seal("Hello");
+        chunk[0] ^= 1;
+        assert!(is_refused(&s.unsealer.open(Event::Sealed {
+            ciphertext: chunk,
+            tokens: 1
+        })));
+        assert!(is_refused(&s.unsealer.open(Event::Delta {
+            text: "injected".into(),
+            tokens: 1
+        })));
+
+        let s = setup();
+        let id = s.unsealer.header.request_id;
+        let good = Usage {
+            completion_tokens: 2,
+            ..Usage::default()
+        };
+        let inflated = Usage {
+            completion_tokens: 3,
+            ..Usage::default()
+        };
+        let stranger = Identity::generate().unwrap();
+        let mut s = s;
+        // Inflated usage, signed by a non-recipient, for another request, none.
+        for event in [
+            done(&s, &s.worker, inflated, id),
+            done(&s, &stranger, good, id),
+            done(&s, &s.worker, good, [9; 16]),
+            Event::Done(Done {
+                finish_reason: FinishReason::Stop,
+                usage: good,
+                receipt: None,
+            }),
+        ] {
+            assert!(is_refused(&s.unsealer.open(event)));
+        }
+    }
+}

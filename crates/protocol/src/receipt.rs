@@ -1,0 +1,129 @@
+//! Signed usage receipts: the worker counts tokens inside its enclave and signs
+//! what it served with its identity key. The client node checks the receipt
+//! against the worker's attested key before showing usage; the proxy keeps it
+//! as the basis of what it charges and pays.
+
+use ring::signature::{UnparsedPublicKey, ED25519};
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{FinishReason, Usage};
+use crate::tls::{Fingerprint, Identity};
+
+/// Domain separation for receipt signatures.
+const CONTEXT: &[u8] = b"cocoon/receipt/v1";
+
+/// What one request cost, as the worker that served it states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The sealed request's id (see `SealHeader`).
+    pub request_id: [u8; 16],
+    pub model: String,
+    /// SHA-256 (hex) of the weights that served it, when the worker knows it.
+    pub model_sha256: Option<String>,
+    pub usage: Usage,
+    pub finish_reason: FinishReason,
+    /// The worker's identity.
+    pub worker: Fingerprint,
+    /// Unix milliseconds when signed.
+    pub issued_at_ms: u64,
+}
+
+/// A [`Receipt`] and the worker's Ed25519 signature over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReceipt {
+    pub receipt: Receipt,
+    pub signature: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("the receipt is signed by worker {signer}, not by {expected}")]
+    WrongWorker { signer: String, expected: String },
+    #[error("the receipt's key does not match its worker fingerprint")]
+    KeyMismatch,
+    #[error("the receipt's signature is invalid")]
+    BadSignature,
+    #[error("the receipt is for another request")]
+    WrongRequest,
+    #[error("the receipt's usage differs from the usage reported with the answer")]
+    UsageMismatch,
+}
+
+impl SignedReceipt {
+    /// Sign `receipt` with the worker's identity key.
+    pub fn sign(receipt: Receipt, identity: &Identity) -> Self {
+        let signature = identity.sign(&signed_bytes(&receipt));
+        Self { receipt, signature }
+    }
+
+    /// Check the signature with the worker's identity key (its DER
+    /// SubjectPublicKeyInfo, whose SHA-256 is the fingerprint in the receipt).
+    pub fn verify(&self, worker_spki: &[u8]) -> Result<(), ReceiptError> {
+        if Fingerprint::of_spki(worker_spki) != self.receipt.worker {
+            return Err(ReceiptError::KeyMismatch);
+        }
+        let raw = crate::tls::ed25519_raw_key(worker_spki).ok_or(ReceiptError::KeyMismatch)?;
+        UnparsedPublicKey::new(&ED25519, raw)
+            .verify(&signed_bytes(&self.receipt), &self.signature)
+            .map_err(|_| ReceiptError::BadSignature)
+    }
+}
+
+fn signed_bytes(receipt: &Receipt) -> Vec<u8> {
+    let mut bytes = CONTEXT.to_vec();
+    bytes.extend(postcard::to_allocvec(receipt).expect("receipt serializes"));
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(worker: Fingerprint) -> Receipt {
+        Receipt {
+            request_id: [7; 16],
+            model: "m".into(),
+            model_sha256: Some("ab".repeat(32)),
+            usage: Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                cached_prompt_tokens: 2,
+                reasoning_tokens: 0,
+            },
+            finish_reason: FinishReason::Stop,
+            worker,
+            issued_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn signed_receipts_verify_and_any_change_breaks_them() {
+        let worker = Identity::generate().unwrap();
+        let other = Identity::generate().unwrap();
+        let signed = SignedReceipt::sign(receipt(worker.fingerprint()), &worker);
+        signed.verify(worker.spki()).unwrap();
+        assert_eq!(
+            signed.verify(other.spki()),
+            Err(ReceiptError::KeyMismatch),
+            "another worker's key"
+        );
+
+        let mut inflated = signed.clone();
+        inflated.receipt.usage.completion_tokens += 1;
+        assert_eq!(
+            inflated.verify(worker.spki()),
+            Err(ReceiptError::BadSignature)
+        );
+
+        let mut bad = signed.clone();
+        bad.signature[0] ^= 1;
+        assert_eq!(bad.verify(worker.spki()), Err(ReceiptError::BadSignature));
+
+        // Signed by another key but claiming this worker: fails.
+        let forged = SignedReceipt::sign(receipt(worker.fingerprint()), &other);
+        assert_eq!(
+            forged.verify(worker.spki()),
+            Err(ReceiptError::BadSignature)
+        );
+    }
+}

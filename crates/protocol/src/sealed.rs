@@ -1,0 +1,350 @@
+//! End-to-end sealing between a client node and the worker's enclave, so the
+//! proxy in between routes ciphertext.
+//!
+//! HPKE (RFC 9180) with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and
+//! ChaCha20-Poly1305. A request is encrypted once under a fresh content key; the
+//! content key is sealed with HPKE to each candidate worker the client node
+//! picked from the proxy's list of attested keys (the proxy chooses among them,
+//! so it can still balance load and fail over). The [`SealHeader`] (request id,
+//! model, `max_tokens`, send time) is readable by the proxy and is the AAD of
+//! everything, so it cannot be altered or moved to another body. The messages,
+//! the sampling parameters and every generated chunk are not readable outside
+//! the client node and the enclave.
+//!
+//! Answers come back chunk by chunk under a key derived from the content key,
+//! with the chunk's position as the nonce: a dropped, reordered, replayed or
+//! injected chunk fails to open.
+
+use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::hkdf;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::frame::{GenerateRequest, Input, SamplingParams};
+use crate::tls::Fingerprint;
+
+type Kem = hpke::kem::X25519HkdfSha256;
+type Kdf = hpke::kdf::HkdfSha256;
+type HpkeAead = hpke::aead::ChaCha20Poly1305;
+
+/// HPKE `info` and the prefix of every AAD: the version of this scheme.
+const SCHEME: &[u8] = b"cocoon/seal/v1";
+
+/// What the proxy may read of a sealed request; authenticated, not secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealHeader {
+    /// Chosen at random by the client node; the worker refuses a repeat.
+    pub request_id: [u8; 16],
+    pub model: String,
+    /// The completion budget, so the proxy can check the client can pay for it.
+    pub max_tokens: Option<u32>,
+    /// Unix milliseconds when sealed; the worker refuses old requests.
+    pub sent_at_ms: u64,
+}
+
+/// The content key sealed to one worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The worker's identity (its TLS key's fingerprint).
+    pub worker: Fingerprint,
+    /// HPKE encapsulated key.
+    pub enc: Vec<u8>,
+    /// The content key, HPKE-sealed to the worker's sealing key.
+    pub sealed_key: Vec<u8>,
+}
+
+/// A generation request as it crosses the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRequest {
+    pub header: SealHeader,
+    pub recipients: Vec<Recipient>,
+    /// The messages and sampling parameters.
+    pub ciphertext: Vec<u8>,
+}
+
+impl SealedRequest {
+    /// The workers this request can be opened by.
+    pub fn workers(&self) -> impl Iterator<Item = &Fingerprint> {
+        self.recipients.iter().map(|r| &r.worker)
+    }
+}
+
+/// The sealed part of a request.
+#[derive(Serialize, Deserialize)]
+struct SealedBody {
+    input: Input,
+    params: SamplingParams,
+}
+
+/// Why sealing or opening failed. Messages never contain plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("no worker key to seal to")]
+    NoRecipients,
+    #[error("this request is not sealed to this worker")]
+    NotForUs,
+    #[error("the sealed request does not open (wrong key, or tampered with)")]
+    Tampered,
+    #[error("the sealed request's max_tokens differs from its header")]
+    HeaderMismatch,
+    #[error("a sealed answer chunk does not open (tampered, reordered or injected)")]
+    BadChunk,
+    #[error("the opened text is not UTF-8")]
+    NotUtf8,
+    #[error("malformed sealed data: {0}")]
+    Malformed(String),
+}
+
+/// A worker's X25519 key pair for sealed requests. Made inside the enclave at
+/// start and never written anywhere; the secret half is zeroized on drop (by
+/// x25519-dalek).
+pub struct SealingKey {
+    secret: <Kem as hpke::Kem>::PrivateKey,
+    public: [u8; 32],
+}
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealingKey({})", hex::encode(self.public))
+    }
+}
+
+impl SealingKey {
+    /// A fresh random key pair.
+    pub fn generate() -> Self {
+        let mut ikm = Zeroizing::new([0u8; 32]);
+        fill_random(ikm.as_mut_slice());
+        let (secret, public) = <Kem as hpke::Kem>::derive_keypair(ikm.as_slice());
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&public.to_bytes());
+        Self {
+            secret,
+            public: bytes,
+        }
+    }
+
+    /// The public half, as announced (bound into the worker's TEE evidence).
+    pub fn public(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// Open `request` addressed to worker `me`: the engine's request, and the
+    /// sealer for its answer.
+    pub fn open(
+        &self,
+        me: &Fingerprint,
+        request: &SealedRequest,
+    ) -> Result<(GenerateRequest, ReplySealer), SealError> {
+        let recipient = request
+            .recipients
+            .iter()
+            .find(|r| &r.worker == me)
+            .ok_or(SealError::NotForUs)?;
+        let aad = aad(&request.header);
+        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&recipient.enc)
+            .map_err(|_| SealError::Malformed("encapsulated key".into()))?;
+        let mut ctx =
+            hpke::setup_receiver::<HpkeAead, Kdf, Kem>(&OpModeR::Base, &self.secret, &enc, SCHEME)
+                .map_err(|_| SealError::Tampered)?;
+        let content_key = Zeroizing::new(
+            ctx.open(&recipient.sealed_key, &aad)
+                .map_err(|_| SealError::Tampered)?,
+        );
+        let content_key: &[u8; 32] = content_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| SealError::Malformed("content key length".into()))?;
+        let mut plain = request.ciphertext.clone();
+        let opened = derive(content_key, b"cocoon/seal/v1/request")
+            .open_in_place(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::from(&aad),
+                &mut plain,
+            )
+            .map_err(|_| SealError::Tampered)?;
+        let body: SealedBody =
+            postcard::from_bytes(opened).map_err(|e| SealError::Malformed(e.to_string()))?;
+        plain.iter_mut().for_each(|b| *b = 0);
+        if body.params.max_tokens != request.header.max_tokens {
+            return Err(SealError::HeaderMismatch);
+        }
+        let generate = GenerateRequest {
+            model: request.header.model.clone(),
+            input: body.input,
+            params: body.params,
+        };
+        let sealer = ReplySealer(ChunkKey::new(content_key, request.header.request_id));
+        Ok((generate, sealer))
+    }
+}
+
+/// Seal `request` to each of `recipients` (worker identity, sealing key).
+/// Returns the sealed request and the opener for its answer.
+pub fn seal(
+    request: &GenerateRequest,
+    recipients: &[(Fingerprint, [u8; 32])],
+    sent_at_ms: u64,
+) -> Result<(SealedRequest, ReplyOpener), SealError> {
+    if recipients.is_empty() {
+        return Err(SealError::NoRecipients);
+    }
+    let mut request_id = [0u8; 16];
+    fill_random(&mut request_id);
+    let header = SealHeader {
+        request_id,
+        model: request.model.clone(),
+        max_tokens: request.params.max_tokens,
+        sent_at_ms,
+    };
+    let aad = aad(&header);
+    let mut content_key = Zeroizing::new([0u8; 32]);
+    fill_random(content_key.as_mut_slice());
+    let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
+    let sealed_to = recipients
+        .iter()
+        .map(|(worker, key)| {
+            let key = <Kem as hpke::Kem>::PublicKey::from_bytes(key)
+                .map_err(|_| SealError::Malformed("worker sealing key".into()))?;
+            let (enc, mut ctx) =
+                hpke::setup_sender::<HpkeAead, Kdf, Kem, _>(&OpModeS::Base, &key, SCHEME, &mut rng)
+                    .map_err(|e| SealError::Malformed(e.to_string()))?;
+            let sealed_key = ctx
+                .seal(content_key.as_slice(), &aad)
+                .map_err(|e| SealError::Malformed(e.to_string()))?;
+            Ok(Recipient {
+                worker: *worker,
+                enc: enc.to_bytes().to_vec(),
+                sealed_key,
+            })
+        })
+        .collect::<Result<Vec<_>, SealError>>()?;
+    let body = SealedBody {
+        input: request.input.clone(),
+        params: request.params.clone(),
+    };
+    let mut ciphertext = Zeroizing::new(
+        postcard::to_allocvec(&body).map_err(|e| SealError::Malformed(e.to_string()))?,
+    );
+    derive(&content_key, b"cocoon/seal/v1/request")
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(&aad),
+            &mut *ciphertext,
+        )
+        .map_err(|_| SealError::Malformed("sealing failed".into()))?;
+    let sealed = SealedRequest {
+        header,
+        recipients: sealed_to,
+        ciphertext: std::mem::take(&mut *ciphertext),
+    };
+    Ok((sealed, ReplyOpener(ChunkKey::new(&content_key, request_id))))
+}
+
+/// The worker's side of an answer: seals each chunk in order.
+pub struct ReplySealer(ChunkKey);
+
+impl std::fmt::Debug for ReplySealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplySealer")
+    }
+}
+
+impl ReplySealer {
+    pub fn seal(&mut self, text: &str) -> Vec<u8> {
+        let mut buf = text.as_bytes().to_vec();
+        let (nonce, aad) = self.0.next();
+        self.0
+            .key
+            .seal_in_place_append_tag(nonce, Aad::from(aad), &mut buf)
+            .expect("ChaCha20-Poly1305 sealing of an in-memory buffer cannot fail");
+        buf
+    }
+
+    /// The request id this answer belongs to.
+    pub fn request_id(&self) -> [u8; 16] {
+        self.0.request_id
+    }
+}
+
+/// The client node's side of an answer: opens each chunk, in order.
+pub struct ReplyOpener(ChunkKey);
+
+impl std::fmt::Debug for ReplyOpener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyOpener")
+    }
+}
+
+impl ReplyOpener {
+    pub fn open(&mut self, sealed: &[u8]) -> Result<String, SealError> {
+        let mut buf = sealed.to_vec();
+        let (nonce, aad) = self.0.next();
+        let plain = self
+            .0
+            .key
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .map_err(|_| SealError::BadChunk)?;
+        let len = plain.len();
+        buf.truncate(len);
+        String::from_utf8(buf).map_err(|_| SealError::NotUtf8)
+    }
+
+    /// The request id this answer belongs to.
+    pub fn request_id(&self) -> [u8; 16] {
+        self.0.request_id
+    }
+}
+
+/// The answer key and the position of the next chunk.
+struct ChunkKey {
+    key: LessSafeKey,
+    request_id: [u8; 16],
+    next: u64,
+}
+
+impl ChunkKey {
+    fn new(content_key: &[u8; 32], request_id: [u8; 16]) -> Self {
+        Self {
+            key: derive(content_key, b"cocoon/seal/v1/answer"),
+            request_id,
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> (Nonce, [u8; 24]) {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&self.next.to_be_bytes());
+        let mut aad = [0u8; 24];
+        aad[..16].copy_from_slice(&self.request_id);
+        aad[16..].copy_from_slice(&self.next.to_be_bytes());
+        self.next += 1;
+        (Nonce::assume_unique_for_key(nonce), aad)
+    }
+}
+
+fn aad(header: &SealHeader) -> Vec<u8> {
+    let mut aad = SCHEME.to_vec();
+    aad.extend(postcard::to_allocvec(header).expect("header serializes"));
+    aad
+}
+
+/// A ChaCha20-Poly1305 key derived from the content key for one `label`.
+fn derive(content_key: &[u8; 32], label: &[u8]) -> LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SCHEME).extract(content_key);
+    let info = [label];
+    let okm = prk
+        .expand(&info, &CHACHA20_POLY1305)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    LessSafeKey::new(UnboundKey::from(okm))
+}
+
+fn fill_random(buf: &mut [u8]) {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .expect("the operating system's random source failed");
+}
+
+#[cfg(test)]
+mod tests;
