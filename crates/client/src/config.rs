@@ -109,7 +109,9 @@ impl ClientConfig {
     }
 
     pub fn into_settings(self) -> Result<ClientSettings, ConfigError> {
-        let (identity, attestation) = self.attestation.load(&self.identity_key, self.profile)?;
+        let (identity, attestation) =
+            self.attestation
+                .load(&self.identity_key, self.profile, None)?;
         let api_keys = self
             .api_keys_env
             .as_ref()

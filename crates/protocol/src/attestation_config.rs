@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use cocoon_attestation::simulated::SimulatedTee;
 use cocoon_attestation::tdx::{self, ConfigfsTsm};
-use cocoon_attestation::{Attester, Policy};
+use cocoon_attestation::{Attester, PeerRole, Policy};
 use serde::Deserialize;
 
 use crate::config::ConfigError;
@@ -58,11 +58,15 @@ pub struct AttestationConfig {
 }
 
 impl AttestationConfig {
-    /// Load the node key with its TEE, and the check for peers.
+    /// Load the node key with its TEE, and the check for peers. A node in
+    /// `role` (workers and proxies) with both a TEE and a policy checks its own
+    /// evidence against the policy first, and refuses to start, naming the
+    /// measurement or setting, if its peers would refuse it.
     pub fn load(
         &self,
         identity_key: &Path,
         profile: Profile,
+        role: Option<PeerRole>,
     ) -> Result<(Arc<Identity>, Option<Arc<AttestationCheck>>), ConfigError> {
         let identity = Identity::load_or_create(identity_key)
             .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
@@ -70,7 +74,11 @@ impl AttestationConfig {
             Some(attester) => identity.with_attester(attester),
             None => identity,
         };
-        Ok((Arc::new(identity), self.check(profile)?))
+        let check = self.check(profile)?;
+        if let (Some(role), Some(check)) = (role, &check) {
+            self_check(&identity, check, role)?;
+        }
+        Ok((Arc::new(identity), check))
     }
 
     fn attester(&self, profile: Profile) -> Result<Option<Arc<dyn Attester>>, ConfigError> {
@@ -148,6 +156,54 @@ impl AttestationConfig {
     }
 }
 
+/// Would this node's own evidence pass its policy as `role`? (Only when the
+/// node has a TEE and its evidence can be verified here.)
+fn self_check(
+    identity: &Identity,
+    check: &AttestationCheck,
+    role: PeerRole,
+) -> Result<(), ConfigError> {
+    let binding =
+        cocoon_attestation::report_data(identity.spki(), cocoon_attestation::Purpose::Tls, None);
+    let Some(evidence) = identity.evidence(&binding) else {
+        return Ok(());
+    };
+    let evidence =
+        evidence.map_err(|e| ConfigError::new("attestation.tee", format!("no evidence: {e}")))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let verdict = match evidence.verify(check.collateral.as_deref(), now) {
+        Ok(verdict) => verdict,
+        Err(cocoon_attestation::VerifyError::NoCollateral) => {
+            tracing::warn!("no DCAP collateral: this node cannot check its own quote against its policy at start");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(ConfigError::new(
+                "attestation.tee",
+                format!("this node's own evidence does not verify: {e}"),
+            ))
+        }
+    };
+    check.policy.check(&verdict, role, Some(&binding)).map_err(|refusal| {
+        let m = &verdict.measurements;
+        ConfigError::new(
+            "attestation.policy",
+            format!(
+                "peers would refuse this {role}: {refusal} (this node: mrtd {}, rtmr0 {}, rtmr1 {}, rtmr2 {}, rtmr3 {}, TCB {})",
+                hex::encode(m.mrtd),
+                hex::encode(m.rtmr[0]),
+                hex::encode(m.rtmr[1]),
+                hex::encode(m.rtmr[2]),
+                hex::encode(m.rtmr[3]),
+                verdict.tcb_status
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,18 +222,47 @@ mod tests {
             tee: TeeChoice::Simulated,
             ..Default::default()
         };
-        let err = simulated.load(&key, Profile::Production).unwrap_err();
+        let err = simulated.load(&key, Profile::Production, None).unwrap_err();
         assert_eq!(err.field, "attestation.tee");
-        simulated.load(&key, Profile::Development).unwrap();
+        simulated.load(&key, Profile::Development, None).unwrap();
 
         let lenient = AttestationConfig {
             policy: Some(policy_file(dir.path(), "allow_simulated = true\n")),
             ..Default::default()
         };
-        let err = lenient.load(&key, Profile::Production).unwrap_err();
+        let err = lenient.load(&key, Profile::Production, None).unwrap_err();
         assert_eq!(err.field, "attestation.policy");
-        let (_, check) = lenient.load(&key, Profile::Development).unwrap();
+        let (_, check) = lenient.load(&key, Profile::Development, None).unwrap();
         assert!(check.unwrap().policy.allow_simulated);
+    }
+
+    #[test]
+    fn a_node_its_own_policy_would_refuse_does_not_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("node.pem");
+        let image = SimulatedTee::measurements().image_hash();
+        let config = |policy: &str| AttestationConfig {
+            tee: TeeChoice::Simulated,
+            policy: Some(policy_file(dir.path(), policy)),
+            ..Default::default()
+        };
+        let proxies_only = config(&format!(
+            "allow_simulated = true\nproxy_images = [\"{image}\"]\n"
+        ));
+        let err = proxies_only
+            .load(&key, Profile::Development, Some(PeerRole::Worker))
+            .unwrap_err();
+        assert_eq!(err.field, "attestation.policy");
+        assert!(
+            err.message.contains("not in the allowed worker images")
+                && err.message.contains("mrtd"),
+            "{err}"
+        );
+        // The same node as a proxy, or as a client node (never checked), starts.
+        proxies_only
+            .load(&key, Profile::Development, Some(PeerRole::Proxy))
+            .unwrap();
+        proxies_only.load(&key, Profile::Development, None).unwrap();
     }
 
     #[test]
@@ -189,7 +274,7 @@ mod tests {
             configfs: Some("/nonexistent/tsm".into()),
             ..Default::default()
         };
-        let err = tdx.load(&key, Profile::Production).unwrap_err();
+        let err = tdx.load(&key, Profile::Production, None).unwrap_err();
         assert!(
             err.field == "attestation.tee" && err.message.contains("configfs"),
             "{err}"
@@ -199,7 +284,7 @@ mod tests {
             policy: Some(policy_file(dir.path(), "allowed_imagez = []\n")),
             ..Default::default()
         };
-        let err = typo.load(&key, Profile::Production).unwrap_err();
+        let err = typo.load(&key, Profile::Production, None).unwrap_err();
         assert!(err.to_string().contains("allowed_imagez"), "{err}");
 
         let collateral = dir.path().join("collateral.json");
@@ -209,7 +294,9 @@ mod tests {
             collateral: Some(collateral),
             ..Default::default()
         };
-        let err = bad_collateral.load(&key, Profile::Production).unwrap_err();
+        let err = bad_collateral
+            .load(&key, Profile::Production, None)
+            .unwrap_err();
         assert_eq!(err.field, "attestation.collateral");
     }
 }

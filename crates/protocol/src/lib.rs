@@ -37,6 +37,7 @@ pub mod tls;
 pub mod worker_key;
 
 pub use attestation_config::{AttestationConfig, Profile, TeeChoice};
+pub use cocoon_attestation::PeerRole;
 pub use codec::{
     decode_frame, encode_frame, handshake, length_codec, read_hello, write_hello,
     DEFAULT_MAX_FRAME_BYTES, MAGIC,

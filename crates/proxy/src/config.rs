@@ -73,7 +73,11 @@ impl ProxyConfig {
 
     /// Load the identity key and build run-time settings.
     pub fn into_settings(self) -> Result<ProxySettings, ConfigError> {
-        let (identity, attestation) = self.attestation.load(&self.identity_key, self.profile)?;
+        let (identity, attestation) = self.attestation.load(
+            &self.identity_key,
+            self.profile,
+            Some(cocoon_protocol::PeerRole::Proxy),
+        )?;
         Ok(ProxySettings {
             identity,
             allowed_clients: PinnedKeys::new(self.allowed_clients),

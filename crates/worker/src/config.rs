@@ -385,7 +385,11 @@ impl WorkerConfig {
 
     /// Load the identity key, build the engine and run-time settings.
     pub fn into_settings(self) -> Result<WorkerSettings, ConfigError> {
-        let (identity, attestation) = self.attestation.load(&self.identity_key, self.profile)?;
+        let (identity, attestation) = self.attestation.load(
+            &self.identity_key,
+            self.profile,
+            Some(cocoon_protocol::PeerRole::Worker),
+        )?;
         Ok(WorkerSettings {
             identity,
             proxies: self.proxies,

@@ -1,0 +1,198 @@
+//! A proxy with an attestation policy admits a worker only with RA-TLS evidence
+//! for an allowed worker image, a sealing key bound by evidence to the same
+//! identity, and models the network allows. Real TLS on loopback, simulated TEE.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_attestation::simulated::SimulatedTee;
+use cocoon_attestation::{AllowedModel, Attester, Policy};
+use cocoon_protocol::ra_tls::AttestationCheck;
+use cocoon_protocol::tls::{self, Identity, PinnedKeys};
+use cocoon_protocol::worker_key::sealing_binding;
+use cocoon_protocol::{
+    dial_once, Announce, Connection, DialSettings, Event, Handler, Hello, ModelOffer, MuxOptions,
+    ProxyEndpoint, RequestBody, Role, SealingKey, WorkerKey, DEFAULT_MAX_FRAME_BYTES,
+};
+use cocoon_proxy::{ProxyHandle, ProxySettings};
+use futures::stream::{self, BoxStream, StreamExt};
+
+const WEIGHTS: &str = "aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11";
+
+struct Idle;
+impl Handler for Idle {
+    fn serve(&self, _: &Connection, _: RequestBody) -> BoxStream<'static, Event> {
+        stream::empty().boxed()
+    }
+}
+
+fn check() -> Arc<AttestationCheck> {
+    let image = SimulatedTee::measurements().image_hash();
+    Arc::new(AttestationCheck {
+        policy: Policy {
+            allow_simulated: true,
+            worker_images: [image.clone()].into(),
+            proxy_images: [image].into(),
+            models: vec![AllowedModel {
+                name: "m".into(),
+                sha256: WEIGHTS.into(),
+            }],
+            ..Policy::default()
+        },
+        collateral: None,
+        verify_at: None,
+    })
+}
+
+fn attested() -> Arc<Identity> {
+    Arc::new(
+        Identity::generate()
+            .unwrap()
+            .with_attester(Arc::new(SimulatedTee::new())),
+    )
+}
+
+async fn start(worker: &Identity) -> (ProxyEndpoint, ProxyHandle) {
+    let proxy_id = attested();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = ProxyEndpoint {
+        address: listener.local_addr().unwrap().to_string(),
+        fingerprint: proxy_id.fingerprint(),
+    };
+    let (proxy, serve) = cocoon_proxy::start(
+        listener,
+        ProxySettings {
+            identity: proxy_id,
+            allowed_clients: PinnedKeys::default(),
+            allowed_workers: PinnedKeys::new([worker.fingerprint()]),
+            models: vec![],
+            mux: MuxOptions::default(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            attestation: Some(check()),
+            inspect: None,
+        },
+    )
+    .unwrap();
+    tokio::spawn(serve);
+    (endpoint, proxy)
+}
+
+async fn dial(worker: &Arc<Identity>, endpoint: &ProxyEndpoint) -> Connection {
+    let settings = DialSettings {
+        tls: tls::client_config_attested(
+            worker.clone(),
+            Arc::new(PinnedKeys::new([endpoint.fingerprint])),
+            Some(check()),
+        )
+        .unwrap(),
+        hello: Hello {
+            role: Role::Worker,
+            software: "test".into(),
+        },
+        handler: Arc::new(Idle),
+        mux: MuxOptions::default(),
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        handshake_timeout: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(1),
+    };
+    dial_once(endpoint, &settings).await.unwrap()
+}
+
+/// `identity`'s sealing key with simulated evidence binding it.
+fn key(identity: &Identity) -> WorkerKey {
+    let sealing = SealingKey::generate();
+    let evidence = SimulatedTee::new()
+        .evidence(&sealing_binding(&sealing.public(), identity.spki()))
+        .unwrap();
+    WorkerKey {
+        identity: identity.spki().to_vec(),
+        sealing_key: sealing.public(),
+        evidence: Some(evidence.to_bytes()),
+    }
+}
+
+fn offer(weights: &str, key: WorkerKey) -> Announce {
+    Announce {
+        models: vec![ModelOffer {
+            name: "m".into(),
+            max_concurrent: 1,
+            weights_sha256: Some(weights.into()),
+        }],
+        key: Some(key),
+    }
+}
+
+/// Announce and return the reason the proxy closed the connection, if it did.
+async fn announce(worker: &Arc<Identity>, announce: Announce) -> (Option<String>, ProxyHandle) {
+    let (endpoint, proxy) = start(worker).await;
+    let conn = dial(worker, &endpoint).await;
+    conn.announce(announce).unwrap();
+    let closed = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+    (
+        closed.ok().map(|_| conn.close_reason().unwrap_or_default()),
+        proxy,
+    )
+}
+
+#[tokio::test]
+async fn an_attested_worker_with_an_allowed_model_is_admitted() {
+    let worker = attested();
+    let (closed, proxy) = announce(&worker, offer(WEIGHTS, key(&worker))).await;
+    assert_eq!(closed, None);
+    assert_eq!(proxy.registry.keys("m").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn other_weights_or_an_unattested_sealing_key_are_refused() {
+    let worker = attested();
+    let other_weights = "bb".repeat(32);
+    let (closed, proxy) = announce(&worker, offer(&other_weights, key(&worker))).await;
+    let reason = closed.expect("refused");
+    assert!(reason.contains("not allowed by the network"), "{reason}");
+    assert!(proxy.registry.keys("m").is_err());
+
+    let bare = WorkerKey {
+        evidence: None,
+        ..key(&worker)
+    };
+    let (closed, _) = announce(&worker, offer(WEIGHTS, bare)).await;
+    let reason = closed.expect("refused");
+    assert!(reason.contains("no TEE evidence"), "{reason}");
+
+    // Evidence binding another identity's key.
+    let stranger = Identity::generate().unwrap();
+    let mut borrowed = key(&stranger);
+    borrowed.identity = worker.spki().to_vec();
+    let (closed, _) = announce(&worker, offer(WEIGHTS, borrowed)).await;
+    let reason = closed.expect("refused");
+    assert!(reason.contains("does not bind"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_worker_without_ra_tls_evidence_cannot_connect() {
+    let bare = Arc::new(Identity::generate().unwrap());
+    let (endpoint, _proxy) = start(&bare).await;
+    let settings = DialSettings {
+        tls: tls::client_config(
+            bare.clone(),
+            Arc::new(PinnedKeys::new([endpoint.fingerprint])),
+        )
+        .unwrap(),
+        hello: Hello {
+            role: Role::Worker,
+            software: "test".into(),
+        },
+        handler: Arc::new(Idle),
+        mux: MuxOptions::default(),
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        handshake_timeout: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(1),
+    };
+    let result = dial_once(&endpoint, &settings).await;
+    if let Ok(conn) = result {
+        // TLS 1.3 clients learn of a refused certificate on first read.
+        tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .expect("refused");
+    }
+}
