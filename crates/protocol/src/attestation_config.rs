@@ -14,7 +14,7 @@ use cocoon_attestation::{Attester, PeerRole, Policy};
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::ra_tls::AttestationCheck;
+use crate::ra_tls::{AttestationCheck, CollateralSource};
 use crate::tls::Identity;
 
 /// Whether test-only parts are allowed.
@@ -51,8 +51,15 @@ pub struct AttestationConfig {
     /// `config/root.example.toml`) that peers' evidence must satisfy; without
     /// one, peers' evidence is not checked (key pins only).
     pub policy: Option<PathBuf>,
-    /// DCAP collateral (dcap-qvl JSON) for verifying TDX peers.
+    /// DCAP collateral (dcap-qvl JSON) for verifying TDX peers of one
+    /// platform; see `pccs_url` for collateral per platform, kept fresh.
     pub collateral: Option<PathBuf>,
+    /// PCCS (API v4) base URL: collateral for each peer platform is
+    /// fetched from it in the background, cached in `collateral_cache`, and
+    /// refreshed before its `nextUpdate`.
+    pub pccs_url: Option<String>,
+    /// Folder for cached collateral (default: `collateral` beside the identity key).
+    pub collateral_cache: Option<PathBuf>,
     /// configfs-tsm reports folder (default `/sys/kernel/config/tsm/report`).
     pub configfs: Option<PathBuf>,
 }
@@ -74,7 +81,7 @@ impl AttestationConfig {
             Some(attester) => identity.with_attester(attester),
             None => identity,
         };
-        let check = self.check(profile)?;
+        let check = self.check(profile, identity_key)?;
         if let (Some(role), Some(check)) = (role, &check) {
             self_check(&identity, check, role)?;
         }
@@ -107,7 +114,11 @@ impl AttestationConfig {
         })
     }
 
-    fn check(&self, profile: Profile) -> Result<Option<Arc<AttestationCheck>>, ConfigError> {
+    fn check(
+        &self,
+        profile: Profile,
+        identity_key: &Path,
+    ) -> Result<Option<Arc<AttestationCheck>>, ConfigError> {
         let Some(path) = &self.policy else {
             return Ok(None);
         };
@@ -132,27 +143,56 @@ impl AttestationConfig {
         if policy.models.is_empty() && profile == Profile::Production {
             tracing::warn!(policy = %path.display(), "the root configuration lists no [[models]]: workers may serve any weights");
         }
-        let collateral = match &self.collateral {
-            Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| {
-                    ConfigError::new("attestation.collateral", format!("{}: {e}", path.display()))
-                })?;
-                Some(Arc::new(tdx::collateral_from_json(&bytes).map_err(
-                    |e| {
-                        ConfigError::new(
-                            "attestation.collateral",
-                            format!("{}: {e}", path.display()),
-                        )
-                    },
-                )?))
-            }
-            None => None,
-        };
+        let collateral = self.collateral_source(identity_key)?;
         Ok(Some(Arc::new(AttestationCheck {
             policy,
             collateral,
             verify_at: None,
         })))
+    }
+}
+
+impl AttestationConfig {
+    /// A fixed collateral file, or a PCCS cache (started here), or none.
+    fn collateral_source(
+        &self,
+        identity_key: &Path,
+    ) -> Result<Option<CollateralSource>, ConfigError> {
+        match (&self.collateral, &self.pccs_url) {
+            (Some(_), Some(_)) => Err(ConfigError::new(
+                "attestation.pccs_url",
+                "set either a fixed collateral file or a PCCS URL, not both",
+            )),
+            (Some(path), None) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    ConfigError::new("attestation.collateral", format!("{}: {e}", path.display()))
+                })?;
+                let collateral = tdx::collateral_from_json(&bytes).map_err(|e| {
+                    ConfigError::new("attestation.collateral", format!("{}: {e}", path.display()))
+                })?;
+                Ok(Some(CollateralSource::Fixed(Arc::new(collateral))))
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigError::new(
+                        "attestation.pccs_url",
+                        format!("must be an http(s) URL, got {url:?}"),
+                    ));
+                }
+                let dir = match &self.collateral_cache {
+                    Some(dir) => dir.clone(),
+                    None => identity_key
+                        .parent()
+                        .unwrap_or(Path::new("."))
+                        .join("collateral"),
+                };
+                let cache = tdx::CollateralCache::open(url, &dir)
+                    .map_err(|e| ConfigError::new("attestation.collateral_cache", e))?;
+                cache.start();
+                Ok(Some(CollateralSource::Pccs(cache)))
+            }
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -174,10 +214,14 @@ fn self_check(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let verdict = match evidence.verify(check.collateral.as_deref(), now) {
+    let collateral = match (&evidence, &check.collateral) {
+        (cocoon_attestation::Evidence::Tdx(quote), Some(source)) => source.for_quote(quote),
+        _ => None,
+    };
+    let verdict = match evidence.verify(collateral.as_deref(), now) {
         Ok(verdict) => verdict,
         Err(cocoon_attestation::VerifyError::NoCollateral) => {
-            tracing::warn!("no DCAP collateral: this node cannot check its own quote against its policy at start");
+            tracing::warn!("no DCAP collateral for this node's platform yet: it cannot check its own quote against its policy at start");
             return Ok(());
         }
         Err(e) => {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use cocoon_attestation::tdx::Collateral;
+use cocoon_attestation::tdx::{Collateral, CollateralCache};
 use cocoon_attestation::{report_data, Evidence, PeerRole, Policy, Purpose, Verdict};
 use x509_parser::certificate::X509Certificate;
 
@@ -18,12 +18,30 @@ pub const EVIDENCE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 62038, 1, 1];
 #[derive(Debug, Clone)]
 pub struct AttestationCheck {
     pub policy: Policy,
-    /// DCAP collateral for TDX evidence (from the PCCS cache); without it TDX
-    /// peers are refused.
-    pub collateral: Option<Arc<Collateral>>,
+    /// DCAP collateral for TDX evidence; without it TDX peers are refused.
+    pub collateral: Option<CollateralSource>,
     /// Verify evidence as of this Unix time instead of the handshake's (for
     /// auditing recorded evidence and for tests on recorded quotes).
     pub verify_at: Option<u64>,
+}
+
+/// Where DCAP collateral comes from.
+#[derive(Debug, Clone)]
+pub enum CollateralSource {
+    /// One fixed collateral set (a file): for a single platform, or audits.
+    Fixed(Arc<Collateral>),
+    /// Per platform from a PCCS, cached and refreshed in the background.
+    Pccs(Arc<CollateralCache>),
+}
+
+impl CollateralSource {
+    /// The collateral for `quote`'s platform, if held now.
+    pub fn for_quote(&self, quote: &[u8]) -> Option<Arc<Collateral>> {
+        match self {
+            CollateralSource::Fixed(c) => Some(c.clone()),
+            CollateralSource::Pccs(cache) => cache.for_quote(quote),
+        }
+    }
 }
 
 /// Why a peer's evidence was refused: carried in the TLS error and logged.
@@ -75,11 +93,20 @@ impl AttestationCheck {
         now_secs: u64,
     ) -> Result<Verdict, RaTlsRefusal> {
         let evidence = Evidence::from_bytes(evidence).map_err(|e| RaTlsRefusal(e.to_string()))?;
+        let collateral = match (&evidence, &self.collateral) {
+            (Evidence::Tdx(quote), Some(source)) => {
+                let held = source.for_quote(quote);
+                if held.is_none() {
+                    return Err(RaTlsRefusal(
+                        "DCAP collateral for the peer's platform is not cached yet; it is being fetched from the PCCS (the peer's next attempt can pass)".into(),
+                    ));
+                }
+                held
+            }
+            _ => None,
+        };
         let verdict = evidence
-            .verify(
-                self.collateral.as_deref(),
-                self.verify_at.unwrap_or(now_secs),
-            )
+            .verify(collateral.as_deref(), self.verify_at.unwrap_or(now_secs))
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
         self.policy
             .check(&verdict, role, Some(expected))

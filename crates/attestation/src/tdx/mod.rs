@@ -2,12 +2,15 @@
 //! (`configfs`); they are verified by the pure-Rust `dcap-qvl` crate against
 //! DCAP collateral (PCK certificate chain and CRLs, TCB info, QE identity, all
 //! signed by Intel), at an explicit time: collateral is valid only inside its
-//! window.
+//! window. Collateral comes from a file, or from a PCCS through `pccs`'s
+//! cache.
 
 mod configfs;
+pub mod pccs;
 
 pub use configfs::{ConfigfsTsm, QuoteError, DEFAULT_ROOT};
 pub use dcap_qvl::QuoteCollateralV3 as Collateral;
+pub use pccs::CollateralCache;
 
 use dcap_qvl::quote::Report;
 

@@ -222,7 +222,7 @@ async fn a_real_tdx_quote_not_bound_to_the_key_is_refused_after_verifying() {
     let tdx_check = |at: u64| {
         Some(Arc::new(AttestationCheck {
             policy: policy.clone(),
-            collateral: Some(Arc::new(collateral.clone())),
+            collateral: Some(super::CollateralSource::Fixed(Arc::new(collateral.clone()))),
             verify_at: Some(at),
         }))
     };
