@@ -2,7 +2,9 @@
 //! the binary runs.
 //!
 //! # Layout
-//! * `attest`        - `cocoon attest verify`: a TDX quote's verdict as JSON.
+//! * `attest`        - `cocoon attest verify|show-cert|bench`: a TDX quote's or a
+//!   node's verdict as JSON, and the cost of verification.
+//! * `trust_bench`   - RA-TLS handshake and HPKE sealing costs for `attest bench`.
 //! * `devnet`        - [`Devnet`]: client node, proxy and worker in one process on
 //!   loopback, wired to each other's keys.
 //! * `engine_server` - an engine served directly as an OpenAI-compatible HTTP API
@@ -21,5 +23,6 @@ pub mod engine_bench;
 pub mod engine_server;
 pub mod models;
 pub mod roles;
+mod trust_bench;
 
 pub use devnet::{Devnet, DevnetOptions};

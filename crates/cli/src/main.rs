@@ -198,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            AttestCommand::Bench(args) => cocoon_cli::attest::bench(&args),
+            AttestCommand::Bench(args) => cocoon_cli::attest::bench(&args).await,
             AttestCommand::ShowCert(args) => {
                 if !cocoon_cli::attest::show_cert(&args).await? {
                     std::process::exit(1);

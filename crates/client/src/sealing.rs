@@ -23,18 +23,26 @@ use rand::seq::SliceRandom;
 
 /// How long a proxy's list of worker keys is reused.
 const KEYS_TTL: Duration = Duration::from_secs(5);
-/// How many workers one request is sealed to; the proxy picks among them.
-pub const SEAL_CANDIDATES: usize = 4;
+/// How long a key's verdict stands before its evidence is checked again
+/// (collateral expires, TCB statuses change).
+const VERDICT_TTL: Duration = Duration::from_secs(3600);
+/// Verdicts kept at most (each worker restart brings a new sealing key).
+const MAX_VERDICTS: usize = 10_000;
+/// How many workers one request is sealed to; the proxy picks the less loaded
+/// (two choices balance load well; each one more costs an X25519 operation).
+pub const SEAL_CANDIDATES: usize = 2;
 
 /// When a proxy's list was fetched, and its accepted keys.
 type Listed = (Instant, Arc<Vec<WorkerKey>>);
+/// When a key was checked, and the outcome.
+type Verdict = (Instant, Result<(), String>);
 
 /// Verified worker keys, per proxy and model.
 pub struct KeyDirectory {
     check: Option<Arc<AttestationCheck>>,
     lists: Mutex<HashMap<(usize, String), Listed>>,
-    /// Verdicts per key (identity ‖ sealing key): accepted, or the refusal.
-    verdicts: Mutex<HashMap<Vec<u8>, Result<(), String>>>,
+    /// Verdicts per key (identity ‖ sealing key): when, and accepted or the refusal.
+    verdicts: Mutex<HashMap<Vec<u8>, Verdict>>,
     warned_unattested: AtomicBool,
 }
 
@@ -95,18 +103,31 @@ impl KeyDirectory {
         };
         let id = [key.identity.as_slice(), key.sealing_key.as_slice()].concat();
         let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        let verdict = verdicts.entry(id).or_insert_with(|| {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let verdict = key.verify(check, now).map(|_| ()).map_err(|e| e.to_string());
-            if let Err(reason) = &verdict {
-                tracing::warn!(worker = %key.worker(), %reason, "worker key refused; nothing will be sealed to it");
+        if let Some((at, verdict)) = verdicts.get(&id) {
+            if at.elapsed() < VERDICT_TTL {
+                return verdict.is_ok();
             }
-            verdict
-        });
-        verdict.is_ok()
+        }
+        if verdicts.len() >= MAX_VERDICTS {
+            verdicts.retain(|_, (at, _)| at.elapsed() < VERDICT_TTL);
+            if verdicts.len() >= MAX_VERDICTS {
+                verdicts.clear();
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let verdict = key
+            .verify(check, now)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if let Err(reason) = &verdict {
+            tracing::warn!(worker = %key.worker(), %reason, "worker key refused; nothing will be sealed to it");
+        }
+        let accepted = verdict.is_ok();
+        verdicts.insert(id, (Instant::now(), verdict));
+        accepted
     }
 }
 

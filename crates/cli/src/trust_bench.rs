@@ -1,0 +1,189 @@
+//! Costs of the trust path, printed by `cocoon attest bench` after quote
+//! verification: an RA-TLS handshake on loopback (both sides presenting and
+//! checking simulated evidence) against the same pinned-key TLS handshake
+//! without evidence, and HPKE sealing of a request and its answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cocoon_attestation::simulated::SimulatedTee;
+use cocoon_attestation::Policy;
+use cocoon_protocol::ra_tls::AttestationCheck;
+use cocoon_protocol::sealed::seal;
+use cocoon_protocol::tls::{self, Identity, PinnedKeys};
+use cocoon_protocol::{ChatMessage, GenerateRequest, Input, SamplingParams, SealingKey};
+
+/// p50 and mean of `times`, in microseconds.
+fn summary(times: &mut [Duration]) -> (f64, f64) {
+    times.sort();
+    let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
+    (
+        times[times.len() / 2].as_secs_f64() * 1e6,
+        mean.as_secs_f64() * 1e6,
+    )
+}
+
+fn print(name: &str, times: &mut [Duration]) {
+    let runs = times.len();
+    let (p50, mean) = summary(times);
+    println!("{name:<48} p50 {p50:8.1} µs, mean {mean:8.1} µs over {runs} runs");
+}
+
+/// Mutual TLS handshakes on loopback, timed until the server has checked the
+/// client's certificate; with RA-TLS evidence checked both ways, or not.
+async fn handshakes(attested: bool, iterations: u32) -> anyhow::Result<Vec<Duration>> {
+    let identity = || -> anyhow::Result<Arc<Identity>> {
+        let id = Identity::generate()?;
+        Ok(Arc::new(if attested {
+            id.with_attester(Arc::new(SimulatedTee::new()))
+        } else {
+            id
+        }))
+    };
+    let (server, client) = (identity()?, identity()?);
+    let image = SimulatedTee::measurements().image_hash();
+    let check = attested.then(|| {
+        Arc::new(AttestationCheck {
+            policy: Policy {
+                allow_simulated: true,
+                worker_images: [image.clone()].into(),
+                proxy_images: [image].into(),
+                ..Policy::default()
+            },
+            collateral: None,
+            verify_at: None,
+        })
+    });
+    let client_pins = Arc::new(PinnedKeys::new([client.fingerprint()]));
+    let server_config = tls::server_config_attested(
+        server.clone(),
+        client_pins.clone(),
+        check.clone(),
+        client_pins,
+    )?;
+    let client_config = tls::client_config_attested(
+        client,
+        Arc::new(PinnedKeys::new([server.fingerprint()])),
+        check,
+    )?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(1);
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+    let server_task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let ok = tls::accept(tcp, &acceptor, Duration::from_secs(5))
+                .await
+                .is_ok();
+            if done_tx.send(ok).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut times = Vec::with_capacity(iterations as usize);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let _conn = tls::connect(&addr, client_config.clone(), Duration::from_secs(5)).await?;
+        let accepted = done_rx.recv().await.unwrap_or(false);
+        anyhow::ensure!(accepted, "the server refused the handshake");
+        times.push(start.elapsed());
+    }
+    server_task.abort();
+    Ok(times)
+}
+
+fn request() -> GenerateRequest {
+    GenerateRequest {
+        model: "smollm2-135m-instruct".into(),
+        input: Input::Chat(vec![
+            ChatMessage {
+                role: "system".into(),
+                content: "You summarise chats in their own language.".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: "Summarise: ".to_string() + &"Alice: see you at 5? Bob: yes. ".repeat(30),
+            },
+        ]),
+        params: SamplingParams {
+            max_tokens: Some(256),
+            temperature: Some(0.7),
+            ..Default::default()
+        },
+    }
+}
+
+/// Print every figure.
+pub async fn run(iterations: u32) -> anyhow::Result<()> {
+    let mut plain = handshakes(false, iterations).await?;
+    let mut attested = handshakes(true, iterations).await?;
+    print("mutual TLS 1.3 handshake, pinned keys", &mut plain);
+    print(
+        "RA-TLS handshake, simulated evidence both ways",
+        &mut attested,
+    );
+
+    let request = request();
+    let workers: Vec<(Identity, SealingKey)> = (0..4)
+        .map(|_| Ok((Identity::generate()?, SealingKey::generate())))
+        .collect::<anyhow::Result<_>>()?;
+    let to: Vec<_> = workers
+        .iter()
+        .map(|(id, key)| (id.fingerprint(), key.public()))
+        .collect();
+    for recipients in [1, 4] {
+        let mut sealing = Vec::new();
+        let mut opening = Vec::new();
+        for _ in 0..iterations {
+            let start = Instant::now();
+            let (sealed, _) = seal(&request, &to[..recipients], 0)?;
+            sealing.push(start.elapsed());
+            let (id, key) = &workers[0];
+            let start = Instant::now();
+            std::hint::black_box(key.open(&id.fingerprint(), &sealed)?);
+            opening.push(start.elapsed());
+        }
+        print(
+            &format!("HPKE seal of a 1 KB chat to {recipients} worker(s)"),
+            &mut sealing,
+        );
+        print(
+            &format!("HPKE open at the worker ({recipients} recipient(s))"),
+            &mut opening,
+        );
+    }
+    let (sealed, mut opener) = seal(&request, &to[..1], 0)?;
+    let (_, mut sealer) = workers[0].1.open(&workers[0].0.fingerprint(), &sealed)?;
+    let mut chunks = Vec::new();
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let chunk = sealer.seal(" token");
+        std::hint::black_box(opener.open(&chunk)?);
+        chunks.push(start.elapsed());
+    }
+    print("answer chunk seal + open", &mut chunks);
+
+    let worker = &workers[0].0;
+    let receipt = cocoon_protocol::Receipt {
+        request_id: sealed.header.request_id,
+        model: request.model.clone(),
+        model_sha256: Some("ab".repeat(32)),
+        usage: cocoon_protocol::Usage::default(),
+        finish_reason: cocoon_protocol::FinishReason::Stop,
+        worker: worker.fingerprint(),
+        issued_at_ms: 0,
+    };
+    let mut signing = Vec::new();
+    let mut verifying = Vec::new();
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let signed = cocoon_protocol::SignedReceipt::sign(receipt.clone(), worker);
+        signing.push(start.elapsed());
+        let start = Instant::now();
+        signed.verify(worker.spki())?;
+        verifying.push(start.elapsed());
+    }
+    print("usage receipt signature (worker)", &mut signing);
+    print("usage receipt check (proxy, client node)", &mut verifying);
+    Ok(())
+}
