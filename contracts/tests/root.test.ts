@@ -1,0 +1,87 @@
+// The root contract on TON's own emulator: owner-only updates of images,
+// models, proxies and prices, a version that increases on every change, and
+// get-methods that return each part.
+
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Address, beginCell, Cell, Dictionary, toNano } from "@ton/core";
+import * as c from "./cocoon.ts";
+import { get, keyPair, network, prices, send } from "./harness.ts";
+
+const IMAGE = 0x8c2f36a0321868cee585bc10722d53b1667f1cfbf4b41120ec1e2160deecca42n;
+const WEIGHTS = 0xab11ab11ab11ab11ab11ab11ab11ab11ab11ab11ab11ab11ab11ab11ab11ab11n;
+
+describe("root contract", () => {
+  it("lets the owner change every part, bumping the version each time", async () => {
+    const net = await network();
+    const version = async () => (await get(net.chain, net.root, "get_version")).readNumber();
+    assert.equal(await version(), 0);
+
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setImage("worker", IMAGE, true), "root: set image")).exit, 0);
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setImage("proxy", IMAGE + 1n, true))).exit, 0);
+    assert.equal((await get(net.chain, net.root, "is_worker_image_allowed", [{ type: "int", value: IMAGE }])).readBoolean(), true);
+    assert.equal((await get(net.chain, net.root, "is_proxy_image_allowed", [{ type: "int", value: IMAGE }])).readBoolean(), false);
+    const images = await get(net.chain, net.root, "get_images");
+    assert.deepEqual(c.uint256Keys(images.readCellOpt()), [IMAGE]);
+    assert.deepEqual(c.uint256Keys(images.readCellOpt()), [IMAGE + 1n]);
+
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setModel(WEIGHTS, "smollm2-135m-instruct"), "root: set model")).exit, 0);
+    const model = (await get(net.chain, net.root, "get_model", [{ type: "int", value: WEIGHTS }])).readCellOpt();
+    assert.equal(model!.beginParse().loadStringTail(), "smollm2-135m-instruct");
+    const unknown = (await get(net.chain, net.root, "get_model", [{ type: "int", value: 1n }])).readCellOpt();
+    assert.equal(unknown, null);
+
+    const endpoint = "proxy.example:9100";
+    const setProxy = c.root.setProxy(net.proxy, { proxyKey: net.proxyKey.publicKey, version: 3, endpoint });
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), setProxy, "root: set proxy")).exit, 0);
+    const proxies = (await get(net.chain, net.root, "get_proxies")).readCellOpt();
+    const dict = Dictionary.loadDirect(Dictionary.Keys.Address(), Dictionary.Values.Cell(), proxies);
+    const info = dict.get(net.proxy)!.beginParse();
+    assert.deepEqual(info.loadBuffer(32), net.proxyKey.publicKey);
+    assert.equal(info.loadUint(32), 3);
+    assert.equal(info.loadRef().beginParse().loadStringTail(), endpoint);
+
+    const newPrices = { ...prices, pricePerToken: 25n, workerShareBps: 8500 };
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setPrices(newPrices), "root: set prices")).exit, 0);
+    const p = await get(net.chain, net.root, "get_prices");
+    assert.equal(p.readBigNumber(), 25n);
+    assert.equal(p.readNumber(), 8500);
+
+    // Removals.
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setImage("worker", IMAGE, false))).exit, 0);
+    assert.equal((await get(net.chain, net.root, "is_worker_image_allowed", [{ type: "int", value: IMAGE }])).readBoolean(), false);
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setModel(WEIGHTS, null))).exit, 0);
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setProxy(net.proxy, null))).exit, 0);
+    assert.equal((await get(net.chain, net.root, "get_proxies")).readCellOpt(), null);
+    assert.equal(await version(), 8);
+
+    // A plain transfer tops up storage fees without a version change.
+    assert.equal((await send(net.relay, net.root, toNano("1"), Cell.EMPTY)).exit, 0);
+    assert.equal(await version(), 8);
+
+    // Ownership moves; the old owner is then refused.
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.changeOwner(net.relay.address), "root: change owner")).exit, 0);
+    assert.ok((await get(net.chain, net.root, "get_owner")).readAddress().equals(net.relay.address));
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setImage("worker", IMAGE, true))).exit, c.ERR.notOwner);
+  });
+
+  it("refuses strangers, out-of-range prices and malformed bodies", async () => {
+    const net = await network();
+    for (const body of [
+      c.root.setImage("worker", IMAGE, true),
+      c.root.setModel(WEIGHTS, "m"),
+      c.root.setProxy(net.proxy, null),
+      c.root.setPrices(prices),
+      c.root.changeOwner(net.relay.address),
+    ]) {
+      assert.equal((await send(net.relay, net.root, toNano("0.05"), body)).exit, c.ERR.notOwner);
+    }
+    const overpaid = c.root.setPrices({ ...prices, workerShareBps: 10001 });
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), overpaid)).exit, c.ERR.badValue);
+    const unknown = beginCell().storeUint(0x12345678, 32).endCell();
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), unknown)).exit, c.ERR.unknownOp);
+    const truncated = beginCell().storeUint(c.OP.rootSetImage, 32).storeUint(0, 1).storeUint(5, 10).endCell();
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), truncated)).exit, c.ERR.cellUnderflow);
+    assert.equal((await get(net.chain, net.root, "get_version")).readNumber(), 0);
+  });
+});
