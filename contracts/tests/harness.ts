@@ -2,7 +2,7 @@
 // exit codes and gas, and keep a gas table per operation.
 
 import { after } from "node:test";
-import { Address, Cell, toNano, Transaction } from "@ton/core";
+import { Address, Cell, fromNano, toNano, Transaction } from "@ton/core";
 import { Blockchain, SandboxContract, SendMessageResult, TreasuryContract } from "@ton/sandbox";
 import { KeyPair, keyPairFromSeed } from "@ton/crypto";
 import * as c from "./cocoon.ts";
@@ -21,15 +21,18 @@ export const prices: c.Prices = {
 };
 
 export const gasTable = new Map<string, bigint>();
+/// Total fees (gas, storage, forwarding) of each labelled transaction, nano-TON.
+export const feeTable = new Map<string, bigint>();
 /// Most gas any one operation may use (docs/economics.md).
 export const MAX_GAS = 10_000n;
 
 // Each test file runs in its own process: print its gas table when it ends.
 after(() => {
   if (gasTable.size === 0) return;
-  console.log("\ngas per operation (compute phase, gas units):");
+  console.log("\ngas per operation (compute phase, gas units) and the transaction's total fees (TON):");
   for (const [label, gas] of [...gasTable.entries()].sort()) {
-    console.log(`  ${label.padEnd(32)} ${gas}`);
+    const fee = feeTable.get(label);
+    console.log(`  ${label.padEnd(32)} ${String(gas).padStart(6)}  ${fee === undefined ? "" : fromNano(fee)}`);
   }
 });
 
@@ -92,6 +95,7 @@ export async function send(
   const exit = exitCode(tx);
   if (label && succeeded(tx)) {
     gasTable.set(label, gasUsed(tx));
+    feeTable.set(label, tx.totalFees.coins);
     // Documented limit (docs/economics.md): gas is deterministic, so this is exact.
     if (gasUsed(tx) > MAX_GAS) throw new Error(`${label} used ${gasUsed(tx)} gas, above the ${MAX_GAS} limit`);
   }

@@ -1,0 +1,222 @@
+//! The contracts' storage as deployed (initial data, which fixes each
+//! contract's address) and their get-method results, mirroring the Tolk
+//! structs in `contracts/src`.
+
+use num_traits::ToPrimitive;
+use tycho_types::cell::{Cell, HashBytes};
+use tycho_types::models::StdAddr;
+use tycho_vm::RcStackValue;
+
+use crate::messages::{cell, store_addr, store_coins};
+use crate::{Contract, Error};
+
+/// A client contract's fixed terms.
+#[derive(Debug, Clone)]
+pub struct ClientTerms {
+    pub proxy: StdAddr,
+    pub owner: StdAddr,
+    pub proxy_key: HashBytes,
+    pub close_delay: u32,
+}
+
+impl ClientTerms {
+    /// Storage at deployment: the terms, nothing deposited or charged.
+    pub fn initial_data(&self) -> Result<Cell, Error> {
+        let terms = cell(|b| {
+            store_addr(b, &self.proxy)?;
+            store_addr(b, &self.owner)?;
+            b.store_u256(&self.proxy_key)?;
+            b.store_u32(self.close_delay)
+        })?;
+        cell(|b| {
+            b.store_reference(terms)?;
+            store_coins(b, 0)?;
+            store_coins(b, 0)?;
+            store_coins(b, 0)?;
+            b.store_u32(0)
+        })
+    }
+}
+
+/// A worker contract's storage at deployment.
+pub fn worker_data(proxy: &StdAddr, owner: &StdAddr, proxy_key: &HashBytes) -> Result<Cell, Error> {
+    cell(|b| {
+        store_addr(b, proxy)?;
+        store_addr(b, owner)?;
+        b.store_u256(proxy_key)?;
+        store_coins(b, 0)
+    })
+}
+
+/// A proxy contract's fixed terms.
+#[derive(Debug, Clone)]
+pub struct ProxyTerms {
+    pub owner: StdAddr,
+    pub proxy_key: HashBytes,
+    pub root: StdAddr,
+    pub close_delay: u32,
+}
+
+impl ProxyTerms {
+    pub fn initial_data(&self) -> Result<Cell, Error> {
+        let terms = cell(|b| {
+            store_addr(b, &self.owner)?;
+            b.store_u256(&self.proxy_key)?;
+            store_addr(b, &self.root)?;
+            b.store_u32(self.close_delay)?;
+            b.store_reference(Contract::Worker.code())
+        })?;
+        cell(|b| {
+            b.store_reference(terms)?;
+            store_coins(b, 0)?; // stake
+            store_coins(b, 0)?; // received
+            store_coins(b, 0)?; // workersPaid
+            b.store_u64(0)?; // booksSeqno
+            b.store_u256(&HashBytes::ZERO)?;
+            b.store_u64(0)?; // paySeqno
+            b.store_u32(0) // closeRequestedAt
+        })
+    }
+}
+
+/// The network's prices, as the root contract stores them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prices {
+    pub price_per_token: u128,
+    pub worker_share_bps: u16,
+    pub prompt_bps: u16,
+    pub cached_prompt_bps: u16,
+    pub completion_bps: u16,
+    pub reasoning_bps: u16,
+    pub min_client_stake: u128,
+    pub min_proxy_stake: u128,
+    pub client_close_delay: u32,
+    pub proxy_close_delay: u32,
+}
+
+impl Prices {
+    pub fn to_cell(&self) -> Result<Cell, Error> {
+        cell(|b| {
+            store_coins(b, self.price_per_token)?;
+            for bps in [
+                self.worker_share_bps,
+                self.prompt_bps,
+                self.cached_prompt_bps,
+                self.completion_bps,
+                self.reasoning_bps,
+            ] {
+                b.store_u16(bps)?;
+            }
+            store_coins(b, self.min_client_stake)?;
+            store_coins(b, self.min_proxy_stake)?;
+            b.store_u32(self.client_close_delay)?;
+            b.store_u32(self.proxy_close_delay)
+        })
+    }
+
+    /// The root contract's storage at deployment for `owner`.
+    pub fn root_data(&self, owner: &StdAddr) -> Result<Cell, Error> {
+        let images = cell(|b| {
+            b.store_bit_zero()?;
+            b.store_bit_zero()
+        })?;
+        let prices = self.to_cell()?;
+        cell(|b| {
+            store_addr(b, owner)?;
+            b.store_u32(0)?;
+            b.store_reference(images)?;
+            b.store_bit_zero()?; // models
+            b.store_bit_zero()?; // proxies
+            b.store_reference(prices)
+        })
+    }
+}
+
+fn int(stack: &[RcStackValue], i: usize) -> Result<u128, Error> {
+    stack
+        .get(i)
+        .and_then(|v| v.as_int())
+        .and_then(|n| n.to_u128())
+        .ok_or_else(|| anyhow::anyhow!("get-method result {i} is not a non-negative integer"))
+}
+
+/// `get_client_data` without the terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientState {
+    pub balance: u128,
+    pub stake: u128,
+    pub charged: u128,
+    pub close_requested_at: u32,
+}
+
+impl ClientState {
+    pub fn from_stack(stack: &[RcStackValue]) -> Result<Self, Error> {
+        Ok(Self {
+            balance: int(stack, 4)?,
+            stake: int(stack, 5)?,
+            charged: int(stack, 6)?,
+            close_requested_at: int(stack, 7)? as u32,
+        })
+    }
+}
+
+/// `get_proxy_data` without the terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyState {
+    pub stake: u128,
+    pub received: u128,
+    pub workers_paid: u128,
+    pub books_seqno: u64,
+    pub pay_seqno: u64,
+    pub close_requested_at: u32,
+}
+
+impl ProxyState {
+    pub fn from_stack(stack: &[RcStackValue]) -> Result<Self, Error> {
+        Ok(Self {
+            stake: int(stack, 4)?,
+            received: int(stack, 5)?,
+            workers_paid: int(stack, 6)?,
+            books_seqno: int(stack, 7)? as u64,
+            pay_seqno: int(stack, 9)? as u64,
+            close_requested_at: int(stack, 10)? as u32,
+        })
+    }
+}
+
+/// `get_prices` of the root contract.
+impl Prices {
+    pub fn from_stack(stack: &[RcStackValue]) -> Result<Self, Error> {
+        Ok(Self {
+            price_per_token: int(stack, 0)?,
+            worker_share_bps: int(stack, 1)? as u16,
+            prompt_bps: int(stack, 2)? as u16,
+            cached_prompt_bps: int(stack, 3)? as u16,
+            completion_bps: int(stack, 4)? as u16,
+            reasoning_bps: int(stack, 5)? as u16,
+            min_client_stake: int(stack, 6)?,
+            min_proxy_stake: int(stack, 7)?,
+            client_close_delay: int(stack, 8)? as u32,
+            proxy_close_delay: int(stack, 9)? as u32,
+        })
+    }
+}
+
+/// The first value of a get-method result as an integer (e.g. `get_version`).
+pub fn stack_int(stack: &[RcStackValue]) -> Result<u128, Error> {
+    int(stack, 0)
+}
+
+/// `get_worker_data`: what has been paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerState {
+    pub paid: u128,
+}
+
+impl WorkerState {
+    pub fn from_stack(stack: &[RcStackValue]) -> Result<Self, Error> {
+        Ok(Self {
+            paid: int(stack, 3)?,
+        })
+    }
+}

@@ -1,0 +1,266 @@
+//! An in-process TON-compatible chain on `tycho-executor`: accounts in memory,
+//! internal messages delivered as real ordinary transactions (storage, credit,
+//! compute, action and bounce phases, real signature checks), every outgoing
+//! internal message delivered in turn, and get-methods on the latest TVM
+//! version. The blockchain configuration is the one `tycho-executor` ships
+//! (`res/config.boc`).
+
+use std::collections::{HashMap, VecDeque};
+
+use tycho_executor::{Executor, ExecutorParams, ParsedConfig};
+use tycho_types::boc::BocRepr;
+use tycho_types::cell::{Cell, CellBuilder, HashBytes, Lazy};
+use tycho_types::models::{
+    Account, AccountState, BlockchainConfig, ComputePhase, CurrencyCollection, IntAddr, IntMsgInfo,
+    Message, MsgInfo, OptionalAccount, ShardAccount, StateInit, StdAddr, TxInfo,
+};
+use tycho_types::num::Tokens;
+use tycho_vm::{
+    BehaviourModifiers, GasParams, RcStackValue, SmcInfoBase, VmStateBuilder, VmVersion,
+};
+
+use crate::Error;
+
+/// What one transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxReport {
+    pub account: StdAddr,
+    /// The compute phase's exit code (`None` when it was skipped).
+    pub exit_code: Option<i32>,
+    pub gas_used: u64,
+    /// Compute phase succeeded and the transaction was not aborted.
+    pub success: bool,
+    pub bounced: bool,
+}
+
+/// Accounts and a clock; messages run to completion on `send`.
+pub struct Emulator {
+    config: BlockchainConfig,
+    accounts: HashMap<StdAddr, ShardAccount>,
+    /// Unix time of the next transactions.
+    pub now: u32,
+    lt: u64,
+}
+
+impl Emulator {
+    /// An empty chain at Unix time `now`.
+    pub fn new(now: u32) -> Result<Self, Error> {
+        let mut config: BlockchainConfig = BocRepr::decode(include_bytes!("../res/config.boc"))?;
+        config.params.set_global_id(100)?;
+        config
+            .params
+            .set_size_limits(&ParsedConfig::DEFAULT_SIZE_LIMITS_CONFIG)?;
+        Ok(Self {
+            config,
+            accounts: HashMap::new(),
+            now,
+            lt: 1_000_000,
+        })
+    }
+
+    fn params(&self) -> ExecutorParams {
+        ExecutorParams {
+            block_unixtime: self.now,
+            block_lt: self.lt,
+            strict_extra_currency: true,
+            // Real signature checks (never `chksig_always_succeed`).
+            vm_modifiers: BehaviourModifiers::default(),
+            ..Default::default()
+        }
+    }
+
+    /// The account at `address`, if it exists.
+    pub fn account(&self, address: &StdAddr) -> Result<Option<Account>, Error> {
+        match self.accounts.get(address) {
+            None => Ok(None),
+            Some(state) => Ok(state.load_account()?),
+        }
+    }
+
+    /// Balance in nano-TON (0 for an account that does not exist).
+    pub fn balance(&self, address: &StdAddr) -> Result<u128, Error> {
+        Ok(self
+            .account(address)?
+            .map(|a| a.balance.tokens.into_inner())
+            .unwrap_or(0))
+    }
+
+    /// Whether the account has code and data.
+    pub fn is_active(&self, address: &StdAddr) -> Result<bool, Error> {
+        Ok(matches!(
+            self.account(address)?.map(|a| a.state),
+            Some(AccountState::Active(_))
+        ))
+    }
+
+    /// Send `value` nano-TON with `body` from `from` (an outside wallet) to
+    /// `to`, deploying `init` there if given, and run every message that
+    /// follows. Returns the reports of all transactions, the first being `to`'s.
+    pub fn send(
+        &mut self,
+        from: &StdAddr,
+        to: &StdAddr,
+        value: u128,
+        body: Cell,
+        init: Option<(Cell, Cell)>,
+    ) -> Result<Vec<TxReport>, Error> {
+        let init = init.map(|(code, data)| StateInit {
+            split_depth: None,
+            special: None,
+            code: Some(code),
+            data: Some(data),
+            libraries: Default::default(),
+        });
+        let info = IntMsgInfo {
+            ihr_disabled: true,
+            bounce: true,
+            bounced: false,
+            src: IntAddr::Std(from.clone()),
+            dst: IntAddr::Std(to.clone()),
+            value: CurrencyCollection::new(value),
+            fwd_fee: Tokens::ZERO,
+            created_lt: self.lt,
+            created_at: self.now,
+            ..Default::default()
+        };
+        let message = CellBuilder::build_from(Message {
+            info: MsgInfo::Int(info),
+            init,
+            body: body.as_slice()?,
+            layout: None,
+        })?;
+        let mut queue = VecDeque::from([(to.clone(), message)]);
+        let mut reports = Vec::new();
+        while let Some((dst, message)) = queue.pop_front() {
+            let (report, out) = self.execute(&dst, message)?;
+            reports.push(report);
+            queue.extend(out);
+            if reports.len() > 1000 {
+                anyhow::bail!("more than 1000 transactions from one message");
+            }
+        }
+        Ok(reports)
+    }
+
+    /// One ordinary transaction of `message` at `address`; its outgoing
+    /// internal messages.
+    fn execute(
+        &mut self,
+        address: &StdAddr,
+        message: Cell,
+    ) -> Result<(TxReport, Vec<(StdAddr, Cell)>), Error> {
+        let state = match self.accounts.get(address) {
+            Some(state) => state.clone(),
+            None => ShardAccount {
+                account: Lazy::new(&OptionalAccount::EMPTY)?,
+                last_trans_hash: HashBytes::ZERO,
+                last_trans_lt: 0,
+            },
+        };
+        let config = ParsedConfig::parse(self.config.clone(), self.now)?;
+        let params = self.params();
+        let output = Executor::new(&params, &config)
+            .with_min_lt(self.lt)
+            .begin_ordinary(address, false, message, &state)?
+            .commit()?;
+        self.accounts.insert(address.clone(), output.new_state);
+        let tx = output.transaction.load()?;
+        self.lt = self.lt.max(tx.lt) + 1;
+        let mut report = TxReport {
+            account: address.clone(),
+            exit_code: None,
+            gas_used: 0,
+            success: false,
+            bounced: false,
+        };
+        if let TxInfo::Ordinary(info) = tx.load_info()? {
+            if let ComputePhase::Executed(compute) = &info.compute_phase {
+                report.exit_code = Some(compute.exit_code);
+                report.gas_used = compute.gas_used.into_inner();
+                report.success = compute.success && !info.aborted;
+            }
+            report.bounced = info.bounce_phase.is_some();
+        }
+        let mut out = Vec::new();
+        for msg in tx.out_msgs.values() {
+            let msg = msg?;
+            let parsed: Message<'_> = msg.parse()?;
+            if let MsgInfo::Int(IntMsgInfo {
+                dst: IntAddr::Std(dst),
+                ..
+            }) = &parsed.info
+            {
+                out.push((dst.clone(), msg.clone()));
+            }
+        }
+        Ok((report, out))
+    }
+
+    /// Run get-method `method` of the contract at `address` with `args`;
+    /// returns the result stack, first value first.
+    pub fn get(
+        &self,
+        address: &StdAddr,
+        method: &str,
+        args: Vec<RcStackValue>,
+    ) -> Result<Vec<RcStackValue>, Error> {
+        let account = self
+            .account(address)?
+            .ok_or_else(|| anyhow::anyhow!("no account at {address}"))?;
+        let AccountState::Active(state) = &account.state else {
+            anyhow::bail!("the account at {address} is not active");
+        };
+        let code = state
+            .code
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no code"))?;
+        let data = state.data.clone().unwrap_or_default();
+        let mut stack = args;
+        stack.push(RcStackValue::new_dyn_value(num_bigint::BigInt::from(
+            method_id(method),
+        )));
+        let smc_info = SmcInfoBase::new()
+            .with_now(self.now)
+            .with_block_lt(account.last_trans_lt)
+            .with_tx_lt(account.last_trans_lt)
+            .with_account_balance(account.balance.clone())
+            .with_account_addr(account.address.clone())
+            .with_config(self.config.params.clone())
+            .require_ton_v4()
+            .with_code(code.clone())
+            .require_ton_v6()
+            .fill_unpacked_config()?
+            .require_ton_v11();
+        // The latest TVM: Tolk emits v12 instructions (e.g. BTOS) in getters.
+        let mut vm = VmStateBuilder::new()
+            .with_smc_info(smc_info)
+            .with_code(code)
+            .with_data(data)
+            .with_init_selector(false)
+            .with_stack(stack)
+            .with_gas(GasParams::getter())
+            .with_version(VmVersion::LATEST_TON)
+            .build();
+        let exit_code = !vm.run();
+        if exit_code != 0 && exit_code != 1 {
+            anyhow::bail!("get-method {method} failed with exit code {exit_code}");
+        }
+        Ok(vm.stack.items.clone())
+    }
+}
+
+/// A get-method's id: CRC16/XMODEM of its name, with bit 16 set.
+pub fn method_id(name: &str) -> u32 {
+    let mut crc: u16 = 0;
+    for byte in name.bytes() {
+        crc ^= (byte as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    (crc as u32) | 0x10000
+}
