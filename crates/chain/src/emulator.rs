@@ -1,15 +1,15 @@
 //! An in-process TON-compatible chain on `tycho-executor`: accounts in memory,
-//! internal messages delivered as real ordinary transactions (storage, credit,
-//! compute, action and bounce phases, real signature checks), every outgoing
-//! internal message delivered in turn, and get-methods on the latest TVM
-//! version. The blockchain configuration is the one `tycho-executor` ships
-//! (`res/config.boc`).
+//! external and internal messages executed as real ordinary transactions
+//! (storage, credit, compute, action and bounce phases, real signature checks),
+//! every outgoing internal message delivered in turn, the transactions of each
+//! account kept, and get-methods on the latest TVM version. The blockchain
+//! configuration is the one `tycho-executor` ships (`res/config.boc`).
 
 use std::collections::{HashMap, VecDeque};
 
 use tycho_executor::{Executor, ExecutorParams, ParsedConfig};
 use tycho_types::boc::BocRepr;
-use tycho_types::cell::{Cell, CellBuilder, HashBytes, Lazy};
+use tycho_types::cell::{Cell, CellBuilder, CellFamily, HashBytes, Lazy};
 use tycho_types::models::{
     Account, AccountState, BlockchainConfig, ComputePhase, CurrencyCollection, IntAddr, IntMsgInfo,
     Message, MsgInfo, OptionalAccount, ShardAccount, StateInit, StdAddr, TxInfo,
@@ -33,10 +33,23 @@ pub struct TxReport {
     pub bounced: bool,
 }
 
+/// One executed transaction, as the HTTP API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxRecord {
+    pub lt: u64,
+    pub hash: HashBytes,
+    pub now: u32,
+    /// The incoming message (a BOC cell).
+    pub in_msg: Cell,
+    pub out_msgs: Vec<Cell>,
+    pub report: TxReport,
+}
+
 /// Accounts and a clock; messages run to completion on `send`.
 pub struct Emulator {
     config: BlockchainConfig,
     accounts: HashMap<StdAddr, ShardAccount>,
+    transactions: HashMap<StdAddr, Vec<TxRecord>>,
     /// Unix time of the next transactions.
     pub now: u32,
     lt: u64,
@@ -53,6 +66,7 @@ impl Emulator {
         Ok(Self {
             config,
             accounts: HashMap::new(),
+            transactions: HashMap::new(),
             now,
             lt: 1_000_000,
         })
@@ -129,17 +143,68 @@ impl Emulator {
             body: body.as_slice()?,
             layout: None,
         })?;
-        let mut queue = VecDeque::from([(to.clone(), message)]);
+        self.run(to.clone(), message, false)
+    }
+
+    /// Credit `value` to `address` from nowhere (a devnet's genesis funding):
+    /// a non-bounceable message from the zero address, so an account that
+    /// does not exist yet is created, uninitialised, holding it.
+    pub fn fund(&mut self, address: &StdAddr, value: u128) -> Result<Vec<TxReport>, Error> {
+        let info = IntMsgInfo {
+            ihr_disabled: true,
+            bounce: false,
+            bounced: false,
+            src: IntAddr::Std(StdAddr::new(0, HashBytes::ZERO)),
+            dst: IntAddr::Std(address.clone()),
+            value: CurrencyCollection::new(value),
+            fwd_fee: Tokens::ZERO,
+            created_lt: self.lt,
+            created_at: self.now,
+            ..Default::default()
+        };
+        let message = CellBuilder::build_from(Message {
+            info: MsgInfo::Int(info),
+            init: None,
+            body: Cell::empty_cell_ref().as_slice()?,
+            layout: None,
+        })?;
+        self.run(address.clone(), message, false)
+    }
+
+    /// Execute an external message (e.g. a signed wallet transfer, as a BOC
+    /// from `sendBoc`) and everything that follows. An external message the
+    /// contract does not accept makes no transaction and is an error.
+    pub fn send_external(&mut self, message: Cell) -> Result<Vec<TxReport>, Error> {
+        let parsed: Message<'_> = message.parse()?;
+        let MsgInfo::ExtIn(info) = &parsed.info else {
+            anyhow::bail!("only external inbound messages can be sent to the chain");
+        };
+        let IntAddr::Std(dst) = &info.dst else {
+            anyhow::bail!("the destination is not a standard address");
+        };
+        let dst = dst.clone();
+        self.run(dst, message, true)
+    }
+
+    fn run(&mut self, to: StdAddr, message: Cell, external: bool) -> Result<Vec<TxReport>, Error> {
+        let mut queue = VecDeque::from([(to, message, external)]);
         let mut reports = Vec::new();
-        while let Some((dst, message)) = queue.pop_front() {
-            let (report, out) = self.execute(&dst, message)?;
+        while let Some((dst, message, external)) = queue.pop_front() {
+            let (report, out) = self.execute(&dst, message, external)?;
             reports.push(report);
-            queue.extend(out);
+            queue.extend(out.into_iter().map(|(dst, msg)| (dst, msg, false)));
             if reports.len() > 1000 {
                 anyhow::bail!("more than 1000 transactions from one message");
             }
         }
         Ok(reports)
+    }
+
+    /// The transactions of `address`, newest first.
+    pub fn transactions(&self, address: &StdAddr) -> Vec<TxRecord> {
+        let mut list = self.transactions.get(address).cloned().unwrap_or_default();
+        list.reverse();
+        list
     }
 
     /// One ordinary transaction of `message` at `address`; its outgoing
@@ -148,6 +213,7 @@ impl Emulator {
         &mut self,
         address: &StdAddr,
         message: Cell,
+        external: bool,
     ) -> Result<(TxReport, Vec<(StdAddr, Cell)>), Error> {
         let state = match self.accounts.get(address) {
             Some(state) => state.clone(),
@@ -161,7 +227,8 @@ impl Emulator {
         let params = self.params();
         let output = Executor::new(&params, &config)
             .with_min_lt(self.lt)
-            .begin_ordinary(address, false, message, &state)?
+            .begin_ordinary(address, external, message.clone(), &state)
+            .map_err(|e| anyhow::anyhow!("message not accepted: {e:?}"))?
             .commit()?;
         self.accounts.insert(address.clone(), output.new_state);
         let tx = output.transaction.load()?;
@@ -182,8 +249,10 @@ impl Emulator {
             report.bounced = info.bounce_phase.is_some();
         }
         let mut out = Vec::new();
+        let mut out_cells = Vec::new();
         for msg in tx.out_msgs.values() {
             let msg = msg?;
+            out_cells.push(msg.clone());
             let parsed: Message<'_> = msg.parse()?;
             if let MsgInfo::Int(IntMsgInfo {
                 dst: IntAddr::Std(dst),
@@ -193,17 +262,43 @@ impl Emulator {
                 out.push((dst.clone(), msg.clone()));
             }
         }
+        self.transactions
+            .entry(address.clone())
+            .or_default()
+            .push(TxRecord {
+                lt: tx.lt,
+                hash: *output.transaction.repr_hash(),
+                now: self.now,
+                in_msg: message,
+                out_msgs: out_cells,
+                report: report.clone(),
+            });
         Ok((report, out))
     }
 
     /// Run get-method `method` of the contract at `address` with `args`;
-    /// returns the result stack, first value first.
+    /// returns the result stack, first value first. A non-zero exit code is
+    /// an error.
     pub fn get(
         &self,
         address: &StdAddr,
         method: &str,
         args: Vec<RcStackValue>,
     ) -> Result<Vec<RcStackValue>, Error> {
+        let (exit_code, _, stack) = self.get_with_exit(address, method, args)?;
+        if exit_code != 0 && exit_code != 1 {
+            anyhow::bail!("get-method {method} failed with exit code {exit_code}");
+        }
+        Ok(stack)
+    }
+
+    /// Run a get-method: (exit code, gas used, result stack).
+    pub fn get_with_exit(
+        &self,
+        address: &StdAddr,
+        method: &str,
+        args: Vec<RcStackValue>,
+    ) -> Result<(i32, u64, Vec<RcStackValue>), Error> {
         let account = self
             .account(address)?
             .ok_or_else(|| anyhow::anyhow!("no account at {address}"))?;
@@ -242,10 +337,7 @@ impl Emulator {
             .with_version(VmVersion::LATEST_TON)
             .build();
         let exit_code = !vm.run();
-        if exit_code != 0 && exit_code != 1 {
-            anyhow::bail!("get-method {method} failed with exit code {exit_code}");
-        }
-        Ok(vm.stack.items.clone())
+        Ok((exit_code, vm.gas.consumed(), vm.stack.items.clone()))
     }
 }
 

@@ -10,22 +10,29 @@
 //! * `contracts` - the compiled code of each contract (`contracts/build`).
 //! * `messages`  - every message body, and the payloads the proxy's key signs.
 //! * `data`      - initial storage of each contract, and get-method results.
-//! * `emulator`  - [`Emulator`]: accounts, internal message delivery through
-//!   the executor, get-methods.
+//! * `emulator`  - [`Emulator`]: accounts, external and internal messages run
+//!   through the executor, transactions, get-methods.
+//! * `wallet`    - TON's standard wallet v4r2: addresses and signed transfers.
+//! * `api`       - the TON HTTP API subset (toncenter v2) served from an emulator.
+//! * `devnet`    - the embedded TON devnet: genesis wallets, the root contract.
 
+pub mod api;
 mod contracts;
 mod data;
+pub mod devnet;
 mod emulator;
 mod messages;
+pub mod wallet;
 
 pub use contracts::Contract;
 pub use data::{
     stack_int, worker_data, ClientState, ClientTerms, Prices, ProxyState, ProxyTerms, WorkerState,
 };
-pub use emulator::{Emulator, TxReport};
+pub use emulator::{method_id, Emulator, TxRecord, TxReport};
 pub use messages::{client, ops, proxy, root, signed, snake, worker, ProxySigner};
 pub use tycho_types::cell::{Cell, HashBytes};
 pub use tycho_types::models::StdAddr;
+pub use wallet::Wallet;
 
 /// Errors from building cells or running the TVM.
 pub type Error = anyhow::Error;

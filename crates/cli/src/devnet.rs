@@ -33,6 +33,8 @@ pub struct DevnetOptions {
     pub mux: MuxOptions,
     /// The proxy's audit hook (see [`cocoon_proxy::Inspector`]).
     pub proxy_inspect: Option<cocoon_proxy::Inspector>,
+    /// Address of the embedded TON chain's HTTP API (port 0 picks a free one).
+    pub ton_listen: SocketAddr,
 }
 
 impl DevnetOptions {
@@ -48,6 +50,7 @@ impl DevnetOptions {
             api: ApiSettings::default(),
             mux: MuxOptions::default(),
             proxy_inspect: None,
+            ton_listen: "127.0.0.1:0".parse().expect("valid address"),
         }
     }
 }
@@ -65,6 +68,11 @@ pub struct Devnet {
     /// speak the node protocol to the proxy themselves).
     pub client_identity: Arc<Identity>,
     pub proxy_endpoint: ProxyEndpoint,
+    /// The embedded TON chain: its HTTP API (toncenter v2 subset), the root
+    /// contract's address, and the chain itself.
+    pub ton_api_url: String,
+    pub ton_root: String,
+    pub ton_chain: cocoon_chain::api::SharedChain,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -165,6 +173,25 @@ impl Devnet {
             .await
             .context("the devnet's nodes did not connect to each other within 20 s")?;
 
+        // The embedded TON chain: genesis wallets, the root contract, its API.
+        let ton = cocoon_chain::devnet::TonDevnet::start(&cocoon_chain::devnet::default_prices())
+            .context("starting the embedded TON chain")?;
+        let ton_http = TcpListener::bind(options.ton_listen)
+            .await
+            .with_context(|| format!("binding the TON API on {}", options.ton_listen))?;
+        let ton_addr = ton_http.local_addr()?;
+        let ton_app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
+        let ton_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move { ton_stop.cancelled().await };
+            if let Err(e) = axum::serve(ton_http, ton_app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "TON API server failed");
+            }
+        }));
+
         let http = TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("binding the API on {}", options.listen))?;
@@ -188,6 +215,9 @@ impl Devnet {
             model,
             client_identity: client_id,
             proxy_endpoint: endpoint,
+            ton_api_url: format!("http://{ton_addr}/api/v2"),
+            ton_root: ton.root.to_string(),
+            ton_chain: ton.chain,
             stop,
             tasks,
         })

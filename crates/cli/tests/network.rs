@@ -292,3 +292,29 @@ async fn worker_dying_mid_stream_ends_the_stream_with_an_error() {
     assert!(error["error"]["message"].is_string(), "{last}");
     net.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_devnet_serves_an_embedded_ton_chain_with_the_root_contract() {
+    let net = devnet().await;
+    let info = get_json(&format!(
+        "{}/getAddressInformation?address={}",
+        net.ton_api_url, net.ton_root
+    ))
+    .await;
+    assert_eq!(info["ok"], true, "{info}");
+    assert_eq!(info["result"]["state"], "active");
+    let version: serde_json::Value = http()
+        .post(format!("{}/jsonRPC", net.ton_api_url))
+        .json(&json!({"id": 1, "jsonrpc": "2.0", "method": "runGetMethod",
+                       "params": {"address": net.ton_root, "method": "get_prices", "stack": []}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(version["result"]["exit_code"], 0, "{version}");
+    // pricePerToken of the devnet's default prices: 20 nano-TON.
+    assert_eq!(version["result"]["stack"][0], json!(["num", "0x14"]));
+    net.shutdown().await;
+}
