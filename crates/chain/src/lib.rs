@@ -15,6 +15,7 @@
 //! * `wallet`    - TON's standard wallet v4r2: addresses and signed transfers.
 //! * `api`       - the TON HTTP API subset (toncenter v2) served from an emulator.
 //! * `devnet`    - the embedded TON devnet: genesis wallets, the root contract.
+//! * `pricing`   - what a request costs in nano-TON, and the worker's share.
 
 pub mod api;
 mod contracts;
@@ -22,6 +23,7 @@ mod data;
 pub mod devnet;
 mod emulator;
 mod messages;
+pub mod pricing;
 pub mod wallet;
 
 pub use contracts::Contract;

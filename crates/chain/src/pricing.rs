@@ -1,0 +1,113 @@
+//! What a request costs, from the root contract's prices: integer nano-TON,
+//! never floats. Each kind of token has its multiplier in basis points
+//! (10000 = 1x) of the base price per token; cached prompt tokens are part of
+//! the prompt tokens and reasoning tokens part of the completion tokens, and
+//! are priced at their own multipliers instead.
+
+use crate::Prices;
+
+/// Token counts of one request (as in a worker's signed receipt).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    pub prompt: u64,
+    pub cached_prompt: u64,
+    pub completion: u64,
+    pub reasoning: u64,
+}
+
+/// A request's price split between the worker and the proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Charge {
+    /// What the client pays, nano-TON.
+    pub total: u128,
+    /// The worker's share of it (`worker_share_bps`), rounded down.
+    pub worker: u128,
+}
+
+impl Charge {
+    /// The proxy's part.
+    pub fn proxy(&self) -> u128 {
+        self.total - self.worker
+    }
+}
+
+impl Prices {
+    /// The charge for `tokens`, rounded down to the nano-TON (the client is
+    /// never charged a fraction it did not use). Counts that claim more
+    /// cached than prompt tokens, or more reasoning than completion tokens,
+    /// are priced as if the parts were capped at the wholes.
+    pub fn charge(&self, tokens: TokenCounts) -> Charge {
+        let cached = tokens.cached_prompt.min(tokens.prompt) as u128;
+        let reasoning = tokens.reasoning.min(tokens.completion) as u128;
+        let fresh_prompt = tokens.prompt as u128 - cached;
+        let answer = tokens.completion as u128 - reasoning;
+        // u64 counts x u16 multipliers x u128 price: the sum of basis-point
+        // tokens fits in 2^82, times a price below 2^46 stays below 2^128.
+        let bps_tokens = fresh_prompt * self.prompt_bps as u128
+            + cached * self.cached_prompt_bps as u128
+            + answer * self.completion_bps as u128
+            + reasoning * self.reasoning_bps as u128;
+        let total = bps_tokens
+            .checked_mul(self.price_per_token)
+            .map(|n| n / 10_000)
+            .unwrap_or(u128::MAX);
+        let worker = total / 10_000 * self.worker_share_bps as u128
+            + total % 10_000 * self.worker_share_bps as u128 / 10_000;
+        Charge { total, worker }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn prices() -> Prices {
+        crate::devnet::default_prices()
+    }
+
+    #[test]
+    fn each_kind_of_token_has_its_multiplier() {
+        let p = prices(); // 20 nano-TON; prompt 1x, cached 0.1x, completion and reasoning 4x
+        let c = p.charge(TokenCounts { prompt: 100, cached_prompt: 40, completion: 10, reasoning: 0 });
+        // 60 x 20 + 40 x 2 + 10 x 80 = 1200 + 80 + 800
+        assert_eq!(c.total, 2080);
+        assert_eq!(c.worker, 1872); // 90%
+        assert_eq!(c.proxy(), 208);
+        assert_eq!(p.charge(TokenCounts::default()), Charge::default());
+        // Parts larger than their wholes are capped, not negative.
+        let odd = p.charge(TokenCounts { prompt: 5, cached_prompt: 50, completion: 1, reasoning: 9 });
+        assert_eq!(odd.total, 5 * 2 + 80);
+    }
+
+    proptest! {
+        #[test]
+        fn charges_never_overflow_or_pay_the_worker_more_than_the_total(
+            prompt in any::<u64>(), cached in any::<u64>(), completion in any::<u64>(), reasoning in any::<u64>(),
+            price in 0u128..(1u128 << 46), share in 0u16..=10_000,
+            bps in proptest::array::uniform4(any::<u16>()),
+        ) {
+            let p = Prices {
+                price_per_token: price,
+                worker_share_bps: share,
+                prompt_bps: bps[0],
+                cached_prompt_bps: bps[1],
+                completion_bps: bps[2],
+                reasoning_bps: bps[3],
+                ..prices()
+            };
+            let c = p.charge(TokenCounts { prompt, cached_prompt: cached, completion, reasoning });
+            prop_assert!(c.worker <= c.total);
+        }
+
+        #[test]
+        fn more_tokens_never_cost_less(prompt in 0u64..1_000_000, completion in 0u64..1_000_000, extra in 0u64..1000) {
+            let p = prices();
+            let base = p.charge(TokenCounts { prompt, completion, ..Default::default() });
+            let more = p.charge(TokenCounts { prompt: prompt + extra, completion: completion + extra, ..Default::default() });
+            prop_assert!(more.total >= base.total);
+            prop_assert!(more.worker >= base.worker);
+        }
+    }
+}
