@@ -27,8 +27,9 @@ describe("client contract", () => {
     assert.equal(st.charged, toNano("1.5"));
     assert.equal(st.balance, toNano("8.5"));
     assert.equal((await proxyState(net)).received, toNano("1.5"));
+    // The charge, plus what was left of the relayer's 0.05 TON for gas.
     const gained = (await balance(net.chain, net.proxy)) - proxyBefore;
-    assert.ok(gained > toNano("1.49") && gained <= toNano("1.5"), `proxy gained ${gained}`);
+    assert.ok(gained > toNano("1.5") && gained < toNano("1.55"), `proxy gained ${gained}`);
 
     // Cumulative: a later signature for more charges only the difference.
     r = await send(net.relay, net.client, toNano("0.05"), charge(net, toNano("2")));
@@ -40,6 +41,20 @@ describe("client contract", () => {
     r = await send(net.clientOwner, net.client, toNano("0.05"), c.client.withdraw(toNano("6")), "client: withdraw");
     assert.equal(r.exit, 0);
     assert.equal((await clientState(net)).balance, toNano("2"));
+  });
+
+  it("records a tiny charge: the relayer's value pays the proxy contract's gas", async () => {
+    const net = await network();
+    const r = await send(net.relay, net.client, toNano("0.05"), charge(net, 2180n));
+    assert.equal(r.exit, 0);
+    const proxyTx = r.result.transactions.find((t) => t.inMessage?.info.dest?.toString() === net.proxy.toString());
+    assert.ok(proxyTx && succeeded(proxyTx), "the proxy contract ran");
+    assert.equal((await proxyState(net)).received, 2180n);
+    // A forged ClientPayment claiming more than it carries counts only what it carries.
+    const forged = beginCell().storeUint(c.OP.clientPayment, 32).storeCoins(toNano("1000")).storeAddress(net.relay.address).storeCoins(0).endCell();
+    assert.equal((await send(net.relay, net.proxy, toNano("0.05"), forged)).exit, 0);
+    const received = (await proxyState(net)).received;
+    assert.ok(received <= 2180n + toNano("0.05"), `received ${received}`);
   });
 
   it("refuses replays, lower amounts, forged signatures, overdrafts and strangers", async () => {

@@ -1,8 +1,12 @@
 //! The embedded TON devnet `cocoon devnet` starts beside the nodes: an
 //! [`Emulator`] whose clock follows the wall clock, wallets for the operator,
-//! the proxy, the client and the worker funded at genesis, the root contract
-//! deployed by the operator's wallet through a real signed transfer, and the
-//! TON HTTP API subset served on loopback.
+//! the proxy, the client and the worker funded at genesis, and, each deployed
+//! through real signed wallet transfers, the root contract, the proxy's
+//! contract (with its stake) and the client's contract (with a deposit); the
+//! TON HTTP API subset is served on loopback. [`TonDevnet::charge`] and
+//! [`TonDevnet::claim`] move money the way the nodes settle: a charge signed
+//! by the proxy's key, relayed by the proxy's wallet; a claim relayed by the
+//! worker's wallet.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,8 +14,12 @@ use tycho_types::cell::{Cell, CellBuilder, CellFamily};
 use tycho_types::models::StdAddr;
 
 use crate::api::SharedChain;
+use crate::messages::{client, proxy, signed, worker};
 use crate::wallet::{internal_message, state_init, SEND_PAY_FEES_SEPARATELY};
-use crate::{Contract, Emulator, Error, Prices, Wallet};
+use crate::{
+    worker_data, ClientTerms, Contract, Emulator, Error, Prices, ProxySigner, ProxyTerms, TxReport,
+    Wallet,
+};
 
 const TON: u128 = 1_000_000_000;
 
@@ -43,11 +51,64 @@ pub struct Wallets {
     pub worker: Wallet,
 }
 
-/// A running chain with its root contract.
+/// What the client deposits in its contract at genesis.
+pub const CLIENT_DEPOSIT: u128 = 100 * TON;
+
+/// A running chain with the network's contracts.
 pub struct TonDevnet {
     pub chain: SharedChain,
     pub root: StdAddr,
+    /// The proxy's contract and the client's contract with that proxy.
+    pub proxy_contract: StdAddr,
+    pub client_contract: StdAddr,
+    /// The worker's contract with that proxy (deployed by its first claim).
+    pub worker_contract: StdAddr,
     pub wallets: Wallets,
+    /// The proxy's signing key (in production it never leaves the enclave).
+    signer: ProxySigner,
+}
+
+fn address_of(code: &Cell, data: &Cell) -> Result<StdAddr, Error> {
+    let init = CellBuilder::build_from(state_init(code.clone(), data.clone()))?;
+    Ok(StdAddr::new(0, *init.repr_hash()))
+}
+
+/// Have `wallet` send `body` with `value` to `dest` (deploying `init`),
+/// reading its seqno from the chain; the reports of every transaction.
+fn relay(
+    chain: &mut Emulator,
+    wallet: &Wallet,
+    dest: &StdAddr,
+    value: u128,
+    body: Cell,
+    init: Option<(Cell, Cell)>,
+) -> Result<Vec<TxReport>, Error> {
+    let seqno = if chain.is_active(&wallet.address)? {
+        crate::stack_int(&chain.get(&wallet.address, "seqno", vec![])?)? as u32
+    } else {
+        0
+    };
+    let message = internal_message(dest, value, true, body, init)?;
+    let transfer = wallet.transfer(
+        seqno,
+        chain.now + 60,
+        &[(SEND_PAY_FEES_SEPARATELY, message)],
+    )?;
+    chain.send_external(transfer)
+}
+
+/// The first report must be a success at `dest`.
+fn ensure_ok(reports: &[TxReport], what: &str) -> Result<(), Error> {
+    // reports[0] is the wallet's own transaction; the contract's follows.
+    let contract = reports
+        .get(1)
+        .ok_or_else(|| anyhow::anyhow!("{what}: the wallet sent nothing"))?;
+    anyhow::ensure!(
+        contract.success,
+        "{what}: refused with exit code {:?}",
+        contract.exit_code
+    );
+    Ok(())
 }
 
 pub fn unix_now() -> u32 {
@@ -104,10 +165,118 @@ impl TonDevnet {
                 .transfer(0, chain.now + 60, &[(SEND_PAY_FEES_SEPARATELY, deploy)])?;
         chain.send_external(transfer)?;
         anyhow::ensure!(chain.is_active(&root)?, "the root contract did not deploy");
+
+        let signer = ProxySigner::from_seed(&random_seed()?)?;
+        let proxy_data = ProxyTerms {
+            owner: wallets.proxy.address.clone(),
+            proxy_key: signer.public_key(),
+            root: root.clone(),
+            close_delay: prices.proxy_close_delay,
+        }
+        .initial_data()?;
+        let proxy_contract = address_of(&Contract::Proxy.code(), &proxy_data)?;
+        let reports = relay(
+            &mut chain,
+            &wallets.proxy,
+            &proxy_contract,
+            prices.min_proxy_stake,
+            proxy::add_stake()?,
+            Some((Contract::Proxy.code(), proxy_data)),
+        )?;
+        ensure_ok(&reports, "deploying the proxy contract")?;
+
+        let client_data = ClientTerms {
+            proxy: proxy_contract.clone(),
+            owner: wallets.client.address.clone(),
+            proxy_key: signer.public_key(),
+            close_delay: prices.client_close_delay,
+        }
+        .initial_data()?;
+        let client_contract = address_of(&Contract::Client.code(), &client_data)?;
+        let reports = relay(
+            &mut chain,
+            &wallets.client,
+            &client_contract,
+            CLIENT_DEPOSIT + TON / 50,
+            client::top_up()?,
+            Some((Contract::Client.code(), client_data)),
+        )?;
+        ensure_ok(&reports, "deploying the client contract")?;
+
+        let worker_contract = address_of(
+            &Contract::Worker.code(),
+            &worker_data(
+                &proxy_contract,
+                &wallets.worker.address,
+                &signer.public_key(),
+            )?,
+        )?;
         Ok(Self {
             chain: Arc::new(Mutex::new(chain)),
             root,
+            proxy_contract,
+            client_contract,
+            worker_contract,
             wallets,
+            signer,
         })
+    }
+
+    /// The proxy charges the client's contract up to `cumulative` nano-TON:
+    /// signed with the proxy's key, relayed by the proxy's wallet.
+    pub fn charge(&self, cumulative: u128) -> Result<(), Error> {
+        let signature =
+            self.signer
+                .sign_amount(signed::CHARGE, &self.client_contract, cumulative)?;
+        let mut chain = self.lock()?;
+        let reports = relay(
+            &mut chain,
+            &self.wallets.proxy,
+            &self.client_contract,
+            TON / 20,
+            client::charge(cumulative, &signature)?,
+            None,
+        )?;
+        ensure_ok(&reports, "charging the client contract")
+    }
+
+    /// The worker claims `owed` nano-TON in all (the proxy signs it; the
+    /// worker's wallet relays it, deploying its contract the first time).
+    pub fn claim(&self, owed: u128) -> Result<(), Error> {
+        let signature = self
+            .signer
+            .sign_amount(signed::OWED, &self.worker_contract, owed)?;
+        let mut chain = self.lock()?;
+        let init = if chain.is_active(&self.worker_contract)? {
+            None
+        } else {
+            Some((
+                Contract::Worker.code(),
+                worker_data(
+                    &self.proxy_contract,
+                    &self.wallets.worker.address,
+                    &self.signer.public_key(),
+                )?,
+            ))
+        };
+        let reports = relay(
+            &mut chain,
+            &self.wallets.worker,
+            &self.worker_contract,
+            TON / 10,
+            worker::claim(owed, &signature)?,
+            init,
+        )?;
+        ensure_ok(&reports, "claiming from the worker contract")
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Emulator>, Error> {
+        self.chain
+            .lock()
+            .map_err(|_| anyhow::anyhow!("chain state poisoned"))
+            .map(|mut chain| {
+                chain.now = chain.now.max(unix_now());
+                chain
+            })
     }
 }

@@ -70,14 +70,24 @@ mod tests {
     #[test]
     fn each_kind_of_token_has_its_multiplier() {
         let p = prices(); // 20 nano-TON; prompt 1x, cached 0.1x, completion and reasoning 4x
-        let c = p.charge(TokenCounts { prompt: 100, cached_prompt: 40, completion: 10, reasoning: 0 });
+        let c = p.charge(TokenCounts {
+            prompt: 100,
+            cached_prompt: 40,
+            completion: 10,
+            reasoning: 0,
+        });
         // 60 x 20 + 40 x 2 + 10 x 80 = 1200 + 80 + 800
         assert_eq!(c.total, 2080);
         assert_eq!(c.worker, 1872); // 90%
         assert_eq!(c.proxy(), 208);
         assert_eq!(p.charge(TokenCounts::default()), Charge::default());
         // Parts larger than their wholes are capped, not negative.
-        let odd = p.charge(TokenCounts { prompt: 5, cached_prompt: 50, completion: 1, reasoning: 9 });
+        let odd = p.charge(TokenCounts {
+            prompt: 5,
+            cached_prompt: 50,
+            completion: 1,
+            reasoning: 9,
+        });
         assert_eq!(odd.total, 5 * 2 + 80);
     }
 

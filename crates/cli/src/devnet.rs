@@ -12,9 +12,10 @@ use std::time::Duration;
 use anyhow::Context;
 use cocoon_attestation::simulated::SimulatedTee;
 use cocoon_attestation::{AllowedModel, Attester, Policy};
+use cocoon_chain::devnet::TonDevnet;
 use cocoon_client::{ApiSettings, ProxyPool};
 use cocoon_protocol::ra_tls::AttestationCheck;
-use cocoon_protocol::tls::{Identity, PinnedKeys};
+use cocoon_protocol::tls::{Fingerprint, Identity, PinnedKeys};
 use cocoon_protocol::{MuxOptions, ProxyEndpoint, DEFAULT_MAX_FRAME_BYTES};
 use cocoon_proxy::{ProxyHandle, ProxySettings};
 use cocoon_worker::{EngineConfig, Worker, WorkerSettings};
@@ -35,6 +36,9 @@ pub struct DevnetOptions {
     pub proxy_inspect: Option<cocoon_proxy::Inspector>,
     /// Address of the embedded TON chain's HTTP API (port 0 picks a free one).
     pub ton_listen: SocketAddr,
+    /// Settle the proxy's books on the embedded chain this often (`None`:
+    /// only on `settle_now`).
+    pub settle_every: Option<Duration>,
 }
 
 impl DevnetOptions {
@@ -51,8 +55,40 @@ impl DevnetOptions {
             mux: MuxOptions::default(),
             proxy_inspect: None,
             ton_listen: "127.0.0.1:0".parse().expect("valid address"),
+            settle_every: Some(Duration::from_secs(10)),
         }
     }
+}
+
+/// Cumulative amounts put on chain, nano-TON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settled {
+    pub charged: u128,
+    pub claimed: u128,
+}
+
+fn settle(
+    ton: &TonDevnet,
+    settled: &std::sync::Mutex<Settled>,
+    books: Option<&cocoon_proxy::Books>,
+    client: Fingerprint,
+    worker: Fingerprint,
+) -> anyhow::Result<Settled> {
+    let Some(books) = books else {
+        anyhow::bail!("the proxy keeps no books");
+    };
+    let mut done = settled.lock().unwrap_or_else(|e| e.into_inner());
+    let owes = books.client(&client).total;
+    if owes > done.charged {
+        ton.charge(owes)?;
+        done.charged = owes;
+    }
+    let owed = books.worker(&worker).total;
+    if owed > done.claimed {
+        ton.claim(owed)?;
+        done.claimed = owed;
+    }
+    Ok(*done)
 }
 
 /// A running devnet. Stop it with [`Devnet::shutdown`].
@@ -72,7 +108,9 @@ pub struct Devnet {
     /// contract's address, and the chain itself.
     pub ton_api_url: String,
     pub ton_root: String,
-    pub ton_chain: cocoon_chain::api::SharedChain,
+    pub ton: Arc<TonDevnet>,
+    /// What has been settled on chain so far.
+    settled: Arc<std::sync::Mutex<Settled>>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -135,6 +173,7 @@ impl Devnet {
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
                 attestation: attestation.clone(),
                 inspect: options.proxy_inspect.clone(),
+                prices: Some(cocoon_chain::devnet::default_prices()),
             },
         )?;
         let proxy_stop = stop.clone();
@@ -174,8 +213,10 @@ impl Devnet {
             .context("the devnet's nodes did not connect to each other within 20 s")?;
 
         // The embedded TON chain: genesis wallets, the root contract, its API.
-        let ton = cocoon_chain::devnet::TonDevnet::start(&cocoon_chain::devnet::default_prices())
-            .context("starting the embedded TON chain")?;
+        let ton = Arc::new(
+            TonDevnet::start(&cocoon_chain::devnet::default_prices())
+                .context("starting the embedded TON chain")?,
+        );
         let ton_http = TcpListener::bind(options.ton_listen)
             .await
             .with_context(|| format!("binding the TON API on {}", options.ton_listen))?;
@@ -217,10 +258,58 @@ impl Devnet {
             proxy_endpoint: endpoint,
             ton_api_url: format!("http://{ton_addr}/api/v2"),
             ton_root: ton.root.to_string(),
-            ton_chain: ton.chain,
+            ton,
+            settled: Arc::default(),
             stop,
             tasks,
-        })
+        }
+        .with_settlement(options.settle_every))
+    }
+
+    /// Settle every `every` in the background (and on `settle_now`).
+    fn with_settlement(mut self, every: Option<Duration>) -> Self {
+        if let Some(every) = every {
+            let (ton, settled, books, client, worker) = self.settlement_parts();
+            let stop = self.stop.clone();
+            self.tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(e) = settle(&ton, &settled, books.as_deref(), client, worker) {
+                        tracing::warn!(error = %e, "settlement failed; retrying later");
+                    }
+                }
+            }));
+        }
+        self
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn settlement_parts(
+        &self,
+    ) -> (
+        Arc<TonDevnet>,
+        Arc<std::sync::Mutex<Settled>>,
+        Option<Arc<cocoon_proxy::Books>>,
+        Fingerprint,
+        Fingerprint,
+    ) {
+        (
+            self.ton.clone(),
+            self.settled.clone(),
+            self.proxy.books.clone(),
+            self.client_identity.fingerprint(),
+            self.worker.fingerprint(),
+        )
+    }
+
+    /// Put what the proxy's books say on chain now: charge the client's
+    /// contract up to what it owes, and claim what the worker is owed.
+    pub fn settle_now(&self) -> anyhow::Result<Settled> {
+        let (ton, settled, books, client, worker) = self.settlement_parts();
+        settle(&ton, &settled, books.as_deref(), client, worker)
     }
 
     /// Stop everything.

@@ -87,6 +87,7 @@ impl ProxyConfig {
             max_frame_bytes: self.max_frame_bytes,
             attestation,
             inspect: None,
+            prices: None,
         })
     }
 }
@@ -104,6 +105,8 @@ pub struct ProxySettings {
     pub attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
     /// Audit hook: sees the wire form of everything the proxy forwards.
     pub inspect: Option<Inspector>,
+    /// The network's prices, to keep the books with; `None`: no billing.
+    pub prices: Option<cocoon_chain::Prices>,
 }
 
 /// Called with the wire form (postcard) of every request body a proxy forwards

@@ -12,13 +12,16 @@
 //! * `registry` - live workers by model and their keys, least-loaded choice
 //!   among a request's recipients, capacity slots.
 //! * `receipts` - the workers' signed usage receipts, verified and totalled.
+//! * `books`    - what each client owes and each worker is owed, priced in nano-TON.
 //! * `server`   - [`run`]: the accept loop and the per-role connection handlers.
 
+mod books;
 mod config;
 mod receipts;
 mod registry;
 mod server;
 
+pub use books::{Account, Books};
 pub use config::{ConfigError, Inspector, ProxyConfig, ProxySettings};
 pub use receipts::ReceiptLog;
 pub use registry::Registry;

@@ -17,7 +17,7 @@ use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 
-use crate::{Inspector, ProxySettings, ReceiptLog, Registry};
+use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -26,6 +26,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ProxyHandle {
     pub registry: Arc<Registry>,
     pub receipts: Arc<ReceiptLog>,
+    /// What clients owe and workers are owed (when the proxy bills).
+    pub books: Option<Arc<Books>>,
     pub fingerprint: Fingerprint,
 }
 
@@ -65,15 +67,18 @@ pub fn start(
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
     let registry = Arc::new(Registry::new(settings.models.clone()));
     let receipts = Arc::new(ReceiptLog::default());
+    let books = settings.prices.clone().map(|p| Arc::new(Books::new(p)));
     let handle = ProxyHandle {
         registry: registry.clone(),
         receipts: receipts.clone(),
+        books: books.clone(),
         fingerprint: settings.identity.fingerprint(),
     };
     let shared = Arc::new(Shared {
         settings,
         registry,
         receipts,
+        books,
         next_worker: AtomicU64::new(1),
     });
     let serve = async move {
@@ -102,6 +107,7 @@ struct Shared {
     settings: ProxySettings,
     registry: Arc<Registry>,
     receipts: Arc<ReceiptLog>,
+    books: Option<Arc<Books>>,
     next_worker: AtomicU64,
 }
 
@@ -128,6 +134,8 @@ impl Shared {
             Role::Client if self.settings.allowed_clients.contains(&key) => Arc::new(ClientSide {
                 registry: self.registry.clone(),
                 receipts: self.receipts.clone(),
+                books: self.books.clone(),
+                client: key,
                 inspect: self.settings.inspect.clone(),
             }),
             Role::Worker if self.settings.allowed_workers.contains(&key) => {
@@ -163,6 +171,9 @@ impl Shared {
 struct ClientSide {
     registry: Arc<Registry>,
     receipts: Arc<ReceiptLog>,
+    books: Option<Arc<Books>>,
+    /// The client node's identity (who pays).
+    client: Fingerprint,
     inspect: Option<Inspector>,
 }
 
@@ -189,6 +200,8 @@ impl ClientSide {
         let candidates: Vec<Fingerprint> = request.workers().copied().collect();
         let picked = self.registry.pick(&request.header.model, &candidates);
         let receipts = self.receipts.clone();
+        let books = self.books.clone();
+        let client = self.client;
         let inspect = self.inspect.clone();
         stream::once(async move {
             let picked = match picked {
@@ -220,10 +233,16 @@ impl ClientSide {
                                     "the worker sent an unsealed answer; refused",
                                 )),
                                 Event::Done(done) => {
-                                    if let Err(e) =
-                                        receipts.record(&header, &key, done.receipt.as_ref())
-                                    {
-                                        tracing::warn!(worker = %key.worker(), error = %e, "usage receipt rejected");
+                                    match receipts.record(&header, &key, done.receipt.as_ref()) {
+                                        // Only verified receipts are billed.
+                                        Ok(()) => {
+                                            if let Some(books) = &books {
+                                                books.record(client, key.worker(), &done.usage);
+                                            }
+                                        }
+                                        Err(e) => {
+                                            tracing::warn!(worker = %key.worker(), error = %e, "usage receipt rejected; request not billed");
+                                        }
                                     }
                                     Event::Done(done)
                                 }

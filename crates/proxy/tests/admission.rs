@@ -48,6 +48,7 @@ async fn start() -> Net {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             attestation: None,
             inspect: None,
+            prices: None,
         },
     )
     .unwrap();

@@ -70,6 +70,7 @@ async fn start(worker: &Identity) -> (ProxyEndpoint, ProxyHandle) {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             attestation: Some(check()),
             inspect: None,
+            prices: None,
         },
     )
     .unwrap();

@@ -13,15 +13,19 @@ fn fake_kernel(
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        // Each entry is set up once, as the kernel does when it is created;
+        // re-creating files in an entry being removed would race the removal.
+        let mut seen = std::collections::HashSet::new();
+        let mut answered = std::collections::HashSet::new();
         while !stop.load(Ordering::Relaxed) {
             for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
                 let dir = entry.path();
-                if !dir.join("provider").exists() {
+                if seen.insert(dir.clone()) {
                     let _ = fs::write(dir.join("provider"), format!("{provider}\n"));
                     let _ = fs::write(dir.join("generation"), "1\n");
                 }
                 if let Ok(inblob) = fs::read(dir.join("inblob")) {
-                    if inblob.len() == 64 && !dir.join("outblob").exists() {
+                    if inblob.len() == 64 && answered.insert(dir.clone()) {
                         let mut quote = b"FAKE-TDX-QUOTE:".to_vec();
                         quote.extend_from_slice(&inblob);
                         let _ = fs::write(dir.join("outblob"), quote);
