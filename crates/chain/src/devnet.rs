@@ -51,7 +51,7 @@ pub struct Wallets {
     pub worker: Wallet,
 }
 
-/// What the client deposits in its contract at genesis.
+/// What the client deposits in its contract at genesis by default.
 pub const CLIENT_DEPOSIT: u128 = 100 * TON;
 
 /// A running chain with the network's contracts.
@@ -129,8 +129,9 @@ fn random_seed() -> Result<[u8; 32], Error> {
 
 impl TonDevnet {
     /// Genesis: fund the wallets, deploy the root contract from the
-    /// operator's wallet with `prices`.
-    pub fn start(prices: &Prices) -> Result<Self, Error> {
+    /// operator's wallet with `prices`, the proxy's contract with its minimum
+    /// stake and the client's contract with `client_deposit` nano-TON.
+    pub fn start(prices: &Prices, client_deposit: u128) -> Result<Self, Error> {
         let mut chain = Emulator::new(unix_now())?;
         let wallets = Wallets {
             operator: Wallet::from_seed(&random_seed()?)?,
@@ -197,7 +198,7 @@ impl TonDevnet {
             &mut chain,
             &wallets.client,
             &client_contract,
-            CLIENT_DEPOSIT + TON / 50,
+            client_deposit + TON / 50,
             client::top_up()?,
             Some((Contract::Client.code(), client_data)),
         )?;

@@ -15,6 +15,7 @@
 //! * `wallet`    - TON's standard wallet v4r2: addresses and signed transfers.
 //! * `api`       - the TON HTTP API subset (toncenter v2) served from an emulator.
 //! * `devnet`    - the embedded TON devnet: genesis wallets, the root contract.
+//! * `ton_http`  - [`TonHttp`], a client of TON's HTTP API (devnet or toncenter).
 //! * `pricing`   - what a request costs in nano-TON, and the worker's share.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod devnet;
 mod emulator;
 mod messages;
 pub mod pricing;
+pub mod ton_http;
 pub mod wallet;
 
 pub use contracts::Contract;
@@ -32,6 +34,7 @@ pub use data::{
 };
 pub use emulator::{method_id, Emulator, TxRecord, TxReport};
 pub use messages::{client, ops, proxy, root, signed, snake, worker, ProxySigner};
+pub use ton_http::TonHttp;
 pub use tycho_types::cell::{Cell, HashBytes};
 pub use tycho_types::models::StdAddr;
 pub use wallet::Wallet;

@@ -213,3 +213,51 @@ async fn bad_calls_get_toncenter_shaped_errors() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_rust_ton_client_reads_the_devnet_over_http() {
+    let ton = cocoon_chain::devnet::TonDevnet::start(
+        &cocoon_chain::devnet::default_prices(),
+        cocoon_chain::devnet::CLIENT_DEPOSIT,
+    )
+    .unwrap();
+    let app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = cocoon_chain::TonHttp::new(&url, None).unwrap();
+
+    let root = client.account(&ton.root).await.unwrap();
+    assert_eq!(root.state, "active");
+    let prices =
+        Prices::from_stack(&client.get(&ton.root, "get_prices", &[]).await.unwrap()).unwrap();
+    assert_eq!(prices, cocoon_chain::devnet::default_prices());
+    let state = cocoon_chain::ClientState::from_stack(
+        &client
+            .get(&ton.client_contract, "get_client_data", &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state.balance, cocoon_chain::devnet::CLIENT_DEPOSIT);
+    assert_eq!(state.charged, 0);
+    let allowed = client
+        .get(&ton.root, "is_worker_image_allowed", &[0x1234])
+        .await
+        .unwrap();
+    assert_eq!(cocoon_chain::stack_int(&allowed).unwrap(), 0);
+
+    // Errors name the method and the server's reason.
+    let nowhere = StdAddr::new(0, tycho_types::cell::HashBytes([9; 32]));
+    let err = client
+        .get(&nowhere, "get_version", &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("runGetMethod") && err.contains("no account"),
+        "{err}"
+    );
+    let down = cocoon_chain::TonHttp::new("http://127.0.0.1:9/api/v2", None).unwrap();
+    assert!(down.account(&ton.root).await.is_err());
+}

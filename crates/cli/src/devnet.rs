@@ -39,6 +39,8 @@ pub struct DevnetOptions {
     /// Settle the proxy's books on the embedded chain this often (`None`:
     /// only on `settle_now`).
     pub settle_every: Option<Duration>,
+    /// What the client deposits in its contract at genesis, nano-TON.
+    pub client_deposit: u128,
 }
 
 impl DevnetOptions {
@@ -56,6 +58,7 @@ impl DevnetOptions {
             proxy_inspect: None,
             ton_listen: "127.0.0.1:0".parse().expect("valid address"),
             settle_every: Some(Duration::from_secs(10)),
+            client_deposit: cocoon_chain::devnet::CLIENT_DEPOSIT,
         }
     }
 }
@@ -214,8 +217,11 @@ impl Devnet {
 
         // The embedded TON chain: genesis wallets, the root contract, its API.
         let ton = Arc::new(
-            TonDevnet::start(&cocoon_chain::devnet::default_prices())
-                .context("starting the embedded TON chain")?,
+            TonDevnet::start(
+                &cocoon_chain::devnet::default_prices(),
+                options.client_deposit,
+            )
+            .context("starting the embedded TON chain")?,
         );
         let ton_http = TcpListener::bind(options.ton_listen)
             .await
@@ -239,7 +245,16 @@ impl Devnet {
         let api_addr = http.local_addr()?;
         let backend: Arc<dyn cocoon_client::Backend> = pool.clone();
         let http_stop = stop.clone();
-        let api = options.api.clone();
+        let mut api = options.api.clone();
+        if api.billing.is_none() {
+            // The client node pays from its contract on the embedded chain.
+            let ton_http = cocoon_chain::TonHttp::new(&format!("http://{ton_addr}/api/v2"), None)?;
+            api.billing = Some(Arc::new(cocoon_client::Billing::new(
+                ton_http,
+                ton.client_contract.clone(),
+                ton.root.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(async move {
             let shutdown = async move { http_stop.cancelled().await };
             if let Err(e) = cocoon_client::serve(http, backend, api, shutdown).await {

@@ -75,3 +75,39 @@ async fn served_tokens_are_charged_on_chain_exactly_once() {
     }
     net.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_client_node_shows_its_balance_and_refuses_what_it_cannot_pay_for() {
+    // 10,000 nano-TON deposited: 8 completion tokens (640 nano-TON at 4x the
+    // 20 nano-TON base price) fit, 1000 (80,000 nano-TON) do not.
+    let net = devnet_with(|o| {
+        o.settle_every = None;
+        o.client_deposit = 10_000;
+    })
+    .await;
+    let balance = get_json(&format!("{}/cocoon/balance", net.api_url)).await;
+    assert_eq!(balance["balance_nano"], "10000", "{balance}");
+    assert_eq!(balance["charged_nano"], "0");
+    assert_eq!(balance["contract"], net.ton.client_contract.to_string());
+
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, body) = post(&url, &chat_body("hi there", json!({"max_tokens": 1000}))).await;
+    assert_eq!(status, 402, "{body}");
+    assert_error(&body, "Top up at least");
+    assert_eq!(body["error"]["code"], "insufficient_balance");
+
+    let (status, body) = post(&url, &chat_body("hi there", json!({"max_tokens": 8}))).await;
+    assert_eq!(status, 200, "{body}");
+    // What was served counts against the balance before the proxy charges it.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let balance = get_json(&format!("{}/cocoon/balance", net.api_url)).await;
+    let unsettled: u128 = balance["unsettled_nano"].as_str().unwrap().parse().unwrap();
+    assert!(unsettled > 0, "{balance}");
+    let settled = net.settle_now().unwrap();
+    assert_eq!(settled.charged, unsettled);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let balance = get_json(&format!("{}/cocoon/balance", net.api_url)).await;
+    assert_eq!(balance["unsettled_nano"], "0", "{balance}");
+    assert_eq!(balance["charged_nano"], unsettled.to_string());
+    net.shutdown().await;
+}

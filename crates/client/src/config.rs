@@ -46,6 +46,59 @@ pub struct ClientConfig {
     /// This node's TEE and what proxies' evidence must satisfy.
     #[serde(default)]
     pub attestation: AttestationConfig,
+    /// Pay from a client contract on TON (balance endpoint, 402 checks).
+    #[serde(default)]
+    pub billing: Option<BillingConfig>,
+}
+
+/// `[billing]`: this node's client contract and where to read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    /// TON HTTP API (toncenter v2), e.g. `https://toncenter.com/api/v2`.
+    pub ton_api: String,
+    /// Environment variable holding the API key, if the endpoint wants one.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// This node's client contract with its proxy (`0:<hex>`).
+    pub contract: String,
+    /// The network's root contract (`0:<hex>`).
+    pub root: String,
+    /// Completion tokens reserved for a request without `max_tokens`.
+    #[serde(default = "default_reserve")]
+    pub default_max_tokens: u32,
+}
+
+fn default_reserve() -> u32 {
+    1024
+}
+
+impl BillingConfig {
+    /// Check the addresses and URL, naming the key at fault.
+    pub fn build(&self) -> Result<crate::Billing, ConfigError> {
+        use std::str::FromStr;
+        let address = |field: &str, text: &str| {
+            cocoon_chain::StdAddr::from_str(text)
+                .map_err(|e| ConfigError::new(field, format!("not a TON address ({e}): {text:?}")))
+        };
+        let contract = address("billing.contract", &self.contract)?;
+        let root = address("billing.root", &self.root)?;
+        if !(self.ton_api.starts_with("http://") || self.ton_api.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "billing.ton_api",
+                format!("must be an http(s) URL, got {:?}", self.ton_api),
+            ));
+        }
+        let key = self
+            .api_key_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok());
+        let ton = cocoon_chain::TonHttp::new(&self.ton_api, key)
+            .map_err(|e| ConfigError::new("billing.ton_api", e.to_string()))?;
+        let mut billing = crate::Billing::new(ton, contract, root);
+        billing.default_max_tokens = self.default_max_tokens;
+        Ok(billing)
+    }
 }
 
 fn default_max_body() -> usize {
@@ -74,6 +127,9 @@ impl ClientConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         ProxyEndpoint::check_list(&self.proxies)?;
+        if let Some(billing) = &self.billing {
+            billing.build()?;
+        }
         ConfigError::check_range(
             "max_body_bytes",
             self.max_body_bytes as u64,
@@ -123,10 +179,17 @@ impl ClientConfig {
                     .collect()
             })
             .unwrap_or_default();
+        let billing = self
+            .billing
+            .as_ref()
+            .map(|b| b.build())
+            .transpose()?
+            .map(Arc::new);
         Ok(ClientSettings {
             identity,
             proxies: self.proxies,
             api: ApiSettings {
+                billing,
                 api_keys,
                 max_body_bytes: self.max_body_bytes,
                 max_concurrent_requests: self.max_concurrent_requests,
@@ -191,6 +254,14 @@ fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000
             (
                 GOOD.replace("127.0.0.1:9100", "nowhere"),
                 "proxies[0].address",
+            ),
+            (
+                format!("{GOOD}\n[billing]\nton_api = \"http://x/api/v2\"\ncontract = \"0:zz\"\nroot = \"0:{}\"\n", "00".repeat(32)),
+                "billing.contract",
+            ),
+            (
+                format!("{GOOD}\n[billing]\nton_api = \"ftp://x\"\ncontract = \"0:{z}\"\nroot = \"0:{z}\"\n", z = "00".repeat(32)),
+                "billing.ton_api",
             ),
         ];
         for (text, field) in cases {

@@ -17,15 +17,19 @@
 //! * `pool`    - [`ProxyPool`], kept-alive connections to proxies with failover.
 //! * `sealing` - which workers' attested keys to seal to; opening the answer
 //!   and verifying the worker's usage receipt.
+//! * `billing` - [`Billing`]: the node's client contract on TON, the balance
+//!   endpoint, and refusing (402) what it cannot pay for.
 //! * `config`  - [`ClientConfig`], the TOML file, validated with field names.
 
 mod api;
 mod backend;
+mod billing;
 mod config;
 mod pool;
 mod sealing;
 
 pub use api::{router, serve, ApiSettings};
 pub use backend::Backend;
-pub use config::{ClientConfig, ClientSettings, ConfigError};
+pub use billing::Billing;
+pub use config::{BillingConfig, ClientConfig, ClientSettings, ConfigError};
 pub use pool::ProxyPool;

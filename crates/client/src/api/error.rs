@@ -36,6 +36,24 @@ impl ApiError {
         e
     }
 
+    /// 402: the client contract cannot cover the request.
+    pub fn payment_required(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::PAYMENT_REQUIRED, "insufficient_quota", message);
+        e.code = Some("insufficient_balance".into());
+        e
+    }
+
+    /// 503: something this node depends on cannot be reached.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            message,
+        );
+        e.code = Some("chain_unavailable".into());
+        e
+    }
+
     pub fn unauthorized(message: &str) -> Self {
         let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message);
         e.code = Some("invalid_api_key".into());

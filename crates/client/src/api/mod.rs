@@ -36,6 +36,8 @@ pub struct ApiSettings {
     pub max_concurrent_requests: usize,
     pub first_token_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Pay from a client contract on TON: balance endpoint and 402 checks.
+    pub billing: Option<Arc<crate::Billing>>,
 }
 
 impl Default for ApiSettings {
@@ -46,6 +48,7 @@ impl Default for ApiSettings {
             max_concurrent_requests: 256,
             first_token_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            billing: None,
         }
     }
 }
@@ -69,6 +72,7 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/v1/cocoon/balance", get(balance))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_key,
@@ -122,6 +126,16 @@ async fn require_key(State(app): State<Arc<App>>, request: Request, next: Next) 
     }
 }
 
+/// This node's balance on TON, when it pays from a client contract.
+async fn balance(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+    match &app.settings.billing {
+        Some(billing) => Ok(Json(billing.balance().await?)),
+        None => Err(ApiError::not_found(
+            "This client node has no TON contract configured (no billing).",
+        )),
+    }
+}
+
 async fn models(State(app): State<Arc<App>>) -> Result<Json<ModelList>, ApiError> {
     let models = app.backend.list_models().await?;
     Ok(Json(ModelList {
@@ -163,7 +177,19 @@ async fn generate(
     endpoint: respond::Endpoint,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from_body_rejection)?;
-    respond::run(app, validate(&body)?, endpoint).await
+    let validated = validate(&body)?;
+    if let Some(billing) = &app.settings.billing {
+        let prompt_bytes = match &validated.request.input {
+            cocoon_protocol::Input::Chat(messages) => {
+                messages.iter().map(|m| m.content.len()).sum()
+            }
+            cocoon_protocol::Input::Prompt(prompt) => prompt.len(),
+        };
+        billing
+            .check(prompt_bytes, validated.request.params.max_tokens)
+            .await?;
+    }
+    respond::run(app, validated, endpoint).await
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -1,0 +1,178 @@
+//! The client node's side of paying: its contract with the proxy on TON (read
+//! through TON's HTTP API), the network's prices from the root contract, and
+//! what this node has spent according to the workers' verified receipts but
+//! the proxy has not charged on chain yet. A request the contract cannot
+//! cover at its worst case (`max_tokens` of completion) is refused before it
+//! is sent, with HTTP 402 and how much to top up.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cocoon_chain::pricing::TokenCounts;
+use cocoon_chain::{ClientState, Prices, StdAddr, TonHttp};
+use cocoon_protocol::Usage;
+use serde_json::{json, Value};
+
+use crate::api::ApiError;
+
+/// How long a read of the chain is reused.
+const FRESH: Duration = Duration::from_secs(2);
+
+/// Where this node pays from.
+pub struct Billing {
+    ton: TonHttp,
+    /// This node's client contract with its proxy.
+    contract: StdAddr,
+    /// The network's root contract (prices).
+    root: StdAddr,
+    /// Completion tokens reserved for a request without `max_tokens`.
+    pub default_max_tokens: u32,
+    cache: tokio::sync::Mutex<Option<(Instant, Snapshot)>>,
+    /// Priced verified receipts since this node started, nano-TON.
+    spent: Mutex<u128>,
+    /// `charged` on chain when this node started.
+    charged_at_start: Mutex<Option<u128>>,
+    last_prices: Mutex<Option<Prices>>,
+}
+
+impl std::fmt::Debug for Billing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Billing({})", self.contract)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    state: ClientState,
+    prices: Prices,
+}
+
+impl Billing {
+    pub fn new(ton: TonHttp, contract: StdAddr, root: StdAddr) -> Self {
+        Self {
+            ton,
+            contract,
+            root,
+            default_max_tokens: 1024,
+            cache: tokio::sync::Mutex::new(None),
+            spent: Mutex::new(0),
+            charged_at_start: Mutex::new(None),
+            last_prices: Mutex::new(None),
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, ApiError> {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, snapshot)) = cache.as_ref() {
+            if at.elapsed() < FRESH {
+                return Ok(snapshot.clone());
+            }
+        }
+        let unavailable = |e: anyhow::Error| {
+            ApiError::unavailable(format!("cannot read this node's TON contract: {e}"))
+        };
+        let state = ClientState::from_stack(
+            &self
+                .ton
+                .get(&self.contract, "get_client_data", &[])
+                .await
+                .map_err(unavailable)?,
+        )
+        .map_err(unavailable)?;
+        let prices = Prices::from_stack(
+            &self
+                .ton
+                .get(&self.root, "get_prices", &[])
+                .await
+                .map_err(unavailable)?,
+        )
+        .map_err(unavailable)?;
+        self.charged_at_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(state.charged);
+        if let Ok(mut last) = self.last_prices.lock() {
+            *last = Some(prices.clone());
+        }
+        let snapshot = Snapshot { state, prices };
+        *cache = Some((Instant::now(), snapshot.clone()));
+        Ok(snapshot)
+    }
+
+    /// Spent since start but not yet charged on chain.
+    fn unsettled(&self, state: &ClientState) -> u128 {
+        let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        let start = self
+            .charged_at_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(state.charged);
+        let charged_since = state.charged.saturating_sub(start);
+        spent.saturating_sub(charged_since)
+    }
+
+    /// Refuse (402) a request that could cost more than the contract holds.
+    pub async fn check(
+        &self,
+        prompt_bytes: usize,
+        max_tokens: Option<u32>,
+    ) -> Result<(), ApiError> {
+        let Snapshot { state, prices } = self.snapshot().await?;
+        let worst = prices.charge(TokenCounts {
+            // At most one token per byte of prompt (plus the chat template's).
+            prompt: prompt_bytes as u64 + 64,
+            cached_prompt: 0,
+            completion: max_tokens.unwrap_or(self.default_max_tokens) as u64,
+            reasoning: 0,
+        });
+        let unsettled = self.unsettled(&state);
+        let available = state.balance.saturating_sub(unsettled);
+        if worst.total > available {
+            return Err(ApiError::payment_required(format!(
+                "This node's client contract {} holds {} nano-TON ({} after requests not yet settled); this request may cost up to {} nano-TON. Top up at least {} nano-TON, or lower max_tokens.",
+                self.contract,
+                state.balance,
+                available,
+                worst.total,
+                worst.total - available
+            )));
+        }
+        Ok(())
+    }
+
+    /// Count a served request (its receipt verified) at the prices last read.
+    pub fn record(&self, usage: &Usage) {
+        let prices = match self.cache.try_lock() {
+            Ok(cache) => cache.as_ref().map(|(_, s)| s.prices.clone()),
+            Err(_) => None,
+        };
+        let Some(prices) = prices.or_else(|| self.last_prices.lock().ok()?.clone()) else {
+            return;
+        };
+        let charge = prices.charge(TokenCounts {
+            prompt: usage.prompt_tokens,
+            cached_prompt: usage.cached_prompt_tokens,
+            completion: usage.completion_tokens,
+            reasoning: usage.reasoning_tokens,
+        });
+        let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        *spent = spent.saturating_add(charge.total);
+    }
+
+    /// `GET /v1/cocoon/balance`.
+    pub async fn balance(&self) -> Result<Value, ApiError> {
+        let Snapshot { state, prices } = self.snapshot().await?;
+        let unsettled = self.unsettled(&state);
+        Ok(json!({
+            "object": "cocoon.balance",
+            "contract": self.contract.to_string(),
+            "balance_nano": state.balance.to_string(),
+            "stake_nano": state.stake.to_string(),
+            "charged_nano": state.charged.to_string(),
+            "unsettled_nano": unsettled.to_string(),
+            "available_nano": state.balance.saturating_sub(unsettled).to_string(),
+            "closing": state.close_requested_at != 0,
+            "price_per_token_nano": prices.price_per_token.to_string(),
+        }))
+    }
+}
