@@ -81,9 +81,9 @@ impl ApiState {
             "getTransactions" => transactions(&chain, params),
             "getMasterchainInfo" => Ok(json!({
                 "@type": "blocks.masterchainInfo",
-                "last": {"@type": "ton.blockIdExt", "workchain": -1, "shard": "-9223372036854775808", "seqno": chain.now, "root_hash": "", "file_hash": ""},
+                "last": block_id(chain.now),
                 "state_root_hash": "",
-                "init": {"@type": "ton.blockIdExt", "workchain": -1, "shard": "-9223372036854775808", "seqno": 0, "root_hash": "", "file_hash": ""}
+                "init": block_id(0)
             })),
             other => Err(ApiError(
                 StatusCode::NOT_FOUND,
@@ -257,6 +257,7 @@ fn address_information(chain: &Emulator, params: &Value) -> Result<Value, ApiErr
             "hash": last.as_ref().map(|t| base64_of(t.hash.as_slice())).unwrap_or_else(|| base64_of(&[0; 32])),
         },
         "frozen_hash": "",
+        "block_id": block_id(chain.now),
         "sync_utime": chain.now,
         "state": state,
     }))
@@ -279,16 +280,57 @@ fn transactions(chain: &Emulator, params: &Value) -> Result<Value, ApiError> {
         .map(|t| {
             json!({
                 "@type": "raw.transaction",
+                "data": Boc::encode_base64(&t.cell),
                 "utime": t.now,
                 "transaction_id": {"@type": "internal.transactionId", "lt": t.lt.to_string(), "hash": base64_of(t.hash.as_slice())},
-                "in_msg": {"msg_data": {"@type": "msg.dataRaw", "body": Boc::encode_base64(&t.in_msg)}},
-                "out_msgs": t.out_msgs.iter().map(|m| json!({"msg_data": {"@type": "msg.dataRaw", "body": Boc::encode_base64(m)}})).collect::<Vec<_>>(),
+                "fee": t.fees.to_string(),
+                "storage_fee": "0",
+                "other_fee": "0",
+                "in_msg": message_json(&t.in_msg),
+                "out_msgs": t.out_msgs.iter().map(message_json).collect::<Vec<_>>(),
                 "exit_code": t.report.exit_code,
                 "success": t.report.success,
             })
         })
         .collect();
     Ok(Value::Array(list))
+}
+
+/// The devnet has no real blocks: a block id whose seqno is the time.
+fn block_id(seqno: u32) -> Value {
+    json!({"@type": "ton.blockIdExt", "workchain": -1, "shard": "-9223372036854775808",
+           "seqno": seqno, "root_hash": base64_of(&[0; 32]), "file_hash": base64_of(&[0; 32])})
+}
+
+/// A message in toncenter's `raw.message` shape.
+fn message_json(cell: &tycho_types::cell::Cell) -> Value {
+    use tycho_types::models::{Message, MsgInfo};
+    let Ok(message) = cell.parse::<Message<'_>>() else {
+        return json!({"source": "", "destination": "", "value": "0", "fwd_fee": "0", "ihr_fee": "0",
+                      "created_lt": "0", "body_hash": "", "msg_data": {"@type": "msg.dataRaw", "body": ""}});
+    };
+    let (source, destination, value, fwd_fee, created_lt) = match &message.info {
+        MsgInfo::Int(info) => (
+            info.src.to_string(),
+            info.dst.to_string(),
+            info.value.tokens.into_inner(),
+            info.fwd_fee.into_inner(),
+            info.created_lt,
+        ),
+        MsgInfo::ExtIn(info) => (String::new(), info.dst.to_string(), 0, 0, 0),
+        MsgInfo::ExtOut(info) => (info.src.to_string(), String::new(), 0, 0, info.created_lt),
+    };
+    let body = tycho_types::cell::CellBuilder::build_from(message.body).unwrap_or_default();
+    json!({
+        "source": source,
+        "destination": destination,
+        "value": value.to_string(),
+        "fwd_fee": fwd_fee.to_string(),
+        "ihr_fee": "0",
+        "created_lt": created_lt.to_string(),
+        "body_hash": base64_of(body.repr_hash().as_slice()),
+        "msg_data": {"@type": "msg.dataRaw", "body": Boc::encode_base64(&body)},
+    })
 }
 
 fn base64_of(bytes: &[u8]) -> String {

@@ -38,6 +38,10 @@ pub struct TxReport {
 pub struct TxRecord {
     pub lt: u64,
     pub hash: HashBytes,
+    /// The transaction itself (a BOC cell).
+    pub cell: Cell,
+    /// Total fees in nano-TON.
+    pub fees: u128,
     pub now: u32,
     /// The incoming message (a BOC cell).
     pub in_msg: Cell,
@@ -268,6 +272,8 @@ impl Emulator {
             .push(TxRecord {
                 lt: tx.lt,
                 hash: *output.transaction.repr_hash(),
+                cell: output.transaction.inner().clone(),
+                fees: tx.total_fees.tokens.into_inner(),
                 now: self.now,
                 in_msg: message,
                 out_msgs: out_cells,

@@ -261,3 +261,49 @@ async fn the_rust_ton_client_reads_the_devnet_over_http() {
     let down = cocoon_chain::TonHttp::new("http://127.0.0.1:9/api/v2", None).unwrap();
     assert!(down.account(&ton.root).await.is_err());
 }
+
+/// TON's own SDK (`@ton/ton`'s `TonClient`, from `contracts/node_modules`:
+/// `./scripts/test` installs it with `npm ci`) reads the devnet's API.
+#[tokio::test]
+async fn tons_own_sdk_talks_to_the_devnet_api() {
+    let contracts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts");
+    assert!(
+        contracts.join("node_modules/@ton/ton").exists(),
+        "run `npm ci` in contracts/ first (./scripts/test does)"
+    );
+    let ton = cocoon_chain::devnet::TonDevnet::start(
+        &cocoon_chain::devnet::default_prices(),
+        cocoon_chain::devnet::CLIENT_DEPOSIT,
+    )
+    .unwrap();
+    let app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let root = ton.root.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg("scripts/tonclient-check.mjs")
+            .arg(&url)
+            .arg(root)
+            .current_dir(&contracts)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["state"], "active", "{seen}");
+    assert_eq!(seen["version"], 0);
+    assert_eq!(seen["pricePerToken"], "20");
+    // getTransactions parses into @ton/core Transactions: the deployment.
+    assert_eq!(seen["transactions"], 1, "{seen}");
+    assert!(seen["deployedBy"].is_string(), "{seen}");
+    assert!(seen["balance"].as_str().unwrap().parse::<u128>().unwrap() > TON);
+}

@@ -322,6 +322,11 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         "  TON devnet (embedded, tycho TVM): HTTP API {}  root contract {}",
         net.ton_api_url, net.ton_root
     );
+    println!(
+        "    proxy contract {}  client contract {} (100 TON deposited); the proxy's books settle every 10 s",
+        net.ton.proxy_contract, net.ton.client_contract
+    );
+    println!("    your balance: curl -s {}/cocoon/balance", net.api_url);
     println!();
     println!("Try it:");
     println!(
