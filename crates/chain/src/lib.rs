@@ -13,6 +13,7 @@
 //! * `emulator`  - [`Emulator`]: accounts, external and internal messages run
 //!   through the executor, transactions, get-methods.
 //! * `wallet`    - TON's standard wallet v4r2: addresses and signed transfers.
+//! * `mnemonic`  - TON's 24-word mnemonics, as `@ton/crypto` derives them.
 //! * `api`       - the TON HTTP API subset (toncenter v2) served from an emulator.
 //! * `devnet`    - the embedded TON devnet: genesis wallets, the root contract.
 //! * `ton_http`  - [`TonHttp`], a client of TON's HTTP API (devnet or toncenter).
@@ -24,6 +25,7 @@ mod data;
 pub mod devnet;
 mod emulator;
 mod messages;
+pub mod mnemonic;
 pub mod pricing;
 pub mod ton_http;
 pub mod wallet;
@@ -36,7 +38,7 @@ pub use emulator::{method_id, Emulator, TxRecord, TxReport};
 pub use messages::{client, ops, proxy, root, signed, snake, worker, ProxySigner};
 pub use ton_http::TonHttp;
 pub use tycho_types::cell::{Cell, HashBytes};
-pub use tycho_types::models::StdAddr;
+pub use tycho_types::models::{StdAddr, StdAddrFormat as AddressFormat};
 pub use wallet::Wallet;
 
 /// Errors from building cells or running the TVM.

@@ -15,6 +15,7 @@
 //!   llama.cpp's own tools and the memory-bandwidth bound.
 //! * `roles`         - running one role from its TOML file.
 //! * `models`        - `cocoon model pull|list` and the devnet's default model.
+//! * `wallet`        - `cocoon wallet new|address|balance|send`: TON v4r2 wallets.
 
 pub mod attest;
 pub mod bench;
@@ -24,5 +25,6 @@ pub mod engine_server;
 pub mod models;
 pub mod roles;
 mod trust_bench;
+pub mod wallet;
 
 pub use devnet::{Devnet, DevnetOptions};

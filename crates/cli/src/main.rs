@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: AttestCommand,
     },
+    /// A TON wallet (v4r2, 24-word mnemonic): new, address, balance, send.
+    Wallet {
+        #[command(subcommand)]
+        command: cocoon_cli::wallet::WalletCommand,
+    },
     /// The local model store: pull models (with a hash check) and list them.
     Model {
         #[command(subcommand)]
@@ -206,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Wallet { command } => cocoon_cli::wallet::run(command).await,
         Command::Model { command } => match command {
             ModelCommand::Pull {
                 source,

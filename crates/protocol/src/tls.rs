@@ -255,6 +255,11 @@ impl Identity {
     }
 }
 
+/// Create `path` (it must not exist) readable by its owner only, holding `bytes`.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_private(path, bytes)
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

@@ -1,0 +1,152 @@
+//! `cocoon wallet` against a TON HTTP API on loopback (the embedded chain,
+//! served by this test): a new wallet from a fresh mnemonic, its balance, a
+//! transfer confirmed on chain, and bad input named.
+
+use std::path::Path;
+use std::process::Output;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use cocoon_chain::{Emulator, StdAddr};
+
+const TON: u128 = 1_000_000_000;
+
+async fn cocoon(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn a_new_wallet_is_funded_and_sends_ton() {
+    let chain = Arc::new(Mutex::new(
+        Emulator::new(cocoon_chain::devnet::unix_now()).unwrap(),
+    ));
+    let app = cocoon_chain::api::router(chain.clone(), cocoon_chain::devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wallet.words");
+    let f = file.display().to_string();
+    let out = cocoon(vec![
+        "wallet".into(),
+        "new".into(),
+        "--out".into(),
+        f.clone(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let wallet = StdAddr::from_str(&address).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .split_whitespace()
+            .count(),
+        24
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let again = cocoon(vec![
+        "wallet".into(),
+        "new".into(),
+        "--out".into(),
+        f.clone(),
+    ])
+    .await;
+    assert!(
+        !again.status.success() && text(&again).contains("exists"),
+        "{}",
+        text(&again)
+    );
+    let out = cocoon(vec![
+        "wallet".into(),
+        "address".into(),
+        "--mnemonic".into(),
+        f.clone(),
+    ])
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), address);
+
+    chain.lock().unwrap().fund(&wallet, 10 * TON).unwrap();
+    let out = cocoon(vec![
+        "wallet".into(),
+        "balance".into(),
+        "--mnemonic".into(),
+        f.clone(),
+        "--api".into(),
+        api.clone(),
+    ])
+    .await;
+    assert!(text(&out).contains("10.000000000 TON"), "{}", text(&out));
+
+    let to = StdAddr::new(0, cocoon_chain::HashBytes([5; 32]));
+    let send = |amount: &str| {
+        vec![
+            "wallet".into(),
+            "send".into(),
+            "--mnemonic".into(),
+            f.clone(),
+            "--api".into(),
+            api.clone(),
+            "--to".into(),
+            to.to_string(),
+            "--amount".into(),
+            amount.to_string(),
+        ]
+    };
+    let out = cocoon(send("1.5")).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("seqno 1"), "{}", text(&out));
+    assert_eq!(chain.lock().unwrap().balance(&to).unwrap(), 1_500_000_000);
+    let out = cocoon(send("0.25")).await;
+    assert!(out.status.success(), "{}", text(&out));
+    // Less a few nano-TON of storage fees on the (uninitialised) recipient.
+    let got = chain.lock().unwrap().balance(&to).unwrap();
+    assert!((1_749_999_000..=1_750_000_000).contains(&got), "{got}");
+
+    for (amount, needle) in [("1,5", "--amount"), ("100", "not enough")] {
+        let out = cocoon(send(amount)).await;
+        assert!(
+            !out.status.success() && text(&out).contains(needle),
+            "{amount}: {}",
+            text(&out)
+        );
+    }
+    let garbage = dir.path().join("garbage.words");
+    std::fs::write(&garbage, "not a mnemonic").unwrap();
+    let out = cocoon(vec![
+        "wallet".into(),
+        "address".into(),
+        "--mnemonic".into(),
+        garbage.display().to_string(),
+    ])
+    .await;
+    assert!(
+        !out.status.success() && text(&out).contains("24 words"),
+        "{}",
+        text(&out)
+    );
+    assert!(Path::new(&f).exists());
+}
