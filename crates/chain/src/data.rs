@@ -167,8 +167,26 @@ pub struct ProxyState {
     pub received: u128,
     pub workers_paid: u128,
     pub books_seqno: u64,
+    /// The last committed books hash.
+    pub books_hash: [u8; 32],
     pub pay_seqno: u64,
     pub close_requested_at: u32,
+}
+
+/// A uint256 result as 32 big-endian bytes.
+fn uint256(stack: &[RcStackValue], i: usize) -> Result<[u8; 32], Error> {
+    let n = stack
+        .get(i)
+        .and_then(|v| v.as_int())
+        .ok_or_else(|| anyhow::anyhow!("get-method result {i} is not an integer"))?;
+    let (sign, bytes) = n.to_bytes_be();
+    anyhow::ensure!(
+        sign != num_bigint::Sign::Minus && bytes.len() <= 32,
+        "get-method result {i} is not a uint256"
+    );
+    let mut out = [0u8; 32];
+    out[32 - bytes.len()..].copy_from_slice(&bytes);
+    Ok(out)
 }
 
 impl ProxyState {
@@ -178,6 +196,7 @@ impl ProxyState {
             received: int(stack, 5)?,
             workers_paid: int(stack, 6)?,
             books_seqno: int(stack, 7)? as u64,
+            books_hash: uint256(stack, 8)?,
             pay_seqno: int(stack, 9)? as u64,
             close_requested_at: int(stack, 10)? as u32,
         })

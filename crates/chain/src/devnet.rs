@@ -271,6 +271,25 @@ impl TonDevnet {
         ensure_ok(&reports, "claiming from the worker contract")
     }
 
+    /// The proxy commits the hash of its books with sequence number `seqno`
+    /// (signed with its key, relayed by its wallet).
+    pub fn commit_books(&self, seqno: u64, books: [u8; 32]) -> Result<(), Error> {
+        let books = tycho_types::cell::HashBytes(books);
+        let signature = self
+            .signer
+            .sign_books(&self.proxy_contract, seqno, &books)?;
+        let mut chain = self.lock()?;
+        let reports = relay(
+            &mut chain,
+            &self.wallets.proxy,
+            &self.proxy_contract,
+            TON / 20,
+            proxy::commit_books(seqno, &books, &signature)?,
+            None,
+        )?;
+        ensure_ok(&reports, "committing the books")
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Emulator>, Error> {
         self.chain
             .lock()

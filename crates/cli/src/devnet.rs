@@ -68,6 +68,8 @@ impl DevnetOptions {
 pub struct Settled {
     pub charged: u128,
     pub claimed: u128,
+    /// Books hashes committed to the proxy contract.
+    pub books_seqno: u64,
 }
 
 fn settle(
@@ -82,14 +84,21 @@ fn settle(
     };
     let mut done = settled.lock().unwrap_or_else(|e| e.into_inner());
     let owes = books.client(&client).total;
-    if owes > done.charged {
+    let charged_now = owes > done.charged;
+    if charged_now {
         ton.charge(owes)?;
         done.charged = owes;
     }
     let owed = books.worker(&worker).total;
+    let mut moved = false;
     if owed > done.claimed {
         ton.claim(owed)?;
         done.claimed = owed;
+        moved = true;
+    }
+    if moved || charged_now {
+        ton.commit_books(done.books_seqno + 1, books.hash())?;
+        done.books_seqno += 1;
     }
     Ok(*done)
 }

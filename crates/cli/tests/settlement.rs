@@ -65,6 +65,10 @@ async fn served_tokens_are_charged_on_chain_exactly_once() {
         .unwrap();
         assert_eq!(proxy.received, expected);
         assert_eq!(proxy.workers_paid, worker_share);
+        // The books' hash was committed with the first sequence number.
+        assert_eq!(proxy.books_seqno, 1);
+        assert_eq!(proxy.books_hash, net.proxy.books.as_ref().unwrap().hash());
+        assert_eq!(settled.books_seqno, 1);
         let worker = WorkerState::from_stack(
             &chain
                 .get(&ton.worker_contract, "get_worker_data", vec![])

@@ -165,6 +165,25 @@ impl Books {
         inner.workers.get(worker).copied().unwrap_or_default()
     }
 
+    /// SHA-256 over every account, sorted (clients then workers: fingerprint,
+    /// total, requests): what the proxy commits on chain so that a proxy whose
+    /// database was rolled back is detectable.
+    pub fn hash(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = Sha256::new();
+        for (label, accounts) in [(b"clients", &inner.clients), (b"workers", &inner.workers)] {
+            h.update(label);
+            let mut sorted: Vec<_> = accounts.iter().collect();
+            sorted.sort_by_key(|(k, _)| k.0);
+            for (key, account) in sorted {
+                h.update(key.0);
+                h.update(encode(account));
+            }
+        }
+        h.finalize().into()
+    }
+
     /// Every client's cumulative total.
     pub fn clients(&self) -> Vec<(Fingerprint, Account)> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -193,6 +212,10 @@ mod tests {
         assert_eq!(books.client(&client).requests, 2);
         assert_eq!(books.worker(&worker).total, 2 * first.worker);
         assert_eq!(books.client(&worker), Account::default());
+        // The hash moves with every record.
+        let before = books.hash();
+        books.record(client, worker, &usage);
+        assert_ne!(books.hash(), before);
     }
 
     #[test]
