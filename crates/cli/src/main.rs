@@ -116,6 +116,9 @@ struct DevnetArgs {
     /// Address of the OpenAI-compatible API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address of the embedded TON chain's HTTP API (toncenter v2 subset).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    ton_listen: SocketAddr,
     /// Serve this GGUF file on the embedded engine instead of SmolLM2.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["engine_url", "instant"])]
     gguf: Option<PathBuf>,
@@ -276,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
 async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let mut options = DevnetOptions::instant(&args.model);
     options.listen = args.listen;
+    options.ton_listen = args.ton_listen;
     let mut noise = false;
     options.engine = if let Some(base_url) = args.engine_url {
         EngineConfig::OpenaiHttp {
