@@ -4,7 +4,8 @@
 //! `tycho-vm` / `tycho-executor` crates, real transactions with real signature
 //! checks).
 //!
-//! It does not talk to a TON network or keep the books (payments, later).
+//! It talks to TON networks through their HTTP API (`ton_http`); it does not
+//! keep the books (the proxy does).
 //!
 //! # Layout
 //! * `contracts` - the compiled code of each contract (`contracts/build`).

@@ -26,11 +26,21 @@ pub struct AccountInfo {
 
 /// A TON HTTP API endpoint, e.g. `http://127.0.0.1:8081/api/v2` or
 /// `https://testnet.toncenter.com/api/v2`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TonHttp {
     base: String,
     api_key: Option<String>,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for TonHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The API key stays out of logs.
+        f.debug_struct("TonHttp")
+            .field("base", &self.base)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl TonHttp {

@@ -170,6 +170,7 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
         model_sha256: Some("ab".repeat(32)),
         usage: cocoon_protocol::Usage::default(),
         finish_reason: cocoon_protocol::FinishReason::Stop,
+        chunks: 16,
         worker: worker.fingerprint(),
         issued_at_ms: 0,
     };

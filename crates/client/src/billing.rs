@@ -142,11 +142,7 @@ impl Billing {
 
     /// Count a served request (its receipt verified) at the prices last read.
     pub fn record(&self, usage: &Usage) {
-        let prices = match self.cache.try_lock() {
-            Ok(cache) => cache.as_ref().map(|(_, s)| s.prices.clone()),
-            Err(_) => None,
-        };
-        let Some(prices) = prices.or_else(|| self.last_prices.lock().ok()?.clone()) else {
+        let Some(prices) = self.last_prices.lock().ok().and_then(|p| p.clone()) else {
             return;
         };
         let charge = prices.charge(TokenCounts {

@@ -194,12 +194,23 @@ impl Unsealer {
             .iter()
             .find(|(worker, _)| *worker == r.worker)
             .ok_or("signed by a worker the request was not sealed to")?;
-        receipt.verify(spki).map_err(|e| e.to_string())?;
-        if r.request_id != self.header.request_id || r.model != self.header.model {
-            return Err("the receipt is for another request".into());
+        receipt
+            .check(
+                spki,
+                &self.header.request_id,
+                &self.header.model,
+                &done.usage,
+            )
+            .map_err(|e| e.to_string())?;
+        if r.finish_reason != done.finish_reason {
+            return Err("the receipt's finish reason differs from the answer's".into());
         }
-        if r.usage != done.usage || r.finish_reason != done.finish_reason {
-            return Err("the receipt's usage differs from the answer's".into());
+        if r.chunks != self.opener.chunks() {
+            return Err(format!(
+                "the worker sent {} chunks, {} arrived (truncated answer)",
+                r.chunks,
+                self.opener.chunks()
+            ));
         }
         Ok(())
     }
@@ -260,6 +271,7 @@ mod tests {
             model_sha256: None,
             usage,
             finish_reason: FinishReason::Stop,
+            chunks: s.unsealer.opener.chunks(),
             worker: s.worker.fingerprint(),
             issued_at_ms: 0,
         };
@@ -295,6 +307,37 @@ mod tests {
         let id = s.unsealer.header.request_id;
         let event = done(&s, &s.worker, usage, id);
         assert!(matches!(s.unsealer.open(event), Event::Done(_)));
+    }
+
+    #[test]
+    fn a_truncated_answer_is_refused() {
+        let mut s = setup();
+        let first = s.sealer.seal("Hello");
+        let _dropped = s.sealer.seal(" world");
+        assert!(matches!(
+            s.unsealer.open(Event::Sealed {
+                ciphertext: first,
+                tokens: 1
+            }),
+            Event::Delta { .. }
+        ));
+        // The proxy drops the last chunk and forwards the worker's receipt,
+        // which counts two.
+        let id = s.unsealer.header.request_id;
+        let usage = Usage {
+            completion_tokens: 2,
+            ..Usage::default()
+        };
+        let mut event = done(&s, &s.worker, usage, id);
+        if let Event::Done(d) = &mut event {
+            let mut receipt = d.receipt.clone().unwrap().receipt;
+            receipt.chunks = s.sealer.chunks();
+            d.receipt = Some(SignedReceipt::sign(receipt, &s.worker));
+        }
+        match s.unsealer.open(event) {
+            Event::Error(e) => assert!(e.message.contains("truncated"), "{}", e.message),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

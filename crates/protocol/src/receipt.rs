@@ -22,6 +22,9 @@ pub struct Receipt {
     pub model_sha256: Option<String>,
     pub usage: Usage,
     pub finish_reason: FinishReason,
+    /// Sealed answer chunks the worker sent: a receiver that opened fewer was
+    /// handed a truncated answer.
+    pub chunks: u64,
     /// The worker's identity.
     pub worker: Fingerprint,
     /// Unix milliseconds when signed.
@@ -37,8 +40,6 @@ pub struct SignedReceipt {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiptError {
-    #[error("the receipt is signed by worker {signer}, not by {expected}")]
-    WrongWorker { signer: String, expected: String },
     #[error("the receipt's key does not match its worker fingerprint")]
     KeyMismatch,
     #[error("the receipt's signature is invalid")]
@@ -69,6 +70,28 @@ impl SignedReceipt {
     }
 }
 
+impl SignedReceipt {
+    /// Everything a receiver checks: signed by the worker whose identity is
+    /// `worker_spki`, for the request `request_id` of `model`, stating exactly
+    /// `usage` (what came with the answer).
+    pub fn check(
+        &self,
+        worker_spki: &[u8],
+        request_id: &[u8; 16],
+        model: &str,
+        usage: &Usage,
+    ) -> Result<(), ReceiptError> {
+        self.verify(worker_spki)?;
+        if &self.receipt.request_id != request_id || self.receipt.model != model {
+            return Err(ReceiptError::WrongRequest);
+        }
+        if &self.receipt.usage != usage {
+            return Err(ReceiptError::UsageMismatch);
+        }
+        Ok(())
+    }
+}
+
 fn signed_bytes(receipt: &Receipt) -> Vec<u8> {
     let mut bytes = CONTEXT.to_vec();
     bytes.extend(postcard::to_allocvec(receipt).expect("receipt serializes"));
@@ -91,6 +114,7 @@ mod tests {
                 reasoning_tokens: 0,
             },
             finish_reason: FinishReason::Stop,
+            chunks: 3,
             worker,
             issued_at_ms: 1,
         }
@@ -124,6 +148,28 @@ mod tests {
         assert_eq!(
             forged.verify(worker.spki()),
             Err(ReceiptError::BadSignature)
+        );
+
+        // The receiver's checks: this request, this model, this usage.
+        let r = &signed.receipt;
+        signed
+            .check(worker.spki(), &r.request_id, &r.model, &r.usage)
+            .unwrap();
+        assert_eq!(
+            signed.check(worker.spki(), &[0; 16], &r.model, &r.usage),
+            Err(ReceiptError::WrongRequest)
+        );
+        assert_eq!(
+            signed.check(worker.spki(), &r.request_id, "other", &r.usage),
+            Err(ReceiptError::WrongRequest)
+        );
+        let more = Usage {
+            completion_tokens: 6,
+            ..r.usage
+        };
+        assert_eq!(
+            signed.check(worker.spki(), &r.request_id, &r.model, &more),
+            Err(ReceiptError::UsageMismatch)
         );
     }
 }

@@ -265,6 +265,11 @@ impl ReplySealer {
     pub fn request_id(&self) -> [u8; 16] {
         self.0.request_id
     }
+
+    /// Chunks sealed so far.
+    pub fn chunks(&self) -> u64 {
+        self.0.next
+    }
 }
 
 /// The client node's side of an answer: opens each chunk, in order.
@@ -293,6 +298,11 @@ impl ReplyOpener {
     /// The request id this answer belongs to.
     pub fn request_id(&self) -> [u8; 16] {
         self.0.request_id
+    }
+
+    /// Chunks opened so far.
+    pub fn chunks(&self) -> u64 {
+        self.0.next
     }
 }
 

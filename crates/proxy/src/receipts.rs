@@ -26,27 +26,22 @@ struct Inner {
 }
 
 impl ReceiptLog {
-    /// Check `receipt` for the request with `header` served by `worker`, and
-    /// count it. Returns why it was rejected, if it was.
+    /// Check `receipt` for the request with `header` served by `worker`, with
+    /// `usage` reported beside it, and count it: the verified usage, or why
+    /// it was rejected.
     pub fn record(
         &self,
         header: &SealHeader,
         worker: &WorkerKey,
         receipt: Option<&SignedReceipt>,
-    ) -> Result<(), String> {
+        usage: &Usage,
+    ) -> Result<Usage, String> {
         let checked = match receipt {
             None => Err("the worker sent no receipt".to_string()),
             Some(r) => r
-                .verify(&worker.identity)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    if r.receipt.request_id != header.request_id || r.receipt.model != header.model
-                    {
-                        Err("the receipt is for another request".into())
-                    } else {
-                        Ok(r)
-                    }
-                }),
+                .check(&worker.identity, &header.request_id, &header.model, usage)
+                .map(|()| r)
+                .map_err(|e| e.to_string()),
         };
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match checked {
@@ -60,7 +55,7 @@ impl ReceiptLog {
                     inner.recent.pop_front();
                 }
                 inner.recent.push_back(r.clone());
-                Ok(())
+                Ok(r.receipt.usage)
             }
             Err(e) => {
                 inner.rejected += 1;

@@ -233,11 +233,16 @@ impl ClientSide {
                                     "the worker sent an unsealed answer; refused",
                                 )),
                                 Event::Done(done) => {
-                                    match receipts.record(&header, &key, done.receipt.as_ref()) {
-                                        // Only verified receipts are billed.
-                                        Ok(()) => {
+                                    match receipts.record(
+                                        &header,
+                                        &key,
+                                        done.receipt.as_ref(),
+                                        &done.usage,
+                                    ) {
+                                        // Only verified receipts are billed, at their signed usage.
+                                        Ok(usage) => {
                                             if let Some(books) = &books {
-                                                books.record(client, key.worker(), &done.usage);
+                                                books.record(client, key.worker(), &usage);
                                             }
                                         }
                                         Err(e) => {

@@ -1,11 +1,13 @@
 //! Refusing replayed sealed requests: a request id is served once, and only
-//! while its send time is within the window of the worker's clock. Ids are
-//! remembered for the window and then forgotten (a request that old is refused
-//! by its time), so memory is bounded by the request rate times the window.
+//! while its send time is within the window of the worker's clock. The window's
+//! lower edge (the horizon) only moves forward, so setting the host's clock
+//! back cannot readmit an old request; ids are forgotten once the horizon
+//! passes their send time (they are refused by time from then on), so memory
+//! is bounded by the request rate times the window.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a sealed request was refused as a replay.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,43 +19,45 @@ pub enum ReplayError {
 }
 
 pub struct ReplayGuard {
-    window: Duration,
+    window_ms: u64,
     seen: Mutex<Seen>,
 }
 
+#[derive(Default)]
 struct Seen {
-    ids: HashMap<[u8; 16], Instant>,
-    last_sweep: Instant,
+    /// Request id -> its send time (Unix ms).
+    ids: HashMap<[u8; 16], u64>,
+    /// Requests sent at or before this are refused; never decreases.
+    horizon_ms: u64,
+    /// The horizon at the last sweep.
+    swept_at: u64,
 }
 
 impl ReplayGuard {
     pub fn new(window: Duration) -> Self {
         Self {
-            window,
-            seen: Mutex::new(Seen {
-                ids: HashMap::new(),
-                last_sweep: Instant::now(),
-            }),
+            window_ms: window.as_millis() as u64,
+            seen: Mutex::default(),
         }
     }
 
     /// Admit request `id` sent at `sent_at_ms` (Unix ms) when the worker's
     /// clock reads `now_ms`: once, and only inside the window.
     pub fn admit(&self, id: [u8; 16], sent_at_ms: u64, now_ms: u64) -> Result<(), ReplayError> {
-        let age_ms = now_ms as i64 - sent_at_ms as i64;
-        let window_ms = self.window.as_millis() as u64;
-        if age_ms.unsigned_abs() > window_ms {
-            return Err(ReplayError::OutsideWindow { age_ms, window_ms });
-        }
-        let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if now.duration_since(seen.last_sweep) >= self.window / 4 {
-            // Ids older than two windows can no longer pass the time check.
-            let keep = self.window * 2;
-            seen.ids.retain(|_, at| now.duration_since(*at) < keep);
-            seen.last_sweep = now;
+        seen.horizon_ms = seen.horizon_ms.max(now_ms.saturating_sub(self.window_ms));
+        if sent_at_ms <= seen.horizon_ms || sent_at_ms > now_ms.saturating_add(self.window_ms) {
+            return Err(ReplayError::OutsideWindow {
+                age_ms: now_ms as i64 - sent_at_ms as i64,
+                window_ms: self.window_ms,
+            });
         }
-        if seen.ids.insert(id, now).is_some() {
+        if seen.horizon_ms >= seen.swept_at + self.window_ms / 4 {
+            let horizon = seen.horizon_ms;
+            seen.ids.retain(|_, sent| *sent > horizon);
+            seen.swept_at = horizon;
+        }
+        if seen.ids.insert(id, sent_at_ms).is_some() {
             return Err(ReplayError::Replayed);
         }
         Ok(())
@@ -69,6 +73,8 @@ impl ReplayGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MINUTE: u64 = 60_000;
 
     #[test]
     fn a_request_is_served_once_and_only_inside_the_window() {
@@ -92,11 +98,23 @@ mod tests {
     }
 
     #[test]
-    fn old_ids_are_forgotten() {
-        let guard = ReplayGuard::new(Duration::from_millis(20));
-        guard.admit([1; 16], 0, 0).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        guard.admit([2; 16], 0, 0).unwrap();
+    fn old_ids_are_forgotten_and_a_clock_set_back_does_not_readmit_them() {
+        let guard = ReplayGuard::new(Duration::from_secs(60));
+        let t0 = 1_000_000_000;
+        guard.admit([1; 16], t0, t0).unwrap();
+        // Time passes: the id is swept, and refused by time.
+        guard
+            .admit([2; 16], t0 + 2 * MINUTE, t0 + 2 * MINUTE)
+            .unwrap();
         assert_eq!(guard.remembered(), 1);
+        assert!(matches!(
+            guard.admit([1; 16], t0, t0 + 2 * MINUTE),
+            Err(ReplayError::OutsideWindow { .. })
+        ));
+        // The host sets the clock back to t0: the old request is still refused.
+        assert!(matches!(
+            guard.admit([1; 16], t0, t0),
+            Err(ReplayError::OutsideWindow { .. })
+        ));
     }
 }

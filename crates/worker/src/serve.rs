@@ -156,6 +156,7 @@ impl RequestHandler {
                             model_sha256: model_sha256.clone(),
                             usage: done.usage,
                             finish_reason: done.finish_reason,
+                            chunks: sealer.chunks(),
                             worker: identity.fingerprint(),
                             issued_at_ms: now_ms(),
                         };
