@@ -101,12 +101,13 @@ export function signPay(at: Address, dest: Address, amount: bigint, seqno: bigin
 
 // --- client contract ---------------------------------------------------------
 
-export function clientData(proxy: Address, owner: Address, proxyKey: Buffer, closeDelay: number): Cell {
+export function clientData(proxy: Address, owner: Address, proxyKey: Buffer, closeDelay: number, nonce = 1n): Cell {
   const terms = beginCell()
     .storeAddress(proxy)
     .storeAddress(owner)
     .storeBuffer(proxyKey, 32)
     .storeUint(closeDelay, 32)
+    .storeUint(nonce, 64)
     .endCell();
   return beginCell().storeRef(terms).storeCoins(0).storeCoins(0).storeCoins(0).storeUint(0, 32).endCell();
 }
@@ -136,12 +137,13 @@ export const worker = {
 
 // --- proxy contract ----------------------------------------------------------
 
-export function proxyData(owner: Address, proxyKey: Buffer, root: Address, closeDelay: number): Cell {
+export function proxyData(owner: Address, proxyKey: Buffer, root: Address, closeDelay: number, nonce = 1n): Cell {
   const terms = beginCell()
     .storeAddress(owner)
     .storeBuffer(proxyKey, 32)
     .storeAddress(root)
     .storeUint(closeDelay, 32)
+    .storeUint(nonce, 64)
     .storeRef(code("worker"))
     .endCell();
   return beginCell()

@@ -115,6 +115,22 @@ describe("client contract", () => {
     assert.equal((await net.chain.getContract(net.client)).accountState?.type ?? "uninit", "uninit");
   });
 
+  it("a contract deployed again gets a new address: old signatures are worthless there", async () => {
+    const net = await network();
+    // The first channel: charged, then closed cooperatively (the contract is destroyed).
+    const oldCharge = charge(net, toNano("1"));
+    assert.equal((await send(net.relay, net.client, toNano("0.05"), oldCharge)).exit, 0);
+    const closeSig = c.signAmount(c.SIGNED.close, net.client, toNano("1"), net.proxyKey);
+    assert.equal((await send(net.relay, net.client, toNano("0.05"), c.client.cooperativeClose(toNano("1"), closeSig))).exit, 0);
+    // The next channel with the same proxy: a fresh nonce, a new address.
+    const init = c.stateInit("client", c.clientData(net.proxy, net.clientOwner.address, net.proxyKey.publicKey, prices.clientCloseDelay, 2n));
+    const second = c.addressOf(init);
+    assert.ok(!second.equals(net.client));
+    assert.equal((await send(net.clientOwner, second, toNano("5.02"), c.client.topUp(), undefined, init)).exit, 0);
+    // Replaying the old channel's public charge against it: refused.
+    assert.equal((await send(net.relay, second, toNano("0.05"), oldCharge)).exit, c.ERR.badSignature);
+  });
+
   it("closes without the proxy: free balance at once, the stake after the delay, chargeable meanwhile", async () => {
     const net = await network();
     await send(net.clientOwner, net.client, toNano("0.05"), c.client.increaseStake(toNano("3")));

@@ -17,6 +17,9 @@ pub struct ClientTerms {
     pub owner: StdAddr,
     pub proxy_key: HashBytes,
     pub close_delay: u32,
+    /// Random per deployment, so a channel deployed again has a new address
+    /// (and the old channel's public signatures are worthless on it).
+    pub nonce: u64,
 }
 
 impl ClientTerms {
@@ -26,7 +29,8 @@ impl ClientTerms {
             store_addr(b, &self.proxy)?;
             store_addr(b, &self.owner)?;
             b.store_u256(&self.proxy_key)?;
-            b.store_u32(self.close_delay)
+            b.store_u32(self.close_delay)?;
+            b.store_u64(self.nonce)
         })?;
         cell(|b| {
             b.store_reference(terms)?;
@@ -55,6 +59,8 @@ pub struct ProxyTerms {
     pub proxy_key: HashBytes,
     pub root: StdAddr,
     pub close_delay: u32,
+    /// Random per deployment (see [`ClientTerms::nonce`]).
+    pub nonce: u64,
 }
 
 impl ProxyTerms {
@@ -64,6 +70,7 @@ impl ProxyTerms {
             b.store_u256(&self.proxy_key)?;
             store_addr(b, &self.root)?;
             b.store_u32(self.close_delay)?;
+            b.store_u64(self.nonce)?;
             b.store_reference(Contract::Worker.code())
         })?;
         cell(|b| {

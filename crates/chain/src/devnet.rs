@@ -127,6 +127,11 @@ fn random_seed() -> Result<[u8; 32], Error> {
     Ok(seed)
 }
 
+fn random_nonce() -> Result<u64, Error> {
+    let seed = random_seed()?;
+    Ok(u64::from_be_bytes(seed[..8].try_into().expect("8 bytes")))
+}
+
 impl TonDevnet {
     /// Genesis: fund the wallets, deploy the root contract from the
     /// operator's wallet with `prices`, the proxy's contract with its minimum
@@ -173,6 +178,7 @@ impl TonDevnet {
             proxy_key: signer.public_key(),
             root: root.clone(),
             close_delay: prices.proxy_close_delay,
+            nonce: random_nonce()?,
         }
         .initial_data()?;
         let proxy_contract = address_of(&Contract::Proxy.code(), &proxy_data)?;
@@ -191,6 +197,7 @@ impl TonDevnet {
             owner: wallets.client.address.clone(),
             proxy_key: signer.public_key(),
             close_delay: prices.client_close_delay,
+            nonce: random_nonce()?,
         }
         .initial_data()?;
         let client_contract = address_of(&Contract::Client.code(), &client_data)?;

@@ -109,6 +109,7 @@ fn the_sandbox_life_cycle_replays_identically_on_tycho() {
         proxy_key: key.public_key(),
         root: root.clone(),
         close_delay: 86400,
+        nonce: 1,
     }
     .initial_data()
     .unwrap();
@@ -130,6 +131,7 @@ fn the_sandbox_life_cycle_replays_identically_on_tycho() {
         owner: client_owner.clone(),
         proxy_key: key.public_key(),
         close_delay: 3600,
+        nonce: 1,
     }
     .initial_data()
     .unwrap();
