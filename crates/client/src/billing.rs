@@ -62,15 +62,20 @@ impl Billing {
     }
 
     async fn snapshot(&self) -> Result<Snapshot, ApiError> {
-        let mut cache = self.cache.lock().await;
-        if let Some((at, snapshot)) = cache.as_ref() {
-            if at.elapsed() < FRESH {
-                return Ok(snapshot.clone());
+        {
+            let cache = self.cache.lock().await;
+            if let Some((at, snapshot)) = cache.as_ref() {
+                if at.elapsed() < FRESH {
+                    return Ok(snapshot.clone());
+                }
             }
         }
+        // Read without holding the cache: requests never queue behind a slow
+        // chain API, at the cost of the occasional duplicate read.
         let unavailable = |e: anyhow::Error| {
             ApiError::unavailable(format!("cannot read this node's TON contract: {e}"))
         };
+        // (Stack values are not Send: parse each result before the next await.)
         let state = ClientState::from_stack(
             &self
                 .ton
@@ -95,7 +100,7 @@ impl Billing {
             *last = Some(prices.clone());
         }
         let snapshot = Snapshot { state, prices };
-        *cache = Some((Instant::now(), snapshot.clone()));
+        *self.cache.lock().await = Some((Instant::now(), snapshot.clone()));
         Ok(snapshot)
     }
 
