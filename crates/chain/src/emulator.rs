@@ -122,16 +122,33 @@ impl Emulator {
         body: Cell,
         init: Option<(Cell, Cell)>,
     ) -> Result<Vec<TxReport>, Error> {
-        let init = init.map(|(code, data)| StateInit {
-            split_depth: None,
-            special: None,
-            code: Some(code),
-            data: Some(data),
-            libraries: Default::default(),
-        });
+        let init = init.map(|(code, data)| crate::wallet::state_init(code, data));
+        let message = self.internal(from, to, value, true, init, &body)?;
+        self.run(to.clone(), message, false)
+    }
+
+    /// Credit `value` to `address` from nowhere (a devnet's genesis funding):
+    /// a non-bounceable message from the zero address, so an account that
+    /// does not exist yet is created, uninitialised, holding it.
+    pub fn fund(&mut self, address: &StdAddr, value: u128) -> Result<Vec<TxReport>, Error> {
+        let genesis = StdAddr::new(0, HashBytes::ZERO);
+        let message = self.internal(&genesis, address, value, false, None, &Cell::empty_cell())?;
+        self.run(address.clone(), message, false)
+    }
+
+    /// An internal message as if `from` had sent it now.
+    fn internal(
+        &self,
+        from: &StdAddr,
+        to: &StdAddr,
+        value: u128,
+        bounce: bool,
+        init: Option<StateInit>,
+        body: &Cell,
+    ) -> Result<Cell, Error> {
         let info = IntMsgInfo {
             ihr_disabled: true,
-            bounce: true,
+            bounce,
             bounced: false,
             src: IntAddr::Std(from.clone()),
             dst: IntAddr::Std(to.clone()),
@@ -141,38 +158,12 @@ impl Emulator {
             created_at: self.now,
             ..Default::default()
         };
-        let message = CellBuilder::build_from(Message {
+        Ok(CellBuilder::build_from(Message {
             info: MsgInfo::Int(info),
             init,
             body: body.as_slice()?,
             layout: None,
-        })?;
-        self.run(to.clone(), message, false)
-    }
-
-    /// Credit `value` to `address` from nowhere (a devnet's genesis funding):
-    /// a non-bounceable message from the zero address, so an account that
-    /// does not exist yet is created, uninitialised, holding it.
-    pub fn fund(&mut self, address: &StdAddr, value: u128) -> Result<Vec<TxReport>, Error> {
-        let info = IntMsgInfo {
-            ihr_disabled: true,
-            bounce: false,
-            bounced: false,
-            src: IntAddr::Std(StdAddr::new(0, HashBytes::ZERO)),
-            dst: IntAddr::Std(address.clone()),
-            value: CurrencyCollection::new(value),
-            fwd_fee: Tokens::ZERO,
-            created_lt: self.lt,
-            created_at: self.now,
-            ..Default::default()
-        };
-        let message = CellBuilder::build_from(Message {
-            info: MsgInfo::Int(info),
-            init: None,
-            body: Cell::empty_cell_ref().as_slice()?,
-            layout: None,
-        })?;
-        self.run(address.clone(), message, false)
+        })?)
     }
 
     /// Execute an external message (e.g. a signed wallet transfer, as a BOC

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use cocoon_chain::wallet::{internal_message, SEND_PAY_FEES_SEPARATELY};
-use cocoon_chain::{Contract, Emulator, Prices, Wallet};
+use cocoon_chain::{Contract, Emulator, Wallet};
 use serde_json::{json, Value};
 use tycho_types::boc::Boc;
 use tycho_types::cell::{Cell, CellBuilder, CellFamily};
@@ -19,21 +19,6 @@ fn now() -> u32 {
     NOW
 }
 
-fn prices() -> Prices {
-    Prices {
-        price_per_token: 20,
-        worker_share_bps: 9000,
-        prompt_bps: 10000,
-        cached_prompt_bps: 1000,
-        completion_bps: 40000,
-        reasoning_bps: 40000,
-        min_client_stake: TON,
-        min_proxy_stake: 100 * TON,
-        client_close_delay: 3600,
-        proxy_close_delay: 86400,
-    }
-}
-
 async fn serve(chain: Emulator) -> (String, Arc<Mutex<Emulator>>) {
     let chain = Arc::new(Mutex::new(chain));
     let app = cocoon_chain::api::router(chain.clone(), now);
@@ -41,6 +26,20 @@ async fn serve(chain: Emulator) -> (String, Arc<Mutex<Emulator>>) {
     let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, chain)
+}
+
+/// A devnet chain (genesis wallets and contracts) served on loopback.
+async fn serve_devnet() -> (String, cocoon_chain::devnet::TonDevnet) {
+    let ton = cocoon_chain::devnet::TonDevnet::start(
+        &cocoon_chain::devnet::default_prices(),
+        cocoon_chain::devnet::CLIENT_DEPOSIT,
+    )
+    .unwrap();
+    let app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, ton)
 }
 
 async fn rpc(url: &str, method: &str, params: Value) -> (u16, Value) {
@@ -72,7 +71,9 @@ async fn a_wallet_deploys_the_root_contract_through_the_http_api() {
 
     // The wallet's first transfer deploys it and the root contract.
     let root_code = Contract::Root.code();
-    let root_data = prices().root_data(&wallet.address).unwrap();
+    let root_data = cocoon_chain::devnet::default_prices()
+        .root_data(&wallet.address)
+        .unwrap();
     let root_init = CellBuilder::build_from(StateInit {
         split_depth: None,
         special: None,
@@ -216,21 +217,14 @@ async fn bad_calls_get_toncenter_shaped_errors() {
 
 #[tokio::test]
 async fn the_rust_ton_client_reads_the_devnet_over_http() {
-    let ton = cocoon_chain::devnet::TonDevnet::start(
-        &cocoon_chain::devnet::default_prices(),
-        cocoon_chain::devnet::CLIENT_DEPOSIT,
-    )
-    .unwrap();
-    let app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (url, ton) = serve_devnet().await;
     let client = cocoon_chain::TonHttp::new(&url, None).unwrap();
 
     let root = client.account(&ton.root).await.unwrap();
     assert_eq!(root.state, "active");
     let prices =
-        Prices::from_stack(&client.get(&ton.root, "get_prices", &[]).await.unwrap()).unwrap();
+        cocoon_chain::Prices::from_stack(&client.get(&ton.root, "get_prices", &[]).await.unwrap())
+            .unwrap();
     assert_eq!(prices, cocoon_chain::devnet::default_prices());
     let state = cocoon_chain::ClientState::from_stack(
         &client
@@ -271,15 +265,7 @@ async fn tons_own_sdk_talks_to_the_devnet_api() {
         contracts.join("node_modules/@ton/ton").exists(),
         "run `npm ci` in contracts/ first (./scripts/test does)"
     );
-    let ton = cocoon_chain::devnet::TonDevnet::start(
-        &cocoon_chain::devnet::default_prices(),
-        cocoon_chain::devnet::CLIENT_DEPOSIT,
-    )
-    .unwrap();
-    let app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (url, ton) = serve_devnet().await;
 
     let root = ton.root.to_string();
     let out = tokio::task::spawn_blocking(move || {

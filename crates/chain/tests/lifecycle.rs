@@ -53,20 +53,9 @@ fn uint256(n: u64) -> HashBytes {
     HashBytes(bytes)
 }
 
-/// The sandbox harness's prices (contracts/tests/harness.ts).
+/// The sandbox harness's prices (contracts/tests/harness.ts): the devnet's defaults.
 fn prices() -> Prices {
-    Prices {
-        price_per_token: 20,
-        worker_share_bps: 9000,
-        prompt_bps: 10000,
-        cached_prompt_bps: 1000,
-        completion_bps: 40000,
-        reasoning_bps: 40000,
-        min_client_stake: TON,
-        min_proxy_stake: 100 * TON,
-        client_close_delay: 3600,
-        proxy_close_delay: 86400,
-    }
+    cocoon_chain::devnet::default_prices()
 }
 
 #[test]
