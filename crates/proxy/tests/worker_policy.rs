@@ -78,14 +78,10 @@ async fn start(worker: &Identity) -> (ProxyEndpoint, ProxyHandle) {
     (endpoint, proxy)
 }
 
-async fn dial(worker: &Arc<Identity>, endpoint: &ProxyEndpoint) -> Connection {
-    let settings = DialSettings {
-        tls: tls::client_config_attested(
-            worker.clone(),
-            Arc::new(PinnedKeys::new([endpoint.fingerprint])),
-            Some(check()),
-        )
-        .unwrap(),
+/// Dial settings of a test worker using TLS settings `tls`.
+fn worker_settings(tls: Arc<tokio_rustls::rustls::ClientConfig>) -> DialSettings {
+    DialSettings {
+        tls,
         hello: Hello {
             role: Role::Worker,
             software: "test".into(),
@@ -95,8 +91,17 @@ async fn dial(worker: &Arc<Identity>, endpoint: &ProxyEndpoint) -> Connection {
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         handshake_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(1),
-    };
-    dial_once(endpoint, &settings).await.unwrap()
+    }
+}
+
+async fn dial(worker: &Arc<Identity>, endpoint: &ProxyEndpoint) -> Connection {
+    let tls = tls::client_config_attested(
+        worker.clone(),
+        Arc::new(PinnedKeys::new([endpoint.fingerprint])),
+        Some(check()),
+    )
+    .unwrap();
+    dial_once(endpoint, &worker_settings(tls)).await.unwrap()
 }
 
 /// `identity`'s sealing key with simulated evidence binding it.
@@ -173,23 +178,12 @@ async fn other_weights_or_an_unattested_sealing_key_are_refused() {
 async fn a_worker_without_ra_tls_evidence_cannot_connect() {
     let bare = Arc::new(Identity::generate().unwrap());
     let (endpoint, _proxy) = start(&bare).await;
-    let settings = DialSettings {
-        tls: tls::client_config(
-            bare.clone(),
-            Arc::new(PinnedKeys::new([endpoint.fingerprint])),
-        )
-        .unwrap(),
-        hello: Hello {
-            role: Role::Worker,
-            software: "test".into(),
-        },
-        handler: Arc::new(Idle),
-        mux: MuxOptions::default(),
-        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-        handshake_timeout: Duration::from_secs(5),
-        max_backoff: Duration::from_secs(1),
-    };
-    let result = dial_once(&endpoint, &settings).await;
+    let tls = tls::client_config(
+        bare.clone(),
+        Arc::new(PinnedKeys::new([endpoint.fingerprint])),
+    )
+    .unwrap();
+    let result = dial_once(&endpoint, &worker_settings(tls)).await;
     if let Ok(conn) = result {
         // TLS 1.3 clients learn of a refused certificate on first read.
         tokio::time::timeout(Duration::from_secs(2), conn.closed())
