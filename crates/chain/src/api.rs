@@ -81,7 +81,8 @@ impl ApiState {
             "getTransactions" => transactions(&chain, params),
             "getMasterchainInfo" => Ok(json!({
                 "@type": "blocks.masterchainInfo",
-                "last": block_id(chain.now),
+                // Without a block producer, every call is its own "block".
+                "last": block_id(if chain.in_blocks { chain.block_seqno() } else { chain.now }),
                 "state_root_hash": "",
                 "init": block_id(0)
             })),
@@ -114,7 +115,7 @@ fn send_boc(chain: &mut Emulator, params: &Value) -> Result<Value, ApiError> {
     let boc = param(params, "boc")?;
     let cell = Boc::decode_base64(boc).map_err(|e| ApiError::bad(format!("`boc`: {e}")))?;
     chain
-        .send_external(cell)
+        .submit(cell)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     Ok(json!({"@type": "ok"}))
 }
@@ -225,7 +226,7 @@ fn address_information(chain: &Emulator, params: &Value) -> Result<Value, ApiErr
     let account = chain
         .account(&addr)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let last = chain.transactions(&addr).into_iter().next();
+    let last = chain.latest_transactions(&addr, None, 1).into_iter().next();
     let (balance, state, code, data) = match account {
         None => (0u128, "uninitialized", String::new(), String::new()),
         Some(account) => {
@@ -273,10 +274,19 @@ fn transactions(chain: &Emulator, params: &Value) -> Result<Value, ApiError> {
         })
         .unwrap_or(10)
         .min(100) as usize;
+    // Paging: `lt` (with `hash`, which this devnet does not need) starts the
+    // page at that transaction, as toncenter does.
+    let from_lt = match params.get("lt") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| ApiError::bad(format!("`lt`: not a logical time: {v}")))?,
+        ),
+    };
     let list: Vec<Value> = chain
-        .transactions(&addr)
+        .latest_transactions(&addr, from_lt, limit)
         .into_iter()
-        .take(limit)
         .map(|t| {
             json!({
                 "@type": "raw.transaction",

@@ -2,7 +2,28 @@
 //! checks those files are what the Tolk sources compile to).
 
 use tycho_types::boc::Boc;
-use tycho_types::cell::{Cell, HashBytes};
+use tycho_types::cell::{Cell, CellBuilder, HashBytes};
+use tycho_types::models::StdAddr;
+
+use crate::Error;
+
+/// Where a contract with `code` and initial `data` lives (basechain): the
+/// hash of its state init.
+pub fn contract_address(code: &Cell, data: &Cell) -> Result<StdAddr, Error> {
+    let init = CellBuilder::build_from(crate::wallet::state_init(code.clone(), data.clone()))?;
+    Ok(StdAddr::new(0, *init.repr_hash()))
+}
+
+/// The worker contract of `owner` (the GPU owner's wallet) with the proxy
+/// contract `proxy` whose key is `proxy_key`, and its initial data.
+pub fn worker_contract(
+    proxy: &StdAddr,
+    owner: &StdAddr,
+    proxy_key: &HashBytes,
+) -> Result<(StdAddr, Cell), Error> {
+    let data = crate::worker_data(proxy, owner, proxy_key)?;
+    Ok((contract_address(&Contract::Worker.code(), &data)?, data))
+}
 
 /// One of Cocoon's contracts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

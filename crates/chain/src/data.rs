@@ -147,6 +147,47 @@ fn int(stack: &[RcStackValue], i: usize) -> Result<u128, Error> {
         .ok_or_else(|| anyhow::anyhow!("get-method result {i} is not a non-negative integer"))
 }
 
+/// An address in a get-method result (a slice from the TVM, a cell from the
+/// HTTP API).
+fn address(stack: &[RcStackValue], i: usize) -> Result<StdAddr, Error> {
+    let value = stack
+        .get(i)
+        .ok_or_else(|| anyhow::anyhow!("get-method result {i} is missing"))?;
+    use tycho_types::cell::Load;
+    let parsed = if let Some(slice) = value.as_cell_slice() {
+        StdAddr::load_from(&mut slice.apply())
+    } else if let Some(cell) = value.as_cell() {
+        StdAddr::load_from(&mut cell.as_slice()?)
+    } else {
+        anyhow::bail!("get-method result {i} is not an address");
+    };
+    parsed.map_err(|e| anyhow::anyhow!("get-method result {i} is not an address: {e}"))
+}
+
+/// `get_client_data` in full: the channel's terms and its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientChannel {
+    /// The proxy contract that receives charges.
+    pub proxy: StdAddr,
+    /// The client's wallet.
+    pub owner: StdAddr,
+    pub proxy_key: HashBytes,
+    pub close_delay: u32,
+    pub state: ClientState,
+}
+
+impl ClientChannel {
+    pub fn from_stack(stack: &[RcStackValue]) -> Result<Self, Error> {
+        Ok(Self {
+            proxy: address(stack, 0)?,
+            owner: address(stack, 1)?,
+            proxy_key: HashBytes(uint256(stack, 2)?),
+            close_delay: int(stack, 3)? as u32,
+            state: ClientState::from_stack(stack)?,
+        })
+    }
+}
+
 /// `get_client_data` without the terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientState {
@@ -170,6 +211,8 @@ impl ClientState {
 /// `get_proxy_data` without the terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyState {
+    /// The key that signs for this proxy contract.
+    pub proxy_key: HashBytes,
     pub stake: u128,
     pub received: u128,
     pub workers_paid: u128,
@@ -199,6 +242,7 @@ fn uint256(stack: &[RcStackValue], i: usize) -> Result<[u8; 32], Error> {
 impl ProxyState {
     pub fn from_stack(stack: &[RcStackValue]) -> Result<Self, Error> {
         Ok(Self {
+            proxy_key: HashBytes(uint256(stack, 1)?),
             stake: int(stack, 4)?,
             received: int(stack, 5)?,
             workers_paid: int(stack, 6)?,
@@ -233,15 +277,19 @@ pub fn stack_int(stack: &[RcStackValue]) -> Result<u128, Error> {
     int(stack, 0)
 }
 
-/// `get_worker_data`: what has been paid.
+/// `get_worker_data`: whose it is and what has been paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerState {
+    pub proxy: StdAddr,
+    pub owner: StdAddr,
     pub paid: u128,
 }
 
 impl WorkerState {
     pub fn from_stack(stack: &[RcStackValue]) -> Result<Self, Error> {
         Ok(Self {
+            proxy: address(stack, 0)?,
+            owner: address(stack, 1)?,
             paid: int(stack, 3)?,
         })
     }

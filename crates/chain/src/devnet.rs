@@ -3,22 +3,21 @@
 //! the proxy, the client and the worker funded at genesis, and, each deployed
 //! through real signed wallet transfers, the root contract, the proxy's
 //! contract (with its stake) and the client's contract (with a deposit); the
-//! TON HTTP API subset is served on loopback. [`TonDevnet::charge`] and
-//! [`TonDevnet::claim`] move money the way the nodes settle: a charge signed
-//! by the proxy's key, relayed by the proxy's wallet; a claim relayed by the
-//! worker's wallet.
+//! TON HTTP API subset is served on loopback. The nodes settle on it through
+//! their own wallets, as on TON itself.
 
 use std::sync::{Arc, Mutex};
 
-use tycho_types::cell::{Cell, CellBuilder, CellFamily};
+use tycho_types::cell::{Cell, CellFamily, HashBytes};
 use tycho_types::models::StdAddr;
+use zeroize::Zeroizing;
 
 use crate::api::SharedChain;
-use crate::messages::{client, proxy, signed, worker};
-use crate::wallet::{internal_message, state_init, SEND_PAY_FEES_SEPARATELY};
+use crate::messages::{client, proxy};
+use crate::wallet::{internal_message, SEND_PAY_FEES_SEPARATELY};
 use crate::{
-    worker_data, ClientTerms, Contract, Emulator, Error, Prices, ProxySigner, ProxyTerms, TxReport,
-    Wallet,
+    contract_address, worker_contract, ClientTerms, Contract, Emulator, Error, Prices, ProxyTerms,
+    TxReport, Wallet,
 };
 
 const TON: u128 = 1_000_000_000;
@@ -43,12 +42,92 @@ pub fn default_prices() -> Prices {
     }
 }
 
-/// The wallets the devnet funds (keys made at random each start).
+/// More for the devnet's genesis: known wallet seeds (a devnet resumed from
+/// its state directory) and accounts to fund.
+#[derive(Default)]
+pub struct Genesis {
+    pub wallets: Option<Wallets>,
+    /// Accounts funded at genesis (e.g. your own wallet), nano-TON.
+    pub accounts: Vec<(StdAddr, u128)>,
+}
+
+/// Where the devnet's contracts are (`devnet.json` in its state directory).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Addresses {
+    pub root: String,
+    pub proxy_contract: String,
+    pub client_contract: String,
+    pub worker_contract: String,
+    pub proxy_key: String,
+}
+
+/// The seeds of the wallets the devnet funds (made at random each start;
+/// each role gets its wallet from them).
+#[derive(Clone)]
 pub struct Wallets {
-    pub operator: Wallet,
-    pub proxy: Wallet,
-    pub client: Wallet,
-    pub worker: Wallet,
+    pub operator: Zeroizing<[u8; 32]>,
+    pub proxy: Zeroizing<[u8; 32]>,
+    pub client: Zeroizing<[u8; 32]>,
+    pub worker: Zeroizing<[u8; 32]>,
+}
+
+impl Wallets {
+    /// As hex, for a 0600 file in the devnet's state directory.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(
+            [&self.operator, &self.proxy, &self.client, &self.worker]
+                .iter()
+                .map(|s| hex::encode(s.as_slice()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+
+    /// Read back what `to_hex` wrote.
+    pub fn from_hex(text: &str) -> Result<Self, Error> {
+        let seeds: Vec<Zeroizing<[u8; 32]>> = text
+            .lines()
+            .map(|line| {
+                let bytes = Zeroizing::new(hex::decode(line.trim())?);
+                let seed: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("a wallet seed is not 32 bytes"))?;
+                Ok(Zeroizing::new(seed))
+            })
+            .collect::<Result<_, Error>>()?;
+        let [operator, proxy, client, worker]: [Zeroizing<[u8; 32]>; 4] = seeds
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("expected 4 wallet seeds"))?;
+        Ok(Self {
+            operator,
+            proxy,
+            client,
+            worker,
+        })
+    }
+
+    fn random() -> Result<Self, Error> {
+        Ok(Self {
+            operator: Zeroizing::new(random_seed()?),
+            proxy: Zeroizing::new(random_seed()?),
+            client: Zeroizing::new(random_seed()?),
+            worker: Zeroizing::new(random_seed()?),
+        })
+    }
+
+    pub fn operator(&self) -> Wallet {
+        Wallet::from_seed(&self.operator).expect("a 32-byte seed is a key")
+    }
+    pub fn proxy(&self) -> Wallet {
+        Wallet::from_seed(&self.proxy).expect("a 32-byte seed is a key")
+    }
+    pub fn client(&self) -> Wallet {
+        Wallet::from_seed(&self.client).expect("a 32-byte seed is a key")
+    }
+    pub fn worker(&self) -> Wallet {
+        Wallet::from_seed(&self.worker).expect("a 32-byte seed is a key")
+    }
 }
 
 /// What the client deposits in its contract at genesis by default.
@@ -64,13 +143,8 @@ pub struct TonDevnet {
     /// The worker's contract with that proxy (deployed by its first claim).
     pub worker_contract: StdAddr,
     pub wallets: Wallets,
-    /// The proxy's signing key (in production it never leaves the enclave).
-    signer: ProxySigner,
-}
-
-fn address_of(code: &Cell, data: &Cell) -> Result<StdAddr, Error> {
-    let init = CellBuilder::build_from(state_init(code.clone(), data.clone()))?;
-    Ok(StdAddr::new(0, *init.repr_hash()))
+    /// The proxy's public key in its contracts' terms.
+    pub proxy_key: HashBytes,
 }
 
 /// Have `wallet` send `body` with `value` to `dest` (deploying `init`),
@@ -127,64 +201,79 @@ fn random_seed() -> Result<[u8; 32], Error> {
     Ok(seed)
 }
 
-fn random_nonce() -> Result<u64, Error> {
+/// A random nonce for a contract's terms (a fresh address per deployment).
+pub fn random_nonce() -> Result<u64, Error> {
     let seed = random_seed()?;
     Ok(u64::from_be_bytes(seed[..8].try_into().expect("8 bytes")))
 }
 
 impl TonDevnet {
     /// Genesis: fund the wallets, deploy the root contract from the
-    /// operator's wallet with `prices`, the proxy's contract with its minimum
-    /// stake and the client's contract with `client_deposit` nano-TON.
-    pub fn start(prices: &Prices, client_deposit: u128) -> Result<Self, Error> {
+    /// operator's wallet with `prices`, the proxy's contract (its key
+    /// `proxy_key`, the proxy node's own) with its minimum stake and the
+    /// client's contract with `client_deposit` nano-TON.
+    pub fn start(
+        prices: &Prices,
+        client_deposit: u128,
+        proxy_key: [u8; 32],
+    ) -> Result<Self, Error> {
+        Self::genesis(prices, client_deposit, proxy_key, &Genesis::default())
+    }
+
+    /// [`TonDevnet::start`] with `genesis`: its wallet seeds (else random
+    /// ones) and more accounts funded.
+    pub fn genesis(
+        prices: &Prices,
+        client_deposit: u128,
+        proxy_key: [u8; 32],
+        genesis: &Genesis,
+    ) -> Result<Self, Error> {
         let mut chain = Emulator::new(unix_now())?;
-        let wallets = Wallets {
-            operator: Wallet::from_seed(&random_seed()?)?,
-            proxy: Wallet::from_seed(&random_seed()?)?,
-            client: Wallet::from_seed(&random_seed()?)?,
-            worker: Wallet::from_seed(&random_seed()?)?,
+        let wallets = match &genesis.wallets {
+            Some(w) => w.clone(),
+            None => Wallets::random()?,
         };
-        for wallet in [
-            &wallets.operator,
-            &wallets.proxy,
-            &wallets.client,
-            &wallets.worker,
-        ] {
+        for (address, balance) in &genesis.accounts {
+            chain.fund(address, *balance)?;
+        }
+        let (operator, proxy_wallet, client_wallet, worker_wallet) = (
+            wallets.operator(),
+            wallets.proxy(),
+            wallets.client(),
+            wallets.worker(),
+        );
+        for wallet in [&operator, &proxy_wallet, &client_wallet, &worker_wallet] {
             chain.fund(&wallet.address, GENESIS_BALANCE)?;
         }
         let code = Contract::Root.code();
-        let data = prices.root_data(&wallets.operator.address)?;
-        let root = StdAddr::new(
-            0,
-            *CellBuilder::build_from(state_init(code.clone(), data.clone()))?.repr_hash(),
-        );
-        let deploy = internal_message(
+        let data = prices.root_data(&operator.address)?;
+        let root = contract_address(&code, &data)?;
+        let reports = relay(
+            &mut chain,
+            &operator,
             &root,
             10 * TON,
-            false,
             Cell::empty_cell(),
             Some((code, data)),
         )?;
-        let transfer =
-            wallets
-                .operator
-                .transfer(0, chain.now + 60, &[(SEND_PAY_FEES_SEPARATELY, deploy)])?;
-        chain.send_external(transfer)?;
-        anyhow::ensure!(chain.is_active(&root)?, "the root contract did not deploy");
+        anyhow::ensure!(
+            chain.is_active(&root)?,
+            "the root contract did not deploy: {reports:?}"
+        );
 
-        let signer = ProxySigner::from_seed(&random_seed()?)?;
+        let proxy_key = HashBytes(proxy_key);
         let proxy_data = ProxyTerms {
-            owner: wallets.proxy.address.clone(),
-            proxy_key: signer.public_key(),
+            owner: proxy_wallet.address.clone(),
+            proxy_key,
             root: root.clone(),
             close_delay: prices.proxy_close_delay,
             nonce: random_nonce()?,
         }
         .initial_data()?;
-        let proxy_contract = address_of(&Contract::Proxy.code(), &proxy_data)?;
+        let proxy_contract = contract_address(&Contract::Proxy.code(), &proxy_data)?;
         let reports = relay(
             &mut chain,
-            &wallets.proxy,
+            &proxy_wallet,
             &proxy_contract,
             prices.min_proxy_stake,
             proxy::add_stake()?,
@@ -194,16 +283,16 @@ impl TonDevnet {
 
         let client_data = ClientTerms {
             proxy: proxy_contract.clone(),
-            owner: wallets.client.address.clone(),
-            proxy_key: signer.public_key(),
+            owner: client_wallet.address.clone(),
+            proxy_key,
             close_delay: prices.client_close_delay,
             nonce: random_nonce()?,
         }
         .initial_data()?;
-        let client_contract = address_of(&Contract::Client.code(), &client_data)?;
+        let client_contract = contract_address(&Contract::Client.code(), &client_data)?;
         let reports = relay(
             &mut chain,
-            &wallets.client,
+            &client_wallet,
             &client_contract,
             client_deposit + TON / 50,
             client::top_up()?,
@@ -211,14 +300,8 @@ impl TonDevnet {
         )?;
         ensure_ok(&reports, "deploying the client contract")?;
 
-        let worker_contract = address_of(
-            &Contract::Worker.code(),
-            &worker_data(
-                &proxy_contract,
-                &wallets.worker.address,
-                &signer.public_key(),
-            )?,
-        )?;
+        let (worker_contract, _) =
+            worker_contract(&proxy_contract, &worker_wallet.address, &proxy_key)?;
         Ok(Self {
             chain: Arc::new(Mutex::new(chain)),
             root,
@@ -226,84 +309,51 @@ impl TonDevnet {
             client_contract,
             worker_contract,
             wallets,
-            signer,
+            proxy_key,
         })
     }
 
-    /// The proxy charges the client's contract up to `cumulative` nano-TON:
-    /// signed with the proxy's key, relayed by the proxy's wallet.
-    pub fn charge(&self, cumulative: u128) -> Result<(), Error> {
-        let signature =
-            self.signer
-                .sign_amount(signed::CHARGE, &self.client_contract, cumulative)?;
-        let mut chain = self.lock()?;
-        let reports = relay(
-            &mut chain,
-            &self.wallets.proxy,
-            &self.client_contract,
-            TON / 20,
-            client::charge(cumulative, &signature)?,
-            None,
-        )?;
-        ensure_ok(&reports, "charging the client contract")
+    /// The addresses to find this devnet again after a restart.
+    pub fn addresses(&self) -> Addresses {
+        Addresses {
+            root: self.root.to_string(),
+            proxy_contract: self.proxy_contract.to_string(),
+            client_contract: self.client_contract.to_string(),
+            worker_contract: self.worker_contract.to_string(),
+            proxy_key: hex::encode(self.proxy_key.as_slice()),
+        }
     }
 
-    /// The worker claims `owed` nano-TON in all (the proxy signs it; the
-    /// worker's wallet relays it, deploying its contract the first time).
-    pub fn claim(&self, owed: u128) -> Result<(), Error> {
-        let signature = self
-            .signer
-            .sign_amount(signed::OWED, &self.worker_contract, owed)?;
-        let mut chain = self.lock()?;
-        let init = if chain.is_active(&self.worker_contract)? {
-            None
-        } else {
-            Some((
-                Contract::Worker.code(),
-                worker_data(
-                    &self.proxy_contract,
-                    &self.wallets.worker.address,
-                    &self.signer.public_key(),
-                )?,
-            ))
+    /// A devnet saved earlier: its chain, addresses and wallets.
+    pub fn resume(chain: Emulator, addresses: &Addresses, wallets: Wallets) -> Result<Self, Error> {
+        let addr = |field: &str, text: &str| -> Result<StdAddr, Error> {
+            text.parse()
+                .map_err(|e| anyhow::anyhow!("devnet {field} {text:?}: {e}"))
         };
-        let reports = relay(
-            &mut chain,
-            &self.wallets.worker,
-            &self.worker_contract,
-            TON / 10,
-            worker::claim(owed, &signature)?,
-            init,
-        )?;
-        ensure_ok(&reports, "claiming from the worker contract")
+        let key: [u8; 32] = hex::decode(&addresses.proxy_key)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("devnet proxy_key is not 32 bytes"))?;
+        let root = addr("root", &addresses.root)?;
+        anyhow::ensure!(
+            chain.is_active(&root)?,
+            "the saved chain has no root contract at {root}"
+        );
+        Ok(Self {
+            chain: Arc::new(Mutex::new(chain)),
+            root,
+            proxy_contract: addr("proxy_contract", &addresses.proxy_contract)?,
+            client_contract: addr("client_contract", &addresses.client_contract)?,
+            worker_contract: addr("worker_contract", &addresses.worker_contract)?,
+            wallets,
+            proxy_key: HashBytes(key),
+        })
     }
 
-    /// The proxy commits the hash of its books with sequence number `seqno`
-    /// (signed with its key, relayed by its wallet).
-    pub fn commit_books(&self, seqno: u64, books: [u8; 32]) -> Result<(), Error> {
-        let books = tycho_types::cell::HashBytes(books);
-        let signature = self
-            .signer
-            .sign_books(&self.proxy_contract, seqno, &books)?;
-        let mut chain = self.lock()?;
-        let reports = relay(
-            &mut chain,
-            &self.wallets.proxy,
-            &self.proxy_contract,
-            TON / 20,
-            proxy::commit_books(seqno, &books, &signature)?,
-            None,
-        )?;
-        ensure_ok(&reports, "committing the books")
-    }
-
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Emulator>, Error> {
-        self.chain
-            .lock()
-            .map_err(|_| anyhow::anyhow!("chain state poisoned"))
-            .map(|mut chain| {
-                chain.now = chain.now.max(unix_now());
-                chain
-            })
+    /// The chain in process, behind the [`crate::Chain`] interface.
+    pub fn embedded(&self) -> crate::EmbeddedChain {
+        crate::EmbeddedChain {
+            chain: self.chain.clone(),
+            clock: unix_now,
+        }
     }
 }

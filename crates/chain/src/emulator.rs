@@ -4,6 +4,11 @@
 //! every outgoing internal message delivered in turn, the transactions of each
 //! account kept, and get-methods on the latest TVM version. The blockchain
 //! configuration is the one `tycho-executor` ships (`res/config.boc`).
+//!
+//! External messages either run at once ([`Emulator::send_external`], for
+//! genesis and tests) or, as on TON, are checked for acceptance and queued
+//! for the next block ([`Emulator::submit`], [`Emulator::produce_block`]);
+//! the whole state saves to and loads from a file (`persist`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -52,11 +57,28 @@ pub struct TxRecord {
 /// Accounts and a clock; messages run to completion on `send`.
 pub struct Emulator {
     config: BlockchainConfig,
-    accounts: HashMap<StdAddr, ShardAccount>,
-    transactions: HashMap<StdAddr, Vec<TxRecord>>,
+    pub(crate) accounts: HashMap<StdAddr, ShardAccount>,
+    pub(crate) transactions: HashMap<StdAddr, Vec<TxRecord>>,
     /// Unix time of the next transactions.
     pub now: u32,
-    lt: u64,
+    pub(crate) lt: u64,
+    /// External messages accepted for the next block.
+    pending: VecDeque<Cell>,
+    /// Blocks produced so far.
+    pub(crate) block_seqno: u32,
+    /// Whether `sendBoc` queues for blocks (a block producer runs) rather
+    /// than executing at once.
+    pub in_blocks: bool,
+}
+
+/// What one block did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockReport {
+    pub seqno: u32,
+    pub transactions: usize,
+    /// Queued messages no longer accepted when the block ran (e.g. a second
+    /// transfer with the same seqno).
+    pub dropped: usize,
 }
 
 impl Emulator {
@@ -73,7 +95,60 @@ impl Emulator {
             transactions: HashMap::new(),
             now,
             lt: 1_000_000,
+            pending: VecDeque::new(),
+            block_seqno: 0,
+            in_blocks: false,
         })
+    }
+
+    /// Blocks produced so far (the devnet's masterchain seqno).
+    pub fn block_seqno(&self) -> u32 {
+        self.block_seqno
+    }
+
+    /// External messages waiting for the next block.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Take an external message for the next block if its destination would
+    /// accept it now (the executor's check, nothing committed): what TON's
+    /// `sendBoc` answers. Executes at once when no blocks are produced.
+    pub fn submit(&mut self, message: Cell) -> Result<(), Error> {
+        if !self.in_blocks {
+            return self.send_external(message).map(|_| ());
+        }
+        let dst = external_destination(&message)?;
+        let state = self.shard_account(&dst)?;
+        let config = ParsedConfig::parse(self.config.clone(), self.now)?;
+        let params = self.params();
+        Executor::new(&params, &config)
+            .with_min_lt(self.lt)
+            .begin_ordinary(&dst, true, message.clone(), &state)
+            .map_err(|e| anyhow::anyhow!("message not accepted: {e:?}"))?;
+        anyhow::ensure!(
+            self.pending.len() < 10_000,
+            "too many messages waiting for the next block"
+        );
+        self.pending.push_back(message);
+        Ok(())
+    }
+
+    /// Run every queued external message (and all that follows from them)
+    /// as the next block at the current `now`.
+    pub fn produce_block(&mut self) -> BlockReport {
+        self.block_seqno += 1;
+        let mut report = BlockReport {
+            seqno: self.block_seqno,
+            ..Default::default()
+        };
+        while let Some(message) = self.pending.pop_front() {
+            match self.send_external(message) {
+                Ok(txs) => report.transactions += txs.len(),
+                Err(_) => report.dropped += 1,
+            }
+        }
+        report
     }
 
     fn params(&self) -> ExecutorParams {
@@ -170,15 +245,19 @@ impl Emulator {
     /// from `sendBoc`) and everything that follows. An external message the
     /// contract does not accept makes no transaction and is an error.
     pub fn send_external(&mut self, message: Cell) -> Result<Vec<TxReport>, Error> {
-        let parsed: Message<'_> = message.parse()?;
-        let MsgInfo::ExtIn(info) = &parsed.info else {
-            anyhow::bail!("only external inbound messages can be sent to the chain");
-        };
-        let IntAddr::Std(dst) = &info.dst else {
-            anyhow::bail!("the destination is not a standard address");
-        };
-        let dst = dst.clone();
+        let dst = external_destination(&message)?;
         self.run(dst, message, true)
+    }
+
+    fn shard_account(&self, address: &StdAddr) -> Result<ShardAccount, Error> {
+        Ok(match self.accounts.get(address) {
+            Some(state) => state.clone(),
+            None => ShardAccount {
+                account: Lazy::new(&OptionalAccount::EMPTY)?,
+                last_trans_hash: HashBytes::ZERO,
+                last_trans_lt: 0,
+            },
+        })
     }
 
     fn run(&mut self, to: StdAddr, message: Cell, external: bool) -> Result<Vec<TxReport>, Error> {
@@ -197,9 +276,29 @@ impl Emulator {
 
     /// The transactions of `address`, newest first.
     pub fn transactions(&self, address: &StdAddr) -> Vec<TxRecord> {
-        let mut list = self.transactions.get(address).cloned().unwrap_or_default();
-        list.reverse();
-        list
+        self.latest_transactions(address, None, usize::MAX)
+    }
+
+    /// The newest `limit` transactions of `address` at or before logical
+    /// time `from_lt` (all when `None`), newest first, without copying the
+    /// rest of its history: pages of toncenter's `getTransactions`.
+    pub fn latest_transactions(
+        &self,
+        address: &StdAddr,
+        from_lt: Option<u64>,
+        limit: usize,
+    ) -> Vec<TxRecord> {
+        self.transactions
+            .get(address)
+            .map(|list| {
+                list.iter()
+                    .rev()
+                    .filter(|t| from_lt.is_none_or(|lt| t.lt <= lt))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// One ordinary transaction of `message` at `address`; its outgoing
@@ -210,14 +309,7 @@ impl Emulator {
         message: Cell,
         external: bool,
     ) -> Result<(TxReport, Vec<(StdAddr, Cell)>), Error> {
-        let state = match self.accounts.get(address) {
-            Some(state) => state.clone(),
-            None => ShardAccount {
-                account: Lazy::new(&OptionalAccount::EMPTY)?,
-                last_trans_hash: HashBytes::ZERO,
-                last_trans_lt: 0,
-            },
-        };
+        let state = self.shard_account(address)?;
         let config = ParsedConfig::parse(self.config.clone(), self.now)?;
         let params = self.params();
         let output = Executor::new(&params, &config)
@@ -336,6 +428,18 @@ impl Emulator {
         let exit_code = !vm.run();
         Ok((exit_code, vm.gas.consumed(), vm.stack.items.clone()))
     }
+}
+
+/// Where an external inbound message goes.
+fn external_destination(message: &Cell) -> Result<StdAddr, Error> {
+    let parsed: Message<'_> = message.parse()?;
+    let MsgInfo::ExtIn(info) = &parsed.info else {
+        anyhow::bail!("only external inbound messages can be sent to the chain");
+    };
+    let IntAddr::Std(dst) = &info.dst else {
+        anyhow::bail!("the destination is not a standard address");
+    };
+    Ok(dst.clone())
 }
 
 /// A get-method's id: CRC16/XMODEM of its name, with bit 16 set.

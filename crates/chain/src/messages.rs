@@ -271,10 +271,48 @@ pub fn snake(text: &str) -> Result<Cell, Error> {
     chunk(text.as_bytes())
 }
 
+fn amount_payload(op: u32, at: &StdAddr, nano: u128) -> Result<Cell, Error> {
+    cell(|b| {
+        b.store_u32(op)?;
+        store_addr(b, at)?;
+        store_coins(b, nano)
+    })
+}
+
+/// Whether `signature` is the proxy key `public`'s over `nano` for `at` with
+/// payload opcode `op`: what the contract will check, checked before paying
+/// fees to send it.
+pub fn verify_amount(
+    public: &[u8; 32],
+    op: u32,
+    at: &StdAddr,
+    nano: u128,
+    signature: &[u8],
+) -> bool {
+    let Ok(payload) = amount_payload(op, at, nano) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
+        .verify(payload.repr_hash().as_slice(), signature)
+        .is_ok()
+}
+
 /// The proxy's signing key (it lives in the proxy's enclave); signs the
-/// payloads the contracts check.
+/// payloads the contracts check. The proxy node signs with its own Ed25519
+/// identity key ([`ProxySigner::from_fn`]); the secret stays where it is.
+#[derive(Clone)]
 pub struct ProxySigner {
-    key: Ed25519KeyPair,
+    public: HashBytes,
+    sign: std::sync::Arc<SignFn>,
+}
+
+/// Ed25519 over a message.
+pub type SignFn = dyn Fn(&[u8]) -> [u8; 64] + Send + Sync;
+
+impl std::fmt::Debug for ProxySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProxySigner({})", self.public)
+    }
 }
 
 impl ProxySigner {
@@ -282,30 +320,39 @@ impl ProxySigner {
     pub fn from_seed(seed: &[u8; 32]) -> Result<Self, Error> {
         let key = Ed25519KeyPair::from_seed_unchecked(seed)
             .map_err(|e| anyhow::anyhow!("bad Ed25519 seed: {e}"))?;
-        Ok(Self { key })
+        let mut public = [0u8; 32];
+        public.copy_from_slice(key.public_key().as_ref());
+        Ok(Self::from_fn(public, move |message| {
+            let mut out = [0u8; 64];
+            out.copy_from_slice(key.sign(message).as_ref());
+            out
+        }))
+    }
+
+    /// A key held elsewhere: its public half and a function that signs.
+    pub fn from_fn(
+        public: [u8; 32],
+        sign: impl Fn(&[u8]) -> [u8; 64] + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            public: HashBytes(public),
+            sign: std::sync::Arc::new(sign),
+        }
     }
 
     /// The public key as the contracts store it (uint256).
     pub fn public_key(&self) -> HashBytes {
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(self.key.public_key().as_ref());
-        HashBytes(bytes)
+        self.public
     }
 
     fn sign_cell(&self, payload: Cell) -> [u8; 64] {
-        let mut out = [0u8; 64];
-        out.copy_from_slice(self.key.sign(payload.repr_hash().as_slice()).as_ref());
-        out
+        (self.sign)(payload.repr_hash().as_slice())
     }
 
     /// Signature over `amount` for `at` with payload opcode `op` (charge,
     /// owed, close).
     pub fn sign_amount(&self, op: u32, at: &StdAddr, nano: u128) -> Result<[u8; 64], Error> {
-        Ok(self.sign_cell(cell(|b| {
-            b.store_u32(op)?;
-            store_addr(b, at)?;
-            store_coins(b, nano)
-        })?))
+        Ok(self.sign_cell(amount_payload(op, at, nano)?))
     }
 
     pub fn sign_books(

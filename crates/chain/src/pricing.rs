@@ -57,6 +57,40 @@ impl Prices {
     }
 }
 
+/// Parse a TON amount ("1.5") into nano-TON exactly, without floats.
+pub fn parse_ton(text: &str) -> Result<u128, String> {
+    let bad = || format!("{text:?} is not an amount of TON like 1.5");
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() && frac.is_empty()
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || !frac.chars().all(|c| c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    if frac.len() > 9 {
+        return Err(format!("at most 9 decimals (1 nano-TON), got {text:?}"));
+    }
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac: u128 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
+    let nano = whole
+        .checked_mul(1_000_000_000)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(bad)?;
+    if nano == 0 {
+        return Err("must be more than 0".into());
+    }
+    Ok(nano)
+}
+
+/// nano-TON as TON with all 9 decimals, e.g. `1.500000000`.
+pub fn format_ton(nano: u128) -> String {
+    format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -1,7 +1,8 @@
 //! A client of TON's HTTP API (toncenter v2 JSON-RPC): the same code talks to
 //! the embedded devnet's API and to a toncenter-compatible endpoint on testnet
-//! or mainnet (with an API key). Rate limits (HTTP 429) and transient failures
-//! are retried with backoff; errors name the method and what the server said.
+//! or mainnet (with an API key). Rate limits (HTTP 429, honouring
+//! `Retry-After`) and transient failures are retried with backoff; errors
+//! name the method and what the server said.
 
 use std::time::Duration;
 
@@ -16,12 +17,55 @@ use crate::Error;
 /// Attempts per call when the server says it is rate limited or unavailable.
 const ATTEMPTS: u32 = 4;
 
-/// An account as `getAddressInformation` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountInfo {
-    pub balance: u128,
-    /// `active`, `uninitialized` or `frozen`.
-    pub state: String,
+pub use crate::access::AccountInfo;
+use crate::access::{Chain, TxSummary};
+
+/// toncenter's public endpoints (an API key from toncenter lifts their rate
+/// limit of about one request per second).
+pub const TESTNET_API: &str = "https://testnet.toncenter.com/api/v2";
+pub const MAINNET_API: &str = "https://toncenter.com/api/v2";
+
+/// `testnet`, `mainnet`, or an API URL as it is (e.g. the devnet's).
+pub fn api_url(network: &str) -> &str {
+    match network {
+        "testnet" => TESTNET_API,
+        "mainnet" => MAINNET_API,
+        url => url,
+    }
+}
+
+/// A client for `ton_api` (`testnet`, `mainnet` or an http(s) URL) with the
+/// API key from the environment variable `api_key_env`, as the nodes'
+/// configs name them. The error says what is wrong, for the config's field.
+pub fn from_config(ton_api: &str, api_key_env: Option<&str>) -> Result<TonHttp, String> {
+    let url = api_url(ton_api);
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "must be \"testnet\", \"mainnet\" or an http(s) URL of a TON HTTP API, got {ton_api:?}"
+        ));
+    }
+    let key = match api_key_env {
+        None => None,
+        Some(var) => Some(
+            std::env::var(var).map_err(|_| format!("the environment variable {var} is not set"))?,
+        ),
+    };
+    TonHttp::new(url, key).map_err(|e| e.to_string())
+}
+
+/// A TON address, `0:<hex>` or user-friendly; contracts live on the basechain.
+pub fn parse_address(text: &str) -> Result<StdAddr, String> {
+    use std::str::FromStr;
+    let address = StdAddr::from_str(text)
+        .or_else(|_| StdAddr::from_str_ext(text, crate::AddressFormat::any()).map(|(a, _)| a))
+        .map_err(|e| format!("not a TON address ({e}): {text:?}"))?;
+    if address.workchain != 0 {
+        return Err(format!(
+            "Cocoon's contracts and wallets live on the basechain (0:...), got workchain {}",
+            address.workchain
+        ));
+    }
+    Ok(address)
 }
 
 /// A TON HTTP API endpoint, e.g. `http://127.0.0.1:8081/api/v2` or
@@ -70,7 +114,16 @@ impl TonHttp {
                 Ok(r) => r.status() == 429 || r.status().is_server_error() && r.status() != 500,
             };
             if retry && attempt < ATTEMPTS {
-                tokio::time::sleep(delay).await;
+                // A rate limit may say when to come back (seconds); never
+                // wait longer than 10 s on its word.
+                let asked = response
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.headers().get("retry-after"))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|s| Duration::from_secs(s.min(10)));
+                tokio::time::sleep(asked.unwrap_or(delay).max(delay)).await;
                 delay *= 2;
                 continue;
             }
@@ -90,16 +143,17 @@ impl TonHttp {
         }
         unreachable!("the last attempt returns")
     }
+}
 
-    /// Send an external message (e.g. a signed wallet transfer).
-    pub async fn send_boc(&self, message: &Cell) -> Result<(), Error> {
+#[async_trait::async_trait]
+impl Chain for TonHttp {
+    async fn send_boc(&self, message: &Cell) -> Result<(), Error> {
         self.call("sendBoc", json!({"boc": Boc::encode_base64(message)}))
             .await
             .map(|_| ())
     }
 
-    /// Balance and state of an account.
-    pub async fn account(&self, address: &StdAddr) -> Result<AccountInfo, Error> {
+    async fn account(&self, address: &StdAddr) -> Result<AccountInfo, Error> {
         let info = self
             .call(
                 "getAddressInformation",
@@ -120,9 +174,7 @@ impl TonHttp {
         })
     }
 
-    /// Run a get-method with integer arguments; the result stack, first value
-    /// first (integers and cells), ready for the `from_stack` parsers.
-    pub async fn get(
+    async fn get(
         &self,
         address: &StdAddr,
         method: &str,
@@ -148,6 +200,37 @@ impl TonHttp {
             .map(|items| items.iter().map(stack_value).collect())
             .unwrap_or_else(|| Ok(Vec::new()))
     }
+
+    async fn transactions(&self, address: &StdAddr, limit: usize) -> Result<Vec<TxSummary>, Error> {
+        let result = self
+            .call(
+                "getTransactions",
+                json!({"address": address.to_string(), "limit": limit.min(100), "archival": true}),
+            )
+            .await?;
+        parse_transactions(&result)
+    }
+}
+
+/// toncenter's `getTransactions` result: each transaction's `data` is its
+/// BOC, read for the fee, time and outcome.
+pub fn parse_transactions(result: &Value) -> Result<Vec<TxSummary>, Error> {
+    let items = result
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("getTransactions: the result is not a list"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let data = item["data"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("getTransactions: transaction {i} has no `data`"))?;
+            let cell = Boc::decode_base64(data)
+                .map_err(|e| anyhow::anyhow!("getTransactions: transaction {i}: bad BOC: {e}"))?;
+            TxSummary::from_cell(&cell)
+                .map_err(|e| anyhow::anyhow!("getTransactions: transaction {i}: {e}"))
+        })
+        .collect()
 }
 
 fn stack_value(item: &Value) -> Result<RcStackValue, Error> {

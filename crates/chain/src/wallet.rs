@@ -65,6 +65,17 @@ impl Wallet {
         self.public
     }
 
+    /// The wallet whose 24-word mnemonic is in the file at `path`.
+    pub fn from_mnemonic_file(path: &std::path::Path) -> Result<Self, Error> {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        );
+        let mnemonic = crate::mnemonic::Mnemonic::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Self::from_seed(&mnemonic.key_seed())
+    }
+
     /// Code and data to deploy this wallet with its first message.
     pub fn state_init(&self) -> Result<(Cell, Cell), Error> {
         Ok((Self::code(), initial_data(&self.public, self.wallet_id)?))

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use cocoon_chain::wallet::{internal_message, SEND_PAY_FEES_SEPARATELY};
+use cocoon_chain::Chain;
 use cocoon_chain::{Contract, Emulator, Wallet};
 use serde_json::{json, Value};
 use tycho_types::boc::Boc;
@@ -33,6 +34,7 @@ async fn serve_devnet() -> (String, cocoon_chain::devnet::TonDevnet) {
     let ton = cocoon_chain::devnet::TonDevnet::start(
         &cocoon_chain::devnet::default_prices(),
         cocoon_chain::devnet::CLIENT_DEPOSIT,
+        [7; 32],
     )
     .unwrap();
     let app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);

@@ -4,6 +4,12 @@
 //! RA-TLS with a SIMULATED TEE per node (there is no TDX here): certificates
 //! carry simulated evidence bound to their keys, and each side checks it under a
 //! development policy that allows simulated evidence.
+//!
+//! Money runs as it does on TON: an embedded chain with the network's
+//! contracts, served over TON's HTTP API, and each role settling through
+//! that API with its own wallet: the client node registers its contract with
+//! the proxy, the proxy charges it and commits its books, the worker claims
+//! the proxy's signed vouchers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +21,7 @@ use cocoon_attestation::{AllowedModel, Attester, Policy};
 use cocoon_chain::devnet::TonDevnet;
 use cocoon_client::{ApiSettings, ProxyPool};
 use cocoon_protocol::ra_tls::AttestationCheck;
-use cocoon_protocol::tls::{Fingerprint, Identity, PinnedKeys};
+use cocoon_protocol::tls::{Identity, PinnedKeys};
 use cocoon_protocol::{MuxOptions, ProxyEndpoint, DEFAULT_MAX_FRAME_BYTES};
 use cocoon_proxy::{ProxyHandle, ProxySettings};
 use cocoon_worker::{EngineConfig, Worker, WorkerSettings};
@@ -41,6 +47,17 @@ pub struct DevnetOptions {
     pub settle_every: Option<Duration>,
     /// What the client deposits in its contract at genesis, nano-TON.
     pub client_deposit: u128,
+    /// The chain makes a block this often, running the external messages
+    /// sent since the last one (`None`: each runs when it arrives).
+    pub block_interval: Option<Duration>,
+    /// Keep the chain, the node keys, the wallets, the books and the
+    /// worker's earnings here, and resume from them on the next start.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// More accounts funded at genesis, nano-TON.
+    pub genesis_accounts: Vec<(cocoon_chain::StdAddr, u128)>,
+    /// The client node tops its contract up from its wallet by `.1` when it
+    /// holds less than `.0` nano-TON.
+    pub client_top_up: Option<(u128, u128)>,
 }
 
 impl DevnetOptions {
@@ -59,48 +76,116 @@ impl DevnetOptions {
             ton_listen: "127.0.0.1:0".parse().expect("valid address"),
             settle_every: Some(Duration::from_secs(10)),
             client_deposit: cocoon_chain::devnet::CLIENT_DEPOSIT,
+            block_interval: Some(Duration::from_millis(100)),
+            state_dir: None,
+            genesis_accounts: Vec::new(),
+            client_top_up: None,
         }
     }
 }
 
-/// Cumulative amounts put on chain, nano-TON.
+/// What the chain shows as settled, nano-TON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Settled {
+    /// Charged to the client's contract (once it is closed: received by the
+    /// proxy's contract).
     pub charged: u128,
+    /// Paid to the worker by its contract.
     pub claimed: u128,
     /// Books hashes committed to the proxy contract.
     pub books_seqno: u64,
 }
 
-fn settle(
-    ton: &TonDevnet,
-    settled: &std::sync::Mutex<Settled>,
-    books: Option<&cocoon_proxy::Books>,
-    client: Fingerprint,
-    worker: Fingerprint,
-) -> anyhow::Result<Settled> {
-    let Some(books) = books else {
-        anyhow::bail!("the proxy keeps no books");
-    };
-    let mut done = settled.lock().unwrap_or_else(|e| e.into_inner());
-    let owes = books.client(&client).total;
-    let charged_now = owes > done.charged;
-    if charged_now {
-        ton.charge(owes)?;
-        done.charged = owes;
+/// The embedded chain: resumed from `state_dir` when it holds one, else a
+/// new genesis (saved there when given).
+fn ton_chain(
+    options: &DevnetOptions,
+    prices: &cocoon_chain::Prices,
+    proxy_key: [u8; 32],
+) -> anyhow::Result<TonDevnet> {
+    use cocoon_chain::devnet::{Addresses, Genesis, Wallets};
+    let dir = options.state_dir.as_deref();
+    if let Some(dir) = dir.filter(|d| d.join("chain.json").exists()) {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .with_context(|| format!("--state: {}", dir.join(name).display()))
+        };
+        let chain = cocoon_chain::Emulator::load(&dir.join("chain.json"))?;
+        let addresses: Addresses = serde_json::from_str(&read("devnet.json")?)
+            .with_context(|| format!("--state: {}", dir.join("devnet.json").display()))?;
+        let wallets = Wallets::from_hex(&zeroize::Zeroizing::new(read("wallets.hex")?))?;
+        let ton = TonDevnet::resume(chain, &addresses, wallets)?;
+        anyhow::ensure!(
+            ton.proxy_key.0 == proxy_key,
+            "--state {}: the saved chain's proxy contract has another key than proxy.pem",
+            dir.display()
+        );
+        return Ok(ton);
     }
-    let owed = books.worker(&worker).total;
-    let mut moved = false;
-    if owed > done.claimed {
-        ton.claim(owed)?;
-        done.claimed = owed;
-        moved = true;
+    let ton = TonDevnet::genesis(
+        prices,
+        options.client_deposit,
+        proxy_key,
+        &Genesis {
+            wallets: None,
+            accounts: options.genesis_accounts.clone(),
+        },
+    )?;
+    if let Some(dir) = dir {
+        std::fs::write(
+            dir.join("devnet.json"),
+            serde_json::to_string_pretty(&ton.addresses())?,
+        )?;
+        cocoon_protocol::tls::write_secret_file(
+            &dir.join("wallets.hex"),
+            ton.wallets.to_hex().as_bytes(),
+        )?;
+        save_chain(&ton, dir)?;
     }
-    if moved || charged_now {
-        ton.commit_books(done.books_seqno + 1, books.hash())?;
-        done.books_seqno += 1;
+    Ok(ton)
+}
+
+fn save_chain(ton: &TonDevnet, dir: &std::path::Path) -> anyhow::Result<()> {
+    let chain = ton
+        .chain
+        .lock()
+        .map_err(|_| anyhow::anyhow!("chain poisoned"))?;
+    chain.save(&dir.join("chain.json"))
+}
+
+/// Make a block every `every`; with a state directory, save the chain after
+/// each block that had transactions.
+async fn produce_blocks(
+    ton: Arc<TonDevnet>,
+    every: Duration,
+    state_dir: Option<std::path::PathBuf>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let block = {
+            let Ok(mut chain) = ton.chain.lock() else {
+                return;
+            };
+            chain.now = chain.now.max(cocoon_chain::devnet::unix_now());
+            chain.produce_block()
+        };
+        if block.dropped > 0 {
+            tracing::info!(
+                seqno = block.seqno,
+                dropped = block.dropped,
+                "block dropped messages no longer accepted"
+            );
+        }
+        if let (Some(dir), true) = (&state_dir, block.transactions > 0) {
+            if let Err(e) = save_chain(&ton, dir) {
+                tracing::error!(error = %e, "could not save the chain");
+            }
+        }
     }
-    Ok(*done)
 }
 
 /// A running devnet. Stop it with [`Devnet::shutdown`].
@@ -121,8 +206,16 @@ pub struct Devnet {
     pub ton_api_url: String,
     pub ton_root: String,
     pub ton: Arc<TonDevnet>,
-    /// What has been settled on chain so far.
-    settled: Arc<std::sync::Mutex<Settled>>,
+    /// The proxy's settlement (charges, books, vouchers).
+    pub settlement: Arc<cocoon_proxy::Settlement>,
+    /// The worker's vouchers and claims.
+    pub earnings: Arc<cocoon_worker::Earnings>,
+    /// The worker's earnings file lives here (and, with `state_dir`, all state).
+    state_dir: std::path::PathBuf,
+    /// `state_dir` is a scratch directory, removed at shutdown.
+    scratch: bool,
+    /// The chain is saved in `state_dir`.
+    persist: bool,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -130,9 +223,20 @@ pub struct Devnet {
 impl Devnet {
     pub async fn start(options: DevnetOptions) -> anyhow::Result<Devnet> {
         let simulated = || -> Arc<dyn Attester> { Arc::new(SimulatedTee::new()) };
-        let proxy_id = Arc::new(Identity::generate()?.with_attester(simulated()));
-        let worker_id = Arc::new(Identity::generate()?.with_attester(simulated()));
-        let client_id = Arc::new(Identity::generate()?.with_attester(simulated()));
+        if let Some(dir) = &options.state_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("--state {}", dir.display()))?;
+        }
+        // Node keys: fresh ones, or the state directory's.
+        let identity = |name: &str| -> anyhow::Result<Arc<Identity>> {
+            let id = match &options.state_dir {
+                Some(dir) => Identity::load_or_create(&dir.join(format!("{name}.pem")))?,
+                None => Identity::generate()?,
+            };
+            Ok(Arc::new(id.with_attester(simulated())))
+        };
+        let proxy_id = identity("proxy")?;
+        let worker_id = identity("worker")?;
+        let client_id = identity("client")?;
         let config = options.engine.clone();
         let engine = tokio::task::spawn_blocking(move || config.build())
             .await?
@@ -170,6 +274,88 @@ impl Devnet {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
 
+        // The embedded TON chain: genesis wallets, the root contract, the
+        // proxy's and the client's contracts, and its HTTP API, which every
+        // role settles through.
+        let prices = cocoon_chain::devnet::default_prices();
+        let proxy_signer = cocoon_proxy::signer_of(&proxy_id);
+        let ton = Arc::new(
+            ton_chain(&options, &prices, proxy_signer.public_key().0)
+                .context("starting the embedded TON chain")?,
+        );
+        if let Some(every) = options.block_interval {
+            ton.chain
+                .lock()
+                .map_err(|_| anyhow::anyhow!("chain poisoned"))?
+                .in_blocks = true;
+            tasks.push(tokio::spawn(produce_blocks(
+                ton.clone(),
+                every,
+                options.state_dir.clone(),
+                stop.clone(),
+            )));
+        }
+        let ton_http = TcpListener::bind(options.ton_listen)
+            .await
+            .with_context(|| format!("binding the TON API on {}", options.ton_listen))?;
+        let ton_addr = ton_http.local_addr()?;
+        let ton_app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
+        let ton_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move { ton_stop.cancelled().await };
+            if let Err(e) = axum::serve(ton_http, ton_app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "TON API server failed");
+            }
+        }));
+        let ton_api_url = format!("http://{ton_addr}/api/v2");
+        let ton_api = || -> anyhow::Result<Arc<dyn cocoon_chain::Chain>> {
+            Ok(Arc::new(cocoon_chain::TonHttp::new(&ton_api_url, None)?))
+        };
+        let books_file = options.state_dir.as_ref().map(|d| d.join("books.redb"));
+        let settlement = Arc::new(
+            cocoon_proxy::Settlement::connect(
+                ton_api()?,
+                ton.wallets.proxy(),
+                proxy_signer,
+                ton.proxy_contract.clone(),
+                ton.root.clone(),
+                |prices| match &books_file {
+                    Some(path) => cocoon_proxy::Books::open(path, prices),
+                    None => Ok(cocoon_proxy::Books::new(prices)),
+                },
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("connecting the proxy's settlement")?,
+        );
+        // The worker's earnings file: in the state directory, or a scratch
+        // directory removed at shutdown.
+        let (state_dir, scratch) = match &options.state_dir {
+            Some(dir) => (dir.clone(), false),
+            None => (
+                std::env::temp_dir().join(format!(
+                    "cocoon-devnet-{}-{}",
+                    std::process::id(),
+                    proxy_id.fingerprint()
+                )),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let earnings = Arc::new(
+            cocoon_worker::Earnings::new(
+                ton_api()?,
+                ton.wallets.worker(),
+                1,
+                state_dir.join("worker-earnings.json"),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the proxy")?;
@@ -185,7 +371,7 @@ impl Devnet {
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
                 attestation: attestation.clone(),
                 inspect: options.proxy_inspect.clone(),
-                prices: Some(cocoon_chain::devnet::default_prices()),
+                settlement: Some(settlement.clone()),
             },
         )?;
         let proxy_stop = stop.clone();
@@ -204,6 +390,10 @@ impl Devnet {
             mux: options.mux.clone(),
             attestation: attestation.clone(),
             replay_window: Duration::from_secs(60),
+            payout: options
+                .settle_every
+                .map(|every| (earnings.clone(), every))
+                .or(Some((earnings.clone(), Duration::from_secs(86_400)))),
         })
         .await?;
         let pool = Arc::new(ProxyPool::start(
@@ -211,11 +401,13 @@ impl Devnet {
             std::slice::from_ref(&endpoint),
             options.mux.clone(),
             attestation,
+            Some(ton.client_contract.to_string()),
         )?);
 
         let ready = async {
             worker.wait_connected(1).await;
             pool.wait_connected(1).await;
+            pool.wait_registered(1).await;
             while proxy.registry.worker_count() < 1 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -223,30 +415,6 @@ impl Devnet {
         tokio::time::timeout(Duration::from_secs(20), ready)
             .await
             .context("the devnet's nodes did not connect to each other within 20 s")?;
-
-        // The embedded TON chain: genesis wallets, the root contract, its API.
-        let ton = Arc::new(
-            TonDevnet::start(
-                &cocoon_chain::devnet::default_prices(),
-                options.client_deposit,
-            )
-            .context("starting the embedded TON chain")?,
-        );
-        let ton_http = TcpListener::bind(options.ton_listen)
-            .await
-            .with_context(|| format!("binding the TON API on {}", options.ton_listen))?;
-        let ton_addr = ton_http.local_addr()?;
-        let ton_app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
-        let ton_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move { ton_stop.cancelled().await };
-            if let Err(e) = axum::serve(ton_http, ton_app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "TON API server failed");
-            }
-        }));
 
         let http = TcpListener::bind(options.listen)
             .await
@@ -257,12 +425,23 @@ impl Devnet {
         let mut api = options.api.clone();
         if api.billing.is_none() {
             // The client node pays from its contract on the embedded chain.
-            let ton_http = cocoon_chain::TonHttp::new(&format!("http://{ton_addr}/api/v2"), None)?;
-            api.billing = Some(Arc::new(cocoon_client::Billing::new(
-                ton_http,
+            let ton_http = cocoon_chain::TonHttp::new(&ton_api_url, None)?;
+            let mut billing = cocoon_client::Billing::new(
+                ton_http.clone(),
                 ton.client_contract.clone(),
                 ton.root.clone(),
-            )));
+            );
+            if let Some((below, amount)) = options.client_top_up {
+                billing.top_up = Some(cocoon_client::billing::TopUp {
+                    wallet: Arc::new(cocoon_chain::WalletSender::new(
+                        Arc::new(ton_http),
+                        ton.wallets.client(),
+                    )),
+                    below,
+                    amount,
+                });
+            }
+            api.billing = Some(Arc::new(billing));
         }
         tasks.push(tokio::spawn(async move {
             let shutdown = async move { http_stop.cancelled().await };
@@ -280,60 +459,84 @@ impl Devnet {
             model,
             client_identity: client_id,
             proxy_endpoint: endpoint,
-            ton_api_url: format!("http://{ton_addr}/api/v2"),
+            ton_api_url,
             ton_root: ton.root.to_string(),
             ton,
-            settled: Arc::default(),
+            settlement,
+            earnings,
+            state_dir,
+            scratch,
+            persist: options.state_dir.is_some(),
             stop,
             tasks,
         }
         .with_settlement(options.settle_every))
     }
 
-    /// Settle every `every` in the background (and on `settle_now`).
+    /// The proxy settles every `every` in the background (the worker
+    /// claims on the same period, set at its start).
     fn with_settlement(mut self, every: Option<Duration>) -> Self {
         if let Some(every) = every {
-            let (ton, settled, books, client, worker) = self.settlement_parts();
-            let stop = self.stop.clone();
-            self.tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(every) => {}
-                    }
-                    if let Err(e) = settle(&ton, &settled, books.as_deref(), client, worker) {
-                        tracing::warn!(error = %e, "settlement failed; retrying later");
-                    }
-                }
-            }));
+            let settlement = self.settlement.clone();
+            self.tasks
+                .push(tokio::spawn(settlement.run(every, self.stop.clone())));
         }
         self
     }
 
-    #[allow(clippy::type_complexity)]
-    fn settlement_parts(
-        &self,
-    ) -> (
-        Arc<TonDevnet>,
-        Arc<std::sync::Mutex<Settled>>,
-        Option<Arc<cocoon_proxy::Books>>,
-        Fingerprint,
-        Fingerprint,
-    ) {
-        (
-            self.ton.clone(),
-            self.settled.clone(),
-            self.proxy.books.clone(),
-            self.client_identity.fingerprint(),
-            self.worker.fingerprint(),
-        )
+    /// Settle now: the proxy charges the client's contract and commits its
+    /// books; the worker fetches its voucher and claims all of it. Returns
+    /// what the chain shows afterwards.
+    pub async fn settle_now(&self) -> anyhow::Result<Settled> {
+        self.settlement
+            .settle_once()
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let proxy = self.proxy_endpoint.fingerprint.to_string();
+        if let Some(conn) = self.worker.connection(0) {
+            self.earnings
+                .fetch(&proxy, &conn)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            self.earnings
+                .claim(&proxy, true)
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
+        self.settled().await
     }
 
-    /// Put what the proxy's books say on chain now: charge the client's
-    /// contract up to what it owes, and claim what the worker is owed.
-    pub fn settle_now(&self) -> anyhow::Result<Settled> {
-        let (ton, settled, books, client, worker) = self.settlement_parts();
-        settle(&ton, &settled, books.as_deref(), client, worker)
+    /// What the chain shows as settled.
+    pub async fn settled(&self) -> anyhow::Result<Settled> {
+        use cocoon_chain::{Chain, ClientState, ProxyState};
+        let chain = self.ton.embedded();
+        let proxy = ProxyState::from_stack(
+            &chain
+                .get(&self.ton.proxy_contract, "get_proxy_data", &[])
+                .await?,
+        )?;
+        // A closed client contract is gone: all it paid is what the proxy
+        // contract received (the devnet has one client).
+        let charged = if chain.account(&self.ton.client_contract).await?.is_active() {
+            ClientState::from_stack(
+                &chain
+                    .get(&self.ton.client_contract, "get_client_data", &[])
+                    .await?,
+            )?
+            .charged
+        } else {
+            proxy.received
+        };
+        let claimed = self
+            .earnings
+            .paid_on_chain(&self.ton.worker_contract)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        Ok(Settled {
+            charged,
+            claimed,
+            books_seqno: proxy.books_seqno,
+        })
     }
 
     /// Stop everything.
@@ -343,6 +546,14 @@ impl Devnet {
         self.stop.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if self.persist {
+            if let Err(e) = save_chain(&self.ton, &self.state_dir) {
+                tracing::error!(error = %e, "could not save the chain");
+            }
+        }
+        if self.scratch {
+            let _ = std::fs::remove_dir_all(&self.state_dir);
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,10 +39,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Run a worker (serves a model, dials out to proxies) from a TOML file.
+    /// Run a worker (serves a model, dials out to proxies) from a TOML file;
+    /// `cocoon worker earnings --config FILE` shows what it has earned.
+    #[command(args_conflicts_with_subcommands = true)]
     Worker {
         #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<WorkerCommand>,
     },
     /// Create a node key file if missing and print its fingerprint (to pin it in
     /// other nodes' configs).
@@ -73,6 +78,15 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Pending and settled earnings per proxy, from the kept vouchers and the chain.
+    Earnings {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
 }
 
@@ -141,6 +155,52 @@ struct DevnetArgs {
     /// Model store folder (default: $COCOON_MODELS or ~/.cache/cocoon/models).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// The embedded chain makes a block this often (milliseconds); 0 runs
+    /// each message as it arrives.
+    #[arg(long, default_value_t = 1000)]
+    block_ms: u64,
+    /// Keep the chain, keys, wallets, books and earnings in DIR and resume
+    /// from them next time (default: a new network each start).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// A TOML file of more accounts funded at genesis:
+    /// `[[accounts]]` with `address = "0:..."` and `balance = "1000"` (TON).
+    #[arg(long, value_name = "FILE")]
+    genesis: Option<PathBuf>,
+}
+
+/// `--genesis FILE`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenesisFile {
+    accounts: Vec<GenesisAccount>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenesisAccount {
+    address: String,
+    balance: String,
+}
+
+fn read_genesis(path: &std::path::Path) -> anyhow::Result<Vec<(cocoon_chain::StdAddr, u128)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--genesis {}", path.display()))?;
+    let file: GenesisFile =
+        toml::from_str(&text).with_context(|| format!("--genesis {}", path.display()))?;
+    file.accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let address = cocoon_chain::ton_http::parse_address(&a.address).map_err(|e| {
+                anyhow::anyhow!("--genesis {}: accounts[{i}].address: {e}", path.display())
+            })?;
+            let balance = cocoon_chain::pricing::parse_ton(&a.balance).map_err(|e| {
+                anyhow::anyhow!("--genesis {}: accounts[{i}].balance: {e}", path.display())
+            })?;
+            Ok((address, balance))
+        })
+        .collect()
 }
 
 #[derive(Subcommand)]
@@ -193,7 +253,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Devnet(args) => devnet(args).await,
         Command::Client { config } => roles::client(&config).await,
         Command::Proxy { config } => roles::proxy(&config).await,
-        Command::Worker { config } => roles::worker(&config).await,
+        Command::Worker {
+            command: Some(WorkerCommand::Earnings { config }),
+            ..
+        } => roles::worker_earnings(&config).await,
+        Command::Worker {
+            config: Some(config),
+            ..
+        } => roles::worker(&config).await,
+        Command::Worker { .. } => {
+            anyhow::bail!("cocoon worker: --config FILE is required (or `cocoon worker earnings --config FILE`)")
+        }
         Command::Keygen { out } => {
             let identity = Identity::load_or_create(&out)?;
             println!("{}", identity.fingerprint());
@@ -280,6 +350,11 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let mut options = DevnetOptions::instant(&args.model);
     options.listen = args.listen;
     options.ton_listen = args.ton_listen;
+    options.block_interval = (args.block_ms > 0).then(|| Duration::from_millis(args.block_ms));
+    options.state_dir = args.state.clone();
+    if let Some(path) = &args.genesis {
+        options.genesis_accounts = read_genesis(path)?;
+    }
     let mut noise = false;
     options.engine = if let Some(base_url) = args.engine_url {
         EngineConfig::OpenaiHttp {
@@ -312,6 +387,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         embedded(args.model.clone(), path, args.max_sequences)
     };
     let instant = matches!(options.engine, EngineConfig::Instant { .. });
+    let args_state = options.state_dir.clone();
     let net = Devnet::start(options).await?;
     println!();
     println!(
@@ -337,6 +413,10 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         net.ton.proxy_contract, net.ton.client_contract
     );
     println!("    your balance: curl -s {}/cocoon/balance", net.api_url);
+    match &args_state {
+        Some(dir) => println!("    state kept in {} (resumed next start)", dir.display()),
+        None => println!("    a new chain each start (--state DIR keeps it)"),
+    }
     println!();
     println!("Try it:");
     println!(

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use cocoon_chain::pricing::format_ton;
 use cocoon_client::{ClientConfig, ProxyPool};
 use cocoon_protocol::ConfigError;
 use cocoon_proxy::ProxyConfig;
@@ -23,10 +24,32 @@ async fn ctrl_c() {
 }
 
 pub async fn proxy(path: &Path) -> anyhow::Result<()> {
-    let (listen, settings) = load(path, |text| {
+    let (listen, settlement, mut settings) = load(path, |text| {
         let config = ProxyConfig::from_toml(text)?;
-        Ok((config.listen, config.into_settings()?))
+        Ok((
+            config.listen,
+            config.settlement.clone(),
+            config.into_settings()?,
+        ))
     })?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(config) = settlement {
+        let connected = config
+            .connect(&settings.identity)
+            .await
+            .with_context(|| format!("in {}", path.display()))?;
+        let settlement = Arc::new(connected);
+        println!(
+            "settling on TON: proxy contract {}, every {} s",
+            settlement.proxy_contract(),
+            config.every_secs
+        );
+        tokio::spawn(settlement.clone().run(
+            std::time::Duration::from_secs(config.every_secs),
+            stop.clone(),
+        ));
+        settings.settlement = Some(settlement);
+    }
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding listen = {listen}"))?;
@@ -36,6 +59,7 @@ pub async fn proxy(path: &Path) -> anyhow::Result<()> {
         settings.identity.fingerprint()
     );
     cocoon_proxy::run(listener, settings, ctrl_c()).await?;
+    stop.cancel();
     Ok(())
 }
 
@@ -54,6 +78,53 @@ pub async fn worker(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cocoon worker earnings`: each proxy's latest signed voucher, what the
+/// worker contract has paid on chain, and what is pending.
+pub async fn worker_earnings(path: &Path) -> anyhow::Result<()> {
+    let config = load(path, WorkerConfig::from_toml)?;
+    let payout = config.payout.clone().with_context(|| {
+        format!(
+            "{}: no [payout] section: this worker is not paid on TON",
+            path.display()
+        )
+    })?;
+    let earnings = payout
+        .build()
+        .with_context(|| format!("in {}", path.display()))?;
+    let book = earnings.book();
+    println!("payout wallet {}", earnings.payout());
+    if book.is_empty() {
+        println!("no vouchers yet ({} is empty)", payout.earnings.display());
+    }
+    let (mut pending, mut settled) = (0u128, 0u128);
+    for (proxy, earned) in &book {
+        let contract =
+            cocoon_chain::ton_http::parse_address(&earned.contract).map_err(anyhow::Error::msg)?;
+        // The chain is the truth for what was paid; the file may be older.
+        let paid = earnings
+            .paid_on_chain(&contract)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let owed = earned.owed();
+        println!("proxy {proxy}");
+        println!("  worker contract {contract}");
+        println!("  owed (signed)   {} TON", format_ton(owed));
+        println!("  settled         {} TON", format_ton(paid));
+        println!(
+            "  pending         {} TON",
+            format_ton(owed.saturating_sub(paid))
+        );
+        pending += owed.saturating_sub(paid);
+        settled += paid;
+    }
+    println!(
+        "total: pending {} TON, settled {} TON",
+        format_ton(pending),
+        format_ton(settled)
+    );
+    Ok(())
+}
+
 pub async fn client(path: &Path) -> anyhow::Result<()> {
     let settings = load(path, |text| ClientConfig::from_toml(text)?.into_settings())?;
     let pool = Arc::new(ProxyPool::start(
@@ -61,6 +132,11 @@ pub async fn client(path: &Path) -> anyhow::Result<()> {
         &settings.proxies,
         settings.mux.clone(),
         settings.attestation.clone(),
+        settings
+            .api
+            .billing
+            .as_ref()
+            .map(|b| b.contract().to_string()),
     )?);
     let listener = TcpListener::bind(settings.listen)
         .await

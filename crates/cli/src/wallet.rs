@@ -1,16 +1,18 @@
-//! `cocoon wallet new|address|balance|send`: a TON v4r2 wallet from a 24-word
-//! mnemonic (kept in a 0600 file, never printed except once by `new`), its
-//! balance through TON's HTTP API, and transfers that count as done only when
-//! the wallet's seqno is seen to advance on chain.
+//! `cocoon wallet new|address|balance|send` and the client contract's life
+//! (`deploy-client`, `top-up`, `withdraw`, `close`): a TON v4r2 wallet from a
+//! 24-word mnemonic (kept in a 0600 file, never printed except once by
+//! `new`), read and driven through TON's HTTP API; a transfer counts as done
+//! only when the wallet's seqno is seen to advance on chain.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::Context;
 use cocoon_chain::mnemonic::Mnemonic;
-use cocoon_chain::wallet::{internal_message, SEND_PAY_FEES_SEPARATELY};
-use cocoon_chain::{stack_int, StdAddr, TonHttp, Wallet};
+use cocoon_chain::{
+    client as client_msg, Chain, ClientChannel, ClientTerms, Contract, Outgoing, ProxyState,
+    StdAddr, Wallet, WalletSender,
+};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum WalletCommand {
@@ -48,63 +50,113 @@ pub enum WalletCommand {
         #[arg(long)]
         bounce: bool,
     },
+    /// Deploy a client contract with a proxy (a payment channel), deposit
+    /// into it, and print its address for `[billing] contract` in client.toml.
+    DeployClient {
+        #[arg(long, value_name = "FILE")]
+        mnemonic: PathBuf,
+        #[arg(long, value_name = "URL")]
+        api: String,
+        /// The proxy's contract (the proxy prints it at start).
+        #[arg(long, value_name = "ADDR")]
+        proxy_contract: String,
+        /// TON to deposit, e.g. `10`.
+        #[arg(long)]
+        deposit: String,
+        /// Seconds between a close request and the stake's release.
+        #[arg(long, default_value_t = 3600)]
+        close_delay: u32,
+    },
+    /// Deposit more into a client contract.
+    TopUp {
+        #[arg(long, value_name = "FILE")]
+        mnemonic: PathBuf,
+        #[arg(long, value_name = "URL")]
+        api: String,
+        #[arg(long, value_name = "ADDR")]
+        contract: String,
+        #[arg(long)]
+        amount: String,
+    },
+    /// Take TON above the stake back out of a client contract (owner only).
+    Withdraw {
+        #[arg(long, value_name = "FILE")]
+        mnemonic: PathBuf,
+        #[arg(long, value_name = "URL")]
+        api: String,
+        #[arg(long, value_name = "ADDR")]
+        contract: String,
+        #[arg(long)]
+        amount: String,
+    },
+    /// Show a client contract: balance, stake, charged, closing.
+    Contract {
+        #[arg(long, value_name = "URL")]
+        api: String,
+        #[arg(long, value_name = "ADDR")]
+        contract: String,
+    },
 }
 
-/// Parse a TON amount ("1.5") into nano-TON exactly, without floats.
+/// Parse `--amount` ("1.5" TON) into nano-TON exactly.
 pub fn parse_ton(text: &str) -> anyhow::Result<u128> {
-    let bad = || anyhow::anyhow!("--amount: {text:?} is not an amount of TON like 1.5");
-    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() && frac.is_empty()
-        || !whole.chars().all(|c| c.is_ascii_digit())
-        || !frac.chars().all(|c| c.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    anyhow::ensure!(
-        frac.len() <= 9,
-        "--amount: at most 9 decimals (1 nano-TON), got {text:?}"
-    );
-    let whole: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad())?
-    };
-    let frac: u128 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
-    let nano = whole
-        .checked_mul(1_000_000_000)
-        .and_then(|w| w.checked_add(frac))
-        .ok_or_else(bad)?;
-    anyhow::ensure!(nano > 0, "--amount: must be more than 0");
-    Ok(nano)
+    cocoon_chain::pricing::parse_ton(text).map_err(|e| anyhow::anyhow!("--amount: {e}"))
 }
 
-fn format_ton(nano: u128) -> String {
-    format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
-}
+use cocoon_chain::pricing::format_ton;
 
 fn load(path: &Path) -> anyhow::Result<Wallet> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("--mnemonic {}", path.display()))?,
+    Wallet::from_mnemonic_file(path).with_context(|| format!("--mnemonic {}", path.display()))
+}
+
+fn parse_address(flag: &str, text: &str) -> anyhow::Result<StdAddr> {
+    cocoon_chain::ton_http::parse_address(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
+fn api_client(api: &str) -> anyhow::Result<Arc<dyn Chain>> {
+    let ton = cocoon_chain::ton_http::from_config(api, None)
+        .map_err(|e| anyhow::anyhow!("--api: {e}"))?;
+    Ok(Arc::new(ton))
+}
+
+fn sender(mnemonic: &Path, api: &str) -> anyhow::Result<WalletSender> {
+    Ok(WalletSender::new(api_client(api)?, load(mnemonic)?))
+}
+
+fn amount(flag: &str, text: &str) -> anyhow::Result<u128> {
+    cocoon_chain::pricing::parse_ton(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
+async fn channel(chain: &dyn Chain, contract: &StdAddr) -> anyhow::Result<ClientChannel> {
+    ClientChannel::from_stack(
+        &chain
+            .get(contract, "get_client_data", &[])
+            .await
+            .with_context(|| format!("--contract {contract}: not a client contract on chain"))?,
+    )
+}
+
+fn print_channel(contract: &StdAddr, c: &ClientChannel) {
+    println!("client contract {contract}");
+    println!("  proxy contract {}", c.proxy);
+    println!("  owner          {}", c.owner);
+    println!(
+        "  balance        {} TON (stake {} TON)",
+        format_ton(c.state.balance),
+        format_ton(c.state.stake)
     );
-    let mnemonic =
-        Mnemonic::parse(&text).with_context(|| format!("--mnemonic {}", path.display()))?;
-    Wallet::from_seed(&mnemonic.key_seed())
-}
-
-fn parse_address(text: &str) -> anyhow::Result<StdAddr> {
-    StdAddr::from_str(text)
-        .or_else(|_| {
-            StdAddr::from_str_ext(text, cocoon_chain::AddressFormat::any()).map(|(a, _)| a)
-        })
-        .map_err(|e| anyhow::anyhow!("--to: not a TON address ({e}): {text:?}"))
-}
-
-async fn seqno(api: &TonHttp, wallet: &Wallet) -> anyhow::Result<u32> {
-    if api.account(&wallet.address).await?.state != "active" {
-        return Ok(0);
+    println!("  charged        {} TON", format_ton(c.state.charged));
+    if c.state.close_requested_at != 0 {
+        println!(
+            "  closing since  {} (Unix time)",
+            c.state.close_requested_at
+        );
     }
-    Ok(stack_int(&api.get(&wallet.address, "seqno", &[]).await?)? as u32)
 }
+
+const TON: u128 = 1_000_000_000;
+/// Kept in a client contract for its gas (the contract's GAS_RESERVE).
+const CLIENT_RESERVE: u128 = TON / 50;
 
 pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
     match command {
@@ -127,7 +179,7 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
         WalletCommand::Address { mnemonic } => println!("{}", load(&mnemonic)?.address),
         WalletCommand::Balance { mnemonic, api } => {
             let wallet = load(&mnemonic)?;
-            let account = TonHttp::new(&api, None)?.account(&wallet.address).await?;
+            let account = api_client(&api)?.account(&wallet.address).await?;
             println!(
                 "{} TON ({} nano-TON, {})",
                 format_ton(account.balance),
@@ -143,39 +195,141 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
             bounce,
         } => {
             let nano = parse_ton(&amount)?;
-            let to = parse_address(&to)?;
-            let wallet = load(&mnemonic)?;
-            let api = TonHttp::new(&api, None)?;
-            let balance = api.account(&wallet.address).await?.balance;
-            anyhow::ensure!(
-                balance > nano,
-                "the wallet holds {} TON, not enough to send {} TON and pay fees",
-                format_ton(balance),
-                format_ton(nano)
+            let to = parse_address("--to", &to)?;
+            let wallet = sender(&mnemonic, &api)?;
+            let sent = wallet
+                .send(&[Outgoing {
+                    to: to.clone(),
+                    value: nano,
+                    bounce,
+                    body: cocoon_chain::Cell::default(),
+                    init: None,
+                }])
+                .await?;
+            println!(
+                "sent {} TON to {to} (wallet seqno {})",
+                format_ton(nano),
+                sent.seqno + 1
             );
-            let seqno = seqno(&api, &wallet).await?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs() as u32;
-            let message = internal_message(&to, nano, bounce, cocoon_chain::Cell::default(), None)?;
-            let transfer =
-                wallet.transfer(seqno, now + 120, &[(SEND_PAY_FEES_SEPARATELY, message)])?;
-            api.send_boc(&transfer).await?;
-            // Done when the wallet's seqno moves on, not when the message was sent.
-            for _ in 0..60 {
-                if self::seqno(&api, &wallet).await? > seqno {
-                    println!(
-                        "sent {} TON to {to} (wallet seqno {})",
-                        format_ton(nano),
-                        seqno + 1
-                    );
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        WalletCommand::DeployClient {
+            mnemonic,
+            api,
+            proxy_contract,
+            deposit,
+            close_delay,
+        } => {
+            let deposit = amount("--deposit", &deposit)?;
+            let proxy = parse_address("--proxy-contract", &proxy_contract)?;
+            let wallet = sender(&mnemonic, &api)?;
+            let state = ProxyState::from_stack(
+                &wallet
+                    .chain()
+                    .get(&proxy, "get_proxy_data", &[])
+                    .await
+                    .with_context(|| format!("--proxy-contract {proxy}: not a proxy contract"))?,
+            )?;
+            let data = ClientTerms {
+                proxy: proxy.clone(),
+                owner: wallet.address().clone(),
+                proxy_key: state.proxy_key,
+                close_delay,
+                nonce: cocoon_chain::random_nonce()?,
             }
-            anyhow::bail!(
-                "the transfer was sent but not seen on chain within 30 s (seqno still {seqno})"
+            .initial_data()?;
+            let contract = cocoon_chain::contract_address(&Contract::Client.code(), &data)?;
+            wallet
+                .send(&[Outgoing {
+                    to: contract.clone(),
+                    value: deposit + CLIENT_RESERVE,
+                    bounce: false,
+                    body: client_msg::top_up()?,
+                    init: Some((Contract::Client.code(), data)),
+                }])
+                .await?;
+            let c = channel(wallet.chain().as_ref(), &contract).await?;
+            anyhow::ensure!(
+                c.state.balance == deposit,
+                "the contract was deployed but holds {} TON, not the {} TON deposited",
+                format_ton(c.state.balance),
+                format_ton(deposit)
             );
+            println!("{contract}");
+            eprintln!(
+                "deployed with {} TON; put `contract = \"{contract}\"` in [billing] of client.toml",
+                format_ton(deposit)
+            );
+        }
+        WalletCommand::TopUp {
+            mnemonic,
+            api,
+            contract,
+            amount: text,
+        } => {
+            let nano = amount("--amount", &text)?;
+            let contract = parse_address("--contract", &contract)?;
+            let wallet = sender(&mnemonic, &api)?;
+            let before = channel(wallet.chain().as_ref(), &contract).await?;
+            wallet
+                .send(&[Outgoing {
+                    to: contract.clone(),
+                    value: nano + CLIENT_RESERVE,
+                    bounce: true,
+                    body: client_msg::top_up()?,
+                    init: None,
+                }])
+                .await?;
+            let after = channel(wallet.chain().as_ref(), &contract).await?;
+            anyhow::ensure!(
+                // (a charge landing meanwhile moves balance to `charged`)
+                after.state.balance + after.state.charged.saturating_sub(before.state.charged)
+                    >= before.state.balance + nano,
+                "the top-up was refused by the contract (is it closing?)"
+            );
+            print_channel(&contract, &after);
+        }
+        WalletCommand::Withdraw {
+            mnemonic,
+            api,
+            contract,
+            amount: text,
+        } => {
+            let nano = amount("--amount", &text)?;
+            let contract = parse_address("--contract", &contract)?;
+            let wallet = sender(&mnemonic, &api)?;
+            let before = channel(wallet.chain().as_ref(), &contract).await?;
+            anyhow::ensure!(
+                &before.owner == wallet.address(),
+                "--mnemonic: this wallet ({}) is not the contract's owner ({})",
+                wallet.address(),
+                before.owner
+            );
+            let free = before.state.balance.saturating_sub(before.state.stake);
+            anyhow::ensure!(
+                nano <= free,
+                "--amount: {} TON can be withdrawn (balance {} TON above the stake of {} TON)",
+                format_ton(free),
+                format_ton(before.state.balance),
+                format_ton(before.state.stake)
+            );
+            wallet
+                .send(&[Outgoing {
+                    to: contract.clone(),
+                    value: TON / 20,
+                    bounce: true,
+                    body: client_msg::withdraw(nano)?,
+                    init: None,
+                }])
+                .await?;
+            print_channel(
+                &contract,
+                &channel(wallet.chain().as_ref(), &contract).await?,
+            );
+        }
+        WalletCommand::Contract { api, contract } => {
+            let contract = parse_address("--contract", &contract)?;
+            let chain = api_client(&api)?;
+            print_channel(&contract, &channel(chain.as_ref(), &contract).await?);
         }
     }
     Ok(())

@@ -150,3 +150,114 @@ async fn a_new_wallet_is_funded_and_sends_ton() {
     );
     assert!(Path::new(&f).exists());
 }
+
+/// `cocoon wallet deploy-client|top-up|withdraw|contract`: a client's payment
+/// channel with the devnet's proxy, driven from the command line.
+#[tokio::test]
+async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
+    let ton = cocoon_chain::devnet::TonDevnet::start(
+        &cocoon_chain::devnet::default_prices(),
+        cocoon_chain::devnet::CLIENT_DEPOSIT,
+        [3; 32],
+    )
+    .unwrap();
+    let app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("client.words");
+    let out = cocoon(vec![
+        "wallet".into(),
+        "new".into(),
+        "--out".into(),
+        words.display().to_string(),
+    ])
+    .await;
+    let owner = StdAddr::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    ton.chain.lock().unwrap().fund(&owner, 50 * TON).unwrap();
+    let args = |cmd: &str, extra: &[&str]| {
+        let mut v: Vec<String> = vec![
+            "wallet".into(),
+            cmd.into(),
+            "--mnemonic".into(),
+            words.display().to_string(),
+            "--api".into(),
+            api.clone(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let proxy = ton.proxy_contract.to_string();
+    let out = cocoon(args(
+        "deploy-client",
+        &["--proxy-contract", &proxy, "--deposit", "5"],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let contract = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let address = StdAddr::from_str(&contract).unwrap();
+    let channel = |chain: &Mutex<Emulator>| {
+        cocoon_chain::ClientChannel::from_stack(
+            &chain
+                .lock()
+                .unwrap()
+                .get(&address, "get_client_data", vec![])
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let c = channel(&ton.chain);
+    assert_eq!(c.state.balance, 5 * TON);
+    assert_eq!(c.owner, owner);
+    assert_eq!(c.proxy, ton.proxy_contract);
+    assert_eq!(c.proxy_key, ton.proxy_key);
+
+    let out = cocoon(args(
+        "top-up",
+        &["--contract", &contract, "--amount", "2.5"],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(channel(&ton.chain).state.balance, 7_500_000_000);
+    let out = cocoon(args(
+        "withdraw",
+        &["--contract", &contract, "--amount", "1"],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("6.500000000 TON"), "{}", text(&out));
+    // More than is there, and a contract that is none, are refused by name.
+    let out = cocoon(args(
+        "withdraw",
+        &["--contract", &contract, "--amount", "100"],
+    ))
+    .await;
+    assert!(
+        !out.status.success() && text(&out).contains("--amount"),
+        "{}",
+        text(&out)
+    );
+    let root = ton.root.to_string();
+    let out = cocoon(args("top-up", &["--contract", &root, "--amount", "1"])).await;
+    assert!(
+        !out.status.success() && text(&out).contains("not a client contract"),
+        "{}",
+        text(&out)
+    );
+    let out = cocoon(vec![
+        "wallet".into(),
+        "contract".into(),
+        "--api".into(),
+        api.clone(),
+        "--contract".into(),
+        contract.clone(),
+    ])
+    .await;
+    assert!(
+        text(&out).contains("charged        0.000000000 TON"),
+        "{}",
+        text(&out)
+    );
+}

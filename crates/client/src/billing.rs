@@ -3,13 +3,14 @@
 //! what this node has spent according to the workers' verified receipts but
 //! the proxy has not charged on chain yet. A request the contract cannot
 //! cover at its worst case (`max_tokens` of completion) is refused before it
-//! is sent, with HTTP 402 and how much to top up.
+//! is sent, with HTTP 402 and how much to top up; with a wallet configured,
+//! the node tops its contract up itself when the balance falls below a mark.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cocoon_chain::pricing::TokenCounts;
-use cocoon_chain::{ClientState, Prices, StdAddr, TonHttp};
+use cocoon_chain::{Chain, ClientState, Prices, StdAddr, TonHttp};
 use cocoon_protocol::Usage;
 use serde_json::{json, Value};
 
@@ -17,6 +18,18 @@ use crate::api::ApiError;
 
 /// How long a read of the chain is reused.
 const FRESH: Duration = Duration::from_secs(2);
+
+/// Automatic top-up from the owner's wallet.
+pub struct TopUp {
+    pub wallet: std::sync::Arc<cocoon_chain::WalletSender>,
+    /// Top up when the contract holds less than this, nano-TON...
+    pub below: u128,
+    /// ...by this much.
+    pub amount: u128,
+}
+
+/// Kept by the client contract for gas on every top-up (its GAS_RESERVE).
+const TOP_UP_RESERVE: u128 = 20_000_000;
 
 /// Where this node pays from.
 pub struct Billing {
@@ -33,6 +46,9 @@ pub struct Billing {
     /// `charged` on chain when this node started.
     charged_at_start: Mutex<Option<u128>>,
     last_prices: Mutex<Option<Prices>>,
+    /// Automatic top-up, if configured.
+    pub top_up: Option<TopUp>,
+    topping_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Billing {
@@ -58,7 +74,14 @@ impl Billing {
             spent: Mutex::new(0),
             charged_at_start: Mutex::new(None),
             last_prices: Mutex::new(None),
+            top_up: None,
+            topping_up: Default::default(),
         }
+    }
+
+    /// This node's client contract.
+    pub fn contract(&self) -> &StdAddr {
+        &self.contract
     }
 
     async fn snapshot(&self) -> Result<Snapshot, ApiError> {
@@ -99,9 +122,52 @@ impl Billing {
         if let Ok(mut last) = self.last_prices.lock() {
             *last = Some(prices.clone());
         }
+        self.maybe_top_up(&state);
         let snapshot = Snapshot { state, prices };
         *self.cache.lock().await = Some((Instant::now(), snapshot.clone()));
         Ok(snapshot)
+    }
+
+    /// Below the mark: deposit from the owner's wallet in the background
+    /// (one top-up at a time; confirmed on chain before the next).
+    fn maybe_top_up(&self, state: &ClientState) {
+        use std::sync::atomic::Ordering;
+        let Some(top_up) = &self.top_up else { return };
+        if state.balance >= top_up.below || state.close_requested_at != 0 {
+            return;
+        }
+        if self.topping_up.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (wallet, amount, contract) =
+            (top_up.wallet.clone(), top_up.amount, self.contract.clone());
+        let busy = self.topping_up.clone();
+        tokio::spawn(async move {
+            let body = match cocoon_chain::client::top_up() {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build a top-up");
+                    busy.store(false, Ordering::Release);
+                    return;
+                }
+            };
+            let sent = wallet
+                .send(&[cocoon_chain::Outgoing {
+                    to: contract.clone(),
+                    value: amount + TOP_UP_RESERVE,
+                    bounce: true,
+                    body,
+                    init: None,
+                }])
+                .await;
+            match sent {
+                Ok(_) => tracing::info!(%contract, %amount, "client contract topped up"),
+                Err(e) => {
+                    tracing::warn!(%contract, error = %e, "top-up failed; retrying on a later request")
+                }
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 
     /// Spent since start but not yet charged on chain.
@@ -114,6 +180,18 @@ impl Billing {
             .unwrap_or(state.charged);
         let charged_since = state.charged.saturating_sub(start);
         spent.saturating_sub(charged_since)
+    }
+
+    /// Charged on chain since this node started beyond what the workers'
+    /// verified receipts add up to: what a proxy took without receipts.
+    fn overcharged(&self, state: &ClientState) -> u128 {
+        let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        let start = self
+            .charged_at_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(state.charged);
+        state.charged.saturating_sub(start).saturating_sub(spent)
     }
 
     /// Refuse (402) a request that could cost more than the contract holds.
@@ -164,6 +242,10 @@ impl Billing {
     pub async fn balance(&self) -> Result<Value, ApiError> {
         let Snapshot { state, prices } = self.snapshot().await?;
         let unsettled = self.unsettled(&state);
+        let overcharged = self.overcharged(&state);
+        if overcharged > 0 {
+            tracing::warn!(contract = %self.contract, %overcharged, "the proxy charged more than the workers' receipts add up to since this node started");
+        }
         Ok(json!({
             "object": "cocoon.balance",
             "contract": self.contract.to_string(),
@@ -173,6 +255,8 @@ impl Billing {
             "unsettled_nano": unsettled.to_string(),
             "available_nano": state.balance.saturating_sub(unsettled).to_string(),
             "closing": state.close_requested_at != 0,
+            // Charged beyond the verified receipts since this node started.
+            "overcharged_nano": overcharged.to_string(),
             "price_per_token_nano": prices.price_per_token.to_string(),
         }))
     }

@@ -55,18 +55,28 @@ pub struct ClientConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BillingConfig {
-    /// TON HTTP API (toncenter v2), e.g. `https://toncenter.com/api/v2`.
+    /// `"testnet"`, `"mainnet"` or the URL of a TON HTTP API (toncenter v2).
     pub ton_api: String,
     /// Environment variable holding the API key, if the endpoint wants one.
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// This node's client contract with its proxy (`0:<hex>`).
+    /// This node's client contract with its proxy (`0:<hex>`;
+    /// `cocoon wallet deploy-client` makes one). Registered with the proxy
+    /// on every connect.
     pub contract: String,
     /// The network's root contract (`0:<hex>`).
     pub root: String,
     /// Completion tokens reserved for a request without `max_tokens`.
     #[serde(default = "default_reserve")]
     pub default_max_tokens: u32,
+    /// Automatic top-up: the owner's wallet (24 words) that deposits...
+    #[serde(default)]
+    pub wallet_mnemonic: Option<std::path::PathBuf>,
+    /// ...`top_up_ton` whenever the contract holds less than `top_up_below_ton`.
+    #[serde(default)]
+    pub top_up_below_ton: Option<String>,
+    #[serde(default)]
+    pub top_up_ton: Option<String>,
 }
 
 fn default_reserve() -> u32 {
@@ -76,27 +86,39 @@ fn default_reserve() -> u32 {
 impl BillingConfig {
     /// Check the addresses and URL, naming the key at fault.
     pub fn build(&self) -> Result<crate::Billing, ConfigError> {
-        use std::str::FromStr;
-        let address = |field: &str, text: &str| {
-            cocoon_chain::StdAddr::from_str(text)
-                .map_err(|e| ConfigError::new(field, format!("not a TON address ({e}): {text:?}")))
-        };
-        let contract = address("billing.contract", &self.contract)?;
-        let root = address("billing.root", &self.root)?;
-        if !(self.ton_api.starts_with("http://") || self.ton_api.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "billing.ton_api",
-                format!("must be an http(s) URL, got {:?}", self.ton_api),
-            ));
-        }
-        let key = self
-            .api_key_env
-            .as_ref()
-            .and_then(|v| std::env::var(v).ok());
-        let ton = cocoon_chain::TonHttp::new(&self.ton_api, key)
-            .map_err(|e| ConfigError::new("billing.ton_api", e.to_string()))?;
-        let mut billing = crate::Billing::new(ton, contract, root);
+        use cocoon_chain::ton_http::{from_config, parse_address};
+        let contract =
+            parse_address(&self.contract).map_err(|e| ConfigError::new("billing.contract", e))?;
+        let root = parse_address(&self.root).map_err(|e| ConfigError::new("billing.root", e))?;
+        let ton = from_config(&self.ton_api, self.api_key_env.as_deref())
+            .map_err(|e| ConfigError::new("billing.ton_api", e))?;
+        let mut billing = crate::Billing::new(ton.clone(), contract, root);
         billing.default_max_tokens = self.default_max_tokens;
+        let ton_amount = |field: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| {
+                    cocoon_chain::pricing::parse_ton(t).map_err(|e| ConfigError::new(field, e))
+                })
+                .transpose()
+        };
+        let below = ton_amount("billing.top_up_below_ton", &self.top_up_below_ton)?;
+        let amount = ton_amount("billing.top_up_ton", &self.top_up_ton)?;
+        match (&self.wallet_mnemonic, below, amount) {
+            (None, None, None) => {}
+            (Some(path), Some(below), Some(amount)) => {
+                let wallet = cocoon_chain::Wallet::from_mnemonic_file(path)
+                    .map_err(|e| ConfigError::new("billing.wallet_mnemonic", e.to_string()))?;
+                billing.top_up = Some(crate::billing::TopUp {
+                    wallet: Arc::new(cocoon_chain::WalletSender::new(Arc::new(ton), wallet)),
+                    below,
+                    amount,
+                });
+            }
+            _ => return Err(ConfigError::new(
+                "billing.wallet_mnemonic",
+                "automatic top-up needs wallet_mnemonic, top_up_below_ton and top_up_ton together",
+            )),
+        }
         Ok(billing)
     }
 }

@@ -23,7 +23,7 @@
 
 mod api;
 mod backend;
-mod billing;
+pub mod billing;
 mod config;
 mod pool;
 mod sealing;

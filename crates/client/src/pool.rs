@@ -1,6 +1,7 @@
 //! The client node's connections to its proxies. Each is kept up in the background
 //! (redial with backoff); a request is sealed to workers behind the next live
-//! proxy in turn, and goes to the following proxy if sending fails.
+//! proxy in turn, and goes to the following proxy if sending fails. A node
+//! that pays registers its client contract with each proxy on every connect.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,9 +9,9 @@ use std::time::Duration;
 
 use cocoon_protocol::tls::{self, Identity, PinnedKeys};
 use cocoon_protocol::{
-    keep_connected, Connection, DialSettings, ErrorKind, Event, GenerateRequest, Handler, Hello,
-    ModelInfo, MuxOptions, ProtocolError, ProxyEndpoint, RequestBody, ResponseStream, Role,
-    WireError, DEFAULT_MAX_FRAME_BYTES,
+    keep_connected, AccountTerms, Connection, DialSettings, ErrorKind, Event, GenerateRequest,
+    Handler, Hello, ModelInfo, MuxOptions, ProtocolError, ProxyEndpoint, RequestBody,
+    ResponseStream, Role, Voucher, WireError, DEFAULT_MAX_FRAME_BYTES,
 };
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
@@ -23,6 +24,8 @@ use crate::Backend;
 
 pub struct ProxyPool {
     connections: Vec<watch::Receiver<Option<Connection>>>,
+    /// Each proxy's answer to the registration of this node's contract.
+    accounts: Arc<Vec<std::sync::Mutex<Option<AccountTerms>>>>,
     next: AtomicUsize,
     stop: CancellationToken,
     keys: Arc<KeyDirectory>,
@@ -42,12 +45,14 @@ impl Handler for RefuseRequests {
 }
 
 impl ProxyPool {
-    /// Start dialling every proxy in the background.
+    /// Start dialling every proxy in the background; on each connect,
+    /// register `contract` (this node's client contract) when it pays.
     pub fn start(
         identity: Arc<Identity>,
         proxies: &[ProxyEndpoint],
         mux: MuxOptions,
         attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
+        contract: Option<String>,
     ) -> Result<Self, ProtocolError> {
         let pins = PinnedKeys::new(proxies.iter().map(|p| p.fingerprint));
         let keys = Arc::new(KeyDirectory::new(attestation.clone()));
@@ -64,12 +69,47 @@ impl ProxyPool {
             max_backoff: Duration::from_secs(5),
         };
         let stop = CancellationToken::new();
+        let accounts: Arc<Vec<_>> = Arc::new(
+            proxies
+                .iter()
+                .map(|_| std::sync::Mutex::new(None))
+                .collect(),
+        );
         let connections = proxies
             .iter()
-            .map(|p| keep_connected(p.clone(), dial.clone(), stop.clone(), |_| {}))
+            .enumerate()
+            .map(|(i, p)| {
+                let accounts = accounts.clone();
+                let contract = contract.clone();
+                keep_connected(p.clone(), dial.clone(), stop.clone(), move |conn| {
+                    let Some(contract) = contract.clone() else {
+                        return;
+                    };
+                    let (accounts, conn) = (accounts.clone(), conn.clone());
+                    tokio::spawn(async move {
+                        let body = RequestBody::OpenAccount {
+                            contract: Some(contract.clone()),
+                        };
+                        match ask(&conn, body).await {
+                            Ok(Event::Account(terms)) => {
+                                tracing::info!(%contract, proxy_contract = %terms.proxy_contract, "client contract registered with the proxy");
+                                *accounts[i].lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(terms);
+                            }
+                            Ok(other) => {
+                                tracing::warn!(answer = ?other, "unexpected answer to the contract registration")
+                            }
+                            Err(e) => {
+                                tracing::warn!(%contract, error = %e, "the proxy refused this node's client contract; requests through it will be refused")
+                            }
+                        }
+                    });
+                })
+            })
             .collect();
         Ok(Self {
             connections,
+            accounts,
             next: AtomicUsize::new(0),
             stop,
             keys,
@@ -104,6 +144,61 @@ impl ProxyPool {
 
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// Proxies that accepted this node's client contract on their current connection.
+    pub fn registered(&self) -> usize {
+        self.accounts
+            .iter()
+            .filter(|a| a.lock().map(|a| a.is_some()).unwrap_or(false))
+            .count()
+    }
+
+    /// Wait until at least `n` proxies accepted this node's client contract.
+    pub async fn wait_registered(&self, n: usize) {
+        while self.registered() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The terms proxy `index` answered the registration with.
+    pub fn account(&self, index: usize) -> Option<AccountTerms> {
+        self.accounts.get(index)?.lock().ok()?.clone()
+    }
+
+    /// Close this node's account with proxy `index`: the proxy's signature
+    /// over the final charge, for the contract's cooperative close (sent
+    /// from the owner's wallet).
+    pub async fn close_account(&self, index: usize) -> Result<Voucher, WireError> {
+        let conn = self
+            .connections
+            .get(index)
+            .and_then(|c| c.borrow().clone())
+            .ok_or_else(no_proxy)?;
+        match ask(&conn, RequestBody::CloseAccount).await? {
+            Event::Voucher(voucher) => Ok(voucher),
+            other => Err(WireError::new(
+                ErrorKind::Upstream,
+                format!("unexpected answer to CloseAccount: {other:?}"),
+            )),
+        }
+    }
+}
+
+/// Send `body` and take its one answer (errors as errors).
+async fn ask(conn: &Connection, body: RequestBody) -> Result<Event, WireError> {
+    let upstream = |e: String| WireError::new(ErrorKind::Upstream, e);
+    let mut answer = conn
+        .request(body)
+        .await
+        .map_err(|e| upstream(e.to_string()))?;
+    let event = tokio::time::timeout(Duration::from_secs(30), answer.next())
+        .await
+        .map_err(|_| WireError::new(ErrorKind::Timeout, "the proxy did not answer within 30 s"))?
+        .ok_or_else(|| upstream("the proxy closed the request without an answer".into()))?;
+    match event {
+        Event::Error(e) => Err(e),
+        other => Ok(other),
     }
 }
 

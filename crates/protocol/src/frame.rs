@@ -11,7 +11,7 @@ use crate::sealed::SealedRequest;
 use crate::worker_key::WorkerKey;
 
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +67,17 @@ pub enum RequestBody {
     /// The attested keys of the live workers serving `model`; answered by
     /// `WorkerKeys`.
     WorkerKeys { model: String },
+    /// Client node -> proxy: pay from this client contract (a TON address;
+    /// `None` only asks for the proxy's terms, to deploy one). Answered by
+    /// `Account` once the proxy has checked the contract on chain.
+    OpenAccount { contract: Option<String> },
+    /// Client node -> proxy: close the account; answered by `Voucher`, the
+    /// proxy's signature over the final amount for a cooperative close. The
+    /// proxy serves this client no more requests on that contract.
+    CloseAccount,
+    /// Worker -> proxy: the signed cumulative amount this worker is owed;
+    /// answered by `Voucher`.
+    Voucher,
 }
 
 /// One generation request, engine-neutral: what a client node seals and what
@@ -123,6 +134,10 @@ pub enum Event {
     Models(Vec<ModelInfo>),
     /// Answer to `WorkerKeys`. Terminal.
     WorkerKeys(Vec<WorkerKey>),
+    /// Answer to `OpenAccount`. Terminal.
+    Account(AccountTerms),
+    /// Answer to `Voucher` and `CloseAccount`. Terminal.
+    Voucher(Voucher),
     /// The request failed. Terminal.
     Error(WireError),
 }
@@ -179,6 +194,35 @@ impl Usage {
     }
 }
 
+/// A proxy's payment terms and, once registered, a client's account with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountTerms {
+    /// The proxy's contract on TON (receives client payments, pays workers).
+    pub proxy_contract: String,
+    /// The Ed25519 key the proxy signs charges and vouchers with (in the
+    /// client and worker contracts' terms).
+    pub proxy_key: [u8; 32],
+    /// The network's root contract (prices).
+    pub root: String,
+    /// The client contract now registered for this connection's key.
+    pub contract: Option<String>,
+    /// What this client owes in all and what has been charged on chain,
+    /// nano-TON.
+    pub owed_nano: u128,
+    pub charged_nano: u128,
+}
+
+/// A cumulative amount for a contract, signed by the proxy's key: what a
+/// worker may claim, or the final charge of a closing client contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Voucher {
+    /// The contract it is for (TON address).
+    pub contract: String,
+    pub amount_nano: u128,
+    /// Ed25519, over the payload the contract checks.
+    pub signature: Vec<u8>,
+}
+
 /// A model as seen from a client node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -193,6 +237,10 @@ pub struct Announce {
     pub models: Vec<ModelOffer>,
     /// The worker's attested keys, which client nodes seal requests to.
     pub key: Option<WorkerKey>,
+    /// The GPU owner's TON wallet: the proxy owes this worker's earnings to
+    /// the worker contract of this owner.
+    #[serde(default)]
+    pub payout: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +285,9 @@ pub enum ErrorKind {
     NoWorker,
     /// Every worker for the model is at capacity (HTTP 429).
     Overloaded,
+    /// The client's contract cannot pay for the request, or none is
+    /// registered with the proxy (HTTP 402).
+    PaymentRequired,
     /// A hop did not answer in time (HTTP 504).
     Timeout,
     /// The engine or a connection failed (HTTP 502).

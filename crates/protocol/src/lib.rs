@@ -46,9 +46,9 @@ pub use config::{load_identity, ConfigError};
 pub use dial::{dial_once, keep_connected, DialSettings, ProxyEndpoint};
 pub use error::ProtocolError;
 pub use frame::{
-    Announce, ChatMessage, Done, ErrorKind, Event, FinishReason, Frame, GenerateRequest, Hello,
-    Input, ModelInfo, ModelOffer, RequestBody, Role, SamplingParams, Usage, WireError,
-    PROTOCOL_VERSION,
+    AccountTerms, Announce, ChatMessage, Done, ErrorKind, Event, FinishReason, Frame,
+    GenerateRequest, Hello, Input, ModelInfo, ModelOffer, RequestBody, Role, SamplingParams, Usage,
+    Voucher, WireError, PROTOCOL_VERSION,
 };
 pub use mux::{Connection, Handler, MuxOptions, ResponseStream};
 pub use receipt::{Receipt, SignedReceipt};

@@ -1,7 +1,10 @@
-//! The proxy's books: what each client node owes and each worker is owed, in
-//! nano-TON, from verified usage receipts priced with the network's prices.
-//! Amounts are cumulative, as the payment channels on chain expect: a charge
-//! or a claim carries the running total, so only the latest matters.
+//! The proxy's books: what each client contract owes and each worker
+//! contract is owed, in nano-TON, from verified usage receipts priced with
+//! the network's prices (the root contract's, reloaded when they change).
+//! Accounts are the contracts on chain that settle them, so two worker
+//! identities paid to one wallet share one account, as on chain. Amounts are
+//! cumulative, as the payment channels expect: a charge or a claim carries
+//! the running total, so only the latest matters.
 //!
 //! With a database file (redb, ACID, each record committed durably before the
 //! answer's end reaches the client), a proxy that crashes or restarts
@@ -14,8 +17,7 @@ use std::sync::Mutex;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use cocoon_chain::pricing::{Charge, TokenCounts};
-use cocoon_chain::Prices;
-use cocoon_protocol::tls::Fingerprint;
+use cocoon_chain::{HashBytes, Prices, StdAddr};
 use cocoon_protocol::Usage;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +28,20 @@ pub struct Account {
 }
 
 pub struct Books {
-    prices: Prices,
+    prices: Mutex<Prices>,
     inner: Mutex<Inner>,
     db: Option<Database>,
 }
 
-/// Client fingerprint -> (total u128 BE, requests u64 BE).
+/// Client contract (basechain address, 32 bytes) -> (total u128 BE, requests u64 BE).
 const CLIENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("clients");
-/// Worker fingerprint -> (total u128 BE, requests u64 BE).
+/// Worker contract (basechain address) -> (total u128 BE, requests u64 BE).
 const WORKERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("workers");
+
+/// Accounts are basechain contracts: the address is its 32-byte hash.
+fn key(address: &StdAddr) -> &[u8] {
+    address.address.as_slice()
+}
 
 fn encode(account: &Account) -> [u8; 24] {
     let mut out = [0u8; 24];
@@ -52,7 +59,7 @@ fn decode(bytes: &[u8]) -> Option<Account> {
 fn load(
     db: &Database,
     table: TableDefinition<&[u8], &[u8]>,
-) -> Result<HashMap<Fingerprint, Account>, Box<redb::Error>> {
+) -> Result<HashMap<StdAddr, Account>, Box<redb::Error>> {
     let read = db.begin_read().map_err(|e| Box::new(e.into()))?;
     let table = match read.open_table(table) {
         Ok(table) => table,
@@ -64,7 +71,7 @@ fn load(
         let (key, value) = row.map_err(|e| Box::new(e.into()))?;
         if let (Ok(key), Some(account)) = (<[u8; 32]>::try_from(key.value()), decode(value.value()))
         {
-            out.insert(Fingerprint(key), account);
+            out.insert(StdAddr::new(0, HashBytes(key)), account);
         }
     }
     Ok(out)
@@ -72,15 +79,15 @@ fn load(
 
 #[derive(Default)]
 struct Inner {
-    clients: HashMap<Fingerprint, Account>,
-    workers: HashMap<Fingerprint, Account>,
+    clients: HashMap<StdAddr, Account>,
+    workers: HashMap<StdAddr, Account>,
 }
 
 impl Books {
     /// Books in memory only (tests, the devnet).
     pub fn new(prices: Prices) -> Self {
         Self {
-            prices,
+            prices: Mutex::new(prices),
             inner: Mutex::default(),
             db: None,
         }
@@ -93,7 +100,7 @@ impl Books {
         let clients = load(&db, CLIENTS).map_err(|e| fail(&e))?;
         let workers = load(&db, WORKERS).map_err(|e| fail(&e))?;
         Ok(Self {
-            prices,
+            prices: Mutex::new(prices),
             inner: Mutex::new(Inner { clients, workers }),
             db: Some(db),
         })
@@ -101,8 +108,8 @@ impl Books {
 
     fn persist(
         &self,
-        client: (&Fingerprint, &Account),
-        worker: (&Fingerprint, &Account),
+        client: (&StdAddr, &Account),
+        worker: (&StdAddr, &Account),
     ) -> Result<(), Box<redb::Error>> {
         let Some(db) = &self.db else {
             return Ok(());
@@ -112,40 +119,50 @@ impl Books {
         {
             let mut clients = write.open_table(CLIENTS).map_err(|e| boxed(e.into()))?;
             clients
-                .insert(client.0 .0.as_slice(), encode(client.1).as_slice())
+                .insert(key(client.0), encode(client.1).as_slice())
                 .map_err(|e| boxed(e.into()))?;
             let mut workers = write.open_table(WORKERS).map_err(|e| boxed(e.into()))?;
             workers
-                .insert(worker.0 .0.as_slice(), encode(worker.1).as_slice())
+                .insert(key(worker.0), encode(worker.1).as_slice())
                 .map_err(|e| boxed(e.into()))?;
         }
         write.commit().map_err(|e| boxed(e.into()))?;
         Ok(())
     }
 
-    pub fn prices(&self) -> &Prices {
-        &self.prices
+    /// The prices requests are charged at now.
+    pub fn prices(&self) -> Prices {
+        self.prices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Record a served request: `client` owes its price, `worker` is owed its
-    /// share; with a database, committed durably before this returns.
-    pub fn record(&self, client: Fingerprint, worker: Fingerprint, usage: &Usage) -> Charge {
-        let charge = self.prices.charge(TokenCounts {
+    /// Charge later requests at `prices` (the root contract changed them).
+    pub fn set_prices(&self, prices: Prices) {
+        *self.prices.lock().unwrap_or_else(|e| e.into_inner()) = prices;
+    }
+
+    /// Record a served request: the `client` contract owes its price, the
+    /// `worker` contract is owed its share; with a database, committed
+    /// durably before this returns.
+    pub fn record(&self, client: &StdAddr, worker: &StdAddr, usage: &Usage) -> Charge {
+        let charge = self.prices().charge(TokenCounts {
             prompt: usage.prompt_tokens,
             cached_prompt: usage.cached_prompt_tokens,
             completion: usage.completion_tokens,
             reasoning: usage.reasoning_tokens,
         });
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let owes = inner.clients.entry(client).or_default();
+        let owes = inner.clients.entry(client.clone()).or_default();
         owes.total = owes.total.saturating_add(charge.total);
         owes.requests += 1;
         let owes = *owes;
-        let owed = inner.workers.entry(worker).or_default();
+        let owed = inner.workers.entry(worker.clone()).or_default();
         owed.total = owed.total.saturating_add(charge.worker);
         owed.requests += 1;
         let owed = *owed;
-        if let Err(e) = self.persist((&client, &owes), (&worker, &owed)) {
+        if let Err(e) = self.persist((client, &owes), (worker, &owed)) {
             // Still counted in memory; a restart before the next good write
             // would lose this request's record, so say so loudly.
             tracing::error!(error = %e, "could not write the books to the database");
@@ -153,19 +170,19 @@ impl Books {
         charge
     }
 
-    /// What `client` owes in all.
-    pub fn client(&self, client: &Fingerprint) -> Account {
+    /// What the `client` contract owes in all.
+    pub fn client(&self, client: &StdAddr) -> Account {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.clients.get(client).copied().unwrap_or_default()
     }
 
-    /// What `worker` is owed in all.
-    pub fn worker(&self, worker: &Fingerprint) -> Account {
+    /// What the `worker` contract is owed in all.
+    pub fn worker(&self, worker: &StdAddr) -> Account {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.workers.get(worker).copied().unwrap_or_default()
     }
 
-    /// SHA-256 over every account, sorted (clients then workers: fingerprint,
+    /// SHA-256 over every account, sorted (clients then workers: address,
     /// total, requests): what the proxy commits on chain so that a proxy whose
     /// database was rolled back is detectable.
     pub fn hash(&self) -> [u8; 32] {
@@ -175,19 +192,25 @@ impl Books {
         for (label, accounts) in [(b"clients", &inner.clients), (b"workers", &inner.workers)] {
             h.update(label);
             let mut sorted: Vec<_> = accounts.iter().collect();
-            sorted.sort_by_key(|(k, _)| k.0);
-            for (key, account) in sorted {
-                h.update(key.0);
+            sorted.sort_by_key(|(k, _)| k.address);
+            for (address, account) in sorted {
+                h.update(key(address));
                 h.update(encode(account));
             }
         }
         h.finalize().into()
     }
 
-    /// Every client's cumulative total.
-    pub fn clients(&self) -> Vec<(Fingerprint, Account)> {
+    /// Every client contract's cumulative total.
+    pub fn clients(&self) -> Vec<(StdAddr, Account)> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.clients.iter().map(|(k, v)| (*k, *v)).collect()
+        inner.clients.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Every worker contract's cumulative total.
+    pub fn workers(&self) -> Vec<(StdAddr, Account)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.workers.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 }
 
@@ -195,18 +218,22 @@ impl Books {
 mod tests {
     use super::*;
 
+    fn addr(n: u8) -> StdAddr {
+        StdAddr::new(0, HashBytes([n; 32]))
+    }
+
     #[test]
     fn clients_owe_and_workers_are_owed_cumulatively() {
         let books = Books::new(cocoon_chain::devnet::default_prices());
-        let (client, worker) = (Fingerprint([1; 32]), Fingerprint([2; 32]));
+        let (client, worker) = (addr(1), addr(2));
         let usage = Usage {
             prompt_tokens: 100,
             completion_tokens: 10,
             cached_prompt_tokens: 40,
             reasoning_tokens: 0,
         };
-        let first = books.record(client, worker, &usage);
-        let second = books.record(client, worker, &usage);
+        let first = books.record(&client, &worker, &usage);
+        let second = books.record(&client, &worker, &usage);
         assert_eq!(first, second);
         assert_eq!(books.client(&client).total, 2 * first.total);
         assert_eq!(books.client(&client).requests, 2);
@@ -214,7 +241,7 @@ mod tests {
         assert_eq!(books.client(&worker), Account::default());
         // The hash moves with every record.
         let before = books.hash();
-        books.record(client, worker, &usage);
+        books.record(&client, &worker, &usage);
         assert_ne!(books.hash(), before);
     }
 
@@ -222,7 +249,7 @@ mod tests {
     fn books_in_a_database_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("books.redb");
-        let (client, worker) = (Fingerprint([1; 32]), Fingerprint([2; 32]));
+        let (client, worker) = (addr(1), addr(2));
         let usage = Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
@@ -231,15 +258,15 @@ mod tests {
         let prices = cocoon_chain::devnet::default_prices();
         let charged = {
             let books = Books::open(&path, prices.clone()).unwrap();
-            books.record(client, worker, &usage);
-            books.record(client, worker, &usage);
+            books.record(&client, &worker, &usage);
+            books.record(&client, &worker, &usage);
             books.client(&client)
         };
         // Reopened (a restart): the same totals, and counting goes on from them.
         let books = Books::open(&path, prices.clone()).unwrap();
         assert_eq!(books.client(&client), charged);
         assert_eq!(books.worker(&worker).requests, 2);
-        books.record(client, worker, &usage);
+        books.record(&client, &worker, &usage);
         assert_eq!(books.client(&client).requests, 3);
         drop(books);
         std::fs::write(dir.path().join("junk.redb"), b"not a database").unwrap();
@@ -247,5 +274,35 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("junk.redb"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// For any sequence of requests between any clients and workers,
+        /// what clients owe is what workers are owed plus the proxy's
+        /// commission, to the nano-TON, and no account goes down.
+        #[test]
+        fn money_in_is_money_out_plus_commission(
+            requests in proptest::collection::vec(
+                (0u8..3, 0u8..3, 0u64..100_000, 0u64..100_000, 0u64..1_000), 1..60)
+        ) {
+            let books = Books::new(cocoon_chain::devnet::default_prices());
+            let mut commission = 0u128;
+            let mut last = (0u128, 0u128);
+            for (client, worker, prompt, completion, cached) in requests {
+                let usage = Usage {
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                    cached_prompt_tokens: cached.min(prompt),
+                    reasoning_tokens: 0,
+                };
+                let charge = books.record(&addr(client), &addr(10 + worker), &usage);
+                commission += charge.proxy();
+                let owed: u128 = books.clients().iter().map(|(_, a)| a.total).sum();
+                let paid: u128 = books.workers().iter().map(|(_, a)| a.total).sum();
+                proptest::prop_assert_eq!(owed, paid + commission);
+                proptest::prop_assert!(owed >= last.0 && paid >= last.1);
+                last = (owed, paid);
+            }
+        }
     }
 }

@@ -4,10 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use cocoon_chain::ProxySigner;
 use cocoon_protocol::tls::{Fingerprint, Identity, PinnedKeys};
 pub use cocoon_protocol::ConfigError;
 use cocoon_protocol::{AttestationConfig, MuxOptions, Profile, DEFAULT_MAX_FRAME_BYTES};
 use serde::Deserialize;
+
+use crate::{Books, Settlement};
 
 /// `proxy.toml`. See `config/proxy.example.toml` for every key with comments.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +38,85 @@ pub struct ProxyConfig {
     /// This proxy's TEE and what clients' and workers' evidence must satisfy.
     #[serde(default)]
     pub attestation: AttestationConfig,
+    /// Billing on TON: without it the proxy serves for free and settles nothing.
+    #[serde(default)]
+    pub settlement: Option<SettlementConfig>,
+}
+
+/// `[settlement]`: where and how the proxy settles its books on TON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementConfig {
+    /// `"testnet"`, `"mainnet"` or the URL of a TON HTTP API (toncenter v2).
+    pub ton_api: String,
+    /// Environment variable holding the API key, if the endpoint wants one.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File with the 24 words of the proxy's wallet (it pays the fees).
+    pub wallet_mnemonic: PathBuf,
+    /// This proxy's contract (its key is this node's identity key).
+    pub proxy_contract: String,
+    /// The network's root contract (prices).
+    pub root: String,
+    /// The books database (redb), created if missing.
+    pub books: PathBuf,
+    /// Seconds between settlement rounds.
+    #[serde(default = "default_settle_every")]
+    pub every_secs: u64,
+}
+
+fn default_settle_every() -> u64 {
+    60
+}
+
+impl SettlementConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        use cocoon_chain::ton_http::{from_config, parse_address};
+        from_config(&self.ton_api, None).map_err(|e| ConfigError::new("settlement.ton_api", e))?;
+        parse_address(&self.proxy_contract)
+            .map_err(|e| ConfigError::new("settlement.proxy_contract", e))?;
+        parse_address(&self.root).map_err(|e| ConfigError::new("settlement.root", e))?;
+        ConfigError::check_range("settlement.every_secs", self.every_secs, 1, 86_400)
+    }
+
+    /// Connect to the chain, check the proxy contract is this node's (signed
+    /// with `identity`'s key), read the prices and open the books.
+    pub async fn connect(&self, identity: &Arc<Identity>) -> Result<Settlement, ConfigError> {
+        use cocoon_chain::ton_http::{from_config, parse_address};
+        let ton = from_config(&self.ton_api, self.api_key_env.as_deref())
+            .map_err(|e| ConfigError::new("settlement.ton_api", e))?;
+        let wallet = cocoon_chain::Wallet::from_mnemonic_file(&self.wallet_mnemonic)
+            .map_err(|e| ConfigError::new("settlement.wallet_mnemonic", e.to_string()))?;
+        let proxy_contract = parse_address(&self.proxy_contract)
+            .map_err(|e| ConfigError::new("settlement.proxy_contract", e))?;
+        let root = parse_address(&self.root).map_err(|e| ConfigError::new("settlement.root", e))?;
+        let books = self.books.clone();
+        Settlement::connect(
+            Arc::new(ton),
+            wallet,
+            signer_of(identity),
+            proxy_contract,
+            root,
+            move |prices| Books::open(&books, prices),
+        )
+        .await
+        .map_err(|e| ConfigError::new("settlement", e))
+    }
+}
+
+/// The proxy signs charges, vouchers and books with its identity key (in
+/// its enclave): the contracts' `proxy_key` is that key.
+pub fn signer_of(identity: &Arc<Identity>) -> ProxySigner {
+    let mut public = [0u8; 32];
+    if let Some(raw) = cocoon_protocol::tls::ed25519_raw_key(identity.spki()) {
+        public.copy_from_slice(raw);
+    }
+    let identity = identity.clone();
+    ProxySigner::from_fn(public, move |message| {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(&identity.sign(message));
+        out
+    })
 }
 
 fn default_keepalive() -> u64 {
@@ -62,6 +144,9 @@ impl ProxyConfig {
                 format!("must be at least 65536, got {}", self.max_frame_bytes),
             ));
         }
+        if let Some(settlement) = &self.settlement {
+            settlement.validate()?;
+        }
         if let Some(m) = self.models.iter().find(|m| m.trim().is_empty()) {
             return Err(ConfigError::new(
                 "models",
@@ -87,7 +172,7 @@ impl ProxyConfig {
             max_frame_bytes: self.max_frame_bytes,
             attestation,
             inspect: None,
-            prices: None,
+            settlement: None,
         })
     }
 }
@@ -105,8 +190,9 @@ pub struct ProxySettings {
     pub attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
     /// Audit hook: sees the wire form of everything the proxy forwards.
     pub inspect: Option<Inspector>,
-    /// The network's prices, to keep the books with; `None`: no billing.
-    pub prices: Option<cocoon_chain::Prices>,
+    /// Billing and settlement on TON (connected by [`SettlementConfig::connect`]);
+    /// `None`: the proxy serves for free.
+    pub settlement: Option<Arc<Settlement>>,
 }
 
 /// Called with the wire form (postcard) of every request body a proxy forwards

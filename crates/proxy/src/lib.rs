@@ -13,6 +13,8 @@
 //!   among a request's recipients, capacity slots.
 //! * `receipts` - the workers' signed usage receipts, verified and totalled.
 //! * `books`    - what each client owes and each worker is owed, priced in nano-TON.
+//! * `settlement` - [`Settlement`]: client contracts checked on chain, charges
+//!   and the books' hash put on chain, vouchers for workers, root prices.
 //! * `server`   - [`run`]: the accept loop and the per-role connection handlers.
 
 mod books;
@@ -20,9 +22,11 @@ mod config;
 mod receipts;
 mod registry;
 mod server;
+mod settlement;
 
 pub use books::{Account, Books};
-pub use config::{ConfigError, Inspector, ProxyConfig, ProxySettings};
+pub use config::{signer_of, ConfigError, Inspector, ProxyConfig, ProxySettings, SettlementConfig};
 pub use receipts::ReceiptLog;
 pub use registry::Registry;
 pub use server::{run, start, ProxyHandle};
+pub use settlement::{Round, Settlement, Totals};

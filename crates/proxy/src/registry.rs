@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
+use cocoon_chain::StdAddr;
 use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{Announce, Connection, ErrorKind, ModelInfo, WireError, WorkerKey};
 
@@ -33,6 +34,7 @@ struct Offer {
     slot: Arc<Slot>,
     key: Arc<WorkerKey>,
     fingerprint: Fingerprint,
+    payee: Option<StdAddr>,
 }
 
 /// The worker a request was routed to.
@@ -40,6 +42,8 @@ pub struct Picked {
     pub conn: Connection,
     pub slot: SlotGuard,
     pub key: Arc<WorkerKey>,
+    /// The worker contract its earnings are owed to (billing proxies).
+    pub payee: Option<StdAddr>,
 }
 
 /// The proxy's view of which workers serve what.
@@ -58,8 +62,15 @@ impl Registry {
     }
 
     /// Replace worker `worker`'s offers with `announce`, whose keys the caller
-    /// has checked.
-    pub fn announce(&self, worker: u64, conn: &Connection, announce: &Announce, key: WorkerKey) {
+    /// has checked; `payee` is the worker contract it is paid through.
+    pub fn announce(
+        &self,
+        worker: u64,
+        conn: &Connection,
+        announce: &Announce,
+        key: WorkerKey,
+        payee: Option<StdAddr>,
+    ) {
         self.remove(worker);
         let key = Arc::new(key);
         let fingerprint = key.worker();
@@ -79,6 +90,7 @@ impl Registry {
                 }),
                 key: key.clone(),
                 fingerprint,
+                payee: payee.clone(),
             });
         }
     }
@@ -164,6 +176,7 @@ impl Registry {
                     conn: offer.conn.clone(),
                     slot: SlotGuard(offer.slot.clone()),
                     key: offer.key.clone(),
+                    payee: offer.payee.clone(),
                 });
             }
         }

@@ -17,7 +17,7 @@ use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 
-use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry};
+use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry, Settlement};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,6 +28,8 @@ pub struct ProxyHandle {
     pub receipts: Arc<ReceiptLog>,
     /// What clients owe and workers are owed (when the proxy bills).
     pub books: Option<Arc<Books>>,
+    /// Settlement on chain (when the proxy bills).
+    pub settlement: Option<Arc<Settlement>>,
     pub fingerprint: Fingerprint,
 }
 
@@ -67,18 +69,19 @@ pub fn start(
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
     let registry = Arc::new(Registry::new(settings.models.clone()));
     let receipts = Arc::new(ReceiptLog::default());
-    let books = settings.prices.clone().map(|p| Arc::new(Books::new(p)));
+    let settlement = settings.settlement.clone();
     let handle = ProxyHandle {
         registry: registry.clone(),
         receipts: receipts.clone(),
-        books: books.clone(),
+        books: settlement.as_ref().map(|s| s.books().clone()),
+        settlement: settlement.clone(),
         fingerprint: settings.identity.fingerprint(),
     };
     let shared = Arc::new(Shared {
         settings,
         registry,
         receipts,
-        books,
+        settlement,
         next_worker: AtomicU64::new(1),
     });
     let serve = async move {
@@ -107,7 +110,7 @@ struct Shared {
     settings: ProxySettings,
     registry: Arc<Registry>,
     receipts: Arc<ReceiptLog>,
-    books: Option<Arc<Books>>,
+    settlement: Option<Arc<Settlement>>,
     next_worker: AtomicU64,
 }
 
@@ -134,7 +137,7 @@ impl Shared {
             Role::Client if self.settings.allowed_clients.contains(&key) => Arc::new(ClientSide {
                 registry: self.registry.clone(),
                 receipts: self.receipts.clone(),
-                books: self.books.clone(),
+                settlement: self.settlement.clone(),
                 client: key,
                 inspect: self.settings.inspect.clone(),
             }),
@@ -145,6 +148,8 @@ impl Shared {
                     registry: self.registry.clone(),
                     id,
                     attestation: self.settings.attestation.clone(),
+                    settlement: self.settlement.clone(),
+                    payee: std::sync::Mutex::new(None),
                 })
             }
             role => return Err(format!("key {key} is not allowed to connect as {role:?}")),
@@ -171,7 +176,7 @@ impl Shared {
 struct ClientSide {
     registry: Arc<Registry>,
     receipts: Arc<ReceiptLog>,
-    books: Option<Arc<Books>>,
+    settlement: Option<Arc<Settlement>>,
     /// The client node's identity (who pays).
     client: Fingerprint,
     inspect: Option<Inspector>,
@@ -191,17 +196,65 @@ impl Handler for ClientSide {
                 stream::iter([answer]).boxed()
             }
             RequestBody::Generate(request) => self.forward(request),
+            RequestBody::OpenAccount { contract } => {
+                let settlement = self.settlement.clone();
+                let client = self.client;
+                stream::once(async move {
+                    match settlement {
+                        None => Event::Error(no_billing()),
+                        Some(s) => match s.open_account(client, contract).await {
+                            Ok(terms) => Event::Account(terms),
+                            Err(e) => Event::Error(e),
+                        },
+                    }
+                })
+                .boxed()
+            }
+            RequestBody::CloseAccount => {
+                let settlement = self.settlement.clone();
+                let client = self.client;
+                stream::once(async move {
+                    match settlement {
+                        None => Event::Error(no_billing()),
+                        Some(s) => match s.close_account(&client).await {
+                            Ok(voucher) => Event::Voucher(voucher),
+                            Err(e) => Event::Error(e),
+                        },
+                    }
+                })
+                .boxed()
+            }
+            RequestBody::Voucher => stream::iter([Event::Error(WireError::new(
+                ErrorKind::InvalidRequest,
+                "vouchers are for workers",
+            ))])
+            .boxed(),
         }
     }
+}
+
+fn no_billing() -> WireError {
+    WireError::new(
+        ErrorKind::InvalidRequest,
+        "this proxy does not bill: it settles nothing on chain",
+    )
 }
 
 impl ClientSide {
     fn forward(&self, request: SealedRequest) -> BoxStream<'static, Event> {
         let candidates: Vec<Fingerprint> = request.workers().copied().collect();
+        // A billing proxy serves a client only from a contract that can pay.
+        let payer = match &self.settlement {
+            None => Ok(None),
+            Some(s) => s.payer(&self.client).map(Some),
+        };
+        let payer = match payer {
+            Ok(p) => p,
+            Err(e) => return stream::iter([Event::Error(e)]).boxed(),
+        };
         let picked = self.registry.pick(&request.header.model, &candidates);
         let receipts = self.receipts.clone();
-        let books = self.books.clone();
-        let client = self.client;
+        let books = self.settlement.as_ref().map(|s| s.books().clone());
         let inspect = self.inspect.clone();
         stream::once(async move {
             let picked = match picked {
@@ -219,6 +272,7 @@ impl ClientSide {
                 Ok(answer) => {
                     let slot = picked.slot;
                     let key = picked.key;
+                    let payee = picked.payee;
                     answer
                         .map(move |event| {
                             let _held = &slot;
@@ -241,8 +295,10 @@ impl ClientSide {
                                     ) {
                                         // Only verified receipts are billed, at their signed usage.
                                         Ok(usage) => {
-                                            if let Some(books) = &books {
-                                                books.record(client, key.worker(), &usage);
+                                            if let (Some(books), Some(client), Some(worker)) =
+                                                (&books, &payer, &payee)
+                                            {
+                                                books.record(client, worker, &usage);
                                             }
                                         }
                                         Err(e) => {
@@ -275,13 +331,20 @@ struct WorkerSide {
     registry: Arc<Registry>,
     id: u64,
     attestation: Option<Arc<AttestationCheck>>,
+    settlement: Option<Arc<Settlement>>,
+    /// The worker contract this connection's worker is paid through.
+    payee: std::sync::Mutex<Option<cocoon_chain::StdAddr>>,
 }
 
 impl WorkerSide {
     /// The announced key must be this connection's identity and, when the
     /// proxy checks attestation, carry evidence for an allowed worker image;
     /// every model must be allowed by the network.
-    fn check(&self, conn: &Connection, announce: &Announce) -> Result<WorkerKey, String> {
+    fn check(
+        &self,
+        conn: &Connection,
+        announce: &Announce,
+    ) -> Result<(WorkerKey, Option<cocoon_chain::StdAddr>), String> {
         let key = announce
             .key
             .clone()
@@ -302,25 +365,66 @@ impl WorkerSide {
                     .map_err(|e| e.to_string())?;
             }
         }
-        Ok(key)
+        // A billing proxy owes each worker through its worker contract.
+        let payee = match &self.settlement {
+            None => None,
+            Some(settlement) => {
+                let owner = announce.payout.as_deref().ok_or(
+                    "this proxy pays workers on TON: announce a payout wallet ([payout] in worker.toml)",
+                )?;
+                Some(settlement.worker_contract(owner)?)
+            }
+        };
+        Ok((key, payee))
     }
 }
 
 impl Handler for WorkerSide {
-    fn serve(&self, _conn: &Connection, _body: RequestBody) -> BoxStream<'static, Event> {
-        let error = WireError::new(
-            ErrorKind::InvalidRequest,
-            "workers cannot send requests to a proxy",
-        );
-        stream::iter([Event::Error(error)]).boxed()
+    fn serve(&self, _conn: &Connection, body: RequestBody) -> BoxStream<'static, Event> {
+        let answer = match (body, &self.settlement) {
+            (RequestBody::Voucher, Some(settlement)) => {
+                let payee = self.payee.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                match payee {
+                    Some(contract) => match settlement.voucher(&contract) {
+                        Ok(voucher) => Event::Voucher(voucher),
+                        Err(e) => Event::Error(e),
+                    },
+                    None => Event::Error(WireError::new(
+                        ErrorKind::InvalidRequest,
+                        "announce first: no payout wallet is known for this worker",
+                    )),
+                }
+            }
+            (RequestBody::Voucher, None) => Event::Error(no_billing()),
+            // A worker reads the proxy's terms to check its vouchers.
+            (RequestBody::OpenAccount { contract: None }, Some(settlement)) => {
+                let settlement = settlement.clone();
+                return stream::once(async move {
+                    match settlement
+                        .open_account(cocoon_protocol::tls::Fingerprint([0; 32]), None)
+                        .await
+                    {
+                        Ok(terms) => Event::Account(terms),
+                        Err(e) => Event::Error(e),
+                    }
+                })
+                .boxed();
+            }
+            _ => Event::Error(WireError::new(
+                ErrorKind::InvalidRequest,
+                "workers cannot send that request to a proxy",
+            )),
+        };
+        stream::iter([answer]).boxed()
     }
 
     fn on_announce(&self, conn: &Connection, announce: Announce) {
         let models: Vec<&String> = announce.models.iter().map(|m| &m.name).collect();
         match self.check(conn, &announce) {
-            Ok(key) => {
+            Ok((key, payee)) => {
                 tracing::info!(worker = self.id, ?models, "worker announced");
-                self.registry.announce(self.id, conn, &announce, key);
+                *self.payee.lock().unwrap_or_else(|e| e.into_inner()) = payee.clone();
+                self.registry.announce(self.id, conn, &announce, key, payee);
             }
             Err(reason) => {
                 tracing::warn!(worker = self.id, ?models, %reason, "worker announcement refused");

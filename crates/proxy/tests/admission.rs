@@ -48,7 +48,7 @@ async fn start() -> Net {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             attestation: None,
             inspect: None,
-            prices: None,
+            settlement: None,
         },
     )
     .unwrap();
@@ -121,6 +121,7 @@ fn announce(key: Option<WorkerKey>) -> Announce {
             weights_sha256: None,
         }],
         key,
+        payout: None,
     }
 }
 

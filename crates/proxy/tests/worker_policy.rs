@@ -70,7 +70,7 @@ async fn start(worker: &Identity) -> (ProxyEndpoint, ProxyHandle) {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             attestation: Some(check()),
             inspect: None,
-            prices: None,
+            settlement: None,
         },
     )
     .unwrap();
@@ -125,6 +125,7 @@ fn offer(weights: &str, key: WorkerKey) -> Announce {
             weights_sha256: Some(weights.into()),
         }],
         key: Some(key),
+        payout: None,
     }
 }
 

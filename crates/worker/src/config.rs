@@ -35,6 +35,67 @@ pub struct WorkerConfig {
     /// This worker's TEE and what proxies' evidence must satisfy.
     #[serde(default)]
     pub attestation: AttestationConfig,
+    /// Getting paid on TON (needed by proxies that bill).
+    #[serde(default)]
+    pub payout: Option<PayoutConfig>,
+}
+
+/// `[payout]`: the GPU owner's wallet and when to claim.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutConfig {
+    /// `"testnet"`, `"mainnet"` or the URL of a TON HTTP API (toncenter v2).
+    pub ton_api: String,
+    /// Environment variable holding the API key, if the endpoint wants one.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File with the 24 words of the wallet that is paid (and pays claim fees).
+    pub wallet_mnemonic: PathBuf,
+    /// Claim once at least this much TON is owed and unpaid, e.g. "1.5".
+    #[serde(default = "default_threshold")]
+    pub claim_threshold_ton: String,
+    /// Seconds between asking proxies for vouchers.
+    #[serde(default = "default_claim_every")]
+    pub check_every_secs: u64,
+    /// File keeping the latest signed voucher from each proxy.
+    pub earnings: PathBuf,
+}
+
+fn default_threshold() -> String {
+    "1".into()
+}
+
+fn default_claim_every() -> u64 {
+    60
+}
+
+impl PayoutConfig {
+    fn threshold(&self) -> Result<u128, ConfigError> {
+        cocoon_chain::pricing::parse_ton(&self.claim_threshold_ton)
+            .map_err(|e| ConfigError::new("payout.claim_threshold_ton", e))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        cocoon_chain::ton_http::from_config(&self.ton_api, None)
+            .map_err(|e| ConfigError::new("payout.ton_api", e))?;
+        self.threshold()?;
+        ConfigError::check_range("payout.check_every_secs", self.check_every_secs, 1, 86_400)
+    }
+
+    /// The wallet, the chain and the earnings file.
+    pub fn build(&self) -> Result<crate::Earnings, ConfigError> {
+        let ton = cocoon_chain::ton_http::from_config(&self.ton_api, self.api_key_env.as_deref())
+            .map_err(|e| ConfigError::new("payout.ton_api", e))?;
+        let wallet = cocoon_chain::Wallet::from_mnemonic_file(&self.wallet_mnemonic)
+            .map_err(|e| ConfigError::new("payout.wallet_mnemonic", e.to_string()))?;
+        crate::Earnings::new(
+            Arc::new(ton),
+            wallet,
+            self.threshold()?,
+            self.earnings.clone(),
+        )
+        .map_err(|e| ConfigError::new("payout.earnings", e))
+    }
 }
 
 fn default_keepalive() -> u64 {
@@ -301,6 +362,9 @@ impl WorkerConfig {
         ProxyEndpoint::check_list(&self.proxies)?;
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         ConfigError::check_range("replay_window_secs", self.replay_window_secs, 1, 3600)?;
+        if let Some(payout) = &self.payout {
+            payout.validate()?;
+        }
         match &self.engine {
             EngineConfig::Embedded {
                 model,
@@ -397,6 +461,14 @@ impl WorkerConfig {
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
             attestation,
             replay_window: Duration::from_secs(self.replay_window_secs),
+            payout: self
+                .payout
+                .as_ref()
+                .map(|p| {
+                    p.build()
+                        .map(|e| (Arc::new(e), Duration::from_secs(p.check_every_secs)))
+                })
+                .transpose()?,
         })
     }
 }
@@ -486,6 +558,8 @@ pub struct WorkerSettings {
     pub attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
     /// Sealed requests sent longer ago (or further ahead) than this are refused.
     pub replay_window: Duration,
+    /// Earnings on TON, and how often to fetch vouchers and claim.
+    pub payout: Option<(Arc<crate::Earnings>, Duration)>,
 }
 
 #[cfg(test)]

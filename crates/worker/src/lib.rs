@@ -10,14 +10,18 @@
 //!   engine calls, sealed answers, signed usage receipts, statistics.
 //! * `replay` - refusing replayed or stale sealed requests.
 //! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
+//! * `earnings` - [`Earnings`]: the proxies' signed vouchers, checked and
+//!   kept, and claims on TON above a threshold.
 
 mod config;
+mod earnings;
 mod replay;
 mod run;
 mod serve;
 
 pub use config::{
-    ConfigError, EngineConfig, Profile, WeightsLocation, WorkerConfig, WorkerSettings,
+    ConfigError, EngineConfig, PayoutConfig, Profile, WeightsLocation, WorkerConfig, WorkerSettings,
 };
+pub use earnings::{read_earnings, Earnings, EarningsBook, ProxyEarnings};
 pub use run::Worker;
 pub use serve::WorkerStats;

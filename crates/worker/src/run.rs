@@ -61,6 +61,7 @@ fn attested_key(
 /// A started worker. Dropping it does not stop it; call [`Worker::stop`].
 pub struct Worker {
     stats: Arc<WorkerStats>,
+    earnings: Option<Arc<crate::Earnings>>,
     stop: CancellationToken,
     connections: Vec<watch::Receiver<Option<Connection>>>,
     fingerprint: Fingerprint,
@@ -124,12 +125,25 @@ impl Worker {
                 let announce = Announce {
                     models: offers.clone(),
                     key: Some(key.clone()),
+                    payout: settings
+                        .payout
+                        .as_ref()
+                        .map(|(earnings, _)| earnings.payout().to_string()),
                 };
                 keep_connected(endpoint.clone(), dial.clone(), stop.clone(), move |conn| {
                     let _ = conn.announce(announce.clone());
                 })
             })
-            .collect();
+            .collect::<Vec<watch::Receiver<Option<Connection>>>>();
+        if let Some((earnings, every)) = &settings.payout {
+            let proxies = settings
+                .proxies
+                .iter()
+                .map(|p| p.fingerprint.to_string())
+                .zip(connections.iter().cloned())
+                .collect();
+            tokio::spawn(earnings.clone().run(proxies, *every, stop.clone()));
+        }
         tokio::spawn(poll_engine_load(
             settings.engine.clone(),
             stats.clone(),
@@ -138,6 +152,7 @@ impl Worker {
         tracing::info!(fingerprint = %settings.identity.fingerprint(), engine = %settings.engine.describe(), "worker started");
         Ok(Worker {
             stats,
+            earnings: settings.payout.as_ref().map(|(e, _)| e.clone()),
             stop,
             connections,
             fingerprint: settings.identity.fingerprint(),
@@ -151,6 +166,16 @@ impl Worker {
 
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+
+    /// Earnings and claims, when the worker is paid on TON.
+    pub fn earnings(&self) -> Option<&Arc<crate::Earnings>> {
+        self.earnings.as_ref()
+    }
+
+    /// The live connection to proxy `index` (in configuration order).
+    pub fn connection(&self, index: usize) -> Option<Connection> {
+        self.connections.get(index)?.borrow().clone()
     }
 
     pub fn engine(&self) -> &str {

@@ -80,6 +80,12 @@ impl Handler for RequestHandler {
                 ErrorKind::InvalidRequest,
                 "workers do not list keys; ask a proxy".into(),
             ),
+            RequestBody::OpenAccount { .. } | RequestBody::CloseAccount | RequestBody::Voucher => {
+                refuse(
+                    ErrorKind::InvalidRequest,
+                    "workers keep no accounts; ask a proxy".into(),
+                )
+            }
             RequestBody::Generate(sealed) => self.generate(sealed),
         }
     }

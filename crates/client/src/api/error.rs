@@ -145,6 +145,11 @@ impl From<WireError> for ApiError {
                 "rate_limit_error",
                 "overloaded",
             ),
+            ErrorKind::PaymentRequired => (
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_quota",
+                "insufficient_balance",
+            ),
             ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
             ErrorKind::Upstream => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
             ErrorKind::Internal => (

@@ -254,7 +254,14 @@ async fn next_step(
         Some(Event::Done(done)) => Ok(Step::Done(done)),
         Some(Event::Error(e)) => Err(e.into()),
         // The backend opens sealed chunks before they get here.
-        Some(Event::Sealed { .. } | Event::Models(_) | Event::WorkerKeys(_)) | None => {
+        Some(
+            Event::Sealed { .. }
+            | Event::Models(_)
+            | Event::WorkerKeys(_)
+            | Event::Account(_)
+            | Event::Voucher(_),
+        )
+        | None => {
             Err(WireError::new(ErrorKind::Internal, "the answer ended without a result").into())
         }
     }

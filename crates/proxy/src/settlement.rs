@@ -1,0 +1,447 @@
+//! The proxy's side of the money: which client contract pays for each client
+//! node (checked on chain when the node registers it), charging those
+//! contracts what the books say, committing the books' hash to the proxy
+//! contract, and signing the cumulative vouchers workers claim with. The
+//! network's prices come from the root contract and are reloaded when its
+//! version changes.
+//!
+//! A settlement round puts every client charge that moved and the books'
+//! hash into as few wallet transfers as it can (four messages each): the
+//! number of chain transactions depends on the number of clients with new
+//! spending, not on the number of requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_chain::{client as client_msg, proxy as proxy_msg};
+use cocoon_chain::{
+    signed, stack_int, Chain, ClientChannel, HashBytes, Outgoing, Prices, ProxySigner, ProxyState,
+    StdAddr, WalletSender,
+};
+use cocoon_protocol::tls::Fingerprint;
+use cocoon_protocol::{AccountTerms, ErrorKind, Voucher, WireError};
+
+use crate::Books;
+
+const TON: u128 = 1_000_000_000;
+/// Attached to each charge for the client and proxy contracts' gas; what is
+/// left travels on to the proxy contract.
+const CHARGE_VALUE: u128 = TON / 20;
+
+/// What the proxy settles with.
+pub struct Settlement {
+    chain: Arc<dyn Chain>,
+    sender: WalletSender,
+    signer: ProxySigner,
+    proxy_contract: StdAddr,
+    root: StdAddr,
+    books: Arc<Books>,
+    accounts: Mutex<HashMap<Fingerprint, ClientAccount>>,
+    root_version: Mutex<Option<u128>>,
+    done: Mutex<Totals>,
+}
+
+impl std::fmt::Debug for Settlement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Settlement({})", self.proxy_contract)
+    }
+}
+
+/// A client node's registered contract, as last read from the chain.
+#[derive(Debug, Clone)]
+struct ClientAccount {
+    contract: StdAddr,
+    balance: u128,
+    charged: u128,
+    closed: bool,
+}
+
+/// What settlement has put on chain since the proxy started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Settlement rounds that sent anything.
+    pub rounds: u64,
+    /// Wallet transfers sent (each one external message and its transactions).
+    pub transfers: u64,
+    pub charges: u64,
+    pub books_commits: u64,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    pub charges: u64,
+    pub committed: bool,
+    pub transfers: u64,
+}
+
+/// A wire error for a client whose contract cannot pay.
+fn payment(message: String) -> WireError {
+    WireError::new(ErrorKind::PaymentRequired, message)
+}
+
+fn parse_address(field: &str, text: &str) -> Result<StdAddr, String> {
+    cocoon_chain::ton_http::parse_address(text).map_err(|e| format!("{field}: {e}"))
+}
+
+impl Settlement {
+    /// Check on chain that `proxy_contract` is this proxy's (its key is
+    /// `signer`'s) and read the prices from `root`.
+    pub async fn connect(
+        chain: Arc<dyn Chain>,
+        wallet: cocoon_chain::Wallet,
+        signer: ProxySigner,
+        proxy_contract: StdAddr,
+        root: StdAddr,
+        books: impl FnOnce(Prices) -> Result<Books, String>,
+    ) -> Result<Self, String> {
+        let state = ProxyState::from_stack(
+            &chain
+                .get(&proxy_contract, "get_proxy_data", &[])
+                .await
+                .map_err(|e| format!("settlement.proxy_contract {proxy_contract}: {e:#}"))?,
+        )
+        .map_err(|e| format!("settlement.proxy_contract {proxy_contract}: {e}"))?;
+        if state.proxy_key != signer.public_key() {
+            return Err(format!(
+                "settlement.proxy_contract {proxy_contract}: its proxy key is not this proxy's identity key (deploy a proxy contract with this node's key)"
+            ));
+        }
+        let prices = read_prices(chain.as_ref(), &root)
+            .await
+            .map_err(|e| format!("settlement.root {root}: {e}"))?;
+        let books = books(prices)?;
+        Ok(Self {
+            sender: WalletSender::new(chain.clone(), wallet),
+            chain,
+            signer,
+            proxy_contract,
+            root,
+            books: Arc::new(books),
+            accounts: Mutex::default(),
+            root_version: Mutex::default(),
+            done: Mutex::default(),
+        })
+    }
+
+    pub fn books(&self) -> &Arc<Books> {
+        &self.books
+    }
+
+    pub fn proxy_contract(&self) -> &StdAddr {
+        &self.proxy_contract
+    }
+
+    pub fn totals(&self) -> Totals {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn terms(&self, contract: Option<&StdAddr>) -> AccountTerms {
+        let (owed, charged) = contract
+            .map(|c| {
+                let owed = self.books.client(c).total;
+                let charged = self
+                    .accounts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .find(|a| &a.contract == c)
+                    .map(|a| a.charged)
+                    .unwrap_or(0);
+                (owed, charged)
+            })
+            .unwrap_or((0, 0));
+        AccountTerms {
+            proxy_contract: self.proxy_contract.to_string(),
+            proxy_key: self.signer.public_key().0,
+            root: self.root.to_string(),
+            contract: contract.map(|c| c.to_string()),
+            owed_nano: owed,
+            charged_nano: charged,
+        }
+    }
+
+    /// Register `contract` as what `client` pays from, after checking on chain
+    /// that it is a client contract with this proxy, open, with a balance.
+    pub async fn open_account(
+        &self,
+        client: Fingerprint,
+        contract: Option<String>,
+    ) -> Result<AccountTerms, WireError> {
+        let Some(text) = contract else {
+            return Ok(self.terms(None));
+        };
+        let contract = parse_address("contract", &text)
+            .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?;
+        let channel = self.read_channel(&contract).await?;
+        let refuse = |why: &str| payment(format!("client contract {contract}: {why}"));
+        if channel.proxy != self.proxy_contract {
+            return Err(refuse("it pays another proxy contract"));
+        }
+        if channel.proxy_key != self.signer.public_key() {
+            return Err(refuse("its proxy key is not this proxy's"));
+        }
+        if channel.state.close_requested_at != 0 {
+            return Err(refuse("it is closing"));
+        }
+        self.accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                client,
+                ClientAccount {
+                    contract: contract.clone(),
+                    balance: channel.state.balance,
+                    charged: channel.state.charged,
+                    closed: false,
+                },
+            );
+        tracing::info!(%client, %contract, balance = %channel.state.balance, "client contract registered");
+        Ok(self.terms(Some(&contract)))
+    }
+
+    async fn read_channel(&self, contract: &StdAddr) -> Result<ClientChannel, WireError> {
+        let unreadable = |e: cocoon_chain::Error| {
+            payment(format!(
+                "client contract {contract} cannot be read on chain: {e:#}"
+            ))
+        };
+        let stack = self
+            .chain
+            .get(contract, "get_client_data", &[])
+            .await
+            .map_err(unreadable)?;
+        ClientChannel::from_stack(&stack).map_err(unreadable)
+    }
+
+    /// The contract `client` pays from, if it can pay for more: what it owes
+    /// beyond what was charged must stay below its balance.
+    pub fn payer(&self, client: &Fingerprint) -> Result<StdAddr, WireError> {
+        let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let account = accounts.get(client).ok_or_else(|| {
+            payment("this client node has registered no client contract with the proxy".into())
+        })?;
+        if account.closed {
+            return Err(payment(format!(
+                "client contract {} is closed",
+                account.contract
+            )));
+        }
+        let owed = self.books.client(&account.contract).total;
+        let unsettled = owed.saturating_sub(account.charged);
+        if unsettled >= account.balance {
+            return Err(payment(format!(
+                "client contract {} holds {} nano-TON and {} nano-TON of served requests are not yet charged: top it up",
+                account.contract, account.balance, unsettled
+            )));
+        }
+        Ok(account.contract.clone())
+    }
+
+    /// The worker contract of a worker paid to `owner` (its wallet).
+    pub fn worker_contract(&self, owner: &str) -> Result<StdAddr, String> {
+        let owner = parse_address("payout", owner)?;
+        cocoon_chain::worker_contract(&self.proxy_contract, &owner, &self.signer.public_key())
+            .map(|(address, _)| address)
+            .map_err(|e| format!("payout: {e}"))
+    }
+
+    /// The signed cumulative amount the `worker` contract may claim.
+    pub fn voucher(&self, worker: &StdAddr) -> Result<Voucher, WireError> {
+        let owed = self.books.worker(worker).total;
+        self.sign(signed::OWED, worker, owed)
+    }
+
+    fn sign(&self, op: u32, at: &StdAddr, amount: u128) -> Result<Voucher, WireError> {
+        let signature = self
+            .signer
+            .sign_amount(op, at, amount)
+            .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
+        Ok(Voucher {
+            contract: at.to_string(),
+            amount_nano: amount,
+            signature: signature.to_vec(),
+        })
+    }
+
+    /// Close `client`'s account: no more requests on it, and the proxy's
+    /// signature over the final charge (what it owes, at most what it holds)
+    /// for a cooperative close.
+    pub async fn close_account(&self, client: &Fingerprint) -> Result<Voucher, WireError> {
+        let contract = {
+            let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            let account = accounts.get_mut(client).ok_or_else(|| {
+                payment("this client node has registered no client contract".into())
+            })?;
+            account.closed = true;
+            account.contract.clone()
+        };
+        let channel = self.read_channel(&contract).await?;
+        let owed = self.books.client(&contract).total;
+        let last = owed.min(channel.state.charged + channel.state.balance);
+        tracing::info!(%client, %contract, final_charge = %last, "client contract closing");
+        self.sign(signed::CLOSE, &contract, last.max(channel.state.charged))
+    }
+
+    /// One round: charge every client contract up to what it owes (as much as
+    /// it holds), commit the books' hash if it moved, refresh the prices.
+    pub async fn settle_once(&self) -> Result<Round, String> {
+        self.refresh_prices().await;
+        let mut messages = Vec::new();
+        let mut charged_to = Vec::new();
+        for (contract, account) in self.books.clients() {
+            let channel = match self.read_channel(&contract).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%contract, error = %e.message, "cannot read a client contract; skipping it this round");
+                    continue;
+                }
+            };
+            self.remember(&contract, &channel);
+            let target = account
+                .total
+                .min(channel.state.charged.saturating_add(channel.state.balance));
+            if account.total > target {
+                tracing::warn!(%contract, owed = %account.total, holds = %channel.state.balance, "a client contract cannot pay all it owes");
+            }
+            if target > channel.state.charged {
+                let signature = self
+                    .signer
+                    .sign_amount(signed::CHARGE, &contract, target)
+                    .map_err(|e| e.to_string())?;
+                messages.push(Outgoing {
+                    to: contract.clone(),
+                    value: CHARGE_VALUE,
+                    bounce: true,
+                    body: client_msg::charge(target, &signature).map_err(|e| e.to_string())?,
+                    init: None,
+                });
+                charged_to.push((contract, target));
+            }
+        }
+        let proxy = self.proxy_state().await?;
+        let hash = self.books.hash();
+        let commit =
+            !messages.is_empty() || (!self.books.clients().is_empty() && proxy.books_hash != hash);
+        if commit {
+            let seqno = proxy.books_seqno + 1;
+            let signature = self
+                .signer
+                .sign_books(&self.proxy_contract, seqno, &HashBytes(hash))
+                .map_err(|e| e.to_string())?;
+            messages.push(Outgoing {
+                to: self.proxy_contract.clone(),
+                value: CHARGE_VALUE,
+                bounce: true,
+                body: proxy_msg::commit_books(seqno, &HashBytes(hash), &signature)
+                    .map_err(|e| e.to_string())?,
+                init: None,
+            });
+        }
+        let mut round = Round {
+            charges: charged_to.len() as u64,
+            committed: commit,
+            transfers: 0,
+        };
+        for batch in messages.chunks(cocoon_chain::sender::MAX_MESSAGES) {
+            self.sender
+                .send(batch)
+                .await
+                .map_err(|e| format!("settlement transfer: {e:#}"))?;
+            round.transfers += 1;
+        }
+        // Done is what the chain shows, not what was sent.
+        for (contract, target) in &charged_to {
+            let channel = self.read_channel(contract).await.map_err(|e| e.message)?;
+            self.remember(contract, &channel);
+            if channel.state.charged < *target {
+                return Err(format!(
+                    "client contract {contract}: charged {} on chain after charging up to {target}",
+                    channel.state.charged
+                ));
+            }
+        }
+        if round.transfers > 0 {
+            let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            done.rounds += 1;
+            done.transfers += round.transfers;
+            done.charges += round.charges;
+            done.books_commits += round.committed as u64;
+        }
+        Ok(round)
+    }
+
+    fn remember(&self, contract: &StdAddr, channel: &ClientChannel) {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        for account in accounts.values_mut().filter(|a| &a.contract == contract) {
+            account.balance = channel.state.balance;
+            account.charged = channel.state.charged;
+        }
+    }
+
+    async fn proxy_state(&self) -> Result<ProxyState, String> {
+        let stack = self
+            .chain
+            .get(&self.proxy_contract, "get_proxy_data", &[])
+            .await
+            .map_err(|e| format!("proxy contract {}: {e:#}", self.proxy_contract))?;
+        ProxyState::from_stack(&stack).map_err(|e| e.to_string())
+    }
+
+    /// Reload the prices when the root contract's version moved.
+    async fn refresh_prices(&self) {
+        let version = match self.chain.get(&self.root, "get_version", &[]).await {
+            Ok(stack) => stack_int(&stack).ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the root contract's version");
+                None
+            }
+        };
+        let Some(version) = version else { return };
+        let known = *self.root_version.lock().unwrap_or_else(|e| e.into_inner());
+        if known == Some(version) {
+            return;
+        }
+        match read_prices(self.chain.as_ref(), &self.root).await {
+            Ok(prices) => {
+                if known.is_some() {
+                    tracing::info!(version = %version, price_per_token = %prices.price_per_token, "the root configuration changed; new prices");
+                }
+                self.books.set_prices(prices);
+                *self.root_version.lock().unwrap_or_else(|e| e.into_inner()) = Some(version);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the root contract's prices"),
+        }
+    }
+
+    /// Settle every `every` until `stop`.
+    pub async fn run(self: Arc<Self>, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match self.settle_once().await {
+                Ok(round) if round.transfers > 0 => {
+                    tracing::info!(
+                        charges = round.charges,
+                        committed = round.committed,
+                        transfers = round.transfers,
+                        "settled on chain"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "settlement failed; retrying next round"),
+            }
+        }
+    }
+}
+
+async fn read_prices(chain: &dyn Chain, root: &StdAddr) -> Result<Prices, String> {
+    let stack = chain
+        .get(root, "get_prices", &[])
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Prices::from_stack(&stack).map_err(|e| e.to_string())
+}

@@ -1,0 +1,314 @@
+//! What this worker has earned and claimed: each proxy signs a voucher over
+//! the cumulative amount it owes this worker's contract; the worker checks
+//! the voucher (the proxy's key, its own contract), keeps the latest one per
+//! proxy in a file, and claims on chain through the GPU owner's wallet when
+//! what is owed beyond what was paid reaches a threshold. The first claim
+//! deploys the worker contract; the contract pays the owner's wallet.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_chain::{
+    signed, verify_amount, worker as worker_msg, worker_contract, Chain, Contract, HashBytes,
+    Outgoing, StdAddr, WalletSender, WorkerState,
+};
+use cocoon_protocol::{AccountTerms, Connection, Event, RequestBody, Voucher};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const TON: u128 = 1_000_000_000;
+/// Attached to a claim for the worker and proxy contracts' gas.
+const CLAIM_VALUE: u128 = TON / 10;
+
+/// The latest voucher from one proxy, and what its contract has paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyEarnings {
+    /// The worker contract with that proxy.
+    pub contract: String,
+    pub proxy_contract: String,
+    /// Hex of the proxy's Ed25519 key.
+    pub proxy_key: String,
+    /// Signed cumulative amount owed, nano-TON (a string: JSON numbers are doubles).
+    pub owed_nano: String,
+    /// Hex of the signature over `owed_nano`.
+    pub signature: String,
+    /// Paid by the contract on chain, when last read.
+    pub paid_nano: String,
+}
+
+impl ProxyEarnings {
+    pub fn owed(&self) -> u128 {
+        self.owed_nano.parse().unwrap_or(0)
+    }
+    pub fn paid(&self) -> u128 {
+        self.paid_nano.parse().unwrap_or(0)
+    }
+    /// Owed but not yet paid.
+    pub fn pending(&self) -> u128 {
+        self.owed().saturating_sub(self.paid())
+    }
+}
+
+/// The earnings file: proxy key fingerprint -> its latest voucher.
+pub type EarningsBook = BTreeMap<String, ProxyEarnings>;
+
+/// Read the earnings file (empty when it does not exist yet).
+pub fn read_earnings(path: &std::path::Path) -> Result<EarningsBook, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EarningsBook::new()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Claims for this worker.
+pub struct Earnings {
+    sender: WalletSender,
+    /// Claim when at least this much is pending, nano-TON.
+    pub threshold: u128,
+    file: PathBuf,
+    book: Mutex<EarningsBook>,
+}
+
+impl std::fmt::Debug for Earnings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Earnings({})", self.sender.address())
+    }
+}
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok()?.try_into().ok()
+}
+
+impl Earnings {
+    pub fn new(
+        chain: Arc<dyn Chain>,
+        wallet: cocoon_chain::Wallet,
+        threshold: u128,
+        file: PathBuf,
+    ) -> Result<Self, String> {
+        let book = read_earnings(&file)?;
+        Ok(Self {
+            sender: WalletSender::new(chain, wallet),
+            threshold,
+            file,
+            book: Mutex::new(book),
+        })
+    }
+
+    /// The GPU owner's wallet, announced to proxies as the payout address.
+    pub fn payout(&self) -> &StdAddr {
+        self.sender.address()
+    }
+
+    pub fn book(&self) -> EarningsBook {
+        self.book.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn save(&self, book: &EarningsBook) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(book).map_err(|e| e.to_string())?;
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &self.file))
+            .map_err(|e| format!("{}: {e}", self.file.display()))
+    }
+
+    /// Ask the proxy on `conn` (key `proxy`) for its voucher, check it, keep it.
+    pub async fn fetch(&self, proxy: &str, conn: &Connection) -> Result<ProxyEarnings, String> {
+        let terms = match ask(conn, RequestBody::OpenAccount { contract: None }).await? {
+            Event::Account(terms) => terms,
+            other => return Err(format!("the proxy answered {other:?} for its terms")),
+        };
+        let voucher = match ask(conn, RequestBody::Voucher).await? {
+            Event::Voucher(v) => v,
+            other => return Err(format!("the proxy answered {other:?} for a voucher")),
+        };
+        let earned = self.check(&terms, &voucher)?;
+        let mut book = self.book();
+        // Only a higher signed amount replaces the one kept (a proxy that
+        // restarted from a lost database cannot lower what it signed).
+        let keep = match book.get(proxy) {
+            Some(old) if old.contract == earned.contract && old.owed() >= earned.owed() => {
+                old.clone()
+            }
+            _ => earned,
+        };
+        book.insert(proxy.to_string(), keep.clone());
+        self.save(&book)?;
+        *self.book.lock().unwrap_or_else(|e| e.into_inner()) = book;
+        Ok(keep)
+    }
+
+    /// The voucher must be for this worker's contract with that proxy and
+    /// signed by the proxy's key.
+    fn check(&self, terms: &AccountTerms, voucher: &Voucher) -> Result<ProxyEarnings, String> {
+        let proxy_contract = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)?;
+        let (ours, _) =
+            worker_contract(&proxy_contract, self.payout(), &HashBytes(terms.proxy_key))
+                .map_err(|e| e.to_string())?;
+        let contract = cocoon_chain::ton_http::parse_address(&voucher.contract)?;
+        if contract != ours {
+            return Err(format!(
+                "the voucher is for {contract}, not this worker's contract {ours}"
+            ));
+        }
+        if !verify_amount(
+            &terms.proxy_key,
+            signed::OWED,
+            &contract,
+            voucher.amount_nano,
+            &voucher.signature,
+        ) {
+            return Err("the voucher's signature is not the proxy's".into());
+        }
+        Ok(ProxyEarnings {
+            contract: contract.to_string(),
+            proxy_contract: proxy_contract.to_string(),
+            proxy_key: hex::encode(terms.proxy_key),
+            owed_nano: voucher.amount_nano.to_string(),
+            signature: hex::encode(&voucher.signature),
+            paid_nano: self
+                .book()
+                .values()
+                .find(|e| e.contract == contract.to_string())
+                .map(|e| e.paid_nano.clone())
+                .unwrap_or_else(|| "0".into()),
+        })
+    }
+
+    /// What the worker contract has paid so far (0 before it is deployed).
+    pub async fn paid_on_chain(&self, contract: &StdAddr) -> Result<u128, String> {
+        let chain = self.sender.chain();
+        let active = chain
+            .account(contract)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_active();
+        if !active {
+            return Ok(0);
+        }
+        let stack = chain
+            .get(contract, "get_worker_data", &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        WorkerState::from_stack(&stack)
+            .map(|s| s.paid)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Claim what `proxy`'s voucher allows if at least `threshold` is
+    /// pending (`force`: any amount above zero). Returns what was claimed.
+    pub async fn claim(&self, proxy: &str, force: bool) -> Result<u128, String> {
+        let Some(earned) = self.book().get(proxy).cloned() else {
+            return Ok(0);
+        };
+        let contract = cocoon_chain::ton_http::parse_address(&earned.contract)?;
+        let paid = self.paid_on_chain(&contract).await?;
+        let pending = earned.owed().saturating_sub(paid);
+        if pending == 0 || (!force && pending < self.threshold) {
+            self.set_paid(proxy, paid)?;
+            return Ok(0);
+        }
+        let signature: [u8; 64] = hex::decode(&earned.signature)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or("the kept voucher's signature is malformed")?;
+        let init = if paid == 0
+            && !self
+                .sender
+                .chain()
+                .account(&contract)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_active()
+        {
+            let proxy_contract = cocoon_chain::ton_http::parse_address(&earned.proxy_contract)?;
+            let key = unhex32(&earned.proxy_key).ok_or("the kept proxy key is malformed")?;
+            let (_, data) = worker_contract(&proxy_contract, self.payout(), &HashBytes(key))
+                .map_err(|e| e.to_string())?;
+            Some((Contract::Worker.code(), data))
+        } else {
+            None
+        };
+        let body = worker_msg::claim(earned.owed(), &signature).map_err(|e| e.to_string())?;
+        self.sender
+            .send(&[Outgoing {
+                to: contract.clone(),
+                value: CLAIM_VALUE,
+                bounce: init.is_none(),
+                body,
+                init,
+            }])
+            .await
+            .map_err(|e| format!("claim: {e:#}"))?;
+        let now_paid = self.paid_on_chain(&contract).await?;
+        self.set_paid(proxy, now_paid)?;
+        if now_paid < earned.owed() {
+            return Err(format!(
+                "claimed {} nano-TON but the contract shows {now_paid} paid",
+                earned.owed()
+            ));
+        }
+        tracing::info!(%contract, claimed = %(now_paid - paid), "earnings claimed");
+        Ok(now_paid - paid)
+    }
+
+    fn set_paid(&self, proxy: &str, paid: u128) -> Result<(), String> {
+        let mut book = self.book();
+        if let Some(e) = book.get_mut(proxy) {
+            if e.paid() == paid {
+                return Ok(());
+            }
+            e.paid_nano = paid.to_string();
+        }
+        self.save(&book)?;
+        *self.book.lock().unwrap_or_else(|e| e.into_inner()) = book;
+        Ok(())
+    }
+
+    /// Every `every`: fetch each connected proxy's voucher and claim above
+    /// the threshold, until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        proxies: Vec<(String, watch::Receiver<Option<Connection>>)>,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            for (proxy, conn) in &proxies {
+                let conn = conn.borrow().clone();
+                let Some(conn) = conn.filter(|c| !c.is_closed()) else {
+                    continue;
+                };
+                if let Err(e) = self.fetch(proxy, &conn).await {
+                    tracing::warn!(%proxy, error = %e, "could not get a voucher");
+                    continue;
+                }
+                if let Err(e) = self.claim(proxy, false).await {
+                    tracing::warn!(%proxy, error = %e, "claim failed; retrying later");
+                }
+            }
+        }
+    }
+}
+
+/// Send `body` and take its one answer.
+async fn ask(conn: &Connection, body: RequestBody) -> Result<Event, String> {
+    let mut answer = conn.request(body).await.map_err(|e| e.to_string())?;
+    let event = tokio::time::timeout(Duration::from_secs(30), answer.next())
+        .await
+        .map_err(|_| "the proxy did not answer within 30 s".to_string())?
+        .ok_or("the proxy closed the request without an answer")?;
+    match event {
+        Event::Error(e) => Err(e.to_string()),
+        other => Ok(other),
+    }
+}
