@@ -58,6 +58,9 @@ pub struct DevnetOptions {
     /// The client node tops its contract up from its wallet by `.1` when it
     /// holds less than `.0` nano-TON.
     pub client_top_up: Option<(u128, u128)>,
+    /// The client node deploys its own contract (with `client_deposit`) on
+    /// first use of the proxy, instead of using the genesis one.
+    pub client_auto_deploy: bool,
 }
 
 impl DevnetOptions {
@@ -80,6 +83,7 @@ impl DevnetOptions {
             state_dir: None,
             genesis_accounts: Vec::new(),
             client_top_up: None,
+            client_auto_deploy: false,
         }
     }
 }
@@ -94,6 +98,41 @@ pub struct Settled {
     pub claimed: u128,
     /// Books hashes committed to the proxy contract.
     pub books_seqno: u64,
+}
+
+/// The client node pays from its contract on the embedded chain: the one
+/// made at genesis, or (`client_auto_deploy`) one it deploys itself from its
+/// wallet on first use of the proxy.
+fn client_billing(
+    options: &DevnetOptions,
+    ton: &TonDevnet,
+    ton_api_url: &str,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<cocoon_client::Billing> {
+    let ton_http = cocoon_chain::TonHttp::new(ton_api_url, None)?;
+    let wallet = || {
+        Arc::new(cocoon_chain::WalletSender::new(
+            Arc::new(ton_http.clone()),
+            ton.wallets.client(),
+        ))
+    };
+    let contract = (!options.client_auto_deploy).then(|| ton.client_contract.clone());
+    let mut billing = cocoon_client::Billing::new(ton_http.clone(), contract, ton.root.clone());
+    if options.client_auto_deploy {
+        billing.deploy = Some(cocoon_client::billing::Deploy {
+            wallet: wallet(),
+            deposit: options.client_deposit,
+            file: state_dir.join("client-contracts.json"),
+        });
+    }
+    if let Some((below, amount)) = options.client_top_up {
+        billing.top_up = Some(cocoon_client::billing::TopUp {
+            wallet: wallet(),
+            below,
+            amount,
+        });
+    }
+    Ok(billing)
 }
 
 /// The embedded chain: resumed from `state_dir` when it holds one, else a
@@ -396,12 +435,21 @@ impl Devnet {
                 .or(Some((earnings.clone(), Duration::from_secs(86_400)))),
         })
         .await?;
+        let mut api = options.api.clone();
+        if api.billing.is_none() {
+            api.billing = Some(Arc::new(client_billing(
+                &options,
+                &ton,
+                &ton_api_url,
+                &state_dir,
+            )?));
+        }
         let pool = Arc::new(ProxyPool::start(
             client_id.clone(),
             std::slice::from_ref(&endpoint),
             options.mux.clone(),
             attestation,
-            Some(ton.client_contract.to_string()),
+            api.billing.clone(),
         )?);
 
         let ready = async {
@@ -422,27 +470,6 @@ impl Devnet {
         let api_addr = http.local_addr()?;
         let backend: Arc<dyn cocoon_client::Backend> = pool.clone();
         let http_stop = stop.clone();
-        let mut api = options.api.clone();
-        if api.billing.is_none() {
-            // The client node pays from its contract on the embedded chain.
-            let ton_http = cocoon_chain::TonHttp::new(&ton_api_url, None)?;
-            let mut billing = cocoon_client::Billing::new(
-                ton_http.clone(),
-                ton.client_contract.clone(),
-                ton.root.clone(),
-            );
-            if let Some((below, amount)) = options.client_top_up {
-                billing.top_up = Some(cocoon_client::billing::TopUp {
-                    wallet: Arc::new(cocoon_chain::WalletSender::new(
-                        Arc::new(ton_http),
-                        ton.wallets.client(),
-                    )),
-                    below,
-                    amount,
-                });
-            }
-            api.billing = Some(Arc::new(billing));
-        }
         tasks.push(tokio::spawn(async move {
             let shutdown = async move { http_stop.cancelled().await };
             if let Err(e) = cocoon_client::serve(http, backend, api, shutdown).await {

@@ -388,6 +388,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     };
     let instant = matches!(options.engine, EngineConfig::Instant { .. });
     let args_state = options.state_dir.clone();
+    let args_blocks = options.block_interval;
     let net = Devnet::start(options).await?;
     println!();
     println!(
@@ -405,11 +406,16 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     }
     println!("  OpenAI-compatible API: {}", net.api_url);
     println!(
-        "  TON devnet (embedded, tycho TVM): HTTP API {}  root contract {}",
-        net.ton_api_url, net.ton_root
+        "  TON devnet (embedded, tycho TVM, {}): HTTP API {}  root contract {}",
+        match args_blocks {
+            Some(every) => format!("a block every {} ms", every.as_millis()),
+            None => "each message run as it arrives".into(),
+        },
+        net.ton_api_url,
+        net.ton_root
     );
     println!(
-        "    proxy contract {}  client contract {} (100 TON deposited); the proxy's books settle every 10 s",
+        "    proxy contract {}  client contract {} (100 TON deposited); the proxy settles and the worker claims every 10 s",
         net.ton.proxy_contract, net.ton.client_contract
     );
     println!("    your balance: curl -s {}/cocoon/balance", net.api_url);

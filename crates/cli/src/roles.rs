@@ -132,11 +132,7 @@ pub async fn client(path: &Path) -> anyhow::Result<()> {
         &settings.proxies,
         settings.mux.clone(),
         settings.attestation.clone(),
-        settings
-            .api
-            .billing
-            .as_ref()
-            .map(|b| b.contract().to_string()),
+        settings.api.billing.clone(),
     )?);
     let listener = TcpListener::bind(settings.listen)
         .await

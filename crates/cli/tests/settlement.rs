@@ -399,3 +399,56 @@ async fn a_client_node_tops_its_contract_up_by_itself() {
     assert_eq!(status, 200, "{body}");
     net.shutdown().await;
 }
+
+/// A client node without a contract deploys one from its wallet on first
+/// use of its proxy, pays from it, and finds it again after a restart
+/// instead of deploying a second one.
+#[tokio::test]
+async fn a_client_node_deploys_its_contract_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let start = || {
+        let state = state.clone();
+        devnet_with(move |o| {
+            o.settle_every = None;
+            o.state_dir = Some(state);
+            o.client_auto_deploy = true;
+            o.client_deposit = 2 * TON;
+        })
+    };
+    let net = start().await;
+    let balance = get_json(&format!("{}/cocoon/balance", net.api_url)).await;
+    let contract = balance["contract"].as_str().unwrap().to_string();
+    assert_ne!(
+        contract,
+        net.ton.client_contract.to_string(),
+        "a new contract"
+    );
+    assert_eq!(balance["balance_nano"], (2 * TON).to_string(), "{balance}");
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, body) = post(&url, &chat_body("on my own", json!({"max_tokens": 5}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (total, _) = priced(&body["usage"]);
+    net.settle_now().await.unwrap();
+    let address = cocoon_chain::ton_http::parse_address(&contract).unwrap();
+    let channel = cocoon_chain::ClientChannel::from_stack(
+        &net.ton
+            .embedded()
+            .get(&address, "get_client_data", &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(channel.state.charged, total);
+    assert_eq!(channel.owner, net.ton.wallets.client().address);
+    net.shutdown().await;
+
+    let net = start().await;
+    let balance = get_json(&format!("{}/cocoon/balance", net.api_url)).await;
+    assert_eq!(
+        balance["contract"], contract,
+        "found again, not deployed again"
+    );
+    assert_eq!(balance["charged_nano"], total.to_string());
+    net.shutdown().await;
+}

@@ -261,3 +261,87 @@ async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
         text(&out)
     );
 }
+
+/// `cocoon worker earnings`: the kept vouchers against the chain; a config
+/// without `[payout]` is refused by name.
+#[tokio::test]
+async fn worker_earnings_shows_owed_settled_and_pending() {
+    let chain = Arc::new(Mutex::new(
+        Emulator::new(cocoon_chain::devnet::unix_now()).unwrap(),
+    ));
+    let app = cocoon_chain::api::router(chain.clone(), cocoon_chain::devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("worker.words");
+    let out = cocoon(vec![
+        "wallet".into(),
+        "new".into(),
+        "--out".into(),
+        words.display().to_string(),
+    ])
+    .await;
+    let owner = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let earnings = dir.path().join("earnings.json");
+    let base = format!(
+        "profile = \"development\"\nidentity_key = \"{}\"\n[[proxies]]\naddress = \"127.0.0.1:9\"\nfingerprint = \"sha256:{}\"\n[engine]\nkind = \"instant\"\nmodel = \"m\"\n",
+        dir.path().join("worker.pem").display(),
+        "00".repeat(32)
+    );
+    let config = dir.path().join("worker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[payout]\nton_api = \"{api}\"\nwallet_mnemonic = \"{}\"\nearnings = \"{}\"\n",
+            words.display(),
+            earnings.display()
+        ),
+    )
+    .unwrap();
+    let earn = |config: &Path| {
+        vec![
+            "worker".into(),
+            "earnings".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ]
+    };
+    let out = cocoon(earn(&config)).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&owner), "{}", text(&out));
+    assert!(text(&out).contains("no vouchers yet"), "{}", text(&out));
+
+    // A kept voucher for a contract not deployed yet: all of it pending.
+    let contract = StdAddr::new(0, cocoon_chain::HashBytes([6; 32])).to_string();
+    std::fs::write(
+        &earnings,
+        serde_json::json!({"sha256:ab": {
+            "contract": contract, "proxy_contract": contract, "proxy_key": "00".repeat(32),
+            "owed_nano": "2500000000", "signature": "00".repeat(64), "paid_nano": "0"}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = cocoon(earn(&config)).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("pending         2.500000000 TON"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("settled         0.000000000 TON"),
+        "{}",
+        text(&out)
+    );
+
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(&bare, &base).unwrap();
+    let out = cocoon(earn(&bare)).await;
+    assert!(
+        !out.status.success() && text(&out).contains("[payout]"),
+        "{}",
+        text(&out)
+    );
+}

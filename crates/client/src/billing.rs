@@ -4,13 +4,16 @@
 //! the proxy has not charged on chain yet. A request the contract cannot
 //! cover at its worst case (`max_tokens` of completion) is refused before it
 //! is sent, with HTTP 402 and how much to top up; with a wallet configured,
-//! the node tops its contract up itself when the balance falls below a mark.
+//! the node tops its contract up itself when the balance falls below a mark,
+//! and, without a contract configured, deploys one on first use of its proxy
+//! (remembered in a file, found there on later starts).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cocoon_chain::pricing::TokenCounts;
 use cocoon_chain::{Chain, ClientState, Prices, StdAddr, TonHttp};
+use cocoon_protocol::AccountTerms;
 use cocoon_protocol::Usage;
 use serde_json::{json, Value};
 
@@ -31,11 +34,25 @@ pub struct TopUp {
 /// Kept by the client contract for gas on every top-up (its GAS_RESERVE).
 const TOP_UP_RESERVE: u128 = 20_000_000;
 
+/// Deploying this node's client contract when it has none.
+pub struct Deploy {
+    pub wallet: std::sync::Arc<cocoon_chain::WalletSender>,
+    /// First deposit, nano-TON.
+    pub deposit: u128,
+    /// Where the deployed contract's address is kept (JSON: proxy contract
+    /// -> client contract).
+    pub file: std::path::PathBuf,
+}
+
 /// Where this node pays from.
 pub struct Billing {
     ton: TonHttp,
-    /// This node's client contract with its proxy.
-    contract: StdAddr,
+    /// This node's client contract with its proxy (deployed on first use
+    /// when `deploy` is set).
+    contract: std::sync::RwLock<Option<StdAddr>>,
+    /// Deploy a contract on first use of a proxy.
+    pub deploy: Option<Deploy>,
+    deploying: tokio::sync::Mutex<()>,
     /// The network's root contract (prices).
     root: StdAddr,
     /// Completion tokens reserved for a request without `max_tokens`.
@@ -53,7 +70,10 @@ pub struct Billing {
 
 impl std::fmt::Debug for Billing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Billing({})", self.contract)
+        match self.contract() {
+            Some(c) => write!(f, "Billing({c})"),
+            None => f.write_str("Billing(no contract yet)"),
+        }
     }
 }
 
@@ -64,10 +84,13 @@ struct Snapshot {
 }
 
 impl Billing {
-    pub fn new(ton: TonHttp, contract: StdAddr, root: StdAddr) -> Self {
+    /// Billing from `contract` (`None`: deployed on first use, see `deploy`).
+    pub fn new(ton: TonHttp, contract: Option<StdAddr>, root: StdAddr) -> Self {
         Self {
             ton,
-            contract,
+            contract: std::sync::RwLock::new(contract),
+            deploy: None,
+            deploying: tokio::sync::Mutex::new(()),
             root,
             default_max_tokens: 1024,
             cache: tokio::sync::Mutex::new(None),
@@ -79,9 +102,101 @@ impl Billing {
         }
     }
 
-    /// This node's client contract.
-    pub fn contract(&self) -> &StdAddr {
-        &self.contract
+    /// This node's client contract (none before its first deployment).
+    pub fn contract(&self) -> Option<StdAddr> {
+        self.contract
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn contract_or_unavailable(&self) -> Result<StdAddr, ApiError> {
+        self.contract().ok_or_else(|| {
+            ApiError::unavailable(
+                "This node's client contract is not deployed yet (it is deployed on the first connection to a proxy).",
+            )
+        })
+    }
+
+    /// The contract to pay `terms`' proxy from: the configured or remembered
+    /// one, else a new one deployed from the owner's wallet with the first
+    /// deposit (its address saved before it is used).
+    pub async fn ensure_contract(&self, terms: &AccountTerms) -> Result<StdAddr, String> {
+        if let Some(contract) = self.contract() {
+            return Ok(contract);
+        }
+        let deploy = self
+            .deploy
+            .as_ref()
+            .ok_or("no client contract is configured ([billing] contract)")?;
+        let _one = self.deploying.lock().await;
+        if let Some(contract) = self.contract() {
+            return Ok(contract);
+        }
+        let mut known = read_contracts(&deploy.file)?;
+        let proxy = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)?;
+        let remembered = known.get(&terms.proxy_contract).cloned();
+        let (nonce, close_delay) = match &remembered {
+            Some(r) => (r.nonce, r.close_delay),
+            None => {
+                let prices = Prices::from_stack(
+                    &self
+                        .ton
+                        .get(&self.root, "get_prices", &[])
+                        .await
+                        .map_err(|e| format!("reading the root contract's prices: {e:#}"))?,
+                )
+                .map_err(|e| e.to_string())?;
+                (
+                    cocoon_chain::random_nonce().map_err(|e| e.to_string())?,
+                    prices.client_close_delay,
+                )
+            }
+        };
+        let data = cocoon_chain::ClientTerms {
+            proxy,
+            owner: deploy.wallet.address().clone(),
+            proxy_key: cocoon_chain::HashBytes(terms.proxy_key),
+            close_delay,
+            nonce,
+        }
+        .initial_data()
+        .map_err(|e| e.to_string())?;
+        let code = cocoon_chain::Contract::Client.code();
+        let contract = cocoon_chain::contract_address(&code, &data).map_err(|e| e.to_string())?;
+        let deployed = self
+            .ton
+            .account(&contract)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_active();
+        if !deployed {
+            // Remembered before the deposit leaves the wallet: a crash in
+            // between deploys this same contract next time, never a second one.
+            known.insert(
+                terms.proxy_contract.clone(),
+                Remembered {
+                    contract: contract.to_string(),
+                    nonce,
+                    close_delay,
+                },
+            );
+            write_contracts(&deploy.file, &known)?;
+            deploy
+                .wallet
+                .send(&[cocoon_chain::Outgoing {
+                    to: contract.clone(),
+                    value: deploy.deposit + TOP_UP_RESERVE,
+                    bounce: false,
+                    body: cocoon_chain::client::top_up().map_err(|e| e.to_string())?,
+                    init: Some((code, data)),
+                }])
+                .await
+                .map_err(|e| format!("deploying the client contract: {e:#}"))?;
+            tracing::info!(%contract, deposit = %deploy.deposit, "client contract deployed");
+        }
+        *self.contract.write().unwrap_or_else(|e| e.into_inner()) = Some(contract.clone());
+        Ok(contract)
     }
 
     async fn snapshot(&self) -> Result<Snapshot, ApiError> {
@@ -102,7 +217,7 @@ impl Billing {
         let state = ClientState::from_stack(
             &self
                 .ton
-                .get(&self.contract, "get_client_data", &[])
+                .get(&self.contract_or_unavailable()?, "get_client_data", &[])
                 .await
                 .map_err(unavailable)?,
         )
@@ -139,8 +254,10 @@ impl Billing {
         if self.topping_up.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (wallet, amount, contract) =
-            (top_up.wallet.clone(), top_up.amount, self.contract.clone());
+        let Some(contract) = self.contract() else {
+            return;
+        };
+        let (wallet, amount) = (top_up.wallet.clone(), top_up.amount);
         let busy = self.topping_up.clone();
         tokio::spawn(async move {
             let body = match cocoon_chain::client::top_up() {
@@ -213,7 +330,7 @@ impl Billing {
         if worst.total > available {
             return Err(ApiError::payment_required(format!(
                 "This node's client contract {} holds {} nano-TON ({} after requests not yet settled); this request may cost up to {} nano-TON. Top up at least {} nano-TON, or lower max_tokens.",
-                self.contract,
+                self.contract_or_unavailable()?,
                 state.balance,
                 available,
                 worst.total,
@@ -244,11 +361,11 @@ impl Billing {
         let unsettled = self.unsettled(&state);
         let overcharged = self.overcharged(&state);
         if overcharged > 0 {
-            tracing::warn!(contract = %self.contract, %overcharged, "the proxy charged more than the workers' receipts add up to since this node started");
+            tracing::warn!(contract = ?self.contract(), %overcharged, "the proxy charged more than the workers' receipts add up to since this node started");
         }
         Ok(json!({
             "object": "cocoon.balance",
-            "contract": self.contract.to_string(),
+            "contract": self.contract_or_unavailable()?.to_string(),
             "balance_nano": state.balance.to_string(),
             "stake_nano": state.stake.to_string(),
             "charged_nano": state.charged.to_string(),
@@ -260,4 +377,34 @@ impl Billing {
             "price_per_token_nano": prices.price_per_token.to_string(),
         }))
     }
+}
+
+/// A deployed client contract's terms, kept in the contracts file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    contract: String,
+    nonce: u64,
+    close_delay: u32,
+}
+
+/// The contracts file: proxy contract -> this node's client contract with it.
+fn read_contracts(
+    path: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, Remembered>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn write_contracts(
+    path: &std::path::Path,
+    known: &std::collections::BTreeMap<String, Remembered>,
+) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(known).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -62,8 +62,15 @@ pub struct BillingConfig {
     pub api_key_env: Option<String>,
     /// This node's client contract with its proxy (`0:<hex>`;
     /// `cocoon wallet deploy-client` makes one). Registered with the proxy
-    /// on every connect.
-    pub contract: String,
+    /// on every connect. Without it, the node deploys one on first use of
+    /// its proxy from `wallet_mnemonic` with `deposit_ton`, and remembers it
+    /// in `contract_file`.
+    #[serde(default)]
+    pub contract: Option<String>,
+    #[serde(default)]
+    pub deposit_ton: Option<String>,
+    #[serde(default)]
+    pub contract_file: Option<std::path::PathBuf>,
     /// The network's root contract (`0:<hex>`).
     pub root: String,
     /// Completion tokens reserved for a request without `max_tokens`.
@@ -87,8 +94,11 @@ impl BillingConfig {
     /// Check the addresses and URL, naming the key at fault.
     pub fn build(&self) -> Result<crate::Billing, ConfigError> {
         use cocoon_chain::ton_http::{from_config, parse_address};
-        let contract =
-            parse_address(&self.contract).map_err(|e| ConfigError::new("billing.contract", e))?;
+        let contract = self
+            .contract
+            .as_deref()
+            .map(|c| parse_address(c).map_err(|e| ConfigError::new("billing.contract", e)))
+            .transpose()?;
         let root = parse_address(&self.root).map_err(|e| ConfigError::new("billing.root", e))?;
         let ton = from_config(&self.ton_api, self.api_key_env.as_deref())
             .map_err(|e| ConfigError::new("billing.ton_api", e))?;
@@ -101,23 +111,57 @@ impl BillingConfig {
                 })
                 .transpose()
         };
+        let wallet = || -> Result<Arc<cocoon_chain::WalletSender>, ConfigError> {
+            let path = self.wallet_mnemonic.as_ref().ok_or_else(|| {
+                ConfigError::new(
+                    "billing.wallet_mnemonic",
+                    "needed to deploy or top up the client contract",
+                )
+            })?;
+            let wallet = cocoon_chain::Wallet::from_mnemonic_file(path)
+                .map_err(|e| ConfigError::new("billing.wallet_mnemonic", e.to_string()))?;
+            Ok(Arc::new(cocoon_chain::WalletSender::new(
+                Arc::new(ton.clone()),
+                wallet,
+            )))
+        };
+        if billing.contract().is_none() {
+            let deposit =
+                ton_amount("billing.deposit_ton", &self.deposit_ton)?.ok_or_else(|| {
+                    ConfigError::new(
+                    "billing.contract",
+                    "set contract, or deposit_ton, contract_file and wallet_mnemonic to deploy one",
+                )
+                })?;
+            let file = self.contract_file.clone().ok_or_else(|| {
+                ConfigError::new(
+                    "billing.contract_file",
+                    "needed to remember the deployed contract",
+                )
+            })?;
+            billing.deploy = Some(crate::billing::Deploy {
+                wallet: wallet()?,
+                deposit,
+                file,
+            });
+        }
         let below = ton_amount("billing.top_up_below_ton", &self.top_up_below_ton)?;
         let amount = ton_amount("billing.top_up_ton", &self.top_up_ton)?;
-        match (&self.wallet_mnemonic, below, amount) {
-            (None, None, None) => {}
-            (Some(path), Some(below), Some(amount)) => {
-                let wallet = cocoon_chain::Wallet::from_mnemonic_file(path)
-                    .map_err(|e| ConfigError::new("billing.wallet_mnemonic", e.to_string()))?;
+        match (below, amount) {
+            (None, None) => {}
+            (Some(below), Some(amount)) => {
                 billing.top_up = Some(crate::billing::TopUp {
-                    wallet: Arc::new(cocoon_chain::WalletSender::new(Arc::new(ton), wallet)),
+                    wallet: wallet()?,
                     below,
                     amount,
                 });
             }
-            _ => return Err(ConfigError::new(
-                "billing.wallet_mnemonic",
-                "automatic top-up needs wallet_mnemonic, top_up_below_ton and top_up_ton together",
-            )),
+            _ => {
+                return Err(ConfigError::new(
+                    "billing.top_up_ton",
+                    "automatic top-up needs top_up_below_ton and top_up_ton together (and wallet_mnemonic)",
+                ))
+            }
         }
         Ok(billing)
     }
@@ -284,6 +328,23 @@ fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000
             (
                 format!("{GOOD}\n[billing]\nton_api = \"ftp://x\"\ncontract = \"0:{z}\"\nroot = \"0:{z}\"\n", z = "00".repeat(32)),
                 "billing.ton_api",
+            ),
+            // No contract and nothing to deploy one with.
+            (
+                format!("{GOOD}\n[billing]\nton_api = \"testnet\"\nroot = \"0:{}\"\n", "00".repeat(32)),
+                "billing.contract",
+            ),
+            (
+                format!("{GOOD}\n[billing]\nton_api = \"testnet\"\nroot = \"0:{}\"\ndeposit_ton = \"1\"\n", "00".repeat(32)),
+                "billing.contract_file",
+            ),
+            (
+                format!("{GOOD}\n[billing]\nton_api = \"testnet\"\nroot = \"0:{}\"\ndeposit_ton = \"1,5\"\n", "00".repeat(32)),
+                "billing.deposit_ton",
+            ),
+            (
+                format!("{GOOD}\n[billing]\nton_api = \"testnet\"\ncontract = \"0:{z}\"\nroot = \"0:{z}\"\ntop_up_ton = \"1\"\n", z = "00".repeat(32)),
+                "billing.top_up_ton",
             ),
         ];
         for (text, field) in cases {

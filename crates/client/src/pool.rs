@@ -45,14 +45,15 @@ impl Handler for RefuseRequests {
 }
 
 impl ProxyPool {
-    /// Start dialling every proxy in the background; on each connect,
-    /// register `contract` (this node's client contract) when it pays.
+    /// Start dialling every proxy in the background; on each connect, when
+    /// the node pays (`billing`), register its client contract (deployed
+    /// first if it has none yet).
     pub fn start(
         identity: Arc<Identity>,
         proxies: &[ProxyEndpoint],
         mux: MuxOptions,
         attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
-        contract: Option<String>,
+        billing: Option<Arc<crate::Billing>>,
     ) -> Result<Self, ProtocolError> {
         let pins = PinnedKeys::new(proxies.iter().map(|p| p.fingerprint));
         let keys = Arc::new(KeyDirectory::new(attestation.clone()));
@@ -80,13 +81,20 @@ impl ProxyPool {
             .enumerate()
             .map(|(i, p)| {
                 let accounts = accounts.clone();
-                let contract = contract.clone();
+                let billing = billing.clone();
                 keep_connected(p.clone(), dial.clone(), stop.clone(), move |conn| {
-                    let Some(contract) = contract.clone() else {
+                    let Some(billing) = billing.clone() else {
                         return;
                     };
                     let (accounts, conn) = (accounts.clone(), conn.clone());
                     tokio::spawn(async move {
+                        let contract = match our_contract(&billing, &conn).await {
+                            Ok(c) => c.to_string(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "no client contract to pay this proxy from; requests through it will be refused");
+                                return;
+                            }
+                        };
                         let body = RequestBody::OpenAccount {
                             contract: Some(contract.clone()),
                         };
@@ -183,6 +191,27 @@ impl ProxyPool {
             )),
         }
     }
+}
+
+/// The contract this node pays the proxy on `conn` from: configured,
+/// remembered, or deployed now with the proxy's terms.
+async fn our_contract(
+    billing: &crate::Billing,
+    conn: &Connection,
+) -> Result<cocoon_chain::StdAddr, String> {
+    if let Some(contract) = billing.contract() {
+        return Ok(contract);
+    }
+    let terms = match ask(conn, RequestBody::OpenAccount { contract: None }).await {
+        Ok(Event::Account(terms)) => terms,
+        Ok(other) => {
+            return Err(format!(
+                "unexpected answer for the proxy's terms: {other:?}"
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    billing.ensure_contract(&terms).await
 }
 
 /// Send `body` and take its one answer (errors as errors).
