@@ -68,27 +68,9 @@ pub enum WalletCommand {
         close_delay: u32,
     },
     /// Deposit more into a client contract.
-    TopUp {
-        #[arg(long, value_name = "FILE")]
-        mnemonic: PathBuf,
-        #[arg(long, value_name = "URL")]
-        api: String,
-        #[arg(long, value_name = "ADDR")]
-        contract: String,
-        #[arg(long)]
-        amount: String,
-    },
+    TopUp(ChannelAmount),
     /// Take TON above the stake back out of a client contract (owner only).
-    Withdraw {
-        #[arg(long, value_name = "FILE")]
-        mnemonic: PathBuf,
-        #[arg(long, value_name = "URL")]
-        api: String,
-        #[arg(long, value_name = "ADDR")]
-        contract: String,
-        #[arg(long)]
-        amount: String,
-    },
+    Withdraw(ChannelAmount),
     /// Show a client contract: balance, stake, charged, closing.
     Contract {
         #[arg(long, value_name = "URL")]
@@ -96,6 +78,20 @@ pub enum WalletCommand {
         #[arg(long, value_name = "ADDR")]
         contract: String,
     },
+}
+
+/// `--mnemonic`, `--api`, `--contract` and `--amount` of `top-up` and `withdraw`.
+#[derive(clap::Args, Debug)]
+pub struct ChannelAmount {
+    #[arg(long, value_name = "FILE")]
+    mnemonic: PathBuf,
+    #[arg(long, value_name = "URL")]
+    api: String,
+    #[arg(long, value_name = "ADDR")]
+    contract: String,
+    /// TON, e.g. `2.5`.
+    #[arg(long)]
+    amount: String,
 }
 
 /// Parse `--amount` ("1.5" TON) into nano-TON exactly.
@@ -134,6 +130,18 @@ async fn channel(chain: &dyn Chain, contract: &StdAddr) -> anyhow::Result<Client
             .await
             .with_context(|| format!("--contract {contract}: not a client contract on chain"))?,
     )
+}
+
+/// What `top-up` and `withdraw` start from: the amount, the contract, the
+/// wallet and the contract's state now.
+async fn channel_command(
+    args: &ChannelAmount,
+) -> anyhow::Result<(u128, StdAddr, WalletSender, ClientChannel)> {
+    let nano = amount("--amount", &args.amount)?;
+    let contract = parse_address("--contract", &args.contract)?;
+    let wallet = sender(&args.mnemonic, &args.api)?;
+    let before = channel(wallet.chain().as_ref(), &contract).await?;
+    Ok((nano, contract, wallet, before))
 }
 
 fn print_channel(contract: &StdAddr, c: &ClientChannel) {
@@ -260,16 +268,8 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
                 format_ton(deposit)
             );
         }
-        WalletCommand::TopUp {
-            mnemonic,
-            api,
-            contract,
-            amount: text,
-        } => {
-            let nano = amount("--amount", &text)?;
-            let contract = parse_address("--contract", &contract)?;
-            let wallet = sender(&mnemonic, &api)?;
-            let before = channel(wallet.chain().as_ref(), &contract).await?;
+        WalletCommand::TopUp(args) => {
+            let (nano, contract, wallet, before) = channel_command(&args).await?;
             wallet
                 .send(&[Outgoing {
                     to: contract.clone(),
@@ -288,16 +288,8 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
             );
             print_channel(&contract, &after);
         }
-        WalletCommand::Withdraw {
-            mnemonic,
-            api,
-            contract,
-            amount: text,
-        } => {
-            let nano = amount("--amount", &text)?;
-            let contract = parse_address("--contract", &contract)?;
-            let wallet = sender(&mnemonic, &api)?;
-            let before = channel(wallet.chain().as_ref(), &contract).await?;
+        WalletCommand::Withdraw(args) => {
+            let (nano, contract, wallet, before) = channel_command(&args).await?;
             anyhow::ensure!(
                 &before.owner == wallet.address(),
                 "--mnemonic: this wallet ({}) is not the contract's owner ({})",

@@ -55,6 +55,20 @@ async fn client_state(net: &cocoon_cli::devnet::Devnet) -> ClientState {
     .unwrap()
 }
 
+/// A devnet settled by hand that keeps its state in `dir/state`.
+async fn with_state(
+    dir: &std::path::Path,
+    configure: impl FnOnce(&mut cocoon_cli::DevnetOptions),
+) -> cocoon_cli::devnet::Devnet {
+    let state = dir.join("state");
+    devnet_with(move |o| {
+        o.settle_every = None;
+        o.state_dir = Some(state);
+        configure(o);
+    })
+    .await
+}
+
 /// The usage chunk of a streamed answer.
 fn streamed_usage(events: &[String]) -> Value {
     events
@@ -327,14 +341,7 @@ async fn settlement_costs_do_not_grow_with_requests() {
 #[tokio::test]
 async fn a_devnet_resumed_from_its_state_directory_charges_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let start = || {
-        let state = state.clone();
-        devnet_with(move |o| {
-            o.settle_every = None;
-            o.state_dir = Some(state);
-        })
-    };
+    let start = || with_state(dir.path(), |_| {});
     let net = start().await;
     let url = format!("{}/chat/completions", net.api_url);
     let (status, body) = post(&url, &chat_body("first life", json!({"max_tokens": 5}))).await;
@@ -406,12 +413,8 @@ async fn a_client_node_tops_its_contract_up_by_itself() {
 #[tokio::test]
 async fn a_client_node_deploys_its_contract_on_first_use() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
     let start = || {
-        let state = state.clone();
-        devnet_with(move |o| {
-            o.settle_every = None;
-            o.state_dir = Some(state);
+        with_state(dir.path(), |o| {
             o.client_auto_deploy = true;
             o.client_deposit = 2 * TON;
         })

@@ -30,15 +30,36 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Serve TON's HTTP API from `chain` on loopback; its base URL.
+async fn serve(chain: cocoon_chain::api::SharedChain) -> String {
+    let app = cocoon_chain::api::router(chain, cocoon_chain::devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    api
+}
+
+/// `cocoon wallet new` into `dir/NAME.words`: the file and the address.
+async fn new_wallet(dir: &Path, name: &str) -> (std::path::PathBuf, StdAddr) {
+    let words = dir.join(format!("{name}.words"));
+    let out = cocoon(vec![
+        "wallet".into(),
+        "new".into(),
+        "--out".into(),
+        words.display().to_string(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let address = StdAddr::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    (words, address)
+}
+
 #[tokio::test]
 async fn a_new_wallet_is_funded_and_sends_ton() {
     let chain = Arc::new(Mutex::new(
         Emulator::new(cocoon_chain::devnet::unix_now()).unwrap(),
     ));
-    let app = cocoon_chain::api::router(chain.clone(), cocoon_chain::devnet::unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let api = serve(chain.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wallet.words");
@@ -161,21 +182,10 @@ async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
         [3; 32],
     )
     .unwrap();
-    let app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let api = serve(ton.chain.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let words = dir.path().join("client.words");
-    let out = cocoon(vec![
-        "wallet".into(),
-        "new".into(),
-        "--out".into(),
-        words.display().to_string(),
-    ])
-    .await;
-    let owner = StdAddr::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let (words, owner) = new_wallet(dir.path(), "client").await;
     ton.chain.lock().unwrap().fund(&owner, 50 * TON).unwrap();
     let args = |cmd: &str, extra: &[&str]| {
         let mut v: Vec<String> = vec![
@@ -269,21 +279,11 @@ async fn worker_earnings_shows_owed_settled_and_pending() {
     let chain = Arc::new(Mutex::new(
         Emulator::new(cocoon_chain::devnet::unix_now()).unwrap(),
     ));
-    let app = cocoon_chain::api::router(chain.clone(), cocoon_chain::devnet::unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let api = serve(chain.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let words = dir.path().join("worker.words");
-    let out = cocoon(vec![
-        "wallet".into(),
-        "new".into(),
-        "--out".into(),
-        words.display().to_string(),
-    ])
-    .await;
-    let owner = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (words, owner) = new_wallet(dir.path(), "worker").await;
+    let owner = owner.to_string();
     let earnings = dir.path().join("earnings.json");
     let base = format!(
         "profile = \"development\"\nidentity_key = \"{}\"\n[[proxies]]\naddress = \"127.0.0.1:9\"\nfingerprint = \"sha256:{}\"\n[engine]\nkind = \"instant\"\nmodel = \"m\"\n",

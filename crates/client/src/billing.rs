@@ -287,28 +287,28 @@ impl Billing {
         });
     }
 
-    /// Spent since start but not yet charged on chain.
-    fn unsettled(&self, state: &ClientState) -> u128 {
+    /// (priced verified receipts since start, charged on chain since start)
+    fn spent_and_charged(&self, state: &ClientState) -> (u128, u128) {
         let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
         let start = self
             .charged_at_start
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .unwrap_or(state.charged);
-        let charged_since = state.charged.saturating_sub(start);
-        spent.saturating_sub(charged_since)
+        (spent, state.charged.saturating_sub(start))
+    }
+
+    /// Spent since start but not yet charged on chain.
+    fn unsettled(&self, state: &ClientState) -> u128 {
+        let (spent, charged) = self.spent_and_charged(state);
+        spent.saturating_sub(charged)
     }
 
     /// Charged on chain since this node started beyond what the workers'
     /// verified receipts add up to: what a proxy took without receipts.
     fn overcharged(&self, state: &ClientState) -> u128 {
-        let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
-        let start = self
-            .charged_at_start
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(state.charged);
-        state.charged.saturating_sub(start).saturating_sub(spent)
+        let (spent, charged) = self.spent_and_charged(state);
+        charged.saturating_sub(spent)
     }
 
     /// Refuse (402) a request that could cost more than the contract holds.
