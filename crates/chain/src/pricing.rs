@@ -31,12 +31,42 @@ impl Charge {
     }
 }
 
+/// A worker's price coefficient at the network's base price: a worker
+/// announcing 1500 charges 1.5x the root contract's prices.
+pub const BASE_COEFFICIENT: u32 = 1000;
+
 impl Prices {
-    /// The charge for `tokens`, rounded down to the nano-TON (the client is
-    /// never charged a fraction it did not use). Counts that claim more
-    /// cached than prompt tokens, or more reasoning than completion tokens,
-    /// are priced as if the parts were capped at the wholes.
+    /// The charge for `tokens` at the base price (coefficient 1000).
     pub fn charge(&self, tokens: TokenCounts) -> Charge {
+        self.charge_at(tokens, BASE_COEFFICIENT)
+    }
+
+    /// What a worker with price `coefficient` (1000 = base) is paid per
+    /// million tokens of each kind: (prompt, completion), nano-TON.
+    pub fn per_million(&self, coefficient: u32) -> (u128, u128) {
+        let prompt = self.charge_at(
+            TokenCounts {
+                prompt: 1_000_000,
+                ..TokenCounts::default()
+            },
+            coefficient,
+        );
+        let completion = self.charge_at(
+            TokenCounts {
+                completion: 1_000_000,
+                ..TokenCounts::default()
+            },
+            coefficient,
+        );
+        (prompt.total, completion.total)
+    }
+
+    /// The charge for `tokens` served by a worker with price `coefficient`,
+    /// rounded down to the nano-TON (the client is never charged a fraction
+    /// it did not use). Counts that claim more cached than prompt tokens, or
+    /// more reasoning than completion tokens, are priced as if the parts were
+    /// capped at the wholes.
+    pub fn charge_at(&self, tokens: TokenCounts, coefficient: u32) -> Charge {
         let cached = tokens.cached_prompt.min(tokens.prompt) as u128;
         let reasoning = tokens.reasoning.min(tokens.completion) as u128;
         let fresh_prompt = tokens.prompt as u128 - cached;
@@ -47,9 +77,11 @@ impl Prices {
             + cached * self.cached_prompt_bps as u128
             + answer * self.completion_bps as u128
             + reasoning * self.reasoning_bps as u128;
+        // x 10^-4 for the basis points, x 10^-3 for the coefficient.
         let total = bps_tokens
             .checked_mul(self.price_per_token)
-            .map(|n| n / 10_000)
+            .and_then(|n| n.checked_mul(coefficient as u128))
+            .map(|n| n / 10_000_000)
             .unwrap_or(u128::MAX);
         let worker = total / 10_000 * self.worker_share_bps as u128
             + total % 10_000 * self.worker_share_bps as u128 / 10_000;
@@ -123,6 +155,22 @@ mod tests {
             reasoning: 9,
         });
         assert_eq!(odd.total, 5 * 2 + 80);
+    }
+
+    #[test]
+    fn a_coefficient_scales_the_price() {
+        let p = prices();
+        let t = TokenCounts {
+            prompt: 1234,
+            completion: 567,
+            ..Default::default()
+        };
+        assert_eq!(p.charge_at(t, 1000), p.charge(t));
+        assert_eq!(p.charge_at(t, 2000).total, 2 * p.charge(t).total);
+        assert_eq!(p.charge_at(t, 500).total, p.charge(t).total / 2);
+        // 20 nano-TON per prompt token, 4x for completion, at the base price.
+        assert_eq!(p.per_million(1000), (20_000_000, 80_000_000));
+        assert_eq!(p.per_million(1500), (30_000_000, 120_000_000));
     }
 
     proptest! {

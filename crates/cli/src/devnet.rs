@@ -61,6 +61,11 @@ pub struct DevnetOptions {
     /// The client node deploys its own contract (with `client_deposit`) on
     /// first use of the proxy, instead of using the genesis one.
     pub client_auto_deploy: bool,
+    /// The worker's price coefficient (1000 = base price).
+    pub price_coefficient: u32,
+    /// More workers beside the first: each an engine and its price
+    /// coefficient (paid to the same wallet as the first).
+    pub more_workers: Vec<(EngineConfig, u32)>,
 }
 
 impl DevnetOptions {
@@ -84,6 +89,8 @@ impl DevnetOptions {
             genesis_accounts: Vec::new(),
             client_top_up: None,
             client_auto_deploy: false,
+            price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
+            more_workers: Vec::new(),
         }
     }
 }
@@ -234,6 +241,8 @@ pub struct Devnet {
     pub proxy_addr: SocketAddr,
     pub proxy: ProxyHandle,
     pub worker: Worker,
+    /// The workers of `more_workers`, in order.
+    pub more_workers: Vec<Worker>,
     pub pool: Arc<ProxyPool>,
     pub model: String,
     /// The client node's identity and the proxy it dials (for tests that
@@ -276,6 +285,11 @@ impl Devnet {
         let proxy_id = identity("proxy")?;
         let worker_id = identity("worker")?;
         let client_id = identity("client")?;
+        let more_ids = options
+            .more_workers
+            .iter()
+            .map(|_| Identity::generate().map(|id| Arc::new(id.with_attester(simulated()))))
+            .collect::<Result<Vec<_>, _>>()?;
         let config = options.engine.clone();
         let engine = tokio::task::spawn_blocking(move || config.build())
             .await?
@@ -404,7 +418,10 @@ impl Devnet {
             ProxySettings {
                 identity: proxy_id.clone(),
                 allowed_clients: PinnedKeys::new([client_id.fingerprint()]),
-                allowed_workers: PinnedKeys::new([worker_id.fingerprint()]),
+                allowed_workers: PinnedKeys::new(
+                    std::iter::once(worker_id.fingerprint())
+                        .chain(more_ids.iter().map(|id| id.fingerprint())),
+                ),
                 models: vec![model.clone()],
                 mux: options.mux.clone(),
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -433,8 +450,30 @@ impl Devnet {
                 .settle_every
                 .map(|every| (earnings.clone(), every))
                 .or(Some((earnings.clone(), Duration::from_secs(86_400)))),
+            price_coefficient: options.price_coefficient,
         })
         .await?;
+        let mut more_workers = Vec::new();
+        for (id, (config, coefficient)) in more_ids.into_iter().zip(&options.more_workers) {
+            let config = config.clone();
+            let engine = tokio::task::spawn_blocking(move || config.build())
+                .await?
+                .context("building a worker's engine")?;
+            more_workers.push(
+                Worker::start(WorkerSettings {
+                    identity: id,
+                    proxies: vec![endpoint.clone()],
+                    engine,
+                    mux: options.mux.clone(),
+                    attestation: attestation.clone(),
+                    replay_window: Duration::from_secs(60),
+                    // Claims are the first worker's (one wallet, one contract).
+                    payout: Some((earnings.clone(), Duration::from_secs(86_400))),
+                    price_coefficient: *coefficient,
+                })
+                .await?,
+            );
+        }
         let mut api = options.api.clone();
         if api.billing.is_none() {
             api.billing = Some(Arc::new(client_billing(
@@ -456,7 +495,10 @@ impl Devnet {
             worker.wait_connected(1).await;
             pool.wait_connected(1).await;
             pool.wait_registered(1).await;
-            while proxy.registry.worker_count() < 1 {
+            for w in &more_workers {
+                w.wait_connected(1).await;
+            }
+            while proxy.registry.worker_count() < 1 + more_workers.len() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
@@ -482,6 +524,7 @@ impl Devnet {
             proxy_addr,
             proxy,
             worker,
+            more_workers,
             pool,
             model,
             client_identity: client_id,
@@ -569,6 +612,9 @@ impl Devnet {
     /// Stop everything.
     pub async fn shutdown(self) {
         self.worker.stop();
+        for w in &self.more_workers {
+            w.stop();
+        }
         self.pool.stop();
         self.stop.cancel();
         for task in self.tasks {

@@ -20,7 +20,11 @@ impl Backend for EngineBackend {
         Box::pin(async move { Ok(models) })
     }
 
-    fn generate(&self, request: GenerateRequest) -> BoxStream<'static, Event> {
+    fn generate(
+        &self,
+        request: GenerateRequest,
+        _prefs: cocoon_protocol::RoutingPrefs,
+    ) -> BoxStream<'static, Event> {
         if !self.0.models().iter().any(|m| m.name == request.model) {
             let error = WireError::new(
                 ErrorKind::ModelNotFound,

@@ -165,6 +165,7 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
 
     let worker = &workers[0].0;
     let receipt = cocoon_protocol::Receipt {
+        price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
         request_id: sealed.header.request_id,
         model: request.model.clone(),
         model_sha256: Some("ab".repeat(32)),

@@ -189,6 +189,7 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
         &conn,
         RequestBody::WorkerKeys {
             model: net.model.clone(),
+            prefs: Default::default(),
         },
     )
     .await
@@ -198,7 +199,7 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
     };
     let (stale, _) = cocoon_protocol::sealed::seal(
         &request,
-        &[(keys[0].worker(), keys[0].sealing_key)],
+        &[(keys[0].key.worker(), keys[0].key.sealing_key)],
         now_ms - 10 * 60 * 1000,
     )
     .unwrap();

@@ -10,6 +10,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Models reachable now, with their live worker counts.
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, WireError>>;
 
-    /// Generate: `Delta`s then `Done`, or an `Error`. Dropping the stream cancels.
-    fn generate(&self, request: GenerateRequest) -> BoxStream<'static, Event>;
+    /// Generate: `Delta`s then `Done`, or an `Error`, on a worker chosen
+    /// within `prefs`. Dropping the stream cancels.
+    fn generate(
+        &self,
+        request: GenerateRequest,
+        prefs: cocoon_protocol::RoutingPrefs,
+    ) -> BoxStream<'static, Event>;
 }

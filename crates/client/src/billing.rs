@@ -311,20 +311,30 @@ impl Billing {
         charged.saturating_sub(spent)
     }
 
-    /// Refuse (402) a request that could cost more than the contract holds.
+    /// The network's prices (from the root contract, cached briefly).
+    pub async fn prices(&self) -> Result<Prices, ApiError> {
+        Ok(self.snapshot().await?.prices)
+    }
+
+    /// Refuse (402) a request that could cost more than the contract holds,
+    /// at price `coefficient` (the request's limit; the base price without one).
     pub async fn check(
         &self,
         prompt_bytes: usize,
         max_tokens: Option<u32>,
+        coefficient: Option<u32>,
     ) -> Result<(), ApiError> {
         let Snapshot { state, prices } = self.snapshot().await?;
-        let worst = prices.charge(TokenCounts {
-            // At most one token per byte of prompt (plus the chat template's).
-            prompt: prompt_bytes as u64 + 64,
-            cached_prompt: 0,
-            completion: max_tokens.unwrap_or(self.default_max_tokens) as u64,
-            reasoning: 0,
-        });
+        let worst = prices.charge_at(
+            TokenCounts {
+                // At most one token per byte of prompt (plus the chat template's).
+                prompt: prompt_bytes as u64 + 64,
+                cached_prompt: 0,
+                completion: max_tokens.unwrap_or(self.default_max_tokens) as u64,
+                reasoning: 0,
+            },
+            coefficient.unwrap_or(cocoon_protocol::BASE_PRICE_COEFFICIENT),
+        );
         let unsettled = self.unsettled(&state);
         let available = state.balance.saturating_sub(unsettled);
         if worst.total > available {
@@ -340,17 +350,21 @@ impl Billing {
         Ok(())
     }
 
-    /// Count a served request (its receipt verified) at the prices last read.
-    pub fn record(&self, usage: &Usage) {
+    /// Count a served request (its receipt verified) at the prices last read
+    /// and the worker's price `coefficient`.
+    pub fn record(&self, usage: &Usage, coefficient: u32) {
         let Some(prices) = self.last_prices.lock().ok().and_then(|p| p.clone()) else {
             return;
         };
-        let charge = prices.charge(TokenCounts {
-            prompt: usage.prompt_tokens,
-            cached_prompt: usage.cached_prompt_tokens,
-            completion: usage.completion_tokens,
-            reasoning: usage.reasoning_tokens,
-        });
+        let charge = prices.charge_at(
+            TokenCounts {
+                prompt: usage.prompt_tokens,
+                cached_prompt: usage.cached_prompt_tokens,
+                completion: usage.completion_tokens,
+                reasoning: usage.reasoning_tokens,
+            },
+            coefficient,
+        );
         let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         *spent = spent.saturating_add(charge.total);
     }

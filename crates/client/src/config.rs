@@ -49,6 +49,42 @@ pub struct ClientConfig {
     /// Pay from a client contract on TON (balance endpoint, 402 checks).
     #[serde(default)]
     pub billing: Option<BillingConfig>,
+    /// How requests that say nothing (no `cocoon` field) are routed.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+/// `[routing]`: default preferences, like OpenRouter's provider sorting.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Never a worker above this price coefficient (1000 = base price).
+    #[serde(default)]
+    pub max_coefficient: Option<u32>,
+    /// `price` (default), `throughput` or `latency`.
+    #[serde(default)]
+    pub sort: Option<String>,
+}
+
+impl RoutingConfig {
+    fn prefs(&self) -> Result<cocoon_protocol::RoutingPrefs, ConfigError> {
+        if let Some(c) = self.max_coefficient {
+            ConfigError::check_range("routing.max_coefficient", c as u64, 1, 1_000_000)?;
+        }
+        let sort = match self.sort.as_deref() {
+            None => cocoon_protocol::Sort::default(),
+            Some(text) => crate::api::parse_sort(text).map_err(|_| {
+                ConfigError::new(
+                    "routing.sort",
+                    format!("expected price, throughput or latency, got {text:?}"),
+                )
+            })?,
+        };
+        Ok(cocoon_protocol::RoutingPrefs {
+            max_coefficient: self.max_coefficient,
+            sort,
+        })
+    }
 }
 
 /// `[billing]`: this node's client contract and where to read it.
@@ -193,6 +229,7 @@ impl ClientConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         ProxyEndpoint::check_list(&self.proxies)?;
+        self.routing.prefs()?;
         if let Some(billing) = &self.billing {
             billing.build()?;
         }
@@ -256,6 +293,7 @@ impl ClientConfig {
             proxies: self.proxies,
             api: ApiSettings {
                 billing,
+                routing: self.routing.prefs()?,
                 api_keys,
                 max_body_bytes: self.max_body_bytes,
                 max_concurrent_requests: self.max_concurrent_requests,

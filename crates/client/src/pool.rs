@@ -256,13 +256,17 @@ impl Backend for ProxyPool {
         })
     }
 
-    fn generate(&self, request: GenerateRequest) -> BoxStream<'static, Event> {
+    fn generate(
+        &self,
+        request: GenerateRequest,
+        prefs: cocoon_protocol::RoutingPrefs,
+    ) -> BoxStream<'static, Event> {
         let live = self.live();
         let keys = self.keys.clone();
         stream::once(async move {
             let mut last = no_proxy();
             for (proxy, conn) in live {
-                match sealed_request(&keys, proxy, &conn, &request).await {
+                match sealed_request(&keys, proxy, &conn, &request, prefs).await {
                     Ok(answer) => return answer,
                     Err(Some(e)) => return stream::iter([Event::Error(e)]).boxed(),
                     Err(None) => last = no_proxy(),
@@ -284,14 +288,15 @@ async fn sealed_request(
     proxy: usize,
     conn: &Connection,
     request: &GenerateRequest,
+    prefs: cocoon_protocol::RoutingPrefs,
 ) -> Result<BoxStream<'static, Event>, Option<WireError>> {
     for fresh in [false, true] {
         let listed = keys
-            .keys(proxy, conn, &request.model, fresh)
+            .keys(proxy, conn, &request.model, prefs, fresh)
             .await
             .map_err(|e| (e.kind != ErrorKind::Upstream).then_some(e))?;
         let chosen = sealing::candidates(&listed);
-        let to: Vec<_> = chosen.iter().map(|(w, k, _)| (*w, *k)).collect();
+        let to: Vec<_> = chosen.iter().map(|c| (c.worker, c.sealing_key)).collect();
         let (sealed, opener) =
             cocoon_protocol::sealed::seal(request, &to, now_ms()).map_err(|e| {
                 Some(WireError::new(
@@ -302,7 +307,10 @@ async fn sealed_request(
         let mut unsealer = Unsealer {
             opener,
             header: sealed.header.clone(),
-            recipients: chosen.into_iter().map(|(w, _, spki)| (w, spki)).collect(),
+            recipients: chosen
+                .into_iter()
+                .map(|c| (c.worker, c.identity, c.price_coefficient))
+                .collect(),
         };
         let Ok(mut answer) = conn.request(RequestBody::Generate(sealed)).await else {
             return Err(None);

@@ -1,8 +1,11 @@
 //! The client node's half of end-to-end sealing: which workers' keys to seal a
 //! request to, and opening the sealed answer.
 //!
-//! Keys come from the proxy (`WorkerKeys`) and are cached per proxy and model
-//! for a few seconds. Each key's TEE evidence is verified once, against the
+//! Keys come from the proxy (`WorkerKeys`: a short list of the workers that fit
+//! the request's price limit, best first by its sort, with their prices and
+//! load) and are cached per proxy, model and preferences for a few seconds.
+//! A request is sealed to the best listed worker and one other at random;
+//! the proxy takes the cheaper of the two with room (power of two choices). Each key's TEE evidence is verified once, against the
 //! node's policy (allowed worker images, key binding), before anything is
 //! sealed to it; a key that fails is never used and the reason is logged. The
 //! answer's chunks are opened in order, plaintext chunks are refused, and the
@@ -17,7 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cocoon_protocol::ra_tls::AttestationCheck;
 use cocoon_protocol::sealed::{ReplyOpener, SealHeader};
 use cocoon_protocol::tls::Fingerprint;
-use cocoon_protocol::{Connection, ErrorKind, Event, RequestBody, WireError, WorkerKey};
+use cocoon_protocol::{
+    Connection, ErrorKind, Event, ListedWorker, RequestBody, RoutingPrefs, WireError, WorkerKey,
+};
 use futures::StreamExt;
 use rand::seq::SliceRandom;
 
@@ -32,15 +37,15 @@ const MAX_VERDICTS: usize = 10_000;
 /// (two choices balance load well; each one more costs an X25519 operation).
 pub const SEAL_CANDIDATES: usize = 2;
 
-/// When a proxy's list was fetched, and its accepted keys.
-type Listed = (Instant, Arc<Vec<WorkerKey>>);
+/// When a proxy's list was fetched, and its accepted workers.
+type Listed = (Instant, Arc<Vec<ListedWorker>>);
 /// When a key was checked, and the outcome.
 type Verdict = (Instant, Result<(), String>);
 
 /// Verified worker keys, per proxy and model.
 pub struct KeyDirectory {
     check: Option<Arc<AttestationCheck>>,
-    lists: Mutex<HashMap<(usize, String), Listed>>,
+    lists: Mutex<HashMap<(usize, String, RoutingPrefs), Listed>>,
     /// Verdicts per key (identity ‖ sealing key): when, and accepted or the refusal.
     verdicts: Mutex<HashMap<Vec<u8>, Verdict>>,
     warned_unattested: AtomicBool,
@@ -63,9 +68,10 @@ impl KeyDirectory {
         proxy: usize,
         conn: &Connection,
         model: &str,
+        prefs: RoutingPrefs,
         fresh: bool,
-    ) -> Result<Arc<Vec<WorkerKey>>, WireError> {
-        let slot = (proxy, model.to_string());
+    ) -> Result<Arc<Vec<ListedWorker>>, WireError> {
+        let slot = (proxy, model.to_string(), prefs);
         if !fresh {
             let lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((at, keys)) = lists.get(&slot) {
@@ -74,9 +80,14 @@ impl KeyDirectory {
                 }
             }
         }
-        let listed = fetch(conn, model).await?;
+        let listed = fetch(conn, model, prefs).await?;
         let total = listed.len();
-        let accepted: Vec<WorkerKey> = listed.into_iter().filter(|k| self.accept(k)).collect();
+        let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
+        let accepted: Vec<ListedWorker> = listed
+            .into_iter()
+            // A proxy that lists a worker above the limit is not believed.
+            .filter(|l| l.price_coefficient <= limit && self.accept(&l.key))
+            .collect();
         if accepted.is_empty() {
             return Err(WireError::new(
                 ErrorKind::NoWorker,
@@ -135,10 +146,15 @@ impl KeyDirectory {
     }
 }
 
-async fn fetch(conn: &Connection, model: &str) -> Result<Vec<WorkerKey>, WireError> {
+async fn fetch(
+    conn: &Connection,
+    model: &str,
+    prefs: RoutingPrefs,
+) -> Result<Vec<ListedWorker>, WireError> {
     let mut answer = conn
         .request(RequestBody::WorkerKeys {
             model: model.to_string(),
+            prefs,
         })
         .await
         .map_err(|e| WireError::new(ErrorKind::Upstream, e.to_string()))?;
@@ -152,14 +168,31 @@ async fn fetch(conn: &Connection, model: &str) -> Result<Vec<WorkerKey>, WireErr
     }
 }
 
-/// Up to [`SEAL_CANDIDATES`] of `keys`, chosen at random.
-pub fn candidates(keys: &[WorkerKey]) -> Vec<(Fingerprint, [u8; 32], Vec<u8>)> {
-    let mut chosen: Vec<&WorkerKey> = keys.iter().collect();
-    chosen.shuffle(&mut rand::thread_rng());
-    chosen.truncate(SEAL_CANDIDATES);
-    chosen
-        .into_iter()
-        .map(|k| (k.worker(), k.sealing_key, k.identity.clone()))
+/// A worker a request is sealed to.
+pub struct Candidate {
+    pub worker: Fingerprint,
+    pub sealing_key: [u8; 32],
+    pub identity: Vec<u8>,
+    /// The price it was listed at; its receipt must state the same.
+    pub price_coefficient: u32,
+}
+
+/// Up to [`SEAL_CANDIDATES`] of `listed` (best first): the best, and others
+/// at random among the rest, so that equal workers share the load.
+pub fn candidates(listed: &[ListedWorker]) -> Vec<Candidate> {
+    let mut rest: Vec<&ListedWorker> = listed.iter().skip(1).collect();
+    rest.shuffle(&mut rand::thread_rng());
+    listed
+        .iter()
+        .take(1)
+        .chain(rest)
+        .take(SEAL_CANDIDATES)
+        .map(|l| Candidate {
+            worker: l.key.worker(),
+            sealing_key: l.key.sealing_key,
+            identity: l.key.identity.clone(),
+            price_coefficient: l.price_coefficient,
+        })
         .collect()
 }
 
@@ -167,8 +200,8 @@ pub fn candidates(keys: &[WorkerKey]) -> Vec<(Fingerprint, [u8; 32], Vec<u8>)> {
 pub struct Unsealer {
     pub opener: ReplyOpener,
     pub header: SealHeader,
-    /// (worker, identity key) of each recipient.
-    pub recipients: Vec<(Fingerprint, Vec<u8>)>,
+    /// Each recipient: (worker, identity key, listed price coefficient).
+    pub recipients: Vec<(Fingerprint, Vec<u8>, u32)>,
 }
 
 impl Unsealer {
@@ -193,11 +226,17 @@ impl Unsealer {
     fn check_receipt(&self, done: &cocoon_protocol::Done) -> Result<(), String> {
         let receipt = done.receipt.as_ref().ok_or("the worker sent no receipt")?;
         let r = &receipt.receipt;
-        let (_, spki) = self
+        let (_, spki, listed_price) = self
             .recipients
             .iter()
-            .find(|(worker, _)| *worker == r.worker)
+            .find(|(worker, _, _)| *worker == r.worker)
             .ok_or("signed by a worker the request was not sealed to")?;
+        if r.price_coefficient != *listed_price {
+            return Err(format!(
+                "the receipt states price coefficient {}, the worker was listed at {listed_price}",
+                r.price_coefficient
+            ));
+        }
         receipt
             .check(
                 spki,
@@ -259,7 +298,7 @@ mod tests {
         let unsealer = Unsealer {
             opener,
             header: sealed.header,
-            recipients: vec![(worker.fingerprint(), worker.spki().to_vec())],
+            recipients: vec![(worker.fingerprint(), worker.spki().to_vec(), 1000)],
         };
         Setup {
             worker,
@@ -269,7 +308,18 @@ mod tests {
     }
 
     fn done(s: &Setup, signer: &Identity, usage: Usage, request_id: [u8; 16]) -> Event {
+        done_at(s, signer, usage, request_id, 1000)
+    }
+
+    fn done_at(
+        s: &Setup,
+        signer: &Identity,
+        usage: Usage,
+        request_id: [u8; 16],
+        price_coefficient: u32,
+    ) -> Event {
         let receipt = Receipt {
+            price_coefficient,
             request_id,
             model: "m".into(),
             model_sha256: None,
@@ -382,6 +432,21 @@ mod tests {
             }),
         ] {
             assert!(is_refused(&s.unsealer.open(event)));
+        }
+    }
+
+    #[test]
+    fn a_receipt_at_another_price_than_listed_is_refused() {
+        let mut s = setup();
+        let id = s.unsealer.header.request_id;
+        let usage = Usage {
+            completion_tokens: 2,
+            ..Usage::default()
+        };
+        let event = done_at(&s, &s.worker, usage, id, 1500);
+        match s.unsealer.open(event) {
+            Event::Error(e) => assert!(e.message.contains("price coefficient 1500"), "{e}"),
+            other => panic!("accepted a receipt at another price: {other:?}"),
         }
     }
 }

@@ -64,6 +64,7 @@ fn words(text: &str) -> Vec<&str> {
 impl Engine for InstantEngine {
     fn models(&self) -> Vec<ModelOffer> {
         vec![ModelOffer {
+            price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
             name: self.model.clone(),
             max_concurrent: self.max_concurrent,
             weights_sha256: None,

@@ -61,6 +61,7 @@ pub trait Engine: Send + Sync + 'static {
             .map(|m| ModelInfo {
                 id: m.name,
                 workers: 1,
+                min_price_coefficient: Some(m.price_coefficient),
             })
             .collect()
     }

@@ -136,6 +136,7 @@ impl OpenAiHttpEngine {
 impl Engine for OpenAiHttpEngine {
     fn models(&self) -> Vec<ModelOffer> {
         vec![ModelOffer {
+            price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
             name: self.config.model.clone(),
             max_concurrent: self.config.max_concurrent,
             weights_sha256: None,

@@ -11,7 +11,7 @@ use crate::sealed::SealedRequest;
 use crate::worker_key::WorkerKey;
 
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,9 +64,9 @@ pub enum RequestBody {
     Generate(SealedRequest),
     /// List the models reachable through the receiver; answered by `Models`.
     ListModels,
-    /// The attested keys of the live workers serving `model`; answered by
-    /// `WorkerKeys`.
-    WorkerKeys { model: String },
+    /// The attested keys of live workers serving `model` that fit `prefs`,
+    /// best first by `prefs.sort` (a short list); answered by `WorkerKeys`.
+    WorkerKeys { model: String, prefs: RoutingPrefs },
     /// Client node -> proxy: pay from this client contract (a TON address;
     /// `None` only asks for the proxy's terms, to deploy one). Answered by
     /// `Account` once the proxy has checked the contract on chain.
@@ -133,7 +133,7 @@ pub enum Event {
     /// Answer to `ListModels`. Terminal.
     Models(Vec<ModelInfo>),
     /// Answer to `WorkerKeys`. Terminal.
-    WorkerKeys(Vec<WorkerKey>),
+    WorkerKeys(Vec<ListedWorker>),
     /// Answer to `OpenAccount`. Terminal.
     Account(AccountTerms),
     /// Answer to `Voucher` and `CloseAccount`. Terminal.
@@ -229,7 +229,43 @@ pub struct ModelInfo {
     pub id: String,
     /// Live workers serving it.
     pub workers: u32,
+    /// The lowest price coefficient among them (1000 = base price).
+    pub min_price_coefficient: Option<u32>,
 }
+
+/// How a client node wants its request routed (OpenRouter-style).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct RoutingPrefs {
+    /// Never a worker whose price coefficient is above this (1000 = base).
+    pub max_coefficient: Option<u32>,
+    pub sort: Sort,
+}
+
+/// What to prefer among eligible workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Sort {
+    /// The cheapest first, then the least loaded.
+    #[default]
+    Price,
+    /// The least loaded first (the most room to go fast), then the cheapest.
+    Throughput,
+    /// The least loaded first, then the cheapest (latency is measured as
+    /// load until per-worker timings exist).
+    Latency,
+}
+
+/// A worker offered to a client node: its attested keys, its price, and how
+/// loaded it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedWorker {
+    pub key: WorkerKey,
+    pub price_coefficient: u32,
+    /// Requests in flight per 1000 of its capacity.
+    pub load_permille: u32,
+}
+
+/// The price coefficient of the network's base price.
+pub const BASE_PRICE_COEFFICIENT: u32 = 1000;
 
 /// A worker's offer, replacing any earlier one from the same connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,6 +287,8 @@ pub struct ModelOffer {
     /// SHA-256 (hex) of the weights the worker actually loaded, when it loads
     /// them itself; the network's allow-list of models refers to this hash.
     pub weights_sha256: Option<String>,
+    /// Its price (1000 = the network's base price); clients are charged at it.
+    pub price_coefficient: u32,
 }
 
 /// A failure, carried to the client node which maps `kind` to an HTTP status.

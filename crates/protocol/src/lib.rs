@@ -47,8 +47,9 @@ pub use dial::{dial_once, keep_connected, DialSettings, ProxyEndpoint};
 pub use error::ProtocolError;
 pub use frame::{
     AccountTerms, Announce, ChatMessage, Done, ErrorKind, Event, FinishReason, Frame,
-    GenerateRequest, Hello, Input, ModelInfo, ModelOffer, RequestBody, Role, SamplingParams, Usage,
-    Voucher, WireError, PROTOCOL_VERSION,
+    GenerateRequest, Hello, Input, ListedWorker, ModelInfo, ModelOffer, RequestBody, Role,
+    RoutingPrefs, SamplingParams, Sort, Usage, Voucher, WireError, BASE_PRICE_COEFFICIENT,
+    PROTOCOL_VERSION,
 };
 pub use mux::{Connection, Handler, MuxOptions, ResponseStream};
 pub use receipt::{Receipt, SignedReceipt};

@@ -59,6 +59,21 @@ pub struct RequestParams {
     pub logprobs: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<i64>,
+    /// Cocoon extension: routing preferences for this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cocoon: Option<CocoonOptions>,
+}
+
+/// `"cocoon": {"max_coefficient": 1200, "sort": "price"}` in a request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CocoonOptions {
+    /// The most expensive worker price coefficient accepted (1000 = base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_coefficient: Option<i64>,
+    /// `price`, `throughput` or `latency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -168,6 +183,9 @@ pub struct ReceiptJson {
     pub cached_prompt_tokens: u64,
     pub reasoning_tokens: u64,
     pub finish_reason: String,
+    /// The price the worker charged at (1000 = the network's base price).
+    #[serde(default)]
+    pub price_coefficient: u32,
     pub issued_at_ms: u64,
     /// Ed25519 signature (hex) over the receipt in its wire form.
     pub signature: String,
@@ -188,6 +206,7 @@ impl ReceiptJson {
             cached_prompt_tokens: r.usage.cached_prompt_tokens,
             reasoning_tokens: r.usage.reasoning_tokens,
             finish_reason: r.finish_reason.as_str().to_string(),
+            price_coefficient: r.price_coefficient,
             issued_at_ms: r.issued_at_ms,
             signature: hex::encode(&receipt.signature),
             verified,
@@ -288,6 +307,21 @@ pub struct Model {
     /// Cocoon extension: live workers serving this model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<u32>,
+    /// Cocoon extension: the cheapest live worker's price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<ModelPricing>,
+}
+
+/// What the cheapest live worker of a model charges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPricing {
+    /// 1000 = the network's base price.
+    pub price_coefficient: u32,
+    /// nano-TON per million prompt / completion tokens (strings: exact integers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_per_million_nano: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_per_million_nano: Option<String>,
 }
 
 /// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.

@@ -27,6 +27,9 @@ pub struct Receipt {
     pub chunks: u64,
     /// The worker's identity.
     pub worker: Fingerprint,
+    /// The price coefficient the worker served at (1000 = the network's
+    /// base price), as it announced it.
+    pub price_coefficient: u32,
     /// Unix milliseconds when signed.
     pub issued_at_ms: u64,
 }
@@ -105,6 +108,7 @@ mod tests {
     fn receipt(worker: Fingerprint) -> Receipt {
         Receipt {
             request_id: [7; 16],
+            price_coefficient: 1000,
             model: "m".into(),
             model_sha256: Some("ab".repeat(32)),
             usage: Usage {

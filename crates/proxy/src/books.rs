@@ -143,16 +143,25 @@ impl Books {
         *self.prices.lock().unwrap_or_else(|e| e.into_inner()) = prices;
     }
 
-    /// Record a served request: the `client` contract owes its price, the
-    /// `worker` contract is owed its share; with a database, committed
-    /// durably before this returns.
-    pub fn record(&self, client: &StdAddr, worker: &StdAddr, usage: &Usage) -> Charge {
-        let charge = self.prices().charge(TokenCounts {
-            prompt: usage.prompt_tokens,
-            cached_prompt: usage.cached_prompt_tokens,
-            completion: usage.completion_tokens,
-            reasoning: usage.reasoning_tokens,
-        });
+    /// Record a served request: the `client` contract owes its price at the
+    /// worker's `coefficient`, the `worker` contract is owed its share; with
+    /// a database, committed durably before this returns.
+    pub fn record(
+        &self,
+        client: &StdAddr,
+        worker: &StdAddr,
+        usage: &Usage,
+        coefficient: u32,
+    ) -> Charge {
+        let charge = self.prices().charge_at(
+            TokenCounts {
+                prompt: usage.prompt_tokens,
+                cached_prompt: usage.cached_prompt_tokens,
+                completion: usage.completion_tokens,
+                reasoning: usage.reasoning_tokens,
+            },
+            coefficient,
+        );
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let owes = inner.clients.entry(client.clone()).or_default();
         owes.total = owes.total.saturating_add(charge.total);
@@ -232,8 +241,8 @@ mod tests {
             cached_prompt_tokens: 40,
             reasoning_tokens: 0,
         };
-        let first = books.record(&client, &worker, &usage);
-        let second = books.record(&client, &worker, &usage);
+        let first = books.record(&client, &worker, &usage, 1000);
+        let second = books.record(&client, &worker, &usage, 1000);
         assert_eq!(first, second);
         assert_eq!(books.client(&client).total, 2 * first.total);
         assert_eq!(books.client(&client).requests, 2);
@@ -241,7 +250,7 @@ mod tests {
         assert_eq!(books.client(&worker), Account::default());
         // The hash moves with every record.
         let before = books.hash();
-        books.record(&client, &worker, &usage);
+        books.record(&client, &worker, &usage, 1000);
         assert_ne!(books.hash(), before);
     }
 
@@ -258,15 +267,15 @@ mod tests {
         let prices = cocoon_chain::devnet::default_prices();
         let charged = {
             let books = Books::open(&path, prices.clone()).unwrap();
-            books.record(&client, &worker, &usage);
-            books.record(&client, &worker, &usage);
+            books.record(&client, &worker, &usage, 1000);
+            books.record(&client, &worker, &usage, 1000);
             books.client(&client)
         };
         // Reopened (a restart): the same totals, and counting goes on from them.
         let books = Books::open(&path, prices.clone()).unwrap();
         assert_eq!(books.client(&client), charged);
         assert_eq!(books.worker(&worker).requests, 2);
-        books.record(&client, &worker, &usage);
+        books.record(&client, &worker, &usage, 1000);
         assert_eq!(books.client(&client).requests, 3);
         drop(books);
         std::fs::write(dir.path().join("junk.redb"), b"not a database").unwrap();
@@ -295,7 +304,7 @@ mod tests {
                     cached_prompt_tokens: cached.min(prompt),
                     reasoning_tokens: 0,
                 };
-                let charge = books.record(&addr(client), &addr(10 + worker), &usage);
+                let charge = books.record(&addr(client), &addr(10 + worker), &usage, 500 + 250 * worker as u32);
                 commission += charge.proxy();
                 let owed: u128 = books.clients().iter().map(|(_, a)| a.total).sum();
                 let paid: u128 = books.workers().iter().map(|(_, a)| a.total).sum();

@@ -35,9 +35,14 @@ impl ReceiptLog {
         worker: &WorkerKey,
         receipt: Option<&SignedReceipt>,
         usage: &Usage,
+        price_coefficient: u32,
     ) -> Result<Usage, String> {
         let checked = match receipt {
             None => Err("the worker sent no receipt".to_string()),
+            Some(r) if r.receipt.price_coefficient != price_coefficient => Err(format!(
+                "the receipt states price coefficient {}, the worker announced {price_coefficient}",
+                r.receipt.price_coefficient
+            )),
             Some(r) => r
                 .check(&worker.identity, &header.request_id, &header.model, usage)
                 .map(|()| r)

@@ -1,7 +1,9 @@
-//! Live workers by model, with their attested keys. Each worker's offer for a
-//! model is a slot with a capacity; a request takes the least-loaded slot with
-//! room among the workers it is sealed to, and holds it until its answer stream
-//! is dropped.
+//! Live workers by model, with their attested keys and prices. Each worker's
+//! offer for a model is a slot with a capacity. A client node is offered a
+//! short list of the eligible workers (under its price limit, best first by
+//! its sort) and seals to two of them; the request then takes, among those,
+//! the cheapest with room (ties: the least loaded), and holds the slot until
+//! its answer stream is dropped: power of two choices on price and load.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -9,7 +11,21 @@ use std::sync::{Arc, RwLock};
 
 use cocoon_chain::StdAddr;
 use cocoon_protocol::tls::Fingerprint;
-use cocoon_protocol::{Announce, Connection, ErrorKind, ModelInfo, WireError, WorkerKey};
+use cocoon_protocol::{
+    Announce, Connection, ErrorKind, ListedWorker, ModelInfo, RoutingPrefs, Sort, WireError,
+    WorkerKey,
+};
+
+/// Order among eligible workers (lower first): price then load, or load then
+/// price, with room to take a request ahead of none.
+fn rank(offer: &Offer, sort: Sort) -> u64 {
+    let full = (!offer.has_room()) as u64;
+    let (price, load) = (offer.price_coefficient as u64, offer.load_permille() as u64);
+    match sort {
+        Sort::Price => full << 63 | price << 20 | load.min(0xFFFFF),
+        Sort::Throughput | Sort::Latency => full << 63 | load.min(0xFFFFF) << 32 | price,
+    }
+}
 
 /// One worker's capacity for one model.
 #[derive(Debug)]
@@ -35,7 +51,23 @@ struct Offer {
     key: Arc<WorkerKey>,
     fingerprint: Fingerprint,
     payee: Option<StdAddr>,
+    price_coefficient: u32,
 }
+
+impl Offer {
+    /// Requests in flight per 1000 of capacity.
+    fn load_permille(&self) -> u32 {
+        let used = self.slot.in_flight.load(Ordering::Acquire) as u64;
+        (used * 1000 / self.slot.capacity.max(1) as u64) as u32
+    }
+
+    fn has_room(&self) -> bool {
+        self.slot.in_flight.load(Ordering::Acquire) < self.slot.capacity
+    }
+}
+
+/// Workers listed to a client node per `WorkerKeys` request.
+pub const SHORT_LIST: usize = 8;
 
 /// The worker a request was routed to.
 pub struct Picked {
@@ -44,6 +76,8 @@ pub struct Picked {
     pub key: Arc<WorkerKey>,
     /// The worker contract its earnings are owed to (billing proxies).
     pub payee: Option<StdAddr>,
+    /// The price it announced (1000 = base), which its receipts must state.
+    pub price_coefficient: u32,
 }
 
 /// The proxy's view of which workers serve what.
@@ -91,6 +125,7 @@ impl Registry {
                 key: key.clone(),
                 fingerprint,
                 payee: payee.clone(),
+                price_coefficient: offer.price_coefficient,
             });
         }
     }
@@ -104,23 +139,48 @@ impl Registry {
         by_model.retain(|_, offers| !offers.is_empty());
     }
 
-    /// The keys of the live workers serving `model`.
-    pub fn keys(&self, model: &str) -> Result<Vec<WorkerKey>, WireError> {
+    /// A short list of the live workers serving `model` within `prefs`'
+    /// price limit, best first by `prefs.sort`, with their keys, prices and
+    /// load. Linear in the workers of that model (a partial selection, no
+    /// full sort).
+    pub fn keys(&self, model: &str, prefs: &RoutingPrefs) -> Result<Vec<ListedWorker>, WireError> {
         let by_model = self.by_model.read().unwrap();
-        let live: Vec<WorkerKey> = by_model
+        let live: Vec<&Offer> = by_model
             .get(model)
-            .map(|offers| {
-                offers
-                    .iter()
-                    .filter(|o| !o.conn.is_closed())
-                    .map(|o| (*o.key).clone())
-                    .collect()
-            })
+            .map(|offers| offers.iter().filter(|o| !o.conn.is_closed()).collect())
             .unwrap_or_default();
         if live.is_empty() {
             return Err(self.none_live(model));
         }
-        Ok(live)
+        let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
+        let mut eligible: Vec<(u64, &Offer)> = live
+            .into_iter()
+            .filter(|o| o.price_coefficient <= limit)
+            .map(|o| (rank(o, prefs.sort), o))
+            .collect();
+        if eligible.is_empty() {
+            let cheapest = by_model
+                .get(model)
+                .and_then(|offers| offers.iter().map(|o| o.price_coefficient).min())
+                .unwrap_or(0);
+            return Err(WireError::new(
+                ErrorKind::NoWorker,
+                format!("no worker serves '{model}' within max_coefficient {limit}: the cheapest asks {cheapest}"),
+            ));
+        }
+        if eligible.len() > SHORT_LIST {
+            eligible.select_nth_unstable_by_key(SHORT_LIST - 1, |(r, _)| *r);
+            eligible.truncate(SHORT_LIST);
+        }
+        eligible.sort_by_key(|(r, _)| *r);
+        Ok(eligible
+            .into_iter()
+            .map(|(_, o)| ListedWorker {
+                key: (*o.key).clone(),
+                price_coefficient: o.price_coefficient,
+                load_permille: o.load_permille(),
+            })
+            .collect())
     }
 
     fn none_live(&self, model: &str) -> WireError {
@@ -158,11 +218,9 @@ impl Registry {
                 format!("none of the workers this request is sealed to serves '{model}' now"),
             ));
         }
-        // Least loaded first (by fraction of capacity in use); take the first with room.
-        order.sort_by_key(|o| {
-            let used = o.slot.in_flight.load(Ordering::Acquire) as u64;
-            used * 1_000_000 / o.slot.capacity as u64
-        });
+        // The cheapest with room first, then the least loaded (by fraction
+        // of capacity in use).
+        order.sort_by_key(|o| (!o.has_room(), o.price_coefficient, o.load_permille()));
         for offer in order {
             let taken =
                 offer
@@ -177,6 +235,7 @@ impl Registry {
                     slot: SlotGuard(offer.slot.clone()),
                     key: offer.key.clone(),
                     payee: offer.payee.clone(),
+                    price_coefficient: offer.price_coefficient,
                 });
             }
         }
@@ -189,23 +248,25 @@ impl Registry {
     /// Models with their live worker counts (known models with none included).
     pub fn models(&self) -> Vec<ModelInfo> {
         let by_model = self.by_model.read().unwrap();
-        let mut out: BTreeMap<String, u32> = self
+        let mut out: BTreeMap<String, (u32, Option<u32>)> = self
             .known
             .read()
             .unwrap()
             .iter()
-            .map(|m| (m.clone(), 0))
+            .map(|m| (m.clone(), (0, None)))
             .collect();
         for (model, offers) in by_model.iter() {
-            let workers: HashSet<u64> = offers
-                .iter()
-                .filter(|o| !o.conn.is_closed())
-                .map(|o| o.worker)
-                .collect();
-            out.insert(model.clone(), workers.len() as u32);
+            let live = offers.iter().filter(|o| !o.conn.is_closed());
+            let workers: HashSet<u64> = live.clone().map(|o| o.worker).collect();
+            let cheapest = live.map(|o| o.price_coefficient).min();
+            out.insert(model.clone(), (workers.len() as u32, cheapest));
         }
         out.into_iter()
-            .map(|(id, workers)| ModelInfo { id, workers })
+            .map(|(id, (workers, min_price_coefficient))| ModelInfo {
+                id,
+                workers,
+                min_price_coefficient,
+            })
             .collect()
     }
 

@@ -188,8 +188,8 @@ impl Handler for ClientSide {
             RequestBody::ListModels => {
                 stream::iter([Event::Models(self.registry.models())]).boxed()
             }
-            RequestBody::WorkerKeys { model } => {
-                let answer = match self.registry.keys(&model) {
+            RequestBody::WorkerKeys { model, prefs } => {
+                let answer = match self.registry.keys(&model, &prefs) {
                     Ok(keys) => Event::WorkerKeys(keys),
                     Err(e) => Event::Error(e),
                 };
@@ -273,6 +273,7 @@ impl ClientSide {
                     let slot = picked.slot;
                     let key = picked.key;
                     let payee = picked.payee;
+                    let coefficient = picked.price_coefficient;
                     answer
                         .map(move |event| {
                             let _held = &slot;
@@ -292,13 +293,14 @@ impl ClientSide {
                                         &key,
                                         done.receipt.as_ref(),
                                         &done.usage,
+                                        coefficient,
                                     ) {
                                         // Only verified receipts are billed, at their signed usage.
                                         Ok(usage) => {
                                             if let (Some(books), Some(client), Some(worker)) =
                                                 (&books, &payer, &payee)
                                             {
-                                                books.record(client, worker, &usage);
+                                                books.record(client, worker, &usage, coefficient);
                                             }
                                         }
                                         Err(e) => {

@@ -116,6 +116,7 @@ async fn pinned_worker_joins_and_announces() {
 fn announce(key: Option<WorkerKey>) -> Announce {
     Announce {
         models: vec![ModelOffer {
+            price_coefficient: 1000,
             name: "m".into(),
             max_concurrent: 2,
             weights_sha256: None,

@@ -87,7 +87,7 @@ async fn charges_survive_a_restart_and_are_never_made_twice() {
         let books = settlement.books();
         let mut total = 0;
         for (p, c) in [(100, 10), (7, 3), (1, 1)] {
-            total += books.record(&payer, &worker, &usage(p, c)).total;
+            total += books.record(&payer, &worker, &usage(p, c), 1000).total;
         }
         let round = settlement.settle_once().await.unwrap();
         assert_eq!(round.charges, 1);
@@ -100,7 +100,7 @@ async fn charges_survive_a_restart_and_are_never_made_twice() {
         // Nothing new: nothing sent.
         assert_eq!(settlement.settle_once().await.unwrap().transfers, 0);
         // One more request, then the proxy "crashes" before settling it.
-        total += books.record(&payer, &worker, &usage(5, 5)).total;
+        total += books.record(&payer, &worker, &usage(5, 5), 1500).total;
         total
     };
     // Restarted from the same database: the unsettled request is charged,
@@ -151,7 +151,9 @@ async fn a_client_is_not_served_beyond_its_balance_and_never_charged_beyond_it()
         .unwrap();
     let payer = settlement.payer(&CLIENT).unwrap();
     let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
-    settlement.books().record(&payer, &worker, &usage(100, 0));
+    settlement
+        .books()
+        .record(&payer, &worker, &usage(100, 0), 1000);
     let refused = settlement.payer(&CLIENT).unwrap_err();
     assert_eq!(refused.kind, ErrorKind::PaymentRequired);
     assert!(refused.message.contains("top it up"), "{}", refused.message);

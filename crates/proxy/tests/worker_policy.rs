@@ -120,6 +120,7 @@ fn key(identity: &Identity) -> WorkerKey {
 fn offer(weights: &str, key: WorkerKey) -> Announce {
     Announce {
         models: vec![ModelOffer {
+            price_coefficient: 1000,
             name: "m".into(),
             max_concurrent: 1,
             weights_sha256: Some(weights.into()),
@@ -146,7 +147,10 @@ async fn an_attested_worker_with_an_allowed_model_is_admitted() {
     let worker = attested();
     let (closed, proxy) = announce(&worker, offer(WEIGHTS, key(&worker))).await;
     assert_eq!(closed, None);
-    assert_eq!(proxy.registry.keys("m").unwrap().len(), 1);
+    assert_eq!(
+        proxy.registry.keys("m", &Default::default()).unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -156,7 +160,7 @@ async fn other_weights_or_an_unattested_sealing_key_are_refused() {
     let (closed, proxy) = announce(&worker, offer(&other_weights, key(&worker))).await;
     let reason = closed.expect("refused");
     assert!(reason.contains("not allowed by the network"), "{reason}");
-    assert!(proxy.registry.keys("m").is_err());
+    assert!(proxy.registry.keys("m", &Default::default()).is_err());
 
     let bare = WorkerKey {
         evidence: None,

@@ -38,6 +38,14 @@ pub struct WorkerConfig {
     /// Getting paid on TON (needed by proxies that bill).
     #[serde(default)]
     pub payout: Option<PayoutConfig>,
+    /// This worker's price: 1000 = the network's base price (the root
+    /// contract's), 800 = 20% cheaper. Clients are charged at it.
+    #[serde(default = "default_coefficient")]
+    pub price_coefficient: u32,
+}
+
+fn default_coefficient() -> u32 {
+    cocoon_protocol::BASE_PRICE_COEFFICIENT
 }
 
 /// `[payout]`: the GPU owner's wallet and when to claim.
@@ -362,6 +370,12 @@ impl WorkerConfig {
         ProxyEndpoint::check_list(&self.proxies)?;
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         ConfigError::check_range("replay_window_secs", self.replay_window_secs, 1, 3600)?;
+        ConfigError::check_range(
+            "price_coefficient",
+            self.price_coefficient as u64,
+            1,
+            1_000_000,
+        )?;
         if let Some(payout) = &self.payout {
             payout.validate()?;
         }
@@ -461,6 +475,7 @@ impl WorkerConfig {
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
             attestation,
             replay_window: Duration::from_secs(self.replay_window_secs),
+            price_coefficient: self.price_coefficient,
             payout: self
                 .payout
                 .as_ref()
@@ -560,6 +575,8 @@ pub struct WorkerSettings {
     pub replay_window: Duration,
     /// Earnings on TON, and how often to fetch vouchers and claim.
     pub payout: Option<(Arc<crate::Earnings>, Duration)>,
+    /// The price announced for every model (1000 = base).
+    pub price_coefficient: u32,
 }
 
 #[cfg(test)]

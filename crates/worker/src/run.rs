@@ -82,7 +82,15 @@ impl Worker {
             settings.attestation.clone(),
         )
         .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
-        let offers = settings.engine.models();
+        let offers: Vec<_> = settings
+            .engine
+            .models()
+            .into_iter()
+            .map(|mut offer| {
+                offer.price_coefficient = settings.price_coefficient;
+                offer
+            })
+            .collect();
         let stats = Arc::new(WorkerStats::default());
         let sealing = Arc::new(SealingKey::generate());
         let key = attested_key(&settings.identity, &sealing)?;
@@ -104,6 +112,7 @@ impl Worker {
             identity: settings.identity.clone(),
             sealing,
             replay: crate::replay::ReplayGuard::new(settings.replay_window),
+            price_coefficient: settings.price_coefficient,
         });
         let dial = DialSettings {
             tls,

@@ -41,6 +41,8 @@ pub(crate) struct RequestHandler {
     pub identity: Arc<Identity>,
     pub sealing: Arc<SealingKey>,
     pub replay: crate::replay::ReplayGuard,
+    /// The price this worker announced; its receipts state it.
+    pub price_coefficient: u32,
 }
 
 fn now_ms() -> u64 {
@@ -136,6 +138,7 @@ impl RequestHandler {
             ended: false,
         };
         let identity = self.identity.clone();
+        let price_coefficient = self.price_coefficient;
         let model = request.model.clone();
         let model_sha256 = model_sha256.clone();
         self.engine
@@ -164,6 +167,7 @@ impl RequestHandler {
                             finish_reason: done.finish_reason,
                             chunks: sealer.chunks(),
                             worker: identity.fingerprint(),
+                            price_coefficient,
                             issued_at_ms: now_ms(),
                         };
                         done.receipt = Some(SignedReceipt::sign(receipt, &identity));

@@ -8,6 +8,8 @@ mod error;
 mod respond;
 mod validate;
 
+pub use validate::parse_sort;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub struct ApiSettings {
     pub idle_timeout: Duration,
     /// Pay from a client contract on TON: balance endpoint and 402 checks.
     pub billing: Option<Arc<crate::Billing>>,
+    /// Routing preferences for requests that state none (`[routing]`).
+    pub routing: cocoon_protocol::RoutingPrefs,
 }
 
 impl Default for ApiSettings {
@@ -49,6 +53,7 @@ impl Default for ApiSettings {
             first_token_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             billing: None,
+            routing: cocoon_protocol::RoutingPrefs::default(),
         }
     }
 }
@@ -138,6 +143,12 @@ async fn balance(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>,
 
 async fn models(State(app): State<Arc<App>>) -> Result<Json<ModelList>, ApiError> {
     let models = app.backend.list_models().await?;
+    // Prices per million tokens need the network's prices (the root
+    // contract's, read by billing); without billing only the coefficient.
+    let prices = match &app.settings.billing {
+        Some(billing) => billing.prices().await.ok(),
+        None => None,
+    };
     Ok(Json(ModelList {
         object: "list".into(),
         data: models
@@ -148,6 +159,14 @@ async fn models(State(app): State<Arc<App>>) -> Result<Json<ModelList>, ApiError
                 created: 0,
                 owned_by: "cocoon".into(),
                 workers: Some(m.workers),
+                pricing: m.min_price_coefficient.map(|c| {
+                    let per_million = prices.as_ref().map(|p| p.per_million(c));
+                    cocoon_protocol::openai::ModelPricing {
+                        price_coefficient: c,
+                        prompt_per_million_nano: per_million.map(|p| p.0.to_string()),
+                        completion_per_million_nano: per_million.map(|p| p.1.to_string()),
+                    }
+                }),
             })
             .collect(),
     }))
@@ -185,8 +204,15 @@ async fn generate(
             }
             cocoon_protocol::Input::Prompt(prompt) => prompt.len(),
         };
+        let coefficient = validated
+            .max_coefficient
+            .or(app.settings.routing.max_coefficient);
         billing
-            .check(prompt_bytes, validated.request.params.max_tokens)
+            .check(
+                prompt_bytes,
+                validated.request.params.max_tokens,
+                coefficient,
+            )
             .await?;
     }
     respond::run(app, validated, endpoint).await

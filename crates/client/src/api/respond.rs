@@ -39,7 +39,11 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
     })?;
     let started = Instant::now();
     let model = v.request.model.clone();
-    let mut events = app.backend.generate(v.request);
+    let prefs = cocoon_protocol::RoutingPrefs {
+        max_coefficient: v.max_coefficient.or(app.settings.routing.max_coefficient),
+        sort: v.sort.unwrap_or(app.settings.routing.sort),
+    };
+    let mut events = app.backend.generate(v.request, prefs);
     let first = match tokio::time::timeout(app.settings.first_token_timeout, events.next()).await {
         Err(_) => {
             return Err(ApiError::timeout(format!(
@@ -106,8 +110,8 @@ impl Answer {
     /// Count a finished answer's cost (only answers with a verified receipt:
     /// the backend refuses the others before they get here).
     fn bill(&self, done: &Done) {
-        if let (Some(billing), Some(_)) = (&self.billing, &done.receipt) {
-            billing.record(&done.usage);
+        if let (Some(billing), Some(receipt)) = (&self.billing, &done.receipt) {
+            billing.record(&done.usage, receipt.receipt.price_coefficient);
         }
     }
 

@@ -2,7 +2,7 @@
 //! bad value, in OpenAI's wording where OpenAI has one.
 
 use cocoon_protocol::openai::{Prompt, RequestMessage, RequestParams};
-use cocoon_protocol::{ChatMessage, GenerateRequest, Input, SamplingParams};
+use cocoon_protocol::{ChatMessage, GenerateRequest, Input, SamplingParams, Sort};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,6 +15,10 @@ pub struct Validated {
     pub request: GenerateRequest,
     pub stream: bool,
     pub include_usage: bool,
+    /// The request's own routing preferences (`cocoon` extension), over the
+    /// node's defaults.
+    pub max_coefficient: Option<u32>,
+    pub sort: Option<Sort>,
 }
 
 const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
@@ -288,6 +292,12 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         frequency_penalty: float_in("frequency_penalty", p.frequency_penalty, -2.0, 2.0)?,
         ignore_eos: false,
     };
+    let cocoon = p.cocoon.unwrap_or_default();
+    let max_coefficient = cocoon
+        .max_coefficient
+        .map(|v| int_in("cocoon.max_coefficient", v, 1, 1_000_000).map(|v| v as u32))
+        .transpose()?;
+    let sort = cocoon.sort.as_deref().map(parse_sort).transpose()?;
     Ok(Validated {
         request: GenerateRequest {
             model,
@@ -296,7 +306,23 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         },
         stream,
         include_usage: p.stream_options.map(|o| o.include_usage).unwrap_or(false),
+        max_coefficient,
+        sort,
     })
+}
+
+/// `price`, `throughput` or `latency`.
+pub fn parse_sort(text: &str) -> Result<Sort, ApiError> {
+    match text {
+        "price" => Ok(Sort::Price),
+        "throughput" => Ok(Sort::Throughput),
+        "latency" => Ok(Sort::Latency),
+        other => Err(ApiError::invalid(
+            format!("Invalid 'cocoon.sort': {other:?}. Supported values are: price, throughput, latency."),
+            Some("cocoon.sort"),
+            "invalid_value",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -338,6 +338,7 @@ fn quantization(model: &LlamaModel) -> String {
 impl Engine for EmbeddedEngine {
     fn models(&self) -> Vec<ModelOffer> {
         vec![ModelOffer {
+            price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
             name: self.name.clone(),
             max_concurrent: self.max_sequences,
             weights_sha256: Some(self.facts.sha256.clone()),
