@@ -64,6 +64,8 @@ enum Command {
     /// Measure the embedded engine's tokens/s and time to first token at 1, 4
     /// and 16 streams, beside llama.cpp and the memory-bandwidth bound.
     BenchEngine(cocoon_cli::engine_bench::EngineBenchOptions),
+    /// Time the proxy's routing decisions at 10, 1,000 and 10,000 registered workers.
+    BenchRouting(cocoon_cli::routing_bench::RoutingBenchOptions),
     /// Check TEE evidence: `cocoon attest verify --quote Q --collateral C`.
     Attest {
         #[command(subcommand)]
@@ -343,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(options) => bench::run(options).await,
         Command::BenchEngine(options) => cocoon_cli::engine_bench::run(options).await,
+        Command::BenchRouting(options) => cocoon_cli::routing_bench::run(options).await,
     }
 }
 

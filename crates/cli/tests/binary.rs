@@ -27,6 +27,25 @@ fn help_lists_every_subcommand() {
 }
 
 #[test]
+fn bench_routing_prints_a_row_per_worker_count_and_names_bad_flags() {
+    let out = cocoon(&["bench-routing", "--workers", "10,200", "--iterations", "20"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("10 ") || l.trim_start().starts_with("200 "))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    let out = cocoon(&["bench-routing", "--workers", "ten"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--workers"));
+}
+
+#[test]
 fn example_configs_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();

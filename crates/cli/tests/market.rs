@@ -145,3 +145,31 @@ async fn load_spreads_to_the_dearer_worker_when_the_cheap_one_is_full() {
     assert_eq!(prices, vec![800, 1500], "{answers:?}");
     net.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_worker_lost_before_the_first_token_is_retried_on_another() {
+    // The cheap worker takes 2 s to its first token; it is stopped meanwhile.
+    let net = devnet_with(|o| {
+        o.settle_every = None;
+        o.engine = slow_engine(2_000, 4);
+        o.price_coefficient = 800;
+        o.more_workers = vec![(slow_engine(0, 4), 1500)];
+    })
+    .await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let request = tokio::spawn(async move {
+        post(&url, &chat_body("are you there", json!({"max_tokens": 4}))).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let active = net
+        .worker
+        .stats()
+        .active
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(active, 1, "the cheap worker has it");
+    net.worker.stop();
+    let (status, body) = request.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(served_by(&body).1, 1500, "answered by the other worker");
+    net.shutdown().await;
+}

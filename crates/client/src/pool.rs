@@ -281,8 +281,9 @@ impl Backend for ProxyPool {
 
 /// Seal `request` to workers behind `conn` and send it; the answer is opened
 /// event by event. `Err(None)`: this proxy could not take it, try another.
-/// When the workers changed since the keys were fetched, fetch and seal again
-/// once.
+/// When the workers changed since the keys were fetched, or the request
+/// failed before its first token (a worker went away), fetch fresh keys and
+/// seal again once, to other workers where there are any.
 async fn sealed_request(
     keys: &KeyDirectory,
     proxy: usize,
@@ -290,12 +291,23 @@ async fn sealed_request(
     request: &GenerateRequest,
     prefs: cocoon_protocol::RoutingPrefs,
 ) -> Result<BoxStream<'static, Event>, Option<WireError>> {
+    let mut avoid: Vec<cocoon_protocol::tls::Fingerprint> = Vec::new();
     for fresh in [false, true] {
         let listed = keys
             .keys(proxy, conn, &request.model, prefs, fresh)
             .await
             .map_err(|e| (e.kind != ErrorKind::Upstream).then_some(e))?;
-        let chosen = sealing::candidates(&listed);
+        let others: Vec<_> = listed
+            .iter()
+            .filter(|l| !avoid.contains(&l.key.worker()))
+            .cloned()
+            .collect();
+        let chosen = if others.is_empty() {
+            sealing::candidates(&listed)
+        } else {
+            sealing::candidates(&others)
+        };
+        avoid.extend(chosen.iter().map(|c| c.worker));
         let to: Vec<_> = chosen.iter().map(|c| (c.worker, c.sealing_key)).collect();
         let (sealed, opener) =
             cocoon_protocol::sealed::seal(request, &to, now_ms()).map_err(|e| {
@@ -317,7 +329,11 @@ async fn sealed_request(
         };
         let first = answer.next().await;
         if let Some(Event::Error(e)) = &first {
-            if e.kind == ErrorKind::KeysChanged && !fresh {
+            // Nothing was streamed yet: safe to send again elsewhere (a new
+            // seal, a new request id; nothing was billed).
+            let retry = matches!(e.kind, ErrorKind::KeysChanged | ErrorKind::Upstream);
+            if retry && !fresh {
+                tracing::info!(reason = %e.message, "retrying on other workers before the first token");
                 continue;
             }
         }

@@ -5,7 +5,7 @@
 //! the cheapest with room (ties: the least loaded), and holds the slot until
 //! its answer stream is dropped: power of two choices on price and load.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -15,6 +15,14 @@ use cocoon_protocol::{
     Announce, Connection, ErrorKind, ListedWorker, ModelInfo, RoutingPrefs, Sort, WireError,
     WorkerKey,
 };
+
+fn listed(o: &Offer) -> ListedWorker {
+    ListedWorker {
+        key: (*o.key).clone(),
+        price_coefficient: o.price_coefficient,
+        load_permille: o.load_permille(),
+    }
+}
 
 /// Order among eligible workers (lower first): price then load, or load then
 /// price, with room to take a request ahead of none.
@@ -69,6 +77,61 @@ impl Offer {
 /// Workers listed to a client node per `WorkerKeys` request.
 pub const SHORT_LIST: usize = 8;
 
+/// One model's offers: by worker identity (for `pick`) and ordered by price
+/// (for the cheapest-first short list).
+#[derive(Default)]
+struct ModelOffers {
+    by_worker: HashMap<Fingerprint, Offer>,
+    by_price: BTreeSet<(u32, [u8; 32])>,
+}
+
+impl ModelOffers {
+    fn insert(&mut self, offer: Offer) {
+        let key = offer.fingerprint;
+        self.by_price.insert((offer.price_coefficient, key.0));
+        if let Some(old) = self.by_worker.insert(key, offer) {
+            if old.price_coefficient != self.by_worker[&key].price_coefficient {
+                self.by_price.remove(&(old.price_coefficient, key.0));
+            }
+        }
+    }
+
+    fn remove_worker(&mut self, worker: u64) {
+        let by_price = &mut self.by_price;
+        self.by_worker.retain(|fp, o| {
+            let keep = o.worker != worker;
+            if !keep {
+                by_price.remove(&(o.price_coefficient, fp.0));
+            }
+            keep
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_worker.is_empty()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Offer> + Clone {
+        self.by_worker.values()
+    }
+
+    fn get(&self, worker: &Fingerprint) -> Option<&Offer> {
+        self.by_worker.get(worker)
+    }
+
+    /// Up to `n` live workers with room at or under `limit`, cheapest first:
+    /// O(log n + what it skips) through the price index.
+    fn cheapest_with_room(&self, limit: u32, n: usize) -> Vec<&Offer> {
+        self.by_price
+            .iter()
+            .take_while(|(price, _)| *price <= limit)
+            .filter_map(|(_, fp)| self.by_worker.get(&Fingerprint(*fp)))
+            .filter(|o| !o.conn.is_closed() && o.has_room())
+            .take(n)
+            .collect()
+    }
+}
+
 /// The worker a request was routed to.
 pub struct Picked {
     pub conn: Connection,
@@ -83,7 +146,9 @@ pub struct Picked {
 /// The proxy's view of which workers serve what.
 #[derive(Default)]
 pub struct Registry {
-    by_model: RwLock<HashMap<String, Vec<Offer>>>,
+    /// Per model, each worker's offer by its identity: a request's candidates
+    /// are found directly (O(1) per pick, whatever the number of workers).
+    by_model: RwLock<HashMap<String, ModelOffers>>,
     known: RwLock<HashSet<String>>,
 }
 
@@ -115,18 +180,21 @@ impl Registry {
                 continue;
             }
             known.insert(offer.name.clone());
-            by_model.entry(offer.name.clone()).or_default().push(Offer {
-                worker,
-                conn: conn.clone(),
-                slot: Arc::new(Slot {
-                    in_flight: AtomicU32::new(0),
-                    capacity: offer.max_concurrent,
-                }),
-                key: key.clone(),
-                fingerprint,
-                payee: payee.clone(),
-                price_coefficient: offer.price_coefficient,
-            });
+            by_model
+                .entry(offer.name.clone())
+                .or_default()
+                .insert(Offer {
+                    worker,
+                    conn: conn.clone(),
+                    slot: Arc::new(Slot {
+                        in_flight: AtomicU32::new(0),
+                        capacity: offer.max_concurrent,
+                    }),
+                    key: key.clone(),
+                    fingerprint,
+                    payee: payee.clone(),
+                    price_coefficient: offer.price_coefficient,
+                });
         }
     }
 
@@ -134,25 +202,35 @@ impl Registry {
     pub fn remove(&self, worker: u64) {
         let mut by_model = self.by_model.write().unwrap();
         for offers in by_model.values_mut() {
-            offers.retain(|o| o.worker != worker);
+            offers.remove_worker(worker);
         }
         by_model.retain(|_, offers| !offers.is_empty());
     }
 
     /// A short list of the live workers serving `model` within `prefs`'
     /// price limit, best first by `prefs.sort`, with their keys, prices and
-    /// load. Linear in the workers of that model (a partial selection, no
-    /// full sort).
+    /// load. By price: through the price index (logarithmic while the
+    /// cheapest have room); by load, or when every eligible worker is full:
+    /// linear in the model's workers (a partial selection, no full sort).
     pub fn keys(&self, model: &str, prefs: &RoutingPrefs) -> Result<Vec<ListedWorker>, WireError> {
         let by_model = self.by_model.read().unwrap();
+        let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
+        if prefs.sort == Sort::Price {
+            if let Some(offers) = by_model.get(model) {
+                let mut cheapest = offers.cheapest_with_room(limit, SHORT_LIST);
+                if !cheapest.is_empty() {
+                    cheapest.sort_by_key(|o| rank(o, Sort::Price));
+                    return Ok(cheapest.into_iter().map(listed).collect());
+                }
+            }
+        }
         let live: Vec<&Offer> = by_model
             .get(model)
-            .map(|offers| offers.iter().filter(|o| !o.conn.is_closed()).collect())
+            .map(|offers| offers.values().filter(|o| !o.conn.is_closed()).collect())
             .unwrap_or_default();
         if live.is_empty() {
             return Err(self.none_live(model));
         }
-        let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
         let mut eligible: Vec<(u64, &Offer)> = live
             .into_iter()
             .filter(|o| o.price_coefficient <= limit)
@@ -161,7 +239,7 @@ impl Registry {
         if eligible.is_empty() {
             let cheapest = by_model
                 .get(model)
-                .and_then(|offers| offers.iter().map(|o| o.price_coefficient).min())
+                .and_then(|offers| offers.values().map(|o| o.price_coefficient).min())
                 .unwrap_or(0);
             return Err(WireError::new(
                 ErrorKind::NoWorker,
@@ -173,14 +251,7 @@ impl Registry {
             eligible.truncate(SHORT_LIST);
         }
         eligible.sort_by_key(|(r, _)| *r);
-        Ok(eligible
-            .into_iter()
-            .map(|(_, o)| ListedWorker {
-                key: (*o.key).clone(),
-                price_coefficient: o.price_coefficient,
-                load_permille: o.load_permille(),
-            })
-            .collect())
+        Ok(eligible.into_iter().map(|(_, o)| listed(o)).collect())
     }
 
     fn none_live(&self, model: &str) -> WireError {
@@ -201,18 +272,18 @@ impl Registry {
     /// workers the request is sealed to) with room, and take a slot.
     pub fn pick(&self, model: &str, candidates: &[Fingerprint]) -> Result<Picked, WireError> {
         let by_model = self.by_model.read().unwrap();
-        let live: Vec<&Offer> = by_model
-            .get(model)
-            .map(|offers| offers.iter().filter(|o| !o.conn.is_closed()).collect())
-            .unwrap_or_default();
-        if live.is_empty() {
-            return Err(self.none_live(model));
-        }
-        let mut order: Vec<&Offer> = live
-            .into_iter()
-            .filter(|o| candidates.contains(&o.fingerprint))
+        let offers = by_model.get(model);
+        let mut order: Vec<&Offer> = candidates
+            .iter()
+            .filter_map(|fp| offers?.get(fp))
+            .filter(|o| !o.conn.is_closed())
             .collect();
         if order.is_empty() {
+            // (Only on this path does the registry look at all the workers.)
+            let any_live = offers.is_some_and(|o| o.values().any(|o| !o.conn.is_closed()));
+            if !any_live {
+                return Err(self.none_live(model));
+            }
             return Err(WireError::new(
                 ErrorKind::KeysChanged,
                 format!("none of the workers this request is sealed to serves '{model}' now"),
@@ -239,6 +310,19 @@ impl Registry {
                 });
             }
         }
+        // Both sealed-to workers are full: if another has room, the client
+        // node seals again to a fresh list (which ranks full workers last).
+        let room_elsewhere = offers.is_some_and(|o| {
+            o.values().any(|o| {
+                !o.conn.is_closed() && o.has_room() && !candidates.contains(&o.fingerprint)
+            })
+        });
+        if room_elsewhere {
+            return Err(WireError::new(
+                ErrorKind::KeysChanged,
+                format!("the workers this request is sealed to are full; others serving '{model}' have room"),
+            ));
+        }
         Err(WireError::new(
             ErrorKind::Overloaded,
             format!("every worker serving '{model}' is at capacity; retry shortly"),
@@ -256,7 +340,7 @@ impl Registry {
             .map(|m| (m.clone(), (0, None)))
             .collect();
         for (model, offers) in by_model.iter() {
-            let live = offers.iter().filter(|o| !o.conn.is_closed());
+            let live = offers.values().filter(|o| !o.conn.is_closed());
             let workers: HashSet<u64> = live.clone().map(|o| o.worker).collect();
             let cheapest = live.map(|o| o.price_coefficient).min();
             out.insert(model.clone(), (workers.len() as u32, cheapest));
@@ -273,7 +357,11 @@ impl Registry {
     /// Live worker connections.
     pub fn worker_count(&self) -> usize {
         let by_model = self.by_model.read().unwrap();
-        let ids: HashSet<u64> = by_model.values().flatten().map(|o| o.worker).collect();
+        let ids: HashSet<u64> = by_model
+            .values()
+            .flat_map(|offers| offers.values())
+            .map(|o| o.worker)
+            .collect();
         ids.len()
     }
 }

@@ -1,0 +1,125 @@
+//! The registry's routing decisions on many workers: the short list by
+//! price within a limit, the price index kept right across re-announces and
+//! disconnects, full workers skipped, and the pick among two candidates.
+
+use std::sync::Arc;
+
+use cocoon_protocol::{
+    length_codec, Announce, Connection, ErrorKind, Event, Handler, Hello, ModelOffer, MuxOptions,
+    RequestBody, Role, RoutingPrefs, Sort, WorkerKey, DEFAULT_MAX_FRAME_BYTES,
+};
+use cocoon_proxy::Registry;
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio_util::codec::Framed;
+
+struct Idle;
+impl Handler for Idle {
+    fn serve(&self, _: &Connection, _: RequestBody) -> BoxStream<'static, Event> {
+        stream::empty().boxed()
+    }
+}
+
+fn key(i: u64) -> WorkerKey {
+    let mut identity = vec![0u8; 44];
+    identity[..8].copy_from_slice(&i.to_be_bytes());
+    WorkerKey {
+        identity,
+        sealing_key: [1; 32],
+        evidence: None,
+    }
+}
+
+fn announce(registry: &Registry, conn: &Connection, i: u64, price: u32, capacity: u32) {
+    let announce = Announce {
+        models: vec![ModelOffer {
+            name: "m".into(),
+            max_concurrent: capacity,
+            weights_sha256: None,
+            price_coefficient: price,
+        }],
+        key: Some(key(i)),
+        payout: None,
+    };
+    registry.announce(i, conn, &announce, key(i), None);
+}
+
+fn prices(registry: &Registry, prefs: RoutingPrefs) -> Vec<u32> {
+    registry
+        .keys("m", &prefs)
+        .unwrap()
+        .iter()
+        .map(|l| l.price_coefficient)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_short_list_is_the_cheapest_with_room_within_the_limit() {
+    let (ours, _theirs) = tokio::io::duplex(1 << 16);
+    let conn = Connection::spawn(
+        Framed::new(ours, length_codec(DEFAULT_MAX_FRAME_BYTES)),
+        Hello {
+            role: Role::Worker,
+            software: "test".into(),
+        },
+        None,
+        Arc::new(Idle),
+        MuxOptions::default(),
+    );
+    let registry = Registry::new(["m".to_string()]);
+    // 1,000 workers priced 1000..1999, in scrambled order.
+    for i in 0..1000u64 {
+        announce(&registry, &conn, i, 1000 + (i * 7919 % 1000) as u32, 1);
+    }
+    let by_price = RoutingPrefs::default();
+    assert_eq!(
+        prices(&registry, by_price),
+        (1000..1008).collect::<Vec<_>>()
+    );
+    // A limit below everyone: refused, naming the cheapest price.
+    let low = RoutingPrefs {
+        max_coefficient: Some(900),
+        sort: Sort::Price,
+    };
+    let err = registry.keys("m", &low).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NoWorker);
+    assert!(
+        err.message.contains("the cheapest asks 1000"),
+        "{}",
+        err.message
+    );
+
+    // The cheapest worker re-announces dearer: the index follows.
+    let cheapest = (0..1000u64).find(|i| i * 7919 % 1000 == 0).unwrap();
+    announce(&registry, &conn, cheapest, 5000, 1);
+    assert_eq!(prices(&registry, by_price)[0], 1001);
+    // The next cheapest is taken (its one slot): it drops off the list.
+    let next = (0..1000u64).find(|i| i * 7919 % 1000 == 1).unwrap();
+    let held = registry.pick("m", &[key(next).worker()]).unwrap();
+    assert_eq!(held.price_coefficient, 1001);
+    assert_eq!(prices(&registry, by_price)[0], 1002);
+    // Of two candidates, the cheaper with room is picked.
+    let a = (0..1000u64).find(|i| i * 7919 % 1000 == 5).unwrap();
+    let b = (0..1000u64).find(|i| i * 7919 % 1000 == 3).unwrap();
+    let picked = registry
+        .pick("m", &[key(a).worker(), key(b).worker()])
+        .unwrap();
+    assert_eq!(picked.price_coefficient, 1003);
+    drop(picked);
+    drop(held);
+    assert_eq!(
+        prices(&registry, by_price)[0],
+        1001,
+        "released slots count again"
+    );
+    // A worker that disconnects is forgotten by the index too.
+    registry.remove(next);
+    assert_eq!(prices(&registry, by_price)[0], 1002);
+    // By load instead of price: all idle, so still within the limit.
+    let by_load = RoutingPrefs {
+        max_coefficient: Some(1100),
+        sort: Sort::Throughput,
+    };
+    let listed = prices(&registry, by_load);
+    assert_eq!(listed.len(), 8);
+    assert!(listed.iter().all(|p| *p <= 1100), "{listed:?}");
+}
