@@ -125,7 +125,7 @@ pub async fn run(options: RoutingBenchOptions) -> anyhow::Result<()> {
             ];
             let start = Instant::now();
             let picked = registry
-                .pick("m", &candidates)
+                .pick("m", &candidates, Sort::Price)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             pick_times.push(start.elapsed());
             drop(picked);

@@ -173,3 +173,32 @@ async fn a_worker_lost_before_the_first_token_is_retried_on_another() {
     assert_eq!(served_by(&body).1, 1500, "answered by the other worker");
     net.shutdown().await;
 }
+
+#[tokio::test]
+async fn sorted_by_latency_the_measured_faster_worker_gets_the_requests() {
+    // Same price; the first worker waits 40 ms per token, the other none.
+    let net = devnet_with(|o| {
+        o.settle_every = None;
+        o.engine = slow_engine(40, 4);
+        o.more_workers = vec![(slow_engine(0, 4), 1000)];
+    })
+    .await;
+    let fast = net.more_workers[0].fingerprint().to_string();
+    let url = format!("{}/chat/completions", net.api_url);
+    let mut served = Vec::new();
+    for i in 0..6 {
+        let (status, body) = post(
+            &url,
+            &chat_body(
+                &format!("how fast {i}"),
+                json!({"max_tokens": 3, "cocoon": {"sort": "latency"}}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        served.push(served_by(&body).0);
+    }
+    // Once both are measured (at most two requests in), the fast one wins.
+    assert!(served[3..].iter().all(|w| *w == fast), "{served:?}");
+    net.shutdown().await;
+}

@@ -318,3 +318,60 @@ async fn the_devnet_serves_an_embedded_ton_chain_with_the_root_contract() {
     assert_eq!(version["result"]["stack"][0], json!(["num", "0x14"]));
     net.shutdown().await;
 }
+
+#[tokio::test]
+async fn readyz_and_stats_say_whether_the_node_can_serve() {
+    let net = devnet().await;
+    let base = net.api_url.trim_end_matches("/v1").to_string();
+    let response = http().get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let ready: Value = response.json().await.unwrap();
+    assert_eq!(ready["detail"]["connected"], 1, "{ready}");
+    assert_eq!(ready["detail"]["contract_registered"], 1, "{ready}");
+    let stats = get_json(&format!("{base}/stats")).await;
+    assert_eq!(stats["requests"]["in_flight"], 0, "{stats}");
+    assert_eq!(
+        stats["billing"],
+        net.ton.client_contract.to_string(),
+        "{stats}"
+    );
+    net.shutdown().await;
+
+    // A client node whose only proxy is unreachable is alive but not ready.
+    let identity = Arc::new(cocoon_protocol::tls::Identity::generate().unwrap());
+    let pool = Arc::new(
+        cocoon_client::ProxyPool::start(
+            identity,
+            &[cocoon_protocol::ProxyEndpoint {
+                address: "127.0.0.1:9".into(),
+                fingerprint: cocoon_protocol::tls::Fingerprint([0; 32]),
+            }],
+            cocoon_protocol::MuxOptions::default(),
+            None,
+            None,
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend: Arc<dyn cocoon_client::Backend> = pool.clone();
+    tokio::spawn(cocoon_client::serve(
+        listener,
+        backend,
+        ApiSettings::default(),
+        std::future::pending(),
+    ));
+    let response = http()
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let health = http()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    pool.stop();
+}

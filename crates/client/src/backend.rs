@@ -17,4 +17,10 @@ pub trait Backend: Send + Sync + 'static {
         request: GenerateRequest,
         prefs: cocoon_protocol::RoutingPrefs,
     ) -> BoxStream<'static, Event>;
+
+    /// Whether requests can be served now, and what that rests on (JSON for
+    /// `/readyz` and `/stats`).
+    fn readiness(&self) -> (bool, serde_json::Value) {
+        (true, serde_json::json!({}))
+    }
 }

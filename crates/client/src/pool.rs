@@ -26,6 +26,8 @@ pub struct ProxyPool {
     connections: Vec<watch::Receiver<Option<Connection>>>,
     /// Each proxy's answer to the registration of this node's contract.
     accounts: Arc<Vec<std::sync::Mutex<Option<AccountTerms>>>>,
+    /// This node pays: a proxy serves it only once its contract is registered.
+    pays: bool,
     next: AtomicUsize,
     stop: CancellationToken,
     keys: Arc<KeyDirectory>,
@@ -70,6 +72,7 @@ impl ProxyPool {
             max_backoff: Duration::from_secs(5),
         };
         let stop = CancellationToken::new();
+        let pays = billing.is_some();
         let accounts: Arc<Vec<_>> = Arc::new(
             proxies
                 .iter()
@@ -118,6 +121,7 @@ impl ProxyPool {
         Ok(Self {
             connections,
             accounts,
+            pays,
             next: AtomicUsize::new(0),
             stop,
             keys,
@@ -256,6 +260,19 @@ impl Backend for ProxyPool {
         })
     }
 
+    fn readiness(&self) -> (bool, serde_json::Value) {
+        let (connected, registered) = (self.connected(), self.registered());
+        let ready = connected > 0 && (!self.pays || registered > 0);
+        (
+            ready,
+            serde_json::json!({
+                "proxies": self.connections.len(),
+                "connected": connected,
+                "contract_registered": if self.pays { serde_json::json!(registered) } else { serde_json::Value::Null },
+            }),
+        )
+    }
+
     fn generate(
         &self,
         request: GenerateRequest,
@@ -309,13 +326,14 @@ async fn sealed_request(
         };
         avoid.extend(chosen.iter().map(|c| c.worker));
         let to: Vec<_> = chosen.iter().map(|c| (c.worker, c.sealing_key)).collect();
-        let (sealed, opener) =
+        let (mut sealed, opener) =
             cocoon_protocol::sealed::seal(request, &to, now_ms()).map_err(|e| {
                 Some(WireError::new(
                     ErrorKind::Internal,
                     format!("sealing failed: {e}"),
                 ))
             })?;
+        sealed.sort = prefs.sort;
         let mut unsealer = Unsealer {
             opener,
             header: sealed.header.clone(),

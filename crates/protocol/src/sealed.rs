@@ -61,6 +61,10 @@ pub struct SealedRequest {
     pub recipients: Vec<Recipient>,
     /// The messages and sampling parameters.
     pub ciphertext: Vec<u8>,
+    /// How the client node wants the proxy to choose among the recipients
+    /// (a hint outside the seal: routing is the proxy's job either way).
+    #[serde(default)]
+    pub sort: crate::Sort,
 }
 
 impl SealedRequest {
@@ -237,6 +241,7 @@ pub fn seal(
         header,
         recipients: sealed_to,
         ciphertext: std::mem::take(&mut *ciphertext),
+        sort: crate::Sort::default(),
     };
     Ok((sealed, ReplyOpener(ChunkKey::new(&content_key, request_id))))
 }

@@ -6,8 +6,10 @@
 //! its answer stream is dropped: power of two choices on price and load.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use cocoon_chain::StdAddr;
 use cocoon_protocol::tls::Fingerprint;
@@ -24,14 +26,28 @@ fn listed(o: &Offer) -> ListedWorker {
     }
 }
 
-/// Order among eligible workers (lower first): price then load, or load then
-/// price, with room to take a request ahead of none.
+/// Order among workers (lower first), those with room and healthy ahead:
+/// `price`: the cheapest, then the least loaded; `latency`: the shortest
+/// measured time to first token, then the cheapest; `throughput`: the most
+/// measured tokens/s, then the least loaded. A worker not measured yet ranks
+/// as the best on speed (so that it is tried and measured).
 fn rank(offer: &Offer, sort: Sort) -> u64 {
-    let full = (!offer.has_room()) as u64;
-    let (price, load) = (offer.price_coefficient as u64, offer.load_permille() as u64);
+    let behind = ((!offer.has_room()) as u64) << 63 | (offer.unhealthy() as u64) << 62;
+    let price = offer.price_coefficient as u64 & 0xFFFFF;
+    let load = offer.load_permille() as u64 & 0xFFFFF;
+    let speed = &offer.slot.speed;
     match sort {
-        Sort::Price => full << 63 | price << 20 | load.min(0xFFFFF),
-        Sort::Throughput | Sort::Latency => full << 63 | load.min(0xFFFFF) << 32 | price,
+        Sort::Price => behind | price << 20 | load,
+        Sort::Latency => {
+            // In 16 µs steps, up to about a minute.
+            let ttft = (speed.ttft_us.load(Ordering::Relaxed) / 16).min(0x3FFFFF);
+            behind | ttft << 20 | price
+        }
+        Sort::Throughput => {
+            let tps = (speed.tokens_per_s_milli.load(Ordering::Relaxed) / 1000).min(0x3FFFFF);
+            let slowness = if tps == 0 { 0 } else { 0x3FFFFF - tps };
+            behind | slowness << 20 | load
+        }
     }
 }
 
@@ -40,10 +56,60 @@ fn rank(offer: &Offer, sort: Sort) -> u64 {
 struct Slot {
     in_flight: AtomicU32,
     capacity: u32,
+    speed: Speed,
 }
 
-/// Holds a place in a worker's capacity; released on drop.
+/// A worker's measured speed for one model, as moving averages over its
+/// answers (each new one weighs 1/4); 0 = not measured yet.
+#[derive(Debug, Default)]
+struct Speed {
+    /// Time to the first token, µs.
+    ttft_us: AtomicU64,
+    /// Tokens per second after the first, x1000.
+    tokens_per_s_milli: AtomicU64,
+    /// Failed answers per 1000 (moving average).
+    errors_permille: AtomicU64,
+    answers: AtomicU64,
+}
+
+fn average_in(cell: &AtomicU64, sample: u64) {
+    let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+        Some(if old == 0 {
+            sample.max(1)
+        } else {
+            (old * 3 + sample) / 4
+        })
+    });
+}
+
+/// Holds a place in a worker's capacity; released on drop. It also takes
+/// the answer's timings, which the registry ranks workers by.
 pub struct SlotGuard(Arc<Slot>);
+
+impl SlotGuard {
+    /// The first token arrived `after` the request was sent.
+    pub fn first_token(&self, after: Duration) {
+        average_in(&self.0.speed.ttft_us, after.as_micros() as u64);
+    }
+
+    /// The answer ended well: `tokens` in `since_first` after the first one.
+    pub fn done(&self, tokens: u64, since_first: Duration) {
+        let speed = &self.0.speed;
+        speed.answers.fetch_add(1, Ordering::Relaxed);
+        average_in(&speed.errors_permille, 0);
+        if tokens > 1 && !since_first.is_zero() {
+            let rate = (tokens - 1) as u128 * 1_000_000 / since_first.as_micros().max(1);
+            average_in(&speed.tokens_per_s_milli, rate as u64);
+        }
+    }
+
+    /// The answer failed.
+    pub fn failed(&self) {
+        let speed = &self.0.speed;
+        speed.answers.fetch_add(1, Ordering::Relaxed);
+        average_in(&speed.errors_permille, 1000);
+    }
+}
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
@@ -71,6 +137,13 @@ impl Offer {
 
     fn has_room(&self) -> bool {
         self.slot.in_flight.load(Ordering::Acquire) < self.slot.capacity
+    }
+
+    /// Failing most of its recent answers (after at least 5): listed last.
+    fn unhealthy(&self) -> bool {
+        let speed = &self.slot.speed;
+        speed.answers.load(Ordering::Relaxed) >= 5
+            && speed.errors_permille.load(Ordering::Relaxed) > 500
     }
 }
 
@@ -126,7 +199,7 @@ impl ModelOffers {
             .iter()
             .take_while(|(price, _)| *price <= limit)
             .filter_map(|(_, fp)| self.by_worker.get(&Fingerprint(*fp)))
-            .filter(|o| !o.conn.is_closed() && o.has_room())
+            .filter(|o| !o.conn.is_closed() && o.has_room() && !o.unhealthy())
             .take(n)
             .collect()
     }
@@ -189,6 +262,7 @@ impl Registry {
                     slot: Arc::new(Slot {
                         in_flight: AtomicU32::new(0),
                         capacity: offer.max_concurrent,
+                        speed: Speed::default(),
                     }),
                     key: key.clone(),
                     fingerprint,
@@ -270,7 +344,12 @@ impl Registry {
 
     /// Choose the least-loaded live worker for `model` among `candidates` (the
     /// workers the request is sealed to) with room, and take a slot.
-    pub fn pick(&self, model: &str, candidates: &[Fingerprint]) -> Result<Picked, WireError> {
+    pub fn pick(
+        &self,
+        model: &str,
+        candidates: &[Fingerprint],
+        sort: Sort,
+    ) -> Result<Picked, WireError> {
         let by_model = self.by_model.read().unwrap();
         let offers = by_model.get(model);
         let mut order: Vec<&Offer> = candidates
@@ -289,9 +368,8 @@ impl Registry {
                 format!("none of the workers this request is sealed to serves '{model}' now"),
             ));
         }
-        // The cheapest with room first, then the least loaded (by fraction
-        // of capacity in use).
-        order.sort_by_key(|o| (!o.has_room(), o.price_coefficient, o.load_permille()));
+        // By the client's sort, those with room first.
+        order.sort_by_key(|o| rank(o, sort));
         for offer in order {
             let taken =
                 offer

@@ -252,7 +252,9 @@ impl ClientSide {
             Ok(p) => p,
             Err(e) => return stream::iter([Event::Error(e)]).boxed(),
         };
-        let picked = self.registry.pick(&request.header.model, &candidates);
+        let picked = self
+            .registry
+            .pick(&request.header.model, &candidates, request.sort);
         let receipts = self.receipts.clone();
         let books = self.settlement.as_ref().map(|s| s.books().clone());
         let inspect = self.inspect.clone();
@@ -274,11 +276,29 @@ impl ClientSide {
                     let key = picked.key;
                     let payee = picked.payee;
                     let coefficient = picked.price_coefficient;
+                    // Timings for the registry's speed ranking.
+                    let sent = std::time::Instant::now();
+                    let mut first: Option<std::time::Instant> = None;
+                    let mut tokens = 0u64;
                     answer
                         .map(move |event| {
-                            let _held = &slot;
                             if let Some(inspect) = &inspect {
                                 inspect.see(&event);
+                            }
+                            match &event {
+                                Event::Sealed { tokens: n, .. } => {
+                                    if first.is_none() {
+                                        slot.first_token(sent.elapsed());
+                                        first = Some(std::time::Instant::now());
+                                    }
+                                    tokens += *n as u64;
+                                }
+                                Event::Done(_) => slot.done(
+                                    tokens,
+                                    first.map(|f| f.elapsed()).unwrap_or_default(),
+                                ),
+                                Event::Error(_) => slot.failed(),
+                                _ => {}
                             }
                             match event {
                                 // Only sealed text passes: a worker must never

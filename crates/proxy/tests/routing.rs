@@ -94,14 +94,16 @@ async fn the_short_list_is_the_cheapest_with_room_within_the_limit() {
     assert_eq!(prices(&registry, by_price)[0], 1001);
     // The next cheapest is taken (its one slot): it drops off the list.
     let next = (0..1000u64).find(|i| i * 7919 % 1000 == 1).unwrap();
-    let held = registry.pick("m", &[key(next).worker()]).unwrap();
+    let held = registry
+        .pick("m", &[key(next).worker()], Sort::Price)
+        .unwrap();
     assert_eq!(held.price_coefficient, 1001);
     assert_eq!(prices(&registry, by_price)[0], 1002);
     // Of two candidates, the cheaper with room is picked.
     let a = (0..1000u64).find(|i| i * 7919 % 1000 == 5).unwrap();
     let b = (0..1000u64).find(|i| i * 7919 % 1000 == 3).unwrap();
     let picked = registry
-        .pick("m", &[key(a).worker(), key(b).worker()])
+        .pick("m", &[key(a).worker(), key(b).worker()], Sort::Price)
         .unwrap();
     assert_eq!(picked.price_coefficient, 1003);
     drop(picked);

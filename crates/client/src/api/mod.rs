@@ -87,6 +87,8 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/stats", get(stats))
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -216,6 +218,38 @@ async fn generate(
             .await?;
     }
     respond::run(app, validated, endpoint).await
+}
+
+/// `GET /readyz`: 200 when a request can be served now (a proxy connected
+/// and, when this node pays, its contract registered with one), else 503.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let (ready, detail) = app.backend.readiness();
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"ready": ready, "detail": detail})),
+    )
+        .into_response()
+}
+
+/// `GET /stats`: this node's state as JSON (never a prompt or an answer).
+async fn stats(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let (ready, backend) = app.backend.readiness();
+    let limit = app.settings.max_concurrent_requests;
+    Json(serde_json::json!({
+        "object": "cocoon.stats",
+        "ready": ready,
+        "backend": backend,
+        "requests": {
+            "in_flight": limit - app.slots.available_permits(),
+            "max_concurrent": limit,
+        },
+        "billing": app.settings.billing.as_ref().map(|b| b.contract().map(|c| c.to_string())),
+    }))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

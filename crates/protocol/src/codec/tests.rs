@@ -136,6 +136,7 @@ proptest! {
                            enc in proptest::collection::vec(any::<u8>(), 0..40),
                            ciphertext in proptest::collection::vec(any::<u8>(), 0..300)) {
         let frame = Frame::Request { id, body: RequestBody::Generate(crate::SealedRequest {
+            sort: crate::Sort::default(),
             header: crate::SealHeader { request_id, model, max_tokens, sent_at_ms },
             recipients: vec![crate::sealed::Recipient {
                 worker: crate::tls::Fingerprint(worker), enc: enc.clone(), sealed_key: enc,

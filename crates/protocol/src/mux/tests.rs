@@ -64,6 +64,7 @@ impl Handler for Counter {
 /// A request for `n` tokens (the test handler reads only the header).
 fn generate(n: u32) -> RequestBody {
     RequestBody::Generate(crate::SealedRequest {
+        sort: crate::Sort::default(),
         header: crate::SealHeader {
             request_id: [0; 16],
             model: "m".into(),
@@ -219,12 +220,14 @@ async fn silent_peer_is_dropped_after_idle_timeout() {
 
 #[tokio::test]
 async fn keepalive_holds_an_idle_connection_open() {
+    // Idle for three idle timeouts; the margins (pings 20x more often than
+    // the timeout) hold on a loaded 2-core machine.
     let p = pair(MuxOptions {
-        keepalive_interval: Duration::from_millis(20),
-        idle_timeout: Duration::from_millis(100),
+        keepalive_interval: Duration::from_millis(50),
+        idle_timeout: Duration::from_millis(1000),
         max_incoming: 8,
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(!p.client.is_closed() && !p.server.is_closed());
     let events = collect(p.client.request(generate(2)).await.unwrap()).await;
     assert_eq!(events.len(), 3);
