@@ -294,7 +294,7 @@ impl TonDevnet {
             &mut chain,
             &client_wallet,
             &client_contract,
-            client_deposit + TON / 50,
+            client_deposit + client::GAS_RESERVE,
             client::top_up()?,
             Some((Contract::Client.code(), client_data)),
         )?;

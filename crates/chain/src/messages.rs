@@ -88,6 +88,11 @@ fn op_amount_signature(op: u32, nano: u128, signature: &[u8; 64]) -> Result<Cell
 pub mod client {
     use super::*;
 
+    /// What the client contract keeps of every top-up for its own gas
+    /// (`GAS_RESERVE` in `contracts/src/common.tolk`): attach it on top of
+    /// the amount to deposit.
+    pub const GAS_RESERVE: u128 = 20_000_000;
+
     pub fn top_up() -> Result<Cell, Error> {
         op_only(ops::CLIENT_TOP_UP)
     }

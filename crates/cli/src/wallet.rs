@@ -163,8 +163,6 @@ fn print_channel(contract: &StdAddr, c: &ClientChannel) {
 }
 
 const TON: u128 = 1_000_000_000;
-/// Kept in a client contract for its gas (the contract's GAS_RESERVE).
-const CLIENT_RESERVE: u128 = TON / 50;
 
 pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
     match command {
@@ -249,7 +247,7 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
             wallet
                 .send(&[Outgoing {
                     to: contract.clone(),
-                    value: deposit + CLIENT_RESERVE,
+                    value: deposit + client_msg::GAS_RESERVE,
                     bounce: false,
                     body: client_msg::top_up()?,
                     init: Some((Contract::Client.code(), data)),
@@ -273,7 +271,7 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
             wallet
                 .send(&[Outgoing {
                     to: contract.clone(),
-                    value: nano + CLIENT_RESERVE,
+                    value: nano + client_msg::GAS_RESERVE,
                     bounce: true,
                     body: client_msg::top_up()?,
                     init: None,

@@ -31,9 +31,6 @@ pub struct TopUp {
     pub amount: u128,
 }
 
-/// Kept by the client contract for gas on every top-up (its GAS_RESERVE).
-const TOP_UP_RESERVE: u128 = 20_000_000;
-
 /// Deploying this node's client contract when it has none.
 pub struct Deploy {
     pub wallet: std::sync::Arc<cocoon_chain::WalletSender>,
@@ -186,7 +183,7 @@ impl Billing {
                 .wallet
                 .send(&[cocoon_chain::Outgoing {
                     to: contract.clone(),
-                    value: deploy.deposit + TOP_UP_RESERVE,
+                    value: deploy.deposit + cocoon_chain::client::GAS_RESERVE,
                     bounce: false,
                     body: cocoon_chain::client::top_up().map_err(|e| e.to_string())?,
                     init: Some((code, data)),
@@ -271,7 +268,7 @@ impl Billing {
             let sent = wallet
                 .send(&[cocoon_chain::Outgoing {
                     to: contract.clone(),
-                    value: amount + TOP_UP_RESERVE,
+                    value: amount + cocoon_chain::client::GAS_RESERVE,
                     bounce: true,
                     body,
                     init: None,

@@ -218,21 +218,11 @@ async fn our_contract(
     billing.ensure_contract(&terms).await
 }
 
-/// Send `body` and take its one answer (errors as errors).
+/// How long a proxy has to answer a one-event request.
+const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn ask(conn: &Connection, body: RequestBody) -> Result<Event, WireError> {
-    let upstream = |e: String| WireError::new(ErrorKind::Upstream, e);
-    let mut answer = conn
-        .request(body)
-        .await
-        .map_err(|e| upstream(e.to_string()))?;
-    let event = tokio::time::timeout(Duration::from_secs(30), answer.next())
-        .await
-        .map_err(|_| WireError::new(ErrorKind::Timeout, "the proxy did not answer within 30 s"))?
-        .ok_or_else(|| upstream("the proxy closed the request without an answer".into()))?;
-    match event {
-        Event::Error(e) => Err(e),
-        other => Ok(other),
-    }
+    conn.ask(body, ASK_TIMEOUT).await
 }
 
 fn no_proxy() -> WireError {

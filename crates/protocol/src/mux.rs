@@ -129,6 +129,29 @@ impl Connection {
         self.shared.peer_key.as_ref()
     }
 
+    /// Send a request whose answer is one event (a list, terms, a voucher)
+    /// and wait for it at most `timeout`; an `Error` event is an `Err`.
+    pub async fn ask(&self, body: RequestBody, timeout: Duration) -> Result<Event, WireError> {
+        let upstream = |e: String| WireError::new(ErrorKind::Upstream, e);
+        let mut answer = self
+            .request(body)
+            .await
+            .map_err(|e| upstream(e.to_string()))?;
+        let event = tokio::time::timeout(timeout, answer.next())
+            .await
+            .map_err(|_| {
+                WireError::new(
+                    ErrorKind::Timeout,
+                    format!("the peer did not answer within {} s", timeout.as_secs()),
+                )
+            })?
+            .ok_or_else(|| upstream("the peer closed the request without an answer".into()))?;
+        match event {
+            Event::Error(e) => Err(e),
+            other => Ok(other),
+        }
+    }
+
     /// Send a request; its answer arrives on the returned stream.
     pub async fn request(&self, body: RequestBody) -> Result<ResponseStream, ProtocolError> {
         if self.is_closed() {

@@ -160,13 +160,11 @@ struct ModelOffers {
 
 impl ModelOffers {
     fn insert(&mut self, offer: Offer) {
-        let key = offer.fingerprint;
-        self.by_price.insert((offer.price_coefficient, key.0));
+        let (key, price) = (offer.fingerprint, offer.price_coefficient);
         if let Some(old) = self.by_worker.insert(key, offer) {
-            if old.price_coefficient != self.by_worker[&key].price_coefficient {
-                self.by_price.remove(&(old.price_coefficient, key.0));
-            }
+            self.by_price.remove(&(old.price_coefficient, key.0));
         }
+        self.by_price.insert((price, key.0));
     }
 
     fn remove_worker(&mut self, worker: u64) {

@@ -420,17 +420,7 @@ impl Handler for WorkerSide {
             (RequestBody::Voucher, None) => Event::Error(no_billing()),
             // A worker reads the proxy's terms to check its vouchers.
             (RequestBody::OpenAccount { contract: None }, Some(settlement)) => {
-                let settlement = settlement.clone();
-                return stream::once(async move {
-                    match settlement
-                        .open_account(cocoon_protocol::tls::Fingerprint([0; 32]), None)
-                        .await
-                    {
-                        Ok(terms) => Event::Account(terms),
-                        Err(e) => Event::Error(e),
-                    }
-                })
-                .boxed();
+                Event::Account(settlement.proxy_terms())
             }
             _ => Event::Error(WireError::new(
                 ErrorKind::InvalidRequest,

@@ -137,6 +137,12 @@ impl Settlement {
         *self.done.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The proxy's terms (its contract and key), for a client node about to
+    /// deploy a contract or a worker checking its vouchers.
+    pub fn proxy_terms(&self) -> AccountTerms {
+        self.terms(None)
+    }
+
     fn terms(&self, contract: Option<&StdAddr>) -> AccountTerms {
         let (owed, charged) = contract
             .map(|c| {

@@ -15,7 +15,6 @@ use cocoon_chain::{
     Outgoing, StdAddr, WalletSender, WorkerState,
 };
 use cocoon_protocol::{AccountTerms, Connection, Event, RequestBody, Voucher};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -182,6 +181,11 @@ impl Earnings {
 
     /// What the worker contract has paid so far (0 before it is deployed).
     pub async fn paid_on_chain(&self, contract: &StdAddr) -> Result<u128, String> {
+        Ok(self.contract_state(contract).await?.unwrap_or(0))
+    }
+
+    /// What the deployed worker contract has paid, `None` before it is deployed.
+    async fn contract_state(&self, contract: &StdAddr) -> Result<Option<u128>, String> {
         let chain = self.sender.chain();
         let active = chain
             .account(contract)
@@ -189,14 +193,14 @@ impl Earnings {
             .map_err(|e| e.to_string())?
             .is_active();
         if !active {
-            return Ok(0);
+            return Ok(None);
         }
         let stack = chain
             .get(contract, "get_worker_data", &[])
             .await
             .map_err(|e| e.to_string())?;
         WorkerState::from_stack(&stack)
-            .map(|s| s.paid)
+            .map(|s| Some(s.paid))
             .map_err(|e| e.to_string())
     }
 
@@ -207,7 +211,8 @@ impl Earnings {
             return Ok(0);
         };
         let contract = cocoon_chain::ton_http::parse_address(&earned.contract)?;
-        let paid = self.paid_on_chain(&contract).await?;
+        let deployed = self.contract_state(&contract).await?;
+        let paid = deployed.unwrap_or(0);
         let pending = earned.owed().saturating_sub(paid);
         if pending == 0 || (!force && pending < self.threshold) {
             self.set_paid(proxy, paid)?;
@@ -217,15 +222,7 @@ impl Earnings {
             .ok()
             .and_then(|s| s.try_into().ok())
             .ok_or("the kept voucher's signature is malformed")?;
-        let init = if paid == 0
-            && !self
-                .sender
-                .chain()
-                .account(&contract)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_active()
-        {
+        let init = if deployed.is_none() {
             let proxy_contract = cocoon_chain::ton_http::parse_address(&earned.proxy_contract)?;
             let key = unhex32(&earned.proxy_key).ok_or("the kept proxy key is malformed")?;
             let (_, data) = worker_contract(&proxy_contract, self.payout(), &HashBytes(key))
@@ -300,15 +297,9 @@ impl Earnings {
     }
 }
 
-/// Send `body` and take its one answer.
+/// Send `body` and take its one answer (within 30 s).
 async fn ask(conn: &Connection, body: RequestBody) -> Result<Event, String> {
-    let mut answer = conn.request(body).await.map_err(|e| e.to_string())?;
-    let event = tokio::time::timeout(Duration::from_secs(30), answer.next())
+    conn.ask(body, Duration::from_secs(30))
         .await
-        .map_err(|_| "the proxy did not answer within 30 s".to_string())?
-        .ok_or("the proxy closed the request without an answer")?;
-    match event {
-        Event::Error(e) => Err(e.to_string()),
-        other => Ok(other),
-    }
+        .map_err(|e| e.to_string())
 }
