@@ -66,6 +66,10 @@ pub struct DevnetOptions {
     /// More workers beside the first: each an engine and its price
     /// coefficient (paid to the same wallet as the first).
     pub more_workers: Vec<(EngineConfig, u32)>,
+    /// The proxy's deadlines on workers' answers.
+    pub proxy_timeouts: cocoon_proxy::HopTimeouts,
+    /// The proxy's queue when every worker is full.
+    pub proxy_queue: cocoon_proxy::QueueSettings,
 }
 
 impl DevnetOptions {
@@ -91,6 +95,8 @@ impl DevnetOptions {
             client_auto_deploy: false,
             price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
             more_workers: Vec::new(),
+            proxy_timeouts: Default::default(),
+            proxy_queue: Default::default(),
         }
     }
 }
@@ -428,6 +434,8 @@ impl Devnet {
                 attestation: attestation.clone(),
                 inspect: options.proxy_inspect.clone(),
                 settlement: Some(settlement.clone()),
+                timeouts: options.proxy_timeouts,
+                queue: options.proxy_queue,
             },
         )?;
         let proxy_stop = stop.clone();

@@ -123,18 +123,6 @@ async fn overload_gives_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn worker_at_capacity_gives_429() {
-    let net = devnet_with(|o| o.engine = slow_engine(20, 1)).await;
-    let url = format!("{}/chat/completions", net.api_url);
-    let busy = open_stream(&net, "x").await;
-    let (status, body) = post(&url, &chat_body("y", json!({}))).await;
-    assert_eq!(status, 429, "{body}");
-    assert_error(&body, "capacity");
-    drop(busy);
-    net.shutdown().await;
-}
-
-#[tokio::test]
 async fn slow_first_token_gives_504() {
     let net = devnet_with(|o| {
         o.engine = slow_engine(3000, 8);

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cocoon_chain::ProxySigner;
 use cocoon_protocol::tls::{Fingerprint, Identity, PinnedKeys};
@@ -28,8 +29,22 @@ pub struct ProxyConfig {
     /// 503 rather than 404 then).
     #[serde(default)]
     pub models: Vec<String>,
+    /// Ping every peer this often...
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// ...and drop one silent for this long: a worker that misses its
+    /// heartbeats leaves the registry (it is listed again when it reconnects).
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_secs: u64,
+    /// Longest wait for a worker's first token after forwarding a request.
+    #[serde(default = "default_hop_timeout")]
+    pub first_token_timeout_secs: u64,
+    /// Longest silence between two tokens of a worker's answer.
+    #[serde(default = "default_hop_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Waiting for a slot when every worker for a model is full.
+    #[serde(default)]
+    pub queue: QueueConfig,
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: usize,
     /// "production" (default) refuses simulated TEEs; "development" allows them.
@@ -41,6 +56,35 @@ pub struct ProxyConfig {
     /// Billing on TON: without it the proxy serves for free and settles nothing.
     #[serde(default)]
     pub settlement: Option<SettlementConfig>,
+}
+
+/// `[queue]`: requests waiting when every eligible worker is at capacity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Requests waiting per model at most; more get 429 at once.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: usize,
+    /// The longest one waits, ms (0: no queue, 429 at once).
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_waiting: default_max_waiting(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+fn default_max_waiting() -> usize {
+    crate::QueueSettings::default().max_waiting
+}
+
+fn default_max_wait_ms() -> u64 {
+    crate::QueueSettings::default().max_wait.as_millis() as u64
 }
 
 /// `[settlement]`: where and how the proxy settles its books on TON.
@@ -120,7 +164,15 @@ pub fn signer_of(identity: &Arc<Identity>) -> ProxySigner {
 }
 
 fn default_keepalive() -> u64 {
-    10
+    5
+}
+
+fn default_heartbeat_timeout() -> u64 {
+    15
+}
+
+fn default_hop_timeout() -> u64 {
+    30
 }
 
 fn default_max_frame() -> usize {
@@ -138,6 +190,26 @@ impl ProxyConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
+        ConfigError::check_range(
+            "heartbeat_timeout_secs",
+            self.heartbeat_timeout_secs,
+            self.keepalive_secs + 1,
+            3 * 3600,
+        )?;
+        ConfigError::check_range(
+            "first_token_timeout_secs",
+            self.first_token_timeout_secs,
+            1,
+            3600,
+        )?;
+        ConfigError::check_range("idle_timeout_secs", self.idle_timeout_secs, 1, 3600)?;
+        ConfigError::check_range(
+            "queue.max_waiting",
+            self.queue.max_waiting as u64,
+            0,
+            100_000,
+        )?;
+        ConfigError::check_range("queue.max_wait_ms", self.queue.max_wait_ms, 0, 600_000)?;
         if self.max_frame_bytes < 64 * 1024 {
             return Err(ConfigError::new(
                 "max_frame_bytes",
@@ -168,11 +240,23 @@ impl ProxyConfig {
             allowed_clients: PinnedKeys::new(self.allowed_clients),
             allowed_workers: PinnedKeys::new(self.allowed_workers),
             models: self.models,
-            mux: MuxOptions::from_keepalive(self.keepalive_secs),
+            mux: MuxOptions {
+                keepalive_interval: Duration::from_secs(self.keepalive_secs),
+                idle_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
+                ..MuxOptions::default()
+            },
             max_frame_bytes: self.max_frame_bytes,
             attestation,
             inspect: None,
             settlement: None,
+            timeouts: crate::HopTimeouts {
+                first_token: Duration::from_secs(self.first_token_timeout_secs),
+                idle: Duration::from_secs(self.idle_timeout_secs),
+            },
+            queue: crate::QueueSettings {
+                max_waiting: self.queue.max_waiting,
+                max_wait: Duration::from_millis(self.queue.max_wait_ms),
+            },
         })
     }
 }
@@ -193,6 +277,10 @@ pub struct ProxySettings {
     /// Billing and settlement on TON (connected by [`SettlementConfig::connect`]);
     /// `None`: the proxy serves for free.
     pub settlement: Option<Arc<Settlement>>,
+    /// Deadlines on workers' answers.
+    pub timeouts: crate::HopTimeouts,
+    /// Waiting for a slot when every worker is full.
+    pub queue: crate::QueueSettings,
 }
 
 /// Called with the wire form (postcard) of every request body a proxy forwards
@@ -233,7 +321,8 @@ allowed_workers = ["sha256:00000000000000000000000000000000000000000000000000000
     #[test]
     fn good_config_parses() {
         let c = ProxyConfig::from_toml(GOOD).unwrap();
-        assert_eq!(c.keepalive_secs, 10);
+        assert_eq!(c.keepalive_secs, 5);
+        assert_eq!(c.heartbeat_timeout_secs, 15);
         assert_eq!(c.allowed_workers.len(), 1);
     }
 
@@ -247,6 +336,16 @@ allowed_workers = ["sha256:00000000000000000000000000000000000000000000000000000
                 "allowed_workers",
             ),
             (format!("{GOOD}\nkeepalive_secs = 0"), "keepalive_secs"),
+            (
+                format!("{GOOD}\nheartbeat_timeout_secs = 5"),
+                "heartbeat_timeout_secs",
+            ),
+            (
+                format!("{GOOD}\nfirst_token_timeout_secs = 0"),
+                "first_token_timeout_secs",
+            ),
+            (format!("{GOOD}\n[queue]\nmax_wait_ms = -1"), "max_wait_ms"),
+            (format!("{GOOD}\n[queue]\nlength = 3"), "length"),
             (format!("{GOOD}\nmax_frame_bytes = 10"), "max_frame_bytes"),
             (GOOD.replace("allowed_clients = []", ""), "allowed_clients"),
         ];

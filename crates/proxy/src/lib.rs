@@ -10,7 +10,8 @@
 //! # Layout
 //! * `config`   - [`ProxyConfig`], the TOML file, validated with field names.
 //! * `registry` - live workers by model and their keys, least-loaded choice
-//!   among a request's recipients, capacity slots.
+//!   among a request's recipients, capacity slots, the per-model queue.
+//! * `timeouts` - [`HopTimeouts`]: deadlines on each worker answer.
 //! * `receipts` - the workers' signed usage receipts, verified and totalled.
 //! * `books`    - what each client owes and each worker is owed, priced in nano-TON.
 //! * `settlement` - [`Settlement`]: client contracts checked on chain, charges
@@ -23,10 +24,12 @@ mod receipts;
 mod registry;
 mod server;
 mod settlement;
+mod timeouts;
 
 pub use books::{Account, Books};
 pub use config::{signer_of, ConfigError, Inspector, ProxyConfig, ProxySettings, SettlementConfig};
 pub use receipts::ReceiptLog;
-pub use registry::Registry;
+pub use registry::{OfferStats, QueueSettings, Registry, PROBATION};
 pub use server::{run, start, ProxyHandle};
 pub use settlement::{Round, Settlement, Totals};
+pub use timeouts::HopTimeouts;

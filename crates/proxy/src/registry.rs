@@ -4,12 +4,15 @@
 //! its sort) and seals to two of them; the request then takes, among those,
 //! the cheapest with room (ties: the least loaded), and holds the slot until
 //! its answer stream is dropped: power of two choices on price and load.
+//! When both are full and no other worker has room, the request waits in a
+//! bounded per-model queue until a slot frees or its deadline passes.
+//! A worker failing most of its recent answers is listed last for
+//! [`PROBATION`], then tried again (re-admitted if it answers well).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cocoon_chain::StdAddr;
 use cocoon_protocol::tls::Fingerprint;
@@ -57,7 +60,68 @@ struct Slot {
     in_flight: AtomicU32,
     capacity: u32,
     speed: Speed,
+    /// The model's queue, told when this slot frees.
+    queue: Arc<Waiting>,
+    /// How long it ranks last after failing (see [`PROBATION`]).
+    probation_ms: u64,
 }
+
+/// Requests waiting for a slot on one model.
+#[derive(Debug, Default)]
+struct Waiting {
+    count: AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+impl Waiting {
+    fn wake(&self) {
+        if self.count.load(Ordering::Acquire) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// A place in a model's queue, given back on drop.
+struct Ticket(Arc<Waiting>);
+
+impl Ticket {
+    fn take(queue: &Arc<Waiting>, max: usize) -> Option<Self> {
+        queue
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Ticket(queue.clone()))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How requests wait when every eligible worker is at capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Requests waiting per model at most; more are refused at once.
+    pub max_waiting: usize,
+    /// The longest a request waits for a slot before it is refused.
+    pub max_wait: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            max_waiting: 256,
+            max_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How long a failing worker is listed last before it is tried again.
+pub const PROBATION: Duration = Duration::from_secs(10);
 
 /// A worker's measured speed for one model, as moving averages over its
 /// answers (each new one weighs 1/4); 0 = not measured yet.
@@ -70,6 +134,9 @@ struct Speed {
     /// Failed answers per 1000 (moving average).
     errors_permille: AtomicU64,
     answers: AtomicU64,
+    failures: AtomicU64,
+    /// When the last answer failed, ms since the registry's epoch.
+    last_failure_ms: AtomicU64,
 }
 
 fn average_in(cell: &AtomicU64, sample: u64) {
@@ -107,6 +174,8 @@ impl SlotGuard {
     pub fn failed(&self) {
         let speed = &self.0.speed;
         speed.answers.fetch_add(1, Ordering::Relaxed);
+        speed.failures.fetch_add(1, Ordering::Relaxed);
+        speed.last_failure_ms.store(epoch_ms(), Ordering::Relaxed);
         average_in(&speed.errors_permille, 1000);
     }
 }
@@ -114,7 +183,14 @@ impl SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.queue.wake();
     }
+}
+
+/// Milliseconds since the first call (a monotonic clock; never 0).
+fn epoch_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 #[derive(Clone)]
@@ -139,11 +215,15 @@ impl Offer {
         self.slot.in_flight.load(Ordering::Acquire) < self.slot.capacity
     }
 
-    /// Failing most of its recent answers (after at least 5): listed last.
+    /// Failing most of its recent answers (after at least 5), the last
+    /// failure within [`PROBATION`]: listed last. After that it is tried
+    /// again; answering well brings its error average down.
     fn unhealthy(&self) -> bool {
         let speed = &self.slot.speed;
         speed.answers.load(Ordering::Relaxed) >= 5
             && speed.errors_permille.load(Ordering::Relaxed) > 500
+            && epoch_ms().saturating_sub(speed.last_failure_ms.load(Ordering::Relaxed))
+                < self.slot.probation_ms
     }
 }
 
@@ -203,6 +283,28 @@ impl ModelOffers {
     }
 }
 
+/// One worker's offer for one model as the proxy measures it (for `/stats`
+/// and `/metrics`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OfferStats {
+    pub model: String,
+    /// The worker's identity, `sha256:<hex>`.
+    pub worker: String,
+    pub price_coefficient: u32,
+    pub in_flight: u32,
+    pub capacity: u32,
+    /// Moving average of the time to first token (0: not measured yet).
+    pub ttft_us: u64,
+    /// Moving average of tokens/s after the first, x1000.
+    pub tokens_per_s_milli: u64,
+    /// Moving average of failed answers per 1000.
+    pub errors_permille: u64,
+    pub answers: u64,
+    pub failures: u64,
+    /// False while listed last after failing (see [`PROBATION`]).
+    pub healthy: bool,
+}
+
 /// The worker a request was routed to.
 pub struct Picked {
     pub conn: Connection,
@@ -221,6 +323,10 @@ pub struct Registry {
     /// are found directly (O(1) per pick, whatever the number of workers).
     by_model: RwLock<HashMap<String, ModelOffers>>,
     known: RwLock<HashSet<String>>,
+    /// Per model, the requests waiting for a slot.
+    queues: RwLock<HashMap<String, Arc<Waiting>>>,
+    queue: QueueSettings,
+    probation: Duration,
 }
 
 impl Registry {
@@ -228,7 +334,47 @@ impl Registry {
         Self {
             by_model: RwLock::default(),
             known: RwLock::new(models.into_iter().collect()),
+            queues: RwLock::default(),
+            queue: QueueSettings::default(),
+            probation: PROBATION,
         }
+    }
+
+    /// List a failing worker last for `probation` (default [`PROBATION`]).
+    pub fn with_probation(mut self, probation: Duration) -> Self {
+        self.probation = probation;
+        self
+    }
+
+    /// Wait for slots as `queue` says (the default: 256 per model, 5 s).
+    pub fn with_queue(mut self, queue: QueueSettings) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    fn queue_of(&self, model: &str) -> Arc<Waiting> {
+        if let Some(q) = self.queues.read().unwrap().get(model) {
+            return q.clone();
+        }
+        self.queues
+            .write()
+            .unwrap()
+            .entry(model.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Requests waiting for a slot, per model (those with any).
+    pub fn queue_depths(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = self
+            .queues
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(m, q)| (m.clone(), q.count.load(Ordering::Acquire)))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Replace worker `worker`'s offers with `announce`, whose keys the caller
@@ -251,6 +397,7 @@ impl Registry {
                 continue;
             }
             known.insert(offer.name.clone());
+            let queue = self.queue_of(&offer.name);
             by_model
                 .entry(offer.name.clone())
                 .or_default()
@@ -261,12 +408,16 @@ impl Registry {
                         in_flight: AtomicU32::new(0),
                         capacity: offer.max_concurrent,
                         speed: Speed::default(),
+                        queue: queue.clone(),
+                        probation_ms: self.probation.as_millis() as u64,
                     }),
                     key: key.clone(),
                     fingerprint,
                     payee: payee.clone(),
                     price_coefficient: offer.price_coefficient,
                 });
+            // Waiting requests may find room with this worker (resealed to it).
+            queue.freed.notify_waiters();
         }
     }
 
@@ -337,6 +488,52 @@ impl Registry {
                 ErrorKind::ModelNotFound,
                 format!("The model '{model}' does not exist"),
             )
+        }
+    }
+
+    /// [`Registry::pick`], but when every worker is at capacity, wait in the
+    /// model's queue for a slot (bounded; up to the queue's deadline).
+    pub async fn pick_or_wait(
+        &self,
+        model: &str,
+        candidates: &[Fingerprint],
+        sort: Sort,
+    ) -> Result<Picked, WireError> {
+        let first = self.pick(model, candidates, sort);
+        if !matches!(&first, Err(e) if e.kind == ErrorKind::Overloaded) {
+            return first;
+        }
+        let queue = self.queue_of(model);
+        if self.queue.max_wait.is_zero() {
+            return first;
+        }
+        let Some(_ticket) = Ticket::take(&queue, self.queue.max_waiting) else {
+            return Err(WireError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "every worker serving '{model}' is at capacity and {} requests are already waiting; retry shortly",
+                    self.queue.max_waiting
+                ),
+            ));
+        };
+        let deadline = tokio::time::Instant::now() + self.queue.max_wait;
+        loop {
+            let freed = queue.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.pick(model, candidates, sort) {
+                Err(e) if e.kind == ErrorKind::Overloaded => {}
+                other => return other,
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(WireError::new(
+                    ErrorKind::Overloaded,
+                    format!(
+                        "every worker serving '{model}' stayed at capacity for {} ms; retry shortly",
+                        self.queue.max_wait.as_millis()
+                    ),
+                ));
+            }
         }
     }
 
@@ -428,6 +625,37 @@ impl Registry {
                 min_price_coefficient,
             })
             .collect()
+    }
+
+    /// Every live offer's figures, by model then worker.
+    pub fn offer_stats(&self) -> Vec<OfferStats> {
+        let by_model = self.by_model.read().unwrap();
+        let mut out: Vec<OfferStats> = by_model
+            .iter()
+            .flat_map(|(model, offers)| {
+                offers
+                    .values()
+                    .filter(|o| !o.conn.is_closed())
+                    .map(move |o| {
+                        let speed = &o.slot.speed;
+                        OfferStats {
+                            model: model.clone(),
+                            worker: o.fingerprint.to_string(),
+                            price_coefficient: o.price_coefficient,
+                            in_flight: o.slot.in_flight.load(Ordering::Acquire),
+                            capacity: o.slot.capacity,
+                            ttft_us: speed.ttft_us.load(Ordering::Relaxed),
+                            tokens_per_s_milli: speed.tokens_per_s_milli.load(Ordering::Relaxed),
+                            errors_permille: speed.errors_permille.load(Ordering::Relaxed),
+                            answers: speed.answers.load(Ordering::Relaxed),
+                            failures: speed.failures.load(Ordering::Relaxed),
+                            healthy: !o.unhealthy(),
+                        }
+                    })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.model, &a.worker).cmp(&(&b.model, &b.worker)));
+        out
     }
 
     /// Live worker connections.

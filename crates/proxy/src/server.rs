@@ -67,7 +67,7 @@ pub fn start(
     )
     .map_err(std::io::Error::other)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
-    let registry = Arc::new(Registry::new(settings.models.clone()));
+    let registry = Arc::new(Registry::new(settings.models.clone()).with_queue(settings.queue));
     let receipts = Arc::new(ReceiptLog::default());
     let settlement = settings.settlement.clone();
     let handle = ProxyHandle {
@@ -140,6 +140,7 @@ impl Shared {
                 settlement: self.settlement.clone(),
                 client: key,
                 inspect: self.settings.inspect.clone(),
+                timeouts: self.settings.timeouts,
             }),
             Role::Worker if self.settings.allowed_workers.contains(&key) => {
                 let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
@@ -180,6 +181,7 @@ struct ClientSide {
     /// The client node's identity (who pays).
     client: Fingerprint,
     inspect: Option<Inspector>,
+    timeouts: crate::HopTimeouts,
 }
 
 impl Handler for ClientSide {
@@ -252,13 +254,16 @@ impl ClientSide {
             Ok(p) => p,
             Err(e) => return stream::iter([Event::Error(e)]).boxed(),
         };
-        let picked = self
-            .registry
-            .pick(&request.header.model, &candidates, request.sort);
+        let registry = self.registry.clone();
         let receipts = self.receipts.clone();
         let books = self.settlement.as_ref().map(|s| s.books().clone());
         let inspect = self.inspect.clone();
+        let timeouts = self.timeouts;
         stream::once(async move {
+            // Waits in the model's queue while every worker is full.
+            let picked = registry
+                .pick_or_wait(&request.header.model, &candidates, request.sort)
+                .await;
             let picked = match picked {
                 Ok(x) => x,
                 Err(e) => return stream::iter([Event::Error(e)]).boxed(),
@@ -280,7 +285,8 @@ impl ClientSide {
                     let sent = std::time::Instant::now();
                     let mut first: Option<std::time::Instant> = None;
                     let mut tokens = 0u64;
-                    answer
+                    timeouts
+                        .apply(answer)
                         .map(move |event| {
                             if let Some(inspect) = &inspect {
                                 inspect.see(&event);

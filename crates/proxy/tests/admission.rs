@@ -1,6 +1,7 @@
 //! Who may connect to a proxy: only pinned keys, and only in the role they are
 //! pinned for. Real TLS on loopback.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,10 @@ struct Net {
 }
 
 async fn start() -> Net {
+    start_with(MuxOptions::default()).await
+}
+
+async fn start_with(mux: MuxOptions) -> Net {
     let (proxy_id, client, worker) = (
         Arc::new(Identity::generate().unwrap()),
         Arc::new(Identity::generate().unwrap()),
@@ -44,11 +49,13 @@ async fn start() -> Net {
             allowed_clients: PinnedKeys::new([client.fingerprint()]),
             allowed_workers: PinnedKeys::new([worker.fingerprint()]),
             models: vec![],
-            mux: MuxOptions::default(),
+            mux,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             attestation: None,
             inspect: None,
             settlement: None,
+            timeouts: Default::default(),
+            queue: Default::default(),
         },
     )
     .unwrap();
@@ -194,4 +201,101 @@ async fn wrong_proxy_key_is_refused_by_the_dialler() {
     wrong.fingerprint = Identity::generate().unwrap().fingerprint();
     let settings = dial_settings(&net.worker, &wrong, Role::Worker);
     assert!(dial_once(&wrong, &settings).await.is_err());
+}
+
+/// A TCP relay on loopback that can be frozen: while frozen it forwards no
+/// byte either way (a network partition that leaves the sockets open).
+async fn relay(to: String, frozen: Arc<AtomicBool>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::spawn(pipe(ri, wo, frozen.clone()));
+            tokio::spawn(pipe(ro, wi, frozen.clone()));
+        }
+    });
+    address
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    while !ok() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_worker_that_misses_its_heartbeats_is_evicted_and_readmitted_when_it_comes_back() {
+    // The proxy pings every 100 ms and drops a peer silent for 600 ms.
+    let beat = MuxOptions {
+        keepalive_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(600),
+        ..MuxOptions::default()
+    };
+    let net = start_with(beat.clone()).await;
+    let frozen = Arc::new(AtomicBool::new(false));
+    let through = ProxyEndpoint {
+        address: relay(net.endpoint.address.clone(), frozen.clone()).await,
+        fingerprint: net.endpoint.fingerprint,
+    };
+    let mut settings = dial_settings(&net.worker, &through, Role::Worker);
+    settings.mux = beat;
+    settings.max_backoff = Duration::from_millis(200);
+    let key = key_of(&net.worker);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _conn = cocoon_protocol::keep_connected(through, settings, stop.clone(), move |conn| {
+        conn.announce(announce(Some(key.clone()))).unwrap();
+    });
+    let registry = net.proxy.registry.clone();
+    wait_for("admitted", Duration::from_secs(5), || {
+        registry.worker_count() == 1
+    })
+    .await;
+
+    frozen.store(true, Ordering::Release);
+    let evicted = wait_for("evicted", Duration::from_secs(5), || {
+        registry.worker_count() == 0
+    })
+    .await;
+    println!("evicted {evicted:?} after the network froze");
+    assert!(
+        evicted >= Duration::from_millis(400),
+        "evicted too early: {evicted:?}"
+    );
+
+    frozen.store(false, Ordering::Release);
+    let back = wait_for("re-admitted", Duration::from_secs(10), || {
+        registry.worker_count() == 1
+    })
+    .await;
+    println!("re-admitted {back:?} after the network came back");
+    stop.cancel();
 }

@@ -8,8 +8,9 @@ use cocoon_protocol::{
     length_codec, Announce, Connection, ErrorKind, Event, Handler, Hello, ModelOffer, MuxOptions,
     RequestBody, Role, RoutingPrefs, Sort, WorkerKey, DEFAULT_MAX_FRAME_BYTES,
 };
-use cocoon_proxy::Registry;
+use cocoon_proxy::{QueueSettings, Registry};
 use futures::stream::{self, BoxStream, StreamExt};
+use std::time::{Duration, Instant};
 use tokio_util::codec::Framed;
 
 struct Idle;
@@ -52,9 +53,9 @@ fn prices(registry: &Registry, prefs: RoutingPrefs) -> Vec<u32> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_short_list_is_the_cheapest_with_room_within_the_limit() {
-    let (ours, _theirs) = tokio::io::duplex(1 << 16);
+/// A live connection for offers (nothing is sent over it).
+fn connection() -> (Connection, tokio::io::DuplexStream) {
+    let (ours, theirs) = tokio::io::duplex(1 << 16);
     let conn = Connection::spawn(
         Framed::new(ours, length_codec(DEFAULT_MAX_FRAME_BYTES)),
         Hello {
@@ -65,6 +66,12 @@ async fn the_short_list_is_the_cheapest_with_room_within_the_limit() {
         Arc::new(Idle),
         MuxOptions::default(),
     );
+    (conn, theirs)
+}
+
+#[tokio::test]
+async fn the_short_list_is_the_cheapest_with_room_within_the_limit() {
+    let (conn, _theirs) = connection();
     let registry = Registry::new(["m".to_string()]);
     // 1,000 workers priced 1000..1999, in scrambled order.
     for i in 0..1000u64 {
@@ -124,4 +131,96 @@ async fn the_short_list_is_the_cheapest_with_room_within_the_limit() {
     let listed = prices(&registry, by_load);
     assert_eq!(listed.len(), 8);
     assert!(listed.iter().all(|p| *p <= 1100), "{listed:?}");
+}
+
+#[tokio::test]
+async fn a_full_model_queues_requests_until_a_slot_frees_up_to_a_bound_and_a_deadline() {
+    let (conn, _theirs) = connection();
+    let registry = Arc::new(Registry::new(["m".to_string()]).with_queue(QueueSettings {
+        max_waiting: 2,
+        max_wait: Duration::from_millis(300),
+    }));
+    announce(&registry, &conn, 1, 1000, 1);
+    let only = [key(1).worker()];
+    let held = registry.pick("m", &only, Sort::Price).unwrap();
+
+    // Two wait; a third is refused at once.
+    let waiter = |r: Arc<Registry>| {
+        tokio::spawn(async move { r.pick_or_wait("m", &[key(1).worker()], Sort::Price).await })
+    };
+    let (first, second) = (waiter(registry.clone()), waiter(registry.clone()));
+    while registry.queue_depths() != [("m".to_string(), 2)] {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let started = Instant::now();
+    let refused = registry
+        .pick_or_wait("m", &only, Sort::Price)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.kind, ErrorKind::Overloaded);
+    assert!(
+        refused.message.contains("already waiting"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "refused fast"
+    );
+
+    // The slot frees: one waiter takes it; the other waits out its deadline.
+    drop(held);
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    let (served, timed_out) = match (first, second) {
+        (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e),
+        (a, b) => panic!(
+            "expected one served and one refused: {:?} {:?}",
+            a.is_ok(),
+            b.is_ok()
+        ),
+    };
+    assert_eq!(served.price_coefficient, 1000);
+    assert_eq!(timed_out.kind, ErrorKind::Overloaded);
+    assert!(
+        timed_out.message.contains("300 ms"),
+        "{}",
+        timed_out.message
+    );
+    assert_eq!(
+        registry.queue_depths(),
+        [("m".to_string(), 0)],
+        "tickets given back"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_worker_goes_last_then_is_tried_again_after_its_probation() {
+    let (conn, _theirs) = connection();
+    let registry = Registry::new(["m".to_string()]).with_probation(Duration::from_millis(200));
+    announce(&registry, &conn, 1, 1000, 4);
+    announce(&registry, &conn, 2, 1500, 4);
+    let both = [key(1).worker(), key(2).worker()];
+    for _ in 0..5 {
+        let picked = registry.pick("m", &both, Sort::Price).unwrap();
+        assert_eq!(picked.price_coefficient, 1000);
+        picked.slot.failed();
+    }
+    // Failing: the dearer, healthy worker is listed and picked first.
+    assert_eq!(prices(&registry, RoutingPrefs::default()), [1500]);
+    let picked = registry.pick("m", &both, Sort::Price).unwrap();
+    assert_eq!(picked.price_coefficient, 1500);
+    drop(picked);
+    let stats = registry.offer_stats();
+    assert!(!stats[0].healthy || !stats[1].healthy);
+    assert_eq!(stats.iter().map(|s| s.failures).sum::<u64>(), 5);
+
+    // After its probation the cheap one is tried again...
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(prices(&registry, RoutingPrefs::default()), [1000, 1500]);
+    let picked = registry.pick("m", &both, Sort::Price).unwrap();
+    assert_eq!(picked.price_coefficient, 1000);
+    // ...and one more failure puts it back on probation.
+    picked.slot.failed();
+    assert_eq!(prices(&registry, RoutingPrefs::default()), [1500]);
 }

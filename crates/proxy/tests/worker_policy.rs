@@ -71,6 +71,8 @@ async fn start(worker: &Identity) -> (ProxyEndpoint, ProxyHandle) {
             attestation: Some(check()),
             inspect: None,
             settlement: None,
+            timeouts: Default::default(),
+            queue: Default::default(),
         },
     )
     .unwrap();

@@ -96,7 +96,7 @@ impl Handler for RequestHandler {
 impl RequestHandler {
     fn generate(&self, sealed: SealedRequest) -> BoxStream<'static, Event> {
         let me = self.identity.fingerprint();
-        let (request, mut sealer) = match self.sealing.open(&me, &sealed) {
+        let (request, sealer) = match self.sealing.open(&me, &sealed) {
             Ok(opened) => opened,
             Err(e) => {
                 self.stats.refused_sealed.fetch_add(1, Ordering::Relaxed);
@@ -125,23 +125,71 @@ impl RequestHandler {
                 format!("this worker does not serve '{}'", request.model),
             );
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            return refuse(
-                ErrorKind::Overloaded,
-                format!("worker is at capacity for '{}'", request.model),
-            );
-        };
-        self.stats.started.fetch_add(1, Ordering::SeqCst);
-        self.stats.active.fetch_add(1, Ordering::SeqCst);
-        let mut tracker = Tracker {
+        let limit = limit.clone();
+        let model_sha256 = model_sha256.clone();
+        let answer = Answer {
+            engine: self.engine.clone(),
             stats: self.stats.clone(),
+            identity: self.identity.clone(),
+            price_coefficient: self.price_coefficient,
+        };
+        stream::once(async move {
+            let permit = match limit.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                // A proxy counts a slot free as soon as it cancels a request;
+                // the engine lets go of it a moment later.
+                Err(_) => tokio::time::timeout(CAPACITY_GRACE, limit.acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+            };
+            match permit {
+                Some(permit) => answer.run(request, sealer, model_sha256, permit),
+                None => refuse(
+                    ErrorKind::Overloaded,
+                    format!("worker is at capacity for '{}'", request.model),
+                ),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+/// How long a request waits for a slot the engine has not let go of yet.
+const CAPACITY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What running one opened request needs.
+struct Answer {
+    engine: Arc<dyn Engine>,
+    stats: Arc<WorkerStats>,
+    identity: Arc<Identity>,
+    price_coefficient: u32,
+}
+
+impl Answer {
+    /// Run `request` on the engine, sealing each chunk and signing the receipt.
+    fn run(
+        self,
+        request: cocoon_protocol::GenerateRequest,
+        mut sealer: cocoon_protocol::sealed::ReplySealer,
+        model_sha256: Option<String>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> BoxStream<'static, Event> {
+        let Answer {
+            engine,
+            stats,
+            identity,
+            price_coefficient,
+        } = self;
+        stats.started.fetch_add(1, Ordering::SeqCst);
+        stats.active.fetch_add(1, Ordering::SeqCst);
+        let mut tracker = Tracker {
+            stats,
             ended: false,
         };
-        let identity = self.identity.clone();
-        let price_coefficient = self.price_coefficient;
         let model = request.model.clone();
-        let model_sha256 = model_sha256.clone();
-        self.engine
+        engine
             .generate(request)
             .map(move |event| {
                 let _permit = &permit;
