@@ -244,6 +244,10 @@ async fn produce_blocks(
 pub struct Devnet {
     /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8080/v1`.
     pub api_url: String,
+    /// The proxy's and the worker's `/healthz`, `/readyz`, `/metrics`,
+    /// `/stats`, e.g. `http://127.0.0.1:34567`.
+    pub proxy_status_url: String,
+    pub worker_status_url: String,
     pub proxy_addr: SocketAddr,
     pub proxy: ProxyHandle,
     pub worker: Worker,
@@ -527,8 +531,36 @@ impl Devnet {
             }
         }));
 
+        // The operator's endpoints of the proxy and the worker.
+        let status = |metrics: Arc<cocoon_metrics::Metrics>,
+                      node: Arc<dyn cocoon_metrics::NodeStatus>|
+         -> anyhow::Result<(String, JoinHandle<()>)> {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            let url = format!("http://{}", listener.local_addr()?);
+            let listener = TcpListener::from_std(listener)?;
+            let stop = stop.clone();
+            let task = tokio::spawn(async move {
+                let shutdown = async move { stop.cancelled().await };
+                if let Err(e) = cocoon_metrics::serve(listener, metrics, node, shutdown).await {
+                    tracing::error!(error = %e, "status endpoints failed");
+                }
+            });
+            Ok((url, task))
+        };
+        let (proxy_status_url, task) = status(
+            proxy.metrics.clone(),
+            Arc::new(cocoon_proxy::ProxyStatus(proxy.clone())),
+        )?;
+        tasks.push(task);
+        let (worker_status_url, task) =
+            status(worker.metrics().clone(), Arc::new(worker.status()))?;
+        tasks.push(task);
+
         Ok(Devnet {
             api_url: format!("http://{api_addr}/v1"),
+            proxy_status_url,
+            worker_status_url,
             proxy_addr,
             proxy,
             worker,

@@ -409,6 +409,12 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     }
     println!("  OpenAI-compatible API: {}", net.api_url);
     println!(
+        "  metrics (Prometheus) and /healthz /readyz /stats: client {}/metrics  proxy {}/metrics  worker {}/metrics",
+        net.api_url.trim_end_matches("/v1"),
+        net.proxy_status_url,
+        net.worker_status_url
+    );
+    println!(
         "  TON devnet (embedded, tycho TVM, {}): HTTP API {}  root contract {}",
         match args_blocks {
             Some(every) => format!("a block every {} ms", every.as_millis()),

@@ -23,11 +23,30 @@ async fn ctrl_c() {
     tracing::info!("shutting down");
 }
 
+/// Serve a node's `/healthz`, `/readyz`, `/metrics` and `/stats` on `listen`.
+async fn status_server(
+    listen: std::net::SocketAddr,
+    metrics: Arc<cocoon_metrics::Metrics>,
+    status: Arc<dyn cocoon_metrics::NodeStatus>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding status_listen = {listen}"))?;
+    println!("status: http://{listen}/metrics (and /healthz, /readyz, /stats)");
+    tokio::spawn(async move {
+        if let Err(e) = cocoon_metrics::serve(listener, metrics, status, ctrl_c()).await {
+            tracing::error!(error = %e, "status endpoints stopped");
+        }
+    });
+    Ok(())
+}
+
 pub async fn proxy(path: &Path) -> anyhow::Result<()> {
-    let (listen, settlement, mut settings) = load(path, |text| {
+    let (listen, status_listen, settlement, mut settings) = load(path, |text| {
         let config = ProxyConfig::from_toml(text)?;
         Ok((
             config.listen,
+            config.status_listen,
             config.settlement.clone(),
             config.into_settings()?,
         ))
@@ -58,7 +77,15 @@ pub async fn proxy(path: &Path) -> anyhow::Result<()> {
         "proxy listening on {listen}; its key: {}",
         settings.identity.fingerprint()
     );
-    cocoon_proxy::run(listener, settings, ctrl_c()).await?;
+    let (handle, serve) = cocoon_proxy::start(listener, settings)?;
+    if let Some(status_listen) = status_listen {
+        let status = Arc::new(cocoon_proxy::ProxyStatus(handle.clone()));
+        status_server(status_listen, handle.metrics.clone(), status).await?;
+    }
+    tokio::select! {
+        _ = serve => {}
+        _ = ctrl_c() => {}
+    }
     stop.cancel();
     Ok(())
 }
@@ -66,12 +93,23 @@ pub async fn proxy(path: &Path) -> anyhow::Result<()> {
 pub async fn worker(path: &Path) -> anyhow::Result<()> {
     // Loading an embedded model hashes and maps its weights: off the async threads.
     let file = path.to_path_buf();
-    let settings = tokio::task::spawn_blocking(move || {
-        load(&file, |text| WorkerConfig::from_toml(text)?.into_settings())
+    let (status_listen, settings) = tokio::task::spawn_blocking(move || {
+        load(&file, |text| {
+            let config = WorkerConfig::from_toml(text)?;
+            Ok((config.status_listen, config.into_settings()?))
+        })
     })
     .await??;
     println!("worker key: {}", settings.identity.fingerprint());
     let worker = Worker::start(settings).await?;
+    if let Some(status_listen) = status_listen {
+        status_server(
+            status_listen,
+            worker.metrics().clone(),
+            Arc::new(worker.status()),
+        )
+        .await?;
+    }
     ctrl_c().await;
     worker.stop();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

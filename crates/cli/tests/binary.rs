@@ -142,10 +142,11 @@ async fn three_processes(attested: bool) {
         keygen(&d.join("c.pem")),
     );
     let (proxy_port, api_port) = (free_port(), free_port());
+    let (proxy_status, worker_status) = (free_port(), free_port());
     std::fs::write(
         d.join("proxy.toml"),
         format!(
-            "{profile}listen = \"127.0.0.1:{proxy_port}\"\nidentity_key = \"{}\"\nallowed_clients = [\"{client_key}\"]\nallowed_workers = [\"{worker_key}\"]\n{attestation}",
+            "{profile}listen = \"127.0.0.1:{proxy_port}\"\nstatus_listen = \"127.0.0.1:{proxy_status}\"\nidentity_key = \"{}\"\nallowed_clients = [\"{client_key}\"]\nallowed_workers = [\"{worker_key}\"]\n{attestation}",
             d.join("p.pem").display()
         ),
     )
@@ -156,7 +157,7 @@ async fn three_processes(attested: bool) {
     std::fs::write(
         d.join("worker.toml"),
         format!(
-            "profile = \"development\"\nidentity_key = \"{}\"\n{proxies}[engine]\nkind = \"instant\"\nmodel = \"echo\"\n{attestation}",
+            "profile = \"development\"\nstatus_listen = \"127.0.0.1:{worker_status}\"\nidentity_key = \"{}\"\n{proxies}[engine]\nkind = \"instant\"\nmodel = \"echo\"\n{attestation}",
             d.join("w.pem").display()
         ),
     )
@@ -201,6 +202,18 @@ async fn three_processes(attested: bool) {
                     answer["choices"][0]["message"]["content"],
                     "hello from a process"
                 );
+                // The proxy's and the worker's operator endpoints saw it.
+                for (port, role) in [(proxy_status, "proxy"), (worker_status, "worker")] {
+                    let base = format!("http://127.0.0.1:{port}");
+                    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+                    assert_eq!(ready.status(), 200, "{role} not ready");
+                    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+                    let metrics = metrics.text().await.unwrap();
+                    let line = format!(
+                        r#"cocoon_requests_total{{role="{role}",model="echo",outcome="ok"}} 1"#
+                    );
+                    assert!(metrics.contains(&line), "{role}: {metrics}");
+                }
                 return;
             }
         }

@@ -299,6 +299,7 @@ impl ClientConfig {
                 max_concurrent_requests: self.max_concurrent_requests,
                 first_token_timeout: Duration::from_secs(self.first_token_timeout_secs),
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                ..ApiSettings::default()
             },
             mux: MuxOptions::from_keepalive(self.keepalive_secs),
             listen: self.listen,

@@ -19,6 +19,10 @@ use crate::{Books, Settlement};
 pub struct ProxyConfig {
     /// Address for client nodes and workers (one TLS port for both).
     pub listen: SocketAddr,
+    /// Plain HTTP for the operator: `/healthz`, `/readyz`, `/metrics`
+    /// (Prometheus), `/stats`. Keep it on loopback or a private network.
+    #[serde(default)]
+    pub status_listen: Option<SocketAddr>,
     /// PEM file with this proxy's Ed25519 key; created if missing.
     pub identity_key: PathBuf,
     /// Keys (`sha256:...`) of client nodes allowed to connect.

@@ -16,6 +16,8 @@
 //! * `books`    - what each client owes and each worker is owed, priced in nano-TON.
 //! * `settlement` - [`Settlement`]: client contracts checked on chain, charges
 //!   and the books' hash put on chain, vouchers for workers, root prices.
+//! * `status`   - [`ProxyStatus`]: readiness, `/stats` and the routing
+//!   table's Prometheus gauges.
 //! * `server`   - [`run`]: the accept loop and the per-role connection handlers.
 
 mod books;
@@ -24,6 +26,7 @@ mod receipts;
 mod registry;
 mod server;
 mod settlement;
+mod status;
 mod timeouts;
 
 pub use books::{Account, Books};
@@ -32,4 +35,5 @@ pub use receipts::ReceiptLog;
 pub use registry::{OfferStats, QueueSettings, Registry, PROBATION};
 pub use server::{run, start, ProxyHandle};
 pub use settlement::{Round, Settlement, Totals};
+pub use status::ProxyStatus;
 pub use timeouts::HopTimeouts;

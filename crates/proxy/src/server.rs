@@ -31,6 +31,8 @@ pub struct ProxyHandle {
     /// Settlement on chain (when the proxy bills).
     pub settlement: Option<Arc<Settlement>>,
     pub fingerprint: Fingerprint,
+    /// Request metrics and the routing table's gauges (`/metrics`).
+    pub metrics: Arc<cocoon_metrics::Metrics>,
 }
 
 /// Serve on `listener` until `shutdown` resolves.
@@ -70,7 +72,12 @@ pub fn start(
     let registry = Arc::new(Registry::new(settings.models.clone()).with_queue(settings.queue));
     let receipts = Arc::new(ReceiptLog::default());
     let settlement = settings.settlement.clone();
+    let metrics = Arc::new(
+        cocoon_metrics::Metrics::new("proxy")
+            .with_collector(crate::status::RoutingMetrics(registry.clone())),
+    );
     let handle = ProxyHandle {
+        metrics: metrics.clone(),
         registry: registry.clone(),
         receipts: receipts.clone(),
         books: settlement.as_ref().map(|s| s.books().clone()),
@@ -82,6 +89,7 @@ pub fn start(
         registry,
         receipts,
         settlement,
+        metrics,
         next_worker: AtomicU64::new(1),
     });
     let serve = async move {
@@ -111,6 +119,7 @@ struct Shared {
     registry: Arc<Registry>,
     receipts: Arc<ReceiptLog>,
     settlement: Option<Arc<Settlement>>,
+    metrics: Arc<cocoon_metrics::Metrics>,
     next_worker: AtomicU64,
 }
 
@@ -141,6 +150,7 @@ impl Shared {
                 client: key,
                 inspect: self.settings.inspect.clone(),
                 timeouts: self.settings.timeouts,
+                metrics: self.metrics.clone(),
             }),
             Role::Worker if self.settings.allowed_workers.contains(&key) => {
                 let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
@@ -182,6 +192,7 @@ struct ClientSide {
     client: Fingerprint,
     inspect: Option<Inspector>,
     timeouts: crate::HopTimeouts,
+    metrics: Arc<cocoon_metrics::Metrics>,
 }
 
 impl Handler for ClientSide {
@@ -197,7 +208,10 @@ impl Handler for ClientSide {
                 };
                 stream::iter([answer]).boxed()
             }
-            RequestBody::Generate(request) => self.forward(request),
+            RequestBody::Generate(request) => {
+                let timer = self.metrics.request(&request.header.model);
+                cocoon_metrics::metered(timer, self.forward(request))
+            }
             RequestBody::OpenAccount { contract } => {
                 let settlement = self.settlement.clone();
                 let client = self.client;
@@ -269,6 +283,9 @@ impl ClientSide {
                 Err(e) => return stream::iter([Event::Error(e)]).boxed(),
             };
             let header = request.header.clone();
+            // Logs name a request by its random id (never its content).
+            let request_id = u128::from_be_bytes(header.request_id);
+            tracing::debug!(request = %format_args!("{request_id:032x}"), model = %header.model, worker = %picked.key.worker(), "forwarding");
             let body = RequestBody::Generate(request);
             if let Some(inspect) = &inspect {
                 inspect.see(&body);
@@ -330,7 +347,7 @@ impl ClientSide {
                                             }
                                         }
                                         Err(e) => {
-                                            tracing::warn!(worker = %key.worker(), error = %e, "usage receipt rejected; request not billed");
+                                            tracing::warn!(request = %format_args!("{request_id:032x}"), worker = %key.worker(), error = %e, "usage receipt rejected; request not billed");
                                         }
                                     }
                                     Event::Done(done)

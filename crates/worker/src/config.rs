@@ -26,6 +26,10 @@ pub struct WorkerConfig {
     /// Proxies to dial out to.
     pub proxies: Vec<ProxyEndpoint>,
     pub engine: EngineConfig,
+    /// Plain HTTP for the operator: `/healthz`, `/readyz`, `/metrics`
+    /// (Prometheus), `/stats`. Keep it on loopback or a private network.
+    #[serde(default)]
+    pub status_listen: Option<std::net::SocketAddr>,
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
     /// Sealed requests sent more than this many seconds ago or ahead (by this

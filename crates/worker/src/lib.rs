@@ -10,6 +10,7 @@
 //!   engine calls, sealed answers, signed usage receipts, statistics.
 //! * `replay` - refusing replayed or stale sealed requests.
 //! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
+//! * `status` - [`WorkerStatus`]: readiness, `/stats` and the worker's gauges.
 //! * `earnings` - [`Earnings`]: the proxies' signed vouchers, checked and
 //!   kept, and claims on TON above a threshold.
 
@@ -18,6 +19,7 @@ mod earnings;
 mod replay;
 mod run;
 mod serve;
+mod status;
 
 pub use config::{
     ConfigError, EngineConfig, PayoutConfig, Profile, WeightsLocation, WorkerConfig, WorkerSettings,
@@ -25,3 +27,4 @@ pub use config::{
 pub use earnings::{read_earnings, Earnings, EarningsBook, ProxyEarnings};
 pub use run::Worker;
 pub use serve::WorkerStats;
+pub use status::WorkerStatus;

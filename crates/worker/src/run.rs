@@ -61,6 +61,8 @@ fn attested_key(
 /// A started worker. Dropping it does not stop it; call [`Worker::stop`].
 pub struct Worker {
     stats: Arc<WorkerStats>,
+    metrics: Arc<cocoon_metrics::Metrics>,
+    status: crate::WorkerStatus,
     earnings: Option<Arc<crate::Earnings>>,
     stop: CancellationToken,
     connections: Vec<watch::Receiver<Option<Connection>>>,
@@ -92,6 +94,7 @@ impl Worker {
             })
             .collect();
         let stats = Arc::new(WorkerStats::default());
+        let metrics = Arc::new(cocoon_metrics::Metrics::new("worker"));
         let sealing = Arc::new(SealingKey::generate());
         let key = attested_key(&settings.identity, &sealing)?;
         let handler = Arc::new(RequestHandler {
@@ -109,6 +112,7 @@ impl Worker {
                 })
                 .collect(),
             stats: stats.clone(),
+            metrics: metrics.clone(),
             identity: settings.identity.clone(),
             sealing,
             replay: crate::replay::ReplayGuard::new(settings.replay_window),
@@ -159,8 +163,22 @@ impl Worker {
             stop.clone(),
         ));
         tracing::info!(fingerprint = %settings.identity.fingerprint(), engine = %settings.engine.describe(), "worker started");
+        let status = crate::WorkerStatus {
+            stats: stats.clone(),
+            connections: settings
+                .proxies
+                .iter()
+                .map(|p| p.address.clone())
+                .zip(connections.iter().cloned())
+                .collect(),
+            fingerprint: settings.identity.fingerprint(),
+            engine: settings.engine.describe(),
+        };
+        metrics.add_collector(status.clone());
         Ok(Worker {
             stats,
+            metrics,
+            status,
             earnings: settings.payout.as_ref().map(|(e, _)| e.clone()),
             stop,
             connections,
@@ -171,6 +189,16 @@ impl Worker {
 
     pub fn stats(&self) -> &Arc<WorkerStats> {
         &self.stats
+    }
+
+    /// Request metrics and gauges (`/metrics`).
+    pub fn metrics(&self) -> &Arc<cocoon_metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// Readiness and `/stats`.
+    pub fn status(&self) -> crate::WorkerStatus {
+        self.status.clone()
     }
 
     pub fn fingerprint(&self) -> Fingerprint {

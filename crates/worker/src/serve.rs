@@ -38,6 +38,7 @@ pub(crate) struct RequestHandler {
     /// Per model: its concurrency limit and weights hash.
     pub models: HashMap<String, (Arc<Semaphore>, Option<String>)>,
     pub stats: Arc<WorkerStats>,
+    pub metrics: Arc<cocoon_metrics::Metrics>,
     pub identity: Arc<Identity>,
     pub sealing: Arc<SealingKey>,
     pub replay: crate::replay::ReplayGuard,
@@ -88,7 +89,11 @@ impl Handler for RequestHandler {
                     "workers keep no accounts; ask a proxy".into(),
                 )
             }
-            RequestBody::Generate(sealed) => self.generate(sealed),
+            RequestBody::Generate(sealed) => {
+                // Labelled by the model in the clear header (as the proxy sees it).
+                let timer = self.metrics.request(&sealed.header.model);
+                cocoon_metrics::metered(timer, self.generate(sealed))
+            }
         }
     }
 }

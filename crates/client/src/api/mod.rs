@@ -42,6 +42,8 @@ pub struct ApiSettings {
     pub billing: Option<Arc<crate::Billing>>,
     /// Routing preferences for requests that state none (`[routing]`).
     pub routing: cocoon_protocol::RoutingPrefs,
+    /// Request metrics, served on `/metrics`.
+    pub metrics: Arc<cocoon_metrics::Metrics>,
 }
 
 impl Default for ApiSettings {
@@ -54,6 +56,7 @@ impl Default for ApiSettings {
             idle_timeout: Duration::from_secs(60),
             billing: None,
             routing: cocoon_protocol::RoutingPrefs::default(),
+            metrics: Arc::new(cocoon_metrics::Metrics::new("client")),
         }
     }
 }
@@ -89,6 +92,7 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -234,6 +238,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         Json(serde_json::json!({"ready": ready, "detail": detail})),
     )
         .into_response()
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics text).
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    cocoon_metrics::openmetrics(&app.settings.metrics)
 }
 
 /// `GET /stats`: this node's state as JSON (never a prompt or an answer).

@@ -43,7 +43,8 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
         max_coefficient: v.max_coefficient.or(app.settings.routing.max_coefficient),
         sort: v.sort.unwrap_or(app.settings.routing.sort),
     };
-    let mut events = app.backend.generate(v.request, prefs);
+    let timer = app.settings.metrics.request(&model);
+    let mut events = cocoon_metrics::metered(timer, app.backend.generate(v.request, prefs));
     let first = match tokio::time::timeout(app.settings.first_token_timeout, events.next()).await {
         Err(_) => {
             return Err(ApiError::timeout(format!(

@@ -1,0 +1,111 @@
+//! What a worker shows its operator (see `cocoon-metrics`): ready when it
+//! is connected to at least one proxy; `/stats` with its counters, engine
+//! load and proxies; and Prometheus gauges of its engine and connections.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cocoon_metrics::{encode_gauges, Collector, DescriptorEncoder, NodeStatus};
+use cocoon_protocol::tls::Fingerprint;
+use cocoon_protocol::Connection;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::WorkerStats;
+
+/// A running worker's state, as its status endpoints read it.
+#[derive(Clone)]
+pub struct WorkerStatus {
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) connections: Vec<(String, watch::Receiver<Option<Connection>>)>,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) engine: String,
+}
+
+impl std::fmt::Debug for WorkerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkerStatus({})", self.fingerprint)
+    }
+}
+
+impl WorkerStatus {
+    fn connected(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|(_, c)| c.borrow().as_ref().is_some_and(|c| !c.is_closed()))
+            .count()
+    }
+}
+
+impl NodeStatus for WorkerStatus {
+    fn ready(&self) -> (bool, Value) {
+        let connected = self.connected();
+        (
+            connected > 0,
+            json!({"proxies": self.connections.len(), "connected": connected}),
+        )
+    }
+
+    fn stats(&self) -> Value {
+        let s = &self.stats;
+        let load = *s.engine_load.lock().unwrap_or_else(|e| e.into_inner());
+        json!({
+            "object": "cocoon.worker.stats",
+            "worker": self.fingerprint.to_string(),
+            "engine": self.engine,
+            "requests": {
+                "started": s.started.load(Ordering::Relaxed),
+                "completed": s.completed.load(Ordering::Relaxed),
+                "cancelled": s.cancelled.load(Ordering::Relaxed),
+                "failed": s.failed.load(Ordering::Relaxed),
+                "active": s.active.load(Ordering::Relaxed),
+                "refused_sealed": s.refused_sealed.load(Ordering::Relaxed),
+            },
+            "tokens_generated": s.tokens_generated.load(Ordering::Relaxed),
+            "engine_load": load.map(|l| json!({"running": l.running, "waiting": l.waiting})),
+            "proxies": self.connections.iter().map(|(proxy, c)| json!({
+                "proxy": proxy,
+                "connected": c.borrow().as_ref().is_some_and(|c| !c.is_closed()),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl Collector for WorkerStatus {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        encode_gauges(
+            &mut encoder,
+            "proxies_connected",
+            "Proxies this worker is connected to",
+            &[(vec![], self.connected() as f64)],
+        )?;
+        let load = *self
+            .stats
+            .engine_load
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(load) = load {
+            encode_gauges(
+                &mut encoder,
+                "engine_running",
+                "Requests the engine is generating now",
+                &[(vec![], load.running as f64)],
+            )?;
+            encode_gauges(
+                &mut encoder,
+                "engine_waiting",
+                "Requests the engine has accepted but not started",
+                &[(vec![], load.waiting as f64)],
+            )?;
+        }
+        encode_gauges(
+            &mut encoder,
+            "sealed_requests_refused",
+            "Sealed requests refused: not for this worker, tampered with, replayed or stale",
+            &[(
+                vec![],
+                self.stats.refused_sealed.load(Ordering::Relaxed) as f64,
+            )],
+        )
+    }
+}
