@@ -86,6 +86,9 @@ pub async fn proxy(path: &Path) -> anyhow::Result<()> {
         _ = serve => {}
         _ = ctrl_c() => {}
     }
+    // Peers get a goodbye and redial elsewhere at once.
+    handle.shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     stop.cancel();
     Ok(())
 }

@@ -128,15 +128,20 @@ impl ProxyPool {
         })
     }
 
-    /// Live connections with their proxy's index, starting with the next one in turn.
+    /// Live connections with their proxy's index, starting with the next one
+    /// in turn; when this node pays, those that accepted its contract first.
     fn live(&self) -> Vec<(usize, Connection)> {
         let n = self.connections.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
+        let mut live: Vec<(usize, Connection)> = (0..n)
             .map(|i| (start + i) % n)
             .filter_map(|i| self.connections[i].borrow().clone().map(|c| (i, c)))
             .filter(|(_, c)| !c.is_closed())
-            .collect()
+            .collect();
+        if self.pays {
+            live.sort_by_key(|(i, _)| self.account(*i).is_none());
+        }
+        live
     }
 
     /// Proxies connected right now (does not advance the turn).
@@ -233,20 +238,39 @@ fn no_proxy() -> WireError {
 }
 
 impl Backend for ProxyPool {
+    /// Every live proxy's models, merged: a model's live workers are the
+    /// most any one proxy has (a worker usually serves several proxies),
+    /// its price the cheapest any offers.
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, WireError>> {
         Box::pin(async move {
             let mut last = no_proxy();
+            let mut merged: std::collections::BTreeMap<String, ModelInfo> = Default::default();
+            let mut answered = false;
             for (_, conn) in self.live() {
-                let Ok(mut answer) = conn.request(RequestBody::ListModels).await else {
-                    continue;
-                };
-                match answer.next().await {
-                    Some(Event::Models(models)) => return Ok(models),
-                    Some(Event::Error(e)) => last = e,
-                    _ => {}
+                match conn.ask(RequestBody::ListModels, ASK_TIMEOUT).await {
+                    Ok(Event::Models(models)) => {
+                        answered = true;
+                        for m in models {
+                            let entry = merged.entry(m.id.clone()).or_insert_with(|| m.clone());
+                            entry.workers = entry.workers.max(m.workers);
+                            entry.min_price_coefficient =
+                                match (entry.min_price_coefficient, m.min_price_coefficient) {
+                                    (Some(a), Some(b)) => Some(a.min(b)),
+                                    (a, b) => a.or(b),
+                                };
+                        }
+                    }
+                    Ok(other) => {
+                        tracing::debug!(answer = ?other, "unexpected answer to ListModels")
+                    }
+                    Err(e) => last = e,
                 }
             }
-            Err(last)
+            if answered {
+                Ok(merged.into_values().collect())
+            } else {
+                Err(last)
+            }
         })
     }
 
@@ -271,19 +295,32 @@ impl Backend for ProxyPool {
         let live = self.live();
         let keys = self.keys.clone();
         stream::once(async move {
-            let mut last = no_proxy();
+            let mut refusal: Option<WireError> = None;
             for (proxy, conn) in live {
                 match sealed_request(&keys, proxy, &conn, &request, prefs).await {
                     Ok(answer) => return answer,
+                    // Refused before any token: the next proxy may serve it.
+                    Err(Some(e)) if elsewhere(&e) => {
+                        tracing::info!(proxy, reason = %e.message, "proxy refused the request; trying the next one");
+                        if refusal.as_ref().is_none_or(|r| r.kind == ErrorKind::ModelNotFound) {
+                            refusal = Some(e);
+                        }
+                    }
                     Err(Some(e)) => return stream::iter([Event::Error(e)]).boxed(),
-                    Err(None) => last = no_proxy(),
+                    Err(None) => {}
                 }
             }
-            stream::iter([Event::Error(last)]).boxed()
+            stream::iter([Event::Error(refusal.unwrap_or_else(no_proxy))]).boxed()
         })
         .flatten()
         .boxed()
     }
+}
+
+/// Refusals another proxy may not give (its workers, its account with
+/// this node, its load are its own). Bad requests and bugs are final.
+fn elsewhere(e: &WireError) -> bool {
+    !matches!(e.kind, ErrorKind::InvalidRequest | ErrorKind::Internal)
 }
 
 /// Seal `request` to workers behind `conn` and send it; the answer is opened
@@ -336,7 +373,7 @@ async fn sealed_request(
             return Err(None);
         };
         let first = answer.next().await;
-        if let Some(Event::Error(e)) = &first {
+        if let Some(Event::Error(e)) = first {
             // Nothing was streamed yet: safe to send again elsewhere (a new
             // seal, a new request id; nothing was billed).
             let retry = matches!(e.kind, ErrorKind::KeysChanged | ErrorKind::Upstream);
@@ -344,6 +381,7 @@ async fn sealed_request(
                 tracing::info!(reason = %e.message, "retrying on other workers before the first token");
                 continue;
             }
+            return Err(Some(e));
         }
         return Ok(opened(first, answer, move |event| unsealer.open(event)));
     }

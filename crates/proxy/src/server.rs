@@ -33,6 +33,15 @@ pub struct ProxyHandle {
     pub fingerprint: Fingerprint,
     /// Request metrics and the routing table's gauges (`/metrics`).
     pub metrics: Arc<cocoon_metrics::Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl ProxyHandle {
+    /// Stop: accept no more connections and close every open one (their
+    /// requests end with an error; workers and client nodes redial).
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
 }
 
 /// Serve on `listener` until `shutdown` resolves.
@@ -76,7 +85,9 @@ pub fn start(
         cocoon_metrics::Metrics::new("proxy")
             .with_collector(crate::status::RoutingMetrics(registry.clone())),
     );
+    let stop = tokio_util::sync::CancellationToken::new();
     let handle = ProxyHandle {
+        stop: stop.clone(),
         metrics: metrics.clone(),
         registry: registry.clone(),
         receipts: receipts.clone(),
@@ -91,10 +102,15 @@ pub fn start(
         settlement,
         metrics,
         next_worker: AtomicU64::new(1),
+        stop: stop.clone(),
     });
     let serve = async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -121,6 +137,7 @@ struct Shared {
     settlement: Option<Arc<Settlement>>,
     metrics: Arc<cocoon_metrics::Metrics>,
     next_worker: AtomicU64,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Shared {
@@ -173,7 +190,10 @@ impl Shared {
             self.settings.mux.clone(),
         );
         tracing::info!(role = ?peer.role, %key, software = %peer.software, "peer connected");
-        conn.closed().await;
+        tokio::select! {
+            _ = conn.closed() => {}
+            _ = self.stop.cancelled() => conn.close("proxy shutting down"),
+        }
         if let Some(id) = worker_id {
             self.registry.remove(id);
         }
