@@ -87,6 +87,8 @@ pub async fn run(options: RoutingBenchOptions) -> anyhow::Result<()> {
             let key = fake_key(i);
             let announce = Announce {
                 models: vec![ModelOffer {
+                    context_length: None,
+                    quantization: None,
                     name: "m".into(),
                     max_concurrent: 8,
                     weights_sha256: None,

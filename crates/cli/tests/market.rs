@@ -202,3 +202,61 @@ async fn sorted_by_latency_the_measured_faster_worker_gets_the_requests() {
     assert!(served[3..].iter().all(|w| *w == fast), "{served:?}");
     net.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_conversation_returns_to_the_worker_that_holds_its_prompt() {
+    // Two workers at the same price: idle, either would do; a conversation's
+    // next turns go back to the one that answered its first.
+    let net = devnet_with(|o| {
+        o.settle_every = None;
+        o.engine = slow_engine(100, 4);
+        o.more_workers = vec![(slow_engine(100, 4), 1000)];
+    })
+    .await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let first_turn =
+        |i: usize| vec![json!({"role": "user", "content": format!("conversation {i}")})];
+    // First turns at once: the load spreads them over both workers.
+    let answers = futures::future::join_all((0..4).map(|i| {
+        let url = url.clone();
+        async move {
+            let body = json!({"model": MODEL, "messages": first_turn(i), "max_tokens": 5});
+            post(&url, &body).await
+        }
+    }))
+    .await;
+    let mut conversations = Vec::new();
+    for (i, (status, body)) in answers.into_iter().enumerate() {
+        assert_eq!(status, 200, "{body}");
+        let reply = body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut messages = first_turn(i);
+        messages.push(json!({"role": "assistant", "content": reply}));
+        conversations.push((served_by(&body).0, messages));
+    }
+    let workers: std::collections::HashSet<&String> =
+        conversations.iter().map(|(w, _)| w).collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "the first turns did not spread: {conversations:?}"
+    );
+
+    // Next turns one at a time (both workers idle): each returns to its own.
+    for turn in 2..4 {
+        for (worker, messages) in conversations.iter_mut() {
+            messages.push(json!({"role": "user", "content": format!("turn {turn}")}));
+            let body = json!({"model": MODEL, "messages": messages, "max_tokens": 2});
+            let (status, answer) = post(&url, &body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(&served_by(&answer).0, worker, "turn {turn} went elsewhere");
+            let reply = answer["choices"][0]["message"]["content"].clone();
+            messages.push(json!({"role": "assistant", "content": reply}));
+        }
+    }
+    let stats = get_json(&format!("{}/stats", net.api_url.trim_end_matches("/v1"))).await;
+    assert_eq!(stats["backend"]["conversations_remembered"], 12, "{stats}");
+    net.shutdown().await;
+}

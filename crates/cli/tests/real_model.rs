@@ -15,7 +15,7 @@ use cocoon_inference::store::{
     ModelSource, ModelStore, SMOLLM2_NAME, SMOLLM2_SHA256, SMOLLM2_SOURCE,
 };
 use cocoon_worker::{EngineConfig, WeightsLocation};
-use common::{http, post, post_stream};
+use common::{get_json, http, post, post_stream};
 use serde_json::{json, Value};
 
 const MODEL: &str = "SmolLM2-135M-Instruct";
@@ -108,6 +108,13 @@ async fn answers_a_factual_question_through_the_network() {
     // The worker reads the engine's own load (the batch loop's counts).
     let load = *net.worker.stats().engine_load.lock().unwrap();
     assert!(load.is_some_and(|l| l.waiting == 0), "{load:?}");
+    // The worker announced its context and quantisation: listed to apps
+    // and in the proxy's routing table.
+    let models = get_json(&format!("{}/models", net.api_url)).await;
+    assert_eq!(models["data"][0]["context_length"], 2048, "{models}");
+    let stats = get_json(&format!("{}/stats", net.proxy_status_url)).await;
+    assert_eq!(stats["offers"][0]["quantization"], "Q4_1", "{stats}");
+    assert_eq!(stats["offers"][0]["context_length"], 2048);
     net.shutdown().await;
 }
 

@@ -17,10 +17,13 @@
 //! * `pool`    - [`ProxyPool`], kept-alive connections to proxies with failover.
 //! * `sealing` - which workers' attested keys to seal to; opening the answer
 //!   and verifying the worker's usage receipt.
+//! * `affinity` - which worker answered a conversation's last turn (its
+//!   next turn is sealed to it first, for its prompt cache).
 //! * `billing` - [`Billing`]: the node's client contract on TON, the balance
 //!   endpoint, and refusing (402) what it cannot pay for.
 //! * `config`  - [`ClientConfig`], the TOML file, validated with field names.
 
+mod affinity;
 mod api;
 mod backend;
 pub mod billing;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use cocoon_protocol::tls::{self, Identity, PinnedKeys};
 use cocoon_protocol::{
     keep_connected, AccountTerms, Connection, DialSettings, ErrorKind, Event, GenerateRequest,
-    Handler, Hello, ModelInfo, MuxOptions, ProtocolError, ProxyEndpoint, RequestBody,
+    Handler, Hello, ListedWorker, ModelInfo, MuxOptions, ProtocolError, ProxyEndpoint, RequestBody,
     ResponseStream, Role, Voucher, WireError, DEFAULT_MAX_FRAME_BYTES,
 };
 use futures::future::BoxFuture;
@@ -19,6 +19,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::affinity::{Affinity, TurnKeys};
 use crate::sealing::{self, KeyDirectory, Unsealer};
 use crate::Backend;
 
@@ -31,6 +32,7 @@ pub struct ProxyPool {
     next: AtomicUsize,
     stop: CancellationToken,
     keys: Arc<KeyDirectory>,
+    affinity: Arc<Affinity>,
 }
 
 /// Proxies never send requests to client nodes.
@@ -125,6 +127,7 @@ impl ProxyPool {
             next: AtomicUsize::new(0),
             stop,
             keys,
+            affinity: Arc::new(Affinity::default()),
         })
     }
 
@@ -253,6 +256,7 @@ impl Backend for ProxyPool {
                         for m in models {
                             let entry = merged.entry(m.id.clone()).or_insert_with(|| m.clone());
                             entry.workers = entry.workers.max(m.workers);
+                            entry.context_length = entry.context_length.max(m.context_length);
                             entry.min_price_coefficient =
                                 match (entry.min_price_coefficient, m.min_price_coefficient) {
                                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -283,6 +287,7 @@ impl Backend for ProxyPool {
                 "proxies": self.connections.len(),
                 "connected": connected,
                 "contract_registered": if self.pays { serde_json::json!(registered) } else { serde_json::Value::Null },
+                "conversations_remembered": self.affinity.len(),
             }),
         )
     }
@@ -294,10 +299,11 @@ impl Backend for ProxyPool {
     ) -> BoxStream<'static, Event> {
         let live = self.live();
         let keys = self.keys.clone();
+        let affinity = self.affinity.clone();
         stream::once(async move {
             let mut refusal: Option<WireError> = None;
             for (proxy, conn) in live {
-                match sealed_request(&keys, proxy, &conn, &request, prefs).await {
+                match sealed_request(&keys, &affinity, proxy, &conn, &request, prefs).await {
                     Ok(answer) => return answer,
                     // Refused before any token: the next proxy may serve it.
                     Err(Some(e)) if elsewhere(&e) => {
@@ -330,28 +336,51 @@ fn elsewhere(e: &WireError) -> bool {
 /// seal again once, to other workers where there are any.
 async fn sealed_request(
     keys: &KeyDirectory,
+    affinity: &Arc<Affinity>,
     proxy: usize,
     conn: &Connection,
     request: &GenerateRequest,
     prefs: cocoon_protocol::RoutingPrefs,
 ) -> Result<BoxStream<'static, Event>, Option<WireError>> {
+    let turn = Arc::new(TurnKeys::of(request));
+    // The worker that answered this conversation's last turn, if it is
+    // within the price limit.
+    let mut sticky = affinity.previous(&turn).filter(|w| {
+        prefs
+            .max_coefficient
+            .is_none_or(|limit| w.price_coefficient <= limit)
+    });
     let mut avoid: Vec<cocoon_protocol::tls::Fingerprint> = Vec::new();
     for fresh in [false, true] {
         let listed = keys
             .keys(proxy, conn, &request.model, prefs, fresh)
             .await
             .map_err(|e| (e.kind != ErrorKind::Upstream).then_some(e))?;
-        let others: Vec<_> = listed
+        let mut others: Vec<ListedWorker> = listed
             .iter()
             .filter(|l| !avoid.contains(&l.key.worker()))
             .cloned()
             .collect();
-        let chosen = if others.is_empty() {
-            sealing::candidates(&listed)
-        } else {
-            sealing::candidates(&others)
-        };
+        if others.is_empty() {
+            others = listed.to_vec();
+        }
+        let sticky_now = sticky.take().filter(|s| !avoid.contains(&s.key.worker()));
+        if let Some(s) = &sticky_now {
+            // First, with its fresh listing when it is on the short list.
+            let fp = s.key.worker();
+            let fresh_entry = others.iter().position(|l| l.key.worker() == fp);
+            let first = match fresh_entry {
+                Some(i) => others.remove(i),
+                None => s.clone(),
+            };
+            others.insert(0, first);
+        }
+        let chosen = sealing::candidates(&others);
         avoid.extend(chosen.iter().map(|c| c.worker));
+        let sealed_to: Vec<ListedWorker> = chosen
+            .iter()
+            .filter_map(|c| others.iter().find(|l| l.key.worker() == c.worker).cloned())
+            .collect();
         let to: Vec<_> = chosen.iter().map(|c| (c.worker, c.sealing_key)).collect();
         let (mut sealed, opener) =
             cocoon_protocol::sealed::seal(request, &to, now_ms()).map_err(|e| {
@@ -361,6 +390,7 @@ async fn sealed_request(
                 ))
             })?;
         sealed.sort = prefs.sort;
+        sealed.affinity = sticky_now.is_some();
         let mut unsealer = Unsealer {
             opener,
             header: sealed.header.clone(),
@@ -383,7 +413,21 @@ async fn sealed_request(
             }
             return Err(Some(e));
         }
-        return Ok(opened(first, answer, move |event| unsealer.open(event)));
+        let affinity = affinity.clone();
+        let turn = turn.clone();
+        return Ok(opened(first, answer, move |event| {
+            let event = unsealer.open(event);
+            // Remember who answered this turn (its receipt verified).
+            if let Event::Done(done) = &event {
+                if let Some(receipt) = &done.receipt {
+                    let by = receipt.receipt.worker;
+                    if let Some(worker) = sealed_to.iter().find(|l| l.key.worker() == by) {
+                        affinity.remember(&turn, worker.clone());
+                    }
+                }
+            }
+            event
+        }));
     }
     Err(Some(WireError::new(
         ErrorKind::KeysChanged,

@@ -68,6 +68,8 @@ impl Engine for InstantEngine {
             name: self.model.clone(),
             max_concurrent: self.max_concurrent,
             weights_sha256: None,
+            context_length: None,
+            quantization: None,
         }]
     }
 

@@ -62,6 +62,7 @@ pub trait Engine: Send + Sync + 'static {
                 id: m.name,
                 workers: 1,
                 min_price_coefficient: Some(m.price_coefficient),
+                context_length: m.context_length,
             })
             .collect()
     }

@@ -140,6 +140,8 @@ impl Engine for OpenAiHttpEngine {
             name: self.config.model.clone(),
             max_concurrent: self.config.max_concurrent,
             weights_sha256: None,
+            context_length: None,
+            quantization: None,
         }]
     }
 

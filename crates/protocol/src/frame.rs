@@ -11,7 +11,7 @@ use crate::sealed::SealedRequest;
 use crate::worker_key::WorkerKey;
 
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +231,9 @@ pub struct ModelInfo {
     pub workers: u32,
     /// The lowest price coefficient among them (1000 = base price).
     pub min_price_coefficient: Option<u32>,
+    /// The longest context any of them offers, when they say.
+    #[serde(default)]
+    pub context_length: Option<u32>,
 }
 
 /// How a client node wants its request routed (OpenRouter-style).
@@ -289,6 +292,12 @@ pub struct ModelOffer {
     pub weights_sha256: Option<String>,
     /// Its price (1000 = the network's base price); clients are charged at it.
     pub price_coefficient: u32,
+    /// Tokens of prompt and completion one request may hold, when known.
+    #[serde(default)]
+    pub context_length: Option<u32>,
+    /// How the weights are quantised (e.g. `Q4_K_M`, `BF16`), when known.
+    #[serde(default)]
+    pub quantization: Option<String>,
 }
 
 /// A failure, carried to the client node which maps `kind` to an HTTP status.

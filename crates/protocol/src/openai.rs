@@ -310,6 +310,10 @@ pub struct Model {
     /// Cocoon extension: the cheapest live worker's price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<ModelPricing>,
+    /// Cocoon extension (as OpenRouter): the longest context (prompt and
+    /// completion tokens) a live worker offers, when workers say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u32>,
 }
 
 /// What the cheapest live worker of a model charges.

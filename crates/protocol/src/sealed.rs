@@ -65,6 +65,11 @@ pub struct SealedRequest {
     /// (a hint outside the seal: routing is the proxy's job either way).
     #[serde(default)]
     pub sort: crate::Sort,
+    /// The first recipient answered this conversation's previous turn and
+    /// holds its prompt in cache: take it while it has room (a hint
+    /// outside the seal, like `sort`).
+    #[serde(default)]
+    pub affinity: bool,
 }
 
 impl SealedRequest {
@@ -242,6 +247,7 @@ pub fn seal(
         recipients: sealed_to,
         ciphertext: std::mem::take(&mut *ciphertext),
         sort: crate::Sort::default(),
+        affinity: false,
     };
     Ok((sealed, ReplyOpener(ChunkKey::new(&content_key, request_id))))
 }

@@ -202,6 +202,8 @@ struct Offer {
     fingerprint: Fingerprint,
     payee: Option<StdAddr>,
     price_coefficient: u32,
+    context_length: Option<u32>,
+    quantization: Option<Arc<str>>,
 }
 
 impl Offer {
@@ -283,6 +285,23 @@ impl ModelOffers {
     }
 }
 
+/// A slot of `offer`, if it has room.
+fn take_slot(offer: &Offer) -> Option<Picked> {
+    let slot = &offer.slot;
+    slot.in_flight
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < slot.capacity).then_some(n + 1)
+        })
+        .ok()?;
+    Some(Picked {
+        conn: offer.conn.clone(),
+        slot: SlotGuard(slot.clone()),
+        key: offer.key.clone(),
+        payee: offer.payee.clone(),
+        price_coefficient: offer.price_coefficient,
+    })
+}
+
 /// One worker's offer for one model as the proxy measures it (for `/stats`
 /// and `/metrics`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -293,6 +312,8 @@ pub struct OfferStats {
     pub price_coefficient: u32,
     pub in_flight: u32,
     pub capacity: u32,
+    pub context_length: Option<u32>,
+    pub quantization: Option<String>,
     /// Moving average of the time to first token (0: not measured yet).
     pub ttft_us: u64,
     /// Moving average of tokens/s after the first, x1000.
@@ -415,6 +436,8 @@ impl Registry {
                     fingerprint,
                     payee: payee.clone(),
                     price_coefficient: offer.price_coefficient,
+                    context_length: offer.context_length,
+                    quantization: offer.quantization.as_deref().map(Arc::from),
                 });
             // Waiting requests may find room with this worker (resealed to it).
             queue.freed.notify_waiters();
@@ -498,8 +521,16 @@ impl Registry {
         model: &str,
         candidates: &[Fingerprint],
         sort: Sort,
+        affinity: bool,
     ) -> Result<Picked, WireError> {
-        let first = self.pick(model, candidates, sort);
+        let pick = || {
+            if affinity {
+                self.pick_affine(model, candidates, sort)
+            } else {
+                self.pick(model, candidates, sort)
+            }
+        };
+        let first = pick();
         if !matches!(&first, Err(e) if e.kind == ErrorKind::Overloaded) {
             return first;
         }
@@ -521,7 +552,7 @@ impl Registry {
             let freed = queue.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            match self.pick(model, candidates, sort) {
+            match pick() {
                 Err(e) if e.kind == ErrorKind::Overloaded => {}
                 other => return other,
             }
@@ -535,6 +566,26 @@ impl Registry {
                 ));
             }
         }
+    }
+
+    /// [`Registry::pick`], but the first candidate (the worker holding the
+    /// conversation's cache) first while it has room and is healthy.
+    pub fn pick_affine(
+        &self,
+        model: &str,
+        candidates: &[Fingerprint],
+        sort: Sort,
+    ) -> Result<Picked, WireError> {
+        if let Some(first) = candidates.first() {
+            let by_model = self.by_model.read().unwrap();
+            let offer = by_model.get(model).and_then(|o| o.get(first));
+            if let Some(offer) = offer.filter(|o| !o.conn.is_closed() && !o.unhealthy()) {
+                if let Some(picked) = take_slot(offer) {
+                    return Ok(picked);
+                }
+            }
+        }
+        self.pick(model, candidates, sort)
     }
 
     /// Choose the least-loaded live worker for `model` among `candidates` (the
@@ -566,21 +617,8 @@ impl Registry {
         // By the client's sort, those with room first.
         order.sort_by_key(|o| rank(o, sort));
         for offer in order {
-            let taken =
-                offer
-                    .slot
-                    .in_flight
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < offer.slot.capacity).then_some(n + 1)
-                    });
-            if taken.is_ok() {
-                return Ok(Picked {
-                    conn: offer.conn.clone(),
-                    slot: SlotGuard(offer.slot.clone()),
-                    key: offer.key.clone(),
-                    payee: offer.payee.clone(),
-                    price_coefficient: offer.price_coefficient,
-                });
+            if let Some(picked) = take_slot(offer) {
+                return Ok(picked);
             }
         }
         // Both sealed-to workers are full: if another has room, the client
@@ -605,26 +643,33 @@ impl Registry {
     /// Models with their live worker counts (known models with none included).
     pub fn models(&self) -> Vec<ModelInfo> {
         let by_model = self.by_model.read().unwrap();
-        let mut out: BTreeMap<String, (u32, Option<u32>)> = self
+        let mut out: BTreeMap<String, ModelInfo> = self
             .known
             .read()
             .unwrap()
             .iter()
-            .map(|m| (m.clone(), (0, None)))
+            .map(|m| {
+                let info = ModelInfo {
+                    id: m.clone(),
+                    workers: 0,
+                    min_price_coefficient: None,
+                    context_length: None,
+                };
+                (m.clone(), info)
+            })
             .collect();
         for (model, offers) in by_model.iter() {
             let live = offers.values().filter(|o| !o.conn.is_closed());
             let workers: HashSet<u64> = live.clone().map(|o| o.worker).collect();
-            let cheapest = live.map(|o| o.price_coefficient).min();
-            out.insert(model.clone(), (workers.len() as u32, cheapest));
+            let info = ModelInfo {
+                id: model.clone(),
+                workers: workers.len() as u32,
+                min_price_coefficient: live.clone().map(|o| o.price_coefficient).min(),
+                context_length: live.filter_map(|o| o.context_length).max(),
+            };
+            out.insert(model.clone(), info);
         }
-        out.into_iter()
-            .map(|(id, (workers, min_price_coefficient))| ModelInfo {
-                id,
-                workers,
-                min_price_coefficient,
-            })
-            .collect()
+        out.into_values().collect()
     }
 
     /// Every live offer's figures, by model then worker.
@@ -644,6 +689,8 @@ impl Registry {
                             price_coefficient: o.price_coefficient,
                             in_flight: o.slot.in_flight.load(Ordering::Acquire),
                             capacity: o.slot.capacity,
+                            context_length: o.context_length,
+                            quantization: o.quantization.as_deref().map(str::to_string),
                             ttft_us: speed.ttft_us.load(Ordering::Relaxed),
                             tokens_per_s_milli: speed.tokens_per_s_milli.load(Ordering::Relaxed),
                             errors_permille: speed.errors_permille.load(Ordering::Relaxed),

@@ -296,7 +296,12 @@ impl ClientSide {
         stream::once(async move {
             // Waits in the model's queue while every worker is full.
             let picked = registry
-                .pick_or_wait(&request.header.model, &candidates, request.sort)
+                .pick_or_wait(
+                    &request.header.model,
+                    &candidates,
+                    request.sort,
+                    request.affinity,
+                )
                 .await;
             let picked = match picked {
                 Ok(x) => x,

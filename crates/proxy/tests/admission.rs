@@ -123,6 +123,8 @@ async fn pinned_worker_joins_and_announces() {
 fn announce(key: Option<WorkerKey>) -> Announce {
     Announce {
         models: vec![ModelOffer {
+            context_length: None,
+            quantization: None,
             price_coefficient: 1000,
             name: "m".into(),
             max_concurrent: 2,

@@ -33,6 +33,8 @@ fn key(i: u64) -> WorkerKey {
 fn announce(registry: &Registry, conn: &Connection, i: u64, price: u32, capacity: u32) {
     let announce = Announce {
         models: vec![ModelOffer {
+            context_length: None,
+            quantization: None,
             name: "m".into(),
             max_concurrent: capacity,
             weights_sha256: None,
@@ -146,7 +148,10 @@ async fn a_full_model_queues_requests_until_a_slot_frees_up_to_a_bound_and_a_dea
 
     // Two wait; a third is refused at once.
     let waiter = |r: Arc<Registry>| {
-        tokio::spawn(async move { r.pick_or_wait("m", &[key(1).worker()], Sort::Price).await })
+        tokio::spawn(async move {
+            r.pick_or_wait("m", &[key(1).worker()], Sort::Price, false)
+                .await
+        })
     };
     let (first, second) = (waiter(registry.clone()), waiter(registry.clone()));
     while registry.queue_depths() != [("m".to_string(), 2)] {
@@ -154,7 +159,7 @@ async fn a_full_model_queues_requests_until_a_slot_frees_up_to_a_bound_and_a_dea
     }
     let started = Instant::now();
     let refused = registry
-        .pick_or_wait("m", &only, Sort::Price)
+        .pick_or_wait("m", &only, Sort::Price, false)
         .await
         .err()
         .unwrap();
@@ -223,4 +228,24 @@ async fn a_failing_worker_goes_last_then_is_tried_again_after_its_probation() {
     // ...and one more failure puts it back on probation.
     picked.slot.failed();
     assert_eq!(prices(&registry, RoutingPrefs::default()), [1500]);
+}
+
+#[tokio::test]
+async fn a_conversation_returns_to_its_worker_while_it_has_room() {
+    let (conn, _theirs) = connection();
+    let registry = Registry::new(["m".to_string()]);
+    announce(&registry, &conn, 1, 1000, 2);
+    announce(&registry, &conn, 2, 1500, 2);
+    // Sealed to the dearer worker first, with affinity: it is taken...
+    let dear_first = [key(2).worker(), key(1).worker()];
+    let a = registry.pick_affine("m", &dear_first, Sort::Price).unwrap();
+    let b = registry.pick_affine("m", &dear_first, Sort::Price).unwrap();
+    assert_eq!((a.price_coefficient, b.price_coefficient), (1500, 1500));
+    // ...until it is full: then the other candidate, as without affinity.
+    let c = registry.pick_affine("m", &dear_first, Sort::Price).unwrap();
+    assert_eq!(c.price_coefficient, 1000);
+    // Without affinity the cheaper one is preferred.
+    drop((a, b));
+    let d = registry.pick("m", &dear_first, Sort::Price).unwrap();
+    assert_eq!(d.price_coefficient, 1000);
 }

@@ -122,6 +122,8 @@ fn key(identity: &Identity) -> WorkerKey {
 fn offer(weights: &str, key: WorkerKey) -> Announce {
     Announce {
         models: vec![ModelOffer {
+            context_length: None,
+            quantization: None,
             price_coefficient: 1000,
             name: "m".into(),
             max_concurrent: 1,

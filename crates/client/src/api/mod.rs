@@ -165,6 +165,7 @@ async fn models(State(app): State<Arc<App>>) -> Result<Json<ModelList>, ApiError
                 created: 0,
                 owned_by: "cocoon".into(),
                 workers: Some(m.workers),
+                context_length: m.context_length,
                 pricing: m.min_price_coefficient.map(|c| {
                     let per_million = prices.as_ref().map(|p| p.per_million(c));
                     cocoon_protocol::openai::ModelPricing {

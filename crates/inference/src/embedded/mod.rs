@@ -342,6 +342,8 @@ impl Engine for EmbeddedEngine {
             name: self.name.clone(),
             max_concurrent: self.max_sequences,
             weights_sha256: Some(self.facts.sha256.clone()),
+            context_length: Some(self.facts.context_tokens),
+            quantization: Some(self.facts.quantization.clone()),
         }]
     }
 

@@ -134,9 +134,11 @@ proptest! {
                            request_id in any::<[u8; 16]>(), sent_at_ms in any::<u64>(),
                            worker in any::<[u8; 32]>(),
                            enc in proptest::collection::vec(any::<u8>(), 0..40),
-                           ciphertext in proptest::collection::vec(any::<u8>(), 0..300)) {
+                           ciphertext in proptest::collection::vec(any::<u8>(), 0..300),
+                           affinity in any::<bool>()) {
         let frame = Frame::Request { id, body: RequestBody::Generate(crate::SealedRequest {
             sort: crate::Sort::default(),
+            affinity,
             header: crate::SealHeader { request_id, model, max_tokens, sent_at_ms },
             recipients: vec![crate::sealed::Recipient {
                 worker: crate::tls::Fingerprint(worker), enc: enc.clone(), sealed_key: enc,

@@ -65,6 +65,7 @@ impl Handler for Counter {
 fn generate(n: u32) -> RequestBody {
     RequestBody::Generate(crate::SealedRequest {
         sort: crate::Sort::default(),
+        affinity: false,
         header: crate::SealHeader {
             request_id: [0; 16],
             model: "m".into(),
