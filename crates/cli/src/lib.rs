@@ -14,6 +14,8 @@
 //! * `engine_bench`  - `cocoon bench-engine`: the embedded engine's speed beside
 //!   llama.cpp's own tools and the memory-bandwidth bound.
 //! * `roles`         - running one role from its TOML file.
+//! * `load_bench` - `cocoon bench-load`: one proxy (its own process) under
+//!   streamed load from several client nodes to many workers.
 //! * `routing_bench` - `cocoon bench-routing`: the proxy's routing decisions at
 //!   10 to 10,000 registered workers.
 //! * `models`        - `cocoon model pull|list` and the devnet's default model.
@@ -24,6 +26,7 @@ pub mod bench;
 pub mod devnet;
 pub mod engine_bench;
 pub mod engine_server;
+pub mod load_bench;
 pub mod models;
 pub mod roles;
 pub mod routing_bench;

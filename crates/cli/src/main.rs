@@ -66,6 +66,9 @@ enum Command {
     BenchEngine(cocoon_cli::engine_bench::EngineBenchOptions),
     /// Time the proxy's routing decisions at 10, 1,000 and 10,000 registered workers.
     BenchRouting(cocoon_cli::routing_bench::RoutingBenchOptions),
+    /// One proxy (its own process) under streamed load from several client
+    /// nodes to many instant workers: requests/s, latencies, proxy memory.
+    BenchLoad(cocoon_cli::load_bench::LoadBenchOptions),
     /// Check TEE evidence: `cocoon attest verify --quote Q --collateral C`.
     Attest {
         #[command(subcommand)]
@@ -346,6 +349,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(options) => bench::run(options).await,
         Command::BenchEngine(options) => cocoon_cli::engine_bench::run(options).await,
         Command::BenchRouting(options) => cocoon_cli::routing_bench::run(options).await,
+        Command::BenchLoad(options) => cocoon_cli::load_bench::run(options).await,
     }
 }
 

@@ -46,6 +46,37 @@ fn bench_routing_prints_a_row_per_worker_count_and_names_bad_flags() {
 }
 
 #[test]
+fn bench_load_runs_a_proxy_process_under_load_and_prints_its_row() {
+    let out = cocoon(&[
+        "bench-load",
+        "--workers",
+        "3",
+        "--clients",
+        "2",
+        "--concurrency",
+        "4",
+        "--requests",
+        "40",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("3 "))
+        .unwrap_or_else(|| panic!("no row for 3 workers: {text}"));
+    // Every request answered; the proxy's memory was read from /proc.
+    assert!(row.trim_end().ends_with(" 0"), "{row}");
+    assert!(row.contains("idle") && !row.contains(" 0 idle"), "{row}");
+    let out = cocoon(&["bench-load", "--workers", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--workers"));
+}
+
+#[test]
 fn example_configs_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();

@@ -331,9 +331,10 @@ fn elsewhere(e: &WireError) -> bool {
 
 /// Seal `request` to workers behind `conn` and send it; the answer is opened
 /// event by event. `Err(None)`: this proxy could not take it, try another.
-/// When the workers changed since the keys were fetched, or the request
-/// failed before its first token (a worker went away), fetch fresh keys and
-/// seal again once, to other workers where there are any.
+/// When the workers changed since the keys were fetched (or were full), or
+/// the request failed before its first token (a worker went away), fetch
+/// fresh keys and seal again, to other workers where there are any (up to
+/// [`ATTEMPTS`] in all).
 async fn sealed_request(
     keys: &KeyDirectory,
     affinity: &Arc<Affinity>,
@@ -351,7 +352,8 @@ async fn sealed_request(
             .is_none_or(|limit| w.price_coefficient <= limit)
     });
     let mut avoid: Vec<cocoon_protocol::tls::Fingerprint> = Vec::new();
-    for fresh in [false, true] {
+    for attempt in 0..ATTEMPTS {
+        let fresh = attempt > 0;
         let listed = keys
             .keys(proxy, conn, &request.model, prefs, fresh)
             .await
@@ -407,8 +409,8 @@ async fn sealed_request(
             // Nothing was streamed yet: safe to send again elsewhere (a new
             // seal, a new request id; nothing was billed).
             let retry = matches!(e.kind, ErrorKind::KeysChanged | ErrorKind::Upstream);
-            if retry && !fresh {
-                tracing::info!(reason = %e.message, "retrying on other workers before the first token");
+            if retry && attempt + 1 < ATTEMPTS {
+                tracing::debug!(reason = %e.message, attempt, "sealing again to other workers before the first token");
                 continue;
             }
             return Err(Some(e));
@@ -437,6 +439,11 @@ async fn sealed_request(
         ),
     )))
 }
+
+/// Times a request is sealed before its first token: the first to the
+/// cached short list, the others to a fresh one (its workers were full or
+/// went away).
+const ATTEMPTS: usize = 2;
 
 /// `first` then the rest of `answer`, each through `open`, ending after the
 /// first terminal event.
