@@ -443,7 +443,7 @@ async fn sealed_request(
 /// Times a request is sealed before its first token: the first to the
 /// cached short list, the others to a fresh one (its workers were full or
 /// went away).
-const ATTEMPTS: usize = 2;
+const ATTEMPTS: usize = 3;
 
 /// `first` then the rest of `answer`, each through `open`, ending after the
 /// first terminal event.

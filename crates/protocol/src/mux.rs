@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -268,12 +268,42 @@ impl Connection {
             return;
         }
         // Called without holding any lock: handlers may inspect the connection.
-        let mut events = handler.serve(self, body);
+        // A handler that panics fails its request, never the connection.
+        let served =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.serve(self, body)));
+        let mut events = match served {
+            Ok(events) => events,
+            Err(_) => {
+                tracing::error!(id, "a request handler panicked");
+                futures::stream::iter([Event::Error(WireError::new(
+                    ErrorKind::Internal,
+                    "the request's handler failed",
+                ))])
+                .boxed()
+            }
+        };
         let mut incoming = self.shared.incoming.lock().unwrap();
         let conn = self.clone();
         let task = tokio::spawn(async move {
             let mut finished = false;
-            while let Some(event) = events.next().await {
+            loop {
+                let next = std::panic::AssertUnwindSafe(events.next())
+                    .catch_unwind()
+                    .await;
+                let event = match next {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::error!(id, "a request's answer panicked");
+                        finished = true;
+                        let event = Event::Error(WireError::new(
+                            ErrorKind::Internal,
+                            "the request's answer failed",
+                        ));
+                        let _ = conn.shared.data_tx.send(Frame::Event { id, event }).await;
+                        break;
+                    }
+                };
                 finished = event.is_terminal();
                 if conn
                     .shared
@@ -388,7 +418,14 @@ async fn read_loop<S>(
                     task.abort();
                 }
             }
-            Frame::Announce(announce) => handler.on_announce(&conn, announce),
+            Frame::Announce(announce) => {
+                let announced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler.on_announce(&conn, announce)
+                }));
+                if announced.is_err() {
+                    break "handling the peer's announcement failed".to_string();
+                }
+            }
             Frame::Ping(nonce) => {
                 let _ = conn.shared.control_tx.send(Frame::Pong(nonce));
             }

@@ -54,6 +54,15 @@ fn rank(offer: &Offer, sort: Sort) -> u64 {
     }
 }
 
+/// `offers` best first by `sort`. Each rank is read once: loads change
+/// while others route, and a sort whose keys move under it is no order at
+/// all (Rust's sort may panic on one).
+fn ranked(offers: Vec<&Offer>, sort: Sort) -> Vec<&Offer> {
+    let mut keyed: Vec<(u64, &Offer)> = offers.into_iter().map(|o| (rank(o, sort), o)).collect();
+    keyed.sort_by_key(|(r, _)| *r);
+    keyed.into_iter().map(|(_, o)| o).collect()
+}
+
 /// One worker's capacity for one model.
 #[derive(Debug)]
 struct Slot {
@@ -463,10 +472,13 @@ impl Registry {
         let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
         if prefs.sort == Sort::Price {
             if let Some(offers) = by_model.get(model) {
-                let mut cheapest = offers.cheapest_with_room(limit, SHORT_LIST);
+                // Three times as many as listed, then the least loaded of
+                // them: workers at equal prices share the traffic.
+                let cheapest = offers.cheapest_with_room(limit, 3 * SHORT_LIST);
                 if !cheapest.is_empty() {
-                    cheapest.sort_by_key(|o| rank(o, Sort::Price));
-                    return Ok(cheapest.into_iter().map(listed).collect());
+                    let mut ranked = ranked(cheapest, Sort::Price);
+                    ranked.truncate(SHORT_LIST);
+                    return Ok(ranked.into_iter().map(listed).collect());
                 }
             }
         }
@@ -598,7 +610,7 @@ impl Registry {
     ) -> Result<Picked, WireError> {
         let by_model = self.by_model.read().unwrap();
         let offers = by_model.get(model);
-        let mut order: Vec<&Offer> = candidates
+        let order: Vec<&Offer> = candidates
             .iter()
             .filter_map(|fp| offers?.get(fp))
             .filter(|o| !o.conn.is_closed())
@@ -615,8 +627,7 @@ impl Registry {
             ));
         }
         // By the client's sort, those with room first.
-        order.sort_by_key(|o| rank(o, sort));
-        for offer in order {
+        for offer in ranked(order, sort) {
             if let Some(picked) = take_slot(offer) {
                 return Ok(picked);
             }

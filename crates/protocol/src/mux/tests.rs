@@ -261,3 +261,53 @@ async fn garbage_from_peer_closes_with_a_reason() {
         conn.close_reason()
     );
 }
+
+/// Panics while serving `max_tokens` = 0 (at once) or 1 (in its answer).
+struct Panics;
+
+impl Handler for Panics {
+    fn serve(&self, _conn: &Connection, body: RequestBody) -> BoxStream<'static, Event> {
+        let RequestBody::Generate(req) = body else {
+            return stream::iter([Event::Models(vec![])]).boxed();
+        };
+        match req.header.max_tokens {
+            Some(0) => panic!("handler bug"),
+            Some(1) => stream::once(async { panic!("answer bug") }).boxed(),
+            _ => stream::iter([Event::Models(vec![])]).boxed(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_request_not_the_connection() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let hello = |role| Hello {
+        role,
+        software: "t".into(),
+    };
+    let client = Connection::spawn(
+        Framed::new(a, length_codec(1 << 20)),
+        hello(Role::Client),
+        None,
+        Arc::new(Panics),
+        MuxOptions::default(),
+    );
+    let _server = Connection::spawn(
+        Framed::new(b, length_codec(1 << 20)),
+        hello(Role::Proxy),
+        None,
+        Arc::new(Panics),
+        MuxOptions::default(),
+    );
+    for n in [0, 1] {
+        let events = collect(client.request(generate(n)).await.unwrap()).await;
+        assert!(
+            matches!(&events[..], [Event::Error(e)] if e.kind == ErrorKind::Internal),
+            "{events:?}"
+        );
+    }
+    // The connection still serves.
+    let events = collect(client.request(generate(5)).await.unwrap()).await;
+    assert_eq!(events, vec![Event::Models(vec![])]);
+    assert!(!client.is_closed());
+}
