@@ -40,6 +40,9 @@ pub struct ClientConfig {
     pub idle_timeout_secs: u64,
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// Longest a dial to a proxy may take (TCP connect, TLS handshake, hello).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
     /// "production" (default) refuses simulated TEEs; "development" allows them.
     #[serde(default)]
     pub profile: Profile,
@@ -215,6 +218,10 @@ fn default_first_token() -> u64 {
 fn default_idle() -> u64 {
     60
 }
+fn default_connect_timeout() -> u64 {
+    10
+}
+
 fn default_keepalive() -> u64 {
     10
 }
@@ -253,6 +260,7 @@ impl ClientConfig {
         )?;
         ConfigError::check_range("idle_timeout_secs", self.idle_timeout_secs, 1, 3600)?;
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
+        ConfigError::check_range("connect_timeout_secs", self.connect_timeout_secs, 1, 300)?;
         if let Some(var) = &self.api_keys_env {
             match std::env::var(var) {
                 Ok(v) if v.split(',').any(|k| !k.trim().is_empty()) => {}
@@ -301,7 +309,8 @@ impl ClientConfig {
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 ..ApiSettings::default()
             },
-            mux: MuxOptions::from_keepalive(self.keepalive_secs),
+            mux: MuxOptions::from_keepalive(self.keepalive_secs)
+                .with_connect_timeout(self.connect_timeout_secs),
             listen: self.listen,
             attestation,
         })
@@ -356,6 +365,10 @@ fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000
                 "api_keys_env",
             ),
             (format!("lisen = \"x\"\n{GOOD}"), "lisen"),
+            (
+                format!("connect_timeout_secs = 0\n{GOOD}"),
+                "connect_timeout_secs",
+            ),
             (
                 GOOD.replace("127.0.0.1:9100", "nowhere"),
                 "proxies[0].address",

@@ -61,6 +61,7 @@ impl ProxyPool {
     ) -> Result<Self, ProtocolError> {
         let pins = PinnedKeys::new(proxies.iter().map(|p| p.fingerprint));
         let keys = Arc::new(KeyDirectory::new(attestation.clone()));
+        let connect_timeout = mux.connect_timeout;
         let dial = DialSettings {
             tls: tls::client_config_attested(identity, Arc::new(pins), attestation)?,
             hello: Hello {
@@ -70,7 +71,7 @@ impl ProxyPool {
             handler: Arc::new(RefuseRequests),
             mux,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: connect_timeout,
             max_backoff: Duration::from_secs(5),
         };
         let stop = CancellationToken::new();

@@ -54,4 +54,10 @@ impl MuxOptions {
             ..MuxOptions::default()
         }
     }
+
+    /// Give dialling (TCP, TLS, hello) `secs` seconds.
+    pub fn with_connect_timeout(mut self, secs: u64) -> Self {
+        self.connect_timeout = Duration::from_secs(secs);
+        self
+    }
 }

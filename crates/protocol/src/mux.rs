@@ -46,6 +46,8 @@ pub struct MuxOptions {
     pub idle_timeout: Duration,
     /// Requests from the peer served at once; more are answered `Overloaded`.
     pub max_incoming: usize,
+    /// Dialling (TCP connect, TLS handshake, hello) may take this long.
+    pub connect_timeout: Duration,
 }
 
 impl Default for MuxOptions {
@@ -54,6 +56,7 @@ impl Default for MuxOptions {
             keepalive_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(35),
             max_incoming: 4096,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }

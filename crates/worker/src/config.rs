@@ -32,6 +32,9 @@ pub struct WorkerConfig {
     pub status_listen: Option<std::net::SocketAddr>,
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// Longest a dial to a proxy may take (TCP connect, TLS handshake, hello).
+    #[serde(default = "default_dial_timeout")]
+    pub connect_timeout_secs: u64,
     /// Sealed requests sent more than this many seconds ago or ahead (by this
     /// worker's clock) are refused as possible replays.
     #[serde(default = "default_replay_window")]
@@ -108,6 +111,10 @@ impl PayoutConfig {
         )
         .map_err(|e| ConfigError::new("payout.earnings", e))
     }
+}
+
+fn default_dial_timeout() -> u64 {
+    10
 }
 
 fn default_keepalive() -> u64 {
@@ -373,6 +380,7 @@ impl WorkerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         ProxyEndpoint::check_list(&self.proxies)?;
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
+        ConfigError::check_range("connect_timeout_secs", self.connect_timeout_secs, 1, 300)?;
         ConfigError::check_range("replay_window_secs", self.replay_window_secs, 1, 3600)?;
         ConfigError::check_range(
             "price_coefficient",
@@ -476,7 +484,8 @@ impl WorkerConfig {
             identity,
             proxies: self.proxies,
             engine: self.engine.build()?,
-            mux: MuxOptions::from_keepalive(self.keepalive_secs),
+            mux: MuxOptions::from_keepalive(self.keepalive_secs)
+                .with_connect_timeout(self.connect_timeout_secs),
             attestation,
             replay_window: Duration::from_secs(self.replay_window_secs),
             price_coefficient: self.price_coefficient,

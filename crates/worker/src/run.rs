@@ -127,7 +127,7 @@ impl Worker {
             handler,
             mux: settings.mux.clone(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: settings.mux.connect_timeout,
             max_backoff: Duration::from_secs(10),
         };
         let stop = CancellationToken::new();

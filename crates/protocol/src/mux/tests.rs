@@ -211,6 +211,7 @@ async fn silent_peer_is_dropped_after_idle_timeout() {
             keepalive_interval: Duration::from_millis(20),
             idle_timeout: Duration::from_millis(100),
             max_incoming: 8,
+            ..MuxOptions::default()
         },
     );
     tokio::time::timeout(Duration::from_secs(5), conn.closed())
@@ -227,6 +228,7 @@ async fn keepalive_holds_an_idle_connection_open() {
         keepalive_interval: Duration::from_millis(50),
         idle_timeout: Duration::from_millis(1000),
         max_incoming: 8,
+        ..MuxOptions::default()
     });
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(!p.client.is_closed() && !p.server.is_closed());

@@ -129,6 +129,10 @@ fn errors_name_the_field() {
         (config(HTTP, "").replace(FP, "sha256:12"), "fingerprint"),
         (config(HTTP, "keepalive_secs = 0"), "keepalive_secs"),
         (
+            config(HTTP, "connect_timeout_secs = 0"),
+            "connect_timeout_secs",
+        ),
+        (
             config(
                 &format!("{HTTP}\napi_key_env = \"COCOON_TEST_SURELY_UNSET\""),
                 "",
