@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cocoon_client::{ApiSettings, ProxyPool};
 use cocoon_protocol::tls::{Identity, PinnedKeys};
-use cocoon_protocol::{MuxOptions, ProxyEndpoint, DEFAULT_MAX_FRAME_BYTES};
+use cocoon_protocol::{MuxOptions, ProxyEndpoint};
 use cocoon_proxy::{ProxyHandle, ProxySettings};
 use cocoon_worker::{EngineConfig, Worker, WorkerSettings};
 use common::*;
@@ -44,17 +44,13 @@ async fn proxy(
     let (handle, serve) = cocoon_proxy::start(
         listener,
         ProxySettings {
-            identity: identity.clone(),
-            allowed_clients: PinnedKeys::new([client.fingerprint()]),
-            allowed_workers: PinnedKeys::new([worker.fingerprint()]),
             models: vec![MODEL.to_string()],
             mux: mux(),
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            attestation: None,
-            inspect: None,
-            settlement: None,
-            timeouts: Default::default(),
-            queue: Default::default(),
+            ..ProxySettings::pinned(
+                identity.clone(),
+                PinnedKeys::new([client.fingerprint()]),
+                PinnedKeys::new([worker.fingerprint()]),
+            )
         },
     )
     .unwrap();

@@ -143,7 +143,8 @@ impl ProxyPool {
             .filter(|(_, c)| !c.is_closed())
             .collect();
         if self.pays {
-            live.sort_by_key(|(i, _)| self.account(*i).is_none());
+            // Read once per proxy: a registration may land while sorting.
+            live.sort_by_cached_key(|(i, _)| self.account(*i).is_none());
         }
         live
     }

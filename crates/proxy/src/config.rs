@@ -287,6 +287,31 @@ pub struct ProxySettings {
     pub queue: crate::QueueSettings,
 }
 
+impl ProxySettings {
+    /// A proxy with `identity` admitting the pinned clients and workers,
+    /// everything else at its default: no attestation, no billing, no
+    /// audit hook, default keepalive, deadlines and queue.
+    pub fn pinned(
+        identity: Arc<Identity>,
+        allowed_clients: PinnedKeys,
+        allowed_workers: PinnedKeys,
+    ) -> Self {
+        Self {
+            identity,
+            allowed_clients,
+            allowed_workers,
+            models: Vec::new(),
+            mux: MuxOptions::default(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            attestation: None,
+            inspect: None,
+            settlement: None,
+            timeouts: crate::HopTimeouts::default(),
+            queue: crate::QueueSettings::default(),
+        }
+    }
+}
+
 /// Called with the wire form (postcard) of every request body a proxy forwards
 /// to a worker and every answer event it relays to a client node: exactly what
 /// the proxy holds of each request. Tests use it to show that no prompt or

@@ -57,10 +57,9 @@ fn rank(offer: &Offer, sort: Sort) -> u64 {
 /// `offers` best first by `sort`. Each rank is read once: loads change
 /// while others route, and a sort whose keys move under it is no order at
 /// all (Rust's sort may panic on one).
-fn ranked(offers: Vec<&Offer>, sort: Sort) -> Vec<&Offer> {
-    let mut keyed: Vec<(u64, &Offer)> = offers.into_iter().map(|o| (rank(o, sort), o)).collect();
-    keyed.sort_by_key(|(r, _)| *r);
-    keyed.into_iter().map(|(_, o)| o).collect()
+fn ranked(mut offers: Vec<&Offer>, sort: Sort) -> Vec<&Offer> {
+    offers.sort_by_cached_key(|o| rank(o, sort));
+    offers
 }
 
 /// One worker's capacity for one model.

@@ -45,17 +45,12 @@ async fn start_with(mux: MuxOptions) -> Net {
     let (proxy, serve) = cocoon_proxy::start(
         listener,
         ProxySettings {
-            identity: proxy_id,
-            allowed_clients: PinnedKeys::new([client.fingerprint()]),
-            allowed_workers: PinnedKeys::new([worker.fingerprint()]),
-            models: vec![],
             mux,
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            attestation: None,
-            inspect: None,
-            settlement: None,
-            timeouts: Default::default(),
-            queue: Default::default(),
+            ..ProxySettings::pinned(
+                proxy_id,
+                PinnedKeys::new([client.fingerprint()]),
+                PinnedKeys::new([worker.fingerprint()]),
+            )
         },
     )
     .unwrap();

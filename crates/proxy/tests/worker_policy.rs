@@ -62,17 +62,12 @@ async fn start(worker: &Identity) -> (ProxyEndpoint, ProxyHandle) {
     let (proxy, serve) = cocoon_proxy::start(
         listener,
         ProxySettings {
-            identity: proxy_id,
-            allowed_clients: PinnedKeys::default(),
-            allowed_workers: PinnedKeys::new([worker.fingerprint()]),
-            models: vec![],
-            mux: MuxOptions::default(),
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             attestation: Some(check()),
-            inspect: None,
-            settlement: None,
-            timeouts: Default::default(),
-            queue: Default::default(),
+            ..ProxySettings::pinned(
+                proxy_id,
+                PinnedKeys::default(),
+                PinnedKeys::new([worker.fingerprint()]),
+            )
         },
     )
     .unwrap();
