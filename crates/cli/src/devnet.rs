@@ -129,8 +129,12 @@ fn client_billing(
             ton.wallets.client(),
         ))
     };
-    let contract = (!options.client_auto_deploy).then(|| ton.client_contract.clone());
-    let mut billing = cocoon_client::Billing::new(ton_http.clone(), contract, ton.root.clone());
+    let contracts = if options.client_auto_deploy {
+        Vec::new()
+    } else {
+        vec![ton.client_contract.clone()]
+    };
+    let mut billing = cocoon_client::Billing::new(ton_http.clone(), contracts, ton.root.clone());
     if options.client_auto_deploy {
         billing.deploy = Some(cocoon_client::billing::Deploy {
             wallet: wallet(),

@@ -1,20 +1,22 @@
-//! The client node's side of paying: its contract with the proxy on TON (read
-//! through TON's HTTP API), the network's prices from the root contract, and
-//! what this node has spent according to the workers' verified receipts but
-//! the proxy has not charged on chain yet. A request the contract cannot
-//! cover at its worst case (`max_tokens` of completion) is refused before it
-//! is sent, with HTTP 402 and how much to top up; with a wallet configured,
-//! the node tops its contract up itself when the balance falls below a mark,
-//! and, without a contract configured, deploys one on first use of its proxy
-//! (remembered in a file, found there on later starts).
+//! The client node's side of paying: its contract with each proxy on TON
+//! (read through TON's HTTP API), the network's prices from the root
+//! contract, and what this node has spent through each proxy according to
+//! the workers' verified receipts but that proxy has not charged on chain
+//! yet. A request the contract with a proxy cannot cover at its worst case
+//! (`max_tokens` of completion) is not sent through that proxy (HTTP 402
+//! with how much to top up when no proxy can take it); with a wallet
+//! configured, the node tops each contract up itself when its balance falls
+//! below a mark, and deploys a contract on first use of a proxy it has none
+//! with (remembered in a file, found there on later starts).
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cocoon_chain::pricing::TokenCounts;
-use cocoon_chain::{Chain, ClientState, Prices, StdAddr, TonHttp};
-use cocoon_protocol::AccountTerms;
-use cocoon_protocol::Usage;
+use cocoon_chain::{Chain, ClientChannel, ClientState, Prices, StdAddr, TonHttp};
+use cocoon_protocol::{AccountTerms, ErrorKind, Usage, WireError};
 use serde_json::{json, Value};
 
 use crate::api::ApiError;
@@ -41,12 +43,15 @@ pub struct Deploy {
     pub file: std::path::PathBuf,
 }
 
-/// Where this node pays from.
+/// Where this node pays from: one client contract per proxy contract it
+/// uses (a client contract pays exactly one proxy contract).
 pub struct Billing {
     ton: TonHttp,
-    /// This node's client contract with its proxy (deployed on first use
-    /// when `deploy` is set).
-    contract: std::sync::RwLock<Option<StdAddr>>,
+    /// Contracts from the configuration, matched to a proxy (by the proxy
+    /// contract their data names) when that proxy is first connected.
+    configured: Vec<StdAddr>,
+    /// Proxy contract -> this node's account with it.
+    accounts: RwLock<BTreeMap<String, Arc<Account>>>,
     /// Deploy a contract on first use of a proxy.
     pub deploy: Option<Deploy>,
     deploying: tokio::sync::Mutex<()>,
@@ -54,96 +59,169 @@ pub struct Billing {
     root: StdAddr,
     /// Completion tokens reserved for a request without `max_tokens`.
     pub default_max_tokens: u32,
-    cache: tokio::sync::Mutex<Option<(Instant, Snapshot)>>,
+    prices: tokio::sync::Mutex<Option<(Instant, Prices)>>,
+    last_prices: Mutex<Option<Prices>>,
+    /// Automatic top-up, if configured.
+    pub top_up: Option<TopUp>,
+}
+
+/// This node's client contract with one proxy contract, and what it spent
+/// through that proxy.
+struct Account {
+    contract: StdAddr,
+    cache: tokio::sync::Mutex<Option<(Instant, ClientState)>>,
     /// Priced verified receipts since this node started, nano-TON.
     spent: Mutex<u128>,
     /// `charged` on chain when this node started.
     charged_at_start: Mutex<Option<u128>>,
-    last_prices: Mutex<Option<Prices>>,
-    /// Automatic top-up, if configured.
-    pub top_up: Option<TopUp>,
-    topping_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    topping_up: Arc<AtomicBool>,
+}
+
+impl Account {
+    fn new(contract: StdAddr) -> Arc<Self> {
+        Arc::new(Self {
+            contract,
+            cache: tokio::sync::Mutex::new(None),
+            spent: Mutex::new(0),
+            charged_at_start: Mutex::new(None),
+            topping_up: Default::default(),
+        })
+    }
+
+    /// (priced verified receipts since start, charged on chain since start)
+    fn spent_and_charged(&self, state: &ClientState) -> (u128, u128) {
+        let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        let start = self
+            .charged_at_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(state.charged);
+        (spent, state.charged.saturating_sub(start))
+    }
+
+    /// Spent since start but not yet charged on chain.
+    fn unsettled(&self, state: &ClientState) -> u128 {
+        let (spent, charged) = self.spent_and_charged(state);
+        spent.saturating_sub(charged)
+    }
+
+    /// Charged on chain since this node started beyond what the workers'
+    /// verified receipts add up to: what a proxy took without receipts.
+    fn overcharged(&self, state: &ClientState) -> u128 {
+        let (spent, charged) = self.spent_and_charged(state);
+        charged.saturating_sub(spent)
+    }
 }
 
 impl std::fmt::Debug for Billing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.contract() {
-            Some(c) => write!(f, "Billing({c})"),
-            None => f.write_str("Billing(no contract yet)"),
-        }
+        let contracts: Vec<String> = self
+            .contracts()
+            .into_iter()
+            .map(|(_, c)| c.to_string())
+            .collect();
+        write!(f, "Billing({contracts:?})")
     }
 }
 
-#[derive(Debug, Clone)]
-struct Snapshot {
-    state: ClientState,
-    prices: Prices,
+fn chain_unavailable(e: impl std::fmt::Display) -> WireError {
+    WireError::new(
+        ErrorKind::ChainUnavailable,
+        format!("cannot read this node's TON contract: {e}"),
+    )
 }
 
 impl Billing {
-    /// Billing from `contract` (`None`: deployed on first use, see `deploy`).
-    pub fn new(ton: TonHttp, contract: Option<StdAddr>, root: StdAddr) -> Self {
+    /// Billing from the `configured` contracts (each matched to the proxy
+    /// contract it pays; a proxy without one gets one deployed when
+    /// `deploy` is set).
+    pub fn new(ton: TonHttp, configured: Vec<StdAddr>, root: StdAddr) -> Self {
         Self {
             ton,
-            contract: std::sync::RwLock::new(contract),
+            configured,
+            accounts: RwLock::new(BTreeMap::new()),
             deploy: None,
             deploying: tokio::sync::Mutex::new(()),
             root,
             default_max_tokens: 1024,
-            cache: tokio::sync::Mutex::new(None),
-            spent: Mutex::new(0),
-            charged_at_start: Mutex::new(None),
+            prices: tokio::sync::Mutex::new(None),
             last_prices: Mutex::new(None),
             top_up: None,
-            topping_up: Default::default(),
         }
     }
 
-    /// This node's client contract (none before its first deployment).
-    pub fn contract(&self) -> Option<StdAddr> {
-        self.contract
+    /// This node's client contracts in use: (proxy contract, client contract).
+    pub fn contracts(&self) -> Vec<(String, StdAddr)> {
+        self.accounts
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(proxy, a)| (proxy.clone(), a.contract.clone()))
+            .collect()
+    }
+
+    /// Whether contracts are configured or can be deployed (the node can
+    /// pay some proxy without further setup).
+    pub fn has_configured_contracts(&self) -> bool {
+        !self.configured.is_empty()
+    }
+
+    fn account(&self, proxy_contract: &str) -> Option<Arc<Account>> {
+        self.accounts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(proxy_contract)
+            .cloned()
+    }
+
+    fn open(&self, proxy_contract: &str, contract: StdAddr) -> StdAddr {
+        self.accounts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(proxy_contract.to_string())
+            .or_insert_with(|| Account::new(contract))
+            .contract
             .clone()
     }
 
-    fn contract_or_unavailable(&self) -> Result<StdAddr, ApiError> {
-        self.contract().ok_or_else(|| {
-            ApiError::unavailable(
-                "This node's client contract is not deployed yet (it is deployed on the first connection to a proxy).",
-            )
-        })
-    }
-
-    /// The contract to pay `terms`' proxy from: the configured or remembered
-    /// one, else a new one deployed from the owner's wallet with the first
-    /// deposit (its address saved before it is used).
+    /// The contract to pay `terms`' proxy from: a configured one that names
+    /// that proxy contract, the one remembered for it, else a new one
+    /// deployed from the owner's wallet with the first deposit (its address
+    /// saved before it is used).
     pub async fn ensure_contract(&self, terms: &AccountTerms) -> Result<StdAddr, String> {
-        if let Some(contract) = self.contract() {
-            return Ok(contract);
+        if let Some(account) = self.account(&terms.proxy_contract) {
+            return Ok(account.contract.clone());
         }
-        let deploy = self
-            .deploy
-            .as_ref()
-            .ok_or("no client contract is configured ([billing] contract)")?;
         let _one = self.deploying.lock().await;
-        if let Some(contract) = self.contract() {
-            return Ok(contract);
+        if let Some(account) = self.account(&terms.proxy_contract) {
+            return Ok(account.contract.clone());
         }
-        let mut known = read_contracts(&deploy.file)?;
         let proxy = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)?;
+        for contract in &self.configured {
+            let channel = ClientChannel::from_stack(
+                &self
+                    .ton
+                    .get(contract, "get_client_data", &[])
+                    .await
+                    .map_err(|e| format!("reading client contract {contract}: {e:#}"))?,
+            )
+            .map_err(|e| format!("client contract {contract}: {e}"))?;
+            if channel.proxy == proxy {
+                return Ok(self.open(&terms.proxy_contract, contract.clone()));
+            }
+        }
+        let Some(deploy) = &self.deploy else {
+            return Err(format!(
+                "no configured client contract pays proxy contract {} ([billing] contract / contracts), and no wallet to deploy one",
+                terms.proxy_contract
+            ));
+        };
+        let mut known = read_contracts(&deploy.file)?;
         let remembered = known.get(&terms.proxy_contract).cloned();
         let (nonce, close_delay) = match &remembered {
             Some(r) => (r.nonce, r.close_delay),
             None => {
-                let prices = Prices::from_stack(
-                    &self
-                        .ton
-                        .get(&self.root, "get_prices", &[])
-                        .await
-                        .map_err(|e| format!("reading the root contract's prices: {e:#}"))?,
-                )
-                .map_err(|e| e.to_string())?;
+                let prices = self.prices().await.map_err(|e| e.message)?;
                 (
                     cocoon_chain::random_nonce().map_err(|e| e.to_string())?,
                     prices.client_close_delay,
@@ -190,72 +268,61 @@ impl Billing {
                 }])
                 .await
                 .map_err(|e| format!("deploying the client contract: {e:#}"))?;
-            tracing::info!(%contract, deposit = %deploy.deposit, "client contract deployed");
+            tracing::info!(%contract, proxy_contract = %terms.proxy_contract, deposit = %deploy.deposit, "client contract deployed");
         }
-        *self.contract.write().unwrap_or_else(|e| e.into_inner()) = Some(contract.clone());
-        Ok(contract)
+        Ok(self.open(&terms.proxy_contract, contract))
     }
 
-    async fn snapshot(&self) -> Result<Snapshot, ApiError> {
+    /// The contract's state with `proxy_contract` (read at most every
+    /// [`FRESH`]); the account must be open.
+    async fn state(&self, proxy_contract: &str) -> Result<(Arc<Account>, ClientState), WireError> {
+        let account = self.account(proxy_contract).ok_or_else(|| {
+            WireError::new(
+                ErrorKind::PaymentRequired,
+                format!("this node has no client contract with proxy contract {proxy_contract} yet (it is registered when the node connects)"),
+            )
+        })?;
         {
-            let cache = self.cache.lock().await;
-            if let Some((at, snapshot)) = cache.as_ref() {
+            let cache = account.cache.lock().await;
+            if let Some((at, state)) = cache.as_ref() {
                 if at.elapsed() < FRESH {
-                    return Ok(snapshot.clone());
+                    return Ok((account.clone(), state.clone()));
                 }
             }
         }
         // Read without holding the cache: requests never queue behind a slow
         // chain API, at the cost of the occasional duplicate read.
-        let unavailable = |e: anyhow::Error| {
-            ApiError::unavailable(format!("cannot read this node's TON contract: {e}"))
-        };
-        // (Stack values are not Send: parse each result before the next await.)
         let state = ClientState::from_stack(
             &self
                 .ton
-                .get(&self.contract_or_unavailable()?, "get_client_data", &[])
+                .get(&account.contract, "get_client_data", &[])
                 .await
-                .map_err(unavailable)?,
+                .map_err(chain_unavailable)?,
         )
-        .map_err(unavailable)?;
-        let prices = Prices::from_stack(
-            &self
-                .ton
-                .get(&self.root, "get_prices", &[])
-                .await
-                .map_err(unavailable)?,
-        )
-        .map_err(unavailable)?;
-        self.charged_at_start
+        .map_err(chain_unavailable)?;
+        account
+            .charged_at_start
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(state.charged);
-        if let Ok(mut last) = self.last_prices.lock() {
-            *last = Some(prices.clone());
-        }
-        self.maybe_top_up(&state);
-        let snapshot = Snapshot { state, prices };
-        *self.cache.lock().await = Some((Instant::now(), snapshot.clone()));
-        Ok(snapshot)
+        self.maybe_top_up(&account, &state);
+        *account.cache.lock().await = Some((Instant::now(), state.clone()));
+        Ok((account, state))
     }
 
     /// Below the mark: deposit from the owner's wallet in the background
-    /// (one top-up at a time; confirmed on chain before the next).
-    fn maybe_top_up(&self, state: &ClientState) {
-        use std::sync::atomic::Ordering;
+    /// (one top-up per contract at a time; confirmed on chain before the next).
+    fn maybe_top_up(&self, account: &Account, state: &ClientState) {
         let Some(top_up) = &self.top_up else { return };
         if state.balance >= top_up.below || state.close_requested_at != 0 {
             return;
         }
-        if self.topping_up.swap(true, Ordering::AcqRel) {
+        if account.topping_up.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Some(contract) = self.contract() else {
-            return;
-        };
+        let contract = account.contract.clone();
         let (wallet, amount) = (top_up.wallet.clone(), top_up.amount);
-        let busy = self.topping_up.clone();
+        let busy = account.topping_up.clone();
         tokio::spawn(async move {
             let body = match cocoon_chain::client::top_up() {
                 Ok(body) => body,
@@ -284,44 +351,49 @@ impl Billing {
         });
     }
 
-    /// (priced verified receipts since start, charged on chain since start)
-    fn spent_and_charged(&self, state: &ClientState) -> (u128, u128) {
-        let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
-        let start = self
-            .charged_at_start
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(state.charged);
-        (spent, state.charged.saturating_sub(start))
-    }
-
-    /// Spent since start but not yet charged on chain.
-    fn unsettled(&self, state: &ClientState) -> u128 {
-        let (spent, charged) = self.spent_and_charged(state);
-        spent.saturating_sub(charged)
-    }
-
-    /// Charged on chain since this node started beyond what the workers'
-    /// verified receipts add up to: what a proxy took without receipts.
-    fn overcharged(&self, state: &ClientState) -> u128 {
-        let (spent, charged) = self.spent_and_charged(state);
-        charged.saturating_sub(spent)
-    }
-
     /// The network's prices (from the root contract, cached briefly).
-    pub async fn prices(&self) -> Result<Prices, ApiError> {
-        Ok(self.snapshot().await?.prices)
+    pub async fn prices(&self) -> Result<Prices, WireError> {
+        {
+            let cache = self.prices.lock().await;
+            if let Some((at, prices)) = cache.as_ref() {
+                if at.elapsed() < FRESH {
+                    return Ok(prices.clone());
+                }
+            }
+        }
+        let unavailable = |e: anyhow::Error| {
+            WireError::new(
+                ErrorKind::ChainUnavailable,
+                format!("cannot read the network's prices from the root contract: {e}"),
+            )
+        };
+        let prices = Prices::from_stack(
+            &self
+                .ton
+                .get(&self.root, "get_prices", &[])
+                .await
+                .map_err(unavailable)?,
+        )
+        .map_err(unavailable)?;
+        if let Ok(mut last) = self.last_prices.lock() {
+            *last = Some(prices.clone());
+        }
+        *self.prices.lock().await = Some((Instant::now(), prices.clone()));
+        Ok(prices)
     }
 
-    /// Refuse (402) a request that could cost more than the contract holds,
-    /// at price `coefficient` (the request's limit; the base price without one).
+    /// Refuse (402) a request through `proxy_contract`'s proxy that could
+    /// cost more than this node's contract with it holds, at price
+    /// `coefficient` (the request's limit; the base price without one).
     pub async fn check(
         &self,
+        proxy_contract: &str,
         prompt_bytes: usize,
         max_tokens: Option<u32>,
         coefficient: Option<u32>,
-    ) -> Result<(), ApiError> {
-        let Snapshot { state, prices } = self.snapshot().await?;
+    ) -> Result<(), WireError> {
+        let (account, state) = self.state(proxy_contract).await?;
+        let prices = self.prices().await?;
         let worst = prices.charge_at(
             TokenCounts {
                 // At most one token per byte of prompt (plus the chat template's).
@@ -332,25 +404,31 @@ impl Billing {
             },
             coefficient.unwrap_or(cocoon_protocol::BASE_PRICE_COEFFICIENT),
         );
-        let unsettled = self.unsettled(&state);
+        let unsettled = account.unsettled(&state);
         let available = state.balance.saturating_sub(unsettled);
         if worst.total > available {
-            return Err(ApiError::payment_required(format!(
-                "This node's client contract {} holds {} nano-TON ({} after requests not yet settled); this request may cost up to {} nano-TON. Top up at least {} nano-TON, or lower max_tokens.",
-                self.contract_or_unavailable()?,
-                state.balance,
-                available,
-                worst.total,
-                worst.total - available
-            )));
+            return Err(WireError::new(
+                ErrorKind::PaymentRequired,
+                format!(
+                    "This node's client contract {} holds {} nano-TON ({} after requests not yet settled); this request may cost up to {} nano-TON. Top up at least {} nano-TON, or lower max_tokens.",
+                    account.contract,
+                    state.balance,
+                    available,
+                    worst.total,
+                    worst.total - available
+                ),
+            ));
         }
         Ok(())
     }
 
-    /// Count a served request (its receipt verified) at the prices last read
-    /// and the worker's price `coefficient`.
-    pub fn record(&self, usage: &Usage, coefficient: u32) {
+    /// Count a request served through `proxy_contract`'s proxy (its receipt
+    /// verified) at the prices last read and the worker's price `coefficient`.
+    pub fn record(&self, proxy_contract: &str, usage: &Usage, coefficient: u32) {
         let Some(prices) = self.last_prices.lock().ok().and_then(|p| p.clone()) else {
+            return;
+        };
+        let Some(account) = self.account(proxy_contract) else {
             return;
         };
         let charge = prices.charge_at(
@@ -362,31 +440,78 @@ impl Billing {
             },
             coefficient,
         );
-        let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spent = account.spent.lock().unwrap_or_else(|e| e.into_inner());
         *spent = spent.saturating_add(charge.total);
     }
 
-    /// `GET /v1/cocoon/balance`.
+    /// `GET /v1/cocoon/balance`: every contract of this node, and their
+    /// sums (`contract` names the contract when there is only one).
     pub async fn balance(&self) -> Result<Value, ApiError> {
-        let Snapshot { state, prices } = self.snapshot().await?;
-        let unsettled = self.unsettled(&state);
-        let overcharged = self.overcharged(&state);
-        if overcharged > 0 {
-            tracing::warn!(contract = ?self.contract(), %overcharged, "the proxy charged more than the workers' receipts add up to since this node started");
+        let prices = self.prices().await?;
+        let proxies: Vec<String> = self.contracts().into_iter().map(|(p, _)| p).collect();
+        if proxies.is_empty() {
+            return Err(ApiError::unavailable(
+                "This node has no client contract with a proxy yet (it is registered, or deployed, when the node connects to one).",
+            ));
         }
+        let mut accounts = Vec::new();
+        let mut total = [0u128; 6];
+        let mut closing = false;
+        for proxy in &proxies {
+            let (account, state) = self.state(proxy).await?;
+            let unsettled = account.unsettled(&state);
+            let overcharged = account.overcharged(&state);
+            if overcharged > 0 {
+                tracing::warn!(contract = %account.contract, %overcharged, "the proxy charged more than the workers' receipts add up to since this node started");
+            }
+            let available = state.balance.saturating_sub(unsettled);
+            let values = [
+                state.balance,
+                state.stake,
+                state.charged,
+                unsettled,
+                available,
+                overcharged,
+            ];
+            for (sum, v) in total.iter_mut().zip(values) {
+                *sum = sum.saturating_add(v);
+            }
+            closing |= state.close_requested_at != 0;
+            accounts.push(json!({
+                "proxy_contract": proxy,
+                "contract": account.contract.to_string(),
+                "balance_nano": state.balance.to_string(),
+                "stake_nano": state.stake.to_string(),
+                "charged_nano": state.charged.to_string(),
+                "unsettled_nano": unsettled.to_string(),
+                "available_nano": available.to_string(),
+                "closing": state.close_requested_at != 0,
+                "overcharged_nano": overcharged.to_string(),
+            }));
+        }
+        let contract = (accounts.len() == 1).then(|| accounts[0]["contract"].clone());
         Ok(json!({
             "object": "cocoon.balance",
-            "contract": self.contract_or_unavailable()?.to_string(),
-            "balance_nano": state.balance.to_string(),
-            "stake_nano": state.stake.to_string(),
-            "charged_nano": state.charged.to_string(),
-            "unsettled_nano": unsettled.to_string(),
-            "available_nano": state.balance.saturating_sub(unsettled).to_string(),
-            "closing": state.close_requested_at != 0,
+            "contract": contract,
+            "balance_nano": total[0].to_string(),
+            "stake_nano": total[1].to_string(),
+            "charged_nano": total[2].to_string(),
+            "unsettled_nano": total[3].to_string(),
+            "available_nano": total[4].to_string(),
+            "closing": closing,
             // Charged beyond the verified receipts since this node started.
-            "overcharged_nano": overcharged.to_string(),
+            "overcharged_nano": total[5].to_string(),
             "price_per_token_nano": prices.price_per_token.to_string(),
+            "accounts": accounts,
         }))
+    }
+}
+
+/// The bytes of a request's prompt (a bound on its tokens).
+pub fn prompt_bytes(input: &cocoon_protocol::Input) -> usize {
+    match input {
+        cocoon_protocol::Input::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+        cocoon_protocol::Input::Prompt(prompt) => prompt.len(),
     }
 }
 

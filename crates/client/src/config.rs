@@ -99,13 +99,18 @@ pub struct BillingConfig {
     /// Environment variable holding the API key, if the endpoint wants one.
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// This node's client contract with its proxy (`0:<hex>`;
-    /// `cocoon wallet deploy-client` makes one). Registered with the proxy
-    /// on every connect. Without it, the node deploys one on first use of
-    /// its proxy from `wallet_mnemonic` with `deposit_ton`, and remembers it
-    /// in `contract_file`.
+    /// This node's client contract with a proxy (`0:<hex>`;
+    /// `cocoon wallet deploy-client` makes one). A client contract pays one
+    /// proxy contract: the node registers it with the proxy it names on
+    /// every connect. With `deposit_ton` (and `contract_file`,
+    /// `wallet_mnemonic`), the node deploys one for each proxy no
+    /// configured contract pays, on first use, and remembers it in
+    /// `contract_file`.
     #[serde(default)]
     pub contract: Option<String>,
+    /// More client contracts, for more proxies (same as `contract`).
+    #[serde(default)]
+    pub contracts: Vec<String>,
     #[serde(default)]
     pub deposit_ton: Option<String>,
     #[serde(default)]
@@ -133,15 +138,20 @@ impl BillingConfig {
     /// Check the addresses and URL, naming the key at fault.
     pub fn build(&self) -> Result<crate::Billing, ConfigError> {
         use cocoon_chain::ton_http::{from_config, parse_address};
-        let contract = self
-            .contract
-            .as_deref()
-            .map(|c| parse_address(c).map_err(|e| ConfigError::new("billing.contract", e)))
-            .transpose()?;
+        let mut contracts = Vec::new();
+        if let Some(c) = &self.contract {
+            contracts.push(parse_address(c).map_err(|e| ConfigError::new("billing.contract", e))?);
+        }
+        for (i, c) in self.contracts.iter().enumerate() {
+            contracts.push(
+                parse_address(c)
+                    .map_err(|e| ConfigError::new(format!("billing.contracts[{i}]"), e))?,
+            );
+        }
         let root = parse_address(&self.root).map_err(|e| ConfigError::new("billing.root", e))?;
         let ton = from_config(&self.ton_api, self.api_key_env.as_deref())
             .map_err(|e| ConfigError::new("billing.ton_api", e))?;
-        let mut billing = crate::Billing::new(ton.clone(), contract, root);
+        let mut billing = crate::Billing::new(ton.clone(), contracts, root);
         billing.default_max_tokens = self.default_max_tokens;
         let ton_amount = |field: &str, text: &Option<String>| {
             text.as_deref()
@@ -164,14 +174,15 @@ impl BillingConfig {
                 wallet,
             )))
         };
-        if billing.contract().is_none() {
-            let deposit =
-                ton_amount("billing.deposit_ton", &self.deposit_ton)?.ok_or_else(|| {
-                    ConfigError::new(
-                    "billing.contract",
-                    "set contract, or deposit_ton, contract_file and wallet_mnemonic to deploy one",
-                )
-                })?;
+        // With a deposit, a proxy no configured contract pays gets one deployed.
+        let deposit = ton_amount("billing.deposit_ton", &self.deposit_ton)?;
+        if !billing.has_configured_contracts() && deposit.is_none() {
+            return Err(ConfigError::new(
+                "billing.contract",
+                "set contract (or contracts), or deposit_ton, contract_file and wallet_mnemonic to deploy one per proxy",
+            ));
+        }
+        if let Some(deposit) = deposit {
             let file = self.contract_file.clone().ok_or_else(|| {
                 ConfigError::new(
                     "billing.contract_file",

@@ -27,8 +27,9 @@ pub struct ProxyPool {
     connections: Vec<watch::Receiver<Option<Connection>>>,
     /// Each proxy's answer to the registration of this node's contract.
     accounts: Arc<Vec<std::sync::Mutex<Option<AccountTerms>>>>,
-    /// This node pays: a proxy serves it only once its contract is registered.
-    pays: bool,
+    /// This node pays: a proxy serves it only once its contract is
+    /// registered, and only what that contract can cover.
+    billing: Option<Arc<crate::Billing>>,
     next: AtomicUsize,
     stop: CancellationToken,
     keys: Arc<KeyDirectory>,
@@ -59,11 +60,14 @@ impl ProxyPool {
         attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
         billing: Option<Arc<crate::Billing>>,
     ) -> Result<Self, ProtocolError> {
-        let pins = PinnedKeys::new(proxies.iter().map(|p| p.fingerprint));
         let keys = Arc::new(KeyDirectory::new(attestation.clone()));
         let connect_timeout = mux.connect_timeout;
         let dial = DialSettings {
-            tls: tls::client_config_attested(identity, Arc::new(pins), attestation)?,
+            tls: tls::client_config_attested(
+                identity.clone(),
+                Arc::new(PinnedKeys::new([])),
+                attestation.clone(),
+            )?,
             hello: Hello {
                 role: Role::Client,
                 software: format!("cocoon-client/{}", env!("CARGO_PKG_VERSION")),
@@ -75,7 +79,6 @@ impl ProxyPool {
             max_backoff: Duration::from_secs(5),
         };
         let stop = CancellationToken::new();
-        let pays = billing.is_some();
         let accounts: Arc<Vec<_>> = Arc::new(
             proxies
                 .iter()
@@ -88,7 +91,14 @@ impl ProxyPool {
             .map(|(i, p)| {
                 let accounts = accounts.clone();
                 let billing = billing.clone();
-                keep_connected(p.clone(), dial.clone(), stop.clone(), move |conn| {
+                // Each connection pins its own proxy's key.
+                let mut dial = dial.clone();
+                dial.tls = tls::client_config_attested(
+                    identity.clone(),
+                    Arc::new(PinnedKeys::new([p.fingerprint])),
+                    attestation.clone(),
+                )?;
+                Ok(keep_connected(p.clone(), dial, stop.clone(), move |conn| {
                     let Some(billing) = billing.clone() else {
                         return;
                     };
@@ -118,13 +128,13 @@ impl ProxyPool {
                             }
                         }
                     });
-                })
+                }))
             })
-            .collect();
+            .collect::<Result<_, ProtocolError>>()?;
         Ok(Self {
             connections,
             accounts,
-            pays,
+            billing,
             next: AtomicUsize::new(0),
             stop,
             keys,
@@ -142,7 +152,7 @@ impl ProxyPool {
             .filter_map(|i| self.connections[i].borrow().clone().map(|c| (i, c)))
             .filter(|(_, c)| !c.is_closed())
             .collect();
-        if self.pays {
+        if self.billing.is_some() {
             // Read once per proxy: a registration may land while sorting.
             live.sort_by_cached_key(|(i, _)| self.account(*i).is_none());
         }
@@ -213,9 +223,6 @@ async fn our_contract(
     billing: &crate::Billing,
     conn: &Connection,
 ) -> Result<cocoon_chain::StdAddr, String> {
-    if let Some(contract) = billing.contract() {
-        return Ok(contract);
-    }
     let terms = match ask(conn, RequestBody::OpenAccount { contract: None }).await {
         Ok(Event::Account(terms)) => terms,
         Ok(other) => {
@@ -282,13 +289,14 @@ impl Backend for ProxyPool {
 
     fn readiness(&self) -> (bool, serde_json::Value) {
         let (connected, registered) = (self.connected(), self.registered());
-        let ready = connected > 0 && (!self.pays || registered > 0);
+        let pays = self.billing.is_some();
+        let ready = connected > 0 && (!pays || registered > 0);
         (
             ready,
             serde_json::json!({
                 "proxies": self.connections.len(),
                 "connected": connected,
-                "contract_registered": if self.pays { serde_json::json!(registered) } else { serde_json::Value::Null },
+                "contract_registered": if self.billing.is_some() { serde_json::json!(registered) } else { serde_json::Value::Null },
                 "conversations_remembered": self.affinity.len(),
             }),
         )
@@ -302,18 +310,31 @@ impl Backend for ProxyPool {
         let live = self.live();
         let keys = self.keys.clone();
         let affinity = self.affinity.clone();
+        let billing = self.billing.clone();
+        let accounts = self.accounts.clone();
         stream::once(async move {
             let mut refusal: Option<WireError> = None;
+            let refused = |proxy: usize, e: WireError, refusal: &mut Option<WireError>| {
+                tracing::info!(proxy, reason = %e.message, "proxy refused the request; trying the next one");
+                if refusal.as_ref().is_none_or(|r| r.kind == ErrorKind::ModelNotFound) {
+                    *refusal = Some(e);
+                }
+            };
             for (proxy, conn) in live {
-                match sealed_request(&keys, &affinity, proxy, &conn, &request, prefs).await {
+                let payer = match &billing {
+                    None => None,
+                    Some(billing) => match payable(billing, &accounts, proxy, &request, prefs).await {
+                        Ok(proxy_contract) => Some((billing.clone(), proxy_contract)),
+                        Err(e) => {
+                            refused(proxy, e, &mut refusal);
+                            continue;
+                        }
+                    },
+                };
+                match sealed_request(&keys, &affinity, payer, proxy, &conn, &request, prefs).await {
                     Ok(answer) => return answer,
                     // Refused before any token: the next proxy may serve it.
-                    Err(Some(e)) if elsewhere(&e) => {
-                        tracing::info!(proxy, reason = %e.message, "proxy refused the request; trying the next one");
-                        if refusal.as_ref().is_none_or(|r| r.kind == ErrorKind::ModelNotFound) {
-                            refusal = Some(e);
-                        }
-                    }
+                    Err(Some(e)) if elsewhere(&e) => refused(proxy, e, &mut refusal),
                     Err(Some(e)) => return stream::iter([Event::Error(e)]).boxed(),
                     Err(None) => {}
                 }
@@ -325,6 +346,36 @@ impl Backend for ProxyPool {
     }
 }
 
+/// The proxy contract behind proxy `index` when this node's contract with
+/// it is registered and can cover `request` at its worst case; else why not
+/// (402, or 503 when the chain cannot be read).
+async fn payable(
+    billing: &crate::Billing,
+    accounts: &[std::sync::Mutex<Option<AccountTerms>>],
+    index: usize,
+    request: &GenerateRequest,
+    prefs: cocoon_protocol::RoutingPrefs,
+) -> Result<String, WireError> {
+    let terms = accounts
+        .get(index)
+        .and_then(|a| a.lock().ok()?.clone())
+        .ok_or_else(|| {
+            WireError::new(
+                ErrorKind::PaymentRequired,
+                "this node's client contract is not registered with the proxy yet (it is on every connect)",
+            )
+        })?;
+    billing
+        .check(
+            &terms.proxy_contract,
+            crate::billing::prompt_bytes(&request.input),
+            request.params.max_tokens,
+            prefs.max_coefficient,
+        )
+        .await?;
+    Ok(terms.proxy_contract)
+}
+
 /// Refusals another proxy may not give (its workers, its account with
 /// this node, its load are its own). Bad requests and bugs are final.
 fn elsewhere(e: &WireError) -> bool {
@@ -332,7 +383,8 @@ fn elsewhere(e: &WireError) -> bool {
 }
 
 /// Seal `request` to workers behind `conn` and send it; the answer is opened
-/// event by event. `Err(None)`: this proxy could not take it, try another.
+/// event by event (and, with a `payer`, its verified cost counted against
+/// this node's contract with that proxy contract). `Err(None)`: this proxy could not take it, try another.
 /// When the workers changed since the keys were fetched (or were full), or
 /// the request failed before its first token (a worker went away), fetch
 /// fresh keys and seal again, to other workers where there are any (up to
@@ -340,6 +392,7 @@ fn elsewhere(e: &WireError) -> bool {
 async fn sealed_request(
     keys: &KeyDirectory,
     affinity: &Arc<Affinity>,
+    payer: Option<(Arc<crate::Billing>, String)>,
     proxy: usize,
     conn: &Connection,
     request: &GenerateRequest,
@@ -419,11 +472,20 @@ async fn sealed_request(
         }
         let affinity = affinity.clone();
         let turn = turn.clone();
+        let payer = payer.clone();
         return Ok(opened(first, answer, move |event| {
             let event = unsealer.open(event);
-            // Remember who answered this turn (its receipt verified).
+            // Count its cost and remember who answered this turn (its
+            // receipt verified).
             if let Event::Done(done) = &event {
                 if let Some(receipt) = &done.receipt {
+                    if let Some((billing, proxy_contract)) = &payer {
+                        billing.record(
+                            proxy_contract,
+                            &done.usage,
+                            receipt.receipt.price_coefficient,
+                        );
+                    }
                     let by = receipt.receipt.worker;
                     if let Some(worker) = sealed_to.iter().find(|l| l.key.worker() == by) {
                         affinity.remember(&turn, worker.clone());

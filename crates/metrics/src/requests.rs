@@ -265,6 +265,7 @@ fn outcome(kind: ErrorKind) -> &'static str {
         ErrorKind::Upstream => "upstream",
         ErrorKind::KeysChanged => "keys_changed",
         ErrorKind::Internal => "internal",
+        ErrorKind::ChainUnavailable => "chain_unavailable",
     }
 }
 

@@ -344,4 +344,7 @@ pub enum ErrorKind {
     KeysChanged,
     /// A bug or unexpected state (HTTP 500).
     Internal,
+    /// The TON chain (its HTTP API) cannot be read, so what a request
+    /// costs cannot be checked against the contract (HTTP 503).
+    ChainUnavailable,
 }

@@ -157,6 +157,11 @@ impl From<WireError> for ApiError {
                 "server_error",
                 "internal_error",
             ),
+            ErrorKind::ChainUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "chain_unavailable",
+            ),
         };
         let mut out = Self::new(status, kind, e.message);
         out.code = Some(code.into());

@@ -204,24 +204,8 @@ async fn generate(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from_body_rejection)?;
     let validated = validate(&body)?;
-    if let Some(billing) = &app.settings.billing {
-        let prompt_bytes = match &validated.request.input {
-            cocoon_protocol::Input::Chat(messages) => {
-                messages.iter().map(|m| m.content.len()).sum()
-            }
-            cocoon_protocol::Input::Prompt(prompt) => prompt.len(),
-        };
-        let coefficient = validated
-            .max_coefficient
-            .or(app.settings.routing.max_coefficient);
-        billing
-            .check(
-                prompt_bytes,
-                validated.request.params.max_tokens,
-                coefficient,
-            )
-            .await?;
-    }
+    // What a request may cost is checked against the contract with the
+    // proxy it goes through (the pool, per proxy).
     respond::run(app, validated, endpoint).await
 }
 
@@ -258,7 +242,12 @@ async fn stats(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
             "in_flight": limit - app.slots.available_permits(),
             "max_concurrent": limit,
         },
-        "billing": app.settings.billing.as_ref().map(|b| b.contract().map(|c| c.to_string())),
+        "billing": app.settings.billing.as_ref().map(|b| {
+            b.contracts()
+                .into_iter()
+                .map(|(proxy, contract)| serde_json::json!({"proxy_contract": proxy, "contract": contract.to_string()}))
+                .collect::<Vec<_>>()
+        }),
     }))
 }
 

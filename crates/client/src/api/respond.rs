@@ -61,7 +61,6 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
         Ok(Some(event)) => event,
     };
     let answer = Answer {
-        billing: app.settings.billing.clone(),
         id: response_id(endpoint),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -99,8 +98,6 @@ struct Answer {
     created: u64,
     model: String,
     endpoint: Endpoint,
-    /// Counts what verified answers cost, when this node pays on TON.
-    billing: Option<Arc<crate::Billing>>,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -108,14 +105,6 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 impl Answer {
-    /// Count a finished answer's cost (only answers with a verified receipt:
-    /// the backend refuses the others before they get here).
-    fn bill(&self, done: &Done) {
-        if let (Some(billing), Some(receipt)) = (&self.billing, &done.receipt) {
-            billing.record(&done.usage, receipt.receipt.price_coefficient);
-        }
-    }
-
     /// One streamed chunk, as JSON text. With no text, role or finish reason it has
     /// no choice (the usage chunk).
     fn chunk(
@@ -285,7 +274,6 @@ async fn collect_answer(
             Step::Text(t) => text.push_str(&t),
             Step::Done(done) => {
                 log_done(&answer.model, &done, started, false);
-                answer.bill(&done);
                 let body = answer.full(text, &done);
                 return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
@@ -355,7 +343,6 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                     }
                     Ok(Step::Done(done)) => {
                         log_done(&s.answer.model, &done, s.started, true);
-                        s.answer.bill(&done);
                         let finish = done.finish_reason.as_str();
                         let last =
                             s.answer
