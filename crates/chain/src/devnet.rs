@@ -171,6 +171,36 @@ fn relay(
     chain.send_external(transfer)
 }
 
+/// Deploy a proxy contract under `root` with `proxy_key`, staked with the
+/// minimum from `wallet`.
+fn deploy_proxy_contract(
+    chain: &mut Emulator,
+    wallet: &Wallet,
+    root: &StdAddr,
+    prices: &Prices,
+    proxy_key: HashBytes,
+) -> Result<StdAddr, Error> {
+    let proxy_data = ProxyTerms {
+        owner: wallet.address.clone(),
+        proxy_key,
+        root: root.clone(),
+        close_delay: prices.proxy_close_delay,
+        nonce: random_nonce()?,
+    }
+    .initial_data()?;
+    let proxy_contract = contract_address(&Contract::Proxy.code(), &proxy_data)?;
+    let reports = relay(
+        chain,
+        wallet,
+        &proxy_contract,
+        prices.min_proxy_stake,
+        proxy::add_stake()?,
+        Some((Contract::Proxy.code(), proxy_data)),
+    )?;
+    ensure_ok(&reports, "deploying the proxy contract")?;
+    Ok(proxy_contract)
+}
+
 /// The first report must be a success at `dest`.
 fn ensure_ok(reports: &[TxReport], what: &str) -> Result<(), Error> {
     // reports[0] is the wallet's own transaction; the contract's follows.
@@ -262,24 +292,8 @@ impl TonDevnet {
         );
 
         let proxy_key = HashBytes(proxy_key);
-        let proxy_data = ProxyTerms {
-            owner: proxy_wallet.address.clone(),
-            proxy_key,
-            root: root.clone(),
-            close_delay: prices.proxy_close_delay,
-            nonce: random_nonce()?,
-        }
-        .initial_data()?;
-        let proxy_contract = contract_address(&Contract::Proxy.code(), &proxy_data)?;
-        let reports = relay(
-            &mut chain,
-            &proxy_wallet,
-            &proxy_contract,
-            prices.min_proxy_stake,
-            proxy::add_stake()?,
-            Some((Contract::Proxy.code(), proxy_data)),
-        )?;
-        ensure_ok(&reports, "deploying the proxy contract")?;
+        let proxy_contract =
+            deploy_proxy_contract(&mut chain, &proxy_wallet, &root, prices, proxy_key)?;
 
         let client_data = ClientTerms {
             proxy: proxy_contract.clone(),
@@ -311,6 +325,53 @@ impl TonDevnet {
             wallets,
             proxy_key,
         })
+    }
+
+    /// Another proxy operator: a new wallet, funded, and its proxy
+    /// contract with key `proxy_key`, deployed and staked from it (to
+    /// clients, a second proxy like any other).
+    pub fn add_proxy(&self, proxy_key: [u8; 32]) -> Result<(StdAddr, Wallet), Error> {
+        let wallet = Wallet::from_seed(&random_seed()?)?;
+        let mut chain = self.lock()?;
+        chain.fund(&wallet.address, GENESIS_BALANCE)?;
+        let prices = Prices::from_stack(&chain.get(&self.root, "get_prices", vec![])?)?;
+        let contract = deploy_proxy_contract(
+            &mut chain,
+            &wallet,
+            &self.root,
+            &prices,
+            HashBytes(proxy_key),
+        )?;
+        Ok((contract, wallet))
+    }
+
+    /// Publish (or, with `endpoint: None`, withdraw) a proxy running
+    /// protocol `version` in the root contract's registry, from the
+    /// operator's wallet.
+    pub fn register_proxy(
+        &self,
+        proxy_contract: &StdAddr,
+        proxy_key: &HashBytes,
+        version: u32,
+        endpoint: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut chain = self.lock()?;
+        let info = endpoint.map(|e| (proxy_key, version, e));
+        let reports = relay(
+            &mut chain,
+            &self.wallets.operator(),
+            &self.root,
+            TON / 20,
+            crate::root::set_proxy(proxy_contract, info)?,
+            None,
+        )?;
+        ensure_ok(&reports, "registering the proxy in the root contract")
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Emulator>, Error> {
+        self.chain
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the chain's lock is poisoned"))
     }
 
     /// The addresses to find this devnet again after a restart.

@@ -23,6 +23,7 @@
 //! * `ton_http`  - [`TonHttp`], [`Chain`] over TON's HTTP API (devnet or toncenter).
 //! * `sender`    - [`WalletSender`]: transfers from a node's wallet, confirmed on chain.
 //! * `pricing`   - what a request costs in nano-TON, and the worker's share.
+//! * `registry`  - [`RegisteredProxy`]: the proxies the root contract publishes.
 
 mod access;
 pub mod api;
@@ -34,6 +35,7 @@ mod messages;
 pub mod mnemonic;
 mod persist;
 pub mod pricing;
+pub mod registry;
 pub mod sender;
 pub mod ton_http;
 pub mod wallet;
@@ -47,6 +49,7 @@ pub use data::{
 pub use devnet::random_nonce;
 pub use emulator::{method_id, BlockReport, Emulator, TxRecord, TxReport};
 pub use messages::{client, ops, proxy, root, signed, snake, verify_amount, worker, ProxySigner};
+pub use registry::{registered_proxies, RegisteredProxy};
 pub use sender::{Confirmed, Outgoing, WalletSender};
 pub use ton_http::TonHttp;
 pub use tycho_types::cell::{Cell, HashBytes};

@@ -375,6 +375,20 @@ fn the_sandbox_life_cycle_replays_identically_on_tycho() {
             "{name}"
         );
     }
+    // The proxy registry as client nodes read it.
+    let proxies = cocoon_chain::RegisteredProxy::list_from_stack(
+        &chain.get(&root, "get_proxies", vec![]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        proxies,
+        vec![cocoon_chain::RegisteredProxy {
+            contract: proxy_addr.clone(),
+            key: key.public_key(),
+            version: 3,
+            endpoint: "127.0.0.1:9100".into(),
+        }]
+    );
     let prices_now = Prices::from_stack(&chain.get(&root, "get_prices", vec![]).unwrap()).unwrap();
     assert_eq!(
         prices_now,

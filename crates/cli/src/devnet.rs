@@ -70,6 +70,11 @@ pub struct DevnetOptions {
     pub proxy_timeouts: cocoon_proxy::HopTimeouts,
     /// The proxy's queue when every worker is full.
     pub proxy_queue: cocoon_proxy::QueueSettings,
+    /// More proxies beside the first, each with its own operator wallet and
+    /// proxy contract. Every proxy is published in the root contract's
+    /// registry; the client node finds the others there (and deploys a
+    /// client contract for each), the workers dial them all.
+    pub more_proxies: usize,
 }
 
 impl DevnetOptions {
@@ -97,8 +102,19 @@ impl DevnetOptions {
             more_workers: Vec::new(),
             proxy_timeouts: Default::default(),
             proxy_queue: Default::default(),
+            more_proxies: 0,
         }
     }
+}
+
+/// One of the devnet's proxies beyond the first.
+pub struct DevnetProxy {
+    pub identity: Arc<Identity>,
+    pub endpoint: ProxyEndpoint,
+    pub handle: ProxyHandle,
+    pub settlement: Arc<cocoon_proxy::Settlement>,
+    /// Its proxy contract.
+    pub contract: cocoon_chain::StdAddr,
 }
 
 /// What the chain shows as settled, nano-TON.
@@ -135,7 +151,8 @@ fn client_billing(
         vec![ton.client_contract.clone()]
     };
     let mut billing = cocoon_client::Billing::new(ton_http.clone(), contracts, ton.root.clone());
-    if options.client_auto_deploy {
+    // A contract per proxy: the others' are deployed on first use.
+    if options.client_auto_deploy || options.more_proxies > 0 {
         billing.deploy = Some(cocoon_client::billing::Deploy {
             wallet: wallet(),
             deposit: options.client_deposit,
@@ -150,6 +167,24 @@ fn client_billing(
         });
     }
     Ok(billing)
+}
+
+/// Start a proxy on a free loopback port, served until `stop`.
+async fn spawn_proxy(
+    settings: ProxySettings,
+    stop: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<(ProxyHandle, SocketAddr)> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a proxy")?;
+    let address = listener.local_addr()?;
+    let (handle, serve) = cocoon_proxy::start(listener, settings)?;
+    let stop = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        tokio::select! { _ = serve => {}, _ = stop.cancelled() => {} }
+    }));
+    Ok((handle, address))
 }
 
 /// The embedded chain: resumed from `state_dir` when it holds one, else a
@@ -257,6 +292,8 @@ pub struct Devnet {
     pub worker: Worker,
     /// The workers of `more_workers`, in order.
     pub more_workers: Vec<Worker>,
+    /// The proxies of `more_proxies`, in order.
+    pub more_proxies: Vec<DevnetProxy>,
     pub pool: Arc<ProxyPool>,
     pub model: String,
     /// The client node's identity and the proxy it dials (for tests that
@@ -285,6 +322,10 @@ pub struct Devnet {
 impl Devnet {
     pub async fn start(options: DevnetOptions) -> anyhow::Result<Devnet> {
         let simulated = || -> Arc<dyn Attester> { Arc::new(SimulatedTee::new()) };
+        anyhow::ensure!(
+            options.more_proxies == 0 || options.state_dir.is_none(),
+            "a devnet with more than one proxy cannot be kept in a state directory yet"
+        );
         if let Some(dir) = &options.state_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("--state {}", dir.display()))?;
         }
@@ -423,41 +464,82 @@ impl Devnet {
             .map_err(anyhow::Error::msg)?,
         );
 
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the proxy")?;
-        let proxy_addr = listener.local_addr()?;
-        let (proxy, serve) = cocoon_proxy::start(
-            listener,
-            ProxySettings {
-                identity: proxy_id.clone(),
-                allowed_clients: PinnedKeys::new([client_id.fingerprint()]),
-                allowed_workers: PinnedKeys::new(
-                    std::iter::once(worker_id.fingerprint())
-                        .chain(more_ids.iter().map(|id| id.fingerprint())),
-                ),
-                models: vec![model.clone()],
-                mux: options.mux.clone(),
-                max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-                attestation: attestation.clone(),
-                inspect: options.proxy_inspect.clone(),
-                settlement: Some(settlement.clone()),
-                timeouts: options.proxy_timeouts,
-                queue: options.proxy_queue,
-            },
-        )?;
-        let proxy_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::select! { _ = serve => {}, _ = proxy_stop.cancelled() => {} }
-        }));
-
+        let proxy_settings = ProxySettings {
+            identity: proxy_id.clone(),
+            allowed_clients: PinnedKeys::new([client_id.fingerprint()]),
+            allowed_workers: PinnedKeys::new(
+                std::iter::once(worker_id.fingerprint())
+                    .chain(more_ids.iter().map(|id| id.fingerprint())),
+            ),
+            models: vec![model.clone()],
+            mux: options.mux.clone(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            attestation: attestation.clone(),
+            inspect: options.proxy_inspect.clone(),
+            settlement: Some(settlement.clone()),
+            timeouts: options.proxy_timeouts,
+            queue: options.proxy_queue,
+        };
+        let (proxy, proxy_addr) = spawn_proxy(proxy_settings.clone(), &stop, &mut tasks).await?;
         let endpoint = ProxyEndpoint {
             address: proxy_addr.to_string(),
             fingerprint: proxy_id.fingerprint(),
         };
+        // Every proxy is published in the root contract's registry.
+        let version = cocoon_protocol::PROTOCOL_VERSION as u32;
+        ton.register_proxy(
+            &ton.proxy_contract,
+            &ton.proxy_key,
+            version,
+            Some(&endpoint.address),
+        )
+        .context("publishing the proxy in the root contract")?;
+        let mut more_proxies = Vec::new();
+        for _ in 0..options.more_proxies {
+            let id = Arc::new(Identity::generate()?.with_attester(simulated()));
+            let signer = cocoon_proxy::signer_of(&id);
+            let key = signer.public_key();
+            let (contract, wallet) = ton.add_proxy(key.0).context("deploying a proxy contract")?;
+            let settlement = Arc::new(
+                cocoon_proxy::Settlement::connect(
+                    ton_api()?,
+                    wallet,
+                    signer,
+                    contract.clone(),
+                    ton.root.clone(),
+                    |prices| Ok(cocoon_proxy::Books::new(prices)),
+                )
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("connecting a proxy's settlement")?,
+            );
+            let settings = ProxySettings {
+                identity: id.clone(),
+                settlement: Some(settlement.clone()),
+                ..proxy_settings.clone()
+            };
+            let (handle, address) = spawn_proxy(settings, &stop, &mut tasks).await?;
+            let endpoint = ProxyEndpoint {
+                address: address.to_string(),
+                fingerprint: id.fingerprint(),
+            };
+            ton.register_proxy(&contract, &key, version, Some(&endpoint.address))
+                .context("publishing a proxy in the root contract")?;
+            more_proxies.push(DevnetProxy {
+                identity: id,
+                endpoint,
+                handle,
+                settlement,
+                contract,
+            });
+        }
+        let all_proxies: Vec<ProxyEndpoint> = std::iter::once(endpoint.clone())
+            .chain(more_proxies.iter().map(|p| p.endpoint.clone()))
+            .collect();
+
         let worker = Worker::start(WorkerSettings {
             identity: worker_id,
-            proxies: vec![endpoint.clone()],
+            proxies: all_proxies.clone(),
             engine,
             mux: options.mux.clone(),
             attestation: attestation.clone(),
@@ -478,7 +560,7 @@ impl Devnet {
             more_workers.push(
                 Worker::start(WorkerSettings {
                     identity: id,
-                    proxies: vec![endpoint.clone()],
+                    proxies: all_proxies.clone(),
                     engine,
                     mux: options.mux.clone(),
                     attestation: attestation.clone(),
@@ -506,16 +588,27 @@ impl Devnet {
             attestation,
             api.billing.clone(),
         )?);
+        // The first proxy is configured; the client node finds the others in
+        // the root contract's registry, as a node on TON would.
+        pool.follow_registry(
+            Arc::new(cocoon_chain::TonHttp::new(&ton_api_url, None)?),
+            ton.root.clone(),
+            Duration::from_secs(2),
+        );
 
+        let proxies = all_proxies.len();
         let ready = async {
-            worker.wait_connected(1).await;
-            pool.wait_connected(1).await;
-            pool.wait_registered(1).await;
+            worker.wait_connected(proxies).await;
+            pool.wait_connected(proxies).await;
+            pool.wait_registered(proxies).await;
             for w in &more_workers {
-                w.wait_connected(1).await;
+                w.wait_connected(proxies).await;
             }
-            while proxy.registry.worker_count() < 1 + more_workers.len() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            let handles = std::iter::once(&proxy).chain(more_proxies.iter().map(|p| &p.handle));
+            for handle in handles {
+                while handle.registry.worker_count() < 1 + more_workers.len() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         };
         tokio::time::timeout(Duration::from_secs(20), ready)
@@ -569,6 +662,7 @@ impl Devnet {
             proxy,
             worker,
             more_workers,
+            more_proxies,
             pool,
             model,
             client_identity: client_id,
@@ -587,35 +681,44 @@ impl Devnet {
         .with_settlement(options.settle_every))
     }
 
-    /// The proxy settles every `every` in the background (the worker
+    /// Every proxy settles every `every` in the background (the worker
     /// claims on the same period, set at its start).
     fn with_settlement(mut self, every: Option<Duration>) -> Self {
         if let Some(every) = every {
-            let settlement = self.settlement.clone();
-            self.tasks
-                .push(tokio::spawn(settlement.run(every, self.stop.clone())));
+            let settlements: Vec<_> = std::iter::once(self.settlement.clone())
+                .chain(self.more_proxies.iter().map(|p| p.settlement.clone()))
+                .collect();
+            for settlement in settlements {
+                self.tasks
+                    .push(tokio::spawn(settlement.run(every, self.stop.clone())));
+            }
         }
         self
     }
 
-    /// Settle now: the proxy charges the client's contract and commits its
-    /// books; the worker fetches its voucher and claims all of it. Returns
-    /// what the chain shows afterwards.
+    /// Settle now: every proxy charges the client's contract with it and
+    /// commits its books; the worker fetches each proxy's voucher and
+    /// claims all of it. Returns what the chain shows afterwards (for the
+    /// first proxy).
     pub async fn settle_now(&self) -> anyhow::Result<Settled> {
-        self.settlement
-            .settle_once()
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let proxy = self.proxy_endpoint.fingerprint.to_string();
-        if let Some(conn) = self.worker.connection(0) {
-            self.earnings
-                .fetch(&proxy, &conn)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            self.earnings
-                .claim(&proxy, true)
-                .await
-                .map_err(anyhow::Error::msg)?;
+        let proxies = std::iter::once((&self.settlement, &self.proxy_endpoint)).chain(
+            self.more_proxies
+                .iter()
+                .map(|p| (&p.settlement, &p.endpoint)),
+        );
+        for (i, (settlement, endpoint)) in proxies.enumerate() {
+            settlement.settle_once().await.map_err(anyhow::Error::msg)?;
+            let proxy = endpoint.fingerprint.to_string();
+            if let Some(conn) = self.worker.connection(i) {
+                self.earnings
+                    .fetch(&proxy, &conn)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                self.earnings
+                    .claim(&proxy, true)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
         }
         self.settled().await
     }

@@ -33,4 +33,4 @@ pub mod routing_bench;
 mod trust_bench;
 pub mod wallet;
 
-pub use devnet::{Devnet, DevnetOptions};
+pub use devnet::{Devnet, DevnetOptions, DevnetProxy};

@@ -175,6 +175,13 @@ pub async fn client(path: &Path) -> anyhow::Result<()> {
         settings.attestation.clone(),
         settings.api.billing.clone(),
     )?);
+    if let Some(registry) = &settings.registry {
+        pool.follow_registry(
+            Arc::new(registry.chain.clone()),
+            registry.root.clone(),
+            registry.every,
+        );
+    }
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding listen = {}", settings.listen))?;

@@ -332,7 +332,10 @@ async fn readyz_and_stats_say_whether_the_node_can_serve() {
     assert_eq!(stats["requests"]["in_flight"], 0, "{stats}");
     assert_eq!(
         stats["billing"],
-        net.ton.client_contract.to_string(),
+        json!([{
+            "proxy_contract": net.ton.proxy_contract.to_string(),
+            "contract": net.ton.client_contract.to_string(),
+        }]),
         "{stats}"
     );
     net.shutdown().await;

@@ -22,8 +22,13 @@ pub struct ClientConfig {
     pub listen: SocketAddr,
     /// PEM file with this node's Ed25519 key; created if missing.
     pub identity_key: PathBuf,
-    /// Proxies to connect to.
+    /// Proxies to connect to (besides those the root contract's registry
+    /// publishes, with `[registry]`).
+    #[serde(default)]
     pub proxies: Vec<ProxyEndpoint>,
+    /// Also dial the proxies the network's root contract publishes.
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
     /// Environment variable holding comma-separated API keys apps must send as
     /// `Authorization: Bearer KEY`. Unset: no key is required.
     #[serde(default)]
@@ -86,6 +91,50 @@ impl RoutingConfig {
         Ok(cocoon_protocol::RoutingPrefs {
             max_coefficient: self.max_coefficient,
             sort,
+        })
+    }
+}
+
+/// `[registry]`: follow the root contract's proxy registry (each proxy
+/// pinned to the key published with it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `"testnet"`, `"mainnet"` or the URL of a TON HTTP API (toncenter v2).
+    pub ton_api: String,
+    /// Environment variable holding the API key, if the endpoint wants one.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The network's root contract (`0:<hex>`).
+    pub root: String,
+    /// How often the registry is read again.
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: u64,
+}
+
+fn default_refresh() -> u64 {
+    60
+}
+
+/// What following the registry needs.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    pub chain: cocoon_chain::TonHttp,
+    pub root: cocoon_chain::StdAddr,
+    pub every: Duration,
+}
+
+impl RegistryConfig {
+    fn build(&self) -> Result<RegistrySettings, ConfigError> {
+        use cocoon_chain::ton_http::{from_config, parse_address};
+        let root = parse_address(&self.root).map_err(|e| ConfigError::new("registry.root", e))?;
+        let chain = from_config(&self.ton_api, self.api_key_env.as_deref())
+            .map_err(|e| ConfigError::new("registry.ton_api", e))?;
+        ConfigError::check_range("registry.refresh_secs", self.refresh_secs, 1, 86_400)?;
+        Ok(RegistrySettings {
+            chain,
+            root,
+            every: Duration::from_secs(self.refresh_secs),
         })
     }
 }
@@ -246,7 +295,15 @@ impl ClientConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        ProxyEndpoint::check_list(&self.proxies)?;
+        match &self.registry {
+            None => ProxyEndpoint::check_list(&self.proxies)?,
+            Some(registry) => {
+                registry.build()?;
+                if !self.proxies.is_empty() {
+                    ProxyEndpoint::check_list(&self.proxies)?;
+                }
+            }
+        }
         self.routing.prefs()?;
         if let Some(billing) = &self.billing {
             billing.build()?;
@@ -307,9 +364,11 @@ impl ClientConfig {
             .map(|b| b.build())
             .transpose()?
             .map(Arc::new);
+        let registry = self.registry.as_ref().map(|r| r.build()).transpose()?;
         Ok(ClientSettings {
             identity,
             proxies: self.proxies,
+            registry,
             api: ApiSettings {
                 billing,
                 routing: self.routing.prefs()?,
@@ -333,6 +392,8 @@ impl ClientConfig {
 pub struct ClientSettings {
     pub identity: Arc<Identity>,
     pub proxies: Vec<ProxyEndpoint>,
+    /// Follow the root contract's proxy registry too.
+    pub registry: Option<RegistrySettings>,
     pub api: ApiSettings,
     pub mux: MuxOptions,
     pub listen: SocketAddr,

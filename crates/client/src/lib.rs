@@ -34,5 +34,5 @@ mod sealing;
 pub use api::{router, serve, ApiSettings};
 pub use backend::Backend;
 pub use billing::Billing;
-pub use config::{BillingConfig, ClientConfig, ClientSettings, ConfigError};
+pub use config::{BillingConfig, ClientConfig, ClientSettings, ConfigError, RegistrySettings};
 pub use pool::ProxyPool;

@@ -24,9 +24,13 @@ use crate::sealing::{self, KeyDirectory, Unsealer};
 use crate::Backend;
 
 pub struct ProxyPool {
-    connections: Vec<watch::Receiver<Option<Connection>>>,
-    /// Each proxy's answer to the registration of this node's contract.
-    accounts: Arc<Vec<std::sync::Mutex<Option<AccountTerms>>>>,
+    /// Every proxy this node has dialled, in order (an index names one for
+    /// good; a proxy withdrawn from the registry stays, stopped).
+    proxies: std::sync::RwLock<Vec<Arc<ProxySlot>>>,
+    /// How to dial a proxy (each connection pins its own proxy's key).
+    dial: DialSettings,
+    identity: Arc<Identity>,
+    attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
     /// This node pays: a proxy serves it only once its contract is
     /// registered, and only what that contract can cover.
     billing: Option<Arc<crate::Billing>>,
@@ -34,6 +38,30 @@ pub struct ProxyPool {
     stop: CancellationToken,
     keys: Arc<KeyDirectory>,
     affinity: Arc<Affinity>,
+}
+
+/// One proxy: its connection, kept up in the background, and its answer to
+/// the registration of this node's contract.
+struct ProxySlot {
+    endpoint: ProxyEndpoint,
+    connection: watch::Receiver<Option<Connection>>,
+    account: Arc<std::sync::Mutex<Option<AccountTerms>>>,
+    /// Found in the root contract's registry (withdrawn when it leaves it).
+    from_registry: bool,
+    stop: CancellationToken,
+}
+
+impl ProxySlot {
+    fn live(&self) -> Option<Connection> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        self.connection.borrow().clone().filter(|c| !c.is_closed())
+    }
+
+    fn account(&self) -> Option<AccountTerms> {
+        self.account.lock().ok()?.clone()
+    }
 }
 
 /// Proxies never send requests to client nodes.
@@ -78,93 +106,172 @@ impl ProxyPool {
             handshake_timeout: connect_timeout,
             max_backoff: Duration::from_secs(5),
         };
-        let stop = CancellationToken::new();
-        let accounts: Arc<Vec<_>> = Arc::new(
-            proxies
-                .iter()
-                .map(|_| std::sync::Mutex::new(None))
-                .collect(),
-        );
-        let connections = proxies
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let accounts = accounts.clone();
-                let billing = billing.clone();
-                // Each connection pins its own proxy's key.
-                let mut dial = dial.clone();
-                dial.tls = tls::client_config_attested(
-                    identity.clone(),
-                    Arc::new(PinnedKeys::new([p.fingerprint])),
-                    attestation.clone(),
-                )?;
-                Ok(keep_connected(p.clone(), dial, stop.clone(), move |conn| {
-                    let Some(billing) = billing.clone() else {
-                        return;
-                    };
-                    let (accounts, conn) = (accounts.clone(), conn.clone());
-                    tokio::spawn(async move {
-                        let contract = match our_contract(&billing, &conn).await {
-                            Ok(c) => c.to_string(),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "no client contract to pay this proxy from; requests through it will be refused");
-                                return;
-                            }
-                        };
-                        let body = RequestBody::OpenAccount {
-                            contract: Some(contract.clone()),
-                        };
-                        match ask(&conn, body).await {
-                            Ok(Event::Account(terms)) => {
-                                tracing::info!(%contract, proxy_contract = %terms.proxy_contract, "client contract registered with the proxy");
-                                *accounts[i].lock().unwrap_or_else(|e| e.into_inner()) =
-                                    Some(terms);
-                            }
-                            Ok(other) => {
-                                tracing::warn!(answer = ?other, "unexpected answer to the contract registration")
-                            }
-                            Err(e) => {
-                                tracing::warn!(%contract, error = %e, "the proxy refused this node's client contract; requests through it will be refused")
-                            }
-                        }
-                    });
-                }))
-            })
-            .collect::<Result<_, ProtocolError>>()?;
-        Ok(Self {
-            connections,
-            accounts,
+        let pool = Self {
+            proxies: Default::default(),
+            dial,
+            identity,
+            attestation,
             billing,
             next: AtomicUsize::new(0),
-            stop,
+            stop: CancellationToken::new(),
             keys,
             affinity: Arc::new(Affinity::default()),
-        })
+        };
+        for p in proxies {
+            pool.add(p.clone(), false)?;
+        }
+        Ok(pool)
+    }
+
+    /// Dial `endpoint` too (kept up in the background); its index. A proxy
+    /// already dialled (same key and address) keeps its index.
+    fn add(&self, endpoint: ProxyEndpoint, from_registry: bool) -> Result<usize, ProtocolError> {
+        let mut proxies = self.proxies.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = proxies
+            .iter()
+            .position(|p| p.endpoint == endpoint && !p.stop.is_cancelled())
+        {
+            return Ok(i);
+        }
+        let index = proxies.len();
+        let mut dial = self.dial.clone();
+        dial.tls = tls::client_config_attested(
+            self.identity.clone(),
+            Arc::new(PinnedKeys::new([endpoint.fingerprint])),
+            self.attestation.clone(),
+        )?;
+        let account: Arc<std::sync::Mutex<Option<AccountTerms>>> = Default::default();
+        let stop = self.stop.child_token();
+        let billing = self.billing.clone();
+        let registration = account.clone();
+        let connection = keep_connected(endpoint.clone(), dial, stop.clone(), move |conn| {
+            let Some(billing) = billing.clone() else {
+                return;
+            };
+            let (account, conn) = (registration.clone(), conn.clone());
+            // A new connection: registered anew.
+            *account.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            tokio::spawn(register(billing, conn, account, index));
+        });
+        proxies.push(Arc::new(ProxySlot {
+            endpoint,
+            connection,
+            account,
+            from_registry,
+            stop,
+        }));
+        Ok(index)
+    }
+
+    /// Follow the root contract's proxy registry: read it now and every
+    /// `every`, dial each proxy it publishes (pinned to its key), and stop
+    /// dialling those it withdraws. Proxies from the configuration stay.
+    pub fn follow_registry(
+        self: &Arc<Self>,
+        chain: Arc<dyn cocoon_chain::Chain>,
+        root: cocoon_chain::StdAddr,
+        every: Duration,
+    ) {
+        let pool = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = pool.upgrade() else { return };
+                match cocoon_chain::registered_proxies(chain.as_ref(), &root).await {
+                    Ok(listed) => this.apply_registry(&listed),
+                    Err(e) => {
+                        tracing::warn!(%root, error = %e, "cannot read the root contract's proxy registry; keeping the proxies known")
+                    }
+                }
+                drop(this);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+    }
+
+    /// Dial what `listed` publishes; stop the registry's proxies it no longer does.
+    fn apply_registry(&self, listed: &[cocoon_chain::RegisteredProxy]) {
+        let endpoints: Vec<ProxyEndpoint> = listed
+            .iter()
+            .map(|p| ProxyEndpoint {
+                address: p.endpoint.clone(),
+                fingerprint: tls::Fingerprint::of_ed25519(&p.key.0),
+            })
+            .collect();
+        for slot in self
+            .proxies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if slot.from_registry
+                && !slot.stop.is_cancelled()
+                && !endpoints.contains(&slot.endpoint)
+            {
+                tracing::info!(proxy = %slot.endpoint.address, "proxy withdrawn from the root contract's registry; no longer dialled");
+                slot.stop.cancel();
+            }
+        }
+        for (endpoint, p) in endpoints.into_iter().zip(listed) {
+            let known = self
+                .proxies
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|s| s.endpoint == endpoint && !s.stop.is_cancelled());
+            if known {
+                continue;
+            }
+            let address = endpoint.address.clone();
+            match self.add(endpoint, true) {
+                Ok(index) => {
+                    tracing::info!(proxy = %address, index, version = p.version, contract = %p.contract, "proxy found in the root contract's registry")
+                }
+                Err(e) => {
+                    tracing::warn!(proxy = %address, error = %e, "cannot dial a registered proxy")
+                }
+            }
+        }
+    }
+
+    fn slots(&self) -> Vec<Arc<ProxySlot>> {
+        self.proxies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Live connections with their proxy's index, starting with the next one
     /// in turn; when this node pays, those that accepted its contract first.
-    fn live(&self) -> Vec<(usize, Connection)> {
-        let n = self.connections.len();
+    fn live(&self) -> Vec<(usize, Connection, Option<AccountTerms>)> {
+        let slots = self.slots();
+        let n = slots.len().max(1);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut live: Vec<(usize, Connection)> = (0..n)
+        // Each registration is read once: one may land while sorting.
+        let mut live: Vec<(usize, Connection, Option<AccountTerms>)> = (0..slots.len())
             .map(|i| (start + i) % n)
-            .filter_map(|i| self.connections[i].borrow().clone().map(|c| (i, c)))
-            .filter(|(_, c)| !c.is_closed())
+            .filter_map(|i| slots[i].live().map(|c| (i, c, slots[i].account())))
             .collect();
         if self.billing.is_some() {
-            // Read once per proxy: a registration may land while sorting.
-            live.sort_by_cached_key(|(i, _)| self.account(*i).is_none());
+            live.sort_by_key(|(_, _, account)| account.is_none());
         }
         live
     }
 
+    /// Proxies dialled now (configured, and found in the registry).
+    pub fn proxies(&self) -> usize {
+        self.slots()
+            .iter()
+            .filter(|s| !s.stop.is_cancelled())
+            .count()
+    }
+
     /// Proxies connected right now (does not advance the turn).
     pub fn connected(&self) -> usize {
-        self.connections
-            .iter()
-            .filter(|c| c.borrow().as_ref().is_some_and(|c| !c.is_closed()))
-            .count()
+        self.slots().iter().filter(|s| s.live().is_some()).count()
     }
 
     /// Wait until at least `n` proxies are connected.
@@ -180,9 +287,9 @@ impl ProxyPool {
 
     /// Proxies that accepted this node's client contract on their current connection.
     pub fn registered(&self) -> usize {
-        self.accounts
+        self.slots()
             .iter()
-            .filter(|a| a.lock().map(|a| a.is_some()).unwrap_or(false))
+            .filter(|s| !s.stop.is_cancelled() && s.account().is_some())
             .count()
     }
 
@@ -195,7 +302,14 @@ impl ProxyPool {
 
     /// The terms proxy `index` answered the registration with.
     pub fn account(&self, index: usize) -> Option<AccountTerms> {
-        self.accounts.get(index)?.lock().ok()?.clone()
+        self.slots().get(index)?.account()
+    }
+
+    /// The index of the proxy dialled at `endpoint`, if it is.
+    pub fn index_of(&self, endpoint: &ProxyEndpoint) -> Option<usize> {
+        self.slots()
+            .iter()
+            .position(|s| &s.endpoint == endpoint && !s.stop.is_cancelled())
     }
 
     /// Close this node's account with proxy `index`: the proxy's signature
@@ -203,9 +317,9 @@ impl ProxyPool {
     /// from the owner's wallet).
     pub async fn close_account(&self, index: usize) -> Result<Voucher, WireError> {
         let conn = self
-            .connections
+            .slots()
             .get(index)
-            .and_then(|c| c.borrow().clone())
+            .and_then(|s| s.live())
             .ok_or_else(no_proxy)?;
         match ask(&conn, RequestBody::CloseAccount).await? {
             Event::Voucher(voucher) => Ok(voucher),
@@ -213,6 +327,38 @@ impl ProxyPool {
                 ErrorKind::Upstream,
                 format!("unexpected answer to CloseAccount: {other:?}"),
             )),
+        }
+    }
+}
+
+/// Register this node's contract (configured, remembered or deployed now)
+/// with the proxy on `conn`; its terms land in `account`.
+async fn register(
+    billing: Arc<crate::Billing>,
+    conn: Connection,
+    account: Arc<std::sync::Mutex<Option<AccountTerms>>>,
+    index: usize,
+) {
+    let contract = match our_contract(&billing, &conn).await {
+        Ok(c) => c.to_string(),
+        Err(e) => {
+            tracing::warn!(proxy = index, error = %e, "no client contract to pay this proxy from; requests through it will be refused");
+            return;
+        }
+    };
+    let body = RequestBody::OpenAccount {
+        contract: Some(contract.clone()),
+    };
+    match ask(&conn, body).await {
+        Ok(Event::Account(terms)) => {
+            tracing::info!(proxy = index, %contract, proxy_contract = %terms.proxy_contract, "client contract registered with the proxy");
+            *account.lock().unwrap_or_else(|e| e.into_inner()) = Some(terms);
+        }
+        Ok(other) => {
+            tracing::warn!(answer = ?other, "unexpected answer to the contract registration")
+        }
+        Err(e) => {
+            tracing::warn!(proxy = index, %contract, error = %e, "the proxy refused this node's client contract; requests through it will be refused")
         }
     }
 }
@@ -258,7 +404,7 @@ impl Backend for ProxyPool {
             let mut last = no_proxy();
             let mut merged: std::collections::BTreeMap<String, ModelInfo> = Default::default();
             let mut answered = false;
-            for (_, conn) in self.live() {
+            for (_, conn, _) in self.live() {
                 match conn.ask(RequestBody::ListModels, ASK_TIMEOUT).await {
                     Ok(Event::Models(models)) => {
                         answered = true;
@@ -294,7 +440,7 @@ impl Backend for ProxyPool {
         (
             ready,
             serde_json::json!({
-                "proxies": self.connections.len(),
+                "proxies": self.proxies(),
                 "connected": connected,
                 "contract_registered": if self.billing.is_some() { serde_json::json!(registered) } else { serde_json::Value::Null },
                 "conversations_remembered": self.affinity.len(),
@@ -311,7 +457,6 @@ impl Backend for ProxyPool {
         let keys = self.keys.clone();
         let affinity = self.affinity.clone();
         let billing = self.billing.clone();
-        let accounts = self.accounts.clone();
         stream::once(async move {
             let mut refusal: Option<WireError> = None;
             let refused = |proxy: usize, e: WireError, refusal: &mut Option<WireError>| {
@@ -320,10 +465,10 @@ impl Backend for ProxyPool {
                     *refusal = Some(e);
                 }
             };
-            for (proxy, conn) in live {
+            for (proxy, conn, account) in live {
                 let payer = match &billing {
                     None => None,
-                    Some(billing) => match payable(billing, &accounts, proxy, &request, prefs).await {
+                    Some(billing) => match payable(billing, account, &request, prefs).await {
                         Ok(proxy_contract) => Some((billing.clone(), proxy_contract)),
                         Err(e) => {
                             refused(proxy, e, &mut refusal);
@@ -346,19 +491,16 @@ impl Backend for ProxyPool {
     }
 }
 
-/// The proxy contract behind proxy `index` when this node's contract with
-/// it is registered and can cover `request` at its worst case; else why not
-/// (402, or 503 when the chain cannot be read).
+/// The proxy contract behind a proxy when this node's contract with it is
+/// registered (`account`) and can cover `request` at its worst case; else
+/// why not (402, or 503 when the chain cannot be read).
 async fn payable(
     billing: &crate::Billing,
-    accounts: &[std::sync::Mutex<Option<AccountTerms>>],
-    index: usize,
+    account: Option<AccountTerms>,
     request: &GenerateRequest,
     prefs: cocoon_protocol::RoutingPrefs,
 ) -> Result<String, WireError> {
-    let terms = accounts
-        .get(index)
-        .and_then(|a| a.lock().ok()?.clone())
+    let terms = account
         .ok_or_else(|| {
             WireError::new(
                 ErrorKind::PaymentRequired,
@@ -432,7 +574,12 @@ async fn sealed_request(
             };
             others.insert(0, first);
         }
-        let chosen = sealing::candidates(&others);
+        let choices = if fresh {
+            sealing::RESEAL_CANDIDATES
+        } else {
+            sealing::SEAL_CANDIDATES
+        };
+        let chosen = sealing::candidates(&others, choices);
         avoid.extend(chosen.iter().map(|c| c.worker));
         let sealed_to: Vec<ListedWorker> = chosen
             .iter()

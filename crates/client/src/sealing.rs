@@ -36,6 +36,9 @@ const MAX_VERDICTS: usize = 10_000;
 /// How many workers one request is sealed to; the proxy picks the less loaded
 /// (two choices balance load well; each one more costs an X25519 operation).
 pub const SEAL_CANDIDATES: usize = 2;
+/// Sealed to after the workers of an earlier seal were full or gone: more
+/// choices for the proxy when the network is busy.
+pub const RESEAL_CANDIDATES: usize = 4;
 
 /// When a proxy's list was fetched, and its accepted workers.
 type Listed = (Instant, Arc<Vec<ListedWorker>>);
@@ -177,16 +180,16 @@ pub struct Candidate {
     pub price_coefficient: u32,
 }
 
-/// Up to [`SEAL_CANDIDATES`] of `listed` (best first): the best, and others
-/// at random among the rest, so that equal workers share the load.
-pub fn candidates(listed: &[ListedWorker]) -> Vec<Candidate> {
+/// Up to `n` of `listed` (best first): the best, and others at random among
+/// the rest, so that equal workers share the load.
+pub fn candidates(listed: &[ListedWorker], n: usize) -> Vec<Candidate> {
     let mut rest: Vec<&ListedWorker> = listed.iter().skip(1).collect();
     rest.shuffle(&mut rand::thread_rng());
     listed
         .iter()
         .take(1)
         .chain(rest)
-        .take(SEAL_CANDIDATES)
+        .take(n)
         .map(|l| Candidate {
             worker: l.key.worker(),
             sealing_key: l.key.sealing_key,

@@ -58,6 +58,19 @@ impl Fingerprint {
     pub fn of_spki(spki: &[u8]) -> Self {
         Self(Sha256::digest(spki).into())
     }
+
+    /// Fingerprint of a raw Ed25519 public key (as the root contract's
+    /// proxy registry publishes it): its SubjectPublicKeyInfo is a fixed
+    /// DER prefix (RFC 8410) followed by the key.
+    pub fn of_ed25519(key: &[u8; 32]) -> Self {
+        const PREFIX: [u8; 12] = [
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        let mut spki = [0u8; 44];
+        spki[..12].copy_from_slice(&PREFIX);
+        spki[12..].copy_from_slice(key);
+        Self::of_spki(&spki)
+    }
 }
 
 impl fmt::Display for Fingerprint {

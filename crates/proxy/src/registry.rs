@@ -472,12 +472,18 @@ impl Registry {
         if prefs.sort == Sort::Price {
             if let Some(offers) = by_model.get(model) {
                 // Three times as many as listed, then the least loaded of
-                // them: workers at equal prices share the traffic.
+                // them, ties drawn at random: workers at equal prices and
+                // loads share the traffic, and client nodes that cache their
+                // lists do not all get the same few.
                 let cheapest = offers.cheapest_with_room(limit, 3 * SHORT_LIST);
                 if !cheapest.is_empty() {
-                    let mut ranked = ranked(cheapest, Sort::Price);
+                    let mut ranked: Vec<(u64, u32, &Offer)> = cheapest
+                        .into_iter()
+                        .map(|o| (rank(o, Sort::Price), rand::random::<u32>(), o))
+                        .collect();
+                    ranked.sort_unstable_by_key(|(rank, tie, _)| (*rank, *tie));
                     ranked.truncate(SHORT_LIST);
-                    return Ok(ranked.into_iter().map(listed).collect());
+                    return Ok(ranked.into_iter().map(|(_, _, o)| listed(o)).collect());
                 }
             }
         }

@@ -279,21 +279,22 @@ fn no_billing() -> WireError {
 impl ClientSide {
     fn forward(&self, request: SealedRequest) -> BoxStream<'static, Event> {
         let candidates: Vec<Fingerprint> = request.workers().copied().collect();
-        // A billing proxy serves a client only from a contract that can pay.
-        let payer = match &self.settlement {
-            None => Ok(None),
-            Some(s) => s.payer(&self.client).map(Some),
-        };
-        let payer = match payer {
-            Ok(p) => p,
-            Err(e) => return stream::iter([Event::Error(e)]).boxed(),
-        };
+        let settlement = self.settlement.clone();
+        let client = self.client;
         let registry = self.registry.clone();
         let receipts = self.receipts.clone();
         let books = self.settlement.as_ref().map(|s| s.books().clone());
         let inspect = self.inspect.clone();
         let timeouts = self.timeouts;
         stream::once(async move {
+            // A billing proxy serves a client only from a contract that can pay.
+            let payer = match &settlement {
+                None => None,
+                Some(s) => match s.paying(&client).await {
+                    Ok(p) => Some(p),
+                    Err(e) => return stream::iter([Event::Error(e)]).boxed(),
+                },
+            };
             // Waits in the model's queue while every worker is full.
             let picked = registry
                 .pick_or_wait(

@@ -55,7 +55,13 @@ struct ClientAccount {
     balance: u128,
     charged: u128,
     closed: bool,
+    /// When `balance` was last read from the chain.
+    read_at: std::time::Instant,
 }
+
+/// How often a client contract that looks short of funds is read again
+/// (its owner may have topped it up since).
+const REREAD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What settlement has put on chain since the proxy started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -201,6 +207,7 @@ impl Settlement {
                     balance: channel.state.balance,
                     charged: channel.state.charged,
                     closed: false,
+                    read_at: std::time::Instant::now(),
                 },
             );
         tracing::info!(%client, %contract, balance = %channel.state.balance, "client contract registered");
@@ -219,6 +226,32 @@ impl Settlement {
             .await
             .map_err(unreadable)?;
         ClientChannel::from_stack(&stack).map_err(unreadable)
+    }
+
+    /// [`Settlement::payer`], reading the contract again (at most every
+    /// [`REREAD`]) when it looks short: a top-up since the last read counts
+    /// at once, not at the next settlement.
+    pub async fn paying(&self, client: &Fingerprint) -> Result<StdAddr, WireError> {
+        let refusal = match self.payer(client) {
+            Ok(contract) => return Ok(contract),
+            Err(e) => e,
+        };
+        let stale = {
+            let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            accounts
+                .get(client)
+                .filter(|a| !a.closed && a.read_at.elapsed() >= REREAD)
+                .map(|a| a.contract.clone())
+        };
+        let Some(contract) = stale else {
+            return Err(refusal);
+        };
+        match self.read_channel(&contract).await {
+            Ok(channel) => self.remember(&contract, &channel),
+            // Unreadable now: what was known stands.
+            Err(_) => return Err(refusal),
+        }
+        self.payer(client)
     }
 
     /// The contract `client` pays from, if it can pay for more: what it owes
@@ -383,6 +416,7 @@ impl Settlement {
         for account in accounts.values_mut().filter(|a| &a.contract == contract) {
             account.balance = channel.state.balance;
             account.charged = channel.state.charged;
+            account.read_at = std::time::Instant::now();
         }
     }
 

@@ -145,3 +145,16 @@ fn expired_certificate_is_refused() {
     let earlier = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() - 3600));
     assert!(pins.check(&cert, earlier).is_err());
 }
+
+#[test]
+fn a_raw_ed25519_key_has_its_certificates_fingerprint() {
+    let identity = Identity::generate().unwrap();
+    let raw: [u8; 32] = ed25519_raw_key(identity.spki())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_eq!(Fingerprint::of_ed25519(&raw), identity.fingerprint());
+    let mut other = raw;
+    other[0] ^= 1;
+    assert_ne!(Fingerprint::of_ed25519(&other), identity.fingerprint());
+}

@@ -1,0 +1,106 @@
+//! The root contract's proxy registry as nodes read it: which proxies the
+//! network's operator publishes (`get_proxies`), each with its contract,
+//! its Ed25519 key, the protocol version it runs and where it listens.
+
+use tycho_types::cell::{Cell, CellSlice, HashBytes, Load};
+use tycho_types::dict::Dict;
+use tycho_types::models::StdAddr;
+use tycho_vm::RcStackValue;
+
+use crate::{Chain, Error};
+
+/// One entry of the root contract's proxy registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredProxy {
+    /// The proxy's contract (what clients' contracts pay).
+    pub contract: StdAddr,
+    /// The proxy's Ed25519 public key (its TLS identity and signing key).
+    pub key: HashBytes,
+    /// The protocol version it runs.
+    pub version: u32,
+    /// `host:port` it listens on.
+    pub endpoint: String,
+}
+
+impl RegisteredProxy {
+    /// `get_proxies`' result: a dictionary (address -> info cell), or null
+    /// when no proxy is registered.
+    pub fn list_from_stack(stack: &[RcStackValue]) -> Result<Vec<Self>, Error> {
+        let value = stack
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("get_proxies returned nothing"))?;
+        if value.is_null() {
+            return Ok(Vec::new());
+        }
+        let root = value
+            .as_cell()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("get_proxies did not return a cell"))?;
+        let dict: Dict<StdAddr, Cell> = Dict::from_raw(Some(root));
+        let mut out = Vec::new();
+        for entry in dict.iter() {
+            let (contract, info) = entry.map_err(|e| anyhow::anyhow!("proxy registry: {e}"))?;
+            out.push(Self::parse(contract, &info)?);
+        }
+        Ok(out)
+    }
+
+    fn parse(contract: StdAddr, info: &Cell) -> Result<Self, Error> {
+        let bad = |e: tycho_types::error::Error| anyhow::anyhow!("proxy {contract}: {e}");
+        let mut slice = info.as_slice().map_err(bad)?;
+        let key = HashBytes::load_from(&mut slice).map_err(bad)?;
+        let version = slice.load_u32().map_err(bad)?;
+        let endpoint = slice.load_reference_cloned().map_err(bad)?;
+        let endpoint = read_snake(&endpoint)
+            .map_err(|e| anyhow::anyhow!("proxy {contract}: endpoint: {e}"))?;
+        Ok(Self {
+            contract,
+            key,
+            version,
+            endpoint,
+        })
+    }
+}
+
+/// The proxies the root contract at `root` publishes.
+pub async fn registered_proxies(
+    chain: &dyn Chain,
+    root: &StdAddr,
+) -> Result<Vec<RegisteredProxy>, Error> {
+    RegisteredProxy::list_from_stack(&chain.get(root, "get_proxies", &[]).await?)
+}
+
+/// Text from a snake string (the reverse of [`crate::snake`]), at most 4 KiB.
+pub fn read_snake(cell: &Cell) -> Result<String, Error> {
+    let mut bytes = Vec::new();
+    let mut current = cell.clone();
+    loop {
+        let mut slice: CellSlice<'_> = current.as_slice()?;
+        let bits = slice.size_bits();
+        anyhow::ensure!(
+            bits.is_multiple_of(8),
+            "a snake string cell holds {bits} bits"
+        );
+        let mut chunk = vec![0u8; (bits / 8) as usize];
+        slice.load_raw(&mut chunk, bits)?;
+        bytes.extend_from_slice(&chunk);
+        anyhow::ensure!(bytes.len() <= 4096, "longer than 4 KiB");
+        if slice.size_refs() == 0 {
+            break;
+        }
+        current = slice.load_reference_cloned()?;
+    }
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snake_strings_round_trip() {
+        for text in ["", "127.0.0.1:9100", &"x".repeat(300)] {
+            assert_eq!(read_snake(&crate::snake(text).unwrap()).unwrap(), text);
+        }
+    }
+}
