@@ -172,6 +172,12 @@ struct DevnetArgs {
     /// `[[accounts]]` with `address = "0:..."` and `balance = "1000"` (TON).
     #[arg(long, value_name = "FILE")]
     genesis: Option<PathBuf>,
+    /// Proxies, each with its own operator and proxy contract, all published
+    /// in the root contract (the client node finds the others there and
+    /// pays each from its own client contract). More than one cannot be
+    /// kept with --state yet.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8), conflicts_with = "state")]
+    proxies: u32,
 }
 
 /// `--genesis FILE`.
@@ -359,6 +365,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     options.ton_listen = args.ton_listen;
     options.block_interval = (args.block_ms > 0).then(|| Duration::from_millis(args.block_ms));
     options.state_dir = args.state.clone();
+    options.more_proxies = args.proxies as usize - 1;
     if let Some(path) = &args.genesis {
         options.genesis_accounts = read_genesis(path)?;
     }
@@ -431,6 +438,12 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         "    proxy contract {}  client contract {} (100 TON deposited); the proxy settles and the worker claims every 10 s",
         net.ton.proxy_contract, net.ton.client_contract
     );
+    for p in &net.more_proxies {
+        println!(
+            "    another proxy on {}: its contract {} (the client node found it in the root contract)",
+            p.endpoint.address, p.contract
+        );
+    }
     println!("    your balance: curl -s {}/cocoon/balance", net.api_url);
     match &args_state {
         Some(dir) => println!("    state kept in {} (resumed next start)", dir.display()),

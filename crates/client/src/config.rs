@@ -414,6 +414,17 @@ fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000
 "#;
 
     #[test]
+    fn proxies_may_come_from_the_registry_alone() {
+        let text = format!(
+            "listen = \"127.0.0.1:8080\"\nidentity_key = \"/tmp/c.pem\"\n[registry]\nton_api = \"testnet\"\nroot = \"0:{}\"\n",
+            "00".repeat(32)
+        );
+        let c = ClientConfig::from_toml(&text).unwrap();
+        assert!(c.proxies.is_empty());
+        assert_eq!(c.registry.unwrap().refresh_secs, 60);
+    }
+
+    #[test]
     fn good_config_parses_with_defaults() {
         let c = ClientConfig::from_toml(GOOD).unwrap();
         assert_eq!(c.max_concurrent_requests, 256);
@@ -469,6 +480,26 @@ fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000
             (
                 format!("{GOOD}\n[billing]\nton_api = \"testnet\"\ncontract = \"0:{z}\"\nroot = \"0:{z}\"\ntop_up_ton = \"1\"\n", z = "00".repeat(32)),
                 "billing.top_up_ton",
+            ),
+            (
+                format!("{GOOD}\n[billing]\nton_api = \"testnet\"\ncontracts = [\"0:{z}\", \"nope\"]\nroot = \"0:{z}\"\n", z = "00".repeat(32)),
+                "billing.contracts[1]",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"\nidentity_key = \"/tmp/c.pem\"\n".to_string(),
+                "proxies",
+            ),
+            (
+                format!("listen = \"127.0.0.1:8080\"\nidentity_key = \"/tmp/c.pem\"\n[registry]\nton_api = \"testnet\"\nroot = \"0:zz{}\"\n", "00".repeat(31)),
+                "registry.root",
+            ),
+            (
+                format!("{GOOD}\n[registry]\nton_api = \"gopher://x\"\nroot = \"0:{}\"\n", "00".repeat(32)),
+                "registry.ton_api",
+            ),
+            (
+                format!("{GOOD}\n[registry]\nton_api = \"testnet\"\nroot = \"0:{}\"\nrefresh_secs = 0\n", "00".repeat(32)),
+                "registry.refresh_secs",
             ),
         ];
         for (text, field) in cases {
