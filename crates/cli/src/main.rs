@@ -48,6 +48,9 @@ enum Command {
         #[command(subcommand)]
         command: Option<WorkerCommand>,
     },
+    /// Summarize a Telegram chat export (and draft replies) on the network,
+    /// through a client node's API.
+    Summarize(cocoon_cli::summarize::SummarizeArgs),
     /// Create a node key file if missing and print its fingerprint (to pin it in
     /// other nodes' configs).
     Keygen {
@@ -275,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker { .. } => {
             anyhow::bail!("cocoon worker: --config FILE is required (or `cocoon worker earnings --config FILE`)")
         }
+        Command::Summarize(args) => cocoon_cli::summarize::run(args).await,
         Command::Keygen { out } => {
             let identity = Identity::load_or_create(&out)?;
             println!("{}", identity.fingerprint());

@@ -422,26 +422,35 @@ impl Billing {
         Ok(())
     }
 
+    /// What `usage` costs at the prices last read and the worker's price
+    /// `coefficient` (none before prices were first read).
+    pub fn cost(&self, usage: &Usage, coefficient: u32) -> Option<u128> {
+        let prices = self.last_prices.lock().ok()?.clone()?;
+        Some(
+            prices
+                .charge_at(
+                    TokenCounts {
+                        prompt: usage.prompt_tokens,
+                        cached_prompt: usage.cached_prompt_tokens,
+                        completion: usage.completion_tokens,
+                        reasoning: usage.reasoning_tokens,
+                    },
+                    coefficient,
+                )
+                .total,
+        )
+    }
+
     /// Count a request served through `proxy_contract`'s proxy (its receipt
     /// verified) at the prices last read and the worker's price `coefficient`.
     pub fn record(&self, proxy_contract: &str, usage: &Usage, coefficient: u32) {
-        let Some(prices) = self.last_prices.lock().ok().and_then(|p| p.clone()) else {
+        let (Some(charge), Some(account)) =
+            (self.cost(usage, coefficient), self.account(proxy_contract))
+        else {
             return;
         };
-        let Some(account) = self.account(proxy_contract) else {
-            return;
-        };
-        let charge = prices.charge_at(
-            TokenCounts {
-                prompt: usage.prompt_tokens,
-                cached_prompt: usage.cached_prompt_tokens,
-                completion: usage.completion_tokens,
-                reasoning: usage.reasoning_tokens,
-            },
-            coefficient,
-        );
         let mut spent = account.spent.lock().unwrap_or_else(|e| e.into_inner());
-        *spent = spent.saturating_add(charge.total);
+        *spent = spent.saturating_add(charge);
     }
 
     /// `GET /v1/cocoon/balance`: every contract of this node, and their

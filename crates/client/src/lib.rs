@@ -22,14 +22,19 @@
 //! * `billing` - [`Billing`]: the node's client contract on TON, the balance
 //!   endpoint, and refusing (402) what it cannot pay for.
 //! * `config`  - [`ClientConfig`], the TOML file, validated with field names.
+//! * `chat_export` - Telegram Desktop's chat export (`result.json`), parsed.
+//! * `summarize` - summaries and reply drafts of an exported chat, asked of
+//!   the network through a client node's API (chunked to fit the context).
 
 mod affinity;
 mod api;
 mod backend;
 pub mod billing;
+pub mod chat_export;
 mod config;
 mod pool;
 mod sealing;
+pub mod summarize;
 
 pub use api::{router, serve, ApiSettings};
 pub use backend::Backend;

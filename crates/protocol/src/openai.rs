@@ -166,6 +166,10 @@ impl From<crate::Usage> for Usage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CocoonExtension {
     pub receipt: ReceiptJson,
+    /// What the answer costs, nano-TON (decimal string), at the network's
+    /// prices and the worker's coefficient; absent when the node does not pay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_nano: Option<String>,
 }
 
 /// A usage receipt as JSON: what the worker signed (hex bytes), and whether the

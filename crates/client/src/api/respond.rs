@@ -61,6 +61,7 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
         Ok(Some(event)) => event,
     };
     let answer = Answer {
+        billing: app.settings.billing.clone(),
         id: response_id(endpoint),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -98,6 +99,8 @@ struct Answer {
     created: u64,
     model: String,
     endpoint: Endpoint,
+    /// Prices the answer's cost, when this node pays on TON.
+    billing: Option<Arc<crate::Billing>>,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -153,7 +156,7 @@ impl Answer {
     fn full(&self, text: String, done: &Done) -> String {
         let usage = Some(ApiUsage::from(done.usage));
         let finish_reason = Some(done.finish_reason.as_str().to_string());
-        let cocoon = extension(done);
+        let cocoon = extension(done, self.billing.as_deref());
         match self.endpoint {
             Endpoint::Chat => json(&ChatCompletion {
                 id: self.id.clone(),
@@ -204,9 +207,12 @@ impl Answer {
 
 /// The receipt of `done` for the answer's `cocoon` field. Receipts reach here
 /// only after the client node has verified them (see `pool`).
-fn extension(done: &Done) -> Option<CocoonExtension> {
+fn extension(done: &Done, billing: Option<&crate::Billing>) -> Option<CocoonExtension> {
     done.receipt.as_ref().map(|r| CocoonExtension {
         receipt: ReceiptJson::new(r, true),
+        cost_nano: billing
+            .and_then(|b| b.cost(&done.usage, r.receipt.price_coefficient))
+            .map(|c| c.to_string()),
     })
 }
 
@@ -344,9 +350,13 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                     Ok(Step::Done(done)) => {
                         log_done(&s.answer.model, &done, s.started, true);
                         let finish = done.finish_reason.as_str();
-                        let last =
-                            s.answer
-                                .chunk(None, false, Some(finish), None, extension(&done));
+                        let last = s.answer.chunk(
+                            None,
+                            false,
+                            Some(finish),
+                            None,
+                            extension(&done, s.answer.billing.as_deref()),
+                        );
                         s.queued.push_back(SseEvent::default().data(last));
                         if s.include_usage {
                             let usage =
