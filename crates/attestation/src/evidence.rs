@@ -31,6 +31,15 @@ impl Evidence {
         }
     }
 
+    /// The image hash this evidence claims, unverified (for a node showing
+    /// its own; peers verify).
+    pub fn claimed_image_hash(&self) -> Result<String, VerifyError> {
+        match self {
+            Evidence::Tdx(quote) => Ok(tdx::claimed_measurements(quote)?.image_hash()),
+            Evidence::Simulated(quote) => Ok(quote.measurements.image_hash()),
+        }
+    }
+
     /// Wire form (postcard), e.g. for a certificate extension.
     pub fn to_bytes(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("evidence serializes")

@@ -194,6 +194,35 @@ mod tests {
         }
 
         #[test]
+        fn a_stream_charged_in_parts_never_costs_more_than_whole(
+            prompt in 0u64..100_000,
+            parts in proptest::collection::vec(0u64..10_000, 1..20),
+            coefficient in 1u32..5000,
+        ) {
+            // The prompt with the first part, then each further part alone:
+            // rounding down per part may lose under one nano-TON per part,
+            // never charge more than the whole.
+            let p = prices();
+            let whole = p.charge_at(
+                TokenCounts { prompt, completion: parts.iter().sum(), ..Default::default() },
+                coefficient,
+            );
+            let mut sum = Charge::default();
+            for (i, &completion) in parts.iter().enumerate() {
+                let part = p.charge_at(
+                    TokenCounts { prompt: if i == 0 { prompt } else { 0 }, completion, ..Default::default() },
+                    coefficient,
+                );
+                prop_assert!(part.worker <= part.total);
+                sum.total += part.total;
+                sum.worker += part.worker;
+            }
+            prop_assert!(sum.total <= whole.total);
+            prop_assert!(whole.total - sum.total < parts.len() as u128);
+            prop_assert!(sum.worker <= sum.total);
+        }
+
+        #[test]
         fn more_tokens_never_cost_less(prompt in 0u64..1_000_000, completion in 0u64..1_000_000, extra in 0u64..1000) {
             let p = prices();
             let base = p.charge(TokenCounts { prompt, completion, ..Default::default() });

@@ -36,6 +36,11 @@ impl RegisteredProxy {
             .as_cell()
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("get_proxies did not return a cell"))?;
+        Self::list_from_dict(root)
+    }
+
+    /// The registry's dictionary (address -> info cell), as a list.
+    pub fn list_from_dict(root: Cell) -> Result<Vec<Self>, Error> {
         let dict: Dict<StdAddr, Cell> = Dict::from_raw(Some(root));
         let mut out = Vec::new();
         for entry in dict.iter() {

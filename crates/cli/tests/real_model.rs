@@ -366,3 +366,38 @@ async fn gemma3_q4_k_m_from_a_split_package_completes_through_the_network() {
     common::assert_error(&body, "no chat template");
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_export_is_summarised_by_the_real_model() {
+    let net = network(2).await;
+    let export = json!({"name": "Trip", "type": "private_group", "id": 3, "messages": [
+        {"id": 1, "type": "message", "date": "2024-07-01T18:00:00", "from": "Anna", "from_id": "user1",
+         "text": "Let's book the train to Lyon for Friday morning."},
+        {"id": 2, "type": "message", "date": "2024-07-01T18:02:00", "from": "Bob", "from_id": "user2",
+         "text": ["Good idea, the ", {"type": "bold", "text": "8:15"}, " train is cheapest."], "reply_to_message_id": 1},
+        {"id": 3, "type": "service", "date": "2024-07-01T18:03:00", "actor": "Anna", "action": "pin_message", "text": ""},
+        {"id": 4, "type": "message", "date": "2024-07-01T18:05:00", "from": "Anna", "from_id": "user1",
+         "text": "Booked two seats on the 8:15."}
+    ]});
+    let chat = cocoon_client::chat_export::parse(&serde_json::to_vec(&export).unwrap()).unwrap();
+    let mut summarizer = cocoon_client::summarize::Summarizer::connect(&net.api_url, None, None)
+        .await
+        .unwrap();
+    assert_eq!(summarizer.context_tokens, 2048, "read from /v1/models");
+    summarizer.max_tokens = 96;
+    let summary = summarizer
+        .summarize(&chat, &cocoon_client::summarize::Selection::All, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((summary.messages, summary.chunks), (3, 1));
+    // A real model's summary: words of its own, not the transcript echoed.
+    assert!(
+        summary.text.split_whitespace().count() >= 3,
+        "{}",
+        summary.text
+    );
+    assert!(!summary.text.contains("[2024-07-01"), "{}", summary.text);
+    let cost = summarizer.spent.cost_nano.unwrap();
+    assert!(cost > 0 && summarizer.spent.completion_tokens > 0);
+    net.shutdown().await;
+}

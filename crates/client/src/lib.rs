@@ -36,7 +36,7 @@ mod pool;
 mod sealing;
 pub mod summarize;
 
-pub use api::{router, serve, ApiSettings};
+pub use api::{check_request, router, serve, ApiSettings};
 pub use backend::Backend;
 pub use billing::Billing;
 pub use config::{BillingConfig, ClientConfig, ClientSettings, ConfigError, RegistrySettings};

@@ -19,6 +19,10 @@ pub trait NodeStatus: Send + Sync + 'static {
     fn ready(&self) -> (bool, serde_json::Value);
     /// Its state as JSON (never a prompt or an answer).
     fn stats(&self) -> serde_json::Value;
+    /// Its page for a browser at `/` (HTML that reads `/stats`), if it has one.
+    fn page(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 struct Node {
@@ -33,6 +37,7 @@ pub fn router(metrics: Arc<Metrics>, status: Arc<dyn NodeStatus>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/stats", get(stats))
+        .route("/", get(page))
         .with_state(Arc::new(Node { metrics, status }))
 }
 
@@ -46,6 +51,13 @@ pub async fn serve(
     axum::serve(listener, router(metrics, status))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+async fn page(State(node): State<Arc<Node>>) -> Response {
+    match node.status.page() {
+        Some(html) => axum::response::Html(html).into_response(),
+        None => (StatusCode::NOT_FOUND, "this node has no page").into_response(),
+    }
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {

@@ -63,11 +63,8 @@ impl Fingerprint {
     /// proxy registry publishes it): its SubjectPublicKeyInfo is a fixed
     /// DER prefix (RFC 8410) followed by the key.
     pub fn of_ed25519(key: &[u8; 32]) -> Self {
-        const PREFIX: [u8; 12] = [
-            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-        ];
         let mut spki = [0u8; 44];
-        spki[..12].copy_from_slice(&PREFIX);
+        spki[..12].copy_from_slice(&ED25519_SPKI_PREFIX);
         spki[12..].copy_from_slice(key);
         Self::of_spki(&spki)
     }

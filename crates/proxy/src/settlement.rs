@@ -40,6 +40,34 @@ pub struct Settlement {
     accounts: Mutex<HashMap<Fingerprint, ClientAccount>>,
     root_version: Mutex<Option<u128>>,
     done: Mutex<Totals>,
+    /// The latest rounds that sent anything, newest last.
+    history: Mutex<std::collections::VecDeque<SettledRound>>,
+}
+
+/// Rounds kept in [`Settlement::history`].
+const HISTORY: usize = 50;
+
+/// One round that sent anything, for the proxy's page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SettledRound {
+    /// Unix seconds.
+    pub at: u64,
+    pub charges: u64,
+    /// Charged to client contracts in this round, nano-TON.
+    pub charged_nano: String,
+    pub books_committed: bool,
+    pub transfers: u64,
+}
+
+/// A registered client contract as the proxy knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientView {
+    pub contract: String,
+    pub balance_nano: String,
+    pub charged_nano: String,
+    /// What the books say it owes in all (charged or not), nano-TON.
+    pub owed_nano: String,
+    pub closed: bool,
 }
 
 impl std::fmt::Debug for Settlement {
@@ -128,6 +156,7 @@ impl Settlement {
             accounts: Mutex::default(),
             root_version: Mutex::default(),
             done: Mutex::default(),
+            history: Mutex::default(),
         })
     }
 
@@ -141,6 +170,33 @@ impl Settlement {
 
     pub fn totals(&self) -> Totals {
         *self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest rounds that sent anything, newest last.
+    pub fn history(&self) -> Vec<SettledRound> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Every registered client contract, as last read, with what it owes.
+    pub fn clients(&self) -> Vec<ClientView> {
+        let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = std::collections::BTreeMap::new();
+        for a in accounts.values() {
+            seen.entry(a.contract.to_string())
+                .or_insert_with(|| ClientView {
+                    contract: a.contract.to_string(),
+                    balance_nano: a.balance.to_string(),
+                    charged_nano: a.charged.to_string(),
+                    owed_nano: self.books.client(&a.contract).total.to_string(),
+                    closed: a.closed,
+                });
+        }
+        seen.into_values().collect()
     }
 
     /// The proxy's terms (its contract and key), for a client node about to
@@ -356,7 +412,7 @@ impl Settlement {
                     body: client_msg::charge(target, &signature).map_err(|e| e.to_string())?,
                     init: None,
                 });
-                charged_to.push((contract, target));
+                charged_to.push((contract, target, channel.state.charged));
             }
         }
         let proxy = self.proxy_state().await?;
@@ -391,7 +447,7 @@ impl Settlement {
             round.transfers += 1;
         }
         // Done is what the chain shows, not what was sent.
-        for (contract, target) in &charged_to {
+        for (contract, target, _) in &charged_to {
             let channel = self.read_channel(contract).await.map_err(|e| e.message)?;
             self.remember(contract, &channel);
             if channel.state.charged < *target {
@@ -407,6 +463,24 @@ impl Settlement {
             done.transfers += round.transfers;
             done.charges += round.charges;
             done.books_commits += round.committed as u64;
+            let charged: u128 = charged_to
+                .iter()
+                .map(|(_, target, before)| target - before)
+                .sum();
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            if history.len() == HISTORY {
+                history.pop_front();
+            }
+            history.push_back(SettledRound {
+                at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                charges: round.charges,
+                charged_nano: charged.to_string(),
+                books_committed: round.committed,
+                transfers: round.transfers,
+            });
         }
         Ok(round)
     }

@@ -113,6 +113,10 @@ impl NodeStatus for ProxyStatus {
         (workers > 0, json!({ "workers": workers }))
     }
 
+    fn page(&self) -> Option<&'static str> {
+        Some(include_str!("page/index.html"))
+    }
+
     fn stats(&self) -> Value {
         let handle = &self.0;
         let settlement = handle.settlement.as_ref().map(|s| {
@@ -123,6 +127,7 @@ impl NodeStatus for ProxyStatus {
                 "transfers": totals.transfers,
                 "charges": totals.charges,
                 "books_commits": totals.books_commits,
+                "history": s.history(),
             })
         });
         json!({
@@ -136,6 +141,7 @@ impl NodeStatus for ProxyStatus {
             "offers": handle.registry.offer_stats(),
             "receipts_rejected": handle.receipts.rejected(),
             "settlement": settlement,
+            "clients": handle.settlement.as_ref().map(|s| s.clients()),
         })
     }
 }

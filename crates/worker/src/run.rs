@@ -173,6 +173,13 @@ impl Worker {
                 .collect(),
             fingerprint: settings.identity.fingerprint(),
             engine: settings.engine.describe(),
+            attestation: crate::status::attestation_of(&settings.identity),
+            offers: offers
+                .iter()
+                .map(|o| (o.name.clone(), o.max_concurrent, o.weights_sha256.clone()))
+                .collect(),
+            price_coefficient: settings.price_coefficient,
+            earnings: settings.payout.as_ref().map(|(e, _)| e.clone()),
         };
         metrics.add_collector(status.clone());
         Ok(Worker {

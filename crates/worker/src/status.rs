@@ -20,6 +20,29 @@ pub struct WorkerStatus {
     pub(crate) connections: Vec<(String, watch::Receiver<Option<Connection>>)>,
     pub(crate) fingerprint: Fingerprint,
     pub(crate) engine: String,
+    /// This node's TEE and the image hash its evidence claims (JSON).
+    pub(crate) attestation: Value,
+    /// (model, capacity, weights SHA-256) as announced.
+    pub(crate) offers: Vec<(String, u32, Option<String>)>,
+    pub(crate) price_coefficient: u32,
+    pub(crate) earnings: Option<Arc<crate::Earnings>>,
+}
+
+/// What a worker's page says of its TEE: the kind, and the image hash its
+/// own evidence claims (peers verify it; this only shows it).
+pub(crate) fn attestation_of(identity: &cocoon_protocol::tls::Identity) -> Value {
+    match identity.evidence(&[0u8; 64]) {
+        None => json!({"tee": "none", "image_hash": null, "simulated": false}),
+        Some(Err(e)) => json!({"tee": "error", "error": e, "image_hash": null, "simulated": false}),
+        Some(Ok(evidence)) => {
+            let kind = evidence.kind();
+            json!({
+                "tee": kind,
+                "image_hash": evidence.claimed_image_hash().ok(),
+                "simulated": kind == cocoon_attestation::TeeKind::Simulated,
+            })
+        }
+    }
 }
 
 impl std::fmt::Debug for WorkerStatus {
@@ -38,6 +61,10 @@ impl WorkerStatus {
 }
 
 impl NodeStatus for WorkerStatus {
+    fn page(&self) -> Option<&'static str> {
+        Some(include_str!("page/index.html"))
+    }
+
     fn ready(&self) -> (bool, Value) {
         let connected = self.connected();
         (
@@ -67,6 +94,26 @@ impl NodeStatus for WorkerStatus {
                 "proxy": proxy,
                 "connected": c.borrow().as_ref().is_some_and(|c| !c.is_closed()),
             })).collect::<Vec<_>>(),
+            "attestation": self.attestation,
+            "models": self.offers.iter().map(|(name, capacity, sha)| json!({
+                "name": name, "capacity": capacity, "weights_sha256": sha,
+                "price_coefficient": self.price_coefficient,
+            })).collect::<Vec<_>>(),
+            "earnings": self.earnings.as_ref().map(|e| {
+                let book = e.book();
+                let (mut owed, mut paid) = (0u128, 0u128);
+                let proxies: Vec<Value> = book.iter().map(|(proxy, earned)| {
+                    owed += earned.owed();
+                    paid += earned.paid();
+                    json!({"proxy": proxy, "owed_nano": earned.owed().to_string(),
+                           "settled_nano": earned.paid().to_string(),
+                           "pending_nano": earned.pending().to_string()})
+                }).collect();
+                json!({"payout": e.payout().to_string(),
+                       "owed_nano": owed.to_string(), "settled_nano": paid.to_string(),
+                       "pending_nano": owed.saturating_sub(paid).to_string(),
+                       "proxies": proxies})
+            }),
         })
     }
 }

@@ -41,7 +41,28 @@ pub fn verify(
             VerifyError::Tdx(text)
         }
     })?;
-    let (mrtd, rtmr, report_data) = match &report.report {
+    let (measurements, report_data) = td_fields(&report.report)?;
+    Ok(Verdict {
+        tee: TeeKind::Tdx,
+        tcb_status: report.status.clone(),
+        advisories: report.advisory_ids.clone(),
+        image_hash: measurements.image_hash(),
+        measurements,
+        report_data,
+    })
+}
+
+/// The measurements a quote claims, read without verifying it: for a node
+/// showing its own image (its peers verify; this proves nothing).
+pub fn claimed_measurements(quote: &[u8]) -> Result<Measurements, VerifyError> {
+    let quote = dcap_qvl::quote::Quote::parse(quote)
+        .map_err(|e| VerifyError::Malformed(format!("{e:#}")))?;
+    Ok(td_fields(&quote.report)?.0)
+}
+
+/// A TD report's measurements and report data.
+fn td_fields(report: &Report) -> Result<(Measurements, [u8; 64]), VerifyError> {
+    let (mrtd, rtmr, report_data) = match report {
         Report::TD10(r) => (
             r.mr_td,
             [r.rt_mr0, r.rt_mr1, r.rt_mr2, r.rt_mr3],
@@ -66,15 +87,7 @@ pub fn verify(
             ))
         }
     };
-    let measurements = Measurements { mrtd, rtmr };
-    Ok(Verdict {
-        tee: TeeKind::Tdx,
-        tcb_status: report.status.clone(),
-        advisories: report.advisory_ids.clone(),
-        image_hash: measurements.image_hash(),
-        measurements,
-        report_data,
-    })
+    Ok((Measurements { mrtd, rtmr }, report_data))
 }
 
 #[cfg(test)]

@@ -42,6 +42,11 @@ fn the_up_to_date_quote_verifies_with_its_measurements() {
     assert!(verdict.advisories.is_empty());
     assert_eq!(verdict.image_hash, verdict.measurements.image_hash());
     assert_eq!(verdict.image_hash.len(), 64);
+    // What the quote claims, read without collateral, is what verifies.
+    assert_eq!(
+        super::claimed_measurements(&testdata("tdx_quote")).unwrap(),
+        verdict.measurements
+    );
     assert_ne!(verdict.measurements.mrtd, [0u8; 48]);
 
     // The policy decides: the image must be listed.

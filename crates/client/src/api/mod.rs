@@ -68,6 +68,18 @@ pub(crate) struct App {
     pub slots: Arc<Semaphore>,
 }
 
+/// Validate a request body as `POST /v1/chat/completions` (`chat`) or
+/// `POST /v1/completions` does: `Err` with the API's message when refused
+/// (for fuzzing and tools).
+pub fn check_request(chat: bool, body: &[u8]) -> Result<(), String> {
+    let checked = if chat {
+        validate::chat(body)
+    } else {
+        validate::completion(body)
+    };
+    checked.map(|_| ()).map_err(|e| e.message)
+}
+
 /// The API's routes over `backend`.
 pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
     let app = Arc::new(App {
@@ -89,6 +101,7 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
             settings.max_body_bytes,
         ));
     Router::new()
+        .route("/", get(playground))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
@@ -223,6 +236,12 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         Json(serde_json::json!({"ready": ready, "detail": detail})),
     )
         .into_response()
+}
+
+/// `GET /`: the playground, a chat page over this API (it asks for the
+/// API key itself when the node wants one).
+async fn playground() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("page/playground.html"))
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics text).
