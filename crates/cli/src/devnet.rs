@@ -169,6 +169,23 @@ fn client_billing(
     Ok(billing)
 }
 
+/// The TON API, unless the devnet's chain is cut off.
+async fn ton_unless_out(
+    axum::extract::State(out): axum::extract::State<Arc<std::sync::atomic::AtomicBool>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if out.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the devnet's chain is cut off (ton_outage)",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
 /// Start a proxy on a free loopback port, served until `stop`.
 async fn spawn_proxy(
     settings: ProxySettings,
@@ -307,6 +324,9 @@ pub struct Devnet {
     pub ton: Arc<TonDevnet>,
     /// The proxy's settlement (charges, books, vouchers).
     pub settlement: Arc<cocoon_proxy::Settlement>,
+    /// Set: the chain's HTTP API answers every call with 503 (the chain is
+    /// unreachable for every node) until cleared.
+    pub ton_outage: Arc<std::sync::atomic::AtomicBool>,
     /// The worker's vouchers and claims.
     pub earnings: Arc<cocoon_worker::Earnings>,
     /// The worker's earnings file lives here (and, with `state_dir`, all state).
@@ -407,7 +427,13 @@ impl Devnet {
             .await
             .with_context(|| format!("binding the TON API on {}", options.ton_listen))?;
         let ton_addr = ton_http.local_addr()?;
-        let ton_app = cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now);
+        // Tests cut the chain off (`ton_outage`): every API call then fails
+        // with 503, as a TON API that is down or unreachable does.
+        let ton_outage = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ton_app =
+            cocoon_chain::api::router(ton.chain.clone(), cocoon_chain::devnet::unix_now).layer(
+                axum::middleware::from_fn_with_state(ton_outage.clone(), ton_unless_out),
+            );
         let ton_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let shutdown = async move { ton_stop.cancelled().await };
@@ -671,6 +697,7 @@ impl Devnet {
             ton_root: ton.root.to_string(),
             ton,
             settlement,
+            ton_outage,
             earnings,
             state_dir,
             scratch,

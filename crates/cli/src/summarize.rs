@@ -20,9 +20,10 @@ pub struct SummarizeArgs {
     /// Only messages at or after DATE (`YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS`).
     #[arg(long, value_name = "DATE")]
     pub since: Option<String>,
-    /// Also write K reply drafts to the last message addressed to you.
-    #[arg(long, value_name = "K", default_value_t = 0)]
-    pub drafts: usize,
+    /// Reply drafts to write to the last message addressed to you (default
+    /// 3 when the export tells who you are; 0 for none).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub drafts: Option<u32>,
     /// Your name in the chat (found by itself in a personal chat).
     #[arg(long, value_name = "NAME")]
     pub me: Option<String>,
@@ -65,12 +66,21 @@ pub async fn run(args: SummarizeArgs) -> anyhow::Result<()> {
         }
         (None, None) => Selection::All,
     };
-    let me = match (&args.me, args.drafts) {
+    let drafts_wanted = args.drafts.unwrap_or(3) as usize;
+    let me = match (&args.me, drafts_wanted) {
         (_, 0) => None,
         (Some(me), _) => Some(me.clone()),
-        (None, _) => Some(summarize::me_in_personal_chat(&chat).context(
-            "--drafts: name yourself with --me NAME (only a personal chat tells who you are)",
-        )?),
+        (None, _) => match summarize::me_in_personal_chat(&chat) {
+            Some(me) => Some(me),
+            // Asked for: an error; by default: said, and left out.
+            None if args.drafts.is_some() => anyhow::bail!(
+                "--drafts: name yourself with --me NAME (only a personal chat tells who you are)"
+            ),
+            None => {
+                eprintln!("no reply drafts: this is not a personal chat, name yourself with --me NAME to get them");
+                None
+            }
+        },
     };
     let api_key = match &args.api_key_env {
         Some(var) => {
@@ -100,7 +110,7 @@ pub async fn run(args: SummarizeArgs) -> anyhow::Result<()> {
     let drafts = match &me {
         Some(me) => Some(
             summarizer
-                .drafts(&chat, me, args.drafts)
+                .drafts(&chat, me, drafts_wanted)
                 .await
                 .map_err(anyhow::Error::msg)?,
         ),

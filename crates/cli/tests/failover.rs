@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cocoon_client::{ApiSettings, ProxyPool};
 use cocoon_protocol::tls::{Identity, PinnedKeys};
@@ -140,17 +140,6 @@ async fn start(worker_on: &[usize]) -> Net {
     })
     .await;
     net
-}
-
-async fn wait(what: &str, mut ok: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ok() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{what}: not within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `n` chats, each answered 200 with the echo of its text.

@@ -279,7 +279,12 @@ async fn stopped_worker_gives_503_not_a_hang() {
 
 #[tokio::test]
 async fn worker_dying_mid_stream_ends_the_stream_with_an_error() {
-    let net = devnet_with(|o| o.engine = slow_engine(5, 4)).await;
+    // The stream goes to the cheaper worker; a dearer one stands by.
+    let net = devnet_with(|o| {
+        o.engine = slow_engine(5, 4);
+        o.more_workers = vec![(slow_engine(0, 4), 2000)];
+    })
+    .await;
     let resp = open_stream(&net, "x").await;
     let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
     events.next().await.unwrap().unwrap();
@@ -290,6 +295,17 @@ async fn worker_dying_mid_stream_ends_the_stream_with_an_error() {
     }
     let error: Value = serde_json::from_str(&last).unwrap();
     assert!(error["error"]["message"].is_string(), "{last}");
+    // Nothing is owed for an answer that never finished (no receipt)...
+    let books = net.proxy.books.clone().unwrap();
+    assert_eq!(books.client(&net.ton.client_contract).total, 0);
+    // ...and the next request is answered by the other worker.
+    let (status, body) = post(
+        &format!("{}/chat/completions", net.api_url),
+        &chat_body("after", json!({"max_tokens": 3})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(books.client(&net.ton.client_contract).total > 0);
     net.shutdown().await;
 }
 

@@ -9,23 +9,12 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cocoon_chain::{Chain, ClientState, StdAddr};
 use cocoon_cli::Devnet;
 use common::*;
 use serde_json::{json, Value};
-
-async fn wait(what: &str, mut ok: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ok() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{what}: not within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn served_by(handle: &cocoon_proxy::ProxyHandle) -> u64 {
     handle

@@ -292,14 +292,27 @@ impl Billing {
         }
         // Read without holding the cache: requests never queue behind a slow
         // chain API, at the cost of the occasional duplicate read.
-        let state = ClientState::from_stack(
-            &self
-                .ton
-                .get(&account.contract, "get_client_data", &[])
-                .await
-                .map_err(chain_unavailable)?,
-        )
-        .map_err(chain_unavailable)?;
+        let read = match self
+            .ton
+            .get(&account.contract, "get_client_data", &[])
+            .await
+        {
+            Ok(stack) => ClientState::from_stack(&stack),
+            Err(e) => Err(e),
+        };
+        let state = match read {
+            Ok(state) => state,
+            Err(e) => {
+                // The chain is out of reach: serve on what was last read (the
+                // spend since then still counts against it), or refuse.
+                let last = account.cache.lock().await.as_ref().map(|(_, s)| s.clone());
+                let Some(last) = last else {
+                    return Err(chain_unavailable(e));
+                };
+                tracing::warn!(contract = %account.contract, error = %e, "cannot read the client contract; using its last known state");
+                return Ok((account, last));
+            }
+        };
         account
             .charged_at_start
             .lock()
@@ -367,14 +380,18 @@ impl Billing {
                 format!("cannot read the network's prices from the root contract: {e}"),
             )
         };
-        let prices = Prices::from_stack(
-            &self
-                .ton
-                .get(&self.root, "get_prices", &[])
-                .await
-                .map_err(unavailable)?,
-        )
-        .map_err(unavailable)?;
+        let read = match self.ton.get(&self.root, "get_prices", &[]).await {
+            Ok(stack) => Prices::from_stack(&stack),
+            Err(e) => Err(e),
+        };
+        let prices = match read {
+            Ok(prices) => prices,
+            Err(e) => {
+                // Out of reach: the prices last read still stand.
+                let last = self.last_prices.lock().ok().and_then(|p| p.clone());
+                return last.ok_or_else(|| unavailable(e));
+            }
+        };
         if let Ok(mut last) = self.last_prices.lock() {
             *last = Some(prices.clone());
         }

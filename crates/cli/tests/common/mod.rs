@@ -48,6 +48,18 @@ pub fn openai_http_engine(
     }
 }
 
+/// Wait until `ok` holds (checked every 20 ms), failing after 20 s.
+pub async fn wait(what: &str, mut ok: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what}: not within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
