@@ -13,6 +13,8 @@
 //!   alone, in one run.
 //! * `engine_bench`  - `cocoon bench-engine`: the embedded engine's speed beside
 //!   llama.cpp's own tools and the memory-bandwidth bound.
+//! * `gateway_bench` - `cocoon bench-gateways`: Cocoon beside LiteLLM's proxy,
+//!   same upstream, same load.
 //! * `roles`         - running one role from its TOML file.
 //! * `load_bench` - `cocoon bench-load`: one proxy (its own process) under
 //!   streamed load from several client nodes to many workers.
@@ -27,6 +29,7 @@ pub mod bench;
 pub mod devnet;
 pub mod engine_bench;
 pub mod engine_server;
+pub mod gateway_bench;
 pub mod load_bench;
 pub mod models;
 pub mod roles;

@@ -72,6 +72,9 @@ enum Command {
     /// One proxy (its own process) under streamed load from several client
     /// nodes to many instant workers: requests/s, latencies, proxy memory.
     BenchLoad(cocoon_cli::load_bench::LoadBenchOptions),
+    /// Cocoon beside LiteLLM's proxy in front of the same upstream, same load
+    /// (scripts/bench-litellm starts both and runs this).
+    BenchGateways(cocoon_cli::gateway_bench::GatewayBenchOptions),
     /// Check TEE evidence: `cocoon attest verify --quote Q --collateral C`.
     Attest {
         #[command(subcommand)]
@@ -360,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchEngine(options) => cocoon_cli::engine_bench::run(options).await,
         Command::BenchRouting(options) => cocoon_cli::routing_bench::run(options).await,
         Command::BenchLoad(options) => cocoon_cli::load_bench::run(options).await,
+        Command::BenchGateways(options) => cocoon_cli::gateway_bench::run(options).await,
     }
 }
 
