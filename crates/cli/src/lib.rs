@@ -21,6 +21,7 @@
 //! * `routing_bench` - `cocoon bench-routing`: the proxy's routing decisions at
 //!   10 to 10,000 registered workers.
 //! * `models`        - `cocoon model pull|list` and the devnet's default model.
+//! * `soak`          - `cocoon soak`: a bounded soak run with the money checked.
 //! * `summarize`     - `cocoon summarize`: a Telegram chat export summarised by the network.
 //! * `wallet`        - `cocoon wallet new|address|balance|send`: TON v4r2 wallets.
 
@@ -34,6 +35,7 @@ pub mod load_bench;
 pub mod models;
 pub mod roles;
 pub mod routing_bench;
+pub mod soak;
 pub mod summarize;
 mod trust_bench;
 pub mod wallet;

@@ -75,6 +75,9 @@ enum Command {
     /// Cocoon beside LiteLLM's proxy in front of the same upstream, same load
     /// (scripts/bench-litellm starts both and runs this).
     BenchGateways(cocoon_cli::gateway_bench::GatewayBenchOptions),
+    /// A bounded soak run on the devnet: streaming clients for a fixed time,
+    /// errors by kind, latency, memory, and the money checked at the end.
+    Soak(cocoon_cli::soak::SoakOptions),
     /// Check TEE evidence: `cocoon attest verify --quote Q --collateral C`.
     Attest {
         #[command(subcommand)]
@@ -364,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchRouting(options) => cocoon_cli::routing_bench::run(options).await,
         Command::BenchLoad(options) => cocoon_cli::load_bench::run(options).await,
         Command::BenchGateways(options) => cocoon_cli::gateway_bench::run(options).await,
+        Command::Soak(options) => cocoon_cli::soak::run(options).await,
     }
 }
 

@@ -77,6 +77,27 @@ fn bench_load_runs_a_proxy_process_under_load_and_prints_its_row() {
 }
 
 #[test]
+fn soak_runs_for_its_time_and_checks_the_money() {
+    let out = cocoon(&[
+        "soak",
+        "--seconds",
+        "2",
+        "--workers",
+        "3",
+        "--concurrency",
+        "4",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("errors 0"), "{text}");
+    assert!(text.contains("money checks: PASS"), "{text}");
+}
+
+#[test]
 fn example_configs_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
