@@ -53,16 +53,7 @@ pub async fn run(args: SummarizeArgs) -> anyhow::Result<()> {
         (Some(0), _) => anyhow::bail!("--last: must be at least 1"),
         (Some(n), _) => Selection::Last(*n),
         (None, Some(date)) => {
-            let full = if date.len() == 10 {
-                format!("{date}T00:00:00")
-            } else {
-                date.clone()
-            };
-            anyhow::ensure!(
-                chat_export::is_export_date(&full),
-                "--since: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, got {date:?}"
-            );
-            Selection::Since(full)
+            Selection::since(date).map_err(|e| anyhow::anyhow!("--since: {e}"))?
         }
         (None, None) => Selection::All,
     };

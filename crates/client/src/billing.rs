@@ -59,8 +59,10 @@ pub struct Billing {
     root: StdAddr,
     /// Completion tokens reserved for a request without `max_tokens`.
     pub default_max_tokens: u32,
-    prices: tokio::sync::Mutex<Option<(Instant, Prices)>>,
-    last_prices: Mutex<Option<Prices>>,
+    /// The root's prices and when they were read (kept past [`FRESH`]: what
+    /// is charged is priced with them, and they stand while the chain is
+    /// out of reach).
+    prices: Mutex<Option<(Instant, Prices)>>,
     /// Automatic top-up, if configured.
     pub top_up: Option<TopUp>,
 }
@@ -144,8 +146,7 @@ impl Billing {
             deploying: tokio::sync::Mutex::new(()),
             root,
             default_max_tokens: 1024,
-            prices: tokio::sync::Mutex::new(None),
-            last_prices: Mutex::new(None),
+            prices: Mutex::new(None),
             top_up: None,
         }
     }
@@ -366,12 +367,14 @@ impl Billing {
 
     /// The network's prices (from the root contract, cached briefly).
     pub async fn prices(&self) -> Result<Prices, WireError> {
-        {
-            let cache = self.prices.lock().await;
-            if let Some((at, prices)) = cache.as_ref() {
-                if at.elapsed() < FRESH {
-                    return Ok(prices.clone());
-                }
+        let last = self
+            .prices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((at, prices)) = &last {
+            if at.elapsed() < FRESH {
+                return Ok(prices.clone());
             }
         }
         let unavailable = |e: anyhow::Error| {
@@ -388,14 +391,11 @@ impl Billing {
             Ok(prices) => prices,
             Err(e) => {
                 // Out of reach: the prices last read still stand.
-                let last = self.last_prices.lock().ok().and_then(|p| p.clone());
-                return last.ok_or_else(|| unavailable(e));
+                return last.map(|(_, p)| p).ok_or_else(|| unavailable(e));
             }
         };
-        if let Ok(mut last) = self.last_prices.lock() {
-            *last = Some(prices.clone());
-        }
-        *self.prices.lock().await = Some((Instant::now(), prices.clone()));
+        *self.prices.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), prices.clone()));
         Ok(prices)
     }
 
@@ -442,7 +442,7 @@ impl Billing {
     /// What `usage` costs at the prices last read and the worker's price
     /// `coefficient` (none before prices were first read).
     pub fn cost(&self, usage: &Usage, coefficient: u32) -> Option<u128> {
-        let prices = self.last_prices.lock().ok()?.clone()?;
+        let prices = self.prices.lock().ok()?.as_ref()?.1.clone();
         Some(
             prices
                 .charge_at(

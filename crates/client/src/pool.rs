@@ -216,13 +216,7 @@ impl ProxyPool {
             }
         }
         for (endpoint, p) in endpoints.into_iter().zip(listed) {
-            let known = self
-                .proxies
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .any(|s| s.endpoint == endpoint && !s.stop.is_cancelled());
-            if known {
+            if self.index_of(&endpoint).is_some() {
                 continue;
             }
             let address = endpoint.address.clone();

@@ -21,6 +21,24 @@ pub enum Selection {
     Since(String),
 }
 
+impl Selection {
+    /// `Since` from `YYYY-MM-DD` (from midnight) or `YYYY-MM-DDTHH:MM:SS`.
+    pub fn since(date: &str) -> Result<Self, String> {
+        let full = if date.len() == 10 {
+            format!("{date}T00:00:00")
+        } else {
+            date.to_string()
+        };
+        if crate::chat_export::is_export_date(&full) {
+            Ok(Selection::Since(full))
+        } else {
+            Err(format!(
+                "expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, got {date:?}"
+            ))
+        }
+    }
+}
+
 /// What a summary cost and took.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Spent {

@@ -120,20 +120,7 @@ async fn summarize_chat(
         (Some(0), _) => return Err(BotError::bad("last", "must be at least 1")),
         (Some(n), None) => Selection::Last(n),
         (Some(_), Some(_)) => return Err(BotError::bad("since", "give last or since, not both")),
-        (None, Some(date)) => {
-            let full = if date.len() == 10 {
-                format!("{date}T00:00:00")
-            } else {
-                date.clone()
-            };
-            if !chat_export::is_export_date(&full) {
-                return Err(BotError::bad(
-                    "since",
-                    format!("expected YYYY-MM-DD, got {date:?}"),
-                ));
-            }
-            Selection::Since(full)
-        }
+        (None, Some(date)) => Selection::since(&date).map_err(|e| BotError::bad("since", e))?,
         (None, None) => Selection::All,
     };
     let mut s = summarizer(&bot).await?;
