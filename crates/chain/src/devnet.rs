@@ -332,17 +332,25 @@ impl TonDevnet {
     /// clients, a second proxy like any other).
     pub fn add_proxy(&self, proxy_key: [u8; 32]) -> Result<(StdAddr, Wallet), Error> {
         let wallet = Wallet::from_seed(&random_seed()?)?;
+        let contract = self.add_proxy_with(proxy_key, &wallet)?;
+        Ok((contract, wallet))
+    }
+
+    /// [`TonDevnet::add_proxy`] with the operator's `wallet` given (e.g.
+    /// one from a mnemonic a proxy process reads): funded, then its proxy
+    /// contract deployed and staked from it.
+    pub fn add_proxy_with(&self, proxy_key: [u8; 32], wallet: &Wallet) -> Result<StdAddr, Error> {
         let mut chain = self.lock()?;
         chain.fund(&wallet.address, GENESIS_BALANCE)?;
         let prices = Prices::from_stack(&chain.get(&self.root, "get_prices", vec![])?)?;
         let contract = deploy_proxy_contract(
             &mut chain,
-            &wallet,
+            wallet,
             &self.root,
             &prices,
             HashBytes(proxy_key),
         )?;
-        Ok((contract, wallet))
+        Ok(contract)
     }
 
     /// Publish (or, with `endpoint: None`, withdraw) a proxy running

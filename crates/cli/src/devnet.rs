@@ -263,7 +263,7 @@ fn save_chain(ton: &TonDevnet, dir: &std::path::Path) -> anyhow::Result<()> {
 
 /// Make a block every `every`; with a state directory, save the chain after
 /// each block that had transactions.
-async fn produce_blocks(
+pub(crate) async fn produce_blocks(
     ton: Arc<TonDevnet>,
     every: Duration,
     state_dir: Option<std::path::PathBuf>,

@@ -16,6 +16,8 @@
 //! * `gateway_bench` - `cocoon bench-gateways`: Cocoon beside LiteLLM's proxy,
 //!   same upstream, same load.
 //! * `roles`         - running one role from its TOML file.
+//! * `process_net`   - [`process_net::ProcessNet`]: every node its own `cocoon`
+//!   process from its TOML file, paying on an embedded chain served here.
 //! * `load_bench` - `cocoon bench-load`: one proxy (its own process) under
 //!   streamed load from several client nodes to many workers.
 //! * `routing_bench` - `cocoon bench-routing`: the proxy's routing decisions at
@@ -33,6 +35,7 @@ pub mod engine_server;
 pub mod gateway_bench;
 pub mod load_bench;
 pub mod models;
+pub mod process_net;
 pub mod roles;
 pub mod routing_bench;
 pub mod soak;

@@ -1,19 +1,20 @@
 //! `cocoon soak`: a bounded soak run. Many concurrent streaming clients
 //! through one proxy to many instant workers (at several prices) for a fixed
-//! time, on the devnet with its TON chain and settlement running; then it
-//! prints requests served, errors by kind, p50/p99 latency and peak memory,
-//! settles, and checks the money: what the client node counted from the
-//! answers' costs = what its contract was charged on chain = what the books
-//! say it owes, and charged = paid to workers + the proxy's fee.
+//! time, every node its own `cocoon` process ([`ProcessNet`]) on an embedded
+//! TON chain with settlement and claims running; then it prints requests
+//! served, errors by kind, p50/p99 latency and each node's peak memory, lets
+//! settlement finish, and checks the money to the nano-TON: what the client
+//! node counted from the answers' costs = what its contract was charged on
+//! chain = what the proxy's books (read from its database) say it owes, and
+//! what each worker was paid on chain = what the books owe it; the rest is
+//! the proxy's fee.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::process_net::{ProcessNet, ProcessNetOptions};
 use anyhow::Context;
-use cocoon_worker::EngineConfig;
-
-use crate::{Devnet, DevnetOptions};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SoakOptions {
@@ -29,11 +30,14 @@ pub struct SoakOptions {
     /// Tokens per answer.
     #[arg(long, default_value_t = 16)]
     pub max_tokens: u32,
+    /// Seconds between settlement rounds (proxy) and claim checks (workers).
+    #[arg(long, default_value_t = 2)]
+    pub settle_every: u64,
 }
 
 const MODEL: &str = "soak-instant";
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Tally {
     latencies: Vec<Duration>,
     errors: BTreeMap<String, u64>,
@@ -41,20 +45,13 @@ struct Tally {
     cost: u128,
 }
 
-/// Peak resident memory of this process (all nodes run in it), KiB.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// One streamed request: Ok(cost) or Err(error code).
-async fn one(http: &reqwest::Client, url: &str, body: &str) -> Result<u128, String> {
+/// One streamed chat completion at `url`: Ok(its `cocoon.cost_nano`) or
+/// Err(the error code: the API's, `connection`, `truncated`, `no_cost`).
+pub async fn streamed_request(
+    http: &reqwest::Client,
+    url: &str,
+    body: &str,
+) -> Result<u128, String> {
     let response = http
         .post(url)
         .header("content-type", "application/json")
@@ -101,21 +98,24 @@ async fn one(http: &reqwest::Client, url: &str, body: &str) -> Result<u128, Stri
 
 pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     anyhow::ensure!(o.workers >= 1, "--workers: at least 1");
-    let engine = |delay| EngineConfig::Instant {
-        model: MODEL.into(),
-        max_concurrent: 8,
-        token_delay_ms: delay,
-    };
-    let mut options = DevnetOptions::instant(MODEL);
-    options.engine = engine(1);
-    options.more_workers = (1..o.workers)
-        .map(|i| (engine(1 + (i % 3) as u64), 800 + (i % 5) as u32 * 100))
+    anyhow::ensure!(o.concurrency >= 1, "--concurrency: at least 1");
+    anyhow::ensure!(o.settle_every >= 1, "--settle-every: at least 1 second");
+    let binary = std::env::current_exe().context("the cocoon binary's path")?;
+    let mut options = ProcessNetOptions::new(binary, MODEL);
+    // Three token speeds and five prices among the workers.
+    options.workers = (0..o.workers)
+        .map(|i| (1 + (i % 3) as u64, 800 + (i % 5) as u32 * 100))
         .collect();
-    options.settle_every = Some(Duration::from_secs(2));
-    options.api.max_concurrent_requests = o.concurrency * 2;
-    let net = Devnet::start(options)
+    options.worker_concurrency = 8;
+    options.client_concurrency = o.concurrency * 2;
+    options.settle_every_secs = o.settle_every;
+    println!(
+        "cocoon soak: {} s, {} streaming clients, {} worker processes, {} tokens per answer, settling every {} s",
+        o.seconds, o.concurrency, o.workers, o.max_tokens, o.settle_every
+    );
+    let net = ProcessNet::start(options)
         .await
-        .context("starting the devnet")?;
+        .context("starting the network's processes")?;
     let url = format!("{}/chat/completions", net.api_url);
     let body = serde_json::json!({
         "model": MODEL,
@@ -124,10 +124,6 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
         "stream": true,
     })
     .to_string();
-    println!(
-        "cocoon soak: {} s, {} streaming clients, {} workers, {} tokens per answer, settling every 2 s",
-        o.seconds, o.concurrency, o.workers, o.max_tokens
-    );
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(o.concurrency * 2)
         .timeout(Duration::from_secs(60))
@@ -141,7 +137,7 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let outcome = one(&http, &url, &body).await;
+                let outcome = streamed_request(&http, &url, &body).await;
                 let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
                 match outcome {
                     Ok(cost) => {
@@ -157,21 +153,7 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let elapsed = started.elapsed();
-    let peak = peak_rss_kib();
-
-    // Settle everything and compare.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let settled = net.settle_now().await?;
-    let books = net
-        .proxy
-        .books
-        .clone()
-        .context("the devnet's proxy keeps books")?;
-    let owed = books.client(&net.ton.client_contract).total;
-    let worker_owed = books.worker(&net.ton.worker_contract).total;
-    net.shutdown().await;
-
-    let tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+    let tally = tally.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut latencies = tally.latencies.clone();
     latencies.sort();
     let pct = |p: f64| {
@@ -190,30 +172,121 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
         pct(0.99),
         tally.errors
     );
-    println!(
-        "peak memory of the process (client node, proxy, {} workers, chain): {} MiB",
-        o.workers,
-        peak / 1024
-    );
-    let fee = settled.charged.saturating_sub(settled.claimed);
-    println!(
-        "money (nano-TON): answers' costs {}, books owe {owed}, charged on chain {}; paid to workers {} (books: {worker_owed}), proxy fee {fee}",
-        tally.cost, settled.charged, settled.claimed
-    );
+    print_memory(&net);
+
+    // Let settlement and the workers' claims finish, then stop every
+    // process and read the proxy's books from its database.
+    let settled = wait_settled(&net, tally.cost, Duration::from_secs(60)).await;
+    let charged = net.charged(0).await?;
+    let mut claimed = Vec::new();
+    for w in 0..net.workers.len() {
+        claimed.push(net.claimed(w, 0).await?);
+    }
+    let mut net = net;
+    for p in &mut net.proxies {
+        p.node.kill();
+    }
+    let books = net.books(0)?;
+    let client = net
+        .client_contract(0)?
+        .context("the genesis client contract")?;
+    let owed = books.client(&client).total;
     let mut failed = Vec::new();
-    if tally.cost != settled.charged {
-        failed.push("the answers' costs differ from what was charged");
+    if let Err(e) = settled {
+        println!("settlement: {e}");
     }
-    if owed != settled.charged {
-        failed.push("the books differ from what was charged");
+    let mut paid = 0u128;
+    let mut worker_owed = 0u128;
+    for (w, claimed) in claimed.iter().enumerate() {
+        let (contract, _) = cocoon_chain::worker_contract(
+            &net.proxies[0].contract,
+            &net.workers[w].wallet,
+            &net.proxies[0].key,
+        )?;
+        let due = books.worker(&contract).total;
+        if due != *claimed {
+            failed.push(format!(
+                "worker {w} was paid {claimed}, the books owe it {due}"
+            ));
+        }
+        paid += claimed;
+        worker_owed += due;
     }
-    if settled.claimed != worker_owed {
-        failed.push("the workers were not paid what the books owe them");
+    println!(
+        "money (nano-TON): answers' costs {}, books owe {owed}, charged on chain {charged}; paid to workers {paid} (books: {worker_owed}), proxy fee {}",
+        tally.cost,
+        charged.saturating_sub(paid)
+    );
+    if tally.cost != charged {
+        failed.push("the answers' costs differ from what was charged".into());
     }
+    if owed != charged {
+        failed.push("the books differ from what was charged".into());
+    }
+    net.shutdown().await;
     if failed.is_empty() {
         println!("money checks: PASS (in = out + fee, to the nano-TON)");
         Ok(())
     } else {
         anyhow::bail!("money checks FAILED: {}", failed.join("; "))
+    }
+}
+
+/// Each node's peak resident memory (VmHWM of its process).
+fn print_memory(net: &ProcessNet) {
+    let mib =
+        |kib: Option<u64>| kib.map_or("?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
+    for p in &net.proxies {
+        println!(
+            "peak memory {}: {} MiB",
+            p.node.name,
+            mib(p.node.peak_rss_kib())
+        );
+    }
+    println!("peak memory client: {} MiB", mib(net.client.peak_rss_kib()));
+    let workers: Vec<u64> = net
+        .workers
+        .iter()
+        .filter_map(|w| w.node.peak_rss_kib())
+        .collect();
+    println!(
+        "peak memory workers ({}): max {} MiB, mean {} MiB",
+        workers.len(),
+        mib(workers.iter().max().copied()),
+        mib(Some(
+            workers.iter().sum::<u64>() / workers.len().max(1) as u64
+        )),
+    );
+}
+
+/// Wait until the chain shows the answers' costs charged, the books owe
+/// exactly that, and the workers' claims have stopped moving.
+async fn wait_settled(net: &ProcessNet, cost: u128, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    let mut steady = 0;
+    loop {
+        let charged = net.charged(0).await?;
+        let owed = net.owed_by_clients(0).await;
+        let mut claimed = Vec::new();
+        for w in 0..net.workers.len() {
+            claimed.push(net.claimed(w, 0).await?);
+        }
+        let snapshot = (charged, owed, claimed);
+        if charged == cost && owed == Some(cost) && last.as_ref() == Some(&snapshot) {
+            steady += 1;
+            if steady >= 3 {
+                return Ok(());
+            }
+        } else {
+            steady = 0;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "not settled within {within:?}: charged {charged}, books owe {owed:?}, answers cost {cost}"
+            );
+        }
+        last = Some(snapshot);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

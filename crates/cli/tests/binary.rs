@@ -94,6 +94,11 @@ fn soak_runs_for_its_time_and_checks_the_money() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("errors 0"), "{text}");
+    // Each node is its own process, its memory read from /proc.
+    for node in ["proxy-0: ", "client: ", "workers (3): max "] {
+        assert!(text.contains(&format!("peak memory {node}")), "{text}");
+    }
+    assert!(!text.contains("? MiB"), "{text}");
     assert!(text.contains("money checks: PASS"), "{text}");
 }
 

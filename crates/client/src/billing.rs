@@ -193,11 +193,9 @@ impl Billing {
         if let Some(account) = self.account(&terms.proxy_contract) {
             return Ok(account.contract.clone());
         }
-        let _one = self.deploying.lock().await;
-        if let Some(account) = self.account(&terms.proxy_contract) {
-            return Ok(account.contract.clone());
-        }
         let proxy = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)?;
+        // A configured contract needs no lock: registering with one proxy
+        // never waits behind a deployment for another.
         for contract in &self.configured {
             let channel = ClientChannel::from_stack(
                 &self
@@ -217,6 +215,10 @@ impl Billing {
                 terms.proxy_contract
             ));
         };
+        let _one = self.deploying.lock().await;
+        if let Some(account) = self.account(&terms.proxy_contract) {
+            return Ok(account.contract.clone());
+        }
         let mut known = read_contracts(&deploy.file)?;
         let remembered = known.get(&terms.proxy_contract).cloned();
         let (nonce, close_delay) = match &remembered {
