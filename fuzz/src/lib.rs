@@ -58,6 +58,7 @@ pub fn config_toml(data: &[u8]) {
     };
     let _ = cocoon_client::ClientConfig::from_toml(text);
     let _ = cocoon_proxy::ProxyConfig::from_toml(text);
+    let _ = cocoon_worker::WorkerConfig::from_toml(text);
 }
 
 /// What the nodes read from TON: bags of cells (transactions, the proxy

@@ -64,7 +64,7 @@ fn made_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ));
     // The example configurations.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for name in ["client", "proxy"] {
+    for name in ["client", "proxy", "worker"] {
         let path = root.join(format!("config/{name}.example.toml"));
         seeds.push(("config_toml", std::fs::read(path).unwrap()));
     }

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! * `embedded`    - [`EmbeddedEngine`], GGUF models run in-process by llama.cpp
-//!   with continuous batching: the CPU engine of the devnet and of small workers.
+//!   with continuous batching: the CPU engine of the devnet and of small workers
+//!   (feature `llama`, on by default; off, only its configuration is built).
 //! * `openai_http` - [`OpenAiHttpEngine`], forwards to any OpenAI-compatible server
 //!   (vLLM, SGLang, llama.cpp's `llama-server`, Ollama), streaming through: the
 //!   GPU workers' backend.
@@ -31,7 +32,9 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 pub use cocoon_protocol::{Event, GenerateRequest, ModelInfo, ModelOffer};
-pub use embedded::{EmbeddedConfig, EmbeddedEngine};
+pub use embedded::EmbeddedConfig;
+#[cfg(feature = "llama")]
+pub use embedded::EmbeddedEngine;
 pub use instant::InstantEngine;
 pub use openai_http::{OpenAiHttpConfig, OpenAiHttpEngine};
 pub use stop::StopMatcher;

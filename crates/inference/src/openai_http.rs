@@ -9,6 +9,7 @@
 //! worker counts prompt tokens itself, bills its own count, and logs when the
 //! upstream's count disagrees: the worker signs for what it counted.
 
+#[cfg(feature = "llama")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
+#[cfg(feature = "llama")]
 use crate::embedded::Prompter;
 use crate::{Engine, EngineLoad, Event, GenerateRequest, Generation, ModelOffer};
 
@@ -47,6 +49,7 @@ pub struct OpenAiHttpConfig {
 pub struct OpenAiHttpEngine {
     config: OpenAiHttpConfig,
     http: reqwest::Client,
+    #[cfg(feature = "llama")]
     counter: Option<Arc<Prompter>>,
 }
 
@@ -60,12 +63,14 @@ impl OpenAiHttpEngine {
         Ok(Self {
             config,
             http,
+            #[cfg(feature = "llama")]
             counter: None,
         })
     }
 
     /// Count prompt tokens with this tokenizer and chat template (and bill that
     /// count) instead of trusting the upstream's.
+    #[cfg(feature = "llama")]
     pub fn with_prompt_counter(mut self, counter: Prompter) -> Self {
         self.counter = Some(Arc::new(counter));
         self
@@ -198,6 +203,7 @@ impl Engine for OpenAiHttpEngine {
     }
 
     fn generate(&self, request: GenerateRequest) -> Generation {
+        #[cfg(feature = "llama")]
         let own_count = self.counter.as_ref().and_then(|c| match c.tokens(&request.input) {
             Ok(tokens) => Some(tokens.len() as u64),
             Err(e) => {
@@ -205,6 +211,8 @@ impl Engine for OpenAiHttpEngine {
                 None
             }
         });
+        #[cfg(not(feature = "llama"))]
+        let own_count = None;
         let send = self.build(&request).send();
         let base = self.config.base_url.clone();
         let state = State::Start(Box::pin(send), base, own_count);

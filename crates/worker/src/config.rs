@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "embedded")]
 use cocoon_inference::embedded::Prompter;
 use cocoon_inference::store::ModelStore;
-use cocoon_inference::{
-    EmbeddedConfig, EmbeddedEngine, Engine, InstantEngine, OpenAiHttpConfig, OpenAiHttpEngine,
-};
+#[cfg(feature = "embedded")]
+use cocoon_inference::EmbeddedEngine;
+use cocoon_inference::{EmbeddedConfig, Engine, InstantEngine, OpenAiHttpConfig, OpenAiHttpEngine};
 use cocoon_protocol::tls::Identity;
 pub use cocoon_protocol::ConfigError;
 pub use cocoon_protocol::Profile;
@@ -534,7 +535,7 @@ impl EngineConfig {
                 config.batch_tokens = batch_tokens;
                 config.threads = threads;
                 config.default_max_tokens = default_max_tokens;
-                Arc::new(EmbeddedEngine::load(config).map_err(|e| ConfigError::new("engine", e))?)
+                embedded_engine(config)?
             }
             EngineConfig::OpenaiHttp {
                 base_url,
@@ -557,9 +558,7 @@ impl EngineConfig {
                 })
                 .map_err(|e| ConfigError::new("engine", e))?;
                 if let Some(path) = tokenizer_gguf {
-                    let counter = Prompter::load_vocab(&path, &model)
-                        .map_err(|e| ConfigError::new("engine.tokenizer_gguf", e))?;
-                    engine = engine.with_prompt_counter(counter);
+                    engine = with_prompt_counter(engine, &path, &model)?;
                 }
                 Arc::new(engine)
             }
@@ -573,6 +572,44 @@ impl EngineConfig {
             ),
         })
     }
+}
+
+#[cfg(feature = "embedded")]
+fn embedded_engine(config: EmbeddedConfig) -> Result<Arc<dyn Engine>, ConfigError> {
+    Ok(Arc::new(
+        EmbeddedEngine::load(config).map_err(|e| ConfigError::new("engine", e))?,
+    ))
+}
+
+#[cfg(not(feature = "embedded"))]
+fn embedded_engine(_: EmbeddedConfig) -> Result<Arc<dyn Engine>, ConfigError> {
+    Err(ConfigError::new(
+        "engine.kind",
+        "this build has no embedded engine (the cocoon-worker crate's `embedded` feature is off)",
+    ))
+}
+
+#[cfg(feature = "embedded")]
+fn with_prompt_counter(
+    engine: OpenAiHttpEngine,
+    path: &std::path::Path,
+    model: &str,
+) -> Result<OpenAiHttpEngine, ConfigError> {
+    let counter = Prompter::load_vocab(path, model)
+        .map_err(|e| ConfigError::new("engine.tokenizer_gguf", e))?;
+    Ok(engine.with_prompt_counter(counter))
+}
+
+#[cfg(not(feature = "embedded"))]
+fn with_prompt_counter(
+    _: OpenAiHttpEngine,
+    _: &std::path::Path,
+    _: &str,
+) -> Result<OpenAiHttpEngine, ConfigError> {
+    Err(ConfigError::new(
+        "engine.tokenizer_gguf",
+        "this build cannot read GGUF tokenizers (the cocoon-worker crate's `embedded` feature is off)",
+    ))
 }
 
 /// Everything a worker needs to run.

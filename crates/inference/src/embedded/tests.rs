@@ -4,11 +4,14 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use cocoon_protocol::{ChatMessage, Done, FinishReason, SamplingParams};
+use cocoon_protocol::{
+    ChatMessage, Done, ErrorKind, Event, FinishReason, GenerateRequest, Input, SamplingParams,
+};
 use futures::StreamExt;
 
 use super::*;
 use crate::tiny_model::{write_model, ModelShape};
+use crate::Engine;
 
 fn tiny_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();

@@ -1,0 +1,341 @@
+//! [`EmbeddedEngine`]: a GGUF model loaded by llama.cpp, its requests run
+//! by the batch loop; built with the `llama` feature.
+
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, OnceLock};
+
+use cocoon_protocol::{ErrorKind, Event, GenerateRequest, Input, ModelOffer, WireError};
+use futures::StreamExt;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::batch_loop::{BatchLoop, LoadGauge, LoopLimits};
+use super::sequence::{Job, ReasoningMarkers};
+use super::{EmbeddedConfig, ModelFacts, Prompter};
+use crate::model_hash::sha256_file_logged;
+use crate::{Engine, EngineLoad, Generation};
+
+pub struct EmbeddedEngine {
+    name: String,
+    facts: ModelFacts,
+    prompter: Prompter,
+    max_sequences: u32,
+    default_max_tokens: u32,
+    jobs: Sender<Job>,
+    gauge: Arc<LoadGauge>,
+}
+
+/// llama.cpp's process-wide backend, initialised once; its logs go to tracing.
+pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| format!("llama.cpp backend: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl EmbeddedEngine {
+    /// Hash and load the model, compile its chat template, start its batch loop.
+    /// Blocking (seconds for large files): call from `spawn_blocking` in async code.
+    pub fn load(config: EmbeddedConfig) -> Result<Self, String> {
+        let path = &config.model_path;
+        let shown = path.display();
+        if config.max_sequences == 0 || config.max_sequences > 256 {
+            return Err(format!(
+                "max_sequences must be 1..=256, got {}",
+                config.max_sequences
+            ));
+        }
+        if config.batch_tokens < config.max_sequences {
+            return Err(format!(
+                "batch_tokens ({}) must be at least max_sequences ({})",
+                config.batch_tokens, config.max_sequences
+            ));
+        }
+        let backend = backend()?;
+        let file_bytes = std::fs::metadata(path)
+            .map_err(|e| format!("model file {shown}: {e}"))?
+            .len();
+        let sha256 = sha256_file_logged(path).map_err(|e| format!("model file {shown}: {e}"))?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| format!("model file {shown}: llama.cpp could not load it: {e}"))?;
+        let model = Arc::new(model);
+        let trained = model.n_ctx_train();
+        let context_tokens = match config.context_tokens {
+            0 => trained.min(4096),
+            n if n > trained => {
+                return Err(format!(
+                    "context_tokens = {n} exceeds the model's trained context of {trained}"
+                ))
+            }
+            n => n,
+        };
+        let head_dim = (model.n_embd() as u64) / (model.n_head().max(1) as u64);
+        let kv_cache_bytes = u64::from(model.n_layer())
+            * u64::from(model.n_head_kv())
+            * head_dim
+            * 2 // keys and values
+            * 2 // f16
+            * u64::from(context_tokens)
+            * u64::from(config.max_sequences);
+        let prompter = Prompter::new(model.clone(), path, &config.name)?;
+        let markers = reasoning_markers(&model);
+        let facts = ModelFacts {
+            sha256,
+            architecture: model
+                .meta_val_str("general.architecture")
+                .unwrap_or_else(|_| "unknown".into()),
+            quantization: quantization(&model),
+            parameters: model.n_params(),
+            file_bytes,
+            context_tokens,
+            kv_cache_bytes,
+            has_chat_template: prompter.has_template(),
+        };
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            n => n,
+        };
+        let limits = LoopLimits {
+            max_sequences: config.max_sequences as usize,
+            context_tokens: context_tokens as usize,
+            batch_tokens: config.batch_tokens as usize,
+        };
+        let gauge = Arc::new(LoadGauge::default());
+        let jobs = start_loop(
+            &model,
+            &config.name,
+            limits,
+            threads,
+            markers,
+            gauge.clone(),
+        )?;
+        tracing::info!(
+            model = %config.name,
+            architecture = %facts.architecture,
+            quantization = %facts.quantization,
+            sha256 = %facts.sha256,
+            context_tokens,
+            kv_cache_mib = kv_cache_bytes >> 20,
+            max_sequences = config.max_sequences,
+            threads,
+            "embedded engine ready"
+        );
+        Ok(Self {
+            name: config.name,
+            facts,
+            prompter,
+            max_sequences: config.max_sequences,
+            default_max_tokens: config.default_max_tokens,
+            jobs,
+            gauge,
+        })
+    }
+
+    pub fn facts(&self) -> &ModelFacts {
+        &self.facts
+    }
+
+    /// Tokenize a request's input exactly as generation will.
+    pub fn prompt_tokens(&self, input: &Input) -> Result<Vec<LlamaToken>, WireError> {
+        self.prompter.tokens(input)
+    }
+
+    fn prepare(&self, request: &GenerateRequest) -> Result<(Vec<LlamaToken>, u32), WireError> {
+        let prompt = self.prompt_tokens(&request.input)?;
+        let context = self.facts.context_tokens as usize;
+        let too_long = |completion: String| {
+            WireError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "This model's maximum context length is {context} tokens. However, you requested {} tokens ({} in the messages, {completion} in the completion). Please reduce the length of the messages or completion.",
+                    prompt.len() + completion.parse::<usize>().unwrap_or(0),
+                    prompt.len()
+                ),
+            )
+        };
+        if prompt.len() >= context {
+            return Err(too_long("1".into()));
+        }
+        let room = (context - prompt.len()) as u32;
+        let max_tokens = match request.params.max_tokens {
+            Some(m) if m > room => return Err(too_long(m.to_string())),
+            Some(m) => m,
+            None => self.default_max_tokens.min(room),
+        };
+        Ok((prompt, max_tokens))
+    }
+}
+
+fn start_loop(
+    model: &Arc<LlamaModel>,
+    name: &str,
+    limits: LoopLimits,
+    threads: u32,
+    markers: ReasoningMarkers,
+    gauge: Arc<LoadGauge>,
+) -> Result<Sender<Job>, String> {
+    let (jobs, receiver) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
+    let model = model.clone();
+    std::thread::Builder::new()
+        .name(format!("llama:{name}"))
+        .spawn(move || {
+            let params = LlamaContextParams::default()
+                .with_n_ctx(std::num::NonZeroU32::new(
+                    (limits.context_tokens * limits.max_sequences) as u32,
+                ))
+                .with_n_batch(limits.batch_tokens as u32)
+                .with_n_ubatch(limits.batch_tokens as u32)
+                .with_n_seq_max(limits.max_sequences as u32)
+                // One KV stream per sequence: batched == serial, bit for bit.
+                .with_kv_unified(false)
+                .with_n_threads(threads as i32)
+                .with_n_threads_batch(threads as i32);
+            let backend = match backend() {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            match model.new_context(backend, params) {
+                Ok(ctx) => {
+                    let _ = ready_tx.send(Ok(()));
+                    BatchLoop::new(&model, ctx, receiver, limits, markers, gauge).run();
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!(
+                        "llama.cpp could not create a context for {} sequences of {} tokens: {e}",
+                        limits.max_sequences, limits.context_tokens
+                    )));
+                }
+            }
+        })
+        .map_err(|e| format!("could not start the engine thread: {e}"))?;
+    ready
+        .recv()
+        .map_err(|_| "the engine thread exited during start".to_string())??;
+    Ok(jobs)
+}
+
+/// `<think>` / `</think>` when the vocabulary has them as single tokens.
+fn reasoning_markers(model: &LlamaModel) -> ReasoningMarkers {
+    let single = |text: &str| {
+        let tokens = model.vocab().tokenize(text.as_bytes(), false, true);
+        (tokens.len() == 1).then(|| tokens[0])
+    };
+    match (single("<think>"), single("</think>")) {
+        (Some(open), Some(close)) => ReasoningMarkers {
+            open: Some(open),
+            close: Some(close),
+        },
+        _ => ReasoningMarkers::default(),
+    }
+}
+
+/// The weights' quantisation from `general.file_type` (llama.cpp's numbering).
+fn quantization(model: &LlamaModel) -> String {
+    let Ok(t) = model.meta_val_str("general.file_type") else {
+        return "mixed".into();
+    };
+    let name = match t.as_str() {
+        "0" => "F32",
+        "1" => "F16",
+        "2" => "Q4_0",
+        "3" => "Q4_1",
+        "7" => "Q8_0",
+        "8" => "Q5_0",
+        "9" => "Q5_1",
+        "10" => "Q2_K",
+        "11" => "Q3_K_S",
+        "12" => "Q3_K_M",
+        "13" => "Q3_K_L",
+        "14" => "Q4_K_S",
+        "15" => "Q4_K_M",
+        "16" => "Q5_K_S",
+        "17" => "Q5_K_M",
+        "18" => "Q6_K",
+        "32" => "BF16",
+        other => return format!("file_type {other}"),
+    };
+    name.into()
+}
+
+impl Engine for EmbeddedEngine {
+    fn models(&self) -> Vec<ModelOffer> {
+        vec![ModelOffer {
+            price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
+            name: self.name.clone(),
+            max_concurrent: self.max_sequences,
+            weights_sha256: Some(self.facts.sha256.clone()),
+            context_length: Some(self.facts.context_tokens),
+            quantization: Some(self.facts.quantization.clone()),
+        }]
+    }
+
+    fn describe(&self) -> String {
+        let f = &self.facts;
+        format!(
+            "embedded llama.cpp serving {:?}: {}, {:.0}M parameters, {}, {} MiB, sha256 {}",
+            self.name,
+            f.architecture,
+            f.parameters as f64 / 1e6,
+            f.quantization,
+            f.file_bytes >> 20,
+            &f.sha256[..16]
+        )
+    }
+
+    fn load(&self) -> futures::future::BoxFuture<'_, Option<EngineLoad>> {
+        let load = EngineLoad {
+            running: self
+                .gauge
+                .running
+                .load(std::sync::atomic::Ordering::Relaxed),
+            waiting: self
+                .gauge
+                .waiting
+                .load(std::sync::atomic::Ordering::Relaxed),
+        };
+        Box::pin(async move { Some(load) })
+    }
+
+    fn generate(&self, request: GenerateRequest) -> Generation {
+        let fail = |e: WireError| futures::stream::iter([Event::Error(e)]).boxed();
+        if request.model != self.name {
+            return fail(WireError::new(
+                ErrorKind::ModelNotFound,
+                format!(
+                    "this engine serves '{}', not '{}'",
+                    self.name, request.model
+                ),
+            ));
+        }
+        let (prompt, max_tokens) = match self.prepare(&request) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            max_tokens,
+            params: request.params,
+            events,
+        };
+        if self.jobs.send(job).is_err() {
+            return fail(WireError::new(
+                ErrorKind::Internal,
+                "the engine's batch loop has stopped",
+            ));
+        }
+        UnboundedReceiverStream::new(receiver).boxed()
+    }
+}
