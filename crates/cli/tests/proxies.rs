@@ -170,3 +170,88 @@ async fn each_proxy_is_paid_from_its_own_contract_and_found_in_the_registry() {
     .await;
     net.shutdown().await;
 }
+
+/// Registering with a proxy that a configured contract pays never waits
+/// behind the deployment of this node's contract with another proxy (a
+/// deployment waits for its block; the first proxy must be payable
+/// meanwhile, or requests get 402 "not registered yet").
+#[tokio::test]
+async fn a_configured_contract_is_ready_while_another_is_being_deployed() {
+    use cocoon_chain::devnet::{default_prices, unix_now, TonDevnet, CLIENT_DEPOSIT};
+    let key = || {
+        let id = Arc::new(cocoon_protocol::tls::Identity::generate().unwrap());
+        cocoon_proxy::signer_of(&id).public_key().0
+    };
+    let (first_key, second_key) = (key(), key());
+    let ton = Arc::new(TonDevnet::start(&default_prices(), CLIENT_DEPOSIT, first_key).unwrap());
+    let (second, _) = ton.add_proxy(second_key).unwrap();
+    // From now on messages wait for a block, and none is made yet.
+    ton.chain.lock().unwrap().in_blocks = true;
+    let app = cocoon_chain::api::router(ton.chain.clone(), unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let http = cocoon_chain::TonHttp::new(&api, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut billing = cocoon_client::Billing::new(
+        http.clone(),
+        vec![ton.client_contract.clone()],
+        ton.root.clone(),
+    );
+    billing.deploy = Some(cocoon_client::billing::Deploy {
+        wallet: Arc::new(cocoon_chain::WalletSender::new(
+            Arc::new(http),
+            ton.wallets.client(),
+        )),
+        deposit: 1_000_000_000,
+        file: dir.path().join("client-contracts.json"),
+    });
+    let billing = Arc::new(billing);
+    let terms = |proxy_contract: &StdAddr, proxy_key| cocoon_protocol::AccountTerms {
+        proxy_contract: proxy_contract.to_string(),
+        proxy_key,
+        root: ton.root.to_string(),
+        contract: None,
+        owed_nano: 0,
+        charged_nano: 0,
+    };
+    let deploying = tokio::spawn({
+        let (billing, terms) = (billing.clone(), terms(&second, second_key));
+        async move { billing.ensure_contract(&terms).await }
+    });
+    // The deployment is sent and waits for a block.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!deploying.is_finished());
+    let first = tokio::time::timeout(
+        Duration::from_secs(5),
+        billing.ensure_contract(&terms(&ton.proxy_contract, first_key)),
+    )
+    .await
+    .expect("the configured contract waited behind another proxy's deployment")
+    .unwrap();
+    assert_eq!(first, ton.client_contract);
+    assert!(!deploying.is_finished());
+
+    // Blocks again: the deployment completes, to a contract of its own.
+    let started = std::time::Instant::now();
+    while !deploying.is_finished() {
+        {
+            let mut chain = ton.chain.lock().unwrap();
+            chain.now = chain.now.max(unix_now());
+            chain.produce_block();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never deployed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deployed = deploying.await.unwrap().unwrap();
+    assert_ne!(deployed, ton.client_contract);
+    let chain = ton.embedded();
+    let state =
+        ClientState::from_stack(&chain.get(&deployed, "get_client_data", &[]).await.unwrap())
+            .unwrap();
+    assert_eq!(state.balance, 1_000_000_000);
+}
