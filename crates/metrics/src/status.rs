@@ -38,6 +38,7 @@ pub fn router(metrics: Arc<Metrics>, status: Arc<dyn NodeStatus>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/stats", get(stats))
         .route("/", get(page))
+        .route("/cocoon.js", get(page_script))
         .with_state(Arc::new(Node { metrics, status }))
 }
 
@@ -51,6 +52,21 @@ pub async fn serve(
     axum::serve(listener, router(metrics, status))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The script every node's page loads (`/cocoon.js`): helpers they share.
+pub const PAGE_SCRIPT: &str = include_str!("page/cocoon.js");
+
+/// `GET /cocoon.js`: [`PAGE_SCRIPT`].
+pub async fn page_script() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        PAGE_SCRIPT,
+    )
+        .into_response()
 }
 
 async fn page(State(node): State<Arc<Node>>) -> Response {

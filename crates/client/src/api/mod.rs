@@ -102,6 +102,7 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
         ));
     Router::new()
         .route("/", get(playground))
+        .route("/cocoon.js", get(cocoon_metrics::page_script))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
