@@ -289,6 +289,7 @@ async fn connections_cut_anywhere_end_every_request_and_leak_nothing() {
         one_connection > 8 * 1024,
         "one connection holds {one_connection} bytes"
     );
+    let leak_bound = (4 * one_connection).max(256 * 1024);
 
     let cut_points = budgets(7, 40, 0..4000);
     relay
@@ -386,13 +387,14 @@ async fn connections_cut_anywhere_end_every_request_and_leak_nothing() {
         // The relay's listener and the node's one live connection are the
         // same tasks as before; the heap may differ by buffers in use and
         // bounded caches (the affinity map gains an entry per conversation),
-        // by less than four connections' worth: 70 cut connections, or even
-        // one in twenty of them, left behind would show.
+        // by less than four connections' worth (at least 256 KiB: the
+        // measure of one varies from 37 to 110 KiB): 70 cut connections, or
+        // even one in ten of them, left behind would show.
         if held == 0
             && running == 0
             && fds <= baseline + 2
             && tasks <= tasks_before
-            && bytes <= bytes_before + 4 * one_connection
+            && bytes <= bytes_before + leak_bound
         {
             eprintln!(
                 "after 70 cuts: {tasks} tasks alive (before {tasks_before}), {} KiB live heap (before {} KiB; one connection holds {} KiB), {fds} fds (before {baseline})",
