@@ -549,6 +549,14 @@ impl ProcessNet {
     }
 }
 
+/// Dropped without [`ProcessNet::shutdown`] (a failed test): the nodes are
+/// killed as their `Node`s drop; the chain's tasks stop here.
+impl Drop for ProcessNet {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 async fn get_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     let response = http
         .get(url)
