@@ -8,9 +8,12 @@
 //!
 //! Every hop is RA-TLS with a SIMULATED TEE (development profile, a policy
 //! allowing the simulated image), as on `cocoon devnet`.
+//!
+//! * `node` - [`Node`]: one process, started, killed and measured.
+
+mod node;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +24,8 @@ use cocoon_chain::{Chain, StdAddr, Wallet};
 use cocoon_protocol::tls::Identity;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+pub use node::Node;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -57,79 +62,6 @@ impl ProcessNetOptions {
             settle_every_secs: 1,
             client_deposit: cocoon_chain::devnet::CLIENT_DEPOSIT,
         }
-    }
-}
-
-/// One `cocoon` process and the config file it runs from.
-pub struct Node {
-    /// `proxy-0`, `worker-3`, `client`.
-    pub name: String,
-    role: &'static str,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    binary: PathBuf,
-    /// Its plain-HTTP status endpoint (`/readyz`, `/stats`, `/metrics`), or
-    /// the client node's API.
-    pub http: String,
-}
-
-impl Node {
-    /// Start (again) from its config file; output goes to its log file.
-    pub fn start(&mut self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.child.is_none(), "{} is already running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("{}", self.log.display()))?;
-        let child = Command::new(&self.binary)
-            .args([self.role, "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {} ({})", self.name, self.binary.display()))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// SIGKILL: no clean shutdown, as a crash or a power cut.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    /// Peak resident memory of the process so far (VmHWM), KiB.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    }
-
-    /// The last lines of its log (for failure messages).
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -283,15 +215,7 @@ impl ProcessNet {
          -> anyhow::Result<Node> {
             let config = d.join(format!("{name}.toml"));
             std::fs::write(&config, body)?;
-            Ok(Node {
-                log: d.join(format!("{name}.log")),
-                name,
-                role,
-                config,
-                child: None,
-                binary: o.binary.clone(),
-                http,
-            })
+            Ok(Node::new(name, role, config, o.binary.clone(), http))
         };
         let quote = |list: Vec<String>| {
             list.iter()
