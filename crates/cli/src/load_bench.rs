@@ -185,12 +185,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// A `cocoon proxy` process admitting `clients` and `workers`.
 fn spawn_proxy(
     dir: &Path,
@@ -199,7 +193,10 @@ fn spawn_proxy(
 ) -> anyhow::Result<(Killed, ProxyEndpoint, String)> {
     let key = dir.join("proxy.pem");
     let identity = Identity::load_or_create(&key)?;
-    let (port, status) = (free_port()?, free_port()?);
+    let (port, status) = (
+        crate::process_net::free_port()?,
+        crate::process_net::free_port()?,
+    );
     let list = |ids: &[Arc<Identity>]| {
         ids.iter()
             .map(|i| format!("\"{}\"", i.fingerprint()))

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::bench::PathResult;
 use crate::process_net::{ProcessNet, ProcessNetOptions};
 use anyhow::Context;
 
@@ -152,24 +153,21 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     for task in tasks {
         let _ = task.await;
     }
-    let elapsed = started.elapsed();
     let tally = tally.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut latencies = tally.latencies.clone();
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len().max(1) - 1) as f64 * p).round() as usize)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(0.0)
-    };
     let errors: u64 = tally.errors.values().sum();
+    let served = PathResult {
+        latencies: tally.latencies.clone(),
+        elapsed: started.elapsed(),
+        errors: errors as usize,
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "served {} in {:.1} s ({:.0} req/s), p50 {:.1} ms, p99 {:.1} ms; errors {errors} {:?}",
-        latencies.len(),
-        elapsed.as_secs_f64(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.5),
-        pct(0.99),
+        served.latencies.len(),
+        served.elapsed.as_secs_f64(),
+        served.rps(),
+        ms(served.percentile(0.5)),
+        ms(served.percentile(0.99)),
         tally.errors
     );
     print_memory(&net);
@@ -178,10 +176,7 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     // process and read the proxy's books from its database.
     let settled = wait_settled(&net, tally.cost, Duration::from_secs(60)).await;
     let charged = net.charged(0).await?;
-    let mut claimed = Vec::new();
-    for w in 0..net.workers.len() {
-        claimed.push(net.claimed(w, 0).await?);
-    }
+    let claimed = net.claims(0).await?;
     let mut net = net;
     for p in &mut net.proxies {
         p.node.kill();
@@ -198,12 +193,7 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     let mut paid = 0u128;
     let mut worker_owed = 0u128;
     for (w, claimed) in claimed.iter().enumerate() {
-        let (contract, _) = cocoon_chain::worker_contract(
-            &net.proxies[0].contract,
-            &net.workers[w].wallet,
-            &net.proxies[0].key,
-        )?;
-        let due = books.worker(&contract).total;
+        let due = books.worker(&net.worker_contract(w, 0)?).total;
         if due != *claimed {
             failed.push(format!(
                 "worker {w} was paid {claimed}, the books owe it {due}"
@@ -268,10 +258,7 @@ async fn wait_settled(net: &ProcessNet, cost: u128, within: Duration) -> anyhow:
     loop {
         let charged = net.charged(0).await?;
         let owed = net.owed_by_clients(0).await;
-        let mut claimed = Vec::new();
-        for w in 0..net.workers.len() {
-            claimed.push(net.claimed(w, 0).await?);
-        }
+        let claimed = net.claims(0).await?;
         let snapshot = (charged, owed, claimed);
         if charged == cost && owed == Some(cost) && last.as_ref() == Some(&snapshot) {
             steady += 1;

@@ -114,22 +114,9 @@ impl Traffic {
     }
 }
 
-/// What each worker (w * 2 + proxy) was paid on chain.
-async fn claims(net: &ProcessNet) -> Vec<u128> {
-    let mut all = Vec::new();
-    for w in 0..2 {
-        for p in 0..2 {
-            all.push(net.claimed(w, p).await.unwrap());
-        }
-    }
-    all
-}
-
-async fn stats(net: &ProcessNet, i: usize) -> Option<serde_json::Value> {
-    let response = reqwest::get(format!("{}/stats", net.proxies[i].node.http))
-        .await
-        .ok()?;
-    response.json().await.ok()
+/// What each worker was paid on chain by each proxy's contract, `[proxy][worker]`.
+async fn claims(net: &ProcessNet) -> [Vec<u128>; 2] {
+    [net.claims(0).await.unwrap(), net.claims(1).await.unwrap()]
 }
 
 /// Wait for `check` (polled every 100 ms) for at most `secs`.
@@ -208,7 +195,7 @@ async fn a_proxy_killed_under_paid_traffic_restarts_with_its_books_and_nothing_i
         60,
         "the restarted proxy has its workers and the client's contract",
         || async {
-            stats(&net, 0).await.is_some_and(|s| {
+            net.proxy_stats(0).await.is_some_and(|s| {
                 s["workers_connected"] == 2
                     && s["clients"]
                         .as_array()
@@ -217,7 +204,7 @@ async fn a_proxy_killed_under_paid_traffic_restarts_with_its_books_and_nothing_i
         },
     )
     .await;
-    let s = stats(&net, 0).await.unwrap();
+    let s = net.proxy_stats(0).await.unwrap();
     let account = s["clients"]
         .as_array()
         .unwrap()
@@ -254,7 +241,7 @@ async fn a_proxy_killed_under_paid_traffic_restarts_with_its_books_and_nothing_i
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let now = claims(&net).await;
-        if now == last && now.iter().sum::<u128>() > 0 {
+        if now == last && now.iter().flatten().sum::<u128>() > 0 {
             break;
         }
         last = now;
@@ -272,16 +259,11 @@ async fn a_proxy_killed_under_paid_traffic_restarts_with_its_books_and_nothing_i
             charged[i],
             "proxy {i}'s client"
         );
-        for w in 0..2 {
-            let (worker_contract, _) = cocoon_chain::worker_contract(
-                &net.proxies[i].contract,
-                &net.workers[w].wallet,
-                &net.proxies[i].key,
-            )
-            .unwrap();
+        assert_eq!(last[i].len(), 2);
+        for (w, paid) in last[i].iter().enumerate() {
             assert_eq!(
-                books.worker(&worker_contract).total,
-                last[w * 2 + i],
+                books.worker(&net.worker_contract(w, i).unwrap()).total,
+                *paid,
                 "proxy {i} paid worker {w} what its books owe"
             );
         }

@@ -99,7 +99,8 @@ pub struct ProcessNet {
     tasks: Vec<JoinHandle<()>>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port free now, for a process to listen on.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -422,11 +423,16 @@ impl ProcessNet {
         Ok(cocoon_chain::ClientState::from_stack(&stack)?.charged)
     }
 
+    /// Worker `w`'s contract with proxy `i` (where the proxy's books keep
+    /// what it owes that worker).
+    pub fn worker_contract(&self, w: usize, i: usize) -> anyhow::Result<StdAddr> {
+        let p = &self.proxies[i];
+        Ok(cocoon_chain::worker_contract(&p.contract, &self.workers[w].wallet, &p.key)?.0)
+    }
+
     /// Paid on chain to worker `w` by its contract with proxy `i`.
     pub async fn claimed(&self, w: usize, i: usize) -> anyhow::Result<u128> {
-        let p = &self.proxies[i];
-        let (contract, _) =
-            cocoon_chain::worker_contract(&p.contract, &self.workers[w].wallet, &p.key)?;
+        let contract = self.worker_contract(w, i)?;
         let chain = self.ton.embedded();
         if !chain.account(&contract).await?.is_active() {
             return Ok(0);
@@ -435,11 +441,26 @@ impl ProcessNet {
         Ok(cocoon_chain::WorkerState::from_stack(&stack)?.paid)
     }
 
+    /// Paid on chain to every worker by its contract with proxy `i`, in
+    /// worker order.
+    pub async fn claims(&self, i: usize) -> anyhow::Result<Vec<u128>> {
+        let mut all = Vec::with_capacity(self.workers.len());
+        for w in 0..self.workers.len() {
+            all.push(self.claimed(w, i).await?);
+        }
+        Ok(all)
+    }
+
+    /// Proxy `i`'s `/stats`; `None` while it does not answer.
+    pub async fn proxy_stats(&self, i: usize) -> Option<serde_json::Value> {
+        let http = reqwest::Client::new();
+        get_json(&http, &format!("{}/stats", self.proxies[i].node.http)).await
+    }
+
     /// What proxy `i`'s status page says the client contracts owe, in all
     /// (charged or not), nano-TON; `None` while it does not answer.
     pub async fn owed_by_clients(&self, i: usize) -> Option<u128> {
-        let http = reqwest::Client::new();
-        let stats = get_json(&http, &format!("{}/stats", self.proxies[i].node.http)).await?;
+        let stats = self.proxy_stats(i).await?;
         stats["clients"]
             .as_array()?
             .iter()
