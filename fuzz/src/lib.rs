@@ -4,6 +4,8 @@
 //! (`scripts/fuzz`); `tests/replay.rs` runs each over its seeds and every
 //! input that once crashed it (`seeds/<target>/`), in the default test run.
 
+#![forbid(unsafe_code)]
+
 use cocoon_protocol::tls::Fingerprint;
 
 /// The node-to-node wire: a frame's body, and a hello.
@@ -80,10 +82,12 @@ pub fn ton_cells(data: &[u8]) {
 
 /// A Telegram chat export.
 pub fn chat_export(data: &[u8]) {
-    if let Ok(chat) = cocoon_client::chat_export::parse(data) {
-        let lines =
-            cocoon_client::summarize::transcript(&chat, &cocoon_client::summarize::Selection::All);
-        for piece in cocoon_client::summarize::chunks(&lines, 256) {
+    if let Ok(chat) = cocoon_messenger::chat_export::parse(data) {
+        let lines = cocoon_messenger::summarize::transcript(
+            &chat,
+            &cocoon_messenger::summarize::Selection::All,
+        );
+        for piece in cocoon_messenger::summarize::chunks(&lines, 256) {
             assert!(piece.len() <= 256);
         }
     }

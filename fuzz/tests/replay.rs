@@ -88,8 +88,8 @@ fn made_seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn registry_boc() -> Vec<u8> {
     use cocoon_chain::Chain;
     let proxy_key = [9u8; 32];
-    let ton = cocoon_chain::devnet::TonDevnet::start(
-        &cocoon_chain::devnet::default_prices(),
+    let ton = cocoon_ton_devnet::TonDevnet::start(
+        &cocoon_chain::pricing::default_prices(),
         1_000_000_000,
         proxy_key,
     )

@@ -17,6 +17,8 @@
 //! * `evidence`     - the evidence a node presents, and verifying it.
 //! * `policy`       - what a verifier accepts, and why it refuses.
 
+#![forbid(unsafe_code)]
+
 mod attester;
 mod evidence;
 mod measurements;

@@ -89,6 +89,22 @@ impl Contract {
     }
 }
 
+/// 32 bytes from the system's secure random source.
+pub fn random_seed() -> Result<[u8; 32], Error> {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| anyhow::anyhow!("no randomness"))?;
+    Ok(seed)
+}
+
+/// A random nonce for a contract's terms (a fresh address per deployment).
+pub fn random_nonce() -> Result<u64, Error> {
+    let seed = random_seed()?;
+    Ok(u64::from_be_bytes(seed[..8].try_into().expect("8 bytes")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,54 +1,47 @@
 //! Cocoon on TON: the network's contracts as compiled from `contracts/src`
 //! (Tolk), typed builders and parsers for their storage, messages, signed
-//! payloads and get-method results, and an in-process TVM that runs them (the
-//! `tycho-vm` / `tycho-executor` crates, real transactions with real signature
-//! checks).
+//! payloads and get-method results, wallets, and the [`Chain`] interface the
+//! nodes settle through.
 //!
 //! It talks to TON networks through their HTTP API (`ton_http`); it does not
-//! keep the books (the proxy does).
+//! keep the books (the proxy does), and it does not run contracts: the
+//! embedded chain of the devnet and the tests (an in-process TVM) is the
+//! `cocoon-ton-devnet` crate, which production nodes do not link.
 //!
 //! # Layout
-//! * `contracts` - the compiled code of each contract (`contracts/build`).
+//! * `contracts` - the compiled code of each contract (`contracts/build`),
+//!   their addresses, and random nonces for their terms.
 //! * `messages`  - every message body, and the payloads the proxy's key signs.
 //! * `data`      - initial storage of each contract, and get-method results.
-//! * `emulator`  - [`Emulator`]: accounts, external and internal messages run
-//!   through the executor (at once, or queued for blocks), transactions, get-methods.
-//! * `persist`   - saving an emulator's state to a file and loading it back.
 //! * `wallet`    - TON's standard wallet v4r2: addresses and signed transfers.
 //! * `mnemonic`  - TON's 24-word mnemonics, as `@ton/crypto` derives them.
-//! * `api`       - the TON HTTP API subset (toncenter v2) served from an emulator.
-//! * `devnet`    - the embedded TON devnet: genesis wallets, the root contract.
-//! * `access`    - [`Chain`], the one interface the nodes settle through, and
-//!   [`EmbeddedChain`], an emulator behind it.
+//! * `access`    - [`Chain`], the one interface the nodes settle through.
 //! * `ton_http`  - [`TonHttp`], [`Chain`] over TON's HTTP API (devnet or toncenter).
 //! * `sender`    - [`WalletSender`]: transfers from a node's wallet, confirmed on chain.
 //! * `pricing`   - what a request costs in nano-TON, and the worker's share.
 //! * `registry`  - [`RegisteredProxy`]: the proxies the root contract publishes.
 
+#![forbid(unsafe_code)]
+
 mod access;
-pub mod api;
 mod contracts;
 mod data;
-pub mod devnet;
-mod emulator;
 mod messages;
 pub mod mnemonic;
-mod persist;
 pub mod pricing;
 pub mod registry;
 pub mod sender;
 pub mod ton_http;
 pub mod wallet;
 
-pub use access::{AccountInfo, Chain, EmbeddedChain, TxSummary};
-pub use contracts::{contract_address, worker_contract, Contract};
+pub use access::{AccountInfo, Chain, TxSummary};
+pub use contracts::{contract_address, random_nonce, random_seed, worker_contract, Contract};
 pub use data::{
     stack_int, worker_data, ClientChannel, ClientState, ClientTerms, Prices, ProxyState,
     ProxyTerms, WorkerState,
 };
-pub use devnet::random_nonce;
-pub use emulator::{method_id, BlockReport, Emulator, TxRecord, TxReport};
 pub use messages::{client, ops, proxy, root, signed, snake, verify_amount, worker, ProxySigner};
+pub use pricing::TON;
 pub use registry::{registered_proxies, RegisteredProxy};
 pub use sender::{Confirmed, Outgoing, WalletSender};
 pub use ton_http::TonHttp;

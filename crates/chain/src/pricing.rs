@@ -6,6 +6,26 @@
 
 use crate::Prices;
 
+/// One TON in nano-TON.
+pub const TON: u128 = 1_000_000_000;
+
+/// The devnet's default prices: 20 nano-TON per token (prompt 1x, cached
+/// prompt 0.1x, completion and reasoning 4x), 90% to workers.
+pub fn default_prices() -> Prices {
+    Prices {
+        price_per_token: 20,
+        worker_share_bps: 9000,
+        prompt_bps: 10_000,
+        cached_prompt_bps: 1_000,
+        completion_bps: 40_000,
+        reasoning_bps: 40_000,
+        min_client_stake: TON,
+        min_proxy_stake: 100 * TON,
+        client_close_delay: 3600,
+        proxy_close_delay: 86_400,
+    }
+}
+
 /// Token counts of one request (as in a worker's signed receipt).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenCounts {
@@ -130,7 +150,7 @@ mod tests {
     use super::*;
 
     fn prices() -> Prices {
-        crate::devnet::default_prices()
+        crate::pricing::default_prices()
     }
 
     #[test]

@@ -163,7 +163,7 @@ fn initial_data(public: &HashBytes, wallet_id: u32) -> Result<Cell, Error> {
     })
 }
 
-pub(crate) fn state_init(code: Cell, data: Cell) -> StateInit {
+pub fn state_init(code: Cell, data: Cell) -> StateInit {
     StateInit {
         split_depth: None,
         special: None,

@@ -117,7 +117,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             times.len()
         );
     }
-    crate::trust_bench::run(args.iterations).await
+    cocoon_bench::trust::run(args.iterations).await
 }
 
 #[derive(clap::Args, Debug)]

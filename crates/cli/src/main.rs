@@ -1,5 +1,7 @@
 //! The `cocoon` binary: parses the command line and hands off to the role crates.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cocoon_cli::bench::{self, BenchOptions};
-use cocoon_cli::engine_server::EngineBackend;
-use cocoon_cli::models::{self, DEVNET_MODEL};
-use cocoon_cli::{roles, Devnet, DevnetOptions};
+use cocoon_cli::roles;
 use cocoon_client::ApiSettings;
+use cocoon_devnet::engine_server::EngineBackend;
+use cocoon_devnet::models::{self, DEVNET_MODEL};
+use cocoon_devnet::{Devnet, DevnetOptions};
 use cocoon_protocol::tls::Identity;
 use cocoon_worker::{EngineConfig, WeightsLocation};
 
@@ -63,21 +65,21 @@ enum Command {
         command: EngineCommand,
     },
     /// Measure the network's overhead against the engine alone, in one run.
-    Bench(BenchOptions),
+    Bench(cocoon_bench::overhead::BenchOptions),
     /// Measure the embedded engine's tokens/s and time to first token at 1, 4
     /// and 16 streams, beside llama.cpp and the memory-bandwidth bound.
-    BenchEngine(cocoon_cli::engine_bench::EngineBenchOptions),
+    BenchEngine(cocoon_bench::engine::EngineBenchOptions),
     /// Time the proxy's routing decisions at 10, 1,000 and 10,000 registered workers.
-    BenchRouting(cocoon_cli::routing_bench::RoutingBenchOptions),
+    BenchRouting(cocoon_bench::routing::RoutingBenchOptions),
     /// One proxy (its own process) under streamed load from several client
     /// nodes to many instant workers: requests/s, latencies, proxy memory.
-    BenchLoad(cocoon_cli::load_bench::LoadBenchOptions),
+    BenchLoad(cocoon_bench::load::LoadBenchOptions),
     /// Cocoon beside LiteLLM's proxy in front of the same upstream, same load
     /// (scripts/bench-litellm starts both and runs this).
-    BenchGateways(cocoon_cli::gateway_bench::GatewayBenchOptions),
+    BenchGateways(cocoon_bench::gateways::GatewayBenchOptions),
     /// A bounded soak run on the devnet: streaming clients for a fixed time,
     /// errors by kind, latency, memory, and the money checked at the end.
-    Soak(cocoon_cli::soak::SoakOptions),
+    Soak(cocoon_bench::soak::SoakOptions),
     /// Check TEE evidence: `cocoon attest verify --quote Q --collateral C`.
     Attest {
         #[command(subcommand)]
@@ -362,12 +364,12 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             Ok(())
         }
-        Command::Bench(options) => bench::run(options).await,
-        Command::BenchEngine(options) => cocoon_cli::engine_bench::run(options).await,
-        Command::BenchRouting(options) => cocoon_cli::routing_bench::run(options).await,
-        Command::BenchLoad(options) => cocoon_cli::load_bench::run(options).await,
-        Command::BenchGateways(options) => cocoon_cli::gateway_bench::run(options).await,
-        Command::Soak(options) => cocoon_cli::soak::run(options).await,
+        Command::Bench(options) => cocoon_bench::overhead::run(options).await,
+        Command::BenchEngine(options) => cocoon_bench::engine::run(options).await,
+        Command::BenchRouting(options) => cocoon_bench::routing::run(options).await,
+        Command::BenchLoad(options) => cocoon_bench::load::run(options).await,
+        Command::BenchGateways(options) => cocoon_bench::gateways::run(options).await,
+        Command::Soak(options) => cocoon_bench::soak::run(options).await,
     }
 }
 
@@ -419,9 +421,9 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     println!();
     println!(
         "Cocoon devnet is up: client node -> proxy {} -> worker",
-        net.proxy_addr
+        net.proxy_addr()
     );
-    println!("  worker engine: {}", net.worker.engine());
+    println!("  worker engine: {}", net.worker().engine());
     println!("  every hop: RA-TLS with a SIMULATED TEE (development only: no hardware vouches for these nodes)");
     if instant {
         println!("  NOTE: this is the instant TEST engine: it echoes your last message, it is not a model.");
@@ -434,8 +436,8 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     println!(
         "  metrics (Prometheus) and /healthz /readyz /stats: client {}/metrics  proxy {}/metrics  worker {}/metrics",
         net.api_url.trim_end_matches("/v1"),
-        net.proxy_status_url,
-        net.worker_status_url
+        net.proxy_status_url(),
+        net.worker_status_url()
     );
     println!(
         "  TON devnet (embedded, tycho TVM, {}): HTTP API {}  root contract {}",
@@ -450,7 +452,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         "    proxy contract {}  client contract {} (100 TON deposited); the proxy settles and the worker claims every 10 s",
         net.ton.proxy_contract, net.ton.client_contract
     );
-    for p in &net.more_proxies {
+    for p in &net.proxies[1..] {
         println!(
             "    another proxy on {}: its contract {} (the client node found it in the root contract)",
             p.endpoint.address, p.contract

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cocoon_client::chat_export;
-use cocoon_client::summarize::{self, Selection, Summarizer};
+use cocoon_messenger::chat_export;
+use cocoon_messenger::summarize::{self, Selection, Summarizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// `cocoon summarize EXPORT.json ...`

@@ -7,8 +7,6 @@
 //! task alive, no heap memory kept (this test binary counts every live
 //! allocation; it holds this one test so nothing else allocates beside it).
 
-mod common;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,14 +14,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cocoon_client::{ApiSettings, ProxyPool};
+use cocoon_devnet::kit::*;
 use cocoon_protocol::tls::{self, Identity, PinnedKeys};
 use cocoon_protocol::{
     Connection, DialSettings, Event, Handler, Hello, MuxOptions, ProxyEndpoint, RequestBody, Role,
 };
-use cocoon_proxy::ProxySettings;
-use cocoon_worker::{EngineConfig, Worker, WorkerSettings};
-use common::*;
+
+use cocoon_devnet::unpaid;
+use cocoon_worker::EngineConfig;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::json;
@@ -177,42 +175,31 @@ async fn connections_cut_anywhere_end_every_request_and_leak_nothing() {
     let client = Arc::new(Identity::generate().unwrap());
     let worker_id = Arc::new(Identity::generate().unwrap());
     let proxy_id = Arc::new(Identity::generate().unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = listener.local_addr().unwrap();
-    let (proxy, serve) = cocoon_proxy::start(
-        listener,
-        ProxySettings {
-            models: vec![MODEL.to_string()],
-            mux: mux.clone(),
-            ..ProxySettings::pinned(
-                proxy_id.clone(),
-                PinnedKeys::new([client.fingerprint()]),
-                PinnedKeys::new([worker_id.fingerprint()]),
-            )
-        },
+    let proxy_node = unpaid::proxy(
+        proxy_id.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        &[client.fingerprint()],
+        &[worker_id.fingerprint()],
+        &[MODEL],
+        mux.clone(),
     )
+    .await
     .unwrap();
-    tokio::spawn(serve);
-    let direct = ProxyEndpoint {
-        address: proxy_addr.to_string(),
-        fingerprint: proxy_id.fingerprint(),
-    };
-    let worker = Worker::start(WorkerSettings {
-        identity: worker_id,
-        proxies: vec![direct],
-        engine: EngineConfig::Instant {
-            model: MODEL.into(),
-            max_concurrent: 16,
-            token_delay_ms: 2,
-        }
-        .build()
-        .unwrap(),
-        mux: mux.clone(),
-        attestation: None,
-        replay_window: Duration::from_secs(60),
-        payout: None,
-        price_coefficient: 1000,
-    })
+    let proxy = proxy_node.handle.clone();
+    let proxy_addr = proxy_node.address();
+    let engine = EngineConfig::Instant {
+        model: MODEL.into(),
+        max_concurrent: 16,
+        token_delay_ms: 2,
+    }
+    .build()
+    .unwrap();
+    let worker = unpaid::worker(
+        worker_id,
+        vec![unpaid::endpoint(&proxy_node, &proxy_id)],
+        engine,
+        mux.clone(),
+    )
     .await
     .unwrap();
     let relay = relay(proxy_addr).await;
@@ -220,24 +207,11 @@ async fn connections_cut_anywhere_end_every_request_and_leak_nothing() {
         address: relay.address.to_string(),
         fingerprint: proxy_id.fingerprint(),
     };
-    let pool = Arc::new(
-        ProxyPool::start(
-            client.clone(),
-            std::slice::from_ref(&through_relay),
-            mux.clone(),
-            None,
-            None,
-        )
-        .unwrap(),
-    );
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/chat/completions", api.local_addr().unwrap());
-    tokio::spawn(cocoon_client::serve(
-        api,
-        pool.clone(),
-        ApiSettings::default(),
-        std::future::pending(),
-    ));
+    let client_node = unpaid::client(client.clone(), vec![through_relay.clone()], mux.clone())
+        .await
+        .unwrap();
+    let pool = client_node.pool.clone();
+    let url = format!("{}/chat/completions", client_node.api_url());
     wait("the client node connected through the relay", || {
         pool.connected() == 1 && proxy.registry.worker_count() == 1
     })
@@ -414,6 +388,7 @@ async fn connections_cut_anywhere_end_every_request_and_leak_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    pool.stop();
-    worker.stop();
+    client_node.stop().await;
+    worker.stop().await;
+    proxy_node.stop().await;
 }

@@ -21,8 +21,9 @@ use serde_json::{json, Value};
 
 use crate::api::ApiError;
 
-/// How long a read of the chain is reused.
-const FRESH: Duration = Duration::from_secs(2);
+/// How long a read of the chain is reused, unless [`Billing::fresh`] says
+/// otherwise.
+pub const FRESH: Duration = Duration::from_secs(2);
 
 /// Automatic top-up from the owner's wallet.
 pub struct TopUp {
@@ -59,12 +60,15 @@ pub struct Billing {
     root: StdAddr,
     /// Completion tokens reserved for a request without `max_tokens`.
     pub default_max_tokens: u32,
-    /// The root's prices and when they were read (kept past [`FRESH`]: what
+    /// The root's prices and when they were read (kept past [`Billing::fresh`]: what
     /// is charged is priced with them, and they stand while the chain is
     /// out of reach).
     prices: Mutex<Option<(Instant, Prices)>>,
     /// Automatic top-up, if configured.
     pub top_up: Option<TopUp>,
+    /// How long a read of the chain (the contract's state, the root's
+    /// prices) is reused: [`FRESH`] by default.
+    pub fresh: Duration,
 }
 
 /// This node's client contract with one proxy contract, and what it spent
@@ -148,6 +152,7 @@ impl Billing {
             default_max_tokens: 1024,
             prices: Mutex::new(None),
             top_up: None,
+            fresh: FRESH,
         }
     }
 
@@ -277,7 +282,7 @@ impl Billing {
     }
 
     /// The contract's state with `proxy_contract` (read at most every
-    /// [`FRESH`]); the account must be open.
+    /// [`Billing::fresh`]); the account must be open.
     async fn state(&self, proxy_contract: &str) -> Result<(Arc<Account>, ClientState), WireError> {
         let account = self.account(proxy_contract).ok_or_else(|| {
             WireError::new(
@@ -288,7 +293,7 @@ impl Billing {
         {
             let cache = account.cache.lock().await;
             if let Some((at, state)) = cache.as_ref() {
-                if at.elapsed() < FRESH {
+                if at.elapsed() < self.fresh {
                     return Ok((account.clone(), state.clone()));
                 }
             }
@@ -375,7 +380,7 @@ impl Billing {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some((at, prices)) = &last {
-            if at.elapsed() < FRESH {
+            if at.elapsed() < self.fresh {
                 return Ok(prices.clone());
             }
         }

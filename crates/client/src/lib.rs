@@ -22,22 +22,23 @@
 //! * `billing` - [`Billing`]: the node's client contract on TON, the balance
 //!   endpoint, and refusing (402) what it cannot pay for.
 //! * `config`  - [`ClientConfig`], the TOML file, validated with field names.
-//! * `chat_export` - Telegram Desktop's chat export (`result.json`), parsed.
-//! * `summarize` - summaries and reply drafts of an exported chat, asked of
-//!   the network through a client node's API (chunked to fit the context).
+//! * `node`    - [`ClientNode`]: the pool and the API, started from a config
+//!   file or from settings.
+
+#![forbid(unsafe_code)]
 
 mod affinity;
 mod api;
 mod backend;
 pub mod billing;
-pub mod chat_export;
 mod config;
+mod node;
 mod pool;
 mod sealing;
-pub mod summarize;
 
 pub use api::{check_request, router, serve, ApiSettings};
 pub use backend::Backend;
 pub use billing::Billing;
 pub use config::{BillingConfig, ClientConfig, ClientSettings, ConfigError, RegistrySettings};
+pub use node::ClientNode;
 pub use pool::ProxyPool;

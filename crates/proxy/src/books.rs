@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn clients_owe_and_workers_are_owed_cumulatively() {
-        let books = Books::new(cocoon_chain::devnet::default_prices());
+        let books = Books::new(cocoon_chain::pricing::default_prices());
         let (client, worker) = (addr(1), addr(2));
         let usage = Usage {
             prompt_tokens: 100,
@@ -264,7 +264,7 @@ mod tests {
             completion_tokens: 5,
             ..Usage::default()
         };
-        let prices = cocoon_chain::devnet::default_prices();
+        let prices = cocoon_chain::pricing::default_prices();
         let charged = {
             let books = Books::open(&path, prices.clone()).unwrap();
             books.record(&client, &worker, &usage, 1000);
@@ -294,7 +294,7 @@ mod tests {
             requests in proptest::collection::vec(
                 (0u8..3, 0u8..3, 0u64..100_000, 0u64..100_000, 0u64..1_000), 1..60)
         ) {
-            let books = Books::new(cocoon_chain::devnet::default_prices());
+            let books = Books::new(cocoon_chain::pricing::default_prices());
             let mut commission = 0u128;
             let mut last = (0u128, 0u128);
             for (client, worker, prompt, completion, cached) in requests {

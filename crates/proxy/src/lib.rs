@@ -19,9 +19,14 @@
 //! * `status`   - [`ProxyStatus`]: readiness, `/stats` and the routing
 //!   table's Prometheus gauges.
 //! * `server`   - [`run`]: the accept loop and the per-role connection handlers.
+//! * `node`     - [`ProxyNode`]: the accept loop, settlement rounds and the
+//!   status endpoints, started from a config file or from settings.
+
+#![forbid(unsafe_code)]
 
 mod books;
 mod config;
+mod node;
 mod receipts;
 mod registry;
 mod server;
@@ -31,6 +36,7 @@ mod timeouts;
 
 pub use books::{Account, Books};
 pub use config::{signer_of, ConfigError, Inspector, ProxyConfig, ProxySettings, SettlementConfig};
+pub use node::{ProxyListeners, ProxyNode};
 pub use receipts::ReceiptLog;
 pub use registry::{OfferStats, QueueSettings, Registry, PROBATION};
 pub use server::{run, start, ProxyHandle};

@@ -303,3 +303,42 @@ async fn ask(conn: &Connection, body: RequestBody) -> Result<Event, String> {
         .await
         .map_err(|e| e.to_string())
 }
+
+/// One proxy's line of `cocoon worker earnings`, nano-TON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarningsLine {
+    /// The proxy's key.
+    pub proxy: String,
+    /// The worker contract that proxy pays through.
+    pub contract: StdAddr,
+    /// What its latest signed voucher says the worker is owed.
+    pub owed: u128,
+    /// What the worker contract has paid on chain (the chain is the truth:
+    /// the earnings file may be older).
+    pub paid: u128,
+}
+
+impl EarningsLine {
+    pub fn pending(&self) -> u128 {
+        self.owed.saturating_sub(self.paid)
+    }
+}
+
+impl Earnings {
+    /// Each proxy's latest voucher beside what the chain shows paid.
+    pub async fn report(&self) -> Result<Vec<EarningsLine>, String> {
+        let mut lines = Vec::new();
+        for (proxy, earned) in &self.book() {
+            let contract = cocoon_chain::ton_http::parse_address(&earned.contract)
+                .map_err(|e| format!("earnings file, proxy {proxy}: contract: {e}"))?;
+            let paid = self.paid_on_chain(&contract).await?;
+            lines.push(EarningsLine {
+                proxy: proxy.clone(),
+                contract,
+                owed: earned.owed(),
+                paid,
+            });
+        }
+        Ok(lines)
+    }
+}

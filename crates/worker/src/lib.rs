@@ -11,11 +11,16 @@
 //! * `replay` - refusing replayed or stale sealed requests.
 //! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
 //! * `status` - [`WorkerStatus`]: readiness, `/stats` and the worker's gauges.
+//! * `node`   - [`WorkerNode`]: the worker and its status endpoints, started
+//!   from a config file or from settings.
 //! * `earnings` - [`Earnings`]: the proxies' signed vouchers, checked and
 //!   kept, and claims on TON above a threshold.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod earnings;
+mod node;
 mod replay;
 mod run;
 mod serve;
@@ -24,7 +29,8 @@ mod status;
 pub use config::{
     ConfigError, EngineConfig, PayoutConfig, Profile, WeightsLocation, WorkerConfig, WorkerSettings,
 };
-pub use earnings::{read_earnings, Earnings, EarningsBook, ProxyEarnings};
+pub use earnings::{read_earnings, Earnings, EarningsBook, EarningsLine, ProxyEarnings};
+pub use node::WorkerNode;
 pub use run::Worker;
 pub use serve::WorkerStats;
 pub use status::WorkerStatus;

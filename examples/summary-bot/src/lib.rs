@@ -12,13 +12,15 @@
 //! Errors are `{"error": {"message", "field"}}`: 400 naming the field of a
 //! malformed chat (`chat.messages[3].date`), 502 when the network fails.
 
+#![forbid(unsafe_code)]
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use cocoon_client::chat_export::{self, ChatExport};
-use cocoon_client::summarize::{self, Selection, Summarizer};
+use cocoon_messenger::chat_export::{self, ChatExport};
+use cocoon_messenger::summarize::{self, Selection, Summarizer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

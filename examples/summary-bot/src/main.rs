@@ -1,5 +1,7 @@
 //! `cocoon-summary-bot --listen ADDR --api URL`: the example bot backend.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 /// A messenger bot's backend: chat summaries and reply drafts from the Cocoon network.

@@ -1,7 +1,7 @@
 //! The example bot against a devnet: a chat in, a summary and drafts out,
 //! a malformed chat refused naming its field.
 
-use cocoon_cli::{Devnet, DevnetOptions};
+use cocoon_devnet::{Devnet, DevnetOptions};
 use serde_json::{json, Value};
 
 fn chat() -> Value {

@@ -1,0 +1,214 @@
+//! The proxy's settlement against a real chain (the embedded TON devnet,
+//! tycho TVM) with its books in a real redb file: client contracts checked at
+//! registration, charges capped at what a contract holds, nothing charged
+//! twice across a restart, vouchers only for what was served, and the books'
+//! hash committed.
+
+use std::sync::Arc;
+
+use cocoon_chain::{Chain, ClientState, ProxyState, StdAddr};
+use cocoon_protocol::tls::{Fingerprint, Identity};
+use cocoon_protocol::{ErrorKind, Usage};
+use cocoon_proxy::{signer_of, Books, Settlement};
+use cocoon_ton_devnet::{default_prices, TonDevnet, CLIENT_DEPOSIT};
+
+struct Setup {
+    ton: TonDevnet,
+    identity: Arc<Identity>,
+    dir: tempfile::TempDir,
+}
+
+fn setup(deposit: u128) -> Setup {
+    let identity = Arc::new(Identity::generate().unwrap());
+    let ton = TonDevnet::start(
+        &default_prices(),
+        deposit,
+        signer_of(&identity).public_key().0,
+    )
+    .unwrap();
+    Setup {
+        ton,
+        identity,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Setup {
+    async fn settlement(&self) -> Settlement {
+        let path = self.dir.path().join("books.redb");
+        Settlement::connect(
+            Arc::new(self.ton.embedded()),
+            self.ton.wallets.proxy(),
+            signer_of(&self.identity),
+            self.ton.proxy_contract.clone(),
+            self.ton.root.clone(),
+            move |prices| Books::open(&path, prices),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn client(&self) -> ClientState {
+        ClientState::from_stack(
+            &self
+                .ton
+                .embedded()
+                .get(&self.ton.client_contract, "get_client_data", &[])
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+const CLIENT: Fingerprint = Fingerprint([9; 32]);
+
+fn usage(prompt: u64, completion: u64) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        ..Usage::default()
+    }
+}
+
+#[tokio::test]
+async fn charges_survive_a_restart_and_are_never_made_twice() {
+    let net = setup(CLIENT_DEPOSIT);
+    let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
+    let charged = {
+        let settlement = net.settlement().await;
+        let terms = settlement
+            .open_account(CLIENT, Some(net.ton.client_contract.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(terms.proxy_contract, net.ton.proxy_contract.to_string());
+        let payer = settlement.payer(&CLIENT).unwrap();
+        assert_eq!(payer, net.ton.client_contract);
+        let books = settlement.books();
+        let mut total = 0;
+        for (p, c) in [(100, 10), (7, 3), (1, 1)] {
+            total += books.record(&payer, &worker, &usage(p, c), 1000).total;
+        }
+        let round = settlement.settle_once().await.unwrap();
+        assert_eq!(round.charges, 1);
+        assert!(round.committed);
+        assert_eq!(
+            round.transfers, 1,
+            "one charge and the commit in one transfer"
+        );
+        assert_eq!(net.client().await.charged, total);
+        // Nothing new: nothing sent.
+        assert_eq!(settlement.settle_once().await.unwrap().transfers, 0);
+        // One more request, then the proxy "crashes" before settling it.
+        total += books.record(&payer, &worker, &usage(5, 5), 1500).total;
+        total
+    };
+    // Restarted from the same database: the unsettled request is charged,
+    // the settled ones are not charged again.
+    let settlement = net.settlement().await;
+    assert_eq!(
+        settlement.books().client(&net.ton.client_contract).total,
+        charged
+    );
+    let round = settlement.settle_once().await.unwrap();
+    assert_eq!(round.charges, 1);
+    assert_eq!(net.client().await.charged, charged);
+    assert_eq!(settlement.settle_once().await.unwrap().transfers, 0);
+    let proxy = ProxyState::from_stack(
+        &net.ton
+            .embedded()
+            .get(&net.ton.proxy_contract, "get_proxy_data", &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(proxy.received, charged);
+    assert_eq!(proxy.books_seqno, 2);
+    assert_eq!(proxy.books_hash, settlement.books().hash());
+    // The worker's voucher is its share of all four requests.
+    let voucher = settlement.voucher(&worker).unwrap();
+    assert_eq!(
+        voucher.amount_nano,
+        settlement.books().worker(&worker).total
+    );
+    assert!(cocoon_chain::verify_amount(
+        &signer_of(&net.identity).public_key().0,
+        cocoon_chain::signed::OWED,
+        &worker,
+        voucher.amount_nano,
+        &voucher.signature
+    ));
+}
+
+#[tokio::test]
+async fn a_client_is_not_served_beyond_its_balance_and_never_charged_beyond_it() {
+    // 1,000 nano-TON: a request of 100 prompt tokens costs 2,000.
+    let net = setup(1_000);
+    let settlement = net.settlement().await;
+    settlement
+        .open_account(CLIENT, Some(net.ton.client_contract.to_string()))
+        .await
+        .unwrap();
+    let payer = settlement.payer(&CLIENT).unwrap();
+    let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
+    settlement
+        .books()
+        .record(&payer, &worker, &usage(100, 0), 1000);
+    let refused = settlement.payer(&CLIENT).unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::PaymentRequired);
+    assert!(refused.message.contains("top it up"), "{}", refused.message);
+    // The charge is capped at what the contract holds.
+    settlement.settle_once().await.unwrap();
+    let client = net.client().await;
+    assert_eq!(client.charged, 1_000);
+    assert_eq!(client.balance, 0);
+}
+
+#[tokio::test]
+async fn registration_checks_the_contract_on_chain() {
+    let net = setup(CLIENT_DEPOSIT);
+    let settlement = net.settlement().await;
+    // Not a contract at all.
+    let nowhere = StdAddr::new(0, cocoon_chain::HashBytes([1; 32])).to_string();
+    let err = settlement
+        .open_account(CLIENT, Some(nowhere))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PaymentRequired);
+    assert!(err.message.contains("cannot be read"), "{}", err.message);
+    // Not an address.
+    let err = settlement
+        .open_account(CLIENT, Some("0:zz".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidRequest);
+    assert!(err.message.contains("contract"), "{}", err.message);
+    // A contract of another proxy (the root contract is no client contract either).
+    let err = settlement
+        .open_account(CLIENT, Some(net.ton.root.to_string()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PaymentRequired, "{}", err.message);
+    // Without registering, a client is not served.
+    assert_eq!(
+        settlement.payer(&CLIENT).unwrap_err().kind,
+        ErrorKind::PaymentRequired
+    );
+}
+
+#[tokio::test]
+async fn a_proxy_refuses_to_settle_with_a_contract_that_is_not_its_own() {
+    let net = setup(CLIENT_DEPOSIT);
+    let stranger = Arc::new(Identity::generate().unwrap());
+    let err = Settlement::connect(
+        Arc::new(net.ton.embedded()),
+        net.ton.wallets.proxy(),
+        signer_of(&stranger),
+        net.ton.proxy_contract.clone(),
+        net.ton.root.clone(),
+        |prices| Ok(Books::new(prices)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("not this proxy's identity key"), "{err}");
+}

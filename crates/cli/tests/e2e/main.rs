@@ -1,0 +1,23 @@
+//! The end-to-end tests, in one test binary (each binary links llama.cpp and
+//! the TVM once): whole networks on loopback, started through the devnet
+//! crate or as `cocoon` processes, spoken to over the wire. `cuts.rs` has a
+//! binary of its own (its counting global allocator measures the heap).
+
+mod attest;
+mod bad_input;
+mod binary;
+mod books;
+mod failover;
+mod faults;
+mod market;
+mod network;
+mod observability;
+mod overload;
+mod pages;
+mod proxies;
+mod real_model;
+mod restart;
+mod sealing;
+mod settlement;
+mod summarize;
+mod wallet;

@@ -1,0 +1,268 @@
+//! Two proxies run by two operators, each with its own proxy contract, both
+//! published in the root contract's registry on the embedded TON devnet. The
+//! client node is configured with the first only and finds the second in
+//! the registry; it pays each from its own client contract (the genesis one
+//! for the first, one it deploys for the second), so a proxy its contract
+//! there cannot cover is passed over for one it can, and each proxy charges
+//! exactly what was served through it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_chain::{Chain, ClientState, StdAddr};
+use cocoon_devnet::kit::*;
+use cocoon_devnet::Devnet;
+use serde_json::{json, Value};
+
+fn served_by(handle: &cocoon_proxy::ProxyHandle) -> u64 {
+    handle
+        .registry
+        .offer_stats()
+        .iter()
+        .map(|o| o.answers)
+        .sum()
+}
+
+async fn balance(net: &Devnet) -> Value {
+    get_json(&format!("{}/cocoon/balance", net.api_url)).await
+}
+
+/// The balance endpoint's account with `proxy_contract`.
+fn account<'a>(balance: &'a Value, proxy_contract: &StdAddr) -> &'a Value {
+    balance["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["proxy_contract"] == proxy_contract.to_string())
+        .unwrap_or_else(|| panic!("no account with {proxy_contract}: {balance}"))
+}
+
+fn nano(v: &Value) -> u128 {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+async fn charged_on_chain(net: &Devnet, contract: &StdAddr) -> u128 {
+    let chain = net.ton.embedded();
+    ClientState::from_stack(&chain.get(contract, "get_client_data", &[]).await.unwrap())
+        .unwrap()
+        .charged
+}
+
+#[tokio::test]
+async fn each_proxy_is_paid_from_its_own_contract_and_found_in_the_registry() {
+    // 10,000 nano-TON in each client contract: 8 completion tokens fit,
+    // 1000 (80,000 nano-TON at the base price) do not.
+    let net = devnet_with(|o| {
+        o.more_proxies = 1;
+        o.settle_every = None;
+        o.client_deposit = 10_000;
+        o.chain_fresh = FRESH_IN_TESTS;
+        o.registry_every = Duration::from_millis(200);
+    })
+    .await;
+    let second = &net.proxies[1];
+    assert_eq!(
+        net.pool().proxies(),
+        2,
+        "the second proxy comes from the registry"
+    );
+
+    // Two contracts: the configured genesis one pays the first proxy, the
+    // node deployed another for the second.
+    let shown = balance(&net).await;
+    assert_eq!(shown["accounts"].as_array().unwrap().len(), 2, "{shown}");
+    assert_eq!(shown["contract"], Value::Null, "{shown}");
+    assert_eq!(
+        account(&shown, &net.ton.proxy_contract)["contract"],
+        net.ton.client_contract.to_string()
+    );
+    let second_contract: StdAddr = account(&shown, &second.contract)["contract"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(second_contract, net.ton.client_contract);
+    assert_eq!(shown["balance_nano"], "20000", "{shown}");
+
+    // Top up the second contract by 1 TON from the owner's wallet.
+    let wallet = cocoon_chain::WalletSender::new(
+        Arc::new(cocoon_chain::TonHttp::new(&net.ton_api_url, None).unwrap()),
+        net.ton.wallets.client(),
+    );
+    wallet
+        .send(&[cocoon_chain::Outgoing {
+            to: second_contract.clone(),
+            value: 1_000_000_000 + cocoon_chain::client::GAS_RESERVE,
+            bounce: true,
+            body: cocoon_chain::client::top_up().unwrap(),
+            init: None,
+        }])
+        .await
+        .unwrap();
+    // The top-up lands in a later block; the node sees it once its read of
+    // the contract is stale.
+    let started = std::time::Instant::now();
+    while nano(&account(&balance(&net).await, &second.contract)["balance_nano"]) < 1_000_000_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the top-up never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The proxy rereads a contract that looks short at most once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // 1000 tokens: only the second contract covers them, so every request
+    // goes through the second proxy, although the node takes proxies in turn.
+    let url = format!("{}/chat/completions", net.api_url);
+    for i in 0..4 {
+        let text = format!("big {i}");
+        let (status, body) = post(&url, &chat_body(&text, json!({"max_tokens": 1000}))).await;
+        assert_eq!(status, 200, "{body}");
+        let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(answer.starts_with(&text), "{body}");
+    }
+    assert_eq!(served_by(net.proxy()), 0);
+    assert_eq!(served_by(second.handle()), 4);
+    // Small ones go through both.
+    for i in 0..6 {
+        let (status, body) = post(
+            &url,
+            &chat_body(&format!("small {i}"), json!({"max_tokens": 8})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(served_by(net.proxy()) > 0, "the first proxy served nothing");
+    let through_second = served_by(second.handle());
+    assert!(
+        through_second > 4,
+        "the second proxy served no small request"
+    );
+
+    // Each account counts what went through its proxy; settling the second
+    // proxy charges its contract exactly that, and nothing of the first's.
+    past_fresh().await;
+    let shown = balance(&net).await;
+    let spent_second = nano(&account(&shown, &second.contract)["unsettled_nano"]);
+    let spent_first = nano(&account(&shown, &net.ton.proxy_contract)["unsettled_nano"]);
+    assert!(spent_second > 0 && spent_first > 0, "{shown}");
+    second.settlement.settle_once().await.unwrap();
+    assert_eq!(charged_on_chain(&net, &second_contract).await, spent_second);
+    assert_eq!(charged_on_chain(&net, &net.ton.client_contract).await, 0);
+    net.settlement().settle_once().await.unwrap();
+    assert_eq!(
+        charged_on_chain(&net, &net.ton.client_contract).await,
+        spent_first
+    );
+
+    // The second proxy dies: what only it could take is refused (402, naming
+    // the first proxy's contract), the rest goes through the first.
+    second.handle().shutdown();
+    wait("the second proxy gone", || net.pool().connected() == 1).await;
+    let (status, body) = post(&url, &chat_body("big", json!({"max_tokens": 1000}))).await;
+    assert_eq!(status, 402, "{body}");
+    assert_error(&body, &net.ton.client_contract.to_string());
+    let (status, body) = post(&url, &chat_body("small", json!({"max_tokens": 8}))).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The operator withdraws it from the registry: the node stops dialling it.
+    net.ton
+        .register_proxy(
+            &second.contract,
+            &cocoon_chain::HashBytes::default(),
+            cocoon_protocol::PROTOCOL_VERSION as u32,
+            None,
+        )
+        .unwrap();
+    wait("the withdrawn proxy no longer dialled", || {
+        net.pool().proxies() == 1
+    })
+    .await;
+    net.shutdown().await;
+}
+
+/// Registering with a proxy that a configured contract pays never waits
+/// behind the deployment of this node's contract with another proxy (a
+/// deployment waits for its block; the first proxy must be payable
+/// meanwhile, or requests get 402 "not registered yet").
+#[tokio::test]
+async fn a_configured_contract_is_ready_while_another_is_being_deployed() {
+    use cocoon_ton_devnet::{default_prices, unix_now, TonDevnet, CLIENT_DEPOSIT};
+    let key = || {
+        let id = Arc::new(cocoon_protocol::tls::Identity::generate().unwrap());
+        cocoon_proxy::signer_of(&id).public_key().0
+    };
+    let (first_key, second_key) = (key(), key());
+    let ton = Arc::new(TonDevnet::start(&default_prices(), CLIENT_DEPOSIT, first_key).unwrap());
+    let (second, _) = ton.add_proxy(second_key).unwrap();
+    // From now on messages wait for a block, and none is made yet.
+    ton.chain.lock().unwrap().in_blocks = true;
+    let app = cocoon_ton_devnet::api::router(ton.chain.clone(), unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let http = cocoon_chain::TonHttp::new(&api, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut billing = cocoon_client::Billing::new(
+        http.clone(),
+        vec![ton.client_contract.clone()],
+        ton.root.clone(),
+    );
+    billing.deploy = Some(cocoon_client::billing::Deploy {
+        wallet: Arc::new(cocoon_chain::WalletSender::new(
+            Arc::new(http),
+            ton.wallets.client(),
+        )),
+        deposit: 1_000_000_000,
+        file: dir.path().join("client-contracts.json"),
+    });
+    let billing = Arc::new(billing);
+    let terms = |proxy_contract: &StdAddr, proxy_key| cocoon_protocol::AccountTerms {
+        proxy_contract: proxy_contract.to_string(),
+        proxy_key,
+        root: ton.root.to_string(),
+        contract: None,
+        owed_nano: 0,
+        charged_nano: 0,
+    };
+    let deploying = tokio::spawn({
+        let (billing, terms) = (billing.clone(), terms(&second, second_key));
+        async move { billing.ensure_contract(&terms).await }
+    });
+    // The deployment is sent and waits for a block.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!deploying.is_finished());
+    let first = tokio::time::timeout(
+        Duration::from_secs(5),
+        billing.ensure_contract(&terms(&ton.proxy_contract, first_key)),
+    )
+    .await
+    .expect("the configured contract waited behind another proxy's deployment")
+    .unwrap();
+    assert_eq!(first, ton.client_contract);
+    assert!(!deploying.is_finished());
+
+    // Blocks again: the deployment completes, to a contract of its own.
+    let started = std::time::Instant::now();
+    while !deploying.is_finished() {
+        {
+            let mut chain = ton.chain.lock().unwrap();
+            chain.now = chain.now.max(unix_now());
+            chain.produce_block();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never deployed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deployed = deploying.await.unwrap().unwrap();
+    assert_ne!(deployed, ton.client_contract);
+    let chain = ton.embedded();
+    let state =
+        ClientState::from_stack(&chain.get(&deployed, "get_client_data", &[]).await.unwrap())
+            .unwrap();
+    assert_eq!(state.balance, 1_000_000_000);
+}

@@ -1,0 +1,233 @@
+//! End-to-end sealing through a real devnet on loopback (simulated TEEs, RA-TLS
+//! on every hop): the proxy forwards only ciphertext, the app gets the answer
+//! and a usage receipt its client node verified, and the worker refuses sealed
+//! requests that are replayed, altered, or sealed to another key.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cocoon_devnet::kit::*;
+use cocoon_protocol::tls::{self, PinnedKeys};
+use cocoon_protocol::{
+    dial_once, ChatMessage, Connection, DialSettings, Event, GenerateRequest, Handler, Hello,
+    Input, MuxOptions, RequestBody, Role, SamplingParams, SealingKey, DEFAULT_MAX_FRAME_BYTES,
+};
+use cocoon_proxy::Inspector;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use serde_json::json;
+
+const MARKER: &str = "zebra-marker-4471";
+
+/// A devnet whose proxy reports everything it forwards into the returned list.
+async fn inspected_devnet() -> (cocoon_devnet::Devnet, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let net = devnet_with(|o| {
+        o.proxy_inspect = Some(Inspector(Arc::new(move |bytes: &[u8]| {
+            sink.lock().unwrap().push(bytes.to_vec());
+        })))
+    })
+    .await;
+    (net, seen)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn the_proxy_forwards_only_ciphertext_and_the_app_gets_a_verified_receipt() {
+    let (net, seen) = inspected_devnet().await;
+    let url = format!("{}/chat/completions", net.api_url);
+
+    // Non-streaming: the echo engine repeats the prompt, so the marker travels
+    // both ways.
+    let (status, body) = post(&url, &chat_body(&format!("say {MARKER} please"), json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains(MARKER), "{text}");
+    let receipt = &body["cocoon"]["receipt"];
+    assert_eq!(receipt["verified"], true, "{body}");
+    assert_eq!(receipt["worker"], net.worker().fingerprint().to_string());
+    assert_eq!(receipt["prompt_tokens"], body["usage"]["prompt_tokens"]);
+    assert_eq!(
+        receipt["completion_tokens"],
+        body["usage"]["completion_tokens"]
+    );
+    assert_eq!(receipt["signature"].as_str().unwrap().len(), 128);
+
+    // Streaming: the last chunk with a finish reason carries the receipt.
+    let chunks = post_stream(
+        &url,
+        &chat_body(&format!("stream {MARKER} now"), json!({"stream": true})),
+    )
+    .await;
+    let mut streamed = String::new();
+    let mut receipts = 0;
+    for chunk in chunks.iter().filter(|c| *c != "[DONE]") {
+        let v: serde_json::Value = serde_json::from_str(chunk).unwrap();
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+            streamed.push_str(t);
+        }
+        if v["cocoon"]["receipt"]["verified"] == true {
+            assert!(v["choices"][0]["finish_reason"].is_string());
+            receipts += 1;
+        }
+    }
+    assert!(streamed.contains(MARKER), "{streamed}");
+    assert_eq!(receipts, 1, "{chunks:?}");
+
+    // What the proxy held: requests and answer events, none with the marker.
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 4, "the inspector saw {} items", seen.len());
+    for bytes in seen.iter() {
+        assert!(!contains(bytes, MARKER), "the proxy saw plaintext");
+        assert!(!contains(bytes, "please"), "the proxy saw plaintext");
+    }
+    assert_eq!(net.proxy().receipts.recent().len(), 2);
+    assert_eq!(net.proxy().receipts.rejected(), 0);
+    let total = net.proxy().receipts.total(&net.worker().fingerprint());
+    assert!(total.completion_tokens > 0);
+    net.shutdown().await;
+}
+
+struct Refuse;
+impl Handler for Refuse {
+    fn serve(&self, _: &Connection, _: RequestBody) -> BoxStream<'static, Event> {
+        stream::empty().boxed()
+    }
+}
+
+/// Speak the node protocol to the devnet's proxy as its client node.
+async fn raw_client(net: &cocoon_devnet::Devnet) -> Connection {
+    let settings = DialSettings {
+        tls: tls::client_config(
+            net.client_identity.clone(),
+            Arc::new(PinnedKeys::new([net.proxy_endpoint().fingerprint])),
+        )
+        .unwrap(),
+        hello: Hello {
+            role: Role::Client,
+            software: "test".into(),
+        },
+        handler: Arc::new(Refuse),
+        mux: MuxOptions::default(),
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        handshake_timeout: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(1),
+    };
+    dial_once(net.proxy_endpoint(), &settings).await.unwrap()
+}
+
+/// Send `body` and return the first event of the answer.
+async fn first_event(conn: &Connection, body: RequestBody) -> Event {
+    let mut answer = conn.request(body).await.unwrap();
+    answer.next().await.expect("an answer")
+}
+
+fn error_message(event: Event) -> String {
+    match event {
+        Event::Error(e) => e.message,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
+    let (net, seen) = inspected_devnet().await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, _) = post(&url, &chat_body("hello there", json!({}))).await;
+    assert_eq!(status, 200);
+    let captured = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|bytes| match postcard::from_bytes::<RequestBody>(bytes) {
+            Ok(RequestBody::Generate(sealed)) => Some(sealed),
+            _ => None,
+        })
+        .expect("the proxy forwarded a sealed request");
+    let conn = raw_client(&net).await;
+
+    // Replayed as is: the worker has served this request id.
+    let message = error_message(first_event(&conn, RequestBody::Generate(captured.clone())).await);
+    assert!(message.contains("replayed"), "{message}");
+
+    // Altered header (a later time, to pass as new): it no longer opens.
+    let mut altered = captured.clone();
+    altered.header.sent_at_ms += 1;
+    let message = error_message(first_event(&conn, RequestBody::Generate(altered)).await);
+    assert!(message.contains("does not open"), "{message}");
+
+    // Sealed for another key but addressed to this worker: refused.
+    let request = GenerateRequest {
+        model: net.model.clone(),
+        input: Input::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+        }]),
+        params: SamplingParams::default(),
+    };
+    let wrong_key = SealingKey::generate().public();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (misaddressed, _) =
+        cocoon_protocol::sealed::seal(&request, &[(net.worker().fingerprint(), wrong_key)], now_ms)
+            .unwrap();
+    let message = error_message(first_event(&conn, RequestBody::Generate(misaddressed)).await);
+    assert!(message.contains("does not open"), "{message}");
+
+    // Too old: sealed correctly, outside the replay window.
+    let keys = match first_event(
+        &conn,
+        RequestBody::WorkerKeys {
+            model: net.model.clone(),
+            prefs: Default::default(),
+        },
+    )
+    .await
+    {
+        Event::WorkerKeys(keys) => keys,
+        other => panic!("{other:?}"),
+    };
+    let (stale, _) = cocoon_protocol::sealed::seal(
+        &request,
+        &[(keys[0].key.worker(), keys[0].key.sealing_key)],
+        now_ms - 10 * 60 * 1000,
+    )
+    .unwrap();
+    let message = error_message(first_event(&conn, RequestBody::Generate(stale)).await);
+    assert!(message.contains("outside the replay window"), "{message}");
+
+    // None of the recipients is a live worker: the proxy says the keys changed.
+    let (elsewhere, _) = cocoon_protocol::sealed::seal(
+        &request,
+        &[(
+            cocoon_protocol::tls::Identity::generate()
+                .unwrap()
+                .fingerprint(),
+            wrong_key,
+        )],
+        now_ms,
+    )
+    .unwrap();
+    match first_event(&conn, RequestBody::Generate(elsewhere)).await {
+        Event::Error(e) => assert_eq!(e.kind, cocoon_protocol::ErrorKind::KeysChanged),
+        other => panic!("{other:?}"),
+    }
+
+    let refused = net
+        .worker()
+        .stats()
+        .refused_sealed
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(refused, 4);
+    // Nothing refused was charged: one receipt, for the one real request.
+    assert_eq!(net.proxy().receipts.recent().len(), 1);
+    net.shutdown().await;
+}

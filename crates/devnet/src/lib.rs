@@ -1,0 +1,32 @@
+//! A whole Cocoon network on loopback, for `cocoon devnet`, the end-to-end
+//! tests and the benchmarks: nothing else starts nodes.
+//!
+//! # Layout
+//! * `devnet`      - [`Devnet`]: proxies, workers and a client node in one
+//!   process, each started as its role starts it, paying on the embedded chain.
+//! * `options`     - [`DevnetOptions`]: what a devnet starts.
+//! * `chain`       - the embedded TON chain of a devnet: genesis or resumed
+//!   state, blocks, TON's HTTP API over it (with an outage switch).
+//! * `process_net` - [`ProcessNet`]: every node its own `cocoon` process run
+//!   from its TOML file, paying on an embedded chain served here.
+//! * `engine_server` - an engine served directly as an OpenAI-compatible
+//!   API (`cocoon engine serve`): the reference for benchmarks, a test upstream.
+//! * `models`      - `cocoon model pull|list` and the devnet's default model.
+//! * `kit`         - what tests and benchmarks share to speak to a network.
+//! * `unpaid`      - an unpaid network assembled node by node, for tests that
+//!   stop, restart or relay single nodes.
+
+#![forbid(unsafe_code)]
+
+mod chain;
+mod devnet;
+pub mod engine_server;
+pub mod kit;
+pub mod models;
+mod options;
+pub mod process_net;
+pub mod unpaid;
+
+pub use devnet::{Devnet, DevnetProxy, Settled};
+pub use options::DevnetOptions;
+pub use process_net::{ProcessNet, ProcessNetOptions};

@@ -1,0 +1,298 @@
+//! The TON HTTP API subset over a real emulator on loopback, spoken to with a
+//! real HTTP client: a v4r2 wallet funded at genesis deploys itself and the
+//! root contract through `sendBoc`, then account state, get-methods and
+//! transactions are read back; bad input gets toncenter-shaped errors.
+
+use std::sync::{Arc, Mutex};
+
+use cocoon_chain::wallet::{internal_message, SEND_PAY_FEES_SEPARATELY};
+use cocoon_chain::Chain;
+use cocoon_chain::{Contract, Wallet};
+use cocoon_ton_devnet::Emulator;
+use serde_json::{json, Value};
+use tycho_types::boc::Boc;
+use tycho_types::cell::{Cell, CellBuilder, CellFamily};
+use tycho_types::models::{StateInit, StdAddr};
+
+const TON: u128 = 1_000_000_000;
+const NOW: u32 = 1_800_000_000;
+
+fn now() -> u32 {
+    NOW
+}
+
+async fn serve(chain: Emulator) -> (String, Arc<Mutex<Emulator>>) {
+    let chain = Arc::new(Mutex::new(chain));
+    let app = cocoon_ton_devnet::api::router(chain.clone(), now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, chain)
+}
+
+/// A devnet chain (genesis wallets and contracts) served on loopback.
+async fn serve_devnet() -> (String, cocoon_ton_devnet::TonDevnet) {
+    let ton = cocoon_ton_devnet::TonDevnet::start(
+        &cocoon_chain::pricing::default_prices(),
+        cocoon_ton_devnet::CLIENT_DEPOSIT,
+        [7; 32],
+    )
+    .unwrap();
+    let app = cocoon_ton_devnet::api::router(ton.chain.clone(), cocoon_ton_devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, ton)
+}
+
+async fn rpc(url: &str, method: &str, params: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/jsonRPC"))
+        .json(&json!({"id": 1, "jsonrpc": "2.0", "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_wallet_deploys_the_root_contract_through_the_http_api() {
+    let mut chain = Emulator::new(NOW).unwrap();
+    let wallet = Wallet::from_seed(&[7; 32]).unwrap();
+    chain.fund(&wallet.address, 10 * TON).unwrap();
+    let (url, _chain) = serve(chain).await;
+
+    let (code, info) = rpc(
+        &url,
+        "getAddressInformation",
+        json!({"address": wallet.address.to_string()}),
+    )
+    .await;
+    assert_eq!(code, 200, "{info}");
+    assert_eq!(info["result"]["state"], "uninitialized");
+    assert_eq!(info["result"]["balance"], (10 * TON).to_string());
+
+    // The wallet's first transfer deploys it and the root contract.
+    let root_code = Contract::Root.code();
+    let root_data = cocoon_chain::pricing::default_prices()
+        .root_data(&wallet.address)
+        .unwrap();
+    let root_init = CellBuilder::build_from(StateInit {
+        split_depth: None,
+        special: None,
+        code: Some(root_code.clone()),
+        data: Some(root_data.clone()),
+        libraries: Default::default(),
+    })
+    .unwrap();
+    let root = StdAddr::new(0, *root_init.repr_hash());
+    let deploy = internal_message(
+        &root,
+        TON,
+        false,
+        Cell::empty_cell(),
+        Some((root_code, root_data)),
+    )
+    .unwrap();
+    let transfer = wallet
+        .transfer(0, NOW + 60, &[(SEND_PAY_FEES_SEPARATELY, deploy)])
+        .unwrap();
+    let (code, sent) = rpc(
+        &url,
+        "sendBoc",
+        json!({"boc": Boc::encode_base64(&transfer)}),
+    )
+    .await;
+    assert_eq!(code, 200, "{sent}");
+
+    let (_, info) = rpc(
+        &url,
+        "getAddressInformation",
+        json!({"address": wallet.address.to_string()}),
+    )
+    .await;
+    assert_eq!(info["result"]["state"], "active");
+    let (_, root_info) = rpc(
+        &url,
+        "getAddressInformation",
+        json!({"address": root.to_string()}),
+    )
+    .await;
+    assert_eq!(root_info["result"]["state"], "active");
+    assert!(
+        root_info["result"]["balance"]
+            .as_str()
+            .unwrap()
+            .parse::<u128>()
+            .unwrap()
+            > TON / 2
+    );
+
+    // Get-methods, over JSON-RPC and over the REST route.
+    let (_, version) = rpc(
+        &url,
+        "runGetMethod",
+        json!({"address": root.to_string(), "method": "get_version", "stack": []}),
+    )
+    .await;
+    assert_eq!(version["result"]["exit_code"], 0);
+    assert_eq!(version["result"]["stack"], json!([["num", "0x0"]]));
+    let allowed: Value = reqwest::Client::new()
+        .post(format!("{url}/runGetMethod"))
+        .json(&json!({"address": root.to_string(), "method": "is_worker_image_allowed", "stack": [["num", "0x1234"]]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed["result"]["stack"],
+        json!([["num", "0x0"]]),
+        "{allowed}"
+    );
+    let (_, wallet_seqno) = rpc(
+        &url,
+        "runGetMethod",
+        json!({"address": wallet.address.to_string(), "method": "seqno", "stack": []}),
+    )
+    .await;
+    assert_eq!(wallet_seqno["result"]["stack"], json!([["num", "0x1"]]));
+
+    // Transactions, newest first.
+    let txs: Value = reqwest::get(format!(
+        "{url}/getTransactions?address={}&limit=5",
+        wallet.address
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let list = txs["result"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "genesis funding and the transfer: {txs}");
+    assert_eq!(list[0]["out_msgs"].as_array().unwrap().len(), 1);
+
+    // The same transfer again: the wallet refuses the old seqno.
+    let (code, again) = rpc(
+        &url,
+        "sendBoc",
+        json!({"boc": Boc::encode_base64(&transfer)}),
+    )
+    .await;
+    assert_eq!(code, 500, "{again}");
+    assert_eq!(again["ok"], false);
+    assert!(
+        again["error"].as_str().unwrap().contains("not accepted"),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn bad_calls_get_toncenter_shaped_errors() {
+    let (url, _chain) = serve(Emulator::new(NOW).unwrap()).await;
+    let (code, body) = rpc(&url, "sendBoc", json!({"boc": "not base64!"})).await;
+    assert_eq!(code, 400);
+    assert_eq!(body["ok"], false);
+    assert!(body["error"].as_str().unwrap().contains("boc"), "{body}");
+    let (code, body) = rpc(&url, "sendBoc", json!({})).await;
+    assert_eq!(code, 400);
+    assert!(body["error"].as_str().unwrap().contains("`boc`"), "{body}");
+    let (code, body) = rpc(&url, "getAddressInformation", json!({"address": "nowhere"})).await;
+    assert_eq!(code, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("address"),
+        "{body}"
+    );
+    let (code, body) = rpc(&url, "estimateFee", json!({})).await;
+    assert_eq!(code, 404);
+    assert!(
+        body["error"].as_str().unwrap().contains("estimateFee"),
+        "{body}"
+    );
+    let (code, body) = rpc(&url, "runGetMethod", json!({"address": "0:0000000000000000000000000000000000000000000000000000000000000001", "method": "get_version"})).await;
+    assert_eq!(code, 500);
+    assert!(
+        body["error"].as_str().unwrap().contains("no account"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_rust_ton_client_reads_the_devnet_over_http() {
+    let (url, ton) = serve_devnet().await;
+    let client = cocoon_chain::TonHttp::new(&url, None).unwrap();
+
+    let root = client.account(&ton.root).await.unwrap();
+    assert_eq!(root.state, "active");
+    let prices =
+        cocoon_chain::Prices::from_stack(&client.get(&ton.root, "get_prices", &[]).await.unwrap())
+            .unwrap();
+    assert_eq!(prices, cocoon_chain::pricing::default_prices());
+    let state = cocoon_chain::ClientState::from_stack(
+        &client
+            .get(&ton.client_contract, "get_client_data", &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state.balance, cocoon_ton_devnet::CLIENT_DEPOSIT);
+    assert_eq!(state.charged, 0);
+    let allowed = client
+        .get(&ton.root, "is_worker_image_allowed", &[0x1234])
+        .await
+        .unwrap();
+    assert_eq!(cocoon_chain::stack_int(&allowed).unwrap(), 0);
+
+    // Errors name the method and the server's reason.
+    let nowhere = StdAddr::new(0, tycho_types::cell::HashBytes([9; 32]));
+    let err = client
+        .get(&nowhere, "get_version", &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("runGetMethod") && err.contains("no account"),
+        "{err}"
+    );
+    let down = cocoon_chain::TonHttp::new("http://127.0.0.1:9/api/v2", None).unwrap();
+    assert!(down.account(&ton.root).await.is_err());
+}
+
+/// TON's own SDK (`@ton/ton`'s `TonClient`, from `contracts/node_modules`:
+/// `./scripts/test` installs it with `npm ci`) reads the devnet's API.
+#[tokio::test]
+async fn tons_own_sdk_talks_to_the_devnet_api() {
+    let contracts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts");
+    assert!(
+        contracts.join("node_modules/@ton/ton").exists(),
+        "run `npm ci` in contracts/ first (./scripts/test does)"
+    );
+    let (url, ton) = serve_devnet().await;
+
+    let root = ton.root.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg("scripts/tonclient-check.mjs")
+            .arg(&url)
+            .arg(root)
+            .current_dir(&contracts)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["state"], "active", "{seen}");
+    assert_eq!(seen["version"], 0);
+    assert_eq!(seen["pricePerToken"], "20");
+    // getTransactions parses into @ton/core Transactions: the deployment.
+    assert_eq!(seen["transactions"], 1, "{seen}");
+    assert!(seen["deployedBy"].is_string(), "{seen}");
+    assert!(seen["balance"].as_str().unwrap().parse::<u128>().unwrap() > TON);
+}
