@@ -95,7 +95,7 @@ pub fn random_seed() -> Result<[u8; 32], Error> {
     let mut seed = [0u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut seed)
-        .map_err(|_| anyhow::anyhow!("no randomness"))?;
+        .map_err(|_| crate::ChainError::Key("no randomness".into()))?;
     Ok(seed)
 }
 

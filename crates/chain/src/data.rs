@@ -144,24 +144,30 @@ fn int(stack: &[RcStackValue], i: usize) -> Result<u128, Error> {
         .get(i)
         .and_then(|v| v.as_int())
         .and_then(|n| n.to_u128())
-        .ok_or_else(|| anyhow::anyhow!("get-method result {i} is not a non-negative integer"))
+        .ok_or_else(|| {
+            crate::ChainError::Unexpected(format!(
+                "get-method result {i} is not a non-negative integer"
+            ))
+        })
 }
 
 /// An address in a get-method result (a slice from the TVM, a cell from the
 /// HTTP API).
 fn address(stack: &[RcStackValue], i: usize) -> Result<StdAddr, Error> {
-    let value = stack
-        .get(i)
-        .ok_or_else(|| anyhow::anyhow!("get-method result {i} is missing"))?;
+    let value = stack.get(i).ok_or_else(|| {
+        crate::ChainError::Unexpected(format!("get-method result {i} is missing"))
+    })?;
     use tycho_types::cell::Load;
     let parsed = if let Some(slice) = value.as_cell_slice() {
         StdAddr::load_from(&mut slice.apply())
     } else if let Some(cell) = value.as_cell() {
         StdAddr::load_from(&mut cell.as_slice()?)
     } else {
-        anyhow::bail!("get-method result {i} is not an address");
+        crate::error::fail!(Unexpected, "get-method result {i} is not an address");
     };
-    parsed.map_err(|e| anyhow::anyhow!("get-method result {i} is not an address: {e}"))
+    parsed.map_err(|e| {
+        crate::ChainError::Unexpected(format!("get-method result {i} is not an address: {e}"))
+    })
 }
 
 /// `get_client_data` in full: the channel's terms and its state.
@@ -225,13 +231,13 @@ pub struct ProxyState {
 
 /// A uint256 result as 32 big-endian bytes.
 fn uint256(stack: &[RcStackValue], i: usize) -> Result<[u8; 32], Error> {
-    let n = stack
-        .get(i)
-        .and_then(|v| v.as_int())
-        .ok_or_else(|| anyhow::anyhow!("get-method result {i} is not an integer"))?;
+    let n = stack.get(i).and_then(|v| v.as_int()).ok_or_else(|| {
+        crate::ChainError::Unexpected(format!("get-method result {i} is not an integer"))
+    })?;
     let (sign, bytes) = n.to_bytes_be();
-    anyhow::ensure!(
+    crate::error::ensure!(
         sign != num_bigint::Sign::Minus && bytes.len() <= 32,
+        Unexpected,
         "get-method result {i} is not a uint256"
     );
     let mut out = [0u8; 32];

@@ -15,6 +15,7 @@
 //! * `data`      - initial storage of each contract, and get-method results.
 //! * `wallet`    - TON's standard wallet v4r2: addresses and signed transfers.
 //! * `mnemonic`  - TON's 24-word mnemonics, as `@ton/crypto` derives them.
+//! * `error`     - [`ChainError`]: what went wrong, by kind.
 //! * `access`    - [`Chain`], the one interface the nodes settle through.
 //! * `ton_http`  - [`TonHttp`], [`Chain`] over TON's HTTP API (devnet or toncenter).
 //! * `sender`    - [`WalletSender`]: transfers from a node's wallet, confirmed on chain.
@@ -26,6 +27,7 @@
 mod access;
 mod contracts;
 mod data;
+mod error;
 mod messages;
 pub mod mnemonic;
 pub mod pricing;
@@ -49,5 +51,7 @@ pub use tycho_types::cell::{Cell, HashBytes};
 pub use tycho_types::models::{StdAddr, StdAddrFormat as AddressFormat};
 pub use wallet::Wallet;
 
-/// Errors from building cells or running the TVM.
-pub type Error = anyhow::Error;
+pub use error::ChainError;
+
+/// Errors of the chain bindings (see [`ChainError`]).
+pub type Error = ChainError;

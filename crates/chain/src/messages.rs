@@ -324,7 +324,7 @@ impl ProxySigner {
     /// A key from a 32-byte seed.
     pub fn from_seed(seed: &[u8; 32]) -> Result<Self, Error> {
         let key = Ed25519KeyPair::from_seed_unchecked(seed)
-            .map_err(|e| anyhow::anyhow!("bad Ed25519 seed: {e}"))?;
+            .map_err(|e| crate::ChainError::Key(format!("bad Ed25519 seed: {e}")))?;
         let mut public = [0u8; 32];
         public.copy_from_slice(key.public_key().as_ref());
         Ok(Self::from_fn(public, move |message| {

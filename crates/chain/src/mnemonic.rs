@@ -61,7 +61,7 @@ impl Mnemonic {
         loop {
             let mut picks = [0u8; WORDS * 2];
             rng.fill(&mut picks)
-                .map_err(|_| anyhow::anyhow!("no randomness"))?;
+                .map_err(|_| crate::ChainError::Key("no randomness".into()))?;
             let words: Vec<&str> = picks
                 .chunks(2)
                 .map(|p| list[(u16::from_be_bytes([p[0], p[1]]) & 0x7ff) as usize])
@@ -76,18 +76,18 @@ impl Mnemonic {
     /// Parse and check 24 words (whitespace-separated).
     pub fn parse(text: &str) -> Result<Self, Error> {
         let words: Vec<&str> = text.split_whitespace().collect();
-        anyhow::ensure!(
+        crate::error::ensure!(
             words.len() == WORDS,
+            Key,
             "a TON mnemonic has {WORDS} words, got {}",
             words.len()
         );
         let list = word_list();
         if let Some((i, _)) = words.iter().enumerate().find(|(_, w)| !list.contains(w)) {
-            anyhow::bail!("word {} is not in the BIP-39 English list", i + 1);
+            crate::error::fail!(Key, "word {} is not in the BIP-39 English list", i + 1);
         }
         let text = Zeroizing::new(words.join(" "));
-        anyhow::ensure!(
-            is_basic_seed(&entropy(&text)),
+        crate::error::ensure!(is_basic_seed(&entropy(&text)), Key,
             "not a valid TON mnemonic (checksum failed; a mnemonic with a password is not supported)"
         );
         Ok(Self { words: text })

@@ -28,14 +28,13 @@ impl RegisteredProxy {
     pub fn list_from_stack(stack: &[RcStackValue]) -> Result<Vec<Self>, Error> {
         let value = stack
             .first()
-            .ok_or_else(|| anyhow::anyhow!("get_proxies returned nothing"))?;
+            .ok_or_else(|| crate::ChainError::Unexpected("get_proxies returned nothing".into()))?;
         if value.is_null() {
             return Ok(Vec::new());
         }
-        let root = value
-            .as_cell()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("get_proxies did not return a cell"))?;
+        let root = value.as_cell().cloned().ok_or_else(|| {
+            crate::ChainError::Unexpected("get_proxies did not return a cell".into())
+        })?;
         Self::list_from_dict(root)
     }
 
@@ -44,20 +43,24 @@ impl RegisteredProxy {
         let dict: Dict<StdAddr, Cell> = Dict::from_raw(Some(root));
         let mut out = Vec::new();
         for entry in dict.iter() {
-            let (contract, info) = entry.map_err(|e| anyhow::anyhow!("proxy registry: {e}"))?;
+            let (contract, info) =
+                entry.map_err(|e| crate::ChainError::Unexpected(format!("proxy registry: {e}")))?;
             out.push(Self::parse(contract, &info)?);
         }
         Ok(out)
     }
 
     fn parse(contract: StdAddr, info: &Cell) -> Result<Self, Error> {
-        let bad = |e: tycho_types::error::Error| anyhow::anyhow!("proxy {contract}: {e}");
+        let bad = |e: tycho_types::error::Error| {
+            crate::ChainError::Unexpected(format!("proxy {contract}: {e}"))
+        };
         let mut slice = info.as_slice().map_err(bad)?;
         let key = HashBytes::load_from(&mut slice).map_err(bad)?;
         let version = slice.load_u32().map_err(bad)?;
         let endpoint = slice.load_reference_cloned().map_err(bad)?;
-        let endpoint = read_snake(&endpoint)
-            .map_err(|e| anyhow::anyhow!("proxy {contract}: endpoint: {e}"))?;
+        let endpoint = read_snake(&endpoint).map_err(|e| {
+            crate::ChainError::Unexpected(format!("proxy {contract}: endpoint: {e}"))
+        })?;
         Ok(Self {
             contract,
             key,
@@ -82,20 +85,21 @@ pub fn read_snake(cell: &Cell) -> Result<String, Error> {
     loop {
         let mut slice: CellSlice<'_> = current.as_slice()?;
         let bits = slice.size_bits();
-        anyhow::ensure!(
+        crate::error::ensure!(
             bits.is_multiple_of(8),
+            Unexpected,
             "a snake string cell holds {bits} bits"
         );
         let mut chunk = vec![0u8; (bits / 8) as usize];
         slice.load_raw(&mut chunk, bits)?;
         bytes.extend_from_slice(&chunk);
-        anyhow::ensure!(bytes.len() <= 4096, "longer than 4 KiB");
+        crate::error::ensure!(bytes.len() <= 4096, Unexpected, "longer than 4 KiB");
         if slice.size_refs() == 0 {
             break;
         }
         current = slice.load_reference_cloned()?;
     }
-    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("not UTF-8"))
+    String::from_utf8(bytes).map_err(|_| crate::ChainError::Unexpected("not UTF-8".into()))
 }
 
 #[cfg(test)]

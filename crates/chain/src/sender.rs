@@ -96,16 +96,18 @@ impl WalletSender {
 
     /// Send `messages` (1 to 4) in one transfer and wait until it is on chain.
     pub async fn send(&self, messages: &[Outgoing]) -> Result<Confirmed, Error> {
-        anyhow::ensure!(
+        crate::error::ensure!(
             !messages.is_empty() && messages.len() <= MAX_MESSAGES,
+            Transfer,
             "a wallet transfer carries 1 to {MAX_MESSAGES} messages, not {}",
             messages.len()
         );
         let _turn = self.turn.lock().await;
         let needed: u128 = messages.iter().map(|m| m.value).sum();
         let balance = self.balance().await?;
-        anyhow::ensure!(
+        crate::error::ensure!(
             balance > needed,
+            Transfer,
             "wallet {} holds {balance} nano-TON, not enough to send {needed} nano-TON and pay fees",
             self.wallet.address
         );
@@ -131,7 +133,7 @@ impl WalletSender {
                 Err(e) => tracing::debug!(error = %e, "reading the wallet's seqno"),
             }
             if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!(
+                crate::error::fail!(Transfer,
                     "wallet {}: the transfer with seqno {seqno} was sent but not seen on chain within {:?}",
                     self.wallet.address,
                     self.confirm_timeout

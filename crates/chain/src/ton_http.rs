@@ -92,7 +92,8 @@ impl TonHttp {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
-            .build()?;
+            .build()
+            .map_err(|e| crate::ChainError::Api(format!("an HTTP client for {base}: {e}")))?;
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             api_key,
@@ -127,14 +128,15 @@ impl TonHttp {
                 delay *= 2;
                 continue;
             }
-            let response = response.map_err(|e| anyhow::anyhow!("TON API {method}: {e}"))?;
+            let response =
+                response.map_err(|e| crate::ChainError::Api(format!("TON API {method}: {e}")))?;
             let status = response.status();
-            let answer: Value = response
-                .json()
-                .await
-                .map_err(|e| anyhow::anyhow!("TON API {method}: HTTP {status}, not JSON: {e}"))?;
+            let answer: Value = response.json().await.map_err(|e| {
+                crate::ChainError::Api(format!("TON API {method}: HTTP {status}, not JSON: {e}"))
+            })?;
             if answer["ok"] != true {
-                anyhow::bail!(
+                crate::error::fail!(
+                    Api,
                     "TON API {method}: HTTP {status}: {}",
                     answer["error"].as_str().unwrap_or("no error message")
                 );
@@ -161,7 +163,9 @@ impl Chain for TonHttp {
             )
             .await?;
         let balance = match &info["balance"] {
-            Value::String(s) => s.parse()?,
+            Value::String(s) => s.parse().map_err(|e| {
+                crate::ChainError::Unexpected(format!("getAddressInformation: balance {s:?}: {e}"))
+            })?,
             Value::Number(n) => n.as_u64().unwrap_or(0) as u128,
             _ => 0,
         };
@@ -191,8 +195,9 @@ impl Chain for TonHttp {
             )
             .await?;
         let exit_code = result["exit_code"].as_i64().unwrap_or(-1);
-        anyhow::ensure!(
+        crate::error::ensure!(
             exit_code == 0 || exit_code == 1,
+            Api,
             "get-method {method} at {address} failed with exit code {exit_code}"
         );
         result["stack"]
@@ -215,20 +220,22 @@ impl Chain for TonHttp {
 /// toncenter's `getTransactions` result: each transaction's `data` is its
 /// BOC, read for the fee, time and outcome.
 pub fn parse_transactions(result: &Value) -> Result<Vec<TxSummary>, Error> {
-    let items = result
-        .as_array()
-        .ok_or_else(|| anyhow::anyhow!("getTransactions: the result is not a list"))?;
+    let items = result.as_array().ok_or_else(|| {
+        crate::ChainError::Api("getTransactions: the result is not a list".into())
+    })?;
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let data = item["data"]
-                .as_str()
-                .ok_or_else(|| anyhow::anyhow!("getTransactions: transaction {i} has no `data`"))?;
-            let cell = Boc::decode_base64(data)
-                .map_err(|e| anyhow::anyhow!("getTransactions: transaction {i}: bad BOC: {e}"))?;
-            TxSummary::from_cell(&cell)
-                .map_err(|e| anyhow::anyhow!("getTransactions: transaction {i}: {e}"))
+            let data = item["data"].as_str().ok_or_else(|| {
+                crate::ChainError::Api(format!("getTransactions: transaction {i} has no `data`"))
+            })?;
+            let cell = Boc::decode_base64(data).map_err(|e| {
+                crate::ChainError::Api(format!("getTransactions: transaction {i}: bad BOC: {e}"))
+            })?;
+            TxSummary::from_cell(&cell).map_err(|e| {
+                crate::ChainError::Api(format!("getTransactions: transaction {i}: {e}"))
+            })
         })
         .collect()
 }
@@ -242,8 +249,9 @@ fn stack_value(item: &Value) -> Result<RcStackValue, Error> {
                 None => (false, text),
             };
             let digits = digits.strip_prefix("0x").unwrap_or(digits);
-            let n = num_bigint::BigInt::parse_bytes(digits.as_bytes(), 16)
-                .ok_or_else(|| anyhow::anyhow!("bad number in a get-method result: {text}"))?;
+            let n = num_bigint::BigInt::parse_bytes(digits.as_bytes(), 16).ok_or_else(|| {
+                crate::ChainError::Api(format!("bad number in a get-method result: {text}"))
+            })?;
             Ok(RcStackValue::new_dyn_value(if negative { -n } else { n }))
         }
         Some("cell") | Some("slice") => {
@@ -255,6 +263,6 @@ fn stack_value(item: &Value) -> Result<RcStackValue, Error> {
             Ok(RcStackValue::new_dyn_value(cell))
         }
         Some("null") => Ok(tycho_vm::Stack::make_null()),
-        _ => anyhow::bail!("unsupported get-method result entry {item}"),
+        _ => crate::error::fail!(Api, "unsupported get-method result entry {item}"),
     }
 }

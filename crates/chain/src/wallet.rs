@@ -46,7 +46,7 @@ impl Wallet {
     /// The wallet of the Ed25519 key with this 32-byte seed.
     pub fn from_seed(seed: &[u8; 32]) -> Result<Self, Error> {
         let key = Ed25519KeyPair::from_seed_unchecked(seed)
-            .map_err(|e| anyhow::anyhow!("bad Ed25519 seed: {e}"))?;
+            .map_err(|e| crate::ChainError::Key(format!("bad Ed25519 seed: {e}")))?;
         let mut public = [0u8; 32];
         public.copy_from_slice(key.public_key().as_ref());
         let public = HashBytes(public);
@@ -69,10 +69,10 @@ impl Wallet {
     pub fn from_mnemonic_file(path: &std::path::Path) -> Result<Self, Error> {
         let text = zeroize::Zeroizing::new(
             std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                .map_err(|e| crate::ChainError::Key(format!("{}: {e}", path.display())))?,
         );
         let mnemonic = crate::mnemonic::Mnemonic::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            .map_err(|e| crate::ChainError::Key(format!("{}: {e}", path.display())))?;
         Self::from_seed(&mnemonic.key_seed())
     }
 
@@ -90,8 +90,9 @@ impl Wallet {
         valid_until: u32,
         messages: &[(u8, Cell)],
     ) -> Result<Cell, Error> {
-        anyhow::ensure!(
+        crate::error::ensure!(
             messages.len() <= 4,
+            Key,
             "a v4 wallet sends at most 4 messages at once"
         );
         let signed = cell(|b| {

@@ -130,6 +130,7 @@ async fn channel(chain: &dyn Chain, contract: &StdAddr) -> anyhow::Result<Client
             .await
             .with_context(|| format!("--contract {contract}: not a client contract on chain"))?,
     )
+    .map_err(anyhow::Error::from)
 }
 
 /// What `top-up` and `withdraw` start from: the amount, the contract, the

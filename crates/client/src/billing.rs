@@ -384,7 +384,7 @@ impl Billing {
                 return Ok(prices.clone());
             }
         }
-        let unavailable = |e: anyhow::Error| {
+        let unavailable = |e: cocoon_chain::ChainError| {
             WireError::new(
                 ErrorKind::ChainUnavailable,
                 format!("cannot read the network's prices from the root contract: {e}"),

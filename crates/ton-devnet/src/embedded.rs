@@ -2,7 +2,7 @@
 //! [`Emulator`], for tests that need no HTTP in between.
 
 use async_trait::async_trait;
-use cocoon_chain::{AccountInfo, Chain, Error, TxSummary};
+use cocoon_chain::{AccountInfo, Chain, ChainError as Error, TxSummary};
 use tycho_types::cell::Cell;
 use tycho_types::models::{AccountState, StdAddr};
 use tycho_vm::RcStackValue;
@@ -23,12 +23,17 @@ impl std::fmt::Debug for EmbeddedChain {
     }
 }
 
+/// The emulator's error, as the chain bindings report it.
+fn embedded(e: anyhow::Error) -> Error {
+    Error::Embedded(format!("{e:#}"))
+}
+
 impl EmbeddedChain {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, crate::Emulator>, Error> {
         let mut chain = self
             .chain
             .lock()
-            .map_err(|_| anyhow::anyhow!("chain state poisoned"))?;
+            .map_err(|_| Error::Embedded("chain state poisoned".into()))?;
         chain.now = chain.now.max((self.clock)());
         Ok(chain)
     }
@@ -37,12 +42,12 @@ impl EmbeddedChain {
 #[async_trait]
 impl Chain for EmbeddedChain {
     async fn send_boc(&self, message: &Cell) -> Result<(), Error> {
-        self.lock()?.submit(message.clone())
+        self.lock()?.submit(message.clone()).map_err(embedded)
     }
 
     async fn account(&self, address: &StdAddr) -> Result<AccountInfo, Error> {
         let chain = self.lock()?;
-        Ok(match chain.account(address)? {
+        Ok(match chain.account(address).map_err(embedded)? {
             None => AccountInfo {
                 balance: 0,
                 state: "uninitialized".into(),
@@ -69,7 +74,7 @@ impl Chain for EmbeddedChain {
             .iter()
             .map(|n| RcStackValue::new_dyn_value(num_bigint::BigInt::from(*n)))
             .collect();
-        self.lock()?.get(address, method, args)
+        self.lock()?.get(address, method, args).map_err(embedded)
     }
 
     async fn transactions(&self, address: &StdAddr, limit: usize) -> Result<Vec<TxSummary>, Error> {

@@ -24,7 +24,7 @@ use tycho_vm::{
     BehaviourModifiers, GasParams, RcStackValue, SmcInfoBase, VmStateBuilder, VmVersion,
 };
 
-use cocoon_chain::Error;
+use anyhow::Error;
 
 /// What one transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,10 +14,11 @@ use zeroize::Zeroizing;
 
 use crate::api::SharedChain;
 use crate::{Emulator, TxReport};
+use anyhow::Error;
 use cocoon_chain::wallet::{internal_message, SEND_PAY_FEES_SEPARATELY};
 use cocoon_chain::{client, proxy};
 use cocoon_chain::{
-    contract_address, worker_contract, ClientTerms, Contract, Error, Prices, ProxyTerms, Wallet,
+    contract_address, worker_contract, ClientTerms, Contract, Prices, ProxyTerms, Wallet,
 };
 
 use cocoon_chain::TON;

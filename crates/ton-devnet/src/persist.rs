@@ -13,7 +13,7 @@ use tycho_types::models::{ShardAccount, StdAddr};
 
 use crate::emulator::{TxRecord, TxReport};
 use crate::Emulator;
-use cocoon_chain::Error;
+use anyhow::Error;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
