@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::ApiSettings;
 
 /// `client.toml`. See `config/client.example.toml` for every key with comments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// Where the OpenAI-compatible HTTP API listens (keep it on loopback or a
@@ -63,7 +63,7 @@ pub struct ClientConfig {
 }
 
 /// `[routing]`: default preferences, like OpenRouter's provider sorting.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Never a worker above this price coefficient (1000 = base price).
@@ -97,7 +97,7 @@ impl RoutingConfig {
 
 /// `[registry]`: follow the root contract's proxy registry (each proxy
 /// pinned to the key published with it).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// `"testnet"`, `"mainnet"` or the URL of a TON HTTP API (toncenter v2).
@@ -140,7 +140,7 @@ impl RegistryConfig {
 }
 
 /// `[billing]`: this node's client contract and where to read it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BillingConfig {
     /// `"testnet"`, `"mainnet"` or the URL of a TON HTTP API (toncenter v2).
@@ -184,6 +184,24 @@ fn default_reserve() -> u32 {
 }
 
 impl BillingConfig {
+    /// Paying through `ton_api` for the network whose root contract is
+    /// `root`, every optional key at its default.
+    pub fn new(ton_api: String, root: String) -> Self {
+        Self {
+            ton_api,
+            api_key_env: None,
+            contract: None,
+            contracts: Vec::new(),
+            deposit_ton: None,
+            contract_file: None,
+            root,
+            default_max_tokens: default_reserve(),
+            wallet_mnemonic: None,
+            top_up_below_ton: None,
+            top_up_ton: None,
+        }
+    }
+
     /// Check the addresses and URL, naming the key at fault.
     pub fn build(&self) -> Result<crate::Billing, ConfigError> {
         use cocoon_chain::ton_http::{from_config, parse_address};
@@ -287,6 +305,34 @@ fn default_keepalive() -> u64 {
 }
 
 impl ClientConfig {
+    /// A config with every optional key at its default (as a file that
+    /// names only these would be read).
+    pub fn new(listen: SocketAddr, identity_key: PathBuf, proxies: Vec<ProxyEndpoint>) -> Self {
+        Self {
+            listen,
+            identity_key,
+            proxies,
+            registry: None,
+            api_keys_env: None,
+            max_body_bytes: default_max_body(),
+            max_concurrent_requests: default_max_concurrent(),
+            first_token_timeout_secs: default_first_token(),
+            idle_timeout_secs: default_idle(),
+            keepalive_secs: default_keepalive(),
+            connect_timeout_secs: default_connect_timeout(),
+            profile: Profile::default(),
+            attestation: AttestationConfig::default(),
+            billing: None,
+            routing: RoutingConfig::default(),
+        }
+    }
+
+    /// The same settings as a config file (tests and the devnet's
+    /// process network write their nodes' files with it).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::new("config", e.to_string()))
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Self =
             toml::from_str(text).map_err(|e| ConfigError::new("client config", e.to_string()))?;
@@ -404,6 +450,17 @@ pub struct ClientSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_survives_a_round_trip_through_to_toml() {
+        let example = include_str!("../../../config/client.example.toml");
+        let config = ClientConfig::from_toml(example).unwrap();
+        let written = config.to_toml().unwrap();
+        let again = ClientConfig::from_toml(&written).unwrap();
+        assert_eq!(again.to_toml().unwrap(), written);
+        assert_eq!(again.proxies, config.proxies);
+        assert_eq!(again.listen, config.listen);
+    }
 
     const GOOD: &str = r#"
 listen = "127.0.0.1:8080"

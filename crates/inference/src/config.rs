@@ -17,8 +17,8 @@ use crate::EmbeddedEngine;
 use crate::{EmbeddedConfig, Engine, InstantEngine, OpenAiHttpConfig, OpenAiHttpEngine};
 
 /// Which engine serves requests (`kind = "embedded"`, `"openai-http"` or `"instant"`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "toml::Table")]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(try_from = "toml::Table", into = "toml::Table")]
 pub enum EngineConfig {
     /// Run a GGUF model in-process with llama.cpp (CPU), continuous batching.
     Embedded {
@@ -103,6 +103,82 @@ impl WeightsLocation {
                     )
                 }),
         }
+    }
+}
+
+/// The `[engine]` table of a config file, as [`EngineConfig::try_from`] reads it.
+impl From<EngineConfig> for toml::Table {
+    fn from(config: EngineConfig) -> toml::Table {
+        use toml::Value;
+        let mut t = toml::Table::new();
+        let mut set = |key: &str, value: Value| {
+            t.insert(key.to_string(), value);
+        };
+        let path = |p: PathBuf| Value::String(p.display().to_string());
+        let int = |n: u64| Value::Integer(n.min(i64::MAX as u64) as i64);
+        match config {
+            EngineConfig::Embedded {
+                model,
+                weights,
+                max_sequences,
+                context_tokens,
+                batch_tokens,
+                threads,
+                default_max_tokens,
+            } => {
+                set("kind", Value::String("embedded".into()));
+                set("model", Value::String(model));
+                match weights {
+                    WeightsLocation::Path(p) => set("path", path(p)),
+                    WeightsLocation::Store { root, name } => {
+                        set("store_model", Value::String(name));
+                        set("store_dir", path(root));
+                    }
+                }
+                set("max_sequences", int(max_sequences.into()));
+                set("context_tokens", int(context_tokens.into()));
+                set("batch_tokens", int(batch_tokens.into()));
+                set("threads", int(threads.into()));
+                set("default_max_tokens", int(default_max_tokens.into()));
+            }
+            EngineConfig::OpenaiHttp {
+                base_url,
+                model,
+                upstream_model,
+                api_key_env,
+                tokenizer_gguf,
+                max_concurrent,
+                connect_timeout_secs,
+                read_timeout_secs,
+            } => {
+                set("kind", Value::String("openai-http".into()));
+                set("base_url", Value::String(base_url));
+                set("model", Value::String(model));
+                if let Some(m) = upstream_model {
+                    set("upstream_model", Value::String(m));
+                }
+                if let Some(v) = api_key_env {
+                    set("api_key_env", Value::String(v));
+                }
+                if let Some(p) = tokenizer_gguf {
+                    set("tokenizer_gguf", path(p));
+                }
+                set("max_concurrent", int(max_concurrent.into()));
+                set("connect_timeout_secs", int(connect_timeout_secs));
+                set("read_timeout_secs", int(read_timeout_secs));
+            }
+            EngineConfig::Instant {
+                model,
+                max_concurrent,
+                token_delay_ms,
+            } => {
+                set("kind", Value::String("instant".into()));
+                set("model", Value::String(model));
+                set("max_concurrent", int(max_concurrent.into()));
+                set("token_delay_ms", int(token_delay_ms));
+            }
+        }
+        t
     }
 }
 

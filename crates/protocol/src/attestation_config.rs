@@ -18,7 +18,7 @@ use crate::ra_tls::{AttestationCheck, CollateralSource};
 use crate::tls::Identity;
 
 /// Whether test-only parts are allowed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Real deployments: every test-only or simulated part is refused.
@@ -29,7 +29,7 @@ pub enum Profile {
 }
 
 /// This node's TEE.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TeeChoice {
     /// No evidence in the certificate: plain TLS with pinned keys.
@@ -41,7 +41,7 @@ pub enum TeeChoice {
     Simulated,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationConfig {
     #[serde(default)]

@@ -13,7 +13,7 @@ use crate::tls::{self, Fingerprint};
 use crate::{handshake, ConfigError, Connection, Handler, Hello, MuxOptions, ProtocolError, Role};
 
 /// A proxy to dial: where, and which key it must present.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyEndpoint {
     /// `host:port` of the proxy.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::{Books, Settlement};
 
 /// `proxy.toml`. See `config/proxy.example.toml` for every key with comments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     /// Address for client nodes and workers (one TLS port for both).
@@ -63,7 +63,7 @@ pub struct ProxyConfig {
 }
 
 /// `[queue]`: requests waiting when every eligible worker is at capacity.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// Requests waiting per model at most; more get 429 at once.
@@ -92,7 +92,7 @@ fn default_max_wait_ms() -> u64 {
 }
 
 /// `[settlement]`: where and how the proxy settles its books on TON.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettlementConfig {
     /// `"testnet"`, `"mainnet"` or the URL of a TON HTTP API (toncenter v2).
@@ -184,6 +184,39 @@ fn default_max_frame() -> usize {
 }
 
 impl ProxyConfig {
+    /// A config with every optional key at its default (as a file that
+    /// names only these would be read).
+    pub fn new(
+        listen: SocketAddr,
+        identity_key: PathBuf,
+        allowed_clients: Vec<Fingerprint>,
+        allowed_workers: Vec<Fingerprint>,
+    ) -> Self {
+        Self {
+            listen,
+            status_listen: None,
+            identity_key,
+            allowed_clients,
+            allowed_workers,
+            models: Vec::new(),
+            keepalive_secs: default_keepalive(),
+            heartbeat_timeout_secs: default_heartbeat_timeout(),
+            first_token_timeout_secs: default_hop_timeout(),
+            idle_timeout_secs: default_hop_timeout(),
+            queue: QueueConfig::default(),
+            max_frame_bytes: default_max_frame(),
+            profile: Profile::default(),
+            attestation: AttestationConfig::default(),
+            settlement: None,
+        }
+    }
+
+    /// The same settings as a config file (tests and the devnet's
+    /// process network write their nodes' files with it).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::new("config", e.to_string()))
+    }
+
     /// Parse TOML; unknown keys and wrong types name the key.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Self =
@@ -338,6 +371,21 @@ impl Inspector {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_example_survives_a_round_trip_through_to_toml() {
+        let example = include_str!("../../../config/proxy.example.toml");
+        let config = super::ProxyConfig::from_toml(example).unwrap();
+        let written = config.to_toml().unwrap();
+        let again = super::ProxyConfig::from_toml(&written).unwrap();
+        assert_eq!(again.to_toml().unwrap(), written);
+        assert_eq!(again.listen, config.listen);
+        assert_eq!(again.allowed_workers, config.allowed_workers);
+        assert_eq!(
+            again.settlement.map(|s| s.proxy_contract),
+            config.settlement.map(|s| s.proxy_contract)
+        );
+    }
+
     use super::*;
 
     const GOOD: &str = r#"

@@ -13,7 +13,7 @@ use cocoon_protocol::{AttestationConfig, MuxOptions, ProxyEndpoint};
 use serde::Deserialize;
 
 /// `worker.toml`. See `config/worker.example.toml` for every key with comments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     #[serde(default)]
@@ -53,7 +53,7 @@ fn default_coefficient() -> u32 {
 }
 
 /// `[payout]`: the GPU owner's wallet and when to claim.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PayoutConfig {
     /// `"testnet"`, `"mainnet"` or the URL of a TON HTTP API (toncenter v2).
@@ -123,6 +123,30 @@ fn default_replay_window() -> u64 {
 }
 
 impl WorkerConfig {
+    /// A config with every optional key at its default (as a file that
+    /// names only these would be read).
+    pub fn new(identity_key: PathBuf, proxies: Vec<ProxyEndpoint>, engine: EngineConfig) -> Self {
+        Self {
+            profile: Profile::default(),
+            identity_key,
+            proxies,
+            engine,
+            status_listen: None,
+            keepalive_secs: default_keepalive(),
+            connect_timeout_secs: default_dial_timeout(),
+            replay_window_secs: default_replay_window(),
+            attestation: AttestationConfig::default(),
+            payout: None,
+            price_coefficient: default_coefficient(),
+        }
+    }
+
+    /// The same settings as a config file (tests and the devnet's
+    /// process network write their nodes' files with it).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::new("config", e.to_string()))
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Self =
             toml::from_str(text).map_err(|e| ConfigError::new("worker config", e.to_string()))?;

@@ -20,8 +20,12 @@ use std::time::Duration;
 use anyhow::Context;
 use cocoon_chain::mnemonic::Mnemonic;
 use cocoon_chain::{Chain, StdAddr, Wallet};
+use cocoon_client::{BillingConfig, ClientConfig};
 use cocoon_protocol::tls::Identity;
+use cocoon_protocol::{AttestationConfig, Profile, ProxyEndpoint, TeeChoice};
+use cocoon_proxy::{ProxyConfig, SettlementConfig};
 use cocoon_ton_devnet::{Genesis, TonDevnet, Wallets};
+use cocoon_worker::{EngineConfig, PayoutConfig, WorkerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -132,10 +136,11 @@ impl ProcessNet {
                 "allow_simulated = true\nworker_images = [\"{image}\"]\nproxy_images = [\"{image}\"]\n"
             ),
         )?;
-        let attestation = format!(
-            "[attestation]\ntee = \"simulated\"\npolicy = \"{}\"\n",
-            policy.display()
-        );
+        let attestation = AttestationConfig {
+            tee: TeeChoice::Simulated,
+            policy: Some(policy.clone()),
+            ..AttestationConfig::default()
+        };
 
         // Keys and wallets, each in the file its node reads.
         let key = |name: &str| -> anyhow::Result<(PathBuf, Arc<Identity>)> {
@@ -203,58 +208,51 @@ impl ProcessNet {
         .await?;
         tasks.push(api);
 
-        // Config files.
-        let node = |name: String,
-                    role: &'static str,
-                    body: String,
-                    http: String|
-         -> anyhow::Result<Node> {
+        // Config files, written from the roles' own config types.
+        let node = |name: String, role: &'static str, body: String, http: String| {
             let config = d.join(format!("{name}.toml"));
             std::fs::write(&config, body)?;
-            Ok(Node::new(name, role, config, o.binary.clone(), http))
+            anyhow::Ok(Node::new(name, role, config, o.binary.clone(), http))
         };
-        let quote = |list: Vec<String>| {
-            list.iter()
-                .map(|s| format!("\"{s}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let worker_prints = quote(
-            worker_keys
-                .iter()
-                .map(|(_, id)| id.fingerprint().to_string())
-                .collect(),
-        );
-        let client_print = client_key.1.fingerprint().to_string();
-        let mut proxies_section = String::new();
+        let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let worker_prints: Vec<_> = worker_keys.iter().map(|(_, id)| id.fingerprint()).collect();
+        let client_print = client_key.1.fingerprint();
+        let mut endpoints = Vec::new();
         let mut proxies = Vec::new();
         for (i, (key_path, id)) in proxy_keys.iter().enumerate() {
             let (port, status) = (free_port()?, free_port()?);
-            proxies_section.push_str(&format!(
-                "[[proxies]]\naddress = \"127.0.0.1:{port}\"\nfingerprint = \"{}\"\n",
-                id.fingerprint()
-            ));
+            endpoints.push(ProxyEndpoint {
+                address: local(port).to_string(),
+                fingerprint: id.fingerprint(),
+            });
             let books = d.join(format!("proxy-{i}-books.redb"));
-            let body = format!(
-                "profile = \"development\"\nlisten = \"127.0.0.1:{port}\"\nstatus_listen = \"127.0.0.1:{status}\"\n\
-                 identity_key = \"{}\"\nallowed_clients = [\"{client_print}\"]\nallowed_workers = [{worker_prints}]\n\
-                 models = [\"{model}\"]\nkeepalive_secs = 1\nheartbeat_timeout_secs = 3\n{attestation}\
-                 [settlement]\nton_api = \"{ton_api_url}\"\nwallet_mnemonic = \"{}\"\nproxy_contract = \"{}\"\n\
-                 root = \"{}\"\nbooks = \"{}\"\nevery_secs = {}\n",
-                key_path.display(),
-                d.join(format!("proxy-{i}.words")).display(),
-                contracts[i],
-                ton.root,
-                books.display(),
-                o.settle_every_secs,
-                model = o.model,
+            let mut config = ProxyConfig::new(
+                local(port),
+                key_path.clone(),
+                vec![client_print],
+                worker_prints.clone(),
             );
+            config.profile = Profile::Development;
+            config.status_listen = Some(local(status));
+            config.models = vec![o.model.clone()];
+            config.keepalive_secs = 1;
+            config.heartbeat_timeout_secs = 3;
+            config.attestation = attestation.clone();
+            config.settlement = Some(SettlementConfig {
+                ton_api: ton_api_url.clone(),
+                api_key_env: None,
+                wallet_mnemonic: d.join(format!("proxy-{i}.words")),
+                proxy_contract: contracts[i].to_string(),
+                root: ton.root.to_string(),
+                books: books.clone(),
+                every_secs: o.settle_every_secs,
+            });
             proxies.push(ProxyNode {
                 node: node(
                     format!("proxy-{i}"),
                     "proxy",
-                    body,
-                    format!("http://127.0.0.1:{status}"),
+                    config.to_toml()?,
+                    format!("http://{}", local(status)),
                 )?,
                 contract: contracts[i].clone(),
                 key: cocoon_chain::HashBytes(public(id)),
@@ -267,50 +265,57 @@ impl ProcessNet {
             worker_keys.iter().zip(&o.workers).enumerate()
         {
             let status = free_port()?;
-            let body = format!(
-                "profile = \"development\"\nstatus_listen = \"127.0.0.1:{status}\"\nidentity_key = \"{}\"\n\
-                 keepalive_secs = 1\nconnect_timeout_secs = 3\nprice_coefficient = {coefficient}\n{proxies_section}\
-                 [engine]\nkind = \"instant\"\nmodel = \"{}\"\nmax_concurrent = {}\ntoken_delay_ms = {delay}\n{attestation}\
-                 [payout]\nton_api = \"{ton_api_url}\"\nwallet_mnemonic = \"{}\"\nclaim_threshold_ton = \"0.000000001\"\n\
-                 check_every_secs = {}\nearnings = \"{}\"\n",
-                key_path.display(),
-                o.model,
-                o.worker_concurrency,
-                d.join(format!("worker-{i}.words")).display(),
-                o.settle_every_secs,
-                d.join(format!("worker-{i}-earnings.json")).display(),
-            );
+            let engine = EngineConfig::Instant {
+                model: o.model.clone(),
+                max_concurrent: o.worker_concurrency,
+                token_delay_ms: *delay,
+            };
+            let mut config = WorkerConfig::new(key_path.clone(), endpoints.clone(), engine);
+            config.profile = Profile::Development;
+            config.status_listen = Some(local(status));
+            config.keepalive_secs = 1;
+            config.connect_timeout_secs = 3;
+            config.price_coefficient = *coefficient;
+            config.attestation = attestation.clone();
+            config.payout = Some(PayoutConfig {
+                ton_api: ton_api_url.clone(),
+                api_key_env: None,
+                wallet_mnemonic: d.join(format!("worker-{i}.words")),
+                claim_threshold_ton: "0.000000001".into(),
+                check_every_secs: o.settle_every_secs,
+                earnings: d.join(format!("worker-{i}-earnings.json")),
+            });
             workers.push(WorkerNode {
                 node: node(
                     format!("worker-{i}"),
                     "worker",
-                    body,
-                    format!("http://127.0.0.1:{status}"),
+                    config.to_toml()?,
+                    format!("http://{}", local(status)),
                 )?,
                 wallet: worker_wallets[i].0.address.clone(),
             });
         }
         let api_port = free_port()?;
+        let mut config = ClientConfig::new(local(api_port), client_key.0.clone(), endpoints);
+        config.profile = Profile::Development;
+        config.max_concurrent_requests = o.client_concurrency;
+        config.keepalive_secs = 1;
+        config.connect_timeout_secs = 3;
+        config.first_token_timeout_secs = 20;
+        config.idle_timeout_secs = 20;
+        config.attestation = attestation;
+        let mut billing = BillingConfig::new(ton_api_url.clone(), ton.root.to_string());
+        billing.contract = Some(ton.client_contract.to_string());
+        billing.wallet_mnemonic = Some(d.join("client.words"));
+        billing.deposit_ton = Some(cocoon_chain::pricing::format_ton(o.client_deposit));
         let client_contracts_file = d.join("client-contracts.json");
-        let body = format!(
-            "profile = \"development\"\nlisten = \"127.0.0.1:{api_port}\"\nidentity_key = \"{}\"\n\
-             max_concurrent_requests = {}\nkeepalive_secs = 1\nconnect_timeout_secs = 3\n\
-             first_token_timeout_secs = 20\nidle_timeout_secs = 20\n{proxies_section}{attestation}\
-             [billing]\nton_api = \"{ton_api_url}\"\ncontract = \"{}\"\nwallet_mnemonic = \"{}\"\n\
-             deposit_ton = \"{}\"\ncontract_file = \"{}\"\nroot = \"{}\"\n",
-            client_key.0.display(),
-            o.client_concurrency,
-            ton.client_contract,
-            d.join("client.words").display(),
-            cocoon_chain::pricing::format_ton(o.client_deposit),
-            client_contracts_file.display(),
-            ton.root,
-        );
+        billing.contract_file = Some(client_contracts_file.clone());
+        config.billing = Some(billing);
         let client = node(
             "client".into(),
             "client",
-            body,
-            format!("http://127.0.0.1:{api_port}"),
+            config.to_toml()?,
+            format!("http://{}", local(api_port)),
         )?;
 
         let mut net = ProcessNet {

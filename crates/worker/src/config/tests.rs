@@ -155,3 +155,25 @@ fn errors_name_the_field() {
         );
     }
 }
+
+#[test]
+fn configs_survive_a_round_trip_through_to_toml() {
+    let payout = "[payout]\nton_api = \"testnet\"\nwallet_mnemonic = \"/tmp/w.words\"\nearnings = \"/tmp/e.json\"\n";
+    let http = format!(
+        "{HTTP}\nupstream_model = \"Qwen/Qwen2.5\"\napi_key_env = \"PATH\"\nmax_concurrent = 3\n{payout}"
+    );
+    for (engine, extra) in [
+        (http.as_str(), ""),
+        (
+            INSTANT,
+            "profile = \"development\"\nprice_coefficient = 800",
+        ),
+    ] {
+        let c = WorkerConfig::from_toml(&config(engine, extra)).unwrap();
+        let written = c.to_toml().unwrap();
+        let again = WorkerConfig::from_toml(&written).unwrap();
+        assert_eq!(again.to_toml().unwrap(), written, "{written}");
+        assert_eq!(format!("{:?}", again.engine), format!("{:?}", c.engine));
+        assert_eq!(again.price_coefficient, c.price_coefficient);
+    }
+}
