@@ -9,6 +9,7 @@
 //! what each worker was paid on chain = what the books owe it; the rest is
 //! the proxy's fee.
 
+use cocoon_protocol::sync::LockRecover;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,7 +90,7 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let outcome = streamed_request(&http, &url, &body).await;
-                let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+                let mut tally = tally.locked();
                 match outcome {
                     Ok(cost) => {
                         tally.latencies.push(t.elapsed());
@@ -103,7 +104,7 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     for task in tasks {
         let _ = task.await;
     }
-    let tally = tally.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let tally = tally.locked().clone();
     let errors: u64 = tally.errors.values().sum();
     let served = PathResult {
         latencies: tally.latencies.clone(),

@@ -7,6 +7,7 @@
 //! forgotten first). The proxy learns only that the first recipient is
 //! preferred.
 
+use cocoon_protocol::sync::LockRecover;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -80,14 +81,14 @@ impl Affinity {
     /// The worker that answered the turn this request continues.
     pub fn previous(&self, keys: &TurnKeys) -> Option<ListedWorker> {
         let key = keys.previous.as_ref()?;
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.locked();
         inner.0.get(key).cloned()
     }
 
     /// `worker` answered the turn known by `keys`.
     pub fn remember(&self, keys: &TurnKeys, worker: ListedWorker) {
         let Some(key) = keys.turn else { return };
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.locked();
         let (map, order) = &mut *inner;
         if map.insert(key, worker).is_none() {
             order.push_back(key);

@@ -9,6 +9,7 @@
 //! below a mark, and deploys a contract on first use of a proxy it has none
 //! with (remembered in a file, found there on later starts).
 
+use cocoon_protocol::sync::{LockRecover, RwLockRecover};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -96,12 +97,8 @@ impl Account {
 
     /// (priced verified receipts since start, charged on chain since start)
     fn spent_and_charged(&self, state: &ClientState) -> (u128, u128) {
-        let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
-        let start = self
-            .charged_at_start
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(state.charged);
+        let spent = *self.spent.locked();
+        let start = self.charged_at_start.locked().unwrap_or(state.charged);
         (spent, state.charged.saturating_sub(start))
     }
 
@@ -159,8 +156,7 @@ impl Billing {
     /// This node's client contracts in use: (proxy contract, client contract).
     pub fn contracts(&self) -> Vec<(String, StdAddr)> {
         self.accounts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .reading()
             .iter()
             .map(|(proxy, a)| (proxy.clone(), a.contract.clone()))
             .collect()
@@ -173,17 +169,12 @@ impl Billing {
     }
 
     fn account(&self, proxy_contract: &str) -> Option<Arc<Account>> {
-        self.accounts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(proxy_contract)
-            .cloned()
+        self.accounts.reading().get(proxy_contract).cloned()
     }
 
     fn open(&self, proxy_contract: &str, contract: StdAddr) -> StdAddr {
         self.accounts
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .writing()
             .entry(proxy_contract.to_string())
             .or_insert_with(|| Account::new(contract))
             .contract
@@ -323,8 +314,7 @@ impl Billing {
         };
         account
             .charged_at_start
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .get_or_insert(state.charged);
         self.maybe_top_up(&account, &state);
         *account.cache.lock().await = Some((Instant::now(), state.clone()));
@@ -374,11 +364,7 @@ impl Billing {
 
     /// The network's prices (from the root contract, cached briefly).
     pub async fn prices(&self) -> Result<Prices, WireError> {
-        let last = self
-            .prices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let last = self.prices.locked().clone();
         if let Some((at, prices)) = &last {
             if at.elapsed() < self.fresh {
                 return Ok(prices.clone());
@@ -401,8 +387,7 @@ impl Billing {
                 return last.map(|(_, p)| p).ok_or_else(|| unavailable(e));
             }
         };
-        *self.prices.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), prices.clone()));
+        *self.prices.locked() = Some((Instant::now(), prices.clone()));
         Ok(prices)
     }
 
@@ -473,7 +458,7 @@ impl Billing {
         else {
             return;
         };
-        let mut spent = account.spent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spent = account.spent.locked();
         *spent = spent.saturating_add(charge);
     }
 

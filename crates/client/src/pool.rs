@@ -3,6 +3,7 @@
 //! proxy in turn, and goes to the following proxy if sending fails. A node
 //! that pays registers its client contract with each proxy on every connect.
 
+use cocoon_protocol::sync::{LockRecover, RwLockRecover};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,7 +127,7 @@ impl ProxyPool {
     /// Dial `endpoint` too (kept up in the background); its index. A proxy
     /// already dialled (same key and address) keeps its index.
     fn add(&self, endpoint: ProxyEndpoint, from_registry: bool) -> Result<usize, ProtocolError> {
-        let mut proxies = self.proxies.write().unwrap_or_else(|e| e.into_inner());
+        let mut proxies = self.proxies.writing();
         if let Some(i) = proxies
             .iter()
             .position(|p| p.endpoint == endpoint && !p.stop.is_cancelled())
@@ -150,7 +151,7 @@ impl ProxyPool {
             };
             let (account, conn) = (registration.clone(), conn.clone());
             // A new connection: registered anew.
-            *account.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *account.locked() = None;
             tokio::spawn(register(billing, conn, account, index));
         });
         proxies.push(Arc::new(ProxySlot {
@@ -201,12 +202,7 @@ impl ProxyPool {
                 fingerprint: tls::Fingerprint::of_ed25519(&p.key.0),
             })
             .collect();
-        for slot in self
-            .proxies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for slot in self.proxies.reading().iter() {
             if slot.from_registry
                 && !slot.stop.is_cancelled()
                 && !endpoints.contains(&slot.endpoint)
@@ -232,10 +228,7 @@ impl ProxyPool {
     }
 
     fn slots(&self) -> Vec<Arc<ProxySlot>> {
-        self.proxies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.proxies.reading().clone()
     }
 
     /// Live connections with their proxy's index, starting with the next one
@@ -346,7 +339,7 @@ async fn register(
     match ask(&conn, body).await {
         Ok(Event::Account(terms)) => {
             tracing::info!(proxy = index, %contract, proxy_contract = %terms.proxy_contract, "client contract registered with the proxy");
-            *account.lock().unwrap_or_else(|e| e.into_inner()) = Some(terms);
+            *account.locked() = Some(terms);
         }
         Ok(other) => {
             tracing::warn!(answer = ?other, "unexpected answer to the contract registration")

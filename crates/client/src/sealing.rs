@@ -12,6 +12,7 @@
 //! worker's usage receipt must be signed by one of the workers the request was
 //! sealed to, for this request and this usage.
 
+use cocoon_protocol::sync::LockRecover;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,7 +77,7 @@ impl KeyDirectory {
     ) -> Result<Arc<Vec<ListedWorker>>, WireError> {
         let slot = (proxy, model.to_string(), prefs);
         if !fresh {
-            let lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+            let lists = self.lists.locked();
             if let Some((at, keys)) = lists.get(&slot) {
                 if at.elapsed() < KEYS_TTL {
                     return Ok(keys.clone());
@@ -101,8 +102,7 @@ impl KeyDirectory {
         }
         let accepted = Arc::new(accepted);
         self.lists
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .insert(slot, (Instant::now(), accepted.clone()));
         Ok(accepted)
     }
@@ -117,7 +117,7 @@ impl KeyDirectory {
         };
         let id = [key.identity.as_slice(), key.sealing_key.as_slice()].concat();
         {
-            let verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+            let verdicts = self.verdicts.locked();
             if let Some((at, verdict)) = verdicts.get(&id) {
                 if at.elapsed() < VERDICT_TTL {
                     return verdict.is_ok();
@@ -137,7 +137,7 @@ impl KeyDirectory {
             tracing::warn!(worker = %key.worker(), %reason, "worker key refused; nothing will be sealed to it");
         }
         let accepted = verdict.is_ok();
-        let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut verdicts = self.verdicts.locked();
         if verdicts.len() >= MAX_VERDICTS {
             verdicts.retain(|_, (at, _)| at.elapsed() < VERDICT_TTL);
             if verdicts.len() >= MAX_VERDICTS {

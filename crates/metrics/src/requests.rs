@@ -2,6 +2,7 @@
 //! model and outcome, its tokens by kind, its time to first token and its
 //! duration observed in histograms, and the requests in flight gauged.
 
+use cocoon_protocol::sync::LockRecover;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -120,15 +121,14 @@ impl Metrics {
     /// Add a role's own metrics, read at every scrape.
     pub fn add_collector(&self, collector: impl crate::Collector) {
         self.registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .register_collector(Box::new(collector));
     }
 
     /// The OpenMetrics text of everything registered.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = self.registry.locked();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
@@ -136,7 +136,7 @@ impl Metrics {
     }
 
     fn model_label(&self, model: &str) -> String {
-        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        let mut models = self.models.locked();
         if models.contains(model) {
             return model.to_string();
         }

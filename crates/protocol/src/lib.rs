@@ -35,6 +35,7 @@ pub mod openai;
 pub mod ra_tls;
 pub mod receipt;
 pub mod sealed;
+pub mod sync;
 pub mod tls;
 pub mod worker_key;
 

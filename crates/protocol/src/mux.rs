@@ -7,6 +7,7 @@
 //! a peer silent for `idle_timeout` is dropped. Control frames (cancel, ping,
 //! announce) overtake queued data so they are never stuck behind a long answer.
 
+use crate::sync::LockRecover;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,7 +163,7 @@ impl Connection {
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.shared.outgoing.lock().unwrap().insert(id, tx);
+        self.shared.outgoing.locked().insert(id, tx);
         let stream = ResponseStream {
             id,
             rx,
@@ -187,12 +188,12 @@ impl Connection {
 
     /// Requests this side has sent that are not answered yet.
     pub fn outgoing_in_flight(&self) -> usize {
-        self.shared.outgoing.lock().unwrap().len()
+        self.shared.outgoing.locked().len()
     }
 
     /// Peer requests this side is serving now.
     pub fn incoming_in_flight(&self) -> usize {
-        self.shared.incoming.lock().unwrap().len()
+        self.shared.incoming.locked().len()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -206,7 +207,7 @@ impl Connection {
 
     /// Why the connection closed, once it has.
     pub fn close_reason(&self) -> Option<String> {
-        self.shared.close_reason.lock().unwrap().clone()
+        self.shared.close_reason.locked().clone()
     }
 
     /// Say goodbye and close; open streams on both sides end with an error.
@@ -227,20 +228,20 @@ impl Connection {
     /// Tear down local state: fail our open requests, stop serving the peer's.
     fn shutdown(&self, reason: &str) {
         {
-            let mut slot = self.shared.close_reason.lock().unwrap();
+            let mut slot = self.shared.close_reason.locked();
             if slot.is_none() {
                 *slot = Some(reason.to_string());
             }
         }
         self.shared.closed.cancel();
-        let outgoing: Vec<_> = self.shared.outgoing.lock().unwrap().drain().collect();
+        let outgoing: Vec<_> = self.shared.outgoing.locked().drain().collect();
         for (_, tx) in outgoing {
             let _ = tx.send(Event::Error(WireError::new(
                 ErrorKind::Upstream,
                 format!("connection to {:?} lost: {reason}", self.shared.peer.role),
             )));
         }
-        let incoming: Vec<_> = self.shared.incoming.lock().unwrap().drain().collect();
+        let incoming: Vec<_> = self.shared.incoming.locked().drain().collect();
         for (_, task) in incoming {
             task.abort();
         }
@@ -248,7 +249,7 @@ impl Connection {
 
     fn serve_incoming(&self, handler: &Arc<dyn Handler>, id: u64, body: RequestBody) {
         let refusal = {
-            let incoming = self.shared.incoming.lock().unwrap();
+            let incoming = self.shared.incoming.locked();
             if incoming.contains_key(&id) {
                 Some(WireError::new(
                     ErrorKind::InvalidRequest,
@@ -285,7 +286,7 @@ impl Connection {
                 .boxed()
             }
         };
-        let mut incoming = self.shared.incoming.lock().unwrap();
+        let mut incoming = self.shared.incoming.locked();
         let conn = self.clone();
         let task = tokio::spawn(async move {
             let mut finished = false;
@@ -326,13 +327,13 @@ impl Connection {
                 ));
                 let _ = conn.shared.data_tx.send(Frame::Event { id, event }).await;
             }
-            conn.shared.incoming.lock().unwrap().remove(&id);
+            conn.shared.incoming.locked().remove(&id);
         });
         incoming.insert(id, task.abort_handle());
     }
 
     fn deliver(&self, id: u64, event: Event) {
-        let mut outgoing = self.shared.outgoing.lock().unwrap();
+        let mut outgoing = self.shared.outgoing.locked();
         let terminal = event.is_terminal();
         if let Some(tx) = outgoing.get(&id) {
             let _ = tx.send(event);
@@ -417,7 +418,7 @@ async fn read_loop<S>(
             Frame::Request { id, body } => conn.serve_incoming(&handler, id, body),
             Frame::Event { id, event } => conn.deliver(id, event),
             Frame::Cancel { id } => {
-                if let Some(task) = conn.shared.incoming.lock().unwrap().remove(&id) {
+                if let Some(task) = conn.shared.incoming.locked().remove(&id) {
                     task.abort();
                 }
             }
@@ -501,7 +502,7 @@ impl Drop for ResponseStream {
         if self.done {
             return;
         }
-        self.shared.outgoing.lock().unwrap().remove(&self.id);
+        self.shared.outgoing.locked().remove(&self.id);
         if !self.shared.closed.is_cancelled() {
             let _ = self.shared.control_tx.send(Frame::Cancel { id: self.id });
         }

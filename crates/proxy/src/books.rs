@@ -10,6 +10,7 @@
 //! answer's end reaches the client), a proxy that crashes or restarts
 //! continues from exactly what it had recorded.
 
+use cocoon_protocol::sync::LockRecover;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -132,15 +133,12 @@ impl Books {
 
     /// The prices requests are charged at now.
     pub fn prices(&self) -> Prices {
-        self.prices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.prices.locked().clone()
     }
 
     /// Charge later requests at `prices` (the root contract changed them).
     pub fn set_prices(&self, prices: Prices) {
-        *self.prices.lock().unwrap_or_else(|e| e.into_inner()) = prices;
+        *self.prices.locked() = prices;
     }
 
     /// Record a served request: the `client` contract owes its price at the
@@ -162,7 +160,7 @@ impl Books {
             },
             coefficient,
         );
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.locked();
         let owes = inner.clients.entry(client.clone()).or_default();
         owes.total = owes.total.saturating_add(charge.total);
         owes.requests += 1;
@@ -181,13 +179,13 @@ impl Books {
 
     /// What the `client` contract owes in all.
     pub fn client(&self, client: &StdAddr) -> Account {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.locked();
         inner.clients.get(client).copied().unwrap_or_default()
     }
 
     /// What the `worker` contract is owed in all.
     pub fn worker(&self, worker: &StdAddr) -> Account {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.locked();
         inner.workers.get(worker).copied().unwrap_or_default()
     }
 
@@ -196,7 +194,7 @@ impl Books {
     /// database was rolled back is detectable.
     pub fn hash(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.locked();
         let mut h = Sha256::new();
         for (label, accounts) in [(b"clients", &inner.clients), (b"workers", &inner.workers)] {
             h.update(label);
@@ -212,13 +210,13 @@ impl Books {
 
     /// Every client contract's cumulative total.
     pub fn clients(&self) -> Vec<(StdAddr, Account)> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.locked();
         inner.clients.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Every worker contract's cumulative total.
     pub fn workers(&self) -> Vec<(StdAddr, Account)> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.locked();
         inner.workers.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 }

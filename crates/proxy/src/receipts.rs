@@ -4,6 +4,7 @@
 //! are kept for audit. (Persistence and on-chain settlement come with the
 //! payments work.)
 
+use cocoon_protocol::sync::LockRecover;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -48,7 +49,7 @@ impl ReceiptLog {
                 .map(|()| r)
                 .map_err(|e| e.to_string()),
         };
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.locked();
         match checked {
             Ok(r) => {
                 let total = inner.totals.entry(r.receipt.worker).or_default();
@@ -71,7 +72,7 @@ impl ReceiptLog {
 
     /// Usage served by `worker` according to its verified receipts.
     pub fn total(&self, worker: &Fingerprint) -> Usage {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.locked();
         inner.totals.get(worker).copied().unwrap_or_default()
     }
 
@@ -82,7 +83,7 @@ impl ReceiptLog {
 
     /// Verified receipts kept (the most recent ones).
     pub fn recent(&self) -> Vec<SignedReceipt> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.locked();
         inner.recent.iter().cloned().collect()
     }
 }

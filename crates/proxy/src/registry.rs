@@ -9,6 +9,7 @@
 //! A worker failing most of its recent answers is listed last for
 //! [`PROBATION`], then tried again (re-admitted if it answers well).
 
+use cocoon_protocol::sync::RwLockRecover;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -382,12 +383,11 @@ impl Registry {
     }
 
     fn queue_of(&self, model: &str) -> Arc<Waiting> {
-        if let Some(q) = self.queues.read().unwrap().get(model) {
+        if let Some(q) = self.queues.reading().get(model) {
             return q.clone();
         }
         self.queues
-            .write()
-            .unwrap()
+            .writing()
             .entry(model.to_string())
             .or_default()
             .clone()
@@ -397,8 +397,7 @@ impl Registry {
     pub fn queue_depths(&self) -> Vec<(String, usize)> {
         let mut out: Vec<(String, usize)> = self
             .queues
-            .read()
-            .unwrap()
+            .reading()
             .iter()
             .map(|(m, q)| (m.clone(), q.count.load(Ordering::Acquire)))
             .collect();
@@ -419,8 +418,8 @@ impl Registry {
         self.remove(worker);
         let key = Arc::new(key);
         let fingerprint = key.worker();
-        let mut by_model = self.by_model.write().unwrap();
-        let mut known = self.known.write().unwrap();
+        let mut by_model = self.by_model.writing();
+        let mut known = self.known.writing();
         for offer in &announce.models {
             if offer.max_concurrent == 0 || offer.name.is_empty() {
                 continue;
@@ -454,7 +453,7 @@ impl Registry {
 
     /// Forget a worker (its connection closed).
     pub fn remove(&self, worker: u64) {
-        let mut by_model = self.by_model.write().unwrap();
+        let mut by_model = self.by_model.writing();
         for offers in by_model.values_mut() {
             offers.remove_worker(worker);
         }
@@ -467,7 +466,7 @@ impl Registry {
     /// cheapest have room); by load, or when every eligible worker is full:
     /// linear in the model's workers (a partial selection, no full sort).
     pub fn keys(&self, model: &str, prefs: &RoutingPrefs) -> Result<Vec<ListedWorker>, WireError> {
-        let by_model = self.by_model.read().unwrap();
+        let by_model = self.by_model.reading();
         let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
         if prefs.sort == Sort::Price {
             if let Some(offers) = by_model.get(model) {
@@ -518,7 +517,7 @@ impl Registry {
     }
 
     fn none_live(&self, model: &str) -> WireError {
-        if self.known.read().unwrap().contains(model) {
+        if self.known.reading().contains(model) {
             WireError::new(
                 ErrorKind::NoWorker,
                 format!("no worker serving model '{model}' is connected"),
@@ -594,7 +593,7 @@ impl Registry {
         sort: Sort,
     ) -> Result<Picked, WireError> {
         if let Some(first) = candidates.first() {
-            let by_model = self.by_model.read().unwrap();
+            let by_model = self.by_model.reading();
             let offer = by_model.get(model).and_then(|o| o.get(first));
             if let Some(offer) = offer.filter(|o| !o.conn.is_closed() && !o.unhealthy()) {
                 if let Some(picked) = take_slot(offer) {
@@ -613,7 +612,7 @@ impl Registry {
         candidates: &[Fingerprint],
         sort: Sort,
     ) -> Result<Picked, WireError> {
-        let by_model = self.by_model.read().unwrap();
+        let by_model = self.by_model.reading();
         let offers = by_model.get(model);
         let order: Vec<&Offer> = candidates
             .iter()
@@ -658,11 +657,10 @@ impl Registry {
 
     /// Models with their live worker counts (known models with none included).
     pub fn models(&self) -> Vec<ModelInfo> {
-        let by_model = self.by_model.read().unwrap();
+        let by_model = self.by_model.reading();
         let mut out: BTreeMap<String, ModelInfo> = self
             .known
-            .read()
-            .unwrap()
+            .reading()
             .iter()
             .map(|m| {
                 let info = ModelInfo {
@@ -690,7 +688,7 @@ impl Registry {
 
     /// Every live offer's figures, by model then worker.
     pub fn offer_stats(&self) -> Vec<OfferStats> {
-        let by_model = self.by_model.read().unwrap();
+        let by_model = self.by_model.reading();
         let mut out: Vec<OfferStats> = by_model
             .iter()
             .flat_map(|(model, offers)| {
@@ -723,7 +721,7 @@ impl Registry {
 
     /// Live worker connections.
     pub fn worker_count(&self) -> usize {
-        let by_model = self.by_model.read().unwrap();
+        let by_model = self.by_model.reading();
         let ids: HashSet<u64> = by_model
             .values()
             .flat_map(|offers| offers.values())

@@ -2,6 +2,7 @@
 //! sealed requests that are forwarded to one of their recipients; workers
 //! announce offers with attested keys (checked here) and answer.
 
+use cocoon_protocol::sync::LockRecover;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -454,7 +455,7 @@ impl Handler for WorkerSide {
     fn serve(&self, _conn: &Connection, body: RequestBody) -> BoxStream<'static, Event> {
         let answer = match (body, &self.settlement) {
             (RequestBody::Voucher, Some(settlement)) => {
-                let payee = self.payee.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let payee = self.payee.locked().clone();
                 match payee {
                     Some(contract) => match settlement.voucher(&contract) {
                         Ok(voucher) => Event::Voucher(voucher),
@@ -484,7 +485,7 @@ impl Handler for WorkerSide {
         match self.check(conn, &announce) {
             Ok((key, payee)) => {
                 tracing::info!(worker = self.id, ?models, "worker announced");
-                *self.payee.lock().unwrap_or_else(|e| e.into_inner()) = payee.clone();
+                *self.payee.locked() = payee.clone();
                 self.registry.announce(self.id, conn, &announce, key, payee);
             }
             Err(reason) => {

@@ -10,6 +10,7 @@
 //! number of chain transactions depends on the number of clients with new
 //! spending, not on the number of requests.
 
+use cocoon_protocol::sync::LockRecover;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -169,22 +170,17 @@ impl Settlement {
     }
 
     pub fn totals(&self) -> Totals {
-        *self.done.lock().unwrap_or_else(|e| e.into_inner())
+        *self.done.locked()
     }
 
     /// The latest rounds that sent anything, newest last.
     pub fn history(&self) -> Vec<SettledRound> {
-        self.history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.history.locked().iter().cloned().collect()
     }
 
     /// Every registered client contract, as last read, with what it owes.
     pub fn clients(&self) -> Vec<ClientView> {
-        let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let accounts = self.accounts.locked();
         let mut seen = std::collections::BTreeMap::new();
         for a in accounts.values() {
             seen.entry(a.contract.to_string())
@@ -211,8 +207,7 @@ impl Settlement {
                 let owed = self.books.client(c).total;
                 let charged = self
                     .accounts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .locked()
                     .values()
                     .find(|a| &a.contract == c)
                     .map(|a| a.charged)
@@ -253,19 +248,16 @@ impl Settlement {
         if channel.state.close_requested_at != 0 {
             return Err(refuse("it is closing"));
         }
-        self.accounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                client,
-                ClientAccount {
-                    contract: contract.clone(),
-                    balance: channel.state.balance,
-                    charged: channel.state.charged,
-                    closed: false,
-                    read_at: std::time::Instant::now(),
-                },
-            );
+        self.accounts.locked().insert(
+            client,
+            ClientAccount {
+                contract: contract.clone(),
+                balance: channel.state.balance,
+                charged: channel.state.charged,
+                closed: false,
+                read_at: std::time::Instant::now(),
+            },
+        );
         tracing::info!(%client, %contract, balance = %channel.state.balance, "client contract registered");
         Ok(self.terms(Some(&contract)))
     }
@@ -293,7 +285,7 @@ impl Settlement {
             Err(e) => e,
         };
         let stale = {
-            let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            let accounts = self.accounts.locked();
             accounts
                 .get(client)
                 .filter(|a| !a.closed && a.read_at.elapsed() >= REREAD)
@@ -313,7 +305,7 @@ impl Settlement {
     /// The contract `client` pays from, if it can pay for more: what it owes
     /// beyond what was charged must stay below its balance.
     pub fn payer(&self, client: &Fingerprint) -> Result<StdAddr, WireError> {
-        let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let accounts = self.accounts.locked();
         let account = accounts.get(client).ok_or_else(|| {
             payment("this client node has registered no client contract with the proxy".into())
         })?;
@@ -365,7 +357,7 @@ impl Settlement {
     /// for a cooperative close.
     pub async fn close_account(&self, client: &Fingerprint) -> Result<Voucher, WireError> {
         let contract = {
-            let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            let mut accounts = self.accounts.locked();
             let account = accounts.get_mut(client).ok_or_else(|| {
                 payment("this client node has registered no client contract".into())
             })?;
@@ -458,7 +450,7 @@ impl Settlement {
             }
         }
         if round.transfers > 0 {
-            let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            let mut done = self.done.locked();
             done.rounds += 1;
             done.transfers += round.transfers;
             done.charges += round.charges;
@@ -467,7 +459,7 @@ impl Settlement {
                 .iter()
                 .map(|(_, target, before)| target - before)
                 .sum();
-            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            let mut history = self.history.locked();
             if history.len() == HISTORY {
                 history.pop_front();
             }
@@ -486,7 +478,7 @@ impl Settlement {
     }
 
     fn remember(&self, contract: &StdAddr, channel: &ClientChannel) {
-        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut accounts = self.accounts.locked();
         for account in accounts.values_mut().filter(|a| &a.contract == contract) {
             account.balance = channel.state.balance;
             account.charged = channel.state.charged;
@@ -513,7 +505,7 @@ impl Settlement {
             }
         };
         let Some(version) = version else { return };
-        let known = *self.root_version.lock().unwrap_or_else(|e| e.into_inner());
+        let known = *self.root_version.locked();
         if known == Some(version) {
             return;
         }
@@ -523,7 +515,7 @@ impl Settlement {
                     tracing::info!(version = %version, price_per_token = %prices.price_per_token, "the root configuration changed; new prices");
                 }
                 self.books.set_prices(prices);
-                *self.root_version.lock().unwrap_or_else(|e| e.into_inner()) = Some(version);
+                *self.root_version.locked() = Some(version);
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the root contract's prices"),
         }

@@ -5,6 +5,7 @@
 //! what is owed beyond what was paid reaches a threshold. The first claim
 //! deploys the worker contract; the contract pays the owner's wallet.
 
+use cocoon_protocol::sync::LockRecover;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -105,7 +106,7 @@ impl Earnings {
     }
 
     pub fn book(&self) -> EarningsBook {
-        self.book.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.book.locked().clone()
     }
 
     fn save(&self, book: &EarningsBook) -> Result<(), String> {
@@ -138,7 +139,7 @@ impl Earnings {
         };
         book.insert(proxy.to_string(), keep.clone());
         self.save(&book)?;
-        *self.book.lock().unwrap_or_else(|e| e.into_inner()) = book;
+        *self.book.locked() = book;
         Ok(keep)
     }
 
@@ -263,7 +264,7 @@ impl Earnings {
             e.paid_nano = paid.to_string();
         }
         self.save(&book)?;
-        *self.book.lock().unwrap_or_else(|e| e.into_inner()) = book;
+        *self.book.locked() = book;
         Ok(())
     }
 

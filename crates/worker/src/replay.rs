@@ -5,6 +5,7 @@
 //! passes their send time (they are refused by time from then on), so memory
 //! is bounded by the request rate times the window.
 
+use cocoon_protocol::sync::LockRecover;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -44,7 +45,7 @@ impl ReplayGuard {
     /// Admit request `id` sent at `sent_at_ms` (Unix ms) when the worker's
     /// clock reads `now_ms`: once, and only inside the window.
     pub fn admit(&self, id: [u8; 16], sent_at_ms: u64, now_ms: u64) -> Result<(), ReplayError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen.locked();
         seen.horizon_ms = seen.horizon_ms.max(now_ms.saturating_sub(self.window_ms));
         if sent_at_ms <= seen.horizon_ms || sent_at_ms > now_ms.saturating_add(self.window_ms) {
             return Err(ReplayError::OutsideWindow {

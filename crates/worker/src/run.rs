@@ -1,6 +1,7 @@
 //! A running worker: one kept-alive connection per configured proxy, each
 //! announcing the engine's models on connect.
 
+use cocoon_protocol::sync::LockRecover;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ async fn poll_engine_load(
 ) {
     loop {
         let load = engine.load().await;
-        *stats.engine_load.lock().unwrap_or_else(|e| e.into_inner()) = load;
+        *stats.engine_load.locked() = load;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(LOAD_POLL) => {}

@@ -2,6 +2,7 @@
 //! is connected to at least one proxy; `/stats` with its counters, engine
 //! load and proxies; and Prometheus gauges of its engine and connections.
 
+use cocoon_protocol::sync::LockRecover;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -75,7 +76,7 @@ impl NodeStatus for WorkerStatus {
 
     fn stats(&self) -> Value {
         let s = &self.stats;
-        let load = *s.engine_load.lock().unwrap_or_else(|e| e.into_inner());
+        let load = *s.engine_load.locked();
         json!({
             "object": "cocoon.worker.stats",
             "worker": self.fingerprint.to_string(),
@@ -126,11 +127,7 @@ impl Collector for WorkerStatus {
             "Proxies this worker is connected to",
             &[(vec![], self.connected() as f64)],
         )?;
-        let load = *self
-            .stats
-            .engine_load
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let load = *self.stats.engine_load.locked();
         if let Some(load) = load {
             encode_gauges(
                 &mut encoder,

@@ -2,6 +2,7 @@
 //! code as `pypi:` pulls, and an HTTP download from a local server that cuts the
 //! first connection mid-file.
 
+use cocoon_protocol::sync::LockRecover;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -130,7 +131,7 @@ async fn serve_file(State(hub): State<Hub>, headers: HeaderMap) -> axum::respons
     let range = headers
         .get("range")
         .map(|v| v.to_str().unwrap().to_string());
-    hub.ranges.lock().unwrap().push(range.clone());
+    hub.ranges.locked().push(range.clone());
     let total = hub.bytes.len();
     let etag = format!("\"{}\"", hub.advertised_hash);
     if let Some(range) = range {
@@ -213,7 +214,7 @@ fn interrupted_download_resumes_and_is_hash_checked() {
     assert_eq!(std::fs::read(&model.path).unwrap(), bytes);
     assert_eq!(model.sha256, sha(&bytes));
     assert_eq!(model.source, "hf:owner/repo/Model.Q4_K_M.gguf");
-    let ranges = hub.ranges.lock().unwrap().clone();
+    let ranges = hub.ranges.locked().clone();
     assert_eq!(ranges.len(), 2, "one cut attempt, one resumed: {ranges:?}");
     assert_eq!(ranges[0], None);
     let resumed_from: usize = ranges[1]
