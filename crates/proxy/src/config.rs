@@ -148,7 +148,7 @@ impl SettlementConfig {
             move |prices| Books::open(&books, prices),
         )
         .await
-        .map_err(|e| ConfigError::new("settlement", e))
+        .map_err(|e| ConfigError::new("settlement", e.to_string()))
     }
 }
 

@@ -40,6 +40,6 @@ pub use node::{ProxyListeners, ProxyNode};
 pub use receipts::ReceiptLog;
 pub use registry::{OfferStats, QueueSettings, Registry, PROBATION};
 pub use server::{run, start, ProxyHandle};
-pub use settlement::{Round, Settlement, Totals};
+pub use settlement::{Round, Settlement, SettlementError, Totals};
 pub use status::ProxyStatus;
 pub use timeouts::HopTimeouts;

@@ -444,7 +444,11 @@ impl WorkerSide {
                 let owner = announce.payout.as_deref().ok_or(
                     "this proxy pays workers on TON: announce a payout wallet ([payout] in worker.toml)",
                 )?;
-                Some(settlement.worker_contract(owner)?)
+                Some(
+                    settlement
+                        .worker_contract(owner)
+                        .map_err(|e| e.to_string())?,
+                )
             }
         };
         Ok((key, payee))

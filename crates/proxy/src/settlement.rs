@@ -116,8 +116,49 @@ fn payment(message: String) -> WireError {
     WireError::new(ErrorKind::PaymentRequired, message)
 }
 
-fn parse_address(field: &str, text: &str) -> Result<StdAddr, String> {
-    cocoon_chain::ton_http::parse_address(text).map_err(|e| format!("{field}: {e}"))
+fn parse_address(field: &'static str, text: &str) -> Result<StdAddr, SettlementError> {
+    cocoon_chain::ton_http::parse_address(text)
+        .map_err(|message| SettlementError::Address { field, message })
+}
+
+/// What can go wrong settling on TON, by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum SettlementError {
+    /// A contract this proxy relies on is not what it must be, or cannot
+    /// be read (named by the config key that points at it).
+    #[error("{field} {address}: {message}")]
+    Contract {
+        field: &'static str,
+        address: String,
+        message: String,
+    },
+    /// An address that does not parse.
+    #[error("{field}: {message}")]
+    Address {
+        field: &'static str,
+        message: String,
+    },
+    /// The books database cannot be opened.
+    #[error("the books: {0}")]
+    Books(String),
+    /// Building, signing or sending a message failed.
+    #[error(transparent)]
+    Chain(#[from] cocoon_chain::ChainError),
+    /// A settlement transfer did not go through.
+    #[error("settlement transfer: {0}")]
+    Transfer(cocoon_chain::ChainError),
+}
+
+fn contract_error(
+    field: &'static str,
+    address: &StdAddr,
+) -> impl FnOnce(cocoon_chain::ChainError) -> SettlementError {
+    let address = address.to_string();
+    move |e| SettlementError::Contract {
+        field,
+        address,
+        message: e.to_string(),
+    }
 }
 
 impl Settlement {
@@ -130,23 +171,26 @@ impl Settlement {
         proxy_contract: StdAddr,
         root: StdAddr,
         books: impl FnOnce(Prices) -> Result<Books, String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettlementError> {
+        let field = "settlement.proxy_contract";
         let state = ProxyState::from_stack(
             &chain
                 .get(&proxy_contract, "get_proxy_data", &[])
                 .await
-                .map_err(|e| format!("settlement.proxy_contract {proxy_contract}: {e:#}"))?,
+                .map_err(contract_error(field, &proxy_contract))?,
         )
-        .map_err(|e| format!("settlement.proxy_contract {proxy_contract}: {e}"))?;
+        .map_err(contract_error(field, &proxy_contract))?;
         if state.proxy_key != signer.public_key() {
-            return Err(format!(
-                "settlement.proxy_contract {proxy_contract}: its proxy key is not this proxy's identity key (deploy a proxy contract with this node's key)"
-            ));
+            return Err(SettlementError::Contract {
+                field,
+                address: proxy_contract.to_string(),
+                message: "its proxy key is not this proxy's identity key (deploy a proxy contract with this node's key)".into(),
+            });
         }
         let prices = read_prices(chain.as_ref(), &root)
             .await
-            .map_err(|e| format!("settlement.root {root}: {e}"))?;
-        let books = books(prices)?;
+            .map_err(contract_error("settlement.root", &root))?;
+        let books = books(prices).map_err(SettlementError::Books)?;
         Ok(Self {
             sender: WalletSender::new(chain.clone(), wallet),
             chain,
@@ -236,7 +280,7 @@ impl Settlement {
             return Ok(self.terms(None));
         };
         let contract = parse_address("contract", &text)
-            .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?;
+            .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e.to_string()))?;
         let channel = self.read_channel(&contract).await?;
         let refuse = |why: &str| payment(format!("client contract {contract}: {why}"));
         if channel.proxy != self.proxy_contract {
@@ -327,11 +371,12 @@ impl Settlement {
     }
 
     /// The worker contract of a worker paid to `owner` (its wallet).
-    pub fn worker_contract(&self, owner: &str) -> Result<StdAddr, String> {
+    pub fn worker_contract(&self, owner: &str) -> Result<StdAddr, SettlementError> {
         let owner = parse_address("payout", owner)?;
-        cocoon_chain::worker_contract(&self.proxy_contract, &owner, &self.signer.public_key())
-            .map(|(address, _)| address)
-            .map_err(|e| format!("payout: {e}"))
+        Ok(
+            cocoon_chain::worker_contract(&self.proxy_contract, &owner, &self.signer.public_key())?
+                .0,
+        )
     }
 
     /// The signed cumulative amount the `worker` contract may claim.
@@ -373,7 +418,7 @@ impl Settlement {
 
     /// One round: charge every client contract up to what it owes (as much as
     /// it holds), commit the books' hash if it moved, refresh the prices.
-    pub async fn settle_once(&self) -> Result<Round, String> {
+    pub async fn settle_once(&self) -> Result<Round, SettlementError> {
         self.refresh_prices().await;
         let mut messages = Vec::new();
         let mut charged_to = Vec::new();
@@ -393,15 +438,12 @@ impl Settlement {
                 tracing::warn!(%contract, owed = %account.total, holds = %channel.state.balance, "a client contract cannot pay all it owes");
             }
             if target > channel.state.charged {
-                let signature = self
-                    .signer
-                    .sign_amount(signed::CHARGE, &contract, target)
-                    .map_err(|e| e.to_string())?;
+                let signature = self.signer.sign_amount(signed::CHARGE, &contract, target)?;
                 messages.push(Outgoing {
                     to: contract.clone(),
                     value: CHARGE_VALUE,
                     bounce: true,
-                    body: client_msg::charge(target, &signature).map_err(|e| e.to_string())?,
+                    body: client_msg::charge(target, &signature)?,
                     init: None,
                 });
                 charged_to.push((contract, target, channel.state.charged));
@@ -413,16 +455,14 @@ impl Settlement {
             !messages.is_empty() || (!self.books.clients().is_empty() && proxy.books_hash != hash);
         if commit {
             let seqno = proxy.books_seqno + 1;
-            let signature = self
-                .signer
-                .sign_books(&self.proxy_contract, seqno, &HashBytes(hash))
-                .map_err(|e| e.to_string())?;
+            let signature =
+                self.signer
+                    .sign_books(&self.proxy_contract, seqno, &HashBytes(hash))?;
             messages.push(Outgoing {
                 to: self.proxy_contract.clone(),
                 value: CHARGE_VALUE,
                 bounce: true,
-                body: proxy_msg::commit_books(seqno, &HashBytes(hash), &signature)
-                    .map_err(|e| e.to_string())?,
+                body: proxy_msg::commit_books(seqno, &HashBytes(hash), &signature)?,
                 init: None,
             });
         }
@@ -435,18 +475,29 @@ impl Settlement {
             self.sender
                 .send(batch)
                 .await
-                .map_err(|e| format!("settlement transfer: {e:#}"))?;
+                .map_err(SettlementError::Transfer)?;
             round.transfers += 1;
         }
         // Done is what the chain shows, not what was sent.
         for (contract, target, _) in &charged_to {
-            let channel = self.read_channel(contract).await.map_err(|e| e.message)?;
+            let channel =
+                self.read_channel(contract)
+                    .await
+                    .map_err(|e| SettlementError::Contract {
+                        field: "client contract",
+                        address: contract.to_string(),
+                        message: e.message,
+                    })?;
             self.remember(contract, &channel);
             if channel.state.charged < *target {
-                return Err(format!(
-                    "client contract {contract}: charged {} on chain after charging up to {target}",
-                    channel.state.charged
-                ));
+                return Err(SettlementError::Contract {
+                    field: "client contract",
+                    address: contract.to_string(),
+                    message: format!(
+                        "charged {} on chain after charging up to {target}",
+                        channel.state.charged
+                    ),
+                });
             }
         }
         if round.transfers > 0 {
@@ -486,13 +537,15 @@ impl Settlement {
         }
     }
 
-    async fn proxy_state(&self) -> Result<ProxyState, String> {
+    async fn proxy_state(&self) -> Result<ProxyState, SettlementError> {
+        let read = contract_error("proxy contract", &self.proxy_contract);
         let stack = self
             .chain
             .get(&self.proxy_contract, "get_proxy_data", &[])
-            .await
-            .map_err(|e| format!("proxy contract {}: {e:#}", self.proxy_contract))?;
-        ProxyState::from_stack(&stack).map_err(|e| e.to_string())
+            .await;
+        stack
+            .and_then(|stack| ProxyState::from_stack(&stack))
+            .map_err(read)
     }
 
     /// Reload the prices when the root contract's version moved.
@@ -544,10 +597,9 @@ impl Settlement {
     }
 }
 
-async fn read_prices(chain: &dyn Chain, root: &StdAddr) -> Result<Prices, String> {
-    let stack = chain
-        .get(root, "get_prices", &[])
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    Prices::from_stack(&stack).map_err(|e| e.to_string())
+async fn read_prices(
+    chain: &dyn Chain,
+    root: &StdAddr,
+) -> Result<Prices, cocoon_chain::ChainError> {
+    Prices::from_stack(&chain.get(root, "get_prices", &[]).await?)
 }

@@ -106,7 +106,7 @@ impl PayoutConfig {
             self.threshold()?,
             self.earnings.clone(),
         )
-        .map_err(|e| ConfigError::new("payout.earnings", e))
+        .map_err(|e| ConfigError::new("payout.earnings", e.to_string()))
     }
 }
 

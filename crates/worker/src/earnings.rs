@@ -57,11 +57,11 @@ impl ProxyEarnings {
 pub type EarningsBook = BTreeMap<String, ProxyEarnings>;
 
 /// Read the earnings file (empty when it does not exist yet).
-pub fn read_earnings(path: &std::path::Path) -> Result<EarningsBook, String> {
+pub fn read_earnings(path: &std::path::Path) -> Result<EarningsBook, EarningsError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(text) => serde_json::from_str(&text).map_err(|e| EarningsError::file(path, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EarningsBook::new()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(EarningsError::file(path, e)),
     }
 }
 
@@ -90,7 +90,7 @@ impl Earnings {
         wallet: cocoon_chain::Wallet,
         threshold: u128,
         file: PathBuf,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EarningsError> {
         let book = read_earnings(&file)?;
         Ok(Self {
             sender: WalletSender::new(chain, wallet),
@@ -109,23 +109,36 @@ impl Earnings {
         self.book.locked().clone()
     }
 
-    fn save(&self, book: &EarningsBook) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(book).map_err(|e| e.to_string())?;
+    fn save(&self, book: &EarningsBook) -> Result<(), EarningsError> {
+        let text =
+            serde_json::to_string_pretty(book).map_err(|e| EarningsError::file(&self.file, e))?;
         let tmp = self.file.with_extension("tmp");
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &self.file))
-            .map_err(|e| format!("{}: {e}", self.file.display()))
+            .map_err(|e| EarningsError::file(&self.file, e))
     }
 
     /// Ask the proxy on `conn` (key `proxy`) for its voucher, check it, keep it.
-    pub async fn fetch(&self, proxy: &str, conn: &Connection) -> Result<ProxyEarnings, String> {
+    pub async fn fetch(
+        &self,
+        proxy: &str,
+        conn: &Connection,
+    ) -> Result<ProxyEarnings, EarningsError> {
         let terms = match ask(conn, RequestBody::OpenAccount { contract: None }).await? {
             Event::Account(terms) => terms,
-            other => return Err(format!("the proxy answered {other:?} for its terms")),
+            other => {
+                return Err(EarningsError::Proxy(format!(
+                    "answered {other:?} for its terms"
+                )))
+            }
         };
         let voucher = match ask(conn, RequestBody::Voucher).await? {
             Event::Voucher(v) => v,
-            other => return Err(format!("the proxy answered {other:?} for a voucher")),
+            other => {
+                return Err(EarningsError::Proxy(format!(
+                    "answered {other:?} for a voucher"
+                )))
+            }
         };
         let earned = self.check(&terms, &voucher)?;
         let mut book = self.book();
@@ -145,16 +158,21 @@ impl Earnings {
 
     /// The voucher must be for this worker's contract with that proxy and
     /// signed by the proxy's key.
-    fn check(&self, terms: &AccountTerms, voucher: &Voucher) -> Result<ProxyEarnings, String> {
-        let proxy_contract = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)?;
+    fn check(
+        &self,
+        terms: &AccountTerms,
+        voucher: &Voucher,
+    ) -> Result<ProxyEarnings, EarningsError> {
+        let proxy_contract = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)
+            .map_err(|e| EarningsError::Voucher(format!("proxy contract: {e}")))?;
         let (ours, _) =
-            worker_contract(&proxy_contract, self.payout(), &HashBytes(terms.proxy_key))
-                .map_err(|e| e.to_string())?;
-        let contract = cocoon_chain::ton_http::parse_address(&voucher.contract)?;
+            worker_contract(&proxy_contract, self.payout(), &HashBytes(terms.proxy_key))?;
+        let contract = cocoon_chain::ton_http::parse_address(&voucher.contract)
+            .map_err(|e| EarningsError::Voucher(format!("contract: {e}")))?;
         if contract != ours {
-            return Err(format!(
-                "the voucher is for {contract}, not this worker's contract {ours}"
-            ));
+            return Err(EarningsError::Voucher(format!(
+                "it is for {contract}, not this worker's contract {ours}"
+            )));
         }
         if !verify_amount(
             &terms.proxy_key,
@@ -163,7 +181,9 @@ impl Earnings {
             voucher.amount_nano,
             &voucher.signature,
         ) {
-            return Err("the voucher's signature is not the proxy's".into());
+            return Err(EarningsError::Voucher(
+                "its signature is not the proxy's".into(),
+            ));
         }
         Ok(ProxyEarnings {
             contract: contract.to_string(),
@@ -181,37 +201,27 @@ impl Earnings {
     }
 
     /// What the worker contract has paid so far (0 before it is deployed).
-    pub async fn paid_on_chain(&self, contract: &StdAddr) -> Result<u128, String> {
+    pub async fn paid_on_chain(&self, contract: &StdAddr) -> Result<u128, EarningsError> {
         Ok(self.contract_state(contract).await?.unwrap_or(0))
     }
 
     /// What the deployed worker contract has paid, `None` before it is deployed.
-    async fn contract_state(&self, contract: &StdAddr) -> Result<Option<u128>, String> {
+    async fn contract_state(&self, contract: &StdAddr) -> Result<Option<u128>, EarningsError> {
         let chain = self.sender.chain();
-        let active = chain
-            .account(contract)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_active();
-        if !active {
+        if !chain.account(contract).await?.is_active() {
             return Ok(None);
         }
-        let stack = chain
-            .get(contract, "get_worker_data", &[])
-            .await
-            .map_err(|e| e.to_string())?;
-        WorkerState::from_stack(&stack)
-            .map(|s| Some(s.paid))
-            .map_err(|e| e.to_string())
+        let stack = chain.get(contract, "get_worker_data", &[]).await?;
+        Ok(Some(WorkerState::from_stack(&stack)?.paid))
     }
 
     /// Claim what `proxy`'s voucher allows if at least `threshold` is
     /// pending (`force`: any amount above zero). Returns what was claimed.
-    pub async fn claim(&self, proxy: &str, force: bool) -> Result<u128, String> {
+    pub async fn claim(&self, proxy: &str, force: bool) -> Result<u128, EarningsError> {
         let Some(earned) = self.book().get(proxy).cloned() else {
             return Ok(0);
         };
-        let contract = cocoon_chain::ton_http::parse_address(&earned.contract)?;
+        let contract = kept_address(&earned.contract)?;
         let deployed = self.contract_state(&contract).await?;
         let paid = deployed.unwrap_or(0);
         let pending = earned.owed().saturating_sub(paid);
@@ -222,17 +232,17 @@ impl Earnings {
         let signature: [u8; 64] = hex::decode(&earned.signature)
             .ok()
             .and_then(|s| s.try_into().ok())
-            .ok_or("the kept voucher's signature is malformed")?;
+            .ok_or_else(|| EarningsError::Kept("the voucher's signature is malformed".into()))?;
         let init = if deployed.is_none() {
-            let proxy_contract = cocoon_chain::ton_http::parse_address(&earned.proxy_contract)?;
-            let key = unhex32(&earned.proxy_key).ok_or("the kept proxy key is malformed")?;
-            let (_, data) = worker_contract(&proxy_contract, self.payout(), &HashBytes(key))
-                .map_err(|e| e.to_string())?;
+            let proxy_contract = kept_address(&earned.proxy_contract)?;
+            let key = unhex32(&earned.proxy_key)
+                .ok_or_else(|| EarningsError::Kept("the proxy key is malformed".into()))?;
+            let (_, data) = worker_contract(&proxy_contract, self.payout(), &HashBytes(key))?;
             Some((Contract::Worker.code(), data))
         } else {
             None
         };
-        let body = worker_msg::claim(earned.owed(), &signature).map_err(|e| e.to_string())?;
+        let body = worker_msg::claim(earned.owed(), &signature)?;
         self.sender
             .send(&[Outgoing {
                 to: contract.clone(),
@@ -242,20 +252,20 @@ impl Earnings {
                 init,
             }])
             .await
-            .map_err(|e| format!("claim: {e:#}"))?;
+            .map_err(|e| EarningsError::Claim(e.to_string()))?;
         let now_paid = self.paid_on_chain(&contract).await?;
         self.set_paid(proxy, now_paid)?;
         if now_paid < earned.owed() {
-            return Err(format!(
+            return Err(EarningsError::Claim(format!(
                 "claimed {} nano-TON but the contract shows {now_paid} paid",
                 earned.owed()
-            ));
+            )));
         }
         tracing::info!(%contract, claimed = %(now_paid - paid), "earnings claimed");
         Ok(now_paid - paid)
     }
 
-    fn set_paid(&self, proxy: &str, paid: u128) -> Result<(), String> {
+    fn set_paid(&self, proxy: &str, paid: u128) -> Result<(), EarningsError> {
         let mut book = self.book();
         if let Some(e) = book.get_mut(proxy) {
             if e.paid() == paid {
@@ -299,10 +309,48 @@ impl Earnings {
 }
 
 /// Send `body` and take its one answer (within 30 s).
-async fn ask(conn: &Connection, body: RequestBody) -> Result<Event, String> {
+async fn ask(conn: &Connection, body: RequestBody) -> Result<Event, EarningsError> {
     conn.ask(body, Duration::from_secs(30))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| EarningsError::Proxy(e.to_string()))
+}
+
+/// An address kept in the earnings file.
+fn kept_address(text: &str) -> Result<StdAddr, EarningsError> {
+    cocoon_chain::ton_http::parse_address(text)
+        .map_err(|e| EarningsError::Kept(format!("address {text:?}: {e}")))
+}
+
+/// What can go wrong with a worker's earnings, by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum EarningsError {
+    /// The earnings file cannot be read, parsed or written.
+    #[error("earnings file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    /// What the earnings file keeps is malformed.
+    #[error("earnings file: {0}")]
+    Kept(String),
+    /// The chain refused, failed or could not be reached.
+    #[error(transparent)]
+    Chain(#[from] cocoon_chain::ChainError),
+    /// The proxy could not be asked, or answered something else.
+    #[error("the proxy {0}")]
+    Proxy(String),
+    /// A voucher the proxy handed over is refused.
+    #[error("voucher refused: {0}")]
+    Voucher(String),
+    /// A claim did not pay what the voucher allows.
+    #[error("claim: {0}")]
+    Claim(String),
+}
+
+impl EarningsError {
+    fn file(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
+        EarningsError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// One proxy's line of `cocoon worker earnings`, nano-TON.
@@ -327,11 +375,10 @@ impl EarningsLine {
 
 impl Earnings {
     /// Each proxy's latest voucher beside what the chain shows paid.
-    pub async fn report(&self) -> Result<Vec<EarningsLine>, String> {
+    pub async fn report(&self) -> Result<Vec<EarningsLine>, EarningsError> {
         let mut lines = Vec::new();
         for (proxy, earned) in &self.book() {
-            let contract = cocoon_chain::ton_http::parse_address(&earned.contract)
-                .map_err(|e| format!("earnings file, proxy {proxy}: contract: {e}"))?;
+            let contract = kept_address(&earned.contract)?;
             let paid = self.paid_on_chain(&contract).await?;
             lines.push(EarningsLine {
                 proxy: proxy.clone(),

@@ -29,7 +29,9 @@ mod status;
 pub use config::{
     ConfigError, EngineConfig, PayoutConfig, Profile, WeightsLocation, WorkerConfig, WorkerSettings,
 };
-pub use earnings::{read_earnings, Earnings, EarningsBook, EarningsLine, ProxyEarnings};
+pub use earnings::{
+    read_earnings, Earnings, EarningsBook, EarningsError, EarningsLine, ProxyEarnings,
+};
 pub use node::WorkerNode;
 pub use run::Worker;
 pub use serve::WorkerStats;

@@ -210,5 +210,12 @@ async fn a_proxy_refuses_to_settle_with_a_contract_that_is_not_its_own() {
     )
     .await
     .unwrap_err();
-    assert!(err.contains("not this proxy's identity key"), "{err}");
+    assert!(
+        matches!(&err, cocoon_proxy::SettlementError::Contract { field, .. } if *field == "settlement.proxy_contract"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("not this proxy's identity key"),
+        "{err}"
+    );
 }
