@@ -33,12 +33,7 @@ impl ClientNode {
     /// `listen`, dial its proxies.
     pub async fn from_config(config: ClientConfig) -> Result<ClientNode, ConfigError> {
         let settings = config.into_settings()?;
-        let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
-            ConfigError::new(
-                "listen",
-                format!("cannot listen on {}: {e}", settings.listen),
-            )
-        })?;
+        let listener = cocoon_protocol::bind("listen", settings.listen).await?;
         Self::start(settings, listener)
     }
 

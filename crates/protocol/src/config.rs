@@ -39,6 +39,16 @@ impl ConfigError {
 }
 
 /// Load (or create) the node key named by the `identity_key` setting.
+/// Listen on `address` for the config key `field`; the error names both.
+pub async fn bind(
+    field: &str,
+    address: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, ConfigError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| ConfigError::new(field, format!("cannot listen on {address}: {e}")))
+}
+
 pub fn load_identity(path: &Path) -> Result<Arc<Identity>, ConfigError> {
     Identity::load_or_create(path)
         .map(Arc::new)

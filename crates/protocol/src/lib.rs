@@ -45,7 +45,7 @@ pub use codec::{
     decode_frame, encode_frame, handshake, length_codec, read_hello, write_hello,
     DEFAULT_MAX_FRAME_BYTES, MAGIC,
 };
-pub use config::{load_identity, ConfigError};
+pub use config::{bind, load_identity, ConfigError};
 pub use dial::{dial_once, keep_connected, DialSettings, ProxyEndpoint};
 pub use error::ProtocolError;
 pub use frame::{

@@ -44,21 +44,14 @@ pub struct ProxyNode {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Bind `address`, naming the config key in the error.
-pub(crate) async fn bind(field: &str, address: SocketAddr) -> Result<TcpListener, ConfigError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|e| ConfigError::new(field, format!("cannot listen on {address}: {e}")))
-}
-
 impl ProxyNode {
     /// Start the proxy a config file describes: bind `listen` and
     /// `status_listen`, connect `[settlement]` to its chain, serve.
     pub async fn from_config(config: ProxyConfig) -> Result<ProxyNode, ConfigError> {
         let listeners = ProxyListeners {
-            node: bind("listen", config.listen).await?,
+            node: cocoon_protocol::bind("listen", config.listen).await?,
             status: match config.status_listen {
-                Some(address) => Some(bind("status_listen", address).await?),
+                Some(address) => Some(cocoon_protocol::bind("status_listen", address).await?),
                 None => None,
             },
         };

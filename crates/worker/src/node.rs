@@ -35,9 +35,7 @@ impl WorkerNode {
     /// bind `status_listen`, dial every proxy.
     pub async fn from_config(config: WorkerConfig) -> Result<WorkerNode, ConfigError> {
         let status = match config.status_listen {
-            Some(address) => Some(TcpListener::bind(address).await.map_err(|e| {
-                ConfigError::new("status_listen", format!("cannot listen on {address}: {e}"))
-            })?),
+            Some(address) => Some(cocoon_protocol::bind("status_listen", address).await?),
             None => None,
         };
         let settings = tokio::task::spawn_blocking(move || config.into_settings())
