@@ -145,11 +145,7 @@ impl Drop for Killed {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    cocoon_devnet::process_net::free_port().unwrap()
 }
 
 fn keygen(path: &Path) -> String {

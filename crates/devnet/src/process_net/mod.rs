@@ -103,11 +103,47 @@ pub struct ProcessNet {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// A loopback port free now, for a process to listen on.
+/// A loopback port free now, for another process to listen on later.
+///
+/// Chosen outside the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`): a port the kernel handed out
+/// for `bind(0)` is also one it may hand to any outgoing connection before
+/// the process that was meant to listen on it starts (seen in CI: a client
+/// node that could not bind its API while parallel tests made connections).
+/// Ports are taken in turn from a random start so that two calls in this
+/// process never return the same one, and each is checked free by binding.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let (low, high) = listen_port_range();
+    let span = u32::from(high - low);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let start = rand::random::<u32>() % span;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..span {
+        let port = low + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port in {low}..{high}")
+}
+
+/// Ports that no outgoing connection is given: below the ephemeral range
+/// (10000 up to its start, 32768 on a default Linux), or above it if it
+/// starts low.
+fn listen_port_range() -> (u16, u16) {
+    let range: Vec<u16> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match range[..] {
+        [start, _] if start > 11000 => (10000, start),
+        [_, end] if end < 64000 => (end + 1, 65535),
+        _ => (10000, 32768),
+    }
 }
 
 /// A new wallet whose mnemonic is written to `path` (0600).
@@ -343,11 +379,21 @@ impl ProcessNet {
 
     /// Every worker connected to every proxy, and the client node serves
     /// the model with a contract registered at every proxy.
-    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+    /// Fails at once, with its log, if a node has exited.
+    pub async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + within;
         let want = self.workers.len() as u64;
         loop {
+            for node in self.nodes_mut() {
+                if let Some(status) = node.exited() {
+                    anyhow::bail!(
+                        "{} exited ({status}) before the network was ready:\n{}",
+                        node.name,
+                        node.log_tail()
+                    );
+                }
+            }
             let mut ready = true;
             for p in &self.proxies {
                 let stats = get_json(&http, &format!("{}/stats", p.node.http)).await;
@@ -381,6 +427,14 @@ impl ProcessNet {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    fn nodes_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        self.proxies
+            .iter_mut()
+            .map(|p| &mut p.node)
+            .chain(self.workers.iter_mut().map(|w| &mut w.node))
+            .chain(std::iter::once(&mut self.client))
     }
 
     /// Every node, proxies first.
@@ -513,4 +567,23 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value
         return None;
     }
     response.json().await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_never_ephemeral() {
+        let (low, high) = listen_port_range();
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+        assert!(ports.iter().all(|p| (low..high).contains(p)), "{ports:?}");
+        // The kernel's own choice for bind(0) is never in that range.
+        let kernel = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!(low..high).contains(&kernel.local_addr().unwrap().port()));
+    }
 }

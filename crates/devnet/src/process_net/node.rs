@@ -53,6 +53,9 @@ impl Node {
             .args([self.role, "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "warn")
+            // The error a node exits with, not a backtrace, ends its log.
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -67,6 +70,13 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// How it ended, if it has (it is then no longer running).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
     }
 
     pub fn pid(&self) -> Option<u32> {
