@@ -21,9 +21,10 @@ use cocoon_devnet::process_net::Node;
 use cocoon_inference::{Engine, InstantEngine};
 use cocoon_protocol::tls::Identity;
 use cocoon_protocol::{
-    ChatMessage, Event, GenerateRequest, Input, MuxOptions, ProxyEndpoint, RoutingPrefs,
+    ChatMessage, Event, GenerateRequest, Input, MuxOptions, Profile, ProxyEndpoint, RoutingPrefs,
     SamplingParams,
 };
+use cocoon_proxy::ProxyConfig;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
@@ -188,22 +189,15 @@ fn spawn_proxy(
         cocoon_devnet::process_net::free_port()?,
         cocoon_devnet::process_net::free_port()?,
     );
-    let list = |ids: &[Arc<Identity>]| {
-        ids.iter()
-            .map(|i| format!("\"{}\"", i.fingerprint()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let prints = |ids: &[Arc<Identity>]| ids.iter().map(|i| i.fingerprint()).collect();
+    let mut settings = ProxyConfig::new(local(port), key, prints(clients), prints(workers));
+    // Key pins only, no TEE: a benchmark of routing, not of attestation.
+    settings.profile = Profile::Development;
+    settings.status_listen = Some(local(status));
+    settings.queue.max_waiting = 100_000;
     let config = dir.join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstatus_listen = \"127.0.0.1:{status}\"\nidentity_key = \"{}\"\nallowed_clients = [{}]\nallowed_workers = [{}]\n[queue]\nmax_waiting = 100000\n",
-            key.display(),
-            list(clients),
-            list(workers)
-        ),
-    )?;
+    std::fs::write(&config, settings.to_toml()?)?;
     let status_url = format!("http://127.0.0.1:{status}");
     let mut node = Node::new(
         "proxy".into(),

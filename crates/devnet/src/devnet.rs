@@ -79,6 +79,9 @@ pub struct Devnet {
     /// The client node's identity (for tests that speak the node protocol
     /// to a proxy themselves).
     pub client_identity: Arc<Identity>,
+    /// What every node checks its peers' evidence against (the devnet's
+    /// root configuration: its simulated image, its model).
+    pub peer_check: Option<Arc<AttestationCheck>>,
     /// The embedded TON chain: its HTTP API (toncenter v2 subset), the root
     /// contract's address, and the chain itself.
     pub ton_api_url: String,
@@ -100,7 +103,10 @@ pub struct Devnet {
 }
 
 /// A new identity with a simulated TEE: from `dir/NAME.pem` when given.
-fn simulated_identity(dir: Option<&std::path::Path>, name: &str) -> anyhow::Result<Arc<Identity>> {
+pub(crate) fn simulated_identity(
+    dir: Option<&std::path::Path>,
+    name: &str,
+) -> anyhow::Result<Arc<Identity>> {
     let id = match dir {
         Some(dir) => Identity::load_or_create(&dir.join(format!("{name}.pem")))?,
         None => Identity::generate()?,
@@ -346,7 +352,7 @@ impl Devnet {
                 api,
                 mux: options.mux.clone(),
                 listen: options.listen,
-                attestation,
+                attestation: attestation.clone(),
             },
             listener,
         )?;
@@ -371,6 +377,7 @@ impl Devnet {
             client,
             model,
             client_identity: client_id,
+            peer_check: attestation,
             ton_api_url,
             ton_root: ton.root.to_string(),
             ton,
@@ -417,6 +424,35 @@ impl Devnet {
     /// The first worker's status endpoints.
     pub fn worker_status_url(&self) -> String {
         self.workers[0].status_url().unwrap_or_default()
+    }
+
+    /// Another client node with this one's key, dialling `proxies` (say, a
+    /// relay in front of the devnet's proxy): no billing of its own (its
+    /// proxy knows its key's contract) and `peer_check` as its policy, or
+    /// none (key pins only, as the development profile allows).
+    pub async fn client_through(
+        &self,
+        proxies: Vec<ProxyEndpoint>,
+        peer_check: Option<Arc<AttestationCheck>>,
+    ) -> anyhow::Result<ClientNode> {
+        let listen: SocketAddr = "127.0.0.1:0".parse()?;
+        let listener = TcpListener::bind(listen).await?;
+        let client = ClientNode::start(
+            ClientSettings {
+                identity: self.client_identity.clone(),
+                proxies,
+                registry: None,
+                api: Default::default(),
+                mux: Default::default(),
+                listen,
+                attestation: peer_check,
+            },
+            listener,
+        )?;
+        tokio::time::timeout(Duration::from_secs(10), client.wait_ready(1))
+            .await
+            .context("the client node did not connect within 10 s")?;
+        Ok(client)
     }
 
     /// The client node's connections to proxies.

@@ -13,11 +13,14 @@
 //!   API (`cocoon engine serve`): the reference for benchmarks, a test upstream.
 //! * `models`      - `cocoon model pull|list` and the devnet's default model.
 //! * `kit`         - what tests and benchmarks share to speak to a network.
+//! * `adversary`   - dishonest parties for attack tests ([`adversary::RelayProxy`]:
+//!   a proxy operator rewriting what passes between client nodes and a proxy).
 //! * `unpaid`      - an unpaid network assembled node by node, for tests that
 //!   stop, restart or relay single nodes.
 
 #![forbid(unsafe_code)]
 
+pub mod adversary;
 mod chain;
 mod devnet;
 pub mod engine_server;

@@ -48,8 +48,9 @@ pub struct AttestationConfig {
     pub tee: TeeChoice,
     /// The network's root configuration (TOML: worker_images, proxy_images,
     /// models, accepted_tcb_statuses, allow_simulated; see
-    /// `config/root.example.toml`) that peers' evidence must satisfy; without
-    /// one, peers' evidence is not checked (key pins only).
+    /// `config/root.example.toml`) that peers' evidence must satisfy.
+    /// Required under the production profile; without one (development
+    /// only) peers' evidence is not checked (key pins only).
     pub policy: Option<PathBuf>,
     /// DCAP collateral (dcap-qvl JSON) for verifying TDX peers of one
     /// platform; see `pccs_url` for collateral per platform, kept fresh.
@@ -75,9 +76,11 @@ impl AttestationConfig {
         profile: Profile,
         role: Option<PeerRole>,
     ) -> Result<(Arc<Identity>, Option<Arc<AttestationCheck>>), ConfigError> {
+        let attester = self.attester(profile)?;
+        self.require_verification(profile, role)?;
         let identity = Identity::load_or_create(identity_key)
             .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
-        let identity = match self.attester(profile)? {
+        let identity = match attester {
             Some(attester) => identity.with_attester(attester),
             None => identity,
         };
@@ -86,6 +89,40 @@ impl AttestationConfig {
             self_check(&identity, check, role)?;
         }
         Ok((Arc::new(identity), check))
+    }
+
+    /// Under the production profile verification is never optional: every
+    /// role checks its peers' evidence against a policy, and proxies and
+    /// workers (which see sealed traffic and sign receipts) run in a TDX
+    /// guest. Without a policy a node trusts whatever keys its peers present,
+    /// so a proxy could list its own key as a worker's and read every prompt;
+    /// that mode is for development and is announced loudly.
+    fn require_verification(
+        &self,
+        profile: Profile,
+        role: Option<PeerRole>,
+    ) -> Result<(), ConfigError> {
+        if profile == Profile::Development {
+            if self.policy.is_none() {
+                tracing::warn!("NO ATTESTATION POLICY: peers are trusted on their pinned keys alone and their TEE evidence is NOT checked; a proxy could substitute its own key for a worker's and read prompts (development profile only)");
+            }
+            return Ok(());
+        }
+        if self.policy.is_none() {
+            return Err(ConfigError::new(
+                "attestation.policy",
+                "required under profile = \"production\": the network's root configuration (allowed worker and proxy images, models; see config/root.example.toml) that peers' TEE evidence must satisfy. Without it this node would seal prompts to whatever keys a proxy lists",
+            ));
+        }
+        if let Some(role) = role {
+            if self.tee != TeeChoice::Tdx {
+                return Err(ConfigError::new(
+                    "attestation.tee",
+                    format!("a {role} must run in a TDX guest under profile = \"production\" (tee = \"tdx\"): it handles sealed traffic, and its peers refuse it without evidence"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn attester(&self, profile: Profile) -> Result<Option<Arc<dyn Attester>>, ConfigError> {
@@ -278,6 +315,46 @@ mod tests {
         assert_eq!(err.field, "attestation.policy");
         let (_, check) = lenient.load(&key, Profile::Development, None).unwrap();
         assert!(check.unwrap().policy.allow_simulated);
+    }
+
+    #[test]
+    fn production_never_runs_without_verifying_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("node.pem");
+        // A client node (no TEE) without a policy would seal to whatever keys
+        // a proxy lists: refused, naming the key and what it is for.
+        let unverified = AttestationConfig::default();
+        for role in [None, Some(PeerRole::Proxy), Some(PeerRole::Worker)] {
+            let err = unverified
+                .load(&key, Profile::Production, role)
+                .unwrap_err();
+            assert_eq!(err.field, "attestation.policy", "{role:?}");
+            assert!(err.message.contains("root configuration"), "{err}");
+        }
+        // With a policy, a client node without a TEE starts; a proxy or a
+        // worker without TDX does not.
+        let client = AttestationConfig {
+            policy: Some(policy_file(dir.path(), "")),
+            ..Default::default()
+        };
+        let (_, check) = client.load(&key, Profile::Production, None).unwrap();
+        assert!(check.is_some());
+        for role in [PeerRole::Proxy, PeerRole::Worker] {
+            let err = client
+                .load(&key, Profile::Production, Some(role))
+                .unwrap_err();
+            assert_eq!(err.field, "attestation.tee", "{role}");
+            assert!(
+                err.message
+                    .contains(&format!("a {role} must run in a TDX guest")),
+                "{err}"
+            );
+        }
+        // Development keeps the pinned-keys-only mode.
+        let (_, check) = unverified
+            .load(&key, Profile::Development, Some(PeerRole::Worker))
+            .unwrap();
+        assert!(check.is_none());
     }
 
     #[test]

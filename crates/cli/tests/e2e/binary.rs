@@ -131,6 +131,43 @@ fn bad_config_fails_fast_naming_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("engine.max_sequences"), "{err}");
 
+    // Production never runs unverified: a client node without a policy (it
+    // would seal prompts to whatever keys a proxy lists), a proxy without TDX.
+    let client = dir.path().join("client.toml");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/client.example.toml"),
+    )
+    .unwrap();
+    let start = example.find("[attestation]").unwrap();
+    let end = start + example[start..].find("\n\n").unwrap();
+    std::fs::write(&client, format!("{}{}", &example[..start], &example[end..])).unwrap();
+    let out = cocoon(&["client", "--config", client.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("attestation.policy") && err.contains("production"),
+        "{err}"
+    );
+    let proxy = dir.path().join("proxy.toml");
+    let policy = dir.path().join("root.toml");
+    std::fs::write(&policy, "").unwrap();
+    std::fs::write(
+        &proxy,
+        format!(
+            "listen = \"127.0.0.1:9\"\nallowed_clients = []\nallowed_workers = []\nidentity_key = \"{}\"\n[attestation]\ntee = \"none\"\npolicy = \"{}\"\n",
+            dir.path().join("p.pem").display(),
+            policy.display()
+        ),
+    )
+    .unwrap();
+    let out = cocoon(&["proxy", "--config", proxy.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("attestation.tee") && err.contains("TDX guest"),
+        "{err}"
+    );
+
     let out = cocoon(&["proxy", "--config", "/nonexistent/proxy.toml"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/proxy.toml"));
@@ -187,7 +224,8 @@ async fn three_processes(attested: bool) {
             ),
         )
     } else {
-        (String::new(), String::new())
+        // Key pins only: development, announced loudly by every node.
+        ("profile = \"development\"\n".to_string(), String::new())
     };
     let (proxy_key, worker_key, client_key) = (
         keygen(&d.join("p.pem")),

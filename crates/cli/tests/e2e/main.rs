@@ -9,6 +9,7 @@ mod binary;
 mod books;
 mod failover;
 mod faults;
+mod malicious_proxy;
 mod market;
 mod network;
 mod observability;

@@ -1,0 +1,124 @@
+//! Attack tests in which the proxy operator is the attacker: a relay
+//! (`cocoon_devnet::adversary::RelayProxy`) that client nodes dial as their
+//! proxy, in front of the devnet's honest proxy, rewriting what passes.
+
+use std::sync::{Arc, Mutex};
+
+use cocoon_devnet::adversary::{forward, simulated_identity, RelayProxy, Script};
+use cocoon_devnet::kit::*;
+use cocoon_protocol::sealed::SealingKey;
+use cocoon_protocol::{Connection, Event, RequestBody};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde_json::json;
+
+const SECRET: &str = "my-bank-pin-is-8841";
+
+/// Lists its own X25519 key in place of every worker's, then tries to open
+/// what the client node seals.
+struct SubstituteKeys {
+    key: SealingKey,
+    /// Keep the worker's evidence (which binds the worker's real key), or
+    /// strip it.
+    keep_evidence: bool,
+    /// Prompts the relay could read.
+    read: Mutex<Vec<String>>,
+}
+
+impl Script for SubstituteKeys {
+    fn serve(&self, body: RequestBody, upstream: Connection) -> BoxStream<'static, Event> {
+        match body {
+            RequestBody::WorkerKeys { .. } => {
+                let (ours, keep) = (self.key.public(), self.keep_evidence);
+                forward(upstream, body)
+                    .map(move |event| match event {
+                        Event::WorkerKeys(mut listed) => {
+                            for l in &mut listed {
+                                l.key.sealing_key = ours;
+                                if !keep {
+                                    l.key.evidence = None;
+                                }
+                            }
+                            Event::WorkerKeys(listed)
+                        }
+                        other => other,
+                    })
+                    .boxed()
+            }
+            RequestBody::Generate(sealed) => {
+                for worker in sealed.workers() {
+                    if let Ok((request, _)) = self.key.open(worker, &sealed) {
+                        self.read
+                            .lock()
+                            .unwrap()
+                            .push(format!("{:?}", request.input));
+                    }
+                }
+                // Forwarded as is: the honest worker cannot open it either.
+                forward(upstream, RequestBody::Generate(sealed))
+            }
+            other => forward(upstream, other),
+        }
+    }
+}
+
+fn substitute(keep_evidence: bool) -> Arc<SubstituteKeys> {
+    Arc::new(SubstituteKeys {
+        key: SealingKey::generate(),
+        keep_evidence,
+        read: Mutex::new(Vec::new()),
+    })
+}
+
+#[tokio::test]
+async fn a_proxy_listing_its_own_key_as_a_workers_reads_nothing_from_a_verifying_client() {
+    let net = devnet().await;
+    for keep_evidence in [true, false] {
+        let script = substitute(keep_evidence);
+        let relay = RelayProxy::start(
+            simulated_identity().unwrap(),
+            net.client_identity.clone(),
+            net.proxy_endpoint(),
+            script.clone(),
+        )
+        .await
+        .unwrap();
+        // A client node with the network's policy (what production requires)
+        // checks each listed key's evidence itself: the substituted key is
+        // not bound by the worker's evidence, or has none.
+        let client = net
+            .client_through(vec![relay.endpoint.clone()], net.peer_check.clone())
+            .await
+            .unwrap();
+        let url = format!("{}/chat/completions", client.api_url());
+        let (status, body) = post(&url, &chat_body(SECRET, json!({}))).await;
+        assert_eq!(status, 503, "{body}");
+        assert_error(&body, "attested key");
+        assert!(script.read.lock().unwrap().is_empty());
+        client.stop().await;
+    }
+
+    // The same relay against a client node without a policy (the
+    // development profile's pinned-keys-only mode, which production refuses
+    // to start in): the relay reads the prompt. This is the attack the
+    // policy requirement stops.
+    let script = substitute(false);
+    let relay = RelayProxy::start(
+        simulated_identity().unwrap(),
+        net.client_identity.clone(),
+        net.proxy_endpoint(),
+        script.clone(),
+    )
+    .await
+    .unwrap();
+    let unverified = net
+        .client_through(vec![relay.endpoint.clone()], None)
+        .await
+        .unwrap();
+    let url = format!("{}/chat/completions", unverified.api_url());
+    let _ = post(&url, &chat_body(SECRET, json!({}))).await;
+    let read = script.read.lock().unwrap().clone();
+    assert!(read.iter().any(|p| p.contains(SECRET)), "{read:?}");
+    unverified.stop().await;
+    net.shutdown().await;
+}

@@ -1,0 +1,178 @@
+//! Dishonest parties for attack tests, in one place so that every attack
+//! test plays the same attacker instead of writing its own.
+//!
+//! [`RelayProxy`] is a proxy operator who runs modified software: client
+//! nodes dial it as their proxy (it holds a key they pin and evidence their
+//! policy accepts), and it passes their requests on to an honest proxy as
+//! that client, letting a [`Script`] read, rewrite, drop, duplicate or inject
+//! anything on the way. What the network promises is what holds whatever
+//! the script does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cocoon_protocol::tls::{self, Identity, PinnedKeys};
+use cocoon_protocol::{
+    dial_once, handshake, Connection, DialSettings, ErrorKind, Event, Handler, Hello, MuxOptions,
+    ProxyEndpoint, RequestBody, Role, WireError, DEFAULT_MAX_FRAME_BYTES,
+};
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+const HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// A node key with a simulated TEE, as the devnet's nodes have: a relay's
+/// evidence is as good as theirs under the devnet's policy.
+pub fn simulated_identity() -> anyhow::Result<Arc<Identity>> {
+    crate::devnet::simulated_identity(None, "")
+}
+
+/// What a dishonest proxy does with each request a client node sends it.
+pub trait Script: Send + Sync + 'static {
+    /// The answer the client node gets for `body`; `upstream` is the relay's
+    /// connection to the honest proxy, as the client. By default: forwarded
+    /// unchanged, both ways.
+    fn serve(&self, body: RequestBody, upstream: Connection) -> BoxStream<'static, Event> {
+        forward(upstream, body)
+    }
+}
+
+/// An honest relay: everything forwarded unchanged.
+pub struct Honest;
+impl Script for Honest {}
+
+/// Send `body` upstream and stream its answer back.
+pub fn forward(upstream: Connection, body: RequestBody) -> BoxStream<'static, Event> {
+    stream::once(async move {
+        match upstream.request(body).await {
+            Ok(answer) => answer.boxed(),
+            Err(e) => stream::iter([Event::Error(WireError::new(
+                ErrorKind::Upstream,
+                e.to_string(),
+            ))])
+            .boxed(),
+        }
+    })
+    .flatten()
+    .boxed()
+}
+
+/// The whole answer to `body` from upstream, collected.
+pub async fn ask_all(upstream: &Connection, body: RequestBody) -> Vec<Event> {
+    forward(upstream.clone(), body).collect().await
+}
+
+/// A dishonest proxy in front of an honest one.
+pub struct RelayProxy {
+    /// Where client nodes dial it, and the key they pin.
+    pub endpoint: ProxyEndpoint,
+    accept: JoinHandle<()>,
+    upstream: Connection,
+}
+
+impl RelayProxy {
+    /// Listen on a loopback port as `identity` (a key and evidence of the
+    /// relay's own), admitting client nodes with `client`'s key, and pass
+    /// their requests through `script` to the proxy at `upstream`, dialled
+    /// as `client`.
+    pub async fn start(
+        identity: Arc<Identity>,
+        client: Arc<Identity>,
+        upstream: &ProxyEndpoint,
+        script: Arc<dyn Script>,
+    ) -> anyhow::Result<RelayProxy> {
+        let settings = DialSettings {
+            tls: tls::client_config(
+                client.clone(),
+                Arc::new(PinnedKeys::new([upstream.fingerprint])),
+            )?,
+            hello: Hello {
+                role: Role::Client,
+                software: "relay".into(),
+            },
+            handler: Arc::new(Nothing),
+            mux: MuxOptions::default(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            handshake_timeout: HANDSHAKE,
+            max_backoff: Duration::from_secs(1),
+        };
+        let upstream = dial_once(upstream, &settings)
+            .await
+            .context("the relay dialling the honest proxy")?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(
+            identity.clone(),
+            Arc::new(PinnedKeys::new([client.fingerprint()])),
+        )?);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address: SocketAddr = listener.local_addr()?;
+        let handler: Arc<dyn Handler> = Arc::new(Relay {
+            script,
+            upstream: upstream.clone(),
+        });
+        let accept = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, handler) = (acceptor.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let Ok((tls, key)) = tls::accept(tcp, &acceptor, HANDSHAKE).await else {
+                        return;
+                    };
+                    let ours = Hello {
+                        role: Role::Proxy,
+                        software: "relay".into(),
+                    };
+                    let Ok((framed, peer)) =
+                        handshake(tls, &ours, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE).await
+                    else {
+                        return;
+                    };
+                    let conn =
+                        Connection::spawn(framed, peer, Some(key), handler, MuxOptions::default());
+                    conn.closed().await;
+                });
+            }
+        });
+        Ok(RelayProxy {
+            endpoint: ProxyEndpoint {
+                address: address.to_string(),
+                fingerprint: identity.fingerprint(),
+            },
+            accept,
+            upstream,
+        })
+    }
+
+    /// The relay's own connection to the honest proxy.
+    pub fn upstream(&self) -> &Connection {
+        &self.upstream
+    }
+}
+
+impl Drop for RelayProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.upstream.close("relay stopped");
+    }
+}
+
+struct Relay {
+    script: Arc<dyn Script>,
+    upstream: Connection,
+}
+
+impl Handler for Relay {
+    fn serve(&self, _: &Connection, body: RequestBody) -> BoxStream<'static, Event> {
+        self.script.serve(body, self.upstream.clone())
+    }
+}
+
+/// The relay serves nothing to the honest proxy.
+struct Nothing;
+impl Handler for Nothing {
+    fn serve(&self, _: &Connection, _: RequestBody) -> BoxStream<'static, Event> {
+        stream::empty().boxed()
+    }
+}
