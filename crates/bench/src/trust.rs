@@ -157,8 +157,8 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
     let mut chunks = Vec::new();
     for _ in 0..iterations {
         let start = Instant::now();
-        let chunk = sealer.seal(" token");
-        std::hint::black_box(opener.open(&chunk)?);
+        let chunk = sealer.seal(" token", 1);
+        std::hint::black_box(opener.open(&chunk, 1)?);
         chunks.push(start.elapsed());
     }
     print("answer chunk seal + open", &mut chunks);

@@ -211,7 +211,7 @@ impl Unsealer {
     /// The event as the API sees it: text opened, receipts verified.
     pub fn open(&mut self, event: Event) -> Event {
         match event {
-            Event::Sealed { ciphertext, tokens } => match self.opener.open(&ciphertext) {
+            Event::Sealed { ciphertext, tokens } => match self.opener.open(&ciphertext, tokens) {
                 Ok(text) => Event::Delta { text, tokens },
                 Err(e) => tampered(format!("{e}")),
             },
@@ -234,6 +234,17 @@ impl Unsealer {
             .iter()
             .find(|(worker, _, _)| *worker == r.worker)
             .ok_or("signed by a worker the request was not sealed to")?;
+        // The answer opened under one recipient's key: only that recipient
+        // may receipt it (a proxy cannot pass one worker's answer off under
+        // another's receipt).
+        if let Some(answered) = self.opener.worker() {
+            if *answered != r.worker {
+                return Err(format!(
+                    "signed by {}, but the answer was sealed by {answered}",
+                    r.worker
+                ));
+            }
+        }
         if r.price_coefficient != *listed_price {
             return Err(format!(
                 "the receipt states price coefficient {}, the worker was listed at {listed_price}",
@@ -349,7 +360,7 @@ mod tests {
     #[test]
     fn sealed_chunks_open_and_a_good_receipt_passes() {
         let mut s = setup();
-        let chunk = s.sealer.seal("Hello");
+        let chunk = s.sealer.seal("Hello", 1);
         match s.unsealer.open(Event::Sealed {
             ciphertext: chunk,
             tokens: 1,
@@ -369,8 +380,8 @@ mod tests {
     #[test]
     fn a_truncated_answer_is_refused() {
         let mut s = setup();
-        let first = s.sealer.seal("Hello");
-        let _dropped = s.sealer.seal(" world");
+        let first = s.sealer.seal("Hello", 1);
+        let _dropped = s.sealer.seal(" world", 1);
         assert!(matches!(
             s.unsealer.open(Event::Sealed {
                 ciphertext: first,
@@ -400,7 +411,7 @@ mod tests {
     #[test]
     fn tampered_plaintext_or_wrongly_receipted_answers_are_refused() {
         let mut s = setup();
-        let mut chunk = s.sealer.seal("Hello");
+        let mut chunk = s.sealer.seal("Hello", 1);
         chunk[0] ^= 1;
         assert!(is_refused(&s.unsealer.open(Event::Sealed {
             ciphertext: chunk,
@@ -436,6 +447,74 @@ mod tests {
         ] {
             assert!(is_refused(&s.unsealer.open(event)));
         }
+    }
+
+    /// A proxy that sent a request to both recipients cannot receipt one
+    /// worker's answer with the other's signature.
+    #[test]
+    fn only_the_worker_whose_key_opened_the_answer_may_receipt_it() {
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let (key_a, key_b) = (SealingKey::generate(), SealingKey::generate());
+        let request = GenerateRequest {
+            model: "m".into(),
+            input: Input::Prompt("p".into()),
+            params: SamplingParams::default(),
+        };
+        let (sealed, opener) = cocoon_protocol::sealed::seal(
+            &request,
+            &[
+                (a.fingerprint(), key_a.public()),
+                (b.fingerprint(), key_b.public()),
+            ],
+            0,
+        )
+        .unwrap();
+        let (_, mut sealer_a) = key_a.open(&a.fingerprint(), &sealed).unwrap();
+        let mut unsealer = Unsealer {
+            opener,
+            header: sealed.header.clone(),
+            recipients: vec![
+                (a.fingerprint(), a.spki().to_vec(), 1000),
+                (b.fingerprint(), b.spki().to_vec(), 1000),
+            ],
+        };
+        let chunk = sealer_a.seal("Hi", 1);
+        assert!(matches!(
+            unsealer.open(Event::Sealed {
+                ciphertext: chunk,
+                tokens: 1
+            }),
+            Event::Delta { .. }
+        ));
+        let usage = Usage {
+            completion_tokens: 1,
+            ..Usage::default()
+        };
+        let receipt = |worker: &Identity, chunks: u64| {
+            Event::Done(Done {
+                finish_reason: FinishReason::Stop,
+                usage,
+                receipt: Some(SignedReceipt::sign(
+                    Receipt {
+                        price_coefficient: 1000,
+                        request_id: sealed.header.request_id,
+                        model: "m".into(),
+                        model_sha256: None,
+                        usage,
+                        finish_reason: FinishReason::Stop,
+                        chunks,
+                        worker: worker.fingerprint(),
+                        issued_at_ms: 0,
+                    },
+                    worker,
+                )),
+            })
+        };
+        match unsealer.open(receipt(&b, 1)) {
+            Event::Error(e) => assert!(e.message.contains("sealed by"), "{}", e.message),
+            other => panic!("B's receipt passed for A's answer: {other:?}"),
+        }
+        assert!(matches!(unsealer.open(receipt(&a, 1)), Event::Done(_)));
     }
 
     #[test]

@@ -11,9 +11,16 @@
 //! the sampling parameters and every generated chunk are not readable outside
 //! the client node and the enclave.
 //!
-//! Answers come back chunk by chunk under a key derived from the content key,
-//! with the chunk's position as the nonce: a dropped, reordered, replayed or
-//! injected chunk fails to open.
+//! Answers come back chunk by chunk under an answer key of the worker's own:
+//! exported from the HPKE context of that worker's recipient entry (RFC 9180
+//! secret export), so every recipient of every seal has an independent key,
+//! and a proxy that forwards one request to several recipients gets answers
+//! under unrelated keys (no XOR of two answers, no reusable MAC key). The
+//! chunk's position is the nonce, and the AAD carries the request id, the
+//! position and the chunk's token count: a dropped, reordered, replayed,
+//! injected or recounted chunk fails to open. The client node's opener
+//! locks onto the one recipient whose key opens the first chunk; no chunk
+//! under another recipient's key opens after that.
 
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
@@ -29,7 +36,10 @@ type Kdf = hpke::kdf::HkdfSha256;
 type HpkeAead = hpke::aead::ChaCha20Poly1305;
 
 /// HPKE `info` and the prefix of every AAD: the version of this scheme.
-const SCHEME: &[u8] = b"cocoon/seal/v1";
+const SCHEME: &[u8] = b"cocoon/seal/v2";
+/// HPKE exporter context of a recipient's answer key (followed by the
+/// recipient's fingerprint, so the key is bound to the worker it is for).
+const ANSWER_EXPORT: &[u8] = b"cocoon/seal/v2/answer";
 
 /// What the proxy may read of a sealed request; authenticated, not secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,7 +175,7 @@ impl SealingKey {
             .try_into()
             .map_err(|_| SealError::Malformed("content key length".into()))?;
         let mut plain = request.ciphertext.clone();
-        let opened = derive(content_key, b"cocoon/seal/v1/request")
+        let opened = derive(content_key, b"cocoon/seal/v2/request")
             .open_in_place(
                 Nonce::assume_unique_for_key([0; 12]),
                 Aad::from(&aad),
@@ -183,7 +193,10 @@ impl SealingKey {
             input: body.input,
             params: body.params,
         };
-        let sealer = ReplySealer(ChunkKey::new(content_key, request.header.request_id));
+        let sealer = ReplySealer(ChunkKey::new(
+            answer_key(|info, out| ctx.export(info, out), me)?,
+            request.header.request_id,
+        ));
         Ok((generate, sealer))
     }
 }
@@ -210,6 +223,7 @@ pub fn seal(
     let mut content_key = Zeroizing::new([0u8; 32]);
     fill_random(content_key.as_mut_slice());
     let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
+    let mut answer_keys = Vec::with_capacity(recipients.len());
     let sealed_to = recipients
         .iter()
         .map(|(worker, key)| {
@@ -221,6 +235,13 @@ pub fn seal(
             let sealed_key = ctx
                 .seal(content_key.as_slice(), &aad)
                 .map_err(|e| SealError::Malformed(e.to_string()))?;
+            answer_keys.push((
+                *worker,
+                ChunkKey::new(
+                    answer_key(|info, out| ctx.export(info, out), worker)?,
+                    request_id,
+                ),
+            ));
             Ok(Recipient {
                 worker: *worker,
                 enc: enc.to_bytes().to_vec(),
@@ -235,7 +256,7 @@ pub fn seal(
     let mut ciphertext = Zeroizing::new(
         postcard::to_allocvec(&body).map_err(|e| SealError::Malformed(e.to_string()))?,
     );
-    derive(&content_key, b"cocoon/seal/v1/request")
+    derive(&content_key, b"cocoon/seal/v2/request")
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key([0; 12]),
             Aad::from(&aad),
@@ -249,7 +270,12 @@ pub fn seal(
         sort: crate::Sort::default(),
         affinity: false,
     };
-    Ok((sealed, ReplyOpener(ChunkKey::new(&content_key, request_id))))
+    let opener = ReplyOpener {
+        candidates: answer_keys,
+        chosen: None,
+        request_id,
+    };
+    Ok((sealed, opener))
 }
 
 /// The worker's side of an answer: seals each chunk in order.
@@ -262,9 +288,11 @@ impl std::fmt::Debug for ReplySealer {
 }
 
 impl ReplySealer {
-    pub fn seal(&mut self, text: &str) -> Vec<u8> {
+    /// Seal the next chunk: `text`, worth `tokens` tokens (authenticated,
+    /// so the count the proxy sees beside it cannot be changed).
+    pub fn seal(&mut self, text: &str, tokens: u32) -> Vec<u8> {
         let mut buf = text.as_bytes().to_vec();
-        let (nonce, aad) = self.0.next();
+        let (nonce, aad) = self.0.next(tokens);
         self.0
             .key
             .seal_in_place_append_tag(nonce, Aad::from(aad), &mut buf)
@@ -283,8 +311,15 @@ impl ReplySealer {
     }
 }
 
-/// The client node's side of an answer: opens each chunk, in order.
-pub struct ReplyOpener(ChunkKey);
+/// The client node's side of an answer: opens each chunk, in order, under
+/// the answer key of the one recipient that answers.
+pub struct ReplyOpener {
+    /// Each recipient and its answer key.
+    candidates: Vec<(Fingerprint, ChunkKey)>,
+    /// The recipient whose key opened the first chunk.
+    chosen: Option<usize>,
+    request_id: [u8; 16],
+}
 
 impl std::fmt::Debug for ReplyOpener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -293,27 +328,42 @@ impl std::fmt::Debug for ReplyOpener {
 }
 
 impl ReplyOpener {
-    pub fn open(&mut self, sealed: &[u8]) -> Result<String, SealError> {
-        let mut buf = sealed.to_vec();
-        let (nonce, aad) = self.0.next();
-        let plain = self
-            .0
-            .key
-            .open_in_place(nonce, Aad::from(aad), &mut buf)
-            .map_err(|_| SealError::BadChunk)?;
-        let len = plain.len();
-        buf.truncate(len);
-        String::from_utf8(buf).map_err(|_| SealError::NotUtf8)
+    /// Open the next chunk, said to be worth `tokens` tokens. The first chunk
+    /// decides which recipient is answering; every later one must be under
+    /// that recipient's key.
+    pub fn open(&mut self, sealed: &[u8], tokens: u32) -> Result<String, SealError> {
+        let indices: Vec<usize> = match self.chosen {
+            Some(i) => vec![i],
+            None => (0..self.candidates.len()).collect(),
+        };
+        for i in indices {
+            let key = &mut self.candidates[i].1;
+            let mut buf = sealed.to_vec();
+            let (nonce, aad) = key.peek(tokens);
+            if let Ok(plain) = key.key.open_in_place(nonce, Aad::from(aad), &mut buf) {
+                let len = plain.len();
+                buf.truncate(len);
+                key.next += 1;
+                self.chosen = Some(i);
+                return String::from_utf8(buf).map_err(|_| SealError::NotUtf8);
+            }
+        }
+        Err(SealError::BadChunk)
+    }
+
+    /// The worker whose key opened the answer (none before its first chunk).
+    pub fn worker(&self) -> Option<&Fingerprint> {
+        self.chosen.map(|i| &self.candidates[i].0)
     }
 
     /// The request id this answer belongs to.
     pub fn request_id(&self) -> [u8; 16] {
-        self.0.request_id
+        self.request_id
     }
 
     /// Chunks opened so far.
     pub fn chunks(&self) -> u64 {
-        self.0.next
+        self.chosen.map_or(0, |i| self.candidates[i].1.next)
     }
 }
 
@@ -325,23 +375,46 @@ struct ChunkKey {
 }
 
 impl ChunkKey {
-    fn new(content_key: &[u8; 32], request_id: [u8; 16]) -> Self {
+    fn new(key: Zeroizing<[u8; 32]>, request_id: [u8; 16]) -> Self {
         Self {
-            key: derive(content_key, b"cocoon/seal/v1/answer"),
+            key: LessSafeKey::new(
+                UnboundKey::new(&CHACHA20_POLY1305, key.as_slice())
+                    .expect("32 bytes is a ChaCha20-Poly1305 key"),
+            ),
             request_id,
             next: 0,
         }
     }
 
-    fn next(&mut self) -> (Nonce, [u8; 24]) {
+    /// Nonce and AAD of the next chunk, worth `tokens` tokens.
+    fn peek(&self, tokens: u32) -> (Nonce, [u8; 28]) {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&self.next.to_be_bytes());
-        let mut aad = [0u8; 24];
+        let mut aad = [0u8; 28];
         aad[..16].copy_from_slice(&self.request_id);
-        aad[16..].copy_from_slice(&self.next.to_be_bytes());
-        self.next += 1;
+        aad[16..24].copy_from_slice(&self.next.to_be_bytes());
+        aad[24..].copy_from_slice(&tokens.to_be_bytes());
         (Nonce::assume_unique_for_key(nonce), aad)
     }
+
+    fn next(&mut self, tokens: u32) -> (Nonce, [u8; 28]) {
+        let out = self.peek(tokens);
+        self.next += 1;
+        out
+    }
+}
+
+/// A recipient's answer key, exported from its HPKE context and bound to
+/// its fingerprint.
+fn answer_key(
+    export: impl FnOnce(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>,
+    worker: &Fingerprint,
+) -> Result<Zeroizing<[u8; 32]>, SealError> {
+    let info = [ANSWER_EXPORT, worker.0.as_slice()].concat();
+    let mut key = Zeroizing::new([0u8; 32]);
+    export(&info, key.as_mut_slice())
+        .map_err(|_| SealError::Malformed("exporting the answer key".into()))?;
+    Ok(key)
 }
 
 fn aad(header: &SealHeader) -> Vec<u8> {

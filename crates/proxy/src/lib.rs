@@ -29,6 +29,7 @@ mod config;
 mod node;
 mod receipts;
 mod registry;
+mod request_ids;
 mod server;
 mod settlement;
 mod status;
@@ -39,6 +40,7 @@ pub use config::{signer_of, ConfigError, Inspector, ProxyConfig, ProxySettings, 
 pub use node::{ProxyListeners, ProxyNode};
 pub use receipts::ReceiptLog;
 pub use registry::{OfferStats, QueueSettings, Registry, PROBATION};
+pub use request_ids::RequestIds;
 pub use server::{run, start, ProxyHandle};
 pub use settlement::{Round, Settlement, SettlementError, Totals};
 pub use status::ProxyStatus;

@@ -18,7 +18,7 @@ use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 
-use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry, Settlement};
+use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry, RequestIds, Settlement};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,6 +100,7 @@ pub fn start(
         settings,
         registry,
         receipts,
+        forwarded: Arc::default(),
         settlement,
         metrics,
         next_worker: AtomicU64::new(1),
@@ -135,6 +136,8 @@ struct Shared {
     settings: ProxySettings,
     registry: Arc<Registry>,
     receipts: Arc<ReceiptLog>,
+    /// Every client connection's sealed requests, by id: each goes once.
+    forwarded: Arc<RequestIds>,
     settlement: Option<Arc<Settlement>>,
     metrics: Arc<cocoon_metrics::Metrics>,
     next_worker: AtomicU64,
@@ -164,6 +167,7 @@ impl Shared {
             Role::Client if self.settings.allowed_clients.contains(&key) => Arc::new(ClientSide {
                 registry: self.registry.clone(),
                 receipts: self.receipts.clone(),
+                forwarded: self.forwarded.clone(),
                 settlement: self.settlement.clone(),
                 client: key,
                 inspect: self.settings.inspect.clone(),
@@ -208,6 +212,7 @@ impl Shared {
 struct ClientSide {
     registry: Arc<Registry>,
     receipts: Arc<ReceiptLog>,
+    forwarded: Arc<RequestIds>,
     settlement: Option<Arc<Settlement>>,
     /// The client node's identity (who pays).
     client: Fingerprint,
@@ -230,6 +235,13 @@ impl Handler for ClientSide {
                 stream::iter([answer]).boxed()
             }
             RequestBody::Generate(request) => {
+                if !self.forwarded.first_time(request.header.request_id) {
+                    return stream::iter([Event::Error(WireError::new(
+                        ErrorKind::InvalidRequest,
+                        "this sealed request was forwarded already; a request id is answered and billed once",
+                    ))])
+                    .boxed();
+                }
                 let timer = self.metrics.request(&request.header.model);
                 cocoon_metrics::metered(timer, self.forward(request))
             }

@@ -205,7 +205,7 @@ impl Answer {
                             .tokens_generated
                             .fetch_add(tokens as u64, Ordering::SeqCst);
                         Event::Sealed {
-                            ciphertext: sealer.seal(&text),
+                            ciphertext: sealer.seal(&text, tokens),
                             tokens,
                         }
                     }

@@ -4,11 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use cocoon_devnet::adversary::{forward, simulated_identity, RelayProxy, Script};
+use cocoon_devnet::adversary::{ask_all, forward, simulated_identity, RelayProxy, Script};
 use cocoon_devnet::kit::*;
 use cocoon_protocol::sealed::SealingKey;
 use cocoon_protocol::{Connection, Event, RequestBody};
-use futures::stream::BoxStream;
+use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -120,5 +120,70 @@ async fn a_proxy_listing_its_own_key_as_a_workers_reads_nothing_from_a_verifying
     let read = script.read.lock().unwrap().clone();
     assert!(read.iter().any(|p| p.contains(SECRET)), "{read:?}");
     unverified.stop().await;
+    net.shutdown().await;
+}
+
+/// Sends each sealed request to its first recipient alone, then to its
+/// second alone (same request id), to get two answers to one request.
+#[derive(Default)]
+struct SendToBoth {
+    second: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Script for SendToBoth {
+    fn serve(&self, body: RequestBody, upstream: Connection) -> BoxStream<'static, Event> {
+        match body {
+            RequestBody::Generate(sealed) if sealed.recipients.len() >= 2 => {
+                let mut to_first = sealed.clone();
+                to_first.recipients.truncate(1);
+                let mut to_second = sealed;
+                to_second.recipients.remove(0);
+                to_second.recipients.truncate(1);
+                let second = self.second.clone();
+                stream::once(async move {
+                    let first = ask_all(&upstream, RequestBody::Generate(to_first)).await;
+                    let other = ask_all(&upstream, RequestBody::Generate(to_second)).await;
+                    second.lock().unwrap().extend(other);
+                    stream::iter(first)
+                })
+                .flatten()
+                .boxed()
+            }
+            other => forward(upstream, other),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_cannot_get_a_second_answer_to_one_sealed_request() {
+    let net =
+        devnet_with(|o| o.more_workers = vec![(slow_engine(0, 4), o.price_coefficient)]).await;
+    let script = Arc::new(SendToBoth::default());
+    let relay = RelayProxy::start(
+        simulated_identity().unwrap(),
+        net.client_identity.clone(),
+        net.proxy_endpoint(),
+        script.clone(),
+    )
+    .await
+    .unwrap();
+    let client = net
+        .client_through(vec![relay.endpoint.clone()], net.peer_check.clone())
+        .await
+        .unwrap();
+    let url = format!("{}/chat/completions", client.api_url());
+    let (status, body) = post(&url, &chat_body(SECRET, json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    // The request was sealed to both workers, and the relay sent it to the
+    // second as well: the honest proxy refused it (no second answer under
+    // any key, nothing billed twice).
+    let second = script.second.lock().unwrap().clone();
+    assert_eq!(second.len(), 1, "{second:?}");
+    match &second[0] {
+        Event::Error(e) => assert!(e.message.contains("forwarded already"), "{e:?}"),
+        other => panic!("a second answer to one request: {other:?}"),
+    }
+    assert_eq!(net.proxy().receipts.recent().len(), 1);
+    client.stop().await;
     net.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! End-to-end sealing through a real devnet on loopback (simulated TEEs, RA-TLS
 //! on every hop): the proxy forwards only ciphertext, the app gets the answer
-//! and a usage receipt its client node verified, and the worker refuses sealed
-//! requests that are replayed, altered, or sealed to another key.
+//! and a usage receipt its client node verified; the proxy forwards a request
+//! id once, and the worker refuses sealed requests that are altered, stale,
+//! or sealed to another key.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,13 +153,14 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
         .expect("the proxy forwarded a sealed request");
     let conn = raw_client(&net).await;
 
-    // Replayed as is: the worker has served this request id.
+    // Replayed as is: the proxy forwards a request id once (the worker
+    // would refuse it as replayed too; its replay window is unit-tested).
     let message = error_message(first_event(&conn, RequestBody::Generate(captured.clone())).await);
-    assert!(message.contains("replayed"), "{message}");
+    assert!(message.contains("forwarded already"), "{message}");
 
-    // Altered header (a later time, to pass as new): it no longer opens.
+    // Altered header (another id, to pass as new): it no longer opens.
     let mut altered = captured.clone();
-    altered.header.sent_at_ms += 1;
+    altered.header.request_id[0] ^= 1;
     let message = error_message(first_event(&conn, RequestBody::Generate(altered)).await);
     assert!(message.contains("does not open"), "{message}");
 
@@ -226,7 +228,7 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
         .stats()
         .refused_sealed
         .load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(refused, 4);
+    assert_eq!(refused, 3);
     // Nothing refused was charged: one receipt, for the one real request.
     assert_eq!(net.proxy().receipts.recent().len(), 1);
     net.shutdown().await;

@@ -50,9 +50,49 @@ fn each_candidate_opens_the_same_request_and_the_answer_round_trips() {
     let (_, mut sealer) = workers[1].key.open(&workers[1].id, &sealed).unwrap();
     assert_eq!(sealer.request_id(), opener.request_id());
     for text in ["Hello", ", ", "wörld ✓", ""] {
-        let chunk = sealer.seal(text);
-        assert_eq!(opener.open(&chunk).unwrap(), text);
+        let chunk = sealer.seal(text, 1);
+        assert_eq!(opener.open(&chunk, 1).unwrap(), text);
     }
+    assert_eq!(opener.worker(), Some(&workers[1].id));
+    assert_eq!(opener.chunks(), 4);
+}
+
+/// The attack: a proxy forwards one sealed request to two of its
+/// recipients. Under one shared answer key (scheme v1) the two answers were
+/// encrypted with the same keystream (identical answers gave identical
+/// ciphertexts, different ones their XOR) and the same one-time MAC keys,
+/// so chunks of one answer opened in the other. Now each recipient answers
+/// under a key of its own.
+#[test]
+fn two_recipients_of_one_request_answer_under_unrelated_keys() {
+    let (a, b) = (worker(), worker());
+    let to = [(a.id, a.key.public()), (b.id, b.key.public())];
+    let (sealed, mut opener) = seal(&request(), &to, 0).unwrap();
+    let (_, mut sealer_a) = a.key.open(&a.id, &sealed).unwrap();
+    let (_, mut sealer_b) = b.key.open(&b.id, &sealed).unwrap();
+    let text = "the same answer from both workers";
+    let (chunk_a, chunk_b) = (sealer_a.seal(text, 3), sealer_b.seal(text, 3));
+    assert_ne!(chunk_a, chunk_b, "two recipients share a keystream");
+    let xor: Vec<u8> = chunk_a.iter().zip(&chunk_b).map(|(x, y)| x ^ y).collect();
+    assert!(xor[..text.len()].iter().any(|&x| x != 0));
+    // The client node opens A's first chunk and is then bound to A: B's
+    // chunks, valid under B's key, are refused in A's answer.
+    assert_eq!(opener.open(&chunk_a, 3).unwrap(), text);
+    assert_eq!(opener.worker(), Some(&a.id));
+    let second_b = sealer_b.seal(" more", 1);
+    assert_eq!(opener.open(&second_b, 1), Err(SealError::BadChunk));
+    assert_eq!(opener.open(&sealer_a.seal(" more", 1), 1).unwrap(), " more");
+}
+
+#[test]
+fn a_chunks_token_count_is_authenticated() {
+    let w = worker();
+    let (sealed, mut opener) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
+    let (_, mut sealer) = w.key.open(&w.id, &sealed).unwrap();
+    let chunk = sealer.seal("four token text", 4);
+    // A proxy that rewrites the count in clear beside the chunk: refused.
+    assert_eq!(opener.open(&chunk, 40), Err(SealError::BadChunk));
+    assert_eq!(opener.open(&chunk, 4).unwrap(), "four token text");
 }
 
 #[test]
@@ -120,13 +160,13 @@ fn answer_chunks_belong_to_one_request() {
     let to = [(w.id, w.key.public())];
     let (sealed, _) = seal(&request(), &to, 0).unwrap();
     let (_, mut sealer) = w.key.open(&w.id, &sealed).unwrap();
-    let chunk = sealer.seal("one");
+    let chunk = sealer.seal("one", 1);
     // Moved into another request's answer: refused.
     let (_, mut other_opener) = seal(&request(), &to, 0).unwrap();
-    assert_eq!(other_opener.open(&chunk), Err(SealError::BadChunk));
+    assert_eq!(other_opener.open(&chunk, 1), Err(SealError::BadChunk));
     // Injected plaintext: refused.
     let (_, mut own) = seal(&request(), &to, 0).unwrap();
-    assert_eq!(own.open(b"plaintext injected"), Err(SealError::BadChunk));
+    assert_eq!(own.open(b"plaintext injected", 1), Err(SealError::BadChunk));
 }
 
 #[test]
@@ -134,17 +174,17 @@ fn chunk_order_is_enforced() {
     let w = worker();
     let (sealed, mut opener) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
     let (_, mut sealer) = w.key.open(&w.id, &sealed).unwrap();
-    let _first = sealer.seal("first");
-    let second = sealer.seal("second");
+    let _first = sealer.seal("first", 1);
+    let second = sealer.seal("second", 1);
     // Second before first: refused; and a dropped chunk makes every later one fail.
-    assert_eq!(opener.open(&second), Err(SealError::BadChunk));
+    assert_eq!(opener.open(&second, 1), Err(SealError::BadChunk));
     let (sealed2, mut opener2) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
     let (_, mut sealer2) = w.key.open(&w.id, &sealed2).unwrap();
-    let a = sealer2.seal("a");
-    let _b = sealer2.seal("b");
-    let c = sealer2.seal("c");
-    assert_eq!(opener2.open(&a).unwrap(), "a");
-    assert_eq!(opener2.open(&c), Err(SealError::BadChunk));
+    let a = sealer2.seal("a", 1);
+    let _b = sealer2.seal("b", 1);
+    let c = sealer2.seal("c", 1);
+    assert_eq!(opener2.open(&a, 1).unwrap(), "a");
+    assert_eq!(opener2.open(&c, 1), Err(SealError::BadChunk));
 }
 
 #[test]
@@ -156,6 +196,45 @@ fn max_tokens_in_body_and_header_must_agree() {
     assert_eq!(sealed.header.max_tokens, None);
     w.key.open(&w.id, &sealed).unwrap();
     assert_eq!(seal(&req, &[], 0).err(), Some(SealError::NoRecipients));
+}
+
+proptest! {
+    // Each case runs up to 15 HPKE seals and opens (slow in debug builds).
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// No (key, nonce) pair repeats across recipients, requests or reseals:
+    /// every recipient of every seal answers under a key of its own, so the
+    /// first chunk of any one answer opens under no other answer's key.
+    #[test]
+    fn answer_keys_never_repeat_across_recipients_and_seals(seals in 2usize..6, recipients in 1usize..4) {
+        let workers: Vec<Worker> = (0..recipients).map(|_| worker()).collect();
+        let to: Vec<_> = workers.iter().map(|w| (w.id, w.key.public())).collect();
+        let mut first_chunks = Vec::new();
+        let mut openers = Vec::new();
+        for _ in 0..seals {
+            let (sealed, opener) = seal(&request(), &to, 0).unwrap();
+            for w in &workers {
+                let (_, mut sealer) = w.key.open(&w.id, &sealed).unwrap();
+                first_chunks.push(sealer.seal("same text", 1));
+            }
+            openers.push(opener);
+        }
+        // Same plaintext at the same position: the keystream parts (the
+        // ciphertext without its tag) differ only if the keys do.
+        let streams: std::collections::HashSet<&[u8]> =
+            first_chunks.iter().map(|c| &c[..c.len() - 16]).collect();
+        prop_assert_eq!(streams.len(), first_chunks.len());
+        // Each seal's opener opens none of the other seals' chunks (a failed
+        // open leaves it as it was), then its own.
+        for (i, opener) in openers.iter_mut().enumerate() {
+            for (j, chunk) in first_chunks.iter().enumerate() {
+                if j / recipients != i {
+                    prop_assert!(opener.open(chunk, 1).is_err());
+                }
+            }
+            prop_assert!(opener.open(&first_chunks[i * recipients], 1).is_ok());
+        }
+    }
 }
 
 proptest! {
@@ -175,6 +254,6 @@ proptest! {
     fn arbitrary_chunks_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let w = worker();
         let (_, mut opener) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
-        prop_assert!(opener.open(&bytes).is_err());
+        prop_assert!(opener.open(&bytes, 1).is_err());
     }
 }
