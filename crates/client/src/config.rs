@@ -11,7 +11,7 @@ pub use cocoon_protocol::ConfigError;
 use cocoon_protocol::{AttestationConfig, MuxOptions, Profile, ProxyEndpoint};
 use serde::Deserialize;
 
-use crate::ApiSettings;
+use crate::{ApiSettings, BrowserPolicy};
 
 /// `client.toml`. See `config/client.example.toml` for every key with comments.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -33,6 +33,16 @@ pub struct ClientConfig {
     /// `Authorization: Bearer KEY`. Unset: no key is required.
     #[serde(default)]
     pub api_keys_env: Option<String>,
+    /// Names (besides IP literals and `localhost`) browsers may reach the
+    /// API by, e.g. `["cocoon.internal"]`; any other `Host` is refused (DNS
+    /// rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (besides the node's own playground) whose pages may call
+    /// the API, e.g. `["https://app.example"]`; requests from other pages
+    /// are refused (CSRF).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     #[serde(default = "default_max_concurrent")]
@@ -314,6 +324,8 @@ impl ClientConfig {
             proxies,
             registry: None,
             api_keys_env: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
             max_body_bytes: default_max_body(),
             max_concurrent_requests: default_max_concurrent(),
             first_token_timeout_secs: default_first_token(),
@@ -375,6 +387,26 @@ impl ClientConfig {
         ConfigError::check_range("idle_timeout_secs", self.idle_timeout_secs, 1, 3600)?;
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         ConfigError::check_range("connect_timeout_secs", self.connect_timeout_secs, 1, 300)?;
+        if self.profile == Profile::Production
+            && !self.listen.ip().is_loopback()
+            && self.api_keys_env.is_none()
+        {
+            return Err(ConfigError::new(
+                "api_keys_env",
+                format!(
+                    "required when listen ({}) is not a loopback address under profile = \"production\": anyone who reaches the API spends this node's TON",
+                    self.listen
+                ),
+            ));
+        }
+        for origin in &self.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "allowed_origins",
+                    format!("{origin:?} is not a web origin (scheme://host[:port])"),
+                ));
+            }
+        }
         if let Some(var) = &self.api_keys_env {
             match std::env::var(var) {
                 Ok(v) if v.split(',').any(|k| !k.trim().is_empty()) => {}
@@ -423,6 +455,10 @@ impl ClientConfig {
                 max_concurrent_requests: self.max_concurrent_requests,
                 first_token_timeout: Duration::from_secs(self.first_token_timeout_secs),
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                browser: BrowserPolicy {
+                    allowed_hosts: self.allowed_hosts,
+                    allowed_origins: self.allowed_origins,
+                },
                 ..ApiSettings::default()
             },
             mux: MuxOptions::from_keepalive(self.keepalive_secs)
@@ -505,6 +541,15 @@ fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000
                 "api_keys_env",
             ),
             (format!("lisen = \"x\"\n{GOOD}"), "lisen"),
+            // Reachable from the network with no key: anyone spends its TON.
+            (
+                GOOD.replace("127.0.0.1:8080", "0.0.0.0:8080"),
+                "api_keys_env",
+            ),
+            (
+                format!("allowed_origins = [\"app.example\"]\n{GOOD}"),
+                "allowed_origins",
+            ),
             (
                 format!("connect_timeout_secs = 0\n{GOOD}"),
                 "connect_timeout_secs",

@@ -36,7 +36,7 @@ mod node;
 mod pool;
 mod sealing;
 
-pub use api::{check_request, router, serve, ApiSettings};
+pub use api::{check_request, router, serve, ApiSettings, BrowserPolicy};
 pub use backend::Backend;
 pub use billing::Billing;
 pub use config::{BillingConfig, ClientConfig, ClientSettings, ConfigError, RegistrySettings};

@@ -150,3 +150,72 @@ async fn the_pages_show_a_chat_streaming_and_the_nodes_counting_it() {
     page.close().await.unwrap();
     net.shutdown().await;
 }
+
+/// A page served by another site, open in the same browser as the
+/// playground, tries to spend the node's TON with a "simple" cross-origin
+/// POST (text/plain, so no CORS preflight) to the chat API. The DNS
+/// rebinding half (a name of the attacker's resolving to 127.0.0.1, so the
+/// browser sends `Host: evil.example`) is sent over HTTP as such a browser
+/// would send it: the test cannot change the machine's resolver.
+#[tokio::test]
+async fn a_page_from_another_site_cannot_spend_the_nodes_ton() {
+    let net = devnet().await;
+    let api = format!("{}/chat/completions", net.api_url);
+    let body = serde_json::to_string(&chat_body("spend it", serde_json::json!({}))).unwrap();
+    let page_html = format!(
+        r#"<!doctype html><title>cat pictures</title><script>
+        fetch({api:?}, {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}}, body: {body:?}}})
+          .then(() => {{ document.title = "sent"; }}, () => {{ document.title = "failed"; }});
+        </script>"#
+    );
+    let evil = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let evil_url = format!("http://localhost:{}/", evil.local_addr().unwrap().port());
+    let site = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { axum::response::Html(page_html) }),
+    );
+    tokio::spawn(async move { axum::serve(evil, site).await });
+
+    let driver = driver();
+    let page = browser(&driver).await;
+    page.goto(&evil_url).await.unwrap();
+    let started = Instant::now();
+    while page.title().await.unwrap() != "sent" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the page's request never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    page.close().await.unwrap();
+    // The request reached the node and was refused before any worker ran it.
+    let served = net
+        .worker()
+        .stats()
+        .started
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(served, 0, "a cross-site page had the node spend TON");
+
+    // What the browser sent, and a rebound name: 403 in OpenAI's shape.
+    let http = http();
+    for (name, value) in [
+        ("origin", evil_url.trim_end_matches('/').to_string()),
+        ("host", "evil.example".to_string()),
+    ] {
+        let resp = http
+            .post(&api)
+            .header(name, value)
+            .header("content-type", "text/plain")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{name}");
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "forbidden_origin", "{err}");
+    }
+    // An app (no Origin) is served.
+    let (status, _) = post(&api, &chat_body("fine", serde_json::json!({}))).await;
+    assert_eq!(status, 200);
+    net.shutdown().await;
+}

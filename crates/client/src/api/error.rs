@@ -60,6 +60,12 @@ impl ApiError {
         e
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::FORBIDDEN, "invalid_request_error", message);
+        e.code = Some("forbidden_origin".into());
+        e
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message);
         e.code = Some("unknown_url".into());

@@ -3,14 +3,17 @@
 //! * `error`    - [`ApiError`]: every failure as OpenAI's error JSON with its status.
 //! * `validate` - request bodies checked field by field into a `GenerateRequest`.
 //! * `respond`  - running a request on the backend: JSON answers and SSE streams.
+//! * `browser`  - what web pages on the same machine may not do (CSRF, DNS
+//!   rebinding), and constant-time API key checks.
 
+mod browser;
 mod error;
 mod respond;
 mod validate;
 
+pub use browser::BrowserPolicy;
 pub use validate::parse_sort;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +47,8 @@ pub struct ApiSettings {
     pub routing: cocoon_protocol::RoutingPrefs,
     /// Request metrics, served on `/metrics`.
     pub metrics: Arc<cocoon_metrics::Metrics>,
+    /// Hosts and origins browsers may reach the API from.
+    pub browser: BrowserPolicy,
 }
 
 impl Default for ApiSettings {
@@ -57,6 +62,7 @@ impl Default for ApiSettings {
             billing: None,
             routing: cocoon_protocol::RoutingPrefs::default(),
             metrics: Arc::new(cocoon_metrics::Metrics::new("client")),
+            browser: BrowserPolicy::default(),
         }
     }
 }
@@ -64,7 +70,7 @@ impl Default for ApiSettings {
 pub(crate) struct App {
     pub backend: Arc<dyn Backend>,
     pub settings: ApiSettings,
-    pub keys: HashSet<String>,
+    pub keys: Vec<String>,
     pub slots: Arc<Semaphore>,
 }
 
@@ -84,7 +90,7 @@ pub fn check_request(chat: bool, body: &[u8]) -> Result<(), String> {
 pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
     let app = Arc::new(App {
         backend,
-        keys: settings.api_keys.iter().cloned().collect(),
+        keys: settings.api_keys.clone(),
         slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
         settings: settings.clone(),
     });
@@ -110,7 +116,22 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            refuse_other_sites,
+        ))
         .with_state(app)
+}
+
+/// 403 for a request a web page on another site made (see `browser`).
+async fn refuse_other_sites(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    match app.settings.browser.refusal(request.headers()) {
+        None => next.run(request).await,
+        Some(reason) => {
+            tracing::warn!(%reason, "browser request refused");
+            ApiError::forbidden(reason).into_response()
+        }
+    }
 }
 
 /// Serve the API on `listener` until `shutdown` resolves.
@@ -142,7 +163,7 @@ async fn require_key(State(app): State<Arc<App>>, request: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(key) if app.keys.contains(key.trim()) => next.run(request).await,
+        Some(key) if browser::key_matches(&app.keys, key.trim()) => next.run(request).await,
         Some(_) => ApiError::unauthorized("Incorrect API key provided.").into_response(),
         None => ApiError::unauthorized(
             "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
