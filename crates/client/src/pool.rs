@@ -585,6 +585,8 @@ async fn sealed_request(
         let mut unsealer = Unsealer {
             opener,
             header: sealed.header.clone(),
+            request_bytes: sealed.ciphertext.len() as u64,
+            streamed_tokens: 0,
             recipients: chosen
                 .into_iter()
                 .map(|c| (c.worker, c.identity, c.price_coefficient))

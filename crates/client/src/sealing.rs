@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cocoon_protocol::ra_tls::AttestationCheck;
+use cocoon_protocol::receipt::Delivered;
 use cocoon_protocol::sealed::{ReplyOpener, SealHeader};
 use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{
@@ -205,6 +206,11 @@ pub struct Unsealer {
     pub header: SealHeader,
     /// Each recipient: (worker, identity key, listed price coefficient).
     pub recipients: Vec<(Fingerprint, Vec<u8>, u32)>,
+    /// Bytes of the sealed request's ciphertext.
+    pub request_bytes: u64,
+    /// Completion tokens opened so far (the counts authenticated with each
+    /// chunk).
+    pub streamed_tokens: u64,
 }
 
 impl Unsealer {
@@ -212,7 +218,10 @@ impl Unsealer {
     pub fn open(&mut self, event: Event) -> Event {
         match event {
             Event::Sealed { ciphertext, tokens } => match self.opener.open(&ciphertext, tokens) {
-                Ok(text) => Event::Delta { text, tokens },
+                Ok(text) => {
+                    self.streamed_tokens += u64::from(tokens);
+                    Event::Delta { text, tokens }
+                }
                 Err(e) => tampered(format!("{e}")),
             },
             Event::Delta { .. } => {
@@ -259,6 +268,12 @@ impl Unsealer {
                 &done.usage,
             )
             .map_err(|e| e.to_string())?;
+        r.within(&Delivered {
+            max_tokens: self.header.max_tokens,
+            streamed_tokens: self.streamed_tokens,
+            request_bytes: self.request_bytes,
+        })
+        .map_err(|e| e.to_string())?;
         if r.finish_reason != done.finish_reason {
             return Err("the receipt's finish reason differs from the answer's".into());
         }
@@ -313,6 +328,8 @@ mod tests {
             opener,
             header: sealed.header,
             recipients: vec![(worker.fingerprint(), worker.spki().to_vec(), 1000)],
+            request_bytes: sealed.ciphertext.len() as u64,
+            streamed_tokens: 0,
         };
         Setup {
             worker,
@@ -477,6 +494,8 @@ mod tests {
                 (a.fingerprint(), a.spki().to_vec(), 1000),
                 (b.fingerprint(), b.spki().to_vec(), 1000),
             ],
+            request_bytes: sealed.ciphertext.len() as u64,
+            streamed_tokens: 0,
         };
         let chunk = sealer_a.seal("Hi", 1);
         assert!(matches!(

@@ -176,3 +176,53 @@ impl Handler for Nothing {
         stream::empty().boxed()
     }
 }
+
+/// A GPU owner's inference server that lies about usage: an
+/// OpenAI-compatible endpoint (`/v1/chat/completions`, streamed) that answers
+/// `words` words and reports `claimed` completion and prompt tokens. A worker
+/// with the `openai-http` engine pointed at it signs what it reports.
+pub struct LyingEngine {
+    /// Base URL, e.g. `http://127.0.0.1:PORT/v1`.
+    pub base_url: String,
+    task: JoinHandle<()>,
+}
+
+impl LyingEngine {
+    pub async fn start(words: usize, claimed: cocoon_protocol::Usage) -> anyhow::Result<Self> {
+        use axum::response::sse::{Event as Sse, Sse as SseBody};
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}/v1", listener.local_addr()?);
+        let answer = move || async move {
+            let chunk = |text: &str| {
+                serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                    "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+            };
+            let mut events: Vec<serde_json::Value> =
+                (0..words).map(|i| chunk(&format!("w{i} "))).collect();
+            events.push(serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
+            events.push(serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                "choices": [], "usage": {"prompt_tokens": claimed.prompt_tokens,
+                "completion_tokens": claimed.completion_tokens,
+                "total_tokens": claimed.prompt_tokens + claimed.completion_tokens}}));
+            let stream = stream::iter(
+                events
+                    .into_iter()
+                    .map(|v| Ok::<_, std::convert::Infallible>(Sse::default().data(v.to_string())))
+                    .chain([Ok(Sse::default().data("[DONE]"))]),
+            );
+            SseBody::new(stream)
+        };
+        let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(LyingEngine { base_url, task })
+    }
+}
+
+impl Drop for LyingEngine {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -14,7 +14,9 @@
 //! * `models`      - `cocoon model pull|list` and the devnet's default model.
 //! * `kit`         - what tests and benchmarks share to speak to a network.
 //! * `adversary`   - dishonest parties for attack tests ([`adversary::RelayProxy`]:
-//!   a proxy operator rewriting what passes between client nodes and a proxy).
+//!   a proxy operator rewriting what passes between client nodes and a proxy;
+//!   [`adversary::LyingEngine`]: a GPU owner's inference server that
+//!   overstates usage).
 //! * `unpaid`      - an unpaid network assembled node by node, for tests that
 //!   stop, restart or relay single nodes.
 

@@ -51,6 +51,76 @@ pub enum ReceiptError {
     WrongRequest,
     #[error("the receipt's usage differs from the usage reported with the answer")]
     UsageMismatch,
+    #[error("the receipt claims more than was delivered: {0}")]
+    Overclaim(String),
+}
+
+/// Completion tokens an engine may count beyond those it streamed, for
+/// every streamed one: engines that batch a few tokens into one chunk.
+pub const TOKENS_PER_STREAMED: u64 = 4;
+/// Completion tokens an engine may count without streaming them: the end
+/// of sequence, a stop sequence held back and dropped.
+pub const UNSTREAMED_TOKENS: u64 = 32;
+/// Prompt tokens allowed beyond two per byte of the sealed request: the
+/// chat template's own tokens. (A token of a byte-level BPE or
+/// SentencePiece vocabulary covers at least one byte of text.)
+pub const TEMPLATE_TOKENS: u64 = 1024;
+
+/// What a receiver saw of one answer, which a receipt may not exceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// The request's `max_tokens` (its sealed header's).
+    pub max_tokens: Option<u32>,
+    /// Completion tokens the worker streamed, by the (authenticated) counts
+    /// beside its sealed chunks.
+    pub streamed_tokens: u64,
+    /// Bytes of the sealed request's ciphertext (its messages, parameters).
+    pub request_bytes: u64,
+}
+
+impl Receipt {
+    /// Refuse a receipt claiming more than was asked for or delivered: more
+    /// completion tokens than `max_tokens`, or than the streamed tokens
+    /// allow ([`TOKENS_PER_STREAMED`] each, plus [`UNSTREAMED_TOKENS`]), a
+    /// prompt longer than the request could hold, cached or reasoning
+    /// tokens beyond their totals. The client node and the proxy both
+    /// apply it, so an overclaim is neither shown nor billed.
+    pub fn within(&self, delivered: &Delivered) -> Result<(), ReceiptError> {
+        let u = &self.usage;
+        let over = |what: String| Err(ReceiptError::Overclaim(what));
+        if let Some(max) = delivered.max_tokens {
+            if u.completion_tokens > u64::from(max) {
+                return over(format!(
+                    "{} completion tokens for max_tokens {max}",
+                    u.completion_tokens
+                ));
+            }
+        }
+        let streamable = delivered
+            .streamed_tokens
+            .saturating_mul(TOKENS_PER_STREAMED)
+            .saturating_add(UNSTREAMED_TOKENS);
+        if u.completion_tokens > streamable {
+            return over(format!(
+                "{} completion tokens, {} streamed",
+                u.completion_tokens, delivered.streamed_tokens
+            ));
+        }
+        let prompt_bound = delivered
+            .request_bytes
+            .saturating_mul(2)
+            .saturating_add(TEMPLATE_TOKENS);
+        if u.prompt_tokens > prompt_bound {
+            return over(format!(
+                "{} prompt tokens for a {}-byte request",
+                u.prompt_tokens, delivered.request_bytes
+            ));
+        }
+        if u.cached_prompt_tokens > u.prompt_tokens || u.reasoning_tokens > u.completion_tokens {
+            return over("cached or reasoning tokens beyond their totals".into());
+        }
+        Ok(())
+    }
 }
 
 impl SignedReceipt {
@@ -175,5 +245,48 @@ mod tests {
             signed.check(worker.spki(), &r.request_id, &r.model, &more),
             Err(ReceiptError::UsageMismatch)
         );
+    }
+
+    #[test]
+    fn a_receipt_may_not_claim_more_than_was_delivered() {
+        let worker = Identity::generate().unwrap().fingerprint();
+        let with = |prompt: u64, completion: u64| {
+            let mut r = receipt(worker);
+            r.usage = Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                ..Usage::default()
+            };
+            r
+        };
+        let seen = Delivered {
+            max_tokens: Some(100),
+            streamed_tokens: 10,
+            request_bytes: 50,
+        };
+        // At each bound: accepted; one past it: refused.
+        assert!(with(1124, 72).within(&seen).is_ok());
+        assert!(with(1124, 73).within(&seen).is_err());
+        assert!(with(1125, 72).within(&seen).is_err());
+        let capped = Delivered {
+            max_tokens: Some(20),
+            ..seen
+        };
+        assert!(with(5, 20).within(&capped).is_ok());
+        assert!(matches!(
+            with(5, 21).within(&capped),
+            Err(ReceiptError::Overclaim(m)) if m.contains("max_tokens 20")
+        ));
+        // Nothing streamed: only what an engine may count unstreamed.
+        let nothing = Delivered {
+            max_tokens: None,
+            streamed_tokens: 0,
+            request_bytes: 0,
+        };
+        assert!(with(0, UNSTREAMED_TOKENS).within(&nothing).is_ok());
+        assert!(with(0, UNSTREAMED_TOKENS + 1).within(&nothing).is_err());
+        let mut cached = with(10, 5);
+        cached.usage.cached_prompt_tokens = 11;
+        assert!(cached.within(&seen).is_err());
     }
 }

@@ -8,6 +8,7 @@ use cocoon_protocol::sync::LockRecover;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use cocoon_protocol::receipt::Delivered;
 use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{SealHeader, SignedReceipt, Usage, WorkerKey};
 
@@ -37,6 +38,7 @@ impl ReceiptLog {
         receipt: Option<&SignedReceipt>,
         usage: &Usage,
         price_coefficient: u32,
+        delivered: &Delivered,
     ) -> Result<Usage, String> {
         let checked = match receipt {
             None => Err("the worker sent no receipt".to_string()),
@@ -46,6 +48,7 @@ impl ReceiptLog {
             )),
             Some(r) => r
                 .check(&worker.identity, &header.request_id, &header.model, usage)
+                .and_then(|()| r.receipt.within(delivered))
                 .map(|()| r)
                 .map_err(|e| e.to_string()),
         };

@@ -19,6 +19,7 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 
 use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry, RequestIds, Settlement};
+use cocoon_protocol::receipt::Delivered;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -322,6 +323,7 @@ impl ClientSide {
                 Err(e) => return stream::iter([Event::Error(e)]).boxed(),
             };
             let header = request.header.clone();
+            let request_bytes = request.ciphertext.len() as u64;
             // Logs name a request by its random id (never its content).
             let request_id = u128::from_be_bytes(header.request_id);
             tracing::debug!(request = %format_args!("{request_id:032x}"), model = %header.model, worker = %picked.key.worker(), "forwarding");
@@ -370,12 +372,18 @@ impl ClientSide {
                                     "the worker sent an unsealed answer; refused",
                                 )),
                                 Event::Done(done) => {
+                                    let delivered = Delivered {
+                                        max_tokens: header.max_tokens,
+                                        streamed_tokens: tokens,
+                                        request_bytes,
+                                    };
                                     match receipts.record(
                                         &header,
                                         &key,
                                         done.receipt.as_ref(),
                                         &done.usage,
                                         coefficient,
+                                        &delivered,
                                     ) {
                                         // Only verified receipts are billed, at their signed usage.
                                         Ok(usage) => {

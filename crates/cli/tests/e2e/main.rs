@@ -10,6 +10,7 @@ mod books;
 mod failover;
 mod faults;
 mod malicious_proxy;
+mod malicious_worker;
 mod market;
 mod network;
 mod observability;

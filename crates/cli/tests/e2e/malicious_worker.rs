@@ -1,0 +1,56 @@
+//! Attack tests in which the GPU owner is the attacker: its inference
+//! server (`cocoon_devnet::adversary::LyingEngine`, behind a worker's
+//! `openai-http` engine) reports more tokens than it delivered, and the
+//! worker signs what it reports. The client node refuses such a receipt and
+//! the proxy bills nothing for it.
+
+use cocoon_devnet::adversary::LyingEngine;
+use cocoon_devnet::kit::*;
+use cocoon_protocol::Usage;
+use serde_json::json;
+
+fn usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        ..Usage::default()
+    }
+}
+
+/// An answer of three words under `claimed` usage, asked with `extra`: the
+/// HTTP status and body the app gets, and the receipts the proxy billed and
+/// refused.
+async fn ask(claimed: Usage, extra: serde_json::Value) -> (u16, serde_json::Value, usize, u64) {
+    let lying = LyingEngine::start(3, claimed).await.unwrap();
+    let net = devnet_with(|o| o.engine = openai_http_engine(&lying.base_url, None, 2, 10)).await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, body) = post(&url, &chat_body("hello", extra)).await;
+    let billed = net.proxy().receipts.recent().len();
+    let refused = net.proxy().receipts.rejected();
+    net.shutdown().await;
+    (status, body, billed, refused)
+}
+
+#[tokio::test]
+async fn a_worker_claiming_more_tokens_than_it_delivered_is_neither_believed_nor_paid() {
+    // Honest counts pass and are billed (the check does not refuse real answers).
+    let (status, body, billed, refused) = ask(usage(9, 3), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 3);
+    assert_eq!((billed, refused), (1, 0));
+
+    for (claimed, extra, needle) in [
+        // A million completion tokens for three streamed.
+        (usage(9, 1_000_000), json!({}), "3 streamed"),
+        // More than the request allowed.
+        (usage(9, 50), json!({"max_tokens": 10}), "max_tokens 10"),
+        // A prompt the request could not hold.
+        (usage(1_000_000, 3), json!({}), "prompt tokens"),
+    ] {
+        let (status, body, billed, refused) = ask(claimed, extra).await;
+        assert_eq!(status, 502, "{body}");
+        assert_error(&body, "claims more than was delivered");
+        assert_error(&body, needle);
+        assert_eq!((billed, refused), (0, 1), "{claimed:?}");
+    }
+}
