@@ -4,6 +4,7 @@
 //! # Layout
 //! * `attest`    - `cocoon attest verify|show-cert|bench`: a TDX quote's or a
 //!   node's verdict as JSON, and the cost of verification.
+//! * `receipts`  - `cocoon receipts FILE`: a client node's paid receipts checked and summed.
 //! * `roles`     - running one role from its TOML file.
 //! * `summarize` - `cocoon summarize`: a Telegram chat export summarised by the network.
 //! * `wallet`    - `cocoon wallet new|address|balance|send`: TON v4r2 wallets.
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attest;
+pub mod receipts;
 pub mod roles;
 pub mod summarize;
 pub mod wallet;

@@ -59,6 +59,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Check a client node's receipts journal (`receipts.jsonl`): every
+    /// worker signature, and what was paid per proxy contract.
+    Receipts {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Serve an engine directly as an OpenAI-compatible API, without the network.
     Engine {
         #[command(subcommand)]
@@ -290,6 +296,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Keygen { out } => {
             let identity = Identity::load_or_create(&out)?;
             println!("{}", identity.fingerprint());
+            Ok(())
+        }
+        Command::Receipts { file } => {
+            if !cocoon_cli::receipts::check(&file)? {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Attest { command } => match command {

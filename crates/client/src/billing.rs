@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use cocoon_chain::pricing::TokenCounts;
 use cocoon_chain::{Chain, ClientChannel, ClientState, Prices, StdAddr, TonHttp};
-use cocoon_protocol::{AccountTerms, ErrorKind, Usage, WireError};
+use cocoon_protocol::{AccountTerms, ErrorKind, SignedReceipt, Usage, WireError};
 use serde_json::{json, Value};
 
 use crate::api::ApiError;
@@ -70,6 +70,8 @@ pub struct Billing {
     /// How long a read of the chain (the contract's state, the root's
     /// prices) is reused: [`FRESH`] by default.
     pub fresh: Duration,
+    /// Where every receipt this node pays for is kept.
+    pub journal: Option<crate::ReceiptJournal>,
 }
 
 /// This node's client contract with one proxy contract, and what it spent
@@ -150,6 +152,7 @@ impl Billing {
             prices: Mutex::new(None),
             top_up: None,
             fresh: FRESH,
+            journal: None,
         }
     }
 
@@ -452,14 +455,23 @@ impl Billing {
 
     /// Count a request served through `proxy_contract`'s proxy (its receipt
     /// verified) at the prices last read and the worker's price `coefficient`.
-    pub fn record(&self, proxy_contract: &str, usage: &Usage, coefficient: u32) {
-        let (Some(charge), Some(account)) =
-            (self.cost(usage, coefficient), self.account(proxy_contract))
-        else {
+    /// Count a verified receipt (signed by `worker_key`) as spent through
+    /// `proxy_contract`, and keep it in the journal.
+    pub fn record(&self, proxy_contract: &str, receipt: &SignedReceipt, worker_key: &[u8]) {
+        let r = &receipt.receipt;
+        let (Some(charge), Some(account)) = (
+            self.cost(&r.usage, r.price_coefficient),
+            self.account(proxy_contract),
+        ) else {
             return;
         };
-        let mut spent = account.spent.locked();
-        *spent = spent.saturating_add(charge);
+        {
+            let mut spent = account.spent.locked();
+            *spent = spent.saturating_add(charge);
+        }
+        if let Some(journal) = &self.journal {
+            journal.append(proxy_contract, receipt, worker_key, charge);
+        }
     }
 
     /// `GET /v1/cocoon/balance`: every contract of this node, and their

@@ -187,6 +187,11 @@ pub struct BillingConfig {
     pub top_up_below_ton: Option<String>,
     #[serde(default)]
     pub top_up_ton: Option<String>,
+    /// Every receipt this node pays for, one JSON line each (see
+    /// `cocoon receipts`), rotated at 64 MiB. Default: `receipts.jsonl`
+    /// beside `identity_key`.
+    #[serde(default)]
+    pub receipts_file: Option<std::path::PathBuf>,
 }
 
 fn default_reserve() -> u32 {
@@ -209,6 +214,7 @@ impl BillingConfig {
             wallet_mnemonic: None,
             top_up_below_ton: None,
             top_up_ton: None,
+            receipts_file: None,
         }
     }
 
@@ -436,12 +442,20 @@ impl ClientConfig {
                     .collect()
             })
             .unwrap_or_default();
-        let billing = self
-            .billing
-            .as_ref()
-            .map(|b| b.build())
-            .transpose()?
-            .map(Arc::new);
+        let billing = match &self.billing {
+            None => None,
+            Some(config) => {
+                let mut billing = config.build()?;
+                let journal = config.receipts_file.clone().unwrap_or_else(|| {
+                    self.identity_key
+                        .parent()
+                        .unwrap_or(std::path::Path::new("."))
+                        .join("receipts.jsonl")
+                });
+                billing.journal = Some(crate::ReceiptJournal::new(journal));
+                Some(Arc::new(billing))
+            }
+        };
         let registry = self.registry.as_ref().map(|r| r.build()).transpose()?;
         Ok(ClientSettings {
             identity,

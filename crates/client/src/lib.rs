@@ -21,6 +21,7 @@
 //!   next turn is sealed to it first, for its prompt cache).
 //! * `billing` - [`Billing`]: the node's client contract on TON, the balance
 //!   endpoint, and refusing (402) what it cannot pay for.
+//! * `journal` - [`ReceiptJournal`]: every receipt the node paid for, on disk.
 //! * `config`  - [`ClientConfig`], the TOML file, validated with field names.
 //! * `node`    - [`ClientNode`]: the pool and the API, started from a config
 //!   file or from settings.
@@ -32,6 +33,7 @@ mod api;
 mod backend;
 pub mod billing;
 mod config;
+pub mod journal;
 mod node;
 mod pool;
 mod sealing;
@@ -40,5 +42,6 @@ pub use api::{check_request, router, serve, ApiSettings, BrowserPolicy};
 pub use backend::Backend;
 pub use billing::Billing;
 pub use config::{BillingConfig, ClientConfig, ClientSettings, ConfigError, RegistrySettings};
+pub use journal::ReceiptJournal;
 pub use node::ClientNode;
 pub use pool::ProxyPool;

@@ -615,15 +615,11 @@ async fn sealed_request(
             // receipt verified).
             if let Event::Done(done) = &event {
                 if let Some(receipt) = &done.receipt {
-                    if let Some((billing, proxy_contract)) = &payer {
-                        billing.record(
-                            proxy_contract,
-                            &done.usage,
-                            receipt.receipt.price_coefficient,
-                        );
-                    }
                     let by = receipt.receipt.worker;
                     if let Some(worker) = sealed_to.iter().find(|l| l.key.worker() == by) {
+                        if let Some((billing, proxy_contract)) = &payer {
+                            billing.record(proxy_contract, receipt, &worker.key.identity);
+                        }
                         affinity.remember(&turn, worker.clone());
                     }
                 }

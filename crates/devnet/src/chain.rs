@@ -54,6 +54,9 @@ pub(crate) fn client_billing(
             amount,
         });
     }
+    billing.journal = Some(cocoon_client::ReceiptJournal::new(
+        state_dir.join("receipts.jsonl"),
+    ));
     Ok(billing)
 }
 

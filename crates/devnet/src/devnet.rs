@@ -455,6 +455,13 @@ impl Devnet {
         Ok(client)
     }
 
+    /// Where this devnet keeps its state (a scratch directory unless
+    /// `state_dir` was given): the client node's receipts journal, the
+    /// worker's earnings, the chain when kept.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+
     /// The client node's connections to proxies.
     pub fn pool(&self) -> &Arc<ProxyPool> {
         &self.client.pool

@@ -125,6 +125,27 @@ async fn served_tokens_are_charged_on_chain_exactly_once() {
     let books = net.proxy().books.as_ref().unwrap();
     assert_eq!(books.client(&net.ton.client_contract).total, expected);
     assert_eq!(books.worker(&net.ton.worker_contract).total, worker_share);
+    // The client node kept every receipt it paid for: each verifies with
+    // its worker's key, and together they are what the chain charged.
+    let journal =
+        cocoon_client::ReceiptJournal::read(&net.state_dir().join("receipts.jsonl")).unwrap();
+    assert_eq!(journal.len(), 4);
+    let mut paid = 0u128;
+    for entry in &journal {
+        entry.verify().unwrap();
+        assert_eq!(entry.receipt.worker, net.worker().fingerprint());
+        paid += entry.cost().unwrap();
+    }
+    assert_eq!(paid, settled.charged);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
+        .arg("receipts")
+        .arg(net.state_dir().join("receipts.jsonl"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("4 receipts, 4 verified, 0 refused"), "{text}");
+    assert!(text.contains(&format!("{paid} nano-TON")), "{text}");
     // The worker's earnings file says the same.
     let kept = net.earnings.book();
     let earned = kept.values().next().unwrap();
