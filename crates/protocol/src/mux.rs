@@ -6,6 +6,10 @@
 //! hang-up at the edge stops work at the far end. Pings keep the connection alive;
 //! a peer silent for `idle_timeout` is dropped. Control frames (cancel, ping,
 //! announce) overtake queued data so they are never stuck behind a long answer.
+//! Every queue is bounded: control frames at [`CONTROL_QUEUE`] (a peer that
+//! lets more pile up, say by pinging without reading, is disconnected), each
+//! answer at [`ANSWER_QUEUE`] unread events (past it the answer is cut and
+//! cancelled at the peer), data frames by the writer's channel.
 
 use crate::sync::LockRecover;
 use std::collections::HashMap;
@@ -22,6 +26,14 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
+
+/// Control frames (pongs, cancels, refusals, announcements, goodbye)
+/// queued for the writer at most; a peer that lets more pile up is not
+/// reading and is disconnected.
+pub const CONTROL_QUEUE: usize = 1024;
+/// Events of one answer held for a reader that has not taken them yet; an
+/// answer arriving faster than it is read is cancelled past this.
+pub const ANSWER_QUEUE: usize = 16 * 1024;
 
 use crate::codec::{decode_frame, encode_frame, framing_error};
 use crate::tls::Fingerprint;
@@ -72,9 +84,9 @@ struct Shared {
     peer: Hello,
     peer_key: Option<Fingerprint>,
     data_tx: mpsc::Sender<Frame>,
-    control_tx: mpsc::UnboundedSender<Frame>,
+    control_tx: mpsc::Sender<Frame>,
     next_id: AtomicU64,
-    outgoing: Mutex<HashMap<u64, mpsc::UnboundedSender<Event>>>,
+    outgoing: Mutex<HashMap<u64, mpsc::Sender<Event>>>,
     incoming: Mutex<HashMap<u64, AbortHandle>>,
     closed: CancellationToken,
     close_reason: Mutex<Option<String>>,
@@ -95,7 +107,7 @@ impl Connection {
     {
         let max_frame = framed.codec().max_frame_length();
         let (data_tx, data_rx) = mpsc::channel(256);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let conn = Connection {
             shared: Arc::new(Shared {
                 peer,
@@ -162,7 +174,7 @@ impl Connection {
             return Err(ProtocolError::Closed);
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(ANSWER_QUEUE);
         self.shared.outgoing.locked().insert(id, tx);
         let stream = ResponseStream {
             id,
@@ -180,10 +192,14 @@ impl Connection {
 
     /// Send a worker's offer (worker -> proxy).
     pub fn announce(&self, announce: Announce) -> Result<(), ProtocolError> {
-        self.shared
-            .control_tx
-            .send(Frame::Announce(announce))
-            .map_err(|_| ProtocolError::Closed)
+        if self.is_closed() {
+            return Err(ProtocolError::Closed);
+        }
+        self.control(Frame::Announce(announce));
+        if self.is_closed() {
+            return Err(ProtocolError::Closed);
+        }
+        Ok(())
     }
 
     /// Requests this side has sent that are not answered yet.
@@ -212,7 +228,7 @@ impl Connection {
 
     /// Say goodbye and close; open streams on both sides end with an error.
     pub fn close(&self, reason: &str) {
-        let _ = self.shared.control_tx.send(Frame::Goodbye {
+        let _ = self.shared.control_tx.try_send(Frame::Goodbye {
             reason: reason.to_string(),
         });
         // The writer closes after sending the goodbye; make sure we stop even if it
@@ -236,7 +252,7 @@ impl Connection {
         self.shared.closed.cancel();
         let outgoing: Vec<_> = self.shared.outgoing.locked().drain().collect();
         for (_, tx) in outgoing {
-            let _ = tx.send(Event::Error(WireError::new(
+            let _ = tx.try_send(Event::Error(WireError::new(
                 ErrorKind::Upstream,
                 format!("connection to {:?} lost: {reason}", self.shared.peer.role),
             )));
@@ -265,7 +281,7 @@ impl Connection {
             }
         };
         if let Some(error) = refusal {
-            let _ = self.shared.control_tx.send(Frame::Event {
+            self.control(Frame::Event {
                 id,
                 event: Event::Error(error),
             });
@@ -335,13 +351,35 @@ impl Connection {
     fn deliver(&self, id: u64, event: Event) {
         let mut outgoing = self.shared.outgoing.locked();
         let terminal = event.is_terminal();
-        if let Some(tx) = outgoing.get(&id) {
-            let _ = tx.send(event);
-            if terminal {
+        let Some(tx) = outgoing.get(&id) else {
+            // An event for an unknown id belongs to a request we already cancelled.
+            return;
+        };
+        match tx.try_send(event) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+                if terminal {
+                    outgoing.remove(&id);
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Read more slowly than the peer sends: the answer is cut
+                // (its reader gets an error after what it has) and the
+                // peer told to stop, rather than buffered without bound.
                 outgoing.remove(&id);
+                drop(outgoing);
+                tracing::warn!(id, "an answer arrived faster than it was read; cancelled");
+                self.control(Frame::Cancel { id });
             }
         }
-        // An event for an unknown id belongs to a request we already cancelled.
+    }
+
+    /// Queue a control frame; a peer that does not read what it is sent
+    /// (its control queue full: pings, cancels, refusals it never takes)
+    /// is disconnected instead of buffered for.
+    fn control(&self, frame: Frame) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.shared.control_tx.try_send(frame) {
+            self.shutdown("the peer does not read what it is sent (control queue full)");
+        }
     }
 }
 
@@ -349,7 +387,7 @@ async fn write_loop<S>(
     conn: Connection,
     mut sink: futures::stream::SplitSink<Framed<S, LengthDelimitedCodec>, bytes::Bytes>,
     mut data_rx: mpsc::Receiver<Frame>,
-    mut control_rx: mpsc::UnboundedReceiver<Frame>,
+    mut control_rx: mpsc::Receiver<Frame>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -430,9 +468,7 @@ async fn read_loop<S>(
                     break "handling the peer's announcement failed".to_string();
                 }
             }
-            Frame::Ping(nonce) => {
-                let _ = conn.shared.control_tx.send(Frame::Pong(nonce));
-            }
+            Frame::Ping(nonce) => conn.control(Frame::Pong(nonce)),
             Frame::Pong(_) => {}
             Frame::Goodbye { reason } => break format!("peer said goodbye: {reason}"),
         }
@@ -450,9 +486,10 @@ async fn ping_loop(conn: Connection, interval: Duration) {
             _ = conn.closed() => return,
             _ = ticker.tick() => {
                 nonce += 1;
-                if conn.shared.control_tx.send(Frame::Ping(nonce)).is_err() {
+                if conn.shared.control_tx.is_closed() {
                     return;
                 }
+                conn.control(Frame::Ping(nonce));
             }
         }
     }
@@ -462,7 +499,7 @@ async fn ping_loop(conn: Connection, interval: Duration) {
 /// peer. If the connection is lost, it ends with an `Upstream` error event.
 pub struct ResponseStream {
     id: u64,
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::Receiver<Event>,
     shared: Arc<Shared>,
     done: bool,
 }
@@ -504,7 +541,10 @@ impl Drop for ResponseStream {
         }
         self.shared.outgoing.locked().remove(&self.id);
         if !self.shared.closed.is_cancelled() {
-            let _ = self.shared.control_tx.send(Frame::Cancel { id: self.id });
+            Connection {
+                shared: self.shared.clone(),
+            }
+            .control(Frame::Cancel { id: self.id });
         }
     }
 }

@@ -313,3 +313,107 @@ async fn a_panicking_handler_fails_its_request_not_the_connection() {
     assert_eq!(events, vec![Event::Models(vec![])]);
     assert!(!client.is_closed());
 }
+
+/// A raw peer over a small pipe: a connection on one end, framed bytes we
+/// write (and never read, unless told) on the other.
+fn raw_peer() -> (
+    Connection,
+    Framed<tokio::io::DuplexStream, tokio_util::codec::LengthDelimitedCodec>,
+) {
+    let (a, b) = tokio::io::duplex(4096);
+    let conn = Connection::spawn(
+        Framed::new(a, length_codec(1 << 20)),
+        Hello {
+            role: Role::Worker,
+            software: "t".into(),
+        },
+        None,
+        Arc::new(Counter {
+            produced: Default::default(),
+            alive: Default::default(),
+        }),
+        MuxOptions::default(),
+    );
+    (conn, Framed::new(b, length_codec(1 << 20)))
+}
+
+/// The attack: a peer sends pings as fast as it can and never reads the
+/// pongs. They pile up in the control queue (unbounded before: memory grew
+/// until the node died); now the peer is disconnected once the queue is full.
+#[tokio::test]
+async fn a_peer_that_pings_without_reading_is_disconnected() {
+    let (conn, mut peer) = raw_peer();
+    let flood = async {
+        for nonce in 0.. {
+            if peer
+                .send(encode_frame(&Frame::Ping(nonce)).unwrap())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = flood => {}
+        _ = conn.closed() => {}
+        _ = tokio::time::sleep(Duration::from_secs(20)) => panic!("still buffering pongs after 20 s"),
+    }
+    tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .unwrap();
+    assert!(
+        conn.close_reason().unwrap().contains("does not read"),
+        "{:?}",
+        conn.close_reason()
+    );
+}
+
+/// A peer that answers faster than the answer is read: the answer is cut
+/// at [`ANSWER_QUEUE`] events (its reader gets what was held, then an
+/// error) and the peer is told to cancel, instead of memory growing.
+#[tokio::test]
+async fn an_answer_read_slower_than_it_arrives_is_bounded_and_cancelled() {
+    let (conn, mut peer) = raw_peer();
+    let answer = conn.request(RequestBody::ListModels).await.unwrap();
+    // The peer reads the request, then floods its answer.
+    let id = loop {
+        let bytes = peer.next().await.unwrap().unwrap();
+        if let Frame::Request { id, .. } = decode_frame(&bytes).unwrap() {
+            break id;
+        }
+    };
+    let (mut sink, mut stream) = peer.split();
+    let flood = tokio::spawn(async move {
+        for i in 0..(ANSWER_QUEUE + 100) {
+            let event = Event::Delta {
+                text: format!("{i}"),
+                tokens: 1,
+            };
+            if sink
+                .send(encode_frame(&Frame::Event { id, event }).unwrap())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    // It is told to cancel.
+    let cancelled = async {
+        while let Some(Ok(bytes)) = stream.next().await {
+            if matches!(decode_frame(&bytes), Ok(Frame::Cancel { id: c }) if c == id) {
+                return;
+            }
+        }
+        panic!("no cancel");
+    };
+    tokio::time::timeout(Duration::from_secs(20), cancelled)
+        .await
+        .unwrap();
+    flood.await.unwrap();
+    let events: Vec<Event> = answer.collect().await;
+    assert_eq!(events.len(), ANSWER_QUEUE + 1);
+    assert!(matches!(events.last(), Some(Event::Error(_))));
+    assert!(!conn.is_closed());
+}
