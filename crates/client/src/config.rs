@@ -43,6 +43,13 @@ pub struct ClientConfig {
     /// are refused (CSRF).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Open HTTP connections at most; more are closed as they arrive.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A request body must arrive within this (headers within 10 s), so a
+    /// client sending slowly cannot hold the API's connections and slots.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     #[serde(default = "default_max_concurrent")]
@@ -194,6 +201,14 @@ pub struct BillingConfig {
     pub receipts_file: Option<std::path::PathBuf>,
 }
 
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_body_timeout() -> u64 {
+    30
+}
+
 fn default_reserve() -> u32 {
     1024
 }
@@ -332,6 +347,8 @@ impl ClientConfig {
             api_keys_env: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            max_connections: default_max_connections(),
+            body_timeout_secs: default_body_timeout(),
             max_body_bytes: default_max_body(),
             max_concurrent_requests: default_max_concurrent(),
             first_token_timeout_secs: default_first_token(),
@@ -391,6 +408,8 @@ impl ClientConfig {
             3600,
         )?;
         ConfigError::check_range("idle_timeout_secs", self.idle_timeout_secs, 1, 3600)?;
+        ConfigError::check_range("max_connections", self.max_connections as u64, 1, 1_000_000)?;
+        ConfigError::check_range("body_timeout_secs", self.body_timeout_secs, 1, 3600)?;
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         ConfigError::check_range("connect_timeout_secs", self.connect_timeout_secs, 1, 300)?;
         if self.profile == Profile::Production
@@ -469,6 +488,11 @@ impl ClientConfig {
                 max_concurrent_requests: self.max_concurrent_requests,
                 first_token_timeout: Duration::from_secs(self.first_token_timeout_secs),
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                http: cocoon_metrics::http::HttpLimits {
+                    max_connections: self.max_connections,
+                    body_timeout: Duration::from_secs(self.body_timeout_secs),
+                    ..Default::default()
+                },
                 browser: BrowserPolicy {
                     allowed_hosts: self.allowed_hosts,
                     allowed_origins: self.allowed_origins,
@@ -555,6 +579,8 @@ fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000
                 "api_keys_env",
             ),
             (format!("lisen = \"x\"\n{GOOD}"), "lisen"),
+            (format!("max_connections = 0\n{GOOD}"), "max_connections"),
+            (format!("body_timeout_secs = 0\n{GOOD}"), "body_timeout_secs"),
             // Reachable from the network with no key: anyone spends its TON.
             (
                 GOOD.replace("127.0.0.1:8080", "0.0.0.0:8080"),

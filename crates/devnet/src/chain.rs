@@ -186,10 +186,8 @@ pub(crate) async fn serve_api(
         .layer(axum::middleware::from_fn_with_state(outage, ton_unless_out));
     let task = tokio::spawn(async move {
         let shutdown = async move { stop.cancelled().await };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        let limits = cocoon_metrics::http::HttpLimits::default();
+        if let Err(e) = cocoon_metrics::http::serve(listener, app, limits, shutdown).await {
             tracing::error!(error = %e, "TON API server failed");
         }
     });

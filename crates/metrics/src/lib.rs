@@ -10,12 +10,15 @@
 //! * `requests` - [`Metrics`]: the request counters and histograms, and
 //!   [`RequestTimer`], one request's measurements.
 //! * `gauges`   - [`encode_gauges`]: a role's gauges, made at scrape time.
+//! * `http`     - [`http::serve`]: every node's HTTP listener, with a
+//!   connection cap and header and body read timeouts.
 //! * `status`   - [`router`] / [`serve`] / [`spawn`]: the HTTP endpoints over a node's
 //!   [`NodeStatus`], and [`page_script`], the script all nodes' pages share.
 
 #![forbid(unsafe_code)]
 
 mod gauges;
+pub mod http;
 mod requests;
 mod status;
 

@@ -49,9 +49,13 @@ pub async fn serve(
     status: Arc<dyn NodeStatus>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, status))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::http::serve(
+        listener,
+        router(metrics, status),
+        crate::http::HttpLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// Serve the endpoints on `listener` in a task of their own until

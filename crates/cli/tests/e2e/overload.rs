@@ -121,3 +121,58 @@ async fn a_worker_silent_past_the_proxys_first_token_deadline_gives_504() {
     assert_eq!(stats[0].failures, 1, "{stats:?}");
     net.shutdown().await;
 }
+
+/// Slowloris against the client node's API: many connections that send half
+/// a request and stop, and one that sends its body a little at a time. The
+/// node keeps answering others, cuts the slow ones at its header and body
+/// timeouts (the body one with an OpenAI-shaped 408), and closes
+/// connections past its cap.
+#[tokio::test]
+async fn slow_connections_do_not_stop_the_api_serving_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let net = devnet_with(|o| {
+        o.api.http = cocoon_metrics::http::HttpLimits {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+        }
+    })
+    .await;
+    let address = net.api_url["http://".len()..]
+        .trim_end_matches("/v1")
+        .to_string();
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-")
+            .await
+            .unwrap();
+        slow.push(tcp);
+    }
+    let mut trickle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    trickle
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"model\":")
+        .await
+        .unwrap();
+    // Others are served meanwhile.
+    let (status, body) = post(&chat_url(&net), &chat_body("still here", json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    // The trickling body is refused at its timeout.
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), trickle.read_to_string(&mut answer))
+        .await
+        .expect("the slow body was not cut")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    // The half-sent headers are cut at theirs.
+    for tcp in &mut slow {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest))
+            .await
+            .expect("a connection with half its headers was still open");
+    }
+    let (status, _) = post(&chat_url(&net), &chat_body("and still", json!({}))).await;
+    assert_eq!(status, 200);
+    net.shutdown().await;
+}

@@ -92,6 +92,39 @@ impl ApiError {
         e
     }
 
+    /// A body refused before the route read it (too large, too slow).
+    pub fn from_body_error(error: cocoon_metrics::http::BodyError) -> Self {
+        use cocoon_metrics::http::BodyError;
+        match error {
+            BodyError::TooLarge(_) => {
+                let mut e = Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    "Request body is larger than this node accepts (see max_body_bytes).",
+                );
+                e.code = Some("request_too_large".into());
+                e
+            }
+            BodyError::TooSlow(limit) => {
+                let mut e = Self::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    format!(
+                        "The request body did not arrive within {} s.",
+                        limit.as_secs()
+                    ),
+                );
+                e.code = Some("request_timeout".into());
+                e
+            }
+            BodyError::Broken(message) => Self::invalid(
+                format!("Could not read the request body: {message}"),
+                None,
+                "invalid_body",
+            ),
+        }
+    }
+
     pub fn from_body_rejection(rejection: BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             let mut e = Self::new(

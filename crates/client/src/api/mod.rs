@@ -49,6 +49,8 @@ pub struct ApiSettings {
     pub metrics: Arc<cocoon_metrics::Metrics>,
     /// Hosts and origins browsers may reach the API from.
     pub browser: BrowserPolicy,
+    /// Connections at most, and how long headers and bodies may take.
+    pub http: cocoon_metrics::http::HttpLimits,
 }
 
 impl Default for ApiSettings {
@@ -63,6 +65,7 @@ impl Default for ApiSettings {
             routing: cocoon_protocol::RoutingPrefs::default(),
             metrics: Arc::new(cocoon_metrics::Metrics::new("client")),
             browser: BrowserPolicy::default(),
+            http: cocoon_metrics::http::HttpLimits::default(),
         }
     }
 }
@@ -103,6 +106,7 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
             app.clone(),
             require_key,
         ))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), read_body))
         .layer(axum::extract::DefaultBodyLimit::max(
             settings.max_body_bytes,
         ));
@@ -123,6 +127,18 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
         .with_state(app)
 }
 
+/// The whole body, within the size and time allowed, before any route
+/// runs: a client trickling its body cannot hold a request slot.
+async fn read_body(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let limits = &app.settings;
+    match cocoon_metrics::http::read_body(request, limits.http.body_timeout, limits.max_body_bytes)
+        .await
+    {
+        Ok(request) => next.run(request).await,
+        Err(e) => ApiError::from_body_error(e).into_response(),
+    }
+}
+
 /// 403 for a request a web page on another site made (see `browser`).
 async fn refuse_other_sites(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     match app.settings.browser.refusal(request.headers()) {
@@ -141,16 +157,8 @@ pub async fn serve(
     settings: ApiSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small SSE chunks must leave at once, not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(backend, settings))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = settings.http;
+    cocoon_metrics::http::serve(listener, router(backend, settings), limits, shutdown).await
 }
 
 async fn require_key(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
