@@ -79,6 +79,11 @@ impl Handler for RefuseRequests {
 }
 
 impl ProxyPool {
+    /// Worker lists its key directory holds now (bounded).
+    pub fn worker_lists_held(&self) -> usize {
+        self.keys.lists_held()
+    }
+
     /// Start dialling every proxy in the background; on each connect, when
     /// the node pays (`billing`), register its client contract (deployed
     /// first if it has none yet).

@@ -35,6 +35,9 @@ const KEYS_TTL: Duration = Duration::from_secs(5);
 const VERDICT_TTL: Duration = Duration::from_secs(3600);
 /// Verdicts kept at most (each worker restart brings a new sealing key).
 const MAX_VERDICTS: usize = 10_000;
+/// Worker lists kept at most (per proxy, model and normalised preferences);
+/// past it the least recently fetched goes.
+const MAX_LISTS: usize = 256;
 /// How many workers one request is sealed to; the proxy picks the less loaded
 /// (two choices balance load well; each one more costs an X25519 operation).
 pub const SEAL_CANDIDATES: usize = 2;
@@ -76,22 +79,52 @@ impl KeyDirectory {
         prefs: RoutingPrefs,
         fresh: bool,
     ) -> Result<Arc<Vec<ListedWorker>>, WireError> {
-        let slot = (proxy, model.to_string(), prefs);
+        // Lists are fetched and kept per price bucket (the limit rounded up
+        // to a power of two), not per exact limit: a caller cycling through
+        // limits cannot grow the cache, and each request still gets only
+        // workers within its own limit.
+        let bucket = RoutingPrefs {
+            max_coefficient: prefs
+                .max_coefficient
+                .map(|c| c.checked_next_power_of_two().unwrap_or(u32::MAX)),
+            ..prefs
+        };
+        let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
+        let within = |keys: &Arc<Vec<ListedWorker>>| -> Arc<Vec<ListedWorker>> {
+            if keys.iter().all(|l| l.price_coefficient <= limit) {
+                keys.clone()
+            } else {
+                Arc::new(
+                    keys.iter()
+                        .filter(|l| l.price_coefficient <= limit)
+                        .cloned()
+                        .collect(),
+                )
+            }
+        };
+        let slot = (proxy, model.to_string(), bucket);
         if !fresh {
             let lists = self.lists.locked();
             if let Some((at, keys)) = lists.get(&slot) {
-                if at.elapsed() < KEYS_TTL {
-                    return Ok(keys.clone());
+                let keys = within(keys);
+                if at.elapsed() < KEYS_TTL && !keys.is_empty() {
+                    return Ok(keys);
                 }
             }
         }
-        let listed = fetch(conn, model, prefs).await?;
+        let listed = match fetch(conn, model, bucket).await {
+            Ok(listed) => listed,
+            // Nothing in the whole bucket: the proxy's refusal for the
+            // exact limit says what the cheapest asks.
+            Err(_) if bucket != prefs => fetch(conn, model, prefs).await?,
+            Err(e) => return Err(e),
+        };
         let total = listed.len();
-        let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
+        let bucket_limit = bucket.max_coefficient.unwrap_or(u32::MAX);
         let accepted: Vec<ListedWorker> = listed
             .into_iter()
             // A proxy that lists a worker above the limit is not believed.
-            .filter(|l| l.price_coefficient <= limit && self.accept(&l.key))
+            .filter(|l| l.price_coefficient <= bucket_limit && self.accept(&l.key))
             .collect();
         if accepted.is_empty() {
             return Err(WireError::new(
@@ -102,10 +135,38 @@ impl KeyDirectory {
             ));
         }
         let accepted = Arc::new(accepted);
-        self.lists
-            .locked()
-            .insert(slot, (Instant::now(), accepted.clone()));
-        Ok(accepted)
+        {
+            let mut lists = self.lists.locked();
+            if lists.len() >= MAX_LISTS && !lists.contains_key(&slot) {
+                lists.retain(|_, (at, _)| at.elapsed() < KEYS_TTL);
+                if lists.len() >= MAX_LISTS {
+                    let oldest = lists
+                        .iter()
+                        .min_by_key(|(_, (at, _))| *at)
+                        .map(|(k, _)| k.clone());
+                    if let Some(oldest) = oldest {
+                        lists.remove(&oldest);
+                    }
+                }
+            }
+            lists.insert(slot, (Instant::now(), accepted.clone()));
+        }
+        let mine = within(&accepted);
+        if mine.is_empty() {
+            // Workers in the bucket, none within this limit: the proxy's
+            // own refusal names what the cheapest asks.
+            fetch(conn, model, prefs).await?;
+            return Err(WireError::new(
+                ErrorKind::NoWorker,
+                format!("no worker serving '{model}' is within max_coefficient {limit}"),
+            ));
+        }
+        Ok(mine)
+    }
+
+    /// Worker lists held now.
+    pub fn lists_held(&self) -> usize {
+        self.lists.locked().len()
     }
 
     /// Whether `key` may be sealed to, verifying its evidence the first time.

@@ -258,3 +258,24 @@ async fn a_conversation_returns_to_the_worker_that_holds_its_prompt() {
     assert_eq!(stats["backend"]["conversations_remembered"], 12, "{stats}");
     net.shutdown().await;
 }
+
+/// A client app (or a page it lets through) cycling its price limit through
+/// every value: the node's cache of worker lists is kept per price bucket
+/// and bounded, where it held one entry (with every worker's quote) per
+/// value before.
+#[tokio::test]
+async fn cycling_price_limits_does_not_grow_the_key_cache() {
+    let net = market(0, 4).await;
+    let url = format!("{}/chat/completions", net.api_url);
+    for limit in (800..1_000_000).step_by(4_999) {
+        let (status, body) = post(
+            &url,
+            &chat_body("hi", json!({"cocoon": {"max_coefficient": limit}})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let held = net.pool().worker_lists_held();
+    assert!(held <= 12, "{held} lists held after 200 limits");
+    net.shutdown().await;
+}
