@@ -50,6 +50,46 @@ struct ProxySlot {
     /// Found in the root contract's registry (withdrawn when it leaves it).
     from_registry: bool,
     stop: CancellationToken,
+    /// How often its requests fail before their first token.
+    suspicion: std::sync::Mutex<Suspicion>,
+}
+
+/// Requests failed or resealed before their first token, out of the last
+/// [`Suspicion::WINDOW`] through one proxy. A proxy can make a client node
+/// reseal (answering that the workers went away) to steer it to workers of
+/// its choosing; one that does so for a quarter of its recent requests
+/// (honest ones see that only when workers are lost) is passed over, while
+/// another proxy is connected, for [`Suspicion::PASS_OVER`], and logged.
+#[derive(Default)]
+struct Suspicion {
+    recent: std::collections::VecDeque<bool>,
+    passed_over_until: Option<std::time::Instant>,
+}
+
+impl Suspicion {
+    const WINDOW: usize = 20;
+    const SUSPECT_AT: usize = 5;
+    const PASS_OVER: Duration = Duration::from_secs(300);
+
+    /// Count one request; true when this makes the proxy suspect.
+    fn note(&mut self, failed_early: bool) -> bool {
+        if self.recent.len() == Self::WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(failed_early);
+        let failed = self.recent.iter().filter(|f| **f).count();
+        if failed >= Self::SUSPECT_AT && !self.passed_over() {
+            self.passed_over_until = Some(std::time::Instant::now() + Self::PASS_OVER);
+            self.recent.clear();
+            return true;
+        }
+        false
+    }
+
+    fn passed_over(&self) -> bool {
+        self.passed_over_until
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
 }
 
 impl ProxySlot {
@@ -165,6 +205,7 @@ impl ProxyPool {
             account,
             from_registry,
             stop,
+            suspicion: Default::default(),
         }));
         Ok(index)
     }
@@ -250,6 +291,8 @@ impl ProxyPool {
         if self.billing.is_some() {
             live.sort_by_key(|(_, _, account)| account.is_none());
         }
+        // Suspects go last: used only when no other proxy serves.
+        live.sort_by_key(|(i, _, _)| slots[*i].suspicion.locked().passed_over());
         live
     }
 
@@ -446,6 +489,7 @@ impl Backend for ProxyPool {
         prefs: cocoon_protocol::RoutingPrefs,
     ) -> BoxStream<'static, Event> {
         let live = self.live();
+        let slots = self.slots();
         let keys = self.keys.clone();
         let affinity = self.affinity.clone();
         let billing = self.billing.clone();
@@ -468,7 +512,23 @@ impl Backend for ProxyPool {
                         }
                     },
                 };
-                match sealed_request(&keys, &affinity, payer, proxy, &conn, &request, prefs).await {
+                let mut failed_early = false;
+                let answer = sealed_request(
+                    &keys,
+                    &affinity,
+                    payer,
+                    (proxy, &conn),
+                    &request,
+                    prefs,
+                    &mut failed_early,
+                )
+                .await;
+                if let Some(slot) = slots.get(proxy) {
+                    if slot.suspicion.locked().note(failed_early) {
+                        tracing::warn!(proxy = %slot.endpoint.address, "a quarter of this proxy's recent requests failed before their first token (a proxy steering requests to workers of its choosing would look like this); passing it over while others serve");
+                    }
+                }
+                match answer {
                     Ok(answer) => return answer,
                     // Refused before any token: the next proxy may serve it.
                     Err(Some(e)) if elsewhere(&e) => refused(proxy, e, &mut refusal),
@@ -527,10 +587,10 @@ async fn sealed_request(
     keys: &KeyDirectory,
     affinity: &Arc<Affinity>,
     payer: Option<(Arc<crate::Billing>, String)>,
-    proxy: usize,
-    conn: &Connection,
+    (proxy, conn): (usize, &Connection),
     request: &GenerateRequest,
     prefs: cocoon_protocol::RoutingPrefs,
+    failed_early: &mut bool,
 ) -> Result<BoxStream<'static, Event>, Option<WireError>> {
     let turn = Arc::new(TurnKeys::of(request));
     // The worker that answered this conversation's last turn, if it is
@@ -571,7 +631,7 @@ async fn sealed_request(
         } else {
             sealing::SEAL_CANDIDATES
         };
-        let chosen = sealing::candidates(&others, choices);
+        let chosen = sealing::candidates(&others, choices, prefs.sort, sticky_now.is_some());
         avoid.extend(chosen.iter().map(|c| c.worker));
         let sealed_to: Vec<ListedWorker> = chosen
             .iter()
@@ -605,6 +665,7 @@ async fn sealed_request(
             // Nothing was streamed yet: safe to send again elsewhere (a new
             // seal, a new request id; nothing was billed).
             let retry = matches!(e.kind, ErrorKind::KeysChanged | ErrorKind::Upstream);
+            *failed_early |= retry;
             if retry && attempt + 1 < ATTEMPTS {
                 tracing::debug!(reason = %e.message, attempt, "sealing again to other workers before the first token");
                 continue;
@@ -641,10 +702,11 @@ async fn sealed_request(
     )))
 }
 
-/// Times a request is sealed before its first token: the first to the
-/// cached short list, the others to a fresh one (its workers were full or
-/// went away).
-const ATTEMPTS: usize = 3;
+/// Times a request is sealed before its first token: to the cached short
+/// list, then once more to a fresh one (its workers were full or went
+/// away). Once only: each reseal is a chance for a proxy that fails
+/// requests on purpose to steer them to workers of its choosing.
+const ATTEMPTS: usize = 2;
 
 /// `first` then the rest of `answer`, each through `open`, ending after the
 /// first terminal event.

@@ -23,10 +23,11 @@ use cocoon_protocol::receipt::Delivered;
 use cocoon_protocol::sealed::{ReplyOpener, SealHeader};
 use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{
-    Connection, ErrorKind, Event, ListedWorker, RequestBody, RoutingPrefs, WireError, WorkerKey,
+    Connection, ErrorKind, Event, ListedWorker, RequestBody, RoutingPrefs, Sort, WireError,
+    WorkerKey, BASE_PRICE_COEFFICIENT,
 };
 use futures::StreamExt;
-use rand::seq::SliceRandom;
+use rand::Rng;
 
 /// How long a proxy's list of worker keys is reused.
 const KEYS_TTL: Duration = Duration::from_secs(5);
@@ -242,16 +243,41 @@ pub struct Candidate {
     pub price_coefficient: u32,
 }
 
-/// Up to `n` of `listed` (best first): the best, and others at random among
-/// the rest, so that equal workers share the load.
-pub fn candidates(listed: &[ListedWorker], n: usize) -> Vec<Candidate> {
-    let mut rest: Vec<&ListedWorker> = listed.iter().skip(1).collect();
-    rest.shuffle(&mut rand::thread_rng());
-    listed
-        .iter()
-        .take(1)
-        .chain(rest)
-        .take(n)
+/// Up to `n` of `listed`, drawn by this node at random, weighted by its own
+/// preference (`sort`): not the proxy's order, so a proxy cannot decide
+/// which workers a client's requests are sealed to. With `keep_first` (the
+/// worker holding the conversation's prompt cache) the first stays first.
+pub fn candidates(
+    listed: &[ListedWorker],
+    n: usize,
+    sort: Sort,
+    keep_first: bool,
+) -> Vec<Candidate> {
+    let mut rng = rand::thread_rng();
+    let (mut chosen, mut pool): (Vec<&ListedWorker>, Vec<&ListedWorker>) = if keep_first {
+        (
+            listed.iter().take(1).collect(),
+            listed.iter().skip(1).collect(),
+        )
+    } else {
+        (Vec::new(), listed.iter().collect())
+    };
+    while chosen.len() < n && !pool.is_empty() {
+        let weights: Vec<f64> = pool.iter().map(|l| weight(l, sort)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut point = rng.gen::<f64>() * total;
+        let mut pick = pool.len() - 1;
+        for (i, w) in weights.iter().enumerate() {
+            if point < *w {
+                pick = i;
+                break;
+            }
+            point -= w;
+        }
+        chosen.push(pool.swap_remove(pick));
+    }
+    chosen
+        .into_iter()
         .map(|l| Candidate {
             worker: l.key.worker(),
             sealing_key: l.key.sealing_key,
@@ -259,6 +285,19 @@ pub fn candidates(listed: &[ListedWorker], n: usize) -> Vec<Candidate> {
             price_coefficient: l.price_coefficient,
         })
         .collect()
+}
+
+/// How much this node prefers a listed worker: cheaper is better (squared
+/// when sorting by price), and less loaded is better, but the load the
+/// proxy reports moves a weight by at most 2x (4x when sorting by speed),
+/// so a proxy lying about load cannot steer much.
+fn weight(l: &ListedWorker, sort: Sort) -> f64 {
+    let cheap = f64::from(BASE_PRICE_COEFFICIENT) / f64::from(l.price_coefficient.max(1));
+    let room = 1.0 - f64::from(l.load_permille.min(1000)) / 2000.0;
+    match sort {
+        Sort::Price => cheap * cheap * room,
+        Sort::Throughput | Sort::Latency => room * room * cheap,
+    }
 }
 
 /// Opens one sealed answer, checking every event on the way.
@@ -525,6 +564,56 @@ mod tests {
         ] {
             assert!(is_refused(&s.unsealer.open(event)));
         }
+    }
+
+    fn listed(price: u32, load: u32) -> ListedWorker {
+        let id = Identity::generate().unwrap();
+        ListedWorker {
+            key: cocoon_protocol::WorkerKey {
+                identity: id.spki().to_vec(),
+                sealing_key: SealingKey::generate().public(),
+                evidence: None,
+            },
+            price_coefficient: price,
+            load_permille: load,
+        }
+    }
+
+    /// The node draws its recipients itself among all listed workers: the
+    /// proxy's order (first = "best") decides nothing, cheaper workers are
+    /// drawn more often under the price sort, and a proxy claiming a worker
+    /// is idle and the others full moves the odds by 2x at most.
+    #[test]
+    fn recipients_are_drawn_by_the_node_not_taken_in_the_proxys_order() {
+        let workers = vec![
+            listed(1000, 0),
+            listed(1000, 0),
+            listed(1000, 0),
+            listed(500, 0),
+        ];
+        let mut drawn = HashMap::new();
+        for _ in 0..2000 {
+            let chosen = candidates(&workers, 2, Sort::Price, false);
+            assert_eq!(chosen.len(), 2);
+            assert_ne!(chosen[0].worker, chosen[1].worker);
+            for c in chosen {
+                *drawn.entry(c.worker).or_insert(0) += 1;
+            }
+        }
+        let count = |i: usize| drawn[&workers[i].key.worker()];
+        // The proxy's first is not favoured over its equals.
+        assert!(
+            count(0) < count(1) * 3 / 2 && count(0) > count(1) * 2 / 3,
+            "{drawn:?}"
+        );
+        // The cheap one is drawn most.
+        assert!(count(3) > count(0), "{drawn:?}");
+        // Load as the proxy reports it: 2x at most.
+        let (idle, full) = (listed(1000, 0), listed(1000, 1000));
+        assert!(weight(&idle, Sort::Price) <= 2.0 * weight(&full, Sort::Price));
+        // The worker holding the conversation's cache stays first.
+        let kept = candidates(&workers, 2, Sort::Price, true);
+        assert_eq!(kept[0].worker, workers[0].key.worker());
     }
 
     /// A proxy that sent a request to both recipients cannot receipt one

@@ -187,3 +187,88 @@ async fn a_proxy_cannot_get_a_second_answer_to_one_sealed_request() {
     client.stop().await;
     net.shutdown().await;
 }
+
+/// Wants one worker to serve this client: refuses (as if the workers had
+/// gone away) every first seal of a request, and any seal whose recipients
+/// do not include its worker, so that the client node reseals until they
+/// do; counts the seals it saw.
+struct SteerTo {
+    worker: cocoon_protocol::tls::Fingerprint,
+    generates: std::sync::atomic::AtomicUsize,
+}
+
+impl Script for SteerTo {
+    fn serve(&self, body: RequestBody, upstream: Connection) -> BoxStream<'static, Event> {
+        match body {
+            RequestBody::Generate(mut sealed) => {
+                self.generates
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let first_seal = sealed.recipients.len() <= 2;
+                if first_seal || !sealed.workers().any(|w| *w == self.worker) {
+                    return stream::iter([Event::Error(cocoon_protocol::WireError::new(
+                        cocoon_protocol::ErrorKind::Upstream,
+                        "worker went away",
+                    ))])
+                    .boxed();
+                }
+                sealed.recipients.retain(|r| r.worker == self.worker);
+                forward(upstream, RequestBody::Generate(sealed))
+            }
+            other => forward(upstream, other),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_failing_requests_to_steer_them_gets_one_reseal_and_is_passed_over() {
+    let net = devnet_with(|o| {
+        let p = o.price_coefficient;
+        o.more_workers = vec![(slow_engine(0, 4), p), (slow_engine(0, 4), p)];
+    })
+    .await;
+    let target = net.workers[2].fingerprint();
+    let script = Arc::new(SteerTo {
+        worker: target,
+        generates: Default::default(),
+    });
+    let relay = RelayProxy::start(
+        simulated_identity().unwrap(),
+        net.client_identity.clone(),
+        net.proxy_endpoint(),
+        script.clone(),
+    )
+    .await
+    .unwrap();
+    // The client node knows the relay and the honest proxy.
+    let client = net
+        .client_through(
+            vec![relay.endpoint.clone(), net.proxy_endpoint().clone()],
+            net.peer_check.clone(),
+        )
+        .await
+        .unwrap();
+    client.pool.wait_connected(2).await;
+    let url = format!("{}/chat/completions", client.api_url());
+    let seen = || script.generates.load(std::sync::atomic::Ordering::SeqCst);
+    let mut through_relay_late = 0;
+    for i in 0..60 {
+        let before = seen();
+        let (status, body) = post(&url, &chat_body("hello", json!({}))).await;
+        // Every request is answered (by the honest proxy when the relay fails it).
+        assert_eq!(status, 200, "request {i}: {body}");
+        // Sealed at most twice through the relay: one reseal, not more.
+        assert!(
+            seen() - before <= 2,
+            "request {i}: {} seals",
+            seen() - before
+        );
+        if i >= 40 {
+            through_relay_late += seen() - before;
+        }
+    }
+    // Passed over once it looked like steering: the last 20 requests did
+    // not go through it.
+    assert_eq!(through_relay_late, 0, "the steering proxy was still used");
+    client.stop().await;
+    net.shutdown().await;
+}
