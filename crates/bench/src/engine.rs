@@ -243,7 +243,11 @@ async fn timed(
                 return Ok((first.unwrap_or(last), last, done.usage.completion_tokens));
             }
             Event::Error(e) => anyhow::bail!("engine error: {e}"),
-            Event::Sealed { .. } | Event::WorkerKeys(_) | Event::Account(_) | Event::Voucher(_) => {
+            Event::Sealed { .. }
+            | Event::SealedError { .. }
+            | Event::WorkerKeys(_)
+            | Event::Account(_)
+            | Event::Voucher(_) => {
                 anyhow::bail!("engines produce no sealed chunks, key lists or accounts")
             }
             Event::Models(_) => {}

@@ -125,7 +125,7 @@ async fn drive(
                         }
                     };
                     match event {
-                        Event::Delta { tokens, .. } | Event::Sealed { tokens, .. } => {
+                        Event::Delta { tokens, .. } => {
                             first.get_or_insert_with(|| t.elapsed());
                             run.tokens += tokens as u64;
                         }

@@ -652,6 +652,7 @@ async fn sealed_request(
             header: sealed.header.clone(),
             request_bytes: sealed.ciphertext.len() as u64,
             streamed_tokens: 0,
+            streamed_bytes: 0,
             recipients: chosen
                 .into_iter()
                 .map(|c| (c.worker, c.identity, c.price_coefficient))

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cocoon_protocol::ra_tls::AttestationCheck;
 use cocoon_protocol::receipt::Delivered;
-use cocoon_protocol::sealed::{ReplyOpener, SealHeader};
+use cocoon_protocol::sealed::{Piece, ReplyOpener, SealHeader};
 use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{
     Connection, ErrorKind, Event, ListedWorker, RequestBody, RoutingPrefs, Sort, WireError,
@@ -311,17 +311,27 @@ pub struct Unsealer {
     /// Completion tokens opened so far (the counts authenticated with each
     /// chunk).
     pub streamed_tokens: u64,
+    /// Bytes of text opened so far.
+    pub streamed_bytes: u64,
 }
 
 impl Unsealer {
     /// The event as the API sees it: text opened, receipts verified.
     pub fn open(&mut self, event: Event) -> Event {
         match event {
-            Event::Sealed { ciphertext, tokens } => match self.opener.open(&ciphertext, tokens) {
-                Ok(text) => {
+            Event::Sealed { ciphertext } => match self.opener.open(&ciphertext) {
+                Ok(Piece::Text { text, tokens }) => {
                     self.streamed_tokens += u64::from(tokens);
+                    self.streamed_bytes += text.len() as u64;
                     Event::Delta { text, tokens }
                 }
+                Ok(Piece::Error { .. }) => tampered("an error arrived as an answer chunk".into()),
+                Err(e) => tampered(format!("{e}")),
+            },
+            // The engine's error, its message sealed: opened here.
+            Event::SealedError { kind, ciphertext } => match self.opener.open(&ciphertext) {
+                Ok(Piece::Error { message }) => Event::Error(WireError::new(kind, message)),
+                Ok(Piece::Text { .. }) => tampered("text arrived as the answer's error".into()),
                 Err(e) => tampered(format!("{e}")),
             },
             Event::Delta { .. } => {
@@ -370,7 +380,8 @@ impl Unsealer {
             .map_err(|e| e.to_string())?;
         r.within(&Delivered {
             max_tokens: self.header.max_tokens,
-            streamed_tokens: self.streamed_tokens,
+            streamed_tokens: Some(self.streamed_tokens),
+            streamed_bytes: self.streamed_bytes,
             request_bytes: self.request_bytes,
         })
         .map_err(|e| e.to_string())?;
@@ -430,6 +441,7 @@ mod tests {
             recipients: vec![(worker.fingerprint(), worker.spki().to_vec(), 1000)],
             request_bytes: sealed.ciphertext.len() as u64,
             streamed_tokens: 0,
+            streamed_bytes: 0,
         };
         Setup {
             worker,
@@ -478,10 +490,7 @@ mod tests {
     fn sealed_chunks_open_and_a_good_receipt_passes() {
         let mut s = setup();
         let chunk = s.sealer.seal("Hello", 1);
-        match s.unsealer.open(Event::Sealed {
-            ciphertext: chunk,
-            tokens: 1,
-        }) {
+        match s.unsealer.open(Event::Sealed { ciphertext: chunk }) {
             Event::Delta { text, tokens } => assert_eq!((text.as_str(), tokens), ("Hello", 1)),
             other => panic!("{other:?}"),
         }
@@ -500,10 +509,7 @@ mod tests {
         let first = s.sealer.seal("Hello", 1);
         let _dropped = s.sealer.seal(" world", 1);
         assert!(matches!(
-            s.unsealer.open(Event::Sealed {
-                ciphertext: first,
-                tokens: 1
-            }),
+            s.unsealer.open(Event::Sealed { ciphertext: first }),
             Event::Delta { .. }
         ));
         // The proxy drops the last chunk and forwards the worker's receipt,
@@ -530,10 +536,9 @@ mod tests {
         let mut s = setup();
         let mut chunk = s.sealer.seal("Hello", 1);
         chunk[0] ^= 1;
-        assert!(is_refused(&s.unsealer.open(Event::Sealed {
-            ciphertext: chunk,
-            tokens: 1
-        })));
+        assert!(is_refused(
+            &s.unsealer.open(Event::Sealed { ciphertext: chunk })
+        ));
         assert!(is_refused(&s.unsealer.open(Event::Delta {
             text: "injected".into(),
             tokens: 1
@@ -646,13 +651,11 @@ mod tests {
             ],
             request_bytes: sealed.ciphertext.len() as u64,
             streamed_tokens: 0,
+            streamed_bytes: 0,
         };
         let chunk = sealer_a.seal("Hi", 1);
         assert!(matches!(
-            unsealer.open(Event::Sealed {
-                ciphertext: chunk,
-                tokens: 1
-            }),
+            unsealer.open(Event::Sealed { ciphertext: chunk }),
             Event::Delta { .. }
         ));
         let usage = Usage {

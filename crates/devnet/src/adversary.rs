@@ -226,3 +226,41 @@ impl Drop for LyingEngine {
         self.task.abort();
     }
 }
+
+/// An inference server whose errors repeat the request (as real ones do:
+/// "prompt too long: <the prompt>"): answers every chat completion with
+/// HTTP 400 and the request's body in its error message. Behind a worker's
+/// `openai-http` engine it shows what an engine's error text carries.
+pub struct EchoingErrors {
+    /// Base URL, e.g. `http://127.0.0.1:PORT/v1`.
+    pub base_url: String,
+    task: JoinHandle<()>,
+}
+
+impl EchoingErrors {
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}/v1", listener.local_addr()?);
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(|body: String| async move {
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    axum::Json(
+                        serde_json::json!({"error": {"message": format!("cannot serve {body}")}}),
+                    ),
+                )
+            }),
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(EchoingErrors { base_url, task })
+    }
+}
+
+impl Drop for EchoingErrors {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

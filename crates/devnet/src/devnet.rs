@@ -322,6 +322,7 @@ impl Devnet {
                 replay_window: Duration::from_secs(60),
                 payout: Some((earnings.clone(), claim_every)),
                 price_coefficient: coefficient,
+                coalesce: cocoon_worker::DEFAULT_COALESCE,
             };
             workers.push(WorkerNode::start(settings, Some(loopback().await?)).await?);
         }

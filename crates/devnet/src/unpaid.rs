@@ -78,6 +78,7 @@ pub async fn worker(
         replay_window: Duration::from_secs(60),
         payout: None,
         price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
+        coalesce: cocoon_worker::DEFAULT_COALESCE,
     };
     Ok(WorkerNode::start(settings, None).await?)
 }

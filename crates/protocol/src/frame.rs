@@ -125,9 +125,15 @@ pub enum Event {
     /// Newly generated text and how many tokens it is (engine to worker, and
     /// client node to its API; never on the wire of a sealed request).
     Delta { text: String, tokens: u32 },
-    /// Newly generated text sealed to the client node, and how many tokens it
-    /// is (the count is what the proxy meters).
-    Sealed { ciphertext: Vec<u8>, tokens: u32 },
+    /// Newly generated text sealed to the client node (a padded
+    /// [`crate::sealed::Piece`]: its token count is inside).
+    Sealed { ciphertext: Vec<u8> },
+    /// The request failed: its kind in clear, its message sealed to the
+    /// client node (an engine's error text may echo the prompt). Terminal.
+    SealedError {
+        kind: ErrorKind,
+        ciphertext: Vec<u8>,
+    },
     /// Generation ended normally. Terminal.
     Done(Done),
     /// Answer to `ListModels`. Terminal.

@@ -71,9 +71,12 @@ pub const TEMPLATE_TOKENS: u64 = 1024;
 pub struct Delivered {
     /// The request's `max_tokens` (its sealed header's).
     pub max_tokens: Option<u32>,
-    /// Completion tokens the worker streamed, by the (authenticated) counts
-    /// beside its sealed chunks.
-    pub streamed_tokens: u64,
+    /// Completion tokens the worker streamed, by the counts inside its
+    /// sealed chunks (known to the client node only).
+    pub streamed_tokens: Option<u64>,
+    /// Bytes of streamed text, or an upper bound of them (the proxy sees
+    /// padded chunk sizes).
+    pub streamed_bytes: u64,
     /// Bytes of the sealed request's ciphertext (its messages, parameters).
     pub request_bytes: u64,
 }
@@ -96,14 +99,25 @@ impl Receipt {
                 ));
             }
         }
-        let streamable = delivered
-            .streamed_tokens
-            .saturating_mul(TOKENS_PER_STREAMED)
-            .saturating_add(UNSTREAMED_TOKENS);
-        if u.completion_tokens > streamable {
+        // A token is at least a byte of text, save those an engine counts
+        // without streaming.
+        let bound = |streamed: u64| {
+            streamed
+                .saturating_mul(TOKENS_PER_STREAMED)
+                .saturating_add(UNSTREAMED_TOKENS)
+        };
+        if let Some(tokens) = delivered.streamed_tokens {
+            if u.completion_tokens > bound(tokens) {
+                return over(format!(
+                    "{} completion tokens, {tokens} streamed",
+                    u.completion_tokens
+                ));
+            }
+        }
+        if u.completion_tokens > bound(delivered.streamed_bytes) {
             return over(format!(
-                "{} completion tokens, {} streamed",
-                u.completion_tokens, delivered.streamed_tokens
+                "{} completion tokens for {} bytes streamed",
+                u.completion_tokens, delivered.streamed_bytes
             ));
         }
         let prompt_bound = delivered
@@ -261,7 +275,8 @@ mod tests {
         };
         let seen = Delivered {
             max_tokens: Some(100),
-            streamed_tokens: 10,
+            streamed_tokens: Some(10),
+            streamed_bytes: 1000,
             request_bytes: 50,
         };
         // At each bound: accepted; one past it: refused.
@@ -280,11 +295,21 @@ mod tests {
         // Nothing streamed: only what an engine may count unstreamed.
         let nothing = Delivered {
             max_tokens: None,
-            streamed_tokens: 0,
+            streamed_tokens: Some(0),
+            streamed_bytes: 0,
             request_bytes: 0,
         };
         assert!(with(0, UNSTREAMED_TOKENS).within(&nothing).is_ok());
         assert!(with(0, UNSTREAMED_TOKENS + 1).within(&nothing).is_err());
+        // The proxy knows bytes only: 10 bytes bound 72 tokens.
+        let bytes_only = Delivered {
+            max_tokens: None,
+            streamed_tokens: None,
+            streamed_bytes: 10,
+            request_bytes: 50,
+        };
+        assert!(with(5, 72).within(&bytes_only).is_ok());
+        assert!(with(5, 73).within(&bytes_only).is_err());
         let mut cached = with(10, 5);
         cached.usage.cached_prompt_tokens = 11;
         assert!(cached.within(&seen).is_err());

@@ -16,11 +16,18 @@
 //! secret export), so every recipient of every seal has an independent key,
 //! and a proxy that forwards one request to several recipients gets answers
 //! under unrelated keys (no XOR of two answers, no reusable MAC key). The
-//! chunk's position is the nonce, and the AAD carries the request id, the
-//! position and the chunk's token count: a dropped, reordered, replayed,
-//! injected or recounted chunk fails to open. The client node's opener
-//! locks onto the one recipient whose key opens the first chunk; no chunk
-//! under another recipient's key opens after that.
+//! chunk's position is the nonce, and the AAD carries the request id and
+//! the position: a dropped, reordered, replayed or injected chunk fails to
+//! open. The client node's opener locks onto the one recipient whose key
+//! opens the first chunk; no chunk under another recipient's key opens
+//! after that.
+//!
+//! What crosses the proxy leaks as little as possible: a chunk's plaintext
+//! ([`Piece`]: text and its token count, or the engine's error message) and
+//! the request body are padded to size buckets ([`pad`]), and the worker
+//! coalesces tokens over a few milliseconds, so the proxy sees neither
+//! token boundaries, token counts nor exact lengths; usage crosses in clear
+//! only in the signed receipt billing needs.
 
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
@@ -109,8 +116,6 @@ pub enum SealError {
     HeaderMismatch,
     #[error("a sealed answer chunk does not open (tampered, reordered or injected)")]
     BadChunk,
-    #[error("the opened text is not UTF-8")]
-    NotUtf8,
     #[error("malformed sealed data: {0}")]
     Malformed(String),
 }
@@ -182,8 +187,9 @@ impl SealingKey {
                 &mut plain,
             )
             .map_err(|_| SealError::Tampered)?;
-        let body: SealedBody =
-            postcard::from_bytes(opened).map_err(|e| SealError::Malformed(e.to_string()))?;
+        // Padded: the body is followed by zeros up to its size bucket.
+        let (body, _padding): (SealedBody, _) =
+            postcard::take_from_bytes(opened).map_err(|e| SealError::Malformed(e.to_string()))?;
         plain.iter_mut().for_each(|b| *b = 0);
         if body.params.max_tokens != request.header.max_tokens {
             return Err(SealError::HeaderMismatch);
@@ -253,9 +259,10 @@ pub fn seal(
         input: request.input.clone(),
         params: request.params.clone(),
     };
-    let mut ciphertext = Zeroizing::new(
+    let mut ciphertext = Zeroizing::new(pad(
         postcard::to_allocvec(&body).map_err(|e| SealError::Malformed(e.to_string()))?,
-    );
+        REQUEST_BUCKET,
+    ));
     derive(&content_key, b"cocoon/seal/v2/request")
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key([0; 12]),
@@ -288,11 +295,30 @@ impl std::fmt::Debug for ReplySealer {
 }
 
 impl ReplySealer {
-    /// Seal the next chunk: `text`, worth `tokens` tokens (authenticated,
-    /// so the count the proxy sees beside it cannot be changed).
+    /// Seal the next chunk: `text`, worth `tokens` tokens (the count
+    /// travels inside the seal, and the plaintext is padded to its size
+    /// bucket: the proxy sees neither the count nor the exact length).
     pub fn seal(&mut self, text: &str, tokens: u32) -> Vec<u8> {
-        let mut buf = text.as_bytes().to_vec();
-        let (nonce, aad) = self.0.next(tokens);
+        self.seal_piece(&Piece::Text {
+            text: text.to_string(),
+            tokens,
+        })
+    }
+
+    /// Seal an error's message as the answer's last chunk: an engine's
+    /// error text may echo the prompt, so only its kind crosses in clear.
+    pub fn seal_error(&mut self, message: &str) -> Vec<u8> {
+        self.seal_piece(&Piece::Error {
+            message: message.to_string(),
+        })
+    }
+
+    fn seal_piece(&mut self, piece: &Piece) -> Vec<u8> {
+        let mut buf = pad(
+            postcard::to_allocvec(piece).expect("a chunk serializes"),
+            CHUNK_BUCKET,
+        );
+        let (nonce, aad) = self.0.next();
         self.0
             .key
             .seal_in_place_append_tag(nonce, Aad::from(aad), &mut buf)
@@ -328,10 +354,10 @@ impl std::fmt::Debug for ReplyOpener {
 }
 
 impl ReplyOpener {
-    /// Open the next chunk, said to be worth `tokens` tokens. The first chunk
-    /// decides which recipient is answering; every later one must be under
-    /// that recipient's key.
-    pub fn open(&mut self, sealed: &[u8], tokens: u32) -> Result<String, SealError> {
+    /// Open the next chunk: text and its token count, or the answer's
+    /// error. The first chunk decides which recipient is answering; every
+    /// later one must be under that recipient's key.
+    pub fn open(&mut self, sealed: &[u8]) -> Result<Piece, SealError> {
         let indices: Vec<usize> = match self.chosen {
             Some(i) => vec![i],
             None => (0..self.candidates.len()).collect(),
@@ -339,13 +365,13 @@ impl ReplyOpener {
         for i in indices {
             let key = &mut self.candidates[i].1;
             let mut buf = sealed.to_vec();
-            let (nonce, aad) = key.peek(tokens);
+            let (nonce, aad) = key.peek();
             if let Ok(plain) = key.key.open_in_place(nonce, Aad::from(aad), &mut buf) {
-                let len = plain.len();
-                buf.truncate(len);
                 key.next += 1;
                 self.chosen = Some(i);
-                return String::from_utf8(buf).map_err(|_| SealError::NotUtf8);
+                let (piece, _padding): (Piece, _) = postcard::take_from_bytes(plain)
+                    .map_err(|e| SealError::Malformed(e.to_string()))?;
+                return Ok(piece);
             }
         }
         Err(SealError::BadChunk)
@@ -386,21 +412,53 @@ impl ChunkKey {
         }
     }
 
-    /// Nonce and AAD of the next chunk, worth `tokens` tokens.
-    fn peek(&self, tokens: u32) -> (Nonce, [u8; 28]) {
+    /// Nonce and AAD of the next chunk.
+    fn peek(&self) -> (Nonce, [u8; 24]) {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&self.next.to_be_bytes());
-        let mut aad = [0u8; 28];
+        let mut aad = [0u8; 24];
         aad[..16].copy_from_slice(&self.request_id);
-        aad[16..24].copy_from_slice(&self.next.to_be_bytes());
-        aad[24..].copy_from_slice(&tokens.to_be_bytes());
+        aad[16..].copy_from_slice(&self.next.to_be_bytes());
         (Nonce::assume_unique_for_key(nonce), aad)
     }
 
-    fn next(&mut self, tokens: u32) -> (Nonce, [u8; 28]) {
-        let out = self.peek(tokens);
+    fn next(&mut self) -> (Nonce, [u8; 24]) {
+        let out = self.peek();
         self.next += 1;
         out
+    }
+}
+
+/// What one sealed answer chunk holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Piece {
+    /// Generated text and how many tokens it is.
+    Text { text: String, tokens: u32 },
+    /// The answer failed; why, in the engine's words. Ends the answer.
+    Error { message: String },
+}
+
+/// Smallest padded size of an answer chunk's plaintext.
+pub const CHUNK_BUCKET: usize = 64;
+/// Smallest padded size of a request's body.
+pub const REQUEST_BUCKET: usize = 512;
+
+/// `bytes` followed by zeros up to its size bucket: the next power of two
+/// at least `min`, or, past 64 KiB, the next multiple of 64 KiB (so a
+/// length reveals its bucket only, at most double the bytes, far less for
+/// large bodies).
+pub fn pad(mut bytes: Vec<u8>, min: usize) -> Vec<u8> {
+    bytes.resize(padded_len(bytes.len(), min), 0);
+    bytes
+}
+
+/// The bucket `len` bytes are padded to (see [`pad`]).
+pub fn padded_len(len: usize, min: usize) -> usize {
+    const LARGE: usize = 64 * 1024;
+    if len <= LARGE {
+        len.max(min).next_power_of_two()
+    } else {
+        len.div_ceil(LARGE) * LARGE
     }
 }
 

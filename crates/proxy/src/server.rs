@@ -342,7 +342,8 @@ impl ClientSide {
                     // Timings for the registry's speed ranking.
                     let sent = std::time::Instant::now();
                     let mut first: Option<std::time::Instant> = None;
-                    let mut tokens = 0u64;
+                    // Padded plaintext bytes: an upper bound of the text's.
+                    let mut streamed_bytes = 0u64;
                     timeouts
                         .apply(answer)
                         .map(move |event| {
@@ -350,18 +351,21 @@ impl ClientSide {
                                 inspect.see(&event);
                             }
                             match &event {
-                                Event::Sealed { tokens: n, .. } => {
+                                Event::Sealed { ciphertext } => {
                                     if first.is_none() {
                                         slot.first_token(sent.elapsed());
                                         first = Some(std::time::Instant::now());
                                     }
-                                    tokens += *n as u64;
+                                    streamed_bytes +=
+                                        ciphertext.len().saturating_sub(16) as u64;
                                 }
-                                Event::Done(_) => slot.done(
-                                    tokens,
+                                // Speed from the signed count at the end (the
+                                // chunks hide theirs).
+                                Event::Done(done) => slot.done(
+                                    done.usage.completion_tokens,
                                     first.map(|f| f.elapsed()).unwrap_or_default(),
                                 ),
-                                Event::Error(_) => slot.failed(),
+                                Event::Error(_) | Event::SealedError { .. } => slot.failed(),
                                 _ => {}
                             }
                             match event {
@@ -374,7 +378,8 @@ impl ClientSide {
                                 Event::Done(done) => {
                                     let delivered = Delivered {
                                         max_tokens: header.max_tokens,
-                                        streamed_tokens: tokens,
+                                        streamed_tokens: None,
+                                        streamed_bytes,
                                         request_bytes,
                                     };
                                     match receipts.record(

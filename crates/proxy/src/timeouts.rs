@@ -72,10 +72,7 @@ mod tests {
     }
 
     fn chunk() -> Event {
-        Event::Sealed {
-            ciphertext: vec![],
-            tokens: 1,
-        }
+        Event::Sealed { ciphertext: vec![] }
     }
 
     #[tokio::test(start_paused = true)]

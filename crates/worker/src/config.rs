@@ -46,6 +46,15 @@ pub struct WorkerConfig {
     /// contract's), 800 = 20% cheaper. Clients are charged at it.
     #[serde(default = "default_coefficient")]
     pub price_coefficient: u32,
+    /// Milliseconds of generated tokens sealed together in one chunk, so
+    /// the proxy sees neither token boundaries nor counts (0: every token
+    /// alone). Costs up to this much latency per chunk.
+    #[serde(default = "default_coalesce")]
+    pub coalesce_ms: u64,
+}
+
+fn default_coalesce() -> u64 {
+    crate::coalesce::DEFAULT_WINDOW.as_millis() as u64
 }
 
 fn default_coefficient() -> u32 {
@@ -138,6 +147,7 @@ impl WorkerConfig {
             attestation: AttestationConfig::default(),
             payout: None,
             price_coefficient: default_coefficient(),
+            coalesce_ms: default_coalesce(),
         }
     }
 
@@ -159,6 +169,7 @@ impl WorkerConfig {
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         ConfigError::check_range("connect_timeout_secs", self.connect_timeout_secs, 1, 300)?;
         ConfigError::check_range("replay_window_secs", self.replay_window_secs, 1, 3600)?;
+        ConfigError::check_range("coalesce_ms", self.coalesce_ms, 0, 1000)?;
         ConfigError::check_range(
             "price_coefficient",
             self.price_coefficient as u64,
@@ -196,6 +207,7 @@ impl WorkerConfig {
             attestation,
             replay_window: Duration::from_secs(self.replay_window_secs),
             price_coefficient: self.price_coefficient,
+            coalesce: Duration::from_millis(self.coalesce_ms),
             payout: self
                 .payout
                 .as_ref()
@@ -223,6 +235,8 @@ pub struct WorkerSettings {
     pub payout: Option<(Arc<crate::Earnings>, Duration)>,
     /// The price announced for every model (1000 = base).
     pub price_coefficient: u32,
+    /// Tokens generated within this are sealed as one chunk.
+    pub coalesce: Duration,
 }
 
 #[cfg(test)]

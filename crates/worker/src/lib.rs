@@ -9,6 +9,7 @@
 //! * `serve`  - the request handler: opening sealed requests, capacity limits,
 //!   engine calls, sealed answers, signed usage receipts, statistics.
 //! * `replay` - refusing replayed or stale sealed requests.
+//! * `coalesce` - tokens gathered for a few milliseconds into one sealed chunk.
 //! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
 //! * `status` - [`WorkerStatus`]: readiness, `/stats` and the worker's gauges.
 //! * `node`   - [`WorkerNode`]: the worker and its status endpoints, started
@@ -18,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+mod coalesce;
 mod config;
 mod earnings;
 mod node;
@@ -26,6 +28,7 @@ mod run;
 mod serve;
 mod status;
 
+pub use coalesce::DEFAULT_WINDOW as DEFAULT_COALESCE;
 pub use config::{
     ConfigError, EngineConfig, PayoutConfig, Profile, WeightsLocation, WorkerConfig, WorkerSettings,
 };

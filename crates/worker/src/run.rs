@@ -118,6 +118,7 @@ impl Worker {
             sealing,
             replay: crate::replay::ReplayGuard::new(settings.replay_window),
             price_coefficient: settings.price_coefficient,
+            coalesce: settings.coalesce,
         });
         let dial = DialSettings {
             tls,

@@ -44,6 +44,8 @@ pub(crate) struct RequestHandler {
     pub replay: crate::replay::ReplayGuard,
     /// The price this worker announced; its receipts state it.
     pub price_coefficient: u32,
+    /// Tokens generated within this are sealed as one chunk.
+    pub coalesce: std::time::Duration,
 }
 
 fn now_ms() -> u64 {
@@ -137,6 +139,7 @@ impl RequestHandler {
             stats: self.stats.clone(),
             identity: self.identity.clone(),
             price_coefficient: self.price_coefficient,
+            coalesce: self.coalesce,
         };
         stream::once(async move {
             let permit = match limit.clone().try_acquire_owned() {
@@ -170,6 +173,7 @@ struct Answer {
     stats: Arc<WorkerStats>,
     identity: Arc<Identity>,
     price_coefficient: u32,
+    coalesce: std::time::Duration,
 }
 
 impl Answer {
@@ -186,6 +190,7 @@ impl Answer {
             stats,
             identity,
             price_coefficient,
+            coalesce,
         } = self;
         stats.started.fetch_add(1, Ordering::SeqCst);
         stats.active.fetch_add(1, Ordering::SeqCst);
@@ -194,8 +199,7 @@ impl Answer {
             ended: false,
         };
         let model = request.model.clone();
-        engine
-            .generate(request)
+        crate::coalesce::coalesce(engine.generate(request), coalesce)
             .map(move |event| {
                 let _permit = &permit;
                 let stats = &tracker.stats;
@@ -206,7 +210,6 @@ impl Answer {
                             .fetch_add(tokens as u64, Ordering::SeqCst);
                         Event::Sealed {
                             ciphertext: sealer.seal(&text, tokens),
-                            tokens,
                         }
                     }
                     Event::Done(mut done) => {
@@ -229,7 +232,12 @@ impl Answer {
                     Event::Error(e) => {
                         stats.failed.fetch_add(1, Ordering::SeqCst);
                         tracker.ended = true;
-                        Event::Error(e)
+                        // The engine's words may echo the prompt: only the
+                        // kind crosses the proxy in clear.
+                        Event::SealedError {
+                            kind: e.kind,
+                            ciphertext: sealer.seal_error(&e.message),
+                        }
                     }
                     other => {
                         // Engines produce only text, Done and errors.

@@ -233,3 +233,92 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
     assert_eq!(net.proxy().receipts.recent().len(), 1);
     net.shutdown().await;
 }
+
+/// What a proxy sees of an answer: chunks padded to size buckets and
+/// carrying no token counts, tokens coalesced (fewer chunks than tokens
+/// when they come fast), the request padded, and an engine error that
+/// repeats the prompt sealed (only its kind in clear).
+#[tokio::test]
+async fn the_proxy_sees_neither_token_boundaries_nor_lengths_nor_engine_errors() {
+    let (net, seen) = inspected_devnet().await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu";
+    let (status, body) = post(&url, &chat_body(words, json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let tokens = body["usage"]["completion_tokens"].as_u64().unwrap();
+    let events: Vec<Event> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|b| postcard::from_bytes::<Event>(b).ok())
+        .collect();
+    let chunks: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sealed { ciphertext } => Some(ciphertext.len() - 16),
+            _ => None,
+        })
+        .collect();
+    assert!(!chunks.is_empty());
+    assert!(
+        (chunks.len() as u64) < tokens,
+        "{} chunks for {tokens} tokens",
+        chunks.len()
+    );
+    for len in &chunks {
+        assert!(
+            len.is_power_of_two() && *len >= 64,
+            "a chunk of {len} bytes"
+        );
+    }
+    let request = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|b| match postcard::from_bytes::<RequestBody>(b) {
+            Ok(RequestBody::Generate(sealed)) => Some(sealed.ciphertext.len() - 16),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        request.is_power_of_two() && request >= 512,
+        "a request of {request} bytes"
+    );
+    net.shutdown().await;
+
+    // An engine error that repeats the prompt: the app reads it, the proxy
+    // only its kind.
+    let upstream = cocoon_devnet::adversary::EchoingErrors::start()
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let net = devnet_with(|o| {
+        o.engine = openai_http_engine(&upstream.base_url, None, 2, 10);
+        o.proxy_inspect = Some(Inspector(Arc::new(move |bytes: &[u8]| {
+            sink.lock().unwrap().push(bytes.to_vec());
+        })))
+    })
+    .await;
+    let (status, body) = post(
+        &url_of(&net),
+        &chat_body(&format!("tell {MARKER}"), json!({})),
+    )
+    .await;
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        body.to_string().contains(MARKER),
+        "the app gets the engine's words: {body}"
+    );
+    for bytes in seen.lock().unwrap().iter() {
+        assert!(
+            !contains(bytes, MARKER),
+            "the proxy saw the prompt in an error"
+        );
+    }
+    net.shutdown().await;
+}
+
+fn url_of(net: &cocoon_devnet::Devnet) -> String {
+    format!("{}/chat/completions", net.api_url)
+}

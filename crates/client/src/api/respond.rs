@@ -256,6 +256,7 @@ async fn next_step(
         // The backend opens sealed chunks before they get here.
         Some(
             Event::Sealed { .. }
+            | Event::SealedError { .. }
             | Event::Models(_)
             | Event::WorkerKeys(_)
             | Event::Account(_)

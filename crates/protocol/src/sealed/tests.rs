@@ -51,7 +51,7 @@ fn each_candidate_opens_the_same_request_and_the_answer_round_trips() {
     assert_eq!(sealer.request_id(), opener.request_id());
     for text in ["Hello", ", ", "wörld ✓", ""] {
         let chunk = sealer.seal(text, 1);
-        assert_eq!(opener.open(&chunk, 1).unwrap(), text);
+        assert_eq!(text_of(opener.open(&chunk).unwrap()), text);
     }
     assert_eq!(opener.worker(), Some(&workers[1].id));
     assert_eq!(opener.chunks(), 4);
@@ -77,22 +77,52 @@ fn two_recipients_of_one_request_answer_under_unrelated_keys() {
     assert!(xor[..text.len()].iter().any(|&x| x != 0));
     // The client node opens A's first chunk and is then bound to A: B's
     // chunks, valid under B's key, are refused in A's answer.
-    assert_eq!(opener.open(&chunk_a, 3).unwrap(), text);
+    assert_eq!(text_of(opener.open(&chunk_a).unwrap()), text);
     assert_eq!(opener.worker(), Some(&a.id));
     let second_b = sealer_b.seal(" more", 1);
-    assert_eq!(opener.open(&second_b, 1), Err(SealError::BadChunk));
-    assert_eq!(opener.open(&sealer_a.seal(" more", 1), 1).unwrap(), " more");
+    assert_eq!(opener.open(&second_b), Err(SealError::BadChunk));
+    assert_eq!(
+        text_of(opener.open(&sealer_a.seal(" more", 1)).unwrap()),
+        " more"
+    );
 }
 
+/// What the proxy sees of an answer: chunk sizes in buckets only, no
+/// token counts (they are inside the seal), and an engine's error text
+/// sealed too.
 #[test]
-fn a_chunks_token_count_is_authenticated() {
+fn chunk_lengths_and_token_counts_are_hidden() {
     let w = worker();
     let (sealed, mut opener) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
     let (_, mut sealer) = w.key.open(&w.id, &sealed).unwrap();
-    let chunk = sealer.seal("four token text", 4);
-    // A proxy that rewrites the count in clear beside the chunk: refused.
-    assert_eq!(opener.open(&chunk, 40), Err(SealError::BadChunk));
-    assert_eq!(opener.open(&chunk, 4).unwrap(), "four token text");
+    let short = sealer.seal("a", 1);
+    let long = sealer.seal("a much longer piece of text", 7);
+    assert_eq!(short.len(), long.len(), "lengths within a bucket differ");
+    assert_eq!(short.len(), CHUNK_BUCKET + 16);
+    let error = sealer.seal_error(&format!("the engine choked on {MARKER}"));
+    assert!(!error.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()));
+    assert_eq!(
+        opener.open(&short).unwrap(),
+        Piece::Text {
+            text: "a".into(),
+            tokens: 1
+        }
+    );
+    assert_eq!(
+        opener.open(&long).unwrap(),
+        Piece::Text {
+            text: "a much longer piece of text".into(),
+            tokens: 7
+        }
+    );
+    assert!(
+        matches!(opener.open(&error).unwrap(), Piece::Error { message } if message.contains(MARKER))
+    );
+    // Requests are padded too.
+    assert_eq!(sealed.ciphertext.len(), REQUEST_BUCKET + 16);
+    assert_eq!(padded_len(65 * 1024, 64), 128 * 1024);
+    assert_eq!(padded_len(200 * 1024, 64), 256 * 1024);
+    assert_eq!(padded_len(300 * 1024, 64), 320 * 1024);
 }
 
 #[test]
@@ -163,10 +193,10 @@ fn answer_chunks_belong_to_one_request() {
     let chunk = sealer.seal("one", 1);
     // Moved into another request's answer: refused.
     let (_, mut other_opener) = seal(&request(), &to, 0).unwrap();
-    assert_eq!(other_opener.open(&chunk, 1), Err(SealError::BadChunk));
+    assert_eq!(other_opener.open(&chunk), Err(SealError::BadChunk));
     // Injected plaintext: refused.
     let (_, mut own) = seal(&request(), &to, 0).unwrap();
-    assert_eq!(own.open(b"plaintext injected", 1), Err(SealError::BadChunk));
+    assert_eq!(own.open(b"plaintext injected"), Err(SealError::BadChunk));
 }
 
 #[test]
@@ -177,14 +207,14 @@ fn chunk_order_is_enforced() {
     let _first = sealer.seal("first", 1);
     let second = sealer.seal("second", 1);
     // Second before first: refused; and a dropped chunk makes every later one fail.
-    assert_eq!(opener.open(&second, 1), Err(SealError::BadChunk));
+    assert_eq!(opener.open(&second), Err(SealError::BadChunk));
     let (sealed2, mut opener2) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
     let (_, mut sealer2) = w.key.open(&w.id, &sealed2).unwrap();
     let a = sealer2.seal("a", 1);
     let _b = sealer2.seal("b", 1);
     let c = sealer2.seal("c", 1);
-    assert_eq!(opener2.open(&a, 1).unwrap(), "a");
-    assert_eq!(opener2.open(&c, 1), Err(SealError::BadChunk));
+    assert_eq!(text_of(opener2.open(&a).unwrap()), "a");
+    assert_eq!(opener2.open(&c), Err(SealError::BadChunk));
 }
 
 #[test]
@@ -229,10 +259,10 @@ proptest! {
         for (i, opener) in openers.iter_mut().enumerate() {
             for (j, chunk) in first_chunks.iter().enumerate() {
                 if j / recipients != i {
-                    prop_assert!(opener.open(chunk, 1).is_err());
+                    prop_assert!(opener.open(chunk).is_err());
                 }
             }
-            prop_assert!(opener.open(&first_chunks[i * recipients], 1).is_ok());
+            prop_assert!(opener.open(&first_chunks[i * recipients]).is_ok());
         }
     }
 }
@@ -254,6 +284,14 @@ proptest! {
     fn arbitrary_chunks_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let w = worker();
         let (_, mut opener) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
-        prop_assert!(opener.open(&bytes, 1).is_err());
+        prop_assert!(opener.open(&bytes).is_err());
+    }
+}
+
+/// The text of an opened chunk.
+fn text_of(piece: Piece) -> String {
+    match piece {
+        Piece::Text { text, .. } => text,
+        Piece::Error { message } => panic!("an error chunk: {message}"),
     }
 }
