@@ -145,6 +145,22 @@ impl RelayProxy {
         })
     }
 
+    /// A relay with a simulated TEE of its own in front of `net`'s first
+    /// proxy, admitting `net`'s client key (what every attack test starts
+    /// with).
+    pub async fn in_front_of(
+        net: &crate::Devnet,
+        script: Arc<dyn Script>,
+    ) -> anyhow::Result<RelayProxy> {
+        Self::start(
+            simulated_identity()?,
+            net.client_identity.clone(),
+            net.proxy_endpoint(),
+            script,
+        )
+        .await
+    }
+
     /// The relay's own connection to the honest proxy.
     pub fn upstream(&self) -> &Connection {
         &self.upstream
@@ -214,10 +230,10 @@ impl LyingEngine {
             SseBody::new(stream)
         };
         let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(LyingEngine { base_url, task })
+        Ok(LyingEngine {
+            base_url,
+            task: serve_in_background(listener, app),
+        })
     }
 }
 
@@ -252,10 +268,10 @@ impl EchoingErrors {
                 )
             }),
         );
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(EchoingErrors { base_url, task })
+        Ok(EchoingErrors {
+            base_url,
+            task: serve_in_background(listener, app),
+        })
     }
 }
 
@@ -263,4 +279,11 @@ impl Drop for EchoingErrors {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Serve `app` on `listener` until the task is aborted.
+fn serve_in_background(listener: TcpListener, app: axum::Router) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
 }

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use cocoon_devnet::adversary::{ask_all, forward, simulated_identity, RelayProxy, Script};
+use cocoon_devnet::adversary::{ask_all, forward, RelayProxy, Script};
 use cocoon_devnet::kit::*;
 use cocoon_protocol::sealed::SealingKey;
 use cocoon_protocol::{Connection, Event, RequestBody};
@@ -75,14 +75,7 @@ async fn a_proxy_listing_its_own_key_as_a_workers_reads_nothing_from_a_verifying
     let net = devnet().await;
     for keep_evidence in [true, false] {
         let script = substitute(keep_evidence);
-        let relay = RelayProxy::start(
-            simulated_identity().unwrap(),
-            net.client_identity.clone(),
-            net.proxy_endpoint(),
-            script.clone(),
-        )
-        .await
-        .unwrap();
+        let relay = RelayProxy::in_front_of(&net, script.clone()).await.unwrap();
         // A client node with the network's policy (what production requires)
         // checks each listed key's evidence itself: the substituted key is
         // not bound by the worker's evidence, or has none.
@@ -103,14 +96,7 @@ async fn a_proxy_listing_its_own_key_as_a_workers_reads_nothing_from_a_verifying
     // to start in): the relay reads the prompt. This is the attack the
     // policy requirement stops.
     let script = substitute(false);
-    let relay = RelayProxy::start(
-        simulated_identity().unwrap(),
-        net.client_identity.clone(),
-        net.proxy_endpoint(),
-        script.clone(),
-    )
-    .await
-    .unwrap();
+    let relay = RelayProxy::in_front_of(&net, script.clone()).await.unwrap();
     let unverified = net
         .client_through(vec![relay.endpoint.clone()], None)
         .await
@@ -159,14 +145,7 @@ async fn a_proxy_cannot_get_a_second_answer_to_one_sealed_request() {
     let net =
         devnet_with(|o| o.more_workers = vec![(slow_engine(0, 4), o.price_coefficient)]).await;
     let script = Arc::new(SendToBoth::default());
-    let relay = RelayProxy::start(
-        simulated_identity().unwrap(),
-        net.client_identity.clone(),
-        net.proxy_endpoint(),
-        script.clone(),
-    )
-    .await
-    .unwrap();
+    let relay = RelayProxy::in_front_of(&net, script.clone()).await.unwrap();
     let client = net
         .client_through(vec![relay.endpoint.clone()], net.peer_check.clone())
         .await
@@ -231,14 +210,7 @@ async fn a_proxy_failing_requests_to_steer_them_gets_one_reseal_and_is_passed_ov
         worker: target,
         generates: Default::default(),
     });
-    let relay = RelayProxy::start(
-        simulated_identity().unwrap(),
-        net.client_identity.clone(),
-        net.proxy_endpoint(),
-        script.clone(),
-    )
-    .await
-    .unwrap();
+    let relay = RelayProxy::in_front_of(&net, script.clone()).await.unwrap();
     // The client node knows the relay and the honest proxy.
     let client = net
         .client_through(
