@@ -3,7 +3,8 @@
 //! proxy charged on chain can be compared with signed data long after the
 //! answers (docs/economics.md). Appended as each paid answer ends; bounded:
 //! past [`MAX_BYTES`] the file is moved to `FILE.1` (replacing the previous
-//! one) and a new one begins.
+//! one) and a new one begins, so the latest 64 to 128 MiB of receipts are
+//! kept (copy `FILE.1` away to keep more).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

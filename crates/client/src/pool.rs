@@ -292,7 +292,7 @@ impl ProxyPool {
             live.sort_by_key(|(_, _, account)| account.is_none());
         }
         // Suspects go last: used only when no other proxy serves.
-        live.sort_by_key(|(i, _, _)| slots[*i].suspicion.locked().passed_over());
+        live.sort_by_cached_key(|(i, _, _)| slots[*i].suspicion.locked().passed_over());
         live
     }
 
@@ -651,7 +651,6 @@ async fn sealed_request(
             opener,
             header: sealed.header.clone(),
             request_bytes: sealed.ciphertext.len() as u64,
-            streamed_tokens: 0,
             streamed_bytes: 0,
             recipients: chosen
                 .into_iter()
@@ -661,7 +660,12 @@ async fn sealed_request(
         let Ok(mut answer) = conn.request(RequestBody::Generate(sealed)).await else {
             return Err(None);
         };
-        let first = answer.next().await;
+        // An engine's error arrives sealed: opened here to learn its kind
+        // (the one beside it is the proxy's to read, not to trust).
+        let first = match answer.next().await {
+            Some(sealed @ Event::SealedError { .. }) => Some(unsealer.open(sealed)),
+            other => other,
+        };
         if let Some(Event::Error(e)) = first {
             // Nothing was streamed yet: safe to send again elsewhere (a new
             // seal, a new request id; nothing was billed).

@@ -154,13 +154,21 @@ impl KeyDirectory {
         }
         let mine = within(&accepted);
         if mine.is_empty() {
-            // Workers in the bucket, none within this limit: the proxy's
-            // own refusal names what the cheapest asks.
-            fetch(conn, model, prefs).await?;
-            return Err(WireError::new(
-                ErrorKind::NoWorker,
-                format!("no worker serving '{model}' is within max_coefficient {limit}"),
-            ));
+            // None of the bucket's short list is within this limit: ask for
+            // this limit exactly (the proxy's short list for it, or its
+            // refusal naming what the cheapest asks); not kept.
+            let exact: Vec<ListedWorker> = fetch(conn, model, prefs)
+                .await?
+                .into_iter()
+                .filter(|l| l.price_coefficient <= limit && self.accept(&l.key))
+                .collect();
+            if exact.is_empty() {
+                return Err(WireError::new(
+                    ErrorKind::NoWorker,
+                    format!("no worker serving '{model}' within max_coefficient {limit} presented an attested key this node accepts"),
+                ));
+            }
+            return Ok(Arc::new(exact));
         }
         Ok(mine)
     }
@@ -308,10 +316,8 @@ pub struct Unsealer {
     pub recipients: Vec<(Fingerprint, Vec<u8>, u32)>,
     /// Bytes of the sealed request's ciphertext.
     pub request_bytes: u64,
-    /// Completion tokens opened so far (the counts authenticated with each
-    /// chunk).
-    pub streamed_tokens: u64,
-    /// Bytes of text opened so far.
+    /// Padded plaintext bytes of the chunks opened so far (what the proxy
+    /// counts too, so both judge a receipt alike).
     pub streamed_bytes: u64,
 }
 
@@ -321,16 +327,16 @@ impl Unsealer {
         match event {
             Event::Sealed { ciphertext } => match self.opener.open(&ciphertext) {
                 Ok(Piece::Text { text, tokens }) => {
-                    self.streamed_tokens += u64::from(tokens);
-                    self.streamed_bytes += text.len() as u64;
+                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
                     Event::Delta { text, tokens }
                 }
                 Ok(Piece::Error { .. }) => tampered("an error arrived as an answer chunk".into()),
                 Err(e) => tampered(format!("{e}")),
             },
             // The engine's error, its message sealed: opened here.
-            Event::SealedError { kind, ciphertext } => match self.opener.open(&ciphertext) {
-                Ok(Piece::Error { message }) => Event::Error(WireError::new(kind, message)),
+            Event::SealedError { ciphertext, .. } => match self.opener.open(&ciphertext) {
+                // The kind inside the seal, not the one beside it.
+                Ok(Piece::Error { kind, message }) => Event::Error(WireError::new(kind, message)),
                 Ok(Piece::Text { .. }) => tampered("text arrived as the answer's error".into()),
                 Err(e) => tampered(format!("{e}")),
             },
@@ -380,7 +386,6 @@ impl Unsealer {
             .map_err(|e| e.to_string())?;
         r.within(&Delivered {
             max_tokens: self.header.max_tokens,
-            streamed_tokens: Some(self.streamed_tokens),
             streamed_bytes: self.streamed_bytes,
             request_bytes: self.request_bytes,
         })
@@ -440,7 +445,6 @@ mod tests {
             header: sealed.header,
             recipients: vec![(worker.fingerprint(), worker.spki().to_vec(), 1000)],
             request_bytes: sealed.ciphertext.len() as u64,
-            streamed_tokens: 0,
             streamed_bytes: 0,
         };
         Setup {
@@ -650,7 +654,6 @@ mod tests {
                 (b.fingerprint(), b.spki().to_vec(), 1000),
             ],
             request_bytes: sealed.ciphertext.len() as u64,
-            streamed_tokens: 0,
             streamed_bytes: 0,
         };
         let chunk = sealer_a.seal("Hi", 1);

@@ -228,9 +228,18 @@ impl Connection {
 
     /// Say goodbye and close; open streams on both sides end with an error.
     pub fn close(&self, reason: &str) {
-        let _ = self.shared.control_tx.try_send(Frame::Goodbye {
-            reason: reason.to_string(),
-        });
+        if self
+            .shared
+            .control_tx
+            .try_send(Frame::Goodbye {
+                reason: reason.to_string(),
+            })
+            .is_err()
+        {
+            // The peer is not reading: no goodbye can reach it.
+            self.shutdown(reason);
+            return;
+        }
         // The writer closes after sending the goodbye; make sure we stop even if it
         // is stuck on a dead socket.
         let conn = self.clone();
@@ -541,10 +550,13 @@ impl Drop for ResponseStream {
         }
         self.shared.outgoing.locked().remove(&self.id);
         if !self.shared.closed.is_cancelled() {
-            Connection {
-                shared: self.shared.clone(),
-            }
-            .control(Frame::Cancel { id: self.id });
+            // Our own cancel: a full queue means the peer is not reading
+            // (its pongs will tell); this node dropping many streams at
+            // once is no reason to disconnect.
+            let _ = self
+                .shared
+                .control_tx
+                .try_send(Frame::Cancel { id: self.id });
         }
     }
 }

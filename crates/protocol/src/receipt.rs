@@ -55,9 +55,6 @@ pub enum ReceiptError {
     Overclaim(String),
 }
 
-/// Completion tokens an engine may count beyond those it streamed, for
-/// every streamed one: engines that batch a few tokens into one chunk.
-pub const TOKENS_PER_STREAMED: u64 = 4;
 /// Completion tokens an engine may count without streaming them: the end
 /// of sequence, a stop sequence held back and dropped.
 pub const UNSTREAMED_TOKENS: u64 = 32;
@@ -66,16 +63,16 @@ pub const UNSTREAMED_TOKENS: u64 = 32;
 /// SentencePiece vocabulary covers at least one byte of text.)
 pub const TEMPLATE_TOKENS: u64 = 1024;
 
-/// What a receiver saw of one answer, which a receipt may not exceed.
+/// What both the client node and the proxy saw of one answer, which a
+/// receipt may not exceed. Both count the same bytes (the sealed sizes), so
+/// they accept and refuse the same receipts: the proxy never bills what
+/// the client node refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
     /// The request's `max_tokens` (its sealed header's).
     pub max_tokens: Option<u32>,
-    /// Completion tokens the worker streamed, by the counts inside its
-    /// sealed chunks (known to the client node only).
-    pub streamed_tokens: Option<u64>,
-    /// Bytes of streamed text, or an upper bound of them (the proxy sees
-    /// padded chunk sizes).
+    /// Padded plaintext bytes of the answer's sealed chunks (ciphertext
+    /// less its tag): at least the text's bytes.
     pub streamed_bytes: u64,
     /// Bytes of the sealed request's ciphertext (its messages, parameters).
     pub request_bytes: u64,
@@ -83,14 +80,19 @@ pub struct Delivered {
 
 impl Receipt {
     /// Refuse a receipt claiming more than was asked for or delivered: more
-    /// completion tokens than `max_tokens`, or than the streamed tokens
-    /// allow ([`TOKENS_PER_STREAMED`] each, plus [`UNSTREAMED_TOKENS`]), a
-    /// prompt longer than the request could hold, cached or reasoning
-    /// tokens beyond their totals. The client node and the proxy both
-    /// apply it, so an overclaim is neither shown nor billed.
+    /// completion tokens than `max_tokens`; more visible completion tokens
+    /// (completion less reasoning) than one per streamed byte plus
+    /// [`UNSTREAMED_TOKENS`] (every token of text is at least a byte); a
+    /// prompt longer than the request could hold; cached or reasoning
+    /// tokens beyond their totals. The client node and the proxy both apply
+    /// it to the same numbers, so an overclaim is neither shown nor billed.
+    /// These are bounds, not a count: within them the worker's word stands.
     pub fn within(&self, delivered: &Delivered) -> Result<(), ReceiptError> {
         let u = &self.usage;
         let over = |what: String| Err(ReceiptError::Overclaim(what));
+        if u.cached_prompt_tokens > u.prompt_tokens || u.reasoning_tokens > u.completion_tokens {
+            return over("cached or reasoning tokens beyond their totals".into());
+        }
         if let Some(max) = delivered.max_tokens {
             if u.completion_tokens > u64::from(max) {
                 return over(format!(
@@ -99,25 +101,11 @@ impl Receipt {
                 ));
             }
         }
-        // A token is at least a byte of text, save those an engine counts
-        // without streaming.
-        let bound = |streamed: u64| {
-            streamed
-                .saturating_mul(TOKENS_PER_STREAMED)
-                .saturating_add(UNSTREAMED_TOKENS)
-        };
-        if let Some(tokens) = delivered.streamed_tokens {
-            if u.completion_tokens > bound(tokens) {
-                return over(format!(
-                    "{} completion tokens, {tokens} streamed",
-                    u.completion_tokens
-                ));
-            }
-        }
-        if u.completion_tokens > bound(delivered.streamed_bytes) {
+        let visible = u.completion_tokens - u.reasoning_tokens;
+        if visible > delivered.streamed_bytes.saturating_add(UNSTREAMED_TOKENS) {
             return over(format!(
-                "{} completion tokens for {} bytes streamed",
-                u.completion_tokens, delivered.streamed_bytes
+                "{visible} completion tokens for {} bytes streamed",
+                delivered.streamed_bytes
             ));
         }
         let prompt_bound = delivered
@@ -129,9 +117,6 @@ impl Receipt {
                 "{} prompt tokens for a {}-byte request",
                 u.prompt_tokens, delivered.request_bytes
             ));
-        }
-        if u.cached_prompt_tokens > u.prompt_tokens || u.reasoning_tokens > u.completion_tokens {
-            return over("cached or reasoning tokens beyond their totals".into());
         }
         Ok(())
     }
@@ -275,8 +260,7 @@ mod tests {
         };
         let seen = Delivered {
             max_tokens: Some(100),
-            streamed_tokens: Some(10),
-            streamed_bytes: 1000,
+            streamed_bytes: 40,
             request_bytes: 50,
         };
         // At each bound: accepted; one past it: refused.
@@ -292,24 +276,18 @@ mod tests {
             with(5, 21).within(&capped),
             Err(ReceiptError::Overclaim(m)) if m.contains("max_tokens 20")
         ));
-        // Nothing streamed: only what an engine may count unstreamed.
+        // Nothing streamed: only what an engine may count unstreamed, plus
+        // what it says it spent reasoning (bounded by max_tokens only).
         let nothing = Delivered {
             max_tokens: None,
-            streamed_tokens: Some(0),
             streamed_bytes: 0,
             request_bytes: 0,
         };
         assert!(with(0, UNSTREAMED_TOKENS).within(&nothing).is_ok());
         assert!(with(0, UNSTREAMED_TOKENS + 1).within(&nothing).is_err());
-        // The proxy knows bytes only: 10 bytes bound 72 tokens.
-        let bytes_only = Delivered {
-            max_tokens: None,
-            streamed_tokens: None,
-            streamed_bytes: 10,
-            request_bytes: 50,
-        };
-        assert!(with(5, 72).within(&bytes_only).is_ok());
-        assert!(with(5, 73).within(&bytes_only).is_err());
+        let mut reasoned = with(0, 500);
+        reasoned.usage.reasoning_tokens = 480;
+        assert!(reasoned.within(&nothing).is_ok());
         let mut cached = with(10, 5);
         cached.usage.cached_prompt_tokens = 11;
         assert!(cached.within(&seen).is_err());

@@ -307,8 +307,9 @@ impl ReplySealer {
 
     /// Seal an error's message as the answer's last chunk: an engine's
     /// error text may echo the prompt, so only its kind crosses in clear.
-    pub fn seal_error(&mut self, message: &str) -> Vec<u8> {
+    pub fn seal_error(&mut self, kind: crate::ErrorKind, message: &str) -> Vec<u8> {
         self.seal_piece(&Piece::Error {
+            kind,
             message: message.to_string(),
         })
     }
@@ -434,8 +435,13 @@ impl ChunkKey {
 pub enum Piece {
     /// Generated text and how many tokens it is.
     Text { text: String, tokens: u32 },
-    /// The answer failed; why, in the engine's words. Ends the answer.
-    Error { message: String },
+    /// The answer failed: its kind (authenticated here; the copy beside
+    /// the chunk is for the proxy) and why, in the engine's words. Ends the
+    /// answer.
+    Error {
+        kind: crate::ErrorKind,
+        message: String,
+    },
 }
 
 /// Smallest padded size of an answer chunk's plaintext.

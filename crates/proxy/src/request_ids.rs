@@ -6,7 +6,8 @@
 //! Honest client nodes never repeat an id: a reseal is a new seal with a new
 //! random id. Ids are kept for [`KEEP`] (longer than any worker's replay
 //! window, after which workers refuse the request as stale anyway) and at
-//! most [`MAX_IDS`] of them, oldest dropped first.
+//! most [`MAX_IDS`] of them, oldest dropped first; a restarted proxy starts
+//! empty (the workers' own replay guards still hold).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -14,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use cocoon_protocol::sync::LockRecover;
 
-/// How long an id is remembered.
-pub const KEEP: Duration = Duration::from_secs(15 * 60);
+/// How long an id is remembered: longer than the largest replay window a
+/// worker may be configured with (`replay_window_secs` up to an hour).
+pub const KEEP: Duration = Duration::from_secs(65 * 60);
 /// Ids remembered at most (about 40 bytes each).
 pub const MAX_IDS: usize = 1 << 20;
 

@@ -359,12 +359,6 @@ impl ClientSide {
                                     streamed_bytes +=
                                         ciphertext.len().saturating_sub(16) as u64;
                                 }
-                                // Speed from the signed count at the end (the
-                                // chunks hide theirs).
-                                Event::Done(done) => slot.done(
-                                    done.usage.completion_tokens,
-                                    first.map(|f| f.elapsed()).unwrap_or_default(),
-                                ),
                                 Event::Error(_) | Event::SealedError { .. } => slot.failed(),
                                 _ => {}
                             }
@@ -378,7 +372,6 @@ impl ClientSide {
                                 Event::Done(done) => {
                                     let delivered = Delivered {
                                         max_tokens: header.max_tokens,
-                                        streamed_tokens: None,
                                         streamed_bytes,
                                         request_bytes,
                                     };
@@ -390,8 +383,13 @@ impl ClientSide {
                                         coefficient,
                                         &delivered,
                                     ) {
-                                        // Only verified receipts are billed, at their signed usage.
+                                        // Only verified receipts are billed, at their
+                                        // signed usage, and rank the worker's speed.
                                         Ok(usage) => {
+                                            slot.done(
+                                                usage.completion_tokens,
+                                                first.map(|f| f.elapsed()).unwrap_or_default(),
+                                            );
                                             if let (Some(books), Some(client), Some(worker)) =
                                                 (&books, &payer, &payee)
                                             {
@@ -399,6 +397,7 @@ impl ClientSide {
                                             }
                                         }
                                         Err(e) => {
+                                            slot.failed();
                                             tracing::warn!(request = %format_args!("{request_id:032x}"), worker = %key.worker(), error = %e, "usage receipt rejected; request not billed");
                                         }
                                     }

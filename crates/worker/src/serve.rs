@@ -236,7 +236,7 @@ impl Answer {
                         // kind crosses the proxy in clear.
                         Event::SealedError {
                             kind: e.kind,
-                            ciphertext: sealer.seal_error(&e.message),
+                            ciphertext: sealer.seal_error(e.kind, &e.message),
                         }
                     }
                     other => {

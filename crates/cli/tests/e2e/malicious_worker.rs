@@ -40,8 +40,8 @@ async fn a_worker_claiming_more_tokens_than_it_delivered_is_neither_believed_nor
     assert_eq!((billed, refused), (1, 0));
 
     for (claimed, extra, needle) in [
-        // A million completion tokens for three streamed.
-        (usage(9, 1_000_000), json!({}), "3 streamed"),
+        // A million completion tokens for three words streamed.
+        (usage(9, 1_000_000), json!({}), "bytes streamed"),
         // More than the request allowed.
         (usage(9, 50), json!({"max_tokens": 10}), "max_tokens 10"),
         // A prompt the request could not hold.

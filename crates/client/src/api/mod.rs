@@ -102,11 +102,12 @@ pub fn router(backend: Arc<dyn Backend>, settings: ApiSettings) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/cocoon/balance", get(balance))
+        // Outermost last: the key is checked before a body is read.
+        .layer(axum::middleware::from_fn_with_state(app.clone(), read_body))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_key,
         ))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), read_body))
         .layer(axum::extract::DefaultBodyLimit::max(
             settings.max_body_bytes,
         ));

@@ -99,7 +99,10 @@ fn chunk_lengths_and_token_counts_are_hidden() {
     let long = sealer.seal("a much longer piece of text", 7);
     assert_eq!(short.len(), long.len(), "lengths within a bucket differ");
     assert_eq!(short.len(), CHUNK_BUCKET + 16);
-    let error = sealer.seal_error(&format!("the engine choked on {MARKER}"));
+    let error = sealer.seal_error(
+        crate::ErrorKind::Upstream,
+        &format!("the engine choked on {MARKER}"),
+    );
     assert!(!error.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()));
     assert_eq!(
         opener.open(&short).unwrap(),
@@ -116,7 +119,7 @@ fn chunk_lengths_and_token_counts_are_hidden() {
         }
     );
     assert!(
-        matches!(opener.open(&error).unwrap(), Piece::Error { message } if message.contains(MARKER))
+        matches!(opener.open(&error).unwrap(), Piece::Error { message, .. } if message.contains(MARKER))
     );
     // Requests are padded too.
     assert_eq!(sealed.ciphertext.len(), REQUEST_BUCKET + 16);
@@ -292,6 +295,6 @@ proptest! {
 fn text_of(piece: Piece) -> String {
     match piece {
         Piece::Text { text, .. } => text,
-        Piece::Error { message } => panic!("an error chunk: {message}"),
+        Piece::Error { message, .. } => panic!("an error chunk: {message}"),
     }
 }
