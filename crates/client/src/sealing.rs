@@ -115,26 +115,13 @@ impl KeyDirectory {
         }
         let listed = match fetch(conn, model, bucket).await {
             Ok(listed) => listed,
+            Err(e) if bucket == prefs => return Err(e),
             // Nothing in the whole bucket: the proxy's refusal for the
             // exact limit says what the cheapest asks.
-            Err(_) if bucket != prefs => fetch(conn, model, prefs).await?,
-            Err(e) => return Err(e),
+            Err(_) => return self.exact(conn, model, prefs).await,
         };
-        let total = listed.len();
         let bucket_limit = bucket.max_coefficient.unwrap_or(u32::MAX);
-        let accepted: Vec<ListedWorker> = listed
-            .into_iter()
-            // A proxy that lists a worker above the limit is not believed.
-            .filter(|l| l.price_coefficient <= bucket_limit && self.accept(&l.key))
-            .collect();
-        if accepted.is_empty() {
-            return Err(WireError::new(
-                ErrorKind::NoWorker,
-                format!(
-                    "none of the {total} workers serving '{model}' presented an attested key this node accepts (see its log for the reasons)"
-                ),
-            ));
-        }
+        let accepted = self.verified(listed, bucket_limit, model)?;
         let accepted = Arc::new(accepted);
         {
             let mut lists = self.lists.locked();
@@ -154,23 +141,47 @@ impl KeyDirectory {
         }
         let mine = within(&accepted);
         if mine.is_empty() {
-            // None of the bucket's short list is within this limit: ask for
-            // this limit exactly (the proxy's short list for it, or its
-            // refusal naming what the cheapest asks); not kept.
-            let exact: Vec<ListedWorker> = fetch(conn, model, prefs)
-                .await?
-                .into_iter()
-                .filter(|l| l.price_coefficient <= limit && self.accept(&l.key))
-                .collect();
-            if exact.is_empty() {
-                return Err(WireError::new(
-                    ErrorKind::NoWorker,
-                    format!("no worker serving '{model}' within max_coefficient {limit} presented an attested key this node accepts"),
-                ));
-            }
-            return Ok(Arc::new(exact));
+            // None of the bucket's short list is within this limit.
+            return self.exact(conn, model, prefs).await;
         }
         Ok(mine)
+    }
+
+    /// The proxy's short list for `prefs` exactly (or its refusal, naming
+    /// what the cheapest asks), verified and not kept.
+    async fn exact(
+        &self,
+        conn: &Connection,
+        model: &str,
+        prefs: RoutingPrefs,
+    ) -> Result<Arc<Vec<ListedWorker>>, WireError> {
+        let listed = fetch(conn, model, prefs).await?;
+        let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
+        self.verified(listed, limit, model).map(Arc::new)
+    }
+
+    /// The listed workers within `limit` (a proxy that lists one above it
+    /// is not believed) whose evidence this node accepts; none is an error.
+    fn verified(
+        &self,
+        listed: Vec<ListedWorker>,
+        limit: u32,
+        model: &str,
+    ) -> Result<Vec<ListedWorker>, WireError> {
+        let total = listed.len();
+        let accepted: Vec<ListedWorker> = listed
+            .into_iter()
+            .filter(|l| l.price_coefficient <= limit && self.accept(&l.key))
+            .collect();
+        if accepted.is_empty() {
+            return Err(WireError::new(
+                ErrorKind::NoWorker,
+                format!(
+                    "none of the {total} workers serving '{model}' presented an attested key this node accepts (see its log for the reasons)"
+                ),
+            ));
+        }
+        Ok(accepted)
     }
 
     /// Worker lists held now.

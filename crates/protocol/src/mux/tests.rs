@@ -239,21 +239,11 @@ async fn keepalive_holds_an_idle_connection_open() {
 #[tokio::test]
 async fn garbage_from_peer_closes_with_a_reason() {
     use tokio::io::AsyncWriteExt;
-    let (a, mut b) = tokio::io::duplex(1024);
-    let conn = Connection::spawn(
-        Framed::new(a, length_codec(1024)),
-        Hello {
-            role: Role::Worker,
-            software: "t".into(),
-        },
-        None,
-        Arc::new(Counter {
-            produced: Default::default(),
-            alive: Default::default(),
-        }),
-        MuxOptions::default(),
-    );
-    b.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    let (conn, mut peer) = raw_peer();
+    peer.get_mut()
+        .write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(5), conn.closed())
         .await
         .unwrap();
