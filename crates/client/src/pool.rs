@@ -638,13 +638,12 @@ async fn sealed_request(
             .filter_map(|c| others.iter().find(|l| l.key.worker() == c.worker).cloned())
             .collect();
         let to: Vec<_> = chosen.iter().map(|c| (c.worker, c.sealing_key)).collect();
-        let (mut sealed, opener) =
-            cocoon_protocol::sealed::seal(request, &to, now_ms()).map_err(|e| {
-                Some(WireError::new(
-                    ErrorKind::Internal,
-                    format!("sealing failed: {e}"),
-                ))
-            })?;
+        let (mut sealed, opener) = keys.sessions.seal(request, &to, now_ms()).map_err(|e| {
+            Some(WireError::new(
+                ErrorKind::Internal,
+                format!("sealing failed: {e}"),
+            ))
+        })?;
         sealed.sort = prefs.sort;
         sealed.affinity = sticky_now.is_some();
         let mut unsealer = Unsealer {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cocoon_protocol::ra_tls::AttestationCheck;
 use cocoon_protocol::receipt::Delivered;
-use cocoon_protocol::sealed::{Piece, ReplyOpener, SealHeader};
+use cocoon_protocol::sealed::{Piece, ReplyOpener, SealHeader, SenderSessions};
 use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{
     Connection, ErrorKind, Event, ListedWorker, RequestBody, RoutingPrefs, Sort, WireError,
@@ -40,7 +40,7 @@ const MAX_VERDICTS: usize = 10_000;
 /// past it the least recently fetched goes.
 const MAX_LISTS: usize = 256;
 /// How many workers one request is sealed to; the proxy picks the less loaded
-/// (two choices balance load well; each one more costs an X25519 operation).
+/// (two choices balance load well; each one more costs a few HMACs and 48 bytes).
 pub const SEAL_CANDIDATES: usize = 2;
 /// Sealed to after the workers of an earlier seal were full or gone: more
 /// choices for the proxy when the network is busy.
@@ -51,8 +51,12 @@ type Listed = (Instant, Arc<Vec<ListedWorker>>);
 /// When a key was checked, and the outcome.
 type Verdict = (Instant, Result<(), String>);
 
-/// Verified worker keys, per proxy and model.
+/// Verified worker keys, per proxy and model, and the sealed sessions to
+/// them.
 pub struct KeyDirectory {
+    /// One sealed session per worker key sealed to: a request to a worker
+    /// sealed to before costs no asymmetric crypto.
+    pub sessions: SenderSessions,
     check: Option<Arc<AttestationCheck>>,
     lists: Mutex<HashMap<(usize, String, RoutingPrefs), Listed>>,
     /// Verdicts per key (identity ‖ sealing key): when, and accepted or the refusal.
@@ -63,6 +67,7 @@ pub struct KeyDirectory {
 impl KeyDirectory {
     pub fn new(check: Option<Arc<AttestationCheck>>) -> Self {
         Self {
+            sessions: SenderSessions::new(),
             check,
             lists: Mutex::default(),
             verdicts: Mutex::default(),

@@ -2,25 +2,28 @@
 //! proxy in between routes ciphertext.
 //!
 //! HPKE (RFC 9180) with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and
-//! ChaCha20-Poly1305. A request is encrypted once under a fresh content key; the
-//! content key is sealed with HPKE to each candidate worker the client node
-//! picked from the proxy's list of attested keys (the proxy chooses among them,
-//! so it can still balance load and fail over). The [`SealHeader`] (request id,
-//! model, `max_tokens`, send time) is readable by the proxy and is the AAD of
-//! everything, so it cannot be altered or moved to another body. The messages,
-//! the sampling parameters and every generated chunk are not readable outside
-//! the client node and the enclave.
+//! ChaCha20-Poly1305, once per (client node, worker) pair: a sealed session
+//! ([`session`]) whose epoch keys ratchet forward each minute, so a
+//! steady-state request does no asymmetric crypto. A request is encrypted
+//! once under a fresh content key; the content key is wrapped for each
+//! candidate worker the client node picked from the proxy's list of attested
+//! keys, under that worker's request key (from its session, the epoch and
+//! the request id), so the proxy can still choose among them to balance load
+//! and fail over. The [`SealHeader`] (request id, model, `max_tokens`, send
+//! time) is readable by the proxy and is the AAD of everything, so it cannot
+//! be altered or moved to another body. The messages, the sampling
+//! parameters and every generated chunk are not readable outside the client
+//! node and the enclave.
 //!
-//! Answers come back chunk by chunk under an answer key of the worker's own:
-//! exported from the HPKE context of that worker's recipient entry (RFC 9180
-//! secret export), so every recipient of every seal has an independent key,
-//! and a proxy that forwards one request to several recipients gets answers
-//! under unrelated keys (no XOR of two answers, no reusable MAC key). The
-//! chunk's position is the nonce, and the AAD carries the request id and
-//! the position: a dropped, reordered, replayed or injected chunk fails to
-//! open. The client node's opener locks onto the one recipient whose key
-//! opens the first chunk; no chunk under another recipient's key opens
-//! after that.
+//! Answers come back chunk by chunk under an answer key of the worker's own,
+//! derived from its request key (so every recipient of every seal has an
+//! independent key, and a proxy that forwards one request to several
+//! recipients gets answers under unrelated keys: no XOR of two answers, no
+//! reusable MAC key). The chunk's position is the nonce, and the AAD carries
+//! the request id and the position: a dropped, reordered, replayed or
+//! injected chunk fails to open. The client node's opener locks onto the one
+//! recipient whose key opens the first chunk; no chunk under another
+//! recipient's key opens after that.
 //!
 //! What crosses the proxy leaks as little as possible: a chunk's plaintext
 //! ([`Piece`]: text and its token count, or the engine's error message) and
@@ -29,10 +32,14 @@
 //! token boundaries, token counts nor exact lengths; usage crosses in clear
 //! only in the signed receipt billing needs.
 
-use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+pub mod session;
+
+use hpke::Serializable;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use ring::hkdf;
 use serde::{Deserialize, Serialize};
+pub use session::SenderSessions;
+use session::{expand, ReceiverSessions};
 use zeroize::Zeroizing;
 
 use crate::frame::{GenerateRequest, Input, SamplingParams};
@@ -43,10 +50,12 @@ type Kdf = hpke::kdf::HkdfSha256;
 type HpkeAead = hpke::aead::ChaCha20Poly1305;
 
 /// HPKE `info` and the prefix of every AAD: the version of this scheme.
-const SCHEME: &[u8] = b"cocoon/seal/v2";
-/// HPKE exporter context of a recipient's answer key (followed by the
-/// recipient's fingerprint, so the key is bound to the worker it is for).
-const ANSWER_EXPORT: &[u8] = b"cocoon/seal/v2/answer";
+const SCHEME: &[u8] = b"cocoon/seal/v3";
+/// Label of a recipient's answer key (followed by the recipient's
+/// fingerprint, so the key is bound to the worker it is for).
+const ANSWER_LABEL: &[u8] = b"cocoon/seal/v3/answer";
+/// Label of the key wrapping the content key for one recipient.
+const WRAP_LABEL: &[u8] = b"cocoon/seal/v3/wrap";
 
 /// What the proxy may read of a sealed request; authenticated, not secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,9 +74,12 @@ pub struct SealHeader {
 pub struct Recipient {
     /// The worker's identity (its TLS key's fingerprint).
     pub worker: Fingerprint,
-    /// HPKE encapsulated key.
+    /// The HPKE encapsulated key of the session (the same for every request
+    /// of the session: a worker that lost the session rebuilds it from this).
     pub enc: Vec<u8>,
-    /// The content key, HPKE-sealed to the worker's sealing key.
+    /// The session's first epoch (see [`session::epoch_of`]).
+    pub since: u64,
+    /// The content key, wrapped under this worker's request key.
     pub sealed_key: Vec<u8>,
 }
 
@@ -120,12 +132,14 @@ pub enum SealError {
     Malformed(String),
 }
 
-/// A worker's X25519 key pair for sealed requests. Made inside the enclave at
-/// start and never written anywhere; the secret half is zeroized on drop (by
-/// x25519-dalek).
+/// A worker's X25519 key pair for sealed requests, and the sessions client
+/// nodes opened to it. Made inside the enclave at start and never written
+/// anywhere; the secret half is zeroized on drop (by x25519-dalek), session
+/// keys likewise.
 pub struct SealingKey {
     secret: <Kem as hpke::Kem>::PrivateKey,
     public: [u8; 32],
+    sessions: ReceiverSessions,
 }
 
 impl std::fmt::Debug for SealingKey {
@@ -145,7 +159,18 @@ impl SealingKey {
         Self {
             secret,
             public: bytes,
+            sessions: ReceiverSessions::default(),
         }
+    }
+
+    /// Sessions held now.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    #[cfg(test)]
+    fn forget_sessions(&self) {
+        self.sessions.forget()
     }
 
     /// The public half, as announced (bound into the worker's TEE evidence).
@@ -166,21 +191,15 @@ impl SealingKey {
             .find(|r| &r.worker == me)
             .ok_or(SealError::NotForUs)?;
         let aad = aad(&request.header);
-        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&recipient.enc)
-            .map_err(|_| SealError::Malformed("encapsulated key".into()))?;
-        let mut ctx =
-            hpke::setup_receiver::<HpkeAead, Kdf, Kem>(&OpModeR::Base, &self.secret, &enc, SCHEME)
-                .map_err(|_| SealError::Tampered)?;
-        let content_key = Zeroizing::new(
-            ctx.open(&recipient.sealed_key, &aad)
-                .map_err(|_| SealError::Tampered)?,
-        );
-        let content_key: &[u8; 32] = content_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| SealError::Malformed("content key length".into()))?;
+        let mut content_key = Zeroizing::new([0u8; 32]);
+        let request_key =
+            self.sessions
+                .key(&self.secret, recipient, &request.header, |request_key| {
+                    unwrap(request_key, &aad, &recipient.sealed_key, &mut content_key)
+                })?;
+        let content_key = &*content_key;
         let mut plain = request.ciphertext.clone();
-        let opened = derive(content_key, b"cocoon/seal/v2/request")
+        let opened = derive(content_key, b"cocoon/seal/v3/request")
             .open_in_place(
                 Nonce::assume_unique_for_key([0; 12]),
                 Aad::from(&aad),
@@ -200,89 +219,104 @@ impl SealingKey {
             params: body.params,
         };
         let sealer = ReplySealer(ChunkKey::new(
-            answer_key(|info, out| ctx.export(info, out), me)?,
+            answer_key(&request_key, me),
             request.header.request_id,
         ));
         Ok((generate, sealer))
     }
 }
 
-/// Seal `request` to each of `recipients` (worker identity, sealing key).
-/// Returns the sealed request and the opener for its answer.
+/// Seal `request` to each of `recipients` (worker identity, sealing key) in
+/// a session of its own (one HPKE encapsulation per recipient); a client
+/// node keeps its sessions in [`SenderSessions`] and calls
+/// [`SenderSessions::seal`] instead. Returns the sealed request and the
+/// opener for its answer.
 pub fn seal(
     request: &GenerateRequest,
     recipients: &[(Fingerprint, [u8; 32])],
     sent_at_ms: u64,
 ) -> Result<(SealedRequest, ReplyOpener), SealError> {
-    if recipients.is_empty() {
-        return Err(SealError::NoRecipients);
-    }
-    let mut request_id = [0u8; 16];
-    fill_random(&mut request_id);
-    let header = SealHeader {
-        request_id,
-        model: request.model.clone(),
-        max_tokens: request.params.max_tokens,
-        sent_at_ms,
-    };
-    let aad = aad(&header);
-    let mut content_key = Zeroizing::new([0u8; 32]);
-    fill_random(content_key.as_mut_slice());
-    let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
-    let mut answer_keys = Vec::with_capacity(recipients.len());
-    let sealed_to = recipients
-        .iter()
-        .map(|(worker, key)| {
-            let key = <Kem as hpke::Kem>::PublicKey::from_bytes(key)
-                .map_err(|_| SealError::Malformed("worker sealing key".into()))?;
-            let (enc, mut ctx) =
-                hpke::setup_sender::<HpkeAead, Kdf, Kem, _>(&OpModeS::Base, &key, SCHEME, &mut rng)
-                    .map_err(|e| SealError::Malformed(e.to_string()))?;
-            let sealed_key = ctx
-                .seal(content_key.as_slice(), &aad)
-                .map_err(|e| SealError::Malformed(e.to_string()))?;
-            answer_keys.push((
-                *worker,
-                ChunkKey::new(
-                    answer_key(|info, out| ctx.export(info, out), worker)?,
-                    request_id,
-                ),
-            ));
-            Ok(Recipient {
-                worker: *worker,
-                enc: enc.to_bytes().to_vec(),
-                sealed_key,
+    SenderSessions::new().seal(request, recipients, sent_at_ms)
+}
+
+impl SenderSessions {
+    /// Seal `request` to each of `recipients` (worker identity, sealing
+    /// key) under this node's session with each (started on first use).
+    /// Returns the sealed request and the opener for its answer.
+    pub fn seal(
+        &self,
+        request: &GenerateRequest,
+        recipients: &[(Fingerprint, [u8; 32])],
+        sent_at_ms: u64,
+    ) -> Result<(SealedRequest, ReplyOpener), SealError> {
+        if recipients.is_empty() {
+            return Err(SealError::NoRecipients);
+        }
+        let mut request_id = [0u8; 16];
+        fill_random(&mut request_id);
+        let header = SealHeader {
+            request_id,
+            model: request.model.clone(),
+            max_tokens: request.params.max_tokens,
+            sent_at_ms,
+        };
+        let aad = aad(&header);
+        let mut content_key = Zeroizing::new([0u8; 32]);
+        fill_random(content_key.as_mut_slice());
+        let mut answer_keys = Vec::with_capacity(recipients.len());
+        let sealed_to = recipients
+            .iter()
+            .map(|(worker, public)| {
+                let session = self.key(worker, public, &request_id, sent_at_ms)?;
+                let mut sealed_key = content_key.to_vec();
+                derive_wrap(&session.request_key)
+                    .seal_in_place_append_tag(
+                        Nonce::assume_unique_for_key([0; 12]),
+                        Aad::from(&aad),
+                        &mut sealed_key,
+                    )
+                    .map_err(|_| SealError::Malformed("wrapping failed".into()))?;
+                answer_keys.push((
+                    *worker,
+                    ChunkKey::new(answer_key(&session.request_key, worker), request_id),
+                ));
+                Ok(Recipient {
+                    worker: *worker,
+                    enc: session.enc,
+                    since: session.since,
+                    sealed_key,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, SealError>>()?;
-    let body = SealedBody {
-        input: request.input.clone(),
-        params: request.params.clone(),
-    };
-    let mut ciphertext = Zeroizing::new(pad(
-        postcard::to_allocvec(&body).map_err(|e| SealError::Malformed(e.to_string()))?,
-        REQUEST_BUCKET,
-    ));
-    derive(&content_key, b"cocoon/seal/v2/request")
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key([0; 12]),
-            Aad::from(&aad),
-            &mut *ciphertext,
-        )
-        .map_err(|_| SealError::Malformed("sealing failed".into()))?;
-    let sealed = SealedRequest {
-        header,
-        recipients: sealed_to,
-        ciphertext: std::mem::take(&mut *ciphertext),
-        sort: crate::Sort::default(),
-        affinity: false,
-    };
-    let opener = ReplyOpener {
-        candidates: answer_keys,
-        chosen: None,
-        request_id,
-    };
-    Ok((sealed, opener))
+            .collect::<Result<Vec<_>, SealError>>()?;
+        let body = SealedBody {
+            input: request.input.clone(),
+            params: request.params.clone(),
+        };
+        let mut ciphertext = Zeroizing::new(pad(
+            postcard::to_allocvec(&body).map_err(|e| SealError::Malformed(e.to_string()))?,
+            REQUEST_BUCKET,
+        ));
+        derive(&content_key, b"cocoon/seal/v3/request")
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::from(&aad),
+                &mut *ciphertext,
+            )
+            .map_err(|_| SealError::Malformed("sealing failed".into()))?;
+        let sealed = SealedRequest {
+            header,
+            recipients: sealed_to,
+            ciphertext: std::mem::take(&mut *ciphertext),
+            sort: crate::Sort::default(),
+            affinity: false,
+        };
+        let opener = ReplyOpener {
+            candidates: answer_keys,
+            chosen: None,
+            request_id,
+        };
+        Ok((sealed, opener))
+    }
 }
 
 /// The worker's side of an answer: seals each chunk in order.
@@ -468,17 +502,38 @@ pub fn padded_len(len: usize, min: usize) -> usize {
     }
 }
 
-/// A recipient's answer key, exported from its HPKE context and bound to
-/// its fingerprint.
-fn answer_key(
-    export: impl FnOnce(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>,
-    worker: &Fingerprint,
-) -> Result<Zeroizing<[u8; 32]>, SealError> {
-    let info = [ANSWER_EXPORT, worker.0.as_slice()].concat();
-    let mut key = Zeroizing::new([0u8; 32]);
-    export(&info, key.as_mut_slice())
-        .map_err(|_| SealError::Malformed("exporting the answer key".into()))?;
-    Ok(key)
+/// A recipient's answer key, derived from its request key and bound to its
+/// fingerprint.
+fn answer_key(request_key: &[u8; 32], worker: &Fingerprint) -> Zeroizing<[u8; 32]> {
+    expand(request_key, &[ANSWER_LABEL, worker.0.as_slice()])
+}
+
+/// The key wrapping the content key for the recipient of `request_key`.
+fn derive_wrap(request_key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(
+        UnboundKey::new(
+            &CHACHA20_POLY1305,
+            expand(request_key, &[WRAP_LABEL]).as_slice(),
+        )
+        .expect("32 bytes is a ChaCha20-Poly1305 key"),
+    )
+}
+
+/// Unwrap `sealed_key` (the content key) under `request_key` into `out`;
+/// whether it opened.
+fn unwrap(request_key: &[u8; 32], aad: &[u8], sealed_key: &[u8], out: &mut [u8; 32]) -> bool {
+    let mut buf = Zeroizing::new(sealed_key.to_vec());
+    match derive_wrap(request_key).open_in_place(
+        Nonce::assume_unique_for_key([0; 12]),
+        Aad::from(aad),
+        &mut buf,
+    ) {
+        Ok(key) if key.len() == 32 => {
+            out.copy_from_slice(key);
+            true
+        }
+        _ => false,
+    }
 }
 
 fn aad(header: &SealHeader) -> Vec<u8> {

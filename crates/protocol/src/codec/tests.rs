@@ -141,6 +141,7 @@ proptest! {
             affinity,
             header: crate::SealHeader { request_id, model, max_tokens, sent_at_ms },
             recipients: vec![crate::sealed::Recipient {
+                since: 0,
                 worker: crate::tls::Fingerprint(worker), enc: enc.clone(), sealed_key: enc,
             }],
             ciphertext,

@@ -6,7 +6,7 @@ use crate::tls::Identity;
 
 const MARKER: &str = "MARKER-7f3a-secret-prompt";
 
-fn request() -> GenerateRequest {
+pub(super) fn request() -> GenerateRequest {
     GenerateRequest {
         model: "m".into(),
         input: Input::Chat(vec![ChatMessage {
@@ -21,12 +21,12 @@ fn request() -> GenerateRequest {
     }
 }
 
-struct Worker {
-    id: Fingerprint,
-    key: SealingKey,
+pub(super) struct Worker {
+    pub id: Fingerprint,
+    pub key: SealingKey,
 }
 
-fn worker() -> Worker {
+pub(super) fn worker() -> Worker {
     Worker {
         id: Identity::generate().unwrap().fingerprint(),
         key: SealingKey::generate(),
@@ -235,17 +235,20 @@ proptest! {
     // Each case runs up to 15 HPKE seals and opens (slow in debug builds).
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// No (key, nonce) pair repeats across recipients, requests or reseals:
-    /// every recipient of every seal answers under a key of its own, so the
-    /// first chunk of any one answer opens under no other answer's key.
+    /// No (key, nonce) pair repeats across recipients, requests or reseals,
+    /// all in the same sessions (and across an epoch boundary): every
+    /// recipient of every seal answers under a key of its own, so the first
+    /// chunk of any one answer opens under no other answer's key.
     #[test]
-    fn answer_keys_never_repeat_across_recipients_and_seals(seals in 2usize..6, recipients in 1usize..4) {
+    fn answer_keys_never_repeat_across_recipients_and_seals(seals in 2usize..6, recipients in 1usize..4, start in 0u64..3 * session::EPOCH_MS) {
         let workers: Vec<Worker> = (0..recipients).map(|_| worker()).collect();
         let to: Vec<_> = workers.iter().map(|w| (w.id, w.key.public())).collect();
+        let sessions = SenderSessions::new();
         let mut first_chunks = Vec::new();
         let mut openers = Vec::new();
-        for _ in 0..seals {
-            let (sealed, opener) = seal(&request(), &to, 0).unwrap();
+        for i in 0..seals {
+            let at = start + i as u64 * session::EPOCH_MS / 3;
+            let (sealed, opener) = sessions.seal(&request(), &to, at).unwrap();
             for w in &workers {
                 let (_, mut sealer) = w.key.open(&w.id, &sealed).unwrap();
                 first_chunks.push(sealer.seal("same text", 1));
@@ -257,6 +260,7 @@ proptest! {
         let streams: std::collections::HashSet<&[u8]> =
             first_chunks.iter().map(|c| &c[..c.len() - 16]).collect();
         prop_assert_eq!(streams.len(), first_chunks.len());
+        prop_assert_eq!(sessions.len(), recipients);
         // Each seal's opener opens none of the other seals' chunks (a failed
         // open leaves it as it was), then its own.
         for (i, opener) in openers.iter_mut().enumerate() {
