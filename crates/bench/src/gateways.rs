@@ -48,7 +48,7 @@ pub struct GatewayBenchOptions {
 
 /// CPU time (user + system) a process has used, from `/proc/PID/stat`
 /// (in clock ticks of 10 ms, Linux's USER_HZ).
-fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
+pub(crate) fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) in parentheses.

@@ -2,7 +2,10 @@
 //! the same instant engine, is sent (1) straight to that engine served over HTTP,
 //! and (2) through the full path client node -> proxy -> worker -> engine over real
 //! TLS connections on loopback. Both run in one process, one after the other, with
-//! the same load generator; the difference is what Cocoon adds.
+//! the same load generator; the difference is what Cocoon adds. CPU per
+//! request is this process's (from `/proc/self/stat`) while each path ran:
+//! the reference's is the load generator's and the engine's, the network's
+//! less that is what the three nodes spend.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -111,6 +114,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let warmup = (options.requests / 10).max(options.concurrency);
     drive(&http, &direct_url, &body, warmup, options.concurrency).await;
     drive(&http, &devnet.api_url, &body, warmup, options.concurrency).await;
+    let cpu_before = crate::gateways::cpu_time("self")?;
     let direct = drive(
         &http,
         &direct_url,
@@ -119,6 +123,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         options.concurrency,
     )
     .await;
+    let cpu_between = crate::gateways::cpu_time("self")?;
     let network = drive(
         &http,
         &devnet.api_url,
@@ -127,25 +132,36 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         options.concurrency,
     )
     .await;
+    let cpu_after = crate::gateways::cpu_time("self")?;
+    let per_request = |cpu: Duration, r: &PathResult| {
+        cpu.as_secs_f64() * 1000.0 / (r.latencies.len() + r.errors).max(1) as f64
+    };
+    let direct_cpu = per_request(cpu_between.saturating_sub(cpu_before), &direct);
+    let network_cpu = per_request(cpu_after.saturating_sub(cpu_between), &network);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{:<34} {:>10} {:>9} {:>9} {:>7}",
-        "path", "req/s", "p50 ms", "p99 ms", "errors"
+        "{:<34} {:>10} {:>9} {:>9} {:>11} {:>7}",
+        "path", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "errors"
     );
-    for (name, r) in [
-        ("engine over HTTP (reference)", &direct),
-        ("client -> proxy -> worker (TLS)", &network),
+    for (name, r, cpu) in [
+        ("engine over HTTP (reference)", &direct, direct_cpu),
+        ("client -> proxy -> worker (TLS)", &network, network_cpu),
     ] {
         println!(
-            "{:<34} {:>10.0} {:>9.3} {:>9.3} {:>7}",
+            "{:<34} {:>10.0} {:>9.3} {:>9.3} {:>11.3} {:>7}",
             name,
             r.rps(),
             ms(r.percentile(0.5)),
             ms(r.percentile(0.99)),
+            cpu,
             r.errors
         );
     }
+    println!(
+        "the three nodes' CPU per request (network less reference): {:.3} ms",
+        (network_cpu - direct_cpu).max(0.0)
+    );
     println!(
         "added latency: p50 {:.3} ms, p99 {:.3} ms; throughput ratio network/reference: {:.2}",
         ms(network.percentile(0.5)) - ms(direct.percentile(0.5)),
