@@ -1,7 +1,8 @@
 //! Costs of the trust path, printed by `cocoon attest bench` after quote
 //! verification: an RA-TLS handshake on loopback (both sides presenting and
 //! checking simulated evidence) against the same pinned-key TLS handshake
-//! without evidence, and HPKE sealing of a request and its answer.
+//! without evidence, sealing a request (a new sealed session, and within
+//! one) and its answer, and the usage receipt's signature, check and stamp.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use cocoon_attestation::simulated::SimulatedTee;
 use cocoon_attestation::Policy;
 use cocoon_protocol::ra_tls::AttestationCheck;
-use cocoon_protocol::sealed::seal;
+use cocoon_protocol::sealed::{seal, SenderSessions};
 use cocoon_protocol::tls::{self, Identity, PinnedKeys};
 use cocoon_protocol::{ChatMessage, GenerateRequest, Input, SamplingParams, SealingKey};
 
@@ -132,6 +133,8 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
         .map(|(id, key)| (id.fingerprint(), key.public()))
         .collect();
     for recipients in [1, 4] {
+        // A new session per request: one HPKE encapsulation per recipient,
+        // and the worker rebuilds the session (one Diffie-Hellman).
         let mut sealing = Vec::new();
         let mut opening = Vec::new();
         for _ in 0..iterations {
@@ -144,11 +147,34 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
             opening.push(start.elapsed());
         }
         print(
-            &format!("HPKE seal of a 1 KB chat to {recipients} worker(s)"),
+            &format!("new session: seal of a 1 KB chat to {recipients} worker(s)"),
             &mut sealing,
         );
         print(
-            &format!("HPKE open at the worker ({recipients} recipient(s))"),
+            &format!("new session: open at the worker ({recipients} recipient(s))"),
+            &mut opening,
+        );
+        // Within a session (the steady state): HKDF and ChaCha20-Poly1305 only.
+        let sessions = SenderSessions::new();
+        let (warm, _) = sessions.seal(&request, &to[..recipients], 0)?;
+        workers[0].1.open(&workers[0].0.fingerprint(), &warm)?;
+        let mut sealing = Vec::new();
+        let mut opening = Vec::new();
+        for _ in 0..iterations {
+            let start = Instant::now();
+            let (sealed, _) = sessions.seal(&request, &to[..recipients], 0)?;
+            sealing.push(start.elapsed());
+            let (id, key) = &workers[0];
+            let start = Instant::now();
+            std::hint::black_box(key.open(&id.fingerprint(), &sealed)?);
+            opening.push(start.elapsed());
+        }
+        print(
+            &format!("in session: seal of a 1 KB chat to {recipients} worker(s)"),
+            &mut sealing,
+        );
+        print(
+            &format!("in session: open at the worker ({recipients} recipient(s))"),
             &mut opening,
         );
     }
@@ -178,6 +204,7 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
     };
     let mut signing = Vec::new();
     let mut verifying = Vec::new();
+    let mut stamping = Vec::new();
     for _ in 0..iterations {
         let start = Instant::now();
         let signed = cocoon_protocol::SignedReceipt::sign(receipt.clone(), worker);
@@ -185,9 +212,24 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
         let start = Instant::now();
         signed.verify(worker.spki())?;
         verifying.push(start.elapsed());
+        // A fresh answer each time: a stamp takes the position after the
+        // answer's last chunk.
+        let (sealed, opener) = seal(&request, &to[..1], 0)?;
+        let (_, mut sealer) = workers[0].1.open(&workers[0].0.fingerprint(), &sealed)?;
+        let mut stamped = signed.clone();
+        stamped.receipt.request_id = sealed.header.request_id;
+        stamped.receipt.worker = workers[0].0.fingerprint();
+        let start = Instant::now();
+        let stamp = sealer.stamp(&stamped);
+        opener.check_stamp(&stamped, &stamp)?;
+        stamping.push(start.elapsed());
     }
     print("usage receipt signature (worker)", &mut signing);
-    print("usage receipt check (proxy, client node)", &mut verifying);
+    print("usage receipt signature check (proxy)", &mut verifying);
+    print(
+        "usage receipt stamp + check (worker, client node)",
+        &mut stamping,
+    );
     Ok(())
 }
 

@@ -56,7 +56,9 @@ impl JournalEntry {
 pub struct ReceiptJournal {
     path: PathBuf,
     max_bytes: u64,
-    lock: Mutex<()>,
+    /// The file open for appending and its size, once the first receipt
+    /// is written (reopened after a rotation or a failed write).
+    open: Mutex<Option<(std::fs::File, u64)>>,
 }
 
 impl ReceiptJournal {
@@ -68,7 +70,7 @@ impl ReceiptJournal {
         Self {
             path,
             max_bytes,
-            lock: Mutex::new(()),
+            open: Mutex::new(None),
         }
     }
 
@@ -100,25 +102,43 @@ impl ReceiptJournal {
     fn write(&self, entry: &JournalEntry) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry)?;
         line.push(b'\n');
-        let _guard = self.lock.locked();
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+        let mut open = self.open.locked();
+        if open.is_none() {
+            *open = Some(self.open_file()?);
         }
-        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
-        if size > 0 && size + line.len() as u64 > self.max_bytes {
+        if open
+            .as_ref()
+            .is_some_and(|(_, size)| *size > 0 && size + line.len() as u64 > self.max_bytes)
+        {
+            *open = None;
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
             std::fs::rename(&self.path, old)?;
+            *open = Some(self.open_file()?);
         }
-        let mut file = std::fs::OpenOptions::new()
+        let (file, size) = open.as_mut().expect("opened above");
+        if let Err(e) = file.write_all(&line) {
+            // Start again from the file as it is on disk next time.
+            *open = None;
+            return Err(e);
+        }
+        *size += line.len() as u64;
+        Ok(())
+    }
+
+    /// Open (or create) the journal for appending; its size now.
+    fn open_file(&self) -> std::io::Result<(std::fs::File, u64)> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
-        file.write_all(&line)
+        let size = file.metadata()?.len();
+        Ok((file, size))
     }
 
-    /// Every entry of the journal at `path`, in order; a line that does not
-    /// parse is an error naming its number.
     pub fn read(path: &Path) -> Result<Vec<JournalEntry>, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         text.lines()
@@ -190,6 +210,19 @@ mod tests {
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(size <= 2000, "{size}");
         assert!(dir.path().join("state/receipts.jsonl.1").exists());
+        // A node started again appends to the journal it finds, and rotates
+        // it by the size on disk.
+        let before = ReceiptJournal::read(&path).unwrap().len();
+        let again = ReceiptJournal::with_limit(path.clone(), 2000);
+        again.append("0:abc", &signed(&worker, 21), worker.spki(), 1);
+        let after = ReceiptJournal::read(&path).unwrap();
+        assert!(
+            after.len() == before + 1 || after.len() == 1,
+            "{before} -> {}",
+            after.len()
+        );
+        assert_eq!(after.last().unwrap().receipt.request_id, [21; 16]);
+        assert!(std::fs::metadata(&path).unwrap().len() <= 2000);
         std::fs::write(&path, "{not json\n").unwrap();
         assert!(ReceiptJournal::read(&path).unwrap_err().contains("line 1"));
     }

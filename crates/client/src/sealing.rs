@@ -392,14 +392,24 @@ impl Unsealer {
                 r.price_coefficient
             ));
         }
-        receipt
-            .check(
+        match &done.stamp {
+            // Stamped under the answer's key by the enclave that sealed the
+            // answer: the receipt and its signature are the worker's (a MAC
+            // instead of a signature check; the proxy checks the signature).
+            Some(stamp) => {
+                self.opener.check_stamp(receipt, stamp).map_err(|_| {
+                    "its stamp does not match this answer's key (altered, re-signed or truncated)"
+                })?;
+                receipt.check_fields(&self.header.request_id, &self.header.model, &done.usage)
+            }
+            None => receipt.check(
                 spki,
                 &self.header.request_id,
                 &self.header.model,
                 &done.usage,
-            )
-            .map_err(|e| e.to_string())?;
+            ),
+        }
+        .map_err(|e| e.to_string())?;
         r.within(&Delivered {
             max_tokens: self.header.max_tokens,
             streamed_bytes: self.streamed_bytes,
@@ -499,6 +509,7 @@ mod tests {
                 ..Usage::default()
             },
             receipt: Some(SignedReceipt::sign(receipt, signer)),
+            stamp: None,
         })
     }
 
@@ -521,6 +532,44 @@ mod tests {
         let id = s.unsealer.header.request_id;
         let event = done(&s, &s.worker, usage, id);
         assert!(matches!(s.unsealer.open(event), Event::Done(_)));
+    }
+
+    /// The attack: a proxy swaps a receipt's signature for bytes that do
+    /// not verify, so that the receipt the client node pays for and keeps
+    /// as evidence against the proxy proves nothing; or strips the stamp
+    /// so the client node falls back to the signature. Without the stamp
+    /// covering the signature the first passes (the stamped path checks no
+    /// signature).
+    #[test]
+    fn a_proxy_can_neither_swap_a_stamped_receipts_signature_nor_strip_its_stamp() {
+        let mut s = setup();
+        let chunk = s.sealer.seal("Hello", 1);
+        assert!(matches!(
+            s.unsealer.open(Event::Sealed { ciphertext: chunk }),
+            Event::Delta { .. }
+        ));
+        let usage = Usage {
+            completion_tokens: 2,
+            ..Usage::default()
+        };
+        let id = s.unsealer.header.request_id;
+        let Event::Done(mut honest) = done(&s, &s.worker, usage, id) else {
+            unreachable!()
+        };
+        honest.stamp = Some(s.sealer.stamp(honest.receipt.as_ref().unwrap()));
+        let mut garbled = honest.clone();
+        garbled.receipt.as_mut().unwrap().signature = vec![7; 64];
+        match s.unsealer.open(Event::Done(garbled.clone())) {
+            Event::Error(e) => assert!(e.message.contains("stamp"), "{}", e.message),
+            other => panic!("a swapped signature passed: {other:?}"),
+        }
+        garbled.stamp = None;
+        assert!(is_refused(&s.unsealer.open(Event::Done(garbled))));
+        // The honest, stamped receipt passes.
+        assert!(matches!(
+            s.unsealer.open(Event::Done(honest)),
+            Event::Done(_)
+        ));
     }
 
     #[test]
@@ -585,6 +634,7 @@ mod tests {
                 finish_reason: FinishReason::Stop,
                 usage: good,
                 receipt: None,
+                stamp: None,
             }),
         ] {
             assert!(is_refused(&s.unsealer.open(event)));
@@ -699,6 +749,7 @@ mod tests {
                     },
                     worker,
                 )),
+                stamp: None,
             })
         };
         match unsealer.open(receipt(&b, 1)) {

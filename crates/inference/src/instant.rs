@@ -155,6 +155,7 @@ impl Run {
         self.pending.push_back(Event::Done(Done {
             finish_reason,
             receipt: None,
+            stamp: None,
             usage: Usage {
                 prompt_tokens: self.prompt_tokens,
                 completion_tokens: self.generated as u64,

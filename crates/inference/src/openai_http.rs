@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_protocol::openai::{
-    ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest, ErrorBody, Prompt,
-    RequestMessage, RequestParams, Stop, StreamOptions,
+    ChatCompletionRequest, CompletionRequest, ErrorBody, Prompt, RequestMessage, RequestParams,
+    Stop, StreamOptions,
 };
 use cocoon_protocol::{Done, ErrorKind, FinishReason, Input, Usage, WireError};
 use eventsource_stream::Eventsource;
@@ -28,6 +28,9 @@ use crate::embedded::Prompter;
 use crate::{Engine, EngineLoad, Event, GenerateRequest, Generation, ModelOffer};
 
 mod metrics;
+mod stream_chunk;
+
+use stream_chunk::StreamChunk;
 
 /// Where the upstream server is and what it serves.
 #[derive(Debug, Clone)]
@@ -49,6 +52,9 @@ pub struct OpenAiHttpConfig {
 pub struct OpenAiHttpEngine {
     config: OpenAiHttpConfig,
     http: reqwest::Client,
+    /// `chat/completions` and `completions` under the base URL, parsed once.
+    chat_url: reqwest::Url,
+    completions_url: reqwest::Url,
     #[cfg(feature = "llama")]
     counter: Option<Arc<Prompter>>,
 }
@@ -60,9 +66,17 @@ impl OpenAiHttpEngine {
             .read_timeout(config.read_timeout)
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        let parse = |path: &str| {
+            let url = format!("{}/{path}", config.base_url.trim_end_matches('/'));
+            reqwest::Url::parse(&url)
+                .map_err(|e| format!("engine base_url {:?} is not a URL: {e}", config.base_url))
+        };
+        let (chat_url, completions_url) = (parse("chat/completions")?, parse("completions")?);
         Ok(Self {
             config,
             http,
+            chat_url,
+            completions_url,
             #[cfg(feature = "llama")]
             counter: None,
         })
@@ -106,7 +120,7 @@ impl OpenAiHttpEngine {
         let builder = match &request.input {
             Input::Chat(messages) => {
                 self.http
-                    .post(self.url("chat/completions"))
+                    .post(self.chat_url.clone())
                     .json(&ChatCompletionRequest {
                         model: Some(self.upstream_model()),
                         messages: Some(
@@ -123,7 +137,7 @@ impl OpenAiHttpEngine {
             }
             Input::Prompt(prompt) => {
                 self.http
-                    .post(self.url("completions"))
+                    .post(self.completions_url.clone())
                     .json(&CompletionRequest {
                         model: Some(self.upstream_model()),
                         prompt: Some(Prompt::One(prompt.clone())),
@@ -301,52 +315,8 @@ impl State {
 impl Reading {
     /// Read one SSE data payload; returns new text, if any.
     fn parse(&mut self, data: &str) -> Result<Option<String>, WireError> {
-        let value: serde_json::Value = serde_json::from_str(data).map_err(|e| {
-            WireError::new(
-                ErrorKind::Upstream,
-                format!("engine sent invalid JSON in its stream: {e}"),
-            )
-        })?;
-        if let Some(error) = value.get("error") {
-            let message = error
-                .get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("unknown error");
-            return Err(WireError::new(
-                ErrorKind::Upstream,
-                format!("engine failed mid-stream: {message}"),
-            ));
-        }
-        // Chat chunks carry `delta.content`; legacy completion chunks carry `text`.
-        let (text, finish, usage) =
-            if value.get("object").and_then(|o| o.as_str()) == Some("text_completion") {
-                let chunk: Completion = serde_json::from_value(value).map_err(|e| {
-                    WireError::new(
-                        ErrorKind::Upstream,
-                        format!("engine sent an unexpected chunk: {e}"),
-                    )
-                })?;
-                let choice = chunk.choices.into_iter().next();
-                (
-                    choice.as_ref().map(|c| c.text.clone()),
-                    choice.and_then(|c| c.finish_reason),
-                    chunk.usage,
-                )
-            } else {
-                let chunk: ChatCompletionChunk = serde_json::from_value(value).map_err(|e| {
-                    WireError::new(
-                        ErrorKind::Upstream,
-                        format!("engine sent an unexpected chunk: {e}"),
-                    )
-                })?;
-                let choice = chunk.choices.into_iter().next();
-                (
-                    choice.as_ref().and_then(|c| c.delta.content.clone()),
-                    choice.and_then(|c| c.finish_reason),
-                    chunk.usage,
-                )
-            };
-        if let Some(u) = usage {
+        let chunk = StreamChunk::parse(data)?;
+        if let Some(u) = chunk.usage {
             self.usage = Some(Usage {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
@@ -356,17 +326,20 @@ impl Reading {
                     .map_or(0, |d| d.reasoning_tokens),
             });
         }
-        if let Some(reason) = finish {
+        let Some(choice) = chunk.choices.into_iter().next() else {
+            return Ok(None);
+        };
+        if let Some(reason) = &choice.finish_reason {
             self.finish = Some(if reason == "length" {
                 FinishReason::Length
             } else {
                 FinishReason::Stop
             });
         }
-        match text {
+        match choice.text() {
             Some(t) if !t.is_empty() => {
                 self.chunks += 1;
-                Ok(Some(t))
+                Ok(Some(t.into_owned()))
             }
             _ => Ok(None),
         }
@@ -396,6 +369,7 @@ impl Reading {
             finish_reason: self.finish.unwrap_or(FinishReason::Stop),
             usage,
             receipt: None,
+            stamp: None,
         })
     }
 }

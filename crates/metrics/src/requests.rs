@@ -310,6 +310,7 @@ mod tests {
                 ..Default::default()
             },
             receipt: None,
+            stamp: None,
         });
         let text = || Event::Delta {
             text: "x".into(),

@@ -161,6 +161,10 @@ pub struct Done {
     pub usage: Usage,
     /// The worker's signed statement of `usage` (added by the worker).
     pub receipt: Option<SignedReceipt>,
+    /// The receipt and its signature authenticated under the answer's key
+    /// ([`crate::sealed::ReplySealer::stamp`]): how the client node knows
+    /// the receipt is the enclave's without checking the signature.
+    pub stamp: Option<[u8; 16]>,
 }
 
 /// Why generation stopped, exactly as OpenAI reports it.

@@ -141,13 +141,35 @@ impl SignedReceipt {
         // the time of ring's portable verification, and a receipt is checked
         // twice per request (proxy and client node). Strict: small-order keys
         // and non-canonical signatures are refused.
-        let key =
-            ed25519_dalek::VerifyingKey::from_bytes(raw).map_err(|_| ReceiptError::KeyMismatch)?;
+        let key = verifying_key(raw)?;
         let signature = ed25519_dalek::Signature::from_slice(&self.signature)
             .map_err(|_| ReceiptError::BadSignature)?;
         key.verify_strict(&signed_bytes(&self.receipt), &signature)
             .map_err(|_| ReceiptError::BadSignature)
     }
+}
+
+/// Workers' verifying keys, decoded once: decoding a key is a square root
+/// in the field, about a fifth of a verification, and a node sees few
+/// workers and many receipts from each. Bounded: cleared when full.
+fn verifying_key(raw: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, ReceiptError> {
+    use crate::sync::LockRecover;
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    const MAX_KEYS: usize = 4_096;
+    static KEYS: LazyLock<Mutex<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>>> =
+        LazyLock::new(Mutex::default);
+    if let Some(key) = KEYS.locked().get(raw) {
+        return Ok(*key);
+    }
+    let key =
+        ed25519_dalek::VerifyingKey::from_bytes(raw).map_err(|_| ReceiptError::KeyMismatch)?;
+    let mut keys = KEYS.locked();
+    if keys.len() >= MAX_KEYS {
+        keys.clear();
+    }
+    keys.insert(*raw, key);
+    Ok(key)
 }
 
 impl SignedReceipt {
@@ -162,6 +184,18 @@ impl SignedReceipt {
         usage: &Usage,
     ) -> Result<(), ReceiptError> {
         self.verify(worker_spki)?;
+        self.check_fields(request_id, model, usage)
+    }
+
+    /// [`Self::check`] but the signature: for the request `request_id` of
+    /// `model`, stating exactly `usage`. For a receiver that authenticated
+    /// the receipt otherwise (a client node, by the answer's stamp).
+    pub fn check_fields(
+        &self,
+        request_id: &[u8; 16],
+        model: &str,
+        usage: &Usage,
+    ) -> Result<(), ReceiptError> {
         if &self.receipt.request_id != request_id || self.receipt.model != model {
             return Err(ReceiptError::WrongRequest);
         }
@@ -172,7 +206,7 @@ impl SignedReceipt {
     }
 }
 
-fn signed_bytes(receipt: &Receipt) -> Vec<u8> {
+pub(crate) fn signed_bytes(receipt: &Receipt) -> Vec<u8> {
     let mut bytes = CONTEXT.to_vec();
     bytes.extend(postcard::to_allocvec(receipt).expect("receipt serializes"));
     bytes

@@ -44,6 +44,7 @@ use zeroize::Zeroizing;
 
 use crate::frame::{GenerateRequest, Input, SamplingParams};
 use crate::tls::Fingerprint;
+use crate::SignedReceipt;
 
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
@@ -54,6 +55,8 @@ const SCHEME: &[u8] = b"cocoon/seal/v3";
 /// Label of a recipient's answer key (followed by the recipient's
 /// fingerprint, so the key is bound to the worker it is for).
 const ANSWER_LABEL: &[u8] = b"cocoon/seal/v3/answer";
+/// Label of a receipt's stamp (in its AAD).
+const STAMP_LABEL: &[u8] = b"cocoon/seal/v3/receipt-stamp";
 /// Label of the key wrapping the content key for one recipient.
 const WRAP_LABEL: &[u8] = b"cocoon/seal/v3/wrap";
 
@@ -361,6 +364,25 @@ impl ReplySealer {
         buf
     }
 
+    /// Stamp the answer's signed receipt: a ChaCha20-Poly1305 tag under
+    /// this answer's key, at the position after the last chunk, over the
+    /// receipt and its signature. The client node checks it instead of the
+    /// signature (a MAC, not a curve operation); it also shows that no chunk
+    /// was dropped from the end, and that nobody swapped the signature for
+    /// one that would not verify (the client node's journal keeps it as
+    /// evidence). Call once, after the last chunk.
+    pub fn stamp(&mut self, receipt: &SignedReceipt) -> [u8; 16] {
+        let (nonce, aad) = self.0.next();
+        let tag = self
+            .0
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(stamp_aad(&aad, receipt)), &mut [])
+            .expect("ChaCha20-Poly1305 sealing of an in-memory buffer cannot fail");
+        tag.as_ref()
+            .try_into()
+            .expect("a ChaCha20-Poly1305 tag is 16 bytes")
+    }
+
     /// The request id this answer belongs to.
     pub fn request_id(&self) -> [u8; 16] {
         self.0.request_id
@@ -410,6 +432,29 @@ impl ReplyOpener {
             }
         }
         Err(SealError::BadChunk)
+    }
+
+    /// Whether `stamp` is the stamp of `receipt` by the recipient that
+    /// answered (or, for an answer without chunks, by the recipient that
+    /// signed it), after the last chunk opened.
+    pub fn check_stamp(&self, receipt: &SignedReceipt, stamp: &[u8; 16]) -> Result<(), SealError> {
+        let signer = &receipt.receipt.worker;
+        let i = match self.chosen {
+            Some(i) if &self.candidates[i].0 == signer => i,
+            Some(_) => return Err(SealError::Tampered),
+            None => self
+                .candidates
+                .iter()
+                .position(|(worker, _)| worker == signer)
+                .ok_or(SealError::Tampered)?,
+        };
+        let key = &self.candidates[i].1;
+        let (nonce, aad) = key.peek();
+        let mut tag = *stamp;
+        key.key
+            .open_in_place(nonce, Aad::from(stamp_aad(&aad, receipt)), &mut tag)
+            .map(|_| ())
+            .map_err(|_| SealError::Tampered)
     }
 
     /// The worker whose key opened the answer (none before its first chunk).
@@ -462,6 +507,18 @@ impl ChunkKey {
         self.next += 1;
         out
     }
+}
+
+/// The AAD of a receipt's stamp: the position's AAD, then the receipt's
+/// signature and signed bytes.
+fn stamp_aad(position: &[u8; 24], receipt: &SignedReceipt) -> Vec<u8> {
+    [
+        position.as_slice(),
+        STAMP_LABEL,
+        &receipt.signature,
+        &crate::receipt::signed_bytes(&receipt.receipt),
+    ]
+    .concat()
 }
 
 /// What one sealed answer chunk holds.

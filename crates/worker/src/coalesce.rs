@@ -122,6 +122,7 @@ mod tests {
             finish_reason: FinishReason::Stop,
             usage: Usage::default(),
             receipt: None,
+            stamp: None,
         })
     }
 

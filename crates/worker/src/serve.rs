@@ -226,7 +226,9 @@ impl Answer {
                             price_coefficient,
                             issued_at_ms: now_ms(),
                         };
-                        done.receipt = Some(SignedReceipt::sign(receipt, &identity));
+                        let signed = SignedReceipt::sign(receipt, &identity);
+                        done.stamp = Some(sealer.stamp(&signed));
+                        done.receipt = Some(signed);
                         Event::Done(done)
                     }
                     Event::Error(e) => {

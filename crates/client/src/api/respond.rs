@@ -232,7 +232,7 @@ fn log_done(model: &str, done: &Done, started: Instant, stream: bool) {
 /// What the next event of an answer means to the HTTP side.
 enum Step {
     Text(String),
-    Done(Done),
+    Done(Box<Done>),
 }
 
 /// The next piece of text or the end of the answer; a stall longer than `idle`,
@@ -251,7 +251,7 @@ async fn next_step(
         })?;
     match event {
         Some(Event::Delta { text, .. }) => Ok(Step::Text(text)),
-        Some(Event::Done(done)) => Ok(Step::Done(done)),
+        Some(Event::Done(done)) => Ok(Step::Done(Box::new(done))),
         Some(Event::Error(e)) => Err(e.into()),
         // The backend opens sealed chunks before they get here.
         Some(

@@ -140,6 +140,7 @@ impl Sequence {
         let _ = self.events.send(Event::Done(Done {
             finish_reason: reason,
             receipt: None,
+            stamp: None,
             usage: Usage {
                 prompt_tokens: self.prompt.len() as u64,
                 completion_tokens: self.generated as u64,

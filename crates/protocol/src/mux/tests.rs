@@ -43,6 +43,7 @@ impl Handler for Counter {
                             ..Usage::default()
                         },
                         receipt: None,
+                        stamp: None,
                     });
                     return Some((done, (i + 1, guard)));
                 }

@@ -220,6 +220,76 @@ fn chunk_order_is_enforced() {
     assert_eq!(opener2.open(&c), Err(SealError::BadChunk));
 }
 
+/// The attack: a proxy alters a receipt on its way to the client node, or
+/// swaps its signature for bytes that do not verify (the client node keeps
+/// receipts as evidence against the proxy), or drops the answer's last
+/// chunks, or passes one recipient's stamp off for another's. The stamp,
+/// under the answering recipient's key over the receipt and its signature,
+/// at the position after the last chunk, opens for none of these.
+#[test]
+fn a_receipt_stamp_covers_the_receipt_its_signature_and_the_answers_end() {
+    let ids = [Identity::generate().unwrap(), Identity::generate().unwrap()];
+    let keys = [SealingKey::generate(), SealingKey::generate()];
+    let to: Vec<_> = ids
+        .iter()
+        .zip(&keys)
+        .map(|(id, key)| (id.fingerprint(), key.public()))
+        .collect();
+    let (sealed, mut opener) = seal(&request(), &to, 1_000).unwrap();
+    let (_, mut sealer) = keys[0].open(&ids[0].fingerprint(), &sealed).unwrap();
+    let (_, mut other) = keys[1].open(&ids[1].fingerprint(), &sealed).unwrap();
+    let receipt = |id: &Identity, completion_tokens: u64| {
+        crate::SignedReceipt::sign(
+            crate::Receipt {
+                request_id: sealed.header.request_id,
+                model: "m".into(),
+                model_sha256: None,
+                usage: crate::Usage {
+                    prompt_tokens: 5,
+                    completion_tokens,
+                    ..Default::default()
+                },
+                finish_reason: crate::FinishReason::Stop,
+                chunks: 2,
+                worker: id.fingerprint(),
+                price_coefficient: 1000,
+                issued_at_ms: 1,
+            },
+            id,
+        )
+    };
+    let first = sealer.seal("Hello", 1);
+    let last = sealer.seal(" world", 1);
+    let honest = receipt(&ids[0], 2);
+    let stamp = sealer.stamp(&honest);
+    opener.open(&first).unwrap();
+    // The last chunk dropped: the stamp is not at the position the client
+    // node is at.
+    assert!(opener.check_stamp(&honest, &stamp).is_err());
+    opener.open(&last).unwrap();
+    opener.check_stamp(&honest, &stamp).unwrap();
+
+    // More tokens, re-signed by the same worker key but not stamped by its
+    // enclave for this answer; the same receipt with a signature that does
+    // not verify; a stamp of zeros.
+    let mut inflated = honest.clone();
+    inflated.receipt.usage.completion_tokens = 200;
+    let mut garbled = honest.clone();
+    garbled.signature = vec![0; 64];
+    assert!(opener.check_stamp(&inflated, &stamp).is_err());
+    assert!(opener.check_stamp(&receipt(&ids[0], 200), &stamp).is_err());
+    assert!(opener.check_stamp(&garbled, &stamp).is_err());
+    assert!(opener.check_stamp(&honest, &[0; 16]).is_err());
+
+    // The other recipient's answer and stamp, passed off after the first
+    // recipient's chunks: refused (the client node opened the first's).
+    other.seal("Hello", 1);
+    other.seal(" world", 1);
+    let theirs = receipt(&ids[1], 2);
+    let their_stamp = other.stamp(&theirs);
+    assert!(opener.check_stamp(&theirs, &their_stamp).is_err());
+}
+
 #[test]
 fn max_tokens_in_body_and_header_must_agree() {
     let w = worker();

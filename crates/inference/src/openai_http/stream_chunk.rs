@@ -1,0 +1,135 @@
+//! One SSE payload of an upstream's streamed answer, read straight into the
+//! few fields the worker uses: a chat chunk (`choices[0].delta.content`), a
+//! legacy completion chunk (`choices[0].text`), the usage chunk, or an
+//! error. Read without building a `serde_json::Value` first, borrowing the
+//! text where it has no escapes: the worker reads one of these per token.
+
+use std::borrow::Cow;
+
+use cocoon_protocol::openai::Usage as ApiUsage;
+use cocoon_protocol::{ErrorKind, WireError};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct StreamChunk<'a> {
+    /// Any JSON: servers send `{"message": ...}` or a bare string.
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    pub choices: Vec<StreamChoice<'a>>,
+    #[serde(default)]
+    pub usage: Option<ApiUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct StreamChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<StreamDelta<'a>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+}
+
+impl<'a> StreamChunk<'a> {
+    /// Parse one `data:` payload; an `error` object becomes the error.
+    pub fn parse(data: &'a str) -> Result<Self, WireError> {
+        let chunk: StreamChunk<'a> = serde_json::from_str(data).map_err(|e| {
+            WireError::new(
+                ErrorKind::Upstream,
+                format!("engine sent an unexpected chunk in its stream: {e}"),
+            )
+        })?;
+        match &chunk.error {
+            None | Some(serde_json::Value::Null) => Ok(chunk),
+            Some(error) => {
+                let message = error
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .or_else(|| error.as_str())
+                    .unwrap_or("unknown error");
+                Err(WireError::new(
+                    ErrorKind::Upstream,
+                    format!("engine failed mid-stream: {message}"),
+                ))
+            }
+        }
+    }
+}
+
+impl<'a> StreamChoice<'a> {
+    /// The new text: a chat chunk's `delta.content`, else a completion
+    /// chunk's `text`.
+    pub fn text(self) -> Option<Cow<'a, str>> {
+        self.delta.and_then(|d| d.content).or(self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(data: &str) -> Option<String> {
+        let chunk = StreamChunk::parse(data).unwrap();
+        chunk
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|c| c.text())
+            .map(Cow::into_owned)
+    }
+
+    #[test]
+    fn reads_chat_and_completion_chunks() {
+        let chat = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi \"there\"\n"},"finish_reason":null}]}"#;
+        assert_eq!(text(chat).as_deref(), Some("Hi \"there\"\n"));
+        let legacy = r#"{"id":"c","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":" world","finish_reason":"length"}]}"#;
+        assert_eq!(text(legacy).as_deref(), Some(" world"));
+        let chunk = StreamChunk::parse(legacy).unwrap();
+        assert_eq!(chunk.choices[0].finish_reason.as_deref(), Some("length"));
+        // Role-only first chunk and an empty delta carry no text.
+        assert_eq!(
+            text(r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#),
+            None
+        );
+        assert_eq!(text(r#"{"choices":[{"index":0,"delta":{}}]}"#), None);
+    }
+
+    #[test]
+    fn reads_the_usage_chunk() {
+        let data = r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":1}}}"#;
+        let chunk = StreamChunk::parse(data).unwrap();
+        let usage = chunk.usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 3));
+        assert_eq!(usage.prompt_tokens_details.unwrap().cached_tokens, 2);
+        assert_eq!(usage.completion_tokens_details.unwrap().reasoning_tokens, 1);
+        assert!(chunk.choices.is_empty());
+    }
+
+    #[test]
+    fn errors_in_the_stream_and_bad_json_are_upstream_errors() {
+        let e =
+            StreamChunk::parse(r#"{"error":{"message":"out of memory","code":500}}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Upstream);
+        assert!(e.message.contains("out of memory"), "{}", e.message);
+        let e = StreamChunk::parse(r#"{"error":"overloaded"}"#).unwrap_err();
+        assert!(e.message.contains("overloaded"), "{}", e.message);
+        for bad in [
+            "{",
+            "[1,2]",
+            r#"{"choices":{"text":"x"}}"#,
+            r#"{"choices":[{"text":5}]}"#,
+        ] {
+            let e = StreamChunk::parse(bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Upstream, "{bad}");
+        }
+        // `"error": null` is no error.
+        assert!(StreamChunk::parse(r#"{"error":null,"choices":[]}"#).is_ok());
+    }
+}
