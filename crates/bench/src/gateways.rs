@@ -14,7 +14,7 @@ use anyhow::Context;
 use cocoon_client::ApiSettings;
 use cocoon_worker::EngineConfig;
 
-use crate::overhead::{drive, PathResult};
+use crate::overhead::{cpu_time, drive, PathResult};
 use cocoon_devnet::{Devnet, DevnetOptions};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -44,28 +44,6 @@ pub struct GatewayBenchOptions {
     /// Stream answers as SSE.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub stream: bool,
-}
-
-/// CPU time (user + system) a process has used, from `/proc/PID/stat`
-/// (in clock ticks of 10 ms, Linux's USER_HZ).
-pub(crate) fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unexpected /proc stat format")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .context("short /proc stat")?
-            .parse::<u64>()
-            .context("bad /proc stat field")
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// One measured path and the CPU time spent while it ran.

@@ -61,6 +61,28 @@ impl PathResult {
 
 const MODEL: &str = "bench-instant";
 
+/// CPU time (user + system) a process has used, from `/proc/PID/stat`
+/// (in clock ticks of 10 ms, Linux's USER_HZ).
+pub(crate) fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("unexpected /proc stat format")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .context("short /proc stat")?
+            .parse::<u64>()
+            .context("bad /proc stat field")
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let capacity = (options.concurrency * 4).max(64);
     let engine: Arc<dyn Engine> = Arc::new(InstantEngine::new(MODEL, capacity as u32));
@@ -114,7 +136,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let warmup = (options.requests / 10).max(options.concurrency);
     drive(&http, &direct_url, &body, warmup, options.concurrency).await;
     drive(&http, &devnet.api_url, &body, warmup, options.concurrency).await;
-    let cpu_before = crate::gateways::cpu_time("self")?;
+    let cpu_before = cpu_time("self")?;
     let direct = drive(
         &http,
         &direct_url,
@@ -123,7 +145,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         options.concurrency,
     )
     .await;
-    let cpu_between = crate::gateways::cpu_time("self")?;
+    let cpu_between = cpu_time("self")?;
     let network = drive(
         &http,
         &devnet.api_url,
@@ -132,7 +154,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         options.concurrency,
     )
     .await;
-    let cpu_after = crate::gateways::cpu_time("self")?;
+    let cpu_after = cpu_time("self")?;
     let per_request = |cpu: Duration, r: &PathResult| {
         cpu.as_secs_f64() * 1000.0 / (r.latencies.len() + r.errors).max(1) as f64
     };

@@ -139,6 +139,8 @@ impl ReceiptJournal {
         Ok((file, size))
     }
 
+    /// Every entry of the journal at `path`, in order; a line that does not
+    /// parse is an error naming its number.
     pub fn read(path: &Path) -> Result<Vec<JournalEntry>, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         text.lines()

@@ -67,8 +67,7 @@ impl OpenAiHttpEngine {
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
         let parse = |path: &str| {
-            let url = format!("{}/{path}", config.base_url.trim_end_matches('/'));
-            reqwest::Url::parse(&url)
+            reqwest::Url::parse(&join(&config.base_url, path))
                 .map_err(|e| format!("engine base_url {:?} is not a URL: {e}", config.base_url))
         };
         let (chat_url, completions_url) = (parse("chat/completions")?, parse("completions")?);
@@ -98,7 +97,7 @@ impl OpenAiHttpEngine {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/{path}", self.config.base_url.trim_end_matches('/'))
+        join(&self.config.base_url, path)
     }
 
     fn build(&self, request: &GenerateRequest) -> reqwest::RequestBuilder {
@@ -232,6 +231,11 @@ impl Engine for OpenAiHttpEngine {
         let state = State::Start(Box::pin(send), base, own_count);
         futures::stream::unfold(state, |state| async move { state.step().await }).boxed()
     }
+}
+
+/// `path` under the base URL `base` (with or without a trailing slash).
+fn join(base: &str, path: &str) -> String {
+    format!("{}/{path}", base.trim_end_matches('/'))
 }
 
 type SseStream = BoxStream<'static, Result<eventsource_stream::Event, String>>;

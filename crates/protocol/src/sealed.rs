@@ -55,6 +55,8 @@ const SCHEME: &[u8] = b"cocoon/seal/v3";
 /// Label of a recipient's answer key (followed by the recipient's
 /// fingerprint, so the key is bound to the worker it is for).
 const ANSWER_LABEL: &[u8] = b"cocoon/seal/v3/answer";
+/// Label of the key the request's body is sealed under (from the content key).
+const CONTENT_LABEL: &[u8] = b"cocoon/seal/v3/request";
 /// Label of a receipt's stamp (in its AAD).
 const STAMP_LABEL: &[u8] = b"cocoon/seal/v3/receipt-stamp";
 /// Label of the key wrapping the content key for one recipient.
@@ -202,7 +204,7 @@ impl SealingKey {
                 })?;
         let content_key = &*content_key;
         let mut plain = request.ciphertext.clone();
-        let opened = derive(content_key, b"cocoon/seal/v3/request")
+        let opened = derive(content_key, CONTENT_LABEL)
             .open_in_place(
                 Nonce::assume_unique_for_key([0; 12]),
                 Aad::from(&aad),
@@ -299,7 +301,7 @@ impl SenderSessions {
             postcard::to_allocvec(&body).map_err(|e| SealError::Malformed(e.to_string()))?,
             REQUEST_BUCKET,
         ));
-        derive(&content_key, b"cocoon/seal/v3/request")
+        derive(&content_key, CONTENT_LABEL)
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key([0; 12]),
                 Aad::from(&aad),
