@@ -213,8 +213,30 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
         opener.check_stamp(&stamped, &stamp)?;
         stamping.push(start.elapsed());
     }
+    // The proxy checks receipts that arrive together in one batch: the
+    // time per receipt in batches of 16.
+    let batch: Vec<cocoon_protocol::SignedReceipt> = (0..16u8)
+        .map(|i| {
+            let mut r = receipt.clone();
+            r.request_id[0] = i;
+            cocoon_protocol::SignedReceipt::sign(r, worker)
+        })
+        .collect();
+    let pairs: Vec<_> = batch.iter().map(|r| (r, worker.spki())).collect();
+    let mut batched = Vec::new();
+    for _ in 0..iterations.div_ceil(16) {
+        let start = Instant::now();
+        let results = cocoon_protocol::SignedReceipt::verify_many(&pairs);
+        let each = start.elapsed() / 16;
+        anyhow::ensure!(results.iter().all(Result::is_ok), "a batch failed");
+        batched.push(each);
+    }
     print("usage receipt signature (worker)", &mut signing);
-    print("usage receipt signature check (proxy)", &mut verifying);
+    print("usage receipt check (proxy, one)", &mut verifying);
+    print(
+        "usage receipt check (proxy, each of 16 batched)",
+        &mut batched,
+    );
     print(
         "usage receipt stamp + check (worker, client node)",
         &mut stamping,

@@ -90,9 +90,9 @@ impl ReceiptJournal {
         let entry = JournalEntry {
             proxy_contract: proxy_contract.to_string(),
             cost_nano: cost.to_string(),
-            worker_key: hex::encode(worker_key),
+            worker_key: cocoon_protocol::to_hex(worker_key),
             receipt: receipt.receipt.clone(),
-            signature: hex::encode(&receipt.signature),
+            signature: cocoon_protocol::to_hex(&receipt.signature),
         };
         if let Err(e) = self.write(&entry) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not keep a paid receipt");

@@ -40,7 +40,20 @@ pub(crate) fn framing_error(err: std::io::Error, max: usize) -> ProtocolError {
 }
 
 pub fn encode_frame(frame: &Frame) -> Result<Bytes, ProtocolError> {
-    postcard::to_allocvec(frame)
+    // Sized once for the common frames (a sealed chunk is most of them)
+    // instead of grown byte by byte.
+    let hint = match frame {
+        Frame::Event {
+            event: crate::Event::Sealed { ciphertext },
+            ..
+        } => ciphertext.len() + 24,
+        Frame::Request {
+            body: crate::RequestBody::Generate(request),
+            ..
+        } => request.ciphertext.len() + 1024,
+        _ => 256,
+    };
+    postcard::to_extend(frame, Vec::with_capacity(hint))
         .map(Bytes::from)
         .map_err(|e| ProtocolError::Malformed(format!("cannot encode frame: {e}")))
 }
@@ -101,3 +114,11 @@ where
 
 #[cfg(test)]
 mod tests;
+
+/// `bytes` as lowercase hex, written into one buffer (`hex::encode`
+/// collects a `String` char by char; receipts are encoded on every answer).
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input");
+    String::from_utf8(out).expect("hex digits are ASCII")
+}

@@ -42,7 +42,7 @@ pub mod worker_key;
 pub use attestation_config::{AttestationConfig, Profile, TeeChoice};
 pub use cocoon_attestation::PeerRole;
 pub use codec::{
-    decode_frame, encode_frame, handshake, length_codec, read_hello, write_hello,
+    decode_frame, encode_frame, handshake, length_codec, read_hello, to_hex, write_hello,
     DEFAULT_MAX_FRAME_BYTES, MAGIC,
 };
 pub use config::{bind, load_identity, ConfigError};

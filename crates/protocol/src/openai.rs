@@ -201,7 +201,7 @@ impl ReceiptJson {
     pub fn new(receipt: &crate::SignedReceipt, verified: bool) -> Self {
         let r = &receipt.receipt;
         Self {
-            request_id: hex::encode(r.request_id),
+            request_id: crate::to_hex(&r.request_id),
             worker: r.worker.to_string(),
             model: r.model.clone(),
             model_sha256: r.model_sha256.clone(),
@@ -212,7 +212,7 @@ impl ReceiptJson {
             finish_reason: r.finish_reason.as_str().to_string(),
             price_coefficient: r.price_coefficient,
             issued_at_ms: r.issued_at_ms,
-            signature: hex::encode(&receipt.signature),
+            signature: crate::to_hex(&receipt.signature),
             verified,
         }
     }

@@ -131,22 +131,73 @@ impl SignedReceipt {
     /// Check the signature with the worker's identity key (its DER
     /// SubjectPublicKeyInfo, whose SHA-256 is the fingerprint in the receipt).
     pub fn verify(&self, worker_spki: &[u8]) -> Result<(), ReceiptError> {
+        // ed25519-dalek (its AVX2 backend where the CPU has one): cheaper
+        // than ring's portable verification, and the proxy checks every
+        // receipt's signature (client nodes check its stamp, and the
+        // signature only when there is none). Strict: small-order keys and
+        // non-canonical signatures are refused.
+        let (key, signature) = self.parts(worker_spki)?;
+        key.verify_strict(&signed_bytes(&self.receipt), &signature)
+            .map_err(|_| ReceiptError::BadSignature)
+    }
+
+    /// [`Self::verify`] for many receipts at once, each with its worker's
+    /// identity: one Ed25519 batch equation for all (about half the cost per
+    /// receipt at 16 and more), and only when the batch fails each one
+    /// alone, so one bad signature costs its sender nothing it did not
+    /// forge and never fails a good receipt. A batch uses the cofactored
+    /// equation, which a signer could satisfy where the strict single check
+    /// refuses (a crafted small-order component): that gains it nothing,
+    /// as it signs its own receipts either way, and the keys it could craft
+    /// them with (weak ones) are refused before any batch.
+    pub fn verify_many(batch: &[(&SignedReceipt, &[u8])]) -> Vec<Result<(), ReceiptError>> {
+        let mut results: Vec<Result<(), ReceiptError>> = Vec::with_capacity(batch.len());
+        let mut keys = Vec::with_capacity(batch.len());
+        let mut signatures = Vec::with_capacity(batch.len());
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut checked = Vec::with_capacity(batch.len());
+        for (i, (receipt, spki)) in batch.iter().enumerate() {
+            match receipt.parts(spki) {
+                Ok((key, signature)) if !key.is_weak() => {
+                    keys.push(key);
+                    signatures.push(signature);
+                    messages.push(signed_bytes(&receipt.receipt));
+                    checked.push(i);
+                    results.push(Ok(()));
+                }
+                Ok(_) => results.push(Err(ReceiptError::KeyMismatch)),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let together =
+            checked.len() > 1 && ed25519_dalek::verify_batch(&slices, &signatures, &keys).is_ok();
+        if !together {
+            for (n, &i) in checked.iter().enumerate() {
+                results[i] = keys[n]
+                    .verify_strict(slices[n], &signatures[n])
+                    .map_err(|_| ReceiptError::BadSignature);
+            }
+        }
+        results
+    }
+
+    /// The worker's verifying key (from its identity, which must be the one
+    /// the receipt names) and the signature, decoded.
+    fn parts(
+        &self,
+        worker_spki: &[u8],
+    ) -> Result<(ed25519_dalek::VerifyingKey, ed25519_dalek::Signature), ReceiptError> {
         if Fingerprint::of_spki(worker_spki) != self.receipt.worker {
             return Err(ReceiptError::KeyMismatch);
         }
         let raw: &[u8; 32] = crate::tls::ed25519_raw_key(worker_spki)
             .and_then(|raw| raw.try_into().ok())
             .ok_or(ReceiptError::KeyMismatch)?;
-        // ed25519-dalek (its AVX2 backend where the CPU has one): cheaper
-        // than ring's portable verification, and the proxy checks every
-        // receipt's signature (client nodes check its stamp, and the
-        // signature only when there is none). Strict: small-order keys and
-        // non-canonical signatures are refused.
         let key = verifying_key(raw)?;
         let signature = ed25519_dalek::Signature::from_slice(&self.signature)
             .map_err(|_| ReceiptError::BadSignature)?;
-        key.verify_strict(&signed_bytes(&self.receipt), &signature)
-            .map_err(|_| ReceiptError::BadSignature)
+        Ok((key, signature))
     }
 }
 
@@ -208,9 +259,9 @@ impl SignedReceipt {
 }
 
 pub(crate) fn signed_bytes(receipt: &Receipt) -> Vec<u8> {
-    let mut bytes = CONTEXT.to_vec();
-    bytes.extend(postcard::to_allocvec(receipt).expect("receipt serializes"));
-    bytes
+    let mut bytes = Vec::with_capacity(CONTEXT.len() + 128 + receipt.model.len());
+    bytes.extend_from_slice(CONTEXT);
+    postcard::to_extend(receipt, bytes).expect("receipt serializes")
 }
 
 #[cfg(test)]
@@ -287,6 +338,55 @@ mod tests {
             signed.check(worker.spki(), &r.request_id, &r.model, &more),
             Err(ReceiptError::UsageMismatch)
         );
+    }
+
+    #[test]
+    fn a_batch_refuses_exactly_its_forged_receipts() {
+        let workers: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+        let mut signed: Vec<SignedReceipt> = (0..17)
+            .map(|i| {
+                let worker = &workers[i % 3];
+                let mut r = receipt(worker.fingerprint());
+                r.request_id = [i as u8; 16];
+                SignedReceipt::sign(r, worker)
+            })
+            .collect();
+        let spki = |i: usize| workers[i % 3].spki();
+        let all_good = |signed: &[SignedReceipt]| {
+            let batch: Vec<_> = signed
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r, spki(i)))
+                .collect();
+            SignedReceipt::verify_many(&batch)
+        };
+        assert!(all_good(&signed).iter().all(Result::is_ok));
+        // Inflated after signing, another worker's signature, a stranger's key.
+        signed[4].receipt.usage.completion_tokens += 100;
+        signed[10] = SignedReceipt::sign(signed[10].receipt.clone(), &workers[0]);
+        let stranger = Identity::generate().unwrap();
+        let mut batch: Vec<_> = signed
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r, spki(i)))
+            .collect();
+        batch[13].1 = stranger.spki();
+        let results = SignedReceipt::verify_many(&batch);
+        for (i, result) in results.iter().enumerate() {
+            let expected = match i {
+                4 => Err(ReceiptError::BadSignature),
+                10 => Err(ReceiptError::BadSignature),
+                13 => Err(ReceiptError::KeyMismatch),
+                _ => Ok(()),
+            };
+            assert_eq!(result, &expected, "receipt {i}");
+        }
+        // One receipt, or none, is the single check.
+        assert_eq!(
+            SignedReceipt::verify_many(&batch[4..5]),
+            vec![Err(ReceiptError::BadSignature)]
+        );
+        assert!(SignedReceipt::verify_many(&[]).is_empty());
     }
 
     #[test]

@@ -338,24 +338,20 @@ impl ReplySealer {
     /// travels inside the seal, and the plaintext is padded to its size
     /// bucket: the proxy sees neither the count nor the exact length).
     pub fn seal(&mut self, text: &str, tokens: u32) -> Vec<u8> {
-        self.seal_piece(&Piece::Text {
-            text: text.to_string(),
-            tokens,
-        })
+        self.seal_piece(&PieceRef::Text { text, tokens })
     }
 
     /// Seal an error's message as the answer's last chunk: an engine's
     /// error text may echo the prompt, so only its kind crosses in clear.
     pub fn seal_error(&mut self, kind: crate::ErrorKind, message: &str) -> Vec<u8> {
-        self.seal_piece(&Piece::Error {
-            kind,
-            message: message.to_string(),
-        })
+        self.seal_piece(&PieceRef::Error { kind, message })
     }
 
-    fn seal_piece(&mut self, piece: &Piece) -> Vec<u8> {
+    fn seal_piece(&mut self, piece: &PieceRef<'_>) -> Vec<u8> {
+        // One buffer, sized once for the padded plaintext and the tag.
+        let capacity = padded_len(piece.max_encoded_len(), CHUNK_BUCKET) + ring::aead::MAX_TAG_LEN;
         let mut buf = pad(
-            postcard::to_allocvec(piece).expect("a chunk serializes"),
+            postcard::to_extend(piece, Vec::with_capacity(capacity)).expect("a chunk serializes"),
             CHUNK_BUCKET,
         );
         let (nonce, aad) = self.0.next();
@@ -535,6 +531,31 @@ pub enum Piece {
         kind: crate::ErrorKind,
         message: String,
     },
+}
+
+/// [`Piece`] borrowing its text, for sealing without a copy: serializes
+/// to the same bytes.
+#[derive(Serialize)]
+enum PieceRef<'a> {
+    Text {
+        text: &'a str,
+        tokens: u32,
+    },
+    Error {
+        kind: crate::ErrorKind,
+        message: &'a str,
+    },
+}
+
+impl PieceRef<'_> {
+    /// An upper bound of the encoded length: the variant, the text's length
+    /// and the count or kind as varints, and the text.
+    fn max_encoded_len(&self) -> usize {
+        match self {
+            PieceRef::Text { text, .. } => text.len() + 16,
+            PieceRef::Error { message, .. } => message.len() + 16,
+        }
+    }
 }
 
 /// Smallest padded size of an answer chunk's plaintext.

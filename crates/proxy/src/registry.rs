@@ -168,6 +168,22 @@ impl SlotGuard {
         average_in(&self.0.speed.ttft_us, after.as_micros() as u64);
     }
 
+    /// The answer failed.
+    pub fn failed(&self) {
+        self.ranking().failed()
+    }
+
+    /// Where this answer's outcome is recorded once known, which may be
+    /// after the slot is released.
+    pub fn ranking(&self) -> Ranking {
+        Ranking(self.0.clone())
+    }
+}
+
+/// A worker's answers' outcomes, which the registry ranks it by.
+pub struct Ranking(Arc<Slot>);
+
+impl Ranking {
     /// The answer ended well: `tokens` in `since_first` after the first one.
     pub fn done(&self, tokens: u64, since_first: Duration) {
         let speed = &self.0.speed;

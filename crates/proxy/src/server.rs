@@ -14,10 +14,12 @@ use cocoon_protocol::{
     handshake, Announce, Connection, ErrorKind, Event, Handler, Hello, RequestBody, Role,
     SealedRequest, WireError, WorkerKey,
 };
+use futures::future::{self, FutureExt};
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 
+use crate::receipts;
 use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry, RequestIds, Settlement};
 use cocoon_protocol::receipt::Delivered;
 
@@ -346,7 +348,7 @@ impl ClientSide {
                     let mut streamed_bytes = 0u64;
                     timeouts
                         .apply(answer)
-                        .map(move |event| {
+                        .then(move |event| {
                             if let Some(inspect) = &inspect {
                                 inspect.see(&event);
                             }
@@ -362,49 +364,63 @@ impl ClientSide {
                                 Event::Error(_) | Event::SealedError { .. } => slot.failed(),
                                 _ => {}
                             }
-                            match event {
+                            let done = match event {
                                 // Only sealed text passes: a worker must never
                                 // send plaintext through the proxy.
-                                Event::Delta { .. } => Event::Error(WireError::new(
-                                    ErrorKind::Upstream,
-                                    "the worker sent an unsealed answer; refused",
-                                )),
-                                Event::Done(done) => {
-                                    let delivered = Delivered {
-                                        max_tokens: header.max_tokens,
-                                        streamed_bytes,
-                                        request_bytes,
-                                    };
-                                    match receipts.record(
-                                        &header,
-                                        &key,
-                                        done.receipt.as_ref(),
-                                        &done.usage,
-                                        coefficient,
-                                        &delivered,
-                                    ) {
-                                        // Only verified receipts are billed, at their
-                                        // signed usage, and rank the worker's speed.
-                                        Ok(usage) => {
-                                            slot.done(
-                                                usage.completion_tokens,
-                                                first.map(|f| f.elapsed()).unwrap_or_default(),
-                                            );
-                                            if let (Some(books), Some(client), Some(worker)) =
-                                                (&books, &payer, &payee)
-                                            {
-                                                books.record(client, worker, &usage, coefficient);
-                                            }
-                                        }
-                                        Err(e) => {
-                                            slot.failed();
-                                            tracing::warn!(request = %format_args!("{request_id:032x}"), worker = %key.worker(), error = %e, "usage receipt rejected; request not billed");
-                                        }
-                                    }
-                                    Event::Done(done)
+                                Event::Delta { .. } => {
+                                    return future::ready(Event::Error(WireError::new(
+                                        ErrorKind::Upstream,
+                                        "the worker sent an unsealed answer; refused",
+                                    )))
+                                    .boxed()
                                 }
-                                other => other,
+                                Event::Done(done) => done,
+                                other => return future::ready(other).boxed(),
+                            };
+                            let delivered = Delivered {
+                                max_tokens: header.max_tokens,
+                                streamed_bytes,
+                                request_bytes,
+                            };
+                            // Only verified receipts are billed, at their
+                            // signed usage; billing happens in the checker, so
+                            // a client that hangs up now pays all the same.
+                            let bill = (books.clone(), payer.clone(), payee.clone());
+                            let then: receipts::Outcome = Box::new(move |checked| match checked {
+                                Ok(usage) => {
+                                    if let (Some(books), Some(client), Some(worker)) = bill {
+                                        books.record(&client, &worker, &usage, coefficient);
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(request = %format_args!("{request_id:032x}"), error = %e, "usage receipt rejected; request not billed");
+                                }
+                            });
+                            let since_first = first.map(|f| f.elapsed()).unwrap_or_default();
+                            let (receipts, header, key, ranking) =
+                                (receipts.clone(), header.clone(), key.clone(), slot.ranking());
+                            async move {
+                                let checked = receipts
+                                    .record(
+                                        receipts::Answered {
+                                            header: &header,
+                                            worker: &key,
+                                            usage: &done.usage,
+                                            price_coefficient: coefficient,
+                                            delivered,
+                                        },
+                                        done.receipt.clone(),
+                                        then,
+                                    )
+                                    .await;
+                                // Verified usage alone ranks the worker's speed.
+                                match checked {
+                                    Ok(usage) => ranking.done(usage.completion_tokens, since_first),
+                                    Err(_) => ranking.failed(),
+                                }
+                                Event::Done(done)
                             }
+                            .boxed()
                         })
                         .boxed()
                 }

@@ -149,3 +149,14 @@ proptest! {
         prop_assert_eq!(decode_frame(&encode_frame(&frame).unwrap()).unwrap(), frame);
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn hex_is_hex_encode_and_fingerprints_read_back(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..80), fp in proptest::array::uniform32(proptest::num::u8::ANY)) {
+        proptest::prop_assert_eq!(crate::to_hex(&bytes), hex::encode(&bytes));
+        let fingerprint = crate::tls::Fingerprint(fp);
+        let text = fingerprint.to_string();
+        proptest::prop_assert_eq!(&text, &format!("sha256:{}", hex::encode(fp)));
+        proptest::prop_assert_eq!(text.parse::<crate::tls::Fingerprint>().unwrap(), fingerprint);
+    }
+}

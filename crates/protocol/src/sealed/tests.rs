@@ -372,3 +372,29 @@ fn text_of(piece: Piece) -> String {
         Piece::Error { message, .. } => panic!("an error chunk: {message}"),
     }
 }
+
+#[test]
+fn a_borrowed_piece_encodes_as_the_piece_the_client_node_decodes() {
+    for (text, tokens) in [("", 0), ("hello", 3), (&"x".repeat(300)[..], u32::MAX)] {
+        let borrowed = postcard::to_allocvec(&PieceRef::Text { text, tokens }).unwrap();
+        let owned = postcard::to_allocvec(&Piece::Text {
+            text: text.into(),
+            tokens,
+        })
+        .unwrap();
+        assert_eq!(borrowed, owned);
+        assert!(borrowed.len() <= PieceRef::Text { text, tokens }.max_encoded_len());
+    }
+    let kind = crate::ErrorKind::Upstream;
+    let borrowed = postcard::to_allocvec(&PieceRef::Error {
+        kind,
+        message: "engine said no",
+    })
+    .unwrap();
+    let owned = postcard::to_allocvec(&Piece::Error {
+        kind,
+        message: "engine said no".into(),
+    })
+    .unwrap();
+    assert_eq!(borrowed, owned);
+}
