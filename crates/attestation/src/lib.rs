@@ -25,6 +25,7 @@ mod measurements;
 mod policy;
 mod report_data;
 pub mod simulated;
+pub mod sync;
 pub mod tdx;
 
 pub use attester::Attester;

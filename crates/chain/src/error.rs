@@ -29,6 +29,29 @@ pub enum ChainError {
     Embedded(String),
 }
 
+/// Text a person wrote (in a config file or on the command line) that is
+/// not what it must be: the message says what was expected; the caller
+/// names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("{0:?} is not an amount of TON like 1.5")]
+    NotAnAmount(String),
+    #[error("at most 9 decimals (1 nano-TON), got {0:?}")]
+    TooPrecise(String),
+    #[error("must be more than 0")]
+    Zero,
+    #[error("not a TON address ({reason}): {text:?}")]
+    NotAnAddress { text: String, reason: String },
+    #[error("Cocoon's contracts and wallets live on the basechain (0:...), got workchain {0}")]
+    NotBasechain(i8),
+    #[error("must be \"testnet\", \"mainnet\" or an http(s) URL of a TON HTTP API, got {0:?}")]
+    ApiUrl(String),
+    #[error("the environment variable {0} is not set")]
+    MissingEnv(String),
+    #[error("{0}")]
+    Client(String),
+}
+
 /// `return Err(ChainError::KIND(format!(...)))`.
 macro_rules! fail {
     ($kind:ident, $($arg:tt)*) => {

@@ -51,7 +51,7 @@ pub use tycho_types::cell::{Cell, HashBytes};
 pub use tycho_types::models::{StdAddr, StdAddrFormat as AddressFormat};
 pub use wallet::Wallet;
 
-pub use error::ChainError;
+pub use error::{ChainError, InputError};
 
 /// Errors of the chain bindings (see [`ChainError`]).
 pub type Error = ChainError;

@@ -110,8 +110,8 @@ impl Prices {
 }
 
 /// Parse a TON amount ("1.5") into nano-TON exactly, without floats.
-pub fn parse_ton(text: &str) -> Result<u128, String> {
-    let bad = || format!("{text:?} is not an amount of TON like 1.5");
+pub fn parse_ton(text: &str) -> Result<u128, crate::InputError> {
+    let bad = || crate::InputError::NotAnAmount(text.to_string());
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
     if whole.is_empty() && frac.is_empty()
         || !whole.chars().all(|c| c.is_ascii_digit())
@@ -120,7 +120,7 @@ pub fn parse_ton(text: &str) -> Result<u128, String> {
         return Err(bad());
     }
     if frac.len() > 9 {
-        return Err(format!("at most 9 decimals (1 nano-TON), got {text:?}"));
+        return Err(crate::InputError::TooPrecise(text.to_string()));
     }
     let whole: u128 = if whole.is_empty() {
         0
@@ -133,7 +133,7 @@ pub fn parse_ton(text: &str) -> Result<u128, String> {
         .and_then(|w| w.checked_add(frac))
         .ok_or_else(bad)?;
     if nano == 0 {
-        return Err("must be more than 0".into());
+        return Err(crate::InputError::Zero);
     }
     Ok(nano)
 }

@@ -4,6 +4,7 @@
 //! `Retry-After`) and transient failures are retried with backoff; errors
 //! name the method and what the server said.
 
+use crate::InputError;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -37,33 +38,29 @@ pub fn api_url(network: &str) -> &str {
 /// A client for `ton_api` (`testnet`, `mainnet` or an http(s) URL) with the
 /// API key from the environment variable `api_key_env`, as the nodes'
 /// configs name them. The error says what is wrong, for the config's field.
-pub fn from_config(ton_api: &str, api_key_env: Option<&str>) -> Result<TonHttp, String> {
+pub fn from_config(ton_api: &str, api_key_env: Option<&str>) -> Result<TonHttp, InputError> {
     let url = api_url(ton_api);
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!(
-            "must be \"testnet\", \"mainnet\" or an http(s) URL of a TON HTTP API, got {ton_api:?}"
-        ));
+        return Err(InputError::ApiUrl(ton_api.to_string()));
     }
     let key = match api_key_env {
         None => None,
-        Some(var) => Some(
-            std::env::var(var).map_err(|_| format!("the environment variable {var} is not set"))?,
-        ),
+        Some(var) => Some(std::env::var(var).map_err(|_| InputError::MissingEnv(var.to_string()))?),
     };
-    TonHttp::new(url, key).map_err(|e| e.to_string())
+    TonHttp::new(url, key).map_err(|e| InputError::Client(e.to_string()))
 }
 
 /// A TON address, `0:<hex>` or user-friendly; contracts live on the basechain.
-pub fn parse_address(text: &str) -> Result<StdAddr, String> {
+pub fn parse_address(text: &str) -> Result<StdAddr, InputError> {
     use std::str::FromStr;
     let address = StdAddr::from_str(text)
         .or_else(|_| StdAddr::from_str_ext(text, crate::AddressFormat::any()).map(|(a, _)| a))
-        .map_err(|e| format!("not a TON address ({e}): {text:?}"))?;
+        .map_err(|e| InputError::NotAnAddress {
+            text: text.to_string(),
+            reason: e.to_string(),
+        })?;
     if address.workchain != 0 {
-        return Err(format!(
-            "Cocoon's contracts and wallets live on the basechain (0:...), got workchain {}",
-            address.workchain
-        ));
+        return Err(InputError::NotBasechain(address.workchain));
     }
     Ok(address)
 }

@@ -18,7 +18,7 @@ struct Sum {
 
 /// Print the check; `Ok(false)` when a receipt does not verify.
 pub fn check(file: &Path) -> anyhow::Result<bool> {
-    let entries = ReceiptJournal::read(file).map_err(anyhow::Error::msg)?;
+    let entries = ReceiptJournal::read(file)?;
     let mut sums: BTreeMap<String, Sum> = BTreeMap::new();
     let mut bad = 0;
     for (i, entry) in entries.iter().enumerate() {

@@ -79,9 +79,7 @@ pub async fn run(args: SummarizeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut summarizer = Summarizer::connect(&args.api, args.model.as_deref(), api_key)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let mut summarizer = Summarizer::connect(&args.api, args.model.as_deref(), api_key).await?;
     summarizer.max_tokens = args.max_tokens;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -95,16 +93,10 @@ pub async fn run(args: SummarizeArgs) -> anyhow::Result<()> {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         })
-        .await
-        .map_err(anyhow::Error::msg)?;
+        .await?;
     bar.finish_and_clear();
     let drafts = match &me {
-        Some(me) => Some(
-            summarizer
-                .drafts(&chat, me, drafts_wanted)
-                .await
-                .map_err(anyhow::Error::msg)?,
-        ),
+        Some(me) => Some(summarizer.drafts(&chat, me, drafts_wanted).await?),
         None => None,
     };
     let spent = &summarizer.spent;

@@ -104,7 +104,7 @@ impl Affinity {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.0.len()).unwrap_or(0)
+        self.inner.locked().0.len()
     }
 }
 

@@ -188,11 +188,12 @@ impl Billing {
     /// that proxy contract, the one remembered for it, else a new one
     /// deployed from the owner's wallet with the first deposit (its address
     /// saved before it is used).
-    pub async fn ensure_contract(&self, terms: &AccountTerms) -> Result<StdAddr, String> {
+    pub async fn ensure_contract(&self, terms: &AccountTerms) -> Result<StdAddr, ContractError> {
         if let Some(account) = self.account(&terms.proxy_contract) {
             return Ok(account.contract.clone());
         }
-        let proxy = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)?;
+        let proxy = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)
+            .map_err(ContractError::ProxyAddress)?;
         // A configured contract needs no lock: registering with one proxy
         // never waits behind a deployment for another.
         for contract in &self.configured {
@@ -201,18 +202,21 @@ impl Billing {
                     .ton
                     .get(contract, "get_client_data", &[])
                     .await
-                    .map_err(|e| format!("reading client contract {contract}: {e:#}"))?,
+                    .map_err(|source| ContractError::Read {
+                        contract: contract.clone(),
+                        source,
+                    })?,
             )
-            .map_err(|e| format!("client contract {contract}: {e}"))?;
+            .map_err(|source| ContractError::Read {
+                contract: contract.clone(),
+                source,
+            })?;
             if channel.proxy == proxy {
                 return Ok(self.open(&terms.proxy_contract, contract.clone()));
             }
         }
         let Some(deploy) = &self.deploy else {
-            return Err(format!(
-                "no configured client contract pays proxy contract {} ([billing] contract / contracts), and no wallet to deploy one",
-                terms.proxy_contract
-            ));
+            return Err(ContractError::NoContract(terms.proxy_contract.clone()));
         };
         let _one = self.deploying.lock().await;
         if let Some(account) = self.account(&terms.proxy_contract) {
@@ -223,11 +227,8 @@ impl Billing {
         let (nonce, close_delay) = match &remembered {
             Some(r) => (r.nonce, r.close_delay),
             None => {
-                let prices = self.prices().await.map_err(|e| e.message)?;
-                (
-                    cocoon_chain::random_nonce().map_err(|e| e.to_string())?,
-                    prices.client_close_delay,
-                )
+                let prices = self.prices().await.map_err(ContractError::Prices)?;
+                (cocoon_chain::random_nonce()?, prices.client_close_delay)
             }
         };
         let data = cocoon_chain::ClientTerms {
@@ -237,16 +238,10 @@ impl Billing {
             close_delay,
             nonce,
         }
-        .initial_data()
-        .map_err(|e| e.to_string())?;
+        .initial_data()?;
         let code = cocoon_chain::Contract::Client.code();
-        let contract = cocoon_chain::contract_address(&code, &data).map_err(|e| e.to_string())?;
-        let deployed = self
-            .ton
-            .account(&contract)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_active();
+        let contract = cocoon_chain::contract_address(&code, &data)?;
+        let deployed = self.ton.account(&contract).await?.is_active();
         if !deployed {
             // Remembered before the deposit leaves the wallet: a crash in
             // between deploys this same contract next time, never a second one.
@@ -265,11 +260,11 @@ impl Billing {
                     to: contract.clone(),
                     value: deploy.deposit + cocoon_chain::client::GAS_RESERVE,
                     bounce: false,
-                    body: cocoon_chain::client::top_up().map_err(|e| e.to_string())?,
+                    body: cocoon_chain::client::top_up()?,
                     init: Some((code, data)),
                 }])
                 .await
-                .map_err(|e| format!("deploying the client contract: {e:#}"))?;
+                .map_err(ContractError::Deploy)?;
             tracing::info!(%contract, proxy_contract = %terms.proxy_contract, deposit = %deploy.deposit, "client contract deployed");
         }
         Ok(self.open(&terms.proxy_contract, contract))
@@ -437,7 +432,7 @@ impl Billing {
     /// What `usage` costs at the prices last read and the worker's price
     /// `coefficient` (none before prices were first read).
     pub fn cost(&self, usage: &Usage, coefficient: u32) -> Option<u128> {
-        let prices = self.prices.lock().ok()?.as_ref()?.1.clone();
+        let prices = self.prices.locked().as_ref()?.1.clone();
         Some(
             prices
                 .charge_at(
@@ -554,23 +549,60 @@ struct Remembered {
 }
 
 /// The contracts file: proxy contract -> this node's client contract with it.
+/// Why this node has no client contract to pay a proxy from.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    #[error("the proxy's contract address: {0}")]
+    ProxyAddress(cocoon_chain::InputError),
+    #[error("reading client contract {contract}: {source}")]
+    Read {
+        contract: StdAddr,
+        #[source]
+        source: cocoon_chain::ChainError,
+    },
+    #[error("no configured client contract pays proxy contract {0} ([billing] contract / contracts), and no wallet to deploy one")]
+    NoContract(String),
+    #[error("the network's prices: {}", .0.message)]
+    Prices(WireError),
+    #[error("the file of deployed contracts {}: {message}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error(transparent)]
+    Chain(#[from] cocoon_chain::ChainError),
+    #[error("deploying the client contract: {0}")]
+    Deploy(cocoon_chain::ChainError),
+    /// The proxy did not answer with its terms.
+    #[error("the proxy's terms: {0}")]
+    Terms(String),
+}
+
 fn read_contracts(
     path: &std::path::Path,
-) -> Result<std::collections::BTreeMap<String, Remembered>, String> {
+) -> Result<std::collections::BTreeMap<String, Remembered>, ContractError> {
+    let file = |message: String| ContractError::File {
+        path: path.to_path_buf(),
+        message,
+    };
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(text) => serde_json::from_str(&text).map_err(|e| file(e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(file(e.to_string())),
     }
 }
 
 fn write_contracts(
     path: &std::path::Path,
     known: &std::collections::BTreeMap<String, Remembered>,
-) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(known).map_err(|e| e.to_string())?;
+) -> Result<(), ContractError> {
+    let file = |message: String| ContractError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = serde_json::to_string_pretty(known).map_err(|e| file(e.to_string()))?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| file(e.to_string()))
 }

@@ -34,22 +34,63 @@ pub struct JournalEntry {
 
 impl JournalEntry {
     /// Check the worker's signature.
-    pub fn verify(&self) -> Result<(), String> {
-        let spki = hex::decode(&self.worker_key).map_err(|e| format!("worker_key: {e}"))?;
-        let signature = hex::decode(&self.signature).map_err(|e| format!("signature: {e}"))?;
+    pub fn verify(&self) -> Result<(), EntryError> {
+        let hex = |field: &'static str, text: &str| {
+            hex::decode(text).map_err(|source| EntryError::Hex { field, source })
+        };
+        let spki = hex("worker_key", &self.worker_key)?;
+        let signature = hex("signature", &self.signature)?;
         SignedReceipt {
             receipt: self.receipt.clone(),
             signature,
         }
-        .verify(&spki)
-        .map_err(|e| e.to_string())
+        .verify(&spki)?;
+        Ok(())
     }
 
-    pub fn cost(&self) -> Result<u128, String> {
-        self.cost_nano
-            .parse()
-            .map_err(|e| format!("cost_nano {:?}: {e}", self.cost_nano))
+    pub fn cost(&self) -> Result<u128, EntryError> {
+        self.cost_nano.parse().map_err(|source| EntryError::Cost {
+            text: self.cost_nano.clone(),
+            source,
+        })
     }
+}
+
+/// A journal that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} line {line}: {source}", path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A journal entry that does not check out.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("{field}: {source}")]
+    Hex {
+        field: &'static str,
+        #[source]
+        source: hex::FromHexError,
+    },
+    #[error(transparent)]
+    Receipt(#[from] cocoon_protocol::receipt::ReceiptError),
+    #[error("cost_nano {text:?}: {source}")]
+    Cost {
+        text: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
 }
 
 /// The journal file of one node.
@@ -141,14 +182,20 @@ impl ReceiptJournal {
 
     /// Every entry of the journal at `path`, in order; a line that does not
     /// parse is an error naming its number.
-    pub fn read(path: &Path) -> Result<Vec<JournalEntry>, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn read(path: &Path) -> Result<Vec<JournalEntry>, JournalError> {
+        let text = std::fs::read_to_string(path).map_err(|source| JournalError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         text.lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))
+                serde_json::from_str(l).map_err(|source| JournalError::Line {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    source,
+                })
             })
             .collect()
     }
@@ -226,6 +273,8 @@ mod tests {
         assert_eq!(after.last().unwrap().receipt.request_id, [21; 16]);
         assert!(std::fs::metadata(&path).unwrap().len() <= 2000);
         std::fs::write(&path, "{not json\n").unwrap();
-        assert!(ReceiptJournal::read(&path).unwrap_err().contains("line 1"));
+        let err = ReceiptJournal::read(&path).unwrap_err();
+        assert!(matches!(err, JournalError::Line { line: 1, .. }), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
     }
 }

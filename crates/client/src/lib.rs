@@ -36,12 +36,14 @@ mod config;
 pub mod journal;
 mod node;
 mod pool;
+mod refusal;
 mod sealing;
 
-pub use api::{check_request, router, serve, ApiSettings, BrowserPolicy};
+pub use api::{check_request, router, serve, ApiError, ApiSettings, BrowserPolicy};
 pub use backend::Backend;
 pub use billing::Billing;
 pub use config::{BillingConfig, ClientConfig, ClientSettings, ConfigError, RegistrySettings};
 pub use journal::ReceiptJournal;
 pub use node::ClientNode;
 pub use pool::ProxyPool;
+pub use refusal::ReceiptRefused;

@@ -101,7 +101,7 @@ impl ProxySlot {
     }
 
     fn account(&self) -> Option<AccountTerms> {
-        self.account.lock().ok()?.clone()
+        self.account.locked().clone()
     }
 }
 
@@ -403,15 +403,12 @@ async fn register(
 async fn our_contract(
     billing: &crate::Billing,
     conn: &Connection,
-) -> Result<cocoon_chain::StdAddr, String> {
+) -> Result<cocoon_chain::StdAddr, crate::billing::ContractError> {
+    use crate::billing::ContractError;
     let terms = match ask(conn, RequestBody::OpenAccount { contract: None }).await {
         Ok(Event::Account(terms)) => terms,
-        Ok(other) => {
-            return Err(format!(
-                "unexpected answer for the proxy's terms: {other:?}"
-            ))
-        }
-        Err(e) => return Err(e.to_string()),
+        Ok(other) => return Err(ContractError::Terms(format!("unexpected answer {other:?}"))),
+        Err(e) => return Err(ContractError::Terms(e.to_string())),
     };
     billing.ensure_contract(&terms).await
 }

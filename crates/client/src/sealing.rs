@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cocoon_protocol::ra_tls::AttestationCheck;
+use crate::refusal::ReceiptRefused;
+use cocoon_protocol::ra_tls::{AttestationCheck, RaTlsRefusal};
 use cocoon_protocol::receipt::Delivered;
 use cocoon_protocol::sealed::{Piece, ReplyOpener, SealHeader, SenderSessions};
 use cocoon_protocol::tls::Fingerprint;
@@ -49,7 +50,7 @@ pub const RESEAL_CANDIDATES: usize = 4;
 /// When a proxy's list was fetched, and its accepted workers.
 type Listed = (Instant, Arc<Vec<ListedWorker>>);
 /// When a key was checked, and the outcome.
-type Verdict = (Instant, Result<(), String>);
+type Verdict = (Instant, Result<(), RaTlsRefusal>);
 
 /// Verified worker keys, per proxy and model, and the sealed sessions to
 /// them.
@@ -216,10 +217,7 @@ impl KeyDirectory {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let verdict = key
-            .verify(check, now)
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+        let verdict = key.verify(check, now).map(|_| ());
         if let Err(reason) = &verdict {
             tracing::warn!(worker = %key.worker(), %reason, "worker key refused; nothing will be sealed to it");
         }
@@ -367,64 +365,61 @@ impl Unsealer {
         }
     }
 
-    fn check_receipt(&self, done: &cocoon_protocol::Done) -> Result<(), String> {
-        let receipt = done.receipt.as_ref().ok_or("the worker sent no receipt")?;
+    fn check_receipt(&self, done: &cocoon_protocol::Done) -> Result<(), ReceiptRefused> {
+        let receipt = done.receipt.as_ref().ok_or(ReceiptRefused::Missing)?;
         let r = &receipt.receipt;
         let (_, spki, listed_price) = self
             .recipients
             .iter()
             .find(|(worker, _, _)| *worker == r.worker)
-            .ok_or("signed by a worker the request was not sealed to")?;
+            .ok_or(ReceiptRefused::NotARecipient)?;
         // The answer opened under one recipient's key: only that recipient
         // may receipt it (a proxy cannot pass one worker's answer off under
         // another's receipt).
         if let Some(answered) = self.opener.worker() {
             if *answered != r.worker {
-                return Err(format!(
-                    "signed by {}, but the answer was sealed by {answered}",
-                    r.worker
-                ));
+                return Err(ReceiptRefused::OtherWorker {
+                    signed: r.worker,
+                    sealed: *answered,
+                });
             }
         }
         if r.price_coefficient != *listed_price {
-            return Err(format!(
-                "the receipt states price coefficient {}, the worker was listed at {listed_price}",
-                r.price_coefficient
-            ));
+            return Err(ReceiptRefused::Price {
+                stated: r.price_coefficient,
+                listed: *listed_price,
+            });
         }
         match &done.stamp {
             // Stamped under the answer's key by the enclave that sealed the
             // answer: the receipt and its signature are the worker's (a MAC
             // instead of a signature check; the proxy checks the signature).
             Some(stamp) => {
-                self.opener.check_stamp(receipt, stamp).map_err(|_| {
-                    "its stamp does not match this answer's key (altered, re-signed or truncated)"
-                })?;
-                receipt.check_fields(&self.header.request_id, &self.header.model, &done.usage)
+                self.opener
+                    .check_stamp(receipt, stamp)
+                    .map_err(|_| ReceiptRefused::Stamp)?;
+                receipt.check_fields(&self.header.request_id, &self.header.model, &done.usage)?
             }
             None => receipt.check(
                 spki,
                 &self.header.request_id,
                 &self.header.model,
                 &done.usage,
-            ),
+            )?,
         }
-        .map_err(|e| e.to_string())?;
         r.within(&Delivered {
             max_tokens: self.header.max_tokens,
             streamed_bytes: self.streamed_bytes,
             request_bytes: self.request_bytes,
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         if r.finish_reason != done.finish_reason {
-            return Err("the receipt's finish reason differs from the answer's".into());
+            return Err(ReceiptRefused::FinishReason);
         }
         if r.chunks != self.opener.chunks() {
-            return Err(format!(
-                "the worker sent {} chunks, {} arrived (truncated answer)",
-                r.chunks,
-                self.opener.chunks()
-            ));
+            return Err(ReceiptRefused::Truncated {
+                sent: r.chunks,
+                arrived: self.opener.chunks(),
+            });
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Which engine a worker runs, as its config file's `[engine]` table says
 //! (`kind = "embedded"`, `"openai-http"` or `"instant"`): parsed and checked
-//! with the key named in every error, and built.
+//! with the key named in every error ([`EngineConfigError`] while parsing,
+//! [`ConfigError`] while checking and building), and built.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,36 @@ pub enum EngineConfig {
         max_concurrent: u32,
         token_delay_ms: u64,
     },
+}
+
+/// The engines `kind` may name.
+const KINDS: &str = "\"embedded\", \"openai-http\" or \"instant\"";
+
+/// Why an `[engine]` table does not parse; every message names the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineConfigError {
+    #[error("engine.kind is missing: expected {KINDS}")]
+    MissingKind,
+    #[error("engine.kind: expected {KINDS}, got {got}")]
+    UnknownKind { got: toml::Value },
+    /// A key of the wrong type, unknown, or missing.
+    #[error("engine.{key}: {message}")]
+    Key { key: String, message: String },
+    #[error("engine: give either path or store_model, not both")]
+    PathAndStoreModel,
+    #[error("engine.path is missing: give the GGUF file's path, or store_model = NAME from `cocoon model list`")]
+    NoWeights,
+}
+
+impl EngineConfigError {
+    /// A serde error, with the path of the key it concerns.
+    fn key(e: serde_path_to_error::Error<toml::de::Error>) -> Self {
+        EngineConfigError::Key {
+            key: e.path().to_string(),
+            message: e.inner().message().to_string(),
+        }
+    }
 }
 
 /// The same variants as [`EngineConfig`], read after `kind` is known so that type
@@ -183,21 +214,18 @@ impl From<EngineConfig> for toml::Table {
 }
 
 impl TryFrom<toml::Table> for EngineConfig {
-    type Error = String;
+    type Error = EngineConfigError;
 
-    fn try_from(mut table: toml::Table) -> Result<Self, String> {
-        const KINDS: &str = "\"embedded\", \"openai-http\" or \"instant\"";
-        let kind = table
-            .remove("kind")
-            .ok_or(format!("engine.kind is missing: expected {KINDS}"))?;
+    fn try_from(mut table: toml::Table) -> Result<Self, EngineConfigError> {
+        let kind = table.remove("kind").ok_or(EngineConfigError::MissingKind)?;
         let kind: EngineKind = kind
             .clone()
             .try_into()
-            .map_err(|_| format!("engine.kind: expected {KINDS}, got {kind}"))?;
+            .map_err(|_| EngineConfigError::UnknownKind { got: kind })?;
         let fields = toml::Value::Table(table);
         if let EngineKind::Embedded = kind {
             let f = serde_path_to_error::deserialize::<_, EmbeddedFields>(fields)
-                .map_err(|e| format!("engine.{}: {}", e.path(), e.inner().message()))?;
+                .map_err(EngineConfigError::key)?;
             return EngineConfig::try_from(f);
         }
         let parsed = match kind {
@@ -210,7 +238,7 @@ impl TryFrom<toml::Table> for EngineConfig {
                 serde_path_to_error::deserialize::<_, InstantFields>(fields).map(EngineConfig::from)
             }
         };
-        parsed.map_err(|e| format!("engine.{}: {}", e.path(), e.inner().message()))
+        parsed.map_err(EngineConfigError::key)
     }
 }
 
@@ -234,24 +262,17 @@ struct EmbeddedFields {
 }
 
 impl TryFrom<EmbeddedFields> for EngineConfig {
-    type Error = String;
+    type Error = EngineConfigError;
 
-    fn try_from(f: EmbeddedFields) -> Result<Self, String> {
+    fn try_from(f: EmbeddedFields) -> Result<Self, EngineConfigError> {
         let weights = match (f.path, f.store_model) {
             (Some(path), None) => WeightsLocation::Path(path),
             (None, Some(name)) => WeightsLocation::Store {
                 root: f.store_dir.unwrap_or_else(ModelStore::default_root),
                 name,
             },
-            (Some(_), Some(_)) => {
-                return Err("engine: give either path or store_model, not both".into())
-            }
-            (None, None) => {
-                return Err(
-                    "engine.path is missing: give the GGUF file's path, or store_model = NAME from `cocoon model list`"
-                        .into(),
-                )
-            }
+            (Some(_), Some(_)) => return Err(EngineConfigError::PathAndStoreModel),
+            (None, None) => return Err(EngineConfigError::NoWeights),
         };
         Ok(EngineConfig::Embedded {
             model: f.model,
@@ -468,7 +489,7 @@ impl EngineConfig {
                     connect_timeout: Duration::from_secs(connect_timeout_secs),
                     read_timeout: Duration::from_secs(read_timeout_secs),
                 })
-                .map_err(|e| ConfigError::new("engine", e))?;
+                .map_err(|e| ConfigError::new("engine", e.to_string()))?;
                 if let Some(path) = tokenizer_gguf {
                     engine = with_prompt_counter(engine, &path, &model)?;
                 }
@@ -489,7 +510,7 @@ impl EngineConfig {
 #[cfg(feature = "llama")]
 fn embedded_engine(config: EmbeddedConfig) -> Result<Arc<dyn Engine>, ConfigError> {
     Ok(Arc::new(
-        EmbeddedEngine::load(config).map_err(|e| ConfigError::new("engine", e))?,
+        EmbeddedEngine::load(config).map_err(|e| ConfigError::new("engine", e.to_string()))?,
     ))
 }
 
@@ -508,7 +529,7 @@ fn with_prompt_counter(
     model: &str,
 ) -> Result<OpenAiHttpEngine, ConfigError> {
     let counter = Prompter::load_vocab(path, model)
-        .map_err(|e| ConfigError::new("engine.tokenizer_gguf", e))?;
+        .map_err(|e| ConfigError::new("engine.tokenizer_gguf", e.to_string()))?;
     Ok(engine.with_prompt_counter(counter))
 }
 

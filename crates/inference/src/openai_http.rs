@@ -25,12 +25,29 @@ use futures::StreamExt;
 
 #[cfg(feature = "llama")]
 use crate::embedded::Prompter;
-use crate::{Engine, EngineLoad, Event, GenerateRequest, Generation, ModelOffer};
+use crate::{Engine, EngineError, EngineLoad, Event, GenerateRequest, Generation, ModelOffer};
 
 mod metrics;
 mod stream_chunk;
 
 use stream_chunk::StreamChunk;
+
+/// Why an [`OpenAiHttpEngine`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenAiHttpError {
+    #[error("cannot build HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("engine base_url {base_url:?} is not a URL: {source}")]
+    BaseUrl {
+        base_url: String,
+        #[source]
+        source: UrlError,
+    },
+}
+
+/// Why a URL does not parse (`url::ParseError`, which reqwest does not re-export).
+pub type UrlError = <reqwest::Url as std::str::FromStr>::Err;
 
 /// Where the upstream server is and what it serves.
 #[derive(Debug, Clone)]
@@ -60,15 +77,19 @@ pub struct OpenAiHttpEngine {
 }
 
 impl OpenAiHttpEngine {
-    pub fn new(config: OpenAiHttpConfig) -> Result<Self, String> {
+    pub fn new(config: OpenAiHttpConfig) -> Result<Self, OpenAiHttpError> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
             .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+            .map_err(OpenAiHttpError::Client)?;
         let parse = |path: &str| {
-            reqwest::Url::parse(&join(&config.base_url, path))
-                .map_err(|e| format!("engine base_url {:?} is not a URL: {e}", config.base_url))
+            reqwest::Url::parse(&join(&config.base_url, path)).map_err(|source| {
+                OpenAiHttpError::BaseUrl {
+                    base_url: config.base_url.clone(),
+                    source,
+                }
+            })
         };
         let (chat_url, completions_url) = (parse("chat/completions")?, parse("completions")?);
         Ok(Self {
@@ -172,7 +193,7 @@ impl Engine for OpenAiHttpEngine {
         )
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(async move {
             let mut req = self
                 .http
@@ -184,13 +205,15 @@ impl Engine for OpenAiHttpEngine {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| format!("engine at {} unreachable: {e}", self.config.base_url))?;
+                .map_err(|source| EngineError::Unreachable {
+                    base_url: self.config.base_url.clone(),
+                    source,
+                })?;
             if !resp.status().is_success() {
-                return Err(format!(
-                    "engine at {} answered HTTP {}",
-                    self.config.base_url,
-                    resp.status()
-                ));
+                return Err(EngineError::Status {
+                    base_url: self.config.base_url.clone(),
+                    status: resp.status(),
+                });
             }
             Ok(())
         })
@@ -238,7 +261,10 @@ fn join(base: &str, path: &str) -> String {
     format!("{}/{path}", base.trim_end_matches('/'))
 }
 
-type SseStream = BoxStream<'static, Result<eventsource_stream::Event, String>>;
+/// Why the upstream's event stream broke: its bytes, or the connection.
+type SseError = eventsource_stream::EventStreamError<reqwest::Error>;
+
+type SseStream = BoxStream<'static, Result<eventsource_stream::Event, SseError>>;
 
 /// Progress of one upstream call.
 enum State {
@@ -273,11 +299,7 @@ impl State {
                 if !response.status().is_success() {
                     return Some((Event::Error(status_error(response).await), State::Finished));
                 }
-                let events = response
-                    .bytes_stream()
-                    .eventsource()
-                    .map(|r| r.map_err(|e| e.to_string()))
-                    .boxed();
+                let events = response.bytes_stream().eventsource().boxed();
                 let reading = Reading {
                     events,
                     usage: None,

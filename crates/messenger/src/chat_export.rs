@@ -126,7 +126,7 @@ fn message(index: usize, value: &Value) -> Result<ExportedMessage, ExportError> 
     let from_id = optional_string("from_id")?.or(optional_string("actor_id")?);
     let text = match m.get("text") {
         None | Some(Value::Null) => String::new(),
-        Some(text) => flatten(text).map_err(|why| error(at("text"), why))?,
+        Some(text) => flatten(text, &at("text"))?,
     };
     let reply_to = match m.get("reply_to_message_id") {
         None | Some(Value::Null) => None,
@@ -165,8 +165,9 @@ fn message(index: usize, value: &Value) -> Result<ExportedMessage, ExportError> 
     })
 }
 
-/// `text` as a string, or an array of strings and entity objects.
-fn flatten(text: &Value) -> Result<String, String> {
+/// `text` (at `field`) as a string, or an array of strings and entity
+/// objects.
+fn flatten(text: &Value, field: &str) -> Result<String, ExportError> {
     match text {
         Value::String(s) => Ok(s.clone()),
         Value::Array(parts) => {
@@ -176,18 +177,27 @@ fn flatten(text: &Value) -> Result<String, String> {
                     Value::String(s) => out.push_str(s),
                     Value::Object(entity) => match entity.get("text") {
                         Some(Value::String(s)) => out.push_str(s),
-                        _ => return Err(format!("entity [{i}] has no string \"text\"")),
+                        _ => {
+                            return Err(error(
+                                field,
+                                format!("entity [{i}] has no string \"text\""),
+                            ))
+                        }
                     },
                     _ => {
-                        return Err(format!(
-                            "part [{i}] is neither a string nor an entity {{type, text}}"
+                        return Err(error(
+                            field,
+                            format!("part [{i}] is neither a string nor an entity {{type, text}}"),
                         ))
                     }
                 }
             }
             Ok(out)
         }
-        _ => Err("expected a string or an array of strings and entities".into()),
+        _ => Err(error(
+            field,
+            "expected a string or an array of strings and entities",
+        )),
     }
 }
 

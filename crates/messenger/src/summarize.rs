@@ -21,9 +21,27 @@ pub enum Selection {
     Since(String),
 }
 
+/// Why a summary or drafts could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SummarizeError {
+    #[error("expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, got {0:?}")]
+    Date(String),
+    /// The node could not be reached or answered something unreadable.
+    #[error("{0}")]
+    Http(String),
+    #[error("the network serves no model {}", .0.as_ref().map(|m| format!("{m:?}")).unwrap_or_else(|| "yet".into()))]
+    NoModel(Option<String>),
+    #[error("the network answered {status}: {message}")]
+    Refused { status: u16, message: String },
+    #[error("no messages with text or media in the selection")]
+    NothingSelected,
+    #[error("no message from anyone but {0} to reply to")]
+    NothingToReplyTo(String),
+}
+
 impl Selection {
     /// `Since` from `YYYY-MM-DD` (from midnight) or `YYYY-MM-DDTHH:MM:SS`.
-    pub fn since(date: &str) -> Result<Self, String> {
+    pub fn since(date: &str) -> Result<Self, SummarizeError> {
         let full = if date.len() == 10 {
             format!("{date}T00:00:00")
         } else {
@@ -32,9 +50,7 @@ impl Selection {
         if crate::chat_export::is_export_date(&full) {
             Ok(Selection::Since(full))
         } else {
-            Err(format!(
-                "expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, got {date:?}"
-            ))
+            Err(SummarizeError::Date(date.to_string()))
         }
     }
 }
@@ -103,11 +119,11 @@ impl Summarizer {
         api: &str,
         model: Option<&str>,
         api_key: Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SummarizeError> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(600))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SummarizeError::Http(e.to_string()))?;
         let api = api.trim_end_matches('/').to_string();
         let mut request = http.get(format!("{api}/models"));
         if let Some(key) = &api_key {
@@ -116,19 +132,19 @@ impl Summarizer {
         let listed: Value = request
             .send()
             .await
-            .map_err(|e| format!("{api}/models: {e}"))?
+            .map_err(|e| SummarizeError::Http(format!("{api}/models: {e}")))?
             .json()
             .await
-            .map_err(|e| format!("{api}/models: {e}"))?;
-        let models = listed["data"]
-            .as_array()
-            .ok_or_else(|| format!("{api}/models: no model list in {listed}"))?;
+            .map_err(|e| SummarizeError::Http(format!("{api}/models: {e}")))?;
+        let models = listed["data"].as_array().ok_or_else(|| {
+            SummarizeError::Http(format!("{api}/models: no model list in {listed}"))
+        })?;
         let entry = match model {
             Some(name) => models
                 .iter()
                 .find(|m| m["id"] == name)
-                .ok_or_else(|| format!("the network serves no model {name:?}"))?,
-            None => models.first().ok_or("the network serves no model yet")?,
+                .ok_or_else(|| SummarizeError::NoModel(Some(name.to_string())))?,
+            None => models.first().ok_or(SummarizeError::NoModel(None))?,
         };
         Ok(Self {
             http,
@@ -150,7 +166,12 @@ impl Summarizer {
         budget as usize * BYTES_PER_TOKEN
     }
 
-    async fn ask(&mut self, system: &str, user: &str, extra: Value) -> Result<String, String> {
+    async fn ask(
+        &mut self,
+        system: &str,
+        user: &str,
+        extra: Value,
+    ) -> Result<String, SummarizeError> {
         let mut body = json!({
             "model": self.model,
             "messages": [
@@ -172,19 +193,20 @@ impl Summarizer {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("{}/chat/completions: {e}", self.api))?;
+            .map_err(|e| SummarizeError::Http(format!("{}/chat/completions: {e}", self.api)))?;
         let status = response.status();
         let answer: Value = response
             .json()
             .await
-            .map_err(|e| format!("{}/chat/completions: {e}", self.api))?;
+            .map_err(|e| SummarizeError::Http(format!("{}/chat/completions: {e}", self.api)))?;
         if !status.is_success() {
-            return Err(format!(
-                "the network answered {status}: {}",
-                answer["error"]["message"]
+            return Err(SummarizeError::Refused {
+                status: status.as_u16(),
+                message: answer["error"]["message"]
                     .as_str()
                     .unwrap_or("(no message)")
-            ));
+                    .to_string(),
+            });
         }
         self.spent.add(&answer);
         Ok(answer["choices"][0]["message"]["content"]
@@ -201,10 +223,10 @@ impl Summarizer {
         chat: &ChatExport,
         selection: &Selection,
         mut progress: impl FnMut(usize, usize),
-    ) -> Result<Summary, String> {
+    ) -> Result<Summary, SummarizeError> {
         let lines = transcript(chat, selection);
         if lines.is_empty() {
-            return Err("no messages with text or media in the selection".into());
+            return Err(SummarizeError::NothingSelected);
         }
         let messages = lines.len();
         let system = "You summarize chat conversations. Write the summary in the same language as the messages. Say who said what. Be brief and factual.";
@@ -255,7 +277,7 @@ impl Summarizer {
         chat: &ChatExport,
         me: &str,
         k: usize,
-    ) -> Result<Drafts, String> {
+    ) -> Result<Drafts, SummarizeError> {
         let spoken: Vec<&ExportedMessage> = chat
             .messages
             .iter()
@@ -272,7 +294,7 @@ impl Summarizer {
         });
         let last_other = spoken.iter().rposition(|m| !mine(m));
         let Some(target) = to_me.or(last_other) else {
-            return Err(format!("no message from anyone but {me} to reply to"));
+            return Err(SummarizeError::NothingToReplyTo(me.to_string()));
         };
         let addressed = spoken[target];
         // The conversation up to that message, as much as fits.

@@ -17,10 +17,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// `message` (a string, or any error) says what is wrong with `field`.
+    pub fn new(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Self {
             field: field.into(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! evidence valid, image allowed by its policy, key bound. Evidence is made when
 //! the certificate is issued (every few hours), never per request.
 
+use crate::sync::LockRecover;
 use std::sync::Arc;
 
 use cocoon_attestation::tdx::{Collateral, CollateralCache};
@@ -53,7 +54,7 @@ pub struct RaTlsRefusal(pub String);
 pub(crate) fn extension_for(
     attester: &dyn cocoon_attestation::Attester,
     spki: &[u8],
-) -> Result<rcgen::CustomExtension, String> {
+) -> Result<rcgen::CustomExtension, cocoon_attestation::tdx::QuoteError> {
     let evidence = attester.evidence(&report_data(spki, Purpose::Tls, None))?;
     Ok(rcgen::CustomExtension::from_oid_content(
         EVIDENCE_OID,
@@ -152,7 +153,7 @@ pub async fn fetch_certificate(
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| crate::ProtocolError::HandshakeTimeout(timeout))??;
-    let cert = seen.lock().map(|mut s| s.take()).unwrap_or(None);
+    let cert = seen.locked().take();
     cert.ok_or_else(|| crate::ProtocolError::Tls(format!("{addr} presented no certificate")))
 }
 

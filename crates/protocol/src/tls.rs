@@ -10,6 +10,7 @@
 //! This is the one place certificates are made and verified; TEE attestation binds
 //! to this key.
 
+use crate::sync::LockRecover;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
@@ -217,7 +218,7 @@ impl Identity {
     pub fn evidence(
         &self,
         report_data: &[u8; 64],
-    ) -> Option<Result<cocoon_attestation::Evidence, String>> {
+    ) -> Option<Result<cocoon_attestation::Evidence, cocoon_attestation::tdx::QuoteError>> {
         self.attester.as_ref().map(|a| a.evidence(report_data))
     }
 
@@ -361,7 +362,7 @@ impl RotatingCert {
     }
 
     fn get(&self) -> Option<Arc<CertifiedKey>> {
-        let mut current = self.current.lock().ok()?;
+        let mut current = self.current.locked();
         if SystemTime::now() >= current.1 {
             match self.identity.certified_key(&self.provider) {
                 Ok(key) => *current = (key, SystemTime::now() + RENEW_AFTER),

@@ -57,6 +57,15 @@ fn decode(bytes: &[u8]) -> Option<Account> {
     Some(Account { total, requests })
 }
 
+/// The books database could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+#[error("books database {}: {source}", path.display())]
+pub struct BooksError {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: Box<redb::Error>,
+}
+
 fn load(
     db: &Database,
     table: TableDefinition<&[u8], &[u8]>,
@@ -95,11 +104,14 @@ impl Books {
     }
 
     /// Books in the database at `path` (created if missing), loaded now.
-    pub fn open(path: &Path, prices: Prices) -> Result<Self, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("books database {}: {e}", path.display());
-        let db = Database::create(path).map_err(|e| fail(&e))?;
-        let clients = load(&db, CLIENTS).map_err(|e| fail(&e))?;
-        let workers = load(&db, WORKERS).map_err(|e| fail(&e))?;
+    pub fn open(path: &Path, prices: Prices) -> Result<Self, BooksError> {
+        let fail = |source: Box<redb::Error>| BooksError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let db = Database::create(path).map_err(|e| fail(Box::new(e.into())))?;
+        let clients = load(&db, CLIENTS).map_err(fail)?;
+        let workers = load(&db, WORKERS).map_err(fail)?;
         Ok(Self {
             prices: Mutex::new(prices),
             inner: Mutex::new(Inner { clients, workers }),
@@ -280,7 +292,7 @@ mod tests {
         let err = Books::open(&dir.path().join("junk.redb"), prices)
             .err()
             .unwrap();
-        assert!(err.contains("junk.redb"), "{err}");
+        assert!(err.to_string().contains("junk.redb"), "{err}");
     }
 
     proptest::proptest! {

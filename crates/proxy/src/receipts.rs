@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
-use cocoon_protocol::receipt::Delivered;
+use cocoon_protocol::receipt::{Delivered, ReceiptError};
 use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{SealHeader, SignedReceipt, Usage, WorkerKey};
 
@@ -27,7 +27,20 @@ const MAX_BATCH: usize = 64;
 
 /// What follows from a receipt's check: its verified usage, or why it was
 /// refused.
-pub type Outcome = Box<dyn FnOnce(Result<Usage, String>) + Send>;
+pub type Outcome = Box<dyn FnOnce(Result<Usage, Refused>) + Send>;
+
+/// Why an answer's receipt was not billed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the worker sent no receipt")]
+    Missing,
+    #[error("the receipt states price coefficient {stated}, the worker announced {announced}")]
+    Price { stated: u32, announced: u32 },
+    #[error(transparent)]
+    Receipt(#[from] ReceiptError),
+    #[error("the receipt checker stopped")]
+    CheckerStopped,
+}
 
 #[derive(Default)]
 pub struct ReceiptLog {
@@ -60,7 +73,7 @@ struct Pending {
     receipt: SignedReceipt,
     identity: Vec<u8>,
     then: Outcome,
-    recorded: oneshot::Sender<Result<Usage, String>>,
+    recorded: oneshot::Sender<Result<Usage, Refused>>,
 }
 
 impl ReceiptLog {
@@ -74,7 +87,7 @@ impl ReceiptLog {
         answer: Answered<'_>,
         receipt: Option<SignedReceipt>,
         then: Outcome,
-    ) -> Result<Usage, String> {
+    ) -> Result<Usage, Refused> {
         let Answered {
             header,
             worker,
@@ -83,16 +96,16 @@ impl ReceiptLog {
             delivered,
         } = answer;
         let fields = match receipt {
-            None => Err("the worker sent no receipt".to_string()),
-            Some(r) if r.receipt.price_coefficient != price_coefficient => Err(format!(
-                "the receipt states price coefficient {}, the worker announced {price_coefficient}",
-                r.receipt.price_coefficient
-            )),
+            None => Err(Refused::Missing),
+            Some(r) if r.receipt.price_coefficient != price_coefficient => Err(Refused::Price {
+                stated: r.receipt.price_coefficient,
+                announced: price_coefficient,
+            }),
             Some(r) => r
                 .check_fields(&header.request_id, &header.model, usage)
                 .and_then(|()| r.receipt.within(&delivered))
                 .map(|()| r)
-                .map_err(|e| e.to_string()),
+                .map_err(Refused::from),
         };
         let receipt = match fields {
             Ok(r) => r,
@@ -108,14 +121,11 @@ impl ReceiptLog {
         match self.checker().send(pending) {
             // The checker always answers; a closed channel means the
             // runtime is going down with it.
-            Ok(()) => done
-                .await
-                .unwrap_or_else(|_| Err("the receipt checker stopped".into())),
+            Ok(()) => done.await.unwrap_or(Err(Refused::CheckerStopped)),
             // No checker (the runtime stopped it): check here, alone.
             Err(mpsc::error::SendError(pending)) => {
                 check(&self.inner, vec![pending]);
-                done.await
-                    .unwrap_or_else(|_| Err("the receipt checker stopped".into()))
+                done.await.unwrap_or(Err(Refused::CheckerStopped))
             }
         }
     }
@@ -154,7 +164,7 @@ impl ReceiptLog {
 
     /// Receipts refused (missing, forged, or for another request).
     pub fn rejected(&self) -> u64 {
-        self.inner.lock().map(|i| i.rejected).unwrap_or(0)
+        self.inner.locked().rejected
     }
 
     /// Verified receipts kept (the most recent ones).
@@ -197,7 +207,7 @@ fn check(inner: &Mutex<Inner>, batch: Vec<Pending>) {
                 let _ = recorded.send(Ok(usage));
             }
             Err(e) => {
-                let _ = recorded.send(settle(inner, Err(e.to_string()), then));
+                let _ = recorded.send(settle(inner, Err(e.into()), then));
             }
         }
     }
@@ -206,9 +216,9 @@ fn check(inner: &Mutex<Inner>, batch: Vec<Pending>) {
 /// Record a refusal and run `then`; returns the refusal.
 fn settle(
     inner: &Mutex<Inner>,
-    refusal: Result<Usage, String>,
+    refusal: Result<Usage, Refused>,
     then: Outcome,
-) -> Result<Usage, String> {
+) -> Result<Usage, Refused> {
     inner.locked().rejected += 1;
     then(refusal.clone());
     refusal

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 
 use crate::receipts;
+use crate::refusal::{AdmitError, AnnounceRefused};
 use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry, RequestIds, Settlement};
 use cocoon_protocol::receipt::Delivered;
 
@@ -153,18 +154,14 @@ impl Shared {
         self: &Arc<Self>,
         tcp: tokio::net::TcpStream,
         acceptor: &tokio_rustls::TlsAcceptor,
-    ) -> Result<(), String> {
-        let (tls, key) = tls::accept(tcp, acceptor, HANDSHAKE_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), AdmitError> {
+        let (tls, key) = tls::accept(tcp, acceptor, HANDSHAKE_TIMEOUT).await?;
         let ours = Hello {
             role: Role::Proxy,
             software: format!("cocoon-proxy/{}", env!("CARGO_PKG_VERSION")),
         };
         let (framed, peer) =
-            handshake(tls, &ours, self.settings.max_frame_bytes, HANDSHAKE_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?;
+            handshake(tls, &ours, self.settings.max_frame_bytes, HANDSHAKE_TIMEOUT).await?;
         let mut worker_id = None;
         let handler: Arc<dyn Handler> = match peer.role {
             Role::Client if self.settings.allowed_clients.contains(&key) => Arc::new(ClientSide {
@@ -188,7 +185,7 @@ impl Shared {
                     payee: std::sync::Mutex::new(None),
                 })
             }
-            role => return Err(format!("key {key} is not allowed to connect as {role:?}")),
+            role => return Err(AdmitError::NotAllowed { key, role }),
         };
         let conn = Connection::spawn(
             framed,
@@ -456,39 +453,32 @@ impl WorkerSide {
         &self,
         conn: &Connection,
         announce: &Announce,
-    ) -> Result<(WorkerKey, Option<cocoon_chain::StdAddr>), String> {
-        let key = announce
-            .key
-            .clone()
-            .ok_or("the worker announced no sealing key")?;
+    ) -> Result<(WorkerKey, Option<cocoon_chain::StdAddr>), AnnounceRefused> {
+        let key = announce.key.clone().ok_or(AnnounceRefused::NoSealingKey)?;
         if Some(&key.worker()) != conn.peer_key() {
-            return Err("the announced key is not this connection's identity".into());
+            return Err(AnnounceRefused::NotThisIdentity);
         }
         if let Some(check) = &self.attestation {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            key.verify(check, now).map_err(|e| e.to_string())?;
+            key.verify(check, now)?;
             for offer in &announce.models {
                 check
                     .policy
-                    .check_model(&offer.name, offer.weights_sha256.as_deref())
-                    .map_err(|e| e.to_string())?;
+                    .check_model(&offer.name, offer.weights_sha256.as_deref())?;
             }
         }
         // A billing proxy owes each worker through its worker contract.
         let payee = match &self.settlement {
             None => None,
             Some(settlement) => {
-                let owner = announce.payout.as_deref().ok_or(
-                    "this proxy pays workers on TON: announce a payout wallet ([payout] in worker.toml)",
-                )?;
-                Some(
-                    settlement
-                        .worker_contract(owner)
-                        .map_err(|e| e.to_string())?,
-                )
+                let owner = announce
+                    .payout
+                    .as_deref()
+                    .ok_or(AnnounceRefused::NoPayout)?;
+                Some(settlement.worker_contract(owner)?)
             }
         };
         Ok((key, payee))

@@ -118,7 +118,7 @@ fn payment(message: String) -> WireError {
 
 fn parse_address(field: &'static str, text: &str) -> Result<StdAddr, SettlementError> {
     cocoon_chain::ton_http::parse_address(text)
-        .map_err(|message| SettlementError::Address { field, message })
+        .map_err(|source| SettlementError::Address { field, source })
 }
 
 /// What can go wrong settling on TON, by kind.
@@ -133,14 +133,15 @@ pub enum SettlementError {
         message: String,
     },
     /// An address that does not parse.
-    #[error("{field}: {message}")]
+    #[error("{field}: {source}")]
     Address {
         field: &'static str,
-        message: String,
+        #[source]
+        source: cocoon_chain::InputError,
     },
     /// The books database cannot be opened.
     #[error("the books: {0}")]
-    Books(String),
+    Books(#[from] crate::books::BooksError),
     /// Building, signing or sending a message failed.
     #[error(transparent)]
     Chain(#[from] cocoon_chain::ChainError),
@@ -170,7 +171,7 @@ impl Settlement {
         signer: ProxySigner,
         proxy_contract: StdAddr,
         root: StdAddr,
-        books: impl FnOnce(Prices) -> Result<Books, String>,
+        books: impl FnOnce(Prices) -> Result<Books, crate::books::BooksError>,
     ) -> Result<Self, SettlementError> {
         let field = "settlement.proxy_contract";
         let state = ProxyState::from_stack(

@@ -67,7 +67,7 @@ impl ReplayGuard {
     /// Ids remembered now.
     #[cfg(test)]
     pub fn remembered(&self) -> usize {
-        self.seen.lock().map(|s| s.ids.len()).unwrap_or(0)
+        self.seen.locked().ids.len()
     }
 }
 

@@ -34,7 +34,9 @@ pub struct WorkerStatus {
 pub(crate) fn attestation_of(identity: &cocoon_protocol::tls::Identity) -> Value {
     match identity.evidence(&[0u8; 64]) {
         None => json!({"tee": "none", "image_hash": null, "simulated": false}),
-        Some(Err(e)) => json!({"tee": "error", "error": e, "image_hash": null, "simulated": false}),
+        Some(Err(e)) => {
+            json!({"tee": "error", "error": e.to_string(), "image_hash": null, "simulated": false})
+        }
         Some(Ok(evidence)) => {
             let kind = evidence.kind();
             json!({

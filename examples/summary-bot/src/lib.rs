@@ -54,11 +54,17 @@ impl BotError {
         }
     }
 
-    fn network(message: String) -> Self {
-        Self {
-            status: StatusCode::BAD_GATEWAY,
-            message,
-            field: None,
+    /// What the network answered, or, for a chat with nothing to
+    /// summarise or reply to, the caller's mistake (400, naming `chat`).
+    fn network(error: summarize::SummarizeError) -> Self {
+        use summarize::SummarizeError::{NothingSelected, NothingToReplyTo};
+        match error {
+            NothingSelected | NothingToReplyTo(_) => Self::bad("chat", error.to_string()),
+            _ => Self {
+                status: StatusCode::BAD_GATEWAY,
+                message: error.to_string(),
+                field: None,
+            },
         }
     }
 }
@@ -122,7 +128,9 @@ async fn summarize_chat(
         (Some(0), _) => return Err(BotError::bad("last", "must be at least 1")),
         (Some(n), None) => Selection::Last(n),
         (Some(_), Some(_)) => return Err(BotError::bad("since", "give last or since, not both")),
-        (None, Some(date)) => Selection::since(&date).map_err(|e| BotError::bad("since", e))?,
+        (None, Some(date)) => {
+            Selection::since(&date).map_err(|e| BotError::bad("since", e.to_string()))?
+        }
         (None, None) => Selection::All,
     };
     let mut s = summarizer(&bot).await?;

@@ -74,6 +74,13 @@ async fn the_bot_summarises_and_drafts_through_the_network() {
         (status, body["error"]["field"].as_str()),
         (400, Some("count"))
     );
+    // Nothing to summarise is the caller's mistake, not the network's.
+    let since = json!({"chat": chat(), "since": "2030-01-01"});
+    let (status, body) = post("/summarize", since).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("chat"))
+    );
     let (status, body) = post("/summarize", json!({"chats": []})).await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),

@@ -10,7 +10,7 @@ pub mod pccs;
 
 pub use configfs::{ConfigfsTsm, QuoteError, DEFAULT_ROOT};
 pub use dcap_qvl::QuoteCollateralV3 as Collateral;
-pub use pccs::CollateralCache;
+pub use pccs::{CollateralCache, CollateralError};
 
 use dcap_qvl::quote::Report;
 

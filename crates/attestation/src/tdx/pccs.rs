@@ -8,6 +8,7 @@
 //! background, so the peer's next attempt (nodes redial with backoff) passes.
 //! A failed refresh keeps the collateral already held until it expires.
 
+use crate::sync::{LockRecover, RwLockRecover};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -34,6 +35,25 @@ pub type Platform = (String, String);
 pub struct FetchError {
     pub url: String,
     pub message: String,
+}
+
+/// Collateral that cannot be used, or a quote that names no platform.
+#[derive(Debug, thiserror::Error)]
+pub enum CollateralError {
+    #[error("{0}")]
+    Read(String),
+    #[error("nextUpdate: {0}")]
+    NextUpdate(String),
+    #[error("the quote's platform: {0}")]
+    Platform(String),
+    #[error("{}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP client: {0}")]
+    Http(String),
 }
 
 struct Entry {
@@ -67,19 +87,25 @@ impl CollateralCache {
     /// A cache backed by `dir` (created if missing; collateral saved there is
     /// loaded now) fetching from `pccs_url`. Call [`start`](Self::start) to
     /// keep it fresh.
-    pub fn open(pccs_url: &str, dir: &Path) -> Result<Arc<Self>, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(pccs_url: &str, dir: &Path) -> Result<Arc<Self>, CollateralError> {
+        let dir_error = |source| CollateralError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(dir_error)?;
         let mut entries = HashMap::new();
-        let listing = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let listing = std::fs::read_dir(dir).map_err(dir_error)?;
         for file in listing.flatten() {
             let path = file.path();
             let Some(platform) = platform_of_file(&path) else {
                 continue;
             };
-            match std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| collateral_from_json(&b).map_err(|e| e.to_string()))
-                .and_then(|c| entry(c).map_err(|e| e.to_string()))
+            let read = std::fs::read(&path).map_err(|e| CollateralError::Read(e.to_string()));
+            match read
+                .and_then(|b| {
+                    collateral_from_json(&b).map_err(|e| CollateralError::Read(e.to_string()))
+                })
+                .and_then(entry)
             {
                 Ok(entry) => {
                     entries.insert(platform, entry);
@@ -93,7 +119,7 @@ impl CollateralCache {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CollateralError::Http(e.to_string()))?;
         Ok(Arc::new(Self {
             pccs_url: pccs_url.trim_end_matches('/').to_string(),
             dir: dir.to_path_buf(),
@@ -129,10 +155,11 @@ impl CollateralCache {
     /// is not, the platform is queued for fetching.
     pub fn for_quote(&self, quote: &[u8]) -> Option<Arc<Collateral>> {
         let platform = platform_of_quote(quote).ok()?;
-        if let Some(entry) = self.entries.read().ok()?.get(&platform) {
+        if let Some(entry) = self.entries.reading().get(&platform) {
             return Some(entry.collateral.clone());
         }
-        if let Ok(mut wanted) = self.wanted.lock() {
+        {
+            let mut wanted = self.wanted.locked();
             wanted.insert(platform);
         }
         self.wake.notify_one();
@@ -142,17 +169,18 @@ impl CollateralCache {
     /// Platforms whose collateral is held, with their `nextUpdate`.
     pub fn held(&self) -> Vec<(Platform, u64)> {
         self.entries
-            .read()
-            .map(|e| e.iter().map(|(p, e)| (p.clone(), e.next_update)).collect())
-            .unwrap_or_default()
+            .reading()
+            .iter()
+            .map(|(p, e)| (p.clone(), e.next_update))
+            .collect()
     }
 
     /// Fetch, check and store the collateral of `platform` now.
     pub async fn fetch(&self, platform: &Platform) -> Result<(), FetchError> {
         let collateral = self.download(platform).await?;
-        let entry = entry(collateral.clone()).map_err(|message| FetchError {
+        let entry = entry(collateral.clone()).map_err(|e| FetchError {
             url: self.pccs_url.clone(),
-            message,
+            message: e.to_string(),
         })?;
         let path = self.dir.join(format!("{}-{}.json", platform.0, platform.1));
         let json = serde_json::to_vec_pretty(&collateral).expect("collateral serializes");
@@ -161,7 +189,8 @@ impl CollateralCache {
             tracing::warn!(path = %path.display(), error = %e, "could not save collateral to the cache");
         }
         tracing::info!(fmspc = %platform.0, ca = %platform.1, next_update = entry.next_update, "DCAP collateral fetched");
-        if let Ok(mut entries) = self.entries.write() {
+        {
+            let mut entries = self.entries.writing();
             entries.insert(platform.clone(), entry);
         }
         Ok(())
@@ -182,12 +211,9 @@ impl CollateralCache {
     /// refresh margin of their `nextUpdate` at `now`; not those that failed
     /// less than a minute ago.
     pub async fn refresh_due(&self, now: u64) {
-        let mut due: Vec<Platform> = self
-            .wanted
-            .lock()
-            .map(|mut w| w.drain().collect())
-            .unwrap_or_default();
-        if let Ok(entries) = self.entries.read() {
+        let mut due: Vec<Platform> = self.wanted.locked().drain().collect();
+        {
+            let entries = self.entries.reading();
             due.extend(
                 entries
                     .iter()
@@ -198,25 +224,25 @@ impl CollateralCache {
         for platform in due {
             let recently_failed = self
                 .failed
-                .lock()
-                .ok()
-                .and_then(|f| f.get(&platform).copied())
+                .locked()
+                .get(&platform)
                 .is_some_and(|at| now < at + RETRY_SECS);
             if recently_failed {
-                if let Ok(mut wanted) = self.wanted.lock() {
+                {
+                    let mut wanted = self.wanted.locked();
                     wanted.insert(platform);
                 }
                 continue;
             }
             match self.fetch(&platform).await {
                 Ok(()) => {
-                    if let Ok(mut failed) = self.failed.lock() {
-                        failed.remove(&platform);
-                    }
+                    let mut failed = self.failed.locked();
+                    failed.remove(&platform);
                 }
                 Err(e) => {
                     tracing::warn!(fmspc = %platform.0, error = %e, "DCAP collateral fetch failed; keeping what is held");
-                    if let Ok(mut failed) = self.failed.lock() {
+                    {
+                        let mut failed = self.failed.locked();
                         failed.insert(platform, now);
                     }
                 }
@@ -346,7 +372,7 @@ fn hex_or_der(body: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|| body.to_vec())
 }
 
-fn entry(collateral: Collateral) -> Result<Entry, String> {
+fn entry(collateral: Collateral) -> Result<Entry, CollateralError> {
     let next_update = next_update(&collateral.tcb_info)?.min(next_update(&collateral.qe_identity)?);
     Ok(Entry {
         collateral: Arc::new(collateral),
@@ -355,27 +381,32 @@ fn entry(collateral: Collateral) -> Result<Entry, String> {
 }
 
 /// The `nextUpdate` (Unix seconds) of a TCB info or QE identity JSON document.
-fn next_update(json: &str) -> Result<u64, String> {
+fn next_update(json: &str) -> Result<u64, CollateralError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Dated {
         next_update: String,
     }
-    let dated: Dated = serde_json::from_str(json).map_err(|e| format!("nextUpdate: {e}"))?;
+    let dated: Dated =
+        serde_json::from_str(json).map_err(|e| CollateralError::NextUpdate(e.to_string()))?;
     let at = time::OffsetDateTime::parse(
         &dated.next_update,
         &time::format_description::well_known::Rfc3339,
     )
-    .map_err(|e| format!("nextUpdate {:?}: {e}", dated.next_update))?;
+    .map_err(|e| CollateralError::NextUpdate(format!("{:?}: {e}", dated.next_update)))?;
     Ok(at.unix_timestamp().max(0) as u64)
 }
 
 /// The platform (FMSPC, PCK CA) of a quote, from its PCK certificate.
-pub fn platform_of_quote(quote: &[u8]) -> Result<Platform, String> {
-    let quote = dcap_qvl::quote::Quote::parse(quote).map_err(|e| format!("{e:#}"))?;
-    let fmspc = dcap_qvl::intel::quote_fmspc(&quote).map_err(|e| format!("{e:#}"))?;
-    let ca = dcap_qvl::intel::quote_ca(&quote).map_err(|e| format!("{e:#}"))?;
+pub fn platform_of_quote(quote: &[u8]) -> Result<Platform, CollateralError> {
+    let quote = dcap_qvl::quote::Quote::parse(quote).map_err(platform_error)?;
+    let fmspc = dcap_qvl::intel::quote_fmspc(&quote).map_err(platform_error)?;
+    let ca = dcap_qvl::intel::quote_ca(&quote).map_err(platform_error)?;
     Ok((hex::encode_upper(fmspc), ca.as_id_str().to_string()))
+}
+
+fn platform_error(e: impl std::fmt::Display) -> CollateralError {
+    CollateralError::Platform(format!("{e:#}"))
 }
 
 fn platform_of_file(path: &Path) -> Option<Platform> {

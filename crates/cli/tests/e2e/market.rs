@@ -158,13 +158,14 @@ async fn a_worker_lost_before_the_first_token_is_retried_on_another() {
     let request = tokio::spawn(async move {
         post(&url, &chat_body("are you there", json!({"max_tokens": 4}))).await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let active = net
-        .worker()
-        .stats()
-        .active
-        .load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(active, 1, "the cheap worker has it");
+    eventually("the cheap worker has it", || {
+        net.worker()
+            .stats()
+            .active
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
     net.worker().stop();
     let (status, body) = request.await.unwrap();
     assert_eq!(status, 200, "{body}");

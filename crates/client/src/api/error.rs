@@ -9,7 +9,10 @@ use axum::Json;
 use cocoon_protocol::openai::{ErrorBody, ErrorDetail};
 use cocoon_protocol::{ErrorKind, WireError};
 
-#[derive(Debug, Clone)]
+/// An API failure: its status, OpenAI's error type, message, and the
+/// request field it names (if any).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct ApiError {
     pub status: StatusCode,
     pub kind: &'static str,

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::Backend;
-pub(crate) use error::ApiError;
+pub use error::ApiError;
 
 /// Limits and keys of the HTTP API.
 #[derive(Debug, Clone)]
@@ -78,15 +78,15 @@ pub(crate) struct App {
 }
 
 /// Validate a request body as `POST /v1/chat/completions` (`chat`) or
-/// `POST /v1/completions` does: `Err` with the API's message when refused
+/// `POST /v1/completions` does: `Err` with the API's error when refused
 /// (for fuzzing and tools).
-pub fn check_request(chat: bool, body: &[u8]) -> Result<(), String> {
+pub fn check_request(chat: bool, body: &[u8]) -> Result<(), ApiError> {
     let checked = if chat {
         validate::chat(body)
     } else {
         validate::completion(body)
     };
-    checked.map(|_| ()).map_err(|e| e.message)
+    checked.map(|_| ())
 }
 
 /// The API's routes over `backend`.

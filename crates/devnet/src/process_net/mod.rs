@@ -528,7 +528,6 @@ impl ProcessNet {
             &self.proxies[i].books,
             cocoon_chain::pricing::default_prices(),
         )
-        .map_err(anyhow::Error::msg)
         .with_context(|| format!("{}", self.proxies[i].books.display()))
     }
 

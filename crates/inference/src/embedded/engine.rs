@@ -1,6 +1,7 @@
 //! [`EmbeddedEngine`]: a GGUF model loaded by llama.cpp, its requests run
 //! by the batch loop; built with the `llama` feature.
 
+use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, OnceLock};
 
@@ -11,13 +12,76 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{LlamaContextLoadError, LlamaCppError, LlamaModelLoadError};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::batch_loop::{BatchLoop, LoadGauge, LoopLimits};
 use super::sequence::{Job, ReasoningMarkers};
+use super::template::TemplateError;
 use super::{EmbeddedConfig, ModelFacts, Prompter};
 use crate::model_hash::sha256_file_logged;
 use crate::{Engine, EngineLoad, Generation};
+
+/// Why a model (or its vocabulary) could not be loaded and started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// llama.cpp's backend did not initialise.
+    #[error("llama.cpp backend: {0}")]
+    Backend(#[source] &'static LlamaCppError),
+    #[error("max_sequences must be 1..=256, got {0}")]
+    MaxSequences(u32),
+    #[error("batch_tokens ({batch_tokens}) must be at least max_sequences ({max_sequences})")]
+    BatchTokens {
+        batch_tokens: u32,
+        max_sequences: u32,
+    },
+    #[error("context_tokens = {requested} exceeds the model's trained context of {trained}")]
+    ContextTokens { requested: u32, trained: u32 },
+    /// The model file could not be read.
+    #[error("model file {}: {source}", path.display())]
+    ModelFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// llama.cpp refused the model file.
+    #[error("model file {}: llama.cpp could not load it: {source}", path.display())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: LlamaModelLoadError,
+    },
+    /// llama.cpp refused the file's vocabulary.
+    #[error("{}: could not load the vocabulary: {source}", path.display())]
+    Vocab {
+        path: PathBuf,
+        #[source]
+        source: LlamaModelLoadError,
+    },
+    /// The chat template in the GGUF metadata.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// The chat template in a `tokenizer_config.json` beside the model.
+    #[error("{}: {source}", path.display())]
+    TemplateFile {
+        path: PathBuf,
+        #[source]
+        source: TemplateError,
+    },
+    /// The KV cache for these limits could not be allocated.
+    #[error("llama.cpp could not create a context for {max_sequences} sequences of {context_tokens} tokens: {source}")]
+    Context {
+        max_sequences: usize,
+        context_tokens: usize,
+        #[source]
+        source: LlamaContextLoadError,
+    },
+    #[error("could not start the engine thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the engine thread exited during start")]
+    ThreadExited,
+}
 
 pub struct EmbeddedEngine {
     name: String,
@@ -30,50 +94,52 @@ pub struct EmbeddedEngine {
 }
 
 /// llama.cpp's process-wide backend, initialised once; its logs go to tracing.
-pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
-    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+pub(crate) fn backend() -> Result<&'static LlamaBackend, EmbeddedError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, LlamaCppError>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-            LlamaBackend::init().map_err(|e| format!("llama.cpp backend: {e}"))
+            LlamaBackend::init()
         })
         .as_ref()
-        .map_err(Clone::clone)
+        .map_err(EmbeddedError::Backend)
 }
 
 impl EmbeddedEngine {
     /// Hash and load the model, compile its chat template, start its batch loop.
     /// Blocking (seconds for large files): call from `spawn_blocking` in async code.
-    pub fn load(config: EmbeddedConfig) -> Result<Self, String> {
+    pub fn load(config: EmbeddedConfig) -> Result<Self, EmbeddedError> {
         let path = &config.model_path;
-        let shown = path.display();
         if config.max_sequences == 0 || config.max_sequences > 256 {
-            return Err(format!(
-                "max_sequences must be 1..=256, got {}",
-                config.max_sequences
-            ));
+            return Err(EmbeddedError::MaxSequences(config.max_sequences));
         }
         if config.batch_tokens < config.max_sequences {
-            return Err(format!(
-                "batch_tokens ({}) must be at least max_sequences ({})",
-                config.batch_tokens, config.max_sequences
-            ));
+            return Err(EmbeddedError::BatchTokens {
+                batch_tokens: config.batch_tokens,
+                max_sequences: config.max_sequences,
+            });
         }
         let backend = backend()?;
-        let file_bytes = std::fs::metadata(path)
-            .map_err(|e| format!("model file {shown}: {e}"))?
-            .len();
-        let sha256 = sha256_file_logged(path).map_err(|e| format!("model file {shown}: {e}"))?;
+        let file_error = |source| EmbeddedError::ModelFile {
+            path: path.clone(),
+            source,
+        };
+        let file_bytes = std::fs::metadata(path).map_err(file_error)?.len();
+        let sha256 = sha256_file_logged(path).map_err(file_error)?;
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
-            .map_err(|e| format!("model file {shown}: llama.cpp could not load it: {e}"))?;
+            .map_err(|source| EmbeddedError::Load {
+                path: path.clone(),
+                source,
+            })?;
         let model = Arc::new(model);
         let trained = model.n_ctx_train();
         let context_tokens = match config.context_tokens {
             0 => trained.min(4096),
             n if n > trained => {
-                return Err(format!(
-                    "context_tokens = {n} exceeds the model's trained context of {trained}"
-                ))
+                return Err(EmbeddedError::ContextTokens {
+                    requested: n,
+                    trained,
+                })
             }
             n => n,
         };
@@ -181,7 +247,7 @@ fn start_loop(
     threads: u32,
     markers: ReasoningMarkers,
     gauge: Arc<LoadGauge>,
-) -> Result<Sender<Job>, String> {
+) -> Result<Sender<Job>, EmbeddedError> {
     let (jobs, receiver) = std::sync::mpsc::channel();
     let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
     let model = model.clone();
@@ -211,18 +277,17 @@ fn start_loop(
                     let _ = ready_tx.send(Ok(()));
                     BatchLoop::new(&model, ctx, receiver, limits, markers, gauge).run();
                 }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!(
-                        "llama.cpp could not create a context for {} sequences of {} tokens: {e}",
-                        limits.max_sequences, limits.context_tokens
-                    )));
+                Err(source) => {
+                    let _ = ready_tx.send(Err(EmbeddedError::Context {
+                        max_sequences: limits.max_sequences,
+                        context_tokens: limits.context_tokens,
+                        source,
+                    }));
                 }
             }
         })
-        .map_err(|e| format!("could not start the engine thread: {e}"))?;
-    ready
-        .recv()
-        .map_err(|_| "the engine thread exited during start".to_string())??;
+        .map_err(EmbeddedError::Thread)?;
+    ready.recv().map_err(|_| EmbeddedError::ThreadExited)??;
     Ok(jobs)
 }
 

@@ -11,7 +11,8 @@
 //! * `prompt`     - a request's input as the model's tokens (chat template, BOS);
 //!   also loadable without weights, to count tokens outside the engine.
 //! * `template`   - the model's own chat template, rendered by minijinja.
-//! * `engine`     - [`EmbeddedEngine`]: loading a model and serving requests.
+//! * `engine`     - [`EmbeddedEngine`]: loading a model and serving requests;
+//!   [`EmbeddedError`] says why a model could not be loaded.
 //!
 //! Everything that links llama.cpp is behind the `llama` feature (on by
 //! default); without it only the configuration types remain, so a build
@@ -32,10 +33,10 @@ use std::path::PathBuf;
 #[cfg(feature = "llama")]
 pub(crate) use engine::backend;
 #[cfg(feature = "llama")]
-pub use engine::EmbeddedEngine;
+pub use engine::{EmbeddedEngine, EmbeddedError};
 #[cfg(feature = "llama")]
 pub use prompt::Prompter;
-pub use template::ChatTemplate;
+pub use template::{ChatTemplate, TemplateError};
 
 /// How to run one model. `0` means "choose" where noted.
 #[derive(Debug, Clone, PartialEq, Eq)]

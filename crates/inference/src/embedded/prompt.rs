@@ -11,6 +11,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use super::engine::EmbeddedError;
 use super::template::ChatTemplate;
 
 pub struct Prompter {
@@ -23,7 +24,11 @@ pub struct Prompter {
 impl Prompter {
     /// For a loaded model; `path` is where to look for a `tokenizer_config.json`
     /// when the GGUF has no template.
-    pub(super) fn new(model: Arc<LlamaModel>, path: &Path, name: &str) -> Result<Self, String> {
+    pub(super) fn new(
+        model: Arc<LlamaModel>,
+        path: &Path,
+        name: &str,
+    ) -> Result<Self, EmbeddedError> {
         let vocab = model.vocab();
         let special = |t: LlamaToken| {
             String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
@@ -41,11 +46,15 @@ impl Prompter {
 
     /// The tokenizer and template of a GGUF file, without its weights: to count
     /// tokens the way the embedded engine would.
-    pub fn load_vocab(path: &Path, name: &str) -> Result<Self, String> {
+    pub fn load_vocab(path: &Path, name: &str) -> Result<Self, EmbeddedError> {
         let backend = super::backend()?;
         let params = LlamaModelParams::default().with_vocab_only(true);
-        let model = LlamaModel::load_from_file(backend, path, &params)
-            .map_err(|e| format!("{}: could not load the vocabulary: {e}", path.display()))?;
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|source| {
+            EmbeddedError::Vocab {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
         Self::new(Arc::new(model), path, name)
     }
 
@@ -64,7 +73,10 @@ impl Prompter {
                         self.name
                     ))
                 })?;
-                (template.render(messages).map_err(invalid)?, true)
+                let text = template
+                    .render(messages)
+                    .map_err(|e| invalid(e.to_string()))?;
+                (text, true)
             }
             Input::Prompt(prompt) => (prompt.clone(), false),
         };
@@ -96,15 +108,18 @@ fn load_template(
     path: &Path,
     bos: &str,
     eos: &str,
-) -> Result<Option<ChatTemplate>, String> {
+) -> Result<Option<ChatTemplate>, EmbeddedError> {
     if let Ok(source) = model.meta_val_str("tokenizer.chat_template") {
-        return ChatTemplate::new(&source, bos, eos).map(Some);
+        return Ok(Some(ChatTemplate::new(&source, bos, eos)?));
     }
     let beside = path.with_file_name("tokenizer_config.json");
     if let Ok(json) = std::fs::read_to_string(&beside) {
         return ChatTemplate::from_tokenizer_config(&json)
             .map(Some)
-            .map_err(|e| format!("{}: {e}", beside.display()));
+            .map_err(|source| EmbeddedError::TemplateFile {
+                path: beside,
+                source,
+            });
     }
     tracing::warn!(file = %path.display(), "model has no chat template: only /v1/completions will work");
     Ok(None)

@@ -6,6 +6,30 @@
 use cocoon_protocol::ChatMessage;
 use minijinja::{context, Environment, Error, ErrorKind};
 
+/// Why a chat template could not be read, compiled or rendered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    /// The template's syntax is wrong.
+    #[error("the model's chat template does not compile: {0}")]
+    Compile(#[source] Error),
+    /// `tokenizer_config.json` is not JSON.
+    #[error("tokenizer_config.json: {0}")]
+    Json(#[source] serde_json::Error),
+    /// `tokenizer_config.json` has a list of templates, none called "default".
+    #[error("tokenizer_config.json: chat_template has no \"default\" entry")]
+    NoDefault,
+    /// `tokenizer_config.json` has no `chat_template`.
+    #[error("tokenizer_config.json has no chat_template")]
+    Missing,
+    /// The compiled template could not be found again.
+    #[error("chat template: {0}")]
+    Lookup(#[source] Error),
+    /// The template refused the messages (e.g. by `raise_exception`).
+    #[error("the model's chat template refused these messages: {0}")]
+    Render(#[source] Error),
+}
+
 /// A compiled chat template with the model's special tokens.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -21,7 +45,7 @@ impl std::fmt::Debug for ChatTemplate {
 
 impl ChatTemplate {
     /// Compile `source`; an error names the template's syntax problem.
-    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, String> {
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -34,7 +58,7 @@ impl ChatTemplate {
             },
         );
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| format!("the model's chat template does not compile: {e}"))?;
+            .map_err(TemplateError::Compile)?;
         Ok(Self {
             env,
             bos_token: bos_token.to_string(),
@@ -43,9 +67,8 @@ impl ChatTemplate {
     }
 
     /// Read the template from a Hugging Face `tokenizer_config.json`.
-    pub fn from_tokenizer_config(json: &str) -> Result<Self, String> {
-        let config: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| format!("tokenizer_config.json: {e}"))?;
+    pub fn from_tokenizer_config(json: &str) -> Result<Self, TemplateError> {
+        let config: serde_json::Value = serde_json::from_str(json).map_err(TemplateError::Json)?;
         let token = |key: &str| match &config[key] {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Object(o) => o
@@ -62,19 +85,19 @@ impl ChatTemplate {
                 .iter()
                 .find(|t| t["name"] == "default")
                 .and_then(|t| t["template"].as_str())
-                .ok_or("tokenizer_config.json: chat_template has no \"default\" entry")?
+                .ok_or(TemplateError::NoDefault)?
                 .to_string(),
-            _ => return Err("tokenizer_config.json has no chat_template".into()),
+            _ => return Err(TemplateError::Missing),
         };
         Self::new(&source, &token("bos_token"), &token("eos_token"))
     }
 
     /// The prompt for `messages`, ending where the assistant's answer begins.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, String> {
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template("chat")
-            .map_err(|e| format!("chat template: {e}"))?;
+            .map_err(TemplateError::Lookup)?;
         template
             .render(context! {
                 messages => messages,
@@ -82,7 +105,7 @@ impl ChatTemplate {
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
             })
-            .map_err(|e| format!("the model's chat template refused these messages: {e}"))
+            .map_err(TemplateError::Render)
     }
 }
 

@@ -237,6 +237,8 @@ fn a_file_that_is_not_gguf_is_refused_by_name() {
     let err = EmbeddedEngine::load(EmbeddedConfig::new(&path, "x"))
         .err()
         .unwrap();
+    assert!(matches!(err, EmbeddedError::Load { .. }), "{err:?}");
+    let err = err.to_string();
     assert!(
         err.contains("model.gguf") && err.contains("could not load"),
         "{err}"

@@ -5,17 +5,43 @@
 //! (`X-Linked-Etag`), else it is deleted.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::blocking::Client;
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 
-use super::{ModelStore, Progress, StoredModel};
+use super::{ModelStore, Progress, StoreError, StoredModel};
 use crate::model_hash::sha256_file;
 
 const ATTEMPTS: u32 = 5;
+
+/// Why one download attempt stopped (the next attempt resumes).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownloadError {
+    /// The request could not be sent or answered.
+    #[error("{0}")]
+    Request(#[source] reqwest::Error),
+    /// The hub answered with an unexpected status.
+    #[error("HTTP {0}")]
+    Status(StatusCode),
+    /// The body broke off while being read.
+    #[error("{0}")]
+    Read(#[source] io::Error),
+    /// The partial file could not be opened or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The connection ended before the announced length.
+    #[error("connection closed at {done} of {total} bytes")]
+    Truncated { done: u64, total: u64 },
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HfSource {
@@ -28,21 +54,28 @@ pub struct HfSource {
 }
 
 impl HfSource {
-    pub fn new(repo: &str, file: Option<&str>, sha256: Option<&str>) -> Result<Self, String> {
+    pub fn new(repo: &str, file: Option<&str>, sha256: Option<&str>) -> Result<Self, StoreError> {
         let parts: Vec<&str> = repo.split('/').collect();
         if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
-            return Err(format!("hf:{repo}: expected hf:OWNER/REPO"));
+            return Err(StoreError::Source(format!(
+                "hf:{repo}: expected hf:OWNER/REPO"
+            )));
         }
-        let file =
-            file.ok_or_else(|| format!("hf:{repo}: name the file to fetch with --file NAME.gguf"))?;
+        let file = file.ok_or_else(|| {
+            StoreError::Source(format!(
+                "hf:{repo}: name the file to fetch with --file NAME.gguf"
+            ))
+        })?;
         if !file.ends_with(".gguf") || file.contains("..") {
-            return Err(format!(
+            return Err(StoreError::Source(format!(
                 "--file {file:?}: expected a .gguf file in the repository"
-            ));
+            )));
         }
         if let Some(h) = sha256 {
             if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!("--sha256 {h:?}: expected 64 hex digits"));
+                return Err(StoreError::Source(format!(
+                    "--sha256 {h:?}: expected 64 hex digits"
+                )));
             }
         }
         Ok(Self {
@@ -69,50 +102,55 @@ pub(super) fn pull(
     store: &ModelStore,
     source: &HfSource,
     progress: Progress,
-) -> Result<StoredModel, String> {
+) -> Result<StoredModel, StoreError> {
     let file_name = source.file.rsplit('/').next().unwrap_or(&source.file);
     let scratch = store.scratch(file_name);
     let client = Client::builder()
         .connect_timeout(Duration::from_secs(15))
         .timeout(None)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(StoreError::Http)?;
     let mut expected = source.sha256.clone();
-    let mut last_error = String::new();
+    let mut last_error = None;
     for attempt in 1..=ATTEMPTS {
         match download(&client, source, &scratch, progress) {
             Ok(hub_hash) => {
                 expected = expected.or(hub_hash);
-                last_error.clear();
+                last_error = None;
                 break;
             }
             Err(e) => {
                 tracing::warn!(attempt, error = %e, "download interrupted; resuming");
-                last_error = e;
+                last_error = Some(e);
                 std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
             }
         }
     }
-    if !last_error.is_empty() {
-        return Err(format!(
-            "{}: {last_error} (after {ATTEMPTS} attempts; the partial file is kept for the next pull)",
-            source.url()
-        ));
+    if let Some(e) = last_error {
+        return Err(StoreError::Download {
+            url: source.url(),
+            attempts: ATTEMPTS,
+            source: e,
+        });
     }
     let expected = expected.ok_or_else(|| {
-        format!(
+        StoreError::Layout(format!(
             "{}: the hub gave no SHA-256 for this file; pass --sha256 to pin one",
             source.url()
-        )
+        ))
     })?;
     let actual = sha256_file(&scratch, |done, total| progress("verifying", done, total))
-        .map_err(|e| format!("{}: {e}", scratch.display()))?;
+        .map_err(StoreError::io(&scratch))?;
     if actual != expected {
         let _ = fs::remove_file(&scratch);
-        return Err(format!(
-            "{}: SHA-256 mismatch (expected {expected}, got {actual}); the download was deleted",
-            source.url()
-        ));
+        return Err(StoreError::Integrity {
+            what: format!(
+                "{}: SHA-256 mismatch, the download was deleted",
+                source.url()
+            ),
+            expected,
+            got: actual,
+        });
     }
     store.install(
         file_name,
@@ -126,15 +164,19 @@ pub(super) fn pull(
 fn download(
     client: &Client,
     source: &HfSource,
-    scratch: &std::path::Path,
+    scratch: &Path,
     progress: Progress,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, DownloadError> {
+    let file_error = |source| DownloadError::File {
+        path: scratch.to_path_buf(),
+        source,
+    };
     let have = fs::metadata(scratch).map_or(0, |m| m.len());
     let mut request = client.get(source.url());
     if have > 0 {
         request = request.header(RANGE, format!("bytes={have}-"));
     }
-    let mut response = request.send().map_err(|e| e.to_string())?;
+    let mut response = request.send().map_err(DownloadError::Request)?;
     let hub_hash = lfs_hash(response.headers());
     let (mut out, mut done, total) = match response.status() {
         StatusCode::PARTIAL_CONTENT => {
@@ -142,30 +184,30 @@ fn download(
             let out = OpenOptions::new()
                 .append(true)
                 .open(scratch)
-                .map_err(|e| e.to_string())?;
+                .map_err(file_error)?;
             (out, have, total)
         }
         StatusCode::OK => {
             let total = header_u64(response.headers(), CONTENT_LENGTH.as_str()).unwrap_or(0);
-            (File::create(scratch).map_err(|e| e.to_string())?, 0, total)
+            (File::create(scratch).map_err(file_error)?, 0, total)
         }
         // The partial file is already whole.
         StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => return Ok(hub_hash),
-        status => return Err(format!("HTTP {status}")),
+        status => return Err(DownloadError::Status(status)),
     };
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = response.read(&mut buf).map_err(|e| e.to_string())?;
+        let n = response.read(&mut buf).map_err(DownloadError::Read)?;
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        out.write_all(&buf[..n]).map_err(file_error)?;
         done += n as u64;
         progress("downloading", done, total);
     }
-    out.sync_all().map_err(|e| e.to_string())?;
+    out.sync_all().map_err(file_error)?;
     if total > 0 && done != total {
-        return Err(format!("connection closed at {done} of {total} bytes"));
+        return Err(DownloadError::Truncated { done, total });
     }
     Ok(hub_hash)
 }

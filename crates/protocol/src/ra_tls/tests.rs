@@ -141,7 +141,10 @@ struct Forger {
 }
 
 impl Attester for Forger {
-    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, String> {
+    fn evidence(
+        &self,
+        report_data: &[u8; 64],
+    ) -> Result<Evidence, cocoon_attestation::tdx::QuoteError> {
         let mut quote = if self.flip_signature {
             self.tee.quote(report_data)
         } else {
@@ -197,7 +200,10 @@ async fn evidence_for_another_key_or_tampered_evidence_is_refused() {
 struct RecordedTdx(Vec<u8>);
 
 impl Attester for RecordedTdx {
-    fn evidence(&self, _report_data: &[u8; 64]) -> Result<Evidence, String> {
+    fn evidence(
+        &self,
+        _report_data: &[u8; 64],
+    ) -> Result<Evidence, cocoon_attestation::tdx::QuoteError> {
         Ok(Evidence::Tdx(self.0.clone()))
     }
 }

@@ -40,12 +40,16 @@ fn raise_exception_becomes_a_clear_error() {
     let source = "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}";
     let t = ChatTemplate::new(source, "", "").unwrap();
     let err = t.render(&[msg("assistant", "x")]).unwrap_err();
+    assert!(matches!(err, TemplateError::Render(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("Conversation must start with user"), "{err}");
 }
 
 #[test]
 fn broken_template_is_refused_at_load() {
-    let err = ChatTemplate::new("{% for m in messages %}", "", "").unwrap_err();
+    let err = ChatTemplate::new("{% for m in messages %}", "", "")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not compile"), "{err}");
 }
 

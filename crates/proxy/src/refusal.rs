@@ -1,0 +1,36 @@
+//! Why the proxy turns a peer away: a connection it does not admit, or a
+//! worker's announcement it does not list.
+
+use cocoon_protocol::ra_tls::RaTlsRefusal;
+use cocoon_protocol::tls::Fingerprint;
+use cocoon_protocol::{ProtocolError, Role};
+
+use crate::SettlementError;
+
+/// A connection that did not become a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    /// The TLS handshake or Cocoon's hello failed.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("key {key} is not allowed to connect as {role:?}")]
+    NotAllowed { key: Fingerprint, role: Role },
+}
+
+/// A worker's announcement the proxy refused (the connection is closed
+/// with this reason).
+#[derive(Debug, thiserror::Error)]
+pub enum AnnounceRefused {
+    #[error("the worker announced no sealing key")]
+    NoSealingKey,
+    #[error("the announced key is not this connection's identity")]
+    NotThisIdentity,
+    #[error(transparent)]
+    Evidence(#[from] RaTlsRefusal),
+    #[error(transparent)]
+    Model(#[from] cocoon_attestation::Refusal),
+    #[error("this proxy pays workers on TON: announce a payout wallet ([payout] in worker.toml)")]
+    NoPayout,
+    #[error(transparent)]
+    Payout(#[from] SettlementError),
+}
