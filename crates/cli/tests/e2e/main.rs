@@ -14,6 +14,7 @@ mod malicious_worker;
 mod market;
 mod network;
 mod observability;
+mod openai_sdk;
 mod overload;
 mod pages;
 mod proxies;

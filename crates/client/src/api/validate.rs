@@ -8,6 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ApiError;
+use fields::Endpoint;
+
+mod fields;
 
 /// A request ready for the backend, with how to answer it.
 #[derive(Debug, Clone)]
@@ -25,7 +28,7 @@ const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 const MAX_STOP: usize = 4;
 
 pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
-    let (raw, params): (ChatHead, _) = parse(body)?;
+    let (raw, params): (ChatHead, _) = parse(body, Endpoint::Chat)?;
     let model = model(raw.model)?;
     let messages = raw.messages.ok_or_else(|| missing("messages"))?;
     if messages.is_empty() {
@@ -58,7 +61,7 @@ pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
 }
 
 pub fn completion(body: &[u8]) -> Result<Validated, ApiError> {
-    let (raw, params): (CompletionHead, _) = parse(body)?;
+    let (raw, params): (CompletionHead, _) = parse(body, Endpoint::Completion)?;
     let model = model(raw.model)?;
     let prompt = match raw.prompt.ok_or_else(|| missing("prompt"))? {
         Prompt::One(p) => p,
@@ -91,10 +94,14 @@ struct CompletionHead {
     prompt: Option<Prompt>,
 }
 
-/// Parse the body: UTF-8, then JSON, then an object; then the sampling fields and
-/// the endpoint's own fields from that one value, each with its path in errors.
+/// Parse the body: UTF-8, then JSON, then an object whose every field is
+/// served or harmless (see [`fields`]); then the sampling fields and the
+/// endpoint's own fields from that one value, each with its path in errors.
 /// (Two plain structs rather than one with `#[serde(flatten)]`, which loses paths.)
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<(T, RequestParams), ApiError> {
+fn parse<T: DeserializeOwned>(
+    body: &[u8],
+    endpoint: Endpoint,
+) -> Result<(T, RequestParams), ApiError> {
     if let Err(e) = std::str::from_utf8(body) {
         return Err(ApiError::invalid(
             format!(
@@ -119,13 +126,14 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<(T, RequestParams), ApiErro
             "invalid_json",
         )
     })?;
-    if !value.is_object() {
+    let Some(object) = value.as_object() else {
         return Err(ApiError::invalid(
             "The request body must be a JSON object.",
             None,
             "invalid_type",
         ));
-    }
+    };
+    fields::check(object, endpoint)?;
     let params = typed(&value)?;
     Ok((typed(&value)?, params))
 }

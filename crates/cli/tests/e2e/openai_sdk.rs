@@ -1,0 +1,103 @@
+//! The official OpenAI Python SDK against the devnet, as an app uses it: a
+//! plain chat answers; what the network does not serve (tool calls, a JSON
+//! schema) and fields it does not know come back as the SDK's own
+//! `BadRequestError` naming the field, never as a plain answer that only
+//! looks like what was asked for. The SDK is installed by `scripts/test`
+//! into `target/openai-sdk` (see there).
+
+use std::path::PathBuf;
+
+use cocoon_devnet::kit::*;
+use serde_json::Value;
+
+const SCRIPT: &str = r#"
+import json, sys
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
+model = sys.argv[2]
+messages = [{"role": "user", "content": "hello there"}]
+
+def refused(**extra):
+    try:
+        client.chat.completions.create(model=model, messages=messages, max_tokens=4, **extra)
+    except openai.BadRequestError as e:
+        return {"status": e.status_code, "param": e.param, "code": e.code}
+    return "answered"
+
+plain = client.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0)
+streamed = "".join(
+    c.choices[0].delta.content or ""
+    for c in client.chat.completions.create(
+        model=model, messages=messages, max_tokens=4, temperature=0, stream=True
+    )
+    if c.choices
+)
+weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+print(json.dumps({
+    "plain": plain.choices[0].message.content,
+    "streamed": streamed,
+    "ignored": client.chat.completions.create(
+        model=model, messages=messages, max_tokens=4, user="u-1", metadata={"a": "b"}
+    ).choices[0].finish_reason,
+    "tools": refused(tools=[weather], tool_choice="required"),
+    "schema": refused(response_format={"type": "json_schema", "json_schema": {
+        "name": "reply", "schema": {"type": "object"}, "strict": True}}),
+    "unknown": refused(extra_body={"temprature": 0.5}),
+}))
+"#;
+
+fn sdk_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/openai-sdk")
+}
+
+#[tokio::test]
+async fn the_openai_sdk_gets_answers_and_named_refusals() {
+    let sdk = sdk_dir();
+    assert!(
+        sdk.join("openai").is_dir(),
+        "the OpenAI Python SDK is missing from {}: run ./scripts/test (it installs it), or \
+         python3 -m pip install --target target/openai-sdk openai",
+        sdk.display()
+    );
+    let net = devnet().await;
+    // On a blocking thread: the devnet runs on this test's runtime meanwhile.
+    let url = net.api_url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(url)
+            .arg(MODEL)
+            .env("PYTHONPATH", &sdk)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the SDK script failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    // The echo engine answers with the prompt's words, the same streamed.
+    assert!(
+        seen["plain"].as_str().is_some_and(|t| !t.is_empty()),
+        "{seen}"
+    );
+    assert_eq!(seen["plain"], seen["streamed"], "{seen}");
+    assert!(seen["ignored"].is_string(), "{seen}");
+    for (case, param, code) in [
+        ("tools", "tools", "unsupported_parameter"),
+        ("schema", "response_format", "unsupported_parameter"),
+        ("unknown", "temprature", "unknown_parameter"),
+    ] {
+        assert_eq!(seen[case]["status"], 400, "{case}: {seen}");
+        assert_eq!(seen[case]["param"], param, "{case}: {seen}");
+        assert_eq!(seen[case]["code"], code, "{case}: {seen}");
+    }
+    net.shutdown().await;
+}
