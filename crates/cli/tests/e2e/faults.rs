@@ -22,7 +22,11 @@ async fn charged(net: &cocoon_devnet::Devnet) -> u128 {
 
 #[tokio::test]
 async fn an_unreachable_chain_pauses_settlement_not_serving() {
-    let net = devnet_with(|o| o.settle_every = Some(Duration::from_millis(500))).await;
+    let net = devnet_with(|o| {
+        o.settle_every = Some(Duration::from_millis(500));
+        o.chain_fresh = FRESH_IN_TESTS;
+    })
+    .await;
     let url = format!("{}/chat/completions", net.api_url);
     let ask = |i: usize| {
         let url = url.clone();
@@ -53,7 +57,7 @@ async fn an_unreachable_chain_pauses_settlement_not_serving() {
     net.ton_outage.store(true, Ordering::SeqCst);
     let during = charged(&net).await;
     // Past every cache of what was read from the chain.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    past_fresh().await;
     for i in 0..5 {
         ask(10 + i).await;
     }
