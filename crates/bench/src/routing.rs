@@ -89,6 +89,7 @@ pub async fn run(options: RoutingBenchOptions) -> anyhow::Result<()> {
                 models: vec![ModelOffer {
                     context_length: None,
                     quantization: None,
+                    features: Default::default(),
                     name: "m".into(),
                     max_concurrent: 8,
                     weights_sha256: None,
@@ -102,10 +103,12 @@ pub async fn run(options: RoutingBenchOptions) -> anyhow::Result<()> {
         let prefs = RoutingPrefs {
             max_coefficient: Some(1500),
             sort: Sort::Price,
+            ..Default::default()
         };
         let by_load = RoutingPrefs {
             max_coefficient: Some(1500),
             sort: Sort::Throughput,
+            ..Default::default()
         };
         let mut load_times = Vec::with_capacity(options.iterations);
         let mut list_times = Vec::with_capacity(options.iterations);

@@ -108,6 +108,7 @@ impl RoutingConfig {
         Ok(cocoon_protocol::RoutingPrefs {
             max_coefficient: self.max_coefficient,
             sort,
+            needs: cocoon_protocol::Features::default(),
         })
     }
 }

@@ -70,6 +70,7 @@ impl Engine for InstantEngine {
             weights_sha256: None,
             context_length: None,
             quantization: None,
+            features: Default::default(),
         }]
     }
 

@@ -135,6 +135,7 @@ impl OpenAiHttpEngine {
             seed: p.seed.map(|s| s as i64),
             presence_penalty: p.presence_penalty.map(f64::from),
             frequency_penalty: p.frequency_penalty.map(f64::from),
+            response_format: p.format.as_ref().map(|f| f.to_openai()),
             ..Default::default()
         };
         let builder = match &request.input {
@@ -181,6 +182,10 @@ impl Engine for OpenAiHttpEngine {
             weights_sha256: None,
             context_length: None,
             quantization: None,
+            // vLLM, SGLang, llama-server and Ollama enforce response_format.
+            features: cocoon_protocol::Features {
+                structured_outputs: true,
+            },
         }]
     }
 

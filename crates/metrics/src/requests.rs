@@ -266,6 +266,7 @@ fn outcome(kind: ErrorKind) -> &'static str {
         ErrorKind::KeysChanged => "keys_changed",
         ErrorKind::Internal => "internal",
         ErrorKind::ChainUnavailable => "chain_unavailable",
+        ErrorKind::FeatureNotServed => "feature_not_served",
     }
 }
 

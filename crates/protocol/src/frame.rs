@@ -11,7 +11,7 @@ use crate::sealed::SealedRequest;
 use crate::worker_key::WorkerKey;
 
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +89,17 @@ pub struct GenerateRequest {
     pub params: SamplingParams,
 }
 
+impl GenerateRequest {
+    /// What a worker must serve, beyond plain chat, to answer this.
+    pub fn needs(&self) -> Features {
+        self.params
+            .format
+            .as_ref()
+            .map(OutputFormat::needs)
+            .unwrap_or_default()
+    }
+}
+
 /// The text to continue: a chat, or a raw prompt (legacy completions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Input {
@@ -117,6 +128,58 @@ pub struct SamplingParams {
     /// of the same name; used by benchmarks). Engines that cannot, ignore it.
     #[serde(default)]
     pub ignore_eos: bool,
+    /// The shape the answer must take (OpenAI's `response_format`); `None`:
+    /// free text. An engine that cannot enforce it refuses the request.
+    #[serde(default)]
+    pub format: Option<OutputFormat>,
+}
+
+/// A shape the answer is held to by constrained decoding: every answer
+/// parses (and validates against the schema), unless cut short by
+/// `max_tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputFormat {
+    /// Any JSON object (OpenAI's `{"type": "json_object"}`).
+    JsonObject,
+    /// JSON valid against a JSON Schema (OpenAI's `json_schema`).
+    JsonSchema {
+        name: String,
+        /// The schema as JSON text (the wire format cannot carry a free
+        /// JSON value).
+        schema: String,
+        strict: bool,
+    },
+}
+
+impl OutputFormat {
+    /// What serving this asks of a worker.
+    pub fn needs(&self) -> Features {
+        Features {
+            structured_outputs: true,
+        }
+    }
+}
+
+/// What a worker serves for a model beyond plain chat, announced with its
+/// offer; a client node's request is routed only to workers that serve
+/// everything it asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Features {
+    /// `response_format` `json_object` and `json_schema`, enforced.
+    pub structured_outputs: bool,
+}
+
+impl Features {
+    /// Whether these features include every one of `needs`.
+    pub fn covers(&self, needs: &Features) -> bool {
+        self.structured_outputs || !needs.structured_outputs
+    }
+
+    /// The OpenAI request field of the first feature of `self` that
+    /// `served` lacks, for error messages.
+    pub fn first_missing(&self, served: &Features) -> Option<&'static str> {
+        (self.structured_outputs && !served.structured_outputs).then_some("response_format")
+    }
 }
 
 /// One event of an answer.
@@ -252,6 +315,9 @@ pub struct RoutingPrefs {
     /// Never a worker whose price coefficient is above this (1000 = base).
     pub max_coefficient: Option<u32>,
     pub sort: Sort,
+    /// Only workers serving all of these.
+    #[serde(default)]
+    pub needs: Features,
 }
 
 /// What to prefer among eligible workers.
@@ -308,6 +374,9 @@ pub struct ModelOffer {
     /// How the weights are quantised (e.g. `Q4_K_M`, `BF16`), when known.
     #[serde(default)]
     pub quantization: Option<String>,
+    /// What it serves beyond plain chat.
+    #[serde(default)]
+    pub features: Features,
 }
 
 /// A failure, carried to the client node which maps `kind` to an HTTP status.
@@ -354,6 +423,9 @@ pub enum ErrorKind {
     KeysChanged,
     /// A bug or unexpected state (HTTP 500).
     Internal,
+    /// Workers serve the model, but none serves a feature the request asks
+    /// for (HTTP 400, naming the request's field).
+    FeatureNotServed,
     /// The TON chain (its HTTP API) cannot be read, so what a request
     /// costs cannot be checked against the contract (HTTP 503).
     ChainUnavailable,

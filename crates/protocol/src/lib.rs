@@ -49,9 +49,9 @@ pub use config::{bind, load_identity, ConfigError};
 pub use dial::{dial_once, keep_connected, DialSettings, ProxyEndpoint};
 pub use error::ProtocolError;
 pub use frame::{
-    AccountTerms, Announce, ChatMessage, Done, ErrorKind, Event, FinishReason, Frame,
-    GenerateRequest, Hello, Input, ListedWorker, ModelInfo, ModelOffer, RequestBody, Role,
-    RoutingPrefs, SamplingParams, Sort, Usage, Voucher, WireError, BASE_PRICE_COEFFICIENT,
+    AccountTerms, Announce, ChatMessage, Done, ErrorKind, Event, Features, FinishReason, Frame,
+    GenerateRequest, Hello, Input, ListedWorker, ModelInfo, ModelOffer, OutputFormat, RequestBody,
+    Role, RoutingPrefs, SamplingParams, Sort, Usage, Voucher, WireError, BASE_PRICE_COEFFICIENT,
     PROTOCOL_VERSION,
 };
 pub use mux::{Connection, Handler, MuxOptions, ResponseStream};

@@ -59,6 +59,10 @@ pub struct RequestParams {
     pub logprobs: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<i64>,
+    /// `{"type": "text" | "json_object" | "json_schema", ...}`, checked by
+    /// the client node into [`crate::OutputFormat`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
     /// Cocoon extension: routing preferences for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cocoon: Option<CocoonOptions>,
@@ -345,4 +349,25 @@ pub struct ErrorDetail {
     pub kind: String,
     pub param: Option<String>,
     pub code: Option<String>,
+}
+
+impl crate::OutputFormat {
+    /// OpenAI's `response_format` value for this format (what an
+    /// OpenAI-compatible upstream is sent).
+    pub fn to_openai(&self) -> Value {
+        match self {
+            crate::OutputFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+            crate::OutputFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => {
+                let schema: Value = serde_json::from_str(schema).unwrap_or(Value::Null);
+                serde_json::json!({
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "schema": schema, "strict": strict},
+                })
+            }
+        }
+    }
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use cocoon_chain::StdAddr;
 use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{
-    Announce, Connection, ErrorKind, ListedWorker, ModelInfo, RoutingPrefs, Sort, WireError,
-    WorkerKey,
+    Announce, Connection, ErrorKind, Features, ListedWorker, ModelInfo, RoutingPrefs, Sort,
+    WireError, WorkerKey,
 };
 
 fn listed(o: &Offer) -> ListedWorker {
@@ -229,6 +229,7 @@ struct Offer {
     price_coefficient: u32,
     context_length: Option<u32>,
     quantization: Option<Arc<str>>,
+    features: Features,
 }
 
 impl Offer {
@@ -299,12 +300,14 @@ impl ModelOffers {
 
     /// Up to `n` live workers with room at or under `limit`, cheapest first:
     /// O(log n + what it skips) through the price index.
-    fn cheapest_with_room(&self, limit: u32, n: usize) -> Vec<&Offer> {
+    fn cheapest_with_room(&self, limit: u32, needs: &Features, n: usize) -> Vec<&Offer> {
         self.by_price
             .iter()
             .take_while(|(price, _)| *price <= limit)
             .filter_map(|(_, fp)| self.by_worker.get(&Fingerprint(*fp)))
-            .filter(|o| !o.conn.is_closed() && o.has_room() && !o.unhealthy())
+            .filter(|o| {
+                !o.conn.is_closed() && o.has_room() && !o.unhealthy() && o.features.covers(needs)
+            })
             .take(n)
             .collect()
     }
@@ -461,6 +464,7 @@ impl Registry {
                     price_coefficient: offer.price_coefficient,
                     context_length: offer.context_length,
                     quantization: offer.quantization.as_deref().map(Arc::from),
+                    features: offer.features,
                 });
             // Waiting requests may find room with this worker (resealed to it).
             queue.freed.notify_waiters();
@@ -490,7 +494,7 @@ impl Registry {
                 // them, ties drawn at random: workers at equal prices and
                 // loads share the traffic, and client nodes that cache their
                 // lists do not all get the same few.
-                let cheapest = offers.cheapest_with_room(limit, 3 * SHORT_LIST);
+                let cheapest = offers.cheapest_with_room(limit, &prefs.needs, 3 * SHORT_LIST);
                 if !cheapest.is_empty() {
                     let mut ranked: Vec<(u64, u32, &Offer)> = cheapest
                         .into_iter()
@@ -509,6 +513,27 @@ impl Registry {
         if live.is_empty() {
             return Err(self.none_live(model));
         }
+        let live: Vec<&Offer> = match live.iter().find(|o| !o.features.covers(&prefs.needs)) {
+            None => live,
+            Some(lacking) => {
+                let serving: Vec<&Offer> = live
+                    .iter()
+                    .copied()
+                    .filter(|o| o.features.covers(&prefs.needs))
+                    .collect();
+                if serving.is_empty() {
+                    let field = prefs
+                        .needs
+                        .first_missing(&lacking.features)
+                        .unwrap_or("a feature");
+                    return Err(WireError::new(
+                        ErrorKind::FeatureNotServed,
+                        format!("'{field}' is not served by any worker serving '{model}' now; leave it out or choose another model."),
+                    ));
+                }
+                serving
+            }
+        };
         let mut eligible: Vec<(u64, &Offer)> = live
             .into_iter()
             .filter(|o| o.price_coefficient <= limit)

@@ -120,6 +120,7 @@ fn announce(key: Option<WorkerKey>) -> Announce {
         models: vec![ModelOffer {
             context_length: None,
             quantization: None,
+            features: Default::default(),
             price_coefficient: 1000,
             name: "m".into(),
             max_concurrent: 2,

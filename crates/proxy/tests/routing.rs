@@ -1,12 +1,13 @@
 //! The registry's routing decisions on many workers: the short list by
 //! price within a limit, the price index kept right across re-announces and
-//! disconnects, full workers skipped, and the pick among two candidates.
+//! disconnects, full workers skipped, the pick among two candidates, and
+//! requests that ask for a feature listed only the workers serving it.
 
 use std::sync::Arc;
 
 use cocoon_protocol::{
-    length_codec, Announce, Connection, ErrorKind, Event, Handler, Hello, ModelOffer, MuxOptions,
-    RequestBody, Role, RoutingPrefs, Sort, WorkerKey, DEFAULT_MAX_FRAME_BYTES,
+    length_codec, Announce, Connection, ErrorKind, Event, Features, Handler, Hello, ModelOffer,
+    MuxOptions, RequestBody, Role, RoutingPrefs, Sort, WorkerKey, DEFAULT_MAX_FRAME_BYTES,
 };
 use cocoon_proxy::{QueueSettings, Registry};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -31,10 +32,22 @@ fn key(i: u64) -> WorkerKey {
 }
 
 fn announce(registry: &Registry, conn: &Connection, i: u64, price: u32, capacity: u32) {
+    announce_serving(registry, conn, i, price, capacity, Features::default());
+}
+
+fn announce_serving(
+    registry: &Registry,
+    conn: &Connection,
+    i: u64,
+    price: u32,
+    capacity: u32,
+    features: Features,
+) {
     let announce = Announce {
         models: vec![ModelOffer {
             context_length: None,
             quantization: None,
+            features,
             name: "m".into(),
             max_concurrent: capacity,
             weights_sha256: None,
@@ -88,6 +101,7 @@ async fn the_short_list_is_the_cheapest_with_room_within_the_limit() {
     let low = RoutingPrefs {
         max_coefficient: Some(900),
         sort: Sort::Price,
+        ..Default::default()
     };
     let err = registry.keys("m", &low).unwrap_err();
     assert_eq!(err.kind, ErrorKind::NoWorker);
@@ -129,6 +143,7 @@ async fn the_short_list_is_the_cheapest_with_room_within_the_limit() {
     let by_load = RoutingPrefs {
         max_coefficient: Some(1100),
         sort: Sort::Throughput,
+        ..Default::default()
     };
     let listed = prices(&registry, by_load);
     assert_eq!(listed.len(), 8);
@@ -248,4 +263,46 @@ async fn a_conversation_returns_to_its_worker_while_it_has_room() {
     drop((a, b));
     let d = registry.pick("m", &dear_first, Sort::Price).unwrap();
     assert_eq!(d.price_coefficient, 1000);
+}
+
+#[tokio::test]
+async fn a_request_needing_a_feature_is_listed_only_workers_serving_it() {
+    let (conn, _theirs) = connection();
+    let registry = Registry::new(["m".to_string()]);
+    let json = Features {
+        structured_outputs: true,
+    };
+    // The cheapest two serve plain chat only; the dearer one serves JSON.
+    announce(&registry, &conn, 1, 1000, 4);
+    announce(&registry, &conn, 2, 1001, 4);
+    announce_serving(&registry, &conn, 3, 1500, 4, json);
+    for sort in [Sort::Price, Sort::Throughput] {
+        let needs_json = RoutingPrefs {
+            sort,
+            needs: json,
+            ..Default::default()
+        };
+        assert_eq!(prices(&registry, needs_json), vec![1500], "{sort:?}");
+        // Plain requests go to everyone, cheapest first.
+        let plain = RoutingPrefs {
+            sort: Sort::Price,
+            ..Default::default()
+        };
+        assert_eq!(prices(&registry, plain)[0], 1000);
+    }
+    // Once the JSON worker leaves, a JSON request is a 400 naming the
+    // field (not a 503: retrying will not help), a plain one still served.
+    registry.remove(3);
+    let needs_json = RoutingPrefs {
+        needs: json,
+        ..Default::default()
+    };
+    let err = registry.keys("m", &needs_json).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::FeatureNotServed);
+    assert!(
+        err.message.starts_with("'response_format'"),
+        "{}",
+        err.message
+    );
+    assert_eq!(prices(&registry, RoutingPrefs::default()).len(), 2);
 }

@@ -119,6 +119,7 @@ fn offer(weights: &str, key: WorkerKey) -> Announce {
         models: vec![ModelOffer {
             context_length: None,
             quantization: None,
+            features: Default::default(),
             price_coefficient: 1000,
             name: "m".into(),
             max_concurrent: 1,

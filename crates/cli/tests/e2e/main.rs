@@ -22,5 +22,6 @@ mod real_model;
 mod restart;
 mod sealing;
 mod settlement;
+mod structured;
 mod summarize;
 mod wallet;

@@ -1,9 +1,10 @@
 //! The official OpenAI Python SDK against the devnet, as an app uses it: a
-//! plain chat answers; what the network does not serve (tool calls, a JSON
-//! schema) and fields it does not know come back as the SDK's own
-//! `BadRequestError` naming the field, never as a plain answer that only
-//! looks like what was asked for. The SDK is installed by `scripts/test`
-//! into `target/openai-sdk` (see there).
+//! plain chat answers; what the network does not serve (tool calls), what
+//! no worker of the model serves (a JSON schema on the echo engine) and
+//! fields it does not know come back as the SDK's own `BadRequestError`
+//! naming the field, never as a plain answer that only looks like what was
+//! asked for. Structured outputs on a real model: see `real_model`. The SDK
+//! is installed by `scripts/test` into `target/openai-sdk` (see there).
 
 use std::path::PathBuf;
 
@@ -52,8 +53,9 @@ fn sdk_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/openai-sdk")
 }
 
-#[tokio::test]
-async fn the_openai_sdk_gets_answers_and_named_refusals() {
+/// Run `script` with the SDK on its path and `args` as `sys.argv[1..]`; what
+/// it prints, as one JSON value.
+pub async fn run_sdk(script: &'static str, args: Vec<String>) -> Value {
     let sdk = sdk_dir();
     assert!(
         sdk.join("openai").is_dir(),
@@ -61,15 +63,12 @@ async fn the_openai_sdk_gets_answers_and_named_refusals() {
          python3 -m pip install --target target/openai-sdk openai",
         sdk.display()
     );
-    let net = devnet().await;
     // On a blocking thread: the devnet runs on this test's runtime meanwhile.
-    let url = net.api_url.clone();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .arg("-c")
-            .arg(SCRIPT)
-            .arg(url)
-            .arg(MODEL)
+            .arg(script)
+            .args(args)
             .env("PYTHONPATH", &sdk)
             .output()
     })
@@ -82,7 +81,13 @@ async fn the_openai_sdk_gets_answers_and_named_refusals() {
         "the SDK script failed: {}\n{stdout}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
+#[tokio::test]
+async fn the_openai_sdk_gets_answers_and_named_refusals() {
+    let net = devnet().await;
+    let seen = run_sdk(SCRIPT, vec![net.api_url.clone(), MODEL.into()]).await;
     // The echo engine answers with the prompt's words, the same streamed.
     assert!(
         seen["plain"].as_str().is_some_and(|t| !t.is_empty()),

@@ -16,7 +16,7 @@ use cocoon_inference::store::{
 use cocoon_worker::{EngineConfig, WeightsLocation};
 use serde_json::{json, Value};
 
-const MODEL: &str = "SmolLM2-135M-Instruct";
+pub(crate) const MODEL: &str = "SmolLM2-135M-Instruct";
 const SYSTEM: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n";
 
 /// SmolLM2's file in the default store, pulled once per test process if missing.
@@ -38,7 +38,7 @@ fn smollm2() -> PathBuf {
     model.path
 }
 
-fn embedded(max_sequences: u32) -> EngineConfig {
+pub(crate) fn embedded(max_sequences: u32) -> EngineConfig {
     EngineConfig::Embedded {
         model: MODEL.into(),
         weights: WeightsLocation::Path(smollm2()),
@@ -50,7 +50,7 @@ fn embedded(max_sequences: u32) -> EngineConfig {
     }
 }
 
-async fn network(max_sequences: u32) -> Devnet {
+pub(crate) async fn network(max_sequences: u32) -> Devnet {
     let mut options = DevnetOptions::instant(MODEL);
     options.engine = tokio::task::spawn_blocking(move || embedded(max_sequences))
         .await
@@ -58,7 +58,7 @@ async fn network(max_sequences: u32) -> Devnet {
     Devnet::start(options).await.expect("devnet starts")
 }
 
-fn ask(question: &str, extra: Value) -> Value {
+pub(crate) fn ask(question: &str, extra: Value) -> Value {
     let mut body = json!({
         "model": MODEL,
         "temperature": 0,
@@ -70,7 +70,7 @@ fn ask(question: &str, extra: Value) -> Value {
     body
 }
 
-fn content(answer: &Value) -> &str {
+pub(crate) fn content(answer: &Value) -> &str {
     answer["choices"][0]["message"]["content"].as_str().unwrap()
 }
 
@@ -234,7 +234,7 @@ async fn too_long_requests_get_a_400_with_the_numbers() {
 
 /// `engine` served alone as an OpenAI-compatible server on loopback (the code of
 /// `cocoon engine serve`): its base URL and its task.
-async fn serve_upstream(
+pub(crate) async fn serve_upstream(
     engine: Arc<dyn cocoon_inference::Engine>,
 ) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -249,7 +249,7 @@ async fn serve_upstream(
 }
 
 /// The `openai-http` engine serving [`MODEL`] from `base_url`.
-fn openai_http(base_url: String, tokenizer_gguf: Option<PathBuf>) -> EngineConfig {
+pub(crate) fn openai_http(base_url: String, tokenizer_gguf: Option<PathBuf>) -> EngineConfig {
     EngineConfig::OpenaiHttp {
         base_url,
         model: MODEL.into(),

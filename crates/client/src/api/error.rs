@@ -204,14 +204,37 @@ impl From<WireError> for ApiError {
                 "service_unavailable",
                 "chain_unavailable",
             ),
+            ErrorKind::FeatureNotServed => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "unsupported_parameter",
+            ),
         };
         let mut out = Self::new(status, kind, e.message);
         out.code = Some(code.into());
-        if e.kind == ErrorKind::ModelNotFound {
-            out.param = Some("model".into());
-        }
+        out.param = match e.kind {
+            ErrorKind::ModelNotFound => Some("model".into()),
+            ErrorKind::InvalidRequest | ErrorKind::FeatureNotServed => {
+                named_field(&out.message).map(str::to_string)
+            }
+            _ => None,
+        };
         out
     }
+}
+
+/// The request field a worker's or proxy's refusal names, in OpenAI's
+/// wording: `'field' is ...` or `Invalid 'field': ...`.
+fn named_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("Invalid '")
+        .or_else(|| message.strip_prefix('\''))?;
+    let field = &rest[..rest.find('\'')?];
+    let plausible = !field.is_empty()
+        && field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.[]".contains(&b));
+    plausible.then_some(field)
 }
 
 impl IntoResponse for ApiError {
@@ -228,5 +251,35 @@ impl IntoResponse for ApiError {
                 .insert("retry-after", HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_from_the_network_name_their_field() {
+        let e = ApiError::from(WireError::new(
+            ErrorKind::InvalidRequest,
+            "Invalid 'response_format.json_schema.schema': Unimplemented keys: [\"if\"]",
+        ));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.param.as_deref(),
+            Some("response_format.json_schema.schema")
+        );
+        let e = ApiError::from(WireError::new(
+            ErrorKind::FeatureNotServed,
+            "'response_format' is not served by any worker serving 'm' now",
+        ));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.param.as_deref(), Some("response_format"));
+        assert_eq!(e.code.as_deref(), Some("unsupported_parameter"));
+        // No field: no param, and nothing quoted is taken for one.
+        let e = ApiError::from(WireError::new(ErrorKind::InvalidRequest, "'a b' is bad"));
+        assert_eq!(e.param, None);
+        let e = ApiError::from(WireError::new(ErrorKind::Upstream, "'x' failed"));
+        assert_eq!(e.param, None);
     }
 }

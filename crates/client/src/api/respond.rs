@@ -42,6 +42,7 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
     let prefs = cocoon_protocol::RoutingPrefs {
         max_coefficient: v.max_coefficient.or(app.settings.routing.max_coefficient),
         sort: v.sort.unwrap_or(app.settings.routing.sort),
+        needs: v.request.needs(),
     };
     let timer = app.settings.metrics.request(&model);
     let mut events = cocoon_metrics::metered(timer, app.backend.generate(v.request, prefs));

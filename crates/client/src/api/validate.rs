@@ -2,7 +2,7 @@
 //! bad value, in OpenAI's wording where OpenAI has one.
 
 use cocoon_protocol::openai::{Prompt, RequestMessage, RequestParams};
-use cocoon_protocol::{ChatMessage, GenerateRequest, Input, SamplingParams, Sort};
+use cocoon_protocol::{ChatMessage, GenerateRequest, Input, OutputFormat, SamplingParams, Sort};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -299,6 +299,7 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         presence_penalty: float_in("presence_penalty", p.presence_penalty, -2.0, 2.0)?,
         frequency_penalty: float_in("frequency_penalty", p.frequency_penalty, -2.0, 2.0)?,
         ignore_eos: false,
+        format: response_format(p.response_format.as_ref())?,
     };
     let cocoon = p.cocoon.unwrap_or_default();
     let max_coefficient = cocoon
@@ -317,6 +318,122 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         max_coefficient,
         sort,
     })
+}
+
+/// `response_format`: `text` (free text, the default), `json_object`, or
+/// `json_schema` with a name and a schema (an object). The schema itself
+/// is checked by the worker's grammar engine, which names what it cannot
+/// enforce.
+fn response_format(value: Option<&Value>) -> Result<Option<OutputFormat>, ApiError> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid type for 'response_format': expected an object.",
+                Some("response_format"),
+                "invalid_type",
+            ))
+        }
+    };
+    let unknown = |field: String| {
+        ApiError::invalid(
+            format!("Unrecognized request argument supplied: {field}"),
+            Some(&field),
+            "unknown_parameter",
+        )
+    };
+    let kind = match value.get("type") {
+        None => return Err(missing("response_format.type")),
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid type for 'response_format.type': expected a string.",
+                Some("response_format.type"),
+                "invalid_type",
+            ))
+        }
+    };
+    let own: &[&str] = match kind {
+        "json_schema" => &["type", "json_schema"],
+        "text" | "json_object" => &["type"],
+        _ => {
+            return Err(ApiError::invalid(
+                format!("Invalid value for 'response_format.type': {kind:?}. Supported values are: 'text', 'json_object' and 'json_schema'."),
+                Some("response_format.type"),
+                "invalid_value",
+            ))
+        }
+    };
+    if let Some(k) = value.keys().find(|k| !own.contains(&k.as_str())) {
+        return Err(unknown(format!("response_format.{k}")));
+    }
+    match kind {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(OutputFormat::JsonObject)),
+        _ => {
+            let field = "response_format.json_schema";
+            let Some(Value::Object(spec)) = value.get("json_schema") else {
+                return Err(missing(field));
+            };
+            if let Some(k) = spec
+                .keys()
+                .find(|k| !["name", "schema", "strict", "description"].contains(&k.as_str()))
+            {
+                return Err(unknown(format!("{field}.{k}")));
+            }
+            let name = match spec.get("name") {
+                Some(Value::String(n)) if is_schema_name(n) => n.clone(),
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        format!(
+                            "Invalid '{field}.name': expected 1 to 64 letters, digits, '_' or '-'."
+                        ),
+                        Some(&format!("{field}.name")),
+                        "invalid_value",
+                    ))
+                }
+                None => return Err(missing(&format!("{field}.name"))),
+            };
+            let schema = match spec.get("schema") {
+                Some(s @ Value::Object(_)) => s.to_string(),
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        format!(
+                            "Invalid type for '{field}.schema': expected a JSON Schema object."
+                        ),
+                        Some(&format!("{field}.schema")),
+                        "invalid_type",
+                    ))
+                }
+                None => return Err(missing(&format!("{field}.schema"))),
+            };
+            let strict = match spec.get("strict") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        format!("Invalid type for '{field}.strict': expected a boolean."),
+                        Some(&format!("{field}.strict")),
+                        "invalid_type",
+                    ))
+                }
+            };
+            Ok(Some(OutputFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            }))
+        }
+    }
+}
+
+/// OpenAI's rule for a schema's name: 1 to 64 of `a-zA-Z0-9_-`.
+fn is_schema_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `price`, `throughput` or `latency`.

@@ -21,7 +21,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-use super::sequence::{Job, ReasoningMarkers, Sequence};
+use super::sequence::{End, Job, Pick, ReasoningMarkers, Sequence};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LoopLimits {
@@ -257,14 +257,23 @@ impl<'m> BatchLoop<'m> {
             let Some(at) = seq.logits_at.take() else {
                 continue;
             };
-            let token = seq.sample(&self.ctx, at);
-            match seq.on_token(self.model, token, self.markers) {
-                Some(reason) => {
-                    let seq = slot.active.take().expect("active");
-                    seq.finish(reason);
-                    slot.last_used = self.clock;
+            let end = match seq.sample(&self.ctx, at) {
+                Pick::Token(token) => {
+                    let end = seq.on_token(self.model, token, self.markers);
+                    if end.is_none() {
+                        seq.next = Some(token);
+                    }
+                    end
                 }
-                None => seq.next = Some(token),
+                Pick::End(end) => Some(end),
+            };
+            if let Some(end) = end {
+                let seq = slot.active.take().expect("active");
+                match end {
+                    End::Finish(reason) => seq.finish(reason),
+                    End::Fail(message) => seq.fail(message),
+                }
+                slot.last_used = self.clock;
             }
         }
     }

@@ -16,6 +16,7 @@ use llama_cpp_2::{LlamaContextLoadError, LlamaCppError, LlamaModelLoadError};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::batch_loop::{BatchLoop, LoadGauge, LoopLimits};
+use super::constraint::Shapes;
 use super::sequence::{Job, ReasoningMarkers};
 use super::template::TemplateError;
 use super::{EmbeddedConfig, ModelFacts, Prompter};
@@ -91,6 +92,9 @@ pub struct EmbeddedEngine {
     default_max_tokens: u32,
     jobs: Sender<Job>,
     gauge: Arc<LoadGauge>,
+    /// The grammar engine for structured outputs; `None` if it could not
+    /// be built for this vocabulary (then the model is offered without).
+    shapes: Option<Shapes>,
 }
 
 /// llama.cpp's process-wide backend, initialised once; its logs go to tracing.
@@ -153,6 +157,13 @@ impl EmbeddedEngine {
             * u64::from(config.max_sequences);
         let prompter = Prompter::new(model.clone(), path, &config.name)?;
         let markers = reasoning_markers(&model);
+        let shapes = match Shapes::new(&model) {
+            Ok(shapes) => Some(shapes),
+            Err(e) => {
+                tracing::warn!(model = %config.name, error = %e, "serving without structured outputs");
+                None
+            }
+        };
         let facts = ModelFacts {
             sha256,
             architecture: model
@@ -202,6 +213,7 @@ impl EmbeddedEngine {
             default_max_tokens: config.default_max_tokens,
             jobs,
             gauge,
+            shapes,
         })
     }
 
@@ -343,6 +355,9 @@ impl Engine for EmbeddedEngine {
             weights_sha256: Some(self.facts.sha256.clone()),
             context_length: Some(self.facts.context_tokens),
             quantization: Some(self.facts.quantization.clone()),
+            features: cocoon_protocol::Features {
+                structured_outputs: self.shapes.is_some(),
+            },
         }]
     }
 
@@ -388,11 +403,25 @@ impl Engine for EmbeddedEngine {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
+        let constraint = match (&request.params.format, &self.shapes) {
+            (None, _) => None,
+            (Some(format), Some(shapes)) => match shapes.compile(format) {
+                Ok(c) => Some(c),
+                Err(e) => return fail(WireError::new(ErrorKind::InvalidRequest, e.to_string())),
+            },
+            (Some(_), None) => {
+                return fail(WireError::new(
+                    ErrorKind::FeatureNotServed,
+                    "'response_format' is not served by this model on this worker",
+                ))
+            }
+        };
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let job = Job {
             prompt,
             max_tokens,
             params: request.params,
+            constraint,
             events,
         };
         if self.jobs.send(job).is_err() {

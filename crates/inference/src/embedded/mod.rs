@@ -8,6 +8,8 @@
 //!   requests in shared forward passes (continuous batching, KV-cache budget,
 //!   prompt-prefix reuse).
 //! * `sequence`   - one request's state: sampler, UTF-8 and stop handling, counts.
+//! * `constraint` - structured outputs: a JSON Schema compiled by llguidance
+//!   into a per-token mask of what may come next.
 //! * `prompt`     - a request's input as the model's tokens (chat template, BOS);
 //!   also loadable without weights, to count tokens outside the engine.
 //! * `template`   - the model's own chat template, rendered by minijinja.
@@ -20,6 +22,8 @@
 
 #[cfg(feature = "llama")]
 mod batch_loop;
+#[cfg(feature = "llama")]
+mod constraint;
 #[cfg(feature = "llama")]
 mod engine;
 #[cfg(feature = "llama")]

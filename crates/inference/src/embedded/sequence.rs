@@ -1,13 +1,17 @@
 //! One request inside the batch loop: its prompt, its sampler (temperature,
-//! top_p, penalties, seed), the text decoded so far (UTF-8 split across tokens,
-//! stop sequences across tokens), and its token counts.
+//! top_p, penalties, seed) and, for a structured answer, its grammar
+//! constraint; the text decoded so far (UTF-8 split across tokens, stop
+//! sequences across tokens), and its token counts.
 
 use cocoon_protocol::{Done, ErrorKind, Event, FinishReason, SamplingParams, Usage, WireError};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::constraint::{greedy_within, Constraint, Next};
 use crate::StopMatcher;
 
 /// A request as handed to the batch loop.
@@ -15,7 +19,23 @@ pub(super) struct Job {
     pub prompt: Vec<LlamaToken>,
     pub max_tokens: u32,
     pub params: SamplingParams,
+    /// The grammar the answer is held to (`params.format`, compiled).
+    pub constraint: Option<Constraint>,
     pub events: UnboundedSender<Event>,
+}
+
+/// How a sequence's step ends, when it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    Finish(FinishReason),
+    /// The request fails with this message (no request content in it).
+    Fail(&'static str),
+}
+
+/// What sampling one step gave.
+pub(super) enum Pick {
+    Token(LlamaToken),
+    End(End),
 }
 
 /// The token ids that open and close a reasoning section, if the model has them.
@@ -49,6 +69,7 @@ pub(super) struct Sequence {
     reasoning: u32,
     in_reasoning: bool,
     ignore_eos: bool,
+    constraint: Option<Constraint>,
 }
 
 impl Sequence {
@@ -73,15 +94,51 @@ impl Sequence {
             unsent_tokens: 0,
             reasoning: 0,
             in_reasoning: false,
-            ignore_eos: job.params.ignore_eos,
+            // A constrained answer ends where its shape does.
+            ignore_eos: job.params.ignore_eos && job.constraint.is_none(),
+            constraint: job.constraint,
         }
     }
 
-    pub fn sample(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, at: i32) -> LlamaToken {
-        if self.greedy {
-            return LlamaToken(argmax(ctx.get_logits_ith(at)) as i32);
+    pub fn sample(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, at: i32) -> Pick {
+        let Some(constraint) = self.constraint.as_mut() else {
+            if self.greedy {
+                return Pick::Token(LlamaToken(argmax(ctx.get_logits_ith(at)) as i32));
+            }
+            return Pick::Token(self.sampler.sample(ctx, at));
+        };
+        let allowed = match constraint.next() {
+            Ok(Next::Allowed(allowed)) => allowed,
+            Ok(Next::Complete) => return Pick::End(End::Finish(FinishReason::Stop)),
+            Err(e) => {
+                tracing::warn!(error = %e, "grammar engine failed");
+                return Pick::End(End::Fail("the grammar engine failed on this worker"));
+            }
+        };
+        let logits = ctx.get_logits_ith(at);
+        let picked = if self.greedy {
+            greedy_within(logits, &allowed)
+        } else {
+            let mut candidates = Vec::with_capacity(allowed.num_set());
+            allowed.iter_set_entries(|i| {
+                if let Some(&logit) = logits.get(i) {
+                    candidates.push(LlamaTokenData::new(LlamaToken(i as i32), logit, 0.0));
+                }
+            });
+            let mut candidates = LlamaTokenDataArray::new(candidates, false);
+            candidates.apply_sampler(&mut self.sampler);
+            let token = candidates.selected_token();
+            if let Some(token) = token {
+                self.sampler.accept(token);
+            }
+            token
+        };
+        match picked {
+            Some(token) => Pick::Token(token),
+            None => Pick::End(End::Fail(
+                "the grammar allows no token of this model's vocabulary here",
+            )),
         }
-        self.sampler.sample(ctx, at)
     }
 
     /// Take a sampled token: emit its text, and say whether generation ends.
@@ -90,12 +147,20 @@ impl Sequence {
         model: &LlamaModel,
         token: LlamaToken,
         markers: ReasoningMarkers,
-    ) -> Option<FinishReason> {
+    ) -> Option<End> {
         self.generated += 1;
         let vocab = model.vocab();
         if vocab.is_eog(token) && !self.ignore_eos {
-            return Some(FinishReason::Stop);
+            return Some(End::Finish(FinishReason::Stop));
         }
+        let complete = match self.constraint.as_mut().map(|c| c.accept(token)) {
+            None | Some(Ok(false)) => false,
+            Some(Ok(true)) => true,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "grammar engine refused its own token");
+                return Some(End::Fail("the grammar engine failed on this worker"));
+            }
+        };
         if Some(token) == markers.open {
             self.in_reasoning = true;
         }
@@ -114,10 +179,13 @@ impl Sequence {
             let (out, stopped) = self.stop.push(&text);
             self.send_text(out);
             if stopped {
-                return Some(FinishReason::Stop);
+                return Some(End::Finish(FinishReason::Stop));
             }
         }
-        (self.generated >= self.max_tokens).then_some(FinishReason::Length)
+        if complete {
+            return Some(End::Finish(FinishReason::Stop));
+        }
+        (self.generated >= self.max_tokens).then_some(End::Finish(FinishReason::Length))
     }
 
     fn send_text(&mut self, text: String) {

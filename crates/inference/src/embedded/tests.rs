@@ -245,3 +245,111 @@ fn a_file_that_is_not_gguf_is_refused_by_name() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A schema whose every answer is short: a boolean, a digit, one of two words.
+const BOUNDED_SCHEMA: &str = r#"{"type":"object","properties":{"ok":{"type":"boolean"},"n":{"type":"integer","minimum":0,"maximum":9},"color":{"enum":["red","green"]}},"required":["ok","n","color"],"additionalProperties":false}"#;
+
+fn schema_format(schema: &str) -> Option<cocoon_protocol::OutputFormat> {
+    Some(cocoon_protocol::OutputFormat::JsonSchema {
+        name: "answer".into(),
+        schema: schema.into(),
+        strict: true,
+    })
+}
+
+/// `text` is an object of exactly the bounded schema's fields and values.
+fn valid_bounded(text: &str) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{e}"))?;
+    let object = value.as_object().ok_or("not an object")?;
+    let keys: std::collections::BTreeSet<&str> = object.keys().map(String::as_str).collect();
+    if keys != ["color", "n", "ok"].into() {
+        return Err(format!("keys {keys:?}"));
+    }
+    let n = object["n"].as_i64().ok_or("n is not an integer")?;
+    let ok = object["ok"].is_boolean() && (0..=9).contains(&n);
+    let color = object["color"].as_str();
+    if ok && matches!(color, Some("red" | "green")) {
+        Ok(())
+    } else {
+        Err(format!("values {value}"))
+    }
+}
+
+#[tokio::test]
+async fn every_structured_answer_parses_and_fits_its_schema() {
+    // A random-weight model left alone writes no JSON at all: the grammar
+    // alone makes these answers valid.
+    let engine = engine(4);
+    let (free, _) = run(&engine, chat("give me json", greedy(40))).await;
+    assert!(valid_bounded(&free).is_err(), "{free}");
+    let runs = (1..=6u64).map(|seed| {
+        let params = SamplingParams {
+            max_tokens: Some(120),
+            temperature: Some(if seed == 1 { 0.0 } else { 1.0 }),
+            seed: Some(seed),
+            format: schema_format(BOUNDED_SCHEMA),
+            ..Default::default()
+        };
+        run(&engine, chat("give me json", params))
+    });
+    for (text, done) in futures::future::join_all(runs).await {
+        assert_eq!(done.finish_reason, FinishReason::Stop, "{text}");
+        valid_bounded(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(text.starts_with("{\""), "one layout: {text}");
+    }
+}
+
+#[tokio::test]
+async fn json_object_answers_are_objects_or_cut_by_max_tokens() {
+    let engine = engine(2);
+    for seed in 1..=4u64 {
+        let params = SamplingParams {
+            max_tokens: Some(60),
+            temperature: Some(1.0),
+            seed: Some(seed),
+            format: Some(cocoon_protocol::OutputFormat::JsonObject),
+            ..Default::default()
+        };
+        let (text, done) = run(&engine, chat("an object please", params)).await;
+        assert!(text.starts_with('{'), "{text}");
+        if done.finish_reason == FinishReason::Stop {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(value.is_object(), "{text}");
+        } else {
+            assert_eq!(done.usage.completion_tokens, 60);
+        }
+    }
+}
+
+#[tokio::test]
+async fn schemas_the_grammar_cannot_enforce_are_refused_naming_the_keyword() {
+    let engine = engine(1);
+    let refusal = |schema: &'static str| {
+        let params = SamplingParams {
+            max_tokens: Some(8),
+            format: schema_format(schema),
+            ..Default::default()
+        };
+        let mut stream = engine.generate(chat("x", params));
+        async move {
+            match stream.next().await {
+                Some(Event::Error(e)) => e,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+    };
+    let e = refusal(r#"{"type":"object","if":{"required":["a"]},"then":{}}"#).await;
+    assert_eq!(e.kind, ErrorKind::InvalidRequest);
+    assert!(
+        e.message
+            .starts_with("Invalid 'response_format.json_schema.schema'"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("if"), "{}", e.message);
+    let e = refusal(r#"{"type":"strin"}"#).await;
+    assert!(e.message.contains("strin"), "{}", e.message);
+    // The engine still serves after refusing.
+    let (_, done) = run(&engine, chat("x", greedy(3))).await;
+    assert_eq!(done.usage.completion_tokens, 3);
+}

@@ -30,6 +30,7 @@ const SERVED: &[&str] = &[
     "presence_penalty",
     "frequency_penalty",
     "logprobs",
+    "response_format",
     "cocoon",
 ];
 const SERVED_CHAT: &[&str] = &["messages", "max_completion_tokens", "top_logprobs"];
@@ -54,7 +55,6 @@ const NOT_SERVED: &[(&str, &str)] = &[
     ("parallel_tool_calls", "tool calling"),
     ("functions", "function calling"),
     ("function_call", "function calling"),
-    ("response_format", "structured outputs"),
     ("logit_bias", "logit bias"),
     ("reasoning_effort", "reasoning effort"),
     ("modalities", "output modalities"),
@@ -196,8 +196,8 @@ mod tests {
         assert_eq!(param.as_deref(), Some("tools"), "{message}");
         assert_eq!(code, "unsupported_parameter");
         assert!(message.contains("tool calling"), "{message}");
-        let (_, param, _) = refused(r#","response_format":{"type":"json_object"}"#);
-        assert_eq!(param.as_deref(), Some("response_format"));
+        let (_, param, _) = refused(r#","reasoning_effort":"high""#);
+        assert_eq!(param.as_deref(), Some("reasoning_effort"));
         let (_, param, _) = refused(r#","tool_choice":"required""#);
         assert_eq!(param.as_deref(), Some("tool_choice"));
         let (_, param, _) = refused(r#","logit_bias":{"50256":-100}"#);

@@ -118,3 +118,70 @@ fn completion_prompt_rules() {
         .message
         .contains("'prompt'"));
 }
+
+#[test]
+fn response_formats_become_output_formats() {
+    let with = |format: &str| {
+        chat(format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"response_format":{format}}}"#).as_bytes())
+    };
+    assert_eq!(
+        with(r#"{"type":"text"}"#).unwrap().request.params.format,
+        None
+    );
+    let v = with(r#"{"type":"json_object"}"#).unwrap();
+    assert_eq!(v.request.params.format, Some(OutputFormat::JsonObject));
+    assert!(v.request.needs().structured_outputs);
+    let v = with(r#"{"type":"json_schema","json_schema":{"name":"answer","strict":true,"schema":{"type":"object","properties":{"n":{"type":"integer"}}}}}"#).unwrap();
+    let Some(OutputFormat::JsonSchema {
+        name,
+        schema,
+        strict,
+    }) = v.request.params.format
+    else {
+        panic!("not a schema")
+    };
+    assert_eq!((name.as_str(), strict), ("answer", true));
+    let schema: Value = serde_json::from_str(&schema).unwrap();
+    assert_eq!(schema["properties"]["n"]["type"], "integer");
+}
+
+#[test]
+fn bad_response_formats_name_the_field() {
+    let param = |format: &str| {
+        chat(format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"response_format":{format}}}"#).as_bytes())
+            .unwrap_err()
+            .param
+            .unwrap_or_default()
+    };
+    assert_eq!(param(r#""json""#), "response_format");
+    assert_eq!(param(r#"{"type":"yaml"}"#), "response_format.type");
+    assert_eq!(param(r#"{"json_schema":{}}"#), "response_format.type");
+    assert_eq!(
+        param(r#"{"type":"json_schema"}"#),
+        "response_format.json_schema"
+    );
+    assert_eq!(
+        param(r#"{"type":"json_schema","json_schema":{"schema":{}}}"#),
+        "response_format.json_schema.name"
+    );
+    assert_eq!(
+        param(r#"{"type":"json_schema","json_schema":{"name":"a b","schema":{}}}"#),
+        "response_format.json_schema.name"
+    );
+    assert_eq!(
+        param(r#"{"type":"json_schema","json_schema":{"name":"a","schema":"{}"}}"#),
+        "response_format.json_schema.schema"
+    );
+    assert_eq!(
+        param(r#"{"type":"json_schema","json_schema":{"name":"a","schema":{},"strict":"yes"}}"#),
+        "response_format.json_schema.strict"
+    );
+    assert_eq!(
+        param(r#"{"type":"json_schema","json_schema":{"name":"a","schema":{},"stirct":true}}"#),
+        "response_format.json_schema.stirct"
+    );
+    assert_eq!(
+        param(r#"{"type":"json_object","schema":{}}"#),
+        "response_format.schema"
+    );
+}
