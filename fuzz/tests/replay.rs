@@ -15,10 +15,7 @@ fn made_seeds() -> Vec<(&'static str, Vec<u8>)> {
     // Frames and a hello.
     let request = GenerateRequest {
         model: "m".into(),
-        input: Input::Chat(vec![ChatMessage {
-            role: "user".into(),
-            content: "hello".into(),
-        }]),
+        input: Input::Chat(vec![ChatMessage::new("user", "hello")]),
         params: Default::default(),
     };
     let worker = Identity::generate().unwrap();

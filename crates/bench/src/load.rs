@@ -81,10 +81,10 @@ fn ms(sorted: &[Duration], p: f64) -> f64 {
 fn request(max_tokens: u32) -> GenerateRequest {
     GenerateRequest {
         model: MODEL.into(),
-        input: Input::Chat(vec![ChatMessage {
-            role: "user".into(),
-            content: "Summarise the last messages of this chat for me please, briefly".into(),
-        }]),
+        input: Input::Chat(vec![ChatMessage::new(
+            "user",
+            "Summarise the last messages of this chat for me please, briefly",
+        )]),
         params: SamplingParams {
             max_tokens: Some(max_tokens),
             ..SamplingParams::default()

@@ -97,14 +97,11 @@ fn request() -> GenerateRequest {
     GenerateRequest {
         model: "smollm2-135m-instruct".into(),
         input: Input::Chat(vec![
-            ChatMessage {
-                role: "system".into(),
-                content: "You summarise chats in their own language.".into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: "Summarise: ".to_string() + &"Alice: see you at 5? Bob: yes. ".repeat(30),
-            },
+            ChatMessage::new("system", "You summarise chats in their own language."),
+            ChatMessage::new(
+                "user",
+                "Summarise: ".to_string() + &"Alice: see you at 5? Bob: yes. ".repeat(30),
+            ),
         ]),
         params: SamplingParams {
             max_tokens: Some(256),

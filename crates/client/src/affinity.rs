@@ -118,10 +118,7 @@ mod tests {
             input: Input::Chat(
                 turns
                     .iter()
-                    .map(|(role, content)| ChatMessage {
-                        role: role.to_string(),
-                        content: content.to_string(),
-                    })
+                    .map(|(role, content)| ChatMessage::new(role.to_string(), content.to_string()))
                     .collect(),
             ),
             params: Default::default(),

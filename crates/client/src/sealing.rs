@@ -344,6 +344,10 @@ impl Unsealer {
                     self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
                     Event::Delta { text, tokens }
                 }
+                Ok(Piece::ToolCall(piece)) => {
+                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
+                    Event::ToolCall(piece)
+                }
                 Ok(Piece::Error { .. }) => tampered("an error arrived as an answer chunk".into()),
                 Err(e) => tampered(format!("{e}")),
             },
@@ -351,10 +355,12 @@ impl Unsealer {
             Event::SealedError { ciphertext, .. } => match self.opener.open(&ciphertext) {
                 // The kind inside the seal, not the one beside it.
                 Ok(Piece::Error { kind, message }) => Event::Error(WireError::new(kind, message)),
-                Ok(Piece::Text { .. }) => tampered("text arrived as the answer's error".into()),
+                Ok(Piece::Text { .. } | Piece::ToolCall(_)) => {
+                    tampered("an answer chunk arrived as the answer's error".into())
+                }
                 Err(e) => tampered(format!("{e}")),
             },
-            Event::Delta { .. } => {
+            Event::Delta { .. } | Event::ToolCall(_) => {
                 tampered("an unsealed chunk arrived for a sealed request".into())
             }
             Event::Done(done) => match self.check_receipt(&done) {

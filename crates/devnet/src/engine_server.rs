@@ -25,10 +25,18 @@ impl Backend for EngineBackend {
         request: GenerateRequest,
         _prefs: cocoon_protocol::RoutingPrefs,
     ) -> BoxStream<'static, Event> {
-        if !self.0.models().iter().any(|m| m.name == request.model) {
+        let models = self.0.models();
+        let Some(offer) = models.iter().find(|m| m.name == request.model) else {
             let error = WireError::new(
                 ErrorKind::ModelNotFound,
                 format!("The model '{}' does not exist", request.model),
+            );
+            return stream::iter([Event::Error(error)]).boxed();
+        };
+        if let Some(field) = request.needs().first_missing(&offer.features) {
+            let error = WireError::new(
+                ErrorKind::FeatureNotServed,
+                format!("'{field}' is not served by this engine"),
             );
             return stream::iter([Event::Error(error)]).boxed();
         }

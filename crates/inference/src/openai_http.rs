@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_protocol::openai::{
-    ChatCompletionRequest, CompletionRequest, ErrorBody, Prompt, RequestMessage, RequestParams,
-    Stop, StreamOptions,
+    ApiToolCall, ChatCompletionRequest, CompletionRequest, ErrorBody, Prompt, RequestMessage,
+    RequestParams, Stop, StreamOptions,
 };
 use cocoon_protocol::{Done, ErrorKind, FinishReason, Input, Usage, WireError};
 use eventsource_stream::Eventsource;
@@ -123,6 +123,7 @@ impl OpenAiHttpEngine {
 
     fn build(&self, request: &GenerateRequest) -> reqwest::RequestBuilder {
         let p = &request.params;
+        let tools = p.tools.as_ref().map(|t| t.to_openai());
         let params = RequestParams {
             max_tokens: p.max_tokens.map(i64::from),
             temperature: p.temperature.map(f64::from),
@@ -136,6 +137,9 @@ impl OpenAiHttpEngine {
             presence_penalty: p.presence_penalty.map(f64::from),
             frequency_penalty: p.frequency_penalty.map(f64::from),
             response_format: p.format.as_ref().map(|f| f.to_openai()),
+            tools: tools.as_ref().map(|t| t.0.clone()),
+            tool_choice: tools.as_ref().map(|t| t.1.clone()),
+            parallel_tool_calls: tools.as_ref().map(|t| t.2),
             ..Default::default()
         };
         let builder = match &request.input {
@@ -149,7 +153,18 @@ impl OpenAiHttpEngine {
                                 .iter()
                                 .map(|m| RequestMessage {
                                     role: m.role.clone(),
-                                    content: m.content.clone().into(),
+                                    content: if m.content.is_empty() && !m.tool_calls.is_empty() {
+                                        serde_json::Value::Null
+                                    } else {
+                                        m.content.clone().into()
+                                    },
+                                    tool_calls: (!m.tool_calls.is_empty()).then(|| {
+                                        m.tool_calls
+                                            .iter()
+                                            .map(|c| serde_json::json!(ApiToolCall::from(c)))
+                                            .collect()
+                                    }),
+                                    tool_call_id: m.tool_call_id.clone().map(Into::into),
                                 })
                                 .collect(),
                         ),
@@ -185,6 +200,7 @@ impl Engine for OpenAiHttpEngine {
             // vLLM, SGLang, llama-server and Ollama enforce response_format.
             features: cocoon_protocol::Features {
                 structured_outputs: true,
+                tools: true,
             },
         }]
     }
@@ -245,7 +261,7 @@ impl Engine for OpenAiHttpEngine {
 
     fn generate(&self, request: GenerateRequest) -> Generation {
         #[cfg(feature = "llama")]
-        let own_count = self.counter.as_ref().and_then(|c| match c.tokens(&request.input) {
+        let own_count = self.counter.as_ref().and_then(|c| match c.tokens_with_tools(&request.input, request.params.tools.as_ref()) {
             Ok(tokens) => Some(tokens.len() as u64),
             Err(e) => {
                 tracing::debug!(error = %e, "own prompt count unavailable; using the upstream's");
@@ -288,6 +304,8 @@ struct Reading {
     finish: Option<FinishReason>,
     chunks: u64,
     own_prompt_tokens: Option<u64>,
+    /// Events read but not yet passed on (a chunk may hold several).
+    pending: std::collections::VecDeque<Event>,
 }
 
 impl State {
@@ -311,10 +329,14 @@ impl State {
                     finish: None,
                     chunks: 0,
                     own_prompt_tokens,
+                    pending: Default::default(),
                 };
                 Box::pin(State::Reading(Box::new(reading)).step()).await
             }
             State::Reading(mut r) => loop {
+                if let Some(event) = r.pending.pop_front() {
+                    return Some((event, State::Reading(r)));
+                }
                 let Some(next) = r.events.next().await else {
                     return Some((r.done(), State::Finished));
                 };
@@ -331,12 +353,8 @@ impl State {
                 if data.trim() == "[DONE]" {
                     return Some((r.done(), State::Finished));
                 }
-                match r.parse(&data) {
-                    Ok(Some(text)) => {
-                        return Some((Event::Delta { text, tokens: 1 }, State::Reading(r)))
-                    }
-                    Ok(None) => continue,
-                    Err(error) => return Some((Event::Error(error), State::Finished)),
+                if let Err(error) = r.parse(&data) {
+                    return Some((Event::Error(error), State::Finished));
                 }
             },
         }
@@ -344,8 +362,8 @@ impl State {
 }
 
 impl Reading {
-    /// Read one SSE data payload; returns new text, if any.
-    fn parse(&mut self, data: &str) -> Result<Option<String>, WireError> {
+    /// Read one SSE data payload; its text and call pieces go to `pending`.
+    fn parse(&mut self, data: &str) -> Result<(), WireError> {
         let chunk = StreamChunk::parse(data)?;
         if let Some(u) = chunk.usage {
             self.usage = Some(Usage {
@@ -358,22 +376,28 @@ impl Reading {
             });
         }
         let Some(choice) = chunk.choices.into_iter().next() else {
-            return Ok(None);
+            return Ok(());
         };
         if let Some(reason) = &choice.finish_reason {
-            self.finish = Some(if reason == "length" {
-                FinishReason::Length
-            } else {
-                FinishReason::Stop
+            self.finish = Some(match reason.as_ref() {
+                "length" => FinishReason::Length,
+                "tool_calls" => FinishReason::ToolCalls,
+                _ => FinishReason::Stop,
             });
         }
-        match choice.text() {
-            Some(t) if !t.is_empty() => {
-                self.chunks += 1;
-                Ok(Some(t.into_owned()))
-            }
-            _ => Ok(None),
+        let mut choice = choice;
+        if let Some(t) = choice.text().filter(|t| !t.is_empty()) {
+            self.chunks += 1;
+            self.pending.push_back(Event::Delta {
+                text: t.into_owned(),
+                tokens: 1,
+            });
         }
+        for piece in choice.tool_calls() {
+            self.chunks += 1;
+            self.pending.push_back(Event::ToolCall(piece));
+        }
+        Ok(())
     }
 
     fn done(&self) -> Event {

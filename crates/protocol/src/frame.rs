@@ -92,11 +92,14 @@ pub struct GenerateRequest {
 impl GenerateRequest {
     /// What a worker must serve, beyond plain chat, to answer this.
     pub fn needs(&self) -> Features {
-        self.params
+        let mut needs = self
+            .params
             .format
             .as_ref()
             .map(OutputFormat::needs)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        needs.tools = self.params.tools.is_some();
+        needs
     }
 }
 
@@ -107,10 +110,80 @@ pub enum Input {
     Prompt(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// The calls an assistant message made (earlier turns of a tool chat).
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    /// On a `tool` message: the call whose result this is.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A plain message: `role` says `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A function call made by the model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Chosen by the engine (`call_...`); a `tool` message answers it.
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text (an object).
+    pub arguments: String,
+}
+
+/// The functions a request lets the model call (OpenAI's `tools`,
+/// `tool_choice` and `parallel_tool_calls`; `tool_choice: "none"` sends
+/// none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tools {
+    pub functions: Vec<Function>,
+    pub choice: ToolChoice,
+    /// More than one call in one answer.
+    pub parallel: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    pub name: String,
+    pub description: Option<String>,
+    /// The arguments' JSON Schema as JSON text.
+    pub parameters: String,
+}
+
+/// Whether and which function the model must call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToolChoice {
+    /// The model decides: an answer or calls.
+    Auto,
+    /// At least one call, of any of the functions.
+    Required,
+    /// A call of this function.
+    Function(String),
+}
+
+/// A piece of a tool call as it streams (OpenAI's `delta.tool_calls[i]`):
+/// the first piece of call `index` carries its id and name, the rest
+/// carry argument text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallChunk {
+    pub index: u32,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: String,
+    /// Tokens generated for this piece.
+    pub tokens: u32,
 }
 
 /// OpenAI sampling parameters, already validated by the client node.
@@ -132,6 +205,9 @@ pub struct SamplingParams {
     /// free text. An engine that cannot enforce it refuses the request.
     #[serde(default)]
     pub format: Option<OutputFormat>,
+    /// Functions the model may call; `None`: plain chat.
+    #[serde(default)]
+    pub tools: Option<Tools>,
 }
 
 /// A shape the answer is held to by constrained decoding: every answer
@@ -156,6 +232,7 @@ impl OutputFormat {
     pub fn needs(&self) -> Features {
         Features {
             structured_outputs: true,
+            ..Features::default()
         }
     }
 }
@@ -167,18 +244,30 @@ impl OutputFormat {
 pub struct Features {
     /// `response_format` `json_object` and `json_schema`, enforced.
     pub structured_outputs: bool,
+    /// `tools`: function calls, with `tool_choice` enforced.
+    pub tools: bool,
 }
 
 impl Features {
     /// Whether these features include every one of `needs`.
     pub fn covers(&self, needs: &Features) -> bool {
-        self.structured_outputs || !needs.structured_outputs
+        self.first_missing_in(needs).is_none()
     }
 
     /// The OpenAI request field of the first feature of `self` that
     /// `served` lacks, for error messages.
     pub fn first_missing(&self, served: &Features) -> Option<&'static str> {
-        (self.structured_outputs && !served.structured_outputs).then_some("response_format")
+        served.first_missing_in(self)
+    }
+
+    fn first_missing_in(&self, needs: &Features) -> Option<&'static str> {
+        if needs.structured_outputs && !self.structured_outputs {
+            Some("response_format")
+        } else if needs.tools && !self.tools {
+            Some("tools")
+        } else {
+            None
+        }
     }
 }
 
@@ -188,6 +277,9 @@ pub enum Event {
     /// Newly generated text and how many tokens it is (engine to worker, and
     /// client node to its API; never on the wire of a sealed request).
     Delta { text: String, tokens: u32 },
+    /// A piece of a function call the model is making (like `Delta`, never
+    /// on the wire of a sealed request: sealed as a [`crate::sealed::Piece`]).
+    ToolCall(ToolCallChunk),
     /// Newly generated text sealed to the client node (a padded
     /// [`crate::sealed::Piece`]: its token count is inside).
     Sealed { ciphertext: Vec<u8> },
@@ -214,7 +306,10 @@ pub enum Event {
 impl Event {
     /// Whether this event ends its stream.
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Event::Delta { .. } | Event::Sealed { .. })
+        !matches!(
+            self,
+            Event::Delta { .. } | Event::ToolCall(_) | Event::Sealed { .. }
+        )
     }
 }
 
@@ -237,6 +332,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` (or the context) was reached.
     Length,
+    /// The model called functions (the answer's `tool_calls`).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -244,6 +341,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }

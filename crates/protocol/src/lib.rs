@@ -50,9 +50,9 @@ pub use dial::{dial_once, keep_connected, DialSettings, ProxyEndpoint};
 pub use error::ProtocolError;
 pub use frame::{
     AccountTerms, Announce, ChatMessage, Done, ErrorKind, Event, Features, FinishReason, Frame,
-    GenerateRequest, Hello, Input, ListedWorker, ModelInfo, ModelOffer, OutputFormat, RequestBody,
-    Role, RoutingPrefs, SamplingParams, Sort, Usage, Voucher, WireError, BASE_PRICE_COEFFICIENT,
-    PROTOCOL_VERSION,
+    Function, GenerateRequest, Hello, Input, ListedWorker, ModelInfo, ModelOffer, OutputFormat,
+    RequestBody, Role, RoutingPrefs, SamplingParams, Sort, ToolCall, ToolCallChunk, ToolChoice,
+    Tools, Usage, Voucher, WireError, BASE_PRICE_COEFFICIENT, PROTOCOL_VERSION,
 };
 pub use mux::{Connection, Handler, MuxOptions, ResponseStream};
 pub use receipt::{Receipt, SignedReceipt};

@@ -63,6 +63,15 @@ pub struct RequestParams {
     /// the client node into [`crate::OutputFormat`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<serde_json::Value>,
+    /// Functions the model may call, `tool_choice` and
+    /// `parallel_tool_calls`; checked by the client node into
+    /// [`crate::Tools`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
     /// Cocoon extension: routing preferences for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cocoon: Option<CocoonOptions>,
@@ -118,13 +127,85 @@ pub struct RequestMessage {
     /// A string, an array of content parts, or null; checked by the client node.
     #[serde(default)]
     pub content: Value,
+    /// An assistant message's calls; checked by the client node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Value>,
+    /// A `tool` message's call id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<Value>,
 }
 
-/// A chat message in a response.
+/// A chat message in a response: text, or (with `content: null`) calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseMessage {
     pub role: String,
-    pub content: String,
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ApiToolCall>,
+}
+
+/// A function call in OpenAI's shape (answers, and assistant messages of
+/// requests to an upstream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: ApiFunctionCall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiFunctionCall {
+    pub name: String,
+    /// JSON text.
+    pub arguments: String,
+}
+
+impl From<&crate::ToolCall> for ApiToolCall {
+    fn from(c: &crate::ToolCall) -> Self {
+        Self {
+            id: c.id.clone(),
+            kind: "function".into(),
+            function: ApiFunctionCall {
+                name: c.name.clone(),
+                arguments: c.arguments.clone(),
+            },
+        }
+    }
+}
+
+/// A piece of a streamed call (`delta.tool_calls[i]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeltaToolCall {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub function: DeltaFunction,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeltaFunction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+impl From<&crate::ToolCallChunk> for DeltaToolCall {
+    fn from(c: &crate::ToolCallChunk) -> Self {
+        Self {
+            index: c.index,
+            id: c.id.clone(),
+            kind: c.id.as_ref().map(|_| "function".to_string()),
+            function: DeltaFunction {
+                name: c.name.clone(),
+                arguments: Some(c.arguments.clone()),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +355,8 @@ pub struct Delta {
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<DeltaToolCall>>,
 }
 
 /// Legacy completion answer or chunk (`object: "text_completion"`).
@@ -369,5 +452,33 @@ impl crate::OutputFormat {
                 })
             }
         }
+    }
+}
+
+impl crate::Tools {
+    /// OpenAI's `tools`, `tool_choice` and `parallel_tool_calls` for these
+    /// (what an OpenAI-compatible upstream is sent).
+    pub fn to_openai(&self) -> (Value, Value, bool) {
+        let tools = self
+            .functions
+            .iter()
+            .map(|f| {
+                let parameters: Value =
+                    serde_json::from_str(&f.parameters).unwrap_or_else(|_| serde_json::json!({}));
+                let mut function = serde_json::json!({"name": f.name, "parameters": parameters});
+                if let Some(d) = &f.description {
+                    function["description"] = Value::from(d.as_str());
+                }
+                serde_json::json!({"type": "function", "function": function})
+            })
+            .collect();
+        let choice = match &self.choice {
+            crate::ToolChoice::Auto => Value::from("auto"),
+            crate::ToolChoice::Required => Value::from("required"),
+            crate::ToolChoice::Function(name) => {
+                serde_json::json!({"type": "function", "function": {"name": name}})
+            }
+        };
+        (Value::Array(tools), choice, self.parallel)
     }
 }

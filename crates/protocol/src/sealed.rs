@@ -341,6 +341,11 @@ impl ReplySealer {
         self.seal_piece(&PieceRef::Text { text, tokens })
     }
 
+    /// Seal the next chunk: a piece of a function call.
+    pub fn seal_tool_call(&mut self, chunk: &crate::ToolCallChunk) -> Vec<u8> {
+        self.seal_piece(&PieceRef::ToolCall(chunk))
+    }
+
     /// Seal an error's message as the answer's last chunk: an engine's
     /// error text may echo the prompt, so only its kind crosses in clear.
     pub fn seal_error(&mut self, kind: crate::ErrorKind, message: &str) -> Vec<u8> {
@@ -524,6 +529,8 @@ fn stamp_aad(position: &[u8; 24], receipt: &SignedReceipt) -> Vec<u8> {
 pub enum Piece {
     /// Generated text and how many tokens it is.
     Text { text: String, tokens: u32 },
+    /// A piece of a function call (its token count inside).
+    ToolCall(crate::ToolCallChunk),
     /// The answer failed: its kind (authenticated here; the copy beside
     /// the chunk is for the proxy) and why, in the engine's words. Ends the
     /// answer.
@@ -541,6 +548,7 @@ enum PieceRef<'a> {
         text: &'a str,
         tokens: u32,
     },
+    ToolCall(&'a crate::ToolCallChunk),
     Error {
         kind: crate::ErrorKind,
         message: &'a str,
@@ -553,6 +561,12 @@ impl PieceRef<'_> {
     fn max_encoded_len(&self) -> usize {
         match self {
             PieceRef::Text { text, .. } => text.len() + 16,
+            PieceRef::ToolCall(c) => {
+                c.arguments.len()
+                    + c.id.as_ref().map_or(0, String::len)
+                    + c.name.as_ref().map_or(0, String::len)
+                    + 32
+            }
             PieceRef::Error { message, .. } => message.len() + 16,
         }
     }

@@ -271,6 +271,7 @@ async fn a_request_needing_a_feature_is_listed_only_workers_serving_it() {
     let registry = Registry::new(["m".to_string()]);
     let json = Features {
         structured_outputs: true,
+        ..Features::default()
     };
     // The cheapest two serve plain chat only; the dearer one serves JSON.
     announce(&registry, &conn, 1, 1000, 4);

@@ -108,6 +108,7 @@ impl Worker {
                         (
                             Arc::new(Semaphore::new(o.max_concurrent as usize)),
                             o.weights_sha256.clone(),
+                            o.features,
                         ),
                     )
                 })

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use cocoon_inference::Engine;
 use cocoon_protocol::tls::Identity;
 use cocoon_protocol::{
-    Connection, ErrorKind, Event, Handler, Receipt, RequestBody, SealedRequest, SealingKey,
-    SignedReceipt, WireError,
+    Connection, ErrorKind, Event, Features, Handler, Receipt, RequestBody, SealedRequest,
+    SealingKey, SignedReceipt, WireError,
 };
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
@@ -36,7 +36,8 @@ pub struct WorkerStats {
 pub(crate) struct RequestHandler {
     pub engine: Arc<dyn Engine>,
     /// Per model: its concurrency limit and weights hash.
-    pub models: HashMap<String, (Arc<Semaphore>, Option<String>)>,
+    /// Each model's request slots, weights hash and announced features.
+    pub models: HashMap<String, (Arc<Semaphore>, Option<String>, Features)>,
     pub stats: Arc<WorkerStats>,
     pub metrics: Arc<cocoon_metrics::Metrics>,
     pub identity: Arc<Identity>,
@@ -126,12 +127,23 @@ impl RequestHandler {
                 format!("sealed request refused: {e}"),
             );
         }
-        let Some((limit, model_sha256)) = self.models.get(&request.model) else {
+        let Some((limit, model_sha256, features)) = self.models.get(&request.model) else {
             return refuse(
                 ErrorKind::ModelNotFound,
                 format!("this worker does not serve '{}'", request.model),
             );
         };
+        // Misrouted (by a faulty or dishonest proxy): refused, never
+        // answered as if the feature had not been asked for.
+        if let Some(field) = request.needs().first_missing(features) {
+            return refuse(
+                ErrorKind::FeatureNotServed,
+                format!(
+                    "'{field}' is not served by this worker for '{}'",
+                    request.model
+                ),
+            );
+        }
         let limit = limit.clone();
         let model_sha256 = model_sha256.clone();
         let answer = Answer {
@@ -210,6 +222,14 @@ impl Answer {
                             .fetch_add(tokens as u64, Ordering::SeqCst);
                         Event::Sealed {
                             ciphertext: sealer.seal(&text, tokens),
+                        }
+                    }
+                    Event::ToolCall(piece) => {
+                        stats
+                            .tokens_generated
+                            .fetch_add(piece.tokens as u64, Ordering::SeqCst);
+                        Event::Sealed {
+                            ciphertext: sealer.seal_tool_call(&piece),
                         }
                     }
                     Event::Done(mut done) => {

@@ -41,9 +41,10 @@ async fn bad_requests_table() {
         ("stream wrong type", format!(r#"{{"model":"test-echo",{m},"stream":"yes"}}"#).into_bytes(), 400, "stream"),
         ("unknown model", format!(r#"{{"model":"no-such-model",{m}}}"#).into_bytes(), 404, "no-such-model"),
         ("unknown field", format!(r#"{{"model":"test-echo",{m},"temprature":0}}"#).into_bytes(), 400, "temprature"),
-        ("tools, not served", format!(r#"{{"model":"test-echo",{m},"tools":[{{"type":"function","function":{{"name":"f"}}}}]}}"#).into_bytes(), 400, "tool calling"),
+        ("tools, not served by the model's workers", format!(r#"{{"model":"test-echo",{m},"tools":[{{"type":"function","function":{{"name":"f"}}}}]}}"#).into_bytes(), 400, "'tools' is not served by any worker serving 'test-echo'"),
+        ("legacy functions, not served", format!(r#"{{"model":"test-echo",{m},"functions":[{{"name":"f"}}]}}"#).into_bytes(), 400, "function calling"),
         ("JSON, not served by the model's workers", format!(r#"{{"model":"test-echo",{m},"response_format":{{"type":"json_object"}}}}"#).into_bytes(), 400, "'response_format' is not served by any worker serving 'test-echo'"),
-        ("a tool result, not served", br#"{"model":"test-echo","messages":[{"role":"tool","content":"42","tool_call_id":"c1"}]}"#.to_vec(), 400, "messages[0].tool_call_id"),
+        ("a tool result without its call", br#"{"model":"test-echo","messages":[{"role":"tool","content":"42"}]}"#.to_vec(), 400, "messages[0].tool_call_id"),
         ("invalid UTF-8", b"{\"model\":\"test-echo\",\"messages\":[{\"role\":\"user\",\"content\":\"\xc3\x28\"}]}".to_vec(), 400, "UTF-8"),
         ("oversize body", format!(r#"{{"model":"test-echo","messages":[{{"role":"user","content":"{}"}}]}}"#, "a".repeat(100 * 1024)).into_bytes(), 413, "larger"),
     ];

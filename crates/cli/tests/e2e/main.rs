@@ -24,4 +24,5 @@ mod sealing;
 mod settlement;
 mod structured;
 mod summarize;
+mod tool_calls;
 mod wallet;

@@ -1,9 +1,9 @@
 //! The official OpenAI Python SDK against the devnet, as an app uses it: a
-//! plain chat answers; what the network does not serve (tool calls), what
-//! no worker of the model serves (a JSON schema on the echo engine) and
-//! fields it does not know come back as the SDK's own `BadRequestError`
-//! naming the field, never as a plain answer that only looks like what was
-//! asked for. Structured outputs on a real model: see `real_model`. The SDK
+//! plain chat answers; what no worker of the model serves (tool calls and a
+//! JSON schema on the echo engine) and fields it does not know come back as
+//! the SDK's own `BadRequestError` naming the field, never as a plain
+//! answer that only looks like what was asked for. Structured outputs and
+//! tool calls on a real model: see `structured` and `tool_calls`. The SDK
 //! is installed by `scripts/test` into `target/openai-sdk` (see there).
 
 use std::path::PathBuf;

@@ -167,10 +167,7 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
     // Sealed for another key but addressed to this worker: refused.
     let request = GenerateRequest {
         model: net.model.clone(),
-        input: Input::Chat(vec![ChatMessage {
-            role: "user".into(),
-            content: "hi".into(),
-        }]),
+        input: Input::Chat(vec![ChatMessage::new("user", "hi")]),
         params: SamplingParams::default(),
     };
     let wrong_key = SealingKey::generate().public();
@@ -205,6 +202,34 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
     .unwrap();
     let message = error_message(first_event(&conn, RequestBody::Generate(stale)).await);
     assert!(message.contains("outside the replay window"), "{message}");
+
+    // Misrouted: a request with tools sealed to a worker whose model does
+    // not serve them (as a faulty or dishonest proxy, or a client skipping
+    // the routing, would send it). The worker refuses it: it never answers
+    // as if the tools had not been asked for.
+    let mut with_tools = request.clone();
+    with_tools.params.tools = Some(cocoon_protocol::Tools {
+        functions: vec![cocoon_protocol::Function {
+            name: "get_weather".into(),
+            description: None,
+            parameters: "{}".into(),
+        }],
+        choice: cocoon_protocol::ToolChoice::Required,
+        parallel: false,
+    });
+    let (misrouted, _) = cocoon_protocol::sealed::seal(
+        &with_tools,
+        &[(keys[0].key.worker(), keys[0].key.sealing_key)],
+        now_ms,
+    )
+    .unwrap();
+    match first_event(&conn, RequestBody::Generate(misrouted)).await {
+        Event::Error(e) => {
+            assert_eq!(e.kind, cocoon_protocol::ErrorKind::FeatureNotServed);
+            assert!(e.message.contains("'tools' is not served"), "{}", e.message);
+        }
+        other => panic!("a misrouted tools request was answered: {other:?}"),
+    }
 
     // None of the recipients is a live worker: the proxy says the keys changed.
     let (elsewhere, _) = cocoon_protocol::sealed::seal(

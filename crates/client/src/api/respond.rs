@@ -13,10 +13,11 @@ use axum::http::header;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use cocoon_protocol::openai::{
-    ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, CocoonExtension, Completion,
-    CompletionChoice, Delta, ReceiptJson, ResponseMessage, Usage as ApiUsage,
+    ApiToolCall, ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, CocoonExtension,
+    Completion, CompletionChoice, Delta, DeltaToolCall, ReceiptJson, ResponseMessage,
+    Usage as ApiUsage,
 };
-use cocoon_protocol::{Done, ErrorKind, Event, WireError};
+use cocoon_protocol::{Done, ErrorKind, Event, ToolCall, ToolCallChunk, WireError};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
@@ -133,6 +134,7 @@ impl Answer {
                         delta: Delta {
                             role: role.then(|| "assistant".to_string()),
                             content: text,
+                            tool_calls: None,
                         },
                         finish_reason,
                     })
@@ -153,8 +155,28 @@ impl Answer {
         }
     }
 
+    /// One streamed chunk with a piece of a function call (chat only).
+    fn call_chunk(&self, piece: &ToolCallChunk) -> String {
+        json(&ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    tool_calls: Some(vec![DeltaToolCall::from(piece)]),
+                    ..Delta::default()
+                },
+                finish_reason: None,
+            }],
+            usage: None,
+            cocoon: None,
+        })
+    }
+
     /// The whole answer, as JSON text.
-    fn full(&self, text: String, done: &Done) -> String {
+    fn full(&self, text: String, calls: &[ToolCall], done: &Done) -> String {
         let usage = Some(ApiUsage::from(done.usage));
         let finish_reason = Some(done.finish_reason.as_str().to_string());
         let cocoon = extension(done, self.billing.as_deref());
@@ -168,7 +190,9 @@ impl Answer {
                     index: 0,
                     message: ResponseMessage {
                         role: "assistant".into(),
-                        content: text,
+                        // OpenAI's shape: no content beside calls.
+                        content: (calls.is_empty() || !text.is_empty()).then_some(text),
+                        tool_calls: calls.iter().map(ApiToolCall::from).collect(),
                     },
                     finish_reason,
                 }],
@@ -233,6 +257,7 @@ fn log_done(model: &str, done: &Done, started: Instant, stream: bool) {
 /// What the next event of an answer means to the HTTP side.
 enum Step {
     Text(String),
+    Call(ToolCallChunk),
     Done(Box<Done>),
 }
 
@@ -252,6 +277,7 @@ async fn next_step(
         })?;
     match event {
         Some(Event::Delta { text, .. }) => Ok(Step::Text(text)),
+        Some(Event::ToolCall(piece)) => Ok(Step::Call(piece)),
         Some(Event::Done(done)) => Ok(Step::Done(Box::new(done))),
         Some(Event::Error(e)) => Err(e.into()),
         // The backend opens sealed chunks before they get here.
@@ -277,16 +303,40 @@ async fn collect_answer(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
+    let mut calls: Vec<ToolCall> = Vec::new();
     loop {
         match next_step(&mut events, idle).await? {
             Step::Text(t) => text.push_str(&t),
+            Step::Call(piece) => add_piece(&mut calls, piece)?,
             Step::Done(done) => {
                 log_done(&answer.model, &done, started, false);
-                let body = answer.full(text, &done);
+                let body = answer.full(text, &calls, &done);
                 return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
         }
     }
+}
+
+/// Add a streamed piece to the calls it belongs to: a piece with a name
+/// opens call `index` (the next one), the others extend its arguments.
+fn add_piece(calls: &mut Vec<ToolCall>, piece: ToolCallChunk) -> Result<(), ApiError> {
+    let index = piece.index as usize;
+    match piece.name {
+        Some(name) if index == calls.len() => calls.push(ToolCall {
+            id: piece.id.unwrap_or_default(),
+            name,
+            arguments: piece.arguments,
+        }),
+        None if index + 1 == calls.len() => calls[index].arguments.push_str(&piece.arguments),
+        _ => {
+            return Err(WireError::new(
+                ErrorKind::Upstream,
+                "the engine's tool calls arrived out of order",
+            )
+            .into())
+        }
+    }
+    Ok(())
 }
 
 fn stream_answer(
@@ -348,6 +398,10 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                             let chunk = s.answer.chunk(Some(text), false, None, None, None);
                             s.queued.push_back(SseEvent::default().data(chunk));
                         }
+                    }
+                    Ok(Step::Call(piece)) => {
+                        let chunk = s.answer.call_chunk(&piece);
+                        s.queued.push_back(SseEvent::default().data(chunk));
                     }
                     Ok(Step::Done(done)) => {
                         log_done(&s.answer.model, &done, s.started, true);

@@ -11,6 +11,7 @@ use super::ApiError;
 use fields::Endpoint;
 
 mod fields;
+mod tools;
 
 /// A request ready for the backend, with how to answer it.
 #[derive(Debug, Clone)]
@@ -51,13 +52,47 @@ pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
                 "invalid_value",
             ));
         }
-        let content = content(&m.content, i, &m.role)?;
+        let tool_calls = tools::message_calls(m.tool_calls.as_ref(), i)?;
+        if !tool_calls.is_empty() && m.role != "assistant" {
+            return Err(ApiError::invalid(
+                format!(
+                    "Invalid 'messages[{i}].tool_calls': only an assistant message makes calls."
+                ),
+                Some(&format!("messages[{i}].tool_calls")),
+                "invalid_value",
+            ));
+        }
+        let tool_call_id = tools::call_id(m.tool_call_id.as_ref(), i, &m.role)?;
+        let content = if tool_calls.is_empty() {
+            content(&m.content, i, &m.role)?
+        } else {
+            match &m.content {
+                Value::Null => String::new(),
+                other => content(other, i, &m.role)?,
+            }
+        };
         out.push(ChatMessage {
             role: m.role,
             content,
+            tool_calls,
+            tool_call_id,
         });
     }
-    finish(model, Input::Chat(out), params)
+    let offered = tools::tools(
+        params.tools.as_ref(),
+        params.tool_choice.as_ref(),
+        params.parallel_tool_calls,
+    )?;
+    let mut validated = finish(model, Input::Chat(out), params)?;
+    if offered.is_some() && validated.request.params.format.is_some() {
+        return Err(ApiError::invalid(
+            "'response_format' together with 'tools' is not served yet; send one or the other.",
+            Some("response_format"),
+            "unsupported_parameter",
+        ));
+    }
+    validated.request.params.tools = offered;
+    Ok(validated)
 }
 
 pub fn completion(body: &[u8]) -> Result<Validated, ApiError> {
@@ -300,6 +335,7 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         frequency_penalty: float_in("frequency_penalty", p.frequency_penalty, -2.0, 2.0)?,
         ignore_eos: false,
         format: response_format(p.response_format.as_ref())?,
+        tools: None,
     };
     let cocoon = p.cocoon.unwrap_or_default();
     let max_coefficient = cocoon

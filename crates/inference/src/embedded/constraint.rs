@@ -13,7 +13,7 @@
 //! request is queued; the batch loop then asks the constraint for each
 //! step's mask and feeds it each chosen token.
 
-use cocoon_protocol::OutputFormat;
+use cocoon_protocol::{OutputFormat, Tools};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
@@ -21,6 +21,8 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::SimpleVob;
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{json, Value};
+
+use super::tool_calls;
 
 /// Why a format cannot be enforced; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,10 @@ pub enum ShapeError {
     /// engine cannot enforce (the message names the keyword).
     #[error("Invalid 'response_format.json_schema.schema': {0}")]
     Schema(String),
+    /// A function's parameters schema cannot be enforced (the field is
+    /// named, e.g. `tools[1].function.parameters`).
+    #[error("Invalid '{field}': {message}")]
+    Tool { field: String, message: String },
     /// The grammar engine could not be set up for this model.
     #[error("structured outputs are unavailable for this model: {0}")]
     Unavailable(String),
@@ -82,6 +88,35 @@ impl Shapes {
             return Err(ShapeError::Schema(e));
         }
         Ok(Constraint { matcher })
+    }
+}
+
+impl Shapes {
+    /// A fresh constraint holding one answer to the calls `tools` allows.
+    /// Each function's schema is compiled alone first, so that an error
+    /// names the function at fault.
+    pub fn compile_calls(&self, tools: &Tools) -> Result<Constraint, ShapeError> {
+        for (i, function) in tools.functions.iter().enumerate() {
+            let schema: Value = serde_json::from_str(&function.parameters).unwrap_or(json!({}));
+            let grammar = TopLevelGrammar::from_json_schema(with_layout(schema));
+            if let Err(e) = self.factory.create_parser(grammar) {
+                return Err(ShapeError::Tool {
+                    field: format!("tools[{i}].function.parameters"),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let grammar = TopLevelGrammar::from_lark(tool_calls::grammar(tools));
+        let parser = self
+            .factory
+            .create_parser(grammar)
+            .map_err(|e| ShapeError::Tool {
+                field: "tools".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Constraint {
+            matcher: Matcher::new(Ok(parser)),
+        })
     }
 }
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, OnceLock};
 
-use cocoon_protocol::{ErrorKind, Event, GenerateRequest, Input, ModelOffer, WireError};
+use cocoon_protocol::{
+    ErrorKind, Event, GenerateRequest, Input, ModelOffer, SamplingParams, ToolChoice, WireError,
+};
 use futures::StreamExt;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -16,8 +18,8 @@ use llama_cpp_2::{LlamaContextLoadError, LlamaCppError, LlamaModelLoadError};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::batch_loop::{BatchLoop, LoadGauge, LoopLimits};
-use super::constraint::Shapes;
-use super::sequence::{Job, ReasoningMarkers};
+use super::constraint::{Constraint, ShapeError, Shapes};
+use super::sequence::{CallMode, Job, ReasoningMarkers};
 use super::template::TemplateError;
 use super::{EmbeddedConfig, ModelFacts, Prompter};
 use crate::model_hash::sha256_file_logged;
@@ -226,8 +228,51 @@ impl EmbeddedEngine {
         self.prompter.tokens(input)
     }
 
+    /// The grammar a request's answer is held to (its response format, or
+    /// the calls its tools allow) and how it may call functions.
+    fn constraint(
+        &self,
+        params: &SamplingParams,
+    ) -> Result<(Option<Constraint>, CallMode), WireError> {
+        let not_served = |field: &str| {
+            WireError::new(
+                ErrorKind::FeatureNotServed,
+                format!("'{field}' is not served by this model on this worker"),
+            )
+        };
+        let invalid = |e: ShapeError| WireError::new(ErrorKind::InvalidRequest, e.to_string());
+        match (&params.format, &params.tools) {
+            (Some(_), Some(_)) => Err(WireError::new(
+                ErrorKind::InvalidRequest,
+                "'response_format' together with 'tools' is not served yet; send one or the other",
+            )),
+            (Some(format), None) => {
+                let shapes = self
+                    .shapes
+                    .as_ref()
+                    .ok_or_else(|| not_served("response_format"))?;
+                Ok((
+                    Some(shapes.compile(format).map_err(invalid)?),
+                    CallMode::None,
+                ))
+            }
+            (None, Some(tools)) => {
+                let shapes = self.shapes.as_ref().ok_or_else(|| not_served("tools"))?;
+                let constraint = shapes.compile_calls(tools).map_err(invalid)?;
+                let mode = match tools.choice {
+                    ToolChoice::Auto => CallMode::Auto,
+                    ToolChoice::Required | ToolChoice::Function(_) => CallMode::Forced,
+                };
+                Ok((Some(constraint), mode))
+            }
+            (None, None) => Ok((None, CallMode::None)),
+        }
+    }
+
     fn prepare(&self, request: &GenerateRequest) -> Result<(Vec<LlamaToken>, u32), WireError> {
-        let prompt = self.prompt_tokens(&request.input)?;
+        let prompt = self
+            .prompter
+            .tokens_with_tools(&request.input, request.params.tools.as_ref())?;
         let context = self.facts.context_tokens as usize;
         let too_long = |completion: String| {
             WireError::new(
@@ -357,6 +402,7 @@ impl Engine for EmbeddedEngine {
             quantization: Some(self.facts.quantization.clone()),
             features: cocoon_protocol::Features {
                 structured_outputs: self.shapes.is_some(),
+                tools: self.shapes.is_some() && self.prompter.has_template(),
             },
         }]
     }
@@ -399,22 +445,13 @@ impl Engine for EmbeddedEngine {
                 ),
             ));
         }
+        let (constraint, calls) = match self.constraint(&request.params) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
         let (prompt, max_tokens) = match self.prepare(&request) {
             Ok(p) => p,
             Err(e) => return fail(e),
-        };
-        let constraint = match (&request.params.format, &self.shapes) {
-            (None, _) => None,
-            (Some(format), Some(shapes)) => match shapes.compile(format) {
-                Ok(c) => Some(c),
-                Err(e) => return fail(WireError::new(ErrorKind::InvalidRequest, e.to_string())),
-            },
-            (Some(_), None) => {
-                return fail(WireError::new(
-                    ErrorKind::FeatureNotServed,
-                    "'response_format' is not served by this model on this worker",
-                ))
-            }
         };
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let job = Job {
@@ -422,6 +459,7 @@ impl Engine for EmbeddedEngine {
             max_tokens,
             params: request.params,
             constraint,
+            calls,
             events,
         };
         if self.jobs.send(job).is_err() {

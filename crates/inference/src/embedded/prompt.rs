@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cocoon_protocol::{ErrorKind, Input, WireError};
+use cocoon_protocol::{ErrorKind, Input, Tools, WireError};
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
@@ -64,6 +64,16 @@ impl Prompter {
 
     /// The tokens the model reads for `input`.
     pub fn tokens(&self, input: &Input) -> Result<Vec<LlamaToken>, WireError> {
+        self.tokens_with_tools(input, None)
+    }
+
+    /// The tokens the model reads for `input` with the functions of `tools`
+    /// on offer (see [`ChatTemplate::render_with_tools`]).
+    pub fn tokens_with_tools(
+        &self,
+        input: &Input,
+        tools: Option<&Tools>,
+    ) -> Result<Vec<LlamaToken>, WireError> {
         let invalid = |m: String| WireError::new(ErrorKind::InvalidRequest, m);
         let (text, parse_special) = match input {
             Input::Chat(messages) => {
@@ -74,7 +84,7 @@ impl Prompter {
                     ))
                 })?;
                 let text = template
-                    .render(messages)
+                    .render_with_tools(messages, tools)
                     .map_err(|e| invalid(e.to_string()))?;
                 (text, true)
             }

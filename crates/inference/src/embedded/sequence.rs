@@ -3,7 +3,9 @@
 //! constraint; the text decoded so far (UTF-8 split across tokens, stop
 //! sequences across tokens), and its token counts.
 
-use cocoon_protocol::{Done, ErrorKind, Event, FinishReason, SamplingParams, Usage, WireError};
+use cocoon_protocol::{
+    Done, ErrorKind, Event, FinishReason, SamplingParams, ToolCallChunk, Usage, WireError,
+};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
@@ -12,6 +14,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::constraint::{greedy_within, Constraint, Next};
+use super::tool_calls::{CallReader, OPEN};
 use crate::StopMatcher;
 
 /// A request as handed to the batch loop.
@@ -19,9 +22,38 @@ pub(super) struct Job {
     pub prompt: Vec<LlamaToken>,
     pub max_tokens: u32,
     pub params: SamplingParams,
-    /// The grammar the answer is held to (`params.format`, compiled).
+    /// The grammar the answer is held to (`params.format`, or the calls
+    /// `params.tools` allows, compiled).
     pub constraint: Option<Constraint>,
+    /// How the answer may call functions.
+    pub calls: CallMode,
     pub events: UnboundedSender<Event>,
+}
+
+/// Whether an answer may, or must, be function calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallMode {
+    /// Text only (the constraint, if any, is a response format).
+    None,
+    /// Calls only: the constraint holds the answer to them from its first token.
+    Forced,
+    /// Text or calls (`tool_choice: auto`): free until the answer starts
+    /// with a call's opening tag, held to the constraint from there.
+    Auto,
+}
+
+/// Where an answer stands with function calls.
+enum Calls {
+    /// Text (no tools, or an `auto` answer that began as text).
+    Off,
+    /// `auto`, and the answer so far could be the start of a call: its text
+    /// and tokens are held.
+    Undecided {
+        held: String,
+        tokens: Vec<LlamaToken>,
+    },
+    /// The answer is calls: read into OpenAI's pieces as it comes.
+    Calling(CallReader),
 }
 
 /// How a sequence's step ends, when it does.
@@ -70,6 +102,10 @@ pub(super) struct Sequence {
     in_reasoning: bool,
     ignore_eos: bool,
     constraint: Option<Constraint>,
+    /// Whether the constraint masks the tokens now (an `auto` tool answer's
+    /// only once it calls).
+    masked: bool,
+    calls: Calls,
 }
 
 impl Sequence {
@@ -96,12 +132,22 @@ impl Sequence {
             in_reasoning: false,
             // A constrained answer ends where its shape does.
             ignore_eos: job.params.ignore_eos && job.constraint.is_none(),
+            masked: job.constraint.is_some() && job.calls != CallMode::Auto,
             constraint: job.constraint,
+            calls: match job.calls {
+                CallMode::None => Calls::Off,
+                CallMode::Forced => Calls::Calling(CallReader::default()),
+                CallMode::Auto => Calls::Undecided {
+                    held: String::new(),
+                    tokens: Vec::new(),
+                },
+            },
         }
     }
 
     pub fn sample(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, at: i32) -> Pick {
-        let Some(constraint) = self.constraint.as_mut() else {
+        let constraint = self.constraint.as_mut().filter(|_| self.masked);
+        let Some(constraint) = constraint else {
             if self.greedy {
                 return Pick::Token(LlamaToken(argmax(ctx.get_logits_ith(at)) as i32));
             }
@@ -153,7 +199,8 @@ impl Sequence {
         if vocab.is_eog(token) && !self.ignore_eos {
             return Some(End::Finish(FinishReason::Stop));
         }
-        let complete = match self.constraint.as_mut().map(|c| c.accept(token)) {
+        let constraint = self.constraint.as_mut().filter(|_| self.masked);
+        let complete = match constraint.map(|c| c.accept(token)) {
             None | Some(Ok(false)) => false,
             Some(Ok(true)) => true,
             Some(Err(e)) => {
@@ -175,17 +222,77 @@ impl Sequence {
         self.bytes.extend_from_slice(&piece);
         self.unsent_tokens += 1;
         let text = take_utf8(&mut self.bytes);
-        if !text.is_empty() {
-            let (out, stopped) = self.stop.push(&text);
-            self.send_text(out);
-            if stopped {
-                return Some(End::Finish(FinishReason::Stop));
-            }
+        if let Some(end) = self.route(token, text) {
+            return Some(end);
         }
         if complete {
             return Some(End::Finish(FinishReason::Stop));
         }
         (self.generated >= self.max_tokens).then_some(End::Finish(FinishReason::Length))
+    }
+
+    /// Send `text` (the decoded `token`) where it belongs: the answer's
+    /// text, or its calls. Ends the answer when a stop sequence is met.
+    fn route(&mut self, token: LlamaToken, text: String) -> Option<End> {
+        match &mut self.calls {
+            Calls::Off => {
+                if text.is_empty() {
+                    return None;
+                }
+                let (out, stopped) = self.stop.push(&text);
+                self.send_text(out);
+                stopped.then_some(End::Finish(FinishReason::Stop))
+            }
+            Calls::Calling(reader) => {
+                let pieces = reader.push(&text);
+                self.send_calls(pieces);
+                None
+            }
+            Calls::Undecided { held, tokens } => {
+                held.push_str(&text);
+                tokens.push(token);
+                if held.starts_with(OPEN) {
+                    let (held, tokens) = (std::mem::take(held), std::mem::take(tokens));
+                    self.start_calling(held, &tokens)
+                } else if OPEN.starts_with(held.as_str()) {
+                    None
+                } else {
+                    let held = std::mem::take(held);
+                    self.calls = Calls::Off;
+                    self.constraint = None;
+                    self.route(token, held)
+                }
+            }
+        }
+    }
+
+    /// An `auto` answer turned out to be calls: the constraint catches up
+    /// with the tokens so far and holds the rest to valid calls.
+    fn start_calling(&mut self, held: String, tokens: &[LlamaToken]) -> Option<End> {
+        let caught_up = self.constraint.as_mut().is_some_and(|c| {
+            tokens
+                .iter()
+                .all(|t| c.accept(*t).is_ok_and(|complete| !complete))
+        });
+        if !caught_up {
+            // Not a call the grammar knows (e.g. tokenised oddly): text.
+            self.calls = Calls::Off;
+            self.constraint = None;
+            return self.route(tokens[tokens.len() - 1], held);
+        }
+        self.masked = true;
+        let mut reader = CallReader::default();
+        let pieces = reader.push(&held);
+        self.calls = Calls::Calling(reader);
+        self.send_calls(pieces);
+        None
+    }
+
+    fn send_calls(&mut self, pieces: Vec<ToolCallChunk>) {
+        for mut piece in pieces {
+            piece.tokens = std::mem::take(&mut self.unsent_tokens);
+            let _ = self.events.send(Event::ToolCall(piece));
+        }
     }
 
     fn send_text(&mut self, text: String) {
@@ -197,7 +304,21 @@ impl Sequence {
     }
 
     /// Flush held-back text and send `Done` with the usage.
-    pub fn finish(mut self, reason: FinishReason) {
+    pub fn finish(mut self, mut reason: FinishReason) {
+        match std::mem::replace(&mut self.calls, Calls::Off) {
+            Calls::Undecided { held, .. } => {
+                let (out, _) = self.stop.push(&held);
+                self.send_text(out);
+            }
+            Calls::Calling(reader) => {
+                // Bytes of an unfinished call: not text.
+                self.bytes.clear();
+                if reader.calls() > 0 && reason == FinishReason::Stop {
+                    reason = FinishReason::ToolCalls;
+                }
+            }
+            Calls::Off => {}
+        }
         if !self.bytes.is_empty() {
             let rest = String::from_utf8_lossy(&std::mem::take(&mut self.bytes)).into_owned();
             let (out, _) = self.stop.push(&rest);

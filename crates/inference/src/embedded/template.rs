@@ -3,8 +3,11 @@
 //! minijinja the way Hugging Face's `transformers` renders it (trim_blocks,
 //! lstrip_blocks, Python string methods, `raise_exception`).
 
-use cocoon_protocol::ChatMessage;
+use cocoon_protocol::{ChatMessage, Tools};
 use minijinja::{context, Environment, Error, ErrorKind};
+use serde_json::{json, Value};
+
+use super::tool_calls;
 
 /// Why a chat template could not be read, compiled or rendered.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,10 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// The template renders `tools` and `tool_calls` itself (Qwen,
+    /// Hermes, Llama 3.1 and the like); otherwise tools are described in a
+    /// system message and calls written into the messages' text.
+    knows_tools: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -63,6 +70,7 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            knows_tools: source.contains("tools") && source.contains("tool_call"),
         })
     }
 
@@ -94,19 +102,81 @@ impl ChatTemplate {
 
     /// The prompt for `messages`, ending where the assistant's answer begins.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, None)
+    }
+
+    /// The prompt for `messages` with the functions of `tools` on offer:
+    /// given to the template as `tools` (and calls as `tool_calls`, in the
+    /// shape Hugging Face templates read) when it renders them, else
+    /// described in a system message (see [`tool_calls::instructions`]).
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&Tools>,
+    ) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template("chat")
             .map_err(TemplateError::Lookup)?;
+        let native = self.knows_tools;
+        let mut shown: Vec<Value> = messages.iter().map(|m| shape(m, native)).collect();
+        let offered: Option<Vec<Value>> = tools.map(tool_calls::definitions);
+        if let (Some(tools), false) = (tools, native) {
+            let text = tool_calls::instructions(tools);
+            match shown.first_mut() {
+                Some(first) if first["role"] == "system" => {
+                    let content = first["content"].as_str().unwrap_or_default();
+                    first["content"] = Value::from(format!("{content}\n\n{text}"));
+                }
+                _ => shown.insert(0, json!({"role": "system", "content": text})),
+            }
+        }
         template
             .render(context! {
-                messages => messages,
+                messages => shown,
+                tools => if native { offered } else { None },
                 add_generation_prompt => true,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
             })
             .map_err(TemplateError::Render)
     }
+}
+
+/// A message as a template reads it: `role` and `content`, and for tool
+/// chats either OpenAI's fields (`tool_calls` with `function.arguments` as
+/// an object, `tool_call_id`) for templates that render them, or the same
+/// written into the text (Hermes' `<tool_call>` and `<tool_response>`).
+fn shape(message: &ChatMessage, native: bool) -> Value {
+    let calls = &message.tool_calls;
+    if native {
+        let mut out = json!({"role": message.role, "content": message.content});
+        if !calls.is_empty() {
+            out["tool_calls"] = calls
+                .iter()
+                .map(|c| {
+                    json!({"id": c.id, "type": "function", "function": {
+                        "name": c.name, "arguments": tool_calls::arguments_value(&c.arguments)}})
+                })
+                .collect();
+        }
+        if let Some(id) = &message.tool_call_id {
+            out["tool_call_id"] = Value::from(id.as_str());
+        }
+        return out;
+    }
+    if message.role == "tool" {
+        let text = format!("<tool_response>\n{}\n</tool_response>", message.content);
+        return json!({"role": "user", "content": text});
+    }
+    let mut text = message.content.clone();
+    for call in calls {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&tool_calls::written(call));
+    }
+    json!({"role": message.role, "content": text})
 }
 
 #[cfg(test)]

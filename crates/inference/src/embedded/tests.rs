@@ -36,10 +36,7 @@ fn engine(max_sequences: u32) -> EmbeddedEngine {
 fn chat(text: &str, params: SamplingParams) -> GenerateRequest {
     GenerateRequest {
         model: "tiny".into(),
-        input: Input::Chat(vec![ChatMessage {
-            role: "user".into(),
-            content: text.into(),
-        }]),
+        input: Input::Chat(vec![ChatMessage::new("user", text)]),
         params,
     }
 }
@@ -352,4 +349,158 @@ async fn schemas_the_grammar_cannot_enforce_are_refused_naming_the_keyword() {
     // The engine still serves after refusing.
     let (_, done) = run(&engine, chat("x", greedy(3))).await;
     assert_eq!(done.usage.completion_tokens, 3);
+}
+
+/// An engine with room for the tools' description (the tiny vocabulary
+/// spends a token on every few characters of it).
+fn tool_engine(max_sequences: u32) -> EmbeddedEngine {
+    let mut config = EmbeddedConfig::new(tiny_path(), "tiny");
+    config.max_sequences = max_sequences;
+    config.context_tokens = 1024;
+    config.threads = 1;
+    EmbeddedEngine::load(config).expect("tiny model loads")
+}
+
+fn weather_tools(choice: cocoon_protocol::ToolChoice) -> cocoon_protocol::Tools {
+    cocoon_protocol::Tools {
+        functions: vec![
+            cocoon_protocol::Function {
+                name: "get_weather".into(),
+                description: Some("The weather in a city now".into()),
+                parameters: r#"{"type":"object","properties":{"city":{"enum":["Paris","Oslo"]},"days":{"type":"integer","minimum":1,"maximum":3}},"required":["city","days"],"additionalProperties":false}"#.into(),
+            },
+            cocoon_protocol::Function {
+                name: "get_time".into(),
+                description: None,
+                parameters: r#"{"type":"object","properties":{"zone":{"type":"boolean"}},"required":["zone"],"additionalProperties":false}"#.into(),
+            },
+        ],
+        choice,
+        parallel: false,
+    }
+}
+
+/// Run a tool request to its end: the text, the calls (name, arguments)
+/// assembled from their pieces, and the final `Done`.
+async fn run_calls(
+    engine: &EmbeddedEngine,
+    request: GenerateRequest,
+) -> (String, Vec<(String, String)>, Done) {
+    let mut stream = engine.generate(request);
+    let (mut text, mut calls) = (String::new(), Vec::<(String, String)>::new());
+    while let Some(event) = stream.next().await {
+        match event {
+            Event::Delta { text: t, .. } => text.push_str(&t),
+            Event::ToolCall(piece) => {
+                if let Some(name) = piece.name {
+                    assert_eq!(piece.index as usize, calls.len());
+                    calls.push((name, String::new()));
+                }
+                calls[piece.index as usize].1.push_str(&piece.arguments);
+            }
+            Event::Done(done) => return (text, calls, done),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    panic!("stream ended without Done");
+}
+
+#[tokio::test]
+async fn required_and_named_tool_choices_always_give_valid_calls() {
+    use cocoon_protocol::ToolChoice;
+    let engine = &tool_engine(4);
+    let runs = (1..=6u64).map(|seed| {
+        let choice = if seed % 2 == 0 {
+            ToolChoice::Function("get_time".into())
+        } else {
+            ToolChoice::Required
+        };
+        let params = SamplingParams {
+            max_tokens: Some(80),
+            temperature: Some(if seed == 1 { 0.0 } else { 1.0 }),
+            seed: Some(seed),
+            tools: Some(weather_tools(choice.clone())),
+            ..Default::default()
+        };
+        async move {
+            (
+                choice,
+                run_calls(engine, chat("weather in Paris?", params)).await,
+            )
+        }
+    });
+    for (choice, (text, calls, done)) in futures::future::join_all(runs).await {
+        assert_eq!(text, "", "no text beside forced calls");
+        assert_eq!(done.finish_reason, FinishReason::ToolCalls, "{calls:?}");
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        let (name, arguments) = &calls[0];
+        let args: serde_json::Value = serde_json::from_str(arguments).unwrap();
+        match name.as_str() {
+            "get_weather" => {
+                assert_eq!(choice, ToolChoice::Required);
+                assert!(
+                    matches!(args["city"].as_str(), Some("Paris" | "Oslo")),
+                    "{args}"
+                );
+                assert!(
+                    args["days"].as_i64().is_some_and(|d| (1..=3).contains(&d)),
+                    "{args}"
+                );
+                assert_eq!(args.as_object().unwrap().len(), 2, "{args}");
+            }
+            "get_time" => {
+                assert!(args["zone"].is_boolean(), "{args}");
+                assert_eq!(args.as_object().unwrap().len(), 1, "{args}");
+            }
+            other => panic!("called {other}"),
+        }
+        if let ToolChoice::Function(named) = &choice {
+            assert_eq!(name, named);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_auto_answer_that_does_not_call_is_plain_text() {
+    // Random weights do not write "<tool_call>": the answer is text, the
+    // same as without tools but for the tools' description in the prompt.
+    let engine = tool_engine(1);
+    let params = SamplingParams {
+        max_tokens: Some(12),
+        temperature: Some(0.0),
+        tools: Some(weather_tools(cocoon_protocol::ToolChoice::Auto)),
+        ..Default::default()
+    };
+    let (text, calls, done) = run_calls(&engine, chat("hello", params)).await;
+    assert!(calls.is_empty());
+    assert!(!text.is_empty());
+    assert_eq!(done.finish_reason, FinishReason::Length);
+    // The tools were described to the model: a longer prompt.
+    let (_, plain) = run(&engine, chat("hello", greedy(1))).await;
+    assert!(done.usage.prompt_tokens > plain.usage.prompt_tokens + 50);
+}
+
+#[tokio::test]
+async fn tool_schemas_the_grammar_cannot_enforce_are_refused_naming_the_function() {
+    let engine = tool_engine(1);
+    let mut tools = weather_tools(cocoon_protocol::ToolChoice::Required);
+    tools.functions[1].parameters = r#"{"type":"object","if":{"required":["a"]}}"#.into();
+    let params = SamplingParams {
+        max_tokens: Some(8),
+        tools: Some(tools),
+        ..Default::default()
+    };
+    let mut stream = engine.generate(chat("x", params));
+    match stream.next().await {
+        Some(Event::Error(e)) => {
+            assert_eq!(e.kind, ErrorKind::InvalidRequest);
+            assert!(
+                e.message
+                    .starts_with("Invalid 'tools[1].function.parameters'"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

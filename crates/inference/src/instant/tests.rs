@@ -6,14 +6,8 @@ fn chat(text: &str, max_tokens: Option<u32>, stop: &[&str]) -> GenerateRequest {
     GenerateRequest {
         model: "m".into(),
         input: Input::Chat(vec![
-            ChatMessage {
-                role: "system".into(),
-                content: "be brief".into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: text.into(),
-            },
+            ChatMessage::new("system", "be brief"),
+            ChatMessage::new("user", text),
         ]),
         params: SamplingParams {
             max_tokens,

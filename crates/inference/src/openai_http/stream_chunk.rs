@@ -6,8 +6,8 @@
 
 use std::borrow::Cow;
 
-use cocoon_protocol::openai::Usage as ApiUsage;
-use cocoon_protocol::{ErrorKind, WireError};
+use cocoon_protocol::openai::{DeltaToolCall, Usage as ApiUsage};
+use cocoon_protocol::{ErrorKind, ToolCallChunk, WireError};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +35,8 @@ pub(super) struct StreamChoice<'a> {
 struct StreamDelta<'a> {
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<DeltaToolCall>>,
 }
 
 impl<'a> StreamChunk<'a> {
@@ -66,8 +68,27 @@ impl<'a> StreamChunk<'a> {
 impl<'a> StreamChoice<'a> {
     /// The new text: a chat chunk's `delta.content`, else a completion
     /// chunk's `text`.
-    pub fn text(self) -> Option<Cow<'a, str>> {
-        self.delta.and_then(|d| d.content).or(self.text)
+    pub fn text(&mut self) -> Option<Cow<'a, str>> {
+        self.delta
+            .as_mut()
+            .and_then(|d| d.content.take())
+            .or_else(|| self.text.take())
+    }
+
+    /// The pieces of function calls in this chunk, as the protocol carries them.
+    pub fn tool_calls(&mut self) -> Vec<ToolCallChunk> {
+        let calls = self.delta.as_mut().and_then(|d| d.tool_calls.take());
+        calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| ToolCallChunk {
+                index: c.index,
+                id: c.id,
+                name: c.function.name,
+                arguments: c.function.arguments.unwrap_or_default(),
+                tokens: 1,
+            })
+            .collect()
     }
 }
 
@@ -81,7 +102,7 @@ mod tests {
             .choices
             .into_iter()
             .next()
-            .and_then(|c| c.text())
+            .and_then(|mut c| c.text())
             .map(Cow::into_owned)
     }
 
@@ -131,5 +152,22 @@ mod tests {
         }
         // `"error": null` is no error.
         assert!(StreamChunk::parse(r#"{"error":null,"choices":[]}"#).is_ok());
+    }
+
+    #[test]
+    fn reads_streamed_tool_calls() {
+        let head = r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#;
+        let mut chunk = StreamChunk::parse(head).unwrap();
+        let calls = chunk.choices[0].tool_calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].id.as_deref(), Some("call_1"));
+        assert_eq!(calls[0].name.as_deref(), Some("get_weather"));
+        let more = r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": "}}]},"finish_reason":null}]}"#;
+        let mut chunk = StreamChunk::parse(more).unwrap();
+        let calls = chunk.choices[0].tool_calls();
+        assert_eq!(
+            (calls[0].name.as_deref(), calls[0].arguments.as_str()),
+            (None, "{\"city\": ")
+        );
     }
 }

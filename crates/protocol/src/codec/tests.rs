@@ -10,10 +10,7 @@ use crate::{
 fn sample_request() -> Frame {
     let request = GenerateRequest {
         model: "m".into(),
-        input: Input::Chat(vec![ChatMessage {
-            role: "user".into(),
-            content: "hi".into(),
-        }]),
+        input: Input::Chat(vec![ChatMessage::new("user", "hi")]),
         params: SamplingParams {
             max_tokens: Some(5),
             stop: vec!["\n".into()],

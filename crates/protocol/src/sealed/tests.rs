@@ -9,10 +9,10 @@ const MARKER: &str = "MARKER-7f3a-secret-prompt";
 pub(super) fn request() -> GenerateRequest {
     GenerateRequest {
         model: "m".into(),
-        input: Input::Chat(vec![ChatMessage {
-            role: "user".into(),
-            content: format!("summarise this: {MARKER}"),
-        }]),
+        input: Input::Chat(vec![ChatMessage::new(
+            "user",
+            format!("summarise this: {MARKER}"),
+        )]),
         params: SamplingParams {
             max_tokens: Some(16),
             temperature: Some(0.5),
@@ -370,6 +370,7 @@ fn text_of(piece: Piece) -> String {
     match piece {
         Piece::Text { text, .. } => text,
         Piece::Error { message, .. } => panic!("an error chunk: {message}"),
+        Piece::ToolCall(c) => panic!("a tool call chunk: {c:?}"),
     }
 }
 
@@ -397,4 +398,19 @@ fn a_borrowed_piece_encodes_as_the_piece_the_client_node_decodes() {
     })
     .unwrap();
     assert_eq!(borrowed, owned);
+}
+
+#[test]
+fn a_borrowed_tool_call_encodes_as_the_piece_the_client_node_decodes() {
+    let chunk = crate::ToolCallChunk {
+        index: 1,
+        id: Some("call_1".into()),
+        name: Some("get_weather".into()),
+        arguments: r#"{"city": "Paris"}"#.into(),
+        tokens: 9,
+    };
+    let borrowed = postcard::to_allocvec(&PieceRef::ToolCall(&chunk)).unwrap();
+    let owned = postcard::to_allocvec(&Piece::ToolCall(chunk.clone())).unwrap();
+    assert_eq!(borrowed, owned);
+    assert!(PieceRef::ToolCall(&chunk).max_encoded_len() >= owned.len());
 }

@@ -33,7 +33,14 @@ const SERVED: &[&str] = &[
     "response_format",
     "cocoon",
 ];
-const SERVED_CHAT: &[&str] = &["messages", "max_completion_tokens", "top_logprobs"];
+const SERVED_CHAT: &[&str] = &[
+    "messages",
+    "max_completion_tokens",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+];
 const SERVED_COMPLETION: &[&str] = &["prompt"];
 
 /// OpenAI's bookkeeping: accepted and ignored, as they change nothing in
@@ -50,9 +57,6 @@ pub const IGNORED: &[&str] = &[
 /// OpenAI fields that change the answer and that no Cocoon engine serves
 /// yet, with what they are for (in the refusal's message).
 const NOT_SERVED: &[(&str, &str)] = &[
-    ("tools", "tool calling"),
-    ("tool_choice", "tool calling"),
-    ("parallel_tool_calls", "tool calling"),
     ("functions", "function calling"),
     ("function_call", "function calling"),
     ("logit_bias", "logit bias"),
@@ -68,7 +72,7 @@ const NOT_SERVED: &[(&str, &str)] = &[
 ];
 
 /// Message fields served.
-const MESSAGE_SERVED: &[&str] = &["role", "content"];
+const MESSAGE_SERVED: &[&str] = &["role", "content", "tool_calls", "tool_call_id"];
 
 /// Check the fields of `body` (a JSON object) for `endpoint`.
 pub fn check(body: &serde_json::Map<String, Value>, endpoint: Endpoint) -> Result<(), ApiError> {
@@ -190,21 +194,18 @@ mod tests {
 
     #[test]
     fn unserved_features_are_refused_naming_the_field() {
-        let tools =
-            r#","tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required""#;
-        let (message, param, code) = refused(tools);
-        assert_eq!(param.as_deref(), Some("tools"), "{message}");
+        let functions = r#","functions":[{"name":"f"}],"function_call":"auto""#;
+        let (message, param, code) = refused(functions);
+        assert_eq!(param.as_deref(), Some("functions"), "{message}");
         assert_eq!(code, "unsupported_parameter");
-        assert!(message.contains("tool calling"), "{message}");
+        assert!(message.contains("function calling"), "{message}");
         let (_, param, _) = refused(r#","reasoning_effort":"high""#);
         assert_eq!(param.as_deref(), Some("reasoning_effort"));
-        let (_, param, _) = refused(r#","tool_choice":"required""#);
-        assert_eq!(param.as_deref(), Some("tool_choice"));
         let (_, param, _) = refused(r#","logit_bias":{"50256":-100}"#);
         assert_eq!(param.as_deref(), Some("logit_bias"));
-        let (_, param, _) =
-            refused(r#","messages":[{"role":"tool","content":"42","tool_call_id":"c1"}]"#);
-        assert_eq!(param.as_deref(), Some("messages[0].tool_call_id"));
+        // Tool calling is served: its fields pass this check.
+        check_chat(r#","tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required","parallel_tool_calls":false"#).unwrap();
+        check_chat(r#","messages":[{"role":"tool","content":"42","tool_call_id":"c1"}]"#).unwrap();
         let (_, param, _) = refused(r#","messages":[{"role":"user","content":"x","name":"ann"}]"#);
         assert_eq!(param.as_deref(), Some("messages[0].name"));
     }

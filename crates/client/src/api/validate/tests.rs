@@ -185,3 +185,115 @@ fn bad_response_formats_name_the_field() {
         "response_format.schema"
     );
 }
+
+fn with_tools(extra: &str) -> Result<Validated, ApiError> {
+    chat(format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"tools":[{{"type":"function","function":{{"name":"get_weather","description":"d","parameters":{{"type":"object","properties":{{"city":{{"type":"string"}}}}}}}}}},{{"type":"function","function":{{"name":"now"}}}}]{extra}}}"#).as_bytes())
+}
+
+#[test]
+fn tools_become_the_protocol_s_tools() {
+    use cocoon_protocol::ToolChoice;
+    let v = with_tools("").unwrap();
+    let tools = v.request.params.tools.clone().unwrap();
+    assert_eq!(tools.choice, ToolChoice::Auto);
+    assert!(tools.parallel);
+    assert_eq!(tools.functions[0].name, "get_weather");
+    assert_eq!(tools.functions[0].description.as_deref(), Some("d"));
+    assert!(tools.functions[1].parameters.contains("object"));
+    assert!(v.request.needs().tools);
+    let v = with_tools(r#","tool_choice":"required","parallel_tool_calls":false"#).unwrap();
+    let tools = v.request.params.tools.unwrap();
+    assert_eq!(
+        (tools.choice, tools.parallel),
+        (ToolChoice::Required, false)
+    );
+    let v = with_tools(r#","tool_choice":{"type":"function","function":{"name":"now"}}"#).unwrap();
+    assert_eq!(
+        v.request.params.tools.unwrap().choice,
+        ToolChoice::Function("now".into())
+    );
+    // "none": the model is not told about them.
+    let v = with_tools(r#","tool_choice":"none""#).unwrap();
+    assert!(v.request.params.tools.is_none() && !v.request.needs().tools);
+}
+
+#[test]
+fn a_tool_chat_s_history_is_kept() {
+    let v = chat(br#"{"model":"m","messages":[{"role":"user","content":"weather?"},
+        {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]},
+        {"role":"tool","tool_call_id":"call_1","content":"18 C"}]}"#).unwrap();
+    let Input::Chat(m) = v.request.input else {
+        panic!()
+    };
+    assert_eq!(m[1].tool_calls[0].name, "get_weather");
+    assert_eq!(m[1].tool_calls[0].arguments, r#"{"city": "Paris"}"#);
+    assert_eq!(m[1].content, "");
+    assert_eq!(m[2].tool_call_id.as_deref(), Some("call_1"));
+}
+
+#[test]
+fn bad_tools_name_the_field() {
+    let param = |extra: &str| with_tools(extra).unwrap_err().param.unwrap_or_default();
+    assert_eq!(param(r#","tool_choice":"sometimes""#), "tool_choice");
+    assert_eq!(
+        param(r#","tool_choice":{"type":"function","function":{"name":"later"}}"#),
+        "tool_choice.function.name"
+    );
+    assert_eq!(
+        param(r#","response_format":{"type":"json_object"}"#),
+        "response_format"
+    );
+    let body = |tools: &str, messages: &str| {
+        chat(format!(r#"{{"model":"m","messages":{messages},"tools":{tools}}}"#).as_bytes())
+            .unwrap_err()
+            .param
+            .unwrap_or_default()
+    };
+    let user = r#"[{"role":"user","content":"x"}]"#;
+    assert_eq!(body(r#"{"a":1}"#, user), "tools");
+    assert_eq!(body(r#"[{"type":"retrieval"}]"#, user), "tools[0].type");
+    assert_eq!(body(r#"[{"type":"function"}]"#, user), "tools[0].function");
+    assert_eq!(
+        body(r#"[{"type":"function","function":{"name":"a b"}}]"#, user),
+        "tools[0].function.name"
+    );
+    assert_eq!(
+        body(
+            r#"[{"type":"function","function":{"name":"f"}},{"type":"function","function":{"name":"f"}}]"#,
+            user
+        ),
+        "tools[1].function.name"
+    );
+    assert_eq!(
+        body(
+            r#"[{"type":"function","function":{"name":"f","parameters":"{}"}}]"#,
+            user
+        ),
+        "tools[0].function.parameters"
+    );
+    assert_eq!(
+        body(
+            r#"[{"type":"function","function":{"name":"f","paramters":{}}}]"#,
+            user
+        ),
+        "tools[0].function.paramters"
+    );
+    assert_eq!(
+        body("[]", r#"[{"role":"tool","content":"42"}]"#),
+        "messages[0].tool_call_id"
+    );
+    assert_eq!(
+        body(
+            "[]",
+            r#"[{"role":"user","content":"x","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{}"}}]}]"#
+        ),
+        "messages[0].tool_calls"
+    );
+    assert_eq!(
+        body(
+            "[]",
+            r#"[{"role":"assistant","content":null,"tool_calls":[{"id":"c","function":{"name":"f"}}]}]"#
+        ),
+        "messages[0].tool_calls[0].function.arguments"
+    );
+}

@@ -1,10 +1,7 @@
 use super::*;
 
 fn msg(role: &str, content: &str) -> ChatMessage {
-    ChatMessage {
-        role: role.into(),
-        content: content.into(),
-    }
+    ChatMessage::new(role, content)
 }
 
 /// SmolLM2-135M-Instruct's template, as stored in its GGUF file.
@@ -59,4 +56,69 @@ fn reads_tokenizer_config_json() {
                    "chat_template": "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"}"#;
     let t = ChatTemplate::from_tokenizer_config(json).unwrap();
     assert_eq!(t.render(&[msg("user", "x")]).unwrap(), "<s>x</s>");
+}
+
+fn weather() -> cocoon_protocol::Tools {
+    cocoon_protocol::Tools {
+        functions: vec![cocoon_protocol::Function {
+            name: "get_weather".into(),
+            description: None,
+            parameters: r#"{"type":"object","properties":{"city":{"type":"string"}}}"#.into(),
+        }],
+        choice: cocoon_protocol::ToolChoice::Auto,
+        parallel: true,
+    }
+}
+
+/// A user's question, the assistant's call, and the tool's result.
+fn tool_chat() -> Vec<ChatMessage> {
+    vec![
+        msg("user", "Weather?"),
+        ChatMessage {
+            role: "assistant".into(),
+            content: String::new(),
+            tool_calls: vec![cocoon_protocol::ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: r#"{"city": "Oslo"}"#.into(),
+            }],
+            tool_call_id: None,
+        },
+        ChatMessage {
+            tool_call_id: Some("call_1".into()),
+            ..msg("tool", "-3 C")
+        },
+    ]
+}
+
+#[test]
+fn templates_that_know_tools_get_them_and_the_calls_as_objects() {
+    // In the style of Qwen 2.5: tools listed, calls read as objects.
+    let source = "{% if tools %}TOOLS:{% for t in tools %}{{ t.function.name }};{% endfor %}\n{% endif %}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% for c in m.tool_calls %}<tool_call>{{ c.function.name }}({{ c.function.arguments.city }}){{ c.id }}</tool_call>{% endfor %}{% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %}\n{% endfor %}";
+    let t = ChatTemplate::new(source, "", "").unwrap();
+    let out = t.render_with_tools(&tool_chat(), Some(&weather())).unwrap();
+    assert_eq!(
+        out,
+        // (trim_blocks eats the newline after each block tag, as in transformers)
+        "TOOLS:get_weather;[user]Weather?[assistant]<tool_call>get_weather(Oslo)call_1</tool_call>[tool]-3 C#call_1"
+    );
+}
+
+#[test]
+fn templates_without_tools_get_a_description_and_the_calls_as_text() {
+    let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").unwrap();
+    let out = t.render_with_tools(&tool_chat(), Some(&weather())).unwrap();
+    // The tools' description is the system message (the default one is not added).
+    assert!(out.starts_with("<|im_start|>system\n# Tools\n"), "{out}");
+    assert!(out.contains(r#""name":"get_weather""#), "{out}");
+    assert!(out.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call><|im_end|>"), "{out}");
+    assert!(
+        out.contains("<|im_start|>user\n<tool_response>\n-3 C\n</tool_response><|im_end|>"),
+        "{out}"
+    );
+    // Without tools, exactly the plain rendering.
+    assert_eq!(
+        t.render_with_tools(&[msg("user", "Hi")], None).unwrap(),
+        t.render(&[msg("user", "Hi")]).unwrap()
+    );
 }
