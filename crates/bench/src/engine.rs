@@ -250,7 +250,7 @@ async fn timed(
             | Event::Voucher(_) => {
                 anyhow::bail!("engines produce no sealed chunks, key lists or accounts")
             }
-            Event::Models(_) => {}
+            Event::Models(_) | Event::Logprobs(_) => {}
         }
     }
     anyhow::bail!("stream ended without Done")

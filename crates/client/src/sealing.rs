@@ -348,6 +348,10 @@ impl Unsealer {
                     self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
                     Event::ToolCall(piece)
                 }
+                Ok(Piece::Logprobs(logprobs)) => {
+                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
+                    Event::Logprobs(logprobs)
+                }
                 Ok(Piece::Error { .. }) => tampered("an error arrived as an answer chunk".into()),
                 Err(e) => tampered(format!("{e}")),
             },
@@ -355,12 +359,12 @@ impl Unsealer {
             Event::SealedError { ciphertext, .. } => match self.opener.open(&ciphertext) {
                 // The kind inside the seal, not the one beside it.
                 Ok(Piece::Error { kind, message }) => Event::Error(WireError::new(kind, message)),
-                Ok(Piece::Text { .. } | Piece::ToolCall(_)) => {
+                Ok(Piece::Text { .. } | Piece::ToolCall(_) | Piece::Logprobs(_)) => {
                     tampered("an answer chunk arrived as the answer's error".into())
                 }
                 Err(e) => tampered(format!("{e}")),
             },
-            Event::Delta { .. } | Event::ToolCall(_) => {
+            Event::Delta { .. } | Event::ToolCall(_) | Event::Logprobs(_) => {
                 tampered("an unsealed chunk arrived for a sealed request".into())
             }
             Event::Done(done) => match self.check_receipt(&done) {

@@ -140,6 +140,8 @@ impl OpenAiHttpEngine {
             tools: tools.as_ref().map(|t| t.0.clone()),
             tool_choice: tools.as_ref().map(|t| t.1.clone()),
             parallel_tool_calls: tools.as_ref().map(|t| t.2),
+            logprobs: p.logprobs.map(|_| serde_json::Value::Bool(true)),
+            top_logprobs: p.logprobs.map(i64::from),
             ..Default::default()
         };
         let builder = match &request.input {
@@ -201,6 +203,7 @@ impl Engine for OpenAiHttpEngine {
             features: cocoon_protocol::Features {
                 structured_outputs: true,
                 tools: true,
+                logprobs: true,
             },
         }]
     }
@@ -386,6 +389,10 @@ impl Reading {
             });
         }
         let mut choice = choice;
+        let logprobs = choice.logprobs();
+        if !logprobs.is_empty() {
+            self.pending.push_back(Event::Logprobs(logprobs));
+        }
         if let Some(t) = choice.text().filter(|t| !t.is_empty()) {
             self.chunks += 1;
             self.pending.push_back(Event::Delta {

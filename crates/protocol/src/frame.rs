@@ -99,6 +99,7 @@ impl GenerateRequest {
             .map(OutputFormat::needs)
             .unwrap_or_default();
         needs.tools = self.params.tools.is_some();
+        needs.logprobs = self.params.logprobs.is_some();
         needs
     }
 }
@@ -208,6 +209,30 @@ pub struct SamplingParams {
     /// Functions the model may call; `None`: plain chat.
     #[serde(default)]
     pub tools: Option<Tools>,
+    /// Report each generated token's log probability and this many most
+    /// likely alternatives (0..=20; OpenAI's `logprobs` / `top_logprobs`).
+    #[serde(default)]
+    pub logprobs: Option<u8>,
+}
+
+/// The most alternatives a request may ask for per token.
+pub const MAX_TOP_LOGPROBS: u8 = 20;
+
+/// One generated token's log probability under the model (before
+/// sampling's temperature and penalties), and its most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's bytes (a token may end inside a UTF-8 character).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// Most likely first.
+    pub top: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
 }
 
 /// A shape the answer is held to by constrained decoding: every answer
@@ -246,6 +271,8 @@ pub struct Features {
     pub structured_outputs: bool,
     /// `tools`: function calls, with `tool_choice` enforced.
     pub tools: bool,
+    /// `logprobs` and `top_logprobs`.
+    pub logprobs: bool,
 }
 
 impl Features {
@@ -265,6 +292,8 @@ impl Features {
             Some("response_format")
         } else if needs.tools && !self.tools {
             Some("tools")
+        } else if needs.logprobs && !self.logprobs {
+            Some("logprobs")
         } else {
             None
         }
@@ -280,6 +309,9 @@ pub enum Event {
     /// A piece of a function call the model is making (like `Delta`, never
     /// on the wire of a sealed request: sealed as a [`crate::sealed::Piece`]).
     ToolCall(ToolCallChunk),
+    /// The log probabilities of tokens generated since the last (like
+    /// `Delta`, sealed on the wire); their text follows in `Delta`s.
+    Logprobs(Vec<TokenLogprob>),
     /// Newly generated text sealed to the client node (a padded
     /// [`crate::sealed::Piece`]: its token count is inside).
     Sealed { ciphertext: Vec<u8> },
@@ -308,7 +340,7 @@ impl Event {
     pub fn is_terminal(&self) -> bool {
         !matches!(
             self,
-            Event::Delta { .. } | Event::ToolCall(_) | Event::Sealed { .. }
+            Event::Delta { .. } | Event::ToolCall(_) | Event::Logprobs(_) | Event::Sealed { .. }
         )
     }
 }

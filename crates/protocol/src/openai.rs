@@ -324,6 +324,66 @@ pub struct ChatChoice {
     pub index: u32,
     pub message: ResponseMessage,
     pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<ChoiceLogprobs>,
+}
+
+/// A choice's `logprobs`: one entry per generated token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceLogprobs {
+    pub content: Vec<ApiTokenLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiTokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    #[serde(default)]
+    pub top_logprobs: Vec<ApiTopLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiTopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+impl From<&crate::TokenLogprob> for ApiTokenLogprob {
+    fn from(t: &crate::TokenLogprob) -> Self {
+        Self {
+            token: String::from_utf8_lossy(&t.bytes).into_owned(),
+            logprob: t.logprob,
+            bytes: t.bytes.clone(),
+            top_logprobs: t
+                .top
+                .iter()
+                .map(|a| ApiTopLogprob {
+                    token: String::from_utf8_lossy(&a.bytes).into_owned(),
+                    logprob: a.logprob,
+                    bytes: a.bytes.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&ApiTokenLogprob> for crate::TokenLogprob {
+    fn from(t: &ApiTokenLogprob) -> Self {
+        Self {
+            bytes: t.bytes.clone(),
+            logprob: t.logprob,
+            top: t
+                .top_logprobs
+                .iter()
+                .map(|a| crate::TopLogprob {
+                    bytes: a.bytes.clone(),
+                    logprob: a.logprob,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One streamed chat chunk (`object: "chat.completion.chunk"`).
@@ -347,6 +407,8 @@ pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
     pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<ChoiceLogprobs>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

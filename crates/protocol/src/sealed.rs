@@ -346,6 +346,11 @@ impl ReplySealer {
         self.seal_piece(&PieceRef::ToolCall(chunk))
     }
 
+    /// Seal the next chunk: log probabilities of the tokens to come.
+    pub fn seal_logprobs(&mut self, logprobs: &[crate::TokenLogprob]) -> Vec<u8> {
+        self.seal_piece(&PieceRef::Logprobs(logprobs))
+    }
+
     /// Seal an error's message as the answer's last chunk: an engine's
     /// error text may echo the prompt, so only its kind crosses in clear.
     pub fn seal_error(&mut self, kind: crate::ErrorKind, message: &str) -> Vec<u8> {
@@ -525,12 +530,14 @@ fn stamp_aad(position: &[u8; 24], receipt: &SignedReceipt) -> Vec<u8> {
 }
 
 /// What one sealed answer chunk holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Piece {
     /// Generated text and how many tokens it is.
     Text { text: String, tokens: u32 },
     /// A piece of a function call (its token count inside).
     ToolCall(crate::ToolCallChunk),
+    /// Log probabilities of the tokens whose text follows.
+    Logprobs(Vec<crate::TokenLogprob>),
     /// The answer failed: its kind (authenticated here; the copy beside
     /// the chunk is for the proxy) and why, in the engine's words. Ends the
     /// answer.
@@ -549,6 +556,7 @@ enum PieceRef<'a> {
         tokens: u32,
     },
     ToolCall(&'a crate::ToolCallChunk),
+    Logprobs(&'a [crate::TokenLogprob]),
     Error {
         kind: crate::ErrorKind,
         message: &'a str,
@@ -561,6 +569,15 @@ impl PieceRef<'_> {
     fn max_encoded_len(&self) -> usize {
         match self {
             PieceRef::Text { text, .. } => text.len() + 16,
+            // Per token: bytes, a float, and per alternative bytes and a float.
+            PieceRef::Logprobs(l) => {
+                l.iter()
+                    .map(|t| {
+                        t.bytes.len() + 16 + t.top.iter().map(|a| a.bytes.len() + 12).sum::<usize>()
+                    })
+                    .sum::<usize>()
+                    + 16
+            }
             PieceRef::ToolCall(c) => {
                 c.arguments.len()
                     + c.id.as_ref().map_or(0, String::len)

@@ -6,9 +6,11 @@
 //! "What Was Your Prompt?", USENIX Security 2024). The price is at most one
 //! window of extra latency per chunk.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use cocoon_inference::Event;
+use cocoon_protocol::TokenLogprob;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -22,29 +24,41 @@ struct State {
     events: BoxStream<'static, Event>,
     text: String,
     tokens: u32,
+    /// Log probabilities of the tokens gathered (when the request asked).
+    logprobs: Vec<TokenLogprob>,
     deadline: Option<Instant>,
-    /// An event held while the text before it is sent.
-    held: Option<Event>,
+    /// Events ready to go, in order.
+    ready: VecDeque<Event>,
     ended: bool,
 }
 
 impl State {
-    fn flush(&mut self) -> Event {
+    /// Queue what the window gathered: the tokens' log probabilities, then
+    /// their text.
+    fn flush(&mut self) {
         self.deadline = None;
-        Event::Delta {
-            text: std::mem::take(&mut self.text),
-            tokens: std::mem::take(&mut self.tokens),
+        if !self.logprobs.is_empty() {
+            self.ready
+                .push_back(Event::Logprobs(std::mem::take(&mut self.logprobs)));
+        }
+        if !self.text.is_empty() || self.tokens > 0 {
+            self.ready.push_back(Event::Delta {
+                text: std::mem::take(&mut self.text),
+                tokens: std::mem::take(&mut self.tokens),
+            });
         }
     }
 
-    fn pending(&self) -> bool {
-        self.deadline.is_some()
+    fn start_window(&mut self, window: Duration) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + window);
+        }
     }
 }
 
-/// `events` with the deltas of each `window` merged into one (a zero window
-/// changes nothing); every other event passes unchanged, after the text
-/// before it.
+/// `events` with the deltas (and log probabilities) of each `window`
+/// merged into one chunk each (a zero window changes nothing); every other
+/// event passes unchanged, after the text before it.
 pub fn coalesce(events: BoxStream<'static, Event>, window: Duration) -> BoxStream<'static, Event> {
     if window.is_zero() {
         return events;
@@ -53,13 +67,14 @@ pub fn coalesce(events: BoxStream<'static, Event>, window: Duration) -> BoxStrea
         events,
         text: String::new(),
         tokens: 0,
+        logprobs: Vec::new(),
         deadline: None,
-        held: None,
+        ready: VecDeque::new(),
         ended: false,
     };
     stream::unfold(state, move |mut st| async move {
         loop {
-            if let Some(event) = st.held.take() {
+            if let Some(event) = st.ready.pop_front() {
                 return Some((event, st));
             }
             if st.ended {
@@ -74,30 +89,26 @@ pub fn coalesce(events: BoxStream<'static, Event>, window: Duration) -> BoxStrea
             };
             match next {
                 // The window passed: send what it gathered.
-                None => return Some((st.flush(), st)),
+                None => st.flush(),
                 Some(Some(Event::Delta { text, tokens })) => {
                     st.text.push_str(&text);
                     st.tokens = st.tokens.saturating_add(tokens);
-                    if st.deadline.is_none() {
-                        st.deadline = Some(Instant::now() + window);
-                    }
+                    st.start_window(window);
                     if st.text.len() >= MAX_CHUNK_TEXT {
-                        return Some((st.flush(), st));
+                        st.flush();
                     }
                 }
+                Some(Some(Event::Logprobs(logprobs))) => {
+                    st.logprobs.extend(logprobs);
+                    st.start_window(window);
+                }
                 Some(Some(other)) => {
-                    if st.pending() {
-                        st.held = Some(other);
-                        return Some((st.flush(), st));
-                    }
-                    return Some((other, st));
+                    st.flush();
+                    st.ready.push_back(other);
                 }
                 Some(None) => {
                     st.ended = true;
-                    if st.pending() {
-                        return Some((st.flush(), st));
-                    }
-                    return None;
+                    st.flush();
                 }
             }
         }
@@ -146,6 +157,26 @@ mod tests {
             .collect();
         assert_eq!(texts, vec![("abc".into(), 3), ("de".into(), 2)]);
         assert!(matches!(out.last(), Some(Event::Done(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn log_probabilities_travel_in_the_same_window_as_their_text() {
+        let logprob = |b: &str| {
+            Event::Logprobs(vec![TokenLogprob {
+                bytes: b.as_bytes().to_vec(),
+                logprob: -0.5,
+                top: Vec::new(),
+            }])
+        };
+        let events =
+            stream::iter([logprob("a"), delta("a"), logprob("b"), delta("b"), done()]).boxed();
+        let out: Vec<Event> = coalesce(events, Duration::from_millis(5)).collect().await;
+        assert_eq!(out.len(), 3, "one chunk of each, then Done: {out:?}");
+        match &out[0] {
+            Event::Logprobs(l) => assert_eq!(l.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&out[1], Event::Delta { text, tokens: 2 } if text == "ab"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -224,6 +224,9 @@ impl Answer {
                             ciphertext: sealer.seal(&text, tokens),
                         }
                     }
+                    Event::Logprobs(logprobs) => Event::Sealed {
+                        ciphertext: sealer.seal_logprobs(&logprobs),
+                    },
                     Event::ToolCall(piece) => {
                         stats
                             .tokens_generated

@@ -9,6 +9,7 @@ mod binary;
 mod books;
 mod failover;
 mod faults;
+mod logprobs;
 mod malicious_proxy;
 mod malicious_worker;
 mod market;

@@ -13,11 +13,11 @@ use axum::http::header;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use cocoon_protocol::openai::{
-    ApiToolCall, ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, CocoonExtension,
-    Completion, CompletionChoice, Delta, DeltaToolCall, ReceiptJson, ResponseMessage,
-    Usage as ApiUsage,
+    ApiTokenLogprob, ApiToolCall, ChatChoice, ChatCompletion, ChatCompletionChunk, ChoiceLogprobs,
+    ChunkChoice, CocoonExtension, Completion, CompletionChoice, Delta, DeltaToolCall, ReceiptJson,
+    ResponseMessage, Usage as ApiUsage,
 };
-use cocoon_protocol::{Done, ErrorKind, Event, ToolCall, ToolCallChunk, WireError};
+use cocoon_protocol::{Done, ErrorKind, Event, TokenLogprob, ToolCall, ToolCallChunk, WireError};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
@@ -40,6 +40,7 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
     })?;
     let started = Instant::now();
     let model = v.request.model.clone();
+    let wants_logprobs = v.request.params.logprobs.is_some();
     let prefs = cocoon_protocol::RoutingPrefs {
         max_coefficient: v.max_coefficient.or(app.settings.routing.max_coefficient),
         sort: v.sort.unwrap_or(app.settings.routing.sort),
@@ -63,6 +64,7 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
         Ok(Some(event)) => event,
     };
     let answer = Answer {
+        logprobs: wants_logprobs,
         billing: app.settings.billing.clone(),
         id: response_id(endpoint),
         created: SystemTime::now()
@@ -103,6 +105,8 @@ struct Answer {
     endpoint: Endpoint,
     /// Prices the answer's cost, when this node pays on TON.
     billing: Option<Arc<crate::Billing>>,
+    /// The request asked for log probabilities.
+    logprobs: bool,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -119,8 +123,12 @@ impl Answer {
         finish: Option<&str>,
         usage: Option<ApiUsage>,
         cocoon: Option<CocoonExtension>,
+        logprobs: Vec<TokenLogprob>,
     ) -> String {
-        let has_choice = text.is_some() || role || finish.is_some();
+        let has_choice = text.is_some() || role || finish.is_some() || !logprobs.is_empty();
+        let logprobs = (!logprobs.is_empty()).then(|| ChoiceLogprobs {
+            content: logprobs.iter().map(ApiTokenLogprob::from).collect(),
+        });
         let finish_reason = finish.map(str::to_string);
         match self.endpoint {
             Endpoint::Chat => json(&ChatCompletionChunk {
@@ -137,6 +145,7 @@ impl Answer {
                             tool_calls: None,
                         },
                         finish_reason,
+                        logprobs,
                     })
                     .into_iter()
                     .collect(),
@@ -169,6 +178,7 @@ impl Answer {
                     ..Delta::default()
                 },
                 finish_reason: None,
+                logprobs: None,
             }],
             usage: None,
             cocoon: None,
@@ -176,7 +186,13 @@ impl Answer {
     }
 
     /// The whole answer, as JSON text.
-    fn full(&self, text: String, calls: &[ToolCall], done: &Done) -> String {
+    fn full(
+        &self,
+        text: String,
+        calls: &[ToolCall],
+        logprobs: &[TokenLogprob],
+        done: &Done,
+    ) -> String {
         let usage = Some(ApiUsage::from(done.usage));
         let finish_reason = Some(done.finish_reason.as_str().to_string());
         let cocoon = extension(done, self.billing.as_deref());
@@ -195,6 +211,9 @@ impl Answer {
                         tool_calls: calls.iter().map(ApiToolCall::from).collect(),
                     },
                     finish_reason,
+                    logprobs: self.logprobs.then(|| ChoiceLogprobs {
+                        content: logprobs.iter().map(ApiTokenLogprob::from).collect(),
+                    }),
                 }],
                 usage,
                 cocoon,
@@ -258,6 +277,7 @@ fn log_done(model: &str, done: &Done, started: Instant, stream: bool) {
 enum Step {
     Text(String),
     Call(ToolCallChunk),
+    Logprobs(Vec<TokenLogprob>),
     Done(Box<Done>),
 }
 
@@ -278,6 +298,7 @@ async fn next_step(
     match event {
         Some(Event::Delta { text, .. }) => Ok(Step::Text(text)),
         Some(Event::ToolCall(piece)) => Ok(Step::Call(piece)),
+        Some(Event::Logprobs(l)) => Ok(Step::Logprobs(l)),
         Some(Event::Done(done)) => Ok(Step::Done(Box::new(done))),
         Some(Event::Error(e)) => Err(e.into()),
         // The backend opens sealed chunks before they get here.
@@ -304,13 +325,15 @@ async fn collect_answer(
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
     let mut calls: Vec<ToolCall> = Vec::new();
+    let mut logprobs: Vec<TokenLogprob> = Vec::new();
     loop {
         match next_step(&mut events, idle).await? {
             Step::Text(t) => text.push_str(&t),
             Step::Call(piece) => add_piece(&mut calls, piece)?,
+            Step::Logprobs(l) => logprobs.extend(l),
             Step::Done(done) => {
                 log_done(&answer.model, &done, started, false);
-                let body = answer.full(text, &calls, &done);
+                let body = answer.full(text, &calls, &logprobs, &done);
                 return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
         }
@@ -356,6 +379,7 @@ fn stream_answer(
         started,
         queued: VecDeque::new(),
         phase: Phase::Start,
+        logprobs: Vec::new(),
     };
     Sse::new(sse_events(state)).into_response()
 }
@@ -375,6 +399,8 @@ struct StreamState {
     started: Instant,
     queued: VecDeque<SseEvent>,
     phase: Phase,
+    /// Log probabilities waiting for the chunk their text goes out in.
+    logprobs: Vec<TokenLogprob>,
 }
 
 fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -388,16 +414,24 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                 Phase::Start => {
                     s.phase = Phase::Body;
                     if s.answer.endpoint == Endpoint::Chat {
-                        let first = s.answer.chunk(Some(String::new()), true, None, None, None);
+                        let first =
+                            s.answer
+                                .chunk(Some(String::new()), true, None, None, None, Vec::new());
                         s.queued.push_back(SseEvent::default().data(first));
                     }
                 }
                 Phase::Body => match next_step(&mut s.events, s.idle).await {
                     Ok(Step::Text(text)) => {
                         if !text.is_empty() {
-                            let chunk = s.answer.chunk(Some(text), false, None, None, None);
+                            let logprobs = std::mem::take(&mut s.logprobs);
+                            let chunk =
+                                s.answer
+                                    .chunk(Some(text), false, None, None, None, logprobs);
                             s.queued.push_back(SseEvent::default().data(chunk));
                         }
+                    }
+                    Ok(Step::Logprobs(l)) => {
+                        s.logprobs.extend(l);
                     }
                     Ok(Step::Call(piece)) => {
                         let chunk = s.answer.call_chunk(&piece);
@@ -412,12 +446,18 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                             Some(finish),
                             None,
                             extension(&done, s.answer.billing.as_deref()),
+                            std::mem::take(&mut s.logprobs),
                         );
                         s.queued.push_back(SseEvent::default().data(last));
                         if s.include_usage {
-                            let usage =
-                                s.answer
-                                    .chunk(None, false, None, Some(done.usage.into()), None);
+                            let usage = s.answer.chunk(
+                                None,
+                                false,
+                                None,
+                                Some(done.usage.into()),
+                                None,
+                                Vec::new(),
+                            );
                             s.queued.push_back(SseEvent::default().data(usage));
                         }
                         s.queued.push_back(SseEvent::default().data("[DONE]"));

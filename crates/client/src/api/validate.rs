@@ -290,22 +290,7 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
             ));
         }
     }
-    let wants_logprobs = match &p.logprobs {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-        Some(_) => true,
-    };
-    if wants_logprobs || p.top_logprobs.is_some_and(|n| n > 0) {
-        let field = if wants_logprobs {
-            "logprobs"
-        } else {
-            "top_logprobs"
-        };
-        return Err(ApiError::invalid(
-            format!("'{field}' is not supported by Cocoon's workers yet; leave it out."),
-            Some(field),
-            "unsupported_parameter",
-        ));
-    }
+    let logprobs = logprobs(&p, matches!(input, Input::Chat(_)))?;
     let stream = p.stream.unwrap_or(false);
     if p.stream_options.is_some() && !stream {
         return Err(ApiError::invalid(
@@ -336,6 +321,7 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         ignore_eos: false,
         format: response_format(p.response_format.as_ref())?,
         tools: None,
+        logprobs,
     };
     let cocoon = p.cocoon.unwrap_or_default();
     let max_coefficient = cocoon
@@ -462,6 +448,48 @@ fn response_format(value: Option<&Value>) -> Result<Option<OutputFormat>, ApiErr
             }))
         }
     }
+}
+
+/// `logprobs: true` with `top_logprobs` alternatives (0 to 20) on chats;
+/// the legacy completions' integer `logprobs` (another answer shape) is
+/// refused.
+fn logprobs(p: &RequestParams, chat: bool) -> Result<Option<u8>, ApiError> {
+    let wanted = match &p.logprobs {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) if chat => true,
+        Some(Value::Number(n)) if !chat && n.as_i64() == Some(0) => false,
+        Some(_) if !chat => {
+            return Err(ApiError::invalid(
+                "'logprobs' is served on /v1/chat/completions only; leave it out here.",
+                Some("logprobs"),
+                "unsupported_parameter",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid type for 'logprobs': expected a boolean.",
+                Some("logprobs"),
+                "invalid_type",
+            ))
+        }
+    };
+    let top = match p.top_logprobs {
+        None => 0,
+        Some(n) => int_in(
+            "top_logprobs",
+            n,
+            0,
+            i64::from(cocoon_protocol::MAX_TOP_LOGPROBS),
+        )? as u8,
+    };
+    if top > 0 && !wanted {
+        return Err(ApiError::invalid(
+            "'top_logprobs' requires 'logprobs' to be true.",
+            Some("top_logprobs"),
+            "invalid_value",
+        ));
+    }
+    Ok(wanted.then_some(top))
 }
 
 /// OpenAI's rule for a schema's name: 1 to 64 of `a-zA-Z0-9_-`.

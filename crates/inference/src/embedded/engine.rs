@@ -403,6 +403,7 @@ impl Engine for EmbeddedEngine {
             features: cocoon_protocol::Features {
                 structured_outputs: self.shapes.is_some(),
                 tools: self.shapes.is_some() && self.prompter.has_template(),
+                logprobs: true,
             },
         }]
     }

@@ -4,7 +4,8 @@
 //! sequences across tokens), and its token counts.
 
 use cocoon_protocol::{
-    Done, ErrorKind, Event, FinishReason, SamplingParams, ToolCallChunk, Usage, WireError,
+    Done, ErrorKind, Event, FinishReason, SamplingParams, TokenLogprob, ToolCallChunk, TopLogprob,
+    Usage, WireError,
 };
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -106,6 +107,11 @@ pub(super) struct Sequence {
     /// only once it calls).
     masked: bool,
     calls: Calls,
+    /// Alternatives to report per token, when the request asked for log
+    /// probabilities.
+    top_logprobs: Option<usize>,
+    /// The log probabilities of the token just sampled, until it is taken.
+    sampled_logprobs: Option<(f32, Vec<(LlamaToken, f32)>)>,
 }
 
 impl Sequence {
@@ -134,6 +140,8 @@ impl Sequence {
             ignore_eos: job.params.ignore_eos && job.constraint.is_none(),
             masked: job.constraint.is_some() && job.calls != CallMode::Auto,
             constraint: job.constraint,
+            top_logprobs: job.params.logprobs.map(usize::from),
+            sampled_logprobs: None,
             calls: match job.calls {
                 CallMode::None => Calls::Off,
                 CallMode::Forced => Calls::Calling(CallReader::default()),
@@ -146,6 +154,14 @@ impl Sequence {
     }
 
     pub fn sample(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, at: i32) -> Pick {
+        let pick = self.pick(ctx, at);
+        if let (Pick::Token(token), Some(k)) = (&pick, self.top_logprobs) {
+            self.sampled_logprobs = Some(log_probabilities(ctx.get_logits_ith(at), *token, k));
+        }
+        pick
+    }
+
+    fn pick(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, at: i32) -> Pick {
         let constraint = self.constraint.as_mut().filter(|_| self.masked);
         let Some(constraint) = constraint else {
             if self.greedy {
@@ -219,6 +235,21 @@ impl Sequence {
         }
         let mut piece = Vec::with_capacity(16);
         vocab.token_to_piece_into(token, &mut piece, false, None);
+        if let Some((logprob, top)) = self.sampled_logprobs.take() {
+            let top = top
+                .into_iter()
+                .map(|(t, logprob)| TopLogprob {
+                    bytes: vocab.token_to_piece(t, false, None),
+                    logprob,
+                })
+                .collect();
+            let entry = TokenLogprob {
+                bytes: piece.clone(),
+                logprob,
+                top,
+            };
+            let _ = self.events.send(Event::Logprobs(vec![entry]));
+        }
         self.bytes.extend_from_slice(&piece);
         self.unsent_tokens += 1;
         let text = take_utf8(&mut self.bytes);
@@ -346,6 +377,36 @@ impl Sequence {
     }
 }
 
+/// `token`'s log probability under `logits` (a log-softmax over the whole
+/// vocabulary) and the `k` most likely tokens with theirs, most likely
+/// first (the first of equals first).
+fn log_probabilities(logits: &[f32], token: LlamaToken, k: usize) -> (f32, Vec<(LlamaToken, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|l| f64::from(l - max).exp()).sum();
+    let log_norm = max + sum.ln() as f32;
+    let mut top: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
+    if k > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if top.len() == k && l <= top[k - 1].1 {
+                continue;
+            }
+            let at = top.partition_point(|&(_, t)| t >= l);
+            top.insert(at, (i, l));
+            top.truncate(k);
+        }
+    }
+    let own = logits
+        .get(token.0 as usize)
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY);
+    (
+        own - log_norm,
+        top.into_iter()
+            .map(|(i, l)| (LlamaToken(i as i32), l - log_norm))
+            .collect(),
+    )
+}
+
 /// Index of the largest value (the first of equals, as llama.cpp's greedy sampler).
 fn argmax(values: &[f32]) -> usize {
     let mut best = 0;
@@ -436,6 +497,24 @@ mod tests {
     fn invalid_bytes_are_not_held_forever() {
         let mut buf = vec![b'a', 0xff, b'b'];
         assert_eq!(take_utf8(&mut buf), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn log_probabilities_are_a_log_softmax_with_the_top_first() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, -1.0];
+        let (own, top) = log_probabilities(&logits, LlamaToken(2), 3);
+        let norm: f32 = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
+        assert!((own - (2.0 - norm)).abs() < 1e-5);
+        let ids: Vec<i32> = top.iter().map(|(t, _)| t.0).collect();
+        assert_eq!(
+            ids,
+            vec![1, 3, 2],
+            "most likely first, the first of equals first"
+        );
+        assert!((top[0].1 - (3.0 - norm)).abs() < 1e-5);
+        let total: f32 = logits.iter().map(|l| (l - norm).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-5);
+        assert!(log_probabilities(&logits, LlamaToken(0), 0).1.is_empty());
     }
 
     #[test]

@@ -504,3 +504,38 @@ async fn tool_schemas_the_grammar_cannot_enforce_are_refused_naming_the_function
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn greedy_tokens_are_their_own_top_logprob_and_the_bytes_spell_the_text() {
+    let engine = engine(1);
+    let params = SamplingParams {
+        logprobs: Some(5),
+        ..greedy(16)
+    };
+    let mut stream = engine.generate(chat("the capital city", params));
+    let (mut text, mut entries) = (String::new(), Vec::new());
+    let done = loop {
+        match stream.next().await.expect("an event") {
+            Event::Delta { text: t, .. } => text.push_str(&t),
+            Event::Logprobs(l) => entries.extend(l),
+            Event::Done(done) => break done,
+            other => panic!("unexpected event {other:?}"),
+        }
+    };
+    assert_eq!(done.finish_reason, FinishReason::Length);
+    assert_eq!(entries.len() as u64, done.usage.completion_tokens);
+    let spelled: Vec<u8> = entries.iter().flat_map(|e| e.bytes.clone()).collect();
+    assert_eq!(String::from_utf8_lossy(&spelled), text);
+    for e in &entries {
+        assert_eq!(e.top.len(), 5);
+        assert_eq!(e.top[0].bytes, e.bytes, "greedy: the most likely token");
+        assert!((e.top[0].logprob - e.logprob).abs() < 1e-6);
+        assert!(e.logprob <= 0.0);
+        assert!(e.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+    }
+    // Without the request's ask, none.
+    let mut stream = engine.generate(chat("the capital city", greedy(4)));
+    while let Some(event) = stream.next().await {
+        assert!(!matches!(event, Event::Logprobs(_)));
+    }
+}

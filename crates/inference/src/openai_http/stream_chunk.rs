@@ -6,8 +6,8 @@
 
 use std::borrow::Cow;
 
-use cocoon_protocol::openai::{DeltaToolCall, Usage as ApiUsage};
-use cocoon_protocol::{ErrorKind, ToolCallChunk, WireError};
+use cocoon_protocol::openai::{ChoiceLogprobs, DeltaToolCall, Usage as ApiUsage};
+use cocoon_protocol::{ErrorKind, TokenLogprob, ToolCallChunk, WireError};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +29,8 @@ pub(super) struct StreamChoice<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub finish_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    logprobs: Option<ChoiceLogprobs>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +75,14 @@ impl<'a> StreamChoice<'a> {
             .as_mut()
             .and_then(|d| d.content.take())
             .or_else(|| self.text.take())
+    }
+
+    /// The log probabilities of the tokens in this chunk.
+    pub fn logprobs(&mut self) -> Vec<TokenLogprob> {
+        self.logprobs
+            .take()
+            .map(|l| l.content.iter().map(TokenLogprob::from).collect())
+            .unwrap_or_default()
     }
 
     /// The pieces of function calls in this chunk, as the protocol carries them.

@@ -371,6 +371,7 @@ fn text_of(piece: Piece) -> String {
         Piece::Text { text, .. } => text,
         Piece::Error { message, .. } => panic!("an error chunk: {message}"),
         Piece::ToolCall(c) => panic!("a tool call chunk: {c:?}"),
+        Piece::Logprobs(l) => panic!("a logprobs chunk: {l:?}"),
     }
 }
 
@@ -413,4 +414,20 @@ fn a_borrowed_tool_call_encodes_as_the_piece_the_client_node_decodes() {
     let owned = postcard::to_allocvec(&Piece::ToolCall(chunk.clone())).unwrap();
     assert_eq!(borrowed, owned);
     assert!(PieceRef::ToolCall(&chunk).max_encoded_len() >= owned.len());
+}
+
+#[test]
+fn borrowed_log_probabilities_encode_as_the_piece_the_client_node_decodes() {
+    let logprobs = vec![crate::TokenLogprob {
+        bytes: b" Paris".to_vec(),
+        logprob: -0.25,
+        top: vec![crate::TopLogprob {
+            bytes: b" Lyon".to_vec(),
+            logprob: -2.5,
+        }],
+    }];
+    let borrowed = postcard::to_allocvec(&PieceRef::Logprobs(&logprobs)).unwrap();
+    let owned = postcard::to_allocvec(&Piece::Logprobs(logprobs.clone())).unwrap();
+    assert_eq!(borrowed, owned);
+    assert!(PieceRef::Logprobs(&logprobs).max_encoded_len() >= owned.len());
 }

@@ -80,11 +80,15 @@ fn errors_name_the_problem() {
             "'model'",
         ),
         (
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#,
-            "'logprobs' is not supported",
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":3}"#,
+            "'logprobs': expected a boolean",
         ),
         (
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":3}"#,
+            "'top_logprobs' requires 'logprobs'",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}"#,
             "'top_logprobs'",
         ),
     ];
@@ -296,4 +300,17 @@ fn bad_tools_name_the_field() {
         ),
         "messages[0].tool_calls[0].function.arguments"
     );
+}
+
+#[test]
+fn logprobs_ask_for_alternatives_on_chats_only() {
+    let v = chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":20}"#).unwrap();
+    assert_eq!(v.request.params.logprobs, Some(20));
+    assert!(v.request.needs().logprobs);
+    let v = chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#)
+        .unwrap();
+    assert_eq!(v.request.params.logprobs, Some(0));
+    let e = completion(br#"{"model":"m","prompt":"x","logprobs":2}"#).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("logprobs"));
+    assert!(completion(br#"{"model":"m","prompt":"x","logprobs":0}"#).is_ok());
 }
