@@ -2,6 +2,8 @@
 //! token at several concurrent streams, beside (in the same run) llama.cpp's own
 //! benchmark tools on the same file and thread count, and beside this machine's
 //! memory-bandwidth bound (bandwidth / bytes of weights read per token).
+//! With `--structured`, each level also runs held to a JSON Schema by
+//! constrained decoding, to show what the grammar's per-token mask costs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cocoon_inference::tiny_model::{write_model, ModelShape};
 use cocoon_inference::{EmbeddedConfig, EmbeddedEngine, Engine};
-use cocoon_protocol::{Event, GenerateRequest, Input, SamplingParams};
+use cocoon_protocol::{Event, GenerateRequest, Input, OutputFormat, SamplingParams};
 use futures::StreamExt;
 
 use cocoon_devnet::models;
@@ -40,7 +42,16 @@ pub struct EngineBenchOptions {
     /// (`scripts/build-llama-bench` puts them there); skipped when absent.
     #[arg(long, default_value = "target/llama.cpp-tools/bin")]
     pub reference: PathBuf,
+    /// Also measure each level with answers held to a JSON Schema (an array
+    /// of at least 1,000 objects with a free-text string and an integer, so
+    /// no answer ends early) and print the ratio to free decoding.
+    #[arg(long)]
+    pub structured: bool,
 }
+
+/// The schema of `--structured`: long enough that every stream generates
+/// all its tokens.
+const LONG_SCHEMA: &str = r#"{"type":"array","items":{"type":"object","properties":{"name":{"type":"string"},"n":{"type":"integer"}},"required":["name","n"],"additionalProperties":false},"minItems":1000}"#;
 
 /// One measured level of concurrency.
 struct Level {
@@ -81,19 +92,30 @@ pub async fn run(options: EngineBenchOptions) -> anyhow::Result<()> {
     );
 
     // Warm up: page the weights in, touch every code path once.
-    measure(&engine, 1, options.prompt_tokens, 8, 0).await?;
+    measure(&engine, 1, options.prompt_tokens, 8, 0, None).await?;
+    let structured = options.structured.then(|| OutputFormat::JsonSchema {
+        name: "bench".into(),
+        schema: LONG_SCHEMA.into(),
+        strict: true,
+    });
     let mut levels = Vec::new();
+    let mut held = Vec::new();
     for (run, &streams) in options.streams.iter().enumerate() {
-        levels.push(
-            measure(
-                &engine,
-                streams,
-                options.prompt_tokens,
-                options.tokens,
-                run + 1,
-            )
-            .await?,
-        );
+        let shape = (options.prompt_tokens, options.tokens, 2 * run + 1);
+        levels.push(measure(&engine, streams, shape.0, shape.1, shape.2, None).await?);
+        if let Some(format) = &structured {
+            held.push(
+                measure(
+                    &engine,
+                    streams,
+                    shape.0,
+                    shape.1,
+                    shape.2 + 1,
+                    Some(format.clone()),
+                )
+                .await?,
+            );
+        }
     }
     let reference = reference_runs(&options, &path, threads, max_streams);
 
@@ -124,6 +146,23 @@ pub async fn run(options: EngineBenchOptions) -> anyhow::Result<()> {
             "(llama.cpp reference skipped: no tools in {}; run scripts/build-llama-bench)",
             options.reference.display()
         );
+    }
+    if !held.is_empty() {
+        println!();
+        println!("Held to a JSON Schema (llguidance, {LONG_SCHEMA}):");
+        println!("| streams | free tok/s per stream | JSON tok/s per stream | free total tok/s | JSON total tok/s | JSON / free (total) |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for (free, json) in levels.iter().zip(&held) {
+            println!(
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                free.streams,
+                free.per_stream_tps,
+                json.per_stream_tps,
+                free.aggregate_tps,
+                json.aggregate_tps,
+                json.aggregate_tps / free.aggregate_tps
+            );
+        }
     }
     Ok(())
 }
@@ -168,6 +207,7 @@ async fn measure(
     prompt_tokens: u32,
     tokens: u32,
     run: usize,
+    format: Option<OutputFormat>,
 ) -> anyhow::Result<Level> {
     let start = Instant::now();
     let requests = (0..streams).map(|i| {
@@ -179,6 +219,7 @@ async fn measure(
                 max_tokens: Some(tokens),
                 temperature: Some(0.0),
                 ignore_eos: true,
+                format: format.clone(),
                 ..Default::default()
             },
         });
