@@ -99,6 +99,7 @@ pub trait Engine: Send + Sync + 'static {
                 workers: 1,
                 min_price_coefficient: Some(m.price_coefficient),
                 context_length: m.context_length,
+                features: m.features,
             })
             .collect()
     }

@@ -287,6 +287,39 @@ impl Features {
         served.first_missing_in(self)
     }
 
+    /// What either serves.
+    pub fn union(self, other: Features) -> Features {
+        Features {
+            structured_outputs: self.structured_outputs || other.structured_outputs,
+            tools: self.tools || other.tools,
+            logprobs: self.logprobs || other.logprobs,
+        }
+    }
+
+    /// The OpenAI request fields these make servable, beyond those every
+    /// model serves (OpenRouter's `supported_parameters` vocabulary).
+    pub fn parameters(&self) -> Vec<&'static str> {
+        let mut out = vec![
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+        ];
+        if self.structured_outputs {
+            out.extend(["response_format", "structured_outputs"]);
+        }
+        if self.tools {
+            out.extend(["tools", "tool_choice", "parallel_tool_calls"]);
+        }
+        if self.logprobs {
+            out.extend(["logprobs", "top_logprobs"]);
+        }
+        out
+    }
+
     fn first_missing_in(&self, needs: &Features) -> Option<&'static str> {
         if needs.structured_outputs && !self.structured_outputs {
             Some("response_format")
@@ -437,6 +470,9 @@ pub struct ModelInfo {
     /// The longest context any of them offers, when they say.
     #[serde(default)]
     pub context_length: Option<u32>,
+    /// What at least one of them serves beyond plain chat.
+    #[serde(default)]
+    pub features: Features,
 }
 
 /// How a client node wants its request routed (OpenRouter-style).

@@ -467,6 +467,10 @@ pub struct Model {
     /// completion tokens) a live worker offers, when workers say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_length: Option<u32>,
+    /// Cocoon extension (as OpenRouter): the request fields a live worker
+    /// serves for this model (`tools`, `response_format`, `logprobs`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supported_parameters: Vec<String>,
 }
 
 /// What the cheapest live worker of a model charges.

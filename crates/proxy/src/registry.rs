@@ -709,6 +709,7 @@ impl Registry {
                     workers: 0,
                     min_price_coefficient: None,
                     context_length: None,
+                    features: Features::default(),
                 };
                 (m.clone(), info)
             })
@@ -720,7 +721,8 @@ impl Registry {
                 id: model.clone(),
                 workers: workers.len() as u32,
                 min_price_coefficient: live.clone().map(|o| o.price_coefficient).min(),
-                context_length: live.filter_map(|o| o.context_length).max(),
+                context_length: live.clone().filter_map(|o| o.context_length).max(),
+                features: live.fold(Features::default(), |all, o| all.union(o.features)),
             };
             out.insert(model.clone(), info);
         }

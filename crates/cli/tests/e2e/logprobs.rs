@@ -6,11 +6,11 @@
 //! official OpenAI Python SDK reads them.
 
 use cocoon_devnet::kit::{post, post_stream};
-use cocoon_devnet::{Devnet, DevnetOptions};
+use cocoon_devnet::Devnet;
 use serde_json::{json, Value};
 
 use super::openai_sdk::run_sdk;
-use super::real_model::{ask, content, embedded, network, openai_http, serve_upstream, MODEL};
+use super::real_model::{ask, behind_openai_http, content, network, MODEL};
 
 fn check_entries(entries: &[Value], text: &str) {
     let spelled: String = entries
@@ -102,13 +102,7 @@ print(json.dumps({
 /// streamed entries come back through the seal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_probabilities_pass_through_an_openai_http_upstream() {
-    let engine = tokio::task::spawn_blocking(|| embedded(1).build().unwrap())
-        .await
-        .unwrap();
-    let (upstream, server) = serve_upstream(engine).await;
-    let mut options = DevnetOptions::instant(MODEL);
-    options.engine = openai_http(upstream, None);
-    let net = Devnet::start(options).await.unwrap();
+    let (net, server) = behind_openai_http(1).await;
     logprob_answers(&net).await;
     net.shutdown().await;
     server.abort();

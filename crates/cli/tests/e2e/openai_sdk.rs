@@ -87,6 +87,13 @@ pub async fn run_sdk(script: &'static str, args: Vec<String>) -> Value {
 #[tokio::test]
 async fn the_openai_sdk_gets_answers_and_named_refusals() {
     let net = devnet().await;
+    // The echo engine serves plain chat only, and the model list says so.
+    let models = get_json(&format!("{}/models", net.api_url)).await;
+    let served = models["data"][0]["supported_parameters"]
+        .as_array()
+        .unwrap();
+    assert!(served.iter().any(|f| f == "temperature"), "{models}");
+    assert!(!served.iter().any(|f| f == "tools"), "{models}");
     let seen = run_sdk(SCRIPT, vec![net.api_url.clone(), MODEL.into()]).await;
     // The echo engine answers with the prompt's words, the same streamed.
     assert!(

@@ -262,17 +262,26 @@ pub(crate) fn openai_http(base_url: String, tokenizer_gguf: Option<PathBuf>) -> 
     }
 }
 
-/// The `openai-http` backend in front of a real OpenAI-compatible server: the
-/// embedded engine on SmolLM2 served over HTTP by `cocoon engine serve`'s code.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_http_backend_forwards_to_a_server_running_the_model() {
-    let engine = tokio::task::spawn_blocking(|| embedded(2).build().unwrap())
+/// A devnet whose worker runs the `openai-http` engine in front of a real
+/// OpenAI-compatible server: the embedded engine on SmolLM2 (`max_sequences`
+/// at once) served over HTTP by `cocoon engine serve`'s code. Abort the
+/// server's task when done.
+pub(crate) async fn behind_openai_http(
+    max_sequences: u32,
+) -> (Devnet, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let engine = tokio::task::spawn_blocking(move || embedded(max_sequences).build().unwrap())
         .await
         .unwrap();
     let (upstream, server) = serve_upstream(engine).await;
     let mut options = DevnetOptions::instant(MODEL);
     options.engine = openai_http(upstream, None);
-    let net = Devnet::start(options).await.unwrap();
+    (Devnet::start(options).await.unwrap(), server)
+}
+
+/// The `openai-http` backend in front of a real OpenAI-compatible server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_http_backend_forwards_to_a_server_running_the_model() {
+    let (net, server) = behind_openai_http(2).await;
     let url = format!("{}/chat/completions", net.api_url);
     let (status, answer) = post(&url, &ask("What is the capital of Japan?", json!({}))).await;
     assert_eq!(status, 200, "{answer}");

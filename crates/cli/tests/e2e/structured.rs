@@ -6,12 +6,12 @@
 //! a 400 naming it. A 135M model asked the same without the format writes
 //! prose (checked below), so the grammar, not the model, makes them valid.
 
-use cocoon_devnet::kit::{post, post_stream};
-use cocoon_devnet::{Devnet, DevnetOptions};
+use cocoon_devnet::kit::{get_json, post, post_stream};
+use cocoon_devnet::Devnet;
 use serde_json::{json, Value};
 
 use super::openai_sdk::run_sdk;
-use super::real_model::{ask, content, embedded, network, openai_http, serve_upstream, MODEL};
+use super::real_model::{ask, behind_openai_http, content, network, MODEL};
 
 const QUESTION: &str = "Alice is 31 years old and lives in Paris. Describe her.";
 
@@ -109,6 +109,15 @@ async fn structured_answers(net: &Devnet) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn structured_outputs_fit_their_schema_through_the_network() {
     let net = network(2).await;
+    // The model list says what its workers serve (OpenRouter's field).
+    let models = get_json(&format!("{}/models", net.api_url)).await;
+    let served = &models["data"][0]["supported_parameters"];
+    for field in ["response_format", "tools", "tool_choice", "logprobs"] {
+        assert!(
+            served.as_array().unwrap().iter().any(|f| f == field),
+            "{field}: {models}"
+        );
+    }
     structured_answers(&net).await;
 
     // A schema the grammar engine cannot enforce: 400 naming it.
@@ -173,13 +182,7 @@ print(json.dumps({"parsed": parsed.choices[0].message.parsed.model_dump(), "stre
 /// server (here `cocoon engine serve`'s code on SmolLM2), which enforces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn structured_outputs_pass_through_an_openai_http_upstream() {
-    let engine = tokio::task::spawn_blocking(|| embedded(2).build().unwrap())
-        .await
-        .unwrap();
-    let (upstream, server) = serve_upstream(engine).await;
-    let mut options = DevnetOptions::instant(MODEL);
-    options.engine = openai_http(upstream, None);
-    let net = Devnet::start(options).await.unwrap();
+    let (net, server) = behind_openai_http(2).await;
     structured_answers(&net).await;
     net.shutdown().await;
     server.abort();

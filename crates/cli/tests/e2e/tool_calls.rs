@@ -10,11 +10,11 @@
 //! them valid.
 
 use cocoon_devnet::kit::{post, post_stream};
-use cocoon_devnet::{Devnet, DevnetOptions};
+use cocoon_devnet::Devnet;
 use serde_json::{json, Value};
 
 use super::openai_sdk::run_sdk;
-use super::real_model::{ask, embedded, network, openai_http, serve_upstream, MODEL};
+use super::real_model::{ask, behind_openai_http, network, MODEL};
 
 const QUESTION: &str = "What is the weather like in Paris today?";
 
@@ -258,13 +258,7 @@ print(json.dumps({
 /// `tool_calls` come back through the seal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_calls_pass_through_an_openai_http_upstream() {
-    let engine = tokio::task::spawn_blocking(|| embedded(2).build().unwrap())
-        .await
-        .unwrap();
-    let (upstream, server) = serve_upstream(engine).await;
-    let mut options = DevnetOptions::instant(MODEL);
-    options.engine = openai_http(upstream, None);
-    let net = Devnet::start(options).await.unwrap();
+    let (net, server) = behind_openai_http(2).await;
     tool_answers(&net).await;
     net.shutdown().await;
     server.abort();

@@ -210,6 +210,12 @@ async fn models(State(app): State<Arc<App>>) -> Result<Json<ModelList>, ApiError
                 owned_by: "cocoon".into(),
                 workers: Some(m.workers),
                 context_length: m.context_length,
+                supported_parameters: m
+                    .features
+                    .parameters()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
                 pricing: m.min_price_coefficient.map(|c| {
                     let per_million = prices.as_ref().map(|p| p.per_million(c));
                     cocoon_protocol::openai::ModelPricing {

@@ -26,9 +26,13 @@ fn tiny_path() -> PathBuf {
 }
 
 fn engine(max_sequences: u32) -> EmbeddedEngine {
+    engine_with_context(max_sequences, 256)
+}
+
+fn engine_with_context(max_sequences: u32, context_tokens: u32) -> EmbeddedEngine {
     let mut config = EmbeddedConfig::new(tiny_path(), "tiny");
     config.max_sequences = max_sequences;
-    config.context_tokens = 256;
+    config.context_tokens = context_tokens;
     config.threads = 1;
     EmbeddedEngine::load(config).expect("tiny model loads")
 }
@@ -354,11 +358,7 @@ async fn schemas_the_grammar_cannot_enforce_are_refused_naming_the_keyword() {
 /// An engine with room for the tools' description (the tiny vocabulary
 /// spends a token on every few characters of it).
 fn tool_engine(max_sequences: u32) -> EmbeddedEngine {
-    let mut config = EmbeddedConfig::new(tiny_path(), "tiny");
-    config.max_sequences = max_sequences;
-    config.context_tokens = 1024;
-    config.threads = 1;
-    EmbeddedEngine::load(config).expect("tiny model loads")
+    engine_with_context(max_sequences, 1024)
 }
 
 fn weather_tools(choice: cocoon_protocol::ToolChoice) -> cocoon_protocol::Tools {

@@ -109,6 +109,18 @@ pub fn check(body: &serde_json::Map<String, Value>, endpoint: Endpoint) -> Resul
             "unknown_parameter",
         ));
     }
+    if let Some(Value::Object(options)) = body.get("stream_options") {
+        // `include_obfuscation` only pads chunks against length side
+        // channels, which sealed, bucketed chunks already hide: harmless.
+        let served = ["include_usage", "include_obfuscation"];
+        if let Some(name) = options.keys().find(|k| !served.contains(&k.as_str())) {
+            return Err(ApiError::invalid(
+                format!("Unrecognized request argument supplied: stream_options.{name}"),
+                Some(&format!("stream_options.{name}")),
+                "unknown_parameter",
+            ));
+        }
+    }
     if let Some(Value::Array(messages)) = body.get("messages") {
         for (i, message) in messages.iter().enumerate() {
             let Value::Object(message) = message else {
@@ -208,6 +220,19 @@ mod tests {
         check_chat(r#","messages":[{"role":"tool","content":"42","tool_call_id":"c1"}]"#).unwrap();
         let (_, param, _) = refused(r#","messages":[{"role":"user","content":"x","name":"ann"}]"#);
         assert_eq!(param.as_deref(), Some("messages[0].name"));
+    }
+
+    #[test]
+    fn unknown_stream_options_are_refused_naming_them() {
+        check_chat(
+            r#","stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}"#,
+        )
+        .unwrap();
+        let (_, param, code) = refused(
+            r#","stream":true,"stream_options":{"include_usage":true,"inclde_usage":true}"#,
+        );
+        assert_eq!(param.as_deref(), Some("stream_options.inclde_usage"));
+        assert_eq!(code, "unknown_parameter");
     }
 
     #[test]
