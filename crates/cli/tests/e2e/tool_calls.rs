@@ -10,11 +10,11 @@
 //! them valid.
 
 use cocoon_devnet::kit::{post, post_stream};
-use cocoon_devnet::Devnet;
+use cocoon_devnet::{Devnet, DevnetOptions};
 use serde_json::{json, Value};
 
 use super::openai_sdk::run_sdk;
-use super::real_model::{ask, behind_openai_http, network, MODEL};
+use super::real_model::{ask, behind_openai_http, embedded, network, MODEL};
 
 const QUESTION: &str = "What is the weather like in Paris today?";
 
@@ -262,4 +262,49 @@ async fn tool_calls_pass_through_an_openai_http_upstream() {
     tool_answers(&net).await;
     net.shutdown().await;
     server.abort();
+}
+
+/// The proxy operator as attacker: tool definitions, the calls the model
+/// makes and the results the app sends back are prompt and answer content,
+/// sealed like the rest. A marker in a function's name, its description and
+/// a tool result crosses the proxy both ways; the proxy never holds it in
+/// clear (the answer, opened by the client node, does carry it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_definitions_calls_and_results_cross_the_proxy_sealed() {
+    const MARKER: &str = "zebra4471";
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let sink = seen.clone();
+    let mut options = DevnetOptions::instant(MODEL);
+    options.engine = tokio::task::spawn_blocking(|| embedded(1)).await.unwrap();
+    options.proxy_inspect = Some(cocoon_proxy::Inspector(std::sync::Arc::new(
+        move |bytes: &[u8]| sink.lock().unwrap().push(bytes.to_vec()),
+    )));
+    let net = Devnet::start(options).await.unwrap();
+    let url = format!("{}/chat/completions", net.api_url);
+    let name = format!("lookup_{MARKER}");
+    let tools = json!([{"type": "function", "function": {
+        "name": name, "description": format!("Looks up {MARKER} records"),
+        "parameters": {"type": "object", "properties": {"q": {"type": "string", "maxLength": 20}},
+                       "required": ["q"], "additionalProperties": false}}}]);
+    let body = json!({"model": MODEL, "temperature": 0, "max_tokens": 60, "tools": tools,
+    "tool_choice": "required", "parallel_tool_calls": false,
+    "messages": [
+        {"role": "user", "content": "Find the record."},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": name, "arguments": "{\"q\": \"first\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": format!("{MARKER} not found")}
+    ]});
+    let (status, answer) = post(&url, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let call = &answer["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], name.as_str(), "{answer}");
+    let held = seen.lock().unwrap().clone();
+    assert!(held.len() >= 2, "the inspector saw {} items", held.len());
+    for bytes in &held {
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "the proxy saw a tool's name, description, call or result in clear"
+        );
+    }
+    net.shutdown().await;
 }
