@@ -247,6 +247,14 @@ fn a_file_that_is_not_gguf_is_refused_by_name() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The refusal `request` gets, as its first event.
+async fn refused(engine: &EmbeddedEngine, request: GenerateRequest) -> cocoon_protocol::WireError {
+    match engine.generate(request).next().await {
+        Some(Event::Error(e)) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 /// A schema whose every answer is short: a boolean, a digit, one of two words.
 const BOUNDED_SCHEMA: &str = r#"{"type":"object","properties":{"ok":{"type":"boolean"},"n":{"type":"integer","minimum":0,"maximum":9},"color":{"enum":["red","green"]}},"required":["ok","n","color"],"additionalProperties":false}"#;
 
@@ -331,13 +339,7 @@ async fn schemas_the_grammar_cannot_enforce_are_refused_naming_the_keyword() {
             format: schema_format(schema),
             ..Default::default()
         };
-        let mut stream = engine.generate(chat("x", params));
-        async move {
-            match stream.next().await {
-                Some(Event::Error(e)) => e,
-                other => panic!("expected a refusal, got {other:?}"),
-            }
-        }
+        refused(&engine, chat("x", params))
     };
     let e = refusal(r#"{"type":"object","if":{"required":["a"]},"then":{}}"#).await;
     assert_eq!(e.kind, ErrorKind::InvalidRequest);
@@ -490,19 +492,14 @@ async fn tool_schemas_the_grammar_cannot_enforce_are_refused_naming_the_function
         tools: Some(tools),
         ..Default::default()
     };
-    let mut stream = engine.generate(chat("x", params));
-    match stream.next().await {
-        Some(Event::Error(e)) => {
-            assert_eq!(e.kind, ErrorKind::InvalidRequest);
-            assert!(
-                e.message
-                    .starts_with("Invalid 'tools[1].function.parameters'"),
-                "{}",
-                e.message
-            );
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let e = refused(&engine, chat("x", params)).await;
+    assert_eq!(e.kind, ErrorKind::InvalidRequest);
+    assert!(
+        e.message
+            .starts_with("Invalid 'tools[1].function.parameters'"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
