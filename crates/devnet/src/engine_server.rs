@@ -33,11 +33,7 @@ impl Backend for EngineBackend {
             );
             return stream::iter([Event::Error(error)]).boxed();
         };
-        if let Some(field) = request.needs().first_missing(&offer.features) {
-            let error = WireError::new(
-                ErrorKind::FeatureNotServed,
-                format!("'{field}' is not served by this engine"),
-            );
+        if let Err(error) = request.check_served(&offer.features, "this engine") {
             return stream::iter([Event::Error(error)]).boxed();
         }
         self.0.generate(request)

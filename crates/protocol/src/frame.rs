@@ -92,15 +92,23 @@ pub struct GenerateRequest {
 impl GenerateRequest {
     /// What a worker must serve, beyond plain chat, to answer this.
     pub fn needs(&self) -> Features {
-        let mut needs = self
-            .params
-            .format
-            .as_ref()
-            .map(OutputFormat::needs)
-            .unwrap_or_default();
-        needs.tools = self.params.tools.is_some();
-        needs.logprobs = self.params.logprobs.is_some();
-        needs
+        Features {
+            structured_outputs: self.params.format.is_some(),
+            tools: self.params.tools.is_some(),
+            logprobs: self.params.logprobs.is_some(),
+        }
+    }
+
+    /// `Ok` when `served` (what `by` serves for this model) covers what this
+    /// request needs; else the refusal naming the first field it lacks.
+    pub fn check_served(&self, served: &Features, by: &str) -> Result<(), WireError> {
+        match self.needs().first_missing(served) {
+            None => Ok(()),
+            Some(field) => Err(WireError::new(
+                ErrorKind::FeatureNotServed,
+                format!("'{field}' is not served by {by}"),
+            )),
+        }
     }
 }
 
@@ -252,16 +260,6 @@ pub enum OutputFormat {
     },
 }
 
-impl OutputFormat {
-    /// What serving this asks of a worker.
-    pub fn needs(&self) -> Features {
-        Features {
-            structured_outputs: true,
-            ..Features::default()
-        }
-    }
-}
-
 /// What a worker serves for a model beyond plain chat, announced with its
 /// offer; a client node's request is routed only to workers that serve
 /// everything it asks for.
@@ -278,13 +276,21 @@ pub struct Features {
 impl Features {
     /// Whether these features include every one of `needs`.
     pub fn covers(&self, needs: &Features) -> bool {
-        self.first_missing_in(needs).is_none()
+        needs.first_missing(self).is_none()
     }
 
     /// The OpenAI request field of the first feature of `self` that
     /// `served` lacks, for error messages.
     pub fn first_missing(&self, served: &Features) -> Option<&'static str> {
-        served.first_missing_in(self)
+        if self.structured_outputs && !served.structured_outputs {
+            Some("response_format")
+        } else if self.tools && !served.tools {
+            Some("tools")
+        } else if self.logprobs && !served.logprobs {
+            Some("logprobs")
+        } else {
+            None
+        }
     }
 
     /// What either serves.
@@ -318,18 +324,6 @@ impl Features {
             out.extend(["logprobs", "top_logprobs"]);
         }
         out
-    }
-
-    fn first_missing_in(&self, needs: &Features) -> Option<&'static str> {
-        if needs.structured_outputs && !self.structured_outputs {
-            Some("response_format")
-        } else if needs.tools && !self.tools {
-            Some("tools")
-        } else if needs.logprobs && !self.logprobs {
-            Some("logprobs")
-        } else {
-            None
-        }
     }
 }
 

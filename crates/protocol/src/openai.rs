@@ -521,6 +521,28 @@ impl crate::OutputFormat {
     }
 }
 
+impl crate::Function {
+    /// The parameters' JSON Schema as a value (an object schema without
+    /// properties when the text is not a JSON object).
+    pub fn parameters_value(&self) -> Value {
+        match serde_json::from_str::<Value>(&self.parameters) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => serde_json::json!({"type": "object", "properties": {}}),
+        }
+    }
+
+    /// This function as an entry of OpenAI's `tools` list (what upstreams
+    /// and Hugging Face chat templates read).
+    pub fn to_openai(&self) -> Value {
+        let mut function =
+            serde_json::json!({"name": self.name, "parameters": self.parameters_value()});
+        if let Some(d) = &self.description {
+            function["description"] = Value::from(d.as_str());
+        }
+        serde_json::json!({"type": "function", "function": function})
+    }
+}
+
 impl crate::Tools {
     /// OpenAI's `tools`, `tool_choice` and `parallel_tool_calls` for these
     /// (what an OpenAI-compatible upstream is sent).
@@ -528,15 +550,7 @@ impl crate::Tools {
         let tools = self
             .functions
             .iter()
-            .map(|f| {
-                let parameters: Value =
-                    serde_json::from_str(&f.parameters).unwrap_or_else(|_| serde_json::json!({}));
-                let mut function = serde_json::json!({"name": f.name, "parameters": parameters});
-                if let Some(d) = &f.description {
-                    function["description"] = Value::from(d.as_str());
-                }
-                serde_json::json!({"type": "function", "function": function})
-            })
+            .map(crate::Function::to_openai)
             .collect();
         let choice = match &self.choice {
             crate::ToolChoice::Auto => Value::from("auto"),

@@ -506,34 +506,22 @@ impl Registry {
                 }
             }
         }
-        let live: Vec<&Offer> = by_model
+        let mut live: Vec<&Offer> = by_model
             .get(model)
             .map(|offers| offers.values().filter(|o| !o.conn.is_closed()).collect())
             .unwrap_or_default();
         if live.is_empty() {
             return Err(self.none_live(model));
         }
-        let live: Vec<&Offer> = match live.iter().find(|o| !o.features.covers(&prefs.needs)) {
-            None => live,
-            Some(lacking) => {
-                let serving: Vec<&Offer> = live
-                    .iter()
-                    .copied()
-                    .filter(|o| o.features.covers(&prefs.needs))
-                    .collect();
-                if serving.is_empty() {
-                    let field = prefs
-                        .needs
-                        .first_missing(&lacking.features)
-                        .unwrap_or("a feature");
-                    return Err(WireError::new(
-                        ErrorKind::FeatureNotServed,
-                        format!("'{field}' is not served by any worker serving '{model}' now; leave it out or choose another model."),
-                    ));
-                }
-                serving
-            }
-        };
+        let lacking = live[0].features;
+        live.retain(|o| o.features.covers(&prefs.needs));
+        if live.is_empty() {
+            let field = prefs.needs.first_missing(&lacking).unwrap_or("a feature");
+            return Err(WireError::new(
+                ErrorKind::FeatureNotServed,
+                format!("'{field}' is not served by any worker serving '{model}' now; leave it out or choose another model."),
+            ));
+        }
         let mut eligible: Vec<(u64, &Offer)> = live
             .into_iter()
             .filter(|o| o.price_coefficient <= limit)

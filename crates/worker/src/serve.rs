@@ -135,14 +135,9 @@ impl RequestHandler {
         };
         // Misrouted (by a faulty or dishonest proxy): refused, never
         // answered as if the feature had not been asked for.
-        if let Some(field) = request.needs().first_missing(features) {
-            return refuse(
-                ErrorKind::FeatureNotServed,
-                format!(
-                    "'{field}' is not served by this worker for '{}'",
-                    request.model
-                ),
-            );
+        let by = format!("this worker for '{}'", request.model);
+        if let Err(e) = request.check_served(features, &by) {
+            return refuse(e.kind, e.message);
         }
         let limit = limit.clone();
         let model_sha256 = model_sha256.clone();

@@ -11,6 +11,7 @@ use super::ApiError;
 use fields::Endpoint;
 
 mod fields;
+mod nested;
 mod tools;
 
 /// A request ready for the backend, with how to answer it.
@@ -349,33 +350,9 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
 fn response_format(value: Option<&Value>) -> Result<Option<OutputFormat>, ApiError> {
     let value = match value {
         None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(o)) => o,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Invalid type for 'response_format': expected an object.",
-                Some("response_format"),
-                "invalid_type",
-            ))
-        }
+        Some(v) => nested::object(v, "response_format")?,
     };
-    let unknown = |field: String| {
-        ApiError::invalid(
-            format!("Unrecognized request argument supplied: {field}"),
-            Some(&field),
-            "unknown_parameter",
-        )
-    };
-    let kind = match value.get("type") {
-        None => return Err(missing("response_format.type")),
-        Some(Value::String(kind)) => kind.as_str(),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Invalid type for 'response_format.type': expected a string.",
-                Some("response_format.type"),
-                "invalid_type",
-            ))
-        }
-    };
+    let kind = nested::string(value, "response_format", "type")?;
     let own: &[&str] = match kind {
         "json_schema" => &["type", "json_schema"],
         "text" | "json_object" => &["type"],
@@ -387,9 +364,7 @@ fn response_format(value: Option<&Value>) -> Result<Option<OutputFormat>, ApiErr
             ))
         }
     };
-    if let Some(k) = value.keys().find(|k| !own.contains(&k.as_str())) {
-        return Err(unknown(format!("response_format.{k}")));
-    }
+    nested::only(value, "response_format", own)?;
     match kind {
         "text" => Ok(None),
         "json_object" => Ok(Some(OutputFormat::JsonObject)),
@@ -398,12 +373,7 @@ fn response_format(value: Option<&Value>) -> Result<Option<OutputFormat>, ApiErr
             let Some(Value::Object(spec)) = value.get("json_schema") else {
                 return Err(missing(field));
             };
-            if let Some(k) = spec
-                .keys()
-                .find(|k| !["name", "schema", "strict", "description"].contains(&k.as_str()))
-            {
-                return Err(unknown(format!("{field}.{k}")));
-            }
+            nested::only(spec, field, &["name", "schema", "strict", "description"])?;
             let name = match spec.get("name") {
                 Some(Value::String(n)) if is_schema_name(n) => n.clone(),
                 Some(_) => {
@@ -430,21 +400,10 @@ fn response_format(value: Option<&Value>) -> Result<Option<OutputFormat>, ApiErr
                 }
                 None => return Err(missing(&format!("{field}.schema"))),
             };
-            let strict = match spec.get("strict") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => {
-                    return Err(ApiError::invalid(
-                        format!("Invalid type for '{field}.strict': expected a boolean."),
-                        Some(&format!("{field}.strict")),
-                        "invalid_type",
-                    ))
-                }
-            };
             Ok(Some(OutputFormat::JsonSchema {
                 name,
                 schema,
-                strict,
+                strict: nested::flag(spec, field, "strict")?.unwrap_or(false),
             }))
         }
     }

@@ -89,34 +89,38 @@ impl Shapes {
         }
         Ok(Constraint { matcher })
     }
-}
 
-impl Shapes {
     /// A fresh constraint holding one answer to the calls `tools` allows.
-    /// Each function's schema is compiled alone first, so that an error
-    /// names the function at fault.
+    /// When the grammar does not compile, each function's schema is
+    /// compiled alone to name the one at fault.
     pub fn compile_calls(&self, tools: &Tools) -> Result<Constraint, ShapeError> {
-        for (i, function) in tools.functions.iter().enumerate() {
-            let schema: Value = serde_json::from_str(&function.parameters).unwrap_or(json!({}));
-            let grammar = TopLevelGrammar::from_json_schema(with_layout(schema));
-            if let Err(e) = self.factory.create_parser(grammar) {
-                return Err(ShapeError::Tool {
+        let grammar = TopLevelGrammar::from_lark(tool_calls::grammar(tools));
+        match self.factory.create_parser(grammar) {
+            Ok(parser) => Ok(Constraint {
+                matcher: Matcher::new(Ok(parser)),
+            }),
+            Err(whole) => Err(self.function_at_fault(tools).unwrap_or(ShapeError::Tool {
+                field: "tools".into(),
+                message: whole.to_string(),
+            })),
+        }
+    }
+
+    /// The first function of `tools` whose parameters schema does not compile.
+    fn function_at_fault(&self, tools: &Tools) -> Option<ShapeError> {
+        tools
+            .functions
+            .iter()
+            .enumerate()
+            .find_map(|(i, function)| {
+                let grammar =
+                    TopLevelGrammar::from_json_schema(with_layout(function.parameters_value()));
+                let e = self.factory.create_parser(grammar).err()?;
+                Some(ShapeError::Tool {
                     field: format!("tools[{i}].function.parameters"),
                     message: e.to_string(),
-                });
-            }
-        }
-        let grammar = TopLevelGrammar::from_lark(tool_calls::grammar(tools));
-        let parser = self
-            .factory
-            .create_parser(grammar)
-            .map_err(|e| ShapeError::Tool {
-                field: "tools".into(),
-                message: e.to_string(),
-            })?;
-        Ok(Constraint {
-            matcher: Matcher::new(Ok(parser)),
-        })
+                })
+            })
     }
 }
 

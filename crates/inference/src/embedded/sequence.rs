@@ -103,9 +103,6 @@ pub(super) struct Sequence {
     in_reasoning: bool,
     ignore_eos: bool,
     constraint: Option<Constraint>,
-    /// Whether the constraint masks the tokens now (an `auto` tool answer's
-    /// only once it calls).
-    masked: bool,
     calls: Calls,
     /// Alternatives to report per token, when the request asked for log
     /// probabilities.
@@ -138,7 +135,6 @@ impl Sequence {
             in_reasoning: false,
             // A constrained answer ends where its shape does.
             ignore_eos: job.params.ignore_eos && job.constraint.is_none(),
-            masked: job.constraint.is_some() && job.calls != CallMode::Auto,
             constraint: job.constraint,
             top_logprobs: job.params.logprobs.map(usize::from),
             sampled_logprobs: None,
@@ -161,9 +157,18 @@ impl Sequence {
         pick
     }
 
+    /// The constraint, while it masks the tokens: always for a response
+    /// format or forced calls, for an `auto` tool answer once it calls.
+    fn masking(&mut self) -> Option<&mut Constraint> {
+        match self.calls {
+            Calls::Undecided { .. } => None,
+            Calls::Off | Calls::Calling(_) => self.constraint.as_mut(),
+        }
+    }
+
     fn pick(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, at: i32) -> Pick {
-        let constraint = self.constraint.as_mut().filter(|_| self.masked);
-        let Some(constraint) = constraint else {
+        let greedy = self.greedy;
+        let Some(constraint) = self.masking() else {
             if self.greedy {
                 return Pick::Token(LlamaToken(argmax(ctx.get_logits_ith(at)) as i32));
             }
@@ -178,7 +183,7 @@ impl Sequence {
             }
         };
         let logits = ctx.get_logits_ith(at);
-        let picked = if self.greedy {
+        let picked = if greedy {
             greedy_within(logits, &allowed)
         } else {
             let mut candidates = Vec::with_capacity(allowed.num_set());
@@ -215,8 +220,7 @@ impl Sequence {
         if vocab.is_eog(token) && !self.ignore_eos {
             return Some(End::Finish(FinishReason::Stop));
         }
-        let constraint = self.constraint.as_mut().filter(|_| self.masked);
-        let complete = match constraint.map(|c| c.accept(token)) {
+        let complete = match self.masking().map(|c| c.accept(token)) {
             None | Some(Ok(false)) => false,
             Some(Ok(true)) => true,
             Some(Err(e)) => {
@@ -311,7 +315,6 @@ impl Sequence {
             self.constraint = None;
             return self.route(tokens[tokens.len() - 1], held);
         }
-        self.masked = true;
         let mut reader = CallReader::default();
         let pieces = reader.push(&held);
         self.calls = Calls::Calling(reader);

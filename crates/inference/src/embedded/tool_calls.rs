@@ -16,7 +16,7 @@
 //! JSON Schema), and [`CallReader`], which turns the generated text into
 //! OpenAI's streamed `tool_calls` pieces.
 
-use cocoon_protocol::{ToolCall, ToolCallChunk, ToolChoice, Tools};
+use cocoon_protocol::{Function, ToolCall, ToolCallChunk, ToolChoice, Tools};
 use serde_json::{json, Value};
 
 /// What opens a call.
@@ -30,26 +30,7 @@ const TAIL: &str = "}\n</tool_call>";
 
 /// The functions as OpenAI's `tools` list (what Hugging Face templates read).
 pub fn definitions(tools: &Tools) -> Vec<Value> {
-    tools
-        .functions
-        .iter()
-        .map(|f| {
-            let mut function = json!({"name": f.name, "parameters": parameters(&f.parameters)});
-            if let Some(d) = &f.description {
-                function["description"] = Value::from(d.as_str());
-            }
-            json!({"type": "function", "function": function})
-        })
-        .collect()
-}
-
-/// A function's parameters schema as a value (an empty object schema when
-/// it has none or it is not JSON).
-fn parameters(text: &str) -> Value {
-    match serde_json::from_str::<Value>(text) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => json!({"type": "object", "properties": {}}),
-    }
+    tools.functions.iter().map(Function::to_openai).collect()
 }
 
 /// A call's arguments as a value, for templates that write them out
@@ -107,7 +88,7 @@ pub fn grammar(tools: &Tools) -> String {
                 "type": "object",
                 "properties": {
                     "name": {"const": f.name},
-                    "arguments": parameters(&f.parameters),
+                    "arguments": f.parameters_value(),
                 },
                 "required": ["name", "arguments"],
                 "additionalProperties": false,

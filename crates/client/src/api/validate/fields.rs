@@ -103,23 +103,16 @@ pub fn check(body: &serde_json::Map<String, Value>, endpoint: Endpoint) -> Resul
             || NOT_SERVED.iter().any(|(field, _)| *field == name)
     };
     if let Some(name) = body.keys().find(|name| !known(name)) {
-        return Err(ApiError::invalid(
-            format!("Unrecognized request argument supplied: {name}"),
-            Some(name),
-            "unknown_parameter",
-        ));
+        return Err(super::nested::unknown(name.clone()));
     }
     if let Some(Value::Object(options)) = body.get("stream_options") {
         // `include_obfuscation` only pads chunks against length side
         // channels, which sealed, bucketed chunks already hide: harmless.
-        let served = ["include_usage", "include_obfuscation"];
-        if let Some(name) = options.keys().find(|k| !served.contains(&k.as_str())) {
-            return Err(ApiError::invalid(
-                format!("Unrecognized request argument supplied: stream_options.{name}"),
-                Some(&format!("stream_options.{name}")),
-                "unknown_parameter",
-            ));
-        }
+        super::nested::only(
+            options,
+            "stream_options",
+            &["include_usage", "include_obfuscation"],
+        )?;
     }
     if let Some(Value::Array(messages)) = body.get("messages") {
         for (i, message) in messages.iter().enumerate() {

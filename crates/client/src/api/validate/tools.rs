@@ -5,54 +5,13 @@
 //! `tool` message's `tool_call_id`. Each failure names its field.
 
 use cocoon_protocol::{Function, ToolCall, ToolChoice, Tools};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::nested::{flag, invalid, object, only, string};
 use super::{is_schema_name, missing, ApiError};
 
 /// OpenAI's limit on functions per request.
 const MAX_TOOLS: usize = 128;
-
-fn invalid(message: String, field: &str, code: &str) -> ApiError {
-    ApiError::invalid(message, Some(field), code)
-}
-
-fn unknown(field: String) -> ApiError {
-    invalid(
-        format!("Unrecognized request argument supplied: {field}"),
-        &field,
-        "unknown_parameter",
-    )
-}
-
-fn object<'a>(value: &'a Value, field: &str) -> Result<&'a Map<String, Value>, ApiError> {
-    value.as_object().ok_or_else(|| {
-        invalid(
-            format!("Invalid type for '{field}': expected an object."),
-            field,
-            "invalid_type",
-        )
-    })
-}
-
-fn only(map: &Map<String, Value>, field: &str, allowed: &[&str]) -> Result<(), ApiError> {
-    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(unknown(format!("{field}.{k}"))),
-        None => Ok(()),
-    }
-}
-
-fn string<'a>(map: &'a Map<String, Value>, field: &str, key: &str) -> Result<&'a str, ApiError> {
-    let path = format!("{field}.{key}");
-    match map.get(key) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(invalid(
-            format!("Invalid type for '{path}': expected a string."),
-            &path,
-            "invalid_type",
-        )),
-        None => Err(missing(&path)),
-    }
-}
 
 /// The request's tools, or `None` when it offers none (or `tool_choice`
 /// is `"none"`: the model is then not told about them).
@@ -170,16 +129,7 @@ fn functions(list: &[Value]) -> Result<Vec<Function>, ApiError> {
                 ))
             }
         };
-        match function.get("strict") {
-            None | Some(Value::Null | Value::Bool(_)) => {}
-            Some(_) => {
-                return Err(invalid(
-                    format!("Invalid type for '{field}.strict': expected a boolean."),
-                    &format!("{field}.strict"),
-                    "invalid_type",
-                ))
-            }
-        }
+        flag(function, &field, "strict")?;
         out.push(Function {
             name: name.to_string(),
             description,
