@@ -276,7 +276,7 @@ async fn timed(
     let mut first = None;
     while let Some(event) = stream.next().await {
         match event {
-            Event::Delta { .. } | Event::ToolCall(_) => {
+            Event::Delta { .. } | Event::ToolCall(_) | Event::Reasoning { .. } => {
                 first.get_or_insert_with(|| start.elapsed());
             }
             Event::Done(done) => {

@@ -352,6 +352,10 @@ impl Unsealer {
                     self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
                     Event::Logprobs(logprobs)
                 }
+                Ok(Piece::Reasoning { text, tokens }) => {
+                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
+                    Event::Reasoning { text, tokens }
+                }
                 Ok(Piece::Error { .. }) => tampered("an error arrived as an answer chunk".into()),
                 Err(e) => tampered(format!("{e}")),
             },
@@ -359,12 +363,18 @@ impl Unsealer {
             Event::SealedError { ciphertext, .. } => match self.opener.open(&ciphertext) {
                 // The kind inside the seal, not the one beside it.
                 Ok(Piece::Error { kind, message }) => Event::Error(WireError::new(kind, message)),
-                Ok(Piece::Text { .. } | Piece::ToolCall(_) | Piece::Logprobs(_)) => {
-                    tampered("an answer chunk arrived as the answer's error".into())
-                }
+                Ok(
+                    Piece::Text { .. }
+                    | Piece::ToolCall(_)
+                    | Piece::Logprobs(_)
+                    | Piece::Reasoning { .. },
+                ) => tampered("an answer chunk arrived as the answer's error".into()),
                 Err(e) => tampered(format!("{e}")),
             },
-            Event::Delta { .. } | Event::ToolCall(_) | Event::Logprobs(_) => {
+            Event::Delta { .. }
+            | Event::ToolCall(_)
+            | Event::Logprobs(_)
+            | Event::Reasoning { .. } => {
                 tampered("an unsealed chunk arrived for a sealed request".into())
             }
             Event::Done(done) => match self.check_receipt(&done) {
@@ -614,6 +624,11 @@ mod tests {
             &s.unsealer.open(Event::Sealed { ciphertext: chunk })
         ));
         assert!(is_refused(&s.unsealer.open(Event::Delta {
+            text: "injected".into(),
+            tokens: 1
+        })));
+        // Nor may a proxy inject reasoning the worker never sealed.
+        assert!(is_refused(&s.unsealer.open(Event::Reasoning {
             text: "injected".into(),
             tokens: 1
         })));

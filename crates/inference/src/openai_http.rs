@@ -142,6 +142,16 @@ impl OpenAiHttpEngine {
             parallel_tool_calls: tools.as_ref().map(|t| t.2),
             logprobs: p.logprobs.map(|_| serde_json::Value::Bool(true)),
             top_logprobs: p.logprobs.map(i64::from),
+            reasoning_effort: p
+                .thinking
+                .as_ref()
+                .and_then(|t| t.effort.clone())
+                .map(Into::into),
+            chat_template_kwargs: p
+                .thinking
+                .as_ref()
+                .and_then(|t| t.enabled)
+                .map(|on| serde_json::json!({ "enable_thinking": on })),
             ..Default::default()
         };
         let builder = match &request.input {
@@ -167,6 +177,7 @@ impl OpenAiHttpEngine {
                                             .collect()
                                     }),
                                     tool_call_id: m.tool_call_id.clone().map(Into::into),
+                                    reasoning_content: m.reasoning_content.clone().map(Into::into),
                                 })
                                 .collect(),
                         ),
@@ -204,6 +215,8 @@ impl Engine for OpenAiHttpEngine {
                 structured_outputs: true,
                 tools: true,
                 logprobs: true,
+                // Passed on; the upstream's reasoning parser separates it.
+                reasoning: true,
             },
         }]
     }
@@ -264,7 +277,7 @@ impl Engine for OpenAiHttpEngine {
 
     fn generate(&self, request: GenerateRequest) -> Generation {
         #[cfg(feature = "llama")]
-        let own_count = self.counter.as_ref().and_then(|c| match c.tokens_with_tools(&request.input, request.params.tools.as_ref()) {
+        let own_count = self.counter.as_ref().and_then(|c| match c.tokens_for(&request.input, &request.params) {
             Ok(tokens) => Some(tokens.len() as u64),
             Err(e) => {
                 tracing::debug!(error = %e, "own prompt count unavailable; using the upstream's");
@@ -392,6 +405,13 @@ impl Reading {
         let logprobs = choice.logprobs();
         if !logprobs.is_empty() {
             self.pending.push_back(Event::Logprobs(logprobs));
+        }
+        if let Some(t) = choice.reasoning().filter(|t| !t.is_empty()) {
+            self.chunks += 1;
+            self.pending.push_back(Event::Reasoning {
+                text: t.into_owned(),
+                tokens: 1,
+            });
         }
         if let Some(t) = choice.text().filter(|t| !t.is_empty()) {
             self.chunks += 1;

@@ -65,6 +65,25 @@ impl ModelShape {
 /// engine like any model's own template).
 pub const TINY_CHAT_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
+/// The chat template of generated reasoning models, in the style of Qwen 3:
+/// the answer opens a `<think>` section unless `enable_thinking` is false
+/// (then an empty one is written, closed), `reasoning_effort` is written
+/// into a system turn, and earlier turns show their `reasoning_content`.
+pub const REASONING_CHAT_TEMPLATE: &str = "{% if reasoning_effort is defined %}<|im_start|>system\nReasoning: {{ reasoning_effort }}<|im_end|>\n{% endif %}{% for message in messages %}<|im_start|>{{ message.role }}\n{% if message.reasoning_content %}<think>\n{{ message.reasoning_content }}\n</think>\n\n{% endif %}{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}{% endif %}";
+
+/// How much likelier than its random weights make it a generated reasoning
+/// model's `</think>` is (its output row is scaled by this), so that noise
+/// leaves its reasoning after a few tokens.
+const THINK_END_BOOST: f32 = 3.0;
+
+/// Which kind of chat model to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    Chat,
+    /// With `<think>` / `</think>` tokens and [`REASONING_CHAT_TEMPLATE`].
+    Reasoning,
+}
+
 const WORDS: &[&str] = &[
     "the", "of", "and", "to", "in", "is", "that", "it", "was", "for", "on", "are", "with", "as",
     "be", "at", "this", "have", "from", "or", "by", "not", "but", "what", "all", "were", "we",
@@ -80,6 +99,7 @@ const WORDS: &[&str] = &[
 const NORMAL: i32 = 1;
 const UNKNOWN: i32 = 2;
 const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
 const BYTE: i32 = 6;
 
 struct Vocab {
@@ -88,7 +108,7 @@ struct Vocab {
     types: Vec<i32>,
 }
 
-fn vocab(min_size: u32) -> Vocab {
+fn vocab(min_size: u32, flavour: Flavour) -> Vocab {
     let mut v = Vocab {
         tokens: vec![],
         scores: vec![],
@@ -106,6 +126,11 @@ fn vocab(min_size: u32) -> Vocab {
     push(&mut v, "</s>".into(), 0.0, CONTROL);
     push(&mut v, "<|im_start|>".into(), 0.0, CONTROL);
     push(&mut v, "<|im_end|>".into(), 0.0, CONTROL);
+    if flavour == Flavour::Reasoning {
+        // As in Qwen 3: added tokens that show as text.
+        push(&mut v, "<think>".into(), 0.0, USER_DEFINED);
+        push(&mut v, "</think>".into(), 0.0, USER_DEFINED);
+    }
     for b in 0..=255u8 {
         push(&mut v, format!("<0x{b:02X}>"), 0.0, BYTE);
     }
@@ -137,7 +162,24 @@ fn vocab(min_size: u32) -> Vocab {
 
 /// Write a generated model to `path`. The same seed and shape give the same bytes.
 pub fn write_model(path: &Path, shape: ModelShape, seed: u64) -> io::Result<()> {
-    let vocab = vocab(shape.n_vocab);
+    write(path, shape, seed, Flavour::Chat)
+}
+
+/// Write a generated reasoning model to `path`: [`write_model`]'s, with
+/// single `<think>` / `</think>` tokens, [`REASONING_CHAT_TEMPLATE`], and
+/// `</think>` made likely enough that an answer's reasoning ends after a
+/// few tokens (noise, like the rest of its output).
+pub fn write_reasoning_model(path: &Path, shape: ModelShape, seed: u64) -> io::Result<()> {
+    write(path, shape, seed, Flavour::Reasoning)
+}
+
+fn write(path: &Path, shape: ModelShape, seed: u64, flavour: Flavour) -> io::Result<()> {
+    let vocab = vocab(shape.n_vocab, flavour);
+    let think_end = vocab.tokens.iter().position(|t| t == "</think>");
+    let template = match flavour {
+        Flavour::Chat => TINY_CHAT_TEMPLATE,
+        Flavour::Reasoning => REASONING_CHAT_TEMPLATE,
+    };
     let n_vocab = vocab.tokens.len() as u64;
     let (e, ff) = (shape.n_embd as u64, shape.n_ff as u64);
     let head_dim = e / shape.n_head as u64;
@@ -170,10 +212,7 @@ pub fn write_model(path: &Path, shape: ModelShape, seed: u64) -> io::Result<()> 
         .meta("tokenizer.ggml.eot_token_id", Value::U32(4))
         .meta("tokenizer.ggml.add_bos_token", Value::Bool(true))
         .meta("tokenizer.ggml.add_eos_token", Value::Bool(false))
-        .meta(
-            "tokenizer.chat_template",
-            Value::Str(TINY_CHAT_TEMPLATE.into()),
-        );
+        .meta("tokenizer.chat_template", Value::Str(template.into()));
 
     let mut matrix = |w: &mut GgufWriter, name: &str, cols: u64, rows: u64, std: f32| {
         let values = normal(&mut rng, (cols * rows) as usize, std);
@@ -209,7 +248,12 @@ pub fn write_model(path: &Path, shape: ModelShape, seed: u64) -> io::Result<()> 
         &vec![1.0; e as usize],
         TensorType::F32,
     );
-    matrix(&mut w, "output.weight", e, n_vocab, 8.0 / (e as f32).sqrt());
+    let mut output = normal(&mut rng, (e * n_vocab) as usize, 8.0 / (e as f32).sqrt());
+    if let Some(id) = think_end {
+        let row = id * e as usize..(id + 1) * e as usize;
+        output[row].iter_mut().for_each(|x| *x *= THINK_END_BOOST);
+    }
+    w.tensor("output.weight", &[e, n_vocab], &output, TensorType::Q8_0);
 
     // A private scratch name: concurrent writers of the same path never collide.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

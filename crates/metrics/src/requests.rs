@@ -241,7 +241,10 @@ pub fn metered(
     events
         .map(move |event| {
             match &event {
-                Event::Delta { .. } | Event::ToolCall(_) | Event::Sealed { .. } => timer.token(),
+                Event::Delta { .. }
+                | Event::ToolCall(_)
+                | Event::Reasoning { .. }
+                | Event::Sealed { .. } => timer.token(),
                 Event::Done(done) => {
                     timer.ok(done.usage.prompt_tokens, done.usage.completion_tokens)
                 }

@@ -11,7 +11,7 @@ use crate::sealed::SealedRequest;
 use crate::worker_key::WorkerKey;
 
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 9;
+pub const PROTOCOL_VERSION: u16 = 10;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +96,11 @@ impl GenerateRequest {
             structured_outputs: self.params.format.is_some(),
             tools: self.params.tools.is_some(),
             logprobs: self.params.logprobs.is_some(),
+            reasoning: self
+                .params
+                .thinking
+                .as_ref()
+                .is_some_and(Thinking::needs_reasoning),
         }
     }
 
@@ -129,6 +134,10 @@ pub struct ChatMessage {
     /// On a `tool` message: the call whose result this is.
     #[serde(default)]
     pub tool_call_id: Option<String>,
+    /// On an assistant message: the reasoning that came before its content
+    /// (vLLM's `reasoning_content`), for templates that show it.
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
 }
 
 impl ChatMessage {
@@ -221,6 +230,31 @@ pub struct SamplingParams {
     /// likely alternatives (0..=20; OpenAI's `logprobs` / `top_logprobs`).
     #[serde(default)]
     pub logprobs: Option<u8>,
+    /// How a reasoning model thinks; `None`: as its template does by default.
+    #[serde(default)]
+    pub thinking: Option<Thinking>,
+}
+
+/// What a request asks of a reasoning model: OpenAI's `reasoning_effort`
+/// and vLLM's `chat_template_kwargs.enable_thinking`, both handed to the
+/// model's chat template (or to the backend) as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thinking {
+    /// `false`: answer without reasoning; `true`: reason first.
+    pub enabled: Option<bool>,
+    /// One of [`REASONING_EFFORTS`].
+    pub effort: Option<String>,
+}
+
+/// The values `reasoning_effort` takes (OpenAI's).
+pub const REASONING_EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
+
+impl Thinking {
+    /// Whether serving this takes a reasoning model: asking a model that
+    /// does not reason to leave reasoning out is already served.
+    pub fn needs_reasoning(&self) -> bool {
+        self.effort.is_some() || self.enabled == Some(true)
+    }
 }
 
 /// The most alternatives a request may ask for per token.
@@ -271,6 +305,10 @@ pub struct Features {
     pub tools: bool,
     /// `logprobs` and `top_logprobs`.
     pub logprobs: bool,
+    /// Reasoning kept apart from the answer (`reasoning_content`), and
+    /// `reasoning_effort` / `enable_thinking` honoured.
+    #[serde(default)]
+    pub reasoning: bool,
 }
 
 impl Features {
@@ -288,6 +326,8 @@ impl Features {
             Some("tools")
         } else if self.logprobs && !served.logprobs {
             Some("logprobs")
+        } else if self.reasoning && !served.reasoning {
+            Some("reasoning_effort")
         } else {
             None
         }
@@ -299,6 +339,7 @@ impl Features {
             structured_outputs: self.structured_outputs || other.structured_outputs,
             tools: self.tools || other.tools,
             logprobs: self.logprobs || other.logprobs,
+            reasoning: self.reasoning || other.reasoning,
         }
     }
 
@@ -323,6 +364,9 @@ impl Features {
         if self.logprobs {
             out.extend(["logprobs", "top_logprobs"]);
         }
+        if self.reasoning {
+            out.extend(["reasoning", "include_reasoning"]);
+        }
         out
     }
 }
@@ -336,6 +380,9 @@ pub enum Event {
     /// A piece of a function call the model is making (like `Delta`, never
     /// on the wire of a sealed request: sealed as a [`crate::sealed::Piece`]).
     ToolCall(ToolCallChunk),
+    /// Newly generated reasoning (a reasoning model's thinking, before its
+    /// answer; OpenAI-compatible servers' `reasoning_content`), like `Delta`.
+    Reasoning { text: String, tokens: u32 },
     /// The log probabilities of tokens generated since the last (like
     /// `Delta`, sealed on the wire); their text follows in `Delta`s.
     Logprobs(Vec<TokenLogprob>),
@@ -367,7 +414,11 @@ impl Event {
     pub fn is_terminal(&self) -> bool {
         !matches!(
             self,
-            Event::Delta { .. } | Event::ToolCall(_) | Event::Logprobs(_) | Event::Sealed { .. }
+            Event::Delta { .. }
+                | Event::ToolCall(_)
+                | Event::Reasoning { .. }
+                | Event::Logprobs(_)
+                | Event::Sealed { .. }
         )
     }
 }

@@ -72,6 +72,12 @@ pub struct RequestParams {
     pub tool_choice: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
+    /// `none` .. `xhigh`; checked by the client node into [`crate::Thinking`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<serde_json::Value>,
+    /// vLLM's extra arguments to the chat template; `enable_thinking` served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template_kwargs: Option<serde_json::Value>,
     /// Cocoon extension: routing preferences for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cocoon: Option<CocoonOptions>,
@@ -133,6 +139,9 @@ pub struct RequestMessage {
     /// A `tool` message's call id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<Value>,
+    /// An assistant message's reasoning (vLLM's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<Value>,
 }
 
 /// A chat message in a response: text, or (with `content: null`) calls.
@@ -140,6 +149,9 @@ pub struct RequestMessage {
 pub struct ResponseMessage {
     pub role: String,
     pub content: Option<String>,
+    /// What a reasoning model thought before its answer (vLLM's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ApiToolCall>,
 }
@@ -417,6 +429,8 @@ pub struct Delta {
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<DeltaToolCall>>,
 }

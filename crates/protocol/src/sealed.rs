@@ -346,6 +346,11 @@ impl ReplySealer {
         self.seal_piece(&PieceRef::ToolCall(chunk))
     }
 
+    /// Seal the next chunk: reasoning text and how many tokens it is.
+    pub fn seal_reasoning(&mut self, text: &str, tokens: u32) -> Vec<u8> {
+        self.seal_piece(&PieceRef::Reasoning { text, tokens })
+    }
+
     /// Seal the next chunk: log probabilities of the tokens to come.
     pub fn seal_logprobs(&mut self, logprobs: &[crate::TokenLogprob]) -> Vec<u8> {
         self.seal_piece(&PieceRef::Logprobs(logprobs))
@@ -545,6 +550,8 @@ pub enum Piece {
         kind: crate::ErrorKind,
         message: String,
     },
+    /// Generated reasoning and how many tokens it is.
+    Reasoning { text: String, tokens: u32 },
 }
 
 /// [`Piece`] borrowing its text, for sealing without a copy: serializes
@@ -561,6 +568,10 @@ enum PieceRef<'a> {
         kind: crate::ErrorKind,
         message: &'a str,
     },
+    Reasoning {
+        text: &'a str,
+        tokens: u32,
+    },
 }
 
 impl PieceRef<'_> {
@@ -568,7 +579,7 @@ impl PieceRef<'_> {
     /// and the count or kind as varints, and the text.
     fn max_encoded_len(&self) -> usize {
         match self {
-            PieceRef::Text { text, .. } => text.len() + 16,
+            PieceRef::Text { text, .. } | PieceRef::Reasoning { text, .. } => text.len() + 16,
             // Per token: bytes, a float, and per alternative bytes and a float.
             PieceRef::Logprobs(l) => {
                 l.iter()

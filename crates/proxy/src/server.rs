@@ -364,7 +364,10 @@ impl ClientSide {
                             let done = match event {
                                 // Only sealed text passes: a worker must never
                                 // send plaintext through the proxy.
-                                Event::Delta { .. } | Event::ToolCall(_) | Event::Logprobs(_) => {
+                                Event::Delta { .. }
+                                | Event::ToolCall(_)
+                                | Event::Reasoning { .. }
+                                | Event::Logprobs(_) => {
                                     return future::ready(Event::Error(WireError::new(
                                         ErrorKind::Upstream,
                                         "the worker sent an unsealed answer; refused",

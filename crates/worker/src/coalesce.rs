@@ -22,6 +22,9 @@ pub const MAX_CHUNK_TEXT: usize = 1024;
 
 struct State {
     events: BoxStream<'static, Event>,
+    /// Reasoning gathered (it comes before the answer's text).
+    reasoning: String,
+    reasoning_tokens: u32,
     text: String,
     tokens: u32,
     /// Log probabilities of the tokens gathered (when the request asked).
@@ -33,10 +36,16 @@ struct State {
 }
 
 impl State {
-    /// Queue what the window gathered: the tokens' log probabilities, then
-    /// their text.
+    /// Queue what the window gathered: reasoning, then the tokens' log
+    /// probabilities, then their text.
     fn flush(&mut self) {
         self.deadline = None;
+        if !self.reasoning.is_empty() || self.reasoning_tokens > 0 {
+            self.ready.push_back(Event::Reasoning {
+                text: std::mem::take(&mut self.reasoning),
+                tokens: std::mem::take(&mut self.reasoning_tokens),
+            });
+        }
         if !self.logprobs.is_empty() {
             self.ready
                 .push_back(Event::Logprobs(std::mem::take(&mut self.logprobs)));
@@ -65,6 +74,8 @@ pub fn coalesce(events: BoxStream<'static, Event>, window: Duration) -> BoxStrea
     }
     let state = State {
         events,
+        reasoning: String::new(),
+        reasoning_tokens: 0,
         text: String::new(),
         tokens: 0,
         logprobs: Vec::new(),
@@ -95,6 +106,19 @@ pub fn coalesce(events: BoxStream<'static, Event>, window: Duration) -> BoxStrea
                     st.tokens = st.tokens.saturating_add(tokens);
                     st.start_window(window);
                     if st.text.len() >= MAX_CHUNK_TEXT {
+                        st.flush();
+                    }
+                }
+                Some(Some(Event::Reasoning { text, tokens })) => {
+                    // Reasoning after answer text (a second thought) keeps
+                    // its place.
+                    if !st.text.is_empty() || st.tokens > 0 {
+                        st.flush();
+                    }
+                    st.reasoning.push_str(&text);
+                    st.reasoning_tokens = st.reasoning_tokens.saturating_add(tokens);
+                    st.start_window(window);
+                    if st.reasoning.len() >= MAX_CHUNK_TEXT {
                         st.flush();
                     }
                 }
@@ -177,6 +201,35 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(&out[1], Event::Delta { text, tokens: 2 } if text == "ab"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reasoning_is_coalesced_too_and_keeps_its_place() {
+        let thought = |t: &str| Event::Reasoning {
+            text: t.into(),
+            tokens: 1,
+        };
+        let events = stream::iter([
+            thought("a"),
+            thought("b"),
+            delta("c"),
+            thought("d"),
+            delta("e"),
+            done(),
+        ])
+        .boxed();
+        let out: Vec<Event> = coalesce(events, Duration::from_millis(5)).collect().await;
+        let shown: Vec<String> = out
+            .iter()
+            .map(|e| match e {
+                Event::Reasoning { text, tokens } => format!("r:{text}/{tokens}"),
+                Event::Delta { text, tokens } => format!("t:{text}/{tokens}"),
+                Event::Done(_) => "done".into(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // One window each side of the answer text that came between.
+        assert_eq!(shown, ["r:ab/2", "t:c/1", "r:d/1", "t:e/1", "done"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -219,6 +219,14 @@ impl Answer {
                             ciphertext: sealer.seal(&text, tokens),
                         }
                     }
+                    Event::Reasoning { text, tokens } => {
+                        stats
+                            .tokens_generated
+                            .fetch_add(tokens as u64, Ordering::SeqCst);
+                        Event::Sealed {
+                            ciphertext: sealer.seal_reasoning(&text, tokens),
+                        }
+                    }
                     Event::Logprobs(logprobs) => Event::Sealed {
                         ciphertext: sealer.seal_logprobs(&logprobs),
                     },

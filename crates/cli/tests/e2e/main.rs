@@ -20,6 +20,7 @@ mod overload;
 mod pages;
 mod proxies;
 mod real_model;
+mod reasoning;
 mod restart;
 mod sealing;
 mod settlement;

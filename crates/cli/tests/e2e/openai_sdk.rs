@@ -1,6 +1,6 @@
 //! The official OpenAI Python SDK against the devnet, as an app uses it: a
 //! plain chat answers; what no worker of the model serves (tool calls and a
-//! JSON schema on the echo engine) and fields it does not know come back as
+//! JSON schema and reasoning on the echo engine) and fields it does not know come back as
 //! the SDK's own `BadRequestError` naming the field, never as a plain
 //! answer that only looks like what was asked for. Structured outputs and
 //! tool calls on a real model: see `structured` and `tool_calls`. The SDK
@@ -46,6 +46,7 @@ print(json.dumps({
     "schema": refused(response_format={"type": "json_schema", "json_schema": {
         "name": "reply", "schema": {"type": "object"}, "strict": True}}),
     "unknown": refused(extra_body={"temprature": 0.5}),
+    "effort": refused(reasoning_effort="high"),
 }))
 "#;
 
@@ -106,6 +107,7 @@ async fn the_openai_sdk_gets_answers_and_named_refusals() {
         ("tools", "tools", "unsupported_parameter"),
         ("schema", "response_format", "unsupported_parameter"),
         ("unknown", "temprature", "unknown_parameter"),
+        ("effort", "reasoning_effort", "unsupported_parameter"),
     ] {
         assert_eq!(seen[case]["status"], 400, "{case}: {seen}");
         assert_eq!(seen[case]["param"], param, "{case}: {seen}");

@@ -142,7 +142,7 @@ impl Answer {
                         delta: Delta {
                             role: role.then(|| "assistant".to_string()),
                             content: text,
-                            tool_calls: None,
+                            ..Delta::default()
                         },
                         finish_reason,
                         logprobs,
@@ -166,6 +166,22 @@ impl Answer {
 
     /// One streamed chunk with a piece of a function call (chat only).
     fn call_chunk(&self, piece: &ToolCallChunk) -> String {
+        self.delta_chunk(Delta {
+            tool_calls: Some(vec![DeltaToolCall::from(piece)]),
+            ..Delta::default()
+        })
+    }
+
+    /// One streamed chunk of reasoning (chat only).
+    fn reasoning_chunk(&self, text: String) -> String {
+        self.delta_chunk(Delta {
+            reasoning_content: Some(text),
+            ..Delta::default()
+        })
+    }
+
+    /// One streamed chat chunk carrying `delta` alone.
+    fn delta_chunk(&self, delta: Delta) -> String {
         json(&ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk".into(),
@@ -173,10 +189,7 @@ impl Answer {
             model: self.model.clone(),
             choices: vec![ChunkChoice {
                 index: 0,
-                delta: Delta {
-                    tool_calls: Some(vec![DeltaToolCall::from(piece)]),
-                    ..Delta::default()
-                },
+                delta,
                 finish_reason: None,
                 logprobs: None,
             }],
@@ -189,6 +202,7 @@ impl Answer {
     fn full(
         &self,
         text: String,
+        reasoning: String,
         calls: &[ToolCall],
         logprobs: &[TokenLogprob],
         done: &Done,
@@ -208,6 +222,7 @@ impl Answer {
                         role: "assistant".into(),
                         // OpenAI's shape: no content beside calls.
                         content: (calls.is_empty() || !text.is_empty()).then_some(text),
+                        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
                         tool_calls: calls.iter().map(ApiToolCall::from).collect(),
                     },
                     finish_reason,
@@ -276,6 +291,7 @@ fn log_done(model: &str, done: &Done, started: Instant, stream: bool) {
 /// What the next event of an answer means to the HTTP side.
 enum Step {
     Text(String),
+    Reasoning(String),
     Call(ToolCallChunk),
     Logprobs(Vec<TokenLogprob>),
     Done(Box<Done>),
@@ -297,6 +313,7 @@ async fn next_step(
         })?;
     match event {
         Some(Event::Delta { text, .. }) => Ok(Step::Text(text)),
+        Some(Event::Reasoning { text, .. }) => Ok(Step::Reasoning(text)),
         Some(Event::ToolCall(piece)) => Ok(Step::Call(piece)),
         Some(Event::Logprobs(l)) => Ok(Step::Logprobs(l)),
         Some(Event::Done(done)) => Ok(Step::Done(Box::new(done))),
@@ -324,16 +341,18 @@ async fn collect_answer(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut calls: Vec<ToolCall> = Vec::new();
     let mut logprobs: Vec<TokenLogprob> = Vec::new();
     loop {
         match next_step(&mut events, idle).await? {
             Step::Text(t) => text.push_str(&t),
+            Step::Reasoning(t) => reasoning.push_str(&t),
             Step::Call(piece) => add_piece(&mut calls, piece)?,
             Step::Logprobs(l) => logprobs.extend(l),
             Step::Done(done) => {
                 log_done(&answer.model, &done, started, false);
-                let body = answer.full(text, &calls, &logprobs, &done);
+                let body = answer.full(text, reasoning, &calls, &logprobs, &done);
                 return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
         }
@@ -427,6 +446,14 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                             let chunk =
                                 s.answer
                                     .chunk(Some(text), false, None, None, None, logprobs);
+                            s.queued.push_back(SseEvent::default().data(chunk));
+                        }
+                    }
+                    Ok(Step::Reasoning(text)) => {
+                        // Legacy completions have no place for it: their
+                        // text is the answer alone.
+                        if !text.is_empty() && s.answer.endpoint == Endpoint::Chat {
+                            let chunk = s.answer.reasoning_chunk(text);
                             s.queued.push_back(SseEvent::default().data(chunk));
                         }
                     }

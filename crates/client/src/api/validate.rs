@@ -12,6 +12,7 @@ use fields::Endpoint;
 
 mod fields;
 mod nested;
+mod reasoning;
 mod tools;
 
 /// A request ready for the backend, with how to answer it.
@@ -72,11 +73,14 @@ pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
                 other => content(other, i, &m.role)?,
             }
         };
+        let reasoning_content =
+            reasoning::message_reasoning(m.reasoning_content.as_ref(), i, &m.role)?;
         out.push(ChatMessage {
             role: m.role,
             content,
             tool_calls,
             tool_call_id,
+            reasoning_content,
         });
     }
     let offered = tools::tools(
@@ -323,6 +327,10 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         format: response_format(p.response_format.as_ref())?,
         tools: None,
         logprobs,
+        thinking: reasoning::thinking(
+            p.reasoning_effort.as_ref(),
+            p.chat_template_kwargs.as_ref(),
+        )?,
     };
     let cocoon = p.cocoon.unwrap_or_default();
     let max_coefficient = cocoon

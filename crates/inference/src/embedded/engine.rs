@@ -19,7 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::batch_loop::{BatchLoop, LoadGauge, LoopLimits};
 use super::constraint::{Constraint, ShapeError, Shapes};
-use super::sequence::{CallMode, Job, ReasoningMarkers};
+use super::sequence::{CallMode, Job, Reasoning, ReasoningMarkers};
 use super::template::TemplateError;
 use super::{EmbeddedConfig, ModelFacts, Prompter};
 use crate::model_hash::sha256_file_logged;
@@ -94,6 +94,8 @@ pub struct EmbeddedEngine {
     default_max_tokens: u32,
     jobs: Sender<Job>,
     gauge: Arc<LoadGauge>,
+    /// `<think>` / `</think>`, when the model reasons.
+    markers: ReasoningMarkers,
     /// The grammar engine for structured outputs; `None` if it could not
     /// be built for this vocabulary (then the model is offered without).
     shapes: Option<Shapes>,
@@ -215,6 +217,7 @@ impl EmbeddedEngine {
             default_max_tokens: config.default_max_tokens,
             jobs,
             gauge,
+            markers,
             shapes,
         })
     }
@@ -269,10 +272,12 @@ impl EmbeddedEngine {
         }
     }
 
-    fn prepare(&self, request: &GenerateRequest) -> Result<(Vec<LlamaToken>, u32), WireError> {
-        let prompt = self
-            .prompter
-            .tokens_with_tools(&request.input, request.params.tools.as_ref())?;
+    fn prepare(
+        &self,
+        request: &GenerateRequest,
+    ) -> Result<(Vec<LlamaToken>, u32, Reasoning), WireError> {
+        let mut prompt = self.prompter.tokens_for(&request.input, &request.params)?;
+        let reasoning = self.reasoning(request, &mut prompt);
         let context = self.facts.context_tokens as usize;
         let too_long = |completion: String| {
             WireError::new(
@@ -293,7 +298,28 @@ impl EmbeddedEngine {
             Some(m) => m,
             None => self.default_max_tokens.min(room),
         };
-        Ok((prompt, max_tokens))
+        Ok((prompt, max_tokens, reasoning))
+    }
+
+    /// How the answer's reasoning is told apart: in chats on a model with
+    /// reasoning markers, thinking from the start when the prompt ends
+    /// inside a reasoning section (its last marker opens one). Asked not to
+    /// think by a template that opened one anyway, the section is closed
+    /// at the end of `prompt`.
+    fn reasoning(&self, request: &GenerateRequest, prompt: &mut Vec<LlamaToken>) -> Reasoning {
+        let (Input::Chat(_), Some(open), Some(close)) =
+            (&request.input, self.markers.open, self.markers.close)
+        else {
+            return Reasoning::Inline;
+        };
+        let last = prompt.iter().rev().find(|t| **t == open || **t == close);
+        let mut thinking = last == Some(&open);
+        let off = request.params.thinking.as_ref().and_then(|t| t.enabled) == Some(false);
+        if thinking && off {
+            prompt.extend(self.prompter.special_tokens("</think>\n\n"));
+            thinking = false;
+        }
+        Reasoning::Apart { thinking }
     }
 }
 
@@ -404,6 +430,7 @@ impl Engine for EmbeddedEngine {
                 structured_outputs: self.shapes.is_some(),
                 tools: self.shapes.is_some() && self.prompter.has_template(),
                 logprobs: true,
+                reasoning: self.markers.open.is_some() && self.prompter.has_template(),
             },
         }]
     }
@@ -450,7 +477,7 @@ impl Engine for EmbeddedEngine {
             Ok(c) => c,
             Err(e) => return fail(e),
         };
-        let (prompt, max_tokens) = match self.prepare(&request) {
+        let (prompt, max_tokens, reasoning) = match self.prepare(&request) {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
@@ -461,6 +488,7 @@ impl Engine for EmbeddedEngine {
             params: request.params,
             constraint,
             calls,
+            reasoning,
             events,
         };
         if self.jobs.send(job).is_err() {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cocoon_protocol::{ErrorKind, Input, Tools, WireError};
+use cocoon_protocol::{ErrorKind, Input, SamplingParams, WireError};
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
@@ -64,15 +64,16 @@ impl Prompter {
 
     /// The tokens the model reads for `input`.
     pub fn tokens(&self, input: &Input) -> Result<Vec<LlamaToken>, WireError> {
-        self.tokens_with_tools(input, None)
+        self.tokens_for(input, &SamplingParams::default())
     }
 
-    /// The tokens the model reads for `input` with the functions of `tools`
-    /// on offer (see [`ChatTemplate::render_with_tools`]).
-    pub fn tokens_with_tools(
+    /// The tokens the model reads for `input` as `params` ask (the
+    /// functions on offer, the thinking asked for: see
+    /// [`ChatTemplate::render_for`]).
+    pub fn tokens_for(
         &self,
         input: &Input,
-        tools: Option<&Tools>,
+        params: &SamplingParams,
     ) -> Result<Vec<LlamaToken>, WireError> {
         let invalid = |m: String| WireError::new(ErrorKind::InvalidRequest, m);
         let (text, parse_special) = match input {
@@ -84,7 +85,7 @@ impl Prompter {
                     ))
                 })?;
                 let text = template
-                    .render_with_tools(messages, tools)
+                    .render_for(messages, params)
                     .map_err(|e| invalid(e.to_string()))?;
                 (text, true)
             }
@@ -98,6 +99,11 @@ impl Prompter {
             return Err(invalid("the prompt is empty".into()));
         }
         Ok(tokens)
+    }
+
+    /// The tokens of `text`, control tokens such as `</think>` read as such.
+    pub(super) fn special_tokens(&self, text: &str) -> Vec<LlamaToken> {
+        self.model.vocab().tokenize(text.as_bytes(), false, true)
     }
 
     /// Token ids of plain `text`; `special` reads control tokens such as `<|im_start|>`.

@@ -1,7 +1,8 @@
 //! One request inside the batch loop: its prompt, its sampler (temperature,
 //! top_p, penalties, seed) and, for a structured answer, its grammar
 //! constraint; the text decoded so far (UTF-8 split across tokens, stop
-//! sequences across tokens), and its token counts.
+//! sequences across tokens), kept apart as reasoning while the model thinks
+//! (between `<think>` and `</think>`), and its token counts.
 
 use cocoon_protocol::{
     Done, ErrorKind, Event, FinishReason, SamplingParams, TokenLogprob, ToolCallChunk, TopLogprob,
@@ -28,7 +29,22 @@ pub(super) struct Job {
     pub constraint: Option<Constraint>,
     /// How the answer may call functions.
     pub calls: CallMode,
+    /// Whether reasoning is sent apart from the answer (chats on a model
+    /// with reasoning markers), and whether the prompt leaves the model
+    /// inside a reasoning section.
+    pub reasoning: Reasoning,
     pub events: UnboundedSender<Event>,
+}
+
+/// How a sequence treats a reasoning model's thinking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reasoning {
+    /// Not told apart: all of it is the answer's text (raw prompts, or a
+    /// model without reasoning markers).
+    Inline,
+    /// Sent as reasoning, not as text; `thinking`: the prompt ends inside
+    /// a reasoning section (the template opened it).
+    Apart { thinking: bool },
 }
 
 /// Whether an answer may, or must, be function calls.
@@ -52,6 +68,9 @@ enum Calls {
     Undecided {
         held: String,
         tokens: Vec<LlamaToken>,
+        /// How many of `tokens` are whitespace before anything else (the
+        /// blank line after a reasoning section, say): not part of a call.
+        lead: usize,
     },
     /// The answer is calls: read into OpenAI's pieces as it comes.
     Calling(CallReader),
@@ -101,6 +120,10 @@ pub(super) struct Sequence {
     unsent_tokens: u32,
     reasoning: u32,
     in_reasoning: bool,
+    /// Reasoning is sent apart from the answer.
+    apart: bool,
+    /// Bytes of reasoning not yet sent (a UTF-8 character split across tokens).
+    thought: Vec<u8>,
     ignore_eos: bool,
     constraint: Option<Constraint>,
     calls: Calls,
@@ -132,7 +155,9 @@ impl Sequence {
             bytes: Vec::new(),
             unsent_tokens: 0,
             reasoning: 0,
-            in_reasoning: false,
+            in_reasoning: job.reasoning == Reasoning::Apart { thinking: true },
+            apart: matches!(job.reasoning, Reasoning::Apart { .. }),
+            thought: Vec::new(),
             // A constrained answer ends where its shape does.
             ignore_eos: job.params.ignore_eos && job.constraint.is_none(),
             constraint: job.constraint,
@@ -144,6 +169,7 @@ impl Sequence {
                 CallMode::Auto => Calls::Undecided {
                     held: String::new(),
                     tokens: Vec::new(),
+                    lead: 0,
                 },
             },
         }
@@ -151,15 +177,22 @@ impl Sequence {
 
     pub fn sample(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, at: i32) -> Pick {
         let pick = self.pick(ctx, at);
-        if let (Pick::Token(token), Some(k)) = (&pick, self.top_logprobs) {
+        // Log probabilities are reported for the answer's tokens, not the
+        // reasoning's.
+        let thinking = self.apart && self.in_reasoning;
+        if let (Pick::Token(token), Some(k), false) = (&pick, self.top_logprobs, thinking) {
             self.sampled_logprobs = Some(log_probabilities(ctx.get_logits_ith(at), *token, k));
         }
         pick
     }
 
     /// The constraint, while it masks the tokens: always for a response
-    /// format or forced calls, for an `auto` tool answer once it calls.
+    /// format or forced calls, for an `auto` tool answer once it calls;
+    /// never while the model reasons (the answer after it is held).
     fn masking(&mut self) -> Option<&mut Constraint> {
+        if self.apart && self.in_reasoning {
+            return None;
+        }
         match self.calls {
             Calls::Undecided { .. } => None,
             Calls::Off | Calls::Calling(_) => self.constraint.as_mut(),
@@ -220,6 +253,33 @@ impl Sequence {
         if vocab.is_eog(token) && !self.ignore_eos {
             return Some(End::Finish(FinishReason::Stop));
         }
+        let open = Some(token) == markers.open;
+        let close = Some(token) == markers.close;
+        if open {
+            self.in_reasoning = true;
+        }
+        let thought = self.in_reasoning;
+        if thought {
+            self.reasoning += 1;
+        }
+        if close {
+            self.in_reasoning = false;
+        }
+        let mut piece = Vec::with_capacity(16);
+        vocab.token_to_piece_into(token, &mut piece, false, None);
+        if self.apart && (thought || open || close) {
+            self.unsent_tokens += 1;
+            if !open && !close {
+                self.thought.extend_from_slice(&piece);
+                let text = take_utf8(&mut self.thought);
+                self.send_reasoning(text);
+            }
+            if close {
+                self.flush_thought();
+            }
+            return (self.generated >= self.max_tokens)
+                .then_some(End::Finish(FinishReason::Length));
+        }
         let complete = match self.masking().map(|c| c.accept(token)) {
             None | Some(Ok(false)) => false,
             Some(Ok(true)) => true,
@@ -228,17 +288,6 @@ impl Sequence {
                 return Some(End::Fail("the grammar engine failed on this worker"));
             }
         };
-        if Some(token) == markers.open {
-            self.in_reasoning = true;
-        }
-        if self.in_reasoning {
-            self.reasoning += 1;
-        }
-        if Some(token) == markers.close {
-            self.in_reasoning = false;
-        }
-        let mut piece = Vec::with_capacity(16);
-        vocab.token_to_piece_into(token, &mut piece, false, None);
         if let Some((logprob, top)) = self.sampled_logprobs.take() {
             let top = top
                 .into_iter()
@@ -283,13 +332,18 @@ impl Sequence {
                 self.send_calls(pieces);
                 None
             }
-            Calls::Undecided { held, tokens } => {
+            Calls::Undecided { held, tokens, lead } => {
                 held.push_str(&text);
                 tokens.push(token);
-                if held.starts_with(OPEN) {
+                let start = held.trim_start();
+                if start.is_empty() {
+                    *lead = tokens.len();
+                }
+                if start.starts_with(OPEN) {
+                    let lead = *lead;
                     let (held, tokens) = (std::mem::take(held), std::mem::take(tokens));
-                    self.start_calling(held, &tokens)
-                } else if OPEN.starts_with(held.as_str()) {
+                    self.start_calling(held, &tokens, lead)
+                } else if OPEN.starts_with(start) {
                     None
                 } else {
                     let held = std::mem::take(held);
@@ -302,10 +356,11 @@ impl Sequence {
     }
 
     /// An `auto` answer turned out to be calls: the constraint catches up
-    /// with the tokens so far and holds the rest to valid calls.
-    fn start_calling(&mut self, held: String, tokens: &[LlamaToken]) -> Option<End> {
+    /// with the tokens so far (after the `lead` whitespace ones) and holds
+    /// the rest to valid calls.
+    fn start_calling(&mut self, held: String, tokens: &[LlamaToken], lead: usize) -> Option<End> {
         let caught_up = self.constraint.as_mut().is_some_and(|c| {
-            tokens
+            tokens[lead..]
                 .iter()
                 .all(|t| c.accept(*t).is_ok_and(|complete| !complete))
         });
@@ -316,7 +371,7 @@ impl Sequence {
             return self.route(tokens[tokens.len() - 1], held);
         }
         let mut reader = CallReader::default();
-        let pieces = reader.push(&held);
+        let pieces = reader.push(held.trim_start());
         self.calls = Calls::Calling(reader);
         self.send_calls(pieces);
         None
@@ -326,6 +381,22 @@ impl Sequence {
         for mut piece in pieces {
             piece.tokens = std::mem::take(&mut self.unsent_tokens);
             let _ = self.events.send(Event::ToolCall(piece));
+        }
+    }
+
+    fn send_reasoning(&mut self, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        let tokens = std::mem::take(&mut self.unsent_tokens);
+        let _ = self.events.send(Event::Reasoning { text, tokens });
+    }
+
+    /// Send what is left of the reasoning (bytes of an unfinished character).
+    fn flush_thought(&mut self) {
+        if !self.thought.is_empty() {
+            let rest = String::from_utf8_lossy(&std::mem::take(&mut self.thought)).into_owned();
+            self.send_reasoning(rest);
         }
     }
 
@@ -339,6 +410,7 @@ impl Sequence {
 
     /// Flush held-back text and send `Done` with the usage.
     pub fn finish(mut self, mut reason: FinishReason) {
+        self.flush_thought();
         match std::mem::replace(&mut self.calls, Calls::Off) {
             Calls::Undecided { held, .. } => {
                 let (out, _) = self.stop.push(&held);

@@ -3,7 +3,7 @@
 //! minijinja the way Hugging Face's `transformers` renders it (trim_blocks,
 //! lstrip_blocks, Python string methods, `raise_exception`).
 
-use cocoon_protocol::{ChatMessage, Tools};
+use cocoon_protocol::{ChatMessage, SamplingParams};
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde_json::{json, Value};
 
@@ -102,18 +102,22 @@ impl ChatTemplate {
 
     /// The prompt for `messages`, ending where the assistant's answer begins.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {
-        self.render_with_tools(messages, None)
+        self.render_for(messages, &SamplingParams::default())
     }
 
-    /// The prompt for `messages` with the functions of `tools` on offer:
-    /// given to the template as `tools` (and calls as `tool_calls`, in the
-    /// shape Hugging Face templates read) when it renders them, else
-    /// described in a system message (see [`tool_calls::instructions`]).
-    pub fn render_with_tools(
+    /// The prompt for `messages` as `params` ask: the functions of
+    /// `params.tools` on offer, given to the template as `tools` (and calls
+    /// as `tool_calls`, in the shape Hugging Face templates read) when it
+    /// renders them, else described in a system message (see
+    /// [`tool_calls::instructions`]); `params.thinking` as the variables
+    /// reasoning templates read (`enable_thinking`, `reasoning_effort`),
+    /// set only when asked so that each template's own default holds.
+    pub fn render_for(
         &self,
         messages: &[ChatMessage],
-        tools: Option<&Tools>,
+        params: &SamplingParams,
     ) -> Result<String, TemplateError> {
+        let tools = params.tools.as_ref();
         let template = self
             .env
             .get_template("chat")
@@ -131,6 +135,15 @@ impl ChatTemplate {
                 _ => shown.insert(0, json!({"role": "system", "content": text})),
             }
         }
+        let mut asked = serde_json::Map::new();
+        if let Some(thinking) = &params.thinking {
+            if let Some(on) = thinking.enabled {
+                asked.insert("enable_thinking".into(), Value::from(on));
+            }
+            if let Some(effort) = &thinking.effort {
+                asked.insert("reasoning_effort".into(), Value::from(effort.as_str()));
+            }
+        }
         template
             .render(context! {
                 messages => shown,
@@ -138,6 +151,7 @@ impl ChatTemplate {
                 add_generation_prompt => true,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
+                ..minijinja::Value::from_serialize(&asked)
             })
             .map_err(TemplateError::Render)
     }
@@ -148,6 +162,14 @@ impl ChatTemplate {
 /// an object, `tool_call_id`) for templates that render them, or the same
 /// written into the text (Hermes' `<tool_call>` and `<tool_response>`).
 fn shape(message: &ChatMessage, native: bool) -> Value {
+    let mut out = shape_content(message, native);
+    if let Some(reasoning) = &message.reasoning_content {
+        out["reasoning_content"] = Value::from(reasoning.as_str());
+    }
+    out
+}
+
+fn shape_content(message: &ChatMessage, native: bool) -> Value {
     let calls = &message.tool_calls;
     if native {
         let mut out = json!({"role": message.role, "content": message.content});

@@ -536,3 +536,5 @@ async fn greedy_tokens_are_their_own_top_logprob_and_the_bytes_spell_the_text() 
         assert!(!matches!(event, Event::Logprobs(_)));
     }
 }
+
+mod reasoning;

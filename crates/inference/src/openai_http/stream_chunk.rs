@@ -37,6 +37,12 @@ pub(super) struct StreamChoice<'a> {
 struct StreamDelta<'a> {
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
+    /// A reasoning model's thinking: vLLM's and SGLang's field ...
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    /// ... and the name newer vLLM, Ollama and OpenRouter give it.
+    #[serde(default, borrow)]
+    reasoning: Option<Cow<'a, str>>,
     #[serde(default)]
     tool_calls: Option<Vec<DeltaToolCall>>,
 }
@@ -77,6 +83,16 @@ impl<'a> StreamChoice<'a> {
             .or_else(|| self.text.take())
     }
 
+    /// The new reasoning (a chat chunk's `delta.reasoning_content` or
+    /// `delta.reasoning`).
+    pub fn reasoning(&mut self) -> Option<Cow<'a, str>> {
+        let delta = self.delta.as_mut()?;
+        delta
+            .reasoning_content
+            .take()
+            .or_else(|| delta.reasoning.take())
+    }
+
     /// The log probabilities of the tokens in this chunk.
     pub fn logprobs(&mut self) -> Vec<TokenLogprob> {
         self.logprobs
@@ -114,6 +130,18 @@ mod tests {
             .next()
             .and_then(|mut c| c.text())
             .map(Cow::into_owned)
+    }
+
+    #[test]
+    fn reads_reasoning_under_either_name() {
+        for field in ["reasoning_content", "reasoning"] {
+            let data =
+                format!(r#"{{"choices":[{{"index":0,"delta":{{"{field}":"Let me see"}}}}]}}"#);
+            let mut chunk = StreamChunk::parse(&data).unwrap();
+            let choice = &mut chunk.choices[0];
+            assert_eq!(choice.reasoning().as_deref(), Some("Let me see"));
+            assert_eq!(choice.text(), None);
+        }
     }
 
     #[test]

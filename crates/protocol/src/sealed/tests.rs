@@ -372,6 +372,7 @@ fn text_of(piece: Piece) -> String {
         Piece::Error { message, .. } => panic!("an error chunk: {message}"),
         Piece::ToolCall(c) => panic!("a tool call chunk: {c:?}"),
         Piece::Logprobs(l) => panic!("a logprobs chunk: {l:?}"),
+        Piece::Reasoning { text, .. } => panic!("a reasoning chunk: {text:?}"),
     }
 }
 

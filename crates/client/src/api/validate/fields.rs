@@ -40,6 +40,8 @@ const SERVED_CHAT: &[&str] = &[
     "tools",
     "tool_choice",
     "parallel_tool_calls",
+    "reasoning_effort",
+    "chat_template_kwargs",
 ];
 const SERVED_COMPLETION: &[&str] = &["prompt"];
 
@@ -60,7 +62,6 @@ const NOT_SERVED: &[(&str, &str)] = &[
     ("functions", "function calling"),
     ("function_call", "function calling"),
     ("logit_bias", "logit bias"),
-    ("reasoning_effort", "reasoning effort"),
     ("modalities", "output modalities"),
     ("audio", "audio output"),
     ("prediction", "predicted outputs"),
@@ -72,7 +73,13 @@ const NOT_SERVED: &[(&str, &str)] = &[
 ];
 
 /// Message fields served.
-const MESSAGE_SERVED: &[&str] = &["role", "content", "tool_calls", "tool_call_id"];
+const MESSAGE_SERVED: &[&str] = &[
+    "role",
+    "content",
+    "tool_calls",
+    "tool_call_id",
+    "reasoning_content",
+];
 
 /// Check the fields of `body` (a JSON object) for `endpoint`.
 pub fn check(body: &serde_json::Map<String, Value>, endpoint: Endpoint) -> Result<(), ApiError> {
@@ -159,7 +166,6 @@ fn what_message_field(field: &str) -> &'static str {
     match field {
         "tool_calls" | "tool_call_id" | "function_call" => "tool calling",
         "name" => "participant names",
-        "reasoning_content" => "reasoning content",
         "audio" => "audio",
         "refusal" => "refusals",
         _ => "not an OpenAI message field Cocoon knows",
@@ -204,8 +210,8 @@ mod tests {
         assert_eq!(param.as_deref(), Some("functions"), "{message}");
         assert_eq!(code, "unsupported_parameter");
         assert!(message.contains("function calling"), "{message}");
-        let (_, param, _) = refused(r#","reasoning_effort":"high""#);
-        assert_eq!(param.as_deref(), Some("reasoning_effort"));
+        let (_, param, _) = refused(r#","verbosity":"high""#);
+        assert_eq!(param.as_deref(), Some("verbosity"));
         let (_, param, _) = refused(r#","logit_bias":{"50256":-100}"#);
         assert_eq!(param.as_deref(), Some("logit_bias"));
         // Tool calling is served: its fields pass this check.

@@ -4,6 +4,13 @@ fn msg(role: &str, content: &str) -> ChatMessage {
     ChatMessage::new(role, content)
 }
 
+fn offering(tools: cocoon_protocol::Tools) -> SamplingParams {
+    SamplingParams {
+        tools: Some(tools),
+        ..SamplingParams::default()
+    }
+}
+
 /// SmolLM2-135M-Instruct's template, as stored in its GGUF file.
 const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
@@ -82,7 +89,7 @@ fn tool_chat() -> Vec<ChatMessage> {
                 name: "get_weather".into(),
                 arguments: r#"{"city": "Oslo"}"#.into(),
             }],
-            tool_call_id: None,
+            ..ChatMessage::default()
         },
         ChatMessage {
             tool_call_id: Some("call_1".into()),
@@ -96,7 +103,7 @@ fn templates_that_know_tools_get_them_and_the_calls_as_objects() {
     // In the style of Qwen 2.5: tools listed, calls read as objects.
     let source = "{% if tools %}TOOLS:{% for t in tools %}{{ t.function.name }};{% endfor %}\n{% endif %}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% for c in m.tool_calls %}<tool_call>{{ c.function.name }}({{ c.function.arguments.city }}){{ c.id }}</tool_call>{% endfor %}{% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %}\n{% endfor %}";
     let t = ChatTemplate::new(source, "", "").unwrap();
-    let out = t.render_with_tools(&tool_chat(), Some(&weather())).unwrap();
+    let out = t.render_for(&tool_chat(), &offering(weather())).unwrap();
     assert_eq!(
         out,
         // (trim_blocks eats the newline after each block tag, as in transformers)
@@ -107,7 +114,7 @@ fn templates_that_know_tools_get_them_and_the_calls_as_objects() {
 #[test]
 fn templates_without_tools_get_a_description_and_the_calls_as_text() {
     let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").unwrap();
-    let out = t.render_with_tools(&tool_chat(), Some(&weather())).unwrap();
+    let out = t.render_for(&tool_chat(), &offering(weather())).unwrap();
     // The tools' description is the system message (the default one is not added).
     assert!(out.starts_with("<|im_start|>system\n# Tools\n"), "{out}");
     assert!(out.contains(r#""name":"get_weather""#), "{out}");
@@ -118,7 +125,47 @@ fn templates_without_tools_get_a_description_and_the_calls_as_text() {
     );
     // Without tools, exactly the plain rendering.
     assert_eq!(
-        t.render_with_tools(&[msg("user", "Hi")], None).unwrap(),
+        t.render_for(&[msg("user", "Hi")], &SamplingParams::default())
+            .unwrap(),
         t.render(&[msg("user", "Hi")]).unwrap()
+    );
+}
+
+#[test]
+fn reasoning_templates_get_what_was_asked_and_their_default_otherwise() {
+    let t = ChatTemplate::new(crate::tiny_model::REASONING_CHAT_TEMPLATE, "<s>", "</s>").unwrap();
+    let ask = |enabled: Option<bool>, effort: Option<&str>| SamplingParams {
+        thinking: Some(cocoon_protocol::Thinking {
+            enabled,
+            effort: effort.map(str::to_string),
+        }),
+        ..SamplingParams::default()
+    };
+    let hi = [msg("user", "Hi")];
+    // By default the answer opens a reasoning section.
+    let default = t.render(&hi).unwrap();
+    assert!(
+        default.ends_with("<|im_start|>assistant\n<think>\n"),
+        "{default:?}"
+    );
+    assert_eq!(t.render_for(&hi, &ask(Some(true), None)).unwrap(), default);
+    // Thinking off: an empty, closed section.
+    let off = t.render_for(&hi, &ask(Some(false), None)).unwrap();
+    assert!(off.ends_with("<think>\n\n</think>\n\n"), "{off:?}");
+    // The effort reaches the template (this one writes it into the system turn).
+    let low = t.render_for(&hi, &ask(None, Some("low"))).unwrap();
+    assert!(
+        low.starts_with("<|im_start|>system\nReasoning: low"),
+        "{low:?}"
+    );
+    // An earlier turn's reasoning is shown to templates that read it.
+    let mut earlier = msg("assistant", "Hello!");
+    earlier.reasoning_content = Some("greet back".into());
+    let out = t
+        .render(&[msg("user", "Hi"), earlier, msg("user", "Again")])
+        .unwrap();
+    assert!(
+        out.contains("<think>\ngreet back\n</think>\n\nHello!"),
+        "{out:?}"
     );
 }
