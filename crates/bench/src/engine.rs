@@ -291,7 +291,7 @@ async fn timed(
             | Event::Voucher(_) => {
                 anyhow::bail!("engines produce no sealed chunks, key lists or accounts")
             }
-            Event::Models(_) | Event::Logprobs(_) => {}
+            Event::Models(_) | Event::Logprobs(_) | Event::Choice(_) => {}
         }
     }
     anyhow::bail!("stream ended without Done")

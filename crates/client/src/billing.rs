@@ -391,12 +391,14 @@ impl Billing {
 
     /// Refuse (402) a request through `proxy_contract`'s proxy that could
     /// cost more than this node's contract with it holds, at price
-    /// `coefficient` (the request's limit; the base price without one).
+    /// `coefficient` (the request's limit; the base price without one):
+    /// `max_tokens` (or the default) for each of its `answers`.
     pub async fn check(
         &self,
         proxy_contract: &str,
         prompt_bytes: usize,
         max_tokens: Option<u32>,
+        answers: u32,
         coefficient: Option<u32>,
     ) -> Result<(), WireError> {
         let (account, state) = self.state(proxy_contract).await?;
@@ -406,7 +408,8 @@ impl Billing {
                 // At most one token per byte of prompt (plus the chat template's).
                 prompt: prompt_bytes as u64 + 64,
                 cached_prompt: 0,
-                completion: max_tokens.unwrap_or(self.default_max_tokens) as u64,
+                completion: u64::from(max_tokens.unwrap_or(self.default_max_tokens))
+                    * u64::from(answers.max(1)),
                 reasoning: 0,
             },
             coefficient.unwrap_or(cocoon_protocol::BASE_PRICE_COEFFICIENT),

@@ -561,6 +561,7 @@ async fn payable(
             &terms.proxy_contract,
             crate::billing::prompt_bytes(&request.input),
             request.params.max_tokens,
+            request.params.choices(),
             prefs.max_coefficient,
         )
         .await?;

@@ -356,6 +356,10 @@ impl Unsealer {
                     self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
                     Event::Reasoning { text, tokens }
                 }
+                Ok(Piece::Choice(index)) => {
+                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
+                    Event::Choice(index)
+                }
                 Ok(Piece::Error { .. }) => tampered("an error arrived as an answer chunk".into()),
                 Err(e) => tampered(format!("{e}")),
             },
@@ -367,16 +371,16 @@ impl Unsealer {
                     Piece::Text { .. }
                     | Piece::ToolCall(_)
                     | Piece::Logprobs(_)
-                    | Piece::Reasoning { .. },
+                    | Piece::Reasoning { .. }
+                    | Piece::Choice(_),
                 ) => tampered("an answer chunk arrived as the answer's error".into()),
                 Err(e) => tampered(format!("{e}")),
             },
             Event::Delta { .. }
             | Event::ToolCall(_)
             | Event::Logprobs(_)
-            | Event::Reasoning { .. } => {
-                tampered("an unsealed chunk arrived for a sealed request".into())
-            }
+            | Event::Reasoning { .. }
+            | Event::Choice(_) => tampered("an unsealed chunk arrived for a sealed request".into()),
             Event::Done(done) => match self.check_receipt(&done) {
                 Ok(()) => Event::Done(done),
                 Err(e) => tampered(format!("usage receipt refused: {e}")),
@@ -525,6 +529,7 @@ mod tests {
             },
             receipt: Some(SignedReceipt::sign(receipt, signer)),
             stamp: None,
+            finishes: Vec::new(),
         })
     }
 
@@ -655,6 +660,7 @@ mod tests {
                 usage: good,
                 receipt: None,
                 stamp: None,
+                finishes: Vec::new(),
             }),
         ] {
             assert!(is_refused(&s.unsealer.open(event)));
@@ -770,6 +776,7 @@ mod tests {
                     worker,
                 )),
                 stamp: None,
+                finishes: Vec::new(),
             })
         };
         match unsealer.open(receipt(&b, 1)) {

@@ -157,6 +157,7 @@ impl Run {
             finish_reason,
             receipt: None,
             stamp: None,
+            finishes: Vec::new(),
             usage: Usage {
                 prompt_tokens: self.prompt_tokens,
                 completion_tokens: self.generated as u64,

@@ -217,6 +217,8 @@ impl Engine for OpenAiHttpEngine {
                 logprobs: true,
                 // Passed on; the upstream's reasoning parser separates it.
                 reasoning: true,
+                // Several answers are read from one upstream stream: not yet.
+                choices: false,
             },
         }]
     }
@@ -452,6 +454,7 @@ impl Reading {
             usage,
             receipt: None,
             stamp: None,
+            finishes: Vec::new(),
         })
     }
 }

@@ -315,6 +315,7 @@ mod tests {
             },
             receipt: None,
             stamp: None,
+            finishes: Vec::new(),
         });
         let text = || Event::Delta {
             text: "x".into(),

@@ -101,6 +101,7 @@ impl GenerateRequest {
                 .thinking
                 .as_ref()
                 .is_some_and(Thinking::needs_reasoning),
+            choices: self.params.choices() > 1,
         }
     }
 
@@ -233,6 +234,26 @@ pub struct SamplingParams {
     /// How a reasoning model thinks; `None`: as its template does by default.
     #[serde(default)]
     pub thinking: Option<Thinking>,
+    /// How many answers to the same prompt (OpenAI's `n`); `None`: one.
+    #[serde(default)]
+    pub n: Option<u32>,
+}
+
+/// The most answers one request may ask for (OpenAI's limit).
+pub const MAX_CHOICES: u32 = 128;
+
+impl SamplingParams {
+    /// How many answers are asked for (at least one).
+    pub fn choices(&self) -> u32 {
+        self.n.unwrap_or(1).max(1)
+    }
+
+    /// The completion tokens all answers together may take: `max_tokens`
+    /// for each of them (what the proxy sees in the clear and holds the
+    /// receipt to). `None` when `max_tokens` is.
+    pub fn completion_budget(&self) -> Option<u32> {
+        self.max_tokens.map(|m| m.saturating_mul(self.choices()))
+    }
 }
 
 /// What a request asks of a reasoning model: OpenAI's `reasoning_effort`
@@ -309,6 +330,9 @@ pub struct Features {
     /// `reasoning_effort` / `enable_thinking` honoured.
     #[serde(default)]
     pub reasoning: bool,
+    /// `n` > 1: several answers to one prompt, its cache shared.
+    #[serde(default)]
+    pub choices: bool,
 }
 
 impl Features {
@@ -328,6 +352,8 @@ impl Features {
             Some("logprobs")
         } else if self.reasoning && !served.reasoning {
             Some("reasoning_effort")
+        } else if self.choices && !served.choices {
+            Some("n")
         } else {
             None
         }
@@ -340,6 +366,7 @@ impl Features {
             tools: self.tools || other.tools,
             logprobs: self.logprobs || other.logprobs,
             reasoning: self.reasoning || other.reasoning,
+            choices: self.choices || other.choices,
         }
     }
 
@@ -367,6 +394,9 @@ impl Features {
         if self.reasoning {
             out.extend(["reasoning", "include_reasoning"]);
         }
+        if self.choices {
+            out.push("n");
+        }
         out
     }
 }
@@ -383,6 +413,10 @@ pub enum Event {
     /// Newly generated reasoning (a reasoning model's thinking, before its
     /// answer; OpenAI-compatible servers' `reasoning_content`), like `Delta`.
     Reasoning { text: String, tokens: u32 },
+    /// The events that follow (until the next `Choice`) belong to answer
+    /// `index` of a request for several (`n` > 1); before the first, to
+    /// answer 0. Sealed on the wire like `Delta`.
+    Choice(u32),
     /// The log probabilities of tokens generated since the last (like
     /// `Delta`, sealed on the wire); their text follows in `Delta`s.
     Logprobs(Vec<TokenLogprob>),
@@ -417,6 +451,7 @@ impl Event {
             Event::Delta { .. }
                 | Event::ToolCall(_)
                 | Event::Reasoning { .. }
+                | Event::Choice(_)
                 | Event::Logprobs(_)
                 | Event::Sealed { .. }
         )
@@ -433,6 +468,11 @@ pub struct Done {
     /// ([`crate::sealed::ReplySealer::stamp`]): how the client node knows
     /// the receipt is the enclave's without checking the signature.
     pub stamp: Option<[u8; 16]>,
+    /// For several answers (`n` > 1): why each ended, in order (`usage`
+    /// and the receipt count them all; `finish_reason` is answer 0's).
+    /// Empty for one answer.
+    #[serde(default)]
+    pub finishes: Vec<FinishReason>,
 }
 
 /// Why generation stopped, exactly as OpenAI reports it.

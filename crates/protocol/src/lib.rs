@@ -53,7 +53,7 @@ pub use frame::{
     Function, GenerateRequest, Hello, Input, ListedWorker, ModelInfo, ModelOffer, OutputFormat,
     RequestBody, Role, RoutingPrefs, SamplingParams, Sort, Thinking, TokenLogprob, ToolCall,
     ToolCallChunk, ToolChoice, Tools, TopLogprob, Usage, Voucher, WireError,
-    BASE_PRICE_COEFFICIENT, MAX_TOP_LOGPROBS, PROTOCOL_VERSION, REASONING_EFFORTS,
+    BASE_PRICE_COEFFICIENT, MAX_CHOICES, MAX_TOP_LOGPROBS, PROTOCOL_VERSION, REASONING_EFFORTS,
 };
 pub use mux::{Connection, Handler, MuxOptions, ResponseStream};
 pub use receipt::{Receipt, SignedReceipt};

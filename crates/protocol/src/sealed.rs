@@ -68,7 +68,8 @@ pub struct SealHeader {
     /// Chosen at random by the client node; the worker refuses a repeat.
     pub request_id: [u8; 16],
     pub model: String,
-    /// The completion budget, so the proxy can check the client can pay for it.
+    /// The completion budget of all answers together (`max_tokens` × `n`),
+    /// so the proxy can check the client can pay for it.
     pub max_tokens: Option<u32>,
     /// Unix milliseconds when sealed; the worker refuses old requests.
     pub sent_at_ms: u64,
@@ -129,7 +130,7 @@ pub enum SealError {
     NotForUs,
     #[error("the sealed request does not open (wrong key, or tampered with)")]
     Tampered,
-    #[error("the sealed request's max_tokens differs from its header")]
+    #[error("the sealed request's completion budget (max_tokens × n) differs from its header")]
     HeaderMismatch,
     #[error("a sealed answer chunk does not open (tampered, reordered or injected)")]
     BadChunk,
@@ -215,7 +216,9 @@ impl SealingKey {
         let (body, _padding): (SealedBody, _) =
             postcard::take_from_bytes(opened).map_err(|e| SealError::Malformed(e.to_string()))?;
         plain.iter_mut().for_each(|b| *b = 0);
-        if body.params.max_tokens != request.header.max_tokens {
+        // The header's budget is every answer's: a client cannot show the
+        // proxy one answer's worth and ask the worker for several.
+        if body.params.completion_budget() != request.header.max_tokens {
             return Err(SealError::HeaderMismatch);
         }
         let generate = GenerateRequest {
@@ -254,6 +257,20 @@ impl SenderSessions {
         recipients: &[(Fingerprint, [u8; 32])],
         sent_at_ms: u64,
     ) -> Result<(SealedRequest, ReplyOpener), SealError> {
+        let budget = request.params.completion_budget();
+        self.seal_showing(request, budget, recipients, sent_at_ms)
+    }
+
+    /// [`Self::seal`], the header showing the proxy `budget` completion
+    /// tokens (an honest client shows the request's own; tests play one
+    /// that does not).
+    fn seal_showing(
+        &self,
+        request: &GenerateRequest,
+        budget: Option<u32>,
+        recipients: &[(Fingerprint, [u8; 32])],
+        sent_at_ms: u64,
+    ) -> Result<(SealedRequest, ReplyOpener), SealError> {
         if recipients.is_empty() {
             return Err(SealError::NoRecipients);
         }
@@ -262,7 +279,7 @@ impl SenderSessions {
         let header = SealHeader {
             request_id,
             model: request.model.clone(),
-            max_tokens: request.params.max_tokens,
+            max_tokens: budget,
             sent_at_ms,
         };
         let aad = aad(&header);
@@ -349,6 +366,11 @@ impl ReplySealer {
     /// Seal the next chunk: reasoning text and how many tokens it is.
     pub fn seal_reasoning(&mut self, text: &str, tokens: u32) -> Vec<u8> {
         self.seal_piece(&PieceRef::Reasoning { text, tokens })
+    }
+
+    /// Seal the next chunk: what follows belongs to answer `index`.
+    pub fn seal_choice(&mut self, index: u32) -> Vec<u8> {
+        self.seal_piece(&PieceRef::Choice(index))
     }
 
     /// Seal the next chunk: log probabilities of the tokens to come.
@@ -552,6 +574,8 @@ pub enum Piece {
     },
     /// Generated reasoning and how many tokens it is.
     Reasoning { text: String, tokens: u32 },
+    /// What follows belongs to this answer of several (`n` > 1).
+    Choice(u32),
 }
 
 /// [`Piece`] borrowing its text, for sealing without a copy: serializes
@@ -572,6 +596,7 @@ enum PieceRef<'a> {
         text: &'a str,
         tokens: u32,
     },
+    Choice(u32),
 }
 
 impl PieceRef<'_> {
@@ -596,6 +621,7 @@ impl PieceRef<'_> {
                     + 32
             }
             PieceRef::Error { message, .. } => message.len() + 16,
+            PieceRef::Choice(_) => 16,
         }
     }
 }

@@ -367,6 +367,7 @@ impl ClientSide {
                                 Event::Delta { .. }
                                 | Event::ToolCall(_)
                                 | Event::Reasoning { .. }
+                                | Event::Choice(_)
                                 | Event::Logprobs(_) => {
                                     return future::ready(Event::Error(WireError::new(
                                         ErrorKind::Upstream,

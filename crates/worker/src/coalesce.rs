@@ -20,15 +20,59 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_millis(5);
 /// Text bytes that close a chunk at once.
 pub const MAX_CHUNK_TEXT: usize = 1024;
 
-struct State {
-    events: BoxStream<'static, Event>,
-    /// Reasoning gathered (it comes before the answer's text).
+/// What one answer's window gathered.
+#[derive(Default)]
+struct Gathered {
+    /// Reasoning (it comes before the answer's text).
     reasoning: String,
     reasoning_tokens: u32,
     text: String,
     tokens: u32,
     /// Log probabilities of the tokens gathered (when the request asked).
     logprobs: Vec<TokenLogprob>,
+}
+
+impl Gathered {
+    fn has_text(&self) -> bool {
+        !self.text.is_empty() || self.tokens > 0
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.has_text()
+            && self.reasoning.is_empty()
+            && self.reasoning_tokens == 0
+            && self.logprobs.is_empty()
+    }
+
+    /// Queue what was gathered: reasoning, then the tokens' log
+    /// probabilities, then their text.
+    fn drain_into(&mut self, ready: &mut VecDeque<Event>) {
+        if !self.reasoning.is_empty() || self.reasoning_tokens > 0 {
+            ready.push_back(Event::Reasoning {
+                text: std::mem::take(&mut self.reasoning),
+                tokens: std::mem::take(&mut self.reasoning_tokens),
+            });
+        }
+        if !self.logprobs.is_empty() {
+            ready.push_back(Event::Logprobs(std::mem::take(&mut self.logprobs)));
+        }
+        if self.has_text() {
+            ready.push_back(Event::Delta {
+                text: std::mem::take(&mut self.text),
+                tokens: std::mem::take(&mut self.tokens),
+            });
+        }
+    }
+}
+
+struct State {
+    events: BoxStream<'static, Event>,
+    /// Per answer (`n` > 1 gives several), what the window gathered.
+    gathered: Vec<Gathered>,
+    /// The answer the engine's events are for now.
+    current: u32,
+    /// The answer of the last event queued.
+    sent: u32,
     deadline: Option<Instant>,
     /// Events ready to go, in order.
     ready: VecDeque<Event>,
@@ -36,26 +80,26 @@ struct State {
 }
 
 impl State {
-    /// Queue what the window gathered: reasoning, then the tokens' log
-    /// probabilities, then their text.
+    /// Queue what the window gathered, answer by answer, each after a
+    /// `Choice` when it is not the answer of the event before.
     fn flush(&mut self) {
         self.deadline = None;
-        if !self.reasoning.is_empty() || self.reasoning_tokens > 0 {
-            self.ready.push_back(Event::Reasoning {
-                text: std::mem::take(&mut self.reasoning),
-                tokens: std::mem::take(&mut self.reasoning_tokens),
-            });
+        for (index, gathered) in self.gathered.iter_mut().enumerate() {
+            if gathered.is_empty() {
+                continue;
+            }
+            self.sent = switch(&mut self.ready, self.sent, index as u32);
+            gathered.drain_into(&mut self.ready);
         }
-        if !self.logprobs.is_empty() {
-            self.ready
-                .push_back(Event::Logprobs(std::mem::take(&mut self.logprobs)));
+    }
+
+    /// The current answer's buffers.
+    fn here(&mut self) -> &mut Gathered {
+        let index = self.current as usize;
+        if self.gathered.len() <= index {
+            self.gathered.resize_with(index + 1, Gathered::default);
         }
-        if !self.text.is_empty() || self.tokens > 0 {
-            self.ready.push_back(Event::Delta {
-                text: std::mem::take(&mut self.text),
-                tokens: std::mem::take(&mut self.tokens),
-            });
-        }
+        &mut self.gathered[index]
     }
 
     fn start_window(&mut self, window: Duration) {
@@ -65,20 +109,27 @@ impl State {
     }
 }
 
-/// `events` with the deltas (and log probabilities) of each `window`
-/// merged into one chunk each (a zero window changes nothing); every other
-/// event passes unchanged, after the text before it.
+/// Queue a `Choice` marker when `to` is not the answer `from` of the last
+/// event; the answer of the next event.
+fn switch(ready: &mut VecDeque<Event>, from: u32, to: u32) -> u32 {
+    if from != to {
+        ready.push_back(Event::Choice(to));
+    }
+    to
+}
+
+/// `events` with the deltas (and log probabilities, and reasoning) of each
+/// `window` merged into one chunk each per answer (a zero window changes
+/// nothing); every other event passes unchanged, after the text before it.
 pub fn coalesce(events: BoxStream<'static, Event>, window: Duration) -> BoxStream<'static, Event> {
     if window.is_zero() {
         return events;
     }
     let state = State {
         events,
-        reasoning: String::new(),
-        reasoning_tokens: 0,
-        text: String::new(),
-        tokens: 0,
-        logprobs: Vec::new(),
+        gathered: Vec::new(),
+        current: 0,
+        sent: 0,
         deadline: None,
         ready: VecDeque::new(),
         ended: false,
@@ -102,32 +153,41 @@ pub fn coalesce(events: BoxStream<'static, Event>, window: Duration) -> BoxStrea
                 // The window passed: send what it gathered.
                 None => st.flush(),
                 Some(Some(Event::Delta { text, tokens })) => {
-                    st.text.push_str(&text);
-                    st.tokens = st.tokens.saturating_add(tokens);
+                    let here = st.here();
+                    here.text.push_str(&text);
+                    here.tokens = here.tokens.saturating_add(tokens);
+                    let full = here.text.len() >= MAX_CHUNK_TEXT;
                     st.start_window(window);
-                    if st.text.len() >= MAX_CHUNK_TEXT {
+                    if full {
                         st.flush();
                     }
                 }
                 Some(Some(Event::Reasoning { text, tokens })) => {
                     // Reasoning after answer text (a second thought) keeps
                     // its place.
-                    if !st.text.is_empty() || st.tokens > 0 {
+                    if st.here().has_text() {
                         st.flush();
                     }
-                    st.reasoning.push_str(&text);
-                    st.reasoning_tokens = st.reasoning_tokens.saturating_add(tokens);
+                    let here = st.here();
+                    here.reasoning.push_str(&text);
+                    here.reasoning_tokens = here.reasoning_tokens.saturating_add(tokens);
+                    let full = here.reasoning.len() >= MAX_CHUNK_TEXT;
                     st.start_window(window);
-                    if st.reasoning.len() >= MAX_CHUNK_TEXT {
+                    if full {
                         st.flush();
                     }
                 }
                 Some(Some(Event::Logprobs(logprobs))) => {
-                    st.logprobs.extend(logprobs);
+                    st.here().logprobs.extend(logprobs);
                     st.start_window(window);
                 }
+                // The engine moves to another answer: gathered apart.
+                Some(Some(Event::Choice(index))) => st.current = index,
                 Some(Some(other)) => {
                     st.flush();
+                    if matches!(other, Event::ToolCall(_)) {
+                        st.sent = switch(&mut st.ready, st.sent, st.current);
+                    }
                     st.ready.push_back(other);
                 }
                 Some(None) => {
@@ -158,6 +218,7 @@ mod tests {
             usage: Usage::default(),
             receipt: None,
             stamp: None,
+            finishes: Vec::new(),
         })
     }
 
@@ -230,6 +291,33 @@ mod tests {
             .collect();
         // One window each side of the answer text that came between.
         assert_eq!(shown, ["r:ab/2", "t:c/1", "r:d/1", "t:e/1", "done"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_interleaved_token_by_token_are_gathered_apart() {
+        // Two answers, one token each in turn, as the batch loop makes them.
+        let events = stream::iter([
+            delta("a"),
+            Event::Choice(1),
+            delta("x"),
+            Event::Choice(0),
+            delta("b"),
+            Event::Choice(1),
+            delta("y"),
+            done(),
+        ])
+        .boxed();
+        let out: Vec<Event> = coalesce(events, Duration::from_millis(5)).collect().await;
+        let shown: Vec<String> = out
+            .iter()
+            .map(|e| match e {
+                Event::Delta { text, tokens } => format!("t:{text}/{tokens}"),
+                Event::Choice(i) => format!("c:{i}"),
+                Event::Done(_) => "done".into(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(shown, ["t:ab/2", "c:1", "t:xy/2", "done"]);
     }
 
     #[tokio::test(start_paused = true)]

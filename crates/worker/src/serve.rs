@@ -227,6 +227,9 @@ impl Answer {
                             ciphertext: sealer.seal_reasoning(&text, tokens),
                         }
                     }
+                    Event::Choice(index) => Event::Sealed {
+                        ciphertext: sealer.seal_choice(index),
+                    },
                     Event::Logprobs(logprobs) => Event::Sealed {
                         ciphertext: sealer.seal_logprobs(&logprobs),
                     },

@@ -37,7 +37,7 @@ async fn bad_requests_table() {
         ("negative max_tokens", format!(r#"{{"model":"test-echo",{m},"max_tokens":-5}}"#).into_bytes(), 400, "max_tokens"),
         ("zero max_tokens", format!(r#"{{"model":"test-echo",{m},"max_tokens":0}}"#).into_bytes(), 400, ">= 1"),
         ("temperature out of range", format!(r#"{{"model":"test-echo",{m},"temperature":9}}"#).into_bytes(), 400, "temperature"),
-        ("n above one", format!(r#"{{"model":"test-echo",{m},"n":3}}"#).into_bytes(), 400, "'n'"),
+        ("n above one, not served by the model's workers", format!(r#"{{"model":"test-echo",{m},"n":3}}"#).into_bytes(), 400, "'n' is not served by any worker serving 'test-echo'"),
         ("stream wrong type", format!(r#"{{"model":"test-echo",{m},"stream":"yes"}}"#).into_bytes(), 400, "stream"),
         ("unknown model", format!(r#"{{"model":"no-such-model",{m}}}"#).into_bytes(), 404, "no-such-model"),
         ("unknown field", format!(r#"{{"model":"test-echo",{m},"temprature":0}}"#).into_bytes(), 400, "temprature"),

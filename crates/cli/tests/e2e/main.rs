@@ -7,6 +7,7 @@ mod attest;
 mod bad_input;
 mod binary;
 mod books;
+mod choices;
 mod failover;
 mod faults;
 mod logprobs;

@@ -175,6 +175,15 @@ async fn the_client_node_shows_its_balance_and_refuses_what_it_cannot_pay_for() 
     assert_error(&body, "Top up at least");
     assert_eq!(body["error"]["code"], "insufficient_balance");
 
+    // The worst case counts every answer asked for: 8 tokens, 100 times.
+    let (status, body) = post(
+        &url,
+        &chat_body("hi there", json!({"max_tokens": 8, "n": 100})),
+    )
+    .await;
+    assert_eq!(status, 402, "{body}");
+    assert_error(&body, "Top up at least");
+
     let (status, body) = post(&url, &chat_body("hi there", json!({"max_tokens": 8}))).await;
     assert_eq!(status, 200, "{body}");
     // What was served counts against the balance before the proxy charges it.

@@ -41,6 +41,7 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
     let started = Instant::now();
     let model = v.request.model.clone();
     let wants_logprobs = v.request.params.logprobs.is_some();
+    let n = v.request.params.choices();
     let prefs = cocoon_protocol::RoutingPrefs {
         max_coefficient: v.max_coefficient.or(app.settings.routing.max_coefficient),
         sort: v.sort.unwrap_or(app.settings.routing.sort),
@@ -65,6 +66,7 @@ pub async fn run(app: Arc<App>, v: Validated, endpoint: Endpoint) -> Result<Resp
     };
     let answer = Answer {
         logprobs: wants_logprobs,
+        n,
         billing: app.settings.billing.clone(),
         id: response_id(endpoint),
         created: SystemTime::now()
@@ -107,29 +109,54 @@ struct Answer {
     billing: Option<Arc<crate::Billing>>,
     /// The request asked for log probabilities.
     logprobs: bool,
+    /// How many answers it asked for.
+    n: u32,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("response types serialize")
 }
 
+/// What one streamed chunk carries. With no text, role, finish reason or
+/// log probabilities it has no choice (the usage chunk).
+#[derive(Default)]
+struct ChunkParts {
+    /// Which answer of several it belongs to.
+    index: u32,
+    text: Option<String>,
+    role: bool,
+    finish: Option<&'static str>,
+    usage: Option<ApiUsage>,
+    cocoon: Option<CocoonExtension>,
+    logprobs: Vec<TokenLogprob>,
+}
+
+/// One answer of several (or the one), gathered for a whole response.
+#[derive(Default)]
+struct Collected {
+    text: String,
+    reasoning: String,
+    calls: Vec<ToolCall>,
+    logprobs: Vec<TokenLogprob>,
+}
+
+/// Why answer `index` ended.
+fn finish_of(done: &Done, index: usize) -> &'static str {
+    done.finishes
+        .get(index)
+        .copied()
+        .unwrap_or(done.finish_reason)
+        .as_str()
+}
+
 impl Answer {
-    /// One streamed chunk, as JSON text. With no text, role or finish reason it has
-    /// no choice (the usage chunk).
-    fn chunk(
-        &self,
-        text: Option<String>,
-        role: bool,
-        finish: Option<&str>,
-        usage: Option<ApiUsage>,
-        cocoon: Option<CocoonExtension>,
-        logprobs: Vec<TokenLogprob>,
-    ) -> String {
-        let has_choice = text.is_some() || role || finish.is_some() || !logprobs.is_empty();
-        let logprobs = (!logprobs.is_empty()).then(|| ChoiceLogprobs {
-            content: logprobs.iter().map(ApiTokenLogprob::from).collect(),
+    /// One streamed chunk, as JSON text.
+    fn chunk(&self, p: ChunkParts) -> String {
+        let has_choice = p.text.is_some() || p.role || p.finish.is_some() || !p.logprobs.is_empty();
+        let logprobs = (!p.logprobs.is_empty()).then(|| ChoiceLogprobs {
+            content: p.logprobs.iter().map(ApiTokenLogprob::from).collect(),
         });
-        let finish_reason = finish.map(str::to_string);
+        let finish_reason = p.finish.map(str::to_string);
         match self.endpoint {
             Endpoint::Chat => json(&ChatCompletionChunk {
                 id: self.id.clone(),
@@ -138,10 +165,10 @@ impl Answer {
                 model: self.model.clone(),
                 choices: has_choice
                     .then(|| ChunkChoice {
-                        index: 0,
+                        index: p.index,
                         delta: Delta {
-                            role: role.then(|| "assistant".to_string()),
-                            content: text,
+                            role: p.role.then(|| "assistant".to_string()),
+                            content: p.text,
                             ..Delta::default()
                         },
                         finish_reason,
@@ -149,46 +176,57 @@ impl Answer {
                     })
                     .into_iter()
                     .collect(),
-                usage,
-                cocoon,
+                usage: p.usage,
+                cocoon: p.cocoon,
             }),
-            Endpoint::Completion => json(&self.completion(
-                has_choice.then(|| CompletionChoice {
-                    index: 0,
-                    text: text.unwrap_or_default(),
-                    finish_reason,
-                }),
-                usage,
-                cocoon,
-            )),
+            Endpoint::Completion => json(
+                &self.completion(
+                    has_choice
+                        .then(|| CompletionChoice {
+                            index: p.index,
+                            text: p.text.unwrap_or_default(),
+                            finish_reason,
+                        })
+                        .into_iter()
+                        .collect(),
+                    p.usage,
+                    p.cocoon,
+                ),
+            ),
         }
     }
 
     /// One streamed chunk with a piece of a function call (chat only).
-    fn call_chunk(&self, piece: &ToolCallChunk) -> String {
-        self.delta_chunk(Delta {
-            tool_calls: Some(vec![DeltaToolCall::from(piece)]),
-            ..Delta::default()
-        })
+    fn call_chunk(&self, index: u32, piece: &ToolCallChunk) -> String {
+        self.delta_chunk(
+            index,
+            Delta {
+                tool_calls: Some(vec![DeltaToolCall::from(piece)]),
+                ..Delta::default()
+            },
+        )
     }
 
     /// One streamed chunk of reasoning (chat only).
-    fn reasoning_chunk(&self, text: String) -> String {
-        self.delta_chunk(Delta {
-            reasoning_content: Some(text),
-            ..Delta::default()
-        })
+    fn reasoning_chunk(&self, index: u32, text: String) -> String {
+        self.delta_chunk(
+            index,
+            Delta {
+                reasoning_content: Some(text),
+                ..Delta::default()
+            },
+        )
     }
 
     /// One streamed chat chunk carrying `delta` alone.
-    fn delta_chunk(&self, delta: Delta) -> String {
+    fn delta_chunk(&self, index: u32, delta: Delta) -> String {
         json(&ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk".into(),
             created: self.created,
             model: self.model.clone(),
             choices: vec![ChunkChoice {
-                index: 0,
+                index,
                 delta,
                 finish_reason: None,
                 logprobs: None,
@@ -198,17 +236,9 @@ impl Answer {
         })
     }
 
-    /// The whole answer, as JSON text.
-    fn full(
-        &self,
-        text: String,
-        reasoning: String,
-        calls: &[ToolCall],
-        logprobs: &[TokenLogprob],
-        done: &Done,
-    ) -> String {
+    /// The whole response, every answer in it, as JSON text.
+    fn full(&self, answers: Vec<Collected>, done: &Done) -> String {
         let usage = Some(ApiUsage::from(done.usage));
-        let finish_reason = Some(done.finish_reason.as_str().to_string());
         let cocoon = extension(done, self.billing.as_deref());
         match self.endpoint {
             Endpoint::Chat => json(&ChatCompletion {
@@ -216,39 +246,49 @@ impl Answer {
                 object: "chat.completion".into(),
                 created: self.created,
                 model: self.model.clone(),
-                choices: vec![ChatChoice {
-                    index: 0,
-                    message: ResponseMessage {
-                        role: "assistant".into(),
-                        // OpenAI's shape: no content beside calls.
-                        content: (calls.is_empty() || !text.is_empty()).then_some(text),
-                        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-                        tool_calls: calls.iter().map(ApiToolCall::from).collect(),
-                    },
-                    finish_reason,
-                    logprobs: self.logprobs.then(|| ChoiceLogprobs {
-                        content: logprobs.iter().map(ApiTokenLogprob::from).collect(),
-                    }),
-                }],
+                choices: answers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, a)| ChatChoice {
+                        index: i as u32,
+                        message: ResponseMessage {
+                            role: "assistant".into(),
+                            // OpenAI's shape: no content beside calls.
+                            content: (a.calls.is_empty() || !a.text.is_empty()).then_some(a.text),
+                            reasoning_content: (!a.reasoning.is_empty()).then_some(a.reasoning),
+                            tool_calls: a.calls.iter().map(ApiToolCall::from).collect(),
+                        },
+                        finish_reason: Some(finish_of(done, i).to_string()),
+                        logprobs: self.logprobs.then(|| ChoiceLogprobs {
+                            content: a.logprobs.iter().map(ApiTokenLogprob::from).collect(),
+                        }),
+                    })
+                    .collect(),
                 usage,
                 cocoon,
             }),
-            Endpoint::Completion => json(&self.completion(
-                Some(CompletionChoice {
-                    index: 0,
-                    text,
-                    finish_reason,
-                }),
-                usage,
-                cocoon,
-            )),
+            Endpoint::Completion => json(
+                &self.completion(
+                    answers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, a)| CompletionChoice {
+                            index: i as u32,
+                            text: a.text,
+                            finish_reason: Some(finish_of(done, i).to_string()),
+                        })
+                        .collect(),
+                    usage,
+                    cocoon,
+                ),
+            ),
         }
     }
 
     /// `text_completion` objects are the same for chunks and whole answers.
     fn completion(
         &self,
-        choice: Option<CompletionChoice>,
+        choices: Vec<CompletionChoice>,
         usage: Option<ApiUsage>,
         cocoon: Option<CocoonExtension>,
     ) -> Completion {
@@ -257,7 +297,7 @@ impl Answer {
             object: "text_completion".into(),
             created: self.created,
             model: self.model.clone(),
-            choices: choice.into_iter().collect(),
+            choices,
             usage,
             cocoon,
         }
@@ -290,6 +330,8 @@ fn log_done(model: &str, done: &Done, started: Instant, stream: bool) {
 
 /// What the next event of an answer means to the HTTP side.
 enum Step {
+    /// What follows belongs to this answer of several.
+    Choice(u32),
     Text(String),
     Reasoning(String),
     Call(ToolCallChunk),
@@ -314,6 +356,7 @@ async fn next_step(
     match event {
         Some(Event::Delta { text, .. }) => Ok(Step::Text(text)),
         Some(Event::Reasoning { text, .. }) => Ok(Step::Reasoning(text)),
+        Some(Event::Choice(i)) => Ok(Step::Choice(i)),
         Some(Event::ToolCall(piece)) => Ok(Step::Call(piece)),
         Some(Event::Logprobs(l)) => Ok(Step::Logprobs(l)),
         Some(Event::Done(done)) => Ok(Step::Done(Box::new(done))),
@@ -340,21 +383,35 @@ async fn collect_answer(
     _permit: OwnedSemaphorePermit,
     started: Instant,
 ) -> Result<Response, ApiError> {
-    let mut text = String::new();
-    let mut reasoning = String::new();
-    let mut calls: Vec<ToolCall> = Vec::new();
-    let mut logprobs: Vec<TokenLogprob> = Vec::new();
+    let mut answers: Vec<Collected> = (0..answer.n).map(|_| Collected::default()).collect();
+    let mut current = 0;
     loop {
         match next_step(&mut events, idle).await? {
-            Step::Text(t) => text.push_str(&t),
-            Step::Reasoning(t) => reasoning.push_str(&t),
-            Step::Call(piece) => add_piece(&mut calls, piece)?,
-            Step::Logprobs(l) => logprobs.extend(l),
+            Step::Choice(i) => current = answer.index(i)?,
+            Step::Text(t) => answers[current].text.push_str(&t),
+            Step::Reasoning(t) => answers[current].reasoning.push_str(&t),
+            Step::Call(piece) => add_piece(&mut answers[current].calls, piece)?,
+            Step::Logprobs(l) => answers[current].logprobs.extend(l),
             Step::Done(done) => {
                 log_done(&answer.model, &done, started, false);
-                let body = answer.full(text, reasoning, &calls, &logprobs, &done);
+                let body = answer.full(answers, &done);
                 return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
+        }
+    }
+}
+
+impl Answer {
+    /// The answer a `Choice` event names, if the request asked for it.
+    fn index(&self, i: u32) -> Result<usize, ApiError> {
+        if i < self.n {
+            Ok(i as usize)
+        } else {
+            Err(WireError::new(
+                ErrorKind::Upstream,
+                format!("the engine sent answer {i} of a request for {}", self.n),
+            )
+            .into())
         }
     }
 }
@@ -399,6 +456,7 @@ fn stream_answer(
         queued: VecDeque::new(),
         phase: Phase::Start,
         logprobs: Vec::new(),
+        current: 0,
     };
     Sse::new(sse_events(state)).into_response()
 }
@@ -420,6 +478,8 @@ struct StreamState {
     phase: Phase,
     /// Log probabilities waiting for the chunk their text goes out in.
     logprobs: Vec<TokenLogprob>,
+    /// The answer the events are for now (of `answer.n`).
+    current: u32,
 }
 
 fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -433,19 +493,34 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                 Phase::Start => {
                     s.phase = Phase::Body;
                     if s.answer.endpoint == Endpoint::Chat {
-                        let first =
-                            s.answer
-                                .chunk(Some(String::new()), true, None, None, None, Vec::new());
-                        s.queued.push_back(SseEvent::default().data(first));
+                        for index in 0..s.answer.n {
+                            let first = s.answer.chunk(ChunkParts {
+                                index,
+                                text: Some(String::new()),
+                                role: true,
+                                ..ChunkParts::default()
+                            });
+                            s.queued.push_back(SseEvent::default().data(first));
+                        }
                     }
                 }
                 Phase::Body => match next_step(&mut s.events, s.idle).await {
+                    Ok(Step::Choice(i)) => match s.answer.index(i) {
+                        Ok(i) => s.current = i as u32,
+                        Err(error) => {
+                            s.queued
+                                .push_back(SseEvent::default().data(json(&error.body())));
+                            s.phase = Phase::Ended;
+                        }
+                    },
                     Ok(Step::Text(text)) => {
                         if !text.is_empty() {
-                            let logprobs = std::mem::take(&mut s.logprobs);
-                            let chunk =
-                                s.answer
-                                    .chunk(Some(text), false, None, None, None, logprobs);
+                            let chunk = s.answer.chunk(ChunkParts {
+                                index: s.current,
+                                text: Some(text),
+                                logprobs: std::mem::take(&mut s.logprobs),
+                                ..ChunkParts::default()
+                            });
                             s.queued.push_back(SseEvent::default().data(chunk));
                         }
                     }
@@ -453,7 +528,7 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                         // Legacy completions have no place for it: their
                         // text is the answer alone.
                         if !text.is_empty() && s.answer.endpoint == Endpoint::Chat {
-                            let chunk = s.answer.reasoning_chunk(text);
+                            let chunk = s.answer.reasoning_chunk(s.current, text);
                             s.queued.push_back(SseEvent::default().data(chunk));
                         }
                     }
@@ -461,30 +536,34 @@ fn sse_events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infalli
                         s.logprobs.extend(l);
                     }
                     Ok(Step::Call(piece)) => {
-                        let chunk = s.answer.call_chunk(&piece);
+                        let chunk = s.answer.call_chunk(s.current, &piece);
                         s.queued.push_back(SseEvent::default().data(chunk));
                     }
                     Ok(Step::Done(done)) => {
                         log_done(&s.answer.model, &done, s.started, true);
-                        let finish = done.finish_reason.as_str();
-                        let last = s.answer.chunk(
-                            None,
-                            false,
-                            Some(finish),
-                            None,
-                            extension(&done, s.answer.billing.as_deref()),
-                            std::mem::take(&mut s.logprobs),
-                        );
-                        s.queued.push_back(SseEvent::default().data(last));
+                        // One finish chunk per answer; the receipt on the last.
+                        let last = s.answer.n - 1;
+                        for index in 0..s.answer.n {
+                            let chunk = s.answer.chunk(ChunkParts {
+                                index,
+                                finish: Some(finish_of(&done, index as usize)),
+                                cocoon: (index == last)
+                                    .then(|| extension(&done, s.answer.billing.as_deref()))
+                                    .flatten(),
+                                logprobs: if index == s.current {
+                                    std::mem::take(&mut s.logprobs)
+                                } else {
+                                    Vec::new()
+                                },
+                                ..ChunkParts::default()
+                            });
+                            s.queued.push_back(SseEvent::default().data(chunk));
+                        }
                         if s.include_usage {
-                            let usage = s.answer.chunk(
-                                None,
-                                false,
-                                None,
-                                Some(done.usage.into()),
-                                None,
-                                Vec::new(),
-                            );
+                            let usage = s.answer.chunk(ChunkParts {
+                                usage: Some(done.usage.into()),
+                                ..ChunkParts::default()
+                            });
                             s.queued.push_back(SseEvent::default().data(usage));
                         }
                         s.queued.push_back(SseEvent::default().data("[DONE]"));

@@ -2,7 +2,9 @@
 //! bad value, in OpenAI's wording where OpenAI has one.
 
 use cocoon_protocol::openai::{Prompt, RequestMessage, RequestParams};
-use cocoon_protocol::{ChatMessage, GenerateRequest, Input, OutputFormat, SamplingParams, Sort};
+use cocoon_protocol::{
+    ChatMessage, GenerateRequest, Input, OutputFormat, SamplingParams, Sort, MAX_CHOICES,
+};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -286,15 +288,20 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         (None, Some(v)) => Some(int_in("max_tokens", v, 1, u32::MAX as i64)? as u32),
         (None, None) => None,
     };
-    if let Some(n) = p.n {
-        if n != 1 {
-            return Err(ApiError::invalid(
-                format!("Invalid 'n': {n}. Cocoon returns exactly one choice per request; send n = 1 or leave it out."),
-                Some("n"),
-                "unsupported_value",
-            ));
+    let n = match p.n {
+        None => None,
+        Some(n) => {
+            let n = int_in("n", n, 1, i64::from(MAX_CHOICES))? as u32;
+            if n > 1 && !matches!(input, Input::Chat(_)) {
+                return Err(ApiError::invalid(
+                    format!("Invalid 'n': {n}. Several answers are served on /v1/chat/completions only; send n = 1 here."),
+                    Some("n"),
+                    "unsupported_value",
+                ));
+            }
+            Some(n)
         }
-    }
+    };
     let logprobs = logprobs(&p, matches!(input, Input::Chat(_)))?;
     let stream = p.stream.unwrap_or(false);
     if p.stream_options.is_some() && !stream {
@@ -327,6 +334,7 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
         format: response_format(p.response_format.as_ref())?,
         tools: None,
         logprobs,
+        n,
         thinking: reasoning::thinking(
             p.reasoning_effort.as_ref(),
             p.chat_template_kwargs.as_ref(),

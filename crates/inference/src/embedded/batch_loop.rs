@@ -10,6 +10,11 @@
 //! serial runs give the same tokens. A finished request leaves its cache in its
 //! slot; a new request whose prompt starts the same way (the next turn of a chat)
 //! goes to that slot and reuses it.
+//!
+//! Several answers to one prompt (`n` > 1) take a slot each: the first reads
+//! the prompt, and once it has, its cache is copied to the others' slots and
+//! every answer samples its first token from the same logits; from there
+//! each goes on alone.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +26,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use super::choices::Out;
 use super::sequence::{End, Job, Pick, ReasoningMarkers, Sequence};
 
 #[derive(Debug, Clone, Copy)]
@@ -138,19 +144,26 @@ impl<'m> BatchLoop<'m> {
     fn drop_cancelled(&mut self) {
         self.queue.retain(|job| !job.events.is_closed());
         for slot in &mut self.slots {
-            if slot.active.as_ref().is_some_and(|s| s.events.is_closed()) {
+            if slot.active.as_ref().is_some_and(Sequence::is_cancelled) {
                 slot.active = None;
                 slot.last_used = self.clock;
             }
         }
     }
 
-    /// Start queued requests, first come first served, while slots are free.
+    /// Start queued requests, first come first served, while slots are
+    /// free (a slot for each answer a request asks for).
     fn admit(&mut self) {
-        while self.active() < self.limits.max_sequences {
-            let Some(job) = self.queue.pop_front() else {
-                return;
+        loop {
+            let free = self.limits.max_sequences - self.active();
+            let n = match self.queue.front() {
+                Some(job) if job.constraints.len() <= free => job.constraints.len(),
+                _ => return,
             };
+            let mut job = self.queue.pop_front().expect("checked above");
+            let mut answers = std::mem::take(&mut job.constraints)
+                .into_iter()
+                .zip(Out::answers(job.events.clone(), n as u32));
             let (index, common) = self.pick_slot(&job.prompt);
             // At least one prompt token must run to produce the first logits.
             let mut common = common.min(job.prompt.len() - 1);
@@ -166,7 +179,52 @@ impl<'m> BatchLoop<'m> {
                 common = 0;
             }
             slot.cached.truncate(common);
-            slot.active = Some(Sequence::new(job, common, self.model.n_vocab()));
+            let (constraint, out) = answers.next().expect("at least one answer");
+            let n_vocab = self.model.n_vocab();
+            slot.active = Some(Sequence::new(&job, 0, constraint, out, common, n_vocab));
+            let mut followers = Vec::with_capacity(n - 1);
+            for (i, (constraint, out)) in answers.enumerate() {
+                // The least recently used idle slot, emptied: the first
+                // answer's prompt is copied in once read.
+                let (f, _) = self.pick_slot(&[]);
+                let slot = &mut self.slots[f];
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                slot.cached.clear();
+                let mut seq = Sequence::new(&job, i as u32 + 1, constraint, out, 0, n_vocab);
+                seq.fed = seq.prompt.len();
+                slot.active = Some(seq);
+                followers.push(f);
+            }
+            if let Some(leader) = self.slots[index].active.as_mut() {
+                leader.followers = followers;
+            }
+        }
+    }
+
+    /// Answers waiting on another's prompt (`n` > 1) get its cache and its
+    /// logits once it has been read.
+    fn share_prompts(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(seq) = self.slots[i].active.as_mut() else {
+                continue;
+            };
+            let (Some(at), false) = (seq.logits_at, seq.followers.is_empty()) else {
+                continue;
+            };
+            let followers = std::mem::take(&mut seq.followers);
+            let (source, cached) = (self.slots[i].seq, self.slots[i].cached.clone());
+            for f in followers {
+                let slot = &mut self.slots[f];
+                // A whole-stream copy (each slot has its own KV stream),
+                // done by llama.cpp before the next forward pass.
+                let _ = self.ctx.copy_kv_cache_seq(source, slot.seq, None, None);
+                slot.cached.clone_from(&cached);
+                if let Some(follower) = slot.active.as_mut() {
+                    follower.logits_at = Some(at);
+                }
+            }
         }
     }
 
@@ -250,6 +308,7 @@ impl<'m> BatchLoop<'m> {
             }
             return;
         }
+        self.share_prompts();
         for slot in &mut self.slots {
             let Some(seq) = slot.active.as_mut() else {
                 continue;

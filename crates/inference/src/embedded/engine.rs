@@ -431,6 +431,7 @@ impl Engine for EmbeddedEngine {
                 tools: self.shapes.is_some() && self.prompter.has_template(),
                 logprobs: true,
                 reasoning: self.markers.open.is_some() && self.prompter.has_template(),
+                choices: self.max_sequences > 1,
             },
         }]
     }
@@ -473,10 +474,28 @@ impl Engine for EmbeddedEngine {
                 ),
             ));
         }
-        let (constraint, calls) = match self.constraint(&request.params) {
-            Ok(c) => c,
-            Err(e) => return fail(e),
-        };
+        let n = request.params.choices();
+        if n > self.max_sequences {
+            return fail(WireError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "Invalid 'n': {n} answers at once; this model's workers run at most {} (one sequence each).",
+                    self.max_sequences
+                ),
+            ));
+        }
+        // Each answer is held to its own copy of the grammar.
+        let mut constraints = Vec::with_capacity(n as usize);
+        let mut calls = CallMode::None;
+        for _ in 0..n {
+            match self.constraint(&request.params) {
+                Ok((constraint, mode)) => {
+                    constraints.push(constraint);
+                    calls = mode;
+                }
+                Err(e) => return fail(e),
+            }
+        }
         let (prompt, max_tokens, reasoning) = match self.prepare(&request) {
             Ok(p) => p,
             Err(e) => return fail(e),
@@ -486,7 +505,7 @@ impl Engine for EmbeddedEngine {
             prompt,
             max_tokens,
             params: request.params,
-            constraint,
+            constraints,
             calls,
             reasoning,
             events,

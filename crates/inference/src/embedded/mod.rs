@@ -25,6 +25,8 @@
 #[cfg(feature = "llama")]
 mod batch_loop;
 #[cfg(feature = "llama")]
+mod choices;
+#[cfg(feature = "llama")]
 mod constraint;
 #[cfg(feature = "llama")]
 mod engine;

@@ -5,8 +5,8 @@
 //! (between `<think>` and `</think>`), and its token counts.
 
 use cocoon_protocol::{
-    Done, ErrorKind, Event, FinishReason, SamplingParams, TokenLogprob, ToolCallChunk, TopLogprob,
-    Usage, WireError,
+    ErrorKind, Event, FinishReason, SamplingParams, TokenLogprob, ToolCallChunk, TopLogprob, Usage,
+    WireError,
 };
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -15,6 +15,7 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::choices::Out;
 use super::constraint::{greedy_within, Constraint, Next};
 use super::tool_calls::{CallReader, OPEN};
 use crate::StopMatcher;
@@ -24,9 +25,9 @@ pub(super) struct Job {
     pub prompt: Vec<LlamaToken>,
     pub max_tokens: u32,
     pub params: SamplingParams,
-    /// The grammar the answer is held to (`params.format`, or the calls
-    /// `params.tools` allows, compiled).
-    pub constraint: Option<Constraint>,
+    /// One per answer asked for (`params.n`): the grammar it is held to
+    /// (`params.format`, or the calls `params.tools` allows, compiled).
+    pub constraints: Vec<Option<Constraint>>,
     /// How the answer may call functions.
     pub calls: CallMode,
     /// Whether reasoning is sent apart from the answer (chats on a model
@@ -98,8 +99,11 @@ pub(super) struct ReasoningMarkers {
 }
 
 pub(super) struct Sequence {
-    pub events: UnboundedSender<Event>,
+    out: Out,
     pub prompt: Vec<LlamaToken>,
+    /// Slots whose answers wait for this one's prompt: when it has been
+    /// read they get its cache and its first logits (`n` > 1).
+    pub followers: Vec<usize>,
     /// Prompt tokens already in the KV cache.
     pub fed: usize,
     /// Prompt tokens reused from an earlier request on the same slot.
@@ -135,17 +139,27 @@ pub(super) struct Sequence {
 }
 
 impl Sequence {
-    pub fn new(job: Job, cached_prompt: usize, n_vocab: i32) -> Self {
+    /// Answer `index` of `job`, held to `constraint`, writing to `out`;
+    /// `cached_prompt` tokens of the prompt are in its slot's cache.
+    pub fn new(
+        job: &Job,
+        index: u32,
+        constraint: Option<Constraint>,
+        out: Out,
+        cached_prompt: usize,
+        n_vocab: i32,
+    ) -> Self {
         let p = &job.params;
         let greedy = p.temperature == Some(0.0)
             && p.presence_penalty.unwrap_or(0.0) == 0.0
             && p.frequency_penalty.unwrap_or(0.0) == 0.0;
         Self {
-            sampler: sampler(&job.params, n_vocab, job.max_tokens),
+            sampler: sampler(p, n_vocab, job.max_tokens, index),
             greedy,
-            stop: StopMatcher::new(&job.params.stop),
-            events: job.events,
-            prompt: job.prompt,
+            stop: StopMatcher::new(&p.stop),
+            out,
+            prompt: job.prompt.clone(),
+            followers: Vec::new(),
             fed: cached_prompt,
             cached_prompt,
             max_tokens: job.max_tokens,
@@ -159,9 +173,9 @@ impl Sequence {
             apart: matches!(job.reasoning, Reasoning::Apart { .. }),
             thought: Vec::new(),
             // A constrained answer ends where its shape does.
-            ignore_eos: job.params.ignore_eos && job.constraint.is_none(),
-            constraint: job.constraint,
-            top_logprobs: job.params.logprobs.map(usize::from),
+            ignore_eos: p.ignore_eos && constraint.is_none(),
+            constraint,
+            top_logprobs: p.logprobs.map(usize::from),
             sampled_logprobs: None,
             calls: match job.calls {
                 CallMode::None => Calls::Off,
@@ -301,7 +315,7 @@ impl Sequence {
                 logprob,
                 top,
             };
-            let _ = self.events.send(Event::Logprobs(vec![entry]));
+            self.out.send(Event::Logprobs(vec![entry]));
         }
         self.bytes.extend_from_slice(&piece);
         self.unsent_tokens += 1;
@@ -380,7 +394,7 @@ impl Sequence {
     fn send_calls(&mut self, pieces: Vec<ToolCallChunk>) {
         for mut piece in pieces {
             piece.tokens = std::mem::take(&mut self.unsent_tokens);
-            let _ = self.events.send(Event::ToolCall(piece));
+            self.out.send(Event::ToolCall(piece));
         }
     }
 
@@ -389,7 +403,7 @@ impl Sequence {
             return;
         }
         let tokens = std::mem::take(&mut self.unsent_tokens);
-        let _ = self.events.send(Event::Reasoning { text, tokens });
+        self.out.send(Event::Reasoning { text, tokens });
     }
 
     /// Send what is left of the reasoning (bytes of an unfinished character).
@@ -405,7 +419,7 @@ impl Sequence {
             return;
         }
         let tokens = std::mem::take(&mut self.unsent_tokens);
-        let _ = self.events.send(Event::Delta { text, tokens });
+        self.out.send(Event::Delta { text, tokens });
     }
 
     /// Flush held-back text and send `Done` with the usage.
@@ -432,23 +446,22 @@ impl Sequence {
         }
         let rest = self.stop.finish();
         self.send_text(rest);
-        let _ = self.events.send(Event::Done(Done {
-            finish_reason: reason,
-            receipt: None,
-            stamp: None,
-            usage: Usage {
-                prompt_tokens: self.prompt.len() as u64,
-                completion_tokens: self.generated as u64,
-                cached_prompt_tokens: self.cached_prompt as u64,
-                reasoning_tokens: self.reasoning as u64,
-            },
-        }));
+        let usage = Usage {
+            prompt_tokens: self.prompt.len() as u64,
+            completion_tokens: self.generated as u64,
+            cached_prompt_tokens: self.cached_prompt as u64,
+            reasoning_tokens: self.reasoning as u64,
+        };
+        self.out.finish(reason, usage);
     }
 
     pub fn fail(self, message: &str) {
-        let _ = self
-            .events
-            .send(Event::Error(WireError::new(ErrorKind::Internal, message)));
+        self.out.fail(WireError::new(ErrorKind::Internal, message));
+    }
+
+    /// The request's reader is gone.
+    pub fn is_cancelled(&self) -> bool {
+        self.out.is_closed()
     }
 }
 
@@ -514,8 +527,10 @@ fn take_utf8(bytes: &mut Vec<u8>) -> String {
 
 /// OpenAI's sampling parameters as a llama.cpp sampler chain: penalties over the
 /// generated tokens, then greedy (temperature 0) or top_p, temperature and a
-/// seeded draw. OpenAI's defaults: temperature 1, top_p 1.
-fn sampler(p: &SamplingParams, n_vocab: i32, max_tokens: u32) -> LlamaSampler {
+/// seeded draw (answer `index` of several draws from seed + `index`, so that
+/// the answers differ and each repeats). OpenAI's defaults: temperature 1,
+/// top_p 1.
+fn sampler(p: &SamplingParams, n_vocab: i32, max_tokens: u32, index: u32) -> LlamaSampler {
     let mut chain = Vec::with_capacity(4);
     let presence = p.presence_penalty.unwrap_or(0.0);
     let frequency = p.frequency_penalty.unwrap_or(0.0);
@@ -535,7 +550,8 @@ fn sampler(p: &SamplingParams, n_vocab: i32, max_tokens: u32) -> LlamaSampler {
             chain.push(LlamaSampler::top_p(top_p.max(f32::MIN_POSITIVE), 1));
         }
         chain.push(LlamaSampler::temp(temperature));
-        chain.push(LlamaSampler::dist(seed32(p.seed)));
+        let seed = p.seed.map(|s| s.wrapping_add(u64::from(index)));
+        chain.push(LlamaSampler::dist(seed32(seed)));
     }
     LlamaSampler::chain_simple(chain)
 }

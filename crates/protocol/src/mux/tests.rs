@@ -44,6 +44,7 @@ impl Handler for Counter {
                         },
                         receipt: None,
                         stamp: None,
+                        finishes: Vec::new(),
                     });
                     return Some((done, (i + 1, guard)));
                 }

@@ -57,6 +57,41 @@ fn each_candidate_opens_the_same_request_and_the_answer_round_trips() {
     assert_eq!(opener.chunks(), 4);
 }
 
+/// The attack: a client shows the proxy (which checks its credit and holds
+/// the receipt to the header's budget) one answer's `max_tokens` while the
+/// sealed request asks the worker for several answers, or for more tokens.
+/// The worker refuses to open it: the header must show every answer's.
+#[test]
+fn a_header_showing_less_than_the_sealed_request_asks_is_refused() {
+    let w = worker();
+    let to = [(w.id, w.key.public())];
+    let mut several = request();
+    several.params.n = Some(3);
+    let honest = SenderSessions::new();
+    let (sealed, _) = honest.seal(&several, &to, 1_000).unwrap();
+    assert_eq!(
+        sealed.header.max_tokens,
+        Some(48),
+        "16 tokens for each of 3"
+    );
+    assert_eq!(w.key.open(&w.id, &sealed).unwrap().0, several);
+    for shown in [Some(16), Some(47), None] {
+        let (lying, _) = honest.seal_showing(&several, shown, &to, 1_000).unwrap();
+        assert_eq!(
+            w.key.open(&w.id, &lying).unwrap_err(),
+            SealError::HeaderMismatch,
+            "shown {shown:?}"
+        );
+    }
+    let (lying, _) = honest
+        .seal_showing(&request(), Some(8), &to, 1_000)
+        .unwrap();
+    assert_eq!(
+        w.key.open(&w.id, &lying).unwrap_err(),
+        SealError::HeaderMismatch
+    );
+}
+
 /// The attack: a proxy forwards one sealed request to two of its
 /// recipients. Under one shared answer key (scheme v1) the two answers were
 /// encrypted with the same keystream (identical answers gave identical
@@ -373,6 +408,7 @@ fn text_of(piece: Piece) -> String {
         Piece::ToolCall(c) => panic!("a tool call chunk: {c:?}"),
         Piece::Logprobs(l) => panic!("a logprobs chunk: {l:?}"),
         Piece::Reasoning { text, .. } => panic!("a reasoning chunk: {text:?}"),
+        Piece::Choice(i) => panic!("a choice chunk: {i}"),
     }
 }
 

@@ -5,6 +5,25 @@ fn err(body: &str) -> ApiError {
 }
 
 #[test]
+fn several_answers_are_asked_on_chats_and_budgeted_in_full() {
+    let v =
+        chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":3,"max_tokens":10}"#)
+            .unwrap();
+    assert_eq!(v.request.params.choices(), 3);
+    assert!(v.request.needs().choices);
+    // What the proxy is shown and holds the receipt to: every answer's tokens.
+    assert_eq!(v.request.params.completion_budget(), Some(30));
+    let e = completion(br#"{"model":"m","prompt":"x","n":2}"#).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("n"));
+    assert!(
+        e.message.contains("/v1/chat/completions only"),
+        "{}",
+        e.message
+    );
+    completion(br#"{"model":"m","prompt":"x","n":1}"#).unwrap();
+}
+
+#[test]
 fn a_full_request_is_accepted() {
     let v = chat(br#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],
         "max_tokens":5,"temperature":0.2,"top_p":0.9,"stop":"x","seed":-1,"stream":true,"stream_options":{"include_usage":true},"user":"ignored"}"#).unwrap();
@@ -64,7 +83,11 @@ fn errors_name_the_problem() {
             "temperature",
         ),
         (
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
+            "'n'",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":129}"#,
             "'n'",
         ),
         (
