@@ -291,7 +291,11 @@ async fn timed(
             | Event::Voucher(_) => {
                 anyhow::bail!("engines produce no sealed chunks, key lists or accounts")
             }
-            Event::Models(_) | Event::Logprobs(_) | Event::Choice(_) => {}
+            Event::Models(_)
+            | Event::Logprobs(_)
+            | Event::Choice(_)
+            | Event::Usage(_)
+            | Event::Progress(_) => {}
         }
     }
     anyhow::bail!("stream ended without Done")

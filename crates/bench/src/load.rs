@@ -137,6 +137,8 @@ async fn drive(
                             *run.kinds.entry(format!("{:?}", e.kind)).or_default() += 1;
                             break;
                         }
+                        // The worker's running totals.
+                        Event::Progress(_) => {}
                         _ => break,
                     }
                 }

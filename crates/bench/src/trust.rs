@@ -187,6 +187,7 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
         chunks: 16,
         worker: worker.fingerprint(),
         issued_at_ms: 0,
+        partial: false,
     };
     let mut signing = Vec::new();
     let mut verifying = Vec::new();

@@ -472,6 +472,17 @@ impl Billing {
         }
     }
 
+    /// The spending of an answer about to stream through `proxy_contract`:
+    /// its latest running total is recorded if it ends without a final
+    /// receipt (the proxy bills that total then).
+    pub fn unfinished(self: &Arc<Self>, proxy_contract: &str) -> Unfinished {
+        Unfinished {
+            payer: Some((self.clone(), proxy_contract.to_string())),
+            latest: None,
+            ended: false,
+        }
+    }
+
     /// `GET /v1/cocoon/balance`: every contract of this node, and their
     /// sums (`contract` names the contract when there is only one).
     pub async fn balance(&self) -> Result<Value, ApiError> {
@@ -608,4 +619,39 @@ fn write_contracts(
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| file(e.to_string()))
+}
+
+/// An answer streaming: the worker's latest running total (with its
+/// identity), counted as spent if the answer never ends with its final
+/// receipt, as the proxy bills it. Answers that end with `Done` are
+/// counted by their final receipt instead.
+#[derive(Default)]
+pub struct Unfinished {
+    payer: Option<(Arc<Billing>, String)>,
+    latest: Option<(SignedReceipt, Vec<u8>)>,
+    ended: bool,
+}
+
+impl Unfinished {
+    /// A verified running total from the worker with identity `worker_key`.
+    pub fn progress(&mut self, signed: SignedReceipt, worker_key: &[u8]) {
+        self.latest = Some((signed, worker_key.to_vec()));
+    }
+
+    /// The answer ended with its final receipt (recorded by the caller).
+    pub fn ended(&mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let (Some((billing, proxy_contract)), Some((signed, key))) = (&self.payer, &self.latest)
+        {
+            billing.record(proxy_contract, signed, key);
+        }
+    }
 }

@@ -223,6 +223,7 @@ mod tests {
                 worker: worker.fingerprint(),
                 price_coefficient: 1000,
                 issued_at_ms: 1,
+                partial: false,
             },
             worker,
         )

@@ -649,6 +649,7 @@ async fn sealed_request(
             header: sealed.header.clone(),
             request_bytes: sealed.ciphertext.len() as u64,
             streamed_bytes: 0,
+            progress: None,
             recipients: chosen
                 .into_iter()
                 .map(|c| (c.worker, c.identity, c.price_coefficient))
@@ -677,11 +678,24 @@ async fn sealed_request(
         let affinity = affinity.clone();
         let turn = turn.clone();
         let payer = payer.clone();
+        let mut unfinished = match &payer {
+            Some((billing, proxy_contract)) => billing.unfinished(proxy_contract),
+            None => crate::billing::Unfinished::default(),
+        };
         return Ok(opened(first, answer, move |event| {
             let event = unsealer.open(event);
+            // A verified running total: owed if the answer ends without
+            // its final receipt (this node hangs up, the worker fails).
+            if let Event::Progress(signed) = &event {
+                let by = signed.receipt.worker;
+                if let Some(worker) = sealed_to.iter().find(|l| l.key.worker() == by) {
+                    unfinished.progress(signed.clone(), &worker.key.identity);
+                }
+            }
             // Count its cost and remember who answered this turn (its
             // receipt verified).
             if let Event::Done(done) = &event {
+                unfinished.ended();
                 if let Some(receipt) = &done.receipt {
                     let by = receipt.receipt.worker;
                     if let Some(worker) = sealed_to.iter().find(|l| l.key.worker() == by) {

@@ -26,4 +26,10 @@ pub enum ReceiptRefused {
     FinishReason,
     #[error("the worker sent {sent} chunks, {arrived} arrived (truncated answer)")]
     Truncated { sent: u64, arrived: u64 },
+    #[error("a running total where the final receipt belongs, or the other way round")]
+    Kind,
+    #[error("a running total counting {counted} chunks when {arrived} had arrived")]
+    Ahead { counted: u64, arrived: u64 },
+    #[error("a running total lower than the one before")]
+    Shrank,
 }

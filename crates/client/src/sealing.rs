@@ -333,6 +333,8 @@ pub struct Unsealer {
     /// Padded plaintext bytes of the chunks opened so far (what the proxy
     /// counts too, so both judge a receipt alike).
     pub streamed_bytes: u64,
+    /// The usage of the latest running total accepted.
+    pub progress: Option<cocoon_protocol::Usage>,
 }
 
 impl Unsealer {
@@ -381,6 +383,16 @@ impl Unsealer {
             | Event::Logprobs(_)
             | Event::Reasoning { .. }
             | Event::Choice(_) => tampered("an unsealed chunk arrived for a sealed request".into()),
+            // A running total: what this node pays if the answer ends
+            // without its final receipt.
+            Event::Progress(signed) => match self.check_progress(&signed) {
+                Ok(()) => {
+                    self.progress = Some(signed.receipt.usage);
+                    Event::Progress(signed)
+                }
+                Err(e) => tampered(format!("running total refused: {e}")),
+            },
+            Event::Usage(_) => tampered("an engine's count arrived unsealed".into()),
             Event::Done(done) => match self.check_receipt(&done) {
                 Ok(()) => Event::Done(done),
                 Err(e) => tampered(format!("usage receipt refused: {e}")),
@@ -389,9 +401,47 @@ impl Unsealer {
         }
     }
 
-    fn check_receipt(&self, done: &cocoon_protocol::Done) -> Result<(), ReceiptRefused> {
-        let receipt = done.receipt.as_ref().ok_or(ReceiptRefused::Missing)?;
-        let r = &receipt.receipt;
+    /// A running total: signed by the worker that answers, at its listed
+    /// price, for this request, no more than what has arrived (its chunks
+    /// and bytes), no less than the last.
+    fn check_progress(
+        &self,
+        signed: &cocoon_protocol::SignedReceipt,
+    ) -> Result<(), ReceiptRefused> {
+        let r = &signed.receipt;
+        if !r.partial {
+            return Err(ReceiptRefused::Kind);
+        }
+        let spki = self.signer(r)?;
+        signed.check(spki, &self.header.request_id, &self.header.model, &r.usage)?;
+        r.within(&self.delivered())?;
+        if r.chunks > self.opener.chunks() {
+            return Err(ReceiptRefused::Ahead {
+                counted: r.chunks,
+                arrived: self.opener.chunks(),
+            });
+        }
+        if self
+            .progress
+            .is_some_and(|last| r.usage.completion_tokens < last.completion_tokens)
+        {
+            return Err(ReceiptRefused::Shrank);
+        }
+        Ok(())
+    }
+
+    fn delivered(&self) -> Delivered {
+        Delivered {
+            max_tokens: self.header.max_tokens,
+            streamed_bytes: self.streamed_bytes,
+            request_bytes: self.request_bytes,
+        }
+    }
+
+    /// The identity of the recipient that signed `r`, if it may: one the
+    /// request was sealed to, the one whose key the answer opened under,
+    /// at the price it was listed at.
+    fn signer(&self, r: &cocoon_protocol::Receipt) -> Result<&[u8], ReceiptRefused> {
         let (_, spki, listed_price) = self
             .recipients
             .iter()
@@ -414,6 +464,16 @@ impl Unsealer {
                 listed: *listed_price,
             });
         }
+        Ok(spki)
+    }
+
+    fn check_receipt(&self, done: &cocoon_protocol::Done) -> Result<(), ReceiptRefused> {
+        let receipt = done.receipt.as_ref().ok_or(ReceiptRefused::Missing)?;
+        let r = &receipt.receipt;
+        if r.partial {
+            return Err(ReceiptRefused::Kind);
+        }
+        let spki = self.signer(r)?;
         match &done.stamp {
             // Stamped under the answer's key by the enclave that sealed the
             // answer: the receipt and its signature are the worker's (a MAC
@@ -431,11 +491,7 @@ impl Unsealer {
                 &done.usage,
             )?,
         }
-        r.within(&Delivered {
-            max_tokens: self.header.max_tokens,
-            streamed_bytes: self.streamed_bytes,
-            request_bytes: self.request_bytes,
-        })?;
+        r.within(&self.delivered())?;
         if r.finish_reason != done.finish_reason {
             return Err(ReceiptRefused::FinishReason);
         }
@@ -491,6 +547,7 @@ mod tests {
             recipients: vec![(worker.fingerprint(), worker.spki().to_vec(), 1000)],
             request_bytes: sealed.ciphertext.len() as u64,
             streamed_bytes: 0,
+            progress: None,
         };
         Setup {
             worker,
@@ -520,6 +577,7 @@ mod tests {
             chunks: s.unsealer.opener.chunks(),
             worker: s.worker.fingerprint(),
             issued_at_ms: 0,
+            partial: false,
         };
         Event::Done(Done {
             finish_reason: FinishReason::Stop,
@@ -531,6 +589,66 @@ mod tests {
             stamp: None,
             finishes: Vec::new(),
         })
+    }
+
+    /// A running total by `signer` for `completion` tokens and `chunks`.
+    fn progress(s: &Setup, signer: &Identity, completion: u64, chunks: u64) -> Event {
+        let receipt = Receipt {
+            price_coefficient: 1000,
+            request_id: s.unsealer.header.request_id,
+            model: "m".into(),
+            model_sha256: None,
+            usage: Usage {
+                prompt_tokens: 1,
+                completion_tokens: completion,
+                ..Usage::default()
+            },
+            finish_reason: FinishReason::Stop,
+            chunks,
+            worker: s.worker.fingerprint(),
+            issued_at_ms: 0,
+            partial: true,
+        };
+        Event::Progress(SignedReceipt::sign(receipt, signer))
+    }
+
+    /// The attack: a worker (or a proxy forging one) signs running totals
+    /// for more than reached the client node, hoping it is billed if the
+    /// answer is cut. Each is refused, and only accepted totals count.
+    #[test]
+    fn running_totals_claim_no_more_than_arrived() {
+        let mut s = setup();
+        let chunk = s.sealer.seal("Hello there", 2);
+        assert!(matches!(
+            s.unsealer.open(Event::Sealed { ciphertext: chunk }),
+            Event::Delta { .. }
+        ));
+        // One chunk arrived, of 64 padded bytes: 2 tokens are fine.
+        assert!(matches!(
+            s.unsealer.open(progress(&s, &s.worker, 2, 1)),
+            Event::Progress(_)
+        ));
+        assert_eq!(s.unsealer.progress.map(|u| u.completion_tokens), Some(2));
+        // More chunks than arrived; more tokens than bytes streamed; less
+        // than before; a final receipt posing as a total; another's key.
+        for (case, event) in [
+            ("ahead", progress(&s, &s.worker, 2, 2)),
+            ("overclaim", progress(&s, &s.worker, 500, 1)),
+            ("shrank", progress(&s, &s.worker, 1, 1)),
+            (
+                "stranger",
+                progress(&s, &Identity::generate().unwrap(), 3, 1),
+            ),
+        ] {
+            assert!(is_refused(&s.unsealer.open(event)), "{case}");
+        }
+        let Event::Progress(mut final_as_total) = progress(&s, &s.worker, 3, 1) else {
+            unreachable!()
+        };
+        final_as_total.receipt.partial = false;
+        let resigned = SignedReceipt::sign(final_as_total.receipt, &s.worker);
+        assert!(is_refused(&s.unsealer.open(Event::Progress(resigned))));
+        assert_eq!(s.unsealer.progress.map(|u| u.completion_tokens), Some(2));
     }
 
     fn is_refused(event: &Event) -> bool {
@@ -747,6 +865,7 @@ mod tests {
             ],
             request_bytes: sealed.ciphertext.len() as u64,
             streamed_bytes: 0,
+            progress: None,
         };
         let chunk = sealer_a.seal("Hi", 1);
         assert!(matches!(
@@ -772,6 +891,7 @@ mod tests {
                         chunks,
                         worker: worker.fingerprint(),
                         issued_at_ms: 0,
+                        partial: false,
                     },
                     worker,
                 )),

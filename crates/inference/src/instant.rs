@@ -84,6 +84,11 @@ impl Engine for InstantEngine {
             Some(max) => (max as usize, FinishReason::Length),
             None => (answer.len(), FinishReason::Stop),
         };
+        // The prompt is "read" at once: its count is known from the start.
+        let read = Event::Usage(Usage {
+            prompt_tokens,
+            ..Usage::default()
+        });
         let state = Run {
             answer,
             target,
@@ -91,7 +96,7 @@ impl Engine for InstantEngine {
             prompt_tokens,
             stop: StopMatcher::new(&request.params.stop),
             generated: 0,
-            pending: VecDeque::new(),
+            pending: VecDeque::from([read]),
             finished: false,
             delay: self.token_delay,
         };

@@ -341,13 +341,25 @@ impl State {
                     return Some((Event::Error(status_error(response).await), State::Finished));
                 }
                 let events = response.bytes_stream().eventsource().boxed();
+                // Counted with the model's own tokenizer: known at once,
+                // for the worker's running totals (the upstream's own count
+                // comes with its last chunk).
+                let pending = own_prompt_tokens
+                    .map(|prompt_tokens| {
+                        Event::Usage(Usage {
+                            prompt_tokens,
+                            ..Usage::default()
+                        })
+                    })
+                    .into_iter()
+                    .collect();
                 let reading = Reading {
                     events,
                     usage: None,
                     finish: None,
                     chunks: 0,
                     own_prompt_tokens,
-                    pending: Default::default(),
+                    pending,
                 };
                 Box::pin(State::Reading(Box::new(reading)).step()).await
             }

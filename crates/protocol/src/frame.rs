@@ -413,6 +413,14 @@ pub enum Event {
     /// Newly generated reasoning (a reasoning model's thinking, before its
     /// answer; OpenAI-compatible servers' `reasoning_content`), like `Delta`.
     Reasoning { text: String, tokens: u32 },
+    /// The worker's signed running total of an answer still streaming (in
+    /// clear, like `Done`'s receipt): what the proxy bills if the answer
+    /// ends without `Done` (the client hung up, the worker failed or went
+    /// away). It follows the chunks it counts.
+    Progress(SignedReceipt),
+    /// Usage known so far (engine to worker, never on the wire): the
+    /// prompt's tokens once read, for the worker's running totals.
+    Usage(Usage),
     /// The events that follow (until the next `Choice`) belong to answer
     /// `index` of a request for several (`n` > 1); before the first, to
     /// answer 0. Sealed on the wire like `Delta`.
@@ -452,6 +460,8 @@ impl Event {
                 | Event::ToolCall(_)
                 | Event::Reasoning { .. }
                 | Event::Choice(_)
+                | Event::Progress(_)
+                | Event::Usage(_)
                 | Event::Logprobs(_)
                 | Event::Sealed { .. }
         )

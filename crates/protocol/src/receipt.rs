@@ -31,6 +31,10 @@ pub struct Receipt {
     pub price_coefficient: u32,
     /// Unix milliseconds when signed.
     pub issued_at_ms: u64,
+    /// A running total signed while the answer streams (`usage` so far,
+    /// `chunks` sent so far; `finish_reason` means nothing yet): what is
+    /// billed if the answer never ends with a final receipt.
+    pub partial: bool,
 }
 
 /// A [`Receipt`] and the worker's Ed25519 signature over it.
@@ -284,6 +288,7 @@ mod tests {
             chunks: 3,
             worker,
             issued_at_ms: 1,
+            partial: false,
         }
     }
 

@@ -35,6 +35,7 @@ mod server;
 mod settlement;
 mod status;
 mod timeouts;
+mod unfinished;
 
 pub use books::{Account, Books, BooksError};
 pub use config::{signer_of, ConfigError, Inspector, ProxyConfig, ProxySettings, SettlementConfig};

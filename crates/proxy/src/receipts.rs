@@ -130,6 +130,40 @@ impl ReceiptLog {
         }
     }
 
+    /// [`Self::record`] for a receipt billed from a destructor: checks the
+    /// fields now and hands the receipt to the batch checker (or, before
+    /// one was started, checks it here) without waiting; `then` runs with
+    /// the outcome either way.
+    pub fn record_detached(&self, answer: Answered<'_>, receipt: SignedReceipt, then: Outcome) {
+        let fields = receipt
+            .check_fields(
+                &answer.header.request_id,
+                &answer.header.model,
+                answer.usage,
+            )
+            .and_then(|()| receipt.receipt.within(&answer.delivered))
+            .map_err(Refused::from);
+        if let Err(e) = fields {
+            let _ = settle(&self.inner, Err(e), then);
+            return;
+        }
+        let (recorded, _) = oneshot::channel();
+        let pending = Pending {
+            receipt,
+            identity: answer.worker.identity.clone(),
+            then,
+            recorded,
+        };
+        let pending = match self.checker.get() {
+            Some(checker) => match checker.send(pending) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(pending)) => pending,
+            },
+            None => pending,
+        };
+        check(&self.inner, vec![pending]);
+    }
+
     fn checker(&self) -> &mpsc::UnboundedSender<Pending> {
         self.checker.get_or_init(|| {
             let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
@@ -272,6 +306,7 @@ mod tests {
                     worker: worker.fingerprint(),
                     price_coefficient: 1000,
                     issued_at_ms: 1,
+                    partial: false,
                 },
                 &worker,
             );

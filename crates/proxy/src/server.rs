@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::receipts;
 use crate::refusal::{AdmitError, AnnounceRefused};
+use crate::unfinished::Unfinished;
 use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry, RequestIds, Settlement};
 use cocoon_protocol::receipt::Delivered;
 
@@ -343,6 +344,15 @@ impl ClientSide {
                     let mut first: Option<std::time::Instant> = None;
                     // Padded plaintext bytes: an upper bound of the text's.
                     let mut streamed_bytes = 0u64;
+                    // Billed at the worker's last running total if the
+                    // answer never ends with `Done`.
+                    let mut unfinished = Unfinished::new(
+                        receipts.clone(),
+                        header.clone(),
+                        key.clone(),
+                        coefficient,
+                        (books.clone(), payer.clone(), payee.clone()),
+                    );
                     timeouts
                         .apply(answer)
                         .then(move |event| {
@@ -359,6 +369,16 @@ impl ClientSide {
                                         ciphertext.len().saturating_sub(16) as u64;
                                 }
                                 Event::Error(_) | Event::SealedError { .. } => slot.failed(),
+                                Event::Progress(signed) => {
+                                    let delivered = Delivered {
+                                        max_tokens: header.max_tokens,
+                                        streamed_bytes,
+                                        request_bytes,
+                                    };
+                                    if let Err(e) = unfinished.progress(signed, delivered) {
+                                        tracing::warn!(request = %format_args!("{request_id:032x}"), error = %e, "running total refused");
+                                    }
+                                }
                                 _ => {}
                             }
                             let done = match event {
@@ -368,6 +388,7 @@ impl ClientSide {
                                 | Event::ToolCall(_)
                                 | Event::Reasoning { .. }
                                 | Event::Choice(_)
+                                | Event::Usage(_)
                                 | Event::Logprobs(_) => {
                                     return future::ready(Event::Error(WireError::new(
                                         ErrorKind::Upstream,
@@ -378,6 +399,8 @@ impl ClientSide {
                                 Event::Done(done) => done,
                                 other => return future::ready(other).boxed(),
                             };
+                            // Its own receipt bills it (or, refused, nothing).
+                            unfinished.ended();
                             let delivered = Delivered {
                                 max_tokens: header.max_tokens,
                                 streamed_bytes,

@@ -37,5 +37,5 @@ pub use earnings::{
 };
 pub use node::WorkerNode;
 pub use run::Worker;
-pub use serve::WorkerStats;
+pub use serve::{WorkerStats, PROGRESS_TOKENS};
 pub use status::WorkerStatus;

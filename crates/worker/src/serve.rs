@@ -183,8 +183,74 @@ struct Answer {
     coalesce: std::time::Duration,
 }
 
+/// Tokens between two signed running totals of a streaming answer (the
+/// first goes out with the first chunk, so the prompt is billed as soon as
+/// an answer starts): what a client that hangs up can get unbilled.
+pub const PROGRESS_TOKENS: u64 = 16;
+
+/// What the worker signs receipts for, for one answer.
+struct Signer {
+    identity: Arc<Identity>,
+    request_id: [u8; 16],
+    model: String,
+    model_sha256: Option<String>,
+    price_coefficient: u32,
+}
+
+impl Signer {
+    fn sign(
+        &self,
+        usage: cocoon_protocol::Usage,
+        finish_reason: cocoon_protocol::FinishReason,
+        chunks: u64,
+        partial: bool,
+    ) -> SignedReceipt {
+        let receipt = Receipt {
+            request_id: self.request_id,
+            model: self.model.clone(),
+            model_sha256: self.model_sha256.clone(),
+            usage,
+            finish_reason,
+            chunks,
+            worker: self.identity.fingerprint(),
+            price_coefficient: self.price_coefficient,
+            issued_at_ms: now_ms(),
+            partial,
+        };
+        SignedReceipt::sign(receipt, &self.identity)
+    }
+}
+
+/// The usage of an answer so far, as its events show it.
+#[derive(Default)]
+struct Running {
+    usage: cocoon_protocol::Usage,
+    /// Completion tokens at the last signed running total.
+    signed_at: Option<u64>,
+}
+
+impl Running {
+    fn add(&mut self, tokens: u32, reasoning: bool) {
+        self.usage.completion_tokens += u64::from(tokens);
+        if reasoning {
+            self.usage.reasoning_tokens += u64::from(tokens);
+        }
+    }
+
+    /// Whether a running total is due after the chunk just sealed.
+    fn due(&mut self) -> bool {
+        let now = self.usage.completion_tokens;
+        let due = self.signed_at.is_none_or(|at| now >= at + PROGRESS_TOKENS);
+        if due {
+            self.signed_at = Some(now);
+        }
+        due
+    }
+}
+
 impl Answer {
-    /// Run `request` on the engine, sealing each chunk and signing the receipt.
+    /// Run `request` on the engine, sealing each chunk and signing the
+    /// receipt, and a running total every [`PROGRESS_TOKENS`] tokens.
     fn run(
         self,
         request: cocoon_protocol::GenerateRequest,
@@ -205,82 +271,92 @@ impl Answer {
             stats,
             ended: false,
         };
-        let model = request.model.clone();
+        let signer = Signer {
+            identity,
+            request_id: sealer.request_id(),
+            model: request.model.clone(),
+            model_sha256,
+            price_coefficient,
+        };
+        let mut running = Running::default();
         crate::coalesce::coalesce(engine.generate(request), coalesce)
-            .map(move |event| {
+            .flat_map(move |event| {
                 let _permit = &permit;
                 let stats = &tracker.stats;
-                match event {
-                    Event::Delta { text, tokens } => {
-                        stats
-                            .tokens_generated
-                            .fetch_add(tokens as u64, Ordering::SeqCst);
-                        Event::Sealed {
-                            ciphertext: sealer.seal(&text, tokens),
-                        }
-                    }
+                // Content: its tokens, whether a reasoning one, sealed.
+                let (tokens, reasoning, ciphertext) = match event {
+                    Event::Delta { text, tokens } => (tokens, false, sealer.seal(&text, tokens)),
                     Event::Reasoning { text, tokens } => {
-                        stats
-                            .tokens_generated
-                            .fetch_add(tokens as u64, Ordering::SeqCst);
-                        Event::Sealed {
-                            ciphertext: sealer.seal_reasoning(&text, tokens),
-                        }
+                        (tokens, true, sealer.seal_reasoning(&text, tokens))
                     }
-                    Event::Choice(index) => Event::Sealed {
-                        ciphertext: sealer.seal_choice(index),
-                    },
-                    Event::Logprobs(logprobs) => Event::Sealed {
-                        ciphertext: sealer.seal_logprobs(&logprobs),
-                    },
                     Event::ToolCall(piece) => {
-                        stats
-                            .tokens_generated
-                            .fetch_add(piece.tokens as u64, Ordering::SeqCst);
-                        Event::Sealed {
-                            ciphertext: sealer.seal_tool_call(&piece),
-                        }
+                        (piece.tokens, false, sealer.seal_tool_call(&piece))
+                    }
+                    Event::Choice(index) => (0, false, sealer.seal_choice(index)),
+                    Event::Logprobs(logprobs) => (0, false, sealer.seal_logprobs(&logprobs)),
+                    Event::Usage(u) => {
+                        running.usage.prompt_tokens = u.prompt_tokens;
+                        running.usage.cached_prompt_tokens = u.cached_prompt_tokens;
+                        return stream::iter(Vec::new());
                     }
                     Event::Done(mut done) => {
                         stats.completed.fetch_add(1, Ordering::SeqCst);
                         tracker.ended = true;
-                        let receipt = Receipt {
-                            request_id: sealer.request_id(),
-                            model: model.clone(),
-                            model_sha256: model_sha256.clone(),
-                            usage: done.usage,
-                            finish_reason: done.finish_reason,
-                            chunks: sealer.chunks(),
-                            worker: identity.fingerprint(),
-                            price_coefficient,
-                            issued_at_ms: now_ms(),
-                        };
-                        let signed = SignedReceipt::sign(receipt, &identity);
+                        let signed =
+                            signer.sign(done.usage, done.finish_reason, sealer.chunks(), false);
                         done.stamp = Some(sealer.stamp(&signed));
                         done.receipt = Some(signed);
-                        Event::Done(done)
+                        return stream::iter(vec![Event::Done(done)]);
                     }
                     Event::Error(e) => {
                         stats.failed.fetch_add(1, Ordering::SeqCst);
                         tracker.ended = true;
-                        // The engine's words may echo the prompt: only the
-                        // kind crosses the proxy in clear.
-                        Event::SealedError {
+                        // What was delivered before the failure is billed:
+                        // its running total, then the error. The engine's
+                        // words may echo the prompt: only the kind crosses
+                        // the proxy in clear.
+                        let progress = Event::Progress(signer.sign(
+                            running.usage,
+                            cocoon_protocol::FinishReason::Stop,
+                            sealer.chunks(),
+                            true,
+                        ));
+                        let error = Event::SealedError {
                             kind: e.kind,
                             ciphertext: sealer.seal_error(e.kind, &e.message),
-                        }
+                        };
+                        let delivered = running.usage.completion_tokens > 0;
+                        return stream::iter(if delivered {
+                            vec![progress, error]
+                        } else {
+                            vec![error]
+                        });
                     }
                     other => {
                         // Engines produce only text, Done and errors.
                         stats.failed.fetch_add(1, Ordering::SeqCst);
                         tracker.ended = true;
                         tracing::error!(event = ?std::mem::discriminant(&other), "engine produced an unexpected event");
-                        Event::Error(WireError::new(
+                        return stream::iter(vec![Event::Error(WireError::new(
                             ErrorKind::Internal,
                             "engine produced an unexpected event",
-                        ))
+                        ))]);
                     }
+                };
+                stats
+                    .tokens_generated
+                    .fetch_add(u64::from(tokens), Ordering::SeqCst);
+                running.add(tokens, reasoning);
+                let mut out = vec![Event::Sealed { ciphertext }];
+                if tokens > 0 && running.due() {
+                    out.push(Event::Progress(signer.sign(
+                        running.usage,
+                        cocoon_protocol::FinishReason::Stop,
+                        sealer.chunks(),
+                        true,
+                    )));
                 }
+                stream::iter(out)
             })
             .boxed()
     }

@@ -11,6 +11,7 @@ use cocoon_chain::{
     WalletSender,
 };
 use cocoon_devnet::kit::*;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -480,5 +481,104 @@ async fn a_client_node_deploys_its_contract_on_first_use() {
         "found again, not deployed again"
     );
     assert_eq!(balance["charged_nano"], total.to_string());
+    net.shutdown().await;
+}
+
+/// The attack: a client reads most of a streamed answer, then closes its
+/// connection before the end. Before running totals nothing was billed
+/// (the worker signed only finished answers): 0 nano-TON after 30 and
+/// after 100 of up to 200 tokens. Now the worker signs a running total
+/// with the first chunk and every `PROGRESS_TOKENS`, the proxy bills the
+/// last one when the answer ends without `Done`, and the client node
+/// counts the same one as spent: it pays for what it received, at most
+/// one total behind, never more (the client node checks each total
+/// against the chunks and bytes that reached it).
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_stream_pays_for_what_it_received() {
+    let net = devnet_with(|o| {
+        o.engine = slow_engine(5, 4);
+        o.settle_every = None;
+        o.chain_fresh = FRESH_IN_TESTS;
+    })
+    .await;
+    let books = net.proxy().books.clone().unwrap();
+    let owed = || books.client(&net.ton.client_contract).total;
+    let mut billed_before = 0;
+    for cut in [30usize, 100] {
+        let body = chat_body(
+            "one two three four",
+            json!({"stream": true, "max_tokens": 200}),
+        );
+        let resp = http()
+            .post(format!("{}/chat/completions", net.api_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
+        let (mut chunks, mut words) = (0, 0);
+        while chunks < cut {
+            let data = events.next().await.unwrap().unwrap().data;
+            let chunk: Value = serde_json::from_str(&data).unwrap();
+            if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
+                if !text.is_empty() {
+                    chunks += 1;
+                    words += text.split_whitespace().count() as u64;
+                }
+            }
+        }
+        // Hang up.
+        drop(events);
+        // The proxy bills the last running total once it sees the stream end.
+        let mut billed = owed();
+        for _ in 0..100 {
+            if billed > billed_before {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            billed = owed();
+        }
+        assert!(billed > billed_before, "nothing billed after {cut} chunks");
+        let receipt = net
+            .proxy()
+            .receipts
+            .recent()
+            .pop()
+            .expect("the running total billed");
+        let r = &receipt.receipt;
+        assert!(r.partial, "{r:?}");
+        // Every token the app read is paid for, bar at most one running
+        // total's worth; no more than the worker had sent.
+        let progress = cocoon_worker::PROGRESS_TOKENS;
+        assert!(
+            r.usage.completion_tokens + progress + 2 >= words,
+            "{} tokens billed for {words} read",
+            r.usage.completion_tokens
+        );
+        assert!(r.usage.completion_tokens < 200);
+        assert!(
+            r.usage.prompt_tokens > 0,
+            "the prompt is billed from the first chunk"
+        );
+        let charge = cocoon_chain::pricing::default_prices()
+            .charge(TokenCounts {
+                prompt: r.usage.prompt_tokens,
+                cached_prompt: r.usage.cached_prompt_tokens,
+                completion: r.usage.completion_tokens,
+                reasoning: r.usage.reasoning_tokens,
+            })
+            .total;
+        assert_eq!(billed - billed_before, charge);
+        // The client node counts the same total as spent.
+        past_fresh().await;
+        let balance = get_json(&format!("{}/cocoon/balance", net.api_url)).await;
+        assert_eq!(
+            balance["unsettled_nano"],
+            billed.to_string(),
+            "the client node and the proxy agree: {balance}"
+        );
+        billed_before = billed;
+    }
     net.shutdown().await;
 }

@@ -345,14 +345,24 @@ async fn next_step(
     events: &mut BoxStream<'static, Event>,
     idle: Duration,
 ) -> Result<Step, ApiError> {
-    let event = tokio::time::timeout(idle, events.next())
-        .await
-        .map_err(|_| {
-            ApiError::timeout(format!(
-                "The answer stalled for more than {} s.",
-                idle.as_secs()
-            ))
-        })?;
+    loop {
+        let event = tokio::time::timeout(idle, events.next())
+            .await
+            .map_err(|_| {
+                ApiError::timeout(format!(
+                    "The answer stalled for more than {} s.",
+                    idle.as_secs()
+                ))
+            })?;
+        // Running totals and an engine's counts are bookkeeping, not answer.
+        if !matches!(event, Some(Event::Progress(_) | Event::Usage(_))) {
+            return step(event);
+        }
+    }
+}
+
+/// What `event` means to the HTTP side.
+fn step(event: Option<Event>) -> Result<Step, ApiError> {
     match event {
         Some(Event::Delta { text, .. }) => Ok(Step::Text(text)),
         Some(Event::Reasoning { text, .. }) => Ok(Step::Reasoning(text)),
@@ -368,7 +378,9 @@ async fn next_step(
             | Event::Models(_)
             | Event::WorkerKeys(_)
             | Event::Account(_)
-            | Event::Voucher(_),
+            | Event::Voucher(_)
+            | Event::Progress(_)
+            | Event::Usage(_),
         )
         | None => {
             Err(WireError::new(ErrorKind::Internal, "the answer ended without a result").into())

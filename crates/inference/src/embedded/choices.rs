@@ -76,6 +76,18 @@ impl Out {
         let _ = self.events.send(event);
     }
 
+    /// The prompt has been read: its counts, for the worker's running
+    /// totals (from the first answer only: the others share it).
+    pub fn prompt_read(&self, prompt_tokens: u64, cached_prompt_tokens: u64) {
+        if self.index == 0 {
+            let _ = self.events.send(Event::Usage(Usage {
+                prompt_tokens,
+                cached_prompt_tokens,
+                ..Usage::default()
+            }));
+        }
+    }
+
     /// This answer ended: alone, its `Done`; in a group, `Done` once all
     /// have, with their usage summed (the shared prompt once).
     pub fn finish(&self, reason: FinishReason, usage: Usage) {

@@ -263,6 +263,10 @@ impl Sequence {
         markers: ReasoningMarkers,
     ) -> Option<End> {
         self.generated += 1;
+        if self.generated == 1 {
+            self.out
+                .prompt_read(self.prompt.len() as u64, self.cached_prompt as u64);
+        }
         let vocab = model.vocab();
         if vocab.is_eog(token) && !self.ignore_eos {
             return Some(End::Finish(FinishReason::Stop));

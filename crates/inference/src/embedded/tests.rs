@@ -61,6 +61,8 @@ async fn run(engine: &EmbeddedEngine, request: GenerateRequest) -> (String, Done
         match event {
             Event::Delta { text: t, .. } => text.push_str(&t),
             Event::Done(done) => return (text, done),
+            // The prompt's counts, for the worker's running totals.
+            Event::Usage(_) => {}
             other => panic!("unexpected event {other:?}"),
         }
     }
@@ -186,6 +188,7 @@ async fn too_long_requests_are_refused_with_the_numbers() {
 async fn a_dropped_stream_frees_its_sequence() {
     let engine = engine(1);
     let mut stream = engine.generate(chat("hello world", greedy(200)));
+    assert!(matches!(stream.next().await, Some(Event::Usage(_))));
     assert!(matches!(stream.next().await, Some(Event::Delta { .. })));
     let load = engine.load().await.unwrap();
     assert_eq!(load.running, 1);
@@ -401,6 +404,8 @@ async fn run_calls(
                 calls[piece.index as usize].1.push_str(&piece.arguments);
             }
             Event::Done(done) => return (text, calls, done),
+            // The prompt's counts, for the worker's running totals.
+            Event::Usage(_) => {}
             other => panic!("unexpected event {other:?}"),
         }
     }
@@ -516,6 +521,8 @@ async fn greedy_tokens_are_their_own_top_logprob_and_the_bytes_spell_the_text() 
             Event::Delta { text: t, .. } => text.push_str(&t),
             Event::Logprobs(l) => entries.extend(l),
             Event::Done(done) => break done,
+            // The prompt's counts, for the worker's running totals.
+            Event::Usage(_) => {}
             other => panic!("unexpected event {other:?}"),
         }
     };

@@ -18,7 +18,11 @@ fn chat(text: &str, max_tokens: Option<u32>, stop: &[&str]) -> GenerateRequest {
 }
 
 async fn run(req: GenerateRequest) -> (String, Done) {
-    let events: Vec<Event> = InstantEngine::new("m", 1).generate(req).collect().await;
+    let events: Vec<Event> = InstantEngine::new("m", 1)
+        .generate(req)
+        .filter(|e| futures::future::ready(!matches!(e, Event::Usage(_))))
+        .collect()
+        .await;
     let mut text = String::new();
     let mut tokens = 0u64;
     for e in &events[..events.len() - 1] {

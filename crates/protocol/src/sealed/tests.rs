@@ -289,6 +289,7 @@ fn a_receipt_stamp_covers_the_receipt_its_signature_and_the_answers_end() {
                 worker: id.fingerprint(),
                 price_coefficient: 1000,
                 issued_at_ms: 1,
+                partial: false,
             },
             id,
         )

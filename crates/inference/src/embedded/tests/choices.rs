@@ -17,6 +17,8 @@ async fn answers(engine: &EmbeddedEngine, request: GenerateRequest) -> (Vec<Stri
             Event::Choice(i) => current = i as usize,
             Event::Delta { text, .. } => texts[current].push_str(&text),
             Event::Done(done) => return (texts, done),
+            // The prompt's counts, for the worker's running totals.
+            Event::Usage(_) => {}
             other => panic!("unexpected event {other:?}"),
         }
     }

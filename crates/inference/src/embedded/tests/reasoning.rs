@@ -60,6 +60,8 @@ async fn parts(engine: &EmbeddedEngine, request: GenerateRequest) -> (Parts, Don
                 p.order.push('l');
             }
             Event::Done(done) => return (p, done),
+            // The prompt's counts, for the worker's running totals.
+            Event::Usage(_) => {}
             other => panic!("unexpected event {other:?}"),
         }
     }
