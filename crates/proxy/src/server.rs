@@ -322,6 +322,22 @@ impl ClientSide {
                 Ok(x) => x,
                 Err(e) => return stream::iter([Event::Error(e)]).boxed(),
             };
+            // The answer's worst cost at this worker's price is held against
+            // the client's credit while it runs.
+            let reservation = match &settlement {
+                None => None,
+                Some(s) => {
+                    let worst = crate::unfinished::worst_cost(
+                        s.books(),
+                        &request.header,
+                        picked.price_coefficient,
+                    );
+                    match s.reserve(&client, worst).await {
+                        Ok(r) => Some(r),
+                        Err(e) => return stream::iter([Event::Error(e)]).boxed(),
+                    }
+                }
+            };
             let header = request.header.clone();
             let request_bytes = request.ciphertext.len() as u64;
             // Logs name a request by its random id (never its content).
@@ -359,6 +375,8 @@ impl ClientSide {
                             if let Some(inspect) = &inspect {
                                 inspect.see(&event);
                             }
+                            // Held until the answer's stream ends.
+                            let _held = &reservation;
                             match &event {
                                 Event::Sealed { ciphertext } => {
                                     if first.is_none() {

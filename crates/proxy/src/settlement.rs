@@ -39,6 +39,9 @@ pub struct Settlement {
     root: StdAddr,
     books: Arc<Books>,
     accounts: Mutex<HashMap<Fingerprint, ClientAccount>>,
+    /// Per client, the worst cost of its answers still running: credit they
+    /// may still use, not offered to its other requests.
+    reserved: Arc<Mutex<HashMap<Fingerprint, u128>>>,
     root_version: Mutex<Option<u128>>,
     done: Mutex<Totals>,
     /// The latest rounds that sent anything, newest last.
@@ -86,6 +89,25 @@ struct ClientAccount {
     closed: bool,
     /// When `balance` was last read from the chain.
     read_at: std::time::Instant,
+}
+
+/// Credit held for one running answer (see [`Settlement::reserve`]).
+pub struct Reservation {
+    reserved: Arc<Mutex<HashMap<Fingerprint, u128>>>,
+    client: Fingerprint,
+    amount: u128,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut reserved = self.reserved.locked();
+        if let Some(held) = reserved.get_mut(&self.client) {
+            *held = held.saturating_sub(self.amount);
+            if *held == 0 {
+                reserved.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// How often a client contract that looks short of funds is read again
@@ -200,6 +222,7 @@ impl Settlement {
             root,
             books: Arc::new(books),
             accounts: Mutex::default(),
+            reserved: Arc::default(),
             root_version: Mutex::default(),
             done: Mutex::default(),
             history: Mutex::default(),
@@ -329,6 +352,15 @@ impl Settlement {
             Ok(contract) => return Ok(contract),
             Err(e) => e,
         };
+        if !self.reread_if_stale(client).await {
+            return Err(refusal);
+        }
+        self.payer(client)
+    }
+
+    /// Read `client`'s contract again if it was last read [`REREAD`] ago
+    /// or more; whether it was.
+    async fn reread_if_stale(&self, client: &Fingerprint) -> bool {
         let stale = {
             let accounts = self.accounts.locked();
             accounts
@@ -337,14 +369,16 @@ impl Settlement {
                 .map(|a| a.contract.clone())
         };
         let Some(contract) = stale else {
-            return Err(refusal);
+            return false;
         };
         match self.read_channel(&contract).await {
-            Ok(channel) => self.remember(&contract, &channel),
+            Ok(channel) => {
+                self.remember(&contract, &channel);
+                true
+            }
             // Unreadable now: what was known stands.
-            Err(_) => return Err(refusal),
+            Err(_) => false,
         }
-        self.payer(client)
     }
 
     /// The contract `client` pays from, if it can pay for more: what it owes
@@ -360,15 +394,59 @@ impl Settlement {
                 account.contract
             )));
         }
+        self.room(client, account, 0)?;
+        Ok(account.contract.clone())
+    }
+
+    /// What `account` can still cover beyond its unsettled spending and
+    /// the reservations of its running answers, if more than `wanted`.
+    fn room(
+        &self,
+        client: &Fingerprint,
+        account: &ClientAccount,
+        wanted: u128,
+    ) -> Result<u128, WireError> {
         let owed = self.books.client(&account.contract).total;
         let unsettled = owed.saturating_sub(account.charged);
-        if unsettled >= account.balance {
+        let reserved = self.reserved.locked().get(client).copied().unwrap_or(0);
+        let used = unsettled.saturating_add(reserved);
+        if used.saturating_add(wanted) >= account.balance {
             return Err(payment(format!(
-                "client contract {} holds {} nano-TON and {} nano-TON of served requests are not yet charged: top it up",
-                account.contract, account.balance, unsettled
+                "client contract {} holds {} nano-TON; {} nano-TON of served requests are not yet charged and {} nano-TON are reserved by requests running; this one may cost up to {}: top it up",
+                account.contract, account.balance, unsettled, reserved, wanted
             )));
         }
-        Ok(account.contract.clone())
+        Ok(account.balance - used)
+    }
+
+    /// Hold `worst` (a request's greatest possible cost) of `client`'s
+    /// credit while its answer runs, if the contract covers it beside what
+    /// is unsettled and already held; released when the reservation drops.
+    /// Without it, many answers started at once could each pass the
+    /// balance check and together spend far beyond the contract.
+    pub async fn reserve(
+        &self,
+        client: &Fingerprint,
+        worst: u128,
+    ) -> Result<Reservation, WireError> {
+        match self.hold(client, worst) {
+            Err(_) if self.reread_if_stale(client).await => self.hold(client, worst),
+            held => held,
+        }
+    }
+
+    fn hold(&self, client: &Fingerprint, worst: u128) -> Result<Reservation, WireError> {
+        let accounts = self.accounts.locked();
+        let account = accounts.get(client).ok_or_else(|| {
+            payment("this client node has registered no client contract with the proxy".into())
+        })?;
+        self.room(client, account, worst)?;
+        *self.reserved.locked().entry(*client).or_default() += worst;
+        Ok(Reservation {
+            reserved: self.reserved.clone(),
+            client: *client,
+            amount: worst,
+        })
     }
 
     /// The worker contract of a worker paid to `owner` (its wallet).

@@ -427,9 +427,12 @@ async fn a_client_node_tops_its_contract_up_by_itself() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(now, 10_000 + 3 * TON, "topped up by exactly 3 TON");
-    // Now a request that did not fit before is served.
+    // Now a request that did not fit before is served (the proxy, which
+    // holds its worst cost against the contract, rereads a contract that
+    // looks short at most once a second).
     let url = format!("{}/chat/completions", net.api_url);
     past_fresh().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, body) = post(&url, &chat_body("hi there", json!({"max_tokens": 1000}))).await;
     assert_eq!(status, 200, "{body}");
     net.shutdown().await;
@@ -580,5 +583,54 @@ async fn a_client_that_hangs_up_mid_stream_pays_for_what_it_received() {
         );
         billed_before = billed;
     }
+    net.shutdown().await;
+}
+
+/// The attack: a client with a small deposit starts many long answers at
+/// once. Each alone passes the balance check (nothing is billed until it
+/// ends), so together they could spend far beyond the contract. The proxy
+/// holds each running answer's worst cost (its whole `max_tokens` at the
+/// chosen worker's price) against the
+/// client's credit until it ends: the third concurrent answer is refused
+/// (402), and once the first two end their reservations are released.
+#[tokio::test]
+async fn answers_running_at_once_cannot_spend_beyond_the_deposit() {
+    let net = devnet_with(|o| {
+        o.engine = slow_engine(20, 8);
+        o.settle_every = None;
+        o.client_deposit = 200_000;
+        o.chain_fresh = FRESH_IN_TESTS;
+    })
+    .await;
+    let url = format!("{}/chat/completions", net.api_url);
+    // 80,000 nano-TON at worst each (1,000 completion tokens): two fit in
+    // 200,000, a third does not.
+    let long = chat_body("hi", json!({"stream": true, "max_tokens": 1000}));
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let resp = http().post(&url).json(&long).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
+        events.next().await.unwrap().unwrap();
+        running.push(events);
+    }
+    let resp = http().post(&url).json(&long).send().await.unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 402, "{body}");
+    assert_error(&body, "reserved by requests running");
+    // The first two end (hung up): their credit is free again.
+    drop(running);
+    let short = chat_body("hi", json!({"max_tokens": 8}));
+    let mut status = 0;
+    for _ in 0..100 {
+        let (s, _) = post(&url, &short).await;
+        status = s;
+        if s == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200);
     net.shutdown().await;
 }
