@@ -8,7 +8,11 @@
 //!
 //! With a database file (redb, ACID, each record committed durably before the
 //! answer's end reaches the client), a proxy that crashes or restarts
-//! continues from exactly what it had recorded.
+//! continues from exactly what it had recorded. The books also keep the
+//! commits of their hash to chain (the one about to be sent, and the last
+//! one confirmed), so that a proxy restored from an old database sees that
+//! the chain holds a later commit than its books know (see
+//! `Settlement::connect`).
 
 use cocoon_protocol::sync::LockRecover;
 use std::collections::HashMap;
@@ -38,6 +42,39 @@ pub struct Books {
 const CLIENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("clients");
 /// Worker contract (basechain address) -> (total u128 BE, requests u64 BE).
 const WORKERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("workers");
+/// `pending` and `committed`: a books commit as (seqno, hash).
+const COMMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("commits");
+
+/// One commit of the books' hash to the proxy contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub seqno: u64,
+    pub hash: [u8; 32],
+}
+
+impl Commit {
+    fn encode(&self) -> [u8; 40] {
+        let mut out = [0u8; 40];
+        out[..8].copy_from_slice(&self.seqno.to_be_bytes());
+        out[8..].copy_from_slice(&self.hash);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(Self {
+            seqno: u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?),
+            hash: bytes.get(8..40)?.try_into().ok()?,
+        })
+    }
+}
+
+/// The commits the books know of: the one about to be sent, the last one
+/// seen on chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Commits {
+    pub pending: Option<Commit>,
+    pub committed: Option<Commit>,
+}
 
 /// Accounts are basechain contracts: the address is its 32-byte hash.
 fn key(address: &StdAddr) -> &[u8] {
@@ -91,6 +128,26 @@ fn load(
 struct Inner {
     clients: HashMap<StdAddr, Account>,
     workers: HashMap<StdAddr, Account>,
+    commits: Commits,
+}
+
+fn load_commits(db: &Database) -> Result<Commits, Box<redb::Error>> {
+    let read = db.begin_read().map_err(|e| Box::new(e.into()))?;
+    let table = match read.open_table(COMMITS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Commits::default()),
+        Err(e) => return Err(Box::new(e.into())),
+    };
+    let get = |name: &str| -> Result<Option<Commit>, Box<redb::Error>> {
+        Ok(table
+            .get(name)
+            .map_err(|e| Box::new(e.into()))?
+            .and_then(|v| Commit::decode(v.value())))
+    };
+    Ok(Commits {
+        pending: get("pending")?,
+        committed: get("committed")?,
+    })
 }
 
 impl Books {
@@ -112,9 +169,14 @@ impl Books {
         let db = Database::create(path).map_err(|e| fail(Box::new(e.into())))?;
         let clients = load(&db, CLIENTS).map_err(fail)?;
         let workers = load(&db, WORKERS).map_err(fail)?;
+        let commits = load_commits(&db).map_err(fail)?;
         Ok(Self {
             prices: Mutex::new(prices),
-            inner: Mutex::new(Inner { clients, workers }),
+            inner: Mutex::new(Inner {
+                clients,
+                workers,
+                commits,
+            }),
             db: Some(db),
         })
     }
@@ -137,6 +199,38 @@ impl Books {
             let mut workers = write.open_table(WORKERS).map_err(|e| boxed(e.into()))?;
             workers
                 .insert(key(worker.0), encode(worker.1).as_slice())
+                .map_err(|e| boxed(e.into()))?;
+        }
+        write.commit().map_err(|e| boxed(e.into()))?;
+        Ok(())
+    }
+
+    /// The commits of these books' hash they know of.
+    pub fn commits(&self) -> Commits {
+        self.inner.locked().commits
+    }
+
+    /// Record `commit` as about to be sent (`confirmed: false`) or as seen
+    /// on chain (`true`), durably before going on.
+    pub fn record_commit(&self, commit: Commit, confirmed: bool) -> Result<(), Box<redb::Error>> {
+        {
+            let mut inner = self.inner.locked();
+            if confirmed {
+                inner.commits.committed = Some(commit);
+            } else {
+                inner.commits.pending = Some(commit);
+            }
+        }
+        let Some(db) = &self.db else {
+            return Ok(());
+        };
+        let boxed = |e: redb::Error| Box::new(e);
+        let write = db.begin_write().map_err(|e| boxed(e.into()))?;
+        {
+            let mut commits = write.open_table(COMMITS).map_err(|e| boxed(e.into()))?;
+            let name = if confirmed { "committed" } else { "pending" };
+            commits
+                .insert(name, commit.encode().as_slice())
                 .map_err(|e| boxed(e.into()))?;
         }
         write.commit().map_err(|e| boxed(e.into()))?;

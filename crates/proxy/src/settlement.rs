@@ -170,6 +170,48 @@ pub enum SettlementError {
     /// A settlement transfer did not go through.
     #[error("settlement transfer: {0}")]
     Transfer(cocoon_chain::ChainError),
+    /// The chain holds a books commit these books never made or saw: they
+    /// are older than what the proxy already committed (restored from an
+    /// old backup, or another database). Serving from them would
+    /// undercharge clients and underpay workers.
+    #[error("the books are behind the chain: the proxy contract holds books commit #{chain_seqno} (hash {chain_hash}), these books know {known}. Refusing to serve. Restore the newest copy of the books database (the one whose last commit is #{chain_seqno}); if none exists, see docs/economics.md, \"Recovering from lost books\"")]
+    BooksBehind {
+        chain_seqno: u64,
+        chain_hash: String,
+        known: String,
+    },
+    /// The books could not record a commit.
+    #[error("the books database: {0}")]
+    BooksWrite(#[source] Box<redb::Error>),
+}
+
+/// The books may serve only if the chain's last books commit is one they
+/// know: none yet, the last they saw confirmed, or the one they were about
+/// to send when the proxy stopped.
+fn check_books_against_chain(books: &Books, chain: &ProxyState) -> Result<(), SettlementError> {
+    if chain.books_seqno == 0 {
+        return Ok(());
+    }
+    let on_chain = crate::books::Commit {
+        seqno: chain.books_seqno,
+        hash: chain.books_hash,
+    };
+    let known = books.commits();
+    if known.committed == Some(on_chain) || known.pending == Some(on_chain) {
+        return Ok(());
+    }
+    Err(SettlementError::BooksBehind {
+        chain_seqno: chain.books_seqno,
+        chain_hash: cocoon_protocol::to_hex(&chain.books_hash),
+        known: match (known.committed, known.pending) {
+            (None, None) => "no commit at all".into(),
+            (committed, pending) => format!(
+                "commit #{} (and #{} pending)",
+                committed.map_or(0, |c| c.seqno),
+                pending.map_or(0, |c| c.seqno)
+            ),
+        },
+    })
 }
 
 fn contract_error(
@@ -214,6 +256,7 @@ impl Settlement {
             .await
             .map_err(contract_error("settlement.root", &root))?;
         let books = books(prices).map_err(SettlementError::Books)?;
+        check_books_against_chain(&books, &state)?;
         Ok(Self {
             sender: WalletSender::new(chain.clone(), wallet),
             chain,
@@ -532,7 +575,16 @@ impl Settlement {
         let hash = self.books.hash();
         let commit =
             !messages.is_empty() || (!self.books.clients().is_empty() && proxy.books_hash != hash);
+        let commit_record = crate::books::Commit {
+            seqno: proxy.books_seqno + 1,
+            hash,
+        };
         if commit {
+            // Written ahead: a proxy stopped right after sending still
+            // knows the commit the chain may hold.
+            self.books
+                .record_commit(commit_record, false)
+                .map_err(SettlementError::BooksWrite)?;
             let seqno = proxy.books_seqno + 1;
             let signature =
                 self.signer
@@ -558,6 +610,14 @@ impl Settlement {
             round.transfers += 1;
         }
         // Done is what the chain shows, not what was sent.
+        if commit {
+            let after = self.proxy_state().await?;
+            if after.books_seqno == commit_record.seqno && after.books_hash == hash {
+                self.books
+                    .record_commit(commit_record, true)
+                    .map_err(SettlementError::BooksWrite)?;
+            }
+        }
         for (contract, target, _) in &charged_to {
             let channel =
                 self.read_channel(contract)

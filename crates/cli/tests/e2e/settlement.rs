@@ -634,3 +634,61 @@ async fn answers_running_at_once_cannot_spend_beyond_the_deposit() {
     assert_eq!(status, 200);
     net.shutdown().await;
 }
+
+/// The attack (or accident): a proxy restored from an old copy of its books
+/// would charge clients only what that copy knows, and its workers would
+/// lose the difference. The books record each commit of their hash to the
+/// proxy contract; at start the proxy compares the contract's last commit
+/// with its books' and, finding one its books never made, refuses to start,
+/// naming both and the way out. The newest copy starts again.
+#[tokio::test]
+async fn a_proxy_restored_from_old_books_refuses_to_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let books = dir.path().join("state").join("books.redb");
+    let old = dir.path().join("books-old.redb");
+    let start = || with_state(dir.path(), |_| {});
+    let net = start().await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, body) = post(&url, &chat_body("first", json!({"max_tokens": 5}))).await;
+    assert_eq!(status, 200, "{body}");
+    net.settle_now().await.unwrap();
+    net.shutdown().await;
+    // A backup, taken after commit #1.
+    std::fs::copy(&books, &old).unwrap();
+
+    let net = start().await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, body) = post(&url, &chat_body("second", json!({"max_tokens": 5}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(net.settle_now().await.unwrap().books_seqno, 2);
+    net.shutdown().await;
+    let newest = dir.path().join("books-newest.redb");
+    std::fs::copy(&books, &newest).unwrap();
+
+    // Restored from the backup: the chain holds commit #2, the books #1.
+    std::fs::copy(&old, &books).unwrap();
+    let mut options = cocoon_devnet::DevnetOptions::instant(MODEL);
+    options.settle_every = None;
+    options.state_dir = Some(dir.path().join("state"));
+    let refused = match cocoon_devnet::Devnet::start(options).await {
+        Ok(net) => {
+            net.shutdown().await;
+            panic!("a proxy with books older than the chain started")
+        }
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(refused.contains("books commit #2"), "{refused}");
+    assert!(refused.contains("commit #1"), "{refused}");
+    assert!(refused.contains("Refusing to serve"), "{refused}");
+
+    // The newest copy is accepted.
+    std::fs::copy(&newest, &books).unwrap();
+    let net = start().await;
+    let (status, body) = post(
+        &format!("{}/chat/completions", net.api_url),
+        &chat_body("third", json!({"max_tokens": 5})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    net.shutdown().await;
+}
