@@ -128,9 +128,14 @@ pub async fn post_stream(url: &str, body: &Value) -> Vec<String> {
 /// it was accepted, and return it still open.
 pub async fn open_stream(net: &Devnet, text: &str) -> reqwest::Response {
     let body = chat_body(text, json!({"stream": true, "max_tokens": 100000}));
+    open_stream_with(net, &body).await
+}
+
+/// A streamed chat `body` accepted (200), its events not read yet.
+pub async fn open_stream_with(net: &Devnet, body: &Value) -> reqwest::Response {
     let resp = http()
         .post(format!("{}/chat/completions", net.api_url))
-        .json(&body)
+        .json(body)
         .send()
         .await
         .unwrap();

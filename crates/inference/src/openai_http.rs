@@ -142,6 +142,7 @@ impl OpenAiHttpEngine {
             parallel_tool_calls: tools.as_ref().map(|t| t.2),
             logprobs: p.logprobs.map(|_| serde_json::Value::Bool(true)),
             top_logprobs: p.logprobs.map(i64::from),
+            n: p.n.filter(|n| *n > 1).map(i64::from),
             reasoning_effort: p
                 .thinking
                 .as_ref()
@@ -217,8 +218,8 @@ impl Engine for OpenAiHttpEngine {
                 logprobs: true,
                 // Passed on; the upstream's reasoning parser separates it.
                 reasoning: true,
-                // Several answers are read from one upstream stream: not yet.
-                choices: false,
+                // `n` goes upstream; its answers come back by index.
+                choices: true,
             },
         }]
     }
@@ -289,8 +290,12 @@ impl Engine for OpenAiHttpEngine {
         #[cfg(not(feature = "llama"))]
         let own_count = None;
         let send = self.build(&request).send();
-        let base = self.config.base_url.clone();
-        let state = State::Start(Box::pin(send), base, own_count);
+        let state = State::Start(Starting {
+            send: Box::pin(send),
+            base: self.config.base_url.clone(),
+            own_prompt_tokens: own_count,
+            answers: request.params.choices(),
+        });
         futures::stream::unfold(state, |state| async move { state.step().await }).boxed()
     }
 }
@@ -307,19 +312,27 @@ type SseStream = BoxStream<'static, Result<eventsource_stream::Event, SseError>>
 
 /// Progress of one upstream call.
 enum State {
-    Start(
-        BoxFuture<'static, reqwest::Result<reqwest::Response>>,
-        String,
-        Option<u64>,
-    ),
+    Start(Starting),
     Reading(Box<Reading>),
     Finished,
+}
+
+/// An upstream call sent, its answer not read yet.
+struct Starting {
+    send: BoxFuture<'static, reqwest::Result<reqwest::Response>>,
+    base: String,
+    own_prompt_tokens: Option<u64>,
+    /// How many answers the request asked for (`n`).
+    answers: u32,
 }
 
 struct Reading {
     events: SseStream,
     usage: Option<Usage>,
-    finish: Option<FinishReason>,
+    /// Why each answer ended, once it has (`n` of them).
+    finishes: Vec<Option<FinishReason>>,
+    /// The answer of the last event passed on.
+    current: u32,
     chunks: u64,
     own_prompt_tokens: Option<u64>,
     /// Events read but not yet passed on (a chunk may hold several).
@@ -330,7 +343,12 @@ impl State {
     async fn step(self) -> Option<(Event, State)> {
         match self {
             State::Finished => None,
-            State::Start(send, base, own_prompt_tokens) => {
+            State::Start(Starting {
+                send,
+                base,
+                own_prompt_tokens,
+                answers,
+            }) => {
                 let response = match send.await {
                     Ok(r) => r,
                     Err(e) => {
@@ -356,7 +374,8 @@ impl State {
                 let reading = Reading {
                     events,
                     usage: None,
-                    finish: None,
+                    finishes: vec![None; answers as usize],
+                    current: 0,
                     chunks: 0,
                     own_prompt_tokens,
                     pending,
@@ -405,17 +424,36 @@ impl Reading {
                     .map_or(0, |d| d.reasoning_tokens),
             });
         }
-        let Some(choice) = chunk.choices.into_iter().next() else {
-            return Ok(());
+        for choice in chunk.choices {
+            self.take(choice)?;
+        }
+        Ok(())
+    }
+
+    /// One answer's part of a chunk, after a `Choice` marker when it is
+    /// another answer's than the last.
+    fn take(&mut self, mut choice: stream_chunk::StreamChoice<'_>) -> Result<(), WireError> {
+        let index = choice.index;
+        let Some(finish) = self.finishes.get_mut(index as usize) else {
+            return Err(WireError::new(
+                ErrorKind::Upstream,
+                format!(
+                    "engine sent answer {index} of a request for {}",
+                    self.finishes.len()
+                ),
+            ));
         };
         if let Some(reason) = &choice.finish_reason {
-            self.finish = Some(match reason.as_ref() {
+            *finish = Some(match reason.as_ref() {
                 "length" => FinishReason::Length,
                 "tool_calls" => FinishReason::ToolCalls,
                 _ => FinishReason::Stop,
             });
         }
-        let mut choice = choice;
+        if index != self.current {
+            self.current = index;
+            self.pending.push_back(Event::Choice(index));
+        }
         let logprobs = choice.logprobs();
         if !logprobs.is_empty() {
             self.pending.push_back(Event::Logprobs(logprobs));
@@ -461,12 +499,21 @@ impl Reading {
             usage.prompt_tokens = own;
             usage.cached_prompt_tokens = usage.cached_prompt_tokens.min(own);
         }
+        let finishes: Vec<FinishReason> = self
+            .finishes
+            .iter()
+            .map(|f| f.unwrap_or(FinishReason::Stop))
+            .collect();
         Event::Done(Done {
-            finish_reason: self.finish.unwrap_or(FinishReason::Stop),
+            finish_reason: finishes[0],
             usage,
             receipt: None,
             stamp: None,
-            finishes: Vec::new(),
+            finishes: if finishes.len() > 1 {
+                finishes
+            } else {
+                Vec::new()
+            },
         })
     }
 }

@@ -164,3 +164,105 @@ impl Drop for Unfinished {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_protocol::tls::Identity;
+    use cocoon_protocol::{FinishReason, Receipt, Usage};
+
+    fn header() -> SealHeader {
+        SealHeader {
+            request_id: [9; 16],
+            model: "m".into(),
+            max_tokens: Some(64),
+            sent_at_ms: 1,
+        }
+    }
+
+    fn total(worker: &Identity, completion: u64, partial: bool, price: u32) -> SignedReceipt {
+        SignedReceipt::sign(
+            Receipt {
+                request_id: [9; 16],
+                model: "m".into(),
+                model_sha256: None,
+                usage: Usage {
+                    prompt_tokens: 5,
+                    completion_tokens: completion,
+                    ..Usage::default()
+                },
+                finish_reason: FinishReason::Stop,
+                chunks: 1,
+                worker: worker.fingerprint(),
+                price_coefficient: price,
+                issued_at_ms: 1,
+                partial,
+            },
+            worker,
+        )
+    }
+
+    const DELIVERED: Delivered = Delivered {
+        max_tokens: Some(64),
+        streamed_bytes: 64,
+        request_bytes: 512,
+    };
+
+    fn unfinished(worker: &Identity, log: &Arc<ReceiptLog>) -> Unfinished {
+        let key = WorkerKey {
+            identity: worker.spki().to_vec(),
+            sealing_key: [0; 32],
+            evidence: None,
+        };
+        Unfinished::new(
+            log.clone(),
+            header(),
+            Arc::new(key),
+            1000,
+            (None, None, None),
+        )
+    }
+
+    /// The attack: a worker (or the proxy's own bug) hands the proxy
+    /// running totals it must not bill: above what was delivered, at
+    /// another price, a final receipt posing as one, lower than the last,
+    /// or forged. None of them is billed; the last good one is.
+    #[test]
+    fn only_good_running_totals_are_kept_and_billed() {
+        let worker = Identity::generate().unwrap();
+        let log = Arc::new(ReceiptLog::default());
+        let mut answer = unfinished(&worker, &log);
+        answer
+            .progress(&total(&worker, 10, true, 1000), DELIVERED)
+            .unwrap();
+        for (case, bad) in [
+            ("overclaim", total(&worker, 500, true, 1000)),
+            ("price", total(&worker, 12, true, 2000)),
+            ("final", total(&worker, 12, false, 1000)),
+            ("shrank", total(&worker, 9, true, 1000)),
+        ] {
+            assert!(answer.progress(&bad, DELIVERED).is_err(), "{case}");
+        }
+        drop(answer);
+        // Billed once, the good total.
+        assert_eq!(log.total(&worker.fingerprint()).completion_tokens, 10);
+
+        // A forged signature is caught when billed.
+        let mut answer = unfinished(&worker, &log);
+        let mut forged = total(&worker, 20, true, 1000);
+        forged.signature[3] ^= 1;
+        answer.progress(&forged, DELIVERED).unwrap();
+        drop(answer);
+        assert_eq!(log.total(&worker.fingerprint()).completion_tokens, 10);
+        assert_eq!(log.rejected(), 1);
+
+        // An answer that ended with `Done` is billed by its final receipt.
+        let mut answer = unfinished(&worker, &log);
+        answer
+            .progress(&total(&worker, 30, true, 1000), DELIVERED)
+            .unwrap();
+        answer.ended();
+        drop(answer);
+        assert_eq!(log.total(&worker.fingerprint()).completion_tokens, 10);
+    }
+}

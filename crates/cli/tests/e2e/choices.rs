@@ -4,14 +4,15 @@
 //! its index; streamed chunks carry each answer's `index` and spell the
 //! same answers; usage and the worker's signed receipt count every answer's
 //! tokens (what the proxy bills); the official OpenAI Python SDK reads them.
-//! A client cannot show the proxy less than it asks the worker for:
+//! The `openai-http` engine passes `n` upstream and reads the answers back
+//! by index. A client cannot show the proxy less than it asks the worker for:
 //! `sealed::tests::a_header_showing_less_than_the_sealed_request_asks_is_refused`.
 
 use cocoon_devnet::kit::{post, post_stream};
 use serde_json::{json, Value};
 
 use super::openai_sdk::run_sdk;
-use super::real_model::{ask, network, MODEL};
+use super::real_model::{ask, behind_openai_http, network, MODEL};
 
 const SDK_SCRIPT: &str = r#"
 import json, sys
@@ -103,4 +104,27 @@ async fn several_answers_are_each_what_one_would_be_and_all_are_paid_for() {
     assert_eq!(sdk["whole"].as_array().map(Vec::len), Some(2), "{sdk}");
     assert_eq!(sdk["whole"], sdk["streamed"], "{sdk}");
     net.shutdown().await;
+
+    // The same model behind an OpenAI-compatible server: `n` goes upstream,
+    // the answers come back apart, the same as served directly.
+    let (net, server) = behind_openai_http(4).await;
+    let url = format!("{}/chat/completions", net.api_url);
+    let (status, relayed) = post(&url, &sampled(21, 3)).await;
+    assert_eq!(status, 200, "{relayed}");
+    let relayed_texts: Vec<&str> = relayed["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["message"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(relayed_texts, texts, "{relayed}");
+    for (i, choice) in choices.iter().enumerate() {
+        assert_eq!(
+            relayed["choices"][i]["finish_reason"],
+            choice["finish_reason"]
+        );
+    }
+    assert_eq!(relayed["usage"]["completion_tokens"], completion);
+    net.shutdown().await;
+    server.abort();
 }

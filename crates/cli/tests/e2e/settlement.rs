@@ -512,13 +512,7 @@ async fn a_client_that_hangs_up_mid_stream_pays_for_what_it_received() {
             "one two three four",
             json!({"stream": true, "max_tokens": 200}),
         );
-        let resp = http()
-            .post(format!("{}/chat/completions", net.api_url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        let resp = open_stream_with(&net, &body).await;
         let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
         let (mut chunks, mut words) = (0, 0);
         while chunks < cut {
@@ -608,8 +602,7 @@ async fn answers_running_at_once_cannot_spend_beyond_the_deposit() {
     let long = chat_body("hi", json!({"stream": true, "max_tokens": 1000}));
     let mut running = Vec::new();
     for _ in 0..2 {
-        let resp = http().post(&url).json(&long).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
+        let resp = open_stream_with(&net, &long).await;
         let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
         events.next().await.unwrap().unwrap();
         running.push(events);

@@ -23,6 +23,9 @@ pub(super) struct StreamChunk<'a> {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct StreamChoice<'a> {
+    /// Which answer of several (`n`) this is.
+    #[serde(default)]
+    pub index: u32,
     #[serde(default, borrow)]
     delta: Option<StreamDelta<'a>>,
     #[serde(default, borrow)]
