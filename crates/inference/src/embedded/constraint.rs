@@ -177,6 +177,14 @@ impl Constraint {
             .map_err(|e| e.to_string())
     }
 
+    /// An independent copy in the same state (the grammar is compiled
+    /// once for all the answers of a request).
+    pub fn fork(&self) -> Self {
+        Constraint {
+            matcher: self.matcher.deep_clone(),
+        }
+    }
+
     /// Take the chosen token; whether the shape is now complete.
     pub fn accept(&mut self, token: LlamaToken) -> Result<bool, String> {
         self.matcher

@@ -484,18 +484,15 @@ impl Engine for EmbeddedEngine {
                 ),
             ));
         }
-        // Each answer is held to its own copy of the grammar.
-        let mut constraints = Vec::with_capacity(n as usize);
-        let mut calls = CallMode::None;
-        for _ in 0..n {
-            match self.constraint(&request.params) {
-                Ok((constraint, mode)) => {
-                    constraints.push(constraint);
-                    calls = mode;
-                }
-                Err(e) => return fail(e),
-            }
-        }
+        // Compiled once; each answer is held to its own fork of it.
+        let (constraint, calls) = match self.constraint(&request.params) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        let mut constraints: Vec<Option<Constraint>> = (1..n)
+            .map(|_| constraint.as_ref().map(Constraint::fork))
+            .collect();
+        constraints.insert(0, constraint);
         let (prompt, max_tokens, reasoning) = match self.prepare(&request) {
             Ok(p) => p,
             Err(e) => return fail(e),
