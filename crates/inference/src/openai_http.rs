@@ -332,7 +332,7 @@ struct Reading {
     /// Why each answer ended, once it has (`n` of them).
     finishes: Vec<Option<FinishReason>>,
     /// The answer of the last event passed on.
-    current: u32,
+    cursor: cocoon_protocol::AnswerCursor,
     chunks: u64,
     own_prompt_tokens: Option<u64>,
     /// Events read but not yet passed on (a chunk may hold several).
@@ -375,7 +375,7 @@ impl State {
                     events,
                     usage: None,
                     finishes: vec![None; answers as usize],
-                    current: 0,
+                    cursor: Default::default(),
                     chunks: 0,
                     own_prompt_tokens,
                     pending,
@@ -450,10 +450,7 @@ impl Reading {
                 _ => FinishReason::Stop,
             });
         }
-        if index != self.current {
-            self.current = index;
-            self.pending.push_back(Event::Choice(index));
-        }
+        self.pending.extend(self.cursor.to(index));
         let logprobs = choice.logprobs();
         if !logprobs.is_empty() {
             self.pending.push_back(Event::Logprobs(logprobs));

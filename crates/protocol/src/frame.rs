@@ -401,6 +401,25 @@ impl Features {
     }
 }
 
+/// Where a stream carrying several answers' events stands: the answer of
+/// its last event (answer 0 before any marker). Whoever writes such a
+/// stream asks it for the [`Event::Choice`] marker each event needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnswerCursor {
+    current: u32,
+}
+
+impl AnswerCursor {
+    /// The marker to send before an event of answer `index`: `Choice`
+    /// when the last event was another answer's, else none.
+    pub fn to(&mut self, index: u32) -> Option<Event> {
+        (self.current != index).then(|| {
+            self.current = index;
+            Event::Choice(index)
+        })
+    }
+}
+
 /// One event of an answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {

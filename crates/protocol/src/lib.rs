@@ -49,11 +49,12 @@ pub use config::{bind, load_identity, ConfigError};
 pub use dial::{dial_once, keep_connected, DialSettings, ProxyEndpoint};
 pub use error::ProtocolError;
 pub use frame::{
-    AccountTerms, Announce, ChatMessage, Done, ErrorKind, Event, Features, FinishReason, Frame,
-    Function, GenerateRequest, Hello, Input, ListedWorker, ModelInfo, ModelOffer, OutputFormat,
-    RequestBody, Role, RoutingPrefs, SamplingParams, Sort, Thinking, TokenLogprob, ToolCall,
-    ToolCallChunk, ToolChoice, Tools, TopLogprob, Usage, Voucher, WireError,
-    BASE_PRICE_COEFFICIENT, MAX_CHOICES, MAX_TOP_LOGPROBS, PROTOCOL_VERSION, REASONING_EFFORTS,
+    AccountTerms, Announce, AnswerCursor, ChatMessage, Done, ErrorKind, Event, Features,
+    FinishReason, Frame, Function, GenerateRequest, Hello, Input, ListedWorker, ModelInfo,
+    ModelOffer, OutputFormat, RequestBody, Role, RoutingPrefs, SamplingParams, Sort, Thinking,
+    TokenLogprob, ToolCall, ToolCallChunk, ToolChoice, Tools, TopLogprob, Usage, Voucher,
+    WireError, BASE_PRICE_COEFFICIENT, MAX_CHOICES, MAX_TOP_LOGPROBS, PROTOCOL_VERSION,
+    REASONING_EFFORTS,
 };
 pub use mux::{Connection, Handler, MuxOptions, ResponseStream};
 pub use receipt::{Receipt, SignedReceipt};

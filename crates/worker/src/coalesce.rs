@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use cocoon_inference::Event;
-use cocoon_protocol::TokenLogprob;
+use cocoon_protocol::{AnswerCursor, TokenLogprob};
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -71,8 +71,8 @@ struct State {
     gathered: Vec<Gathered>,
     /// The answer the engine's events are for now.
     current: u32,
-    /// The answer of the last event queued.
-    sent: u32,
+    /// Where the events queued stand.
+    sent: AnswerCursor,
     deadline: Option<Instant>,
     /// Events ready to go, in order.
     ready: VecDeque<Event>,
@@ -88,7 +88,7 @@ impl State {
             if gathered.is_empty() {
                 continue;
             }
-            self.sent = switch(&mut self.ready, self.sent, index as u32);
+            self.ready.extend(self.sent.to(index as u32));
             gathered.drain_into(&mut self.ready);
         }
     }
@@ -102,20 +102,22 @@ impl State {
         &mut self.gathered[index]
     }
 
+    /// Add to the current answer's buffers with `add` (which says how
+    /// many bytes of text they now hold), in the window started by the
+    /// first thing gathered; a full buffer closes the chunk at once.
+    fn gather(&mut self, window: Duration, add: impl FnOnce(&mut Gathered) -> usize) {
+        let full = add(self.here()) >= MAX_CHUNK_TEXT;
+        self.start_window(window);
+        if full {
+            self.flush();
+        }
+    }
+
     fn start_window(&mut self, window: Duration) {
         if self.deadline.is_none() {
             self.deadline = Some(Instant::now() + window);
         }
     }
-}
-
-/// Queue a `Choice` marker when `to` is not the answer `from` of the last
-/// event; the answer of the next event.
-fn switch(ready: &mut VecDeque<Event>, from: u32, to: u32) -> u32 {
-    if from != to {
-        ready.push_back(Event::Choice(to));
-    }
-    to
 }
 
 /// `events` with the deltas (and log probabilities, and reasoning) of each
@@ -129,7 +131,7 @@ pub fn coalesce(events: BoxStream<'static, Event>, window: Duration) -> BoxStrea
         events,
         gathered: Vec::new(),
         current: 0,
-        sent: 0,
+        sent: AnswerCursor::default(),
         deadline: None,
         ready: VecDeque::new(),
         ended: false,
@@ -152,41 +154,33 @@ pub fn coalesce(events: BoxStream<'static, Event>, window: Duration) -> BoxStrea
             match next {
                 // The window passed: send what it gathered.
                 None => st.flush(),
-                Some(Some(Event::Delta { text, tokens })) => {
-                    let here = st.here();
-                    here.text.push_str(&text);
-                    here.tokens = here.tokens.saturating_add(tokens);
-                    let full = here.text.len() >= MAX_CHUNK_TEXT;
-                    st.start_window(window);
-                    if full {
-                        st.flush();
-                    }
-                }
+                Some(Some(Event::Delta { text, tokens })) => st.gather(window, |g| {
+                    g.text.push_str(&text);
+                    g.tokens = g.tokens.saturating_add(tokens);
+                    g.text.len()
+                }),
                 Some(Some(Event::Reasoning { text, tokens })) => {
                     // Reasoning after answer text (a second thought) keeps
                     // its place.
                     if st.here().has_text() {
                         st.flush();
                     }
-                    let here = st.here();
-                    here.reasoning.push_str(&text);
-                    here.reasoning_tokens = here.reasoning_tokens.saturating_add(tokens);
-                    let full = here.reasoning.len() >= MAX_CHUNK_TEXT;
-                    st.start_window(window);
-                    if full {
-                        st.flush();
-                    }
+                    st.gather(window, |g| {
+                        g.reasoning.push_str(&text);
+                        g.reasoning_tokens = g.reasoning_tokens.saturating_add(tokens);
+                        g.reasoning.len()
+                    })
                 }
-                Some(Some(Event::Logprobs(logprobs))) => {
-                    st.here().logprobs.extend(logprobs);
-                    st.start_window(window);
-                }
+                Some(Some(Event::Logprobs(logprobs))) => st.gather(window, |g| {
+                    g.logprobs.extend(logprobs);
+                    0
+                }),
                 // The engine moves to another answer: gathered apart.
                 Some(Some(Event::Choice(index))) => st.current = index,
                 Some(Some(other)) => {
                     st.flush();
                     if matches!(other, Event::ToolCall(_)) {
-                        st.sent = switch(&mut st.ready, st.sent, st.current);
+                        st.ready.extend(st.sent.to(st.current));
                     }
                     st.ready.push_back(other);
                 }
@@ -264,6 +258,21 @@ mod tests {
         assert!(matches!(&out[1], Event::Delta { text, tokens: 2 } if text == "ab"));
     }
 
+    /// Each event in short: `r:` reasoning, `t:` text (with their token
+    /// counts), `c:` the answer that follows, `done`.
+    fn described(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Reasoning { text, tokens } => format!("r:{text}/{tokens}"),
+                Event::Delta { text, tokens } => format!("t:{text}/{tokens}"),
+                Event::Choice(i) => format!("c:{i}"),
+                Event::Done(_) => "done".into(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn reasoning_is_coalesced_too_and_keeps_its_place() {
         let thought = |t: &str| Event::Reasoning {
@@ -280,15 +289,7 @@ mod tests {
         ])
         .boxed();
         let out: Vec<Event> = coalesce(events, Duration::from_millis(5)).collect().await;
-        let shown: Vec<String> = out
-            .iter()
-            .map(|e| match e {
-                Event::Reasoning { text, tokens } => format!("r:{text}/{tokens}"),
-                Event::Delta { text, tokens } => format!("t:{text}/{tokens}"),
-                Event::Done(_) => "done".into(),
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let shown = described(&out);
         // One window each side of the answer text that came between.
         assert_eq!(shown, ["r:ab/2", "t:c/1", "r:d/1", "t:e/1", "done"]);
     }
@@ -308,16 +309,7 @@ mod tests {
         ])
         .boxed();
         let out: Vec<Event> = coalesce(events, Duration::from_millis(5)).collect().await;
-        let shown: Vec<String> = out
-            .iter()
-            .map(|e| match e {
-                Event::Delta { text, tokens } => format!("t:{text}/{tokens}"),
-                Event::Choice(i) => format!("c:{i}"),
-                Event::Done(_) => "done".into(),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(shown, ["t:ab/2", "c:1", "t:xy/2", "done"]);
+        assert_eq!(described(&out), ["t:ab/2", "c:1", "t:xy/2", "done"]);
     }
 
     #[tokio::test(start_paused = true)]

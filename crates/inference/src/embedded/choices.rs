@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use cocoon_protocol::sync::LockRecover;
-use cocoon_protocol::{Done, Event, FinishReason, Usage, WireError};
+use cocoon_protocol::{AnswerCursor, Done, Event, FinishReason, Usage, WireError};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// One answer's handle on its request's event stream.
@@ -22,7 +22,7 @@ pub(super) struct Out {
 /// What the answers of one request share.
 struct Group {
     /// The answer of the last event sent.
-    current: u32,
+    cursor: AnswerCursor,
     /// Why each answer ended, once it has.
     finishes: Vec<Option<FinishReason>>,
     usage: Usage,
@@ -41,7 +41,7 @@ impl Out {
             }];
         }
         let group = Arc::new(Mutex::new(Group {
-            current: 0,
+            cursor: AnswerCursor::default(),
             finishes: vec![None; n as usize],
             usage: Usage::default(),
             ended: false,
@@ -68,9 +68,8 @@ impl Out {
             if group.ended {
                 return;
             }
-            if group.current != self.index {
-                group.current = self.index;
-                let _ = self.events.send(Event::Choice(self.index));
+            if let Some(marker) = group.cursor.to(self.index) {
+                let _ = self.events.send(marker);
             }
         }
         let _ = self.events.send(event);
