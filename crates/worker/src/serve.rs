@@ -219,6 +219,17 @@ impl Signer {
         };
         SignedReceipt::sign(receipt, &self.identity)
     }
+
+    /// `running`'s usage so far, signed as a running total after `chunks`
+    /// chunks (its finish reason means nothing yet).
+    fn running_total(&self, running: &Running, chunks: u64) -> Event {
+        Event::Progress(self.sign(
+            running.usage,
+            cocoon_protocol::FinishReason::Stop,
+            chunks,
+            true,
+        ))
+    }
 }
 
 /// The usage of an answer so far, as its events show it.
@@ -315,22 +326,15 @@ impl Answer {
                         // its running total, then the error. The engine's
                         // words may echo the prompt: only the kind crosses
                         // the proxy in clear.
-                        let progress = Event::Progress(signer.sign(
-                            running.usage,
-                            cocoon_protocol::FinishReason::Stop,
-                            sealer.chunks(),
-                            true,
-                        ));
-                        let error = Event::SealedError {
+                        let mut out = Vec::with_capacity(2);
+                        if running.usage.completion_tokens > 0 {
+                            out.push(signer.running_total(&running, sealer.chunks()));
+                        }
+                        out.push(Event::SealedError {
                             kind: e.kind,
                             ciphertext: sealer.seal_error(e.kind, &e.message),
-                        };
-                        let delivered = running.usage.completion_tokens > 0;
-                        return stream::iter(if delivered {
-                            vec![progress, error]
-                        } else {
-                            vec![error]
                         });
+                        return stream::iter(out);
                     }
                     other => {
                         // Engines produce only text, Done and errors.
@@ -349,12 +353,7 @@ impl Answer {
                 running.add(tokens, reasoning);
                 let mut out = vec![Event::Sealed { ciphertext }];
                 if tokens > 0 && running.due() {
-                    out.push(Event::Progress(signer.sign(
-                        running.usage,
-                        cocoon_protocol::FinishReason::Stop,
-                        sealer.chunks(),
-                        true,
-                    )));
+                    out.push(signer.running_total(&running, sealer.chunks()));
                 }
                 stream::iter(out)
             })
