@@ -131,6 +131,11 @@ struct Inner {
     commits: Commits,
 }
 
+/// Any of redb's errors, boxed (it is large).
+fn boxed(e: impl Into<redb::Error>) -> Box<redb::Error> {
+    Box::new(e.into())
+}
+
 fn load_commits(db: &Database) -> Result<Commits, Box<redb::Error>> {
     let read = db.begin_read().map_err(|e| Box::new(e.into()))?;
     let table = match read.open_table(COMMITS) {
@@ -186,23 +191,33 @@ impl Books {
         client: (&StdAddr, &Account),
         worker: (&StdAddr, &Account),
     ) -> Result<(), Box<redb::Error>> {
+        self.write(|write| {
+            write
+                .open_table(CLIENTS)
+                .map_err(boxed)?
+                .insert(key(client.0), encode(client.1).as_slice())
+                .map_err(boxed)?;
+            write
+                .open_table(WORKERS)
+                .map_err(boxed)?
+                .insert(key(worker.0), encode(worker.1).as_slice())
+                .map_err(boxed)?;
+            Ok(())
+        })
+    }
+
+    /// Run `rows` in one durable write transaction (nothing without a
+    /// database file).
+    fn write(
+        &self,
+        rows: impl FnOnce(&redb::WriteTransaction) -> Result<(), Box<redb::Error>>,
+    ) -> Result<(), Box<redb::Error>> {
         let Some(db) = &self.db else {
             return Ok(());
         };
-        let boxed = |e: redb::Error| Box::new(e);
-        let write = db.begin_write().map_err(|e| boxed(e.into()))?;
-        {
-            let mut clients = write.open_table(CLIENTS).map_err(|e| boxed(e.into()))?;
-            clients
-                .insert(key(client.0), encode(client.1).as_slice())
-                .map_err(|e| boxed(e.into()))?;
-            let mut workers = write.open_table(WORKERS).map_err(|e| boxed(e.into()))?;
-            workers
-                .insert(key(worker.0), encode(worker.1).as_slice())
-                .map_err(|e| boxed(e.into()))?;
-        }
-        write.commit().map_err(|e| boxed(e.into()))?;
-        Ok(())
+        let write = db.begin_write().map_err(boxed)?;
+        rows(&write)?;
+        write.commit().map_err(boxed)
     }
 
     /// The commits of these books' hash they know of.
@@ -221,20 +236,15 @@ impl Books {
                 inner.commits.pending = Some(commit);
             }
         }
-        let Some(db) = &self.db else {
-            return Ok(());
-        };
-        let boxed = |e: redb::Error| Box::new(e);
-        let write = db.begin_write().map_err(|e| boxed(e.into()))?;
-        {
-            let mut commits = write.open_table(COMMITS).map_err(|e| boxed(e.into()))?;
-            let name = if confirmed { "committed" } else { "pending" };
-            commits
+        let name = if confirmed { "committed" } else { "pending" };
+        self.write(|write| {
+            write
+                .open_table(COMMITS)
+                .map_err(boxed)?
                 .insert(name, commit.encode().as_slice())
-                .map_err(|e| boxed(e.into()))?;
-        }
-        write.commit().map_err(|e| boxed(e.into()))?;
-        Ok(())
+                .map_err(boxed)?;
+            Ok(())
+        })
     }
 
     /// The prices requests are charged at now.

@@ -326,17 +326,10 @@ impl ClientSide {
             // the client's credit while it runs.
             let reservation = match &settlement {
                 None => None,
-                Some(s) => {
-                    let worst = crate::unfinished::worst_cost(
-                        s.books(),
-                        &request.header,
-                        picked.price_coefficient,
-                    );
-                    match s.reserve(&client, worst).await {
-                        Ok(r) => Some(r),
-                        Err(e) => return stream::iter([Event::Error(e)]).boxed(),
-                    }
-                }
+                Some(s) => match s.reserve(&client, &request.header, picked.price_coefficient).await {
+                    Ok(r) => Some(r),
+                    Err(e) => return stream::iter([Event::Error(e)]).boxed(),
+                },
             };
             let header = request.header.clone();
             let request_bytes = request.ciphertext.len() as u64;
@@ -360,6 +353,13 @@ impl ClientSide {
                     let mut first: Option<std::time::Instant> = None;
                     // Padded plaintext bytes: an upper bound of the text's.
                     let mut streamed_bytes = 0u64;
+                    // What the answer had delivered once `streamed_bytes` came.
+                    let max_tokens = header.max_tokens;
+                    let delivered = move |streamed_bytes| Delivered {
+                        max_tokens,
+                        streamed_bytes,
+                        request_bytes,
+                    };
                     // Billed at the worker's last running total if the
                     // answer never ends with `Done`.
                     let mut unfinished = Unfinished::new(
@@ -388,12 +388,9 @@ impl ClientSide {
                                 }
                                 Event::Error(_) | Event::SealedError { .. } => slot.failed(),
                                 Event::Progress(signed) => {
-                                    let delivered = Delivered {
-                                        max_tokens: header.max_tokens,
-                                        streamed_bytes,
-                                        request_bytes,
-                                    };
-                                    if let Err(e) = unfinished.progress(signed, delivered) {
+                                    if let Err(e) =
+                                        unfinished.progress(signed, delivered(streamed_bytes))
+                                    {
                                         tracing::warn!(request = %format_args!("{request_id:032x}"), error = %e, "running total refused");
                                     }
                                 }
@@ -419,11 +416,7 @@ impl ClientSide {
                             };
                             // Its own receipt bills it (or, refused, nothing).
                             unfinished.ended();
-                            let delivered = Delivered {
-                                max_tokens: header.max_tokens,
-                                streamed_bytes,
-                                request_bytes,
-                            };
+                            let delivered = delivered(streamed_bytes);
                             // Only verified receipts are billed, at their
                             // signed usage; billing happens in the checker, so
                             // a client that hangs up now pays all the same.

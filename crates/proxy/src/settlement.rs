@@ -15,13 +15,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cocoon_chain::pricing::TokenCounts;
 use cocoon_chain::{client as client_msg, proxy as proxy_msg};
 use cocoon_chain::{
     signed, stack_int, Chain, ClientChannel, HashBytes, Outgoing, Prices, ProxySigner, ProxyState,
     StdAddr, WalletSender,
 };
 use cocoon_protocol::tls::Fingerprint;
-use cocoon_protocol::{AccountTerms, ErrorKind, Voucher, WireError};
+use cocoon_protocol::{AccountTerms, ErrorKind, SealHeader, Voucher, WireError};
 
 use crate::Books;
 
@@ -108,6 +109,29 @@ impl Drop for Reservation {
             }
         }
     }
+}
+
+/// Completion tokens held for a request that sets no `max_tokens` (the
+/// client node's own default reserve).
+const DEFAULT_RESERVE_TOKENS: u64 = 1024;
+
+/// What a request's answer can cost at `coefficient`: its whole completion
+/// budget (`max_tokens` × `n`). The prompt, bounded only loosely by the
+/// sealed body's padded size, is not held: the balance check before
+/// (unsettled spending below the balance) leaves room for it.
+fn worst_cost(books: &Books, header: &SealHeader, coefficient: u32) -> u128 {
+    books
+        .prices()
+        .charge_at(
+            TokenCounts {
+                prompt: 0,
+                cached_prompt: 0,
+                completion: header.max_tokens.map_or(DEFAULT_RESERVE_TOKENS, u64::from),
+                reasoning: 0,
+            },
+            coefficient,
+        )
+        .total
 }
 
 /// How often a client contract that looks short of funds is read again
@@ -428,6 +452,17 @@ impl Settlement {
     /// beyond what was charged must stay below its balance.
     pub fn payer(&self, client: &Fingerprint) -> Result<StdAddr, WireError> {
         let accounts = self.accounts.locked();
+        Ok(self.covering(&accounts, client, 0)?.contract.clone())
+    }
+
+    /// `client`'s open account, if it covers `wanted` beyond its unsettled
+    /// spending and the reservations of its running answers.
+    fn covering<'a>(
+        &self,
+        accounts: &'a HashMap<Fingerprint, ClientAccount>,
+        client: &Fingerprint,
+        wanted: u128,
+    ) -> Result<&'a ClientAccount, WireError> {
         let account = accounts.get(client).ok_or_else(|| {
             payment("this client node has registered no client contract with the proxy".into())
         })?;
@@ -437,18 +472,6 @@ impl Settlement {
                 account.contract
             )));
         }
-        self.room(client, account, 0)?;
-        Ok(account.contract.clone())
-    }
-
-    /// What `account` can still cover beyond its unsettled spending and
-    /// the reservations of its running answers, if more than `wanted`.
-    fn room(
-        &self,
-        client: &Fingerprint,
-        account: &ClientAccount,
-        wanted: u128,
-    ) -> Result<u128, WireError> {
         let owed = self.books.client(&account.contract).total;
         let unsettled = owed.saturating_sub(account.charged);
         let reserved = self.reserved.locked().get(client).copied().unwrap_or(0);
@@ -459,19 +482,22 @@ impl Settlement {
                 account.contract, account.balance, unsettled, reserved, wanted
             )));
         }
-        Ok(account.balance - used)
+        Ok(account)
     }
 
-    /// Hold `worst` (a request's greatest possible cost) of `client`'s
-    /// credit while its answer runs, if the contract covers it beside what
-    /// is unsettled and already held; released when the reservation drops.
-    /// Without it, many answers started at once could each pass the
-    /// balance check and together spend far beyond the contract.
+    /// Hold the worst cost of the request with `header` at `coefficient`
+    /// (see [`worst_cost`]) of `client`'s credit while its answer runs, if
+    /// the contract covers it beside what is unsettled and already held;
+    /// released when the reservation drops. Without it, many answers
+    /// started at once could each pass the balance check and together
+    /// spend far beyond the contract.
     pub async fn reserve(
         &self,
         client: &Fingerprint,
-        worst: u128,
+        header: &SealHeader,
+        coefficient: u32,
     ) -> Result<Reservation, WireError> {
+        let worst = worst_cost(&self.books, header, coefficient);
         match self.hold(client, worst) {
             Err(_) if self.reread_if_stale(client).await => self.hold(client, worst),
             held => held,
@@ -480,10 +506,7 @@ impl Settlement {
 
     fn hold(&self, client: &Fingerprint, worst: u128) -> Result<Reservation, WireError> {
         let accounts = self.accounts.locked();
-        let account = accounts.get(client).ok_or_else(|| {
-            payment("this client node has registered no client contract with the proxy".into())
-        })?;
-        self.room(client, account, worst)?;
+        self.covering(&accounts, client, worst)?;
         *self.reserved.locked().entry(*client).or_default() += worst;
         Ok(Reservation {
             reserved: self.reserved.clone(),

@@ -14,33 +14,8 @@ use cocoon_chain::StdAddr;
 use cocoon_protocol::receipt::Delivered;
 use cocoon_protocol::{SealHeader, SignedReceipt, WorkerKey};
 
-use cocoon_chain::pricing::TokenCounts;
-
 use crate::books::Books;
 use crate::receipts::{self, Answered, ReceiptLog, Refused};
-
-/// Completion tokens held for a request that sets no `max_tokens` (the
-/// client node's own default reserve).
-pub(crate) const DEFAULT_RESERVE_TOKENS: u64 = 1024;
-
-/// What a request's answer can cost at `coefficient`: its whole completion
-/// budget (`max_tokens` × `n`). The prompt, bounded only loosely by the
-/// sealed body's padded size, is not held: the balance check before
-/// (unsettled spending below the balance) leaves room for it.
-pub(crate) fn worst_cost(books: &Books, header: &SealHeader, coefficient: u32) -> u128 {
-    books
-        .prices()
-        .charge_at(
-            TokenCounts {
-                prompt: 0,
-                cached_prompt: 0,
-                completion: header.max_tokens.map_or(DEFAULT_RESERVE_TOKENS, u64::from),
-                reasoning: 0,
-            },
-            coefficient,
-        )
-        .total
-}
 
 /// Who pays and who is paid for an answer, when the proxy bills.
 pub(crate) type Bill = (Option<Arc<Books>>, Option<StdAddr>, Option<StdAddr>);
