@@ -341,30 +341,22 @@ impl Unsealer {
     /// The event as the API sees it: text opened, receipts verified.
     pub fn open(&mut self, event: Event) -> Event {
         match event {
-            Event::Sealed { ciphertext } => match self.opener.open(&ciphertext) {
-                Ok(Piece::Text { text, tokens }) => {
-                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
-                    Event::Delta { text, tokens }
-                }
-                Ok(Piece::ToolCall(piece)) => {
-                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
-                    Event::ToolCall(piece)
-                }
-                Ok(Piece::Logprobs(logprobs)) => {
-                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
-                    Event::Logprobs(logprobs)
-                }
-                Ok(Piece::Reasoning { text, tokens }) => {
-                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
-                    Event::Reasoning { text, tokens }
-                }
-                Ok(Piece::Choice(index)) => {
-                    self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
-                    Event::Choice(index)
-                }
-                Ok(Piece::Error { .. }) => tampered("an error arrived as an answer chunk".into()),
-                Err(e) => tampered(format!("{e}")),
-            },
+            Event::Sealed { ciphertext } => {
+                let event = match self.opener.open(&ciphertext) {
+                    Ok(Piece::Text { text, tokens }) => Event::Delta { text, tokens },
+                    Ok(Piece::ToolCall(piece)) => Event::ToolCall(piece),
+                    Ok(Piece::Logprobs(logprobs)) => Event::Logprobs(logprobs),
+                    Ok(Piece::Reasoning { text, tokens }) => Event::Reasoning { text, tokens },
+                    Ok(Piece::Choice(index)) => Event::Choice(index),
+                    Ok(Piece::Error { .. }) => {
+                        return tampered("an error arrived as an answer chunk".into())
+                    }
+                    Err(e) => return tampered(format!("{e}")),
+                };
+                // Padded plaintext bytes, as the proxy counts them.
+                self.streamed_bytes += ciphertext.len().saturating_sub(16) as u64;
+                event
+            }
             // The engine's error, its message sealed: opened here.
             Event::SealedError { ciphertext, .. } => match self.opener.open(&ciphertext) {
                 // The kind inside the seal, not the one beside it.

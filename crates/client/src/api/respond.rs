@@ -302,6 +302,19 @@ impl Answer {
             cocoon,
         }
     }
+
+    /// The answer a `Choice` event names, if the request asked for it.
+    fn index(&self, i: u32) -> Result<usize, ApiError> {
+        if i < self.n {
+            Ok(i as usize)
+        } else {
+            Err(WireError::new(
+                ErrorKind::Upstream,
+                format!("the engine sent answer {i} of a request for {}", self.n),
+            )
+            .into())
+        }
+    }
 }
 
 /// The receipt of `done` for the answer's `cocoon` field. Receipts reach here
@@ -409,21 +422,6 @@ async fn collect_answer(
                 let body = answer.full(answers, &done);
                 return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
-        }
-    }
-}
-
-impl Answer {
-    /// The answer a `Choice` event names, if the request asked for it.
-    fn index(&self, i: u32) -> Result<usize, ApiError> {
-        if i < self.n {
-            Ok(i as usize)
-        } else {
-            Err(WireError::new(
-                ErrorKind::Upstream,
-                format!("the engine sent answer {i} of a request for {}", self.n),
-            )
-            .into())
         }
     }
 }
