@@ -101,7 +101,9 @@ export function signPay(at: Address, dest: Address, amount: bigint, seqno: bigin
 
 // --- client contract ---------------------------------------------------------
 
-export function clientData(proxy: Address, owner: Address, proxyKey: Buffer, closeDelay: number, nonce = 1n): Cell {
+/// `clientKey`: the fingerprint (SHA-256 of the SubjectPublicKeyInfo) of
+/// the client node's TLS key.
+export function clientData(proxy: Address, owner: Address, proxyKey: Buffer, closeDelay: number, nonce = 1n, clientKey = 0xc1n): Cell {
   const terms = beginCell()
     .storeAddress(proxy)
     .storeAddress(owner)
@@ -109,7 +111,7 @@ export function clientData(proxy: Address, owner: Address, proxyKey: Buffer, clo
     .storeUint(closeDelay, 32)
     .storeUint(nonce, 64)
     .endCell();
-  return beginCell().storeRef(terms).storeCoins(0).storeCoins(0).storeCoins(0).storeUint(0, 32).endCell();
+  return beginCell().storeRef(terms).storeUint(clientKey, 256).storeCoins(0).storeCoins(0).storeCoins(0).storeUint(0, 32).endCell();
 }
 
 export const client = {

@@ -156,6 +156,8 @@ export async function clientState(net: Network) {
     stake: s.readBigNumber(),
     charged: s.readBigNumber(),
     closeRequestedAt: s.readNumber(),
+    clientKey: s.readBigNumber(),
+    nonce: s.readBigNumber(),
   };
 }
 

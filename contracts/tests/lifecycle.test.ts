@@ -55,6 +55,8 @@ it("the recorded life cycle is what the sandbox computes", async () => {
     ["replayed charge", net.relay, net.client, toNano("0.05"), charge(toNano("1.5"))],
     ["charge 2", net.relay, net.client, toNano("0.05"), charge(toNano("2"))],
     ["worker claim", net.workerOwner, net.worker, toNano("0.1"), c.worker.claim(owed, c.signAmount(c.SIGNED.owed, net.worker, owed, net.proxyKey)), workerInit],
+    // Enough to run the worker contract, not the payout: refused.
+    ["starved claim", net.relay, net.worker, toNano("0.004"), c.worker.claim(toNano("1"), c.signAmount(c.SIGNED.owed, net.worker, toNano("1"), net.proxyKey))],
     ["commit books", net.relay, net.proxy, toNano("0.05"), c.proxy.commitBooks(1n, 0xabcn, c.signBooks(net.proxy, 1n, 0xabcn, net.proxyKey))],
     ["withdraw", net.clientOwner, net.client, toNano("0.05"), c.client.withdraw(toNano("3"))],
     ["withdraw into stake", net.clientOwner, net.client, toNano("0.05"), c.client.withdraw(toNano("4"))],

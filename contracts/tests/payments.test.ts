@@ -6,7 +6,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { beginCell, Cell, toNano } from "@ton/core";
 import * as c from "./cocoon.ts";
-import { balance, clientState, gasTable, keyPair, MAX_GAS, network, prices, proxyState, send, succeeded } from "./harness.ts";
+import { balance, clientState, gasTable, get, keyPair, MAX_GAS, network, prices, proxyState, send, succeeded } from "./harness.ts";
 
 const charge = (net: Awaited<ReturnType<typeof network>>, cumulative: bigint, key = net.proxyKey) =>
   c.client.charge(cumulative, c.signAmount(c.SIGNED.charge, net.client, cumulative, key));
@@ -115,6 +115,20 @@ describe("client contract", () => {
     assert.equal((await net.chain.getContract(net.client)).accountState?.type ?? "uninit", "uninit");
   });
 
+  it("names the client node's key: the address follows from the code and the terms its getter reports", async () => {
+    const net = await network();
+    const st = await clientState(net);
+    assert.equal(st.clientKey, 0xc1n);
+    assert.equal(st.nonce, 1n);
+    // What a proxy does before it serves on a contract: rebuild the initial
+    // data from the reported terms and check the address (a contract with
+    // other code or other initial state, e.g. a forged balance, is elsewhere).
+    const derived = c.addressOf(c.stateInit("client", c.clientData(net.proxy, net.clientOwner.address, net.proxyKey.publicKey, prices.clientCloseDelay, st.nonce, st.clientKey)));
+    assert.ok(derived.equals(net.client));
+    const otherKey = c.addressOf(c.stateInit("client", c.clientData(net.proxy, net.clientOwner.address, net.proxyKey.publicKey, prices.clientCloseDelay, st.nonce, 0xc2n)));
+    assert.ok(!otherKey.equals(net.client));
+  });
+
   it("a contract deployed again gets a new address: old signatures are worthless there", async () => {
     const net = await network();
     // The first channel: charged, then closed cooperatively (the contract is destroyed).
@@ -179,6 +193,38 @@ describe("worker and proxy contracts", () => {
     assert.equal((await proxyState(net)).workersPaid, toNano("4"));
     const forged = c.worker.claim(toNano("9"), c.signAmount(c.SIGNED.owed, net.worker, toNano("9"), keyPair("x")));
     assert.equal((await send(net.workerOwner, net.worker, toNano("0.1"), forged)).exit, c.ERR.badSignature);
+  });
+
+  it("a stranger cannot burn a worker's claim with too little gas: paid on the contract is what reached the owner", async () => {
+    const net = await network();
+    await send(net.relay, net.client, toNano("0.05"), charge(net, toNano("5")));
+    const workerInit = c.stateInit("worker", c.workerData(net.proxy, net.workerOwner.address, net.proxyKey.publicKey));
+    const claim = (owed: bigint) => c.worker.claim(owed, c.signAmount(c.SIGNED.owed, net.worker, owed, net.proxyKey));
+    // The owner's own first claim deploys the contract.
+    assert.equal((await send(net.workerOwner, net.worker, toNano("0.1"), claim(toNano("1")), undefined, workerInit)).exit, 0);
+    const paid = async () => {
+      const s = await get(net.chain, net.worker, "get_worker_data");
+      s.readAddress();
+      s.readAddress();
+      s.readBigNumber();
+      return s.readBigNumber();
+    };
+    // Anyone holding the next voucher (vouchers are public once sent) relays
+    // it with ever larger values, looking for one that runs the worker
+    // contract but starves the payout (0.0019..0.004 TON did before claims
+    // needed a minimum value: paid was set and nothing reached the owner).
+    let delivered = toNano("1");
+    for (const value of [...Array.from({ length: 40 }, (_, i) => (0.0005 + i * 0.0002).toFixed(4)), "0.02", "0.05"]) {
+      const before = await balance(net.chain, net.workerOwner.address);
+      const r = await send(net.relay, net.worker, toNano(value), claim(toNano("3")));
+      delivered += (await balance(net.chain, net.workerOwner.address)) - before > toNano("1") ? toNano("2") : 0n;
+      assert.equal(await paid(), delivered, `after a claim relayed with ${value} TON (exit ${r.exit})`);
+      if (toNano(value) < toNano("0.05")) assert.equal(r.exit, c.ERR.tooLittleValue, `a claim relayed with ${value} TON`);
+      if (succeeded(r.tx)) assert.equal(delivered, toNano("3"), `a claim relayed with ${value} TON ran`);
+    }
+    // The owner can still claim what it is owed.
+    assert.equal((await send(net.workerOwner, net.worker, toNano("0.1"), claim(toNano("3")))).exit, delivered === toNano("3") ? c.ERR.stale : 0);
+    assert.equal(await paid(), toNano("3"));
   });
 
   it("refuses payouts not from its worker contracts, and undoes a claim it cannot pay", async () => {

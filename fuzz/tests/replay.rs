@@ -89,6 +89,7 @@ fn registry_boc() -> Vec<u8> {
         &cocoon_chain::pricing::default_prices(),
         1_000_000_000,
         proxy_key,
+        [7u8; 32],
     )
     .unwrap();
     ton.register_proxy(

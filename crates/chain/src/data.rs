@@ -20,11 +20,26 @@ pub struct ClientTerms {
     /// Random per deployment, so a channel deployed again has a new address
     /// (and the old channel's public signatures are worthless on it).
     pub nonce: u64,
+    /// The fingerprint (SHA-256 of the SubjectPublicKeyInfo) of the client
+    /// node's TLS key: the only node a proxy serves on this contract.
+    pub client_key: HashBytes,
 }
 
 impl ClientTerms {
     /// Storage at deployment: the terms, nothing deposited or charged.
     pub fn initial_data(&self) -> Result<Cell, Error> {
+        self.data_with(&ClientState {
+            balance: 0,
+            stake: 0,
+            charged: 0,
+            close_requested_at: 0,
+        })
+    }
+
+    /// Storage holding these terms and `state` (what the contract's data
+    /// looks like later; deployed as initial data it is a forgery, which
+    /// [`ClientTerms::address`] tells apart).
+    pub fn data_with(&self, state: &ClientState) -> Result<Cell, Error> {
         let terms = cell(|b| {
             store_addr(b, &self.proxy)?;
             store_addr(b, &self.owner)?;
@@ -34,11 +49,18 @@ impl ClientTerms {
         })?;
         cell(|b| {
             b.store_reference(terms)?;
-            store_coins(b, 0)?;
-            store_coins(b, 0)?;
-            store_coins(b, 0)?;
-            b.store_u32(0)
+            b.store_u256(&self.client_key)?;
+            store_coins(b, state.balance)?;
+            store_coins(b, state.stake)?;
+            store_coins(b, state.charged)?;
+            b.store_u32(state.close_requested_at)
         })
+    }
+
+    /// Where a genuine client contract with these terms lives: the address
+    /// of this code with these terms and nothing deposited or charged.
+    pub fn address(&self) -> Result<StdAddr, Error> {
+        crate::contract_address(&Contract::Client.code(), &self.initial_data()?)
     }
 }
 
@@ -179,6 +201,9 @@ pub struct ClientChannel {
     pub owner: StdAddr,
     pub proxy_key: HashBytes,
     pub close_delay: u32,
+    /// The client node's key fingerprint (see [`ClientTerms::client_key`]).
+    pub client_key: HashBytes,
+    pub nonce: u64,
     pub state: ClientState,
 }
 
@@ -189,8 +214,26 @@ impl ClientChannel {
             owner: address(stack, 1)?,
             proxy_key: HashBytes(uint256(stack, 2)?),
             close_delay: int(stack, 3)? as u32,
+            client_key: HashBytes(uint256(stack, 8)?),
+            nonce: u64::try_from(int(stack, 9)?).map_err(|_| {
+                crate::ChainError::Unexpected("get_client_data: the nonce is not a uint64".into())
+            })?,
             state: ClientState::from_stack(stack)?,
         })
+    }
+
+    /// The terms the contract reports. A contract that is not a genuine
+    /// client contract can report anything: compare [`ClientTerms::address`]
+    /// with the address read before trusting any of it.
+    pub fn terms(&self) -> ClientTerms {
+        ClientTerms {
+            proxy: self.proxy.clone(),
+            owner: self.owner.clone(),
+            proxy_key: self.proxy_key,
+            close_delay: self.close_delay,
+            nonce: self.nonce,
+            client_key: self.client_key,
+        }
     }
 }
 

@@ -60,6 +60,11 @@ pub enum WalletCommand {
         /// The proxy's contract (the proxy prints it at start).
         #[arg(long, value_name = "ADDR")]
         proxy_contract: String,
+        /// The client node's key fingerprint (`sha256:...`, as `cocoon
+        /// identity` prints it for the node's key file): the only node a
+        /// proxy serves on this contract.
+        #[arg(long, value_name = "FINGERPRINT")]
+        client_key: String,
         /// TON to deposit, e.g. `10`.
         #[arg(long)]
         deposit: String,
@@ -150,6 +155,10 @@ fn print_channel(contract: &StdAddr, c: &ClientChannel) {
     println!("  proxy contract {}", c.proxy);
     println!("  owner          {}", c.owner);
     println!(
+        "  client node    {}",
+        cocoon_protocol::tls::Fingerprint(c.client_key.0)
+    );
+    println!(
         "  balance        {} TON (stake {} TON)",
         format_ton(c.state.balance),
         format_ton(c.state.stake)
@@ -223,10 +232,14 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
             mnemonic,
             api,
             proxy_contract,
+            client_key,
             deposit,
             close_delay,
         } => {
             let deposit = amount("--deposit", &deposit)?;
+            let client_key: cocoon_protocol::tls::Fingerprint = client_key
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--client-key: {e}"))?;
             let proxy = parse_address("--proxy-contract", &proxy_contract)?;
             let wallet = sender(&mnemonic, &api)?;
             let state = ProxyState::from_stack(
@@ -242,6 +255,7 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
                 proxy_key: state.proxy_key,
                 close_delay,
                 nonce: cocoon_chain::random_nonce()?,
+                client_key: cocoon_chain::HashBytes(client_key.0),
             }
             .initial_data()?;
             let contract = cocoon_chain::contract_address(&Contract::Client.code(), &data)?;

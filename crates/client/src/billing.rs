@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use cocoon_chain::pricing::TokenCounts;
 use cocoon_chain::{Chain, ClientChannel, ClientState, Prices, StdAddr, TonHttp};
+use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{AccountTerms, ErrorKind, SignedReceipt, Usage, WireError};
 use serde_json::{json, Value};
 
@@ -57,8 +58,12 @@ pub struct Billing {
     /// Deploy a contract on first use of a proxy.
     pub deploy: Option<Deploy>,
     deploying: tokio::sync::Mutex<()>,
-    /// The network's root contract (prices).
+    /// The network's root contract (prices, and the registry of proxies
+    /// this node agrees to pay).
     root: StdAddr,
+    /// This node's TLS key fingerprint: the one its client contracts name
+    /// (a proxy serves on a contract only to the node it names).
+    node_key: Fingerprint,
     /// Completion tokens reserved for a request without `max_tokens`.
     pub default_max_tokens: u32,
     /// The root's prices and when they were read (kept past [`Billing::fresh`]: what
@@ -140,10 +145,17 @@ impl Billing {
     /// Billing from the `configured` contracts (each matched to the proxy
     /// contract it pays; a proxy without one gets one deployed when
     /// `deploy` is set).
-    pub fn new(ton: TonHttp, configured: Vec<StdAddr>, root: StdAddr) -> Self {
+    /// Billing for the node whose key fingerprint is `node_key`.
+    pub fn new(
+        ton: TonHttp,
+        configured: Vec<StdAddr>,
+        root: StdAddr,
+        node_key: Fingerprint,
+    ) -> Self {
         Self {
             ton,
             configured,
+            node_key,
             accounts: RwLock::new(BTreeMap::new()),
             deploy: None,
             deploying: tokio::sync::Mutex::new(()),
@@ -212,6 +224,13 @@ impl Billing {
                 source,
             })?;
             if channel.proxy == proxy {
+                if channel.client_key.0 != self.node_key.0 {
+                    return Err(ContractError::NotThisNode {
+                        contract: contract.clone(),
+                        names: Fingerprint(channel.client_key.0),
+                        node: self.node_key,
+                    });
+                }
                 return Ok(self.open(&terms.proxy_contract, contract.clone()));
             }
         }
@@ -222,6 +241,9 @@ impl Billing {
         if let Some(account) = self.account(&terms.proxy_contract) {
             return Ok(account.contract.clone());
         }
+        // Money leaves the wallet only for a proxy contract the network's
+        // operator publishes, with the key this proxy signs with.
+        self.check_registered(&proxy, &terms.proxy_key).await?;
         let mut known = read_contracts(&deploy.file)?;
         let remembered = known.get(&terms.proxy_contract).cloned();
         let (nonce, close_delay) = match &remembered {
@@ -237,6 +259,7 @@ impl Billing {
             proxy_key: cocoon_chain::HashBytes(terms.proxy_key),
             close_delay,
             nonce,
+            client_key: cocoon_chain::HashBytes(self.node_key.0),
         }
         .initial_data()?;
         let code = cocoon_chain::Contract::Client.code();
@@ -268,6 +291,23 @@ impl Billing {
             tracing::info!(%contract, proxy_contract = %terms.proxy_contract, deposit = %deploy.deposit, "client contract deployed");
         }
         Ok(self.open(&terms.proxy_contract, contract))
+    }
+
+    /// `proxy` must be in the root contract's proxy registry with `key`: a
+    /// proxy cannot have this node fund a contract that pays someone else.
+    async fn check_registered(&self, proxy: &StdAddr, key: &[u8; 32]) -> Result<(), ContractError> {
+        let listed = cocoon_chain::registered_proxies(&self.ton, &self.root).await?;
+        match listed.iter().find(|p| &p.contract == proxy) {
+            Some(p) if &p.key.0 == key => Ok(()),
+            Some(_) => Err(ContractError::NotRegistered(format!(
+                "proxy contract {proxy} is registered in the root contract {} with another key than the proxy's",
+                self.root
+            ))),
+            None => Err(ContractError::NotRegistered(format!(
+                "proxy contract {proxy} is not in the root contract {}'s proxy registry",
+                self.root
+            ))),
+        }
     }
 
     /// The contract's state with `proxy_contract` (read at most every
@@ -590,6 +630,16 @@ pub enum ContractError {
     /// The proxy did not answer with its terms.
     #[error("the proxy's terms: {0}")]
     Terms(String),
+    /// A configured contract for that proxy names another node's key.
+    #[error("client contract {contract} names client node key {names}, not this node's {node}: a proxy serves on it only to that node (deploy one for this node with `cocoon wallet deploy-client --client-key {node}`)")]
+    NotThisNode {
+        contract: StdAddr,
+        names: Fingerprint,
+        node: Fingerprint,
+    },
+    /// The proxy's contract is not one the network publishes.
+    #[error("refusing to deploy a client contract: {0}")]
+    NotRegistered(String),
 }
 
 fn read_contracts(

@@ -234,8 +234,12 @@ impl BillingConfig {
         }
     }
 
-    /// Check the addresses and URL, naming the key at fault.
-    pub fn build(&self) -> Result<crate::Billing, ConfigError> {
+    /// Check the addresses and URL, naming the key at fault; billing for
+    /// the node whose key fingerprint is `node_key`.
+    pub fn build(
+        &self,
+        node_key: cocoon_protocol::tls::Fingerprint,
+    ) -> Result<crate::Billing, ConfigError> {
         use cocoon_chain::ton_http::{from_config, parse_address};
         let mut contracts = Vec::new();
         if let Some(c) = &self.contract {
@@ -250,7 +254,7 @@ impl BillingConfig {
         let root = parse_address(&self.root).map_err(|e| ConfigError::new("billing.root", e))?;
         let ton = from_config(&self.ton_api, self.api_key_env.as_deref())
             .map_err(|e| ConfigError::new("billing.ton_api", e))?;
-        let mut billing = crate::Billing::new(ton.clone(), contracts, root);
+        let mut billing = crate::Billing::new(ton.clone(), contracts, root, node_key);
         billing.default_max_tokens = self.default_max_tokens;
         let ton_amount = |field: &str, text: &Option<String>| {
             text.as_deref()
@@ -388,7 +392,8 @@ impl ClientConfig {
         }
         self.routing.prefs()?;
         if let Some(billing) = &self.billing {
-            billing.build()?;
+            // Checks only: the key the node will load does not change them.
+            billing.build(cocoon_protocol::tls::Fingerprint([0; 32]))?;
         }
         ConfigError::check_range(
             "max_body_bytes",
@@ -465,7 +470,7 @@ impl ClientConfig {
         let billing = match &self.billing {
             None => None,
             Some(config) => {
-                let mut billing = config.build()?;
+                let mut billing = config.build(identity.fingerprint())?;
                 let journal = config.receipts_file.clone().unwrap_or_else(|| {
                     self.identity_key
                         .parent()

@@ -24,6 +24,7 @@ pub(crate) fn client_billing(
     ton: &TonDevnet,
     ton_api_url: &str,
     state_dir: &std::path::Path,
+    node_key: cocoon_protocol::tls::Fingerprint,
 ) -> anyhow::Result<cocoon_client::Billing> {
     let ton_http = cocoon_chain::TonHttp::new(ton_api_url, None)?;
     let wallet = || {
@@ -37,7 +38,8 @@ pub(crate) fn client_billing(
     } else {
         vec![ton.client_contract.clone()]
     };
-    let mut billing = cocoon_client::Billing::new(ton_http.clone(), contracts, ton.root.clone());
+    let mut billing =
+        cocoon_client::Billing::new(ton_http.clone(), contracts, ton.root.clone(), node_key);
     billing.fresh = options.chain_fresh;
     // A contract per proxy: the others' are deployed on first use.
     if options.client_auto_deploy || options.more_proxies > 0 {
@@ -83,6 +85,7 @@ pub(crate) fn ton_chain(
     options: &DevnetOptions,
     prices: &cocoon_chain::Prices,
     proxy_key: [u8; 32],
+    client_key: [u8; 32],
 ) -> anyhow::Result<TonDevnet> {
     use cocoon_ton_devnet::{Addresses, Genesis, Wallets};
     let dir = options.state_dir.as_deref();
@@ -107,6 +110,7 @@ pub(crate) fn ton_chain(
         prices,
         options.client_deposit,
         proxy_key,
+        client_key,
         &Genesis {
             wallets: None,
             accounts: options.genesis_accounts.clone(),

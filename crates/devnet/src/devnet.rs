@@ -194,8 +194,13 @@ impl Devnet {
         let prices = cocoon_chain::pricing::default_prices();
         let first_signer = cocoon_proxy::signer_of(&proxy_ids[0]);
         let ton = Arc::new(
-            chain::ton_chain(&options, &prices, first_signer.public_key().0)
-                .context("starting the embedded TON chain")?,
+            chain::ton_chain(
+                &options,
+                &prices,
+                first_signer.public_key().0,
+                client_id.fingerprint().0,
+            )
+            .context("starting the embedded TON chain")?,
         );
         if let Some(every) = options.block_interval {
             tasks.push(chain::start_blocks(
@@ -336,6 +341,7 @@ impl Devnet {
                 &ton,
                 &ton_api_url,
                 &state_dir,
+                client_id.fingerprint(),
             )?));
         }
         let listener = TcpListener::bind(options.listen)

@@ -374,6 +374,27 @@ impl Settlement {
             .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e.to_string()))?;
         let channel = self.read_channel(&contract).await?;
         let refuse = |why: &str| payment(format!("client contract {contract}: {why}"));
+        // Only the network's own client contract code keeps the rules the
+        // books rely on, and only with nothing deposited at deployment: the
+        // address is the hash of both, so a contract with other code (whose
+        // getter could report any balance) or forged initial state lives
+        // elsewhere than these terms say.
+        let genuine = channel
+            .terms()
+            .address()
+            .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
+        if genuine != contract {
+            return Err(refuse(
+                "it is not a genuine client contract (its code or initial state is not the network's)",
+            ));
+        }
+        // A contract spends only for the node it names, so an admitted client
+        // cannot register (and spend, or close) another client's contract.
+        if channel.client_key.0 != client.0 {
+            return Err(refuse(
+                "it names another client node's key (its client_key is not this connection's key fingerprint)",
+            ));
+        }
         if channel.proxy != self.proxy_contract {
             return Err(refuse("it pays another proxy contract"));
         }

@@ -212,13 +212,21 @@ impl TonDevnet {
     /// Genesis: fund the wallets, deploy the root contract from the
     /// operator's wallet with `prices`, the proxy's contract (its key
     /// `proxy_key`, the proxy node's own) with its minimum stake and the
-    /// client's contract with `client_deposit` nano-TON.
+    /// client's contract with `client_deposit` nano-TON, for the client
+    /// node whose TLS key fingerprint is `client_key`.
     pub fn start(
         prices: &Prices,
         client_deposit: u128,
         proxy_key: [u8; 32],
+        client_key: [u8; 32],
     ) -> Result<Self, Error> {
-        Self::genesis(prices, client_deposit, proxy_key, &Genesis::default())
+        Self::genesis(
+            prices,
+            client_deposit,
+            proxy_key,
+            client_key,
+            &Genesis::default(),
+        )
     }
 
     /// [`TonDevnet::start`] with `genesis`: its wallet seeds (else random
@@ -227,6 +235,7 @@ impl TonDevnet {
         prices: &Prices,
         client_deposit: u128,
         proxy_key: [u8; 32],
+        client_key: [u8; 32],
         genesis: &Genesis,
     ) -> Result<Self, Error> {
         let mut chain = Emulator::new(unix_now())?;
@@ -272,6 +281,7 @@ impl TonDevnet {
             proxy_key,
             close_delay: prices.client_close_delay,
             nonce: cocoon_chain::random_nonce()?,
+            client_key: HashBytes(client_key),
         }
         .initial_data()?;
         let client_contract = contract_address(&Contract::Client.code(), &client_data)?;

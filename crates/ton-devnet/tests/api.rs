@@ -36,6 +36,7 @@ async fn serve_devnet() -> (String, cocoon_ton_devnet::TonDevnet) {
         &cocoon_chain::pricing::default_prices(),
         cocoon_ton_devnet::CLIENT_DEPOSIT,
         [7; 32],
+        [8; 32],
     )
     .unwrap();
     let app = cocoon_ton_devnet::api::router(ton.chain.clone(), cocoon_ton_devnet::unix_now);

@@ -122,6 +122,7 @@ fn the_sandbox_life_cycle_replays_identically_on_tycho() {
         proxy_key: key.public_key(),
         close_delay: 3600,
         nonce: 1,
+        client_key: uint256(0xc1),
     }
     .initial_data()
     .unwrap();
@@ -200,6 +201,19 @@ fn the_sandbox_life_cycle_replays_identically_on_tycho() {
             )
             .unwrap(),
             Some((Contract::Worker.code(), worker_init.clone())),
+        ),
+        (
+            // Enough to run the worker contract, not the payout: refused.
+            "starved claim",
+            relay.clone(),
+            worker_addr.clone(),
+            TON / 250,
+            worker::claim(
+                TON,
+                &key.sign_amount(signed::OWED, &worker_addr, TON).unwrap(),
+            )
+            .unwrap(),
+            None,
         ),
         (
             "commit books",

@@ -24,6 +24,7 @@ fn setup(deposit: u128) -> Setup {
         &default_prices(),
         deposit,
         signer_of(&identity).public_key().0,
+        CLIENT.0,
     )
     .unwrap();
     Setup {
@@ -194,6 +195,109 @@ async fn registration_checks_the_contract_on_chain() {
         settlement.payer(&CLIENT).unwrap_err().kind,
         ErrorKind::PaymentRequired
     );
+}
+
+/// Another admitted client node (its own TLS key, `ATTACKER`) registers the
+/// victim's contract (addresses are public): it is refused, so it can
+/// neither spend the victim's deposit nor close the victim's channel, and
+/// the victim still registers. Before client contracts named their node's
+/// key, the proxy accepted it and served the attacker on the victim's money.
+#[tokio::test]
+async fn an_admitted_client_cannot_register_or_close_another_clients_contract() {
+    const ATTACKER: Fingerprint = Fingerprint([66; 32]);
+    let net = setup(CLIENT_DEPOSIT);
+    let settlement = net.settlement().await;
+    let victim = net.ton.client_contract.to_string();
+    let err = settlement
+        .open_account(ATTACKER, Some(victim.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PaymentRequired);
+    assert!(
+        err.message.contains("names another client node's key"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        settlement.payer(&ATTACKER).unwrap_err().kind,
+        ErrorKind::PaymentRequired
+    );
+    let err = settlement.close_account(&ATTACKER).await.unwrap_err();
+    assert!(
+        err.message.contains("registered no client contract"),
+        "{}",
+        err.message
+    );
+    // The owner's node is served on it.
+    settlement.open_account(CLIENT, Some(victim)).await.unwrap();
+    assert_eq!(settlement.payer(&CLIENT).unwrap(), net.ton.client_contract);
+}
+
+/// A client deploys the genuine client contract code with forged initial
+/// state (a 1,000 TON balance it never deposited, naming its own key and
+/// this proxy): its getter reports the forged balance, but the address is
+/// not the one its terms give, so the proxy refuses it and serves nothing
+/// on it.
+#[tokio::test]
+async fn a_contract_with_forged_state_is_not_accepted() {
+    use cocoon_chain::{ClientTerms, Contract};
+    let net = setup(CLIENT_DEPOSIT);
+    let settlement = net.settlement().await;
+    let terms = ClientTerms {
+        proxy: net.ton.proxy_contract.clone(),
+        owner: net.ton.wallets.client().address,
+        proxy_key: net.ton.proxy_key,
+        close_delay: default_prices().client_close_delay,
+        nonce: 7,
+        client_key: cocoon_chain::HashBytes(CLIENT.0),
+    };
+    let forged = terms
+        .data_with(&ClientState {
+            balance: 1_000 * cocoon_chain::TON,
+            stake: 0,
+            charged: 0,
+            close_requested_at: 0,
+        })
+        .unwrap();
+    let code = Contract::Client.code();
+    let fake = cocoon_chain::contract_address(&code, &forged).unwrap();
+    let owner = net.ton.wallets.client().address;
+    let reports = net
+        .ton
+        .chain
+        .lock()
+        .unwrap()
+        .send(
+            &owner,
+            &fake,
+            cocoon_chain::TON,
+            cocoon_chain::client::top_up().unwrap(),
+            Some((code, forged)),
+        )
+        .unwrap();
+    assert!(reports[0].success, "{reports:?}");
+    let reported = ClientState::from_stack(
+        &net.ton
+            .embedded()
+            .get(&fake, "get_client_data", &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(reported.balance > 1_000 * cocoon_chain::TON);
+    let err = settlement
+        .open_account(CLIENT, Some(fake.to_string()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PaymentRequired);
+    assert!(
+        err.message.contains("not a genuine client contract"),
+        "{}",
+        err.message
+    );
+    assert!(settlement.payer(&CLIENT).is_err());
+    // The genuine address for the same terms is another one.
+    assert_ne!(terms.address().unwrap(), fake);
 }
 
 #[tokio::test]

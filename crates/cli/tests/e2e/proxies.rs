@@ -194,8 +194,19 @@ async fn a_configured_contract_is_ready_while_another_is_being_deployed() {
         cocoon_proxy::signer_of(&id).public_key().0
     };
     let (first_key, second_key) = (key(), key());
-    let ton = Arc::new(TonDevnet::start(&default_prices(), CLIENT_DEPOSIT, first_key).unwrap());
+    let node_key = cocoon_protocol::tls::Fingerprint([5; 32]);
+    let ton = Arc::new(
+        TonDevnet::start(&default_prices(), CLIENT_DEPOSIT, first_key, node_key.0).unwrap(),
+    );
     let (second, _) = ton.add_proxy(second_key).unwrap();
+    // The client node funds a contract only for a registered proxy.
+    ton.register_proxy(
+        &second,
+        &cocoon_chain::HashBytes(second_key),
+        cocoon_protocol::PROTOCOL_VERSION as u32,
+        Some("127.0.0.1:9"),
+    )
+    .unwrap();
     // From now on messages wait for a block, and none is made yet.
     ton.chain.lock().unwrap().in_blocks = true;
     let app = cocoon_ton_devnet::api::router(ton.chain.clone(), unix_now);
@@ -209,6 +220,7 @@ async fn a_configured_contract_is_ready_while_another_is_being_deployed() {
         http.clone(),
         vec![ton.client_contract.clone()],
         ton.root.clone(),
+        node_key,
     );
     billing.deploy = Some(cocoon_client::billing::Deploy {
         wallet: Arc::new(cocoon_chain::WalletSender::new(
@@ -265,4 +277,94 @@ async fn a_configured_contract_is_ready_while_another_is_being_deployed() {
         ClientState::from_stack(&chain.get(&deployed, "get_client_data", &[]).await.unwrap())
             .unwrap();
     assert_eq!(state.balance, 1_000_000_000);
+}
+
+/// A proxy (or whoever answers on its connection) names a proxy contract
+/// for this node to fund. The client node deploys and deposits only for a
+/// proxy contract the root contract's registry publishes with that proxy's
+/// key: a contract the network does not know, or one registered with
+/// another key, gets no money from the node's wallet.
+#[tokio::test]
+async fn a_client_node_funds_only_proxy_contracts_the_root_publishes() {
+    use cocoon_ton_devnet::{default_prices, unix_now, TonDevnet, CLIENT_DEPOSIT};
+    let key = || {
+        let id = Arc::new(cocoon_protocol::tls::Identity::generate().unwrap());
+        cocoon_proxy::signer_of(&id).public_key().0
+    };
+    let (first_key, rogue_key) = (key(), key());
+    let node_key = cocoon_protocol::tls::Fingerprint([5; 32]);
+    let ton = Arc::new(
+        TonDevnet::start(&default_prices(), CLIENT_DEPOSIT, first_key, node_key.0).unwrap(),
+    );
+    let (rogue, _) = ton.add_proxy(rogue_key).unwrap();
+    let app = cocoon_ton_devnet::api::router(ton.chain.clone(), unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = cocoon_chain::TonHttp::new(&api, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wallet = ton.wallets.client().address;
+    let mut billing =
+        cocoon_client::Billing::new(http.clone(), Vec::new(), ton.root.clone(), node_key);
+    billing.deploy = Some(cocoon_client::billing::Deploy {
+        wallet: Arc::new(cocoon_chain::WalletSender::new(
+            Arc::new(http.clone()),
+            ton.wallets.client(),
+        )),
+        deposit: 1_000_000_000,
+        file: dir.path().join("client-contracts.json"),
+    });
+    let terms = |proxy_contract: &StdAddr, proxy_key| cocoon_protocol::AccountTerms {
+        proxy_contract: proxy_contract.to_string(),
+        proxy_key,
+        root: ton.root.to_string(),
+        contract: None,
+        owed_nano: 0,
+        charged_nano: 0,
+    };
+    let balance = || async { http.account(&wallet).await.unwrap().balance };
+    let before = balance().await;
+    let err = billing
+        .ensure_contract(&terms(&rogue, rogue_key))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not in the root contract"), "{err}");
+    // Registered, but the proxy on the connection signs with another key.
+    ton.register_proxy(
+        &rogue,
+        &cocoon_chain::HashBytes(first_key),
+        cocoon_protocol::PROTOCOL_VERSION as u32,
+        Some("127.0.0.1:9"),
+    )
+    .unwrap();
+    let err = billing
+        .ensure_contract(&terms(&rogue, rogue_key))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("with another key"), "{err}");
+    assert_eq!(balance().await, before, "no money left the wallet");
+    assert!(!dir.path().join("client-contracts.json").exists());
+    // Once the operator publishes it as it is, the node pays it.
+    ton.register_proxy(
+        &rogue,
+        &cocoon_chain::HashBytes(rogue_key),
+        cocoon_protocol::PROTOCOL_VERSION as u32,
+        Some("127.0.0.1:9"),
+    )
+    .unwrap();
+    let deployed = billing
+        .ensure_contract(&terms(&rogue, rogue_key))
+        .await
+        .unwrap();
+    let channel = cocoon_chain::ClientChannel::from_stack(
+        &ton.embedded()
+            .get(&deployed, "get_client_data", &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(channel.proxy, rogue);
+    assert_eq!(channel.client_key.0, node_key.0, "it names this node");
 }

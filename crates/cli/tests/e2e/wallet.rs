@@ -181,6 +181,7 @@ async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
         &cocoon_chain::pricing::default_prices(),
         cocoon_ton_devnet::CLIENT_DEPOSIT,
         [3; 32],
+        [8; 32],
     )
     .unwrap();
     let api = serve(ton.chain.clone()).await;
@@ -201,9 +202,31 @@ async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
         v
     };
     let proxy = ton.proxy_contract.to_string();
+    let node_key = format!("sha256:{}", "08".repeat(32));
     let out = cocoon(args(
         "deploy-client",
-        &["--proxy-contract", &proxy, "--deposit", "5"],
+        &[
+            "--proxy-contract",
+            &proxy,
+            "--client-key",
+            "08",
+            "--deposit",
+            "5",
+        ],
+    ))
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--client-key"), "{}", text(&out));
+    let out = cocoon(args(
+        "deploy-client",
+        &[
+            "--proxy-contract",
+            &proxy,
+            "--client-key",
+            &node_key,
+            "--deposit",
+            "5",
+        ],
     ))
     .await;
     assert!(out.status.success(), "{}", text(&out));
@@ -224,6 +247,7 @@ async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
     assert_eq!(c.owner, owner);
     assert_eq!(c.proxy, ton.proxy_contract);
     assert_eq!(c.proxy_key, ton.proxy_key);
+    assert_eq!(c.client_key.0, [8; 32]);
 
     let out = cocoon(args(
         "top-up",

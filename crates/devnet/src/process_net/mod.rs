@@ -208,6 +208,7 @@ impl ProcessNet {
             &prices,
             o.client_deposit,
             public(&proxy_keys[0].1),
+            client_key.1.fingerprint().0,
             &Genesis {
                 wallets: Some(Wallets {
                     operator,
@@ -261,6 +262,15 @@ impl ProcessNet {
                 address: local(port).to_string(),
                 fingerprint: id.fingerprint(),
             });
+            // Published in the root contract, as the network's operator does:
+            // a client node funds a contract only for a registered proxy.
+            ton.register_proxy(
+                &contracts[i],
+                &cocoon_chain::HashBytes(public(id)),
+                cocoon_protocol::PROTOCOL_VERSION as u32,
+                Some(&local(port).to_string()),
+            )
+            .context("publishing a proxy in the root contract")?;
             let books = d.join(format!("proxy-{i}-books.redb"));
             let mut config = ProxyConfig::new(
                 local(port),
