@@ -114,6 +114,40 @@ pub mod client {
     pub fn finish_close() -> Result<Cell, Error> {
         op_only(ops::CLIENT_FINISH_CLOSE)
     }
+
+    /// Attached to an owner's `IncreaseStake` for its gas (what is left
+    /// stays with the contract as reserve).
+    pub const STAKE_GAS: u128 = 10_000_000;
+
+    /// Deposit `amount` into `contract` and stake `stake` of it (the credit
+    /// a proxy extends between settlements): a `TopUp` (deploying the
+    /// contract with `init`, if given) and the owner's `IncreaseStake`, to
+    /// send in one wallet transfer (messages between two accounts arrive in
+    /// the order sent).
+    pub fn deposit(
+        contract: &StdAddr,
+        amount: u128,
+        stake: u128,
+        init: Option<(Cell, Cell)>,
+    ) -> Result<Vec<crate::Outgoing>, Error> {
+        let mut messages = vec![crate::Outgoing {
+            to: contract.clone(),
+            value: amount + GAS_RESERVE,
+            bounce: init.is_none(),
+            body: top_up()?,
+            init,
+        }];
+        if stake > 0 {
+            messages.push(crate::Outgoing {
+                to: contract.clone(),
+                value: STAKE_GAS,
+                bounce: true,
+                body: increase_stake(stake)?,
+                init: None,
+            });
+        }
+        Ok(messages)
+    }
 }
 
 /// Worker contract messages.

@@ -68,12 +68,22 @@ pub enum WalletCommand {
         /// TON to deposit, e.g. `10`.
         #[arg(long)]
         deposit: String,
-        /// Seconds between a close request and the stake's release.
+        /// TON of the deposit to stake (default: all of it). A proxy serves
+        /// between settlements only up to the stake, which cannot be
+        /// withdrawn while the contract is open; at least the network's
+        /// minimum client stake.
+        #[arg(long)]
+        stake: Option<String>,
+        /// Seconds between a close request and the stake's release (a proxy
+        /// refuses less than the network's client close delay).
         #[arg(long, default_value_t = 3600)]
         close_delay: u32,
     },
     /// Deposit more into a client contract.
     TopUp(ChannelAmount),
+    /// Lock more of a client contract's balance as stake (owner only): the
+    /// credit a proxy extends between settlements.
+    Stake(ChannelAmount),
     /// Take TON above the stake back out of a client contract (owner only).
     Withdraw(ChannelAmount),
     /// Show a client contract: balance, stake, charged, closing.
@@ -234,9 +244,20 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
             proxy_contract,
             client_key,
             deposit,
+            stake,
             close_delay,
         } => {
             let deposit = amount("--deposit", &deposit)?;
+            let stake = match &stake {
+                Some(text) => amount("--stake", text)?,
+                None => deposit,
+            };
+            anyhow::ensure!(
+                stake <= deposit,
+                "--stake: {} TON is more than the deposit of {} TON",
+                format_ton(stake),
+                format_ton(deposit)
+            );
             let client_key: cocoon_protocol::tls::Fingerprint = client_key
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--client-key: {e}"))?;
@@ -260,20 +281,21 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
             .initial_data()?;
             let contract = cocoon_chain::contract_address(&Contract::Client.code(), &data)?;
             wallet
-                .send(&[Outgoing {
-                    to: contract.clone(),
-                    value: deposit + client_msg::GAS_RESERVE,
-                    bounce: false,
-                    body: client_msg::top_up()?,
-                    init: Some((Contract::Client.code(), data)),
-                }])
+                .send(&client_msg::deposit(
+                    &contract,
+                    deposit,
+                    stake,
+                    Some((Contract::Client.code(), data)),
+                )?)
                 .await?;
             let c = channel(wallet.chain().as_ref(), &contract).await?;
             anyhow::ensure!(
-                c.state.balance == deposit,
-                "the contract was deployed but holds {} TON, not the {} TON deposited",
+                c.state.balance == deposit && c.state.stake == stake,
+                "the contract was deployed but holds {} TON with {} TON staked, not the {} TON deposited with {} TON staked",
                 format_ton(c.state.balance),
-                format_ton(deposit)
+                format_ton(c.state.stake),
+                format_ton(deposit),
+                format_ton(stake)
             );
             println!("{contract}");
             eprintln!(
@@ -298,6 +320,38 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
                 after.state.balance + after.state.charged.saturating_sub(before.state.charged)
                     >= before.state.balance + nano,
                 "the top-up was refused by the contract (is it closing?)"
+            );
+            print_channel(&contract, &after);
+        }
+        WalletCommand::Stake(args) => {
+            let (nano, contract, wallet, before) = channel_command(&args).await?;
+            anyhow::ensure!(
+                &before.owner == wallet.address(),
+                "--mnemonic: this wallet ({}) is not the contract's owner ({})",
+                wallet.address(),
+                before.owner
+            );
+            let free = before.state.balance.saturating_sub(before.state.stake);
+            anyhow::ensure!(
+                nano <= free,
+                "--amount: {} TON can be staked (balance {} TON, of which {} TON are staked already)",
+                format_ton(free),
+                format_ton(before.state.balance),
+                format_ton(before.state.stake)
+            );
+            wallet
+                .send(&[Outgoing {
+                    to: contract.clone(),
+                    value: client_msg::STAKE_GAS,
+                    bounce: true,
+                    body: client_msg::increase_stake(nano)?,
+                    init: None,
+                }])
+                .await?;
+            let after = channel(wallet.chain().as_ref(), &contract).await?;
+            anyhow::ensure!(
+                after.state.stake >= before.state.stake + nano,
+                "the stake was refused by the contract (is it closing?)"
             );
             print_channel(&contract, &after);
         }

@@ -245,7 +245,21 @@ impl Billing {
         // operator publishes, with the key this proxy signs with.
         self.check_registered(&proxy, &terms.proxy_key).await?;
         let mut known = read_contracts(&deploy.file)?;
-        let remembered = known.get(&terms.proxy_contract).cloned();
+        let mut remembered = known.get(&terms.proxy_contract).cloned();
+        if let Some(r) = &remembered {
+            // A remembered contract that is not active but has history was
+            // closed: never deploy it again at the same address, where the
+            // proxy's old charge signatures (public on chain) would be valid
+            // once more; a new nonce gives a new address and fresh books.
+            let address = cocoon_chain::ton_http::parse_address(&r.contract)
+                .map_err(ContractError::ProxyAddress)?;
+            if !self.ton.account(&address).await?.is_active()
+                && !self.ton.transactions(&address, 1).await?.is_empty()
+            {
+                tracing::info!(contract = %address, proxy_contract = %terms.proxy_contract, "the client contract with this proxy was closed; deploying a new one at a new address");
+                remembered = None;
+            }
+        }
         let (nonce, close_delay) = match &remembered {
             Some(r) => (r.nonce, r.close_delay),
             None => {
@@ -277,15 +291,16 @@ impl Billing {
                 },
             );
             write_contracts(&deploy.file, &known)?;
+            // All of the deposit is staked: the proxy extends credit only
+            // up to the stake, which the owner cannot withdraw while open.
             deploy
                 .wallet
-                .send(&[cocoon_chain::Outgoing {
-                    to: contract.clone(),
-                    value: deploy.deposit + cocoon_chain::client::GAS_RESERVE,
-                    bounce: false,
-                    body: cocoon_chain::client::top_up()?,
-                    init: Some((code, data)),
-                }])
+                .send(&cocoon_chain::client::deposit(
+                    &contract,
+                    deploy.deposit,
+                    deploy.deposit,
+                    Some((code, data)),
+                )?)
                 .await
                 .map_err(ContractError::Deploy)?;
             tracing::info!(%contract, proxy_contract = %terms.proxy_contract, deposit = %deploy.deposit, "client contract deployed");
@@ -373,23 +388,16 @@ impl Billing {
         let (wallet, amount) = (top_up.wallet.clone(), top_up.amount);
         let busy = account.topping_up.clone();
         tokio::spawn(async move {
-            let body = match cocoon_chain::client::top_up() {
-                Ok(body) => body,
+            // Staked like the first deposit: it raises the credit too.
+            let messages = match cocoon_chain::client::deposit(&contract, amount, amount, None) {
+                Ok(messages) => messages,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build a top-up");
                     busy.store(false, Ordering::Release);
                     return;
                 }
             };
-            let sent = wallet
-                .send(&[cocoon_chain::Outgoing {
-                    to: contract.clone(),
-                    value: amount + cocoon_chain::client::GAS_RESERVE,
-                    bounce: true,
-                    body,
-                    init: None,
-                }])
-                .await;
+            let sent = wallet.send(&messages).await;
             match sent {
                 Ok(_) => tracing::info!(%contract, %amount, "client contract topped up"),
                 Err(e) => {
@@ -455,15 +463,16 @@ impl Billing {
             coefficient.unwrap_or(cocoon_protocol::BASE_PRICE_COEFFICIENT),
         );
         let unsettled = account.unsettled(&state);
-        let available = state.balance.saturating_sub(unsettled);
+        let available = credit(&state).saturating_sub(unsettled);
         if worst.total > available {
             return Err(WireError::new(
                 ErrorKind::PaymentRequired,
                 format!(
-                    "This node's client contract {} holds {} nano-TON ({} after requests not yet settled); this request may cost up to {} nano-TON. Top up at least {} nano-TON, or lower max_tokens.",
+                    "This node's client contract {} stakes {} nano-TON, the credit a proxy extends between settlements ({} after requests not yet settled; it holds {}); this request may cost up to {} nano-TON. Top up and stake at least {} nano-TON more, or lower max_tokens.",
                     account.contract,
-                    state.balance,
+                    credit(&state),
                     available,
+                    state.balance,
                     worst.total,
                     worst.total - available
                 ),
@@ -543,7 +552,7 @@ impl Billing {
             if overcharged > 0 {
                 tracing::warn!(contract = %account.contract, %overcharged, "the proxy charged more than the workers' receipts add up to since this node started");
             }
-            let available = state.balance.saturating_sub(unsettled);
+            let available = credit(&state).saturating_sub(unsettled);
             let values = [
                 state.balance,
                 state.stake,
@@ -584,6 +593,12 @@ impl Billing {
             "accounts": accounts,
         }))
     }
+}
+
+/// What a proxy serves on between settlements: the stake (never more than
+/// the balance), since the owner can withdraw the rest at any moment.
+fn credit(state: &ClientState) -> u128 {
+    state.stake.min(state.balance)
 }
 
 /// The bytes of a request's prompt (a bound on its tokens).

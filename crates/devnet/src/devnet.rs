@@ -191,7 +191,7 @@ impl Devnet {
         // The embedded TON chain: genesis wallets, the root contract, the
         // first proxy's and the client's contracts, and its HTTP API, which
         // every role settles through.
-        let prices = cocoon_chain::pricing::default_prices();
+        let prices = options.prices.clone();
         let first_signer = cocoon_proxy::signer_of(&proxy_ids[0]);
         let ton = Arc::new(
             chain::ton_chain(

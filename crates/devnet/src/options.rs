@@ -24,8 +24,13 @@ pub struct DevnetOptions {
     /// Settle the proxy's books on the embedded chain this often (`None`:
     /// only on `settle_now`).
     pub settle_every: Option<Duration>,
-    /// What the client deposits in its contract at genesis, nano-TON.
+    /// What the client deposits (and stakes) in its contract at genesis,
+    /// nano-TON.
     pub client_deposit: u128,
+    /// The root contract's prices and network parameters at genesis
+    /// ([`cocoon_chain::pricing::default_prices`]; a deposit below their
+    /// `min_client_stake` is refused by the proxies).
+    pub prices: cocoon_chain::Prices,
     /// The chain makes a block this often, running the external messages
     /// sent since the last one (`None`: each runs when it arrives).
     pub block_interval: Option<Duration>,
@@ -78,6 +83,7 @@ impl DevnetOptions {
             ton_listen: "127.0.0.1:0".parse().expect("valid address"),
             settle_every: Some(Duration::from_secs(10)),
             client_deposit: cocoon_ton_devnet::CLIENT_DEPOSIT,
+            prices: cocoon_chain::pricing::default_prices(),
             block_interval: Some(Duration::from_millis(100)),
             state_dir: None,
             genesis_accounts: Vec::new(),

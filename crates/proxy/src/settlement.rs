@@ -86,6 +86,10 @@ impl std::fmt::Debug for Settlement {
 struct ClientAccount {
     contract: StdAddr,
     balance: u128,
+    /// The part of `balance` the owner cannot withdraw while the channel is
+    /// open (and that stays chargeable through the close delay): the
+    /// credit this proxy extends between settlements.
+    stake: u128,
     charged: u128,
     closed: bool,
     /// When `balance` was last read from the chain.
@@ -117,8 +121,8 @@ const DEFAULT_RESERVE_TOKENS: u64 = 1024;
 
 /// What a request's answer can cost at `coefficient`: its whole completion
 /// budget (`max_tokens` × `n`). The prompt, bounded only loosely by the
-/// sealed body's padded size, is not held: the balance check before
-/// (unsettled spending below the balance) leaves room for it.
+/// sealed body's padded size, is not held: the credit check before
+/// (unsettled spending below the stake) leaves room for it.
 fn worst_cost(books: &Books, header: &SealHeader, coefficient: u32) -> u128 {
     books
         .prices()
@@ -404,11 +408,28 @@ impl Settlement {
         if channel.state.close_requested_at != 0 {
             return Err(refuse("it is closing"));
         }
+        // The stake backs what is served between settlements, and the close
+        // delay keeps it chargeable after the owner asks to close: a
+        // shorter delay would let the owner take the stake back first.
+        let prices = self.books.prices();
+        if channel.state.stake < prices.min_client_stake {
+            return Err(refuse(&format!(
+                "it stakes {} nano-TON, less than the network's minimum client stake of {} (send IncreaseStake from the owner's wallet)",
+                channel.state.stake, prices.min_client_stake
+            )));
+        }
+        if channel.close_delay < prices.client_close_delay {
+            return Err(refuse(&format!(
+                "its close delay is {} s, shorter than the network's {} s",
+                channel.close_delay, prices.client_close_delay
+            )));
+        }
         self.accounts.locked().insert(
             client,
             ClientAccount {
                 contract: contract.clone(),
                 balance: channel.state.balance,
+                stake: channel.state.stake,
                 charged: channel.state.charged,
                 closed: false,
                 read_at: std::time::Instant::now(),
@@ -470,14 +491,17 @@ impl Settlement {
     }
 
     /// The contract `client` pays from, if it can pay for more: what it owes
-    /// beyond what was charged must stay below its balance.
+    /// beyond what was charged must stay below its stake.
     pub fn payer(&self, client: &Fingerprint) -> Result<StdAddr, WireError> {
         let accounts = self.accounts.locked();
         Ok(self.covering(&accounts, client, 0)?.contract.clone())
     }
 
-    /// `client`'s open account, if it covers `wanted` beyond its unsettled
-    /// spending and the reservations of its running answers.
+    /// `client`'s open account, if its stake covers `wanted` beyond its
+    /// unsettled spending and the reservations of its running answers. The
+    /// stake, not the balance: the owner can withdraw everything above the
+    /// stake at any moment, so only the stake is sure to be there when the
+    /// next settlement charges (COCOON caps credit the same way).
     fn covering<'a>(
         &self,
         accounts: &'a HashMap<Fingerprint, ClientAccount>,
@@ -497,10 +521,11 @@ impl Settlement {
         let unsettled = owed.saturating_sub(account.charged);
         let reserved = self.reserved.locked().get(client).copied().unwrap_or(0);
         let used = unsettled.saturating_add(reserved);
-        if used.saturating_add(wanted) >= account.balance {
+        let credit = account.stake.min(account.balance);
+        if used.saturating_add(wanted) >= credit {
             return Err(payment(format!(
-                "client contract {} holds {} nano-TON; {} nano-TON of served requests are not yet charged and {} nano-TON are reserved by requests running; this one may cost up to {}: top it up",
-                account.contract, account.balance, unsettled, reserved, wanted
+                "client contract {} stakes {} nano-TON (the credit between settlements; it holds {}); {} nano-TON of served requests are not yet charged and {} nano-TON are reserved by requests running; this one may cost up to {}: top it up and increase its stake",
+                account.contract, credit, account.balance, unsettled, reserved, wanted
             )));
         }
         Ok(account)
@@ -715,7 +740,13 @@ impl Settlement {
         let mut accounts = self.accounts.locked();
         for account in accounts.values_mut().filter(|a| &a.contract == contract) {
             account.balance = channel.state.balance;
+            account.stake = channel.state.stake;
             account.charged = channel.state.charged;
+            // The owner asked to close: nothing more on credit (what is
+            // owed is charged from the stake during the close delay).
+            if channel.state.close_requested_at != 0 {
+                account.closed = true;
+            }
             account.read_at = std::time::Instant::now();
         }
     }

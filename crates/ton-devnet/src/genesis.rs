@@ -212,7 +212,7 @@ impl TonDevnet {
     /// Genesis: fund the wallets, deploy the root contract from the
     /// operator's wallet with `prices`, the proxy's contract (its key
     /// `proxy_key`, the proxy node's own) with its minimum stake and the
-    /// client's contract with `client_deposit` nano-TON, for the client
+    /// client's contract with `client_deposit` nano-TON (all staked), for the client
     /// node whose TLS key fingerprint is `client_key`.
     pub fn start(
         prices: &Prices,
@@ -294,6 +294,16 @@ impl TonDevnet {
             Some((Contract::Client.code(), client_data)),
         )?;
         ensure_ok(&reports, "deploying the client contract")?;
+        // All of it staked: the credit a proxy extends between settlements.
+        let reports = relay(
+            &mut chain,
+            &client_wallet,
+            &client_contract,
+            client::STAKE_GAS,
+            client::increase_stake(client_deposit)?,
+            None,
+        )?;
+        ensure_ok(&reports, "staking the client contract's deposit")?;
 
         let (worker_contract, _) =
             worker_contract(&proxy_contract, &worker_wallet.address, &proxy_key)?;

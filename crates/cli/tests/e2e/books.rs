@@ -18,10 +18,14 @@ struct Setup {
     dir: tempfile::TempDir,
 }
 
+/// The devnet's chain with the client's `deposit` (all staked; the
+/// network's minimum stake lowered to it when it is smaller).
 fn setup(deposit: u128) -> Setup {
     let identity = Arc::new(Identity::generate().unwrap());
+    let mut prices = default_prices();
+    prices.min_client_stake = prices.min_client_stake.min(deposit);
     let ton = TonDevnet::start(
-        &default_prices(),
+        &prices,
         deposit,
         signer_of(&identity).public_key().0,
         CLIENT.0,
@@ -322,4 +326,152 @@ async fn a_proxy_refuses_to_settle_with_a_contract_that_is_not_its_own() {
         err.to_string().contains("not this proxy's identity key"),
         "{err}"
     );
+}
+
+/// Send `body` with `value` from the client's wallet address to its contract
+/// straight into the embedded chain (the owner acting by itself).
+fn owner_sends(net: &Setup, to: &StdAddr, value: u128, body: cocoon_chain::Cell) {
+    let owner = net.ton.wallets.client().address;
+    let reports = net
+        .ton
+        .chain
+        .lock()
+        .unwrap()
+        .send(&owner, to, value, body, None)
+        .unwrap();
+    assert!(reports[0].success, "{reports:?}");
+}
+
+/// The owner withdraws everything above the stake right after being served,
+/// before the proxy charges. The proxy extended credit only up to the stake
+/// (which the owner cannot withdraw while the channel is open), so the next
+/// settlement charges everything served. Before credit was capped by the
+/// stake, the proxy served on the whole balance (here 10 TON, 1 staked) and
+/// lost what the owner took back.
+#[tokio::test]
+async fn a_client_that_withdraws_between_settlements_still_pays_for_what_it_was_served() {
+    use cocoon_chain::{client, TON};
+    let net = setup(TON);
+    let contract = net.ton.client_contract.clone();
+    // 9 TON more, not staked: 10 TON held, 1 TON staked.
+    owner_sends(
+        &net,
+        &contract,
+        9 * TON + client::GAS_RESERVE,
+        client::top_up().unwrap(),
+    );
+    assert_eq!(net.client().await.balance, 10 * TON);
+    let settlement = net.settlement().await;
+    settlement
+        .open_account(CLIENT, Some(contract.to_string()))
+        .await
+        .unwrap();
+    // Requests of 5,000,000 completion tokens: 0.4 TON each at the base price.
+    let header = cocoon_protocol::SealHeader {
+        request_id: [0; 16],
+        model: "m".into(),
+        max_tokens: Some(5_000_000),
+        sent_at_ms: 0,
+    };
+    let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
+    let mut served = 0;
+    for _ in 0..30 {
+        let Ok(held) = settlement
+            .reserve(&CLIENT, &header, cocoon_protocol::BASE_PRICE_COEFFICIENT)
+            .await
+        else {
+            break;
+        };
+        let payer = settlement.payer(&CLIENT).unwrap();
+        settlement.books().record(
+            &payer,
+            &worker,
+            &usage(0, 5_000_000),
+            cocoon_protocol::BASE_PRICE_COEFFICIENT,
+        );
+        drop(held);
+        served += 1;
+    }
+    assert_eq!(served, 2, "served on credit only up to the 1 TON stake");
+    // The owner takes back everything it can.
+    owner_sends(
+        &net,
+        &contract,
+        TON / 20,
+        client::withdraw(9 * TON).unwrap(),
+    );
+    assert_eq!(net.client().await.balance, TON);
+    settlement.settle_once().await.unwrap();
+    let owed = settlement.books().client(&contract).total;
+    assert_eq!(owed, 8 * TON / 10);
+    assert_eq!(
+        net.client().await.charged,
+        owed,
+        "everything served was charged"
+    );
+}
+
+/// A contract the proxy would extend no credit on, or whose stake the
+/// owner could take back before the proxy charges it, is refused at
+/// registration: one staking less than the network's minimum, one whose
+/// close delay is shorter than the network's.
+#[tokio::test]
+async fn registration_refuses_too_little_stake_or_too_short_a_close_delay() {
+    use cocoon_chain::{client, ClientTerms, TON};
+    let net = setup(CLIENT_DEPOSIT);
+    let settlement = net.settlement().await;
+    let prices = default_prices();
+    let deploy = |nonce: u64, close_delay: u32, stake: u128| {
+        let terms = ClientTerms {
+            proxy: net.ton.proxy_contract.clone(),
+            owner: net.ton.wallets.client().address,
+            proxy_key: net.ton.proxy_key,
+            close_delay,
+            nonce,
+            client_key: cocoon_chain::HashBytes(CLIENT.0),
+        };
+        let address = terms.address().unwrap();
+        let owner = net.ton.wallets.client().address;
+        let mut chain = net.ton.chain.lock().unwrap();
+        let init = Some((
+            cocoon_chain::Contract::Client.code(),
+            terms.initial_data().unwrap(),
+        ));
+        let r = chain
+            .send(&owner, &address, 10 * TON, client::top_up().unwrap(), init)
+            .unwrap();
+        assert!(r[0].success, "{r:?}");
+        if stake > 0 {
+            let r = chain
+                .send(
+                    &owner,
+                    &address,
+                    TON / 20,
+                    client::increase_stake(stake).unwrap(),
+                    None,
+                )
+                .unwrap();
+            assert!(r[0].success, "{r:?}");
+        }
+        address.to_string()
+    };
+    let unstaked = deploy(11, prices.client_close_delay, prices.min_client_stake - 1);
+    let err = settlement
+        .open_account(CLIENT, Some(unstaked))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PaymentRequired);
+    assert!(
+        err.message.contains("minimum client stake"),
+        "{}",
+        err.message
+    );
+    let hasty = deploy(12, 1, prices.min_client_stake);
+    let err = settlement
+        .open_account(CLIENT, Some(hasty))
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("close delay"), "{}", err.message);
+    let fine = deploy(13, prices.client_close_delay, prices.min_client_stake);
+    settlement.open_account(CLIENT, Some(fine)).await.unwrap();
 }

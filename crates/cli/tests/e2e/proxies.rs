@@ -56,6 +56,7 @@ async fn each_proxy_is_paid_from_its_own_contract_and_found_in_the_registry() {
         o.more_proxies = 1;
         o.settle_every = None;
         o.client_deposit = 10_000;
+        o.prices.min_client_stake = 10_000;
         o.chain_fresh = FRESH_IN_TESTS;
         o.registry_every = Duration::from_millis(200);
     })
@@ -84,19 +85,17 @@ async fn each_proxy_is_paid_from_its_own_contract_and_found_in_the_registry() {
     assert_ne!(second_contract, net.ton.client_contract);
     assert_eq!(shown["balance_nano"], "20000", "{shown}");
 
-    // Top up the second contract by 1 TON from the owner's wallet.
+    // Top up the second contract by 1 TON from the owner's wallet, staked
+    // (the credit a proxy extends is the stake).
     let wallet = cocoon_chain::WalletSender::new(
         Arc::new(cocoon_chain::TonHttp::new(&net.ton_api_url, None).unwrap()),
         net.ton.wallets.client(),
     );
     wallet
-        .send(&[cocoon_chain::Outgoing {
-            to: second_contract.clone(),
-            value: 1_000_000_000 + cocoon_chain::client::GAS_RESERVE,
-            bounce: true,
-            body: cocoon_chain::client::top_up().unwrap(),
-            init: None,
-        }])
+        .send(
+            &cocoon_chain::client::deposit(&second_contract, 1_000_000_000, 1_000_000_000, None)
+                .unwrap(),
+        )
         .await
         .unwrap();
     // The top-up lands in a later block; the node sees it once its read of
@@ -367,4 +366,96 @@ async fn a_client_node_funds_only_proxy_contracts_the_root_publishes() {
     .unwrap();
     assert_eq!(channel.proxy, rogue);
     assert_eq!(channel.client_key.0, node_key.0, "it names this node");
+}
+
+/// A client node whose contract with a proxy was closed deploys a new one,
+/// at a new address, on its next use of that proxy (after a restart too):
+/// never the old address again, where the proxy's old charge signatures
+/// (public on chain) would charge the new deposit once more and the proxy's
+/// books would charge the old total again. Before, the remembered nonce
+/// put the new contract at the old address.
+#[tokio::test]
+async fn a_closed_client_contract_is_never_deployed_again_at_its_address() {
+    use cocoon_chain::{client, signed, TON};
+    use cocoon_ton_devnet::{default_prices, unix_now, TonDevnet, CLIENT_DEPOSIT};
+    let id = Arc::new(cocoon_protocol::tls::Identity::generate().unwrap());
+    let signer = cocoon_proxy::signer_of(&id);
+    let proxy_key = signer.public_key().0;
+    let node_key = cocoon_protocol::tls::Fingerprint([5; 32]);
+    let ton =
+        Arc::new(TonDevnet::start(&default_prices(), CLIENT_DEPOSIT, [9; 32], node_key.0).unwrap());
+    let (proxy, _) = ton.add_proxy(proxy_key).unwrap();
+    ton.register_proxy(
+        &proxy,
+        &cocoon_chain::HashBytes(proxy_key),
+        cocoon_protocol::PROTOCOL_VERSION as u32,
+        Some("127.0.0.1:9"),
+    )
+    .unwrap();
+    let app = cocoon_ton_devnet::api::router(ton.chain.clone(), unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = cocoon_chain::TonHttp::new(&api, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The node's billing, as it starts (again) with the same contracts file.
+    let billing = || {
+        let mut billing =
+            cocoon_client::Billing::new(http.clone(), Vec::new(), ton.root.clone(), node_key);
+        billing.deploy = Some(cocoon_client::billing::Deploy {
+            wallet: Arc::new(cocoon_chain::WalletSender::new(
+                Arc::new(http.clone()),
+                ton.wallets.client(),
+            )),
+            deposit: TON,
+            file: dir.path().join("client-contracts.json"),
+        });
+        billing
+    };
+    let terms = cocoon_protocol::AccountTerms {
+        proxy_contract: proxy.to_string(),
+        proxy_key,
+        root: ton.root.to_string(),
+        contract: None,
+        owed_nano: 0,
+        charged_nano: 0,
+    };
+    let first = billing().ensure_contract(&terms).await.unwrap();
+    let owner = ton.wallets.client().address;
+    let anyone = ton.wallets.worker().address;
+    let send = |to: &StdAddr, from: &StdAddr, body| {
+        ton.chain
+            .lock()
+            .unwrap()
+            .send(from, to, TON / 20, body, None)
+            .unwrap()
+    };
+    // The proxy charges 0.1 TON: its signature is public on chain from now on.
+    let charge = signer
+        .sign_amount(signed::CHARGE, &first, TON / 10)
+        .unwrap();
+    let r = send(&first, &anyone, client::charge(TON / 10, &charge).unwrap());
+    assert!(r[0].success, "{r:?}");
+    // A cooperative close destroys the contract.
+    let close = signer.sign_amount(signed::CLOSE, &first, TON / 10).unwrap();
+    let r = send(
+        &first,
+        &owner,
+        client::cooperative_close(TON / 10, &close).unwrap(),
+    );
+    assert!(r[0].success, "{r:?}");
+    assert!(!http.account(&first).await.unwrap().is_active());
+
+    // The node starts again and uses the proxy: a new contract elsewhere.
+    let second = billing().ensure_contract(&terms).await.unwrap();
+    assert_ne!(
+        second, first,
+        "deployed again at the closed contract's address"
+    );
+    // The old charge, replayed by anyone, is worthless there.
+    let r = send(&second, &anyone, client::charge(TON / 10, &charge).unwrap());
+    assert!(!r[0].success, "{r:?}");
+    let state =
+        ClientState::from_stack(&http.get(&second, "get_client_data", &[]).await.unwrap()).unwrap();
+    assert_eq!((state.charged, state.balance, state.stake), (0, TON, TON));
 }

@@ -162,6 +162,7 @@ async fn the_client_node_shows_its_balance_and_refuses_what_it_cannot_pay_for() 
     let net = devnet_with(|o| {
         o.settle_every = None;
         o.client_deposit = 10_000;
+        o.prices.min_client_stake = 10_000;
         o.chain_fresh = FRESH_IN_TESTS;
     })
     .await;
@@ -173,7 +174,7 @@ async fn the_client_node_shows_its_balance_and_refuses_what_it_cannot_pay_for() 
     let url = format!("{}/chat/completions", net.api_url);
     let (status, body) = post(&url, &chat_body("hi there", json!({"max_tokens": 1000}))).await;
     assert_eq!(status, 402, "{body}");
-    assert_error(&body, "Top up at least");
+    assert_error(&body, "stake at least");
     assert_eq!(body["error"]["code"], "insufficient_balance");
 
     // The worst case counts every answer asked for: 8 tokens, 100 times.
@@ -183,7 +184,7 @@ async fn the_client_node_shows_its_balance_and_refuses_what_it_cannot_pay_for() 
     )
     .await;
     assert_eq!(status, 402, "{body}");
-    assert_error(&body, "Top up at least");
+    assert_error(&body, "stake at least");
 
     let (status, body) = post(&url, &chat_body("hi there", json!({"max_tokens": 8}))).await;
     assert_eq!(status, 200, "{body}");
@@ -228,21 +229,33 @@ async fn a_channel_from_deposit_to_close_balances_to_the_nano_ton() {
     charged += total;
     worker_share += worker;
 
-    // The owner withdraws part of what is left, through its own wallet.
+    // The whole genesis deposit is staked: nothing can be withdrawn while
+    // open. The owner deposits 10 TON more without staking them and takes
+    // them back out, through its own wallet.
     let chain: Arc<dyn Chain> = Arc::new(net.ton.embedded());
     let client_wallet = WalletSender::new(chain.clone(), net.ton.wallets.client());
     let before = client_state(&net).await;
+    assert_eq!(before.stake, before.balance);
+    let withdraw = |nano| Outgoing {
+        to: net.ton.client_contract.clone(),
+        value: TON / 20,
+        bounce: true,
+        body: client_msg::withdraw(nano).unwrap(),
+        init: None,
+    };
+    client_wallet.send(&[withdraw(TON)]).await.unwrap();
+    assert_eq!(
+        client_state(&net).await.balance,
+        before.balance,
+        "the stake stays"
+    );
     client_wallet
-        .send(&[Outgoing {
-            to: net.ton.client_contract.clone(),
-            value: TON / 20,
-            bounce: true,
-            body: client_msg::withdraw(10 * TON).unwrap(),
-            init: None,
-        }])
+        .send(&client_msg::deposit(&net.ton.client_contract, 10 * TON, 0, None).unwrap())
         .await
         .unwrap();
-    assert_eq!(client_state(&net).await.balance, before.balance - 10 * TON);
+    assert_eq!(client_state(&net).await.balance, before.balance + 10 * TON);
+    client_wallet.send(&[withdraw(10 * TON)]).await.unwrap();
+    assert_eq!(client_state(&net).await.balance, before.balance);
 
     // Cooperative close: the proxy signs the final charge; the owner sends it.
     let voucher = net.pool().close_account(0).await.unwrap();
@@ -411,6 +424,7 @@ async fn a_client_node_tops_its_contract_up_by_itself() {
     let net = devnet_with(|o| {
         o.settle_every = None;
         o.client_deposit = 10_000;
+        o.prices.min_client_stake = 10_000;
         o.client_top_up = Some((TON, 3 * TON));
         o.chain_fresh = FRESH_IN_TESTS;
     })
@@ -604,6 +618,7 @@ async fn answers_running_at_once_cannot_spend_beyond_the_deposit() {
         o.engine = slow_engine(20, 8);
         o.settle_every = None;
         o.client_deposit = 200_000;
+        o.prices.min_client_stake = 200_000;
         o.chain_fresh = FRESH_IN_TESTS;
     })
     .await;

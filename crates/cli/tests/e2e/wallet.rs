@@ -226,6 +226,8 @@ async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
             &node_key,
             "--deposit",
             "5",
+            "--stake",
+            "4",
         ],
     ))
     .await;
@@ -248,6 +250,7 @@ async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
     assert_eq!(c.proxy, ton.proxy_contract);
     assert_eq!(c.proxy_key, ton.proxy_key);
     assert_eq!(c.client_key.0, [8; 32]);
+    assert_eq!(c.state.stake, 4 * TON);
 
     let out = cocoon(args(
         "top-up",
@@ -274,6 +277,16 @@ async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
         "{}",
         text(&out)
     );
+    // 6.5 TON held, 4 staked: 2.5 more can be staked, not 3.
+    let out = cocoon(args("stake", &["--contract", &contract, "--amount", "3"])).await;
+    assert!(
+        !out.status.success() && text(&out).contains("--amount"),
+        "{}",
+        text(&out)
+    );
+    let out = cocoon(args("stake", &["--contract", &contract, "--amount", "2.5"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(channel(&ton.chain).state.stake, 6_500_000_000);
     let root = ton.root.to_string();
     let out = cocoon(args("top-up", &["--contract", &root, "--amount", "1"])).await;
     assert!(
