@@ -6,8 +6,8 @@
 //! The nodes' settlement code only sees the trait.
 
 use async_trait::async_trait;
-use tycho_types::cell::Cell;
-use tycho_types::models::{ComputePhase, StdAddr, Transaction, TxInfo};
+use tycho_types::cell::{Cell, HashBytes};
+use tycho_types::models::{ComputePhase, IntAddr, MsgInfo, StdAddr, Transaction, TxInfo};
 use tycho_vm::RcStackValue;
 
 use crate::Error;
@@ -36,24 +36,66 @@ pub struct TxSummary {
     /// The compute phase ran and succeeded, and the transaction was not
     /// aborted (`false` also when the compute phase was skipped).
     pub success: bool,
+    /// The message was taken: the code ran and succeeded, or there was no
+    /// code to run (a transfer to an account not deployed) and nothing
+    /// bounced. `false` when it was refused or bounced.
+    pub accepted: bool,
+    /// The compute phase's exit code (`None` when it was skipped), or the
+    /// action phase's result code when the compute phase succeeded but its
+    /// actions failed.
+    pub exit_code: Option<i32>,
+    /// Hash of the message that caused it (an external message's hash is
+    /// the hash of the BOC that was sent).
+    pub in_msg: Option<HashBytes>,
+    /// The message that caused it was a bounce.
+    pub bounced_in: bool,
+    /// The internal messages it sent: (hash, destination), in order.
+    pub out_msgs: Vec<(HashBytes, StdAddr)>,
 }
 
 impl TxSummary {
-    /// Read fee, time and outcome from a transaction's BOC cell.
+    /// Read fee, time, outcome and messages from a transaction's BOC cell.
     pub fn from_cell(cell: &Cell) -> Result<Self, Error> {
         let tx: Transaction = cell.parse()?;
-        let success = match tx.load_info()? {
+        let (success, accepted, exit_code) = match tx.load_info()? {
             TxInfo::Ordinary(info) => match &info.compute_phase {
-                ComputePhase::Executed(compute) => compute.success && !info.aborted,
-                ComputePhase::Skipped(_) => false,
+                ComputePhase::Executed(compute) => {
+                    let action = info.action_phase.as_ref();
+                    let code = match action {
+                        Some(a) if compute.success && !a.success => a.result_code,
+                        _ => compute.exit_code,
+                    };
+                    let ok = compute.success && !info.aborted;
+                    (ok, ok, Some(code))
+                }
+                ComputePhase::Skipped(_) => (false, info.bounce_phase.is_none(), None),
             },
-            TxInfo::TickTock(info) => !info.aborted,
+            TxInfo::TickTock(info) => (!info.aborted, !info.aborted, None),
         };
+        let bounced_in = match tx.load_in_msg()? {
+            Some(message) => matches!(&message.info, MsgInfo::Int(info) if info.bounced),
+            None => false,
+        };
+        let mut out_msgs = Vec::new();
+        for raw in tx.out_msgs.raw_values() {
+            let mut slice = raw?;
+            let message = slice.load_reference_cloned()?;
+            if let MsgInfo::Int(info) = message.parse::<tycho_types::models::Message>()?.info {
+                if let IntAddr::Std(dst) = info.dst {
+                    out_msgs.push((*message.repr_hash(), dst));
+                }
+            }
+        }
         Ok(Self {
             lt: tx.lt,
             utime: tx.now,
             fee: tx.total_fees.tokens.into_inner(),
             success,
+            accepted,
+            exit_code,
+            in_msg: tx.in_msg.as_ref().map(|c| *c.repr_hash()),
+            bounced_in,
+            out_msgs,
         })
     }
 }

@@ -1,9 +1,15 @@
 //! Sending from a node's own wallet, with confirmation: [`WalletSender`]
 //! reads the wallet's seqno from the chain, signs one transfer carrying up to
-//! four internal messages, sends it, and counts it as done only when the
-//! wallet's seqno is seen to move past it (its transaction is on chain), not
-//! when the API accepted it. One transfer at a time per wallet, so two
-//! settlements in one process never race for a seqno.
+//! four internal messages, sends it, and counts it as done only when it is
+//! seen to have done what it was for, not when the API accepted it: the
+//! wallet's seqno moves past it, the wallet's transaction is the one whose
+//! inbound message is this transfer (found by its hash: a seqno that moved
+//! proves only that *some* transfer ran), it sent every message, and each
+//! destination took its message (its compute and action phases succeeded,
+//! nothing bounced); otherwise the error names the message, the destination
+//! and the exit code. One transfer at a time per wallet, so two settlements
+//! in one process never race for a seqno (and a process keeps one sender
+//! per wallet).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,11 +36,15 @@ pub struct Outgoing {
     pub init: Option<(Cell, Cell)>,
 }
 
-/// A transfer seen on chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A transfer seen on chain, and what each of its messages did.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirmed {
     /// The seqno the transfer was signed with.
     pub seqno: u32,
+    /// The wallet's transaction (logical time).
+    pub lt: u64,
+    /// Each message's transaction at its destination, in order.
+    pub delivered: Vec<crate::TxSummary>,
 }
 
 /// A wallet that sends through a chain.
@@ -127,7 +137,7 @@ impl WalletSender {
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         loop {
             match self.seqno().await {
-                Ok(now) if now > seqno => return Ok(Confirmed { seqno }),
+                Ok(now) if now > seqno => break,
                 Ok(_) => {}
                 // A read that fails is retried until the deadline.
                 Err(e) => tracing::debug!(error = %e, "reading the wallet's seqno"),
@@ -141,5 +151,92 @@ impl WalletSender {
             }
             tokio::time::sleep(self.poll).await;
         }
+        // The wallet's transaction with this seqno is on chain: it is ours
+        // or another transfer's (an API's transaction index may lag its
+        // get-methods a little, hence a short grace).
+        let ours = *transfer.repr_hash();
+        let grace =
+            (tokio::time::Instant::now() + self.confirm_timeout.min(WALLET_TX_GRACE)).min(deadline);
+        let tx = self
+            .find(&self.wallet.address, &ours, grace)
+            .await?
+            .ok_or_else(|| {
+                crate::ChainError::Transfer(format!(
+                    "wallet {}: its seqno moved past {seqno}, but not by this transfer (does another sender use this wallet?)",
+                    self.wallet.address
+                ))
+            })?;
+        crate::error::ensure!(
+            tx.out_msgs.len() == messages.len(),
+            Transfer,
+            "wallet {}: the transfer with seqno {seqno} sent {} of its {} messages (action phase result code {:?})",
+            self.wallet.address,
+            tx.out_msgs.len(),
+            messages.len(),
+            tx.exit_code
+        );
+        let mut delivered = Vec::with_capacity(messages.len());
+        for (i, (hash, to)) in tx.out_msgs.iter().enumerate() {
+            let at = self.find(to, hash, deadline).await?.ok_or_else(|| {
+                crate::ChainError::Transfer(format!(
+                    "message {} of the transfer with seqno {seqno} to {to} was not seen processed within {:?}",
+                    i + 1,
+                    self.confirm_timeout
+                ))
+            })?;
+            crate::error::ensure!(
+                at.accepted,
+                Transfer,
+                "message {} of the transfer with seqno {seqno} was refused by {to}: exit code {}{}",
+                i + 1,
+                at.exit_code
+                    .map_or("none (no code ran)".to_string(), |c| c.to_string()),
+                if messages[i].bounce {
+                    ", its value bounced back"
+                } else {
+                    ""
+                }
+            );
+            delivered.push(at);
+        }
+        Ok(Confirmed {
+            seqno,
+            lt: tx.lt,
+            delivered,
+        })
+    }
+
+    /// The transaction of `account` caused by the message with hash
+    /// `message`, looked for among its newest until `deadline`.
+    async fn find(
+        &self,
+        account: &StdAddr,
+        message: &tycho_types::cell::HashBytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<crate::TxSummary>, Error> {
+        loop {
+            match self.chain.transactions(account, FIND_AMONG).await {
+                Ok(list) => {
+                    if let Some(tx) = list
+                        .into_iter()
+                        .find(|t| t.in_msg.as_ref() == Some(message))
+                    {
+                        return Ok(Some(tx));
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, %account, "reading transactions"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(self.poll).await;
+        }
     }
 }
+
+/// How many of an account's newest transactions are searched for the one
+/// a message caused.
+const FIND_AMONG: usize = 32;
+
+/// How long after its seqno moved the wallet's transaction is looked for.
+const WALLET_TX_GRACE: Duration = Duration::from_secs(10);

@@ -263,7 +263,13 @@ impl BillingConfig {
                 })
                 .transpose()
         };
-        let wallet = || -> Result<Arc<cocoon_chain::WalletSender>, ConfigError> {
+        // One sender for the wallet, shared by deployment and top-ups: two
+        // would race for its seqno.
+        let mut shared: Option<Arc<cocoon_chain::WalletSender>> = None;
+        let mut wallet = || -> Result<Arc<cocoon_chain::WalletSender>, ConfigError> {
+            if let Some(sender) = &shared {
+                return Ok(sender.clone());
+            }
             let path = self.wallet_mnemonic.as_ref().ok_or_else(|| {
                 ConfigError::new(
                     "billing.wallet_mnemonic",
@@ -272,10 +278,12 @@ impl BillingConfig {
             })?;
             let wallet = cocoon_chain::Wallet::from_mnemonic_file(path)
                 .map_err(|e| ConfigError::new("billing.wallet_mnemonic", e.to_string()))?;
-            Ok(Arc::new(cocoon_chain::WalletSender::new(
+            let sender = Arc::new(cocoon_chain::WalletSender::new(
                 Arc::new(ton.clone()),
                 wallet,
-            )))
+            ));
+            shared = Some(sender.clone());
+            Ok(sender)
         };
         // With a deposit, a proxy no configured contract pays gets one deployed.
         let deposit = ton_amount("billing.deposit_ton", &self.deposit_ton)?;

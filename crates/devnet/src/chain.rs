@@ -27,12 +27,13 @@ pub(crate) fn client_billing(
     node_key: cocoon_protocol::tls::Fingerprint,
 ) -> anyhow::Result<cocoon_client::Billing> {
     let ton_http = cocoon_chain::TonHttp::new(ton_api_url, None)?;
-    let wallet = || {
-        Arc::new(cocoon_chain::WalletSender::new(
-            Arc::new(ton_http.clone()),
-            ton.wallets.client(),
-        ))
-    };
+    // One sender for the client's wallet (deployment and top-ups): two would
+    // race for its seqno.
+    let sender = Arc::new(cocoon_chain::WalletSender::new(
+        Arc::new(ton_http.clone()),
+        ton.wallets.client(),
+    ));
+    let wallet = || sender.clone();
     let contracts = if options.client_auto_deploy {
         Vec::new()
     } else {

@@ -233,15 +233,16 @@ impl Devnet {
         };
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
-        let earnings = Arc::new(
-            cocoon_worker::Earnings::new(
-                ton_api()?,
-                ton.wallets.worker(),
-                1,
-                state_dir.join("worker-earnings.json"),
-            )
-            .map_err(anyhow::Error::msg)?,
-        );
+        let mut earnings = cocoon_worker::Earnings::new(
+            ton_api()?,
+            ton.wallets.worker(),
+            1,
+            state_dir.join("worker-earnings.json"),
+        )
+        .map_err(anyhow::Error::msg)?;
+        // Vouchers only from proxy contracts the root contract publishes.
+        earnings.root = Some(ton.root.clone());
+        let earnings = Arc::new(earnings);
 
         // The proxies: the first with the genesis proxy contract (its books
         // kept with the state), each other with its own operator wallet

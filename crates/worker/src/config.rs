@@ -80,6 +80,12 @@ pub struct PayoutConfig {
     pub check_every_secs: u64,
     /// File keeping the latest signed voucher from each proxy.
     pub earnings: PathBuf,
+    /// The network's root contract (`0:...` or a friendly address): vouchers
+    /// are kept only from a proxy contract its registry lists with the key
+    /// that signs them. Without it, the proxy's word for its contract is
+    /// taken.
+    #[serde(default)]
+    pub root: Option<String>,
 }
 
 fn default_threshold() -> String {
@@ -100,7 +106,18 @@ impl PayoutConfig {
         cocoon_chain::ton_http::from_config(&self.ton_api, None)
             .map_err(|e| ConfigError::new("payout.ton_api", e))?;
         self.threshold()?;
+        self.root()?;
         ConfigError::check_range("payout.check_every_secs", self.check_every_secs, 1, 86_400)
+    }
+
+    fn root(&self) -> Result<Option<cocoon_chain::StdAddr>, ConfigError> {
+        self.root
+            .as_deref()
+            .map(|text| {
+                cocoon_chain::ton_http::parse_address(text)
+                    .map_err(|e| ConfigError::new("payout.root", e))
+            })
+            .transpose()
     }
 
     /// The wallet, the chain and the earnings file.
@@ -109,13 +126,15 @@ impl PayoutConfig {
             .map_err(|e| ConfigError::new("payout.ton_api", e))?;
         let wallet = cocoon_chain::Wallet::from_mnemonic_file(&self.wallet_mnemonic)
             .map_err(|e| ConfigError::new("payout.wallet_mnemonic", e.to_string()))?;
-        crate::Earnings::new(
+        let mut earnings = crate::Earnings::new(
             Arc::new(ton),
             wallet,
             self.threshold()?,
             self.earnings.clone(),
         )
-        .map_err(|e| ConfigError::new("payout.earnings", e.to_string()))
+        .map_err(|e| ConfigError::new("payout.earnings", e.to_string()))?;
+        earnings.root = self.root()?;
+        Ok(earnings)
     }
 }
 

@@ -70,6 +70,10 @@ pub struct Earnings {
     sender: WalletSender,
     /// Claim when at least this much is pending, nano-TON.
     pub threshold: u128,
+    /// The network's root contract: when set, vouchers are kept only from a
+    /// proxy contract its registry lists with the key that signed them (a
+    /// proxy cannot point its workers at a contract clients do not pay).
+    pub root: Option<StdAddr>,
     file: PathBuf,
     book: Mutex<EarningsBook>,
 }
@@ -95,6 +99,7 @@ impl Earnings {
         Ok(Self {
             sender: WalletSender::new(chain, wallet),
             threshold,
+            root: None,
             file,
             book: Mutex::new(book),
         })
@@ -141,6 +146,7 @@ impl Earnings {
             }
         };
         let earned = self.check(&terms, &voucher)?;
+        self.check_registered(&terms).await?;
         let mut book = self.book();
         // Only a higher signed amount replaces the one kept (a proxy that
         // restarted from a lost database cannot lower what it signed).
@@ -154,6 +160,26 @@ impl Earnings {
         self.save(&book)?;
         *self.book.locked() = book;
         Ok(keep)
+    }
+
+    /// With [`Earnings::root`] set: `terms`' proxy contract must be in the
+    /// root contract's registry with `terms`' key.
+    pub async fn check_registered(&self, terms: &AccountTerms) -> Result<(), EarningsError> {
+        let Some(root) = &self.root else {
+            return Ok(());
+        };
+        let proxy_contract = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)
+            .map_err(|e| EarningsError::Voucher(format!("proxy contract: {e}")))?;
+        let listed = cocoon_chain::registered_proxies(self.sender.chain().as_ref(), root).await?;
+        match listed.iter().find(|p| p.contract == proxy_contract) {
+            Some(p) if p.key.0 == terms.proxy_key => Ok(()),
+            Some(_) => Err(EarningsError::Voucher(format!(
+                "proxy contract {proxy_contract} is registered in the root contract {root} with another key than the proxy's"
+            ))),
+            None => Err(EarningsError::Voucher(format!(
+                "proxy contract {proxy_contract} is not in the root contract {root}'s proxy registry"
+            ))),
+        }
     }
 
     /// The voucher must be for this worker's contract with that proxy and

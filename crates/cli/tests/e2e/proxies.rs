@@ -459,3 +459,62 @@ async fn a_closed_client_contract_is_never_deployed_again_at_its_address() {
         ClientState::from_stack(&http.get(&second, "get_client_data", &[]).await.unwrap()).unwrap();
     assert_eq!((state.charged, state.balance, state.stake), (0, TON, TON));
 }
+
+/// A proxy tells its workers which proxy contract pays them. With the
+/// network's root configured, a worker keeps vouchers only from a proxy
+/// contract the root's registry lists with the key that signs them: a proxy
+/// cannot point its workers at a contract its clients do not pay.
+#[tokio::test]
+async fn a_worker_keeps_vouchers_only_from_proxy_contracts_the_root_publishes() {
+    use cocoon_ton_devnet::{default_prices, TonDevnet, CLIENT_DEPOSIT};
+    let ton = TonDevnet::start(&default_prices(), CLIENT_DEPOSIT, [9; 32], [5; 32]).unwrap();
+    let (rogue, _) = ton.add_proxy([10; 32]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut earnings = cocoon_worker::Earnings::new(
+        Arc::new(ton.embedded()),
+        ton.wallets.worker(),
+        1,
+        dir.path().join("earnings.json"),
+    )
+    .unwrap();
+    earnings.root = Some(ton.root.clone());
+    let terms = |contract: &StdAddr, key: [u8; 32]| cocoon_protocol::AccountTerms {
+        proxy_contract: contract.to_string(),
+        proxy_key: key,
+        root: ton.root.to_string(),
+        contract: None,
+        owed_nano: 0,
+        charged_nano: 0,
+    };
+    let err = earnings
+        .check_registered(&terms(&rogue, [10; 32]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not in the root contract"), "{err}");
+    // Registered under another key than the one signing the vouchers.
+    ton.register_proxy(
+        &rogue,
+        &cocoon_chain::HashBytes([11; 32]),
+        1,
+        Some("127.0.0.1:9"),
+    )
+    .unwrap();
+    let err = earnings
+        .check_registered(&terms(&rogue, [10; 32]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another key"), "{err}");
+    ton.register_proxy(
+        &rogue,
+        &cocoon_chain::HashBytes([10; 32]),
+        1,
+        Some("127.0.0.1:9"),
+    )
+    .unwrap();
+    earnings
+        .check_registered(&terms(&rogue, [10; 32]))
+        .await
+        .unwrap();
+}

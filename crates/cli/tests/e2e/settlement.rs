@@ -243,7 +243,14 @@ async fn a_channel_from_deposit_to_close_balances_to_the_nano_ton() {
         body: client_msg::withdraw(nano).unwrap(),
         init: None,
     };
-    client_wallet.send(&[withdraw(TON)]).await.unwrap();
+    // Refused by the contract: the transfer ran, the message did not, and
+    // the sender says so with the contract's exit code (104: below the stake).
+    let refused = client_wallet
+        .send(&[withdraw(TON)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("exit code 104"), "{refused}");
     assert_eq!(
         client_state(&net).await.balance,
         before.balance,
@@ -313,7 +320,7 @@ async fn a_channel_from_deposit_to_close_balances_to_the_nano_ton() {
     let kept = net.earnings.book();
     let earned = kept.values().next().unwrap();
     let signature: [u8; 64] = hex::decode(&earned.signature).unwrap().try_into().unwrap();
-    worker_wallet
+    let refused = worker_wallet
         .send(&[Outgoing {
             to: net.ton.worker_contract.clone(),
             value: TON / 10,
@@ -322,7 +329,9 @@ async fn a_channel_from_deposit_to_close_balances_to_the_nano_ton() {
             init: None,
         }])
         .await
-        .unwrap();
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("exit code 101"), "{refused}");
     assert_eq!(proxy_state(&net).await.workers_paid, worker_share);
     net.shutdown().await;
 }

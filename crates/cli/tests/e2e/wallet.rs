@@ -383,3 +383,59 @@ async fn worker_earnings_shows_owed_settled_and_pending() {
         text(&out)
     );
 }
+
+/// Two senders on one wallet (two processes, or a misconfigured one) each
+/// sign a transfer with the same seqno; only one can run. The seqno moving
+/// proves only that *some* transfer ran: each sender finds its own
+/// transaction by its message's hash, so the one whose transfer never ran
+/// says so instead of reporting a payment that did not happen. Before, both
+/// counted as done.
+#[tokio::test]
+async fn a_transfer_counts_as_done_only_when_its_own_transaction_ran() {
+    use cocoon_chain::{Chain, Outgoing, WalletSender};
+    let ton = cocoon_ton_devnet::TonDevnet::start(
+        &cocoon_chain::pricing::default_prices(),
+        cocoon_ton_devnet::CLIENT_DEPOSIT,
+        [3; 32],
+        [8; 32],
+    )
+    .unwrap();
+    ton.chain.lock().unwrap().in_blocks = true;
+    let chain = ton.chain.clone();
+    let blocks = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let mut chain = chain.lock().unwrap();
+            chain.now = chain.now.max(cocoon_ton_devnet::unix_now());
+            chain.produce_block();
+        }
+    });
+    let embedded: Arc<dyn Chain> = Arc::new(ton.embedded());
+    let sender = || {
+        let mut s = WalletSender::new(embedded.clone(), ton.wallets.client());
+        s.confirm_timeout = std::time::Duration::from_secs(3);
+        s
+    };
+    let (a, b) = (sender(), sender());
+    let payee = StdAddr::new(0, cocoon_chain::HashBytes([42; 32]));
+    let pay = |nano| {
+        [Outgoing {
+            to: payee.clone(),
+            value: nano,
+            bounce: false,
+            body: cocoon_chain::Cell::default(),
+            init: None,
+        }]
+    };
+    let (first, second) = (pay(TON), pay(2 * TON));
+    let (ra, rb) = tokio::join!(a.send(&first), b.send(&second));
+    blocks.abort();
+    let received = embedded.account(&payee).await.unwrap().balance;
+    let (done, failed) = match (&ra, &rb) {
+        (Ok(_), Err(e)) => (TON, e.to_string()),
+        (Err(e), Ok(_)) => (2 * TON, e.to_string()),
+        other => panic!("exactly one transfer can run: {other:?}"),
+    };
+    assert_eq!(received, done);
+    assert!(failed.contains("not by this transfer"), "{failed}");
+}

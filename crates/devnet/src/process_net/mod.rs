@@ -330,6 +330,7 @@ impl ProcessNet {
                 claim_threshold_ton: "0.000000001".into(),
                 check_every_secs: o.settle_every_secs,
                 earnings: d.join(format!("worker-{i}-earnings.json")),
+                root: Some(ton.root.to_string()),
             });
             workers.push(WorkerNode {
                 node: node(
