@@ -33,6 +33,9 @@ it("the recorded life cycle is what the sandbox computes", async () => {
       bodyHash: body.hash().toString("hex"),
       exit: r.exit,
       gas: gasUsed(r.tx).toString(),
+      // The transaction's total fees (storage, gas, forwarding), nano-TON,
+      // under the sandbox's mainnet configuration.
+      fee: r.tx.totalFees.coins.toString(),
       client: { balance: `${client.balance}`, stake: `${client.stake}`, charged: `${client.charged}` },
       proxy: {
         stake: `${proxy.stake}`,

@@ -261,22 +261,22 @@ impl Devnet {
                 (0, Some(dir)) => Some(dir.join("books.redb")),
                 _ => None,
             };
-            let settlement = Arc::new(
-                Settlement::connect(
-                    ton_api()?,
-                    wallet,
-                    signer,
-                    contract.clone(),
-                    ton.root.clone(),
-                    |prices| match &books_file {
-                        Some(path) => cocoon_proxy::Books::open(path, prices),
-                        None => Ok(cocoon_proxy::Books::new(prices)),
-                    },
-                )
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("connecting a proxy's settlement")?,
-            );
+            let mut settlement = Settlement::connect(
+                ton_api()?,
+                wallet,
+                signer,
+                contract.clone(),
+                ton.root.clone(),
+                |prices| match &books_file {
+                    Some(path) => cocoon_proxy::Books::open(path, prices),
+                    None => Ok(cocoon_proxy::Books::new(prices)),
+                },
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("connecting a proxy's settlement")?;
+            settlement.min_charge = options.min_charge;
+            let settlement = Arc::new(settlement);
             let settings = ProxySettings {
                 identity: id.clone(),
                 allowed_clients: PinnedKeys::new([client_id.fingerprint()]),

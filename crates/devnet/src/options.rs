@@ -27,6 +27,9 @@ pub struct DevnetOptions {
     /// What the client deposits (and stakes) in its contract at genesis,
     /// nano-TON.
     pub client_deposit: u128,
+    /// The proxies' smallest charge (see `Settlement::min_charge`): 0 by
+    /// default, so the devnet's settlement shows every amount at once.
+    pub min_charge: u128,
     /// The root contract's prices and network parameters at genesis
     /// ([`cocoon_chain::pricing::default_prices`]; a deposit below their
     /// `min_client_stake` is refused by the proxies).
@@ -84,6 +87,7 @@ impl DevnetOptions {
             settle_every: Some(Duration::from_secs(10)),
             client_deposit: cocoon_ton_devnet::CLIENT_DEPOSIT,
             prices: cocoon_chain::pricing::default_prices(),
+            min_charge: 0,
             block_interval: Some(Duration::from_millis(100)),
             state_dir: None,
             genesis_accounts: Vec::new(),

@@ -111,6 +111,24 @@ pub struct SettlementConfig {
     /// Seconds between settlement rounds.
     #[serde(default = "default_settle_every")]
     pub every_secs: u64,
+    /// A charge smaller than this (TON, e.g. "0.01"; "0": every amount)
+    /// waits for a later round, unless the contract is closing or the
+    /// charge frees half of its stake. Default 0.01 TON.
+    #[serde(default)]
+    pub min_charge_ton: Option<String>,
+    /// Pay the proxy's earnings to its wallet once they reach this much TON
+    /// (beyond the stake, workers' unclaimed earnings and a 0.1 TON
+    /// reserve); "off": never. Default 1 TON.
+    #[serde(default)]
+    pub pay_out_above_ton: Option<String>,
+}
+
+/// TON from a config field, "0" allowed.
+fn ton_or_zero(field: &str, text: &str) -> Result<u128, ConfigError> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    cocoon_chain::pricing::parse_ton(text).map_err(|e| ConfigError::new(field, e))
 }
 
 fn default_settle_every() -> u64 {
@@ -124,7 +142,24 @@ impl SettlementConfig {
         parse_address(&self.proxy_contract)
             .map_err(|e| ConfigError::new("settlement.proxy_contract", e))?;
         parse_address(&self.root).map_err(|e| ConfigError::new("settlement.root", e))?;
+        self.min_charge()?;
+        self.pay_out_above()?;
         ConfigError::check_range("settlement.every_secs", self.every_secs, 1, 86_400)
+    }
+
+    fn min_charge(&self) -> Result<u128, ConfigError> {
+        match &self.min_charge_ton {
+            None => Ok(crate::settlement::MIN_CHARGE),
+            Some(text) => ton_or_zero("settlement.min_charge_ton", text),
+        }
+    }
+
+    fn pay_out_above(&self) -> Result<Option<u128>, ConfigError> {
+        match self.pay_out_above_ton.as_deref() {
+            None => Ok(Some(crate::settlement::PAY_OUT_ABOVE)),
+            Some("off") => Ok(None),
+            Some(text) => ton_or_zero("settlement.pay_out_above_ton", text).map(Some),
+        }
     }
 
     /// Connect to the chain, check the proxy contract is this node's (signed
@@ -139,7 +174,7 @@ impl SettlementConfig {
             .map_err(|e| ConfigError::new("settlement.proxy_contract", e))?;
         let root = parse_address(&self.root).map_err(|e| ConfigError::new("settlement.root", e))?;
         let books = self.books.clone();
-        Settlement::connect(
+        let mut settlement = Settlement::connect(
             Arc::new(ton),
             wallet,
             signer_of(identity),
@@ -148,7 +183,10 @@ impl SettlementConfig {
             move |prices| Books::open(&books, prices),
         )
         .await
-        .map_err(|e| ConfigError::new("settlement", e.to_string()))
+        .map_err(|e| ConfigError::new("settlement", e.to_string()))?;
+        settlement.min_charge = self.min_charge()?;
+        settlement.pay_out_above = self.pay_out_above()?;
+        Ok(settlement)
     }
 }
 

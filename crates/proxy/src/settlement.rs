@@ -47,7 +47,30 @@ pub struct Settlement {
     done: Mutex<Totals>,
     /// The latest rounds that sent anything, newest last.
     history: Mutex<std::collections::VecDeque<SettledRound>>,
+    /// Client contracts closed (gone from the chain): out of the rounds.
+    gone: Mutex<std::collections::HashSet<StdAddr>>,
+    /// A charge smaller than this waits for a later round (a charge costs
+    /// fees), unless the contract is closing or the charge would free at
+    /// least half of its stake (the credit it is served on). Nano-TON;
+    /// [`MIN_CHARGE`] by default.
+    pub min_charge: u128,
+    /// Pay the proxy's earnings (what the proxy contract holds beyond its
+    /// stake, what workers are owed but have not claimed, and a reserve
+    /// for gas) to the proxy's wallet once they reach this much; `None`:
+    /// never. Nano-TON; [`PAY_OUT_ABOVE`] by default.
+    pub pay_out_above: Option<u128>,
 }
+
+/// Default [`Settlement::min_charge`]: several times a charge's fees
+/// (about 0.0023 TON on mainnet, docs/contracts.md).
+pub const MIN_CHARGE: u128 = TON / 100;
+
+/// Default [`Settlement::pay_out_above`].
+pub const PAY_OUT_ABOVE: u128 = TON;
+
+/// Kept in the proxy contract beyond its stake and workers' unclaimed
+/// earnings when the proxy's earnings are paid out: gas and storage.
+const PROXY_RESERVE: u128 = TON / 10;
 
 /// Rounds kept in [`Settlement::history`].
 const HISTORY: usize = 50;
@@ -159,6 +182,8 @@ pub struct Round {
     pub charges: u64,
     pub committed: bool,
     pub transfers: u64,
+    /// The proxy's earnings paid to its wallet this round, nano-TON.
+    pub paid_out: u128,
 }
 
 /// A wire error for a client whose contract cannot pay.
@@ -297,6 +322,9 @@ impl Settlement {
             root_version: Mutex::default(),
             done: Mutex::default(),
             history: Mutex::default(),
+            gone: Mutex::default(),
+            min_charge: MIN_CHARGE,
+            pay_out_above: Some(PAY_OUT_ABOVE),
         })
     }
 
@@ -614,10 +642,19 @@ impl Settlement {
         let mut messages = Vec::new();
         let mut charged_to = Vec::new();
         for (contract, account) in self.books.clients() {
+            if self.gone.locked().contains(&contract) {
+                continue;
+            }
             let channel = match self.read_channel(&contract).await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(%contract, error = %e.message, "cannot read a client contract; skipping it this round");
+                    // Closed (destroyed) contracts leave the rounds for good.
+                    if matches!(self.chain.account(&contract).await, Ok(a) if !a.is_active()) {
+                        tracing::info!(%contract, owed = %account.total, "client contract closed; it leaves the settlement rounds");
+                        self.gone.locked().insert(contract);
+                    } else {
+                        tracing::warn!(%contract, error = %e.message, "cannot read a client contract; skipping it this round");
+                    }
                     continue;
                 }
             };
@@ -628,7 +665,11 @@ impl Settlement {
             if account.total > target {
                 tracing::warn!(%contract, owed = %account.total, holds = %channel.state.balance, "a client contract cannot pay all it owes");
             }
-            if target > channel.state.charged {
+            let delta = target.saturating_sub(channel.state.charged);
+            let worth_it = delta >= self.min_charge
+                || channel.state.close_requested_at != 0
+                || delta.saturating_mul(2) >= channel.state.stake;
+            if delta > 0 && worth_it {
                 let signature = self.signer.sign_amount(signed::CHARGE, &contract, target)?;
                 messages.push(Outgoing {
                     to: contract.clone(),
@@ -670,6 +711,7 @@ impl Settlement {
             charges: charged_to.len() as u64,
             committed: commit,
             transfers: 0,
+            paid_out: 0,
         };
         for batch in messages.chunks(cocoon_chain::sender::MAX_MESSAGES) {
             self.sender
@@ -708,6 +750,8 @@ impl Settlement {
                 });
             }
         }
+        round.paid_out = self.pay_out().await?;
+        round.transfers += u64::from(round.paid_out > 0);
         if round.transfers > 0 {
             let mut done = self.done.locked();
             done.rounds += 1;
@@ -734,6 +778,48 @@ impl Settlement {
             });
         }
         Ok(round)
+    }
+
+    /// Pay the proxy's earnings to its wallet (see
+    /// [`Settlement::pay_out_above`]): what the proxy contract holds beyond
+    /// its stake, what workers are owed and have not claimed (the books'
+    /// totals less what the contract paid), and [`PROXY_RESERVE`]. Returns
+    /// what was paid.
+    async fn pay_out(&self) -> Result<u128, SettlementError> {
+        let Some(above) = self.pay_out_above else {
+            return Ok(0);
+        };
+        let state = self.proxy_state().await?;
+        let balance = self
+            .chain
+            .account(&self.proxy_contract)
+            .await
+            .map_err(|e| contract_error("proxy contract", &self.proxy_contract)(e))?
+            .balance;
+        let vouched: u128 = self.books.workers().iter().map(|(_, a)| a.total).sum();
+        let unclaimed = vouched.saturating_sub(state.workers_paid);
+        let keep = state.stake + unclaimed + PROXY_RESERVE;
+        let free = balance.saturating_sub(keep);
+        if free == 0 || free < above {
+            return Ok(0);
+        }
+        let seqno = state.pay_seqno + 1;
+        let to = self.sender.address().clone();
+        let signature = self
+            .signer
+            .sign_pay(&self.proxy_contract, &to, free, seqno)?;
+        self.sender
+            .send(&[Outgoing {
+                to: self.proxy_contract.clone(),
+                value: CHARGE_VALUE,
+                bounce: true,
+                body: proxy_msg::pay(&to, free, seqno, &signature)?,
+                init: None,
+            }])
+            .await
+            .map_err(SettlementError::Transfer)?;
+        tracing::info!(paid = %free, %unclaimed, stake = %state.stake, "the proxy's earnings paid to its wallet");
+        Ok(free)
     }
 
     fn remember(&self, contract: &StdAddr, channel: &ClientChannel) {

@@ -3,7 +3,8 @@
 //! (storage, credit, compute, action and bounce phases, real signature checks),
 //! every outgoing internal message delivered in turn, the transactions of each
 //! account kept, and get-methods on the latest TVM version. The blockchain
-//! configuration is the one `tycho-executor` ships (`res/config.boc`).
+//! configuration is TON mainnet's (`res/mainnet-config.boc`, as `@ton/sandbox`
+//! ships it), so gas, forwarding and storage fees are mainnet's.
 //!
 //! External messages either run at once ([`Emulator::send_external`], for
 //! genesis and tests) or, as on TON, are checked for acceptance and queued
@@ -13,7 +14,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use tycho_executor::{Executor, ExecutorParams, ParsedConfig};
-use tycho_types::boc::BocRepr;
 use tycho_types::cell::{Cell, CellBuilder, CellFamily, HashBytes, Lazy};
 use tycho_types::models::{
     Account, AccountState, BlockchainConfig, ComputePhase, CurrencyCollection, IntAddr, IntMsgInfo,
@@ -84,7 +84,7 @@ pub struct BlockReport {
 impl Emulator {
     /// An empty chain at Unix time `now`.
     pub fn new(now: u32) -> Result<Self, Error> {
-        let mut config: BlockchainConfig = BocRepr::decode(include_bytes!("../res/config.boc"))?;
+        let mut config = mainnet_config()?;
         config.params.set_global_id(100)?;
         config
             .params
@@ -456,4 +456,26 @@ pub fn method_id(name: &str) -> u32 {
         }
     }
     (crc as u32) | 0x10000
+}
+
+/// TON mainnet's configuration as `@ton/sandbox` 0.41.0 ships it
+/// (`defaultConfig`, recorded at masterchain block 52,956,904): its gas,
+/// forwarding and storage prices, so fees here are mainnet's.
+fn mainnet_config() -> Result<BlockchainConfig, Error> {
+    let params = tycho_types::boc::Boc::decode(include_bytes!("../res/mainnet-config.boc"))?;
+    let mut params = tycho_types::models::BlockchainConfigParams::from_raw(params);
+    let address = params
+        .get::<tycho_types::models::ConfigParam0>()?
+        .ok_or_else(|| {
+            anyhow::anyhow!("the mainnet configuration has no config address (param 0)")
+        })?;
+    // The workchain descriptions (param 12) in the layout tycho reads (TON's
+    // differs; they only say which workchains exist, nothing about fees).
+    let tycho: BlockchainConfig =
+        tycho_types::boc::BocRepr::decode(include_bytes!("../res/config.boc"))?;
+    let workchains = tycho.params.as_dict().get(12)?.ok_or_else(|| {
+        anyhow::anyhow!("tycho's bundled configuration has no workchains (param 12)")
+    })?;
+    params.set_raw(12, workchains)?;
+    Ok(BlockchainConfig { address, params })
 }

@@ -325,6 +325,15 @@ fn the_sandbox_life_cycle_replays_identically_on_tycho() {
             expected["gas"].as_str().unwrap(),
             "{name}: gas"
         );
+        // Fees too: the embedded chain runs TON mainnet's configuration, as
+        // the sandbox does.
+        let tx = chain.latest_transactions(&to, None, 1);
+        let fee = cocoon_chain::TxSummary::from_cell(&tx[0].cell).unwrap().fee;
+        assert_eq!(
+            fee.to_string(),
+            expected["fee"].as_str().unwrap(),
+            "{name}: total fees"
+        );
 
         let c =
             ClientState::from_stack(&chain.get(&client_addr, "get_client_data", vec![]).unwrap())

@@ -41,7 +41,7 @@ fn setup(deposit: u128) -> Setup {
 impl Setup {
     async fn settlement(&self) -> Settlement {
         let path = self.dir.path().join("books.redb");
-        Settlement::connect(
+        let mut settlement = Settlement::connect(
             Arc::new(self.ton.embedded()),
             self.ton.wallets.proxy(),
             signer_of(&self.identity),
@@ -50,7 +50,10 @@ impl Setup {
             move |prices| Books::open(&path, prices),
         )
         .await
-        .unwrap()
+        .unwrap();
+        // Every amount, so each test sees its charges at once.
+        settlement.min_charge = 0;
+        settlement
     }
 
     async fn client(&self) -> ClientState {
@@ -474,4 +477,129 @@ async fn registration_refuses_too_little_stake_or_too_short_a_close_delay() {
     assert!(err.message.contains("close delay"), "{}", err.message);
     let fine = deploy(13, prices.client_close_delay, prices.min_client_stake);
     settlement.open_account(CLIENT, Some(fine)).await.unwrap();
+}
+
+/// A charge costs fees, so one below the proxy's minimum waits for a later
+/// round; it is made at once when the owner asks to close (the stake is
+/// chargeable only until the close delay ends).
+#[tokio::test]
+async fn small_charges_wait_for_a_later_round_unless_the_contract_is_closing() {
+    use cocoon_chain::{client, TON};
+    let net = setup(CLIENT_DEPOSIT);
+    let mut settlement = net.settlement().await;
+    settlement.min_charge = TON / 100;
+    let contract = net.ton.client_contract.clone();
+    settlement
+        .open_account(CLIENT, Some(contract.to_string()))
+        .await
+        .unwrap();
+    let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
+    let coefficient = cocoon_protocol::BASE_PRICE_COEFFICIENT;
+    // 12,500 completion tokens: 0.001 TON.
+    let small = usage(0, 12_500);
+    settlement
+        .books()
+        .record(&contract, &worker, &small, coefficient);
+    let round = settlement.settle_once().await.unwrap();
+    assert_eq!(round.charges, 0, "0.001 TON waits");
+    assert_eq!(net.client().await.charged, 0);
+    for _ in 0..9 {
+        settlement
+            .books()
+            .record(&contract, &worker, &small, coefficient);
+    }
+    assert_eq!(settlement.settle_once().await.unwrap().charges, 1);
+    assert_eq!(net.client().await.charged, TON / 100);
+    settlement
+        .books()
+        .record(&contract, &worker, &small, coefficient);
+    assert_eq!(settlement.settle_once().await.unwrap().charges, 0);
+    owner_sends(&net, &contract, TON / 20, client::request_close().unwrap());
+    assert_eq!(settlement.settle_once().await.unwrap().charges, 1);
+    assert_eq!(net.client().await.charged, TON / 100 + TON / 1000);
+}
+
+/// The proxy's earnings are paid to its wallet, but never what its workers
+/// are owed and have not claimed, nor its stake: the worker claims all of
+/// its voucher afterwards, and the stake is whole.
+#[tokio::test]
+async fn the_proxys_earnings_are_paid_out_but_never_what_workers_are_owed() {
+    use cocoon_chain::{worker as worker_msg, Outgoing, WalletSender, TON};
+    let net = setup(CLIENT_DEPOSIT);
+    let mut settlement = net.settlement().await;
+    settlement.pay_out_above = Some(TON / 2);
+    let contract = net.ton.client_contract.clone();
+    settlement
+        .open_account(CLIENT, Some(contract.to_string()))
+        .await
+        .unwrap();
+    let worker_wallet = net.ton.wallets.worker();
+    let (worker, worker_data) = cocoon_chain::worker_contract(
+        &net.ton.proxy_contract,
+        &worker_wallet.address,
+        &net.ton.proxy_key,
+    )
+    .unwrap();
+    // 20 TON of service, 18 of them the worker's.
+    let charge = settlement.books().record(
+        &contract,
+        &worker,
+        &usage(0, 250_000_000),
+        cocoon_protocol::BASE_PRICE_COEFFICIENT,
+    );
+    assert_eq!(charge.total, 20 * TON);
+    let chain = net.ton.embedded();
+    let proxy_wallet = net.ton.wallets.proxy().address;
+    let wallet_before = chain.account(&proxy_wallet).await.unwrap().balance;
+    let round = settlement.settle_once().await.unwrap();
+    assert_eq!(net.client().await.charged, 20 * TON);
+    // About the 2 TON commission (plus leftover gas, less the reserve).
+    assert!(
+        round.paid_out > 19 * TON / 10 && round.paid_out < 21 * TON / 10,
+        "{}",
+        round.paid_out
+    );
+    assert!(chain.account(&proxy_wallet).await.unwrap().balance > wallet_before + 18 * TON / 10);
+    let proxy = ProxyState::from_stack(
+        &chain
+            .get(&net.ton.proxy_contract, "get_proxy_data", &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let held = chain
+        .account(&net.ton.proxy_contract)
+        .await
+        .unwrap()
+        .balance;
+    assert!(
+        held >= proxy.stake + 18 * TON,
+        "the proxy contract keeps its stake ({}) and the worker's 18 TON: it holds {held}",
+        proxy.stake
+    );
+    // Nothing more to pay out.
+    assert_eq!(settlement.settle_once().await.unwrap().paid_out, 0);
+    // The worker claims everything it is owed.
+    let voucher = settlement.voucher(&worker).unwrap();
+    let signature: [u8; 64] = voucher.signature.clone().try_into().unwrap();
+    let sender = WalletSender::new(Arc::new(chain.clone()), worker_wallet);
+    sender
+        .send(&[Outgoing {
+            to: worker.clone(),
+            value: TON / 10,
+            bounce: false,
+            body: worker_msg::claim(voucher.amount_nano, &signature).unwrap(),
+            init: Some((cocoon_chain::Contract::Worker.code(), worker_data)),
+        }])
+        .await
+        .unwrap();
+    let after = ProxyState::from_stack(
+        &chain
+            .get(&net.ton.proxy_contract, "get_proxy_data", &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(after.workers_paid, 18 * TON);
+    assert_eq!(after.stake, proxy.stake, "the stake is whole");
 }

@@ -292,6 +292,9 @@ impl ProcessNet {
                 root: ton.root.to_string(),
                 books: books.clone(),
                 every_secs: o.settle_every_secs,
+                // Every amount, so that tests see each settlement at once.
+                min_charge_ton: Some("0".into()),
+                pay_out_above_ton: None,
             });
             proxies.push(ProxyNode {
                 node: node(
