@@ -86,6 +86,10 @@ enum Command {
     /// A bounded soak run on the devnet: streaming clients for a fixed time,
     /// errors by kind, latency, memory, and the money checked at the end.
     Soak(cocoon_bench::soak::SoakOptions),
+    /// The seeded, deterministic simulation of the money path under faults
+    /// (contracts on the embedded TVM, simulated time); a failure prints its
+    /// seed, and the same seed replays it.
+    Simulate(SimulateArgs),
     /// Check TEE evidence: `cocoon attest verify --quote Q --collateral C`.
     Attest {
         #[command(subcommand)]
@@ -263,10 +267,16 @@ fn embedded(model: String, path: PathBuf, max_sequences: u32) -> EngineConfig {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(quiet: bool) {
     // llama.cpp's own chatter (tensor lists, buffer sizes) only when asked for.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,llama-cpp-2=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        if quiet {
+            "error"
+        } else {
+            "info,llama-cpp-2=warn"
+        }
+        .into()
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -276,8 +286,10 @@ fn init_tracing() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // A simulation's nodes would log every step they take: errors only.
+    init_tracing(matches!(cli.command, Command::Simulate(_)));
+    match cli.command {
         Command::Devnet(args) => devnet(args).await,
         Command::Client { config } => roles::client(&config).await,
         Command::Proxy { config } => roles::proxy(&config).await,
@@ -382,7 +394,51 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchLoad(options) => cocoon_bench::load::run(options).await,
         Command::BenchGateways(options) => cocoon_bench::gateways::run(options).await,
         Command::Soak(options) => cocoon_bench::soak::run(options).await,
+        Command::Simulate(args) => simulate(args).await,
     }
+}
+
+#[derive(clap::Args, Debug)]
+struct SimulateArgs {
+    /// The run's seed (the first of `--seeds` consecutive ones).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Runs with consecutive seeds, to explore.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Requests per run (served or refused).
+    #[arg(long, default_value_t = 100_000)]
+    requests: u64,
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    #[arg(long, default_value_t = 2)]
+    proxies: usize,
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    use cocoon_devnet::simulation::{simulate, SimOptions};
+    anyhow::ensure!(args.proxies >= 1, "--proxies: at least 1");
+    anyhow::ensure!(args.clients >= 1, "--clients: at least 1");
+    anyhow::ensure!(args.workers >= 1, "--workers: at least 1");
+    for seed in args.seed..args.seed.saturating_add(args.seeds) {
+        let started = std::time::Instant::now();
+        let report = simulate(&SimOptions {
+            seed,
+            requests: args.requests,
+            clients: args.clients,
+            proxies: args.proxies,
+            workers: args.workers,
+        })
+        .await?;
+        println!(
+            "seed {seed}: ok in {:.1} s: {}",
+            started.elapsed().as_secs_f64(),
+            serde_json::to_string(&report)?
+        );
+    }
+    Ok(())
 }
 
 async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {

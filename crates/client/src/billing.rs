@@ -453,8 +453,11 @@ impl Billing {
         let prices = self.prices().await?;
         let worst = prices.charge_at(
             TokenCounts {
-                // At most one token per byte of prompt (plus the chat template's).
-                prompt: prompt_bytes as u64 + 64,
+                // The most prompt tokens a receipt may claim for the sealed
+                // request (at least this big): what the proxy holds too.
+                prompt: cocoon_protocol::receipt::prompt_token_bound(
+                    cocoon_protocol::sealed::sealed_request_len(prompt_bytes) as u64,
+                ),
                 cached_prompt: 0,
                 completion: u64::from(max_tokens.unwrap_or(self.default_max_tokens))
                     * u64::from(answers.max(1)),

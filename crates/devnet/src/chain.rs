@@ -115,6 +115,7 @@ pub(crate) fn ton_chain(
         &Genesis {
             wallets: None,
             accounts: options.genesis_accounts.clone(),
+            now: None,
         },
     )?;
     if let Some(dir) = dir {

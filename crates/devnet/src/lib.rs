@@ -19,6 +19,8 @@
 //!   overstates usage).
 //! * `unpaid`      - an unpaid network assembled node by node, for tests that
 //!   stop, restart or relay single nodes.
+//! * `simulation`  - [`simulation::simulate`]: a seeded, deterministic
+//!   simulation of the money path under faults, with its invariants.
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +32,7 @@ pub mod kit;
 pub mod models;
 mod options;
 pub mod process_net;
+pub mod simulation;
 pub mod unpaid;
 
 pub use devnet::{Devnet, DevnetProxy, Settled};

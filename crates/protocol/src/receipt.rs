@@ -66,6 +66,15 @@ pub const UNSTREAMED_TOKENS: u64 = 32;
 /// SentencePiece vocabulary covers at least one byte of text.)
 pub const TEMPLATE_TOKENS: u64 = 1024;
 
+/// The most prompt tokens a receipt may claim for a sealed request of
+/// `request_bytes` (two per byte, plus the chat template's): what a proxy
+/// holds against a client's credit for the prompt, and what it believes.
+pub fn prompt_token_bound(request_bytes: u64) -> u64 {
+    request_bytes
+        .saturating_mul(2)
+        .saturating_add(TEMPLATE_TOKENS)
+}
+
 /// What both the client node and the proxy saw of one answer, which a
 /// receipt may not exceed. Both count the same bytes (the sealed sizes), so
 /// they accept and refuse the same receipts: the proxy never bills what
@@ -111,10 +120,7 @@ impl Receipt {
                 delivered.streamed_bytes
             ));
         }
-        let prompt_bound = delivered
-            .request_bytes
-            .saturating_mul(2)
-            .saturating_add(TEMPLATE_TOKENS);
+        let prompt_bound = prompt_token_bound(delivered.request_bytes);
         if u.prompt_tokens > prompt_bound {
             return over(format!(
                 "{} prompt tokens for a {}-byte request",

@@ -641,6 +641,12 @@ pub fn pad(mut bytes: Vec<u8>, min: usize) -> Vec<u8> {
 }
 
 /// The bucket `len` bytes are padded to (see [`pad`]).
+/// The size of the sealed request whose body holds at least `body_bytes`:
+/// what the proxy sees, and bounds the prompt's tokens by.
+pub fn sealed_request_len(body_bytes: usize) -> usize {
+    padded_len(body_bytes, REQUEST_BUCKET) + ring::aead::MAX_TAG_LEN
+}
+
 pub fn padded_len(len: usize, min: usize) -> usize {
     const LARGE: usize = 64 * 1024;
     if len <= LARGE {

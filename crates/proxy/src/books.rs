@@ -330,6 +330,23 @@ impl Books {
         inner.clients.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
+    /// An in-memory copy of everything recorded (accounts, commits, prices):
+    /// what a proxy finds when it reopens its database after a crash, since
+    /// each record is committed durably before it returns (simulations
+    /// restart proxies with it).
+    pub fn duplicate(&self) -> Books {
+        let inner = self.inner.locked();
+        Books {
+            prices: Mutex::new(self.prices()),
+            inner: Mutex::new(Inner {
+                clients: inner.clients.clone(),
+                workers: inner.workers.clone(),
+                commits: inner.commits,
+            }),
+            db: None,
+        }
+    }
+
     /// Every worker contract's cumulative total.
     pub fn workers(&self) -> Vec<(StdAddr, Account)> {
         let inner = self.inner.locked();

@@ -326,7 +326,15 @@ impl ClientSide {
             // the client's credit while it runs.
             let reservation = match &settlement {
                 None => None,
-                Some(s) => match s.reserve(&client, &request.header, picked.price_coefficient).await {
+                Some(s) => match s
+                    .reserve(
+                        &client,
+                        &request.header,
+                        request.ciphertext.len() as u64,
+                        picked.price_coefficient,
+                    )
+                    .await
+                {
                     Ok(r) => Some(r),
                     Err(e) => return stream::iter([Event::Error(e)]).boxed(),
                 },

@@ -59,6 +59,10 @@ pub struct Settlement {
     /// for gas) to the proxy's wallet once they reach this much; `None`:
     /// never. Nano-TON; [`PAY_OUT_ABOVE`] by default.
     pub pay_out_above: Option<u128>,
+    /// A contract that looks short is read again at most this often
+    /// ([`REREAD`] by default; a simulation sets it beyond reach to keep
+    /// runs independent of the machine's speed).
+    pub reread: std::time::Duration,
 }
 
 /// Default [`Settlement::min_charge`]: several times a charge's fees
@@ -142,16 +146,18 @@ impl Drop for Reservation {
 /// client node's own default reserve).
 const DEFAULT_RESERVE_TOKENS: u64 = 1024;
 
-/// What a request's answer can cost at `coefficient`: its whole completion
-/// budget (`max_tokens` × `n`). The prompt, bounded only loosely by the
-/// sealed body's padded size, is not held: the credit check before
-/// (unsettled spending below the stake) leaves room for it.
-fn worst_cost(books: &Books, header: &SealHeader, coefficient: u32) -> u128 {
+/// What a request can cost at `coefficient`: the most prompt tokens a
+/// receipt may claim for its `request_bytes` (what the proxy would believe,
+/// [`cocoon_protocol::receipt::prompt_token_bound`]) and its whole
+/// completion budget (`max_tokens` × `n`). Without the prompt, answers held
+/// just below the stake could together cost more than it (the simulation
+/// found a client that withdrew the rest leaving a prompt unpaid).
+fn worst_cost(books: &Books, header: &SealHeader, request_bytes: u64, coefficient: u32) -> u128 {
     books
         .prices()
         .charge_at(
             TokenCounts {
-                prompt: 0,
+                prompt: cocoon_protocol::receipt::prompt_token_bound(request_bytes),
                 cached_prompt: 0,
                 completion: header.max_tokens.map_or(DEFAULT_RESERVE_TOKENS, u64::from),
                 reasoning: 0,
@@ -163,7 +169,7 @@ fn worst_cost(books: &Books, header: &SealHeader, coefficient: u32) -> u128 {
 
 /// How often a client contract that looks short of funds is read again
 /// (its owner may have topped it up since).
-const REREAD: std::time::Duration = std::time::Duration::from_secs(1);
+pub const REREAD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What settlement has put on chain since the proxy started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -325,6 +331,7 @@ impl Settlement {
             gone: Mutex::default(),
             min_charge: MIN_CHARGE,
             pay_out_above: Some(PAY_OUT_ABOVE),
+            reread: REREAD,
         })
     }
 
@@ -502,7 +509,7 @@ impl Settlement {
             let accounts = self.accounts.locked();
             accounts
                 .get(client)
-                .filter(|a| !a.closed && a.read_at.elapsed() >= REREAD)
+                .filter(|a| !a.closed && a.read_at.elapsed() >= self.reread)
                 .map(|a| a.contract.clone())
         };
         let Some(contract) = stale else {
@@ -569,9 +576,10 @@ impl Settlement {
         &self,
         client: &Fingerprint,
         header: &SealHeader,
+        request_bytes: u64,
         coefficient: u32,
     ) -> Result<Reservation, WireError> {
-        let worst = worst_cost(&self.books, header, coefficient);
+        let worst = worst_cost(&self.books, header, request_bytes, coefficient);
         match self.hold(client, worst) {
             Err(_) if self.reread_if_stale(client).await => self.hold(client, worst),
             held => held,
@@ -782,9 +790,9 @@ impl Settlement {
 
     /// Pay the proxy's earnings to its wallet (see
     /// [`Settlement::pay_out_above`]): what the proxy contract holds beyond
-    /// its stake, what workers are owed and have not claimed (the books'
-    /// totals less what the contract paid), and [`PROXY_RESERVE`]. Returns
-    /// what was paid.
+    /// its stake (at least the network's minimum proxy stake), what workers
+    /// are owed and have not claimed (the books' totals less what the
+    /// contract paid), and [`PROXY_RESERVE`]. Returns what was paid.
     async fn pay_out(&self) -> Result<u128, SettlementError> {
         let Some(above) = self.pay_out_above else {
             return Ok(0);
@@ -798,7 +806,13 @@ impl Settlement {
             .balance;
         let vouched: u128 = self.books.workers().iter().map(|(_, a)| a.total).sum();
         let unclaimed = vouched.saturating_sub(state.workers_paid);
-        let keep = state.stake + unclaimed + PROXY_RESERVE;
+        // Workers claiming before their clients' charges arrive are paid
+        // from the stake, which the contract then records lower; what the
+        // charges bring later makes the backing whole again before anything
+        // counts as earnings (the contract's stake field only grows with
+        // AddStake, so the balance carries it).
+        let backing = state.stake.max(self.books.prices().min_proxy_stake);
+        let keep = backing + unclaimed + PROXY_RESERVE;
         let free = balance.saturating_sub(keep);
         if free == 0 || free < above {
             return Ok(0);

@@ -35,6 +35,9 @@ pub struct Genesis {
     pub wallets: Option<Wallets>,
     /// Accounts funded at genesis (e.g. your own wallet), nano-TON.
     pub accounts: Vec<(StdAddr, u128)>,
+    /// The chain's Unix time at genesis (`None`: now). A simulation fixes it
+    /// so that its runs do not depend on when they run.
+    pub now: Option<u32>,
 }
 
 /// Where the devnet's contracts are (`devnet.json` in its state directory).
@@ -238,7 +241,7 @@ impl TonDevnet {
         client_key: [u8; 32],
         genesis: &Genesis,
     ) -> Result<Self, Error> {
-        let mut chain = Emulator::new(unix_now())?;
+        let mut chain = Emulator::new(genesis.now.unwrap_or_else(unix_now))?;
         let wallets = match &genesis.wallets {
             Some(w) => w.clone(),
             None => Wallets::random()?,

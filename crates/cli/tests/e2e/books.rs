@@ -380,7 +380,7 @@ async fn a_client_that_withdraws_between_settlements_still_pays_for_what_it_was_
     let mut served = 0;
     for _ in 0..30 {
         let Ok(held) = settlement
-            .reserve(&CLIENT, &header, cocoon_protocol::BASE_PRICE_COEFFICIENT)
+            .reserve(&CLIENT, &header, 0, cocoon_protocol::BASE_PRICE_COEFFICIENT)
             .await
         else {
             break;
@@ -602,4 +602,62 @@ async fn the_proxys_earnings_are_paid_out_but_never_what_workers_are_owed() {
     .unwrap();
     assert_eq!(after.workers_paid, 18 * TON);
     assert_eq!(after.stake, proxy.stake, "the stake is whole");
+}
+
+/// A request holds its prompt's worst cost too (the most prompt tokens a
+/// receipt may claim for its sealed size), not only its completion budget:
+/// a client whose answers all claim that much prompt, and who then
+/// withdraws everything above its stake, still pays for all of it. Before,
+/// only the completion budget was held, the unsettled spending ran past the
+/// stake by the prompts, and the withdrawal left them unpaid (the money-path
+/// simulation found it, seed 4).
+#[tokio::test]
+async fn a_requests_prompt_counts_in_the_credit_it_holds() {
+    use cocoon_chain::{client, TON};
+    let net = setup(TON);
+    let contract = net.ton.client_contract.clone();
+    owner_sends(
+        &net,
+        &contract,
+        9 * TON + client::GAS_RESERVE,
+        client::top_up().unwrap(),
+    );
+    let settlement = net.settlement().await;
+    settlement
+        .open_account(CLIENT, Some(contract.to_string()))
+        .await
+        .unwrap();
+    // A 1 MB sealed request: up to 2,001,024 prompt tokens, 0.04 TON.
+    let request_bytes = 1_000_000;
+    let prompt = cocoon_protocol::receipt::prompt_token_bound(request_bytes);
+    let header = cocoon_protocol::SealHeader {
+        request_id: [0; 16],
+        model: "m".into(),
+        max_tokens: Some(1),
+        sent_at_ms: 0,
+    };
+    let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
+    let coefficient = cocoon_protocol::BASE_PRICE_COEFFICIENT;
+    for _ in 0..100 {
+        let Ok(held) = settlement
+            .reserve(&CLIENT, &header, request_bytes, coefficient)
+            .await
+        else {
+            break;
+        };
+        settlement
+            .books()
+            .record(&contract, &worker, &usage(prompt, 1), coefficient);
+        drop(held);
+    }
+    let owed = settlement.books().client(&contract).total;
+    assert!(owed <= TON, "served {owed} nano-TON on a 1 TON stake");
+    owner_sends(
+        &net,
+        &contract,
+        TON / 20,
+        client::withdraw(9 * TON).unwrap(),
+    );
+    settlement.settle_once().await.unwrap();
+    assert_eq!(net.client().await.charged, owed, "every prompt paid for");
 }

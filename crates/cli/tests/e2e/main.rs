@@ -25,6 +25,7 @@ mod reasoning;
 mod restart;
 mod sealing;
 mod settlement;
+mod simulation;
 mod structured;
 mod summarize;
 mod tool_calls;

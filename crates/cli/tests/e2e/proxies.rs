@@ -50,13 +50,14 @@ async fn charged_on_chain(net: &Devnet, contract: &StdAddr) -> u128 {
 
 #[tokio::test]
 async fn each_proxy_is_paid_from_its_own_contract_and_found_in_the_registry() {
-    // 10,000 nano-TON in each client contract: 8 completion tokens fit,
-    // 1000 (80,000 nano-TON at the base price) do not.
+    // 100,000 nano-TON in each client contract: a short request with 8
+    // completion tokens fits (41,600 nano-TON for the most prompt its sealed
+    // size allows, 640 for the tokens), with 1000 (80,000 more) it does not.
     let net = devnet_with(|o| {
         o.more_proxies = 1;
         o.settle_every = None;
-        o.client_deposit = 10_000;
-        o.prices.min_client_stake = 10_000;
+        o.client_deposit = 100_000;
+        o.prices.min_client_stake = 100_000;
         o.chain_fresh = FRESH_IN_TESTS;
         o.registry_every = Duration::from_millis(200);
     })
@@ -83,7 +84,7 @@ async fn each_proxy_is_paid_from_its_own_contract_and_found_in_the_registry() {
         .parse()
         .unwrap();
     assert_ne!(second_contract, net.ton.client_contract);
-    assert_eq!(shown["balance_nano"], "20000", "{shown}");
+    assert_eq!(shown["balance_nano"], "200000", "{shown}");
 
     // Top up the second contract by 1 TON from the owner's wallet, staked
     // (the credit a proxy extends is the stake).

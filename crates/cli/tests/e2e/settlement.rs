@@ -157,17 +157,20 @@ async fn served_tokens_are_charged_on_chain_exactly_once() {
 
 #[tokio::test]
 async fn the_client_node_shows_its_balance_and_refuses_what_it_cannot_pay_for() {
-    // 10,000 nano-TON deposited: 8 completion tokens (640 nano-TON at 4x the
-    // 20 nano-TON base price) fit, 1000 (80,000 nano-TON) do not.
+    // 100,000 nano-TON deposited. A short request may claim up to 2,080
+    // prompt tokens (two per byte of its 528-byte sealed size, plus the
+    // template's 1,024): 41,600 nano-TON at the 20 nano-TON base price. With
+    // 8 completion tokens (640 nano-TON at 4x) it fits; with 1000 (80,000)
+    // it does not.
     let net = devnet_with(|o| {
         o.settle_every = None;
-        o.client_deposit = 10_000;
-        o.prices.min_client_stake = 10_000;
+        o.client_deposit = 100_000;
+        o.prices.min_client_stake = 100_000;
         o.chain_fresh = FRESH_IN_TESTS;
     })
     .await;
     let balance = get_json(&format!("{}/cocoon/balance", net.api_url)).await;
-    assert_eq!(balance["balance_nano"], "10000", "{balance}");
+    assert_eq!(balance["balance_nano"], "100000", "{balance}");
     assert_eq!(balance["charged_nano"], "0");
     assert_eq!(balance["contract"], net.ton.client_contract.to_string());
 
@@ -177,7 +180,8 @@ async fn the_client_node_shows_its_balance_and_refuses_what_it_cannot_pay_for() 
     assert_error(&body, "stake at least");
     assert_eq!(body["error"]["code"], "insufficient_balance");
 
-    // The worst case counts every answer asked for: 8 tokens, 100 times.
+    // The worst case counts every answer asked for: 8 tokens, 100 times
+    // (64,000 nano-TON beside the prompt's 41,600).
     let (status, body) = post(
         &url,
         &chat_body("hi there", json!({"max_tokens": 8, "n": 100})),
@@ -626,14 +630,15 @@ async fn answers_running_at_once_cannot_spend_beyond_the_deposit() {
     let net = devnet_with(|o| {
         o.engine = slow_engine(20, 8);
         o.settle_every = None;
-        o.client_deposit = 200_000;
-        o.prices.min_client_stake = 200_000;
+        o.client_deposit = 300_000;
+        o.prices.min_client_stake = 300_000;
         o.chain_fresh = FRESH_IN_TESTS;
     })
     .await;
     let url = format!("{}/chat/completions", net.api_url);
-    // 80,000 nano-TON at worst each (1,000 completion tokens): two fit in
-    // 200,000, a third does not.
+    // 121,600 nano-TON at worst each (1,000 completion tokens, 80,000, and
+    // the most prompt its sealed size allows, 41,600): two fit in 300,000,
+    // a third does not.
     let long = chat_body("hi", json!({"stream": true, "max_tokens": 1000}));
     let mut running = Vec::new();
     for _ in 0..2 {

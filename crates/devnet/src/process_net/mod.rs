@@ -220,6 +220,7 @@ impl ProcessNet {
                     .iter()
                     .map(|(w, _)| (w.address.clone(), 100_000_000_000))
                     .collect(),
+                now: None,
             },
         )
         .context("genesis")?;
