@@ -3,11 +3,14 @@
 //! time, every node its own `cocoon` process ([`ProcessNet`]) on an embedded
 //! TON chain with settlement and claims running; then it prints requests
 //! served, errors by kind, p50/p99 latency and each node's peak memory, lets
-//! settlement finish, and checks the money to the nano-TON: what the client
-//! node counted from the answers' costs = what its contract was charged on
-//! chain = what the proxy's books (read from its database) say it owes, and
-//! what each worker was paid on chain = what the books owe it; the rest is
-//! the proxy's fee.
+//! settlement finish, and checks the money to the nano-TON: what its
+//! contract was charged on chain = what the proxy's books (read from its
+//! database) say it owes = the answers' costs plus what the cut answers were
+//! billed (each at most its worst cost), the client node's own count short
+//! of the charge by no more than one running total per cut answer, and what
+//! each worker was paid on chain = what the books owe it; the rest is the
+//! proxy's fee. A share of the answers (`--cut-percent`) is cut: the app
+//! hangs up mid-stream.
 
 use cocoon_protocol::sync::LockRecover;
 use std::collections::BTreeMap;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::overhead::PathResult;
 use anyhow::Context;
-use cocoon_devnet::kit::streamed_request;
+use cocoon_devnet::kit::{cut_stream, streamed_request};
 use cocoon_devnet::{ProcessNet, ProcessNetOptions};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +39,9 @@ pub struct SoakOptions {
     /// Seconds between settlement rounds (proxy) and claim checks (workers).
     #[arg(long, default_value_t = 2)]
     pub settle_every: u64,
+    /// Percent of the answers the app hangs up on mid-stream.
+    #[arg(long, default_value_t = 10)]
+    pub cut_percent: u32,
 }
 
 const MODEL: &str = "soak-instant";
@@ -46,12 +52,15 @@ struct Tally {
     errors: BTreeMap<String, u64>,
     /// Sum of the answers' `cocoon.cost_nano`.
     cost: u128,
+    /// Answers hung up on while still running.
+    cut: u64,
 }
 
 pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     anyhow::ensure!(o.workers >= 1, "--workers: at least 1");
     anyhow::ensure!(o.concurrency >= 1, "--concurrency: at least 1");
     anyhow::ensure!(o.settle_every >= 1, "--settle-every: at least 1 second");
+    anyhow::ensure!(o.cut_percent <= 100, "--cut-percent: at most 100");
     let binary = std::env::current_exe().context("the cocoon binary's path")?;
     let mut options = ProcessNetOptions::new(binary, MODEL);
     // Three token speeds and five prices among the workers.
@@ -62,8 +71,8 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     options.client_concurrency = o.concurrency * 2;
     options.settle_every_secs = o.settle_every;
     println!(
-        "cocoon soak: {} s, {} streaming clients, {} worker processes, {} tokens per answer, settling every {} s",
-        o.seconds, o.concurrency, o.workers, o.max_tokens, o.settle_every
+        "cocoon soak: {} s, {} streaming clients, {} worker processes, {} tokens per answer, {}% cut mid-stream, settling every {} s",
+        o.seconds, o.concurrency, o.workers, o.max_tokens, o.cut_percent, o.settle_every
     );
     let net = ProcessNet::start(options)
         .await
@@ -84,10 +93,24 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(o.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..o.concurrency {
+    for client in 0..o.concurrency {
         let (http, url, body, tally) = (http.clone(), url.clone(), body.clone(), tally.clone());
+        let (cut_percent, max_tokens) = (o.cut_percent, o.max_tokens as usize);
         tasks.push(tokio::spawn(async move {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(client as u64);
             while Instant::now() < deadline {
+                if rng.gen_range(0..100) < cut_percent {
+                    // Hang up after the first chunk or a few more.
+                    let chunks = rng.gen_range(1..=max_tokens.div_ceil(2).max(1));
+                    match cut_stream(&http, &url, &body, chunks).await {
+                        Ok(true) => tally.locked().cut += 1,
+                        // It ended first: billed, but its cost unseen.
+                        Ok(false) => tally.locked().cut += 1,
+                        Err(kind) => *tally.locked().errors.entry(kind).or_default() += 1,
+                    }
+                    continue;
+                }
                 let t = Instant::now();
                 let outcome = streamed_request(&http, &url, &body).await;
                 let mut tally = tally.locked();
@@ -113,8 +136,9 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "served {} in {:.1} s ({:.0} req/s), p50 {:.1} ms, p99 {:.1} ms; errors {errors} {:?}",
+        "served {} whole and {} cut in {:.1} s ({:.0} whole req/s), p50 {:.1} ms, p99 {:.1} ms; errors {errors} {:?}",
         served.latencies.len(),
+        tally.cut,
         served.elapsed.as_secs_f64(),
         served.rps(),
         ms(served.percentile(0.5)),
@@ -127,6 +151,16 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
     // process and read the proxy's books from its database.
     let settled = wait_settled(&net, tally.cost, Duration::from_secs(60)).await;
     let charged = net.charged(0).await?;
+    // What the client node counted, against what was charged.
+    let overcharged: u128 = http
+        .get(format!("{}/cocoon/balance", net.api_url))
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?["overcharged_nano"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("the client node's balance has no overcharged_nano")?;
     let claimed = net.claims(0).await?;
     let mut net = net;
     for p in &mut net.proxies {
@@ -153,13 +187,41 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<()> {
         paid += claimed;
         worker_owed += due;
     }
+    // A cut answer costs at most its whole budget (prompt of ~10 tokens,
+    // `max_tokens` of completion) at the dearest worker's price; the client
+    // node may count one running total (at most the same) short of it.
+    let prices = cocoon_chain::pricing::default_prices();
+    let worst_cut = prices
+        .charge_at(
+            cocoon_chain::pricing::TokenCounts {
+                prompt: 64,
+                cached_prompt: 0,
+                completion: u64::from(o.max_tokens),
+                reasoning: 0,
+            },
+            1200,
+        )
+        .total;
+    let cut_billed = charged.saturating_sub(tally.cost);
     println!(
-        "money (nano-TON): answers' costs {}, books owe {owed}, charged on chain {charged}; paid to workers {paid} (books: {worker_owed}), proxy fee {}",
+        "money (nano-TON): answers' costs {} + cut answers {cut_billed} ({} cut) = charged on chain {charged}, books owe {owed}; the client node counted {overcharged} short; paid to workers {paid} (books: {worker_owed}), proxy fee {}",
         tally.cost,
+        tally.cut,
         charged.saturating_sub(paid)
     );
-    if tally.cost != charged {
-        failed.push("the answers' costs differ from what was charged".into());
+    if charged < tally.cost {
+        failed.push("less was charged than the whole answers cost".into());
+    }
+    if cut_billed > u128::from(tally.cut) * worst_cut {
+        failed.push(format!(
+            "the cut answers were billed {cut_billed}, more than {} cut at most {worst_cut} each",
+            tally.cut
+        ));
+    }
+    if overcharged > u128::from(tally.cut) * worst_cut {
+        failed.push(format!(
+            "the client node counted {overcharged} less than was charged, more than one running total per cut answer"
+        ));
     }
     if owed != charged {
         failed.push("the books differ from what was charged".into());
@@ -200,8 +262,8 @@ fn print_memory(net: &ProcessNet) {
     );
 }
 
-/// Wait until the chain shows the answers' costs charged, the books owe
-/// exactly that, and the workers' claims have stopped moving.
+/// Wait until the chain shows at least the answers' costs charged, the
+/// books owe exactly what was charged, and nothing has moved for a while.
 async fn wait_settled(net: &ProcessNet, cost: u128, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let mut last = None;
@@ -211,7 +273,7 @@ async fn wait_settled(net: &ProcessNet, cost: u128, within: Duration) -> anyhow:
         let owed = net.owed_by_clients(0).await;
         let claimed = net.claims(0).await?;
         let snapshot = (charged, owed, claimed);
-        if charged == cost && owed == Some(cost) && last.as_ref() == Some(&snapshot) {
+        if charged >= cost && owed == Some(charged) && last.as_ref() == Some(&snapshot) {
             steady += 1;
             if steady >= 3 {
                 return Ok(());

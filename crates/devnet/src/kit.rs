@@ -215,3 +215,45 @@ pub async fn streamed_request(
         _ => Err("truncated".into()),
     }
 }
+
+/// Start a streamed request and hang up after `chunks` SSE events (an app
+/// that stops reading mid-answer); `Ok(true)` when the answer was still
+/// running when it hung up.
+pub async fn cut_stream(
+    http: &reqwest::Client,
+    url: &str,
+    body: &str,
+    chunks: usize,
+) -> Result<bool, String> {
+    use futures::StreamExt;
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|_| "connection".to_string())?;
+    if !response.status().is_success() {
+        let json: serde_json::Value = response.json().await.unwrap_or_default();
+        return Err(json["error"]["code"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string());
+    }
+    let mut bytes = response.bytes_stream();
+    let mut seen = 0;
+    let mut text = String::new();
+    while let Some(piece) = bytes.next().await {
+        let piece = piece.map_err(|_| "connection".to_string())?;
+        text.push_str(&String::from_utf8_lossy(&piece));
+        seen = text.matches("data: ").count();
+        if text.contains("data: [DONE]") {
+            return Ok(false);
+        }
+        if seen >= chunks {
+            break;
+        }
+    }
+    // Dropping the response closes the connection.
+    Ok(seen >= chunks)
+}

@@ -26,6 +26,34 @@ fn help_lists_every_subcommand() {
     }
 }
 
+/// `cocoon simulate`: one line per seed with its report; bad counts named.
+#[test]
+fn simulate_runs_each_seed_and_names_bad_flags() {
+    let out = cocoon(&[
+        "simulate",
+        "--requests",
+        "2000",
+        "--seed",
+        "3",
+        "--seeds",
+        "2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("seed 3: ok") && text.contains("seed 4: ok"),
+        "{text}"
+    );
+    assert!(text.contains("\"requests\":2000"), "{text}");
+    let out = cocoon(&["simulate", "--proxies", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--proxies"));
+}
+
 #[test]
 fn bench_routing_prints_a_row_per_worker_count_and_names_bad_flags() {
     let out = cocoon(&["bench-routing", "--workers", "10,200", "--iterations", "20"]);
@@ -86,6 +114,8 @@ fn soak_runs_for_its_time_and_checks_the_money() {
         "3",
         "--concurrency",
         "4",
+        "--cut-percent",
+        "20",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -94,6 +124,8 @@ fn soak_runs_for_its_time_and_checks_the_money() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("errors 0"), "{text}");
+    // Some answers were cut mid-stream, and their billing checked too.
+    assert!(!text.contains(" 0 cut"), "{text}");
     // Each node is its own process, its memory read from /proc.
     for node in ["proxy-0: ", "client: ", "workers (3): max "] {
         assert!(text.contains(&format!("peak memory {node}")), "{text}");
