@@ -97,6 +97,7 @@ pub async fn run(options: RoutingBenchOptions) -> anyhow::Result<()> {
                 }],
                 key: Some(key.clone()),
                 payout: None,
+                vouched: None,
             };
             registry.announce(i, &conn, &announce, key, None);
         }

@@ -11,7 +11,7 @@ use crate::sealed::SealedRequest;
 use crate::worker_key::WorkerKey;
 
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 10;
+pub const PROTOCOL_VERSION: u16 = 11;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -636,6 +636,12 @@ pub struct Announce {
     /// the worker contract of this owner.
     #[serde(default)]
     pub payout: Option<String>,
+    /// The highest voucher this worker holds from this proxy (signed by the
+    /// proxy's key, for the worker contract of `payout`): a proxy whose
+    /// books owe that contract less was restored from old books and must
+    /// not serve (protocol 11).
+    #[serde(default)]
+    pub vouched: Option<Voucher>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,6 +49,11 @@ pub struct Settlement {
     history: Mutex<std::collections::VecDeque<SettledRound>>,
     /// Client contracts closed (gone from the chain): out of the rounds.
     gone: Mutex<std::collections::HashSet<StdAddr>>,
+    /// Why this proxy no longer serves: a worker showed a voucher of its own
+    /// signature beyond what its books owe (they were restored from an old
+    /// copy). Clients are refused until an operator restores the newest
+    /// books (docs/economics.md, "Recovering from lost books").
+    behind: Mutex<Option<String>>,
     /// A charge smaller than this waits for a later round (a charge costs
     /// fees), unless the contract is closing or the charge would free at
     /// least half of its stake (the credit it is served on). Nano-TON;
@@ -329,6 +334,7 @@ impl Settlement {
             done: Mutex::default(),
             history: Mutex::default(),
             gone: Mutex::default(),
+            behind: Mutex::default(),
             min_charge: MIN_CHARGE,
             pay_out_above: Some(PAY_OUT_ABOVE),
             reread: REREAD,
@@ -532,6 +538,42 @@ impl Settlement {
         Ok(self.covering(&accounts, client, 0)?.contract.clone())
     }
 
+    /// A worker's kept voucher (`vouched`, for its worker contract
+    /// `contract`): if it bears this proxy's signature and owes more than
+    /// the books do, the books are behind what this proxy signed, so it
+    /// stops serving and says why. A voucher this proxy did not sign (a
+    /// worker lying to stop it) is ignored. Whether the books are behind.
+    pub fn check_vouched(&self, contract: &StdAddr, vouched: &Voucher) -> bool {
+        let ours = vouched.contract == contract.to_string()
+            && cocoon_chain::verify_amount(
+                &self.signer.public_key().0,
+                signed::OWED,
+                contract,
+                vouched.amount_nano,
+                &vouched.signature,
+            );
+        if !ours {
+            tracing::warn!(%contract, "a worker showed a voucher this proxy did not sign; ignored");
+            return false;
+        }
+        let books = self.books.worker(contract).total;
+        if vouched.amount_nano <= books {
+            return false;
+        }
+        let why = format!(
+            "the books are behind what this proxy signed: worker contract {contract} holds a voucher for {} nano-TON, the books owe it {books}; the books were restored from an old copy (restore the newest, see docs/economics.md \"Recovering from lost books\")",
+            vouched.amount_nano
+        );
+        tracing::error!("{why}; no longer serving");
+        *self.behind.locked() = Some(why);
+        true
+    }
+
+    /// Why this proxy no longer serves, if it does not.
+    pub fn behind(&self) -> Option<String> {
+        self.behind.locked().clone()
+    }
+
     /// `client`'s open account, if its stake covers `wanted` beyond its
     /// unsettled spending and the reservations of its running answers. The
     /// stake, not the balance: the owner can withdraw everything above the
@@ -543,6 +585,9 @@ impl Settlement {
         client: &Fingerprint,
         wanted: u128,
     ) -> Result<&'a ClientAccount, WireError> {
+        if let Some(why) = self.behind() {
+            return Err(WireError::new(ErrorKind::Internal, why));
+        }
         let account = accounts.get(client).ok_or_else(|| {
             payment("this client node has registered no client contract with the proxy".into())
         })?;

@@ -128,6 +128,7 @@ fn announce(key: Option<WorkerKey>) -> Announce {
         }],
         key,
         payout: None,
+        vouched: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn announce_serving(
         }],
         key: Some(key(i)),
         payout: None,
+        vouched: None,
     };
     registry.announce(i, conn, &announce, key(i), None);
 }

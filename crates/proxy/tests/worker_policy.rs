@@ -127,6 +127,7 @@ fn offer(weights: &str, key: WorkerKey) -> Announce {
         }],
         key: Some(key),
         payout: None,
+        vouched: None,
     }
 }
 

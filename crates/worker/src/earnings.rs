@@ -114,6 +114,18 @@ impl Earnings {
         self.book.locked().clone()
     }
 
+    /// The highest voucher kept from `proxy` (its key fingerprint), as the
+    /// proxy signed it.
+    pub fn kept_voucher(&self, proxy: &str) -> Option<Voucher> {
+        let book = self.book.locked();
+        let kept = book.get(proxy)?;
+        Some(Voucher {
+            contract: kept.contract.clone(),
+            amount_nano: kept.owed(),
+            signature: hex::decode(&kept.signature).ok()?,
+        })
+    }
+
     fn save(&self, book: &EarningsBook) -> Result<(), EarningsError> {
         let text =
             serde_json::to_string_pretty(book).map_err(|e| EarningsError::file(&self.file, e))?;

@@ -145,9 +145,16 @@ impl Worker {
                         .payout
                         .as_ref()
                         .map(|(earnings, _)| earnings.payout().to_string()),
+                    vouched: None,
                 };
+                let earnings = settings.payout.as_ref().map(|(e, _)| e.clone());
+                let proxy = endpoint.fingerprint.to_string();
                 keep_connected(endpoint.clone(), dial.clone(), stop.clone(), move |conn| {
-                    let _ = conn.announce(announce.clone());
+                    // The highest voucher kept from this proxy, as of now: a
+                    // proxy restored from old books sees it is behind.
+                    let mut announce = announce.clone();
+                    announce.vouched = earnings.as_ref().and_then(|e| e.kept_voucher(&proxy));
+                    let _ = conn.announce(announce);
                 })
             })
             .collect::<Vec<watch::Receiver<Option<Connection>>>>();

@@ -661,3 +661,72 @@ async fn a_requests_prompt_counts_in_the_credit_it_holds() {
     settlement.settle_once().await.unwrap();
     assert_eq!(net.client().await.charged, owed, "every prompt paid for");
 }
+
+/// A proxy restored from an old copy of its books, made after its last
+/// commit on chain (so the chain cannot tell), meets a worker that kept a
+/// later voucher of the proxy's own signature: it stops serving clients and
+/// says why. A voucher the proxy did not sign (a worker lying to stop it)
+/// changes nothing.
+#[tokio::test]
+async fn a_proxy_whose_books_are_behind_a_workers_voucher_stops_serving() {
+    let net = setup(CLIENT_DEPOSIT);
+    let settlement = net.settlement().await;
+    let contract = net.ton.client_contract.clone();
+    settlement
+        .open_account(CLIENT, Some(contract.to_string()))
+        .await
+        .unwrap();
+    let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
+    settlement.books().record(
+        &contract,
+        &worker,
+        &usage(100, 100),
+        cocoon_protocol::BASE_PRICE_COEFFICIENT,
+    );
+    let kept = settlement.voucher(&worker).unwrap();
+    assert!(kept.amount_nano > 0);
+    // The books reach the voucher: nothing happens.
+    assert!(!settlement.check_vouched(&worker, &kept));
+    assert!(settlement.payer(&CLIENT).is_ok());
+
+    // The same proxy started from an old copy of its books (here: from
+    // before that request), with no commit on chain since.
+    let old_dir = tempfile::tempdir().unwrap();
+    let old_path = old_dir.path().join("books.redb");
+    let old = Settlement::connect(
+        Arc::new(net.ton.embedded()),
+        net.ton.wallets.proxy(),
+        signer_of(&net.identity),
+        net.ton.proxy_contract.clone(),
+        net.ton.root.clone(),
+        move |prices| Books::open(&old_path, prices),
+    )
+    .await
+    .unwrap();
+    old.open_account(CLIENT, Some(contract.to_string()))
+        .await
+        .unwrap();
+    // A worker lying with a voucher of another key: ignored.
+    let liar = cocoon_chain::ProxySigner::from_seed(&[7; 32]).unwrap();
+    let forged = cocoon_protocol::Voucher {
+        contract: worker.to_string(),
+        amount_nano: kept.amount_nano * 10,
+        signature: liar
+            .sign_amount(cocoon_chain::signed::OWED, &worker, kept.amount_nano * 10)
+            .unwrap()
+            .to_vec(),
+    };
+    assert!(!old.check_vouched(&worker, &forged));
+    assert!(old.payer(&CLIENT).is_ok());
+    // The worker's real kept voucher: the books are behind, clients refused.
+    assert!(old.check_vouched(&worker, &kept));
+    let refused = old.payer(&CLIENT).unwrap_err();
+    assert!(
+        refused
+            .message
+            .contains("books are behind what this proxy signed"),
+        "{}",
+        refused.message
+    );
+    assert!(old.behind().is_some());
+}

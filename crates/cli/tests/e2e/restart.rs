@@ -288,3 +288,74 @@ async fn a_proxy_killed_under_paid_traffic_restarts_with_its_books_and_nothing_i
     );
     net.shutdown().await;
 }
+
+/// A proxy's books swapped for an older copy that the chain cannot tell
+/// apart (the proxy made no commit since: it settles once an hour here),
+/// while its worker kept a later voucher of the proxy's own signature: on
+/// reconnecting, the worker shows it in its announcement, and the proxy
+/// stops serving clients and says why, instead of owing its worker less than
+/// it signed. Every node is its own process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_restarted_on_books_older_than_a_workers_voucher_stops_serving() {
+    let mut options = ProcessNetOptions::new(BIN.into(), "echo");
+    options.workers = vec![(1, 1000)];
+    // Workers fetch vouchers every second; the proxy never settles.
+    options.proxy_settle_every_secs = Some(3600);
+    let mut net = ProcessNet::start(options).await.unwrap();
+    let url = format!("{}/chat/completions", net.api_url);
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({
+        "model": "echo",
+        "messages": [{"role": "user", "content": "old books"}],
+        "max_tokens": 8,
+        "stream": true,
+    })
+    .to_string();
+    streamed_request(&http, &url, &body).await.unwrap();
+    // The old copy: the books as they are now, taken with the proxy down.
+    net.proxies[0].node.kill();
+    let books = net.proxies[0].books.clone();
+    let old_copy = net.dir.path().join("old-books.redb");
+    std::fs::copy(&books, &old_copy).unwrap();
+    let old_total = net
+        .books(0)
+        .unwrap()
+        .worker(&net.worker_contract(0, 0).unwrap())
+        .total;
+    net.proxies[0].node.start().unwrap();
+    // More answers; the worker keeps a voucher above the old copy's total.
+    let earnings = net.dir.path().join("worker-0-earnings.json");
+    let kept = || {
+        cocoon_worker::read_earnings(&earnings)
+            .ok()
+            .and_then(|book| book.values().next().map(|e| e.owed()))
+            .unwrap_or(0)
+    };
+    until(60, "a voucher above the old books", || async {
+        let _ = streamed_request(&http, &url, &body).await;
+        kept() > old_total
+    })
+    .await;
+    // The operator restores the old copy.
+    net.proxies[0].node.kill();
+    std::fs::copy(&old_copy, &books).unwrap();
+    net.proxies[0].node.start().unwrap();
+    until(60, "the proxy refusing to serve on old books", || {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        async move {
+            let text = match http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            text.contains("books are behind what this proxy signed")
+        }
+    })
+    .await;
+    net.shutdown().await;
+}

@@ -49,6 +49,9 @@ pub struct ProcessNetOptions {
     pub client_concurrency: usize,
     /// Proxies' `settlement.every_secs` and workers' `payout.check_every_secs`.
     pub settle_every_secs: u64,
+    /// The proxies' `settlement.every_secs` when it differs from the
+    /// workers' (`None`: `settle_every_secs`).
+    pub proxy_settle_every_secs: Option<u64>,
     /// The genesis client contract's deposit (the one paying the first
     /// proxy), nano-TON; the node deploys one with this much for each other.
     pub client_deposit: u128,
@@ -64,6 +67,7 @@ impl ProcessNetOptions {
             worker_concurrency: 64,
             client_concurrency: 256,
             settle_every_secs: 1,
+            proxy_settle_every_secs: None,
             client_deposit: cocoon_ton_devnet::CLIENT_DEPOSIT,
         }
     }
@@ -292,7 +296,7 @@ impl ProcessNet {
                 proxy_contract: contracts[i].to_string(),
                 root: ton.root.to_string(),
                 books: books.clone(),
-                every_secs: o.settle_every_secs,
+                every_secs: o.proxy_settle_every_secs.unwrap_or(o.settle_every_secs),
                 // Every amount, so that tests see each settlement at once.
                 min_charge_ton: Some("0".into()),
                 pay_out_above_ton: None,
