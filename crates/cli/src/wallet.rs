@@ -160,6 +160,18 @@ async fn channel_command(
     Ok((nano, contract, wallet, before))
 }
 
+/// The balance above the stake of a contract `wallet` must own (what the
+/// owner may withdraw or stake).
+fn owners_free_balance(wallet: &WalletSender, c: &ClientChannel) -> anyhow::Result<u128> {
+    anyhow::ensure!(
+        &c.owner == wallet.address(),
+        "--mnemonic: this wallet ({}) is not the contract's owner ({})",
+        wallet.address(),
+        c.owner
+    );
+    Ok(c.state.balance.saturating_sub(c.state.stake))
+}
+
 fn print_channel(contract: &StdAddr, c: &ClientChannel) {
     println!("client contract {contract}");
     println!("  proxy contract {}", c.proxy);
@@ -325,13 +337,7 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
         }
         WalletCommand::Stake(args) => {
             let (nano, contract, wallet, before) = channel_command(&args).await?;
-            anyhow::ensure!(
-                &before.owner == wallet.address(),
-                "--mnemonic: this wallet ({}) is not the contract's owner ({})",
-                wallet.address(),
-                before.owner
-            );
-            let free = before.state.balance.saturating_sub(before.state.stake);
+            let free = owners_free_balance(&wallet, &before)?;
             anyhow::ensure!(
                 nano <= free,
                 "--amount: {} TON can be staked (balance {} TON, of which {} TON are staked already)",
@@ -357,13 +363,7 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
         }
         WalletCommand::Withdraw(args) => {
             let (nano, contract, wallet, before) = channel_command(&args).await?;
-            anyhow::ensure!(
-                &before.owner == wallet.address(),
-                "--mnemonic: this wallet ({}) is not the contract's owner ({})",
-                wallet.address(),
-                before.owner
-            );
-            let free = before.state.balance.saturating_sub(before.state.stake);
+            let free = owners_free_balance(&wallet, &before)?;
             anyhow::ensure!(
                 nano <= free,
                 "--amount: {} TON can be withdrawn (balance {} TON above the stake of {} TON)",

@@ -165,13 +165,13 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-/// One streamed chat completion at `url`: Ok(its `cocoon.cost_nano`) or
-/// Err(the error code: the API's, `connection`, `truncated`, `no_cost`).
-pub async fn streamed_request(
+/// POST `body` to `url`: the response when it is a success, else the error
+/// code (the API's, or `connection`).
+async fn post_streaming(
     http: &reqwest::Client,
     url: &str,
     body: &str,
-) -> Result<u128, String> {
+) -> Result<reqwest::Response, String> {
     let response = http
         .post(url)
         .header("content-type", "application/json")
@@ -179,21 +179,33 @@ pub async fn streamed_request(
         .send()
         .await
         .map_err(|_| "connection".to_string())?;
-    let status = response.status();
-    let text = response
+    if !response.status().is_success() {
+        let json: serde_json::Value = response.json().await.unwrap_or_default();
+        return Err(error_code(&json));
+    }
+    Ok(response)
+}
+
+/// An OpenAI-style error body's `code`.
+fn error_code(json: &serde_json::Value) -> String {
+    json["error"]["code"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// One streamed chat completion at `url`: Ok(its `cocoon.cost_nano`) or
+/// Err(the error code: the API's, `connection`, `truncated`, `no_cost`).
+pub async fn streamed_request(
+    http: &reqwest::Client,
+    url: &str,
+    body: &str,
+) -> Result<u128, String> {
+    let text = post_streaming(http, url, body)
+        .await?
         .text()
         .await
         .map_err(|_| "connection".to_string())?;
-    let code = |json: &serde_json::Value| {
-        json["error"]["code"]
-            .as_str()
-            .unwrap_or("unknown")
-            .to_string()
-    };
-    if !status.is_success() {
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        return Err(code(&json));
-    }
     let mut cost = None;
     let mut done = false;
     for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
@@ -203,7 +215,7 @@ pub async fn streamed_request(
         }
         let chunk: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
         if chunk.get("error").is_some() {
-            return Err(code(&chunk));
+            return Err(error_code(&chunk));
         }
         if let Some(c) = chunk["cocoon"]["cost_nano"].as_str() {
             cost = c.parse::<u128>().ok();
@@ -226,21 +238,7 @@ pub async fn cut_stream(
     chunks: usize,
 ) -> Result<bool, String> {
     use futures::StreamExt;
-    let response = http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(|_| "connection".to_string())?;
-    if !response.status().is_success() {
-        let json: serde_json::Value = response.json().await.unwrap_or_default();
-        return Err(json["error"]["code"]
-            .as_str()
-            .unwrap_or("unknown")
-            .to_string());
-    }
-    let mut bytes = response.bytes_stream();
+    let mut bytes = post_streaming(http, url, body).await?.bytes_stream();
     let mut seen = 0;
     let mut text = String::new();
     while let Some(piece) = bytes.next().await {

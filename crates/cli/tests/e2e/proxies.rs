@@ -14,6 +14,43 @@ use cocoon_devnet::kit::*;
 use cocoon_devnet::Devnet;
 use serde_json::{json, Value};
 
+/// The embedded chain's TON HTTP API served on loopback: its base URL.
+async fn serve_api(ton: &cocoon_ton_devnet::TonDevnet) -> String {
+    let app = cocoon_ton_devnet::api::router(ton.chain.clone(), cocoon_ton_devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    api
+}
+
+/// The terms a proxy with `contract` and `key` answers a client node with.
+fn account_terms(
+    ton: &cocoon_ton_devnet::TonDevnet,
+    contract: &StdAddr,
+    key: [u8; 32],
+) -> cocoon_protocol::AccountTerms {
+    cocoon_protocol::AccountTerms {
+        proxy_contract: contract.to_string(),
+        proxy_key: key,
+        root: ton.root.to_string(),
+        contract: None,
+        owed_nano: 0,
+        charged_nano: 0,
+    }
+}
+
+/// The network's operator publishes proxy `contract` with `key` in the root
+/// contract's registry.
+fn publish(ton: &cocoon_ton_devnet::TonDevnet, contract: &StdAddr, key: [u8; 32]) {
+    ton.register_proxy(
+        contract,
+        &cocoon_chain::HashBytes(key),
+        cocoon_protocol::PROTOCOL_VERSION as u32,
+        Some("127.0.0.1:9"),
+    )
+    .unwrap();
+}
+
 fn served_by(handle: &cocoon_proxy::ProxyHandle) -> u64 {
     handle
         .registry
@@ -200,19 +237,10 @@ async fn a_configured_contract_is_ready_while_another_is_being_deployed() {
     );
     let (second, _) = ton.add_proxy(second_key).unwrap();
     // The client node funds a contract only for a registered proxy.
-    ton.register_proxy(
-        &second,
-        &cocoon_chain::HashBytes(second_key),
-        cocoon_protocol::PROTOCOL_VERSION as u32,
-        Some("127.0.0.1:9"),
-    )
-    .unwrap();
+    publish(&ton, &second, second_key);
     // From now on messages wait for a block, and none is made yet.
     ton.chain.lock().unwrap().in_blocks = true;
-    let app = cocoon_ton_devnet::api::router(ton.chain.clone(), unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let api = serve_api(&ton).await;
 
     let http = cocoon_chain::TonHttp::new(&api, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -231,14 +259,7 @@ async fn a_configured_contract_is_ready_while_another_is_being_deployed() {
         file: dir.path().join("client-contracts.json"),
     });
     let billing = Arc::new(billing);
-    let terms = |proxy_contract: &StdAddr, proxy_key| cocoon_protocol::AccountTerms {
-        proxy_contract: proxy_contract.to_string(),
-        proxy_key,
-        root: ton.root.to_string(),
-        contract: None,
-        owed_nano: 0,
-        charged_nano: 0,
-    };
+    let terms = |contract: &StdAddr, key: [u8; 32]| account_terms(&ton, contract, key);
     let deploying = tokio::spawn({
         let (billing, terms) = (billing.clone(), terms(&second, second_key));
         async move { billing.ensure_contract(&terms).await }
@@ -286,7 +307,7 @@ async fn a_configured_contract_is_ready_while_another_is_being_deployed() {
 /// another key, gets no money from the node's wallet.
 #[tokio::test]
 async fn a_client_node_funds_only_proxy_contracts_the_root_publishes() {
-    use cocoon_ton_devnet::{default_prices, unix_now, TonDevnet, CLIENT_DEPOSIT};
+    use cocoon_ton_devnet::{default_prices, TonDevnet, CLIENT_DEPOSIT};
     let key = || {
         let id = Arc::new(cocoon_protocol::tls::Identity::generate().unwrap());
         cocoon_proxy::signer_of(&id).public_key().0
@@ -297,10 +318,7 @@ async fn a_client_node_funds_only_proxy_contracts_the_root_publishes() {
         TonDevnet::start(&default_prices(), CLIENT_DEPOSIT, first_key, node_key.0).unwrap(),
     );
     let (rogue, _) = ton.add_proxy(rogue_key).unwrap();
-    let app = cocoon_ton_devnet::api::router(ton.chain.clone(), unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let api = serve_api(&ton).await;
     let http = cocoon_chain::TonHttp::new(&api, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let wallet = ton.wallets.client().address;
@@ -314,14 +332,7 @@ async fn a_client_node_funds_only_proxy_contracts_the_root_publishes() {
         deposit: 1_000_000_000,
         file: dir.path().join("client-contracts.json"),
     });
-    let terms = |proxy_contract: &StdAddr, proxy_key| cocoon_protocol::AccountTerms {
-        proxy_contract: proxy_contract.to_string(),
-        proxy_key,
-        root: ton.root.to_string(),
-        contract: None,
-        owed_nano: 0,
-        charged_nano: 0,
-    };
+    let terms = |contract: &StdAddr, key: [u8; 32]| account_terms(&ton, contract, key);
     let balance = || async { http.account(&wallet).await.unwrap().balance };
     let before = balance().await;
     let err = billing
@@ -331,13 +342,7 @@ async fn a_client_node_funds_only_proxy_contracts_the_root_publishes() {
         .to_string();
     assert!(err.contains("not in the root contract"), "{err}");
     // Registered, but the proxy on the connection signs with another key.
-    ton.register_proxy(
-        &rogue,
-        &cocoon_chain::HashBytes(first_key),
-        cocoon_protocol::PROTOCOL_VERSION as u32,
-        Some("127.0.0.1:9"),
-    )
-    .unwrap();
+    publish(&ton, &rogue, first_key);
     let err = billing
         .ensure_contract(&terms(&rogue, rogue_key))
         .await
@@ -347,13 +352,7 @@ async fn a_client_node_funds_only_proxy_contracts_the_root_publishes() {
     assert_eq!(balance().await, before, "no money left the wallet");
     assert!(!dir.path().join("client-contracts.json").exists());
     // Once the operator publishes it as it is, the node pays it.
-    ton.register_proxy(
-        &rogue,
-        &cocoon_chain::HashBytes(rogue_key),
-        cocoon_protocol::PROTOCOL_VERSION as u32,
-        Some("127.0.0.1:9"),
-    )
-    .unwrap();
+    publish(&ton, &rogue, rogue_key);
     let deployed = billing
         .ensure_contract(&terms(&rogue, rogue_key))
         .await
@@ -378,7 +377,7 @@ async fn a_client_node_funds_only_proxy_contracts_the_root_publishes() {
 #[tokio::test]
 async fn a_closed_client_contract_is_never_deployed_again_at_its_address() {
     use cocoon_chain::{client, signed, TON};
-    use cocoon_ton_devnet::{default_prices, unix_now, TonDevnet, CLIENT_DEPOSIT};
+    use cocoon_ton_devnet::{default_prices, TonDevnet, CLIENT_DEPOSIT};
     let id = Arc::new(cocoon_protocol::tls::Identity::generate().unwrap());
     let signer = cocoon_proxy::signer_of(&id);
     let proxy_key = signer.public_key().0;
@@ -386,17 +385,8 @@ async fn a_closed_client_contract_is_never_deployed_again_at_its_address() {
     let ton =
         Arc::new(TonDevnet::start(&default_prices(), CLIENT_DEPOSIT, [9; 32], node_key.0).unwrap());
     let (proxy, _) = ton.add_proxy(proxy_key).unwrap();
-    ton.register_proxy(
-        &proxy,
-        &cocoon_chain::HashBytes(proxy_key),
-        cocoon_protocol::PROTOCOL_VERSION as u32,
-        Some("127.0.0.1:9"),
-    )
-    .unwrap();
-    let app = cocoon_ton_devnet::api::router(ton.chain.clone(), unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    publish(&ton, &proxy, proxy_key);
+    let api = serve_api(&ton).await;
     let http = cocoon_chain::TonHttp::new(&api, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // The node's billing, as it starts (again) with the same contracts file.
@@ -413,14 +403,7 @@ async fn a_closed_client_contract_is_never_deployed_again_at_its_address() {
         });
         billing
     };
-    let terms = cocoon_protocol::AccountTerms {
-        proxy_contract: proxy.to_string(),
-        proxy_key,
-        root: ton.root.to_string(),
-        contract: None,
-        owed_nano: 0,
-        charged_nano: 0,
-    };
+    let terms = account_terms(&ton, &proxy, proxy_key);
     let first = billing().ensure_contract(&terms).await.unwrap();
     let owner = ton.wallets.client().address;
     let anyone = ton.wallets.worker().address;
@@ -479,14 +462,7 @@ async fn a_worker_keeps_vouchers_only_from_proxy_contracts_the_root_publishes() 
     )
     .unwrap();
     earnings.root = Some(ton.root.clone());
-    let terms = |contract: &StdAddr, key: [u8; 32]| cocoon_protocol::AccountTerms {
-        proxy_contract: contract.to_string(),
-        proxy_key: key,
-        root: ton.root.to_string(),
-        contract: None,
-        owed_nano: 0,
-        charged_nano: 0,
-    };
+    let terms = |contract: &StdAddr, key: [u8; 32]| account_terms(&ton, contract, key);
     let err = earnings
         .check_registered(&terms(&rogue, [10; 32]))
         .await
@@ -494,26 +470,14 @@ async fn a_worker_keeps_vouchers_only_from_proxy_contracts_the_root_publishes() 
         .to_string();
     assert!(err.contains("not in the root contract"), "{err}");
     // Registered under another key than the one signing the vouchers.
-    ton.register_proxy(
-        &rogue,
-        &cocoon_chain::HashBytes([11; 32]),
-        1,
-        Some("127.0.0.1:9"),
-    )
-    .unwrap();
+    publish(&ton, &rogue, [11; 32]);
     let err = earnings
         .check_registered(&terms(&rogue, [10; 32]))
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("another key"), "{err}");
-    ton.register_proxy(
-        &rogue,
-        &cocoon_chain::HashBytes([10; 32]),
-        1,
-        Some("127.0.0.1:9"),
-    )
-    .unwrap();
+    publish(&ton, &rogue, [10; 32]);
     earnings
         .check_registered(&terms(&rogue, [10; 32]))
         .await

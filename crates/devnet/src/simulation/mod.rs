@@ -140,15 +140,7 @@ impl Sim {
         if self.outage_left > 0 {
             self.outage_left -= 1;
             if self.outage_left == 0 {
-                world
-                    .reach
-                    .down
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-                for p in 0..world.proxies.len() {
-                    if world.proxies[p].crashed {
-                        world.start_again(p).await?;
-                    }
-                }
+                world.reconnect().await?;
             }
         }
         let p = self.rng.gen_range(0..world.proxies.len());
@@ -451,15 +443,7 @@ impl Sim {
     /// The chain in reach again, every proxy settles until nothing is left,
     /// pays out its earnings, every worker claims; then the books balance.
     async fn finish(&mut self, world: &mut World) -> anyhow::Result<()> {
-        world
-            .reach
-            .down
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        for p in 0..world.proxies.len() {
-            if world.proxies[p].crashed {
-                world.start_again(p).await?;
-            }
-        }
+        world.reconnect().await?;
         for p in 0..world.proxies.len() {
             world.proxies[p].settlement.min_charge = 0;
             world.proxies[p].settlement.pay_out_above = Some(1);

@@ -330,6 +330,18 @@ impl World {
         self.start_again(p).await
     }
 
+    /// The outage ends: the chain is in reach again, and the proxies that
+    /// crashed meanwhile start.
+    pub async fn reconnect(&mut self) -> anyhow::Result<()> {
+        self.reach.down.store(false, Ordering::SeqCst);
+        for p in 0..self.proxies.len() {
+            if self.proxies[p].crashed {
+                self.start_again(p).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Start crashed proxy `p` if the chain is in reach; whether it runs.
     pub async fn start_again(&mut self, p: usize) -> anyhow::Result<bool> {
         if self.reach.down.load(Ordering::SeqCst) {
