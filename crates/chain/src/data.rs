@@ -260,8 +260,12 @@ impl ClientState {
 /// `get_proxy_data` without the terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyState {
+    /// The operator's wallet: stake, close, payouts of earnings.
+    pub owner: StdAddr,
     /// The key that signs for this proxy contract.
     pub proxy_key: HashBytes,
+    /// Seconds between `RequestProxyClose` and `FinishProxyClose`.
+    pub close_delay: u32,
     pub stake: u128,
     pub received: u128,
     pub workers_paid: u128,
@@ -291,7 +295,9 @@ fn uint256(stack: &[RcStackValue], i: usize) -> Result<[u8; 32], Error> {
 impl ProxyState {
     pub fn from_stack(stack: &[RcStackValue]) -> Result<Self, Error> {
         Ok(Self {
+            owner: address(stack, 0)?,
             proxy_key: HashBytes(uint256(stack, 1)?),
+            close_delay: int(stack, 3)? as u32,
             stake: int(stack, 4)?,
             received: int(stack, 5)?,
             workers_paid: int(stack, 6)?,

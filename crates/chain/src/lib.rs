@@ -44,7 +44,7 @@ pub use data::{
 };
 pub use messages::{client, ops, proxy, root, signed, snake, verify_amount, worker, ProxySigner};
 pub use pricing::TON;
-pub use registry::{registered_proxies, RegisteredProxy};
+pub use registry::{check_proxy_listed, registered_proxies, RegisteredProxy};
 pub use sender::{Confirmed, Outgoing, WalletSender};
 pub use ton_http::TonHttp;
 pub use tycho_types::cell::{Cell, HashBytes};

@@ -78,6 +78,29 @@ pub async fn registered_proxies(
     RegisteredProxy::list_from_stack(&chain.get(root, "get_proxies", &[]).await?)
 }
 
+/// Whether the root contract at `root` publishes the proxy contract `proxy`
+/// with the key `key`. The outer error is the chain's; the inner one says,
+/// for a person, why this proxy contract is not one the network vouches for
+/// (a proxy cannot have a client fund, or a worker trust, a contract that
+/// pays someone else).
+pub async fn check_proxy_listed(
+    chain: &dyn Chain,
+    root: &StdAddr,
+    proxy: &StdAddr,
+    key: &[u8; 32],
+) -> Result<Result<(), String>, Error> {
+    let listed = registered_proxies(chain, root).await?;
+    Ok(match listed.iter().find(|p| &p.contract == proxy) {
+        Some(p) if &p.key.0 == key => Ok(()),
+        Some(_) => Err(format!(
+            "proxy contract {proxy} is registered in the root contract {root} with another key than the proxy's"
+        )),
+        None => Err(format!(
+            "proxy contract {proxy} is not in the root contract {root}'s proxy registry"
+        )),
+    })
+}
+
 /// Text from a snake string (the reverse of [`crate::snake`]), at most 4 KiB.
 pub fn read_snake(cell: &Cell) -> Result<String, Error> {
     let mut bytes = Vec::new();

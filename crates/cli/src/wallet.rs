@@ -86,6 +86,19 @@ pub enum WalletCommand {
     Stake(ChannelAmount),
     /// Take TON above the stake back out of a client contract (owner only).
     Withdraw(ChannelAmount),
+    /// Ask to close a proxy contract (its operator's wallet only). The
+    /// running proxy then serves no new request, charges every client,
+    /// and after the contract's close delay, once its workers have claimed,
+    /// closes it and returns its balance to this wallet.
+    CloseProxy {
+        #[arg(long, value_name = "FILE")]
+        mnemonic: PathBuf,
+        #[arg(long, value_name = "URL")]
+        api: String,
+        /// The proxy contract (the proxy prints it at start).
+        #[arg(long, value_name = "ADDR")]
+        contract: String,
+    },
     /// Show a client contract: balance, stake, charged, closing.
     Contract {
         #[arg(long, value_name = "URL")]
@@ -144,6 +157,16 @@ async fn channel(chain: &dyn Chain, contract: &StdAddr) -> anyhow::Result<Client
             .get(contract, "get_client_data", &[])
             .await
             .with_context(|| format!("--contract {contract}: not a client contract on chain"))?,
+    )
+    .map_err(anyhow::Error::from)
+}
+
+async fn proxy_state(chain: &dyn Chain, contract: &StdAddr) -> anyhow::Result<ProxyState> {
+    ProxyState::from_stack(
+        &chain
+            .get(contract, "get_proxy_data", &[])
+            .await
+            .with_context(|| format!("--contract {contract}: not a proxy contract on chain"))?,
     )
     .map_err(anyhow::Error::from)
 }
@@ -383,6 +406,45 @@ pub async fn run(command: WalletCommand) -> anyhow::Result<()> {
             print_channel(
                 &contract,
                 &channel(wallet.chain().as_ref(), &contract).await?,
+            );
+        }
+        WalletCommand::CloseProxy {
+            mnemonic,
+            api,
+            contract,
+        } => {
+            let contract = parse_address("--contract", &contract)?;
+            let wallet = sender(&mnemonic, &api)?;
+            let state = proxy_state(wallet.chain().as_ref(), &contract).await?;
+            anyhow::ensure!(
+                &state.owner == wallet.address(),
+                "--mnemonic: this wallet ({}) is not the proxy contract's owner ({})",
+                wallet.address(),
+                state.owner
+            );
+            anyhow::ensure!(
+                state.close_requested_at == 0,
+                "--contract: proxy contract {contract} is already closing (asked at {}, Unix time)",
+                state.close_requested_at
+            );
+            wallet
+                .send(&[Outgoing {
+                    to: contract.clone(),
+                    value: TON / 20,
+                    bounce: true,
+                    body: cocoon_chain::proxy::request_close()?,
+                    init: None,
+                }])
+                .await?;
+            let after = proxy_state(wallet.chain().as_ref(), &contract).await?;
+            anyhow::ensure!(
+                after.close_requested_at != 0,
+                "the close request was refused by the proxy contract"
+            );
+            println!(
+                "proxy contract {contract} is closing: the proxy serves no new request and charges its clients; from {} (Unix time) it closes once its workers have claimed, and its balance comes to {}",
+                u64::from(after.close_requested_at) + u64::from(after.close_delay),
+                wallet.address()
             );
         }
         WalletCommand::Contract { api, contract } => {

@@ -311,18 +311,9 @@ impl Billing {
     /// `proxy` must be in the root contract's proxy registry with `key`: a
     /// proxy cannot have this node fund a contract that pays someone else.
     async fn check_registered(&self, proxy: &StdAddr, key: &[u8; 32]) -> Result<(), ContractError> {
-        let listed = cocoon_chain::registered_proxies(&self.ton, &self.root).await?;
-        match listed.iter().find(|p| &p.contract == proxy) {
-            Some(p) if &p.key.0 == key => Ok(()),
-            Some(_) => Err(ContractError::NotRegistered(format!(
-                "proxy contract {proxy} is registered in the root contract {} with another key than the proxy's",
-                self.root
-            ))),
-            None => Err(ContractError::NotRegistered(format!(
-                "proxy contract {proxy} is not in the root contract {}'s proxy registry",
-                self.root
-            ))),
-        }
+        cocoon_chain::check_proxy_listed(&self.ton, &self.root, proxy, key)
+            .await?
+            .map_err(ContractError::NotRegistered)
     }
 
     /// The contract's state with `proxy_contract` (read at most every

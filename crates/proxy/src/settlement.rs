@@ -26,6 +26,9 @@ use cocoon_protocol::{AccountTerms, ErrorKind, SealHeader, Voucher, WireError};
 
 use crate::Books;
 
+mod close;
+pub use close::Closing;
+
 const TON: u128 = 1_000_000_000;
 /// Attached to each charge for the client and proxy contracts' gas; what is
 /// left travels on to the proxy contract.
@@ -68,7 +71,22 @@ pub struct Settlement {
     /// ([`REREAD`] by default; a simulation sets it beyond reach to keep
     /// runs independent of the machine's speed).
     pub reread: std::time::Duration,
+    /// Books that moved in a round that sent no charge (they all wait below
+    /// [`Settlement::min_charge`]) are committed only once the last commit
+    /// is this old: a commit costs fees too ([`COMMIT_IDLE`] by default;
+    /// zero commits every move). A round that charges always commits.
+    pub commit_idle: std::time::Duration,
+    /// When this process last sent a books commit.
+    last_commit: Mutex<Option<std::time::Instant>>,
+    /// The proxy contract's close, once a round saw it requested.
+    closing: Mutex<Option<Closing>>,
+    /// Unix seconds, to tell when the close delay has passed (the system
+    /// clock by default; a test sets the chain's).
+    pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
+
+/// Default [`Settlement::commit_idle`].
+pub const COMMIT_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Default [`Settlement::min_charge`]: several times a charge's fees
 /// (about 0.0023 TON on mainnet, docs/contracts.md).
@@ -195,9 +213,18 @@ pub struct Round {
     pub transfers: u64,
     /// The proxy's earnings paid to its wallet this round, nano-TON.
     pub paid_out: u128,
+    /// The proxy contract is closed (this round or before; see [`Closing`]).
+    pub closed: bool,
 }
 
 /// A wire error for a client whose contract cannot pay.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn payment(message: String) -> WireError {
     WireError::new(ErrorKind::PaymentRequired, message)
 }
@@ -338,6 +365,10 @@ impl Settlement {
             min_charge: MIN_CHARGE,
             pay_out_above: Some(PAY_OUT_ABOVE),
             reread: REREAD,
+            commit_idle: COMMIT_IDLE,
+            last_commit: Mutex::default(),
+            closing: Mutex::default(),
+            clock: Arc::new(unix_now),
         })
     }
 
@@ -588,6 +619,7 @@ impl Settlement {
         if let Some(why) = self.behind() {
             return Err(WireError::new(ErrorKind::Internal, why));
         }
+        self.refuse_if_closing()?;
         let account = accounts.get(client).ok_or_else(|| {
             payment("this client node has registered no client contract with the proxy".into())
         })?;
@@ -691,7 +723,16 @@ impl Settlement {
     /// One round: charge every client contract up to what it owes (as much as
     /// it holds), commit the books' hash if it moved, refresh the prices.
     pub async fn settle_once(&self) -> Result<Round, SettlementError> {
+        if self.closing().is_some_and(|c| c.finished) {
+            return Ok(Round {
+                closed: true,
+                ..Round::default()
+            });
+        }
         self.refresh_prices().await;
+        let proxy = self.proxy_state().await?;
+        self.see_close(&proxy);
+        let closing = self.closing().is_some();
         let mut messages = Vec::new();
         let mut charged_to = Vec::new();
         for (contract, account) in self.books.clients() {
@@ -720,6 +761,7 @@ impl Settlement {
             }
             let delta = target.saturating_sub(channel.state.charged);
             let worth_it = delta >= self.min_charge
+                || closing
                 || channel.state.close_requested_at != 0
                 || delta.saturating_mul(2) >= channel.state.stake;
             if delta > 0 && worth_it {
@@ -734,15 +776,19 @@ impl Settlement {
                 charged_to.push((contract, target, channel.state.charged));
             }
         }
-        let proxy = self.proxy_state().await?;
         let hash = self.books.hash();
-        let commit =
-            !messages.is_empty() || (!self.books.clients().is_empty() && proxy.books_hash != hash);
+        let idle = self
+            .last_commit
+            .locked()
+            .is_none_or(|at| at.elapsed() >= self.commit_idle);
+        let commit = !messages.is_empty()
+            || (idle && !self.books.clients().is_empty() && proxy.books_hash != hash);
         let commit_record = crate::books::Commit {
             seqno: proxy.books_seqno + 1,
             hash,
         };
         if commit {
+            *self.last_commit.locked() = Some(std::time::Instant::now());
             // Written ahead: a proxy stopped right after sending still
             // knows the commit the chain may hold.
             self.books
@@ -763,8 +809,7 @@ impl Settlement {
         let mut round = Round {
             charges: charged_to.len() as u64,
             committed: commit,
-            transfers: 0,
-            paid_out: 0,
+            ..Round::default()
         };
         for batch in messages.chunks(cocoon_chain::sender::MAX_MESSAGES) {
             self.sender
@@ -803,8 +848,13 @@ impl Settlement {
                 });
             }
         }
-        round.paid_out = self.pay_out().await?;
-        round.transfers += u64::from(round.paid_out > 0);
+        if closing {
+            round.closed = self.finish_close_if_due().await?;
+            round.transfers += u64::from(round.closed);
+        } else {
+            round.paid_out = self.pay_out().await?;
+            round.transfers += u64::from(round.paid_out > 0);
+        }
         if round.transfers > 0 {
             let mut done = self.done.locked();
             done.rounds += 1;

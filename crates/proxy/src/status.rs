@@ -110,7 +110,14 @@ pub struct ProxyStatus(pub ProxyHandle);
 impl NodeStatus for ProxyStatus {
     fn ready(&self) -> (bool, Value) {
         let workers = self.0.registry.worker_count();
-        (workers > 0, json!({ "workers": workers }))
+        // A proxy closing its contract, or halted on old books, takes no
+        // new requests.
+        let closing = self.0.settlement.as_ref().and_then(|s| s.closing());
+        let halted = self.0.settlement.as_ref().and_then(|s| s.behind());
+        (
+            workers > 0 && closing.is_none() && halted.is_none(),
+            json!({ "workers": workers, "closing": closing.is_some(), "halted": halted }),
+        )
     }
 
     fn page(&self) -> Option<&'static str> {
@@ -128,6 +135,11 @@ impl NodeStatus for ProxyStatus {
                 "charges": totals.charges,
                 "books_commits": totals.books_commits,
                 "history": s.history(),
+                "closing": s.closing().map(|c| json!({
+                    "requested_at": c.requested_at,
+                    "due": c.due(),
+                    "closed": c.finished,
+                })),
             })
         });
         json!({

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cocoon_chain::{
     signed, verify_amount, worker as worker_msg, worker_contract, Chain, Contract, HashBytes,
-    Outgoing, StdAddr, WalletSender, WorkerState,
+    Outgoing, ProxyState, StdAddr, WalletSender, WorkerState,
 };
 use cocoon_protocol::{AccountTerms, Connection, Event, RequestBody, Voucher};
 use serde::{Deserialize, Serialize};
@@ -182,16 +182,14 @@ impl Earnings {
         };
         let proxy_contract = cocoon_chain::ton_http::parse_address(&terms.proxy_contract)
             .map_err(|e| EarningsError::Voucher(format!("proxy contract: {e}")))?;
-        let listed = cocoon_chain::registered_proxies(self.sender.chain().as_ref(), root).await?;
-        match listed.iter().find(|p| p.contract == proxy_contract) {
-            Some(p) if p.key.0 == terms.proxy_key => Ok(()),
-            Some(_) => Err(EarningsError::Voucher(format!(
-                "proxy contract {proxy_contract} is registered in the root contract {root} with another key than the proxy's"
-            ))),
-            None => Err(EarningsError::Voucher(format!(
-                "proxy contract {proxy_contract} is not in the root contract {root}'s proxy registry"
-            ))),
-        }
+        cocoon_chain::check_proxy_listed(
+            self.sender.chain().as_ref(),
+            root,
+            &proxy_contract,
+            &terms.proxy_key,
+        )
+        .await?
+        .map_err(EarningsError::Voucher)
     }
 
     /// The voucher must be for this worker's contract with that proxy and
@@ -316,8 +314,53 @@ impl Earnings {
         Ok(())
     }
 
-    /// Every `every`: fetch each connected proxy's voucher and claim above
-    /// the threshold, until `stop`.
+    /// Whether the proxy contract behind `proxy`'s kept voucher is closing
+    /// (its operator asked; after the close delay the operator gets what
+    /// the contract holds, so whatever is owed must be claimed before).
+    pub async fn proxy_closing(&self, proxy: &str) -> Result<bool, EarningsError> {
+        let Some(earned) = self.book().get(proxy).cloned() else {
+            return Ok(false);
+        };
+        let contract = kept_address(&earned.proxy_contract)?;
+        let chain = self.sender.chain();
+        if !chain.account(&contract).await?.is_active() {
+            return Ok(false);
+        }
+        let state = ProxyState::from_stack(&chain.get(&contract, "get_proxy_data", &[]).await?)?;
+        Ok(state.close_requested_at != 0)
+    }
+
+    /// One cycle: fetch each connected proxy's voucher, then claim every
+    /// kept voucher above the threshold, or any amount from a proxy whose
+    /// contract is closing (connected or not).
+    pub async fn fetch_and_claim(&self, proxies: &[(String, watch::Receiver<Option<Connection>>)]) {
+        for (proxy, conn) in proxies {
+            let conn = conn.borrow().clone();
+            let Some(conn) = conn.filter(|c| !c.is_closed()) else {
+                continue;
+            };
+            if let Err(e) = self.fetch(proxy, &conn).await {
+                tracing::warn!(%proxy, error = %e, "could not get a voucher");
+            }
+        }
+        for proxy in self.book().keys() {
+            let closing = match self.proxy_closing(proxy).await {
+                Ok(closing) => closing,
+                Err(e) => {
+                    tracing::warn!(%proxy, error = %e, "cannot read the proxy contract");
+                    false
+                }
+            };
+            if closing {
+                tracing::warn!(%proxy, "the proxy contract is closing; claiming everything it owes");
+            }
+            if let Err(e) = self.claim(proxy, closing).await {
+                tracing::warn!(%proxy, error = %e, "claim failed; retrying later");
+            }
+        }
+    }
+
+    /// Every `every`: [`Earnings::fetch_and_claim`], until `stop`.
     pub async fn run(
         self: Arc<Self>,
         proxies: Vec<(String, watch::Receiver<Option<Connection>>)>,
@@ -329,19 +372,7 @@ impl Earnings {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            for (proxy, conn) in &proxies {
-                let conn = conn.borrow().clone();
-                let Some(conn) = conn.filter(|c| !c.is_closed()) else {
-                    continue;
-                };
-                if let Err(e) = self.fetch(proxy, &conn).await {
-                    tracing::warn!(%proxy, error = %e, "could not get a voucher");
-                    continue;
-                }
-                if let Err(e) = self.claim(proxy, false).await {
-                    tracing::warn!(%proxy, error = %e, "claim failed; retrying later");
-                }
-            }
+            self.fetch_and_claim(&proxies).await;
         }
     }
 }

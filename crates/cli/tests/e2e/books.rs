@@ -12,17 +12,21 @@ use cocoon_protocol::{ErrorKind, Usage};
 use cocoon_proxy::{signer_of, Books, Settlement};
 use cocoon_ton_devnet::{default_prices, TonDevnet, CLIENT_DEPOSIT};
 
-struct Setup {
-    ton: TonDevnet,
-    identity: Arc<Identity>,
+pub(crate) struct Setup {
+    pub(crate) ton: TonDevnet,
+    pub(crate) identity: Arc<Identity>,
     dir: tempfile::TempDir,
 }
 
 /// The devnet's chain with the client's `deposit` (all staked; the
 /// network's minimum stake lowered to it when it is smaller).
-fn setup(deposit: u128) -> Setup {
+pub(crate) fn setup(deposit: u128) -> Setup {
+    setup_with(deposit, default_prices())
+}
+
+/// [`setup`] with the network's `prices` and parameters.
+pub(crate) fn setup_with(deposit: u128, mut prices: cocoon_chain::Prices) -> Setup {
     let identity = Arc::new(Identity::generate().unwrap());
-    let mut prices = default_prices();
     prices.min_client_stake = prices.min_client_stake.min(deposit);
     let ton = TonDevnet::start(
         &prices,
@@ -39,7 +43,7 @@ fn setup(deposit: u128) -> Setup {
 }
 
 impl Setup {
-    async fn settlement(&self) -> Settlement {
+    pub(crate) async fn settlement(&self) -> Settlement {
         let path = self.dir.path().join("books.redb");
         let mut settlement = Settlement::connect(
             Arc::new(self.ton.embedded()),
@@ -56,6 +60,25 @@ impl Setup {
         settlement
     }
 
+    /// The client's contract with 9 TON more than [`setup`]'s 1 TON, not
+    /// staked (10 TON held, 1 staked), registered with a fresh settlement.
+    async fn ten_ton_one_staked(&self) -> (StdAddr, Settlement) {
+        let contract = self.ton.client_contract.clone();
+        owner_sends(
+            self,
+            &contract,
+            9 * cocoon_chain::TON + cocoon_chain::client::GAS_RESERVE,
+            cocoon_chain::client::top_up().unwrap(),
+        );
+        assert_eq!(self.client().await.balance, 10 * cocoon_chain::TON);
+        let settlement = self.settlement().await;
+        settlement
+            .open_account(CLIENT, Some(contract.to_string()))
+            .await
+            .unwrap();
+        (contract, settlement)
+    }
+
     async fn client(&self) -> ClientState {
         ClientState::from_stack(
             &self
@@ -69,9 +92,37 @@ impl Setup {
     }
 }
 
-const CLIENT: Fingerprint = Fingerprint([9; 32]);
+pub(crate) const CLIENT: Fingerprint = Fingerprint([9; 32]);
 
-fn usage(prompt: u64, completion: u64) -> Usage {
+/// Serves requests like `header` (`request_bytes` sealed), each billed
+/// `used` at the base price, for as long as the proxy holds credit for the
+/// next one (at most `limit`): how many it served.
+async fn serve_on_credit(
+    settlement: &Settlement,
+    header: &cocoon_protocol::SealHeader,
+    request_bytes: u64,
+    used: &Usage,
+    limit: usize,
+) -> usize {
+    let coefficient = cocoon_protocol::BASE_PRICE_COEFFICIENT;
+    let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
+    let payer = settlement.payer(&CLIENT).unwrap();
+    for served in 0..limit {
+        let Ok(held) = settlement
+            .reserve(&CLIENT, header, request_bytes, coefficient)
+            .await
+        else {
+            return served;
+        };
+        settlement
+            .books()
+            .record(&payer, &worker, used, coefficient);
+        drop(held);
+    }
+    limit
+}
+
+pub(crate) fn usage(prompt: u64, completion: u64) -> Usage {
     Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
@@ -333,7 +384,7 @@ async fn a_proxy_refuses_to_settle_with_a_contract_that_is_not_its_own() {
 
 /// Send `body` with `value` from the client's wallet address to its contract
 /// straight into the embedded chain (the owner acting by itself).
-fn owner_sends(net: &Setup, to: &StdAddr, value: u128, body: cocoon_chain::Cell) {
+pub(crate) fn owner_sends(net: &Setup, to: &StdAddr, value: u128, body: cocoon_chain::Cell) {
     let owner = net.ton.wallets.client().address;
     let reports = net
         .ton
@@ -355,20 +406,7 @@ fn owner_sends(net: &Setup, to: &StdAddr, value: u128, body: cocoon_chain::Cell)
 async fn a_client_that_withdraws_between_settlements_still_pays_for_what_it_was_served() {
     use cocoon_chain::{client, TON};
     let net = setup(TON);
-    let contract = net.ton.client_contract.clone();
-    // 9 TON more, not staked: 10 TON held, 1 TON staked.
-    owner_sends(
-        &net,
-        &contract,
-        9 * TON + client::GAS_RESERVE,
-        client::top_up().unwrap(),
-    );
-    assert_eq!(net.client().await.balance, 10 * TON);
-    let settlement = net.settlement().await;
-    settlement
-        .open_account(CLIENT, Some(contract.to_string()))
-        .await
-        .unwrap();
+    let (contract, settlement) = net.ten_ton_one_staked().await;
     // Requests of 5,000,000 completion tokens: 0.4 TON each at the base price.
     let header = cocoon_protocol::SealHeader {
         request_id: [0; 16],
@@ -376,25 +414,7 @@ async fn a_client_that_withdraws_between_settlements_still_pays_for_what_it_was_
         max_tokens: Some(5_000_000),
         sent_at_ms: 0,
     };
-    let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
-    let mut served = 0;
-    for _ in 0..30 {
-        let Ok(held) = settlement
-            .reserve(&CLIENT, &header, 0, cocoon_protocol::BASE_PRICE_COEFFICIENT)
-            .await
-        else {
-            break;
-        };
-        let payer = settlement.payer(&CLIENT).unwrap();
-        settlement.books().record(
-            &payer,
-            &worker,
-            &usage(0, 5_000_000),
-            cocoon_protocol::BASE_PRICE_COEFFICIENT,
-        );
-        drop(held);
-        served += 1;
-    }
+    let served = serve_on_credit(&settlement, &header, 0, &usage(0, 5_000_000), 30).await;
     assert_eq!(served, 2, "served on credit only up to the 1 TON stake");
     // The owner takes back everything it can.
     owner_sends(
@@ -481,7 +501,10 @@ async fn registration_refuses_too_little_stake_or_too_short_a_close_delay() {
 
 /// A charge costs fees, so one below the proxy's minimum waits for a later
 /// round; it is made at once when the owner asks to close (the stake is
-/// chargeable only until the close delay ends).
+/// chargeable only until the close delay ends). A round whose charges all
+/// wait does not commit the books either (that costs fees too) until the
+/// last commit is [`Settlement::commit_idle`] old; before, every such round
+/// paid for a commit.
 #[tokio::test]
 async fn small_charges_wait_for_a_later_round_unless_the_contract_is_closing() {
     use cocoon_chain::{client, TON};
@@ -513,7 +536,12 @@ async fn small_charges_wait_for_a_later_round_unless_the_contract_is_closing() {
     settlement
         .books()
         .record(&contract, &worker, &small, coefficient);
-    assert_eq!(settlement.settle_once().await.unwrap().charges, 0);
+    let round = settlement.settle_once().await.unwrap();
+    assert_eq!(round.charges, 0);
+    assert!(!round.committed, "a commit just after the last one");
+    settlement.commit_idle = std::time::Duration::ZERO;
+    let round = settlement.settle_once().await.unwrap();
+    assert!(round.committed, "the moved books are committed once idle");
     owner_sends(&net, &contract, TON / 20, client::request_close().unwrap());
     assert_eq!(settlement.settle_once().await.unwrap().charges, 1);
     assert_eq!(net.client().await.charged, TON / 100 + TON / 1000);
@@ -615,18 +643,7 @@ async fn the_proxys_earnings_are_paid_out_but_never_what_workers_are_owed() {
 async fn a_requests_prompt_counts_in_the_credit_it_holds() {
     use cocoon_chain::{client, TON};
     let net = setup(TON);
-    let contract = net.ton.client_contract.clone();
-    owner_sends(
-        &net,
-        &contract,
-        9 * TON + client::GAS_RESERVE,
-        client::top_up().unwrap(),
-    );
-    let settlement = net.settlement().await;
-    settlement
-        .open_account(CLIENT, Some(contract.to_string()))
-        .await
-        .unwrap();
+    let (contract, settlement) = net.ten_ton_one_staked().await;
     // A 1 MB sealed request: up to 2,001,024 prompt tokens, 0.04 TON.
     let request_bytes = 1_000_000;
     let prompt = cocoon_protocol::receipt::prompt_token_bound(request_bytes);
@@ -636,20 +653,7 @@ async fn a_requests_prompt_counts_in_the_credit_it_holds() {
         max_tokens: Some(1),
         sent_at_ms: 0,
     };
-    let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
-    let coefficient = cocoon_protocol::BASE_PRICE_COEFFICIENT;
-    for _ in 0..100 {
-        let Ok(held) = settlement
-            .reserve(&CLIENT, &header, request_bytes, coefficient)
-            .await
-        else {
-            break;
-        };
-        settlement
-            .books()
-            .record(&contract, &worker, &usage(prompt, 1), coefficient);
-        drop(held);
-    }
+    serve_on_credit(&settlement, &header, request_bytes, &usage(prompt, 1), 100).await;
     let owed = settlement.books().client(&contract).total;
     assert!(owed <= TON, "served {owed} nano-TON on a 1 TON stake");
     owner_sends(

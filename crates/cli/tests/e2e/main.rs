@@ -8,6 +8,7 @@ mod bad_input;
 mod binary;
 mod books;
 mod choices;
+mod closing;
 mod failover;
 mod faults;
 mod logprobs;

@@ -308,6 +308,20 @@ async fn a_client_contract_is_deployed_topped_up_and_withdrawn_from() {
         "{}",
         text(&out)
     );
+    // Only the proxy contract's owner may ask to close it, and only a
+    // proxy contract.
+    let out = cocoon(args("close-proxy", &["--contract", &proxy])).await;
+    assert!(
+        !out.status.success() && text(&out).contains("is not the proxy contract's owner"),
+        "{}",
+        text(&out)
+    );
+    let out = cocoon(args("close-proxy", &["--contract", &contract])).await;
+    assert!(
+        !out.status.success() && text(&out).contains("not a proxy contract"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// `cocoon worker earnings`: the kept vouchers against the chain; a config
