@@ -63,6 +63,10 @@ pub struct Verdict {
     pub image_hash: String,
     #[serde(with = "crate::measurements::hex_array")]
     pub report_data: [u8; 64],
+    /// The configuration the report data binds, once a verifier has
+    /// checked it against its policy (see [`crate::Policy::check_configuration`]).
+    #[serde(default)]
+    pub configuration: Option<crate::Configuration>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

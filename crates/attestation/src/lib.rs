@@ -10,6 +10,8 @@
 //! * `attester`     - [`Attester`]: the TEE a node asks for evidence (TDX or simulated).
 //! * `measurements` - MRTD and RTMR0-3, and the image hash they reduce to.
 //! * `report_data`  - key binding: SHA-256(key ‖ purpose ‖ nonce) in the quote.
+//! * `configuration` - the node's effective configuration, its digest bound
+//!   in the report data's second half.
 //! * `tdx`          - Intel TDX: quotes from configfs-tsm, verification with
 //!   `dcap-qvl` against DCAP collateral.
 //! * `simulated`    - a SIMULATED TEE for development: quote-shaped evidence signed
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod attester;
+pub mod configuration;
 mod evidence;
 mod measurements;
 mod policy;
@@ -29,6 +32,7 @@ pub mod sync;
 pub mod tdx;
 
 pub use attester::Attester;
+pub use configuration::{Configuration, ConfigurationRefusal, EngineIdentity, ModelIdentity};
 pub use evidence::{Evidence, TeeKind, Verdict, VerifyError};
 pub use measurements::Measurements;
 pub use policy::{AllowedModel, PeerRole, Policy, Refusal};

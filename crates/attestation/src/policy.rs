@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::configuration::{is_loopback_url, Configuration, ConfigurationRefusal};
 use crate::evidence::{TeeKind, Verdict};
 
 /// Which role a verified peer plays: each has its own allowed images.
@@ -57,6 +58,25 @@ pub struct Policy {
     /// known advisories.
     #[serde(default = "default_statuses")]
     pub accepted_tcb_statuses: BTreeSet<String>,
+    /// Workers' and proxies' evidence must bind their effective
+    /// configuration (see [`Configuration`]); default true. False accepts
+    /// evidence made before configurations were bound (an audit of old
+    /// quotes), and trusts a node's image without knowing what it was told.
+    #[serde(default = "yes")]
+    pub require_configuration: bool,
+    /// Engine kinds workers may run (`embedded`, `openai-http`); empty: any.
+    #[serde(default)]
+    pub worker_engines: BTreeSet<String>,
+    /// A worker's `openai-http` engine must forward prompts to a loopback
+    /// address (a server inside the same measured VM); default true. A
+    /// network that trusts a remote inference server with prompts sets it
+    /// false, and its users should know.
+    #[serde(default = "yes")]
+    pub engine_upstream_loopback_only: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_statuses() -> BTreeSet<String> {
@@ -71,6 +91,9 @@ impl Default for Policy {
             models: Vec::new(),
             allow_simulated: false,
             accepted_tcb_statuses: default_statuses(),
+            require_configuration: true,
+            worker_engines: BTreeSet::new(),
+            engine_upstream_loopback_only: true,
         }
     }
 }
@@ -92,8 +115,10 @@ pub enum Refusal {
     ImageNotAllowed { image_hash: String, role: PeerRole },
     #[error("model '{name}' with weights {sha256} is not allowed by the network")]
     ModelNotAllowed { name: String, sha256: String },
-    #[error("the quote does not bind the presented key: report data {got} != expected {expected}")]
+    #[error("the quote does not bind the presented key and configuration: report data {got} != expected {expected}")]
     KeyNotBound { expected: String, got: String },
+    #[error("{0}")]
+    Configuration(#[from] ConfigurationRefusal),
 }
 
 impl Policy {
@@ -123,6 +148,59 @@ impl Policy {
                 sha256: sha256.unwrap_or("unknown").to_string(),
             })
         }
+    }
+
+    /// Hex SHA-256 of this policy's canonical JSON: what a node's
+    /// [`Configuration`] names as the policy it enforces.
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(self).expect("a policy serializes");
+        hex::encode(sha2::Sha256::digest(json))
+    }
+
+    /// Decide on the configuration document a peer in `role` sent beside
+    /// its evidence (whose report data the caller checked binds it): present
+    /// when required, for that role, and within the rules. Returns it parsed.
+    pub fn check_configuration(
+        &self,
+        document: Option<&[u8]>,
+        role: PeerRole,
+    ) -> Result<Option<Configuration>, ConfigurationRefusal> {
+        let Some(document) = document else {
+            return if self.require_configuration {
+                Err(ConfigurationRefusal::Missing)
+            } else {
+                Ok(None)
+            };
+        };
+        let config = Configuration::from_bytes(document)?;
+        if config.role != role {
+            return Err(ConfigurationRefusal::WrongRole {
+                expected: role,
+                got: config.role,
+            });
+        }
+        if let Some(engine) = &config.engine {
+            if !self.worker_engines.is_empty() && !self.worker_engines.contains(&engine.kind) {
+                return Err(ConfigurationRefusal::EngineNotAllowed {
+                    kind: engine.kind.clone(),
+                    allowed: self
+                        .worker_engines
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            if let Some(upstream) = &engine.upstream {
+                if self.engine_upstream_loopback_only && !is_loopback_url(upstream) {
+                    return Err(ConfigurationRefusal::UpstreamNotLoopback {
+                        upstream: upstream.clone(),
+                    });
+                }
+            }
+        }
+        Ok(Some(config))
     }
 
     /// Decide on `verdict` for a peer in `role`; `expected_report_data` is the

@@ -115,6 +115,7 @@ impl SimulatedQuote {
             image_hash: self.measurements.image_hash(),
             measurements: self.measurements,
             report_data,
+            configuration: None,
         })
     }
 }

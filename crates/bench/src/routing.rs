@@ -45,6 +45,7 @@ fn fake_key(i: u64) -> WorkerKey {
         identity,
         sealing_key: [7; 32],
         evidence: None,
+        configuration: None,
     }
 }
 

@@ -159,7 +159,16 @@ pub async fn show_cert(args: &ShowCertArgs) -> anyhow::Result<bool> {
         );
         return Ok(false);
     };
-    let binding = ra_tls::key_binding(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let configuration = ra_tls::certificate_configuration(&der);
+    let binding = cocoon_attestation::configuration::bind(
+        ra_tls::key_binding(&der).map_err(|e| anyhow::anyhow!("{e}"))?,
+        configuration.as_deref(),
+    );
+    // What the node says it was told to do (bound when `key_bound`).
+    let shown_configuration = configuration.as_deref().map(|bytes| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .unwrap_or_else(|_| json!({"malformed": String::from_utf8_lossy(bytes)}))
+    });
     let (output, accepted) = match evidence.verify(collateral.as_ref(), at) {
         Err(e) => (
             json!({"address": args.address, "key": key.to_string(), "evidence": evidence.kind(), "accepted": false, "reason": e.to_string()}),
@@ -171,15 +180,21 @@ pub async fn show_cert(args: &ShowCertArgs) -> anyhow::Result<bool> {
                 Some(p) => p
                     .check(&verdict, args.role.into(), Some(&binding))
                     .err()
-                    .map(|r| r.to_string()),
-                None if !key_bound => {
-                    Some("the evidence does not bind the certificate's key".to_string())
-                }
+                    .map(|r| r.to_string())
+                    .or_else(|| {
+                        p.check_configuration(configuration.as_deref(), args.role.into())
+                            .err()
+                            .map(|r| r.to_string())
+                    }),
+                None if !key_bound => Some(
+                    "the evidence does not bind the certificate's key and configuration"
+                        .to_string(),
+                ),
                 None => None,
             };
             let accepted = refusal.is_none();
             (
-                json!({"address": args.address, "key": key.to_string(), "evidence": evidence.kind(), "key_bound": key_bound, "accepted": accepted, "reason": refusal, "policy_checked": policy.is_some(), "verdict": verdict}),
+                json!({"address": args.address, "key": key.to_string(), "evidence": evidence.kind(), "key_bound": key_bound, "configuration": shown_configuration, "accepted": accepted, "reason": refusal, "policy_checked": policy.is_some(), "verdict": verdict}),
                 accepted,
             )
         }

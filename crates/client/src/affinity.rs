@@ -131,6 +131,7 @@ mod tests {
                 identity: vec![n; 44],
                 sealing_key: [n; 32],
                 evidence: None,
+                configuration: None,
             },
             price_coefficient: 1000,
             load_permille: 0,

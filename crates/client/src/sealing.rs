@@ -784,6 +784,7 @@ mod tests {
                 identity: id.spki().to_vec(),
                 sealing_key: SealingKey::generate().public(),
                 evidence: None,
+                configuration: None,
             },
             price_coefficient: price,
             load_permille: load,

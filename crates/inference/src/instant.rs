@@ -74,6 +74,10 @@ impl Engine for InstantEngine {
         }]
     }
 
+    fn kind(&self) -> &'static str {
+        "instant"
+    }
+
     fn describe(&self) -> String {
         format!("instant (TEST ENGINE, no model) serving {:?}", self.model)
     }

@@ -110,6 +110,16 @@ pub trait Engine: Send + Sync + 'static {
     /// One line for logs and status pages, e.g. `instant (TEST ENGINE)`.
     fn describe(&self) -> String;
 
+    /// The engine's kind as configured (`embedded`, `openai-http`,
+    /// `instant`): part of the configuration a worker's evidence binds.
+    fn kind(&self) -> &'static str;
+
+    /// The server prompts are forwarded to, for an engine that forwards
+    /// them (its base URL); `None` for one that runs the model itself.
+    fn upstream(&self) -> Option<String> {
+        None
+    }
+
     /// Check that the engine can serve (e.g. its upstream server answers).
     fn check(&self) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(async { Ok(()) })

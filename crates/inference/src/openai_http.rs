@@ -224,6 +224,14 @@ impl Engine for OpenAiHttpEngine {
         }]
     }
 
+    fn kind(&self) -> &'static str {
+        "openai-http"
+    }
+
+    fn upstream(&self) -> Option<String> {
+        Some(self.config.base_url.clone())
+    }
+
     fn describe(&self) -> String {
         format!(
             "openai-http at {} serving {:?} as {:?}",

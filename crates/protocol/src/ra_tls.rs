@@ -1,12 +1,16 @@
 //! RA-TLS: a node's TEE evidence travels inside its self-signed TLS certificate
 //! (a dedicated, non-critical X.509 extension), bound to the certificate's key
-//! by the quote's report data. The other side verifies it during the handshake:
-//! evidence valid, image allowed by its policy, key bound. Evidence is made when
-//! the certificate is issued (every few hours), never per request.
+//! by the quote's report data. The node's effective configuration travels in a
+//! second extension, its digest in the report data's second half. The other
+//! side verifies it during the handshake: evidence valid, image allowed by its
+//! policy, key and configuration bound, configuration within the policy's
+//! rules. Evidence is made when the certificate is issued (every few hours),
+//! never per request.
 
 use crate::sync::LockRecover;
 use std::sync::Arc;
 
+use cocoon_attestation::configuration::bind;
 use cocoon_attestation::tdx::{Collateral, CollateralCache};
 use cocoon_attestation::{report_data, Evidence, PeerRole, Policy, Purpose, Verdict};
 use x509_parser::certificate::X509Certificate;
@@ -14,6 +18,10 @@ use x509_parser::certificate::X509Certificate;
 /// The extension's OID. Provisional: an arc under the private-enterprise tree
 /// that is not registered to this project yet.
 pub const EVIDENCE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 62038, 1, 1];
+
+/// The configuration extension's OID (its content: the document's bytes,
+/// see [`cocoon_attestation::Configuration`]).
+pub const CONFIGURATION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 62038, 1, 2];
 
 /// What a verifying node requires of its peers' evidence.
 #[derive(Debug, Clone)]
@@ -50,16 +58,41 @@ impl CollateralSource {
 #[error("RA-TLS: {0}")]
 pub struct RaTlsRefusal(pub String);
 
-/// The evidence to put in this node's certificate for `spki`.
-pub(crate) fn extension_for(
+/// The extensions to put in this node's certificate for `spki`: evidence
+/// binding the key and `configuration`, and the configuration itself.
+pub(crate) fn extensions_for(
     attester: &dyn cocoon_attestation::Attester,
     spki: &[u8],
-) -> Result<rcgen::CustomExtension, cocoon_attestation::tdx::QuoteError> {
-    let evidence = attester.evidence(&report_data(spki, Purpose::Tls, None))?;
-    Ok(rcgen::CustomExtension::from_oid_content(
+    configuration: Option<&[u8]>,
+) -> Result<Vec<rcgen::CustomExtension>, cocoon_attestation::tdx::QuoteError> {
+    let binding = bind(report_data(spki, Purpose::Tls, None), configuration);
+    let evidence = attester.evidence(&binding)?;
+    let mut out = vec![rcgen::CustomExtension::from_oid_content(
         EVIDENCE_OID,
         evidence.to_bytes(),
-    ))
+    )];
+    if let Some(configuration) = configuration {
+        out.push(rcgen::CustomExtension::from_oid_content(
+            CONFIGURATION_OID,
+            configuration.to_vec(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The content of `cert`'s extension `oid`, if it has one.
+fn extension<'a>(cert: &'a X509Certificate<'_>, oid: &[u64]) -> Option<&'a [u8]> {
+    let oid = x509_parser::der_parser::oid::Oid::from(oid).ok()?;
+    cert.extensions()
+        .iter()
+        .find(|e| e.oid == oid)
+        .map(|e| e.value)
+}
+
+/// The configuration document in a certificate, if it carries one.
+pub fn certificate_configuration(cert_der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    extension(&cert, CONFIGURATION_OID).map(<[u8]>::to_vec)
 }
 
 #[cfg(test)]
@@ -73,26 +106,24 @@ impl AttestationCheck {
         role: PeerRole,
         now_secs: u64,
     ) -> Result<Verdict, RaTlsRefusal> {
-        let oid = x509_parser::der_parser::oid::Oid::from(EVIDENCE_OID)
-            .map_err(|_| RaTlsRefusal("bad evidence OID".into()))?;
-        let ext = cert
-            .extensions()
-            .iter()
-            .find(|e| e.oid == oid)
+        let evidence = extension(cert, EVIDENCE_OID)
             .ok_or_else(|| RaTlsRefusal("the peer's certificate carries no TEE evidence".into()))?;
-        let expected = report_data(cert.public_key().raw, Purpose::Tls, None);
-        self.check_evidence(ext.value, role, &expected, now_secs)
+        let key = report_data(cert.public_key().raw, Purpose::Tls, None);
+        let configuration = extension(cert, CONFIGURATION_OID);
+        self.check_evidence(evidence, role, &key, configuration, now_secs)
     }
 
-    /// Verify serialized evidence that must bind `expected` report data, for a
-    /// peer in `role`.
+    /// Verify serialized evidence that must bind the key binding `key` and
+    /// the `configuration` document sent beside it, for a peer in `role`.
     pub fn check_evidence(
         &self,
         evidence: &[u8],
         role: PeerRole,
-        expected: &[u8; 64],
+        key: &[u8; 64],
+        configuration: Option<&[u8]>,
         now_secs: u64,
     ) -> Result<Verdict, RaTlsRefusal> {
+        let expected = &bind(*key, configuration);
         let evidence = Evidence::from_bytes(evidence).map_err(|e| RaTlsRefusal(e.to_string()))?;
         let collateral = match (&evidence, &self.collateral) {
             (Evidence::Tdx(quote), Some(source)) => {
@@ -109,8 +140,13 @@ impl AttestationCheck {
         let verdict = evidence
             .verify(collateral.as_deref(), self.verify_at.unwrap_or(now_secs))
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
+        let mut verdict = verdict;
         self.policy
             .check(&verdict, role, Some(expected))
+            .map_err(|e| RaTlsRefusal(e.to_string()))?;
+        verdict.configuration = self
+            .policy
+            .check_configuration(configuration, role)
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
         Ok(verdict)
     }

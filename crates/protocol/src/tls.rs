@@ -132,6 +132,9 @@ pub struct Identity {
     signer: Arc<ring::signature::Ed25519KeyPair>,
     /// The TEE that vouches for this key in every certificate (RA-TLS), if any.
     attester: Option<Arc<dyn cocoon_attestation::Attester>>,
+    /// The node's effective configuration (a [`cocoon_attestation::Configuration`]
+    /// document), bound into its evidence once the node knows it.
+    configuration: std::sync::RwLock<Option<Arc<[u8]>>>,
 }
 
 impl fmt::Debug for Identity {
@@ -164,6 +167,7 @@ impl Identity {
             spki,
             signer: Arc::new(signer),
             attester: None,
+            configuration: std::sync::RwLock::default(),
         })
     }
 
@@ -171,6 +175,27 @@ impl Identity {
     pub fn with_attester(mut self, attester: Arc<dyn cocoon_attestation::Attester>) -> Self {
         self.attester = Some(attester);
         self
+    }
+
+    /// Bind this node's effective configuration into every piece of
+    /// evidence made from now on: certificates carry it, and
+    /// [`Identity::configuration`] gives it to other evidence (a worker's
+    /// sealing key). A node binds it at start, before it issues a
+    /// certificate; binding again (a node restarted in the same process)
+    /// replaces it for evidence made afterwards.
+    pub fn bind_configuration(&self, configuration: &cocoon_attestation::Configuration) {
+        *self
+            .configuration
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(configuration.to_bytes().into());
+    }
+
+    /// The configuration document bound by [`Identity::bind_configuration`].
+    pub fn configuration(&self) -> Option<Arc<[u8]>> {
+        self.configuration
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Load the key at `path`, creating it (mode 0600) if the file does not exist.
@@ -233,11 +258,13 @@ impl Identity {
         params.not_before = now - time::Duration::minutes(5);
         params.not_after = now + time::Duration::seconds(CERT_LIFETIME.as_secs() as i64);
         if let Some(attester) = &self.attester {
-            let extension =
-                crate::ra_tls::extension_for(attester.as_ref(), &self.spki).map_err(|e| {
-                    ProtocolError::Tls(format!("TEE evidence for the certificate: {e}"))
-                })?;
-            params.custom_extensions.push(extension);
+            let extensions = crate::ra_tls::extensions_for(
+                attester.as_ref(),
+                &self.spki,
+                self.configuration().as_deref(),
+            )
+            .map_err(|e| ProtocolError::Tls(format!("TEE evidence for the certificate: {e}")))?;
+            params.custom_extensions.extend(extensions);
         }
         let cert = params
             .self_signed(&key)

@@ -18,9 +18,12 @@ pub struct WorkerKey {
     pub identity: Vec<u8>,
     /// X25519 public key requests are sealed to.
     pub sealing_key: [u8; 32],
-    /// TEE evidence binding both keys (see [`sealing_binding`]); `None` from a
-    /// worker without a TEE.
+    /// TEE evidence binding both keys (see [`sealing_binding`]) and the
+    /// configuration; `None` from a worker without a TEE.
     pub evidence: Option<Vec<u8>>,
+    /// The worker's effective configuration document (engine, upstream,
+    /// models, policy, proxies), whose digest the evidence binds.
+    pub configuration: Option<Vec<u8>>,
 }
 
 /// The report data that binds a sealing key to an identity key.
@@ -43,7 +46,13 @@ impl WorkerKey {
             RaTlsRefusal("the worker's sealing key carries no TEE evidence".into())
         })?;
         let binding = sealing_binding(&self.sealing_key, &self.identity);
-        check.check_evidence(evidence, PeerRole::Worker, &binding, now_secs)
+        check.check_evidence(
+            evidence,
+            PeerRole::Worker,
+            &binding,
+            self.configuration.as_deref(),
+            now_secs,
+        )
     }
 }
 
@@ -68,16 +77,88 @@ mod tests {
         }
     }
 
-    fn attested(identity: &Identity, sealing: &SealingKey) -> WorkerKey {
+    /// A worker's configuration with an `openai-http` engine at `upstream`.
+    fn configuration(upstream: &str) -> Vec<u8> {
+        cocoon_attestation::Configuration {
+            role: PeerRole::Worker,
+            version: "test".into(),
+            engine: Some(cocoon_attestation::EngineIdentity {
+                kind: "openai-http".into(),
+                upstream: Some(upstream.into()),
+            }),
+            models: vec![],
+            policy_sha256: None,
+            proxies: vec![],
+            contracts: vec![],
+        }
+        .to_bytes()
+    }
+
+    /// Keys with evidence binding them and `configuration` (the document
+    /// sent beside it is the same unless the caller changes it).
+    fn attested_with(
+        identity: &Identity,
+        sealing: &SealingKey,
+        configuration: Option<Vec<u8>>,
+    ) -> WorkerKey {
         let tee = SimulatedTee::new();
-        let evidence = tee
-            .evidence(&sealing_binding(&sealing.public(), identity.spki()))
-            .unwrap();
+        let binding = cocoon_attestation::configuration::bind(
+            sealing_binding(&sealing.public(), identity.spki()),
+            configuration.as_deref(),
+        );
         WorkerKey {
             identity: identity.spki().to_vec(),
             sealing_key: sealing.public(),
-            evidence: Some(evidence.to_bytes()),
+            evidence: Some(tee.evidence(&binding).unwrap().to_bytes()),
+            configuration,
         }
+    }
+
+    fn attested(identity: &Identity, sealing: &SealingKey) -> WorkerKey {
+        attested_with(
+            identity,
+            sealing,
+            Some(configuration("http://127.0.0.1:8000/v1")),
+        )
+    }
+
+    /// The GPU owner boots the allowed image but points its engine at a
+    /// server on the host (which then reads every prompt). Evidence binding
+    /// that configuration is refused; so is the same evidence shown with a
+    /// harmless-looking document, or with none; and evidence that binds no
+    /// configuration at all. Before configurations were bound, the image
+    /// alone passed whatever the worker was told to do.
+    #[test]
+    fn a_worker_forwarding_prompts_outside_its_vm_is_refused_however_it_presents_it() {
+        let identity = Identity::generate().unwrap();
+        let sealing = SealingKey::generate();
+        let remote = configuration("http://10.0.0.7:8000/v1");
+        let honest_about_it = attested_with(&identity, &sealing, Some(remote.clone()));
+        let err = honest_about_it.verify(&check(), 0).unwrap_err().to_string();
+        assert!(err.contains("outside its measured VM"), "{err}");
+        let disguised = WorkerKey {
+            configuration: Some(configuration("http://127.0.0.1:8000/v1")),
+            ..honest_about_it.clone()
+        };
+        let err = disguised.verify(&check(), 0).unwrap_err().to_string();
+        assert!(err.contains("does not bind"), "{err}");
+        let hidden = WorkerKey {
+            configuration: None,
+            ..honest_about_it
+        };
+        let err = hidden.verify(&check(), 0).unwrap_err().to_string();
+        assert!(err.contains("does not bind"), "{err}");
+        let unbound = attested_with(&identity, &sealing, None);
+        let err = unbound.verify(&check(), 0).unwrap_err().to_string();
+        assert!(err.contains("binds no configuration"), "{err}");
+        // A network that trusts remote inference servers says so in its policy.
+        let mut remote_ok = check();
+        remote_ok.policy.engine_upstream_loopback_only = false;
+        let verdict = attested_with(&identity, &sealing, Some(remote))
+            .verify(&remote_ok, 0)
+            .unwrap();
+        let engine = verdict.configuration.unwrap().engine.unwrap();
+        assert_eq!(engine.upstream.as_deref(), Some("http://10.0.0.7:8000/v1"));
     }
 
     #[test]

@@ -280,6 +280,7 @@ mod tests {
             identity: worker.spki().to_vec(),
             sealing_key: [0; 32],
             evidence: None,
+            configuration: None,
         };
         let log = Arc::new(ReceiptLog::default());
         let usage = Usage {

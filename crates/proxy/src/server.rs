@@ -65,10 +65,39 @@ pub async fn run(
 }
 
 /// Start serving; returns a handle and the accept loop future (drop it to stop).
+/// What this proxy's evidence says it was told to do: the policy it
+/// enforces on workers and clients, the models it routes, its contracts,
+/// its version.
+fn configuration_of(settings: &ProxySettings) -> cocoon_attestation::Configuration {
+    cocoon_attestation::Configuration {
+        role: cocoon_attestation::PeerRole::Proxy,
+        version: env!("CARGO_PKG_VERSION").into(),
+        engine: None,
+        models: settings
+            .models
+            .iter()
+            .map(|name| cocoon_attestation::ModelIdentity {
+                name: name.clone(),
+                weights_sha256: None,
+            })
+            .collect(),
+        policy_sha256: settings.attestation.as_ref().map(|a| a.policy.sha256()),
+        proxies: Vec::new(),
+        contracts: settings
+            .settlement
+            .as_ref()
+            .map(|s| vec![s.proxy_contract().to_string(), s.root().to_string()])
+            .unwrap_or_default(),
+    }
+}
+
 pub fn start(
     listener: TcpListener,
     settings: ProxySettings,
 ) -> std::io::Result<(ProxyHandle, impl Future<Output = ()> + Send)> {
+    settings
+        .identity
+        .bind_configuration(&configuration_of(&settings));
     let pins = PinnedKeys::new(
         settings
             .allowed_clients

@@ -376,6 +376,11 @@ impl Settlement {
         &self.books
     }
 
+    /// The network's root contract it reads prices from.
+    pub fn root(&self) -> &StdAddr {
+        &self.root
+    }
+
     pub fn proxy_contract(&self) -> &StdAddr {
         &self.proxy_contract
     }

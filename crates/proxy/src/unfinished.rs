@@ -188,6 +188,7 @@ mod tests {
             identity: worker.spki().to_vec(),
             sealing_key: [0; 32],
             evidence: None,
+            configuration: None,
         };
         Unfinished::new(
             log.clone(),

@@ -138,6 +138,7 @@ fn key_of(identity: &Identity) -> WorkerKey {
         identity: identity.spki().to_vec(),
         sealing_key: SealingKey::generate().public(),
         evidence: None,
+        configuration: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn key(i: u64) -> WorkerKey {
         identity,
         sealing_key: [1; 32],
         evidence: None,
+        configuration: None,
     }
 }
 

@@ -44,12 +44,25 @@ fn check() -> Arc<AttestationCheck> {
     })
 }
 
+/// An identity with a simulated TEE, bound to a worker's configuration
+/// (a proxy started with it binds its own).
 fn attested() -> Arc<Identity> {
-    Arc::new(
-        Identity::generate()
-            .unwrap()
-            .with_attester(Arc::new(SimulatedTee::new())),
-    )
+    let identity = Identity::generate()
+        .unwrap()
+        .with_attester(Arc::new(SimulatedTee::new()));
+    identity.bind_configuration(&cocoon_attestation::Configuration {
+        role: cocoon_attestation::PeerRole::Worker,
+        version: "test".into(),
+        engine: Some(cocoon_attestation::EngineIdentity {
+            kind: "embedded".into(),
+            upstream: None,
+        }),
+        models: vec![],
+        policy_sha256: None,
+        proxies: vec![],
+        contracts: vec![],
+    });
+    Arc::new(identity)
 }
 
 async fn start(worker: &Identity) -> (ProxyEndpoint, ProxyHandle) {
@@ -104,13 +117,18 @@ async fn dial(worker: &Arc<Identity>, endpoint: &ProxyEndpoint) -> Connection {
 /// `identity`'s sealing key with simulated evidence binding it.
 fn key(identity: &Identity) -> WorkerKey {
     let sealing = SealingKey::generate();
+    let configuration = identity.configuration();
     let evidence = SimulatedTee::new()
-        .evidence(&sealing_binding(&sealing.public(), identity.spki()))
+        .evidence(&cocoon_attestation::configuration::bind(
+            sealing_binding(&sealing.public(), identity.spki()),
+            configuration.as_deref(),
+        ))
         .unwrap();
     WorkerKey {
         identity: identity.spki().to_vec(),
         sealing_key: sealing.public(),
         evidence: Some(evidence.to_bytes()),
+        configuration: configuration.map(|c| c.to_vec()),
     }
 }
 

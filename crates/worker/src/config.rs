@@ -199,6 +199,16 @@ impl WorkerConfig {
             payout.validate()?;
         }
         self.engine.validate()?;
+        if let EngineConfig::OpenaiHttp { base_url, .. } = &self.engine {
+            if self.profile == Profile::Production
+                && !cocoon_attestation::configuration::is_loopback_url(base_url)
+            {
+                return Err(ConfigError::new(
+                    "engine.base_url",
+                    format!("{base_url:?} is outside this machine: under profile = \"production\" an openai-http engine must reach a server inside the same measured VM (a loopback address, e.g. http://127.0.0.1:8000/v1); prompts sent elsewhere leave the enclave, and peers refuse a worker whose evidence says so"),
+                ));
+            }
+        }
         if matches!(self.engine, EngineConfig::Instant { .. })
             && self.profile == Profile::Production
         {

@@ -5,6 +5,10 @@ use cocoon_protocol::sync::LockRecover;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cocoon_attestation::configuration::bind;
+use cocoon_attestation::{
+    Configuration, ConfigurationRefusal, EngineIdentity, ModelIdentity, PeerRole,
+};
 use cocoon_protocol::tls::{self, Fingerprint, PinnedKeys};
 use cocoon_protocol::worker_key::sealing_binding;
 use cocoon_protocol::{
@@ -35,13 +39,75 @@ async fn poll_engine_load(
     }
 }
 
-/// This worker's sealing key with its identity, bound by TEE evidence made
-/// now, once (it can take a second on real hardware).
+/// What this worker's evidence says it was told to do: its engine and
+/// upstream, the models it offers, the policy it enforces, its proxies and
+/// payout wallet, its version.
+fn configuration_of(
+    settings: &WorkerSettings,
+    offers: &[cocoon_protocol::ModelOffer],
+) -> Configuration {
+    Configuration {
+        role: PeerRole::Worker,
+        version: env!("CARGO_PKG_VERSION").into(),
+        engine: Some(EngineIdentity {
+            kind: settings.engine.kind().into(),
+            upstream: settings.engine.upstream(),
+        }),
+        models: offers
+            .iter()
+            .map(|o| ModelIdentity {
+                name: o.name.clone(),
+                weights_sha256: o.weights_sha256.clone(),
+            })
+            .collect(),
+        policy_sha256: settings.attestation.as_ref().map(|a| a.policy.sha256()),
+        proxies: settings
+            .proxies
+            .iter()
+            .map(|p| format!("{}@{}", p.fingerprint, p.address))
+            .collect(),
+        contracts: settings
+            .payout
+            .as_ref()
+            .map(|(e, _)| e.payout().to_string())
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Would this worker's peers refuse its configuration? Then it does not
+/// start, naming the setting.
+fn check_own_configuration(
+    settings: &WorkerSettings,
+    configuration: &Configuration,
+) -> Result<(), ConfigError> {
+    let Some(check) = &settings.attestation else {
+        return Ok(());
+    };
+    check
+        .policy
+        .check_configuration(Some(&configuration.to_bytes()), PeerRole::Worker)
+        .map(|_| ())
+        .map_err(|refusal| {
+            let field = match refusal {
+                ConfigurationRefusal::UpstreamNotLoopback { .. } => "engine.base_url",
+                ConfigurationRefusal::EngineNotAllowed { .. } => "engine.kind",
+                _ => "attestation.policy",
+            };
+            ConfigError::new(field, format!("peers would refuse this worker: {refusal}"))
+        })
+}
+
+/// This worker's sealing key with its identity and configuration, bound by
+/// TEE evidence made now, once (it can take a second on real hardware).
 fn attested_key(
     identity: &cocoon_protocol::tls::Identity,
     sealing: &SealingKey,
 ) -> Result<WorkerKey, ConfigError> {
-    let binding = sealing_binding(&sealing.public(), identity.spki());
+    let binding = bind(
+        sealing_binding(&sealing.public(), identity.spki()),
+        identity.configuration().as_deref(),
+    );
     let evidence = match identity.evidence(&binding) {
         None => None,
         Some(Ok(evidence)) => Some(evidence.to_bytes()),
@@ -56,6 +122,7 @@ fn attested_key(
         identity: identity.spki().to_vec(),
         sealing_key: sealing.public(),
         evidence,
+        configuration: identity.configuration().map(|c| c.to_vec()),
     })
 }
 
@@ -78,13 +145,6 @@ impl Worker {
             // The engine may come up later (a GPU server loading weights); keep going.
             tracing::warn!(error = %e, "engine check failed; requests will fail until it answers");
         }
-        let pins = PinnedKeys::new(settings.proxies.iter().map(|p| p.fingerprint));
-        let tls = tls::client_config_attested(
-            settings.identity.clone(),
-            Arc::new(pins),
-            settings.attestation.clone(),
-        )
-        .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
         let offers: Vec<_> = settings
             .engine
             .models()
@@ -94,6 +154,16 @@ impl Worker {
                 offer
             })
             .collect();
+        let configuration = configuration_of(&settings, &offers);
+        check_own_configuration(&settings, &configuration)?;
+        settings.identity.bind_configuration(&configuration);
+        let pins = PinnedKeys::new(settings.proxies.iter().map(|p| p.fingerprint));
+        let tls = tls::client_config_attested(
+            settings.identity.clone(),
+            Arc::new(pins),
+            settings.attestation.clone(),
+        )
+        .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
         let stats = Arc::new(WorkerStats::default());
         let metrics = Arc::new(cocoon_metrics::Metrics::new("worker"));
         let sealing = Arc::new(SealingKey::generate());

@@ -39,10 +39,18 @@ pub(crate) fn attestation_of(identity: &cocoon_protocol::tls::Identity) -> Value
         }
         Some(Ok(evidence)) => {
             let kind = evidence.kind();
+            // The configuration its evidence binds (see `Identity::bind_configuration`).
+            let configuration = identity.configuration().map(|document| {
+                json!({
+                    "sha256": hex::encode(cocoon_attestation::configuration::digest(&document)),
+                    "document": serde_json::from_slice::<Value>(&document).ok(),
+                })
+            });
             json!({
                 "tee": kind,
                 "image_hash": evidence.claimed_image_hash().ok(),
                 "simulated": kind == cocoon_attestation::TeeKind::Simulated,
+                "configuration": configuration,
             })
         }
     }

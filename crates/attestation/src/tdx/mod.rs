@@ -49,6 +49,7 @@ pub fn verify(
         image_hash: measurements.image_hash(),
         measurements,
         report_data,
+        configuration: None,
     })
 }
 

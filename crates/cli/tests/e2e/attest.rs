@@ -151,6 +151,10 @@ async fn show_cert_reads_a_running_nodes_evidence() {
     assert_eq!(v["evidence"], "simulated");
     assert_eq!(v["key_bound"], true);
     assert_eq!(v["key"], net.proxy().fingerprint.to_string());
+    // What the proxy was told to do, bound by the same evidence.
+    assert_eq!(v["configuration"]["role"], "proxy", "{v}");
+    assert_eq!(v["configuration"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["configuration"]["policy_sha256"].is_string(), "{v}");
 
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("production.toml");

@@ -436,6 +436,10 @@ impl Engine for EmbeddedEngine {
         }]
     }
 
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
     fn describe(&self) -> String {
         let f = &self.facts;
         format!(

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use cocoon_attestation::simulated::SimulatedTee;
-use cocoon_attestation::{Attester, Evidence, Policy};
+use cocoon_attestation::{Attester, Configuration, Evidence, PeerRole, Policy};
 use tokio::net::TcpListener;
 
 use super::AttestationCheck;
@@ -33,8 +33,38 @@ fn attested(attester: Arc<dyn Attester>) -> Arc<Identity> {
     Arc::new(Identity::generate().unwrap().with_attester(attester))
 }
 
-/// One handshake; returns (client's result, server's result) as strings on error.
+/// A configuration document for `role`.
+fn configuration(role: PeerRole) -> Configuration {
+    Configuration {
+        role,
+        version: "test".into(),
+        engine: None,
+        models: vec![],
+        policy_sha256: None,
+        proxies: vec![],
+        contracts: vec![],
+    }
+}
+
+/// One handshake between a proxy (`server`) and a worker (`client`), each
+/// bound to a configuration of its role unless bound already; returns
+/// (client's result, server's result) as strings on error.
 async fn handshake(
+    server: Arc<Identity>,
+    server_requires: Option<Arc<AttestationCheck>>,
+    client: Arc<Identity>,
+    client_requires: Option<Arc<AttestationCheck>>,
+) -> (Result<(), String>, Result<(), String>) {
+    for (identity, role) in [(&server, PeerRole::Proxy), (&client, PeerRole::Worker)] {
+        if identity.configuration().is_none() {
+            identity.bind_configuration(&configuration(role));
+        }
+    }
+    handshake_as_is(server, server_requires, client, client_requires).await
+}
+
+/// [`handshake`] with the identities as they are.
+async fn handshake_as_is(
     server: Arc<Identity>,
     server_requires: Option<Arc<AttestationCheck>>,
     client: Arc<Identity>,
@@ -83,6 +113,40 @@ async fn simulated_evidence_passes_a_development_policy_both_ways() {
     .await;
     assert_eq!(client, Ok(()));
     assert_eq!(server, Ok(()));
+}
+
+/// The configuration travels in the certificate, bound by the evidence and
+/// checked against the policy: a proxy's certificate without one is refused
+/// (unless the policy waives it), and so is one claiming another role.
+#[tokio::test]
+async fn the_certificate_binds_a_configuration_for_the_peers_role() {
+    let tee: Arc<dyn Attester> = Arc::new(SimulatedTee::new());
+    let (client, _) = handshake_as_is(
+        attested(tee.clone()),
+        None,
+        attested(tee.clone()),
+        check(dev_policy()),
+    )
+    .await;
+    let err = client.unwrap_err();
+    assert!(err.contains("binds no configuration"), "{err}");
+    let waived = Policy {
+        require_configuration: false,
+        ..dev_policy()
+    };
+    let (client, _) = handshake_as_is(
+        attested(tee.clone()),
+        None,
+        attested(tee.clone()),
+        check(waived),
+    )
+    .await;
+    assert_eq!(client, Ok(()));
+    let posing = attested(tee.clone());
+    posing.bind_configuration(&configuration(PeerRole::Worker));
+    let (client, _) = handshake(posing, None, attested(tee), check(dev_policy())).await;
+    let err = client.unwrap_err();
+    assert!(err.contains("is for a worker"), "{err}");
 }
 
 #[tokio::test]

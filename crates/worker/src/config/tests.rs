@@ -25,6 +25,24 @@ fn openai_http_in_production_is_fine() {
     assert!(c.engine.build().is_ok());
 }
 
+/// The GPU owner points the engine at a server on the host, which would
+/// read every prompt: refused at start in production, naming the key (and
+/// by every verifier, through the configuration the evidence binds).
+#[test]
+fn an_openai_http_engine_outside_the_vm_is_refused_in_production() {
+    let remote = HTTP.replace("127.0.0.1", "10.0.0.7");
+    let err = WorkerConfig::from_toml(&config(&remote, ""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("engine.base_url") && err.contains("measured VM"),
+        "{err}"
+    );
+    WorkerConfig::from_toml(&config(&remote, "profile = \"development\"")).unwrap();
+    let local = HTTP.replace("127.0.0.1", "localhost");
+    WorkerConfig::from_toml(&config(&local, "")).unwrap();
+}
+
 #[test]
 fn instant_engine_is_refused_in_production() {
     let err = WorkerConfig::from_toml(&config(INSTANT, ""))

@@ -1,0 +1,209 @@
+//! What a node was told to do, as its evidence vouches for it: the effective
+//! configuration that bears on confidentiality and billing (its role and
+//! software version, the engine and where it reaches it, the models and their
+//! weights, the policy it enforces, its proxies, its contracts). The node
+//! sends the document's exact bytes beside its evidence, and the quote's
+//! report data carries their SHA-256 in its second half ([`bind`]), so a
+//! verifier knows the configuration as surely as the image. The report data,
+//! not RTMR3: it binds the document to the very key (and certificate) it
+//! travels with, verifies with one quote on TDX and on the simulated TEE
+//! alike, and needs no kernel support for extending RTMRs at run time
+//! (dstack's compose hash in RTMR3 fits a VM configured once at boot; a
+//! worker's configuration is read by the image after boot).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::policy::PeerRole;
+
+/// Domain separation for [`Configuration::digest`].
+const LABEL: &[u8] = b"cocoon/configuration/v1";
+
+/// A node's effective configuration, as bound into its evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Configuration {
+    pub role: PeerRole,
+    /// The node's software version (`cocoon` crate version).
+    pub version: String,
+    /// A worker's engine; `None` for a proxy.
+    pub engine: Option<EngineIdentity>,
+    /// The models a worker serves, sorted by name.
+    pub models: Vec<ModelIdentity>,
+    /// Hex SHA-256 of the policy (root configuration) it enforces on its
+    /// peers, canonical JSON; `None` when it checks none (development).
+    pub policy_sha256: Option<String>,
+    /// The proxies a worker dials, `fingerprint@host:port`, sorted.
+    pub proxies: Vec<String>,
+    /// A billing proxy's contract and root contract; a worker's payout wallet.
+    pub contracts: Vec<String>,
+}
+
+/// Which engine a worker runs and what it reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineIdentity {
+    /// `embedded`, `openai-http` or `instant`.
+    pub kind: String,
+    /// The server an `openai-http` engine forwards prompts to (its base URL).
+    pub upstream: Option<String>,
+}
+
+/// A model a worker serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelIdentity {
+    pub name: String,
+    /// Hex SHA-256 of the weights, when the engine knows them.
+    pub weights_sha256: Option<String>,
+}
+
+/// Why a configuration document is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+pub enum ConfigurationRefusal {
+    #[error("the peer's evidence binds no configuration, and the policy requires one (require_configuration)")]
+    Missing,
+    #[error("the peer's configuration document is malformed: {0}")]
+    Malformed(String),
+    #[error("the peer's configuration is for a {got}, it is connected as a {expected}")]
+    WrongRole { expected: PeerRole, got: PeerRole },
+    #[error("the worker's engine {kind:?} is not among the policy's worker_engines ({allowed})")]
+    EngineNotAllowed { kind: String, allowed: String },
+    #[error("the worker's engine forwards prompts to {upstream}, outside its measured VM (the policy allows only loopback upstreams: engine_upstream_loopback_only)")]
+    UpstreamNotLoopback { upstream: String },
+}
+
+impl Configuration {
+    /// The exact bytes a node sends and binds (JSON, fields in declaration
+    /// order, lists sorted).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut sorted = self.clone();
+        sorted.models.sort_by(|a, b| a.name.cmp(&b.name));
+        sorted.proxies.sort();
+        sorted.contracts.sort();
+        serde_json::to_vec(&sorted).expect("a configuration serializes")
+    }
+
+    /// Parse a document a peer sent.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigurationRefusal> {
+        serde_json::from_slice(bytes).map_err(|e| ConfigurationRefusal::Malformed(e.to_string()))
+    }
+}
+
+/// SHA-256 over the label and the document's bytes, as received.
+pub fn digest(document: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(LABEL);
+    h.update(document);
+    h.finalize().into()
+}
+
+/// `report_data` (a key binding, see [`crate::report_data`]) with the
+/// digest of `document` in its second half; unchanged (zeros there) when
+/// there is no document.
+pub fn bind(mut report_data: [u8; 64], document: Option<&[u8]>) -> [u8; 64] {
+    if let Some(document) = document {
+        report_data[32..].copy_from_slice(&digest(document));
+    }
+    report_data
+}
+
+/// Whether `url`'s host is this machine (a loopback address or `localhost`),
+/// so an engine reached there runs inside the same measured VM.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("");
+    // user:password@host:port
+    let authority = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(upstream: &str) -> Configuration {
+        Configuration {
+            role: PeerRole::Worker,
+            version: "0.1.0".into(),
+            engine: Some(EngineIdentity {
+                kind: "openai-http".into(),
+                upstream: Some(upstream.into()),
+            }),
+            models: vec![
+                ModelIdentity {
+                    name: "b".into(),
+                    weights_sha256: None,
+                },
+                ModelIdentity {
+                    name: "a".into(),
+                    weights_sha256: Some("00".repeat(32)),
+                },
+            ],
+            policy_sha256: None,
+            proxies: vec!["z@h:1".into(), "a@h:2".into()],
+            contracts: vec![],
+        }
+    }
+
+    #[test]
+    fn the_document_round_trips_and_its_digest_moves_with_any_change() {
+        let c = worker("http://127.0.0.1:8000/v1");
+        let bytes = c.to_bytes();
+        let back = Configuration::from_bytes(&bytes).unwrap();
+        assert_eq!(back.to_bytes(), bytes, "canonical");
+        assert_eq!(back.models[0].name, "a", "sorted");
+        let other = worker("http://10.0.0.7:8000/v1").to_bytes();
+        assert_ne!(digest(&bytes), digest(&other));
+        let base = [7u8; 64];
+        let bound = bind(base, Some(&bytes));
+        assert_eq!(bound[..32], base[..32]);
+        assert_eq!(bound[32..], digest(&bytes));
+        assert_eq!(bind(base, None), base);
+        assert!(matches!(
+            Configuration::from_bytes(b"{\"role\":\"worker\",\"extra\":1}"),
+            Err(ConfigurationRefusal::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn only_this_machine_counts_as_loopback() {
+        for inside in [
+            "http://127.0.0.1:8000/v1",
+            "http://127.8.9.10/v1",
+            "http://localhost:11434/v1",
+            "https://LOCALHOST/v1",
+            "http://[::1]:8000/v1",
+            "http://user:pw@127.0.0.1:8000/v1",
+        ] {
+            assert!(is_loopback_url(inside), "{inside}");
+        }
+        for outside in [
+            "http://10.0.0.7:8000/v1",
+            "http://192.168.1.2/v1",
+            "http://vllm.internal:8000/v1",
+            "http://127.0.0.1.evil.example/v1",
+            "http://localhost.evil.example/v1",
+            "http://[::2]:8000/v1",
+            "http://127.0.0.1@10.0.0.7:8000/v1",
+            "http://0.0.0.0:8000/v1",
+            "",
+        ] {
+            assert!(!is_loopback_url(outside), "{outside}");
+        }
+    }
+}
