@@ -83,6 +83,7 @@ pub async fn run(options: GatewayBenchOptions) -> anyhow::Result<()> {
         upstream_model: None,
         api_key_env: None,
         tokenizer_gguf: None,
+        weights_dir: None,
         max_concurrent: capacity as u32,
         connect_timeout_secs: 5,
         read_timeout_secs: 60,

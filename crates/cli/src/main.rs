@@ -459,6 +459,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
             upstream_model: None,
             api_key_env: None,
             tokenizer_gguf: None,
+            weights_dir: None,
             max_concurrent: 16,
             connect_timeout_secs: 5,
             read_timeout_secs: 120,

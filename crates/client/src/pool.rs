@@ -629,7 +629,13 @@ async fn sealed_request(
         } else {
             sealing::SEAL_CANDIDATES
         };
-        let chosen = sealing::candidates(&others, choices, prefs.sort, sticky_now.is_some());
+        let chosen = sealing::candidates(
+            &others,
+            &request.model,
+            choices,
+            prefs.sort,
+            sticky_now.is_some(),
+        );
         avoid.extend(chosen.iter().map(|c| c.worker));
         let sealed_to: Vec<ListedWorker> = chosen
             .iter()
@@ -650,10 +656,7 @@ async fn sealed_request(
             request_bytes: sealed.ciphertext.len() as u64,
             streamed_bytes: 0,
             progress: None,
-            recipients: chosen
-                .into_iter()
-                .map(|c| (c.worker, c.identity, c.price_coefficient))
-                .collect(),
+            recipients: chosen,
         };
         let Ok(mut answer) = conn.request(RequestBody::Generate(sealed)).await else {
             return Err(None);

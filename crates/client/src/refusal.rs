@@ -18,6 +18,8 @@ pub enum ReceiptRefused {
     },
     #[error("the receipt states price coefficient {stated}, the worker was listed at {listed}")]
     Price { stated: u32, listed: u32 },
+    #[error("the receipt names weights {stated}, the worker's attested configuration {attested}")]
+    Weights { stated: String, attested: String },
     #[error("its stamp does not match this answer's key (altered, re-signed or truncated)")]
     Stamp,
     #[error(transparent)]

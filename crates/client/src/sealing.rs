@@ -49,8 +49,12 @@ pub const RESEAL_CANDIDATES: usize = 4;
 
 /// When a proxy's list was fetched, and its accepted workers.
 type Listed = (Instant, Arc<Vec<ListedWorker>>);
-/// When a key was checked, and the outcome.
-type Verdict = (Instant, Result<(), RaTlsRefusal>);
+/// When a key was checked, and the outcome: the configuration its evidence
+/// binds (none where the policy waives it), or the refusal.
+type Verdict = (
+    Instant,
+    Result<Option<Arc<cocoon_attestation::Configuration>>, RaTlsRefusal>,
+);
 
 /// Verified worker keys, per proxy and model, and the sealed sessions to
 /// them.
@@ -177,7 +181,7 @@ impl KeyDirectory {
         let total = listed.len();
         let accepted: Vec<ListedWorker> = listed
             .into_iter()
-            .filter(|l| l.price_coefficient <= limit && self.accept(&l.key))
+            .filter(|l| l.price_coefficient <= limit && self.accept(&l.key, model))
             .collect();
         if accepted.is_empty() {
             return Err(WireError::new(
@@ -195,20 +199,56 @@ impl KeyDirectory {
         self.lists.locked().len()
     }
 
-    /// Whether `key` may be sealed to, verifying its evidence the first time.
-    fn accept(&self, key: &WorkerKey) -> bool {
+    /// Whether `key` may be sealed a request for `model` to: its evidence
+    /// verified (the first time), and the configuration it binds offering
+    /// `model` with weights the policy allows. The proxy checked the
+    /// worker's announced offer too, but a proxy is not trusted: it could
+    /// list a worker serving other weights under the model's name.
+    fn accept(&self, key: &WorkerKey, model: &str) -> bool {
+        let Some(check) = &self.check else {
+            return self.accept_key(key).is_some();
+        };
+        match self.accept_key(key) {
+            None => false,
+            Some(None) => true,
+            Some(Some(configuration)) => {
+                let offered = configuration.models.iter().find(|m| m.name == model);
+                let verdict = match offered {
+                    None => Err(format!(
+                        "its attested configuration does not offer {model:?}"
+                    )),
+                    Some(m) => check
+                        .policy
+                        .check_model(model, m.weights_sha256.as_deref())
+                        .map_err(|e| e.to_string()),
+                };
+                if let Err(reason) = &verdict {
+                    tracing::warn!(worker = %key.worker(), %reason, "worker refused for this model; nothing will be sealed to it");
+                }
+                verdict.is_ok()
+            }
+        }
+    }
+
+    /// The configuration `key`'s evidence binds (`Some(None)`: accepted
+    /// without one, where there is no policy or it waives configurations),
+    /// verifying the evidence the first time; `None`: refused.
+    fn accept_key(
+        &self,
+        key: &WorkerKey,
+    ) -> Option<Option<Arc<cocoon_attestation::Configuration>>> {
         let Some(check) = &self.check else {
             if !self.warned_unattested.swap(true, Ordering::Relaxed) {
                 tracing::warn!("no attestation policy: sealing to workers' keys WITHOUT checking their TEE evidence; a malicious proxy could substitute its own keys");
             }
-            return true;
+            return Some(None);
         };
         let id = [key.identity.as_slice(), key.sealing_key.as_slice()].concat();
         {
             let verdicts = self.verdicts.locked();
             if let Some((at, verdict)) = verdicts.get(&id) {
                 if at.elapsed() < VERDICT_TTL {
-                    return verdict.is_ok();
+                    return verdict.as_ref().ok().cloned();
                 }
             }
         }
@@ -217,11 +257,13 @@ impl KeyDirectory {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let verdict = key.verify(check, now).map(|_| ());
+        let verdict = key
+            .verify(check, now)
+            .map(|v| v.configuration.map(Arc::new));
         if let Err(reason) = &verdict {
             tracing::warn!(worker = %key.worker(), %reason, "worker key refused; nothing will be sealed to it");
         }
-        let accepted = verdict.is_ok();
+        let accepted = verdict.as_ref().ok().cloned();
         let mut verdicts = self.verdicts.locked();
         if verdicts.len() >= MAX_VERDICTS {
             verdicts.retain(|_, (at, _)| at.elapsed() < VERDICT_TTL);
@@ -263,6 +305,21 @@ pub struct Candidate {
     pub identity: Vec<u8>,
     /// The price it was listed at; its receipt must state the same.
     pub price_coefficient: u32,
+    /// The weights its attested configuration names for the request's
+    /// model; its receipts must name the same (`None`: the key binds no
+    /// configuration, where the policy waives it or there is none).
+    pub weights_sha256: Option<String>,
+}
+
+/// The weights `key`'s configuration document names for `model`.
+fn attested_weights(key: &WorkerKey, model: &str) -> Option<String> {
+    let document = key.configuration.as_deref()?;
+    cocoon_attestation::Configuration::from_bytes(document)
+        .ok()?
+        .models
+        .into_iter()
+        .find(|m| m.name == model)?
+        .weights_sha256
 }
 
 /// Up to `n` of `listed`, drawn by this node at random, weighted by its own
@@ -271,6 +328,7 @@ pub struct Candidate {
 /// worker holding the conversation's prompt cache) the first stays first.
 pub fn candidates(
     listed: &[ListedWorker],
+    model: &str,
     n: usize,
     sort: Sort,
     keep_first: bool,
@@ -305,6 +363,7 @@ pub fn candidates(
             sealing_key: l.key.sealing_key,
             identity: l.key.identity.clone(),
             price_coefficient: l.price_coefficient,
+            weights_sha256: attested_weights(&l.key, model),
         })
         .collect()
 }
@@ -326,8 +385,8 @@ fn weight(l: &ListedWorker, sort: Sort) -> f64 {
 pub struct Unsealer {
     pub opener: ReplyOpener,
     pub header: SealHeader,
-    /// Each recipient: (worker, identity key, listed price coefficient).
-    pub recipients: Vec<(Fingerprint, Vec<u8>, u32)>,
+    /// The workers it was sealed to.
+    pub recipients: Vec<Candidate>,
     /// Bytes of the sealed request's ciphertext.
     pub request_bytes: u64,
     /// Padded plaintext bytes of the chunks opened so far (what the proxy
@@ -434,10 +493,10 @@ impl Unsealer {
     /// request was sealed to, the one whose key the answer opened under,
     /// at the price it was listed at.
     fn signer(&self, r: &cocoon_protocol::Receipt) -> Result<&[u8], ReceiptRefused> {
-        let (_, spki, listed_price) = self
+        let recipient = self
             .recipients
             .iter()
-            .find(|(worker, _, _)| *worker == r.worker)
+            .find(|c| c.worker == r.worker)
             .ok_or(ReceiptRefused::NotARecipient)?;
         // The answer opened under one recipient's key: only that recipient
         // may receipt it (a proxy cannot pass one worker's answer off under
@@ -450,13 +509,20 @@ impl Unsealer {
                 });
             }
         }
-        if r.price_coefficient != *listed_price {
+        if r.price_coefficient != recipient.price_coefficient {
             return Err(ReceiptRefused::Price {
                 stated: r.price_coefficient,
-                listed: *listed_price,
+                listed: recipient.price_coefficient,
             });
         }
-        Ok(spki)
+        // The weights that served it are the ones its evidence vouches for.
+        if recipient.weights_sha256.is_some() && r.model_sha256 != recipient.weights_sha256 {
+            return Err(ReceiptRefused::Weights {
+                stated: r.model_sha256.clone().unwrap_or_else(|| "none".into()),
+                attested: recipient.weights_sha256.clone().unwrap_or_default(),
+            });
+        }
+        Ok(&recipient.identity)
     }
 
     fn check_receipt(&self, done: &cocoon_protocol::Done) -> Result<(), ReceiptRefused> {
@@ -536,7 +602,7 @@ mod tests {
         let unsealer = Unsealer {
             opener,
             header: sealed.header,
-            recipients: vec![(worker.fingerprint(), worker.spki().to_vec(), 1000)],
+            recipients: vec![recipient(&worker)],
             request_bytes: sealed.ciphertext.len() as u64,
             streamed_bytes: 0,
             progress: None,
@@ -550,6 +616,18 @@ mod tests {
 
     fn done(s: &Setup, signer: &Identity, usage: Usage, request_id: [u8; 16]) -> Event {
         done_at(s, signer, usage, request_id, 1000)
+    }
+
+    /// `worker` as a recipient listed at the base price, its key binding no
+    /// configuration.
+    fn recipient(worker: &Identity) -> Candidate {
+        Candidate {
+            worker: worker.fingerprint(),
+            sealing_key: [0; 32],
+            identity: worker.spki().to_vec(),
+            price_coefficient: 1000,
+            weights_sha256: None,
+        }
     }
 
     fn done_at(
@@ -805,7 +883,7 @@ mod tests {
         ];
         let mut drawn = HashMap::new();
         for _ in 0..2000 {
-            let chosen = candidates(&workers, 2, Sort::Price, false);
+            let chosen = candidates(&workers, "m", 2, Sort::Price, false);
             assert_eq!(chosen.len(), 2);
             assert_ne!(chosen[0].worker, chosen[1].worker);
             for c in chosen {
@@ -824,7 +902,7 @@ mod tests {
         let (idle, full) = (listed(1000, 0), listed(1000, 1000));
         assert!(weight(&idle, Sort::Price) <= 2.0 * weight(&full, Sort::Price));
         // The worker holding the conversation's cache stays first.
-        let kept = candidates(&workers, 2, Sort::Price, true);
+        let kept = candidates(&workers, "m", 2, Sort::Price, true);
         assert_eq!(kept[0].worker, workers[0].key.worker());
     }
 
@@ -852,10 +930,7 @@ mod tests {
         let mut unsealer = Unsealer {
             opener,
             header: sealed.header.clone(),
-            recipients: vec![
-                (a.fingerprint(), a.spki().to_vec(), 1000),
-                (b.fingerprint(), b.spki().to_vec(), 1000),
-            ],
+            recipients: vec![recipient(&a), recipient(&b)],
             request_bytes: sealed.ciphertext.len() as u64,
             streamed_bytes: 0,
             progress: None,
@@ -911,6 +986,107 @@ mod tests {
         match s.unsealer.open(event) {
             Event::Error(e) => assert!(e.message.contains("price coefficient 1500"), "{e}"),
             other => panic!("accepted a receipt at another price: {other:?}"),
+        }
+    }
+
+    /// The worker's evidence vouches for the weights it serves the model
+    /// with: a receipt naming other weights (or none) is refused, so what
+    /// the app is told served its request is what the enclave was set up
+    /// with.
+    #[test]
+    fn a_receipt_naming_other_weights_than_attested_is_refused() {
+        let mut s = setup();
+        s.unsealer.recipients[0].weights_sha256 = Some("aa".repeat(32));
+        let id = s.unsealer.header.request_id;
+        let usage = Usage {
+            completion_tokens: 2,
+            ..Usage::default()
+        };
+        let event = done_at(&s, &s.worker, usage, id, 1000);
+        match s.unsealer.open(event) {
+            Event::Error(e) => assert!(e.message.contains("names weights none"), "{e}"),
+            other => panic!("accepted a receipt naming other weights: {other:?}"),
+        }
+    }
+
+    /// A worker whose evidence binds `models` (name, weights), listed at the
+    /// base price.
+    fn attested_worker(models: &[(&str, &str)]) -> ListedWorker {
+        use cocoon_attestation::{Attester, Configuration, ModelIdentity, PeerRole};
+        let identity = Identity::generate().unwrap();
+        let sealing = SealingKey::generate();
+        let document = Configuration {
+            role: PeerRole::Worker,
+            version: "test".into(),
+            engine: None,
+            models: models
+                .iter()
+                .map(|(name, weights)| ModelIdentity {
+                    name: name.to_string(),
+                    weights_sha256: Some(weights.to_string()),
+                })
+                .collect(),
+            policy_sha256: None,
+            proxies: vec![],
+            contracts: vec![],
+        }
+        .to_bytes();
+        let binding = cocoon_attestation::configuration::bind(
+            cocoon_protocol::worker_key::sealing_binding(&sealing.public(), identity.spki()),
+            Some(&document),
+        );
+        let evidence = cocoon_attestation::simulated::SimulatedTee::new()
+            .evidence(&binding)
+            .unwrap();
+        ListedWorker {
+            key: WorkerKey {
+                identity: identity.spki().to_vec(),
+                sealing_key: sealing.public(),
+                evidence: Some(evidence.to_bytes()),
+                configuration: Some(document),
+            },
+            price_coefficient: 1000,
+            load_permille: 0,
+        }
+    }
+
+    /// A proxy lists, under a model's name, a worker whose attested
+    /// configuration serves another model, or the model with weights the
+    /// network does not allow (a proxy is trusted with neither): the client
+    /// node seals nothing to it. Before, the client node checked the image
+    /// and the keys only, and took the proxy's word for the model.
+    #[test]
+    fn a_worker_listed_under_a_model_its_evidence_does_not_serve_is_not_sealed_to() {
+        let allowed = "aa".repeat(32);
+        let check = AttestationCheck {
+            policy: cocoon_attestation::Policy {
+                allow_simulated: true,
+                worker_images: [
+                    cocoon_attestation::simulated::SimulatedTee::measurements().image_hash()
+                ]
+                .into(),
+                models: vec![cocoon_attestation::AllowedModel {
+                    name: "m".into(),
+                    sha256: allowed.clone(),
+                }],
+                ..cocoon_attestation::Policy::default()
+            },
+            collateral: None,
+            verify_at: None,
+        };
+        let keys = KeyDirectory::new(Some(Arc::new(check)));
+        let honest = attested_worker(&[("m", &allowed)]);
+        let accepted = keys.verified(vec![honest.clone()], u32::MAX, "m").unwrap();
+        assert_eq!(accepted.len(), 1);
+        let chosen = candidates(&accepted, "m", 1, Sort::Price, false);
+        assert_eq!(chosen[0].weights_sha256.as_deref(), Some(allowed.as_str()));
+        for (models, why) in [
+            (vec![("small", allowed.as_str())], "another model"),
+            (vec![("m", "bb".repeat(32).as_str())], "other weights"),
+        ] {
+            let listed = attested_worker(&models);
+            let err = keys.verified(vec![listed], u32::MAX, "m").expect_err(why);
+            assert_eq!(err.kind, ErrorKind::NoWorker, "{why}");
         }
     }
 }

@@ -54,6 +54,7 @@ pub fn openai_http_engine(
         upstream_model: upstream_model.map(str::to_string),
         api_key_env: None,
         tokenizer_gguf: None,
+        weights_dir: None,
         max_concurrent: 8,
         connect_timeout_secs,
         read_timeout_secs,

@@ -46,6 +46,13 @@ pub enum EngineConfig {
         /// A GGUF file of the same model: its tokenizer and chat template count
         /// (and bill) prompt tokens instead of the upstream's count.
         tokenizer_gguf: Option<PathBuf>,
+        /// The directory the upstream server loads the model from: hashed
+        /// at start (every file; see `model_hash::sha256_dir_manifest`)
+        /// into the weights hash this worker announces, binds in its
+        /// evidence and signs into receipts. Without it the model is
+        /// announced with no hash, which a network listing its models
+        /// refuses.
+        weights_dir: Option<PathBuf>,
         max_concurrent: u32,
         connect_timeout_secs: u64,
         read_timeout_secs: u64,
@@ -178,11 +185,15 @@ impl From<EngineConfig> for toml::Table {
                 upstream_model,
                 api_key_env,
                 tokenizer_gguf,
+                weights_dir,
                 max_concurrent,
                 connect_timeout_secs,
                 read_timeout_secs,
             } => {
                 set("kind", Value::String("openai-http".into()));
+                if let Some(p) = weights_dir {
+                    set("weights_dir", path(p));
+                }
                 set("base_url", Value::String(base_url));
                 set("model", Value::String(model));
                 if let Some(m) = upstream_model {
@@ -304,6 +315,7 @@ struct OpenaiHttpFields {
     upstream_model: Option<String>,
     api_key_env: Option<String>,
     tokenizer_gguf: Option<PathBuf>,
+    weights_dir: Option<PathBuf>,
     #[serde(default = "default_concurrency")]
     max_concurrent: u32,
     #[serde(default = "default_connect_timeout")]
@@ -320,6 +332,7 @@ impl From<OpenaiHttpFields> for EngineConfig {
             upstream_model: f.upstream_model,
             api_key_env: f.api_key_env,
             tokenizer_gguf: f.tokenizer_gguf,
+            weights_dir: f.weights_dir,
             max_concurrent: f.max_concurrent,
             connect_timeout_secs: f.connect_timeout_secs,
             read_timeout_secs: f.read_timeout_secs,
@@ -399,8 +412,17 @@ impl EngineConfig {
                 max_concurrent,
                 api_key_env,
                 tokenizer_gguf,
+                weights_dir,
                 ..
             } => {
+                if let Some(dir) = weights_dir {
+                    if !dir.is_dir() {
+                        return Err(ConfigError::new(
+                            "engine.weights_dir",
+                            format!("{} is not a readable directory", dir.display()),
+                        ));
+                    }
+                }
                 if let Some(path) = tokenizer_gguf {
                     if !path.is_file() {
                         return Err(ConfigError::new(
@@ -476,10 +498,21 @@ impl EngineConfig {
                 upstream_model,
                 api_key_env,
                 tokenizer_gguf,
+                weights_dir,
                 max_concurrent,
                 connect_timeout_secs,
                 read_timeout_secs,
             } => {
+                let weights_sha256 = weights_dir
+                    .map(|dir| {
+                        crate::model_hash::sha256_dir_manifest(&dir).map_err(|e| {
+                            ConfigError::new(
+                                "engine.weights_dir",
+                                format!("{}: {e}", dir.display()),
+                            )
+                        })
+                    })
+                    .transpose()?;
                 let mut engine = OpenAiHttpEngine::new(OpenAiHttpConfig {
                     base_url,
                     model: model.clone(),
@@ -488,6 +521,7 @@ impl EngineConfig {
                     max_concurrent,
                     connect_timeout: Duration::from_secs(connect_timeout_secs),
                     read_timeout: Duration::from_secs(read_timeout_secs),
+                    weights_sha256,
                 })
                 .map_err(|e| ConfigError::new("engine", e.to_string()))?;
                 if let Some(path) = tokenizer_gguf {

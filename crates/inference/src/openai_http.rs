@@ -64,6 +64,9 @@ pub struct OpenAiHttpConfig {
     pub connect_timeout: Duration,
     /// Longest silence while reading an answer.
     pub read_timeout: Duration,
+    /// The hash of the model directory the upstream serves (announced,
+    /// bound in the worker's evidence, signed into receipts).
+    pub weights_sha256: Option<String>,
 }
 
 pub struct OpenAiHttpEngine {
@@ -208,7 +211,7 @@ impl Engine for OpenAiHttpEngine {
             price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
             name: self.config.model.clone(),
             max_concurrent: self.config.max_concurrent,
-            weights_sha256: None,
+            weights_sha256: self.config.weights_sha256.clone(),
             context_length: None,
             quantization: None,
             // vLLM, SGLang, llama-server and Ollama enforce response_format.

@@ -256,6 +256,7 @@ pub(crate) fn openai_http(base_url: String, tokenizer_gguf: Option<PathBuf>) -> 
         upstream_model: None,
         api_key_env: None,
         tokenizer_gguf,
+        weights_dir: None,
         max_concurrent: 4,
         connect_timeout_secs: 2,
         read_timeout_secs: 60,
@@ -302,7 +303,10 @@ async fn openai_http_backend_forwards_to_a_server_running_the_model() {
 
 /// With the model's tokenizer configured, the worker bills its own prompt count,
 /// not the upstream's: here the upstream is the instant test engine, which counts
-/// words, and the bill is SmolLM2's token count of the templated chat.
+/// words, and the bill is SmolLM2's token count of the templated chat. With its
+/// model directory configured, the worker announces, binds in its evidence and
+/// signs into every receipt the directory's hash, and the client node (whose
+/// policy lists that hash) checks the receipt names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_http_backend_bills_its_own_tokenizer_count() {
     let upstream_engine = EngineConfig::Instant {
@@ -314,11 +318,22 @@ async fn openai_http_backend_bills_its_own_tokenizer_count() {
     .unwrap();
     let (upstream, server) = serve_upstream(upstream_engine).await;
     let mut options = DevnetOptions::instant(MODEL);
+    let weights = tempfile::tempdir().unwrap();
+    std::fs::write(weights.path().join("config.json"), "{}").unwrap();
+    std::fs::write(weights.path().join("model.safetensors"), "weights").unwrap();
     options.engine = openai_http(upstream, Some(smollm2()));
+    if let EngineConfig::OpenaiHttp { weights_dir, .. } = &mut options.engine {
+        *weights_dir = Some(weights.path().to_path_buf());
+    }
     let net = Devnet::start(options).await.unwrap();
     let url = format!("{}/chat/completions", net.api_url);
     let (status, answer) = post(&url, &ask("What is the capital of Japan?", json!({}))).await;
     assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["cocoon"]["receipt"]["model_sha256"],
+        cocoon_inference::model_hash::sha256_dir_manifest(weights.path()).unwrap(),
+        "{answer}"
+    );
     let tokenizer = Prompter::load_vocab(&smollm2(), MODEL).unwrap();
     let rendered = format!(
         "{SYSTEM}<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n"

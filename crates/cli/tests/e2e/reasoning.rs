@@ -237,6 +237,7 @@ async fn reasoning_comes_apart_from_the_answer_and_crosses_the_proxy_sealed() {
         upstream_model: None,
         api_key_env: None,
         tokenizer_gguf: None,
+        weights_dir: None,
         max_concurrent: 2,
         connect_timeout_secs: 2,
         read_timeout_secs: 60,

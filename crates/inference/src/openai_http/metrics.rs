@@ -89,6 +89,7 @@ mod over_http {
             max_concurrent: 4,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(5),
+            weights_sha256: None,
         })
         .unwrap()
     }

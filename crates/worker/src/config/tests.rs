@@ -43,6 +43,33 @@ fn an_openai_http_engine_outside_the_vm_is_refused_in_production() {
     WorkerConfig::from_toml(&config(&local, "")).unwrap();
 }
 
+/// An `openai-http` worker names the directory its upstream loads the model
+/// from: hashed at start into the weights hash it announces.
+#[test]
+fn an_openai_http_model_directory_is_hashed_into_its_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), "weights").unwrap();
+    let with_dir = format!(
+        "{HTTP}\nweights_dir = {:?}",
+        dir.path().display().to_string()
+    );
+    let c = WorkerConfig::from_toml(&config(&with_dir, "")).unwrap();
+    let offer = &c.engine.build().unwrap().models()[0];
+    assert_eq!(
+        offer.weights_sha256.as_deref(),
+        Some(
+            cocoon_inference::model_hash::sha256_dir_manifest(dir.path())
+                .unwrap()
+                .as_str()
+        )
+    );
+    let missing = format!("{HTTP}\nweights_dir = \"/no/such/dir\"");
+    let err = WorkerConfig::from_toml(&config(&missing, ""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("engine.weights_dir"), "{err}");
+}
+
 #[test]
 fn instant_engine_is_refused_in_production() {
     let err = WorkerConfig::from_toml(&config(INSTANT, ""))
