@@ -18,12 +18,15 @@
 //!   by a local key; refused unless a policy explicitly allows it.
 //! * `evidence`     - the evidence a node presents, and verifying it.
 //! * `policy`       - what a verifier accepts, and why it refuses.
+//! * `gpu`          - NVIDIA confidential-computing GPU evidence (SPDM report,
+//!   device chain, RIMs).
 
 #![forbid(unsafe_code)]
 
 mod attester;
 pub mod configuration;
 mod evidence;
+pub mod gpu;
 mod measurements;
 mod policy;
 mod report_data;
