@@ -93,6 +93,22 @@ pub fn chat_export(data: &[u8]) {
     }
 }
 
+/// A GPU's attestation evidence as a worker would forward it: the SPDM
+/// report, and a RIM (XML) with its canonical form for the signature check.
+pub fn gpu_evidence(data: &[u8]) {
+    use cocoon_attestation::gpu;
+    if let Ok(report) = gpu::SpdmReport::parse(data) {
+        let _ = report.driver_version();
+        let _ = report.vbios_version();
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(rim) = gpu::Rim::parse(gpu::RimKind::Driver, text) {
+            let _ = gpu::xmldsig::verify(&rim.xml, &[], "fuzz");
+        }
+        let _ = gpu::xmldsig::canonicalize(text, gpu::xmldsig::Subset::WithoutSignature);
+    }
+}
+
 /// A harness: bytes in, a panic only on a bug.
 pub type Harness = fn(&[u8]);
 
@@ -105,4 +121,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("config_toml", config_toml),
     ("ton_cells", ton_cells),
     ("chat_export", chat_export),
+    ("gpu_evidence", gpu_evidence),
 ];

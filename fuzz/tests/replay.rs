@@ -78,6 +78,14 @@ fn made_seeds() -> Vec<(&'static str, Vec<u8>)> {
         "chat_export",
         br#"{"name":"A","type":"personal_chat","id":1,"messages":[{"id":1,"type":"message","date":"2024-01-01T00:00:00","from":"A","from_id":"user1","text":["x ",{"type":"bold","text":"y"}],"reply_to_message_id":1},{"id":2,"type":"service","date":"2024-01-01T00:00:01","actor":"B","action":"pin_message","text":""}]}"#.to_vec(),
     ));
+    // Real recorded GPU evidence: an H100's SPDM report and a driver RIM.
+    let nvidia = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/nvidia");
+    let report = std::fs::read_to_string(nvidia.join("hopperAttestationReport.txt")).unwrap();
+    seeds.push(("gpu_evidence", hex::decode(report.trim()).unwrap()));
+    seeds.push((
+        "gpu_evidence",
+        std::fs::read(nvidia.join("Driver_RIM_test_no_gpu.swidtag")).unwrap(),
+    ));
     seeds
 }
 

@@ -1,9 +1,13 @@
-//! `cocoon attest verify|show-cert|bench`: an operator's or auditor's check of a
-//! TDX quote (or of a running node's RA-TLS certificate) against DCAP collateral
-//! at a given time and an optional policy, printed as JSON; the exit status says
-//! whether it was accepted.
+//! `cocoon attest verify|show-cert|verify-gpu|bench`: an operator's or
+//! auditor's check of a TDX quote (or of a running node's RA-TLS certificate)
+//! against DCAP collateral at a given time and an optional policy, or of an
+//! NVIDIA GPU's evidence against its RIMs, printed as JSON; the exit status
+//! says whether it was accepted.
 
 use std::path::PathBuf;
+
+mod gpu;
+pub use gpu::{verify_gpu, VerifyGpuArgs};
 
 use anyhow::Context;
 use cocoon_attestation::{tdx, Evidence, PeerRole, Policy};

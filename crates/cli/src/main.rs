@@ -126,6 +126,10 @@ enum AttestCommand {
     /// Connect to a node and print its RA-TLS certificate's evidence and verdict
     /// as JSON; exits 1 when it has none or it is refused.
     ShowCert(cocoon_cli::attest::ShowCertArgs),
+    /// Verify NVIDIA GPU evidence (SPDM report, certificate chain) against
+    /// the driver's and VBIOS's RIMs; prints the verdict as JSON and exits 1
+    /// when it is refused.
+    VerifyGpu(cocoon_cli::attest::VerifyGpuArgs),
 }
 
 #[derive(Subcommand)]
@@ -326,6 +330,12 @@ async fn main() -> anyhow::Result<()> {
             AttestCommand::Bench(args) => cocoon_cli::attest::bench(&args).await,
             AttestCommand::ShowCert(args) => {
                 if !cocoon_cli::attest::show_cert(&args).await? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            AttestCommand::VerifyGpu(args) => {
+                if !cocoon_cli::attest::verify_gpu(&args)? {
                     std::process::exit(1);
                 }
                 Ok(())

@@ -11,10 +11,12 @@
 //! * `report` - the SPDM report, parsed.
 //! * `certs`  - certificate chains (rustls-webpki) and the leaf's key.
 //! * `rim`    - the RIMs: versions, golden values, signing chains.
+//! * `xmldsig` - the RIMs' XML signatures (Canonical XML 1.1, ECDSA P-384).
 
 pub mod certs;
 pub mod report;
 pub mod rim;
+pub mod xmldsig;
 
 #[cfg(test)]
 mod tests;
@@ -69,7 +71,9 @@ pub enum GpuRefusal {
         reported: String,
         rim: String,
     },
-    #[error("no {0} given")]
+    #[error("RIM signature refused: {0}")]
+    RimSignature(String),
+    #[error("no {0} RIM given")]
     MissingRim(RimKind),
     #[error("measurement index {0} is golden in both RIMs")]
     IndexConflict(u8),
@@ -128,7 +132,13 @@ pub fn verify(
     };
     let (driver_rim, vbios_rim) = (rim_of(RimKind::Driver)?, rim_of(RimKind::Vbios)?);
     for rim in [driver_rim, vbios_rim] {
-        certs::verify_chain(&rim.chain, &reference.rim_root, at, &rim.kind.to_string())?;
+        let what = format!("{} RIM", rim.kind);
+        certs::verify_chain(&rim.chain, &reference.rim_root, at, &what)?;
+        let signer = rim
+            .chain
+            .first()
+            .ok_or_else(|| GpuRefusal::RimSignature(format!("{what}: no signing certificate")))?;
+        xmldsig::verify(&rim.xml, signer, &what)?;
     }
     let driver_version = parsed
         .driver_version()

@@ -29,8 +29,8 @@ pub enum RimKind {
 impl std::fmt::Display for RimKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            RimKind::Driver => "driver RIM",
-            RimKind::Vbios => "VBIOS RIM",
+            RimKind::Driver => "driver",
+            RimKind::Vbios => "VBIOS",
         })
     }
 }
@@ -52,7 +52,7 @@ pub struct Rim {
 impl Rim {
     /// Parse `xml` (a `.swidtag` file), the RIM of `kind`.
     pub fn parse(kind: RimKind, xml: &str) -> Result<Self, GpuRefusal> {
-        let bad = |m: String| GpuRefusal::Malformed(format!("{kind}: {m}"));
+        let bad = |m: String| GpuRefusal::Malformed(format!("{kind} RIM: {m}"));
         let doc = roxmltree::Document::parse(xml).map_err(|e| bad(e.to_string()))?;
         let version = doc
             .descendants()

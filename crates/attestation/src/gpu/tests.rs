@@ -255,3 +255,37 @@ fn truncated_or_padded_reports_are_malformed_not_panics() {
         Err(GpuRefusal::Malformed(_))
     ));
 }
+
+/// The RIMs' XML signatures: both verify; one changed golden value, one
+/// changed version or a re-ordered attribute's value in the signed text is
+/// refused before anything in the RIM is believed.
+#[test]
+fn a_rim_altered_after_signing_is_refused() {
+    let (report, chain) = older_evidence();
+    let xml = shared("Driver_RIM_test_no_gpu.swidtag");
+    for (from, to) in [
+        (
+            "colloquialVersion=\"545.00\"",
+            "colloquialVersion=\"545.01\"",
+        ),
+        ("active=\"False\"", "active=\"True\""),
+        (
+            "index=\"7\" active=\"True\"",
+            "index=\"7\" active=\"False\"",
+        ),
+    ] {
+        assert!(xml.contains(from), "{from}");
+        let altered = xml.replacen(from, to, 1);
+        let mut reference = reference();
+        reference.rims[0] = Rim::parse(RimKind::Driver, &altered).unwrap();
+        let err = verify(&report, &chain, &reference, &nonce(OLDER_NONCE), AT).unwrap_err();
+        match err {
+            GpuRefusal::RimSignature(m) => assert!(m.contains("digest"), "{m}"),
+            other => panic!("{from}: {other}"),
+        }
+    }
+    // Canonicalisation ignores what XML does not distinguish: another
+    // quoting of an attribute and an empty element written out.
+    let requoted = xml.replacen("name=\"GH100\"", "name='GH100'", 1);
+    xmldsig::verify(&requoted, &reference().rims[0].chain[0], "driver RIM").unwrap();
+}

@@ -177,3 +177,67 @@ async fn show_cert_reads_a_running_nodes_evidence() {
     );
     net.shutdown().await;
 }
+
+/// `cocoon attest verify-gpu` on real recorded H100 evidence: NVIDIA's older
+/// sample passes against the shared RIMs; the shared report (another
+/// driver) is refused naming the versions; another nonce is refused; a bad
+/// `--nonce` is named.
+#[test]
+fn verify_gpu_judges_recorded_h100_evidence() {
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/nvidia");
+    let older =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../attestation/testdata/nvidia-older");
+    let run = |report: PathBuf, certs: PathBuf, nonce: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cocoon"))
+            .args(["attest", "verify-gpu", "--report"])
+            .arg(report)
+            .arg("--certs")
+            .arg(certs)
+            .arg("--rims")
+            .arg(&shared)
+            .args(["--nonce", nonce, "--at", "2024-06-01T00:00:00Z"])
+            .output()
+            .unwrap()
+    };
+    let older_nonce = "4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e";
+    let out = run(
+        older.join("attestationReport.txt"),
+        older.join("gpuAkCertChain.txt"),
+        older_nonce,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v = json(&out);
+    assert_eq!(v["verdict"]["driver_version"], "545.00");
+    assert_eq!(v["verdict"]["measurements_checked"], 33);
+
+    let out = run(
+        shared.join("hopperAttestationReport.txt"),
+        shared.join("hopperCertChain.txt"),
+        "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["refusal"]["Version"]["reported"], "550.90.07", "{v}");
+
+    let mut other = older_nonce.to_string();
+    other.replace_range(0..2, "00");
+    let out = run(
+        older.join("attestationReport.txt"),
+        older.join("gpuAkCertChain.txt"),
+        &other,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["reason"].as_str().unwrap().contains("nonce"));
+
+    let out = run(
+        older.join("attestationReport.txt"),
+        older.join("gpuAkCertChain.txt"),
+        "abc",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nonce"));
+}
