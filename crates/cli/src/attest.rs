@@ -86,6 +86,18 @@ pub struct BenchArgs {
     /// Verifications to time.
     #[arg(long, default_value_t = 200)]
     pub iterations: u32,
+    /// Also time GPU evidence verification: the report, chain, RIMs and
+    /// nonce as `verify-gpu` takes them, at `--gpu-at`.
+    #[arg(long, value_name = "FILE", requires_all = ["gpu_certs", "gpu_rims", "gpu_nonce"])]
+    pub gpu_report: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub gpu_certs: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub gpu_rims: Option<PathBuf>,
+    #[arg(long, value_name = "HEX")]
+    pub gpu_nonce: Option<String>,
+    #[arg(long, value_name = "TIME")]
+    pub gpu_at: Option<String>,
 }
 
 /// Time quote verification (TDX with dcap-qvl, and simulated evidence), RA-TLS
@@ -105,23 +117,57 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         ("TDX quote (dcap-qvl)", &tdx),
         ("simulated quote", &simulated),
     ] {
-        let mut times = Vec::with_capacity(args.iterations as usize);
-        for _ in 0..args.iterations {
-            let start = std::time::Instant::now();
+        time_it(&format!("{name} verification"), args.iterations, || {
             std::hint::black_box(evidence.verify(Some(&collateral), at)).ok();
-            times.push(start.elapsed());
-        }
-        times.sort();
-        let mean = times.iter().sum::<std::time::Duration>() / times.len().max(1) as u32;
-        println!(
-            "{:<48} p50 {:8.1} µs, mean {:8.1} µs over {} runs",
-            format!("{name} verification"),
-            times[times.len() / 2].as_secs_f64() * 1e6,
-            mean.as_secs_f64() * 1e6,
-            times.len()
+        });
+    }
+    if let (Some(report), Some(certs), Some(rims), Some(nonce)) = (
+        &args.gpu_report,
+        &args.gpu_certs,
+        &args.gpu_rims,
+        &args.gpu_nonce,
+    ) {
+        let (report, chain, reference, nonce, at) = gpu::load(
+            report,
+            certs,
+            rims,
+            nonce,
+            args.gpu_at.as_deref(),
+            None,
+            None,
+        )?;
+        cocoon_attestation::gpu::verify(&report, &chain, &reference, &nonce, at)
+            .map_err(|e| anyhow::anyhow!("the GPU evidence does not verify: {e}"))?;
+        time_it(
+            "GPU evidence verification (chain, report, 2 RIMs)",
+            args.iterations,
+            || {
+                std::hint::black_box(cocoon_attestation::gpu::verify(
+                    &report, &chain, &reference, &nonce, at,
+                ))
+                .ok();
+            },
         );
     }
     cocoon_bench::trust::run(args.iterations).await
+}
+
+/// Run `f` `iterations` times; print p50 and mean.
+fn time_it(name: &str, iterations: u32, mut f: impl FnMut()) {
+    let mut times = Vec::with_capacity(iterations as usize);
+    for _ in 0..iterations.max(1) {
+        let start = std::time::Instant::now();
+        f();
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let mean = times.iter().sum::<std::time::Duration>() / times.len() as u32;
+    println!(
+        "{name:<48} p50 {:8.1} µs, mean {:8.1} µs over {} runs",
+        times[times.len() / 2].as_secs_f64() * 1e6,
+        mean.as_secs_f64() * 1e6,
+        times.len()
+    );
 }
 
 #[derive(clap::Args, Debug)]

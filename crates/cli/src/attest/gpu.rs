@@ -36,30 +36,15 @@ pub struct VerifyGpuArgs {
 
 /// Run it; `Ok(false)` when the evidence is refused.
 pub fn verify_gpu(args: &VerifyGpuArgs) -> anyhow::Result<bool> {
-    let at = super::parse_at(args.at.as_deref())?;
-    let nonce: [u8; 32] = hex::decode(args.nonce.trim())
-        .ok()
-        .and_then(|n| n.try_into().ok())
-        .ok_or_else(|| anyhow::anyhow!("--nonce: expected 64 hex digits (32 bytes)"))?;
-    let report = read_report(&args.report)?;
-    let chain = certs::from_pem(&read_text(&args.certs, "--certs")?, "--certs")
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let root = |flag: &str, given: &Option<PathBuf>, default: &str| -> anyhow::Result<Vec<u8>> {
-        let path = given.clone().unwrap_or_else(|| args.rims.join(default));
-        let pem = read_text(&path, flag)?;
-        Ok(certs::from_pem(&pem, flag)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .remove(0))
-    };
-    let reference = GpuReference {
-        device_root: root(
-            "--device-root",
-            &args.device_root,
-            "verifier_device_root.pem",
-        )?,
-        rim_root: root("--rim-root", &args.rim_root, "verifier_RIM_root.pem")?,
-        rims: read_rims(&args.rims)?,
-    };
+    let (report, chain, reference, nonce, at) = load(
+        &args.report,
+        &args.certs,
+        &args.rims,
+        &args.nonce,
+        args.at.as_deref(),
+        args.device_root.as_deref(),
+        args.rim_root.as_deref(),
+    )?;
     let (output, accepted) = match gpu::verify(&report, &chain, &reference, &nonce, at) {
         Ok(verdict) => (json!({"accepted": true, "verdict": verdict}), true),
         Err(refusal) => (
@@ -69,6 +54,43 @@ pub fn verify_gpu(args: &VerifyGpuArgs) -> anyhow::Result<bool> {
     };
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(accepted)
+}
+
+/// The report, the device chain, the reference, the nonce, the time.
+pub(crate) type Loaded = (Vec<u8>, Vec<Vec<u8>>, GpuReference, [u8; 32], u64);
+
+/// What verification takes, read from the files `verify-gpu` names (the
+/// roots default to NVIDIA's file names in `rims`).
+pub(crate) fn load(
+    report: &Path,
+    certs_file: &Path,
+    rims: &Path,
+    nonce: &str,
+    at: Option<&str>,
+    device_root: Option<&Path>,
+    rim_root: Option<&Path>,
+) -> anyhow::Result<Loaded> {
+    let at = super::parse_at(at)?;
+    let nonce: [u8; 32] = hex::decode(nonce.trim())
+        .ok()
+        .and_then(|n| n.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("--nonce: expected 64 hex digits (32 bytes)"))?;
+    let report = read_report(report)?;
+    let chain = certs::from_pem(&read_text(certs_file, "--certs")?, "--certs")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let root = |flag: &str, given: Option<&Path>, default: &str| -> anyhow::Result<Vec<u8>> {
+        let path = given.map_or_else(|| rims.join(default), Path::to_path_buf);
+        let pem = read_text(&path, flag)?;
+        Ok(certs::from_pem(&pem, flag)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .remove(0))
+    };
+    let reference = GpuReference {
+        device_root: root("--device-root", device_root, "verifier_device_root.pem")?,
+        rim_root: root("--rim-root", rim_root, "verifier_RIM_root.pem")?,
+        rims: read_rims(rims)?,
+    };
+    Ok((report, chain, reference, nonce, at))
 }
 
 fn read_text(path: &Path, flag: &str) -> anyhow::Result<String> {
