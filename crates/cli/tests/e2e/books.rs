@@ -71,12 +71,29 @@ impl Setup {
             cocoon_chain::client::top_up().unwrap(),
         );
         assert_eq!(self.client().await.balance, 10 * cocoon_chain::TON);
+        let (settlement, contract) = self.registered().await;
+        (contract, settlement)
+    }
+
+    /// A fresh settlement with the client's contract registered.
+    pub(crate) async fn registered(&self) -> (Settlement, StdAddr) {
         let settlement = self.settlement().await;
+        let contract = self.ton.client_contract.clone();
         settlement
             .open_account(CLIENT, Some(contract.to_string()))
             .await
             .unwrap();
-        (contract, settlement)
+        (settlement, contract)
+    }
+
+    /// The devnet worker's contract with this proxy, and its initial data.
+    pub(crate) fn worker(&self) -> (StdAddr, cocoon_chain::Cell) {
+        cocoon_chain::worker_contract(
+            &self.ton.proxy_contract,
+            &self.ton.wallets.worker().address,
+            &self.ton.proxy_key,
+        )
+        .unwrap()
     }
 
     async fn client(&self) -> ClientState {
@@ -509,13 +526,8 @@ async fn registration_refuses_too_little_stake_or_too_short_a_close_delay() {
 async fn small_charges_wait_for_a_later_round_unless_the_contract_is_closing() {
     use cocoon_chain::{client, TON};
     let net = setup(CLIENT_DEPOSIT);
-    let mut settlement = net.settlement().await;
+    let (mut settlement, contract) = net.registered().await;
     settlement.min_charge = TON / 100;
-    let contract = net.ton.client_contract.clone();
-    settlement
-        .open_account(CLIENT, Some(contract.to_string()))
-        .await
-        .unwrap();
     let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
     let coefficient = cocoon_protocol::BASE_PRICE_COEFFICIENT;
     // 12,500 completion tokens: 0.001 TON.
@@ -554,20 +566,10 @@ async fn small_charges_wait_for_a_later_round_unless_the_contract_is_closing() {
 async fn the_proxys_earnings_are_paid_out_but_never_what_workers_are_owed() {
     use cocoon_chain::{worker as worker_msg, Outgoing, WalletSender, TON};
     let net = setup(CLIENT_DEPOSIT);
-    let mut settlement = net.settlement().await;
+    let (mut settlement, contract) = net.registered().await;
     settlement.pay_out_above = Some(TON / 2);
-    let contract = net.ton.client_contract.clone();
-    settlement
-        .open_account(CLIENT, Some(contract.to_string()))
-        .await
-        .unwrap();
+    let (worker, worker_data) = net.worker();
     let worker_wallet = net.ton.wallets.worker();
-    let (worker, worker_data) = cocoon_chain::worker_contract(
-        &net.ton.proxy_contract,
-        &worker_wallet.address,
-        &net.ton.proxy_key,
-    )
-    .unwrap();
     // 20 TON of service, 18 of them the worker's.
     let charge = settlement.books().record(
         &contract,
@@ -674,12 +676,7 @@ async fn a_requests_prompt_counts_in_the_credit_it_holds() {
 #[tokio::test]
 async fn a_proxy_whose_books_are_behind_a_workers_voucher_stops_serving() {
     let net = setup(CLIENT_DEPOSIT);
-    let settlement = net.settlement().await;
-    let contract = net.ton.client_contract.clone();
-    settlement
-        .open_account(CLIENT, Some(contract.to_string()))
-        .await
-        .unwrap();
+    let (settlement, contract) = net.registered().await;
     let worker = StdAddr::new(0, cocoon_chain::HashBytes([4; 32]));
     settlement.books().record(
         &contract,

@@ -20,21 +20,10 @@ use crate::books::{setup, setup_with, usage, Setup, CLIENT};
 /// worker, whose earnings keep the proxy's voucher for them and claim only
 /// above 100 TON: a worker that has not claimed yet.
 async fn served(net: &Setup) -> (Settlement, Earnings, StdAddr, tempfile::TempDir) {
-    let mut settlement = net.settlement().await;
+    let (mut settlement, contract) = net.registered().await;
     let chain = net.ton.chain.clone();
     settlement.clock = Arc::new(move || u64::from(chain.lock().unwrap().now));
-    let contract = net.ton.client_contract.clone();
-    settlement
-        .open_account(CLIENT, Some(contract.to_string()))
-        .await
-        .unwrap();
-    let worker_wallet = net.ton.wallets.worker();
-    let (worker, _) = cocoon_chain::worker_contract(
-        &net.ton.proxy_contract,
-        &worker_wallet.address,
-        &net.ton.proxy_key,
-    )
-    .unwrap();
+    let (worker, _) = net.worker();
     settlement.books().record(
         &contract,
         &worker,
@@ -56,8 +45,13 @@ async fn served(net: &Setup) -> (Settlement, Earnings, StdAddr, tempfile::TempDi
     };
     let book = std::collections::BTreeMap::from([("proxy".to_string(), kept)]);
     std::fs::write(&file, serde_json::to_string(&book).unwrap()).unwrap();
-    let earnings =
-        Earnings::new(Arc::new(net.ton.embedded()), worker_wallet, 100 * TON, file).unwrap();
+    let earnings = Earnings::new(
+        Arc::new(net.ton.embedded()),
+        net.ton.wallets.worker(),
+        100 * TON,
+        file,
+    )
+    .unwrap();
     // Below its threshold, the worker does not claim yet.
     earnings.fetch_and_claim(&[]).await;
     assert_eq!(earnings.paid_on_chain(&worker).await.unwrap(), 0);
