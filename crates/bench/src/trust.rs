@@ -33,15 +33,29 @@ fn print(name: &str, times: &mut [Duration]) {
 /// Mutual TLS handshakes on loopback, timed until the server has checked the
 /// client's certificate; with RA-TLS evidence checked both ways, or not.
 async fn handshakes(attested: bool, iterations: u32) -> anyhow::Result<Vec<Duration>> {
-    let identity = || -> anyhow::Result<Arc<Identity>> {
+    // Attested nodes bind a configuration of their role, as real ones do.
+    let identity = |role: cocoon_attestation::PeerRole| -> anyhow::Result<Arc<Identity>> {
         let id = Identity::generate()?;
         Ok(Arc::new(if attested {
-            id.with_attester(Arc::new(SimulatedTee::new()))
+            let id = id.with_attester(Arc::new(SimulatedTee::new()));
+            id.bind_configuration(&cocoon_attestation::Configuration {
+                role,
+                version: env!("CARGO_PKG_VERSION").into(),
+                engine: None,
+                models: Vec::new(),
+                policy_sha256: None,
+                proxies: Vec::new(),
+                contracts: Vec::new(),
+            });
+            id
         } else {
             id
         }))
     };
-    let (server, client) = (identity()?, identity()?);
+    let (server, client) = (
+        identity(cocoon_attestation::PeerRole::Proxy)?,
+        identity(cocoon_attestation::PeerRole::Worker)?,
+    );
     let image = SimulatedTee::measurements().image_hash();
     let check = attested.then(|| {
         Arc::new(AttestationCheck {
@@ -286,4 +300,14 @@ fn padding_costs(
         &mut cpu[1],
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The trust costs run end to end (a few iterations): the handshakes
+    /// with evidence checked both ways must pass the policy they time.
+    #[tokio::test]
+    async fn the_trust_costs_run() {
+        super::run(3).await.unwrap();
+    }
 }
