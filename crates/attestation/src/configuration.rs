@@ -76,6 +76,20 @@ pub enum ConfigurationRefusal {
 }
 
 impl Configuration {
+    /// A configuration of `role` at `version` naming nothing else (a node
+    /// fills in what it has).
+    pub fn new(role: PeerRole, version: &str) -> Self {
+        Self {
+            role,
+            version: version.into(),
+            engine: None,
+            models: Vec::new(),
+            policy_sha256: None,
+            proxies: Vec::new(),
+            contracts: Vec::new(),
+        }
+    }
+
     /// The exact bytes a node sends and binds (JSON, fields in declaration
     /// order, lists sorted).
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -38,15 +38,10 @@ async fn handshakes(attested: bool, iterations: u32) -> anyhow::Result<Vec<Durat
         let id = Identity::generate()?;
         Ok(Arc::new(if attested {
             let id = id.with_attester(Arc::new(SimulatedTee::new()));
-            id.bind_configuration(&cocoon_attestation::Configuration {
+            id.bind_configuration(&cocoon_attestation::Configuration::new(
                 role,
-                version: env!("CARGO_PKG_VERSION").into(),
-                engine: None,
-                models: Vec::new(),
-                policy_sha256: None,
-                proxies: Vec::new(),
-                contracts: Vec::new(),
-            });
+                env!("CARGO_PKG_VERSION"),
+            ));
             id
         } else {
             id

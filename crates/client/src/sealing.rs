@@ -1016,9 +1016,6 @@ mod tests {
         let identity = Identity::generate().unwrap();
         let sealing = SealingKey::generate();
         let document = Configuration {
-            role: PeerRole::Worker,
-            version: "test".into(),
-            engine: None,
             models: models
                 .iter()
                 .map(|(name, weights)| ModelIdentity {
@@ -1026,9 +1023,7 @@ mod tests {
                     weights_sha256: Some(weights.to_string()),
                 })
                 .collect(),
-            policy_sha256: None,
-            proxies: vec![],
-            contracts: vec![],
+            ..Configuration::new(PeerRole::Worker, "test")
         }
         .to_bytes();
         let binding = cocoon_attestation::configuration::bind(

@@ -88,15 +88,10 @@ impl RelayProxy {
         // The relay's simulated TEE vouches for whatever it is told: a
         // proxy's configuration, as an honest proxy's would.
         if identity.configuration().is_none() {
-            identity.bind_configuration(&cocoon_attestation::Configuration {
-                role: cocoon_attestation::PeerRole::Proxy,
-                version: env!("CARGO_PKG_VERSION").into(),
-                engine: None,
-                models: Vec::new(),
-                policy_sha256: None,
-                proxies: Vec::new(),
-                contracts: Vec::new(),
-            });
+            identity.bind_configuration(&cocoon_attestation::Configuration::new(
+                cocoon_attestation::PeerRole::Proxy,
+                env!("CARGO_PKG_VERSION"),
+            ));
         }
         let settings = DialSettings {
             tls: tls::client_config(

@@ -80,16 +80,11 @@ mod tests {
     /// A worker's configuration with an `openai-http` engine at `upstream`.
     fn configuration(upstream: &str) -> Vec<u8> {
         cocoon_attestation::Configuration {
-            role: PeerRole::Worker,
-            version: "test".into(),
             engine: Some(cocoon_attestation::EngineIdentity {
                 kind: "openai-http".into(),
                 upstream: Some(upstream.into()),
             }),
-            models: vec![],
-            policy_sha256: None,
-            proxies: vec![],
-            contracts: vec![],
+            ..cocoon_attestation::Configuration::new(PeerRole::Worker, "test")
         }
         .to_bytes()
     }

@@ -70,9 +70,6 @@ pub async fn run(
 /// its version.
 fn configuration_of(settings: &ProxySettings) -> cocoon_attestation::Configuration {
     cocoon_attestation::Configuration {
-        role: cocoon_attestation::PeerRole::Proxy,
-        version: env!("CARGO_PKG_VERSION").into(),
-        engine: None,
         models: settings
             .models
             .iter()
@@ -82,12 +79,15 @@ fn configuration_of(settings: &ProxySettings) -> cocoon_attestation::Configurati
             })
             .collect(),
         policy_sha256: settings.attestation.as_ref().map(|a| a.policy.sha256()),
-        proxies: Vec::new(),
         contracts: settings
             .settlement
             .as_ref()
             .map(|s| vec![s.proxy_contract().to_string(), s.root().to_string()])
             .unwrap_or_default(),
+        ..cocoon_attestation::Configuration::new(
+            cocoon_attestation::PeerRole::Proxy,
+            env!("CARGO_PKG_VERSION"),
+        )
     }
 }
 

@@ -51,16 +51,11 @@ fn attested() -> Arc<Identity> {
         .unwrap()
         .with_attester(Arc::new(SimulatedTee::new()));
     identity.bind_configuration(&cocoon_attestation::Configuration {
-        role: cocoon_attestation::PeerRole::Worker,
-        version: "test".into(),
         engine: Some(cocoon_attestation::EngineIdentity {
             kind: "embedded".into(),
             upstream: None,
         }),
-        models: vec![],
-        policy_sha256: None,
-        proxies: vec![],
-        contracts: vec![],
+        ..cocoon_attestation::Configuration::new(cocoon_attestation::PeerRole::Worker, "test")
     });
     Arc::new(identity)
 }

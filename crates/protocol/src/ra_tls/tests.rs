@@ -35,15 +35,7 @@ fn attested(attester: Arc<dyn Attester>) -> Arc<Identity> {
 
 /// A configuration document for `role`.
 fn configuration(role: PeerRole) -> Configuration {
-    Configuration {
-        role,
-        version: "test".into(),
-        engine: None,
-        models: vec![],
-        policy_sha256: None,
-        proxies: vec![],
-        contracts: vec![],
-    }
+    Configuration::new(role, "test")
 }
 
 /// One handshake between a proxy (`server`) and a worker (`client`), each
