@@ -631,7 +631,7 @@ async fn sealed_request(
         };
         let chosen = sealing::candidates(
             &others,
-            &request.model,
+            |key| keys.attested_weights(key, &request.model),
             choices,
             prefs.sort,
             sticky_now.is_some(),

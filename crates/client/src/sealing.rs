@@ -194,6 +194,23 @@ impl KeyDirectory {
         Ok(accepted)
     }
 
+    /// The weights `key`'s attested configuration names for `model`, from
+    /// the verdict kept when its evidence was checked (nothing is parsed
+    /// on a request's path); `None` for a key binding no configuration. A
+    /// key whose verdict has gone from the cache meanwhile is read from its
+    /// document (its evidence was checked when it was listed).
+    pub fn attested_weights(&self, key: &WorkerKey, model: &str) -> Option<String> {
+        let id = verdict_id(key);
+        if let Some((_, Ok(configuration))) = self.verdicts.locked().get(&id) {
+            return configuration.as_deref().and_then(|c| weights_for(c, model));
+        }
+        let document = key.configuration.as_deref()?;
+        weights_for(
+            &cocoon_attestation::Configuration::from_bytes(document).ok()?,
+            model,
+        )
+    }
+
     /// Worker lists held now.
     pub fn lists_held(&self) -> usize {
         self.lists.locked().len()
@@ -243,7 +260,7 @@ impl KeyDirectory {
             }
             return Some(None);
         };
-        let id = [key.identity.as_slice(), key.sealing_key.as_slice()].concat();
+        let id = verdict_id(key);
         {
             let verdicts = self.verdicts.locked();
             if let Some((at, verdict)) = verdicts.get(&id) {
@@ -311,15 +328,19 @@ pub struct Candidate {
     pub weights_sha256: Option<String>,
 }
 
-/// The weights `key`'s configuration document names for `model`.
-fn attested_weights(key: &WorkerKey, model: &str) -> Option<String> {
-    let document = key.configuration.as_deref()?;
-    cocoon_attestation::Configuration::from_bytes(document)
-        .ok()?
+/// Where a key's verdict is kept: identity ‖ sealing key.
+fn verdict_id(key: &WorkerKey) -> Vec<u8> {
+    [key.identity.as_slice(), key.sealing_key.as_slice()].concat()
+}
+
+/// The weights `configuration` names for `model`.
+fn weights_for(configuration: &cocoon_attestation::Configuration, model: &str) -> Option<String> {
+    configuration
         .models
-        .into_iter()
+        .iter()
         .find(|m| m.name == model)?
         .weights_sha256
+        .clone()
 }
 
 /// Up to `n` of `listed`, drawn by this node at random, weighted by its own
@@ -328,7 +349,7 @@ fn attested_weights(key: &WorkerKey, model: &str) -> Option<String> {
 /// worker holding the conversation's prompt cache) the first stays first.
 pub fn candidates(
     listed: &[ListedWorker],
-    model: &str,
+    weights: impl Fn(&WorkerKey) -> Option<String>,
     n: usize,
     sort: Sort,
     keep_first: bool,
@@ -363,7 +384,7 @@ pub fn candidates(
             sealing_key: l.key.sealing_key,
             identity: l.key.identity.clone(),
             price_coefficient: l.price_coefficient,
-            weights_sha256: attested_weights(&l.key, model),
+            weights_sha256: weights(&l.key),
         })
         .collect()
 }
@@ -883,7 +904,7 @@ mod tests {
         ];
         let mut drawn = HashMap::new();
         for _ in 0..2000 {
-            let chosen = candidates(&workers, "m", 2, Sort::Price, false);
+            let chosen = candidates(&workers, |_| None, 2, Sort::Price, false);
             assert_eq!(chosen.len(), 2);
             assert_ne!(chosen[0].worker, chosen[1].worker);
             for c in chosen {
@@ -902,7 +923,7 @@ mod tests {
         let (idle, full) = (listed(1000, 0), listed(1000, 1000));
         assert!(weight(&idle, Sort::Price) <= 2.0 * weight(&full, Sort::Price));
         // The worker holding the conversation's cache stays first.
-        let kept = candidates(&workers, "m", 2, Sort::Price, true);
+        let kept = candidates(&workers, |_| None, 2, Sort::Price, true);
         assert_eq!(kept[0].worker, workers[0].key.worker());
     }
 
@@ -1073,7 +1094,13 @@ mod tests {
         let honest = attested_worker(&[("m", &allowed)]);
         let accepted = keys.verified(vec![honest.clone()], u32::MAX, "m").unwrap();
         assert_eq!(accepted.len(), 1);
-        let chosen = candidates(&accepted, "m", 1, Sort::Price, false);
+        let chosen = candidates(
+            &accepted,
+            |k| keys.attested_weights(k, "m"),
+            1,
+            Sort::Price,
+            false,
+        );
         assert_eq!(chosen[0].weights_sha256.as_deref(), Some(allowed.as_str()));
         for (models, why) in [
             (vec![("small", allowed.as_str())], "another model"),

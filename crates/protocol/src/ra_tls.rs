@@ -137,10 +137,9 @@ impl AttestationCheck {
             }
             _ => None,
         };
-        let verdict = evidence
+        let mut verdict = evidence
             .verify(collateral.as_deref(), self.verify_at.unwrap_or(now_secs))
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
-        let mut verdict = verdict;
         self.policy
             .check(&verdict, role, Some(expected))
             .map_err(|e| RaTlsRefusal(e.to_string()))?;

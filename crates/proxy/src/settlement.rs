@@ -904,8 +904,7 @@ impl Settlement {
             .await
             .map_err(|e| contract_error("proxy contract", &self.proxy_contract)(e))?
             .balance;
-        let vouched: u128 = self.books.workers().iter().map(|(_, a)| a.total).sum();
-        let unclaimed = vouched.saturating_sub(state.workers_paid);
+        let unclaimed = self.unclaimed(&state);
         // Workers claiming before their clients' charges arrive are paid
         // from the stake, which the contract then records lower; what the
         // charges bring later makes the backing whole again before anything
@@ -934,6 +933,13 @@ impl Settlement {
             .map_err(SettlementError::Transfer)?;
         tracing::info!(paid = %free, %unclaimed, stake = %state.stake, "the proxy's earnings paid to its wallet");
         Ok(free)
+    }
+
+    /// What the books owe workers beyond what the proxy contract (`state`)
+    /// has paid them: money in the contract that is not the proxy's.
+    fn unclaimed(&self, state: &ProxyState) -> u128 {
+        let vouched: u128 = self.books.workers().iter().map(|(_, a)| a.total).sum();
+        vouched.saturating_sub(state.workers_paid)
     }
 
     fn remember(&self, contract: &StdAddr, channel: &ClientChannel) {

@@ -336,21 +336,14 @@ async fn a_contract_with_forged_state_is_not_accepted() {
         .unwrap();
     let code = Contract::Client.code();
     let fake = cocoon_chain::contract_address(&code, &forged).unwrap();
-    let owner = net.ton.wallets.client().address;
-    let reports = net
-        .ton
-        .chain
-        .lock()
-        .unwrap()
-        .send(
-            &owner,
-            &fake,
-            cocoon_chain::TON,
-            cocoon_chain::client::top_up().unwrap(),
-            Some((code, forged)),
-        )
-        .unwrap();
-    assert!(reports[0].success, "{reports:?}");
+    sends(
+        &net,
+        &net.ton.wallets.client().address,
+        &fake,
+        cocoon_chain::TON,
+        cocoon_chain::client::top_up().unwrap(),
+        Some((code, forged)),
+    );
     let reported = ClientState::from_stack(
         &net.ton
             .embedded()
@@ -399,18 +392,38 @@ async fn a_proxy_refuses_to_settle_with_a_contract_that_is_not_its_own() {
     );
 }
 
-/// Send `body` with `value` from the client's wallet address to its contract
-/// straight into the embedded chain (the owner acting by itself).
-pub(crate) fn owner_sends(net: &Setup, to: &StdAddr, value: u128, body: cocoon_chain::Cell) {
-    let owner = net.ton.wallets.client().address;
+/// Send `body` (deploying `init` with it) with `value` from the address
+/// `from` to `to` straight into the embedded chain, as an internal message
+/// (a party acting by itself, no wallet transfer); it must succeed.
+pub(crate) fn sends(
+    net: &Setup,
+    from: &StdAddr,
+    to: &StdAddr,
+    value: u128,
+    body: cocoon_chain::Cell,
+    init: Option<(cocoon_chain::Cell, cocoon_chain::Cell)>,
+) {
     let reports = net
         .ton
         .chain
         .lock()
         .unwrap()
-        .send(&owner, to, value, body, None)
+        .send(from, to, value, body, init)
         .unwrap();
     assert!(reports[0].success, "{reports:?}");
+}
+
+/// Send `body` with `value` from the client's wallet address to its contract
+/// (the owner acting by itself).
+pub(crate) fn owner_sends(net: &Setup, to: &StdAddr, value: u128, body: cocoon_chain::Cell) {
+    sends(
+        net,
+        &net.ton.wallets.client().address,
+        to,
+        value,
+        body,
+        None,
+    );
 }
 
 /// The owner withdraws everything above the stake right after being served,

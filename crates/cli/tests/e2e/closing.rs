@@ -14,7 +14,7 @@ use cocoon_proxy::{signer_of, Settlement};
 use cocoon_ton_devnet::CLIENT_DEPOSIT;
 use cocoon_worker::{Earnings, ProxyEarnings};
 
-use crate::books::{setup, setup_with, usage, Setup, CLIENT};
+use crate::books::{sends, setup, setup_with, usage, Setup, CLIENT};
 
 /// 20 TON of service recorded and charged, 18 of them owed to the devnet's
 /// worker, whose earnings keep the proxy's voucher for them and claim only
@@ -107,21 +107,14 @@ async fn an_operator_closing_its_proxy_takes_nothing_its_workers_are_owed() {
     let signature = signer_of(&net.identity)
         .sign_amount(signed::CLOSE, &net.ton.proxy_contract, 0)
         .unwrap();
-    let operator = net.ton.wallets.proxy().address;
-    let reports = net
-        .ton
-        .chain
-        .lock()
-        .unwrap()
-        .send(
-            &operator,
-            &net.ton.proxy_contract,
-            TON / 20,
-            proxy_msg::finish_close(&signature).unwrap(),
-            None,
-        )
-        .unwrap();
-    assert!(reports[0].success, "{reports:?}");
+    sends(
+        &net,
+        &net.ton.wallets.proxy().address,
+        &net.ton.proxy_contract,
+        TON / 20,
+        proxy_msg::finish_close(&signature).unwrap(),
+        None,
+    );
     let chain = net.ton.embedded();
     assert!(!chain
         .account(&net.ton.proxy_contract)

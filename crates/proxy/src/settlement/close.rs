@@ -92,8 +92,7 @@ impl Settlement {
             return Ok(false);
         }
         let state = self.proxy_state().await?;
-        let owed: u128 = self.books.workers().iter().map(|(_, a)| a.total).sum();
-        let unclaimed = owed.saturating_sub(state.workers_paid);
+        let unclaimed = self.unclaimed(&state);
         if unclaimed > 0 {
             if now < closing.due() + u64::from(closing.delay).max(CLAIM_GRACE_SECS) {
                 tracing::info!(%unclaimed, "the close is due; waiting for workers to claim what they are owed");
