@@ -67,6 +67,11 @@ pub struct Verdict {
     /// checked it against its policy (see [`crate::Policy::check_configuration`]).
     #[serde(default)]
     pub configuration: Option<crate::Configuration>,
+    /// When the evidence was made at the earliest: the time of the TON
+    /// masterchain block it binds, once a verifier has looked it up (see
+    /// [`crate::freshness`]); `None` where the policy waives freshness.
+    #[serde(default)]
+    pub made_after: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -18,6 +18,8 @@
 //!   by a local key; refused unless a policy explicitly allows it.
 //! * `evidence`     - the evidence a node presents, and verifying it.
 //! * `policy`       - what a verifier accepts, and why it refuses.
+//! * `freshness`    - when evidence was made: the TON masterchain block its
+//!   report data binds, looked up on the chain.
 //! * `gpu`          - NVIDIA confidential-computing GPU evidence (SPDM report,
 //!   device chain, RIMs).
 
@@ -26,6 +28,7 @@
 mod attester;
 pub mod configuration;
 mod evidence;
+pub mod freshness;
 pub mod gpu;
 mod measurements;
 mod policy;
@@ -37,6 +40,7 @@ pub mod tdx;
 pub use attester::Attester;
 pub use configuration::{Configuration, ConfigurationRefusal, EngineIdentity, ModelIdentity};
 pub use evidence::{Evidence, TeeKind, Verdict, VerifyError};
+pub use freshness::{Anchor, AnchorBlock, BlockAnchors, BlockSource};
 pub use measurements::Measurements;
 pub use policy::{AllowedModel, PeerRole, Policy, Refusal};
 pub use report_data::{report_data, Purpose};

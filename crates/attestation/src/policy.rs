@@ -73,6 +73,21 @@ pub struct Policy {
     /// false, and its users should know.
     #[serde(default = "yes")]
     pub engine_upstream_loopback_only: bool,
+    /// Evidence must bind a recent TON masterchain block (see
+    /// [`crate::freshness`]) no older than `max_evidence_age_secs`; default
+    /// true. False accepts evidence whenever it was made (audits of
+    /// recorded quotes): a quote once seen could then be replayed in a new
+    /// certificate for ever.
+    #[serde(default = "yes")]
+    pub require_fresh_evidence: bool,
+    /// The oldest evidence accepted, in seconds since the block it binds;
+    /// default 86400 (24 h). Nodes re-quote every 12 h.
+    #[serde(default = "default_max_age")]
+    pub max_evidence_age_secs: u64,
+}
+
+fn default_max_age() -> u64 {
+    24 * 3600
 }
 
 fn yes() -> bool {
@@ -94,6 +109,8 @@ impl Default for Policy {
             require_configuration: true,
             worker_engines: BTreeSet::new(),
             engine_upstream_loopback_only: true,
+            require_fresh_evidence: true,
+            max_evidence_age_secs: default_max_age(),
         }
     }
 }
@@ -119,6 +136,8 @@ pub enum Refusal {
     KeyNotBound { expected: String, got: String },
     #[error("{0}")]
     Configuration(#[from] ConfigurationRefusal),
+    #[error("{0}")]
+    Stale(#[from] crate::freshness::Staleness),
 }
 
 impl Policy {

@@ -116,6 +116,7 @@ impl SimulatedQuote {
             measurements: self.measurements,
             report_data,
             configuration: None,
+            made_after: None,
         })
     }
 }

@@ -46,6 +46,7 @@ fn fake_key(i: u64) -> WorkerKey {
         sealing_key: [7; 32],
         evidence: None,
         configuration: None,
+        anchor: None,
     }
 }
 

@@ -100,6 +100,16 @@ impl TxSummary {
     }
 }
 
+/// A masterchain block, as the chain reports it (what anchors TEE evidence
+/// in time: see `cocoon_attestation::freshness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasterchainBlock {
+    pub seqno: u32,
+    pub root_hash: [u8; 32],
+    /// When the block was made (Unix seconds).
+    pub gen_utime: u32,
+}
+
 /// A TON chain the nodes settle on.
 #[async_trait]
 pub trait Chain: Send + Sync + std::fmt::Debug {
@@ -123,4 +133,11 @@ pub trait Chain: Send + Sync + std::fmt::Debug {
 
     /// The newest `limit` transactions of an account, newest first.
     async fn transactions(&self, address: &StdAddr, limit: usize) -> Result<Vec<TxSummary>, Error>;
+
+    /// The newest masterchain block.
+    async fn masterchain_head(&self) -> Result<MasterchainBlock, Error>;
+
+    /// Masterchain block `seqno`; `None` when the chain has no such block
+    /// (not made yet, or a number it never had).
+    async fn masterchain_block(&self, seqno: u32) -> Result<Option<MasterchainBlock>, Error>;
 }

@@ -17,6 +17,7 @@
 //! * `mnemonic`  - TON's 24-word mnemonics, as `@ton/crypto` derives them.
 //! * `error`     - [`ChainError`]: what went wrong, by kind.
 //! * `access`    - [`Chain`], the one interface the nodes settle through.
+//! * `anchors`   - the chain's masterchain blocks anchoring TEE evidence in time.
 //! * `ton_http`  - [`TonHttp`], [`Chain`] over TON's HTTP API (devnet or toncenter).
 //! * `sender`    - [`WalletSender`]: transfers from a node's wallet, confirmed on chain.
 //! * `pricing`   - what a request costs in nano-TON, and the worker's share.
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod anchors;
 mod contracts;
 mod data;
 mod error;
@@ -36,7 +38,7 @@ pub mod sender;
 pub mod ton_http;
 pub mod wallet;
 
-pub use access::{AccountInfo, Chain, TxSummary};
+pub use access::{AccountInfo, Chain, MasterchainBlock, TxSummary};
 pub use contracts::{contract_address, random_nonce, random_seed, worker_contract, Contract};
 pub use data::{
     stack_int, worker_data, ClientChannel, ClientState, ClientTerms, Prices, ProxyState,

@@ -19,7 +19,7 @@ use crate::Error;
 const ATTEMPTS: u32 = 4;
 
 pub use crate::access::AccountInfo;
-use crate::access::{Chain, TxSummary};
+use crate::access::{Chain, MasterchainBlock, TxSummary};
 
 /// toncenter's public endpoints (an API key from toncenter lifts their rate
 /// limit of about one request per second).
@@ -203,6 +203,51 @@ impl Chain for TonHttp {
             .unwrap_or_else(|| Ok(Vec::new()))
     }
 
+    async fn masterchain_head(&self) -> Result<MasterchainBlock, Error> {
+        let info = self.call("getMasterchainInfo", json!({})).await?;
+        let last = block_id(&info["last"])?;
+        // The head's time is in its header; the two answers must agree.
+        let block = self.masterchain_block(last.0).await?.ok_or_else(|| {
+            crate::ChainError::Api(format!(
+                "TON API getBlockHeader: the newest block {} is not found",
+                last.0
+            ))
+        })?;
+        crate::error::ensure!(
+            block.root_hash == last.1,
+            Api,
+            "TON API: getMasterchainInfo and getBlockHeader disagree on block {}'s hash",
+            last.0
+        );
+        Ok(block)
+    }
+
+    async fn masterchain_block(&self, seqno: u32) -> Result<Option<MasterchainBlock>, Error> {
+        let params = json!({"workchain": -1, "shard": "-9223372036854775808", "seqno": seqno});
+        let header = match self.call("getBlockHeader", params).await {
+            Ok(header) => header,
+            Err(crate::ChainError::Api(message)) if not_found(&message) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (number, root_hash) = block_id(&header["id"])?;
+        crate::error::ensure!(
+            number == seqno,
+            Api,
+            "TON API getBlockHeader: asked for block {seqno}, got {number}"
+        );
+        let gen_utime = header["gen_utime"]
+            .as_u64()
+            .and_then(|t| u32::try_from(t).ok())
+            .ok_or_else(|| {
+                crate::ChainError::Api(format!("TON API getBlockHeader: no gen_utime in {header}"))
+            })?;
+        Ok(Some(MasterchainBlock {
+            seqno,
+            root_hash,
+            gen_utime,
+        }))
+    }
+
     async fn transactions(&self, address: &StdAddr, limit: usize) -> Result<Vec<TxSummary>, Error> {
         let result = self
             .call(
@@ -216,6 +261,36 @@ impl Chain for TonHttp {
 
 /// toncenter's `getTransactions` result: each transaction's `data` is its
 /// BOC, read for the fee, time and outcome.
+/// A `ton.blockIdExt`'s seqno and root hash.
+fn block_id(id: &Value) -> Result<(u32, [u8; 32]), Error> {
+    use base64::Engine;
+    let seqno = id["seqno"]
+        .as_u64()
+        .and_then(|s| u32::try_from(s).ok())
+        .ok_or_else(|| {
+            crate::ChainError::Api(format!("TON API: a block id without a seqno: {id}"))
+        })?;
+    let root_hash = id["root_hash"]
+        .as_str()
+        .and_then(|h| base64::engine::general_purpose::STANDARD.decode(h).ok())
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or_else(|| {
+            crate::ChainError::Api(format!(
+                "TON API: a block id without a 32-byte root_hash: {id}"
+            ))
+        })?;
+    Ok((seqno, root_hash))
+}
+
+/// Whether an API error says the block does not exist (toncenter relays
+/// the liteserver's words).
+fn not_found(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["not found", "not in db", "not applied", "http 404"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
 pub fn parse_transactions(result: &Value) -> Result<Vec<TxSummary>, Error> {
     let items = result.as_array().ok_or_else(|| {
         crate::ChainError::Api("getTransactions: the result is not a list".into())

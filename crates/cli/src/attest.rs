@@ -183,6 +183,11 @@ pub struct ShowCertArgs {
     /// Policy (TOML) to judge the evidence by.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// TON HTTP API (`testnet`, `mainnet` or a URL) to look up the
+    /// masterchain block the evidence binds: when it was made, and (with
+    /// `--policy`) whether it is fresh enough.
+    #[arg(long, value_name = "URL")]
+    pub ton_api: Option<String>,
     /// Which role's allowed images to check (nodes that listen are proxies).
     #[arg(long, value_enum, default_value = "proxy")]
     pub role: RoleArg,
@@ -210,6 +215,7 @@ pub async fn show_cert(args: &ShowCertArgs) -> anyhow::Result<bool> {
         return Ok(false);
     };
     let configuration = ra_tls::certificate_configuration(&der);
+    let (anchor, staleness) = dated(&der, args.ton_api.as_deref(), at, policy.as_ref()).await?;
     let binding = cocoon_attestation::configuration::bind(
         ra_tls::key_binding(&der).map_err(|e| anyhow::anyhow!("{e}"))?,
         configuration.as_deref(),
@@ -235,7 +241,8 @@ pub async fn show_cert(args: &ShowCertArgs) -> anyhow::Result<bool> {
                         p.check_configuration(configuration.as_deref(), args.role.into())
                             .err()
                             .map(|r| r.to_string())
-                    }),
+                    })
+                    .or(staleness),
                 None if !key_bound => Some(
                     "the evidence does not bind the certificate's key and configuration"
                         .to_string(),
@@ -244,13 +251,54 @@ pub async fn show_cert(args: &ShowCertArgs) -> anyhow::Result<bool> {
             };
             let accepted = refusal.is_none();
             (
-                json!({"address": args.address, "key": key.to_string(), "evidence": evidence.kind(), "key_bound": key_bound, "configuration": shown_configuration, "accepted": accepted, "reason": refusal, "policy_checked": policy.is_some(), "verdict": verdict}),
+                json!({"address": args.address, "key": key.to_string(), "evidence": evidence.kind(), "key_bound": key_bound, "configuration": shown_configuration, "anchor": anchor, "accepted": accepted, "reason": refusal, "policy_checked": policy.is_some(), "verdict": verdict}),
                 accepted,
             )
         }
     };
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(accepted)
+}
+
+/// The block a certificate's evidence binds, as JSON (with its time and age
+/// at `at` when `ton_api` can look it up), and why it is not fresh enough
+/// for `policy`, if it is not.
+async fn dated(
+    der: &[u8],
+    ton_api: Option<&str>,
+    at: u64,
+    policy: Option<&cocoon_attestation::Policy>,
+) -> anyhow::Result<(serde_json::Value, Option<String>)> {
+    let anchor = cocoon_protocol::ra_tls::certificate_anchor(der);
+    let requires = policy.is_some_and(|p| p.require_fresh_evidence);
+    let Some(api) = ton_api else {
+        let shown =
+            anchor.map(|a| json!({"seqno": a.seqno, "root_hash": hex::encode(a.root_hash)}));
+        let why = requires.then(|| {
+            "the policy requires fresh evidence: give --ton-api to look up the block it binds"
+                .to_string()
+        });
+        return Ok((shown.unwrap_or(serde_json::Value::Null), why));
+    };
+    let anchors = cocoon_chain::anchors::from_api(api, None).context("--ton-api")?;
+    if let Some(a) = &anchor {
+        anchors
+            .fetch(a)
+            .await
+            .map_err(|e| anyhow::anyhow!("--ton-api {api}: {e}"))?;
+    }
+    let max = policy.map_or(u64::MAX, |p| p.max_evidence_age_secs);
+    let checked = cocoon_attestation::freshness::check(Some(&anchors), anchor.as_ref(), at, max);
+    let shown = match (&anchor, &checked) {
+        (None, _) => serde_json::Value::Null,
+        (Some(a), Ok(made)) => json!({"seqno": a.seqno, "root_hash": hex::encode(a.root_hash),
+            "block_time": made, "age_secs": at.saturating_sub(*made)}),
+        (Some(a), Err(e)) => {
+            json!({"seqno": a.seqno, "root_hash": hex::encode(a.root_hash), "problem": e.to_string()})
+        }
+    };
+    let why = checked.err().filter(|_| requires).map(|e| e.to_string());
+    Ok((shown, why))
 }
 
 /// DCAP collateral from a `--collateral` file (dcap-qvl JSON).

@@ -244,6 +244,7 @@ async fn connections_cut_anywhere_end_every_request_and_leak_nothing() {
         max_frame_bytes: cocoon_protocol::DEFAULT_MAX_FRAME_BYTES,
         handshake_timeout: Duration::from_secs(2),
         max_backoff: Duration::from_secs(1),
+        watch: None,
     };
     // What one open connection holds on the heap (TLS state and buffers,
     // the mux, its tasks): the yardstick for a leak.

@@ -132,6 +132,7 @@ mod tests {
                 sealing_key: [n; 32],
                 evidence: None,
                 configuration: None,
+                anchor: None,
             },
             price_coefficient: 1000,
             load_permille: 0,

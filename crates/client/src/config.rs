@@ -460,10 +460,27 @@ impl ClientConfig {
         Ok(())
     }
 
+    /// The chain whose blocks date workers' and proxies' evidence:
+    /// `attestation.ton_api`, or the billing's chain, or the registry's.
+    fn anchors(&self) -> Result<Option<Arc<cocoon_attestation::BlockAnchors>>, ConfigError> {
+        let (field, api, key) = if let Some(api) = &self.attestation.ton_api {
+            ("attestation.ton_api", api, None)
+        } else if let Some(b) = &self.billing {
+            ("billing.ton_api", &b.ton_api, b.api_key_env.as_deref())
+        } else if let Some(r) = &self.registry {
+            ("registry.ton_api", &r.ton_api, r.api_key_env.as_deref())
+        } else {
+            return Ok(None);
+        };
+        cocoon_chain::anchors::from_api(api, key)
+            .map(Some)
+            .map_err(|e| ConfigError::new(field, e))
+    }
+
     pub fn into_settings(self) -> Result<ClientSettings, ConfigError> {
         let (identity, attestation) =
             self.attestation
-                .load(&self.identity_key, self.profile, None)?;
+                .load(&self.identity_key, self.profile, None, self.anchors()?)?;
         let api_keys = self
             .api_keys_env
             .as_ref()

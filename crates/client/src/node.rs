@@ -33,6 +33,7 @@ impl ClientNode {
     /// `listen`, dial its proxies.
     pub async fn from_config(config: ClientConfig) -> Result<ClientNode, ConfigError> {
         let settings = config.into_settings()?;
+        cocoon_protocol::anchors_ready(&settings.identity, settings.attestation.as_deref()).await?;
         let listener = cocoon_protocol::bind("listen", settings.listen).await?;
         Self::start(settings, listener)
     }

@@ -151,6 +151,7 @@ impl ProxyPool {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout: connect_timeout,
             max_backoff: Duration::from_secs(5),
+            watch: attestation.clone(),
         };
         let pool = Self {
             proxies: Default::default(),

@@ -50,10 +50,12 @@ pub const RESEAL_CANDIDATES: usize = 4;
 /// When a proxy's list was fetched, and its accepted workers.
 type Listed = (Instant, Arc<Vec<ListedWorker>>);
 /// When a key was checked, and the outcome: the configuration its evidence
-/// binds (none where the policy waives it), or the refusal.
+/// binds (none where the policy waives it), or the refusal; and until when
+/// (Unix seconds) the evidence is fresh enough, where the policy asks.
 type Verdict = (
     Instant,
     Result<Option<Arc<cocoon_attestation::Configuration>>, RaTlsRefusal>,
+    Option<u64>,
 );
 
 /// Verified worker keys, per proxy and model, and the sealed sessions to
@@ -131,6 +133,7 @@ impl KeyDirectory {
             Err(_) => return self.exact(conn, model, prefs).await,
         };
         let bucket_limit = bucket.max_coefficient.unwrap_or(u32::MAX);
+        self.look_up_anchors(&listed).await;
         let accepted = self.verified(listed, bucket_limit, model)?;
         let accepted = Arc::new(accepted);
         {
@@ -167,7 +170,19 @@ impl KeyDirectory {
     ) -> Result<Arc<Vec<ListedWorker>>, WireError> {
         let listed = fetch(conn, model, prefs).await?;
         let limit = prefs.max_coefficient.unwrap_or(u32::MAX);
+        self.look_up_anchors(&listed).await;
         self.verified(listed, limit, model).map(Arc::new)
+    }
+
+    /// Look up on the chain the blocks `listed` workers' evidence binds, so
+    /// checking it does not find them pending.
+    async fn look_up_anchors(&self, listed: &[ListedWorker]) {
+        let Some(check) = &self.check else {
+            return;
+        };
+        for worker in listed {
+            check.look_up_anchor(worker.key.anchor.as_deref()).await;
+        }
     }
 
     /// The listed workers within `limit` (a proxy that lists one above it
@@ -201,7 +216,7 @@ impl KeyDirectory {
     /// document (its evidence was checked when it was listed).
     pub fn attested_weights(&self, key: &WorkerKey, model: &str) -> Option<String> {
         let id = verdict_id(key);
-        if let Some((_, Ok(configuration))) = self.verdicts.locked().get(&id) {
+        if let Some((_, Ok(configuration), _)) = self.verdicts.locked().get(&id) {
             return configuration.as_deref().and_then(|c| weights_for(c, model));
         }
         let document = key.configuration.as_deref()?;
@@ -261,34 +276,43 @@ impl KeyDirectory {
             return Some(None);
         };
         let id = verdict_id(key);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         {
             let verdicts = self.verdicts.locked();
-            if let Some((at, verdict)) = verdicts.get(&id) {
-                if at.elapsed() < VERDICT_TTL {
+            if let Some((at, verdict, fresh_until)) = verdicts.get(&id) {
+                if at.elapsed() < VERDICT_TTL && fresh_until.is_none_or(|t| now <= t) {
                     return verdict.as_ref().ok().cloned();
                 }
             }
         }
         // Verified without holding the lock (a TDX quote takes ~0.6 ms).
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let verdict = key
-            .verify(check, now)
-            .map(|v| v.configuration.map(Arc::new));
+        let verified = key.verify(check, now);
+        let fresh_until = verified
+            .as_ref()
+            .ok()
+            .and_then(|v| v.made_after)
+            .map(|t| t + check.policy.max_evidence_age_secs);
+        let verdict = verified.map(|v| v.configuration.map(Arc::new));
         if let Err(reason) = &verdict {
             tracing::warn!(worker = %key.worker(), %reason, "worker key refused; nothing will be sealed to it");
+            // A block not looked up yet (the chain was out of reach) is no
+            // verdict on the worker: asked again next time.
+            if anchor_pending(check, key) {
+                return None;
+            }
         }
         let accepted = verdict.as_ref().ok().cloned();
         let mut verdicts = self.verdicts.locked();
         if verdicts.len() >= MAX_VERDICTS {
-            verdicts.retain(|_, (at, _)| at.elapsed() < VERDICT_TTL);
+            verdicts.retain(|_, (at, _, _)| at.elapsed() < VERDICT_TTL);
             if verdicts.len() >= MAX_VERDICTS {
                 verdicts.clear();
             }
         }
-        verdicts.insert(id, (Instant::now(), verdict));
+        verdicts.insert(id, (Instant::now(), verdict, fresh_until));
         accepted
     }
 }
@@ -329,6 +353,15 @@ pub struct Candidate {
 }
 
 /// Where a key's verdict is kept: identity ‖ sealing key.
+/// Whether the block `key`'s evidence binds is still unknown to `check`.
+fn anchor_pending(check: &AttestationCheck, key: &WorkerKey) -> bool {
+    let (Some(anchors), Some(anchor)) = (&check.anchors, key.anchor.as_deref()) else {
+        return false;
+    };
+    cocoon_attestation::Anchor::from_bytes(anchor)
+        .is_ok_and(|a| anchors.lookup(&a) == cocoon_attestation::freshness::Lookup::Pending)
+}
+
 fn verdict_id(key: &WorkerKey) -> Vec<u8> {
     [key.identity.as_slice(), key.sealing_key.as_slice()].concat()
 }
@@ -884,6 +917,7 @@ mod tests {
                 sealing_key: SealingKey::generate().public(),
                 evidence: None,
                 configuration: None,
+                anchor: None,
             },
             price_coefficient: price,
             load_permille: load,
@@ -1048,7 +1082,7 @@ mod tests {
         }
         .to_bytes();
         let binding = cocoon_attestation::configuration::bind(
-            cocoon_protocol::worker_key::sealing_binding(&sealing.public(), identity.spki()),
+            cocoon_protocol::worker_key::sealing_binding(&sealing.public(), identity.spki(), None),
             Some(&document),
         );
         let evidence = cocoon_attestation::simulated::SimulatedTee::new()
@@ -1060,6 +1094,7 @@ mod tests {
                 sealing_key: sealing.public(),
                 evidence: Some(evidence.to_bytes()),
                 configuration: Some(document),
+                anchor: None,
             },
             price_coefficient: 1000,
             load_permille: 0,
@@ -1085,10 +1120,12 @@ mod tests {
                     name: "m".into(),
                     sha256: allowed.clone(),
                 }],
+                require_fresh_evidence: false,
                 ..cocoon_attestation::Policy::default()
             },
             collateral: None,
             verify_at: None,
+            anchors: None,
         };
         let keys = KeyDirectory::new(Some(Arc::new(check)));
         let honest = attested_worker(&[("m", &allowed)]);

@@ -107,6 +107,7 @@ impl RelayProxy {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout: HANDSHAKE,
             max_backoff: Duration::from_secs(1),
+            watch: None,
         };
         let upstream = dial_once(upstream, &settings)
             .await
@@ -160,8 +161,17 @@ impl RelayProxy {
         net: &crate::Devnet,
         script: Arc<dyn Script>,
     ) -> anyhow::Result<RelayProxy> {
+        // Its evidence is dated by the devnet's chain, as an honest
+        // proxy's is: what the relay's host cannot do is the point.
+        let identity = simulated_identity()?;
+        let anchors = cocoon_chain::anchors::block_anchors(Arc::new(cocoon_chain::TonHttp::new(
+            &net.ton_api_url,
+            None,
+        )?));
+        anchors.ready().await.map_err(anyhow::Error::msg)?;
+        identity.anchor_to(anchors);
         Self::start(
-            simulated_identity()?,
+            identity,
             net.client_identity.clone(),
             net.proxy_endpoint(),
             script,

@@ -159,26 +159,22 @@ impl Devnet {
         // workers and proxies, and the worker's loaded weights are the allowed
         // model (an engine that does not hash weights leaves the list open).
         let image = SimulatedTee::measurements().image_hash();
-        let attestation = Some(Arc::new(AttestationCheck {
-            policy: Policy {
-                allow_simulated: true,
-                worker_images: [image.clone()].into(),
-                proxy_images: [image].into(),
-                models: engine
-                    .models()
-                    .into_iter()
-                    .filter_map(|m| {
-                        m.weights_sha256.map(|sha256| AllowedModel {
-                            name: m.name,
-                            sha256,
-                        })
+        let policy = Policy {
+            allow_simulated: true,
+            worker_images: [image.clone()].into(),
+            proxy_images: [image].into(),
+            models: engine
+                .models()
+                .into_iter()
+                .filter_map(|m| {
+                    m.weights_sha256.map(|sha256| AllowedModel {
+                        name: m.name,
+                        sha256,
                     })
-                    .collect(),
-                ..Policy::default()
-            },
-            collateral: None,
-            verify_at: None,
-        }));
+                })
+                .collect(),
+            ..Policy::default()
+        };
         let model = engine
             .models()
             .first()
@@ -216,6 +212,19 @@ impl Devnet {
         tasks.push(task);
         let ton_api = || -> anyhow::Result<Arc<dyn cocoon_chain::Chain>> {
             Ok(Arc::new(cocoon_chain::TonHttp::new(&ton_api_url, None)?))
+        };
+        // Each node dates evidence by the chain's blocks through a cache of
+        // its own (its own evidence binds the newest block; its peers'
+        // blocks are looked up), as nodes on TON do.
+        let attested = |id: &Arc<Identity>| {
+            let anchors = cocoon_chain::anchors::block_anchors(ton_api()?);
+            id.anchor_to(anchors.clone());
+            Ok::<_, anyhow::Error>(Arc::new(AttestationCheck {
+                policy: policy.clone(),
+                collateral: None,
+                verify_at: None,
+                anchors: Some(anchors),
+            }))
         };
 
         // The earnings file: in the state directory, or a scratch
@@ -277,6 +286,9 @@ impl Devnet {
             .context("connecting a proxy's settlement")?;
             settlement.min_charge = options.min_charge;
             let settlement = Arc::new(settlement);
+            let attestation = attested(id)?;
+            cocoon_protocol::anchors_ready(id, Some(&attestation)).await?;
+            let attestation = Some(attestation);
             let settings = ProxySettings {
                 identity: id.clone(),
                 allowed_clients: PinnedKeys::new([client_id.fingerprint()]),
@@ -319,12 +331,13 @@ impl Devnet {
                 (0, Some(every)) => every,
                 _ => Duration::from_secs(86_400),
             };
+            let attestation = Some(attested(&id)?);
             let settings = WorkerSettings {
                 identity: id,
                 proxies: endpoints.clone(),
                 engine,
                 mux: options.mux.clone(),
-                attestation: attestation.clone(),
+                attestation,
                 replay_window: Duration::from_secs(60),
                 payout: Some((earnings.clone(), claim_every)),
                 price_coefficient: coefficient,
@@ -348,6 +361,9 @@ impl Devnet {
         let listener = TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("binding the API on {}", options.listen))?;
+        let attestation = attested(&client_id)?;
+        cocoon_protocol::anchors_ready(&client_id, Some(&attestation)).await?;
+        let attestation = Some(attestation);
         let client = ClientNode::start(
             ClientSettings {
                 identity: client_id.clone(),

@@ -63,32 +63,69 @@ pub struct AttestationConfig {
     pub collateral_cache: Option<PathBuf>,
     /// configfs-tsm reports folder (default `/sys/kernel/config/tsm/report`).
     pub configfs: Option<PathBuf>,
+    /// TON HTTP API (`testnet`, `mainnet` or a URL) whose masterchain
+    /// blocks anchor evidence in time: this node binds the newest into its
+    /// own evidence and looks up those its peers bind (the policy refuses
+    /// evidence older than `max_evidence_age_secs`). Default: this role's
+    /// own chain API (`payout.ton_api`, `settlement.ton_api`,
+    /// `billing.ton_api`).
+    pub ton_api: Option<String>,
 }
 
 impl AttestationConfig {
     /// Load the node key with its TEE, and the check for peers. A node in
     /// `role` (workers and proxies) with both a TEE and a policy checks its own
     /// evidence against the policy first, and refuses to start, naming the
-    /// measurement or setting, if its peers would refuse it.
+    /// measurement or setting, if its peers would refuse it. `anchors` is
+    /// the chain whose blocks date evidence (from `ton_api`, or the role's
+    /// own chain): required where the policy requires fresh evidence.
+    /// The node calls [`anchors_ready`] before it makes evidence.
     pub fn load(
         &self,
         identity_key: &Path,
         profile: Profile,
         role: Option<PeerRole>,
+        anchors: Option<Arc<cocoon_attestation::BlockAnchors>>,
     ) -> Result<(Arc<Identity>, Option<Arc<AttestationCheck>>), ConfigError> {
         let attester = self.attester(profile)?;
         self.require_verification(profile, role)?;
-        let identity = Identity::load_or_create(identity_key)
-            .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        let identity = self.identity(identity_key)?;
         let identity = match attester {
             Some(attester) => identity.with_attester(attester),
             None => identity,
         };
-        let check = self.check(profile, identity_key)?;
+        let check = self.check(profile, identity_key, anchors.clone())?;
+        if let Some(anchors) = anchors {
+            identity.anchor_to(anchors);
+        }
         if let (Some(role), Some(check)) = (role, &check) {
             self_check(&identity, check, role)?;
         }
         Ok((Arc::new(identity), check))
+    }
+
+    /// This node's key. In a TDX guest it is made in TEE memory at start and
+    /// never read from or written to disk (a file could be one the host
+    /// made, or keeps a copy of): an existing `identity_key` file is
+    /// refused. Elsewhere it is the file, created on first start.
+    fn identity(&self, identity_key: &Path) -> Result<Identity, ConfigError> {
+        if self.tee != TeeChoice::Tdx {
+            return Identity::load_or_create(identity_key)
+                .map_err(|e| ConfigError::new("identity_key", e.to_string()));
+        }
+        if identity_key.exists() {
+            return Err(ConfigError::new(
+                "identity_key",
+                format!(
+                    "{}: under tee = \"tdx\" this node's key is made in TEE memory at every start; a key file is refused (the host could have made it or kept a copy). Remove the file; a key that outlives restarts will come from a key manager (docs/key-manager.md)",
+                    identity_key.display()
+                ),
+            ));
+        }
+        let identity =
+            Identity::generate().map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
+        tracing::info!(fingerprint = %identity.fingerprint(), "identity made in TEE memory for this run (not written to disk)");
+        Ok(identity)
     }
 
     /// Under the production profile verification is never optional: every
@@ -155,6 +192,7 @@ impl AttestationConfig {
         &self,
         profile: Profile,
         identity_key: &Path,
+        anchors: Option<Arc<cocoon_attestation::BlockAnchors>>,
     ) -> Result<Option<Arc<AttestationCheck>>, ConfigError> {
         let Some(path) = &self.policy else {
             return Ok(None);
@@ -180,11 +218,18 @@ impl AttestationConfig {
         if policy.models.is_empty() && profile == Profile::Production {
             tracing::warn!(policy = %path.display(), "the root configuration lists no [[models]]: workers may serve any weights");
         }
+        if policy.require_fresh_evidence && anchors.is_none() {
+            return Err(ConfigError::new(
+                "attestation.ton_api",
+                format!("{}: the policy requires fresh evidence (require_fresh_evidence, max_evidence_age_secs), dated by TON masterchain blocks: set attestation.ton_api (testnet, mainnet or a TON HTTP API URL), or this role's chain API, so this node can look blocks up", path.display()),
+            ));
+        }
         let collateral = self.collateral_source(identity_key)?;
         Ok(Some(Arc::new(AttestationCheck {
             policy,
             collateral,
             verify_at: None,
+            anchors,
         })))
     }
 }
@@ -231,6 +276,33 @@ impl AttestationConfig {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// Read the newest block of the chains that date this node's evidence and
+/// its peers' (`identity`'s and `check`'s, usually the same), and keep them
+/// fresh: a node calls it at start, before it makes evidence. Fails naming
+/// `attestation.ton_api` when the chain cannot be read.
+pub async fn anchors_ready(
+    identity: &Identity,
+    check: Option<&AttestationCheck>,
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<Arc<cocoon_attestation::BlockAnchors>> = Vec::new();
+    for anchors in [identity.anchors(), check.and_then(|c| c.anchors.clone())]
+        .into_iter()
+        .flatten()
+    {
+        if seen.iter().any(|s| Arc::ptr_eq(s, &anchors)) {
+            continue;
+        }
+        anchors.ready().await.map_err(|e| {
+            ConfigError::new(
+                "attestation.ton_api",
+                format!("cannot read the newest TON masterchain block, which dates this node's evidence and its peers': {e}"),
+            )
+        })?;
+        seen.push(anchors);
+    }
+    Ok(())
 }
 
 /// Would this node's own evidence pass its policy as `role`? (Only when the
@@ -303,17 +375,28 @@ mod tests {
             tee: TeeChoice::Simulated,
             ..Default::default()
         };
-        let err = simulated.load(&key, Profile::Production, None).unwrap_err();
+        let err = simulated
+            .load(&key, Profile::Production, None, None)
+            .unwrap_err();
         assert_eq!(err.field, "attestation.tee");
-        simulated.load(&key, Profile::Development, None).unwrap();
+        simulated
+            .load(&key, Profile::Development, None, None)
+            .unwrap();
 
         let lenient = AttestationConfig {
-            policy: Some(policy_file(dir.path(), "allow_simulated = true\n")),
+            policy: Some(policy_file(
+                dir.path(),
+                "allow_simulated = true\nrequire_fresh_evidence = false\n",
+            )),
             ..Default::default()
         };
-        let err = lenient.load(&key, Profile::Production, None).unwrap_err();
+        let err = lenient
+            .load(&key, Profile::Production, None, None)
+            .unwrap_err();
         assert_eq!(err.field, "attestation.policy");
-        let (_, check) = lenient.load(&key, Profile::Development, None).unwrap();
+        let (_, check) = lenient
+            .load(&key, Profile::Development, None, None)
+            .unwrap();
         assert!(check.unwrap().policy.allow_simulated);
     }
 
@@ -326,7 +409,7 @@ mod tests {
         let unverified = AttestationConfig::default();
         for role in [None, Some(PeerRole::Proxy), Some(PeerRole::Worker)] {
             let err = unverified
-                .load(&key, Profile::Production, role)
+                .load(&key, Profile::Production, role, None)
                 .unwrap_err();
             assert_eq!(err.field, "attestation.policy", "{role:?}");
             assert!(err.message.contains("root configuration"), "{err}");
@@ -334,14 +417,14 @@ mod tests {
         // With a policy, a client node without a TEE starts; a proxy or a
         // worker without TDX does not.
         let client = AttestationConfig {
-            policy: Some(policy_file(dir.path(), "")),
+            policy: Some(policy_file(dir.path(), "require_fresh_evidence = false\n")),
             ..Default::default()
         };
-        let (_, check) = client.load(&key, Profile::Production, None).unwrap();
+        let (_, check) = client.load(&key, Profile::Production, None, None).unwrap();
         assert!(check.is_some());
         for role in [PeerRole::Proxy, PeerRole::Worker] {
             let err = client
-                .load(&key, Profile::Production, Some(role))
+                .load(&key, Profile::Production, Some(role), None)
                 .unwrap_err();
             assert_eq!(err.field, "attestation.tee", "{role}");
             assert!(
@@ -352,7 +435,7 @@ mod tests {
         }
         // Development keeps the pinned-keys-only mode.
         let (_, check) = unverified
-            .load(&key, Profile::Development, Some(PeerRole::Worker))
+            .load(&key, Profile::Development, Some(PeerRole::Worker), None)
             .unwrap();
         assert!(check.is_none());
     }
@@ -368,10 +451,10 @@ mod tests {
             ..Default::default()
         };
         let proxies_only = config(&format!(
-            "allow_simulated = true\nproxy_images = [\"{image}\"]\n"
+            "allow_simulated = true\nrequire_fresh_evidence = false\nproxy_images = [\"{image}\"]\n"
         ));
         let err = proxies_only
-            .load(&key, Profile::Development, Some(PeerRole::Worker))
+            .load(&key, Profile::Development, Some(PeerRole::Worker), None)
             .unwrap_err();
         assert_eq!(err.field, "attestation.policy");
         assert!(
@@ -381,9 +464,11 @@ mod tests {
         );
         // The same node as a proxy, or as a client node (never checked), starts.
         proxies_only
-            .load(&key, Profile::Development, Some(PeerRole::Proxy))
+            .load(&key, Profile::Development, Some(PeerRole::Proxy), None)
             .unwrap();
-        proxies_only.load(&key, Profile::Development, None).unwrap();
+        proxies_only
+            .load(&key, Profile::Development, None, None)
+            .unwrap();
     }
 
     #[test]
@@ -395,7 +480,7 @@ mod tests {
             configfs: Some("/nonexistent/tsm".into()),
             ..Default::default()
         };
-        let err = tdx.load(&key, Profile::Production, None).unwrap_err();
+        let err = tdx.load(&key, Profile::Production, None, None).unwrap_err();
         assert!(
             err.field == "attestation.tee" && err.message.contains("configfs"),
             "{err}"
@@ -405,19 +490,68 @@ mod tests {
             policy: Some(policy_file(dir.path(), "allowed_imagez = []\n")),
             ..Default::default()
         };
-        let err = typo.load(&key, Profile::Production, None).unwrap_err();
+        let err = typo
+            .load(&key, Profile::Production, None, None)
+            .unwrap_err();
         assert!(err.to_string().contains("allowed_imagez"), "{err}");
 
         let collateral = dir.path().join("collateral.json");
         std::fs::write(&collateral, "not json").unwrap();
         let bad_collateral = AttestationConfig {
-            policy: Some(policy_file(dir.path(), "")),
+            policy: Some(policy_file(dir.path(), "require_fresh_evidence = false\n")),
             collateral: Some(collateral),
             ..Default::default()
         };
         let err = bad_collateral
-            .load(&key, Profile::Production, None)
+            .load(&key, Profile::Production, None, None)
             .unwrap_err();
         assert_eq!(err.field, "attestation.collateral");
+    }
+
+    /// A policy requiring fresh evidence (the default) needs a chain to
+    /// date evidence by: without one the node does not start, naming the
+    /// key to set.
+    #[test]
+    fn fresh_evidence_needs_a_chain_to_date_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("node.pem");
+        let config = AttestationConfig {
+            policy: Some(policy_file(dir.path(), "")),
+            ..Default::default()
+        };
+        let err = config
+            .load(&key, Profile::Production, None, None)
+            .unwrap_err();
+        assert_eq!(err.field, "attestation.ton_api");
+        assert!(err.message.contains("fresh evidence"), "{err}");
+    }
+
+    /// In a TDX guest the host must not choose or keep the node's key: a
+    /// key file (one the host could have written) is refused, and the key
+    /// made in memory is never written where the host can read it. Before,
+    /// the node loaded whatever PEM file it was given.
+    #[test]
+    fn a_tdx_node_makes_its_key_in_memory_and_refuses_a_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let configfs = dir.path().join("tsm");
+        std::fs::create_dir(&configfs).unwrap();
+        let tdx = AttestationConfig {
+            tee: TeeChoice::Tdx,
+            configfs: Some(configfs),
+            ..Default::default()
+        };
+        let key = dir.path().join("node.pem");
+        let (a, _) = tdx.load(&key, Profile::Development, None, None).unwrap();
+        let (b, _) = tdx.load(&key, Profile::Development, None, None).unwrap();
+        assert!(!key.exists(), "a TDX node's key is never written");
+        assert_ne!(a.fingerprint(), b.fingerprint(), "a new key every start");
+
+        // The host supplies a key of its own.
+        Identity::load_or_create(&key).unwrap();
+        let err = tdx
+            .load(&key, Profile::Development, None, None)
+            .unwrap_err();
+        assert_eq!(err.field, "identity_key");
+        assert!(err.message.contains("a key file is refused"), "{err}");
     }
 }

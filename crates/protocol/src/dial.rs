@@ -51,6 +51,10 @@ pub struct DialSettings {
     pub handshake_timeout: Duration,
     /// Longest wait between attempts.
     pub max_backoff: Duration,
+    /// The check the proxy's evidence passed in the handshake (the same as
+    /// `tls`'s), kept up on the live connection: a proxy whose evidence
+    /// ages out or stops passing is disconnected (see `ra_tls::watch_peer`).
+    pub watch: Option<Arc<crate::ra_tls::AttestationCheck>>,
 }
 
 /// Connect once: TCP, TLS (the proxy's key is pinned by `settings.tls`), hello.
@@ -70,6 +74,12 @@ pub async fn dial_once(
             endpoint.address, endpoint.fingerprint
         )));
     }
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
     let (framed, peer) = handshake(
         stream,
         &settings.hello,
@@ -83,13 +93,22 @@ pub async fn dial_once(
             expected: "Proxy",
         });
     }
-    Ok(Connection::spawn(
+    let conn = Connection::spawn(
         framed,
         peer,
         Some(key),
         settings.handler.clone(),
         settings.mux.clone(),
-    ))
+    );
+    if let (Some(check), Some(certificate)) = (&settings.watch, certificate) {
+        crate::ra_tls::watch_peer(
+            check.clone(),
+            cocoon_attestation::PeerRole::Proxy,
+            certificate,
+            conn.clone(),
+        );
+    }
+    Ok(conn)
 }
 
 /// Keep a connection to `endpoint` until `stop` is cancelled. The returned watch

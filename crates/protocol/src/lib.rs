@@ -39,7 +39,7 @@ pub mod sync;
 pub mod tls;
 pub mod worker_key;
 
-pub use attestation_config::{AttestationConfig, Profile, TeeChoice};
+pub use attestation_config::{anchors_ready, AttestationConfig, Profile, TeeChoice};
 pub use cocoon_attestation::PeerRole;
 pub use codec::{
     decode_frame, encode_frame, handshake, length_codec, read_hello, to_hex, write_hello,

@@ -5,14 +5,20 @@
 //! side verifies it during the handshake: evidence valid, image allowed by its
 //! policy, key and configuration bound, configuration within the policy's
 //! rules. Evidence is made when the certificate is issued (every few hours),
-//! never per request.
+//! never per request, and binds the newest TON masterchain block the node
+//! knows (a third extension carries it; see [`cocoon_attestation::freshness`]):
+//! a verifier refuses evidence older than its policy allows, and
+//! [`watch_peer`] closes a connection whose peer's evidence has aged out or
+//! no longer passes (a TCB status changed with new collateral), so the peer
+//! redials with its re-issued certificate.
 
 use crate::sync::LockRecover;
 use std::sync::Arc;
 
 use cocoon_attestation::configuration::bind;
+use cocoon_attestation::freshness::{self, Anchor, BlockAnchors};
 use cocoon_attestation::tdx::{Collateral, CollateralCache};
-use cocoon_attestation::{report_data, Evidence, PeerRole, Policy, Purpose, Verdict};
+use cocoon_attestation::{report_data, Evidence, PeerRole, Policy, Purpose, Refusal, Verdict};
 use x509_parser::certificate::X509Certificate;
 
 /// The extension's OID. Provisional: an arc under the private-enterprise tree
@@ -23,6 +29,10 @@ pub const EVIDENCE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 62038, 1, 1];
 /// see [`cocoon_attestation::Configuration`]).
 pub const CONFIGURATION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 62038, 1, 2];
 
+/// The block anchor extension's OID (its content: [`Anchor::to_bytes`], the
+/// report data's nonce).
+pub const ANCHOR_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 62038, 1, 3];
+
 /// What a verifying node requires of its peers' evidence.
 #[derive(Debug, Clone)]
 pub struct AttestationCheck {
@@ -32,6 +42,32 @@ pub struct AttestationCheck {
     /// Verify evidence as of this Unix time instead of the handshake's (for
     /// auditing recorded evidence and for tests on recorded quotes).
     pub verify_at: Option<u64>,
+    /// The chain's masterchain blocks, to check when evidence was made;
+    /// without them evidence is refused where the policy requires it fresh.
+    pub anchors: Option<Arc<BlockAnchors>>,
+}
+
+impl AttestationCheck {
+    /// A check against `policy` alone: no collateral (TDX peers are
+    /// refused) and no chain (fresh evidence cannot be told from old).
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            collateral: None,
+            verify_at: None,
+            anchors: None,
+        }
+    }
+}
+
+/// What a peer presents: its evidence, and beside it what the evidence's
+/// report data binds besides a key (its configuration document and the
+/// block anchor, both as received).
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub evidence: &'a [u8],
+    pub configuration: Option<&'a [u8]>,
+    pub anchor: Option<&'a [u8]>,
 }
 
 /// Where DCAP collateral comes from.
@@ -59,18 +95,29 @@ impl CollateralSource {
 pub struct RaTlsRefusal(pub String);
 
 /// The extensions to put in this node's certificate for `spki`: evidence
-/// binding the key and `configuration`, and the configuration itself.
+/// binding the key, `configuration` and `anchor`, and those two themselves.
 pub(crate) fn extensions_for(
     attester: &dyn cocoon_attestation::Attester,
     spki: &[u8],
     configuration: Option<&[u8]>,
+    anchor: Option<&Anchor>,
 ) -> Result<Vec<rcgen::CustomExtension>, cocoon_attestation::tdx::QuoteError> {
-    let binding = bind(report_data(spki, Purpose::Tls, None), configuration);
+    let anchor = anchor.map(Anchor::to_bytes);
+    let binding = bind(
+        report_data(spki, Purpose::Tls, anchor.as_ref().map(|a| &a[..])),
+        configuration,
+    );
     let evidence = attester.evidence(&binding)?;
     let mut out = vec![rcgen::CustomExtension::from_oid_content(
         EVIDENCE_OID,
         evidence.to_bytes(),
     )];
+    if let Some(anchor) = anchor {
+        out.push(rcgen::CustomExtension::from_oid_content(
+            ANCHOR_OID,
+            anchor.to_vec(),
+        ));
+    }
     if let Some(configuration) = configuration {
         out.push(rcgen::CustomExtension::from_oid_content(
             CONFIGURATION_OID,
@@ -108,23 +155,40 @@ impl AttestationCheck {
     ) -> Result<Verdict, RaTlsRefusal> {
         let evidence = extension(cert, EVIDENCE_OID)
             .ok_or_else(|| RaTlsRefusal("the peer's certificate carries no TEE evidence".into()))?;
-        let key = report_data(cert.public_key().raw, Purpose::Tls, None);
-        let configuration = extension(cert, CONFIGURATION_OID);
-        self.check_evidence(evidence, role, &key, configuration, now_secs)
+        let presented = Presented {
+            evidence,
+            configuration: extension(cert, CONFIGURATION_OID),
+            anchor: extension(cert, ANCHOR_OID),
+        };
+        self.check_evidence(
+            &presented,
+            role,
+            (cert.public_key().raw, Purpose::Tls),
+            now_secs,
+        )
     }
 
-    /// Verify serialized evidence that must bind the key binding `key` and
-    /// the `configuration` document sent beside it, for a peer in `role`.
+    /// Verify `presented` evidence, which must bind the key `material` for
+    /// `purpose`, the configuration and the block anchor sent beside it,
+    /// for a peer in `role`; and, where the policy says so, be fresh.
     pub fn check_evidence(
         &self,
-        evidence: &[u8],
+        presented: &Presented<'_>,
         role: PeerRole,
-        key: &[u8; 64],
-        configuration: Option<&[u8]>,
+        (material, purpose): (&[u8], Purpose),
         now_secs: u64,
     ) -> Result<Verdict, RaTlsRefusal> {
-        let expected = &bind(*key, configuration);
-        let evidence = Evidence::from_bytes(evidence).map_err(|e| RaTlsRefusal(e.to_string()))?;
+        let anchor = presented
+            .anchor
+            .map(Anchor::from_bytes)
+            .transpose()
+            .map_err(|e| RaTlsRefusal(format!("the evidence's block anchor: {e}")))?;
+        let expected = &bind(
+            report_data(material, purpose, presented.anchor),
+            presented.configuration,
+        );
+        let evidence =
+            Evidence::from_bytes(presented.evidence).map_err(|e| RaTlsRefusal(e.to_string()))?;
         let collateral = match (&evidence, &self.collateral) {
             (Evidence::Tdx(quote), Some(source)) => {
                 let held = source.for_quote(quote);
@@ -137,18 +201,106 @@ impl AttestationCheck {
             }
             _ => None,
         };
+        let now = self.verify_at.unwrap_or(now_secs);
         let mut verdict = evidence
-            .verify(collateral.as_deref(), self.verify_at.unwrap_or(now_secs))
+            .verify(collateral.as_deref(), now)
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
         self.policy
             .check(&verdict, role, Some(expected))
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
         verdict.configuration = self
             .policy
-            .check_configuration(configuration, role)
+            .check_configuration(presented.configuration, role)
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
+        if self.policy.require_fresh_evidence {
+            let made_after = freshness::check(
+                self.anchors.as_deref(),
+                anchor.as_ref(),
+                now,
+                self.policy.max_evidence_age_secs,
+            )
+            .map_err(|e| RaTlsRefusal(Refusal::from(e).to_string()))?;
+            verdict.made_after = Some(made_after);
+        }
         Ok(verdict)
     }
+
+    /// The block `presented` evidence binds, looked up now (so a check
+    /// right after does not find it pending). Does nothing where there is
+    /// no anchor or no chain; a failed lookup is left for the check to
+    /// refuse.
+    pub async fn look_up_anchor(&self, anchor: Option<&[u8]>) {
+        let (Some(anchors), Some(anchor)) = (&self.anchors, anchor) else {
+            return;
+        };
+        if let Ok(anchor) = Anchor::from_bytes(anchor) {
+            if let Err(e) = anchors.fetch(&anchor).await {
+                tracing::warn!(error = %e, "could not look up a peer's block anchor");
+            }
+        }
+    }
+}
+
+/// How often a live connection's peer evidence is checked again (new
+/// collateral may change its TCB status; the policy may have changed).
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Keep checking the certificate `cert_der` that `conn`'s peer (in `role`)
+/// presented, until the connection closes: at [`RECHECK_EVERY`] and when its
+/// evidence reaches the policy's maximum age. A peer that no longer passes
+/// is disconnected with the reason; an honest one redials with the
+/// certificate it has re-issued meanwhile (every 12 h, fresh evidence).
+pub fn watch_peer(
+    check: Arc<AttestationCheck>,
+    role: PeerRole,
+    cert_der: Vec<u8>,
+    conn: crate::Connection,
+) {
+    tokio::spawn(async move {
+        let anchor = certificate_anchor(&cert_der);
+        loop {
+            // A block dropped from memory is looked up again first; while
+            // the chain cannot be reached the peer is given the benefit of
+            // the doubt, and asked again in a minute.
+            if let (Some(anchors), Some(anchor)) = (&check.anchors, &anchor) {
+                let _ = anchors.fetch(anchor).await;
+                if anchors.lookup(anchor) == freshness::Lookup::Pending {
+                    tokio::select! {
+                        _ = conn.closed() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => continue,
+                    }
+                }
+            }
+            let now = unix_now();
+            let verdict = x509_parser::parse_x509_certificate(&cert_der)
+                .map_err(|e| RaTlsRefusal(format!("not a certificate: {e}")))
+                .and_then(|(_, cert)| check.check(&cert, role, now));
+            let verdict = match verdict {
+                Ok(verdict) => verdict,
+                Err(refusal) => {
+                    tracing::warn!(%role, reason = %refusal, "peer's evidence no longer passes; disconnecting");
+                    conn.close(&format!("your evidence no longer passes: {refusal}"));
+                    return;
+                }
+            };
+            let mut wait = RECHECK_EVERY;
+            if let Some(made_after) = verdict.made_after {
+                let expires = made_after + check.policy.max_evidence_age_secs + 1;
+                wait = wait.min(std::time::Duration::from_secs(expires.saturating_sub(now)));
+            }
+            tokio::select! {
+                _ = conn.closed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    });
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A node's current certificate, as its TLS port presents it, without trusting
@@ -261,9 +413,20 @@ impl rustls::client::danger::ServerCertVerifier for Recorder {
     }
 }
 
-/// The report data that binds a certificate's key for TLS.
+/// The report data that binds a certificate's key for TLS (with the block
+/// anchor it carries, if any).
 pub fn key_binding(cert_der: &[u8]) -> Result<[u8; 64], RaTlsRefusal> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|e| RaTlsRefusal(format!("not a certificate: {e}")))?;
-    Ok(report_data(cert.public_key().raw, Purpose::Tls, None))
+    Ok(report_data(
+        cert.public_key().raw,
+        Purpose::Tls,
+        extension(&cert, ANCHOR_OID),
+    ))
+}
+
+/// The block anchor a certificate carries, if any.
+pub fn certificate_anchor(cert_der: &[u8]) -> Option<Anchor> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    extension(&cert, ANCHOR_OID).and_then(|a| Anchor::from_bytes(a).ok())
 }

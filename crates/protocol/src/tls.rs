@@ -35,7 +35,7 @@ use crate::ProtocolError;
 /// How long one self-signed certificate is valid.
 pub const CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// A certificate is re-issued once this much of its life has passed.
-const RENEW_AFTER: Duration = Duration::from_secs(12 * 3600);
+pub const RENEW_AFTER: Duration = Duration::from_secs(12 * 3600);
 /// Name used in certificates and SNI; peers are identified by key, not by name.
 pub(crate) const NODE_NAME: &str = "cocoon-node";
 
@@ -135,6 +135,8 @@ pub struct Identity {
     /// The node's effective configuration (a [`cocoon_attestation::Configuration`]
     /// document), bound into its evidence once the node knows it.
     configuration: std::sync::RwLock<Option<Arc<[u8]>>>,
+    /// The chain whose newest block new evidence binds (when it was made).
+    anchors: std::sync::RwLock<Option<Arc<cocoon_attestation::BlockAnchors>>>,
 }
 
 impl fmt::Debug for Identity {
@@ -168,6 +170,7 @@ impl Identity {
             signer: Arc::new(signer),
             attester: None,
             configuration: std::sync::RwLock::default(),
+            anchors: std::sync::RwLock::default(),
         })
     }
 
@@ -188,6 +191,37 @@ impl Identity {
             .configuration
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(configuration.to_bytes().into());
+    }
+
+    /// Bind the newest block of `anchors`' chain into every piece of
+    /// evidence made from now on, so verifiers can tell how old it is. The
+    /// node reads the head before it issues a certificate (see
+    /// [`Identity::anchor`]).
+    pub fn anchor_to(&self, anchors: Arc<cocoon_attestation::BlockAnchors>) {
+        *self.anchors.write().unwrap_or_else(|e| e.into_inner()) = Some(anchors);
+    }
+
+    /// The chain set by [`Identity::anchor_to`].
+    pub fn anchors(&self) -> Option<Arc<cocoon_attestation::BlockAnchors>> {
+        self.anchors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The block new evidence binds: the newest known of the chain set by
+    /// [`Identity::anchor_to`] (`None` without one); an error when no block
+    /// has been read yet.
+    pub fn anchor(&self) -> Result<Option<cocoon_attestation::Anchor>, ProtocolError> {
+        let Some(anchors) = self.anchors() else {
+            return Ok(None);
+        };
+        match anchors.head() {
+            Some(head) => Ok(Some(head.anchor)),
+            None => Err(ProtocolError::Tls(
+                "no TON masterchain block has been read yet to bind into this node's evidence (is attestation.ton_api reachable?)".into(),
+            )),
+        }
     }
 
     /// The configuration document bound by [`Identity::bind_configuration`].
@@ -262,6 +296,7 @@ impl Identity {
                 attester.as_ref(),
                 &self.spki,
                 self.configuration().as_deref(),
+                self.anchor()?.as_ref(),
             )
             .map_err(|e| ProtocolError::Tls(format!("TEE evidence for the certificate: {e}")))?;
             params.custom_extensions.extend(extensions);

@@ -1,13 +1,15 @@
 //! A worker's keys as client nodes see them: its identity (which signs usage
 //! receipts) and its X25519 sealing key, bound together by TEE evidence whose
-//! report data is SHA-256(sealing key ‖ identity key, "sealing"). The worker
-//! makes the evidence once at start; the proxy passes it on; each client node
-//! verifies it once per key before sealing anything to it.
+//! report data is SHA-256(sealing key ‖ identity key, "sealing", block
+//! anchor). The worker makes the evidence at start and again before it ages
+//! out (see [`cocoon_attestation::freshness`]); the proxy passes it on; each
+//! client node verifies it before sealing anything to it, and again once the
+//! verdict it keeps is older than the policy allows.
 
 use cocoon_attestation::{report_data, PeerRole, Purpose, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::ra_tls::{AttestationCheck, RaTlsRefusal};
+use crate::ra_tls::{AttestationCheck, Presented, RaTlsRefusal};
 use crate::tls::Fingerprint;
 
 /// A worker's attested keys (announced to the proxy, listed to client nodes).
@@ -24,13 +26,30 @@ pub struct WorkerKey {
     /// The worker's effective configuration document (engine, upstream,
     /// models, policy, proxies), whose digest the evidence binds.
     pub configuration: Option<Vec<u8>>,
+    /// The TON masterchain block the evidence binds (see
+    /// [`cocoon_attestation::Anchor::to_bytes`]): it was made after it.
+    pub anchor: Option<Vec<u8>>,
 }
 
-/// The report data that binds a sealing key to an identity key.
-pub fn sealing_binding(sealing_key: &[u8; 32], identity_spki: &[u8]) -> [u8; 64] {
+/// What the evidence binds for `sealing_key` and `identity_spki`.
+fn sealing_material(sealing_key: &[u8; 32], identity_spki: &[u8]) -> Vec<u8> {
     let mut keys = sealing_key.to_vec();
     keys.extend_from_slice(identity_spki);
-    report_data(&keys, Purpose::Sealing, None)
+    keys
+}
+
+/// The report data that binds a sealing key to an identity key, made after
+/// the block `anchor` (its bytes) when given.
+pub fn sealing_binding(
+    sealing_key: &[u8; 32],
+    identity_spki: &[u8],
+    anchor: Option<&[u8]>,
+) -> [u8; 64] {
+    report_data(
+        &sealing_material(sealing_key, identity_spki),
+        Purpose::Sealing,
+        anchor,
+    )
 }
 
 impl WorkerKey {
@@ -45,12 +64,18 @@ impl WorkerKey {
         let evidence = self.evidence.as_deref().ok_or_else(|| {
             RaTlsRefusal("the worker's sealing key carries no TEE evidence".into())
         })?;
-        let binding = sealing_binding(&self.sealing_key, &self.identity);
-        check.check_evidence(
+        let presented = Presented {
             evidence,
+            configuration: self.configuration.as_deref(),
+            anchor: self.anchor.as_deref(),
+        };
+        check.check_evidence(
+            &presented,
             PeerRole::Worker,
-            &binding,
-            self.configuration.as_deref(),
+            (
+                &sealing_material(&self.sealing_key, &self.identity),
+                Purpose::Sealing,
+            ),
             now_secs,
         )
     }
@@ -70,10 +95,13 @@ mod tests {
             policy: Policy {
                 worker_images: [SimulatedTee::measurements().image_hash()].into(),
                 allow_simulated: true,
+                // Freshness has its own tests (ra_tls::tests).
+                require_fresh_evidence: false,
                 ..Policy::default()
             },
             collateral: None,
             verify_at: None,
+            anchors: None,
         }
     }
 
@@ -98,7 +126,7 @@ mod tests {
     ) -> WorkerKey {
         let tee = SimulatedTee::new();
         let binding = cocoon_attestation::configuration::bind(
-            sealing_binding(&sealing.public(), identity.spki()),
+            sealing_binding(&sealing.public(), identity.spki(), None),
             configuration.as_deref(),
         );
         WorkerKey {
@@ -106,6 +134,7 @@ mod tests {
             sealing_key: sealing.public(),
             evidence: Some(tee.evidence(&binding).unwrap().to_bytes()),
             configuration,
+            anchor: None,
         }
     }
 

@@ -305,10 +305,22 @@ impl ProxyConfig {
 
     /// Load the identity key and build run-time settings.
     pub fn into_settings(self) -> Result<ProxySettings, ConfigError> {
+        let anchors = match (&self.attestation.ton_api, &self.settlement) {
+            (Some(api), _) => Some(
+                cocoon_chain::anchors::from_api(api, None)
+                    .map_err(|e| ConfigError::new("attestation.ton_api", e))?,
+            ),
+            (None, Some(s)) => Some(
+                cocoon_chain::anchors::from_api(&s.ton_api, s.api_key_env.as_deref())
+                    .map_err(|e| ConfigError::new("settlement.ton_api", e))?,
+            ),
+            (None, None) => None,
+        };
         let (identity, attestation) = self.attestation.load(
             &self.identity_key,
             self.profile,
             Some(cocoon_protocol::PeerRole::Proxy),
+            anchors,
         )?;
         Ok(ProxySettings {
             identity,

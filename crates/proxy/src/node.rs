@@ -57,6 +57,7 @@ impl ProxyNode {
         };
         let settlement = config.settlement.clone();
         let mut settings = config.into_settings()?;
+        cocoon_protocol::anchors_ready(&settings.identity, settings.attestation.as_deref()).await?;
         let mut settle_every = None;
         if let Some(settlement) = settlement {
             settings.settlement = Some(Arc::new(settlement.connect(&settings.identity).await?));

@@ -281,6 +281,7 @@ mod tests {
             sealing_key: [0; 32],
             evidence: None,
             configuration: None,
+            anchor: None,
         };
         let log = Arc::new(ReceiptLog::default());
         let usage = Usage {

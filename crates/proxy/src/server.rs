@@ -186,6 +186,12 @@ impl Shared {
         acceptor: &tokio_rustls::TlsAcceptor,
     ) -> Result<(), AdmitError> {
         let (tls, key) = tls::accept(tcp, acceptor, HANDSHAKE_TIMEOUT).await?;
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
         let ours = Hello {
             role: Role::Proxy,
             software: format!("cocoon-proxy/{}", env!("CARGO_PKG_VERSION")),
@@ -225,6 +231,18 @@ impl Shared {
             self.settings.mux.clone(),
         );
         tracing::info!(role = ?peer.role, %key, software = %peer.software, "peer connected");
+        // A worker's evidence passed in the handshake; it is kept up while
+        // connected (it ages out; collateral or policy may change).
+        if let (Some(_), Some(check), Some(certificate)) =
+            (worker_id, &self.settings.attestation, certificate)
+        {
+            cocoon_protocol::ra_tls::watch_peer(
+                check.clone(),
+                cocoon_attestation::PeerRole::Worker,
+                certificate,
+                conn.clone(),
+            );
+        }
         tokio::select! {
             _ = conn.closed() => {}
             _ = self.stop.cancelled() => conn.close("proxy shutting down"),

@@ -189,6 +189,7 @@ mod tests {
             sealing_key: [0; 32],
             evidence: None,
             configuration: None,
+            anchor: None,
         };
         Unfinished::new(
             log.clone(),

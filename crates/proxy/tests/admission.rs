@@ -80,6 +80,7 @@ fn dial_settings(identity: &Arc<Identity>, proxy: &ProxyEndpoint, role: Role) ->
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         handshake_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(1),
+        watch: None,
     }
 }
 
@@ -139,6 +140,7 @@ fn key_of(identity: &Identity) -> WorkerKey {
         sealing_key: SealingKey::generate().public(),
         evidence: None,
         configuration: None,
+        anchor: None,
     }
 }
 

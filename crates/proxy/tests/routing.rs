@@ -29,6 +29,7 @@ fn key(i: u64) -> WorkerKey {
         sealing_key: [1; 32],
         evidence: None,
         configuration: None,
+        anchor: None,
     }
 }
 

@@ -37,10 +37,13 @@ fn check() -> Arc<AttestationCheck> {
                 name: "m".into(),
                 sha256: WEIGHTS.into(),
             }],
+            // Dating evidence is tested through the devnet (e2e::freshness).
+            require_fresh_evidence: false,
             ..Policy::default()
         },
         collateral: None,
         verify_at: None,
+        anchors: None,
     })
 }
 
@@ -96,6 +99,7 @@ fn worker_settings(tls: Arc<tokio_rustls::rustls::ClientConfig>) -> DialSettings
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         handshake_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(1),
+        watch: None,
     }
 }
 
@@ -115,7 +119,7 @@ fn key(identity: &Identity) -> WorkerKey {
     let configuration = identity.configuration();
     let evidence = SimulatedTee::new()
         .evidence(&cocoon_attestation::configuration::bind(
-            sealing_binding(&sealing.public(), identity.spki()),
+            sealing_binding(&sealing.public(), identity.spki(), None),
             configuration.as_deref(),
         ))
         .unwrap();
@@ -124,6 +128,7 @@ fn key(identity: &Identity) -> WorkerKey {
         sealing_key: sealing.public(),
         evidence: Some(evidence.to_bytes()),
         configuration: configuration.map(|c| c.to_vec()),
+        anchor: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The subset of TON's public HTTP API (toncenter v2) that Cocoon's nodes and
 //! TON's SDKs use, served from an [`Emulator`]: `sendBoc`,
 //! `runGetMethod`, `getAddressInformation`, `getTransactions` and
-//! `getMasterchainInfo`, both as REST routes (`/api/v2/<method>`) and through
+//! `getMasterchainInfo` and (masterchain only) `getBlockHeader`, both as REST routes (`/api/v2/<method>`) and through
 //! the JSON-RPC endpoint (`/api/v2/jsonRPC`) that `@ton/ton`'s `TonClient`
 //! calls. Answers have toncenter's shape: `{"ok": true, "result": ...}` or
 //! `{"ok": false, "error": ..., "code": ...}`.
@@ -36,6 +36,7 @@ pub fn router(chain: SharedChain, clock: fn() -> u32) -> Router {
         .route("/api/v2/getAddressInformation", get(address_rest))
         .route("/api/v2/getTransactions", get(transactions_rest))
         .route("/api/v2/getMasterchainInfo", get(masterchain_rest))
+        .route("/api/v2/getBlockHeader", get(block_header_rest))
         .with_state(state)
 }
 
@@ -79,13 +80,16 @@ impl ApiState {
             "runGetMethod" => run_get_method(&chain, params),
             "getAddressInformation" => address_information(&chain, params),
             "getTransactions" => transactions(&chain, params),
-            "getMasterchainInfo" => Ok(json!({
-                "@type": "blocks.masterchainInfo",
-                // Without a block producer, every call is its own "block".
-                "last": block_id(if chain.in_blocks { chain.block_seqno() } else { chain.now }),
-                "state_root_hash": "",
-                "init": block_id(0)
-            })),
+            "getMasterchainInfo" => {
+                let head = chain.masterchain_head();
+                Ok(json!({
+                    "@type": "blocks.masterchainInfo",
+                    "last": header_id(&head),
+                    "state_root_hash": "",
+                    "init": block_id(0)
+                }))
+            }
+            "getBlockHeader" => block_header(&chain, params),
             other => Err(ApiError(
                 StatusCode::NOT_FOUND,
                 format!("method {other} is not served by this devnet"),
@@ -306,7 +310,50 @@ fn transactions(chain: &Emulator, params: &Value) -> Result<Value, ApiError> {
     Ok(Value::Array(list))
 }
 
-/// The devnet has no real blocks: a block id whose seqno is the time.
+/// A made block's id, as toncenter's `ton.blockIdExt`.
+fn header_id(header: &crate::BlockHeader) -> Value {
+    json!({"@type": "ton.blockIdExt", "workchain": -1, "shard": "-9223372036854775808",
+           "seqno": header.seqno, "root_hash": base64_of(&header.root_hash),
+           "file_hash": base64_of(&header.root_hash)})
+}
+
+/// `getBlockHeader` for the masterchain (`workchain` -1): toncenter's
+/// `blocks.header` with the block's id and `gen_utime`; 404 for a block
+/// not made (or long gone).
+fn block_header(chain: &Emulator, params: &Value) -> Result<Value, ApiError> {
+    let number = |name: &str| -> Result<i64, ApiError> {
+        let value = params
+            .get(name)
+            .ok_or_else(|| ApiError::bad(format!("missing parameter {name}")))?;
+        value
+            .as_i64()
+            .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| ApiError::bad(format!("{name} must be an integer, got {value}")))
+    };
+    if number("workchain")? != -1 {
+        return Err(ApiError::bad(
+            "this devnet has only the masterchain's headers",
+        ));
+    }
+    let seqno = u32::try_from(number("seqno")?)
+        .map_err(|_| ApiError::bad("seqno must be a 32-bit block number"))?;
+    let header = chain.masterchain_block(seqno).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("block not found: masterchain block {seqno} is not in the db"),
+        )
+    })?;
+    Ok(json!({
+        "@type": "blocks.header",
+        "id": header_id(&header),
+        "global_id": 100,
+        "version": 0,
+        "gen_utime": header.gen_utime,
+    }))
+}
+
+/// A block id for the devnet's account states (no real block): its seqno
+/// is the time.
 fn block_id(seqno: u32) -> Value {
     json!({"@type": "ton.blockIdExt", "workchain": -1, "shard": "-9223372036854775808",
            "seqno": seqno, "root_hash": base64_of(&[0; 32]), "file_hash": base64_of(&[0; 32])})
@@ -404,4 +451,11 @@ async fn transactions_rest(
 
 async fn masterchain_rest(State(state): State<ApiState>) -> Result<Response, ApiError> {
     state.call("getMasterchainInfo", &Value::Null).map(ok)
+}
+
+async fn block_header_rest(
+    State(state): State<ApiState>,
+    Query(params): Query<serde_json::Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    state.call("getBlockHeader", &Value::Object(params)).map(ok)
 }

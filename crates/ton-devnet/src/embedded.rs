@@ -2,7 +2,7 @@
 //! [`Emulator`], for tests that need no HTTP in between.
 
 use async_trait::async_trait;
-use cocoon_chain::{AccountInfo, Chain, ChainError as Error, TxSummary};
+use cocoon_chain::{AccountInfo, Chain, ChainError as Error, MasterchainBlock, TxSummary};
 use tycho_types::cell::Cell;
 use tycho_types::models::{AccountState, StdAddr};
 use tycho_vm::RcStackValue;
@@ -84,5 +84,21 @@ impl Chain for EmbeddedChain {
             .iter()
             .map(|t| TxSummary::from_cell(&t.cell))
             .collect()
+    }
+
+    async fn masterchain_head(&self) -> Result<MasterchainBlock, Error> {
+        Ok(block(self.lock()?.masterchain_head()))
+    }
+
+    async fn masterchain_block(&self, seqno: u32) -> Result<Option<MasterchainBlock>, Error> {
+        Ok(self.lock()?.masterchain_block(seqno).map(block))
+    }
+}
+
+fn block(header: crate::BlockHeader) -> MasterchainBlock {
+    MasterchainBlock {
+        seqno: header.seqno,
+        root_hash: header.root_hash,
+        gen_utime: header.gen_utime,
     }
 }

@@ -69,6 +69,8 @@ pub struct Emulator {
     /// Whether `sendBoc` queues for blocks (a block producer runs) rather
     /// than executing at once.
     pub in_blocks: bool,
+    /// The masterchain blocks' headers (numbers, times, root hashes).
+    pub(crate) blocks: crate::blocks::Blocks,
 }
 
 /// What one block did.
@@ -98,6 +100,7 @@ impl Emulator {
             pending: VecDeque::new(),
             block_seqno: 0,
             in_blocks: false,
+            blocks: crate::blocks::Blocks::default(),
         })
     }
 
@@ -138,6 +141,7 @@ impl Emulator {
     /// as the next block at the current `now`.
     pub fn produce_block(&mut self) -> BlockReport {
         self.block_seqno += 1;
+        self.blocks.make(self.block_seqno, self.now);
         let mut report = BlockReport {
             seqno: self.block_seqno,
             ..Default::default()
@@ -149,6 +153,24 @@ impl Emulator {
             }
         }
         report
+    }
+
+    /// The newest masterchain block. Without a block producer a block is
+    /// made whenever the clock has moved since the last one (as if one were
+    /// made every second).
+    pub fn masterchain_head(&mut self) -> crate::BlockHeader {
+        match self.blocks.last() {
+            Some(last) if self.in_blocks || last.gen_utime >= self.now => last,
+            _ => {
+                self.block_seqno += 1;
+                self.blocks.make(self.block_seqno, self.now)
+            }
+        }
+    }
+
+    /// Masterchain block `seqno`, if made (and recent).
+    pub fn masterchain_block(&self, seqno: u32) -> Option<crate::BlockHeader> {
+        self.blocks.get(seqno)
     }
 
     fn params(&self) -> ExecutorParams {

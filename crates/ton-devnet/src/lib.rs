@@ -9,6 +9,7 @@
 //! # Layout
 //! * `emulator` - [`Emulator`]: accounts, external and internal messages run
 //!   through the executor (at once, or queued for blocks), transactions, get-methods.
+//! * `blocks`   - masterchain block headers: numbers, times, unpredictable hashes.
 //! * `persist`  - saving an emulator's state to a file and loading it back.
 //! * `api`      - the TON HTTP API subset (toncenter v2) served from an emulator.
 //! * `genesis`  - [`TonDevnet`]: genesis wallets, the root contract, the
@@ -18,11 +19,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod blocks;
 mod embedded;
 mod emulator;
 pub mod genesis;
 mod persist;
 
+pub use blocks::BlockHeader;
 pub use embedded::EmbeddedChain;
 pub use emulator::{method_id, BlockReport, Emulator, TxRecord, TxReport};
 pub use genesis::{

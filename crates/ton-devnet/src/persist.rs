@@ -20,6 +20,8 @@ struct Saved {
     now: u32,
     lt: u64,
     block_seqno: u32,
+    #[serde(default)]
+    blocks: crate::blocks::Blocks,
     accounts: Vec<SavedAccount>,
 }
 
@@ -93,6 +95,7 @@ impl Emulator {
             now: self.now,
             lt: self.lt,
             block_seqno: self.block_seqno,
+            blocks: self.blocks.clone(),
             accounts,
         };
         let text = serde_json::to_vec(&saved)?;
@@ -110,6 +113,7 @@ impl Emulator {
         let mut chain = Emulator::new(saved.now)?;
         chain.lt = saved.lt;
         chain.block_seqno = saved.block_seqno;
+        chain.blocks = saved.blocks;
         for account in saved.accounts {
             let address: StdAddr = account
                 .address

@@ -220,12 +220,30 @@ impl WorkerConfig {
         Ok(())
     }
 
+    /// The chain whose blocks date evidence: `attestation.ton_api`, or the
+    /// payout's chain.
+    fn anchors(&self) -> Result<Option<Arc<cocoon_attestation::BlockAnchors>>, ConfigError> {
+        if let Some(api) = &self.attestation.ton_api {
+            return cocoon_chain::anchors::from_api(api, None)
+                .map(Some)
+                .map_err(|e| ConfigError::new("attestation.ton_api", e));
+        }
+        match &self.payout {
+            None => Ok(None),
+            Some(p) => cocoon_chain::anchors::from_api(&p.ton_api, p.api_key_env.as_deref())
+                .map(Some)
+                .map_err(|e| ConfigError::new("payout.ton_api", e)),
+        }
+    }
+
     /// Load the identity key, build the engine and run-time settings.
     pub fn into_settings(self) -> Result<WorkerSettings, ConfigError> {
+        let anchors = self.anchors()?;
         let (identity, attestation) = self.attestation.load(
             &self.identity_key,
             self.profile,
             Some(cocoon_protocol::PeerRole::Worker),
+            anchors,
         )?;
         Ok(WorkerSettings {
             identity,

@@ -98,14 +98,54 @@ fn check_own_configuration(
         })
 }
 
+/// This worker's announced keys, their evidence made again once older than
+/// [`tls::RENEW_AFTER`] (as its certificate is), so what it announces is
+/// always within the policy's maximum age.
+struct AttestedKey {
+    identity: Arc<cocoon_protocol::tls::Identity>,
+    sealing: Arc<SealingKey>,
+    current: std::sync::Mutex<(WorkerKey, std::time::Instant)>,
+}
+
+impl AttestedKey {
+    fn new(
+        identity: Arc<cocoon_protocol::tls::Identity>,
+        sealing: Arc<SealingKey>,
+    ) -> Result<Self, ConfigError> {
+        let key = attested_key(&identity, &sealing)?;
+        Ok(Self {
+            identity,
+            sealing,
+            current: std::sync::Mutex::new((key, std::time::Instant::now())),
+        })
+    }
+
+    /// The keys with evidence made within the renewal period; the last
+    /// ones (logged) if new evidence cannot be made now.
+    fn current(&self) -> WorkerKey {
+        let mut current = self.current.locked();
+        if current.1.elapsed() >= tls::RENEW_AFTER {
+            match attested_key(&self.identity, &self.sealing) {
+                Ok(key) => *current = (key, std::time::Instant::now()),
+                Err(e) => tracing::error!(error = %e, "could not renew the sealing key's evidence"),
+            }
+        }
+        current.0.clone()
+    }
+}
+
 /// This worker's sealing key with its identity and configuration, bound by
-/// TEE evidence made now, once (it can take a second on real hardware).
+/// TEE evidence made now (it can take a second on real hardware).
 fn attested_key(
     identity: &cocoon_protocol::tls::Identity,
     sealing: &SealingKey,
 ) -> Result<WorkerKey, ConfigError> {
+    let anchor = identity
+        .anchor()
+        .map_err(|e| ConfigError::new("attestation.ton_api", e.to_string()))?
+        .map(|a| a.to_bytes().to_vec());
     let binding = bind(
-        sealing_binding(&sealing.public(), identity.spki()),
+        sealing_binding(&sealing.public(), identity.spki(), anchor.as_deref()),
         identity.configuration().as_deref(),
     );
     let evidence = match identity.evidence(&binding) {
@@ -123,6 +163,7 @@ fn attested_key(
         sealing_key: sealing.public(),
         evidence,
         configuration: identity.configuration().map(|c| c.to_vec()),
+        anchor,
     })
 }
 
@@ -157,6 +198,7 @@ impl Worker {
         let configuration = configuration_of(&settings, &offers);
         check_own_configuration(&settings, &configuration)?;
         settings.identity.bind_configuration(&configuration);
+        cocoon_protocol::anchors_ready(&settings.identity, settings.attestation.as_deref()).await?;
         let pins = PinnedKeys::new(settings.proxies.iter().map(|p| p.fingerprint));
         let tls = tls::client_config_attested(
             settings.identity.clone(),
@@ -167,7 +209,10 @@ impl Worker {
         let stats = Arc::new(WorkerStats::default());
         let metrics = Arc::new(cocoon_metrics::Metrics::new("worker"));
         let sealing = Arc::new(SealingKey::generate());
-        let key = attested_key(&settings.identity, &sealing)?;
+        let key = Arc::new(AttestedKey::new(
+            settings.identity.clone(),
+            sealing.clone(),
+        )?);
         let handler = Arc::new(RequestHandler {
             engine: settings.engine.clone(),
             models: offers
@@ -202,6 +247,7 @@ impl Worker {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout: settings.mux.connect_timeout,
             max_backoff: Duration::from_secs(10),
+            watch: settings.attestation.clone(),
         };
         let stop = CancellationToken::new();
         let connections = settings
@@ -210,7 +256,7 @@ impl Worker {
             .map(|endpoint| {
                 let announce = Announce {
                     models: offers.clone(),
-                    key: Some(key.clone()),
+                    key: None,
                     payout: settings
                         .payout
                         .as_ref()
@@ -219,10 +265,15 @@ impl Worker {
                 };
                 let earnings = settings.payout.as_ref().map(|(e, _)| e.clone());
                 let proxy = endpoint.fingerprint.to_string();
+                let key = key.clone();
                 keep_connected(endpoint.clone(), dial.clone(), stop.clone(), move |conn| {
                     // The highest voucher kept from this proxy, as of now: a
                     // proxy restored from old books sees it is behind.
                     let mut announce = announce.clone();
+                    // Evidence made within the renewal period (re-quoted
+                    // when older: a connection outliving it is closed by
+                    // the proxy when it ages out, and this runs again).
+                    announce.key = Some(key.current());
                     announce.vouched = earnings.as_ref().and_then(|e| e.kept_voucher(&proxy));
                     let _ = conn.announce(announce);
                 })

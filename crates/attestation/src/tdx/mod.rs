@@ -50,6 +50,7 @@ pub fn verify(
         measurements,
         report_data,
         configuration: None,
+        made_after: None,
     })
 }
 

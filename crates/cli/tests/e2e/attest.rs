@@ -169,12 +169,29 @@ async fn show_cert_reads_a_running_nodes_evidence() {
         format!("allow_simulated = true\nproxy_images = [\"{image}\"]\n"),
     )
     .unwrap();
+    // The policy requires fresh evidence: dating it needs the chain.
     let out = show(vec!["--policy".into(), policy.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert!(v["reason"].as_str().unwrap().contains("--ton-api"), "{v}");
+    // The certificate's evidence binds a block of the devnet's chain, made
+    // moments ago (looked up through its TON HTTP API).
+    let out = show(vec![
+        "--policy".into(),
+        policy.display().to_string(),
+        "--ton-api".into(),
+        net.ton_api_url.clone(),
+    ])
+    .await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    let v = json(&out);
+    assert!(v["anchor"]["seqno"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["anchor"]["age_secs"].as_u64().unwrap() < 600, "{v}");
+    assert!(v["verdict"]["report_data"].is_string(), "{v}");
     net.shutdown().await;
 }
 

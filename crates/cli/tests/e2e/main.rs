@@ -11,6 +11,7 @@ mod choices;
 mod closing;
 mod failover;
 mod faults;
+mod freshness;
 mod logprobs;
 mod malicious_proxy;
 mod malicious_worker;

@@ -119,6 +119,7 @@ async fn raw_client(net: &cocoon_devnet::Devnet) -> Connection {
         max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         handshake_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(1),
+        watch: None,
     };
     dial_once(net.proxy_endpoint(), &settings).await.unwrap()
 }

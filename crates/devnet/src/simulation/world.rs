@@ -68,6 +68,17 @@ impl Chain for Reach {
         self.check()?;
         self.chain.transactions(address, limit).await
     }
+    async fn masterchain_head(&self) -> Result<cocoon_chain::MasterchainBlock, ChainError> {
+        self.check()?;
+        self.chain.masterchain_head().await
+    }
+    async fn masterchain_block(
+        &self,
+        seqno: u32,
+    ) -> Result<Option<cocoon_chain::MasterchainBlock>, ChainError> {
+        self.check()?;
+        self.chain.masterchain_block(seqno).await
+    }
 }
 
 /// A client node: its key fingerprint, its owner wallet's address, and its

@@ -17,17 +17,17 @@ fn dev_policy() -> Policy {
         allow_simulated: true,
         worker_images: [SimulatedTee::measurements().image_hash()].into(),
         proxy_images: [SimulatedTee::measurements().image_hash()].into(),
+        // Dating evidence has its own tests (`freshness`).
+        require_fresh_evidence: false,
         ..Policy::default()
     }
 }
 
 fn check(policy: Policy) -> Option<Arc<AttestationCheck>> {
-    Some(Arc::new(AttestationCheck {
-        policy,
-        collateral: None,
-        verify_at: None,
-    }))
+    Some(Arc::new(AttestationCheck::new(policy)))
 }
+
+mod freshness;
 
 fn attested(attester: Arc<dyn Attester>) -> Arc<Identity> {
     Arc::new(Identity::generate().unwrap().with_attester(attester))
@@ -279,6 +279,7 @@ async fn a_real_tdx_quote_not_bound_to_the_key_is_refused_after_verifying() {
         .unwrap();
     let policy = Policy {
         worker_images: [verdict.image_hash.clone()].into(),
+        require_fresh_evidence: false,
         ..Policy::default()
     };
     let tdx_check = |at: u64| {
@@ -286,6 +287,7 @@ async fn a_real_tdx_quote_not_bound_to_the_key_is_refused_after_verifying() {
             policy: policy.clone(),
             collateral: Some(super::CollateralSource::Fixed(Arc::new(collateral.clone()))),
             verify_at: Some(at),
+            anchors: None,
         }))
     };
     let peer = || attested(Arc::new(RecordedTdx(quote.clone())));

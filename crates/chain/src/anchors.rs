@@ -1,0 +1,62 @@
+//! The chain's masterchain blocks as what anchors TEE evidence in time
+//! (`cocoon_attestation::freshness`): a node binds the newest block into
+//! its evidence, and verifiers look the block up here to learn when it was
+//! made.
+
+use std::sync::Arc;
+
+use cocoon_attestation::freshness::{Anchor, AnchorBlock, BlockSource, BoxFuture};
+use cocoon_attestation::BlockAnchors;
+
+use crate::{Chain, MasterchainBlock};
+
+/// [`BlockSource`] over any [`Chain`] (TON's HTTP API, the embedded devnet).
+#[derive(Debug, Clone)]
+pub struct ChainBlocks(pub Arc<dyn Chain>);
+
+fn anchor_block(block: MasterchainBlock) -> AnchorBlock {
+    AnchorBlock {
+        anchor: Anchor {
+            seqno: block.seqno,
+            root_hash: block.root_hash,
+        },
+        gen_utime: block.gen_utime as u64,
+    }
+}
+
+impl BlockSource for ChainBlocks {
+    fn head(&self) -> BoxFuture<'_, Result<AnchorBlock, String>> {
+        Box::pin(async move {
+            self.0
+                .masterchain_head()
+                .await
+                .map(anchor_block)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn block(&self, seqno: u32) -> BoxFuture<'_, Result<Option<AnchorBlock>, String>> {
+        Box::pin(async move {
+            self.0
+                .masterchain_block(seqno)
+                .await
+                .map(|b| b.map(anchor_block))
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// A cache of `chain`'s blocks for anchoring and checking evidence.
+pub fn block_anchors(chain: Arc<dyn Chain>) -> Arc<BlockAnchors> {
+    BlockAnchors::new(Arc::new(ChainBlocks(chain)))
+}
+
+/// A cache of the blocks of the TON HTTP API at `ton_api` (`testnet`,
+/// `mainnet` or a URL), with the API key in `api_key_env` if given.
+pub fn from_api(
+    ton_api: &str,
+    api_key_env: Option<&str>,
+) -> Result<Arc<BlockAnchors>, crate::InputError> {
+    let api = crate::ton_http::from_config(ton_api, api_key_env)?;
+    Ok(block_anchors(Arc::new(api)))
+}
