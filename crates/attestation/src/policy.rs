@@ -16,6 +16,9 @@ use crate::evidence::{TeeKind, Verdict};
 pub enum PeerRole {
     Worker,
     Proxy,
+    /// A key manager (docs/key-manager.md): releases keys to attested nodes.
+    #[serde(rename = "key-manager")]
+    KeyManager,
 }
 
 impl std::fmt::Display for PeerRole {
@@ -23,6 +26,7 @@ impl std::fmt::Display for PeerRole {
         f.write_str(match self {
             PeerRole::Worker => "worker",
             PeerRole::Proxy => "proxy",
+            PeerRole::KeyManager => "key-manager",
         })
     }
 }
@@ -46,6 +50,10 @@ pub struct Policy {
     /// Image hashes allowed to run proxies.
     #[serde(default)]
     pub proxy_images: BTreeSet<String>,
+    /// Image hashes allowed to run key managers (which hold the master
+    /// secret every released key derives from).
+    #[serde(default)]
+    pub key_manager_images: BTreeSet<String>,
     /// Models workers may serve; empty allows any model (development only: a
     /// production network lists its models).
     #[serde(default)]
@@ -103,6 +111,7 @@ impl Default for Policy {
         Self {
             worker_images: BTreeSet::new(),
             proxy_images: BTreeSet::new(),
+            key_manager_images: BTreeSet::new(),
             models: Vec::new(),
             allow_simulated: false,
             accepted_tcb_statuses: default_statuses(),
@@ -146,6 +155,7 @@ impl Policy {
         match role {
             PeerRole::Worker => &self.worker_images,
             PeerRole::Proxy => &self.proxy_images,
+            PeerRole::KeyManager => &self.key_manager_images,
         }
     }
 

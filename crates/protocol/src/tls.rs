@@ -357,12 +357,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[derive(Debug, Clone, Default)]
 pub struct PinnedKeys {
     allowed: HashSet<Fingerprint>,
+    /// Every key (peers judged by their evidence alone, whose keys are
+    /// made anew at each start: a key manager and its clients).
+    any: bool,
 }
 
 impl PinnedKeys {
     pub fn new(keys: impl IntoIterator<Item = Fingerprint>) -> Self {
         Self {
             allowed: keys.into_iter().collect(),
+            any: false,
+        }
+    }
+
+    /// Any key: only for peers whose RA-TLS evidence is then required.
+    pub fn any() -> Self {
+        Self {
+            allowed: HashSet::new(),
+            any: true,
         }
     }
 
@@ -371,7 +383,7 @@ impl PinnedKeys {
     }
 
     pub fn contains(&self, key: &Fingerprint) -> bool {
-        self.allowed.contains(key)
+        self.any || self.allowed.contains(key)
     }
 
     /// Check a presented certificate: parsable, currently valid, key pinned.
@@ -606,13 +618,28 @@ pub fn client_config_attested(
     pins: Arc<PinnedKeys>,
     attestation: Option<Arc<crate::ra_tls::AttestationCheck>>,
 ) -> Result<Arc<rustls::ClientConfig>, ProtocolError> {
+    client_config_for(
+        identity,
+        pins,
+        attestation,
+        cocoon_attestation::PeerRole::Proxy,
+    )
+}
+
+/// [`client_config_attested`] for a server in `role` (a key manager).
+pub fn client_config_for(
+    identity: Arc<Identity>,
+    pins: Arc<PinnedKeys>,
+    attestation: Option<Arc<crate::ra_tls::AttestationCheck>>,
+    role: cocoon_attestation::PeerRole,
+) -> Result<Arc<rustls::ClientConfig>, ProtocolError> {
     let provider = provider();
     let verifier = Arc::new(PinnedVerifier {
         pins,
         provider: provider.clone(),
         attestation: attestation.map(|check| EvidenceRule {
             check,
-            role: cocoon_attestation::PeerRole::Proxy,
+            role,
             only: None,
         }),
     });
