@@ -5,6 +5,7 @@
 //! * `attest`    - `cocoon attest verify|show-cert|bench`: a TDX quote's or a
 //!   node's verdict as JSON, and the cost of verification.
 //! * `receipts`  - `cocoon receipts FILE`: a client node's paid receipts checked and summed.
+//! * `key_manager` - `cocoon key-manager serve|authorize`: a key manager, and owners' authorizations.
 //! * `roles`     - running one role from its TOML file.
 //! * `summarize` - `cocoon summarize`: a Telegram chat export summarised by the network.
 //! * `wallet`    - `cocoon wallet new|address|balance|send`: TON v4r2 wallets.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attest;
+pub mod key_manager;
 pub mod receipts;
 pub mod roles;
 pub mod summarize;

@@ -95,6 +95,12 @@ enum Command {
         #[command(subcommand)]
         command: AttestCommand,
     },
+    /// A key manager: `serve --config FILE` runs one; `authorize` signs an
+    /// owner's authorization for a node's lasting key (docs/key-manager.md).
+    KeyManager {
+        #[command(subcommand)]
+        command: cocoon_cli::key_manager::KeyManagerCommand,
+    },
     /// A TON wallet (v4r2, 24-word mnemonic): new, address, balance, send.
     Wallet {
         #[command(subcommand)]
@@ -309,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("cocoon worker: --config FILE is required (or `cocoon worker earnings --config FILE`)")
         }
         Command::Summarize(args) => cocoon_cli::summarize::run(args).await,
+        Command::KeyManager { command } => cocoon_cli::key_manager::run(command).await,
         Command::Keygen { out } => {
             let identity = Identity::load_or_create(&out)?;
             println!("{}", identity.fingerprint());

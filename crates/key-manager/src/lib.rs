@@ -15,18 +15,23 @@
 //! * `wire`          - what crosses the TLS connection.
 //! * `server`        - [`KeyManager`]: checks and releases.
 //! * `client`        - asking a key manager, as a node or a replica.
+//! * `node`          - a worker's or proxy's lasting key, at start.
+//! * `config`        - `cocoon key-manager serve`: its config file, and starting it.
 
 #![forbid(unsafe_code)]
 
 pub mod authorization;
 pub mod client;
+pub mod config;
 pub mod derive;
+pub mod node;
 pub mod server;
 pub mod wire;
 
 pub use authorization::Authorization;
 pub use client::{fetch_key, replicate, AskError};
 pub use derive::MasterSecret;
+pub use node::lasting_identity;
 pub use server::KeyManager;
 
 #[cfg(test)]

@@ -70,6 +70,14 @@ pub struct AttestationConfig {
     /// own chain API (`payout.ton_api`, `settlement.ton_api`,
     /// `billing.ton_api`).
     pub ton_api: Option<String>,
+    /// A key manager (`host:port`, docs/key-manager.md) that gives this
+    /// node (a worker or a proxy with a TEE) its lasting key: the same at
+    /// every start, never in a file. Its evidence must pass the policy's
+    /// `key_manager_images`.
+    pub key_manager: Option<String>,
+    /// The owner's authorization naming this node's key (JSON, written by
+    /// `cocoon key-manager authorize`); required with `key_manager`.
+    pub key_authorization: Option<PathBuf>,
 }
 
 impl AttestationConfig {
@@ -90,6 +98,35 @@ impl AttestationConfig {
         let attester = self.attester(profile)?;
         self.require_verification(profile, role)?;
         let identity = self.identity(identity_key)?;
+        self.finish(identity, attester, identity_key, profile, role, anchors)
+    }
+
+    /// [`AttestationConfig::load`] for a node whose key is always made in
+    /// memory and never kept (a key manager); its collateral cache, when
+    /// not set, is `./collateral`.
+    pub fn load_in_memory(
+        &self,
+        profile: Profile,
+        role: PeerRole,
+        anchors: Option<Arc<cocoon_attestation::BlockAnchors>>,
+    ) -> Result<(Arc<Identity>, Option<Arc<AttestationCheck>>), ConfigError> {
+        let attester = self.attester(profile)?;
+        self.require_verification(profile, Some(role))?;
+        let identity =
+            Identity::generate().map_err(|e| ConfigError::new("attestation", e.to_string()))?;
+        let defaults = Path::new("key-manager.pem");
+        self.finish(identity, attester, defaults, profile, Some(role), anchors)
+    }
+
+    fn finish(
+        &self,
+        identity: Identity,
+        attester: Option<Arc<dyn Attester>>,
+        identity_key: &Path,
+        profile: Profile,
+        role: Option<PeerRole>,
+        anchors: Option<Arc<cocoon_attestation::BlockAnchors>>,
+    ) -> Result<(Arc<Identity>, Option<Arc<AttestationCheck>>), ConfigError> {
         let identity = match attester {
             Some(attester) => identity.with_attester(attester),
             None => identity,
@@ -109,6 +146,9 @@ impl AttestationConfig {
     /// made, or keeps a copy of): an existing `identity_key` file is
     /// refused. Elsewhere it is the file, created on first start.
     fn identity(&self, identity_key: &Path) -> Result<Identity, ConfigError> {
+        if self.key_manager.is_some() {
+            return self.key_manager_checks();
+        }
         if self.tee != TeeChoice::Tdx {
             return Identity::load_or_create(identity_key)
                 .map_err(|e| ConfigError::new("identity_key", e.to_string()));
@@ -126,6 +166,31 @@ impl AttestationConfig {
             Identity::generate().map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
         tracing::info!(fingerprint = %identity.fingerprint(), "identity made in TEE memory for this run (not written to disk)");
         Ok(identity)
+    }
+
+    /// A node whose key comes from a key manager: a TEE to show it, a
+    /// policy to judge the key manager by, the owner's authorization. Its
+    /// key until then (for asking) is made in memory.
+    fn key_manager_checks(&self) -> Result<Identity, ConfigError> {
+        if self.tee == TeeChoice::None {
+            return Err(ConfigError::new(
+                "attestation.key_manager",
+                "a key manager releases keys only to nodes with TEE evidence: set attestation.tee",
+            ));
+        }
+        if self.policy.is_none() {
+            return Err(ConfigError::new(
+                "attestation.key_manager",
+                "needs attestation.policy, whose key_manager_images the key manager's evidence must pass",
+            ));
+        }
+        if self.key_authorization.is_none() {
+            return Err(ConfigError::new(
+                "attestation.key_authorization",
+                "required with attestation.key_manager: the owner's authorization naming this node's key (cocoon key-manager authorize)",
+            ));
+        }
+        Identity::generate().map_err(|e| ConfigError::new("identity_key", e.to_string()))
     }
 
     /// Under the production profile verification is never optional: every

@@ -174,6 +174,34 @@ impl Identity {
         })
     }
 
+    /// An Ed25519 identity whose secret key is `seed` (RFC 8032), e.g. one
+    /// a key manager released.
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self, ProtocolError> {
+        // PKCS#8 v1 for Ed25519 (RFC 8410): a fixed prefix, then the seed.
+        const PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut der = Zeroizing::new(PREFIX.to_vec());
+        der.extend_from_slice(seed);
+        let key = rcgen::KeyPair::try_from(&der[..])
+            .map_err(|e| ProtocolError::Tls(format!("not an Ed25519 seed: {e}")))?;
+        Self::from_pem(&Zeroizing::new(key.serialize_pem()))
+    }
+
+    /// This node with `seed` as its key instead: the same TEE, configuration
+    /// and chain, for evidence made from now on.
+    pub fn with_key(&self, seed: &[u8; 32]) -> Result<Self, ProtocolError> {
+        let mut identity = Self::from_seed(seed)?;
+        identity.attester = self.attester.clone();
+        *identity
+            .configuration
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = self.configuration();
+        *identity.anchors.write().unwrap_or_else(|e| e.into_inner()) = self.anchors();
+        Ok(identity)
+    }
+
     /// Put evidence from `attester`, bound to this key, in every certificate.
     pub fn with_attester(mut self, attester: Arc<dyn cocoon_attestation::Attester>) -> Self {
         self.attester = Some(attester);

@@ -56,7 +56,15 @@ impl ProxyNode {
             },
         };
         let settlement = config.settlement.clone();
+        let attestation = config.attestation.clone();
         let mut settings = config.into_settings()?;
+        settings.identity = cocoon_key_manager::lasting_identity(
+            &attestation,
+            &settings.identity,
+            settings.attestation.as_ref(),
+            cocoon_attestation::PeerRole::Proxy,
+        )
+        .await?;
         cocoon_protocol::anchors_ready(&settings.identity, settings.attestation.as_deref()).await?;
         let mut settle_every = None;
         if let Some(settlement) = settlement {

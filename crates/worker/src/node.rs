@@ -38,9 +38,17 @@ impl WorkerNode {
             Some(address) => Some(cocoon_protocol::bind("status_listen", address).await?),
             None => None,
         };
-        let settings = tokio::task::spawn_blocking(move || config.into_settings())
+        let attestation = config.attestation.clone();
+        let mut settings = tokio::task::spawn_blocking(move || config.into_settings())
             .await
             .map_err(|e| ConfigError::new("engine", format!("loading failed: {e}")))??;
+        settings.identity = cocoon_key_manager::lasting_identity(
+            &attestation,
+            &settings.identity,
+            settings.attestation.as_ref(),
+            cocoon_attestation::PeerRole::Worker,
+        )
+        .await?;
         Self::start(settings, status).await
     }
 

@@ -12,6 +12,7 @@ mod closing;
 mod failover;
 mod faults;
 mod freshness;
+mod key_manager;
 mod logprobs;
 mod malicious_proxy;
 mod malicious_worker;

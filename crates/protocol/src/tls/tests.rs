@@ -158,3 +158,35 @@ fn a_raw_ed25519_key_has_its_certificates_fingerprint() {
     other[0] ^= 1;
     assert_ne!(Fingerprint::of_ed25519(&other), identity.fingerprint());
 }
+
+/// A key made from a seed (what a key manager releases) is the same key
+/// every time, signs like any identity, and keeps the node's TEE.
+#[test]
+fn an_identity_from_a_seed_is_stable_and_keeps_the_nodes_tee() {
+    let a = Identity::from_seed(&[7; 32]).unwrap();
+    let b = Identity::from_seed(&[7; 32]).unwrap();
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    assert_ne!(
+        a.fingerprint(),
+        Identity::from_seed(&[8; 32]).unwrap().fingerprint()
+    );
+    // RFC 8032 test vector 1: this secret key has this public key.
+    let seed: [u8; 32] =
+        hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let vector = Identity::from_seed(&seed).unwrap();
+    assert_eq!(
+        hex::encode(ed25519_raw_key(vector.spki()).unwrap()),
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    );
+    let node = Identity::generate()
+        .unwrap()
+        .with_attester(std::sync::Arc::new(
+            cocoon_attestation::simulated::SimulatedTee::new(),
+        ));
+    let lasting = node.with_key(&[7; 32]).unwrap();
+    assert_eq!(lasting.fingerprint(), a.fingerprint());
+    assert!(lasting.evidence(&[0; 64]).is_some(), "the TEE is kept");
+}

@@ -1,0 +1,164 @@
+//! `cocoon key-manager serve --config km.toml`: where it listens, its TEE
+//! and policy (`[attestation]`, as every role's), and where its master
+//! secret comes from: made here (`bootstrap = true`, the network's first key
+//! manager only) or replicated from a running key manager
+//! (`replicate_from`). Its own key is made in memory at every start.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_attestation::PeerRole;
+use cocoon_protocol::{AttestationConfig, ConfigError, Profile};
+use serde::Deserialize;
+
+use crate::{KeyManager, MasterSecret};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyManagerConfig {
+    #[serde(default)]
+    pub profile: Profile,
+    pub listen: SocketAddr,
+    /// Make a new master secret (the network's first key manager; every
+    /// other replicates, or the keys it releases differ).
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// A running key manager (`host:port`) to take the master secret from.
+    pub replicate_from: Option<String>,
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+}
+
+impl KeyManagerConfig {
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::new("config", e.to_string()))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (self.bootstrap, &self.replicate_from) {
+            (true, Some(_)) => Err(ConfigError::new(
+                "replicate_from",
+                "set either bootstrap = true (a new master secret) or replicate_from, not both",
+            )),
+            (false, None) => Err(ConfigError::new(
+                "bootstrap",
+                "a key manager needs its master secret: bootstrap = true (the network's first) or replicate_from = \"host:port\"",
+            )),
+            _ if self.attestation.policy.is_none() => Err(ConfigError::new(
+                "attestation.policy",
+                "required: the policy that decides who gets which key",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A started key manager.
+pub struct Running {
+    pub address: SocketAddr,
+    pub fingerprint: cocoon_protocol::tls::Fingerprint,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Serve until the process ends (or the listener fails).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// Start the key manager `config` describes.
+pub async fn start(config: KeyManagerConfig) -> Result<Running, ConfigError> {
+    config.validate()?;
+    let anchors = config
+        .attestation
+        .ton_api
+        .as_deref()
+        .map(|api| {
+            cocoon_chain::anchors::from_api(api, None)
+                .map_err(|e| ConfigError::new("attestation.ton_api", e))
+        })
+        .transpose()?;
+    let (identity, check) =
+        config
+            .attestation
+            .load_in_memory(config.profile, PeerRole::KeyManager, anchors)?;
+    let check = check.ok_or_else(|| ConfigError::new("attestation.policy", "required"))?;
+    identity.bind_configuration(&cocoon_attestation::Configuration {
+        policy_sha256: Some(check.policy.sha256()),
+        ..cocoon_attestation::Configuration::new(PeerRole::KeyManager, env!("CARGO_PKG_VERSION"))
+    });
+    cocoon_protocol::anchors_ready(&identity, Some(&check)).await?;
+    let master = match &config.replicate_from {
+        None => {
+            tracing::warn!("bootstrap: a NEW master secret; keys released from it differ from any released before");
+            MasterSecret::generate()
+        }
+        Some(from) => replicate_with_retries(from, &identity, &check).await?,
+    };
+    let listener = cocoon_protocol::bind("listen", config.listen).await?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| ConfigError::new("listen", e.to_string()))?;
+    let fingerprint = identity.fingerprint();
+    let km = Arc::new(KeyManager::new(master, identity, check));
+    tracing::info!(%address, %fingerprint, "key manager serving");
+    Ok(Running {
+        address,
+        fingerprint,
+        task: tokio::spawn(km.serve(listener)),
+    })
+}
+
+/// The master secret from `from`, trying for a minute (it may be starting).
+async fn replicate_with_retries(
+    from: &str,
+    identity: &Arc<cocoon_protocol::tls::Identity>,
+    check: &Arc<cocoon_protocol::ra_tls::AttestationCheck>,
+) -> Result<MasterSecret, ConfigError> {
+    let mut last = String::new();
+    for _ in 0..30 {
+        match crate::replicate(from, identity.clone(), check.clone()).await {
+            Ok(master) => return Ok(master),
+            Err(crate::AskError::Refused(reason)) => {
+                return Err(ConfigError::new(
+                    "replicate_from",
+                    format!("{from} refused: {reason}"),
+                ))
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Err(ConfigError::new("replicate_from", last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_and_a_master_secret_source_is_required() {
+        let example = include_str!("../../../config/key-manager.example.toml");
+        let config = KeyManagerConfig::from_toml(example).unwrap();
+        config.validate().unwrap();
+        let both = KeyManagerConfig {
+            replicate_from: Some("km:9300".into()),
+            ..config.clone()
+        };
+        assert_eq!(both.validate().unwrap_err().field, "replicate_from");
+        let neither = KeyManagerConfig {
+            bootstrap: false,
+            ..config.clone()
+        };
+        assert_eq!(neither.validate().unwrap_err().field, "bootstrap");
+        let err = KeyManagerConfig::from_toml("listen = \"127.0.0.1:1\"\nbootstrapp = true\n")
+            .unwrap_err();
+        assert!(err.message.contains("bootstrapp"), "{err}");
+    }
+}
