@@ -91,13 +91,6 @@ pub fn chat(body: &[u8]) -> Result<Validated, ApiError> {
         params.parallel_tool_calls,
     )?;
     let mut validated = finish(model, Input::Chat(out), params)?;
-    if offered.is_some() && validated.request.params.format.is_some() {
-        return Err(ApiError::invalid(
-            "'response_format' together with 'tools' is not served yet; send one or the other.",
-            Some("response_format"),
-            "unsupported_parameter",
-        ));
-    }
     validated.request.params.tools = offered;
     Ok(validated)
 }

@@ -65,20 +65,7 @@ impl Shapes {
 
     /// A fresh constraint for one answer of `format`.
     pub fn compile(&self, format: &OutputFormat) -> Result<Constraint, ShapeError> {
-        let schema = match format {
-            OutputFormat::JsonObject => json!({"type": "object"}),
-            OutputFormat::JsonSchema { schema, .. } => {
-                let value: Value = serde_json::from_str(schema)
-                    .map_err(|e| ShapeError::Schema(format!("not JSON: {e}")))?;
-                if !value.is_object() && !value.is_boolean() {
-                    return Err(ShapeError::Schema(
-                        "expected a JSON Schema object".to_string(),
-                    ));
-                }
-                value
-            }
-        };
-        let grammar = TopLevelGrammar::from_json_schema(with_layout(schema));
+        let grammar = TopLevelGrammar::from_json_schema(with_layout(format_schema(format)?));
         let parser = self
             .factory
             .create_parser(grammar)
@@ -88,6 +75,30 @@ impl Shapes {
             return Err(ShapeError::Schema(e));
         }
         Ok(Constraint { matcher })
+    }
+
+    /// A fresh constraint holding one answer to either calls `tools`
+    /// allows or a JSON value of `format` (`tool_choice: auto` with
+    /// `response_format`). What does not compile is named: the format, or
+    /// the function at fault.
+    pub fn compile_calls_or(
+        &self,
+        tools: &Tools,
+        format: &OutputFormat,
+    ) -> Result<Constraint, ShapeError> {
+        // The format alone first: its refusal names the keyword.
+        self.compile(format)?;
+        let answer = with_layout(format_schema(format)?);
+        let grammar = TopLevelGrammar::from_lark(tool_calls::grammar_or_answer(tools, &answer));
+        match self.factory.create_parser(grammar) {
+            Ok(parser) => Ok(Constraint {
+                matcher: Matcher::new(Ok(parser)),
+            }),
+            Err(whole) => Err(self.function_at_fault(tools).unwrap_or(ShapeError::Tool {
+                field: "tools".into(),
+                message: whole.to_string(),
+            })),
+        }
     }
 
     /// A fresh constraint holding one answer to the calls `tools` allows.
@@ -122,6 +133,23 @@ impl Shapes {
                 })
             })
     }
+}
+
+/// The JSON Schema a response format holds an answer to.
+fn format_schema(format: &OutputFormat) -> Result<Value, ShapeError> {
+    Ok(match format {
+        OutputFormat::JsonObject => json!({"type": "object"}),
+        OutputFormat::JsonSchema { schema, .. } => {
+            let value: Value = serde_json::from_str(schema)
+                .map_err(|e| ShapeError::Schema(format!("not JSON: {e}")))?;
+            if !value.is_object() && !value.is_boolean() {
+                return Err(ShapeError::Schema(
+                    "expected a JSON Schema object".to_string(),
+                ));
+            }
+            value
+        }
+    })
 }
 
 /// One layout for every answer, whatever the schema asks of the grammar

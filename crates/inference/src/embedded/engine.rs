@@ -245,10 +245,17 @@ impl EmbeddedEngine {
         };
         let invalid = |e: ShapeError| WireError::new(ErrorKind::InvalidRequest, e.to_string());
         match (&params.format, &params.tools) {
-            (Some(_), Some(_)) => Err(WireError::new(
-                ErrorKind::InvalidRequest,
-                "'response_format' together with 'tools' is not served yet; send one or the other",
-            )),
+            // Forced calls have no text for a format to hold.
+            (Some(_), Some(tools)) if tools.choice != ToolChoice::Auto => {
+                let shapes = self.shapes.as_ref().ok_or_else(|| not_served("tools"))?;
+                let constraint = shapes.compile_calls(tools).map_err(invalid)?;
+                Ok((Some(constraint), CallMode::Forced))
+            }
+            (Some(format), Some(tools)) => {
+                let shapes = self.shapes.as_ref().ok_or_else(|| not_served("tools"))?;
+                let constraint = shapes.compile_calls_or(tools, format).map_err(invalid)?;
+                Ok((Some(constraint), CallMode::AutoShaped))
+            }
             (Some(format), None) => {
                 let shapes = self
                     .shapes

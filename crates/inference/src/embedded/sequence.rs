@@ -58,6 +58,10 @@ pub(super) enum CallMode {
     /// Text or calls (`tool_choice: auto`): free until the answer starts
     /// with a call's opening tag, held to the constraint from there.
     Auto,
+    /// Calls or an answer of a response format (`auto` with
+    /// `response_format`): held to the constraint (either one) from the
+    /// first token.
+    AutoShaped,
 }
 
 /// Where an answer stands with function calls.
@@ -131,6 +135,9 @@ pub(super) struct Sequence {
     ignore_eos: bool,
     constraint: Option<Constraint>,
     calls: Calls,
+    /// `CallMode::AutoShaped`: the constraint masks while the answer is
+    /// undecided too, and stays when it turns out to be text.
+    shaped: bool,
     /// Alternatives to report per token, when the request asked for log
     /// probabilities.
     top_logprobs: Option<usize>,
@@ -180,12 +187,13 @@ impl Sequence {
             calls: match job.calls {
                 CallMode::None => Calls::Off,
                 CallMode::Forced => Calls::Calling(CallReader::default()),
-                CallMode::Auto => Calls::Undecided {
+                CallMode::Auto | CallMode::AutoShaped => Calls::Undecided {
                     held: String::new(),
                     tokens: Vec::new(),
                     lead: 0,
                 },
             },
+            shaped: job.calls == CallMode::AutoShaped,
         }
     }
 
@@ -208,8 +216,8 @@ impl Sequence {
             return None;
         }
         match self.calls {
-            Calls::Undecided { .. } => None,
-            Calls::Off | Calls::Calling(_) => self.constraint.as_mut(),
+            Calls::Undecided { .. } if !self.shaped => None,
+            _ => self.constraint.as_mut(),
         }
     }
 
@@ -366,7 +374,11 @@ impl Sequence {
                 } else {
                     let held = std::mem::take(held);
                     self.calls = Calls::Off;
-                    self.constraint = None;
+                    if !self.shaped {
+                        // Free text from here; a shaped answer stays held
+                        // to its format.
+                        self.constraint = None;
+                    }
                     self.route(token, held)
                 }
             }
@@ -377,11 +389,13 @@ impl Sequence {
     /// with the tokens so far (after the `lead` whitespace ones) and holds
     /// the rest to valid calls.
     fn start_calling(&mut self, held: String, tokens: &[LlamaToken], lead: usize) -> Option<End> {
-        let caught_up = self.constraint.as_mut().is_some_and(|c| {
-            tokens[lead..]
-                .iter()
-                .all(|t| c.accept(*t).is_ok_and(|complete| !complete))
-        });
+        // A shaped answer was held to the grammar all along.
+        let caught_up = self.shaped
+            || self.constraint.as_mut().is_some_and(|c| {
+                tokens[lead..]
+                    .iter()
+                    .all(|t| c.accept(*t).is_ok_and(|complete| !complete))
+            });
         if !caught_up {
             // Not a call the grammar knows (e.g. tokenised oddly): text.
             self.calls = Calls::Off;

@@ -467,6 +467,51 @@ async fn required_and_named_tool_choices_always_give_valid_calls() {
     }
 }
 
+/// `tool_choice: auto` with `response_format`: every answer is either
+/// valid calls or one JSON value of the format, never prose (random
+/// weights at temperature 1: these seeds take both ways).
+#[tokio::test]
+async fn an_auto_answer_with_a_response_format_is_calls_or_that_format() {
+    let engine = &tool_engine(4);
+    let format = schema_format(
+        r#"{"type":"object","properties":{"answer":{"enum":["yes","no"]}},"required":["answer"],"additionalProperties":false}"#,
+    );
+    let runs = (1..=8u64).map(|seed| {
+        let params = SamplingParams {
+            max_tokens: Some(80),
+            temperature: Some(1.0),
+            seed: Some(seed),
+            tools: Some(weather_tools(cocoon_protocol::ToolChoice::Auto)),
+            format: format.clone(),
+            ..Default::default()
+        };
+        run_calls(engine, chat("weather in Paris?", params))
+    });
+    for (text, calls, done) in futures::future::join_all(runs).await {
+        if calls.is_empty() {
+            let answer: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+            assert!(
+                matches!(answer["answer"].as_str(), Some("yes" | "no")),
+                "{answer}"
+            );
+            assert_eq!(answer.as_object().unwrap().len(), 1, "{answer}");
+            assert_eq!(done.finish_reason, FinishReason::Stop);
+        } else {
+            assert_eq!(text, "", "no text beside calls");
+            assert_eq!(done.finish_reason, FinishReason::ToolCalls);
+            for (name, arguments) in &calls {
+                assert!(
+                    matches!(name.as_str(), "get_weather" | "get_time"),
+                    "{name}"
+                );
+                let args: serde_json::Value = serde_json::from_str(arguments).unwrap();
+                assert!(args.is_object(), "{args}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_auto_answer_that_does_not_call_is_plain_text() {
     // Random weights do not write "<tool_call>": the answer is text, the

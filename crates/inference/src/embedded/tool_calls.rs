@@ -114,6 +114,16 @@ pub fn grammar(tools: &Tools) -> String {
     )
 }
 
+/// The Lark grammar of an answer that is either calls `tools` allows (as
+/// [`grammar`] lays them out) or one JSON value valid against
+/// `answer_schema` (a response format, with its layout): `tool_choice:
+/// auto` with `response_format`.
+pub fn grammar_or_answer(tools: &Tools, answer_schema: &Value) -> String {
+    let calls = grammar(tools);
+    let calls = calls.replacen("start: ", "start: answer | ", 1);
+    format!("{calls}answer: %json {answer_schema}\n")
+}
+
 /// Reads the text of an answer made of calls (as [`grammar`] lays them
 /// out) and gives OpenAI's streamed pieces: a call's id and name as soon as
 /// its name is complete, then its arguments as they are generated.
