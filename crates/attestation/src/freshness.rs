@@ -95,6 +95,44 @@ pub trait BlockSource: Send + Sync + std::fmt::Debug {
     fn block(&self, seqno: u32) -> BoxFuture<'_, Result<Option<AnchorBlock>, String>>;
 }
 
+/// A chain's blocks given in memory (recorded blocks for an audit, or a
+/// test's chain): the last one is the head.
+#[derive(Debug, Default)]
+pub struct FixedBlocks(Mutex<Vec<AnchorBlock>>);
+
+impl FixedBlocks {
+    pub fn new(blocks: &[AnchorBlock]) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(blocks.to_vec())))
+    }
+
+    /// A new head.
+    pub fn push(&self, block: AnchorBlock) {
+        self.0.locked().push(block);
+    }
+
+    /// The blocks as they stand.
+    pub fn blocks(&self) -> Vec<AnchorBlock> {
+        self.0.locked().clone()
+    }
+}
+
+impl BlockSource for FixedBlocks {
+    fn head(&self) -> BoxFuture<'_, Result<AnchorBlock, String>> {
+        let head = self.0.locked().last().copied();
+        Box::pin(async move { head.ok_or_else(|| "no blocks".to_string()) })
+    }
+
+    fn block(&self, seqno: u32) -> BoxFuture<'_, Result<Option<AnchorBlock>, String>> {
+        let found = self
+            .0
+            .locked()
+            .iter()
+            .find(|b| b.anchor.seqno == seqno)
+            .copied();
+        Box::pin(async move { Ok(found) })
+    }
+}
+
 /// What the chain says of an anchor, from memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {

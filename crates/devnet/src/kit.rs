@@ -29,6 +29,22 @@ pub async fn devnet_with(configure: impl FnOnce(&mut DevnetOptions)) -> Devnet {
     Devnet::start(options).await.expect("devnet starts")
 }
 
+/// An embedded chain's TON HTTP API on loopback (its URL, `.../api/v2`),
+/// for nodes started from config files that date evidence by its blocks.
+pub async fn embedded_chain_api() -> String {
+    let chain = std::sync::Arc::new(std::sync::Mutex::new(
+        cocoon_ton_devnet::Emulator::new(cocoon_ton_devnet::unix_now())
+            .expect("an empty chain starts"),
+    ));
+    let app = cocoon_ton_devnet::api::router(chain, cocoon_ton_devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}/api/v2", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 pub async fn devnet() -> Devnet {
     devnet_with(|_| {}).await
 }

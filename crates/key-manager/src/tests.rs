@@ -5,9 +5,9 @@
 //! long ago, a node of one role asking for another role's key, another
 //! owner, and a fake key manager asking for the master secret.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use cocoon_attestation::freshness::{BlockSource, BoxFuture};
+use cocoon_attestation::freshness::FixedBlocks;
 use cocoon_attestation::simulated::SimulatedTee;
 use cocoon_attestation::{Anchor, AnchorBlock, BlockAnchors, Configuration, PeerRole, Policy};
 use cocoon_protocol::ra_tls::AttestationCheck;
@@ -58,13 +58,14 @@ fn authorize(owner: &SigningKey, role: PeerRole, name: &str) -> Authorization {
 /// A key manager holding `master`, judging requesters by `policy`; its
 /// address.
 async fn start(master: MasterSecret, policy: Policy) -> String {
+    start_checking(master, check(policy)).await
+}
+
+/// [`start`] with a whole check (a chain to date evidence by).
+async fn start_checking(master: MasterSecret, check: Arc<AttestationCheck>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let km = Arc::new(KeyManager::new(
-        master,
-        node(PeerRole::KeyManager),
-        check(policy),
-    ));
+    let km = Arc::new(KeyManager::new(master, node(PeerRole::KeyManager), check));
     tokio::spawn(km.serve(listener));
     address
 }
@@ -80,35 +81,27 @@ async fn key(
         .map_err(|e| e.to_string())
 }
 
+/// An attested proxy's key from `km`, authorized by `owner` as `name`.
+async fn proxy_key(km: &str, owner: &SigningKey, name: &str) -> Result<[u8; 32], String> {
+    key(
+        km,
+        node(PeerRole::Proxy),
+        authorize(owner, PeerRole::Proxy, name),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn an_attested_node_gets_its_key_the_same_after_a_restart_and_from_a_replica() {
     let km = start(MasterSecret::generate(), policy()).await;
     let alice = owner(1);
-    let first = key(
-        &km,
-        node(PeerRole::Proxy),
-        authorize(&alice, PeerRole::Proxy, "eu-1"),
-    )
-    .await
-    .unwrap();
+    let first = proxy_key(&km, &alice, "eu-1").await.unwrap();
     // The node restarts: a new in-memory key and new evidence, the same
     // key released.
-    let again = key(
-        &km,
-        node(PeerRole::Proxy),
-        authorize(&alice, PeerRole::Proxy, "eu-1"),
-    )
-    .await
-    .unwrap();
+    let again = proxy_key(&km, &alice, "eu-1").await.unwrap();
     assert_eq!(first, again);
     // Another name, another role's key: different keys.
-    let other = key(
-        &km,
-        node(PeerRole::Proxy),
-        authorize(&alice, PeerRole::Proxy, "eu-2"),
-    )
-    .await
-    .unwrap();
+    let other = proxy_key(&km, &alice, "eu-2").await.unwrap();
     assert_ne!(first, other);
 
     // A second key manager replicates the master secret from the first
@@ -117,13 +110,7 @@ async fn an_attested_node_gets_its_key_the_same_after_a_restart_and_from_a_repli
         .await
         .unwrap();
     let replica = start(master, policy()).await;
-    let from_replica = key(
-        &replica,
-        node(PeerRole::Proxy),
-        authorize(&alice, PeerRole::Proxy, "eu-1"),
-    )
-    .await
-    .unwrap();
+    let from_replica = proxy_key(&replica, &alice, "eu-1").await.unwrap();
     assert_eq!(first, from_replica);
 }
 
@@ -182,21 +169,9 @@ async fn another_image_a_simulated_tee_in_production_or_another_role_gets_nothin
 async fn another_owner_gets_another_key_and_a_forged_or_expired_authorization_nothing() {
     let km = start(MasterSecret::generate(), policy()).await;
     let (alice, mallory) = (owner(1), owner(2));
-    let alices = key(
-        &km,
-        node(PeerRole::Proxy),
-        authorize(&alice, PeerRole::Proxy, "eu-1"),
-    )
-    .await
-    .unwrap();
+    let alices = proxy_key(&km, &alice, "eu-1").await.unwrap();
     // Mallory runs the same image and names Alice's key: hers is another.
-    let mallorys = key(
-        &km,
-        node(PeerRole::Proxy),
-        authorize(&mallory, PeerRole::Proxy, "eu-1"),
-    )
-    .await
-    .unwrap();
+    let mallorys = proxy_key(&km, &mallory, "eu-1").await.unwrap();
     assert_ne!(alices, mallorys);
     // Mallory puts Alice's public key on her own signature.
     let mut forged = authorize(&mallory, PeerRole::Proxy, "eu-1");
@@ -236,30 +211,8 @@ async fn only_an_attested_key_manager_gets_the_master_secret() {
     );
 }
 
-/// Blocks in memory: one made two days ago, one ten seconds ago.
-#[derive(Debug)]
-struct Blocks(Mutex<Vec<AnchorBlock>>);
-
-impl BlockSource for Blocks {
-    fn head(&self) -> BoxFuture<'_, Result<AnchorBlock, String>> {
-        let head = self.0.lock().unwrap().last().copied();
-        Box::pin(async move { head.ok_or_else(|| "no blocks".to_string()) })
-    }
-
-    fn block(&self, seqno: u32) -> BoxFuture<'_, Result<Option<AnchorBlock>, String>> {
-        let found = self
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|b| b.anchor.seqno == seqno)
-            .copied();
-        Box::pin(async move { Ok(found) })
-    }
-}
-
 fn blocks(view: &[AnchorBlock]) -> Arc<BlockAnchors> {
-    BlockAnchors::new(Arc::new(Blocks(Mutex::new(view.to_vec()))))
+    BlockAnchors::new(FixedBlocks::new(view))
 }
 
 /// Evidence the enclave made two days ago is refused; evidence binding the
@@ -291,14 +244,7 @@ async fn stale_evidence_gets_nothing() {
         anchors: Some(blocks(&chain)),
         ..AttestationCheck::new(dated)
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let km = Arc::new(KeyManager::new(
-        MasterSecret::generate(),
-        node(PeerRole::KeyManager),
-        km_check,
-    ));
-    tokio::spawn(km.serve(listener));
+    let address = start_checking(MasterSecret::generate(), km_check).await;
     let dated_node = |view: &[AnchorBlock]| {
         let identity = node(PeerRole::Worker);
         let anchors = blocks(view);

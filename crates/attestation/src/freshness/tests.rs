@@ -1,9 +1,6 @@
 use super::*;
 
-/// Blocks in memory, numbered from 1, one every 5 s from time 1000.
-#[derive(Debug)]
-struct Blocks(Mutex<Vec<AnchorBlock>>);
-
+/// Block `seqno` of a chain made one every 5 s from time 1000.
 fn block(seqno: u32) -> AnchorBlock {
     let mut root_hash = [0u8; 32];
     root_hash[..4].copy_from_slice(&seqno.to_be_bytes());
@@ -14,27 +11,9 @@ fn block(seqno: u32) -> AnchorBlock {
     }
 }
 
-impl Blocks {
-    fn new(count: u32) -> Arc<Self> {
-        Arc::new(Self(Mutex::new((1..=count).map(block).collect())))
-    }
-}
-
-impl BlockSource for Blocks {
-    fn head(&self) -> BoxFuture<'_, Result<AnchorBlock, String>> {
-        let head = self.0.locked().last().copied();
-        Box::pin(async move { head.ok_or_else(|| "no blocks".to_string()) })
-    }
-
-    fn block(&self, seqno: u32) -> BoxFuture<'_, Result<Option<AnchorBlock>, String>> {
-        let found = self
-            .0
-            .locked()
-            .iter()
-            .find(|b| b.anchor.seqno == seqno)
-            .copied();
-        Box::pin(async move { Ok(found) })
-    }
+/// The first `count` blocks of that chain.
+fn blocks(count: u32) -> Arc<FixedBlocks> {
+    FixedBlocks::new(&(1..=count).map(block).collect::<Vec<_>>())
 }
 
 #[test]
@@ -47,7 +26,7 @@ fn anchors_round_trip_and_refuse_other_lengths() {
 
 #[tokio::test]
 async fn a_block_is_pending_then_known_in_the_background_and_judged_by_its_hash() {
-    let blocks = Blocks::new(10);
+    let blocks = blocks(10);
     let anchors = BlockAnchors::new(blocks.clone());
     anchors.ready().await.unwrap();
     let anchor = block(4).anchor;
@@ -70,7 +49,8 @@ async fn a_block_is_pending_then_known_in_the_background_and_judged_by_its_hash(
     // on chain now, and is asked again later rather than remembered.
     let future = block(12).anchor;
     assert_eq!(anchors.fetch(&future).await.unwrap(), Lookup::NotOnChain);
-    blocks.0.locked().extend([block(11), block(12)]);
+    blocks.push(block(11));
+    blocks.push(block(12));
     assert_eq!(
         anchors.fetch(&future).await.unwrap(),
         Lookup::Known { gen_utime: 1060 }
@@ -79,7 +59,7 @@ async fn a_block_is_pending_then_known_in_the_background_and_judged_by_its_hash(
 
 #[tokio::test]
 async fn evidence_older_than_the_policy_allows_is_stale() {
-    let anchors = BlockAnchors::new(Blocks::new(10));
+    let anchors = BlockAnchors::new(blocks(10));
     let anchor = block(2).anchor;
     anchors.fetch(&anchor).await.unwrap();
     assert_eq!(

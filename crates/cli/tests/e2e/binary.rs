@@ -241,13 +241,7 @@ async fn three_processes(attested: bool) {
     let (profile, attestation) = if attested {
         // The nodes date their evidence by a chain's blocks: an embedded
         // chain's TON HTTP API, as `attestation.ton_api`.
-        let chain = std::sync::Arc::new(std::sync::Mutex::new(
-            cocoon_ton_devnet::Emulator::new(cocoon_ton_devnet::unix_now()).unwrap(),
-        ));
-        let app = cocoon_ton_devnet::api::router(chain, cocoon_ton_devnet::unix_now);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ton_api = format!("http://{}/api/v2", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let ton_api = cocoon_devnet::kit::embedded_chain_api().await;
         let policy = d.join("dev-policy.toml");
         std::fs::write(
             &policy,

@@ -13,18 +13,6 @@ use cocoon_proxy::{ProxyConfig, ProxyNode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cocoon");
 
-/// An embedded chain's TON HTTP API on loopback.
-async fn chain_api() -> String {
-    let chain = std::sync::Arc::new(std::sync::Mutex::new(
-        cocoon_ton_devnet::Emulator::new(cocoon_ton_devnet::unix_now()).unwrap(),
-    ));
-    let app = cocoon_ton_devnet::api::router(chain, cocoon_ton_devnet::unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 fn authorize(dir: &Path, role: &str, out: &str) -> std::process::Output {
     Command::new(BIN)
         .args(["key-manager", "authorize", "--mnemonic"])
@@ -39,7 +27,7 @@ fn authorize(dir: &Path, role: &str, out: &str) -> std::process::Output {
 async fn a_proxy_gets_the_same_key_at_every_start_from_a_key_manager_and_its_replica() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ton_api = chain_api().await;
+    let ton_api = cocoon_devnet::kit::embedded_chain_api().await;
     let image = cocoon_attestation::simulated::SimulatedTee::measurements().image_hash();
     let policy = d.join("policy.toml");
     std::fs::write(

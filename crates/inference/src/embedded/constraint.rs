@@ -89,24 +89,20 @@ impl Shapes {
         // The format alone first: its refusal names the keyword.
         self.compile(format)?;
         let answer = with_layout(format_schema(format)?);
-        let grammar = TopLevelGrammar::from_lark(tool_calls::grammar_or_answer(tools, &answer));
-        match self.factory.create_parser(grammar) {
-            Ok(parser) => Ok(Constraint {
-                matcher: Matcher::new(Ok(parser)),
-            }),
-            Err(whole) => Err(self.function_at_fault(tools).unwrap_or(ShapeError::Tool {
-                field: "tools".into(),
-                message: whole.to_string(),
-            })),
-        }
+        self.calls_grammar(tool_calls::grammar_or_answer(tools, &answer), tools)
     }
 
     /// A fresh constraint holding one answer to the calls `tools` allows.
     /// When the grammar does not compile, each function's schema is
     /// compiled alone to name the one at fault.
     pub fn compile_calls(&self, tools: &Tools) -> Result<Constraint, ShapeError> {
-        let grammar = TopLevelGrammar::from_lark(tool_calls::grammar(tools));
-        match self.factory.create_parser(grammar) {
+        self.calls_grammar(tool_calls::grammar(tools), tools)
+    }
+
+    /// A constraint for `lark`, a grammar of `tools`' calls; when it does
+    /// not compile, the function at fault is named.
+    fn calls_grammar(&self, lark: String, tools: &Tools) -> Result<Constraint, ShapeError> {
+        match self.factory.create_parser(TopLevelGrammar::from_lark(lark)) {
             Ok(parser) => Ok(Constraint {
                 matcher: Matcher::new(Ok(parser)),
             }),

@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-use cocoon_attestation::freshness::{BlockSource, BoxFuture};
+use cocoon_attestation::freshness::FixedBlocks;
 use cocoon_attestation::{Anchor, AnchorBlock, BlockAnchors, Purpose};
 
 use super::*;
@@ -19,31 +19,8 @@ fn unix_now() -> u64 {
 }
 
 /// A chain's blocks as a node sees them (perhaps a stale or forged view).
-#[derive(Debug)]
-struct Blocks(Mutex<Vec<AnchorBlock>>);
-
-impl Blocks {
-    fn of(blocks: &[AnchorBlock]) -> Arc<BlockAnchors> {
-        BlockAnchors::new(Arc::new(Blocks(Mutex::new(blocks.to_vec()))))
-    }
-}
-
-impl BlockSource for Blocks {
-    fn head(&self) -> BoxFuture<'_, Result<AnchorBlock, String>> {
-        let head = self.0.lock().unwrap().last().copied();
-        Box::pin(async move { head.ok_or_else(|| "no blocks".to_string()) })
-    }
-
-    fn block(&self, seqno: u32) -> BoxFuture<'_, Result<Option<AnchorBlock>, String>> {
-        let found = self
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|b| b.anchor.seqno == seqno)
-            .copied();
-        Box::pin(async move { Ok(found) })
-    }
+fn anchors_of(blocks: &[AnchorBlock]) -> Arc<BlockAnchors> {
+    BlockAnchors::new(FixedBlocks::new(blocks))
 }
 
 fn block(seqno: u32, root: u8, gen_utime: u64) -> AnchorBlock {
@@ -64,7 +41,7 @@ fn chain() -> Vec<AnchorBlock> {
 
 /// A proxy that requires fresh evidence, dating it by `chain`.
 async fn verifier() -> Arc<AttestationCheck> {
-    let anchors = Blocks::of(&chain());
+    let anchors = anchors_of(&chain());
     anchors.ready().await.unwrap();
     Arc::new(AttestationCheck {
         anchors: Some(anchors),
@@ -79,7 +56,7 @@ async fn verifier() -> Arc<AttestationCheck> {
 /// sees the chain.
 async fn worker(attester: Arc<dyn Attester>, view: &[AnchorBlock]) -> Arc<Identity> {
     let identity = attested(attester);
-    let anchors = Blocks::of(view);
+    let anchors = anchors_of(view);
     anchors.refresh_head().await.unwrap();
     identity.anchor_to(anchors);
     identity
@@ -118,20 +95,15 @@ async fn evidence_binding_a_recent_block_of_the_chain_passes_once_the_block_is_l
     // The chain moves on after the proxy read its head: a block the proxy
     // has not seen yet is looked up in the background (the handshake does
     // not wait for the network); the worker's next attempt passes.
-    let blocks = Arc::new(Blocks(Mutex::new(chain())));
+    let blocks = FixedBlocks::new(&chain());
     let anchors = BlockAnchors::new(blocks.clone());
     anchors.ready().await.unwrap();
     let check = Arc::new(AttestationCheck {
         anchors: Some(anchors),
         ..(*check).clone()
     });
-    blocks
-        .0
-        .lock()
-        .unwrap()
-        .push(block(3, 0x33, unix_now() - 1));
-    let view = blocks.0.lock().unwrap().clone();
-    let late = worker(Arc::new(SimulatedTee::new()), &view).await;
+    blocks.push(block(3, 0x33, unix_now() - 1));
+    let late = worker(Arc::new(SimulatedTee::new()), &blocks.blocks()).await;
     let err = proxy_verdict(late.clone(), &check).await.unwrap_err();
     assert!(err.contains("being looked up"), "{err}");
     settled_verdict(late, &check).await.unwrap();
@@ -238,7 +210,7 @@ async fn a_connection_is_closed_when_its_peers_evidence_ages_out() {
     let peer = worker(Arc::new(SimulatedTee::new()), &blocks).await;
     peer.bind_configuration(&configuration(PeerRole::Worker));
     let cert = peer.issue_certificate().unwrap().to_vec();
-    let anchors = Blocks::of(&blocks);
+    let anchors = anchors_of(&blocks);
     anchors.ready().await.unwrap();
     let check = Arc::new(AttestationCheck {
         anchors: Some(anchors),
