@@ -12,10 +12,18 @@
 //! * `certs`  - certificate chains (rustls-webpki) and the leaf's key.
 //! * `rim`    - the RIMs: versions, golden values, signing chains.
 //! * `xmldsig` - the RIMs' XML signatures (Canonical XML 1.1, ECDSA P-384).
+//! * `evidence` - what a worker presents per GPU, and the nonce binding it
+//!   to the worker's TDX report data.
+//! * `references` - a verifier's roots and RIMs (a folder, NVIDIA's RIM
+//!   service behind a cache).
+//! * `simulated` - a SIMULATED GPU for development networks.
 
 pub mod certs;
+pub mod evidence;
+pub mod references;
 pub mod report;
 pub mod rim;
+pub mod simulated;
 pub mod xmldsig;
 
 #[cfg(test)]
@@ -24,6 +32,8 @@ mod tests;
 use ring::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use serde::Serialize;
 
+pub use evidence::{binding_nonce, GpuAttester, GpuEvidence};
+pub use references::GpuReferences;
 pub use report::SpdmReport;
 pub use rim::{Golden, Rim, RimKind};
 
@@ -50,6 +60,10 @@ pub struct GpuVerdict {
     /// Whether the leaf certificate's firmware ID was compared with the
     /// report's (a report without one skips it, as NVIDIA's verifier does).
     pub fwid_checked: bool,
+    /// The evidence of the SIMULATED GPU (accepted only where the policy
+    /// allows simulated evidence): it proves nothing.
+    #[serde(default)]
+    pub simulated: bool,
 }
 
 /// Why GPU evidence was refused.
@@ -75,6 +89,12 @@ pub enum GpuRefusal {
     RimSignature(String),
     #[error("no {0} RIM given")]
     MissingRim(RimKind),
+    #[error("no {what} RIM {id} is held (add it to attestation.gpu_rims, or set attestation.rim_service)")]
+    NoRim { what: RimKind, id: String },
+    #[error("RIM {0} is not held yet; it is being fetched from the RIM service (the next attempt can pass)")]
+    RimPending(String),
+    #[error("RIM {id} could not be had from the RIM service: {reason}")]
+    RimUnavailable { id: String, reason: String },
     #[error("measurement index {0} is golden in both RIMs")]
     IndexConflict(u8),
     #[error("measurements differ from the golden values at SPDM indices {mismatched:?} (missing from the report: {missing:?})")]
@@ -162,6 +182,7 @@ pub fn verify(
         nonce: hex::encode(parsed.nonce),
         measurements_checked,
         fwid_checked,
+        simulated: false,
     })
 }
 

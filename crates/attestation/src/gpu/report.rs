@@ -19,6 +19,9 @@ pub const SIGNATURE_LEN: usize = 96;
 pub mod opaque {
     pub const DRIVER_VERSION: u16 = 3;
     pub const VBIOS_VERSION: u16 = 6;
+    pub const CHIP_SKU: u16 = 15;
+    pub const PROJECT: u16 = 17;
+    pub const PROJECT_SKU: u16 = 18;
     pub const FWID: u16 = 20;
 }
 
@@ -150,9 +153,33 @@ impl SpdmReport {
 
     /// The driver version the GPU reports, e.g. `545.00`.
     pub fn driver_version(&self) -> Option<String> {
-        let raw = self.opaque(opaque::DRIVER_VERSION)?;
+        self.text(opaque::DRIVER_VERSION)
+    }
+
+    /// An opaque value as text, up to its first NUL.
+    fn text(&self, kind: u16) -> Option<String> {
+        let raw = self.opaque(kind)?;
         let text = raw.split(|b| *b == 0).next().unwrap_or(raw);
         std::str::from_utf8(text).ok().map(str::to_string)
+    }
+
+    /// The name NVIDIA's RIM service gives the driver's RIM
+    /// (`NV_GPU_DRIVER_GH100_550.90.07`).
+    pub fn driver_rim_id(&self) -> Option<String> {
+        Some(format!("NV_GPU_DRIVER_GH100_{}", self.driver_version()?))
+    }
+
+    /// The name NVIDIA's RIM service gives this board's VBIOS RIM:
+    /// project, project SKU, chip SKU and the version without dots
+    /// (`NV_GPU_VBIOS_1010_0200_882_96005E0001`).
+    pub fn vbios_rim_id(&self) -> Option<String> {
+        Some(format!(
+            "NV_GPU_VBIOS_{}_{}_{}_{}",
+            self.text(opaque::PROJECT)?,
+            self.text(opaque::PROJECT_SKU)?,
+            self.text(opaque::CHIP_SKU)?,
+            self.vbios_version()?.replace('.', "").to_uppercase()
+        ))
     }
 
     /// The VBIOS version the GPU reports, as NVIDIA writes it

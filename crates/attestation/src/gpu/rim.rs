@@ -19,7 +19,7 @@ pub struct Golden {
 }
 
 /// Which firmware a RIM is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RimKind {
     Driver,
@@ -49,7 +49,29 @@ pub struct Rim {
     pub xml: String,
 }
 
+impl RimKind {
+    /// Which firmware a version is of, by its shape: a VBIOS version has
+    /// five dotted groups (96.00.5E.00.01), a driver's two or three (545.00,
+    /// 550.90.07).
+    pub fn of_version(version: &str) -> Self {
+        if version.split('.').count() == 5 {
+            RimKind::Vbios
+        } else {
+            RimKind::Driver
+        }
+    }
+}
+
 impl Rim {
+    /// Parse `xml`, a driver's or a VBIOS's RIM by its version's shape.
+    pub fn parse_any(xml: &str) -> Result<Self, GpuRefusal> {
+        let probe = Self::parse(RimKind::Driver, xml)?;
+        Ok(Self {
+            kind: RimKind::of_version(&probe.version),
+            ..probe
+        })
+    }
+
     /// Parse `xml` (a `.swidtag` file), the RIM of `kind`.
     pub fn parse(kind: RimKind, xml: &str) -> Result<Self, GpuRefusal> {
         let bad = |m: String| GpuRefusal::Malformed(format!("{kind} RIM: {m}"));

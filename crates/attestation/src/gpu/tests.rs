@@ -10,14 +10,15 @@ use super::*;
 
 /// 2024-06-01: inside every certificate's validity (the RIM signing
 /// certificates expired in June 2025).
-const AT: u64 = 1_717_200_000;
+pub(super) const AT: u64 = 1_717_200_000;
 
 /// The nonce the older sample was made with (the shared README's).
-const OLDER_NONCE: &str = "4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e";
+pub(super) const OLDER_NONCE: &str =
+    "4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e";
 /// The nonce in the shared report's request.
 const SHARED_NONCE: &str = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb";
 
-fn shared(name: &str) -> String {
+pub(super) fn shared(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/testdata/nvidia")
         .join(name);
@@ -40,7 +41,7 @@ fn hex_file(text: &str) -> Vec<u8> {
     hex::decode(text.trim()).unwrap()
 }
 
-fn nonce(text: &str) -> [u8; 32] {
+pub(super) fn nonce(text: &str) -> [u8; 32] {
     hex::decode(text).unwrap().try_into().unwrap()
 }
 
@@ -61,7 +62,7 @@ fn reference() -> GpuReference {
 }
 
 /// The older sample: (report, device chain).
-fn older_evidence() -> (Vec<u8>, Vec<Vec<u8>>) {
+pub(super) fn older_evidence() -> (Vec<u8>, Vec<Vec<u8>>) {
     (
         hex_file(&older("attestationReport.txt")),
         certs::from_pem(&older("gpuAkCertChain.txt"), "chain").unwrap(),

@@ -119,14 +119,9 @@ fn read_rims(dir: &Path) -> anyhow::Result<Vec<Rim>> {
             continue;
         }
         let xml = read_text(&path, "--rims")?;
-        let probe = Rim::parse(RimKind::Driver, &xml)
-            .map_err(|e| anyhow::anyhow!("--rims {}: {e}", path.display()))?;
-        let kind = if probe.version.split('.').count() == 5 {
-            RimKind::Vbios
-        } else {
-            RimKind::Driver
-        };
-        rims.push((path, Rim { kind, ..probe }));
+        let rim =
+            Rim::parse_any(&xml).map_err(|e| anyhow::anyhow!("--rims {}: {e}", path.display()))?;
+        rims.push((path, rim));
     }
     for kind in [RimKind::Driver, RimKind::Vbios] {
         let found: Vec<_> = rims.iter().filter(|(_, r)| r.kind == kind).collect();
