@@ -72,6 +72,9 @@ pub struct Verdict {
     /// [`crate::freshness`]); `None` where the policy waives freshness.
     #[serde(default)]
     pub made_after: Option<u64>,
+    /// The GPUs whose evidence a verifier checked (see [`crate::gpu`]).
+    #[serde(default)]
+    pub gpus: Vec<crate::gpu::GpuVerdict>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -92,6 +92,21 @@ pub struct Policy {
     /// default 86400 (24 h). Nodes re-quote every 12 h.
     #[serde(default = "default_max_age")]
     pub max_evidence_age_secs: u64,
+    /// Workers must present NVIDIA confidential-computing evidence for
+    /// their GPUs (see [`crate::gpu`]), bound to their TDX evidence; default
+    /// false (a network of CPU-only workers). A network whose models run
+    /// on GPUs sets it: without it a GPU owner may serve from a GPU outside
+    /// confidential computing, where the host can read its memory.
+    #[serde(default)]
+    pub require_gpu: bool,
+    /// Driver versions GPUs may run (as they report them, `550.90.07`);
+    /// empty: any whose RIM verifies.
+    #[serde(default)]
+    pub gpu_driver_versions: BTreeSet<String>,
+    /// VBIOS versions GPUs may run (`96.00.9f.00.01`); empty: any whose RIM
+    /// verifies.
+    #[serde(default)]
+    pub gpu_vbios_versions: BTreeSet<String>,
 }
 
 fn default_max_age() -> u64 {
@@ -120,6 +135,9 @@ impl Default for Policy {
             engine_upstream_loopback_only: true,
             require_fresh_evidence: true,
             max_evidence_age_secs: default_max_age(),
+            require_gpu: false,
+            gpu_driver_versions: BTreeSet::new(),
+            gpu_vbios_versions: BTreeSet::new(),
         }
     }
 }
@@ -147,6 +165,20 @@ pub enum Refusal {
     Configuration(#[from] ConfigurationRefusal),
     #[error("{0}")]
     Stale(#[from] crate::freshness::Staleness),
+    #[error("the worker presents no GPU evidence, and the policy requires it (require_gpu)")]
+    GpuRequired,
+    #[error("GPU {index}: {refusal}")]
+    Gpu {
+        index: usize,
+        refusal: crate::gpu::GpuRefusal,
+    },
+    #[error("GPU {index} runs {what} version {version}, not one the policy allows ({allowed})")]
+    GpuVersion {
+        index: usize,
+        what: crate::gpu::RimKind,
+        version: String,
+        allowed: String,
+    },
 }
 
 impl Policy {
@@ -177,6 +209,40 @@ impl Policy {
                 sha256: sha256.unwrap_or("unknown").to_string(),
             })
         }
+    }
+
+    /// Decide on GPUs whose evidence verified (`verdicts`, in the order
+    /// presented): some where required, and versions the policy allows.
+    pub fn check_gpus(&self, verdicts: &[crate::gpu::GpuVerdict]) -> Result<(), Refusal> {
+        if verdicts.is_empty() && self.require_gpu {
+            return Err(Refusal::GpuRequired);
+        }
+        for (index, verdict) in verdicts.iter().enumerate() {
+            for (what, version, allowed) in [
+                (
+                    crate::gpu::RimKind::Driver,
+                    &verdict.driver_version,
+                    &self.gpu_driver_versions,
+                ),
+                (
+                    crate::gpu::RimKind::Vbios,
+                    &verdict.vbios_version,
+                    &self.gpu_vbios_versions,
+                ),
+            ] {
+                let ok =
+                    allowed.is_empty() || allowed.iter().any(|a| a.eq_ignore_ascii_case(version));
+                if !ok {
+                    return Err(Refusal::GpuVersion {
+                        index,
+                        what,
+                        version: version.clone(),
+                        allowed: allowed.iter().cloned().collect::<Vec<_>>().join(", "),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Hex SHA-256 of this policy's canonical JSON: what a node's

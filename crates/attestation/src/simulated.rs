@@ -117,6 +117,7 @@ impl SimulatedQuote {
             report_data,
             configuration: None,
             made_after: None,
+            gpus: Vec::new(),
         })
     }
 }

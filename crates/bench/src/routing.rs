@@ -47,6 +47,7 @@ fn fake_key(i: u64) -> WorkerKey {
         evidence: None,
         configuration: None,
         anchor: None,
+        gpus: Vec::new(),
     }
 }
 

@@ -66,6 +66,7 @@ async fn handshakes(attested: bool, iterations: u32) -> anyhow::Result<Vec<Durat
             collateral: None,
             verify_at: None,
             anchors: None,
+            gpu: None,
         })
     });
     let client_pins = Arc::new(PinnedKeys::new([client.fingerprint()]));

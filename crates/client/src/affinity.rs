@@ -133,6 +133,7 @@ mod tests {
                 evidence: None,
                 configuration: None,
                 anchor: None,
+                gpus: Vec::new(),
             },
             price_coefficient: 1000,
             load_permille: 0,

@@ -174,14 +174,16 @@ impl KeyDirectory {
         self.verified(listed, limit, model).map(Arc::new)
     }
 
-    /// Look up on the chain the blocks `listed` workers' evidence binds, so
-    /// checking it does not find them pending.
+    /// Look up on the chain the blocks `listed` workers' evidence binds,
+    /// and fetch the RIMs their GPUs' evidence needs, so checking it does
+    /// not find them pending.
     async fn look_up_anchors(&self, listed: &[ListedWorker]) {
         let Some(check) = &self.check else {
             return;
         };
         for worker in listed {
             check.look_up_anchor(worker.key.anchor.as_deref()).await;
+            check.fetch_gpu_rims(&worker.key.gpus).await;
         }
     }
 
@@ -918,6 +920,7 @@ mod tests {
                 evidence: None,
                 configuration: None,
                 anchor: None,
+                gpus: Vec::new(),
             },
             price_coefficient: price,
             load_permille: load,
@@ -1095,6 +1098,7 @@ mod tests {
                 evidence: Some(evidence.to_bytes()),
                 configuration: Some(document),
                 anchor: None,
+                gpus: Vec::new(),
             },
             price_coefficient: 1000,
             load_permille: 0,
@@ -1126,6 +1130,7 @@ mod tests {
             collateral: None,
             verify_at: None,
             anchors: None,
+            gpu: None,
         };
         let keys = KeyDirectory::new(Some(Arc::new(check)));
         let honest = attested_worker(&[("m", &allowed)]);

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use cocoon_attestation::gpu::{simulated::SimulatedGpu, GpuReferences};
 use cocoon_attestation::simulated::SimulatedTee;
 use cocoon_attestation::{AllowedModel, Attester, Policy};
 use cocoon_chain::StdAddr;
@@ -161,6 +162,8 @@ impl Devnet {
         let image = SimulatedTee::measurements().image_hash();
         let policy = Policy {
             allow_simulated: true,
+            // Workers show (simulated) GPU evidence bound to their keys.
+            require_gpu: true,
             worker_images: [image.clone()].into(),
             proxy_images: [image].into(),
             models: engine
@@ -224,6 +227,7 @@ impl Devnet {
                 collateral: None,
                 verify_at: None,
                 anchors: Some(anchors),
+                gpu: Some(GpuReferences::new(None, None).map_err(anyhow::Error::msg)?),
             }))
         };
 
@@ -338,6 +342,8 @@ impl Devnet {
                 engine,
                 mux: options.mux.clone(),
                 attestation,
+                // SIMULATED, as its TEE is: the whole GPU path runs.
+                gpu: Some(Arc::new(SimulatedGpu::new())),
                 replay_window: Duration::from_secs(60),
                 payout: Some((earnings.clone(), claim_every)),
                 price_coefficient: coefficient,

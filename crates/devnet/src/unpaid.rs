@@ -75,6 +75,7 @@ pub async fn worker(
         engine,
         mux,
         attestation: None,
+        gpu: None,
         replay_window: Duration::from_secs(60),
         payout: None,
         price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,

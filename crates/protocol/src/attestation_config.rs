@@ -41,6 +41,19 @@ pub enum TeeChoice {
     Simulated,
 }
 
+/// Where a worker's GPU evidence comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuChoice {
+    /// No GPU evidence (a CPU-only worker, or one whose peers do not ask).
+    #[default]
+    None,
+    /// NVIDIA's driver (NVML): every GPU in confidential-computing mode.
+    Nvml,
+    /// SIMULATED: fake GPU evidence, development profile and simulated TEE only.
+    Simulated,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationConfig {
@@ -78,6 +91,17 @@ pub struct AttestationConfig {
     /// The owner's authorization naming this node's key (JSON, written by
     /// `cocoon key-manager authorize`); required with `key_manager`.
     pub key_authorization: Option<PathBuf>,
+    /// A worker's GPUs: `nvml` (NVIDIA's driver; confidential computing
+    /// must be on) puts each GPU's evidence, bound to the sealing key's TDX
+    /// evidence, beside it; `simulated` fakes it (development only).
+    #[serde(default)]
+    pub gpu: GpuChoice,
+    /// Folder of NVIDIA RIMs (`*.swidtag`) that workers' GPU evidence is
+    /// checked against; RIMs fetched from `rim_service` are kept here.
+    pub gpu_rims: Option<PathBuf>,
+    /// NVIDIA's RIM service (`nvidia` or a base URL, the RIM's id
+    /// appended): RIMs not in `gpu_rims` are fetched in the background.
+    pub rim_service: Option<String>,
 }
 
 impl AttestationConfig {
@@ -290,16 +314,66 @@ impl AttestationConfig {
             ));
         }
         let collateral = self.collateral_source(identity_key)?;
+        let gpu = cocoon_attestation::gpu::GpuReferences::new(
+            self.gpu_rims.as_deref(),
+            self.rim_service.as_deref(),
+        )
+        .map_err(|e| ConfigError::new("attestation.gpu_rims", e))?;
+        if let Some(service) = &self.rim_service {
+            if service != "nvidia"
+                && !service.starts_with("https://")
+                && !service.starts_with("http://")
+            {
+                return Err(ConfigError::new(
+                    "attestation.rim_service",
+                    format!("\"nvidia\" or an http(s) URL, got {service:?}"),
+                ));
+            }
+        }
         Ok(Some(Arc::new(AttestationCheck {
             policy,
             collateral,
             verify_at: None,
             anchors,
+            gpu: Some(gpu),
         })))
     }
 }
 
 impl AttestationConfig {
+    /// Where this worker's GPU evidence comes from: NVML needs TEE evidence
+    /// to bind it to; the simulated GPU only beside the simulated TEE,
+    /// under the development profile.
+    pub fn gpu_attester(
+        &self,
+        profile: Profile,
+    ) -> Result<Option<Arc<dyn cocoon_attestation::gpu::GpuAttester>>, ConfigError> {
+        let field = "attestation.gpu";
+        Ok(match self.gpu {
+            GpuChoice::None => None,
+            _ if self.tee == TeeChoice::None => {
+                return Err(ConfigError::new(
+                    field,
+                    "GPU evidence is bound to this node's TEE evidence: set attestation.tee",
+                ))
+            }
+            GpuChoice::Simulated if profile == Profile::Production => {
+                return Err(ConfigError::new(
+                    field,
+                    "\"simulated\" is a fake GPU for development; it is refused unless profile = \"development\"",
+                ))
+            }
+            GpuChoice::Simulated if self.tee != TeeChoice::Simulated => {
+                return Err(ConfigError::new(
+                    field,
+                    "\"simulated\" goes only with tee = \"simulated\": a real TEE's evidence must not vouch for a fake GPU",
+                ))
+            }
+            GpuChoice::Simulated => Some(Arc::new(cocoon_attestation::gpu::simulated::SimulatedGpu::new())),
+            GpuChoice::Nvml => Some(Arc::new(cocoon_nvml::NvmlGpus)),
+        })
+    }
+
     /// A fixed collateral file, or a PCCS cache (started here), or none.
     fn collateral_source(
         &self,
@@ -576,6 +650,62 @@ mod tests {
     /// A policy requiring fresh evidence (the default) needs a chain to
     /// date evidence by: without one the node does not start, naming the
     /// key to set.
+    /// The simulated GPU only in development and only beside the simulated
+    /// TEE (a real TDX quote must not vouch for fake GPU evidence); GPU
+    /// evidence needs TEE evidence to be bound to; bad RIM settings named.
+    #[test]
+    fn gpu_choices_are_checked_naming_the_key() {
+        let refused = |config: AttestationConfig, profile| {
+            config.gpu_attester(profile).err().expect("refused")
+        };
+        let simulated = AttestationConfig {
+            tee: TeeChoice::Simulated,
+            gpu: GpuChoice::Simulated,
+            ..Default::default()
+        };
+        let err = refused(simulated.clone(), Profile::Production);
+        assert_eq!(err.field, "attestation.gpu");
+        assert!(simulated
+            .gpu_attester(Profile::Development)
+            .unwrap()
+            .is_some());
+        let beside_tdx = AttestationConfig {
+            tee: TeeChoice::Tdx,
+            ..simulated.clone()
+        };
+        let err = refused(beside_tdx, Profile::Development);
+        assert!(err.message.contains("tee = \"simulated\""), "{err}");
+        let unbound = AttestationConfig {
+            gpu: GpuChoice::Nvml,
+            ..Default::default()
+        };
+        let err = refused(unbound, Profile::Development);
+        assert!(err.message.contains("set attestation.tee"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("node.pem");
+        let bad_service = AttestationConfig {
+            policy: Some(policy_file(dir.path(), "require_fresh_evidence = false\n")),
+            rim_service: Some("ftp://rims".into()),
+            ..Default::default()
+        };
+        let err = bad_service
+            .load(&key, Profile::Development, None, None)
+            .unwrap_err();
+        assert_eq!(err.field, "attestation.rim_service");
+        let file = dir.path().join("rims.txt");
+        std::fs::write(&file, "not a folder").unwrap();
+        let not_a_folder = AttestationConfig {
+            gpu_rims: Some(file),
+            rim_service: None,
+            ..bad_service
+        };
+        let err = not_a_folder
+            .load(&key, Profile::Development, None, None)
+            .unwrap_err();
+        assert_eq!(err.field, "attestation.gpu_rims");
+    }
+
     #[test]
     fn fresh_evidence_needs_a_chain_to_date_it() {
         let dir = tempfile::tempdir().unwrap();

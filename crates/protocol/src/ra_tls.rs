@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use cocoon_attestation::configuration::bind;
 use cocoon_attestation::freshness::{self, Anchor, BlockAnchors};
+use cocoon_attestation::gpu::{binding_nonce, GpuEvidence, GpuReferences, GpuVerdict};
 use cocoon_attestation::tdx::{Collateral, CollateralCache};
 use cocoon_attestation::{report_data, Evidence, PeerRole, Policy, Purpose, Refusal, Verdict};
 use x509_parser::certificate::X509Certificate;
@@ -33,6 +34,9 @@ pub const CONFIGURATION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 62038, 1, 2];
 /// report data's nonce).
 pub const ANCHOR_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 62038, 1, 3];
 
+/// The most GPUs a worker's key may carry evidence for (each is verified).
+pub const MAX_GPUS: usize = 16;
+
 /// What a verifying node requires of its peers' evidence.
 #[derive(Debug, Clone)]
 pub struct AttestationCheck {
@@ -45,6 +49,9 @@ pub struct AttestationCheck {
     /// The chain's masterchain blocks, to check when evidence was made;
     /// without them evidence is refused where the policy requires it fresh.
     pub anchors: Option<Arc<BlockAnchors>>,
+    /// What GPU evidence is checked against (NVIDIA's roots, RIMs);
+    /// without it workers are refused where the policy requires GPUs.
+    pub gpu: Option<GpuReferences>,
 }
 
 impl AttestationCheck {
@@ -56,6 +63,7 @@ impl AttestationCheck {
             collateral: None,
             verify_at: None,
             anchors: None,
+            gpu: None,
         }
     }
 }
@@ -223,6 +231,63 @@ impl AttestationCheck {
             verdict.made_after = Some(made_after);
         }
         Ok(verdict)
+    }
+
+    /// Verify a worker's GPU evidence: each must answer the nonce derived
+    /// from `report_data` (its TDX evidence's, already checked to bind its
+    /// keys), verify against NVIDIA's roots and RIMs, and run versions the
+    /// policy allows; some are required where the policy says so.
+    pub fn check_gpus(
+        &self,
+        gpus: &[GpuEvidence],
+        report_data: &[u8; 64],
+        now_secs: u64,
+    ) -> Result<Vec<GpuVerdict>, RaTlsRefusal> {
+        let refuse = |e: Refusal| RaTlsRefusal(e.to_string());
+        if gpus.len() > MAX_GPUS {
+            return Err(RaTlsRefusal(format!(
+                "the worker presents evidence for {} GPUs; at most {MAX_GPUS} are accepted",
+                gpus.len()
+            )));
+        }
+        if gpus.is_empty() {
+            self.policy.check_gpus(&[]).map_err(refuse)?;
+            return Ok(Vec::new());
+        }
+        let Some(references) = &self.gpu else {
+            if self.policy.require_gpu {
+                return Err(RaTlsRefusal(
+                    "the policy requires GPU evidence, and this node holds no GPU references to check it (attestation.gpu_rims)".into(),
+                ));
+            }
+            return Ok(Vec::new());
+        };
+        let nonce = binding_nonce(report_data);
+        let at = self.verify_at.unwrap_or(now_secs);
+        let verdicts = gpus
+            .iter()
+            .enumerate()
+            .map(|(index, gpu)| {
+                references
+                    .verify(gpu, &nonce, self.policy.allow_simulated, at)
+                    .map_err(|refusal| refuse(Refusal::Gpu { index, refusal }))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.policy.check_gpus(&verdicts).map_err(refuse)?;
+        Ok(verdicts)
+    }
+
+    /// Fetch the RIMs `gpus` need and this node lacks (async callers, so
+    /// a check right after does not find them pending).
+    pub async fn fetch_gpu_rims(&self, gpus: &[GpuEvidence]) {
+        if let Some(references) = &self.gpu {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            references
+                .fetch_missing(gpus, self.verify_at.unwrap_or(now))
+                .await;
+        }
     }
 
     /// The block `presented` evidence binds, looked up now (so a check

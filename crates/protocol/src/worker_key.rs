@@ -13,7 +13,7 @@ use crate::ra_tls::{AttestationCheck, Presented, RaTlsRefusal};
 use crate::tls::Fingerprint;
 
 /// A worker's attested keys (announced to the proxy, listed to client nodes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerKey {
     /// DER SubjectPublicKeyInfo of the worker's Ed25519 identity; its SHA-256
     /// is the worker's fingerprint, pinned by its proxies.
@@ -29,6 +29,10 @@ pub struct WorkerKey {
     /// The TON masterchain block the evidence binds (see
     /// [`cocoon_attestation::Anchor::to_bytes`]): it was made after it.
     pub anchor: Option<Vec<u8>>,
+    /// Its GPUs' evidence, each answering the nonce derived from the report
+    /// data of `evidence` ([`cocoon_attestation::gpu::binding_nonce`]);
+    /// empty for a worker without confidential-computing GPUs.
+    pub gpus: Vec<cocoon_attestation::gpu::GpuEvidence>,
 }
 
 /// What the evidence binds for `sealing_key` and `identity_spki`.
@@ -59,7 +63,8 @@ impl WorkerKey {
     }
 
     /// Check the evidence: valid, a worker image allowed by `check`'s policy,
-    /// and binding exactly these two keys.
+    /// binding exactly these two keys; and its GPUs' evidence bound to it,
+    /// as the policy requires.
     pub fn verify(&self, check: &AttestationCheck, now_secs: u64) -> Result<Verdict, RaTlsRefusal> {
         let evidence = self.evidence.as_deref().ok_or_else(|| {
             RaTlsRefusal("the worker's sealing key carries no TEE evidence".into())
@@ -69,7 +74,7 @@ impl WorkerKey {
             configuration: self.configuration.as_deref(),
             anchor: self.anchor.as_deref(),
         };
-        check.check_evidence(
+        let mut verdict = check.check_evidence(
             &presented,
             PeerRole::Worker,
             (
@@ -77,9 +82,15 @@ impl WorkerKey {
                 Purpose::Sealing,
             ),
             now_secs,
-        )
+        )?;
+        // The policy checked that the report data is this key's binding.
+        verdict.gpus = check.check_gpus(&self.gpus, &verdict.report_data, now_secs)?;
+        Ok(verdict)
     }
 }
+
+#[cfg(test)]
+mod gpu_tests;
 
 #[cfg(test)]
 mod tests {
@@ -102,6 +113,7 @@ mod tests {
             collateral: None,
             verify_at: None,
             anchors: None,
+            gpu: None,
         }
     }
 
@@ -135,6 +147,7 @@ mod tests {
             evidence: Some(tee.evidence(&binding).unwrap().to_bytes()),
             configuration,
             anchor: None,
+            gpus: Vec::new(),
         }
     }
 

@@ -282,6 +282,7 @@ mod tests {
             evidence: None,
             configuration: None,
             anchor: None,
+            gpus: Vec::new(),
         };
         let log = Arc::new(ReceiptLog::default());
         let usage = Usage {

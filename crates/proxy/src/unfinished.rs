@@ -190,6 +190,7 @@ mod tests {
             evidence: None,
             configuration: None,
             anchor: None,
+            gpus: Vec::new(),
         };
         Unfinished::new(
             log.clone(),

@@ -141,6 +141,7 @@ fn key_of(identity: &Identity) -> WorkerKey {
         evidence: None,
         configuration: None,
         anchor: None,
+        gpus: Vec::new(),
     }
 }
 

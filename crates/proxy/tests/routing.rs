@@ -30,6 +30,7 @@ fn key(i: u64) -> WorkerKey {
         evidence: None,
         configuration: None,
         anchor: None,
+        gpus: Vec::new(),
     }
 }
 

@@ -44,6 +44,7 @@ fn check() -> Arc<AttestationCheck> {
         collateral: None,
         verify_at: None,
         anchors: None,
+        gpu: None,
     })
 }
 
@@ -64,6 +65,13 @@ fn attested() -> Arc<Identity> {
 }
 
 async fn start(worker: &Identity) -> (ProxyEndpoint, ProxyHandle) {
+    start_with(worker, check()).await
+}
+
+async fn start_with(
+    worker: &Identity,
+    check: Arc<AttestationCheck>,
+) -> (ProxyEndpoint, ProxyHandle) {
     let proxy_id = attested();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = ProxyEndpoint {
@@ -73,7 +81,7 @@ async fn start(worker: &Identity) -> (ProxyEndpoint, ProxyHandle) {
     let (proxy, serve) = cocoon_proxy::start(
         listener,
         ProxySettings {
-            attestation: Some(check()),
+            attestation: Some(check),
             ..ProxySettings::pinned(
                 proxy_id,
                 PinnedKeys::default(),
@@ -115,21 +123,27 @@ async fn dial(worker: &Arc<Identity>, endpoint: &ProxyEndpoint) -> Connection {
 
 /// `identity`'s sealing key with simulated evidence binding it.
 fn key(identity: &Identity) -> WorkerKey {
+    key_and_binding(identity).0
+}
+
+/// The key, and the report data its evidence binds.
+fn key_and_binding(identity: &Identity) -> (WorkerKey, [u8; 64]) {
     let sealing = SealingKey::generate();
     let configuration = identity.configuration();
-    let evidence = SimulatedTee::new()
-        .evidence(&cocoon_attestation::configuration::bind(
-            sealing_binding(&sealing.public(), identity.spki(), None),
-            configuration.as_deref(),
-        ))
-        .unwrap();
-    WorkerKey {
+    let binding = cocoon_attestation::configuration::bind(
+        sealing_binding(&sealing.public(), identity.spki(), None),
+        configuration.as_deref(),
+    );
+    let evidence = SimulatedTee::new().evidence(&binding).unwrap();
+    let key = WorkerKey {
         identity: identity.spki().to_vec(),
         sealing_key: sealing.public(),
         evidence: Some(evidence.to_bytes()),
         configuration: configuration.map(|c| c.to_vec()),
         anchor: None,
-    }
+        gpus: Vec::new(),
+    };
+    (key, binding)
 }
 
 fn offer(weights: &str, key: WorkerKey) -> Announce {
@@ -151,7 +165,15 @@ fn offer(weights: &str, key: WorkerKey) -> Announce {
 
 /// Announce and return the reason the proxy closed the connection, if it did.
 async fn announce(worker: &Arc<Identity>, announce: Announce) -> (Option<String>, ProxyHandle) {
-    let (endpoint, proxy) = start(worker).await;
+    announce_to(check(), worker, announce).await
+}
+
+async fn announce_to(
+    check: Arc<AttestationCheck>,
+    worker: &Arc<Identity>,
+    announce: Announce,
+) -> (Option<String>, ProxyHandle) {
+    let (endpoint, proxy) = start_with(worker, check).await;
     let conn = dial(worker, &endpoint).await;
     conn.announce(announce).unwrap();
     let closed = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
@@ -214,4 +236,44 @@ async fn a_worker_without_ra_tls_evidence_cannot_connect() {
             .await
             .expect("refused");
     }
+}
+
+/// A network whose models run on confidential GPUs: the proxy admits a
+/// worker whose GPU evidence answers its own key's nonce, and refuses one
+/// without GPU evidence or showing evidence a GPU made for another
+/// worker's key (a GPU owner lending one attested GPU to many workers).
+#[tokio::test]
+async fn a_proxy_requiring_gpus_admits_only_gpu_evidence_bound_to_the_workers_key() {
+    use cocoon_attestation::gpu::{binding_nonce, simulated::SimulatedGpu, GpuReferences};
+    let gpus = || {
+        let mut check = (*check()).clone();
+        check.policy.require_gpu = true;
+        check.gpu = Some(GpuReferences::new(None, None).unwrap());
+        Arc::new(check)
+    };
+    let gpu = SimulatedGpu::new();
+    let worker = attested();
+    let (mut honest, binding) = key_and_binding(&worker);
+    honest.gpus = vec![gpu.evidence(&binding_nonce(&binding))];
+    let (closed, proxy) = announce_to(gpus(), &worker, offer(WEIGHTS, honest)).await;
+    assert_eq!(closed, None);
+    assert_eq!(
+        proxy.registry.keys("m", &Default::default()).unwrap().len(),
+        1
+    );
+
+    let (closed, _) = announce_to(gpus(), &worker, offer(WEIGHTS, key(&worker))).await;
+    let reason = closed.expect("refused");
+    assert!(reason.contains("require_gpu"), "{reason}");
+
+    let (_, other_binding) = key_and_binding(&attested());
+    let (mut lent, _) = key_and_binding(&worker);
+    lent.gpus = vec![gpu.evidence(&binding_nonce(&other_binding))];
+    let (closed, proxy) = announce_to(gpus(), &worker, offer(WEIGHTS, lent)).await;
+    let reason = closed.expect("refused");
+    assert!(
+        reason.contains("GPU 0: the report answers nonce"),
+        "{reason}"
+    );
+    assert!(proxy.registry.keys("m", &Default::default()).is_err());
 }

@@ -239,6 +239,7 @@ impl WorkerConfig {
     /// Load the identity key, build the engine and run-time settings.
     pub fn into_settings(self) -> Result<WorkerSettings, ConfigError> {
         let anchors = self.anchors()?;
+        let gpu = self.attestation.gpu_attester(self.profile)?;
         let (identity, attestation) = self.attestation.load(
             &self.identity_key,
             self.profile,
@@ -252,6 +253,7 @@ impl WorkerConfig {
             mux: MuxOptions::from_keepalive(self.keepalive_secs)
                 .with_connect_timeout(self.connect_timeout_secs),
             attestation,
+            gpu,
             replay_window: Duration::from_secs(self.replay_window_secs),
             price_coefficient: self.price_coefficient,
             coalesce: Duration::from_millis(self.coalesce_ms),
@@ -276,6 +278,8 @@ pub struct WorkerSettings {
     pub mux: MuxOptions,
     /// RA-TLS: what the proxies' TEE evidence must satisfy (none: key pins only).
     pub attestation: Option<Arc<cocoon_protocol::ra_tls::AttestationCheck>>,
+    /// Its GPUs' evidence, put beside its sealing key's (`attestation.gpu`).
+    pub gpu: Option<Arc<dyn cocoon_attestation::gpu::GpuAttester>>,
     /// Sealed requests sent longer ago (or further ahead) than this are refused.
     pub replay_window: Duration,
     /// Earnings on TON, and how often to fetch vouchers and claim.

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_attestation::configuration::bind;
+use cocoon_attestation::gpu::{binding_nonce, GpuAttester};
 use cocoon_attestation::{
     Configuration, ConfigurationRefusal, EngineIdentity, ModelIdentity, PeerRole,
 };
+use cocoon_protocol::ra_tls::AttestationCheck;
 use cocoon_protocol::tls::{self, Fingerprint, PinnedKeys};
 use cocoon_protocol::worker_key::sealing_binding;
 use cocoon_protocol::{
@@ -104,6 +106,10 @@ fn check_own_configuration(
 struct AttestedKey {
     identity: Arc<cocoon_protocol::tls::Identity>,
     sealing: Arc<SealingKey>,
+    gpu: Option<Arc<dyn GpuAttester>>,
+    /// This worker's own check (of its proxies), whose policy its GPU
+    /// evidence must pass before it is announced.
+    check: Option<Arc<AttestationCheck>>,
     current: std::sync::Mutex<(WorkerKey, std::time::Instant)>,
 }
 
@@ -111,13 +117,43 @@ impl AttestedKey {
     fn new(
         identity: Arc<cocoon_protocol::tls::Identity>,
         sealing: Arc<SealingKey>,
+        gpu: Option<Arc<dyn GpuAttester>>,
+        check: Option<Arc<AttestationCheck>>,
     ) -> Result<Self, ConfigError> {
-        let key = attested_key(&identity, &sealing)?;
-        Ok(Self {
+        let mut this = Self {
             identity,
             sealing,
-            current: std::sync::Mutex::new((key, std::time::Instant::now())),
-        })
+            gpu,
+            check,
+            current: std::sync::Mutex::new((WorkerKey::default(), std::time::Instant::now())),
+        };
+        let key = this.make()?;
+        this.current = std::sync::Mutex::new((key, std::time::Instant::now()));
+        Ok(this)
+    }
+
+    /// The keys with fresh evidence, their GPUs' evidence bound to it and
+    /// checked against this worker's own policy (peers would refuse what
+    /// it refuses).
+    fn make(&self) -> Result<WorkerKey, ConfigError> {
+        let (mut key, binding) = attested_key(&self.identity, &self.sealing)?;
+        if let Some(gpu) = &self.gpu {
+            key.gpus = gpu
+                .gpu_evidence(&binding_nonce(&binding))
+                .map_err(|e| ConfigError::new("attestation.gpu", e))?;
+        }
+        if let Some(check) = &self.check {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            check.check_gpus(&key.gpus, &binding, now).map_err(|e| {
+                ConfigError::new(
+                    "attestation.gpu",
+                    format!("peers would refuse this worker's GPUs: {e}"),
+                )
+            })?;
+        }
+        Ok(key)
     }
 
     /// The keys with evidence made within the renewal period; the last
@@ -125,7 +161,7 @@ impl AttestedKey {
     fn current(&self) -> WorkerKey {
         let mut current = self.current.locked();
         if current.1.elapsed() >= tls::RENEW_AFTER {
-            match attested_key(&self.identity, &self.sealing) {
+            match self.make() {
                 Ok(key) => *current = (key, std::time::Instant::now()),
                 Err(e) => tracing::error!(error = %e, "could not renew the sealing key's evidence"),
             }
@@ -135,11 +171,12 @@ impl AttestedKey {
 }
 
 /// This worker's sealing key with its identity and configuration, bound by
-/// TEE evidence made now (it can take a second on real hardware).
+/// TEE evidence made now (it can take a second on real hardware), and the
+/// report data that evidence binds.
 fn attested_key(
     identity: &cocoon_protocol::tls::Identity,
     sealing: &SealingKey,
-) -> Result<WorkerKey, ConfigError> {
+) -> Result<(WorkerKey, [u8; 64]), ConfigError> {
     let anchor = identity
         .anchor()
         .map_err(|e| ConfigError::new("attestation.ton_api", e.to_string()))?
@@ -158,13 +195,15 @@ fn attested_key(
             ))
         }
     };
-    Ok(WorkerKey {
+    let key = WorkerKey {
         identity: identity.spki().to_vec(),
         sealing_key: sealing.public(),
         evidence,
         configuration: identity.configuration().map(|c| c.to_vec()),
         anchor,
-    })
+        gpus: Vec::new(),
+    };
+    Ok((key, binding))
 }
 
 /// A started worker. Dropping it does not stop it; call [`Worker::stop`].
@@ -212,6 +251,8 @@ impl Worker {
         let key = Arc::new(AttestedKey::new(
             settings.identity.clone(),
             sealing.clone(),
+            settings.gpu.clone(),
+            settings.attestation.clone(),
         )?);
         let handler = Arc::new(RequestHandler {
             engine: settings.engine.clone(),

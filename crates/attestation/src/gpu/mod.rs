@@ -49,7 +49,7 @@ pub struct GpuReference {
 }
 
 /// What verification established.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct GpuVerdict {
     pub driver_version: String,
     pub vbios_version: String,
@@ -104,6 +104,31 @@ pub enum GpuRefusal {
     },
 }
 
+/// The first steps, which need no RIM: the device chain to `device_root`,
+/// the report's signature by its leaf, the nonce (unless `None`). The
+/// report, parsed.
+pub fn verify_signed(
+    report: &[u8],
+    chain: &[Vec<u8>],
+    device_root: &[u8],
+    nonce: Option<&[u8; 32]>,
+    at: u64,
+) -> Result<SpdmReport, GpuRefusal> {
+    certs::verify_chain(chain, device_root, at, "device certificate chain")?;
+    let parsed = SpdmReport::parse(report)?;
+    let key = certs::public_key(&chain[0])?;
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &key)
+        .verify(&parsed.signed, &parsed.signature)
+        .map_err(|_| GpuRefusal::Signature)?;
+    match nonce {
+        Some(nonce) if &parsed.nonce != nonce => Err(GpuRefusal::Nonce {
+            expected: hex::encode(nonce),
+            got: hex::encode(parsed.nonce),
+        }),
+        _ => Ok(parsed),
+    }
+}
+
 /// Verify GPU evidence (`report` bytes and the device `chain`, leaf first)
 /// made for `nonce`, against `reference`, at Unix time `at`.
 pub fn verify(
@@ -113,23 +138,7 @@ pub fn verify(
     nonce: &[u8; 32],
     at: u64,
 ) -> Result<GpuVerdict, GpuRefusal> {
-    certs::verify_chain(
-        chain,
-        &reference.device_root,
-        at,
-        "device certificate chain",
-    )?;
-    let parsed = SpdmReport::parse(report)?;
-    let key = certs::public_key(&chain[0])?;
-    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &key)
-        .verify(&parsed.signed, &parsed.signature)
-        .map_err(|_| GpuRefusal::Signature)?;
-    if &parsed.nonce != nonce {
-        return Err(GpuRefusal::Nonce {
-            expected: hex::encode(nonce),
-            got: hex::encode(parsed.nonce),
-        });
-    }
+    let parsed = verify_signed(report, chain, &reference.device_root, Some(nonce), at)?;
     let fwid_checked = match parsed.opaque(report::opaque::FWID) {
         None => false,
         Some(reported) => {

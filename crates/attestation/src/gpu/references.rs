@@ -152,13 +152,15 @@ impl GpuReferences {
         let reference = if simulated {
             simulated_reference().clone()
         } else {
-            certs::verify_chain(
+            // Chain, signature and nonce first: RIMs are looked up (and
+            // fetched) only for evidence a genuine GPU made for this nonce.
+            let report = super::verify_signed(
+                &evidence.report,
                 &evidence.chain,
                 &self.inner.device_root,
+                Some(nonce),
                 at,
-                "device certificate chain (to NVIDIA's root)",
             )?;
-            let report = SpdmReport::parse(&evidence.report)?;
             GpuReference {
                 device_root: self.inner.device_root.clone(),
                 rim_root: self.inner.rim_root.clone(),
@@ -206,14 +208,17 @@ impl GpuReferences {
     }
 
     /// Fetch the RIMs `evidence` needs and this store lacks (async callers,
-    /// before [`GpuReferences::verify`]); failures are left for it to
-    /// refuse.
-    pub async fn fetch_missing(&self, evidence: &[GpuEvidence]) {
+    /// before [`GpuReferences::verify`]), only for reports a genuine GPU
+    /// signed (made at Unix time `at`'s validity); failures are left for
+    /// verification to refuse.
+    pub async fn fetch_missing(&self, evidence: &[GpuEvidence], at: u64) {
         if self.inner.service.is_none() {
             return;
         }
         for gpu in evidence {
-            let Ok(report) = SpdmReport::parse(&gpu.report) else {
+            let genuine =
+                super::verify_signed(&gpu.report, &gpu.chain, &self.inner.device_root, None, at);
+            let Ok(report) = genuine else {
                 continue;
             };
             for kind in [RimKind::Driver, RimKind::Vbios] {

@@ -51,6 +51,7 @@ pub fn verify(
         report_data,
         configuration: None,
         made_after: None,
+        gpus: Vec::new(),
     })
 }
 

@@ -288,6 +288,7 @@ async fn a_real_tdx_quote_not_bound_to_the_key_is_refused_after_verifying() {
             collateral: Some(super::CollateralSource::Fixed(Arc::new(collateral.clone()))),
             verify_at: Some(at),
             anchors: None,
+            gpu: None,
         }))
     };
     let peer = || attested(Arc::new(RecordedTdx(quote.clone())));

@@ -161,7 +161,7 @@ async fn rims_come_from_the_rim_service_in_the_background_and_are_kept() {
     // Async callers fetch before verifying, and never see "pending".
     let fresh_dir = tempfile::tempdir().unwrap();
     let eager = GpuReferences::new(Some(fresh_dir.path()), Some(&url)).unwrap();
-    eager.fetch_missing(&[older()]).await;
+    eager.fetch_missing(&[older()], AT).await;
     eager.verify(&older(), &older_nonce(), false, AT).unwrap();
 }
 
@@ -194,7 +194,7 @@ async fn a_rim_service_answering_another_rim_is_not_believed() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // Not asked again at once.
     let before = asked.lock().unwrap().len();
-    references.fetch_missing(&[older()]).await;
+    references.fetch_missing(&[older()], AT).await;
     let _ = references.verify(&older(), &older_nonce(), false, AT);
     assert_eq!(asked.lock().unwrap().len(), before);
 }

@@ -45,6 +45,7 @@ async fn verifier() -> Arc<AttestationCheck> {
     anchors.ready().await.unwrap();
     Arc::new(AttestationCheck {
         anchors: Some(anchors),
+        gpu: None,
         ..AttestationCheck::new(Policy {
             require_fresh_evidence: true,
             ..dev_policy()
@@ -100,6 +101,7 @@ async fn evidence_binding_a_recent_block_of_the_chain_passes_once_the_block_is_l
     anchors.ready().await.unwrap();
     let check = Arc::new(AttestationCheck {
         anchors: Some(anchors),
+        gpu: None,
         ..(*check).clone()
     });
     blocks.push(block(3, 0x33, unix_now() - 1));
@@ -214,6 +216,7 @@ async fn a_connection_is_closed_when_its_peers_evidence_ages_out() {
     anchors.ready().await.unwrap();
     let check = Arc::new(AttestationCheck {
         anchors: Some(anchors),
+        gpu: None,
         ..AttestationCheck::new(Policy {
             require_fresh_evidence: true,
             max_evidence_age_secs: max,
