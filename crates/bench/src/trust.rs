@@ -2,7 +2,10 @@
 //! verification: an RA-TLS handshake on loopback (both sides presenting and
 //! checking simulated evidence) against the same pinned-key TLS handshake
 //! without evidence, sealing a request (a new sealed session, and within
-//! one) and its answer, and the usage receipt's signature, check and stamp.
+//! one) and its answer, the usage receipt's signature, check and stamp, a
+//! worker key's GPU evidence checked (the simulated GPU: every step a real
+//! one takes, under simulated roots), and a node's key fetched from a key
+//! manager (a new RA-TLS connection each time, as at a node's start).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,6 +192,8 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
     }
     print("answer chunk seal + open", &mut chunks);
     padding_costs(&request, &to[..1], &workers[0], iterations)?;
+    gpu_evidence(iterations)?;
+    key_manager_fetch(iterations).await?;
 
     let worker = &workers[0].0;
     let receipt = cocoon_protocol::Receipt {
@@ -253,6 +258,85 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
         "usage receipt stamp + check (worker, client node)",
         &mut stamping,
     );
+    Ok(())
+}
+
+/// A worker key's GPU evidence made (the simulated GPU's SPDM report) and
+/// checked as a verifier checks it: chain, signature, nonce, two RIMs'
+/// chains and XML signatures, every golden value.
+fn gpu_evidence(iterations: u32) -> anyhow::Result<()> {
+    use cocoon_attestation::gpu::{simulated::SimulatedGpu, GpuReferences};
+    let gpu = SimulatedGpu::new();
+    let references = GpuReferences::new(None, None).map_err(anyhow::Error::msg)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let nonce = [9u8; 32];
+    references
+        .verify(&gpu.evidence(&nonce), &nonce, true, now)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut making, mut checking) = (Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let evidence = gpu.evidence(&nonce);
+        making.push(start.elapsed());
+        let start = Instant::now();
+        references
+            .verify(&evidence, &nonce, true, now)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        checking.push(start.elapsed());
+    }
+    print("GPU evidence made (simulated GPU, 1 report)", &mut making);
+    print(
+        "GPU evidence checked (per GPU, per worker key)",
+        &mut checking,
+    );
+    Ok(())
+}
+
+/// A node's key from a key manager on loopback: connect, RA-TLS with
+/// evidence checked both ways, the owner's authorization checked, the key
+/// derived and sent.
+async fn key_manager_fetch(iterations: u32) -> anyhow::Result<()> {
+    use cocoon_attestation::{Configuration, PeerRole};
+    use cocoon_key_manager::{fetch_key, Authorization, KeyManager, MasterSecret};
+    let image = SimulatedTee::measurements().image_hash();
+    let check = Arc::new(AttestationCheck::new(Policy {
+        allow_simulated: true,
+        proxy_images: [image.clone()].into(),
+        key_manager_images: [image].into(),
+        require_fresh_evidence: false,
+        ..Policy::default()
+    }));
+    let node = |role| -> anyhow::Result<Arc<Identity>> {
+        let identity = Identity::generate()?.with_attester(Arc::new(SimulatedTee::new()));
+        identity.bind_configuration(&Configuration::new(role, "bench"));
+        Ok(Arc::new(identity))
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?.to_string();
+    let km = Arc::new(KeyManager::new(
+        MasterSecret::generate(),
+        node(PeerRole::KeyManager)?,
+        check.clone(),
+    ));
+    let serving = tokio::spawn(km.serve(listener));
+    let owner = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let not_after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    let proxy = node(PeerRole::Proxy)?;
+    let mut fetching = Vec::new();
+    for _ in 0..iterations {
+        let authorization =
+            Authorization::sign(&owner, PeerRole::Proxy, "identity", "bench", not_after);
+        let start = Instant::now();
+        fetch_key(&address, proxy.clone(), check.clone(), authorization).await?;
+        fetching.push(start.elapsed());
+    }
+    serving.abort();
+    print("key manager: a node's key fetched (RA-TLS)", &mut fetching);
     Ok(())
 }
 

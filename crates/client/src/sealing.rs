@@ -183,7 +183,7 @@ impl KeyDirectory {
         };
         for worker in listed {
             check.look_up_anchor(worker.key.anchor.as_deref()).await;
-            check.fetch_gpu_rims(&worker.key.gpus).await;
+            check.fetch_gpu_references(&worker.key.gpus).await;
         }
     }
 

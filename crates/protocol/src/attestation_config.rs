@@ -102,6 +102,10 @@ pub struct AttestationConfig {
     /// NVIDIA's RIM service (`nvidia` or a base URL, the RIM's id
     /// appended): RIMs not in `gpu_rims` are fetched in the background.
     pub rim_service: Option<String>,
+    /// An OCSP responder (`nvidia` or a URL) asked whether the certificates
+    /// of workers' GPUs and of the RIMs were revoked (answers cached until
+    /// their nextUpdate, asked in the background); unset: not checked.
+    pub gpu_ocsp: Option<String>,
 }
 
 impl AttestationConfig {
@@ -319,6 +323,13 @@ impl AttestationConfig {
             self.rim_service.as_deref(),
         )
         .map_err(|e| ConfigError::new("attestation.gpu_rims", e))?;
+        let gpu = match &self.gpu_ocsp {
+            None => gpu,
+            Some(url) => gpu.with_revocation(
+                cocoon_attestation::gpu::ocsp::Revocation::new(url)
+                    .map_err(|e| ConfigError::new("attestation.gpu_ocsp", e))?,
+            ),
+        };
         if let Some(service) = &self.rim_service {
             if service != "nvidia"
                 && !service.starts_with("https://")
@@ -704,6 +715,15 @@ mod tests {
             .load(&key, Profile::Development, None, None)
             .unwrap_err();
         assert_eq!(err.field, "attestation.gpu_rims");
+        let bad_ocsp = AttestationConfig {
+            policy: Some(policy_file(dir.path(), "require_fresh_evidence = false\n")),
+            gpu_ocsp: Some("ocsp.example".into()),
+            ..Default::default()
+        };
+        let err = bad_ocsp
+            .load(&key, Profile::Development, None, None)
+            .unwrap_err();
+        assert_eq!(err.field, "attestation.gpu_ocsp");
     }
 
     #[test]

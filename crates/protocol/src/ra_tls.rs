@@ -277,9 +277,10 @@ impl AttestationCheck {
         Ok(verdicts)
     }
 
-    /// Fetch the RIMs `gpus` need and this node lacks (async callers, so
-    /// a check right after does not find them pending).
-    pub async fn fetch_gpu_rims(&self, gpus: &[GpuEvidence]) {
+    /// Fetch the RIMs `gpus` need and the revocation status of their
+    /// certificates, where this node lacks them (async callers, so a check
+    /// right after does not find them pending).
+    pub async fn fetch_gpu_references(&self, gpus: &[GpuEvidence]) {
         if let Some(references) = &self.gpu {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -16,10 +16,13 @@
 //!   to the worker's TDX report data.
 //! * `references` - a verifier's roots and RIMs (a folder, NVIDIA's RIM
 //!   service behind a cache).
+//! * `ocsp`     - revocation of the device's and RIMs' certificates (OCSP
+//!   behind a cache).
 //! * `simulated` - a SIMULATED GPU for development networks.
 
 pub mod certs;
 pub mod evidence;
+pub mod ocsp;
 pub mod references;
 pub mod report;
 pub mod rim;
@@ -95,6 +98,22 @@ pub enum GpuRefusal {
     RimPending(String),
     #[error("RIM {id} could not be had from the RIM service: {reason}")]
     RimUnavailable { id: String, reason: String },
+    #[error("certificate {index} of the {what} is revoked: {reason}")]
+    Revoked {
+        what: String,
+        index: usize,
+        reason: String,
+    },
+    #[error("the revocation status of certificate {index} of the {what} is not known yet; it is being asked of the OCSP responder (the next attempt can pass)")]
+    RevocationPending { what: String, index: usize },
+    #[error(
+        "the revocation status of certificate {index} of the {what} could not be had: {reason}"
+    )]
+    RevocationUnknown {
+        what: String,
+        index: usize,
+        reason: String,
+    },
     #[error("measurement index {0} is golden in both RIMs")]
     IndexConflict(u8),
     #[error("measurements differ from the golden values at SPDM indices {mismatched:?} (missing from the report: {missing:?})")]

@@ -17,6 +17,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::evidence::GpuEvidence;
+use super::ocsp::Revocation;
 use super::{certs, simulated, GpuReference, GpuRefusal, GpuVerdict, Rim, RimKind, SpdmReport};
 
 const NVIDIA_DEVICE_ROOT: &str = include_str!("roots/nvidia_device_identity_ca.pem");
@@ -63,6 +64,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct GpuReferences {
     inner: Arc<Inner>,
+    /// Revocation of the device's and the RIMs' certificates, where a
+    /// responder is configured.
+    revocation: Option<Revocation>,
 }
 
 impl std::fmt::Debug for GpuReferences {
@@ -70,6 +74,7 @@ impl std::fmt::Debug for GpuReferences {
         f.debug_struct("GpuReferences")
             .field("dir", &self.inner.dir)
             .field("service", &self.inner.service)
+            .field("revocation", &self.revocation)
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +123,14 @@ impl GpuReferences {
                 fetching: Mutex::new(BTreeSet::new()),
                 failed: Mutex::new(BTreeMap::new()),
             }),
+            revocation: None,
         })
+    }
+
+    /// Check every certificate's revocation with `revocation` too.
+    pub fn with_revocation(mut self, revocation: Revocation) -> Self {
+        self.revocation = Some(revocation);
+        self
     }
 
     /// Hold `rim` (tests, audits).
@@ -171,6 +183,13 @@ impl GpuReferences {
             }
         };
         let mut verdict = super::verify(&evidence.report, &evidence.chain, &reference, nonce, at)?;
+        if let Some(revocation) = &self.revocation {
+            revocation.check(&evidence.chain, &reference.device_root, at, "device chain")?;
+            for rim in &reference.rims {
+                let what = format!("{} RIM's signing chain", rim.kind);
+                revocation.check(&rim.chain, &reference.rim_root, at, &what)?;
+            }
+        }
         verdict.simulated = simulated;
         Ok(verdict)
     }
@@ -212,6 +231,9 @@ impl GpuReferences {
     /// signed (made at Unix time `at`'s validity); failures are left for
     /// verification to refuse.
     pub async fn fetch_missing(&self, evidence: &[GpuEvidence], at: u64) {
+        if let Some(revocation) = &self.revocation {
+            self.fetch_revocation(revocation, evidence, at).await;
+        }
         if self.inner.service.is_none() {
             return;
         }
@@ -236,6 +258,38 @@ impl GpuReferences {
                 }
             }
         }
+    }
+
+    /// The revocation status of every certificate genuine `evidence`
+    /// (and the RIMs held for it) rests on.
+    async fn fetch_revocation(&self, revocation: &Revocation, evidence: &[GpuEvidence], at: u64) {
+        let sim = simulated_reference();
+        for gpu in evidence {
+            let signed =
+                |root: &[u8]| super::verify_signed(&gpu.report, &gpu.chain, root, None, at).ok();
+            let (device_root, rim_root, rims) =
+                if let Some(report) = signed(&self.inner.device_root) {
+                    let rims: Vec<Rim> = [RimKind::Driver, RimKind::Vbios]
+                        .into_iter()
+                        .filter_map(|kind| self.rim_for_quietly(&report, kind))
+                        .collect();
+                    (&self.inner.device_root, &self.inner.rim_root, rims)
+                } else if signed(&sim.device_root).is_some() {
+                    (&sim.device_root, &sim.rim_root, sim.rims.clone())
+                } else {
+                    continue;
+                };
+            revocation.fetch_chain(&gpu.chain, device_root, at).await;
+            for rim in rims {
+                revocation.fetch_chain(&rim.chain, rim_root, at).await;
+            }
+        }
+    }
+
+    /// The held RIM of `kind` for the version `report` names, if held.
+    fn rim_for_quietly(&self, report: &SpdmReport, kind: RimKind) -> Option<Rim> {
+        let (version, _) = wanted(report, kind).ok()?;
+        self.held().get(&(kind, version.to_lowercase())).cloned()
     }
 
     /// One RIM from the service (NVIDIA's answer: JSON with the RIM in
