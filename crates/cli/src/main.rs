@@ -209,6 +209,11 @@ struct DevnetArgs {
     /// kept with --state yet.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8), conflicts_with = "state")]
     proxies: u32,
+    /// The open market: proxies pin nobody; workers join on their RA-TLS
+    /// evidence alone, client nodes on the staked client contract each
+    /// registers.
+    #[arg(long)]
+    open: bool,
 }
 
 /// `--genesis FILE`.
@@ -465,6 +470,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     options.block_interval = (args.block_ms > 0).then(|| Duration::from_millis(args.block_ms));
     options.state_dir = args.state.clone();
     options.more_proxies = args.proxies as usize - 1;
+    options.open = args.open;
     if let Some(path) = &args.genesis {
         options.genesis_accounts = read_genesis(path)?;
     }

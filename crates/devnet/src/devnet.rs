@@ -295,8 +295,16 @@ impl Devnet {
             let attestation = Some(attestation);
             let settings = ProxySettings {
                 identity: id.clone(),
-                allowed_clients: PinnedKeys::new([client_id.fingerprint()]),
-                allowed_workers: PinnedKeys::new(worker_ids.iter().map(|w| w.fingerprint())),
+                allowed_clients: if options.open {
+                    PinnedKeys::any()
+                } else {
+                    PinnedKeys::new([client_id.fingerprint()])
+                },
+                allowed_workers: if options.open {
+                    PinnedKeys::any()
+                } else {
+                    PinnedKeys::new(worker_ids.iter().map(|w| w.fingerprint()))
+                },
                 models: vec![model.clone()],
                 mux: options.mux.clone(),
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,

@@ -30,6 +30,7 @@ mod devnet;
 pub mod engine_server;
 pub mod kit;
 pub mod models;
+mod newcomer;
 mod options;
 pub mod process_net;
 pub mod simulation;

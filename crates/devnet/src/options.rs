@@ -68,6 +68,10 @@ pub struct DevnetOptions {
     pub chain_fresh: Duration,
     /// The client node rereads the root contract's proxy registry this often.
     pub registry_every: Duration,
+    /// The open market: proxies pin no worker and no client node; workers
+    /// are admitted by their RA-TLS evidence alone and client nodes served
+    /// on the client contract each registers (`cocoon devnet --open`).
+    pub open: bool,
 }
 
 impl DevnetOptions {
@@ -100,6 +104,7 @@ impl DevnetOptions {
             more_proxies: 0,
             chain_fresh: cocoon_client::billing::FRESH,
             registry_every: Duration::from_secs(2),
+            open: false,
         }
     }
 }

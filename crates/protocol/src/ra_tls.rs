@@ -154,6 +154,18 @@ pub fn certificate_configuration(cert_der: &[u8]) -> Option<Vec<u8>> {
 mod tests;
 
 impl AttestationCheck {
+    /// [`AttestationCheck::check`] of a DER certificate.
+    pub fn check_der(
+        &self,
+        cert_der: &[u8],
+        role: PeerRole,
+        now_secs: u64,
+    ) -> Result<Verdict, RaTlsRefusal> {
+        let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+            .map_err(|e| RaTlsRefusal(format!("the peer's certificate: {e}")))?;
+        self.check(&cert, role, now_secs)
+    }
+
     /// Verify the evidence in `cert` at `now_secs`, for a peer in `role`.
     pub fn check(
         &self,

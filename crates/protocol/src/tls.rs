@@ -410,6 +410,11 @@ impl PinnedKeys {
         self.allowed.iter()
     }
 
+    /// Whether every key is accepted (admission by evidence, not by pin).
+    pub fn is_any(&self) -> bool {
+        self.any
+    }
+
     pub fn contains(&self, key: &Fingerprint) -> bool {
         self.any || self.allowed.contains(key)
     }
@@ -517,12 +522,12 @@ impl PinnedVerifier {
         let Some(rule) = &self.attestation else {
             return Ok(());
         };
-        if rule.only.as_ref().is_some_and(|only| !only.contains(&key)) {
-            return Ok(());
-        }
         let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
         })?;
+        if rule.only.as_ref().is_some_and(|only| !only.contains(&key)) {
+            return Ok(());
+        }
         rule.check
             .check(&cert, rule.role, now.as_secs())
             .map(|_| ())
@@ -702,10 +707,18 @@ pub fn server_config_attested(
     let verifier = Arc::new(PinnedVerifier {
         pins,
         provider: provider.clone(),
+        // Workers open to any key: the role is not known during the
+        // handshake (client nodes present no evidence, or evidence of no
+        // worker), so the proxy checks an unpinned worker's evidence after
+        // hello, when it says it is one.
         attestation: attestation.map(|check| EvidenceRule {
             check,
             role: cocoon_attestation::PeerRole::Worker,
-            only: Some(workers),
+            only: Some(if workers.is_any() {
+                Arc::new(PinnedKeys::new([]))
+            } else {
+                workers
+            }),
         }),
     });
     let config = rustls::ServerConfig::builder_with_provider(provider.clone())

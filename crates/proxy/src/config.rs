@@ -25,10 +25,18 @@ pub struct ProxyConfig {
     pub status_listen: Option<SocketAddr>,
     /// PEM file with this proxy's Ed25519 key; created if missing.
     pub identity_key: PathBuf,
-    /// Keys (`sha256:...`) of client nodes allowed to connect.
-    pub allowed_clients: Vec<Fingerprint>,
-    /// Keys (`sha256:...`) of workers allowed to connect.
-    pub allowed_workers: Vec<Fingerprint>,
+    /// Keys (`sha256:...`) of client nodes allowed to connect: a private
+    /// deployment's filter. Left out, any client node may connect and is
+    /// served once it registered a genuine, staked client contract of its
+    /// own (needs `[settlement]`).
+    #[serde(default)]
+    pub allowed_clients: Option<Vec<Fingerprint>>,
+    /// Keys (`sha256:...`) of workers allowed to connect: a private
+    /// deployment's filter. Left out, any worker whose RA-TLS evidence
+    /// passes the network's policy may connect (needs
+    /// `[attestation] policy`).
+    #[serde(default)]
+    pub allowed_workers: Option<Vec<Fingerprint>>,
     /// Models this proxy serves even while no worker for them is connected (answered
     /// 503 rather than 404 then).
     #[serde(default)]
@@ -234,8 +242,8 @@ impl ProxyConfig {
             listen,
             status_listen: None,
             identity_key,
-            allowed_clients,
-            allowed_workers,
+            allowed_clients: Some(allowed_clients),
+            allowed_workers: Some(allowed_workers),
             models: Vec::new(),
             keepalive_secs: default_keepalive(),
             heartbeat_timeout_secs: default_heartbeat_timeout(),
@@ -294,6 +302,18 @@ impl ProxyConfig {
         if let Some(settlement) = &self.settlement {
             settlement.validate()?;
         }
+        if self.allowed_workers.is_none() && self.attestation.policy.is_none() {
+            return Err(ConfigError::new(
+                "allowed_workers",
+                "left out, any worker whose evidence passes the network's policy is admitted: that needs attestation.policy (or list the workers' keys)",
+            ));
+        }
+        if self.allowed_clients.is_none() && self.settlement.is_none() {
+            return Err(ConfigError::new(
+                "allowed_clients",
+                "left out, any client node with a staked client contract of its own is served: that needs [settlement] (or list the client nodes' keys; [] for none)",
+            ));
+        }
         if let Some(m) = self.models.iter().find(|m| m.trim().is_empty()) {
             return Err(ConfigError::new(
                 "models",
@@ -324,8 +344,12 @@ impl ProxyConfig {
         )?;
         Ok(ProxySettings {
             identity,
-            allowed_clients: PinnedKeys::new(self.allowed_clients),
-            allowed_workers: PinnedKeys::new(self.allowed_workers),
+            allowed_clients: self
+                .allowed_clients
+                .map_or_else(PinnedKeys::any, PinnedKeys::new),
+            allowed_workers: self
+                .allowed_workers
+                .map_or_else(PinnedKeys::any, PinnedKeys::new),
             models: self.models,
             mux: MuxOptions {
                 keepalive_interval: Duration::from_secs(self.keepalive_secs),
@@ -450,7 +474,26 @@ allowed_workers = ["sha256:00000000000000000000000000000000000000000000000000000
         let c = ProxyConfig::from_toml(GOOD).unwrap();
         assert_eq!(c.keepalive_secs, 5);
         assert_eq!(c.heartbeat_timeout_secs, 15);
-        assert_eq!(c.allowed_workers.len(), 1);
+        assert_eq!(c.allowed_workers.map(|w| w.len()), Some(1));
+    }
+
+    /// Open admission (no list) needs what admits instead of the pin: a
+    /// policy for workers, billing for client nodes.
+    #[test]
+    fn open_admission_needs_evidence_or_billing() {
+        let open_workers = GOOD.replace(
+            "allowed_workers = [\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"]",
+            "",
+        );
+        let err = ProxyConfig::from_toml(&open_workers).unwrap_err();
+        assert_eq!(err.field, "allowed_workers");
+        assert!(err.message.contains("attestation.policy"), "{err}");
+        let with_policy =
+            format!("{open_workers}\n[attestation]\npolicy = \"/etc/cocoon/root.toml\"\n");
+        let config = ProxyConfig::from_toml(&with_policy).unwrap();
+        assert_eq!(config.allowed_workers, None);
+        let err = ProxyConfig::from_toml(&GOOD.replace("allowed_clients = []", "")).unwrap_err();
+        assert!(err.message.contains("[settlement]"), "{err}");
     }
 
     #[test]

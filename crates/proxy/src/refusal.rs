@@ -15,6 +15,13 @@ pub enum AdmitError {
     Protocol(#[from] ProtocolError),
     #[error("key {key} is not allowed to connect as {role:?}")]
     NotAllowed { key: Fingerprint, role: Role },
+    #[error("key {key}: this proxy admits unpinned workers by their RA-TLS evidence, and its certificate carries none")]
+    NoEvidence { key: Fingerprint },
+    #[error("key {key}: an unpinned worker's evidence is refused: {refusal}")]
+    Evidence {
+        key: Fingerprint,
+        refusal: cocoon_protocol::ra_tls::RaTlsRefusal,
+    },
 }
 
 /// A worker's announcement the proxy refused (the connection is closed

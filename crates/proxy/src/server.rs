@@ -98,13 +98,19 @@ pub fn start(
     settings
         .identity
         .bind_configuration(&configuration_of(&settings));
-    let pins = PinnedKeys::new(
-        settings
-            .allowed_clients
-            .keys()
-            .chain(settings.allowed_workers.keys())
-            .copied(),
-    );
+    // A role open to any key (admitted by evidence or by contract) opens
+    // the handshake to any key; the role check after hello decides.
+    let pins = if settings.allowed_clients.is_any() || settings.allowed_workers.is_any() {
+        PinnedKeys::any()
+    } else {
+        PinnedKeys::new(
+            settings
+                .allowed_clients
+                .keys()
+                .chain(settings.allowed_workers.keys())
+                .copied(),
+        )
+    };
     let server = tls::server_config_attested(
         settings.identity.clone(),
         Arc::new(pins),
@@ -179,6 +185,25 @@ struct Shared {
 }
 
 impl Shared {
+    /// An unpinned worker's certificate: its RA-TLS evidence must pass the
+    /// policy as a worker's (image, configuration, freshness).
+    fn evidence_of_worker(
+        &self,
+        key: Fingerprint,
+        certificate: Option<&[u8]>,
+    ) -> Result<(), AdmitError> {
+        let (Some(check), Some(der)) = (&self.settings.attestation, certificate) else {
+            return Err(AdmitError::NoEvidence { key });
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        check
+            .check_der(der, cocoon_attestation::PeerRole::Worker, now)
+            .map(|_| ())
+            .map_err(|refusal| AdmitError::Evidence { key, refusal })
+    }
+
     /// TLS, hello, role check against the pins, then hand the connection to its handler.
     async fn admit(
         self: &Arc<Self>,
@@ -211,6 +236,11 @@ impl Shared {
                 metrics: self.metrics.clone(),
             }),
             Role::Worker if self.settings.allowed_workers.contains(&key) => {
+                // Open admission: a worker nobody pinned is admitted on its
+                // evidence, checked now against the policy as a worker's.
+                if self.settings.allowed_workers.is_any() {
+                    self.evidence_of_worker(key, certificate.as_deref())?;
+                }
                 let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
                 worker_id = Some(id);
                 Arc::new(WorkerSide {

@@ -72,6 +72,15 @@ async fn start_with(
     worker: &Identity,
     check: Arc<AttestationCheck>,
 ) -> (ProxyEndpoint, ProxyHandle) {
+    start_admitting(PinnedKeys::new([worker.fingerprint()]), check).await
+}
+
+/// A proxy admitting `workers` (`PinnedKeys::any()`: any worker whose
+/// evidence passes `check`, pinned nowhere) and any client node.
+async fn start_admitting(
+    workers: PinnedKeys,
+    check: Arc<AttestationCheck>,
+) -> (ProxyEndpoint, ProxyHandle) {
     let proxy_id = attested();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = ProxyEndpoint {
@@ -82,11 +91,7 @@ async fn start_with(
         listener,
         ProxySettings {
             attestation: Some(check),
-            ..ProxySettings::pinned(
-                proxy_id,
-                PinnedKeys::default(),
-                PinnedKeys::new([worker.fingerprint()]),
-            )
+            ..ProxySettings::pinned(proxy_id, PinnedKeys::default(), workers)
         },
     )
     .unwrap();
@@ -275,5 +280,56 @@ async fn a_proxy_requiring_gpus_admits_only_gpu_evidence_bound_to_the_workers_ke
         reason.contains("GPU 0: the report answers nonce"),
         "{reason}"
     );
+    assert!(proxy.registry.keys("m", &Default::default()).is_err());
+}
+
+/// The open market: a proxy that pins no worker admits one it never heard
+/// of on its evidence alone, and takes its announcement.
+#[tokio::test]
+async fn an_open_proxy_admits_an_unpinned_worker_on_its_evidence() {
+    let (endpoint, proxy) = start_admitting(PinnedKeys::any(), check()).await;
+    let stranger = attested();
+    let conn = dial(&stranger, &endpoint).await;
+    conn.announce(offer(WEIGHTS, key(&stranger))).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.registry.keys("m", &Default::default()).is_err() {
+        assert!(std::time::Instant::now() < deadline, "not admitted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(conn.close_reason().is_none());
+}
+
+/// Open admission is by evidence, so a worker showing none is not let in
+/// (before: any key joined an open proxy as a worker), and evidence that
+/// fails the policy (another image) fails the handshake, as for a pinned one.
+#[tokio::test]
+async fn an_open_proxy_refuses_workers_without_evidence_or_with_evidence_it_refuses() {
+    let (endpoint, proxy) = start_admitting(PinnedKeys::any(), check()).await;
+    let bare = Arc::new(Identity::generate().unwrap());
+    let tls = tls::client_config(
+        bare.clone(),
+        Arc::new(PinnedKeys::new([endpoint.fingerprint])),
+    )
+    .unwrap();
+    if let Ok(conn) = dial_once(&endpoint, &worker_settings(tls)).await {
+        tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .expect("a worker without evidence is refused");
+    }
+
+    let mut strict = (*check()).clone();
+    strict.policy.worker_images = ["ab".repeat(32)].into();
+    let (endpoint, _) = start_admitting(PinnedKeys::any(), Arc::new(strict)).await;
+    let stranger = attested();
+    let tls = tls::client_config(
+        stranger.clone(),
+        Arc::new(PinnedKeys::new([endpoint.fingerprint])),
+    )
+    .unwrap();
+    if let Ok(conn) = dial_once(&endpoint, &worker_settings(tls)).await {
+        tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .expect("evidence of another image is refused");
+    }
     assert!(proxy.registry.keys("m", &Default::default()).is_err());
 }

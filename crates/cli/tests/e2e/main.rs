@@ -19,6 +19,7 @@ mod malicious_worker;
 mod market;
 mod network;
 mod observability;
+mod open_market;
 mod openai_sdk;
 mod overload;
 mod pages;

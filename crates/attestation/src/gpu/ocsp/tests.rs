@@ -180,7 +180,9 @@ async fn a_good_answer_from_the_issuer_is_cached_until_its_next_update() {
     assert_eq!(*asked.lock().unwrap(), after, "cached");
     // Async callers ask first and never see "being checked".
     let eager = self::references(&url);
-    eager.fetch_missing(std::slice::from_ref(&evidence), now()).await;
+    eager
+        .fetch_missing(std::slice::from_ref(&evidence), now())
+        .await;
     eager.verify(&evidence, &[3; 32], true, now()).unwrap();
 }
 
