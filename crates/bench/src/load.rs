@@ -198,6 +198,11 @@ fn spawn_proxy(
     settings.profile = Profile::Development;
     settings.status_listen = Some(local(status));
     settings.queue.max_waiting = 100_000;
+    // Every simulated worker and client dials from 127.0.0.1 at once.
+    settings.admission.per_source_in_flight = 100_000;
+    settings.admission.in_flight = 100_000;
+    settings.admission.per_source_burst = 100_000.0;
+    settings.admission.per_source_per_sec = 100_000.0;
     let config = dir.join("proxy.toml");
     std::fs::write(&config, settings.to_toml()?)?;
     let status_url = format!("http://127.0.0.1:{status}");

@@ -313,6 +313,7 @@ impl Devnet {
                 settlement: Some(settlement.clone()),
                 timeouts: options.proxy_timeouts,
                 queue: options.proxy_queue,
+                gate: Default::default(),
             };
             let node = ProxyNode::start(
                 settings,

@@ -57,6 +57,10 @@ pub struct ProxyConfig {
     /// Waiting for a slot when every worker for a model is full.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// Limits on handshakes per source address (anyone can connect to an
+    /// open proxy; a handshake costs it more than the peer).
+    #[serde(default)]
+    pub admission: AdmissionConfig,
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: usize,
     /// "production" (default) refuses simulated TEEs; "development" allows them.
@@ -97,6 +101,49 @@ fn default_max_waiting() -> usize {
 
 fn default_max_wait_ms() -> u64 {
     crate::QueueSettings::default().max_wait.as_millis() as u64
+}
+
+/// `[admission]`: the door before the handshake (see [`crate::GateSettings`]).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Unfinished handshakes from one address at once; more are closed.
+    #[serde(default = "default_per_source_in_flight")]
+    pub per_source_in_flight: usize,
+    /// Unfinished handshakes from everyone at once.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: usize,
+    /// New connections per second from one address, on average...
+    #[serde(default = "default_per_source_per_sec")]
+    pub per_source_per_sec: f64,
+    /// ...and at most this many in a burst.
+    #[serde(default = "default_per_source_burst")]
+    pub per_source_burst: f64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        let d = crate::GateSettings::default();
+        Self {
+            per_source_in_flight: d.per_source_in_flight,
+            in_flight: d.in_flight,
+            per_source_per_sec: d.per_source_per_sec,
+            per_source_burst: d.per_source_burst,
+        }
+    }
+}
+
+fn default_per_source_in_flight() -> usize {
+    crate::GateSettings::default().per_source_in_flight
+}
+fn default_in_flight() -> usize {
+    crate::GateSettings::default().in_flight
+}
+fn default_per_source_per_sec() -> f64 {
+    crate::GateSettings::default().per_source_per_sec
+}
+fn default_per_source_burst() -> f64 {
+    crate::GateSettings::default().per_source_burst
 }
 
 /// `[settlement]`: where and how the proxy settles its books on TON.
@@ -250,6 +297,7 @@ impl ProxyConfig {
             first_token_timeout_secs: default_hop_timeout(),
             idle_timeout_secs: default_hop_timeout(),
             queue: QueueConfig::default(),
+            admission: AdmissionConfig::default(),
             max_frame_bytes: default_max_frame(),
             profile: Profile::default(),
             attestation: AttestationConfig::default(),
@@ -293,6 +341,25 @@ impl ProxyConfig {
             100_000,
         )?;
         ConfigError::check_range("queue.max_wait_ms", self.queue.max_wait_ms, 0, 600_000)?;
+        let a = &self.admission;
+        ConfigError::check_range(
+            "admission.per_source_in_flight",
+            a.per_source_in_flight as u64,
+            1,
+            1_000_000,
+        )?;
+        ConfigError::check_range("admission.in_flight", a.in_flight as u64, 1, 1_000_000)?;
+        for (field, value) in [
+            ("admission.per_source_per_sec", a.per_source_per_sec),
+            ("admission.per_source_burst", a.per_source_burst),
+        ] {
+            if !(value.is_finite() && value >= 1.0) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be at least 1, got {value}"),
+                ));
+            }
+        }
         if self.max_frame_bytes < 64 * 1024 {
             return Err(ConfigError::new(
                 "max_frame_bytes",
@@ -368,6 +435,12 @@ impl ProxyConfig {
                 max_waiting: self.queue.max_waiting,
                 max_wait: Duration::from_millis(self.queue.max_wait_ms),
             },
+            gate: crate::GateSettings {
+                per_source_in_flight: self.admission.per_source_in_flight,
+                in_flight: self.admission.in_flight,
+                per_source_per_sec: self.admission.per_source_per_sec,
+                per_source_burst: self.admission.per_source_burst,
+            },
         })
     }
 }
@@ -392,6 +465,8 @@ pub struct ProxySettings {
     pub timeouts: crate::HopTimeouts,
     /// Waiting for a slot when every worker is full.
     pub queue: crate::QueueSettings,
+    /// Per-source limits on handshakes.
+    pub gate: crate::GateSettings,
 }
 
 impl ProxySettings {
@@ -415,6 +490,7 @@ impl ProxySettings {
             settlement: None,
             timeouts: crate::HopTimeouts::default(),
             queue: crate::QueueSettings::default(),
+            gate: crate::GateSettings::default(),
         }
     }
 }
@@ -517,6 +593,14 @@ allowed_workers = ["sha256:00000000000000000000000000000000000000000000000000000
             (format!("{GOOD}\n[queue]\nmax_wait_ms = -1"), "max_wait_ms"),
             (format!("{GOOD}\n[queue]\nlength = 3"), "length"),
             (format!("{GOOD}\nmax_frame_bytes = 10"), "max_frame_bytes"),
+            (
+                format!("{GOOD}\n[admission]\nper_source_burst = 0"),
+                "admission.per_source_burst",
+            ),
+            (
+                format!("{GOOD}\n[admission]\nper_source_in_flight = 0"),
+                "admission.per_source_in_flight",
+            ),
             (GOOD.replace("allowed_clients = []", ""), "allowed_clients"),
         ];
         for (text, field) in cases {

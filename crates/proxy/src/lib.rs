@@ -18,6 +18,7 @@
 //!   and the books' hash put on chain, vouchers for workers, root prices.
 //! * `status`   - [`ProxyStatus`]: readiness, `/stats` and the routing
 //!   table's Prometheus gauges.
+//! * `gate`     - [`GateSettings`]: per-source limits on handshakes, before TLS.
 //! * `server`   - [`run`]: the accept loop and the per-role connection handlers.
 //! * `node`     - [`ProxyNode`]: the accept loop, settlement rounds and the
 //!   status endpoints, started from a config file or from settings.
@@ -26,6 +27,7 @@
 
 mod books;
 mod config;
+mod gate;
 mod node;
 mod receipts;
 mod refusal;
@@ -39,6 +41,7 @@ mod unfinished;
 
 pub use books::{Account, Books, BooksError};
 pub use config::{signer_of, ConfigError, Inspector, ProxyConfig, ProxySettings, SettlementConfig};
+pub use gate::{Gate, GateSettings, Turned};
 pub use node::{ProxyListeners, ProxyNode};
 pub use receipts::{ReceiptLog, Refused};
 pub use refusal::{AdmitError, AnnounceRefused};

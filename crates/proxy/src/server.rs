@@ -39,6 +39,8 @@ pub struct ProxyHandle {
     pub fingerprint: Fingerprint,
     /// Request metrics and the routing table's gauges (`/metrics`).
     pub metrics: Arc<cocoon_metrics::Metrics>,
+    /// The door before the handshake (its unfinished handshakes).
+    pub gate: Arc<crate::Gate>,
     stop: tokio_util::sync::CancellationToken,
 }
 
@@ -127,7 +129,9 @@ pub fn start(
             .with_collector(crate::status::RoutingMetrics(registry.clone())),
     );
     let stop = tokio_util::sync::CancellationToken::new();
+    let gate = crate::Gate::new(settings.gate);
     let handle = ProxyHandle {
+        gate: gate.clone(),
         stop: stop.clone(),
         metrics: metrics.clone(),
         registry: registry.clone(),
@@ -160,10 +164,18 @@ pub fn start(
                     continue;
                 }
             };
+            let pass = match gate.enter(peer.ip()) {
+                Ok(pass) => pass,
+                Err(turned) => {
+                    tracing::debug!(%peer, reason = %turned, "connection closed before its handshake");
+                    drop(tcp);
+                    continue;
+                }
+            };
             let shared = shared.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                if let Err(e) = shared.admit(tcp, &acceptor).await {
+                if let Err(e) = shared.admit(tcp, &acceptor, pass).await {
                     tracing::info!(%peer, error = %e, "connection refused");
                 }
             });
@@ -209,6 +221,7 @@ impl Shared {
         self: &Arc<Self>,
         tcp: tokio::net::TcpStream,
         acceptor: &tokio_rustls::TlsAcceptor,
+        pass: crate::gate::Pass,
     ) -> Result<(), AdmitError> {
         let (tls, key) = tls::accept(tcp, acceptor, HANDSHAKE_TIMEOUT).await?;
         let certificate = tls
@@ -223,6 +236,8 @@ impl Shared {
         };
         let (framed, peer) =
             handshake(tls, &ours, self.settings.max_frame_bytes, HANDSHAKE_TIMEOUT).await?;
+        // Handshake done: its slot goes back to the gate.
+        drop(pass);
         let mut worker_id = None;
         let handler: Arc<dyn Handler> = match peer.role {
             Role::Client if self.settings.allowed_clients.contains(&key) => Arc::new(ClientSide {

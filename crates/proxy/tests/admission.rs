@@ -32,6 +32,10 @@ async fn start() -> Net {
 }
 
 async fn start_with(mux: MuxOptions) -> Net {
+    start_gated(mux, cocoon_proxy::GateSettings::default()).await
+}
+
+async fn start_gated(mux: MuxOptions, gate: cocoon_proxy::GateSettings) -> Net {
     let (proxy_id, client, worker) = (
         Arc::new(Identity::generate().unwrap()),
         Arc::new(Identity::generate().unwrap()),
@@ -46,6 +50,7 @@ async fn start_with(mux: MuxOptions) -> Net {
         listener,
         ProxySettings {
             mux,
+            gate,
             ..ProxySettings::pinned(
                 proxy_id,
                 PinnedKeys::new([client.fingerprint()]),
@@ -301,4 +306,51 @@ async fn a_worker_that_misses_its_heartbeats_is_evicted_and_readmitted_when_it_c
     .await;
     println!("re-admitted {back:?} after the network came back");
     stop.cancel();
+}
+
+/// A flood of half-finished connections from one address (they connect and
+/// never start a handshake, holding the proxy's handshake timeout each):
+/// past the per-source limit they are closed at once, and a client node from
+/// another address still gets in. Without the gate each one was held for
+/// the whole handshake timeout (10 s).
+#[tokio::test]
+async fn a_flood_of_half_finished_connections_is_turned_away_while_others_get_in() {
+    let net = start_gated(
+        MuxOptions::default(),
+        cocoon_proxy::GateSettings {
+            per_source_in_flight: 8,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        flood.push(
+            socket
+                .connect(net.endpoint.address.parse().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    // The gate sees a connection as it is accepted: wait until all were.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut closed = 0;
+    for stream in flood.iter_mut().skip(8) {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Ok(read) = tokio::time::timeout(left, stream.read(&mut byte)).await {
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 32, "connections past the limit are closed at once");
+    assert!(net.proxy.gate.in_flight() <= 8);
+    // A client node from 127.0.0.1 is not held up by 127.0.0.2's flood.
+    let client = net.client.clone();
+    dial(&net, &client, Role::Client)
+        .await
+        .expect("a pinned client node gets in during the flood");
 }
