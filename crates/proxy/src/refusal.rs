@@ -38,6 +38,10 @@ pub enum AnnounceRefused {
     Model(#[from] cocoon_attestation::Refusal),
     #[error("this proxy pays workers on TON: announce a payout wallet ([payout] in worker.toml)")]
     NoPayout,
+    #[error("the announcement offers {0} models; at most {max} are accepted", max = crate::server::MAX_OFFERS)]
+    TooManyModels(usize),
+    #[error("a model name must be 1 to {max} bytes, got {0}", max = crate::server::MAX_MODEL_NAME)]
+    ModelName(usize),
     #[error(transparent)]
     Payout(#[from] SettlementError),
 }

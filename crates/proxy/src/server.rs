@@ -26,6 +26,11 @@ use crate::{Books, Inspector, ProxySettings, ReceiptLog, Registry, RequestIds, S
 use cocoon_protocol::receipt::Delivered;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Models one worker may offer (an open proxy takes announcements from
+/// anyone attested: the registry must not grow with one worker's list).
+pub(crate) const MAX_OFFERS: usize = 32;
+/// The longest model name accepted, bytes.
+pub(crate) const MAX_MODEL_NAME: usize = 128;
 
 /// A running proxy, for the devnet and tests.
 #[derive(Clone)]
@@ -592,6 +597,17 @@ impl WorkerSide {
         conn: &Connection,
         announce: &Announce,
     ) -> Result<(WorkerKey, Option<cocoon_chain::StdAddr>), AnnounceRefused> {
+        if announce.models.len() > MAX_OFFERS {
+            return Err(AnnounceRefused::TooManyModels(announce.models.len()));
+        }
+        if let Some(bad) = announce
+            .models
+            .iter()
+            .map(|m| m.name.len())
+            .find(|n| *n == 0 || *n > MAX_MODEL_NAME)
+        {
+            return Err(AnnounceRefused::ModelName(bad));
+        }
         let key = announce.key.clone().ok_or(AnnounceRefused::NoSealingKey)?;
         if Some(&key.worker()) != conn.peer_key() {
             return Err(AnnounceRefused::NotThisIdentity);

@@ -354,3 +354,42 @@ async fn a_flood_of_half_finished_connections_is_turned_away_while_others_get_in
         .await
         .expect("a pinned client node gets in during the flood");
 }
+
+/// An open proxy takes announcements from any attested worker: one offering
+/// more models than any worker serves, or a name longer than any model's,
+/// is refused (the registry does not grow with one worker's list).
+#[tokio::test]
+async fn an_announcement_offering_too_many_models_or_huge_names_is_refused() {
+    let net = start().await;
+    let worker = net.worker.clone();
+    let conn = dial(&net, &worker, Role::Worker).await.expect("admitted");
+    let mut many = announce(Some(key_of(&net.worker)));
+    let offer = many.models[0].clone();
+    many.models = (0..33)
+        .map(|i| ModelOffer {
+            name: format!("m{i}"),
+            ..offer.clone()
+        })
+        .collect();
+    conn.announce(many).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), conn.closed())
+        .await
+        .expect("refused");
+    assert!(conn
+        .close_reason()
+        .unwrap_or_default()
+        .contains("at most 32"));
+    assert_eq!(net.proxy.registry.worker_count(), 0);
+
+    let conn = dial(&net, &worker, Role::Worker).await.expect("admitted");
+    let mut long = announce(Some(key_of(&net.worker)));
+    long.models[0].name = "x".repeat(10_000);
+    conn.announce(long).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), conn.closed())
+        .await
+        .expect("refused");
+    assert!(conn
+        .close_reason()
+        .unwrap_or_default()
+        .contains("1 to 128 bytes"));
+}
