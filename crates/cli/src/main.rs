@@ -507,6 +507,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         embedded(args.model.clone(), path, args.max_sequences)
     };
     let instant = matches!(options.engine, EngineConfig::Instant { .. });
+    let open = options.open;
     let args_state = options.state_dir.clone();
     let args_blocks = options.block_interval;
     let net = Devnet::start(options).await?;
@@ -516,7 +517,12 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         net.proxy_addr()
     );
     println!("  worker engine: {}", net.worker().engine());
-    println!("  every hop: RA-TLS with a SIMULATED TEE (development only: no hardware vouches for these nodes)");
+    println!("  every hop: RA-TLS with a SIMULATED TEE (development only: no hardware vouches for these nodes); workers show SIMULATED GPU evidence bound to their keys");
+    if open {
+        println!("  admission: OPEN (proxies pin nobody: workers join on their evidence, client nodes on their own staked client contract)");
+    } else {
+        println!("  admission: pinned (each proxy lists this devnet's worker and client node keys; --open admits by evidence and contract)");
+    }
     if instant {
         println!("  NOTE: this is the instant TEST engine: it echoes your last message, it is not a model.");
         println!("        Drop --instant to serve SmolLM2, or use --engine-url URL --model NAME.");
