@@ -95,6 +95,74 @@ pub trait BlockSource: Send + Sync + std::fmt::Debug {
     fn block(&self, seqno: u32) -> BoxFuture<'_, Result<Option<AnchorBlock>, String>>;
 }
 
+/// Several endpoints of one chain (TON HTTP APIs run by different
+/// parties) whose answers must agree: a block is believed only when every
+/// endpoint reports it with the same hash and time, and the head is the
+/// lowest of their heads, confirmed by all. One endpoint that lies (to let
+/// replayed evidence name a block the chain never had, or to date old
+/// evidence as new) is outvoted by any honest one: the lookup fails, and
+/// the evidence is not believed. Endpoints that lag are retried.
+#[derive(Debug)]
+pub struct AgreeingBlocks(Vec<Arc<dyn BlockSource>>);
+
+impl AgreeingBlocks {
+    /// `sources`: at least one.
+    pub fn new(sources: Vec<Arc<dyn BlockSource>>) -> Arc<Self> {
+        assert!(!sources.is_empty(), "at least one block source");
+        Arc::new(Self(sources))
+    }
+
+    async fn agreed(&self, seqno: u32) -> Result<Option<AnchorBlock>, String> {
+        let mut answers = Vec::with_capacity(self.0.len());
+        for (i, source) in self.0.iter().enumerate() {
+            answers.push(
+                source
+                    .block(seqno)
+                    .await
+                    .map_err(|e| format!("endpoint {}: {e}", i + 1))?,
+            );
+        }
+        let first = answers[0];
+        if answers.iter().all(|a| *a == first) {
+            Ok(first)
+        } else {
+            Err(format!(
+                "the TON endpoints disagree on masterchain block {seqno} ({}): not believed",
+                answers
+                    .iter()
+                    .map(|a| a.map_or("none".to_string(), |b| hex::encode(
+                        &b.anchor.root_hash[..8]
+                    )))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ))
+        }
+    }
+}
+
+impl BlockSource for AgreeingBlocks {
+    fn head(&self) -> BoxFuture<'_, Result<AnchorBlock, String>> {
+        Box::pin(async move {
+            let mut lowest: Option<u32> = None;
+            for (i, source) in self.0.iter().enumerate() {
+                let head = source
+                    .head()
+                    .await
+                    .map_err(|e| format!("endpoint {}: {e}", i + 1))?;
+                lowest = Some(lowest.map_or(head.anchor.seqno, |l| l.min(head.anchor.seqno)));
+            }
+            let seqno = lowest.expect("at least one source");
+            self.agreed(seqno)
+                .await?
+                .ok_or_else(|| format!("no endpoint has its own head block {seqno}"))
+        })
+    }
+
+    fn block(&self, seqno: u32) -> BoxFuture<'_, Result<Option<AnchorBlock>, String>> {
+        Box::pin(self.agreed(seqno))
+    }
+}
+
 /// A chain's blocks given in memory (recorded blocks for an audit, or a
 /// test's chain): the last one is the head.
 #[derive(Debug, Default)]

@@ -40,7 +40,7 @@ pub mod tdx;
 pub use attester::Attester;
 pub use configuration::{Configuration, ConfigurationRefusal, EngineIdentity, ModelIdentity};
 pub use evidence::{Evidence, TeeKind, Verdict, VerifyError};
-pub use freshness::{Anchor, AnchorBlock, BlockAnchors, BlockSource, FixedBlocks};
+pub use freshness::{AgreeingBlocks, Anchor, AnchorBlock, BlockAnchors, BlockSource, FixedBlocks};
 pub use measurements::Measurements;
 pub use policy::{AllowedModel, PeerRole, Policy, Refusal};
 pub use report_data::{report_data, Purpose};

@@ -57,6 +57,28 @@ pub fn from_api(
     ton_api: &str,
     api_key_env: Option<&str>,
 ) -> Result<Arc<BlockAnchors>, crate::InputError> {
+    from_apis(ton_api, api_key_env, &[])
+}
+
+/// [`from_api`], believing a block only when every endpoint in `agree`
+/// (`attestation.ton_api_agree`: other parties' TON HTTP APIs) reports it
+/// alike ([`cocoon_attestation::AgreeingBlocks`]).
+pub fn from_apis(
+    ton_api: &str,
+    api_key_env: Option<&str>,
+    agree: &[String],
+) -> Result<Arc<BlockAnchors>, crate::InputError> {
     let api = crate::ton_http::from_config(ton_api, api_key_env)?;
-    Ok(block_anchors(Arc::new(api)))
+    let first: Arc<dyn BlockSource> = Arc::new(ChainBlocks(Arc::new(api)));
+    if agree.is_empty() {
+        return Ok(BlockAnchors::new(first));
+    }
+    let mut sources = vec![first];
+    for other in agree {
+        let api = crate::ton_http::from_config(other, None)?;
+        sources.push(Arc::new(ChainBlocks(Arc::new(api))));
+    }
+    Ok(BlockAnchors::new(cocoon_attestation::AgreeingBlocks::new(
+        sources,
+    )))
 }

@@ -472,7 +472,7 @@ impl ClientConfig {
         } else {
             return Ok(None);
         };
-        cocoon_chain::anchors::from_api(api, key)
+        cocoon_chain::anchors::from_apis(api, key, &self.attestation.ton_api_agree)
             .map(Some)
             .map_err(|e| ConfigError::new(field, e))
     }

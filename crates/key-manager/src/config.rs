@@ -80,7 +80,7 @@ pub async fn start(config: KeyManagerConfig) -> Result<Running, ConfigError> {
         .ton_api
         .as_deref()
         .map(|api| {
-            cocoon_chain::anchors::from_api(api, None)
+            cocoon_chain::anchors::from_apis(api, None, &config.attestation.ton_api_agree)
                 .map_err(|e| ConfigError::new("attestation.ton_api", e))
         })
         .transpose()?;

@@ -83,6 +83,11 @@ pub struct AttestationConfig {
     /// own chain API (`payout.ton_api`, `settlement.ton_api`,
     /// `billing.ton_api`).
     pub ton_api: Option<String>,
+    /// Other TON HTTP APIs (`testnet`, `mainnet` or URLs, best run by other
+    /// parties) that must report every block alike before it dates any
+    /// evidence: one endpoint that lies is outvoted.
+    #[serde(default)]
+    pub ton_api_agree: Vec<String>,
     /// A key manager (`host:port`, docs/key-manager.md) that gives this
     /// node (a worker or a proxy with a TEE) its lasting key: the same at
     /// every start, never in a file. Its evidence must pass the policy's

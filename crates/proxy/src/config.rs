@@ -394,12 +394,16 @@ impl ProxyConfig {
     pub fn into_settings(self) -> Result<ProxySettings, ConfigError> {
         let anchors = match (&self.attestation.ton_api, &self.settlement) {
             (Some(api), _) => Some(
-                cocoon_chain::anchors::from_api(api, None)
+                cocoon_chain::anchors::from_apis(api, None, &self.attestation.ton_api_agree)
                     .map_err(|e| ConfigError::new("attestation.ton_api", e))?,
             ),
             (None, Some(s)) => Some(
-                cocoon_chain::anchors::from_api(&s.ton_api, s.api_key_env.as_deref())
-                    .map_err(|e| ConfigError::new("settlement.ton_api", e))?,
+                cocoon_chain::anchors::from_apis(
+                    &s.ton_api,
+                    s.api_key_env.as_deref(),
+                    &self.attestation.ton_api_agree,
+                )
+                .map_err(|e| ConfigError::new("settlement.ton_api", e))?,
             ),
             (None, None) => None,
         };

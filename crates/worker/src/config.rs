@@ -224,15 +224,19 @@ impl WorkerConfig {
     /// payout's chain.
     fn anchors(&self) -> Result<Option<Arc<cocoon_attestation::BlockAnchors>>, ConfigError> {
         if let Some(api) = &self.attestation.ton_api {
-            return cocoon_chain::anchors::from_api(api, None)
+            return cocoon_chain::anchors::from_apis(api, None, &self.attestation.ton_api_agree)
                 .map(Some)
                 .map_err(|e| ConfigError::new("attestation.ton_api", e));
         }
         match &self.payout {
             None => Ok(None),
-            Some(p) => cocoon_chain::anchors::from_api(&p.ton_api, p.api_key_env.as_deref())
-                .map(Some)
-                .map_err(|e| ConfigError::new("payout.ton_api", e)),
+            Some(p) => cocoon_chain::anchors::from_apis(
+                &p.ton_api,
+                p.api_key_env.as_deref(),
+                &self.attestation.ton_api_agree,
+            )
+            .map(Some)
+            .map_err(|e| ConfigError::new("payout.ton_api", e)),
         }
     }
 

@@ -80,3 +80,38 @@ async fn evidence_older_than_the_policy_allows_is_stale() {
         Err(Staleness::NoChain)
     );
 }
+
+/// A TON API endpoint run by an attacker serves a block the chain never had
+/// (so that evidence replayed in a new certificate looks as if made after
+/// it). Alone it is believed; beside an honest endpoint the two disagree
+/// and the block is not believed. Blocks both serve alike are.
+#[tokio::test]
+async fn a_lying_endpoint_is_outvoted_by_an_honest_one() {
+    let honest = blocks(10);
+    let liar = blocks(10);
+    let mut forged = block(11);
+    forged.anchor.root_hash = [0xee; 32];
+    liar.push(forged);
+    honest.push(block(11));
+
+    let alone = BlockAnchors::new(liar.clone());
+    assert_eq!(
+        alone.fetch(&forged.anchor).await.unwrap(),
+        Lookup::Known { gen_utime: 1055 }
+    );
+
+    let both = BlockAnchors::new(AgreeingBlocks::new(vec![honest.clone(), liar.clone()]));
+    let err = both.fetch(&forged.anchor).await.unwrap_err();
+    assert!(err.contains("disagree on masterchain block 11"), "{err}");
+    assert_eq!(
+        both.fetch(&block(4).anchor).await.unwrap(),
+        Lookup::Known { gen_utime: 1020 }
+    );
+    // The head is the lowest both have, confirmed by both.
+    honest.push(block(12));
+    let head = AgreeingBlocks::new(vec![honest, blocks(10)])
+        .head()
+        .await
+        .unwrap();
+    assert_eq!(head, block(10));
+}
