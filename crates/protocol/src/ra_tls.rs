@@ -294,11 +294,8 @@ impl AttestationCheck {
     /// right after does not find them pending).
     pub async fn fetch_gpu_references(&self, gpus: &[GpuEvidence]) {
         if let Some(references) = &self.gpu {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
             references
-                .fetch_missing(gpus, self.verify_at.unwrap_or(now))
+                .fetch_missing(gpus, self.verify_at.unwrap_or_else(unix_now))
                 .await;
         }
     }

@@ -13,6 +13,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use cocoon_protocol::sync::LockRecover;
+
 /// The limits (`[admission]` in proxy.toml).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GateSettings {
@@ -80,7 +82,7 @@ impl Gate {
     /// A slot for a handshake from `source`, or why not.
     pub fn enter(self: &Arc<Self>, source: IpAddr) -> Result<Pass, Turned> {
         let s = &self.settings;
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.locked();
         let (sources, in_flight) = &mut *state;
         if *in_flight >= s.in_flight {
             return Err(Turned::Busy);
@@ -115,13 +117,13 @@ impl Gate {
 
     /// Unfinished handshakes now (all sources).
     pub fn in_flight(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.state.locked().1
     }
 }
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        let mut state = self.gate.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.gate.state.locked();
         let (sources, in_flight) = &mut *state;
         *in_flight = in_flight.saturating_sub(1);
         if let Some(source) = sources.get_mut(&self.source) {

@@ -140,11 +140,20 @@ pub fn verify_signed(
         .verify(&parsed.signed, &parsed.signature)
         .map_err(|_| GpuRefusal::Signature)?;
     match nonce {
-        Some(nonce) if &parsed.nonce != nonce => Err(GpuRefusal::Nonce {
+        Some(nonce) => answers(parsed, nonce),
+        None => Ok(parsed),
+    }
+}
+
+/// `report`, if it answers `nonce`.
+pub fn answers(report: SpdmReport, nonce: &[u8; 32]) -> Result<SpdmReport, GpuRefusal> {
+    if &report.nonce == nonce {
+        Ok(report)
+    } else {
+        Err(GpuRefusal::Nonce {
             expected: hex::encode(nonce),
-            got: hex::encode(parsed.nonce),
-        }),
-        _ => Ok(parsed),
+            got: hex::encode(report.nonce),
+        })
     }
 }
 
@@ -158,6 +167,18 @@ pub fn verify(
     at: u64,
 ) -> Result<GpuVerdict, GpuRefusal> {
     let parsed = verify_signed(report, chain, &reference.device_root, Some(nonce), at)?;
+    verify_against_rims(&parsed, chain, reference, at)
+}
+
+/// The steps after [`verify_signed`] (whose `parsed` report and `chain`
+/// passed it): the leaf's firmware ID, the RIMs' chains and signatures, the
+/// versions, every golden measurement.
+pub fn verify_against_rims(
+    parsed: &SpdmReport,
+    chain: &[Vec<u8>],
+    reference: &GpuReference,
+    at: u64,
+) -> Result<GpuVerdict, GpuRefusal> {
     let fwid_checked = match parsed.opaque(report::opaque::FWID) {
         None => false,
         Some(reported) => {
@@ -203,7 +224,7 @@ pub fn verify(
             });
         }
     }
-    let measurements_checked = compare(&parsed, &[driver_rim, vbios_rim])?;
+    let measurements_checked = compare(parsed, &[driver_rim, vbios_rim])?;
     Ok(GpuVerdict {
         driver_version,
         vbios_version,

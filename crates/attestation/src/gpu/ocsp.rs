@@ -28,6 +28,7 @@ use x509_ocsp::{
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::GpuRefusal;
+use crate::sync::LockRecover;
 
 /// NVIDIA's OCSP responder (`gpu_ocsp = "nvidia"`).
 pub const NVIDIA_OCSP: &str = "https://ocsp.ndis.nvidia.com/";
@@ -82,10 +83,6 @@ impl std::fmt::Debug for Revocation {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// (certificate, its issuer) along `chain` (leaf first) up to `root`.
 fn pairs<'a>(chain: &'a [Vec<u8>], root: &'a [u8]) -> Vec<(&'a [u8], &'a [u8])> {
     chain
@@ -134,7 +131,7 @@ impl Revocation {
     ) -> Result<(), GpuRefusal> {
         for (index, (cert, issuer)) in pairs(chain, root).into_iter().enumerate() {
             let id: [u8; 32] = Sha256::digest(cert).into();
-            let known = lock(&self.inner.known).get(&id).cloned();
+            let known = self.inner.known.locked().get(&id).cloned();
             match known {
                 Some(known) if known.until > at => {
                     if let Some(reason) = known.revoked {
@@ -146,7 +143,7 @@ impl Revocation {
                     }
                 }
                 _ => {
-                    let failed = lock(&self.inner.failed).get(&id).cloned();
+                    let failed = self.inner.failed.locked().get(&id).cloned();
                     if let Some((reason, when)) = failed {
                         if when.elapsed() < RETRY_AFTER {
                             return Err(GpuRefusal::RevocationUnknown {
@@ -175,10 +172,16 @@ impl Revocation {
     pub async fn fetch_chain(&self, chain: &[Vec<u8>], root: &[u8], at: u64) {
         for (cert, issuer) in pairs(chain, root) {
             let id: [u8; 32] = Sha256::digest(cert).into();
-            let fresh = lock(&self.inner.known)
+            let fresh = self
+                .inner
+                .known
+                .locked()
                 .get(&id)
                 .is_some_and(|k| k.until > at);
-            let failed_lately = lock(&self.inner.failed)
+            let failed_lately = self
+                .inner
+                .failed
+                .locked()
                 .get(&id)
                 .is_some_and(|(_, when)| when.elapsed() < RETRY_AFTER);
             if !fresh && !failed_lately {
@@ -189,7 +192,7 @@ impl Revocation {
 
     async fn fetch(&self, cert: &[u8], issuer: &[u8]) {
         let id: [u8; 32] = Sha256::digest(cert).into();
-        if !lock(&self.inner.fetching).insert(id) {
+        if !self.inner.fetching.locked().insert(id) {
             return;
         }
         let now = std::time::SystemTime::now()
@@ -197,15 +200,15 @@ impl Revocation {
             .map_or(0, |d| d.as_secs());
         match self.ask(cert, issuer, now).await {
             Ok(known) => {
-                lock(&self.inner.failed).remove(&id);
-                lock(&self.inner.known).insert(id, known);
+                self.inner.failed.locked().remove(&id);
+                self.inner.known.locked().insert(id, known);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not check a GPU certificate's revocation");
-                lock(&self.inner.failed).insert(id, (e, Instant::now()));
+                self.inner.failed.locked().insert(id, (e, Instant::now()));
             }
         }
-        lock(&self.inner.fetching).remove(&id);
+        self.inner.fetching.locked().remove(&id);
     }
 
     async fn ask(&self, cert: &[u8], issuer: &[u8], now: u64) -> Result<Known, String> {

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use super::evidence::GpuEvidence;
 use super::ocsp::Revocation;
 use super::{certs, simulated, GpuReference, GpuRefusal, GpuVerdict, Rim, RimKind, SpdmReport};
+use crate::sync::LockRecover;
 
 const NVIDIA_DEVICE_ROOT: &str = include_str!("roots/nvidia_device_identity_ca.pem");
 const NVIDIA_RIM_ROOT: &str = include_str!("roots/nvidia_rim_root.pem");
@@ -139,7 +140,7 @@ impl GpuReferences {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
-        self.inner.held.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.held.locked()
     }
 
     /// Verify one GPU's `evidence` answering `nonce` at Unix time `at`: a
@@ -153,36 +154,34 @@ impl GpuReferences {
         allow_simulated: bool,
         at: u64,
     ) -> Result<GpuVerdict, GpuRefusal> {
-        let simulated = allow_simulated
-            && certs::verify_chain(
-                &evidence.chain,
-                &simulated_reference().device_root,
-                at,
-                "simulated device chain",
-            )
-            .is_ok();
-        let reference = if simulated {
-            simulated_reference().clone()
-        } else {
-            // Chain, signature and nonce first: RIMs are looked up (and
-            // fetched) only for evidence a genuine GPU made for this nonce.
-            let report = super::verify_signed(
-                &evidence.report,
-                &evidence.chain,
-                &self.inner.device_root,
-                Some(nonce),
-                at,
-            )?;
-            GpuReference {
-                device_root: self.inner.device_root.clone(),
-                rim_root: self.inner.rim_root.clone(),
-                rims: vec![
-                    self.rim_for(&report, RimKind::Driver)?,
-                    self.rim_for(&report, RimKind::Vbios)?,
-                ],
+        // Chain, signature and nonce first, once: RIMs are looked up (and
+        // fetched) only for evidence a genuine GPU made for this nonce.
+        let signed = |root: &[u8], nonce| {
+            super::verify_signed(&evidence.report, &evidence.chain, root, nonce, at)
+        };
+        let simulated_report = allow_simulated
+            .then(|| signed(&simulated_reference().device_root, None).ok())
+            .flatten();
+        let simulated = simulated_report.is_some();
+        let (report, reference) = match simulated_report {
+            Some(report) => (
+                super::answers(report, nonce)?,
+                simulated_reference().clone(),
+            ),
+            None => {
+                let report = signed(&self.inner.device_root, Some(nonce))?;
+                let reference = GpuReference {
+                    device_root: self.inner.device_root.clone(),
+                    rim_root: self.inner.rim_root.clone(),
+                    rims: vec![
+                        self.rim_for(&report, RimKind::Driver)?,
+                        self.rim_for(&report, RimKind::Vbios)?,
+                    ],
+                };
+                (report, reference)
             }
         };
-        let mut verdict = super::verify(&evidence.report, &evidence.chain, &reference, nonce, at)?;
+        let mut verdict = super::verify_against_rims(&report, &evidence.chain, &reference, at)?;
         if let Some(revocation) = &self.revocation {
             revocation.check(&evidence.chain, &reference.device_root, at, "device chain")?;
             for rim in &reference.rims {
@@ -197,10 +196,10 @@ impl GpuReferences {
     /// The held RIM of `kind` for the version `report` names; missing, it is
     /// fetched in the background where a service is configured.
     fn rim_for(&self, report: &SpdmReport, kind: RimKind) -> Result<Rim, GpuRefusal> {
-        let (version, id) = wanted(report, kind)?;
-        if let Some(rim) = self.held().get(&(kind, version.to_lowercase())) {
-            return Ok(rim.clone());
+        if let Some(rim) = self.held_rim(report, kind)? {
+            return Ok(rim);
         }
+        let (version, id) = wanted(report, kind)?;
         if let Some((reason, when)) = self.failure(&id) {
             if when.elapsed() < RETRY_AFTER {
                 return Err(GpuRefusal::RimUnavailable { id, reason });
@@ -222,56 +221,26 @@ impl GpuReferences {
     }
 
     fn failure(&self, id: &str) -> Option<(String, Instant)> {
-        let failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let failed = self.inner.failed.locked();
         failed.get(id).cloned()
     }
 
-    /// Fetch the RIMs `evidence` needs and this store lacks (async callers,
-    /// before [`GpuReferences::verify`]), only for reports a genuine GPU
-    /// signed (made at Unix time `at`'s validity); failures are left for
-    /// verification to refuse.
+    /// Fetch what verifying `evidence` will need and this store lacks
+    /// (async callers, before [`GpuReferences::verify`]): the RIMs, and the
+    /// revocation status of every certificate, only for reports a genuine
+    /// (or simulated) GPU signed, valid at Unix time `at`. Failures are left
+    /// for verification to refuse.
     pub async fn fetch_missing(&self, evidence: &[GpuEvidence], at: u64) {
-        if let Some(revocation) = &self.revocation {
-            self.fetch_revocation(revocation, evidence, at).await;
-        }
-        if self.inner.service.is_none() {
-            return;
-        }
-        for gpu in evidence {
-            let genuine =
-                super::verify_signed(&gpu.report, &gpu.chain, &self.inner.device_root, None, at);
-            let Ok(report) = genuine else {
-                continue;
-            };
-            for kind in [RimKind::Driver, RimKind::Vbios] {
-                let Ok((version, id)) = wanted(&report, kind) else {
-                    continue;
-                };
-                let recent_failure = self
-                    .failure(&id)
-                    .is_some_and(|(_, when)| when.elapsed() < RETRY_AFTER);
-                if recent_failure || self.held().contains_key(&(kind, version.to_lowercase())) {
-                    continue;
-                }
-                if let Err(e) = self.fetch(kind, &version, &id).await {
-                    tracing::warn!(rim = %id, error = %e, "could not fetch a GPU RIM");
-                }
-            }
-        }
-    }
-
-    /// The revocation status of every certificate genuine `evidence`
-    /// (and the RIMs held for it) rests on.
-    async fn fetch_revocation(&self, revocation: &Revocation, evidence: &[GpuEvidence], at: u64) {
         let sim = simulated_reference();
         for gpu in evidence {
             let signed =
                 |root: &[u8]| super::verify_signed(&gpu.report, &gpu.chain, root, None, at).ok();
             let (device_root, rim_root, rims) =
                 if let Some(report) = signed(&self.inner.device_root) {
+                    self.fetch_rims(&report).await;
                     let rims: Vec<Rim> = [RimKind::Driver, RimKind::Vbios]
                         .into_iter()
-                        .filter_map(|kind| self.rim_for_quietly(&report, kind))
+                        .filter_map(|kind| self.held_rim(&report, kind).ok().flatten())
                         .collect();
                     (&self.inner.device_root, &self.inner.rim_root, rims)
                 } else if signed(&sim.device_root).is_some() {
@@ -279,17 +248,40 @@ impl GpuReferences {
                 } else {
                     continue;
                 };
-            revocation.fetch_chain(&gpu.chain, device_root, at).await;
-            for rim in rims {
-                revocation.fetch_chain(&rim.chain, rim_root, at).await;
+            if let Some(revocation) = &self.revocation {
+                revocation.fetch_chain(&gpu.chain, device_root, at).await;
+                for rim in rims {
+                    revocation.fetch_chain(&rim.chain, rim_root, at).await;
+                }
+            }
+        }
+    }
+
+    /// Fetch the RIMs `report` names that are neither held nor failed lately.
+    async fn fetch_rims(&self, report: &SpdmReport) {
+        if self.inner.service.is_none() {
+            return;
+        }
+        for kind in [RimKind::Driver, RimKind::Vbios] {
+            let Ok((version, id)) = wanted(report, kind) else {
+                continue;
+            };
+            let recent_failure = self
+                .failure(&id)
+                .is_some_and(|(_, when)| when.elapsed() < RETRY_AFTER);
+            if recent_failure || self.held_rim(report, kind).is_ok_and(|r| r.is_some()) {
+                continue;
+            }
+            if let Err(e) = self.fetch(kind, &version, &id).await {
+                tracing::warn!(rim = %id, error = %e, "could not fetch a GPU RIM");
             }
         }
     }
 
     /// The held RIM of `kind` for the version `report` names, if held.
-    fn rim_for_quietly(&self, report: &SpdmReport, kind: RimKind) -> Option<Rim> {
-        let (version, _) = wanted(report, kind).ok()?;
-        self.held().get(&(kind, version.to_lowercase())).cloned()
+    fn held_rim(&self, report: &SpdmReport, kind: RimKind) -> Result<Option<Rim>, GpuRefusal> {
+        let (version, _) = wanted(report, kind)?;
+        Ok(self.held().get(&(kind, version.to_lowercase())).cloned())
     }
 
     /// One RIM from the service (NVIDIA's answer: JSON with the RIM in
@@ -299,27 +291,17 @@ impl GpuReferences {
         let Some(base) = &self.inner.service else {
             return Ok(());
         };
-        if !self
-            .inner
-            .fetching
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string())
-        {
+        if !self.inner.fetching.locked().insert(id.to_string()) {
             return Ok(());
         }
         let result = self.fetch_once(base, kind, version, id).await;
-        let mut failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed = self.inner.failed.locked();
         match &result {
             Ok(()) => failed.remove(id),
             Err(e) => failed.insert(id.to_string(), (e.clone(), Instant::now())),
         };
         drop(failed);
-        self.inner
-            .fetching
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.inner.fetching.locked().remove(id);
         result
     }
 
