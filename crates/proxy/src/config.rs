@@ -60,7 +60,7 @@ pub struct ProxyConfig {
     /// Limits on handshakes per source address (anyone can connect to an
     /// open proxy; a handshake costs it more than the peer).
     #[serde(default)]
-    pub admission: AdmissionConfig,
+    pub admission: crate::GateSettings,
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: usize,
     /// "production" (default) refuses simulated TEEs; "development" allows them.
@@ -101,49 +101,6 @@ fn default_max_waiting() -> usize {
 
 fn default_max_wait_ms() -> u64 {
     crate::QueueSettings::default().max_wait.as_millis() as u64
-}
-
-/// `[admission]`: the door before the handshake (see [`crate::GateSettings`]).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdmissionConfig {
-    /// Unfinished handshakes from one address at once; more are closed.
-    #[serde(default = "default_per_source_in_flight")]
-    pub per_source_in_flight: usize,
-    /// Unfinished handshakes from everyone at once.
-    #[serde(default = "default_in_flight")]
-    pub in_flight: usize,
-    /// New connections per second from one address, on average...
-    #[serde(default = "default_per_source_per_sec")]
-    pub per_source_per_sec: f64,
-    /// ...and at most this many in a burst.
-    #[serde(default = "default_per_source_burst")]
-    pub per_source_burst: f64,
-}
-
-impl Default for AdmissionConfig {
-    fn default() -> Self {
-        let d = crate::GateSettings::default();
-        Self {
-            per_source_in_flight: d.per_source_in_flight,
-            in_flight: d.in_flight,
-            per_source_per_sec: d.per_source_per_sec,
-            per_source_burst: d.per_source_burst,
-        }
-    }
-}
-
-fn default_per_source_in_flight() -> usize {
-    crate::GateSettings::default().per_source_in_flight
-}
-fn default_in_flight() -> usize {
-    crate::GateSettings::default().in_flight
-}
-fn default_per_source_per_sec() -> f64 {
-    crate::GateSettings::default().per_source_per_sec
-}
-fn default_per_source_burst() -> f64 {
-    crate::GateSettings::default().per_source_burst
 }
 
 /// `[settlement]`: where and how the proxy settles its books on TON.
@@ -297,7 +254,7 @@ impl ProxyConfig {
             first_token_timeout_secs: default_hop_timeout(),
             idle_timeout_secs: default_hop_timeout(),
             queue: QueueConfig::default(),
-            admission: AdmissionConfig::default(),
+            admission: crate::GateSettings::default(),
             max_frame_bytes: default_max_frame(),
             profile: Profile::default(),
             attestation: AttestationConfig::default(),
@@ -439,12 +396,7 @@ impl ProxyConfig {
                 max_waiting: self.queue.max_waiting,
                 max_wait: Duration::from_millis(self.queue.max_wait_ms),
             },
-            gate: crate::GateSettings {
-                per_source_in_flight: self.admission.per_source_in_flight,
-                in_flight: self.admission.in_flight,
-                per_source_per_sec: self.admission.per_source_per_sec,
-                per_source_burst: self.admission.per_source_burst,
-            },
+            gate: self.admission,
         })
     }
 }

@@ -15,8 +15,10 @@ use std::time::Instant;
 
 use cocoon_protocol::sync::LockRecover;
 
-/// The limits (`[admission]` in proxy.toml).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The limits (`[admission]` in proxy.toml; a key left out keeps its
+/// default).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct GateSettings {
     /// Unfinished handshakes from one address at once.
     pub per_source_in_flight: usize,
