@@ -35,6 +35,10 @@ pub struct Configuration {
     /// Hex SHA-256 of the policy (root configuration) it enforces on its
     /// peers, canonical JSON; `None` when it checks none (development).
     pub policy_sha256: Option<String>,
+    /// The root contract whose published images and models it trusts
+    /// beside that policy (`attestation.root`); `None`: the policy alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root: Option<String>,
     /// The proxies a worker dials, `fingerprint@host:port`, sorted.
     pub proxies: Vec<String>,
     /// A billing proxy's contract and root contract; a worker's payout wallet.
@@ -85,6 +89,7 @@ impl Configuration {
             engine: None,
             models: Vec::new(),
             policy_sha256: None,
+            trust_root: None,
             proxies: Vec::new(),
             contracts: Vec::new(),
         }
@@ -169,6 +174,7 @@ mod tests {
                 },
             ],
             policy_sha256: None,
+            trust_root: None,
             proxies: vec!["z@h:1".into(), "a@h:2".into()],
             contracts: vec![],
         }

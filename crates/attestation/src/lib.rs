@@ -18,6 +18,8 @@
 //!   by a local key; refused unless a policy explicitly allows it.
 //! * `evidence`     - the evidence a node presents, and verifying it.
 //! * `policy`       - what a verifier accepts, and why it refuses.
+//! * `published`    - the trust lists the root contract publishes on chain
+//!   (images, models), which a local policy can only narrow.
 //! * `freshness`    - when evidence was made: the TON masterchain block its
 //!   report data binds, looked up on the chain.
 //! * `gpu`          - NVIDIA confidential-computing GPU evidence (SPDM report,
@@ -32,6 +34,7 @@ pub mod freshness;
 pub mod gpu;
 mod measurements;
 mod policy;
+pub mod published;
 mod report_data;
 pub mod simulated;
 pub mod sync;
@@ -43,4 +46,5 @@ pub use evidence::{Evidence, TeeKind, Verdict, VerifyError};
 pub use freshness::{AgreeingBlocks, Anchor, AnchorBlock, BlockAnchors, BlockSource, FixedBlocks};
 pub use measurements::Measurements;
 pub use policy::{AllowedModel, PeerRole, Policy, Refusal};
+pub use published::{Published, PublishedLists};
 pub use report_data::{report_data, Purpose};

@@ -159,6 +159,12 @@ pub enum Refusal {
     ImageNotAllowed { image_hash: String, role: PeerRole },
     #[error("model '{name}' with weights {sha256} is not allowed by the network")]
     ModelNotAllowed { name: String, sha256: String },
+    #[error("the root contract {root}{} does not publish {what}", version.map(|v| format!(" (version {v})")).unwrap_or_default())]
+    NotPublished {
+        what: String,
+        root: String,
+        version: Option<u32>,
+    },
     #[error("the quote does not bind the presented key and configuration: report data {got} != expected {expected}")]
     KeyNotBound { expected: String, got: String },
     #[error("{0}")]
@@ -307,6 +313,20 @@ impl Policy {
         role: PeerRole,
         expected_report_data: Option<&[u8; 64]>,
     ) -> Result<(), Refusal> {
+        self.check_under(verdict, role, expected_report_data, false)
+    }
+
+    /// [`Policy::check`] for a node that follows the root contract
+    /// (`images_on_chain`): the chain's lists decide on images (see
+    /// [`crate::Published`]), and this policy's list for `role`, when it has
+    /// one, only narrows them; an empty one adds no restriction.
+    pub fn check_under(
+        &self,
+        verdict: &Verdict,
+        role: PeerRole,
+        expected_report_data: Option<&[u8; 64]>,
+        images_on_chain: bool,
+    ) -> Result<(), Refusal> {
         if verdict.tee == TeeKind::Simulated && !self.allow_simulated {
             return Err(Refusal::Simulated);
         }
@@ -327,7 +347,9 @@ impl Policy {
                 },
             });
         }
-        if !self.images(role).contains(&verdict.image_hash) {
+        let images = self.images(role);
+        let narrowed = !(images_on_chain && images.is_empty());
+        if narrowed && !images.contains(&verdict.image_hash) {
             return Err(Refusal::ImageNotAllowed {
                 image_hash: verdict.image_hash.clone(),
                 role,

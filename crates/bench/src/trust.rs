@@ -70,6 +70,7 @@ async fn handshakes(attested: bool, iterations: u32) -> anyhow::Result<Vec<Durat
             verify_at: None,
             anchors: None,
             gpu: None,
+            published: None,
         })
     });
     let client_pins = Arc::new(PinnedKeys::new([client.fingerprint()]));

@@ -68,15 +68,13 @@ pub fn from_apis(
     api_key_env: Option<&str>,
     agree: &[String],
 ) -> Result<Arc<BlockAnchors>, crate::InputError> {
-    let api = crate::ton_http::from_config(ton_api, api_key_env)?;
-    let first: Arc<dyn BlockSource> = Arc::new(ChainBlocks(Arc::new(api)));
-    if agree.is_empty() {
-        return Ok(BlockAnchors::new(first));
-    }
-    let mut sources = vec![first];
-    for other in agree {
-        let api = crate::ton_http::from_config(other, None)?;
-        sources.push(Arc::new(ChainBlocks(Arc::new(api))));
+    let mut sources: Vec<Arc<dyn BlockSource>> =
+        crate::ton_http::endpoints(ton_api, api_key_env, agree)?
+            .into_iter()
+            .map(|chain| Arc::new(ChainBlocks(chain)) as Arc<dyn BlockSource>)
+            .collect();
+    if sources.len() == 1 {
+        return Ok(BlockAnchors::new(sources.remove(0)));
     }
     Ok(BlockAnchors::new(cocoon_attestation::AgreeingBlocks::new(
         sources,

@@ -332,6 +332,11 @@ pub fn stack_int(stack: &[RcStackValue]) -> Result<u128, Error> {
     int(stack, 0)
 }
 
+/// The first value of a get-method result as an address (e.g. `get_owner`).
+pub fn stack_address(stack: &[RcStackValue]) -> Result<StdAddr, Error> {
+    address(stack, 0)
+}
+
 /// `get_worker_data`: whose it is and what has been paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerState {

@@ -22,6 +22,8 @@
 //! * `sender`    - [`WalletSender`]: transfers from a node's wallet, confirmed on chain.
 //! * `pricing`   - what a request costs in nano-TON, and the worker's share.
 //! * `registry`  - [`RegisteredProxy`]: the proxies the root contract publishes.
+//! * `published` - the images and models the root contract publishes as
+//!   trusted, read from endpoints that must agree, and followed.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +35,7 @@ mod error;
 mod messages;
 pub mod mnemonic;
 pub mod pricing;
+pub mod published;
 pub mod registry;
 pub mod sender;
 pub mod ton_http;
@@ -41,8 +44,8 @@ pub mod wallet;
 pub use access::{AccountInfo, Chain, MasterchainBlock, TxSummary};
 pub use contracts::{contract_address, random_nonce, random_seed, worker_contract, Contract};
 pub use data::{
-    stack_int, worker_data, ClientChannel, ClientState, ClientTerms, Prices, ProxyState,
-    ProxyTerms, WorkerState,
+    stack_address, stack_int, worker_data, ClientChannel, ClientState, ClientTerms, Prices,
+    ProxyState, ProxyTerms, WorkerState,
 };
 pub use messages::{client, ops, proxy, root, signed, snake, verify_amount, worker, ProxySigner};
 pub use pricing::TON;

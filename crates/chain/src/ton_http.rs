@@ -5,6 +5,7 @@
 //! name the method and what the server said.
 
 use crate::InputError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -48,6 +49,21 @@ pub fn from_config(ton_api: &str, api_key_env: Option<&str>) -> Result<TonHttp, 
         Some(var) => Some(std::env::var(var).map_err(|_| InputError::MissingEnv(var.to_string()))?),
     };
     TonHttp::new(url, key).map_err(|e| InputError::Client(e.to_string()))
+}
+
+/// `ton_api` (with the API key in `api_key_env`) and each of `agree`
+/// (other parties' APIs, no key): the endpoints whose answers must agree
+/// before a node trusts what the chain says.
+pub fn endpoints(
+    ton_api: &str,
+    api_key_env: Option<&str>,
+    agree: &[String],
+) -> Result<Vec<Arc<dyn crate::Chain>>, InputError> {
+    let mut out: Vec<Arc<dyn crate::Chain>> = vec![Arc::new(from_config(ton_api, api_key_env)?)];
+    for other in agree {
+        out.push(Arc::new(from_config(other, None)?));
+    }
+    Ok(out)
 }
 
 /// A TON address, `0:<hex>` or user-friendly; contracts live on the basechain.

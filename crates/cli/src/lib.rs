@@ -7,6 +7,7 @@
 //! * `receipts`  - `cocoon receipts FILE`: a client node's paid receipts checked and summed.
 //! * `key_manager` - `cocoon key-manager serve|authorize`: a key manager, and owners' authorizations.
 //! * `roles`     - running one role from its TOML file.
+//! * `root`      - `cocoon root show|add-image|...|set-prices`: the operator's tool for the root contract.
 //! * `summarize` - `cocoon summarize`: a Telegram chat export summarised by the network.
 //! * `wallet`    - `cocoon wallet new|address|balance|send`: TON v4r2 wallets.
 
@@ -16,5 +17,6 @@ pub mod attest;
 pub mod key_manager;
 pub mod receipts;
 pub mod roles;
+pub mod root;
 pub mod summarize;
 pub mod wallet;

@@ -101,6 +101,12 @@ enum Command {
         #[command(subcommand)]
         command: cocoon_cli::key_manager::KeyManagerCommand,
     },
+    /// The network's root contract, for its operator: show what it trusts
+    /// and charges; add or withdraw images, models and proxies; set prices.
+    Root {
+        #[command(subcommand)]
+        command: cocoon_cli::root::RootCommand,
+    },
     /// A TON wallet (v4r2, 24-word mnemonic): new, address, balance, send.
     Wallet {
         #[command(subcommand)]
@@ -354,6 +360,7 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Command::Wallet { command } => cocoon_cli::wallet::run(command).await,
+        Command::Root { command } => cocoon_cli::root::run(command).await,
         Command::Model { command } => match command {
             ModelCommand::Pull {
                 source,

@@ -463,13 +463,7 @@ impl ClientConfig {
     /// The chain whose blocks date workers' and proxies' evidence:
     /// `attestation.ton_api`, or the billing's chain, or the registry's.
     fn anchors(&self) -> Result<Option<Arc<cocoon_attestation::BlockAnchors>>, ConfigError> {
-        let (field, api, key) = if let Some(api) = &self.attestation.ton_api {
-            ("attestation.ton_api", api, None)
-        } else if let Some(b) = &self.billing {
-            ("billing.ton_api", &b.ton_api, b.api_key_env.as_deref())
-        } else if let Some(r) = &self.registry {
-            ("registry.ton_api", &r.ton_api, r.api_key_env.as_deref())
-        } else {
+        let Some((field, api, key)) = self.chain_api() else {
             return Ok(None);
         };
         cocoon_chain::anchors::from_apis(api, key, &self.attestation.ton_api_agree)
@@ -477,10 +471,35 @@ impl ClientConfig {
             .map_err(|e| ConfigError::new(field, e))
     }
 
+    /// The TON HTTP API this node reads the chain through (its field, URL
+    /// and API key variable).
+    fn chain_api(&self) -> Option<(&'static str, &str, Option<&str>)> {
+        Some(if let Some(api) = &self.attestation.ton_api {
+            ("attestation.ton_api", api, None)
+        } else if let Some(b) = &self.billing {
+            ("billing.ton_api", &b.ton_api, b.api_key_env.as_deref())
+        } else if let Some(r) = &self.registry {
+            ("registry.ton_api", &r.ton_api, r.api_key_env.as_deref())
+        } else {
+            return None;
+        })
+    }
+
     pub fn into_settings(self) -> Result<ClientSettings, ConfigError> {
         let (identity, attestation) =
             self.attestation
                 .load(&self.identity_key, self.profile, None, self.anchors()?)?;
+        if let Some(published) = attestation.as_ref().and_then(|a| a.published.as_deref()) {
+            let (_, api, key) = self.chain_api().unwrap_or(("", "", None));
+            cocoon_chain::published::read_through(
+                published,
+                api,
+                key,
+                &self.attestation.ton_api_agree,
+                self.attestation.root_refresh(),
+            )
+            .map_err(|(field, e)| ConfigError::new(field, e))?;
+        }
         let api_keys = self
             .api_keys_env
             .as_ref()

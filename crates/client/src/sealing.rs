@@ -68,6 +68,9 @@ pub struct KeyDirectory {
     lists: Mutex<HashMap<(usize, String, RoutingPrefs), Listed>>,
     /// Verdicts per key (identity ‖ sealing key): when, and accepted or the refusal.
     verdicts: Mutex<HashMap<Vec<u8>, Verdict>>,
+    /// The root contract's version the verdicts were made under: when its
+    /// lists change, every worker is judged again.
+    verdicts_under: Mutex<Option<u32>>,
     warned_unattested: AtomicBool,
 }
 
@@ -78,6 +81,7 @@ impl KeyDirectory {
             check,
             lists: Mutex::default(),
             verdicts: Mutex::default(),
+            verdicts_under: Mutex::default(),
             warned_unattested: AtomicBool::new(false),
         }
     }
@@ -252,7 +256,6 @@ impl KeyDirectory {
                         "its attested configuration does not offer {model:?}"
                     )),
                     Some(m) => check
-                        .policy
                         .check_model(model, m.weights_sha256.as_deref())
                         .map_err(|e| e.to_string()),
                 };
@@ -278,6 +281,15 @@ impl KeyDirectory {
             return Some(None);
         };
         let id = verdict_id(key);
+        let version = check
+            .published
+            .as_ref()
+            .and_then(|p| p.current())
+            .map(|l| l.version);
+        if version.is_some() && *self.verdicts_under.locked() != version {
+            self.verdicts.locked().clear();
+            *self.verdicts_under.locked() = version;
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -1131,6 +1143,7 @@ mod tests {
             verify_at: None,
             anchors: None,
             gpu: None,
+            published: None,
         };
         let keys = KeyDirectory::new(Some(Arc::new(check)));
         let honest = attested_worker(&[("m", &allowed)]);

@@ -22,7 +22,8 @@ use std::time::Duration;
 use anyhow::Context;
 use cocoon_attestation::gpu::{simulated::SimulatedGpu, GpuReferences};
 use cocoon_attestation::simulated::SimulatedTee;
-use cocoon_attestation::{AllowedModel, Attester, Policy};
+use cocoon_attestation::{AllowedModel, Attester, Policy, Published};
+use cocoon_chain::root::ImageRole;
 use cocoon_chain::StdAddr;
 use cocoon_client::{ClientNode, ClientSettings, ProxyPool, RegistrySettings};
 use cocoon_protocol::ra_tls::AttestationCheck;
@@ -156,26 +157,37 @@ impl Devnet {
             built.push((engine, coefficient));
         }
         let engine = built[0].0.clone();
-        // The devnet's root configuration: its one simulated image may run
-        // workers and proxies, and the worker's loaded weights are the allowed
-        // model (an engine that does not hash weights leaves the list open).
+        // What the network trusts is published in the root contract (below):
+        // its one simulated image may run workers and proxies, and the
+        // workers' loaded weights are the allowed models. The local policy
+        // sets the rest: simulated evidence is accepted (development), and
+        // workers show (simulated) GPU evidence bound to their keys. An
+        // engine that does not hash weights (the instant test engine) has
+        // nothing to publish: then the local policy lists the image and
+        // leaves models open, as before the chain held them.
         let image = SimulatedTee::measurements().image_hash();
+        let models: Vec<_> = built.iter().flat_map(|(e, _)| e.models()).collect();
+        let follow_root = models.iter().all(|m| m.weights_sha256.is_some());
+        let published_models: Vec<AllowedModel> = models
+            .into_iter()
+            .filter_map(|m| {
+                m.weights_sha256.map(|sha256| AllowedModel {
+                    name: m.name,
+                    sha256,
+                })
+            })
+            .collect();
         let policy = Policy {
             allow_simulated: true,
-            // Workers show (simulated) GPU evidence bound to their keys.
             require_gpu: true,
-            worker_images: [image.clone()].into(),
-            proxy_images: [image].into(),
-            models: engine
-                .models()
-                .into_iter()
-                .filter_map(|m| {
-                    m.weights_sha256.map(|sha256| AllowedModel {
-                        name: m.name,
-                        sha256,
-                    })
-                })
-                .collect(),
+            worker_images: match follow_root {
+                true => Default::default(),
+                false => [image.clone()].into(),
+            },
+            proxy_images: match follow_root {
+                true => Default::default(),
+                false => [image.clone()].into(),
+            },
             ..Policy::default()
         };
         let model = engine
@@ -209,6 +221,13 @@ impl Devnet {
                 stop.clone(),
             )?);
         }
+        // The operator publishes the image and the models in the root contract.
+        for role in [ImageRole::Worker, ImageRole::Proxy] {
+            ton.publish_image(role, &image, true)?;
+        }
+        for model in &published_models {
+            ton.publish_model(&model.sha256, Some(&model.name))?;
+        }
         let ton_outage = Arc::new(AtomicBool::new(false));
         let (ton_api_url, task) =
             chain::serve_api(&ton, options.ton_listen, ton_outage.clone(), stop.clone()).await?;
@@ -216,6 +235,19 @@ impl Devnet {
         let ton_api = || -> anyhow::Result<Arc<dyn cocoon_chain::Chain>> {
             Ok(Arc::new(cocoon_chain::TonHttp::new(&ton_api_url, None)?))
         };
+        // Every node trusts what the root contract publishes, read through
+        // the chain's API (one list for all: one chain, one root).
+        let published = follow_root.then(|| Arc::new(Published::new(ton.root.to_string())));
+        if let Some(published) = &published {
+            cocoon_chain::published::read_through(
+                published,
+                &ton_api_url,
+                None,
+                &[],
+                options.registry_every,
+            )
+            .map_err(|(field, e)| anyhow::anyhow!("{field}: {e}"))?;
+        }
         // Each node dates evidence by the chain's blocks through a cache of
         // its own (its own evidence binds the newest block; its peers'
         // blocks are looked up), as nodes on TON do.
@@ -228,6 +260,7 @@ impl Devnet {
                 verify_at: None,
                 anchors: Some(anchors),
                 gpu: Some(GpuReferences::new(None, None).map_err(anyhow::Error::msg)?),
+                published: published.clone(),
             }))
         };
 

@@ -89,6 +89,16 @@ pub async fn start(config: KeyManagerConfig) -> Result<Running, ConfigError> {
             .attestation
             .load_in_memory(config.profile, PeerRole::KeyManager, anchors)?;
     let check = check.ok_or_else(|| ConfigError::new("attestation.policy", "required"))?;
+    if let Some(published) = check.published.as_deref() {
+        cocoon_chain::published::read_through(
+            published,
+            config.attestation.ton_api.as_deref().unwrap_or(""),
+            None,
+            &config.attestation.ton_api_agree,
+            config.attestation.root_refresh(),
+        )
+        .map_err(|(field, e)| ConfigError::new(field, e))?;
+    }
     identity.bind_configuration(&cocoon_attestation::Configuration {
         policy_sha256: Some(check.policy.sha256()),
         ..cocoon_attestation::Configuration::new(PeerRole::KeyManager, env!("CARGO_PKG_VERSION"))

@@ -243,6 +243,7 @@ async fn stale_evidence_gets_nothing() {
     let km_check = Arc::new(AttestationCheck {
         anchors: Some(blocks(&chain)),
         gpu: None,
+        published: None,
         ..AttestationCheck::new(dated)
     });
     let address = start_checking(MasterSecret::generate(), km_check).await;

@@ -88,6 +88,17 @@ pub struct AttestationConfig {
     /// evidence: one endpoint that lies is outvoted.
     #[serde(default)]
     pub ton_api_agree: Vec<String>,
+    /// The network's root contract (`0:<hex>` or user-friendly): the worker
+    /// and proxy images and the models it publishes decide what this node
+    /// trusts, read from `ton_api` (and every `ton_api_agree` endpoint,
+    /// which must agree) before the node serves and every
+    /// `root_refresh_secs`. The policy file then only narrows them (its
+    /// image lists, when not empty, and models) and sets the rest (TCB
+    /// statuses, freshness, GPUs). Needs `policy`.
+    pub root: Option<String>,
+    /// Seconds between reads of the root contract's lists (default 60): a
+    /// withdrawn image or model stops being served within this.
+    pub root_refresh_secs: Option<u64>,
     /// A key manager (`host:port`, docs/key-manager.md) that gives this
     /// node (a worker or a proxy with a TEE) its lasting key: the same at
     /// every start, never in a file. Its evidence must pass the policy's
@@ -114,6 +125,11 @@ pub struct AttestationConfig {
 }
 
 impl AttestationConfig {
+    /// How often the root contract's lists are read again.
+    pub fn root_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.root_refresh_secs.unwrap_or(60))
+    }
+
     /// Load the node key with its TEE, and the check for peers. A node in
     /// `role` (workers and proxies) with both a TEE and a policy checks its own
     /// evidence against the policy first, and refuses to start, naming the
@@ -293,8 +309,17 @@ impl AttestationConfig {
         anchors: Option<Arc<cocoon_attestation::BlockAnchors>>,
     ) -> Result<Option<Arc<AttestationCheck>>, ConfigError> {
         let Some(path) = &self.policy else {
+            if self.root.is_some() {
+                return Err(ConfigError::new(
+                    "attestation.root",
+                    "following the root contract's lists needs attestation.policy (the rules they do not carry: TCB statuses, freshness, GPUs)",
+                ));
+            }
             return Ok(None);
         };
+        if let Some(secs) = self.root_refresh_secs {
+            ConfigError::check_range("attestation.root_refresh_secs", secs, 1, 86_400)?;
+        }
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new("attestation.policy", format!("{}: {e}", path.display()))
         })?;
@@ -352,6 +377,10 @@ impl AttestationConfig {
             verify_at: None,
             anchors,
             gpu: Some(gpu),
+            published: self
+                .root
+                .as_ref()
+                .map(|root| Arc::new(cocoon_attestation::Published::new(root.clone()))),
         })))
     }
 }
@@ -457,6 +486,20 @@ pub async fn anchors_ready(
         })?;
         seen.push(anchors);
     }
+    // What the network trusts, from its root contract: read before the
+    // node serves (it trusts nobody until then), then followed.
+    if let Some(published) = check.and_then(|c| c.published.as_ref()) {
+        published.refresh().await.map_err(|e| {
+            ConfigError::new(
+                "attestation.root",
+                format!(
+                    "cannot read the images and models the root contract {} publishes: {e}",
+                    published.root()
+                ),
+            )
+        })?;
+        published.follow();
+    }
     Ok(())
 }
 
@@ -495,7 +538,10 @@ fn self_check(
             ))
         }
     };
-    check.policy.check(&verdict, role, Some(&binding)).map_err(|refusal| {
+    // The root contract's lists are read once the node runs; its own
+    // policy's narrowing is checked here.
+    let on_chain = check.published.is_some() && cocoon_attestation::Published::governs(role);
+    check.policy.check_under(&verdict, role, Some(&binding), on_chain).map_err(|refusal| {
         let m = &verdict.measurements;
         ConfigError::new(
             "attestation.policy",

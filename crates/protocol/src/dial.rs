@@ -111,6 +111,9 @@ pub async fn dial_once(
     Ok(conn)
 }
 
+/// A connection closed sooner than this after it opened does not reset the backoff.
+const SHORT_LIVED: Duration = Duration::from_secs(1);
+
 /// Keep a connection to `endpoint` until `stop` is cancelled. The returned watch
 /// holds the live connection, or `None` while (re)connecting. `on_connect` runs on
 /// every new connection (workers announce their models there).
@@ -134,8 +137,7 @@ pub fn keep_connected(
                     tracing::info!(proxy = %endpoint.address, "connected to proxy");
                     on_connect(&conn);
                     let _ = tx.send(Some(conn.clone()));
-                    backoff = Duration::from_millis(100);
-                    failures = 0;
+                    let connected_at = std::time::Instant::now();
                     tokio::select! {
                         _ = stop.cancelled() => {
                             conn.close("node shutting down");
@@ -146,6 +148,14 @@ pub fn keep_connected(
                     }
                     let _ = tx.send(None);
                     tracing::warn!(proxy = %endpoint.address, reason = ?conn.close_reason(), "lost connection to proxy; reconnecting");
+                    // A connection the proxy closes at once (it refused this
+                    // node's announcement, say, because the root contract
+                    // withdrew its image) counts as a failure: the backoff
+                    // grows instead of redialling ten times a second.
+                    if connected_at.elapsed() >= SHORT_LIVED {
+                        backoff = Duration::from_millis(100);
+                        failures = 0;
+                    }
                 }
                 Err(e) => {
                     failures += 1;

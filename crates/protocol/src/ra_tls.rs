@@ -19,7 +19,9 @@ use cocoon_attestation::configuration::bind;
 use cocoon_attestation::freshness::{self, Anchor, BlockAnchors};
 use cocoon_attestation::gpu::{binding_nonce, GpuEvidence, GpuReferences, GpuVerdict};
 use cocoon_attestation::tdx::{Collateral, CollateralCache};
-use cocoon_attestation::{report_data, Evidence, PeerRole, Policy, Purpose, Refusal, Verdict};
+use cocoon_attestation::{
+    report_data, Evidence, PeerRole, Policy, Published, Purpose, Refusal, Verdict,
+};
 use x509_parser::certificate::X509Certificate;
 
 /// The extension's OID. Provisional: an arc under the private-enterprise tree
@@ -52,6 +54,10 @@ pub struct AttestationCheck {
     /// What GPU evidence is checked against (NVIDIA's roots, RIMs);
     /// without it workers are refused where the policy requires GPUs.
     pub gpu: Option<GpuReferences>,
+    /// The root contract's lists (images, models) this node follows
+    /// (`[attestation] root`): they decide what the network trusts, and
+    /// `policy` only narrows them. Without it `policy` alone decides.
+    pub published: Option<Arc<Published>>,
 }
 
 impl AttestationCheck {
@@ -64,7 +70,33 @@ impl AttestationCheck {
             verify_at: None,
             anchors: None,
             gpu: None,
+            published: None,
         }
+    }
+
+    /// Whether workers may serve `name` with weights `sha256`: the local
+    /// policy's models and, when this node follows the root contract, the
+    /// models it publishes.
+    pub fn check_model(&self, name: &str, sha256: Option<&str>) -> Result<(), Refusal> {
+        self.policy.check_model(name, sha256)?;
+        match &self.published {
+            Some(published) => published.check_model(name, sha256),
+            None => Ok(()),
+        }
+    }
+
+    /// The root contract this node follows, if any (bound into its
+    /// configuration: which chain it trusts bears on whom it serves).
+    pub fn trust_root(&self) -> Option<String> {
+        self.published.as_ref().map(|p| p.root().to_string())
+    }
+
+    /// The root contract's lists when this node follows them and they
+    /// decide on `role`'s images.
+    fn published_for(&self, role: PeerRole) -> Option<&Published> {
+        self.published
+            .as_deref()
+            .filter(|_| Published::governs(role))
     }
 }
 
@@ -225,9 +257,15 @@ impl AttestationCheck {
         let mut verdict = evidence
             .verify(collateral.as_deref(), now)
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
+        let published = self.published_for(role);
         self.policy
-            .check(&verdict, role, Some(expected))
+            .check_under(&verdict, role, Some(expected), published.is_some())
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
+        if let Some(published) = published {
+            published
+                .check_image(role, &verdict.image_hash)
+                .map_err(|e| RaTlsRefusal(e.to_string()))?;
+        }
         verdict.configuration = self
             .policy
             .check_configuration(presented.configuration, role)
@@ -333,6 +371,7 @@ pub fn watch_peer(
 ) {
     tokio::spawn(async move {
         let anchor = certificate_anchor(&cert_der);
+        let mut published = check.published.as_ref().map(|p| p.changes());
         loop {
             // A block dropped from memory is looked up again first; while
             // the chain cannot be reached the peer is given the benefit of
@@ -363,9 +402,22 @@ pub fn watch_peer(
                 let expires = made_after + check.policy.max_evidence_age_secs + 1;
                 wait = wait.min(std::time::Duration::from_secs(expires.saturating_sub(now)));
             }
+            // The root contract's lists changing (an image withdrawn) is
+            // checked at once, not at the next round.
+            let published_changed = async {
+                match &mut published {
+                    Some(changes) => {
+                        if changes.changed().await.is_err() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = conn.closed() => return,
                 _ = tokio::time::sleep(wait) => {}
+                _ = published_changed => {}
             }
         }
     });

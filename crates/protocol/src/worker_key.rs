@@ -114,6 +114,7 @@ mod tests {
             verify_at: None,
             anchors: None,
             gpu: None,
+            published: None,
         }
     }
 

@@ -349,27 +349,40 @@ impl ProxyConfig {
 
     /// Load the identity key and build run-time settings.
     pub fn into_settings(self) -> Result<ProxySettings, ConfigError> {
-        let anchors = match (&self.attestation.ton_api, &self.settlement) {
-            (Some(api), _) => Some(
-                cocoon_chain::anchors::from_apis(api, None, &self.attestation.ton_api_agree)
-                    .map_err(|e| ConfigError::new("attestation.ton_api", e))?,
-            ),
-            (None, Some(s)) => Some(
-                cocoon_chain::anchors::from_apis(
-                    &s.ton_api,
-                    s.api_key_env.as_deref(),
-                    &self.attestation.ton_api_agree,
-                )
-                .map_err(|e| ConfigError::new("settlement.ton_api", e))?,
-            ),
+        // The chain that dates evidence and publishes what the network
+        // trusts: attestation.ton_api, or the settlement's.
+        let chain_api = match (&self.attestation.ton_api, &self.settlement) {
+            (Some(api), _) => Some(("attestation.ton_api", api.as_str(), None)),
+            (None, Some(s)) => Some((
+                "settlement.ton_api",
+                s.ton_api.as_str(),
+                s.api_key_env.as_deref(),
+            )),
             (None, None) => None,
         };
+        let anchors = chain_api
+            .map(|(field, api, key)| {
+                cocoon_chain::anchors::from_apis(api, key, &self.attestation.ton_api_agree)
+                    .map_err(|e| ConfigError::new(field, e))
+            })
+            .transpose()?;
         let (identity, attestation) = self.attestation.load(
             &self.identity_key,
             self.profile,
             Some(cocoon_protocol::PeerRole::Proxy),
             anchors,
         )?;
+        if let Some(published) = attestation.as_ref().and_then(|a| a.published.as_deref()) {
+            let (_, api, key) = chain_api.unwrap_or(("", "", None));
+            cocoon_chain::published::read_through(
+                published,
+                api,
+                key,
+                &self.attestation.ton_api_agree,
+                self.attestation.root_refresh(),
+            )
+            .map_err(|(field, e)| ConfigError::new(field, e))?;
+        }
         Ok(ProxySettings {
             identity,
             allowed_clients: self

@@ -86,6 +86,7 @@ fn configuration_of(settings: &ProxySettings) -> cocoon_attestation::Configurati
             })
             .collect(),
         policy_sha256: settings.attestation.as_ref().map(|a| a.policy.sha256()),
+        trust_root: settings.attestation.as_ref().and_then(|a| a.trust_root()),
         contracts: settings
             .settlement
             .as_ref()
@@ -244,6 +245,7 @@ impl Shared {
         // Handshake done: its slot goes back to the gate.
         drop(pass);
         let mut worker_id = None;
+        let mut worker_side = None;
         let handler: Arc<dyn Handler> = match peer.role {
             Role::Client if self.settings.allowed_clients.contains(&key) => Arc::new(ClientSide {
                 registry: self.registry.clone(),
@@ -263,13 +265,16 @@ impl Shared {
                 }
                 let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
                 worker_id = Some(id);
-                Arc::new(WorkerSide {
+                let side = Arc::new(WorkerSide {
                     registry: self.registry.clone(),
                     id,
                     attestation: self.settings.attestation.clone(),
                     settlement: self.settlement.clone(),
                     payee: std::sync::Mutex::new(None),
-                })
+                    offers: Default::default(),
+                });
+                worker_side = Some(side.clone());
+                side
             }
             role => return Err(AdmitError::NotAllowed { key, role }),
         };
@@ -292,6 +297,9 @@ impl Shared {
                 certificate,
                 conn.clone(),
             );
+        }
+        if let (Some(side), Some(check)) = (worker_side, &self.settings.attestation) {
+            side.drop_withdrawn_models(check.clone(), conn.clone());
         }
         tokio::select! {
             _ = conn.closed() => {}
@@ -586,9 +594,39 @@ struct WorkerSide {
     settlement: Option<Arc<Settlement>>,
     /// The worker contract this connection's worker is paid through.
     payee: std::sync::Mutex<Option<cocoon_chain::StdAddr>>,
+    /// The models of its accepted announcement (name, weights SHA-256).
+    offers: std::sync::Mutex<Vec<(String, Option<String>)>>,
 }
 
 impl WorkerSide {
+    /// When the proxy follows the root contract: each time its lists
+    /// change, check the models this worker serves again, and disconnect
+    /// it (it is routed no more requests) when one was withdrawn. A
+    /// withdrawn image is `watch_peer`'s to find.
+    fn drop_withdrawn_models(self: Arc<Self>, check: Arc<AttestationCheck>, conn: Connection) {
+        let Some(mut changes) = check.published.as_ref().map(|p| p.changes()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = conn.closed() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let offers = self.offers.locked().clone();
+                let refused = offers
+                    .iter()
+                    .find_map(|(name, sha256)| check.check_model(name, sha256.as_deref()).err());
+                if let Some(refusal) = refused {
+                    tracing::warn!(worker = self.id, reason = %refusal, "a model this worker serves is no longer trusted; disconnecting it");
+                    self.registry.remove(self.id);
+                    conn.close(&format!("no longer trusted: {refusal}"));
+                    return;
+                }
+            }
+        });
+    }
+
     /// The announced key must be this connection's identity and, when the
     /// proxy checks attestation, carry evidence for an allowed worker image;
     /// every model must be allowed by the network.
@@ -619,9 +657,7 @@ impl WorkerSide {
                 .unwrap_or(0);
             key.verify(check, now)?;
             for offer in &announce.models {
-                check
-                    .policy
-                    .check_model(&offer.name, offer.weights_sha256.as_deref())?;
+                check.check_model(&offer.name, offer.weights_sha256.as_deref())?;
             }
         }
         // A billing proxy owes each worker through its worker contract.
@@ -680,6 +716,11 @@ impl Handler for WorkerSide {
             Ok((key, payee)) => {
                 tracing::info!(worker = self.id, ?models, "worker announced");
                 *self.payee.locked() = payee.clone();
+                *self.offers.locked() = announce
+                    .models
+                    .iter()
+                    .map(|m| (m.name.clone(), m.weights_sha256.clone()))
+                    .collect();
                 self.registry.announce(self.id, conn, &announce, key, payee);
             }
             Err(reason) => {

@@ -45,6 +45,7 @@ fn check() -> Arc<AttestationCheck> {
         verify_at: None,
         anchors: None,
         gpu: None,
+        published: None,
     })
 }
 
@@ -332,4 +333,98 @@ async fn an_open_proxy_refuses_workers_without_evidence_or_with_evidence_it_refu
             .expect("evidence of another image is refused");
     }
     assert!(proxy.registry.keys("m", &Default::default()).is_err());
+}
+
+/// A proxy following the root contract (`[attestation] root`): what the
+/// chain publishes decides, and the local policy lists no images or models.
+fn following(
+    lists: &cocoon_attestation::PublishedLists,
+) -> (Arc<AttestationCheck>, Arc<cocoon_attestation::Published>) {
+    let published = Arc::new(cocoon_attestation::Published::with("0:root", lists.clone()));
+    let mut check = (*check()).clone();
+    check.policy.worker_images.clear();
+    check.policy.models.clear();
+    check.published = Some(published.clone());
+    (Arc::new(check), published)
+}
+
+fn published_lists(version: u32) -> cocoon_attestation::PublishedLists {
+    cocoon_attestation::PublishedLists {
+        version,
+        worker_images: [SimulatedTee::measurements().image_hash()].into(),
+        proxy_images: [SimulatedTee::measurements().image_hash()].into(),
+        models: [(WEIGHTS.to_string(), "m".to_string())].into(),
+    }
+}
+
+/// The network's operator withdraws, on chain, the model a connected
+/// worker serves, then (for another worker) its image: the proxy drops each
+/// worker as soon as it reads the change, not at its next periodic check,
+/// and routes nothing more to it; a worker whose image the root does not
+/// publish is refused from the start.
+#[tokio::test]
+async fn a_proxy_following_the_root_contract_drops_workers_whose_model_or_image_is_withdrawn() {
+    let routed = |proxy: &ProxyHandle| {
+        proxy
+            .registry
+            .keys("m", &Default::default())
+            .map(|k| k.len())
+            .unwrap_or(0)
+    };
+    for withdraw in ["model", "image"] {
+        let (check, published) = following(&published_lists(1));
+        let worker = attested();
+        let (endpoint, proxy) = start_with(&worker, check).await;
+        let conn = dial(&worker, &endpoint).await;
+        conn.announce(offer(WEIGHTS, key(&worker))).unwrap();
+        eventually(|| routed(&proxy) == 1).await;
+
+        let mut lists = published_lists(2);
+        match withdraw {
+            "model" => lists.models.clear(),
+            _ => lists.worker_images.clear(),
+        }
+        assert!(published.update(lists));
+        tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the worker whose {withdraw} was withdrawn is still connected")
+            });
+        let reason = conn.close_reason().unwrap_or_default();
+        assert!(
+            reason.contains("does not publish") && reason.contains(withdraw),
+            "{withdraw}: {reason}"
+        );
+        assert_eq!(routed(&proxy), 0, "{withdraw}");
+    }
+
+    // An image the root never published: refused at the TLS handshake.
+    let mut lists = published_lists(1);
+    lists.worker_images = ["ff".repeat(32)].into();
+    let (check, _) = following(&lists);
+    let worker = attested();
+    let (endpoint, proxy) = start_with(&worker, check).await;
+    let tls = tls::client_config_attested(
+        worker.clone(),
+        Arc::new(PinnedKeys::new([endpoint.fingerprint])),
+        Some(self::check()),
+    )
+    .unwrap();
+    match dial_once(&endpoint, &worker_settings(tls)).await {
+        Err(e) => assert!(e.to_string().contains("CertificateUnknown"), "{e}"),
+        // TLS 1.3 clients learn of a refused certificate on first read.
+        Ok(conn) => tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .expect("refused"),
+    }
+    assert_eq!(routed(&proxy), 0);
+}
+
+/// Poll `ok` every 10 ms for up to 5 s.
+async fn eventually(mut ok: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ok() {
+        assert!(started.elapsed() < Duration::from_secs(5), "not within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -357,17 +357,59 @@ impl TonDevnet {
         version: u32,
         endpoint: Option<&str>,
     ) -> Result<(), Error> {
-        let mut chain = self.lock()?;
         let info = endpoint.map(|e| (proxy_key, version, e));
+        self.to_root(
+            cocoon_chain::root::set_proxy(proxy_contract, info)?,
+            "registering the proxy in the root contract",
+        )
+    }
+
+    /// Publish (`allowed`) or withdraw an image hash (hex, see
+    /// `Measurements::image_hash`) for `role` in the root contract.
+    pub fn publish_image(
+        &self,
+        role: cocoon_chain::root::ImageRole,
+        image_hash: &str,
+        allowed: bool,
+    ) -> Result<(), Error> {
+        let hash = hash_bytes(image_hash)?;
+        self.to_root(
+            cocoon_chain::root::set_image(role, &hash, allowed)?,
+            "publishing an image in the root contract",
+        )
+    }
+
+    /// Publish weights (hex SHA-256) as the model `name`, or withdraw them
+    /// (`name: None`), in the root contract.
+    pub fn publish_model(&self, weights_sha256: &str, name: Option<&str>) -> Result<(), Error> {
+        let hash = hash_bytes(weights_sha256)?;
+        self.to_root(
+            cocoon_chain::root::set_model(&hash, name)?,
+            "publishing a model in the root contract",
+        )
+    }
+
+    /// Make `owner` the root contract's owner (say, a wallet of the
+    /// operator's own, for `cocoon root`).
+    pub fn hand_root_to(&self, owner: &StdAddr) -> Result<(), Error> {
+        self.to_root(
+            cocoon_chain::root::change_owner(owner)?,
+            "handing the root contract over",
+        )
+    }
+
+    /// A message from the operator's wallet to the root contract, which must succeed.
+    fn to_root(&self, body: Cell, what: &str) -> Result<(), Error> {
+        let mut chain = self.lock()?;
         let reports = relay(
             &mut chain,
             &self.wallets.operator(),
             &self.root,
             TON / 20,
-            cocoon_chain::root::set_proxy(proxy_contract, info)?,
+            body,
             None,
         )?;
-        ensure_ok(&reports, "registering the proxy in the root contract")
+        ensure_ok(&reports, what)
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Emulator>, Error> {
@@ -419,4 +461,12 @@ impl TonDevnet {
             clock: unix_now,
         }
     }
+}
+
+/// A 32-byte hash from its hex text.
+fn hash_bytes(hex_text: &str) -> Result<HashBytes, Error> {
+    let bytes: [u8; 32] = hex::decode(hex_text)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{hex_text:?} is not a 32-byte hash"))?;
+    Ok(HashBytes(bytes))
 }

@@ -297,3 +297,83 @@ async fn tons_own_sdk_talks_to_the_devnet_api() {
     assert!(seen["deployedBy"].is_string(), "{seen}");
     assert!(seen["balance"].as_str().unwrap().parse::<u128>().unwrap() > TON);
 }
+
+/// What the root contract publishes as trusted (images, models) reads back
+/// through the HTTP API as published; read from two endpoints, it is
+/// believed only when both say the same: an endpoint that lies about the
+/// root contract's state (here, a chain where another image is published
+/// at the same address and version) is not believed.
+#[tokio::test]
+async fn the_root_contracts_trust_lists_are_believed_only_when_endpoints_agree() {
+    use cocoon_chain::published::{read_agreeing, read_lists};
+    use cocoon_chain::root::ImageRole;
+    let (url, ton) = serve_devnet().await;
+    let (image, weights) = ("ab".repeat(32), "cd".repeat(32));
+    ton.publish_image(ImageRole::Worker, &image, true).unwrap();
+    ton.publish_model(&weights, Some("smol")).unwrap();
+    let api: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&url, None).unwrap());
+    let lists = read_lists(api.as_ref(), &ton.root).await.unwrap();
+    assert_eq!(lists.version, 2);
+    assert_eq!(lists.worker_images, [image.clone()].into());
+    assert!(lists.proxy_images.is_empty());
+    assert_eq!(lists.models, [(weights.clone(), "smol".to_string())].into());
+
+    // Two endpoints of the same chain agree.
+    let same: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&url, None).unwrap());
+    assert_eq!(
+        read_agreeing(&[api.clone(), same], &ton.root)
+            .await
+            .unwrap(),
+        lists
+    );
+
+    // A lying endpoint: the same contracts (same wallets), another image.
+    let wallets = cocoon_ton_devnet::Wallets::from_hex(&ton.wallets.to_hex()).unwrap();
+    let liar = cocoon_ton_devnet::TonDevnet::genesis(
+        &cocoon_chain::pricing::default_prices(),
+        cocoon_ton_devnet::CLIENT_DEPOSIT,
+        [7; 32],
+        [8; 32],
+        &cocoon_ton_devnet::Genesis {
+            wallets: Some(wallets),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(liar.root, ton.root);
+    liar.publish_image(ImageRole::Worker, &"ee".repeat(32), true)
+        .unwrap();
+    liar.publish_model(&weights, Some("smol")).unwrap();
+    let app = cocoon_ton_devnet::api::router(liar.chain.clone(), cocoon_ton_devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_url = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let lying: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&liar_url, None).unwrap());
+    let refused = read_agreeing(&[api.clone(), lying.clone()], &ton.root)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("disagree") && refused.contains("other contents"),
+        "{refused}"
+    );
+    // Whichever endpoint is asked first.
+    assert!(read_agreeing(&[lying, api], &ton.root).await.is_err());
+
+    // A node's lists follow through `read_through`: read, then withdrawn.
+    let published = cocoon_attestation::Published::new(ton.root.to_string());
+    cocoon_chain::published::read_through(
+        &published,
+        &url,
+        None,
+        &[],
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(published.refresh().await.unwrap());
+    published.check_model("smol", Some(&weights)).unwrap();
+    ton.publish_model(&weights, None).unwrap();
+    assert!(published.refresh().await.unwrap());
+    let refused = published.check_model("smol", Some(&weights)).unwrap_err();
+    assert!(refused.to_string().contains("version 3"), "{refused}");
+}

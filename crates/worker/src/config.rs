@@ -223,20 +223,21 @@ impl WorkerConfig {
     /// The chain whose blocks date evidence: `attestation.ton_api`, or the
     /// payout's chain.
     fn anchors(&self) -> Result<Option<Arc<cocoon_attestation::BlockAnchors>>, ConfigError> {
-        if let Some(api) = &self.attestation.ton_api {
-            return cocoon_chain::anchors::from_apis(api, None, &self.attestation.ton_api_agree)
-                .map(Some)
-                .map_err(|e| ConfigError::new("attestation.ton_api", e));
-        }
-        match &self.payout {
-            None => Ok(None),
-            Some(p) => cocoon_chain::anchors::from_apis(
-                &p.ton_api,
-                p.api_key_env.as_deref(),
-                &self.attestation.ton_api_agree,
-            )
+        let Some((field, api, key)) = self.chain_api() else {
+            return Ok(None);
+        };
+        cocoon_chain::anchors::from_apis(api, key, &self.attestation.ton_api_agree)
             .map(Some)
-            .map_err(|e| ConfigError::new("payout.ton_api", e)),
+            .map_err(|e| ConfigError::new(field, e))
+    }
+
+    /// The TON HTTP API this worker reads the chain through (its field,
+    /// URL and API key variable): `attestation.ton_api`, or the payout's.
+    fn chain_api(&self) -> Option<(&'static str, &str, Option<&str>)> {
+        match (&self.attestation.ton_api, &self.payout) {
+            (Some(api), _) => Some(("attestation.ton_api", api, None)),
+            (None, Some(p)) => Some(("payout.ton_api", &p.ton_api, p.api_key_env.as_deref())),
+            (None, None) => None,
         }
     }
 
@@ -250,6 +251,17 @@ impl WorkerConfig {
             Some(cocoon_protocol::PeerRole::Worker),
             anchors,
         )?;
+        if let Some(published) = attestation.as_ref().and_then(|a| a.published.as_deref()) {
+            let (_, api, key) = self.chain_api().unwrap_or(("", "", None));
+            cocoon_chain::published::read_through(
+                published,
+                api,
+                key,
+                &self.attestation.ton_api_agree,
+                self.attestation.root_refresh(),
+            )
+            .map_err(|(field, e)| ConfigError::new(field, e))?;
+        }
         Ok(WorkerSettings {
             identity,
             proxies: self.proxies,

@@ -63,6 +63,7 @@ fn configuration_of(
             })
             .collect(),
         policy_sha256: settings.attestation.as_ref().map(|a| a.policy.sha256()),
+        trust_root: settings.attestation.as_ref().and_then(|a| a.trust_root()),
         proxies: settings
             .proxies
             .iter()
@@ -98,6 +99,31 @@ fn check_own_configuration(
             };
             ConfigError::new(field, format!("peers would refuse this worker: {refusal}"))
         })
+}
+
+/// Would this worker's peers refuse a model it serves (the policy's models,
+/// and the root contract's once read)? Then it does not start, naming the
+/// model. (A model withdrawn later on chain: its proxies disconnect it and
+/// refuse its announcements, naming the withdrawal, which it logs.)
+fn check_own_models(
+    settings: &WorkerSettings,
+    offers: &[cocoon_protocol::ModelOffer],
+) -> Result<(), ConfigError> {
+    let Some(check) = &settings.attestation else {
+        return Ok(());
+    };
+    for offer in offers {
+        check
+            .check_model(&offer.name, offer.weights_sha256.as_deref())
+            .map_err(|refusal| {
+                let field = match refusal {
+                    cocoon_attestation::Refusal::NotPublished { .. } => "attestation.root",
+                    _ => "attestation.policy",
+                };
+                ConfigError::new(field, format!("peers would refuse this worker: {refusal}"))
+            })?;
+    }
+    Ok(())
 }
 
 /// This worker's announced keys, their evidence made again once older than
@@ -238,6 +264,7 @@ impl Worker {
         check_own_configuration(&settings, &configuration)?;
         settings.identity.bind_configuration(&configuration);
         cocoon_protocol::anchors_ready(&settings.identity, settings.attestation.as_deref()).await?;
+        check_own_models(&settings, &offers)?;
         let pins = PinnedKeys::new(settings.proxies.iter().map(|p| p.fingerprint));
         let tls = tls::client_config_attested(
             settings.identity.clone(),

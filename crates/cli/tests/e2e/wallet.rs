@@ -12,7 +12,7 @@ use cocoon_ton_devnet::Emulator;
 
 const TON: u128 = 1_000_000_000;
 
-async fn cocoon(args: Vec<String>) -> Output {
+pub(crate) async fn cocoon(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"))
             .args(&args)
@@ -23,7 +23,7 @@ async fn cocoon(args: Vec<String>) -> Output {
     .unwrap()
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -32,7 +32,7 @@ fn text(out: &Output) -> String {
 }
 
 /// Serve TON's HTTP API from `chain` on loopback; its base URL.
-async fn serve(chain: cocoon_ton_devnet::api::SharedChain) -> String {
+pub(crate) async fn serve(chain: cocoon_ton_devnet::api::SharedChain) -> String {
     let app = cocoon_ton_devnet::api::router(chain, cocoon_ton_devnet::unix_now);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
@@ -41,7 +41,7 @@ async fn serve(chain: cocoon_ton_devnet::api::SharedChain) -> String {
 }
 
 /// `cocoon wallet new` into `dir/NAME.words`: the file and the address.
-async fn new_wallet(dir: &Path, name: &str) -> (std::path::PathBuf, StdAddr) {
+pub(crate) async fn new_wallet(dir: &Path, name: &str) -> (std::path::PathBuf, StdAddr) {
     let words = dir.join(format!("{name}.words"));
     let out = cocoon(vec![
         "wallet".into(),

@@ -289,6 +289,7 @@ async fn a_real_tdx_quote_not_bound_to_the_key_is_refused_after_verifying() {
             verify_at: Some(at),
             anchors: None,
             gpu: None,
+            published: None,
         }))
     };
     let peer = || attested(Arc::new(RecordedTdx(quote.clone())));

@@ -34,6 +34,7 @@ fn check() -> AttestationCheck {
         verify_at: None,
         anchors: None,
         gpu: Some(GpuReferences::new(None, None).unwrap()),
+        published: None,
     }
 }
 

@@ -46,6 +46,7 @@ async fn verifier() -> Arc<AttestationCheck> {
     Arc::new(AttestationCheck {
         anchors: Some(anchors),
         gpu: None,
+        published: None,
         ..AttestationCheck::new(Policy {
             require_fresh_evidence: true,
             ..dev_policy()
@@ -101,6 +102,7 @@ async fn evidence_binding_a_recent_block_of_the_chain_passes_once_the_block_is_l
     anchors.ready().await.unwrap();
     let check = Arc::new(AttestationCheck {
         anchors: Some(anchors),
+        published: None,
         gpu: None,
         ..(*check).clone()
     });

@@ -1,0 +1,482 @@
+//! `cocoon root show|add-image|remove-image|add-model|remove-model|add-proxy|
+//! remove-proxy|set-prices`: the network operator's tool for the root
+//! contract, which every node following it (`[attestation] root`, the
+//! client's `[registry]`, the proxy's prices) trusts. Each change is read
+//! first, printed, confirmed (or `--yes`), signed by the owner's wallet,
+//! sent, and counted as done only when the contract's version is seen to
+//! move and the change reads back.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cocoon_attestation::PublishedLists;
+use cocoon_chain::published::read_lists;
+use cocoon_chain::root::{self as root_msg, ImageRole};
+use cocoon_chain::{Chain, HashBytes, Outgoing, Prices, StdAddr, WalletSender, TON};
+use serde_json::json;
+
+/// Where the root contract is read: every command takes these.
+#[derive(clap::Args, Debug)]
+pub struct RootAt {
+    /// TON HTTP API: `testnet`, `mainnet`, or a URL (the devnet prints its own).
+    #[arg(long, value_name = "URL")]
+    api: String,
+    /// The root contract (`0:<hex>` or user-friendly).
+    #[arg(long, value_name = "ADDR")]
+    root: String,
+}
+
+/// The owner's wallet, and whether to skip the confirmation.
+#[derive(clap::Args, Debug)]
+pub struct Owner {
+    /// The root contract owner's wallet (24 words, `cocoon wallet new`).
+    #[arg(long, value_name = "FILE")]
+    mnemonic: PathBuf,
+    /// Change without asking.
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Role {
+    Worker,
+    Proxy,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RootCommand {
+    /// Print the root contract as JSON: version, owner, prices, images,
+    /// models and proxies.
+    Show {
+        #[command(flatten)]
+        at: RootAt,
+    },
+    /// Allow an image (hex SHA-256, as `cocoon attest show-cert` prints
+    /// `image_hash`) to run workers or proxies.
+    AddImage {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(value_name = "IMAGE_HASH")]
+        image: String,
+    },
+    /// Withdraw an image: nodes following the root drop peers running it
+    /// within their refresh interval.
+    RemoveImage {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(value_name = "IMAGE_HASH")]
+        image: String,
+    },
+    /// Allow weights (hex SHA-256 of the GGUF file) as a model name.
+    AddModel {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
+    },
+    /// Withdraw weights: workers serving them are dropped.
+    RemoveModel {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
+    },
+    /// Publish a proxy (its contract, Ed25519 key and `host:port`): client
+    /// nodes following the registry dial it.
+    AddProxy {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        #[arg(long, value_name = "ADDR")]
+        contract: String,
+        /// The proxy's Ed25519 public key (hex, 32 bytes).
+        #[arg(long, value_name = "HEX")]
+        key: String,
+        #[arg(long, value_name = "HOST:PORT")]
+        endpoint: String,
+        /// The protocol version it runs (default: this build's).
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Withdraw a proxy: client nodes stop dialling it.
+    RemoveProxy {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        #[arg(long, value_name = "ADDR")]
+        contract: String,
+    },
+    /// Change prices and network parameters; those not given stay.
+    SetPrices {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        #[command(flatten)]
+        prices: PriceFlags,
+    },
+}
+
+/// `set-prices`' flags, each optional.
+#[derive(clap::Args, Debug)]
+pub struct PriceFlags {
+    /// Base price of one token, nano-TON.
+    #[arg(long)]
+    price_per_token: Option<u128>,
+    /// The worker's share of a charge, in 1/10000 (at most 10000).
+    #[arg(long)]
+    worker_share_bps: Option<u16>,
+    #[arg(long)]
+    prompt_bps: Option<u16>,
+    #[arg(long)]
+    cached_prompt_bps: Option<u16>,
+    #[arg(long)]
+    completion_bps: Option<u16>,
+    #[arg(long)]
+    reasoning_bps: Option<u16>,
+    /// nano-TON.
+    #[arg(long)]
+    min_client_stake: Option<u128>,
+    /// nano-TON.
+    #[arg(long)]
+    min_proxy_stake: Option<u128>,
+    /// Seconds.
+    #[arg(long)]
+    client_close_delay: Option<u32>,
+    /// Seconds.
+    #[arg(long)]
+    proxy_close_delay: Option<u32>,
+}
+
+impl PriceFlags {
+    fn apply(&self, mut prices: Prices) -> anyhow::Result<Prices> {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { prices.$field = v; } )* };
+        }
+        set!(
+            price_per_token,
+            worker_share_bps,
+            prompt_bps,
+            cached_prompt_bps,
+            completion_bps,
+            reasoning_bps,
+            min_client_stake,
+            min_proxy_stake,
+            client_close_delay,
+            proxy_close_delay
+        );
+        anyhow::ensure!(
+            prices.worker_share_bps <= 10_000,
+            "--worker-share-bps: at most 10000 (100%), got {}",
+            prices.worker_share_bps
+        );
+        Ok(prices)
+    }
+}
+
+/// Everything the root contract holds, as read.
+struct RootState {
+    owner: StdAddr,
+    prices: Prices,
+    lists: PublishedLists,
+    proxies: Vec<cocoon_chain::RegisteredProxy>,
+}
+
+async fn read_state(chain: &dyn Chain, root: &StdAddr) -> anyhow::Result<RootState> {
+    let lists = read_lists(chain, root)
+        .await
+        .with_context(|| format!("--root {root}: not a root contract on chain"))?;
+    let owner = cocoon_chain::stack_address(&chain.get(root, "get_owner", &[]).await?)?;
+    let prices = Prices::from_stack(&chain.get(root, "get_prices", &[]).await?)?;
+    let proxies = cocoon_chain::registered_proxies(chain, root).await?;
+    Ok(RootState {
+        owner,
+        prices,
+        lists,
+        proxies,
+    })
+}
+
+fn show(state: &RootState) -> serde_json::Value {
+    let p = &state.prices;
+    json!({
+        "version": state.lists.version,
+        "owner": state.owner.to_string(),
+        "prices": {
+            "price_per_token_nano": p.price_per_token.to_string(),
+            "worker_share_bps": p.worker_share_bps,
+            "prompt_bps": p.prompt_bps,
+            "cached_prompt_bps": p.cached_prompt_bps,
+            "completion_bps": p.completion_bps,
+            "reasoning_bps": p.reasoning_bps,
+            "min_client_stake_nano": p.min_client_stake.to_string(),
+            "min_proxy_stake_nano": p.min_proxy_stake.to_string(),
+            "client_close_delay_secs": p.client_close_delay,
+            "proxy_close_delay_secs": p.proxy_close_delay,
+        },
+        "worker_images": state.lists.worker_images,
+        "proxy_images": state.lists.proxy_images,
+        "models": state.lists.models.iter().map(|(sha256, name)| json!({"name": name, "sha256": sha256})).collect::<Vec<_>>(),
+        "proxies": state.proxies.iter().map(|p| json!({
+            "contract": p.contract.to_string(),
+            "key": hex::encode(p.key.0),
+            "version": p.version,
+            "endpoint": p.endpoint,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn hash(flag: &str, text: &str) -> anyhow::Result<HashBytes> {
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("{flag}: 64 hex digits (a SHA-256), got {text:?}"))?;
+    Ok(HashBytes(bytes))
+}
+
+fn address(flag: &str, text: &str) -> anyhow::Result<StdAddr> {
+    cocoon_chain::ton_http::parse_address(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
+fn chain(api: &str) -> anyhow::Result<Arc<dyn Chain>> {
+    Ok(Arc::new(
+        cocoon_chain::ton_http::from_config(api, None)
+            .map_err(|e| anyhow::anyhow!("--api: {e}"))?,
+    ))
+}
+
+/// One change: its message, what it does in words, and the check that it
+/// reads back.
+struct Change {
+    body: cocoon_chain::Cell,
+    says: String,
+    landed: Box<dyn Fn(&RootState) -> bool + Send + Sync>,
+}
+
+fn image_role(role: Role) -> ImageRole {
+    match role {
+        Role::Worker => ImageRole::Worker,
+        Role::Proxy => ImageRole::Proxy,
+    }
+}
+
+fn images(state: &RootState, role: Role) -> &std::collections::BTreeSet<String> {
+    match role {
+        Role::Worker => &state.lists.worker_images,
+        Role::Proxy => &state.lists.proxy_images,
+    }
+}
+
+/// The change `command` asks for, given the state before; `None` for `show`.
+fn change(command: &RootCommand, before: &RootState) -> anyhow::Result<Option<Change>> {
+    Ok(Some(match command {
+        RootCommand::Show { .. } => return Ok(None),
+        RootCommand::AddImage { role, image, .. }
+        | RootCommand::RemoveImage { role, image, .. } => {
+            let allow = matches!(command, RootCommand::AddImage { .. });
+            let hash = hash("IMAGE_HASH", image)?;
+            let hex = hex::encode(hash.0);
+            let (role, present) = (*role, images(before, *role).contains(&hex));
+            anyhow::ensure!(
+                allow != present,
+                "IMAGE_HASH: {hex} is {} the root contract's {role:?} images already",
+                if present { "in" } else { "not in" }
+            );
+            Change {
+                body: root_msg::set_image(image_role(role), &hash, allow)?,
+                says: format!(
+                    "{} {role:?} image {hex}",
+                    if allow { "allow" } else { "WITHDRAW" }
+                ),
+                landed: Box::new(move |s| images(s, role).contains(&hex) == allow),
+            }
+        }
+        RootCommand::AddModel { name, sha256, .. } => {
+            let hash = hash("--sha256", sha256)?;
+            anyhow::ensure!(
+                !name.trim().is_empty() && name.len() <= 128,
+                "--name: 1 to 128 bytes, got {name:?}"
+            );
+            let (hex, name) = (hex::encode(hash.0), name.clone());
+            if let Some(held) = before.lists.models.get(&hex) {
+                anyhow::ensure!(
+                    held != &name,
+                    "--sha256: {hex} is published as {name:?} already"
+                );
+            }
+            Change {
+                body: root_msg::set_model(&hash, Some(&name))?,
+                says: format!("allow weights {hex} as model {name:?}"),
+                landed: Box::new(move |s| s.lists.models.get(&hex) == Some(&name)),
+            }
+        }
+        RootCommand::RemoveModel { sha256, .. } => {
+            let hash = hash("--sha256", sha256)?;
+            let hex = hex::encode(hash.0);
+            let name = before.lists.models.get(&hex).cloned().ok_or_else(|| {
+                anyhow::anyhow!("--sha256: {hex} is not among the root contract's models")
+            })?;
+            Change {
+                body: root_msg::set_model(&hash, None)?,
+                says: format!("WITHDRAW model {name:?} (weights {hex})"),
+                landed: Box::new(move |s| !s.lists.models.contains_key(&hex)),
+            }
+        }
+        RootCommand::AddProxy {
+            contract,
+            key,
+            endpoint,
+            version,
+            ..
+        } => {
+            let contract = address("--contract", contract)?;
+            let key = hash("--key", key)?;
+            anyhow::ensure!(
+                endpoint
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+                "--endpoint: host:port, got {endpoint:?}"
+            );
+            let version = version.unwrap_or(cocoon_protocol::PROTOCOL_VERSION as u32);
+            let endpoint = endpoint.clone();
+            Change {
+                body: root_msg::set_proxy(&contract, Some((&key, version, &endpoint)))?,
+                says: format!(
+                    "publish proxy {contract} (key {}, protocol {version}) at {endpoint}",
+                    hex::encode(key.0)
+                ),
+                landed: Box::new(move |s| {
+                    s.proxies
+                        .iter()
+                        .any(|p| p.contract == contract && p.key == key && p.endpoint == endpoint)
+                }),
+            }
+        }
+        RootCommand::RemoveProxy { contract, .. } => {
+            let contract = address("--contract", contract)?;
+            anyhow::ensure!(
+                before.proxies.iter().any(|p| p.contract == contract),
+                "--contract: {contract} is not in the root contract's proxy registry"
+            );
+            Change {
+                body: root_msg::set_proxy(&contract, None)?,
+                says: format!("WITHDRAW proxy {contract}"),
+                landed: Box::new(move |s| s.proxies.iter().all(|p| p.contract != contract)),
+            }
+        }
+        RootCommand::SetPrices { prices, .. } => {
+            let after = prices.apply(before.prices.clone())?;
+            anyhow::ensure!(
+                after != before.prices,
+                "set-prices: nothing to change (give the flags of the values to change)"
+            );
+            let says = format!("prices {:?} -> {:?}", before.prices, after);
+            let body = root_msg::set_prices(&after)?;
+            Change {
+                body,
+                says,
+                landed: Box::new(move |s| s.prices == after),
+            }
+        }
+    }))
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+fn parts(command: &RootCommand) -> (&RootAt, Option<&Owner>) {
+    match command {
+        RootCommand::Show { at } => (at, None),
+        RootCommand::AddImage { at, owner, .. }
+        | RootCommand::RemoveImage { at, owner, .. }
+        | RootCommand::AddModel { at, owner, .. }
+        | RootCommand::RemoveModel { at, owner, .. }
+        | RootCommand::AddProxy { at, owner, .. }
+        | RootCommand::RemoveProxy { at, owner, .. }
+        | RootCommand::SetPrices { at, owner, .. } => (at, Some(owner)),
+    }
+}
+
+pub async fn run(command: RootCommand) -> anyhow::Result<()> {
+    let (at, owner) = parts(&command);
+    let chain = chain(&at.api)?;
+    let root = address("--root", &at.root)?;
+    let before = read_state(chain.as_ref(), &root).await?;
+    let Some(change) = change(&command, &before)? else {
+        println!("{}", serde_json::to_string_pretty(&show(&before))?);
+        return Ok(());
+    };
+    let owner = owner.expect("every change has an owner");
+    let wallet = cocoon_chain::Wallet::from_mnemonic_file(&owner.mnemonic)
+        .with_context(|| format!("--mnemonic {}", owner.mnemonic.display()))?;
+    anyhow::ensure!(
+        wallet.address == before.owner,
+        "--mnemonic: this wallet ({}) is not the root contract's owner ({})",
+        wallet.address,
+        before.owner
+    );
+    println!(
+        "root contract {root} (version {}): {}",
+        before.lists.version, change.says
+    );
+    if !owner.yes && !confirm("Sign and send this change?")? {
+        anyhow::bail!("not changed");
+    }
+    let sender = WalletSender::new(chain.clone(), wallet);
+    sender
+        .send(&[Outgoing {
+            to: root.clone(),
+            value: TON / 20,
+            bounce: true,
+            body: change.body,
+            init: None,
+        }])
+        .await
+        .context("sending the change from the owner's wallet")?;
+    // The wallet's transfer is on chain; the root contract's own
+    // transaction follows it.
+    let started = std::time::Instant::now();
+    loop {
+        let after = read_state(chain.as_ref(), &root).await?;
+        if after.lists.version > before.lists.version {
+            anyhow::ensure!(
+                (change.landed)(&after),
+                "the root contract's version moved to {}, but the change does not read back (another change landed beside it?)",
+                after.lists.version
+            );
+            println!(
+                "done: root contract {root} is at version {}",
+                after.lists.version
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "the root contract's version did not move within 90 s: the change was refused or is not on chain yet (`cocoon root show` tells)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
