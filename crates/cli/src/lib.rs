@@ -2,6 +2,7 @@
 //! a call into a role, devnet or bench crate.
 //!
 //! # Layout
+//! * `admin`     - `cocoon worker drain|resume|status`: a running worker's admin endpoints.
 //! * `attest`    - `cocoon attest verify|show-cert|bench`: a TDX quote's or a
 //!   node's verdict as JSON, and the cost of verification.
 //! * `receipts`  - `cocoon receipts FILE`: a client node's paid receipts checked and summed.
@@ -13,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod attest;
 pub mod key_manager;
 pub mod receipts;

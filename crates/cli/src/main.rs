@@ -121,6 +121,25 @@ enum Command {
 
 #[derive(Subcommand)]
 enum WorkerCommand {
+    /// Stop taking new requests and let running ones finish (the worker
+    /// announces no models); `--wait` returns once none runs. Needs the
+    /// worker's `status_listen` and `admin_token_file`.
+    Drain {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Take requests again after a drain.
+    Resume {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Whether the worker drains, and the requests running.
+    Status {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Pending and settled earnings per proxy, from the kept vouchers and the chain.
     Earnings {
         #[arg(long, value_name = "FILE")]
@@ -318,6 +337,18 @@ async fn main() -> anyhow::Result<()> {
             command: Some(WorkerCommand::Earnings { config }),
             ..
         } => roles::worker_earnings(&config).await,
+        Command::Worker {
+            command: Some(WorkerCommand::Drain { config, wait }),
+            ..
+        } => cocoon_cli::admin::worker("drain", &config, wait).await,
+        Command::Worker {
+            command: Some(WorkerCommand::Resume { config }),
+            ..
+        } => cocoon_cli::admin::worker("resume", &config, false).await,
+        Command::Worker {
+            command: Some(WorkerCommand::Status { config }),
+            ..
+        } => cocoon_cli::admin::worker("status", &config, false).await,
         Command::Worker {
             config: Some(config),
             ..

@@ -94,6 +94,9 @@ pub struct Devnet {
     pub ton_outage: Arc<AtomicBool>,
     /// The workers' vouchers and claims (one wallet, one worker contract).
     pub earnings: Arc<cocoon_worker::Earnings>,
+    /// The workers' admin token (`Authorization: Bearer ...` on their
+    /// status endpoints' `/admin/...`: drain, resume).
+    pub admin_token: zeroize::Zeroizing<String>,
     /// The earnings file lives here (and, with `state_dir`, all state).
     state_dir: std::path::PathBuf,
     /// `state_dir` is a scratch directory, removed at shutdown.
@@ -369,6 +372,7 @@ impl Devnet {
         }
         let endpoints: Vec<ProxyEndpoint> = proxies.iter().map(|p| p.endpoint.clone()).collect();
 
+        let admin_token = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 32]>()));
         // The workers dial every proxy; all are paid to one wallet and
         // worker contract, and the first claims (on the settlement period).
         let mut workers = Vec::with_capacity(worker_ids.len());
@@ -390,6 +394,7 @@ impl Devnet {
                 payout: Some((earnings.clone(), claim_every)),
                 price_coefficient: coefficient,
                 coalesce: cocoon_worker::DEFAULT_COALESCE,
+                admin_token: Some(cocoon_metrics::admin::AdminToken::from_secret(&admin_token)),
             };
             workers.push(WorkerNode::start(settings, Some(loopback().await?)).await?);
         }
@@ -455,6 +460,7 @@ impl Devnet {
             ton,
             ton_outage,
             earnings,
+            admin_token,
             state_dir,
             scratch,
             persist: options.state_dir.is_some(),

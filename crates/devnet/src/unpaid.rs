@@ -80,6 +80,7 @@ pub async fn worker(
         payout: None,
         price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
         coalesce: cocoon_worker::DEFAULT_COALESCE,
+        admin_token: None,
     };
     Ok(WorkerNode::start(settings, None).await?)
 }

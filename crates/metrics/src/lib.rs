@@ -14,9 +14,11 @@
 //!   connection cap and header and body read timeouts.
 //! * `status`   - [`router`] / [`serve`] / [`spawn`]: the HTTP endpoints over a node's
 //!   [`NodeStatus`], and [`page_script`], the script all nodes' pages share.
+//! * `admin`    - `/admin/...`: a node's run-time controls, behind its admin token.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod gauges;
 pub mod http;
 mod requests;

@@ -23,6 +23,10 @@ pub trait NodeStatus: Send + Sync + 'static {
     fn page(&self) -> Option<&'static str> {
         None
     }
+    /// Its admin endpoints (`/admin/...`), when its operator configured a token.
+    fn admin(&self) -> Option<crate::admin::Admin> {
+        None
+    }
 }
 
 struct Node {
@@ -32,6 +36,10 @@ struct Node {
 
 /// The four endpoints over `status` and `metrics`.
 pub fn router(metrics: Arc<Metrics>, status: Arc<dyn NodeStatus>) -> Router {
+    let admin = Router::new()
+        .route("/admin/status", get(crate::admin::status))
+        .route("/admin/{action}", axum::routing::post(crate::admin::act))
+        .with_state(status.admin());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -40,6 +48,7 @@ pub fn router(metrics: Arc<Metrics>, status: Arc<dyn NodeStatus>) -> Router {
         .route("/", get(page))
         .route("/cocoon.js", get(page_script))
         .with_state(Arc::new(Node { metrics, status }))
+        .merge(admin)
 }
 
 /// Serve the endpoints on `listener` until `shutdown` resolves.

@@ -27,6 +27,11 @@ pub struct WorkerConfig {
     /// (Prometheus), `/stats`. Keep it on loopback or a private network.
     #[serde(default)]
     pub status_listen: Option<std::net::SocketAddr>,
+    /// A file holding the admin token (made, mode 0600, when missing): with
+    /// it, `status_listen` also serves `/admin/...` to callers presenting
+    /// the token (`cocoon worker drain|resume|status --config FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
     /// Longest a dial to a proxy may take (TCP connect, TLS handshake, hello).
@@ -160,6 +165,7 @@ impl WorkerConfig {
             proxies,
             engine,
             status_listen: None,
+            admin_token_file: None,
             keepalive_secs: default_keepalive(),
             connect_timeout_secs: default_dial_timeout(),
             replay_window_secs: default_replay_window(),
@@ -197,6 +203,12 @@ impl WorkerConfig {
         )?;
         if let Some(payout) = &self.payout {
             payout.validate()?;
+        }
+        if self.admin_token_file.is_some() && self.status_listen.is_none() {
+            return Err(ConfigError::new(
+                "admin_token_file",
+                "the admin endpoints are served on status_listen: set it too (loopback or a private network)",
+            ));
         }
         self.engine.validate()?;
         if let EngineConfig::OpenaiHttp { base_url, .. } = &self.engine {
@@ -273,6 +285,15 @@ impl WorkerConfig {
             replay_window: Duration::from_secs(self.replay_window_secs),
             price_coefficient: self.price_coefficient,
             coalesce: Duration::from_millis(self.coalesce_ms),
+            admin_token: self
+                .admin_token_file
+                .as_deref()
+                .map(|path| {
+                    cocoon_metrics::admin::AdminToken::load_or_create(path).map_err(|e| {
+                        ConfigError::new("admin_token_file", format!("{}: {e}", path.display()))
+                    })
+                })
+                .transpose()?,
             payout: self
                 .payout
                 .as_ref()
@@ -304,6 +325,9 @@ pub struct WorkerSettings {
     pub price_coefficient: u32,
     /// Tokens generated within this are sealed as one chunk.
     pub coalesce: Duration,
+    /// The admin endpoints' token (`admin_token_file`): `cocoon worker
+    /// drain|resume|status`; none: no admin endpoints.
+    pub admin_token: Option<cocoon_metrics::admin::AdminToken>,
 }
 
 #[cfg(test)]

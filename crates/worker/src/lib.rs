@@ -12,6 +12,7 @@
 //! * `coalesce` - tokens gathered for a few milliseconds into one sealed chunk.
 //! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
 //! * `status` - [`WorkerStatus`]: readiness, `/stats` and the worker's gauges.
+//! * `controls` - [`WorkerControls`]: drain and resume, for the admin endpoints.
 //! * `node`   - [`WorkerNode`]: the worker and its status endpoints, started
 //!   from a config file or from settings.
 //! * `earnings` - [`Earnings`]: the proxies' signed vouchers, checked and
@@ -21,6 +22,7 @@
 
 mod coalesce;
 mod config;
+mod controls;
 mod earnings;
 mod node;
 mod replay;
@@ -32,6 +34,7 @@ pub use coalesce::DEFAULT_WINDOW as DEFAULT_COALESCE;
 pub use config::{
     ConfigError, EngineConfig, PayoutConfig, Profile, WeightsLocation, WorkerConfig, WorkerSettings,
 };
+pub use controls::WorkerControls;
 pub use earnings::{
     read_earnings, Earnings, EarningsBook, EarningsError, EarningsLine, ProxyEarnings,
 };

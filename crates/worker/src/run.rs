@@ -101,6 +101,31 @@ fn check_own_configuration(
         })
 }
 
+/// What announces this worker's models and key on one proxy's connection.
+type Announcer = Arc<dyn Fn(&Connection) + Send + Sync>;
+
+/// Announce again on every live connection whenever the operator drains or
+/// resumes (the same offers, or none while draining).
+async fn announce_on_change(
+    mut changes: watch::Receiver<bool>,
+    announcers: Vec<Announcer>,
+    connections: Vec<watch::Receiver<Option<Connection>>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        for (announce, connection) in announcers.iter().zip(&connections) {
+            let live = connection.borrow().clone();
+            if let Some(conn) = live {
+                announce(&conn);
+            }
+        }
+    }
+}
+
 /// Would this worker's peers refuse a model it serves (the policy's models,
 /// and the root contract's once read)? Then it does not start, naming the
 /// model. (A model withdrawn later on chain: its proxies disconnect it and
@@ -234,6 +259,7 @@ fn attested_key(
 
 /// A started worker. Dropping it does not stop it; call [`Worker::stop`].
 pub struct Worker {
+    controls: Arc<crate::WorkerControls>,
     stats: Arc<WorkerStats>,
     metrics: Arc<cocoon_metrics::Metrics>,
     status: crate::WorkerStatus,
@@ -273,6 +299,7 @@ impl Worker {
         )
         .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
         let stats = Arc::new(WorkerStats::default());
+        let controls = Arc::new(crate::WorkerControls::new(stats.clone()));
         let metrics = Arc::new(cocoon_metrics::Metrics::new("worker"));
         let sealing = Arc::new(SealingKey::generate());
         let key = Arc::new(AttestedKey::new(
@@ -303,6 +330,7 @@ impl Worker {
             replay: crate::replay::ReplayGuard::new(settings.replay_window),
             price_coefficient: settings.price_coefficient,
             coalesce: settings.coalesce,
+            controls: controls.clone(),
         });
         let dial = DialSettings {
             tls,
@@ -318,7 +346,7 @@ impl Worker {
             watch: settings.attestation.clone(),
         };
         let stop = CancellationToken::new();
-        let connections = settings
+        let (announcers, connections): (Vec<Announcer>, Vec<_>) = settings
             .proxies
             .iter()
             .map(|endpoint| {
@@ -334,7 +362,8 @@ impl Worker {
                 let earnings = settings.payout.as_ref().map(|(e, _)| e.clone());
                 let proxy = endpoint.fingerprint.to_string();
                 let key = key.clone();
-                keep_connected(endpoint.clone(), dial.clone(), stop.clone(), move |conn| {
+                let controls = controls.clone();
+                let announcer: Announcer = Arc::new(move |conn: &Connection| {
                     // The highest voucher kept from this proxy, as of now: a
                     // proxy restored from old books sees it is behind.
                     let mut announce = announce.clone();
@@ -343,10 +372,26 @@ impl Worker {
                     // the proxy when it ages out, and this runs again).
                     announce.key = Some(key.current());
                     announce.vouched = earnings.as_ref().and_then(|e| e.kept_voucher(&proxy));
+                    // Draining: no model offered, so nothing new is routed here.
+                    if controls.draining() {
+                        announce.models.clear();
+                    }
                     let _ = conn.announce(announce);
-                })
+                });
+                let on_connect = announcer.clone();
+                let connection =
+                    keep_connected(endpoint.clone(), dial.clone(), stop.clone(), move |conn| {
+                        on_connect(conn)
+                    });
+                (announcer, connection)
             })
-            .collect::<Vec<watch::Receiver<Option<Connection>>>>();
+            .unzip();
+        tokio::spawn(announce_on_change(
+            controls.changes(),
+            announcers,
+            connections.clone(),
+            stop.clone(),
+        ));
         if let Some((earnings, every)) = &settings.payout {
             let proxies = settings
                 .proxies
@@ -379,9 +424,17 @@ impl Worker {
                 .collect(),
             price_coefficient: settings.price_coefficient,
             earnings: settings.payout.as_ref().map(|(e, _)| e.clone()),
+            admin: settings
+                .admin_token
+                .clone()
+                .map(|token| cocoon_metrics::admin::Admin {
+                    token,
+                    controls: controls.clone(),
+                }),
         };
         metrics.add_collector(status.clone());
         Ok(Worker {
+            controls,
             stats,
             metrics,
             status,
@@ -395,6 +448,11 @@ impl Worker {
 
     pub fn stats(&self) -> &Arc<WorkerStats> {
         &self.stats
+    }
+
+    /// Drain and resume (what the admin endpoints drive).
+    pub fn controls(&self) -> &Arc<crate::WorkerControls> {
+        &self.controls
     }
 
     /// Request metrics and gauges (`/metrics`).

@@ -47,6 +47,8 @@ pub(crate) struct RequestHandler {
     pub price_coefficient: u32,
     /// Tokens generated within this are sealed as one chunk.
     pub coalesce: std::time::Duration,
+    /// Whether the operator drains this worker.
+    pub controls: Arc<crate::WorkerControls>,
 }
 
 fn now_ms() -> u64 {
@@ -103,6 +105,14 @@ impl Handler for RequestHandler {
 
 impl RequestHandler {
     fn generate(&self, sealed: SealedRequest) -> BoxStream<'static, Event> {
+        // Draining: this worker announced no models; a request already on
+        // its way is refused, and its proxy tries another worker.
+        if self.controls.draining() {
+            return refuse(
+                ErrorKind::Overloaded,
+                "this worker is draining: it takes no new requests".into(),
+            );
+        }
         let me = self.identity.fingerprint();
         let (request, sealer) = match self.sealing.open(&me, &sealed) {
             Ok(opened) => opened,

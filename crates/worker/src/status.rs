@@ -27,6 +27,8 @@ pub struct WorkerStatus {
     pub(crate) offers: Vec<(String, u32, Option<String>)>,
     pub(crate) price_coefficient: u32,
     pub(crate) earnings: Option<Arc<crate::Earnings>>,
+    /// The admin endpoints (drain, resume), when a token is configured.
+    pub(crate) admin: Option<cocoon_metrics::admin::Admin>,
 }
 
 /// What a worker's page says of its TEE: the kind, and the image hash its
@@ -74,6 +76,10 @@ impl WorkerStatus {
 impl NodeStatus for WorkerStatus {
     fn page(&self) -> Option<&'static str> {
         Some(include_str!("page/index.html"))
+    }
+
+    fn admin(&self) -> Option<cocoon_metrics::admin::Admin> {
+        self.admin.clone()
     }
 
     fn ready(&self) -> (bool, Value) {

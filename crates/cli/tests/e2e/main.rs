@@ -9,6 +9,7 @@ mod binary;
 mod books;
 mod choices;
 mod closing;
+mod controls;
 mod failover;
 mod faults;
 mod freshness;

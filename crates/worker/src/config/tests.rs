@@ -222,3 +222,27 @@ fn configs_survive_a_round_trip_through_to_toml() {
         assert_eq!(again.price_coefficient, c.price_coefficient);
     }
 }
+
+/// The admin endpoints are served on `status_listen`; the token file is
+/// made (0600) at the first start and read back after.
+#[test]
+fn the_admin_token_needs_status_listen_and_is_made_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    let alone = format!("admin_token_file = {:?}", token.display().to_string());
+    let err = WorkerConfig::from_toml(&config(HTTP, &alone)).unwrap_err();
+    assert!(
+        err.to_string().contains("admin_token_file") && err.to_string().contains("status_listen"),
+        "{err}"
+    );
+    let with_status =
+        format!("profile = \"development\"\n{alone}\nstatus_listen = \"127.0.0.1:0\"");
+    let mut c = WorkerConfig::from_toml(&config(HTTP, &with_status)).unwrap();
+    c.identity_key = dir.path().join("w.pem");
+    let settings = c.clone().into_settings().unwrap();
+    assert!(settings.admin_token.is_some());
+    let made = std::fs::read_to_string(&token).unwrap();
+    assert_eq!(made.len(), 64);
+    c.into_settings().unwrap();
+    assert_eq!(std::fs::read_to_string(&token).unwrap(), made);
+}
