@@ -51,6 +51,20 @@ pub fn block_anchors(chain: Arc<dyn Chain>) -> Arc<BlockAnchors> {
     BlockAnchors::new(Arc::new(ChainBlocks(chain)))
 }
 
+/// A node's chain API as its configuration names it: the field that sets
+/// it, `testnet`/`mainnet`/a URL, and the API key's environment variable.
+pub type ChainApi<'a> = (&'static str, &'a str, Option<&'a str>);
+
+/// [`from_apis`] for a node that may have no chain API (`None`: no
+/// anchors); an error names the field.
+pub fn for_node(
+    api: Option<ChainApi<'_>>,
+    agree: &[String],
+) -> Result<Option<Arc<BlockAnchors>>, (&'static str, crate::InputError)> {
+    api.map(|(field, url, key)| from_apis(url, key, agree).map_err(|e| (field, e)))
+        .transpose()
+}
+
 /// A cache of the blocks of the TON HTTP API at `ton_api` (`testnet`,
 /// `mainnet` or a URL), with the API key in `api_key_env` if given.
 pub fn from_api(

@@ -138,6 +138,26 @@ impl ListsSource for AgreeingLists {
     }
 }
 
+/// [`read_through`] for a node's check, which follows a root contract when
+/// `published` is set, through the node's chain API (`api`; none is an
+/// error naming `attestation.ton_api`).
+pub fn read_through_node(
+    published: Option<&Published>,
+    api: Option<crate::anchors::ChainApi<'_>>,
+    agree: &[String],
+    every: Duration,
+) -> Result<(), (&'static str, InputError)> {
+    let Some(published) = published else {
+        return Ok(());
+    };
+    let (field, url, key) =
+        api.ok_or(("attestation.ton_api", InputError::ApiUrl(String::new())))?;
+    read_through(published, url, key, agree, every).map_err(|(f, e)| match f {
+        "attestation.ton_api" => (field, e),
+        other => (other, e),
+    })
+}
+
 /// Have `published` (a node's `[attestation] root`) read through `ton_api`
 /// (its key in `api_key_env`) and every `agree` endpoint, all alike, again
 /// every `every`. The error names the configuration key at fault.

@@ -55,28 +55,10 @@ pub enum RootCommand {
     },
     /// Allow an image (hex SHA-256, as `cocoon attest show-cert` prints
     /// `image_hash`) to run workers or proxies.
-    AddImage {
-        #[command(flatten)]
-        at: RootAt,
-        #[command(flatten)]
-        owner: Owner,
-        #[arg(long, value_enum)]
-        role: Role,
-        #[arg(value_name = "IMAGE_HASH")]
-        image: String,
-    },
+    AddImage(ImageChange),
     /// Withdraw an image: nodes following the root drop peers running it
     /// within their refresh interval.
-    RemoveImage {
-        #[command(flatten)]
-        at: RootAt,
-        #[command(flatten)]
-        owner: Owner,
-        #[arg(long, value_enum)]
-        role: Role,
-        #[arg(value_name = "IMAGE_HASH")]
-        image: String,
-    },
+    RemoveImage(ImageChange),
     /// Allow weights (hex SHA-256 of the GGUF file) as a model name.
     AddModel {
         #[command(flatten)]
@@ -133,6 +115,19 @@ pub enum RootCommand {
         #[command(flatten)]
         prices: PriceFlags,
     },
+}
+
+/// `add-image` and `remove-image`: which image, for which role.
+#[derive(clap::Args, Debug)]
+pub struct ImageChange {
+    #[command(flatten)]
+    at: RootAt,
+    #[command(flatten)]
+    owner: Owner,
+    #[arg(long, value_enum)]
+    role: Role,
+    #[arg(value_name = "IMAGE_HASH")]
+    image: String,
 }
 
 /// `set-prices`' flags, each optional.
@@ -289,9 +284,9 @@ fn images(state: &RootState, role: Role) -> &std::collections::BTreeSet<String> 
 fn change(command: &RootCommand, before: &RootState) -> anyhow::Result<Option<Change>> {
     Ok(Some(match command {
         RootCommand::Show { .. } => return Ok(None),
-        RootCommand::AddImage { role, image, .. }
-        | RootCommand::RemoveImage { role, image, .. } => {
-            let allow = matches!(command, RootCommand::AddImage { .. });
+        RootCommand::AddImage(ImageChange { role, image, .. })
+        | RootCommand::RemoveImage(ImageChange { role, image, .. }) => {
+            let allow = matches!(command, RootCommand::AddImage(_));
             let hash = hash("IMAGE_HASH", image)?;
             let hex = hex::encode(hash.0);
             let (role, present) = (*role, images(before, *role).contains(&hex));
@@ -410,8 +405,8 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 fn parts(command: &RootCommand) -> (&RootAt, Option<&Owner>) {
     match command {
         RootCommand::Show { at } => (at, None),
-        RootCommand::AddImage { at, owner, .. }
-        | RootCommand::RemoveImage { at, owner, .. }
+        RootCommand::AddImage(ImageChange { at, owner, .. })
+        | RootCommand::RemoveImage(ImageChange { at, owner, .. })
         | RootCommand::AddModel { at, owner, .. }
         | RootCommand::RemoveModel { at, owner, .. }
         | RootCommand::AddProxy { at, owner, .. }

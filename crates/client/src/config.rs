@@ -463,12 +463,8 @@ impl ClientConfig {
     /// The chain whose blocks date workers' and proxies' evidence:
     /// `attestation.ton_api`, or the billing's chain, or the registry's.
     fn anchors(&self) -> Result<Option<Arc<cocoon_attestation::BlockAnchors>>, ConfigError> {
-        let Some((field, api, key)) = self.chain_api() else {
-            return Ok(None);
-        };
-        cocoon_chain::anchors::from_apis(api, key, &self.attestation.ton_api_agree)
-            .map(Some)
-            .map_err(|e| ConfigError::new(field, e))
+        cocoon_chain::anchors::for_node(self.chain_api(), &self.attestation.ton_api_agree)
+            .map_err(|(field, e)| ConfigError::new(field, e))
     }
 
     /// The TON HTTP API this node reads the chain through (its field, URL
@@ -489,17 +485,13 @@ impl ClientConfig {
         let (identity, attestation) =
             self.attestation
                 .load(&self.identity_key, self.profile, None, self.anchors()?)?;
-        if let Some(published) = attestation.as_ref().and_then(|a| a.published.as_deref()) {
-            let (_, api, key) = self.chain_api().unwrap_or(("", "", None));
-            cocoon_chain::published::read_through(
-                published,
-                api,
-                key,
-                &self.attestation.ton_api_agree,
-                self.attestation.root_refresh(),
-            )
-            .map_err(|(field, e)| ConfigError::new(field, e))?;
-        }
+        cocoon_chain::published::read_through_node(
+            attestation.as_ref().and_then(|a| a.published.as_deref()),
+            self.chain_api(),
+            &self.attestation.ton_api_agree,
+            self.attestation.root_refresh(),
+        )
+        .map_err(|(field, e)| ConfigError::new(field, e))?;
         let api_keys = self
             .api_keys_env
             .as_ref()

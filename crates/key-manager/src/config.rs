@@ -75,30 +75,26 @@ impl Running {
 /// Start the key manager `config` describes.
 pub async fn start(config: KeyManagerConfig) -> Result<Running, ConfigError> {
     config.validate()?;
-    let anchors = config
+    let chain_api = config
         .attestation
         .ton_api
         .as_deref()
-        .map(|api| {
-            cocoon_chain::anchors::from_apis(api, None, &config.attestation.ton_api_agree)
-                .map_err(|e| ConfigError::new("attestation.ton_api", e))
-        })
-        .transpose()?;
+        .map(|api| ("attestation.ton_api", api, None));
+    let agree = &config.attestation.ton_api_agree;
+    let anchors = cocoon_chain::anchors::for_node(chain_api, agree)
+        .map_err(|(field, e)| ConfigError::new(field, e))?;
     let (identity, check) =
         config
             .attestation
             .load_in_memory(config.profile, PeerRole::KeyManager, anchors)?;
     let check = check.ok_or_else(|| ConfigError::new("attestation.policy", "required"))?;
-    if let Some(published) = check.published.as_deref() {
-        cocoon_chain::published::read_through(
-            published,
-            config.attestation.ton_api.as_deref().unwrap_or(""),
-            None,
-            &config.attestation.ton_api_agree,
-            config.attestation.root_refresh(),
-        )
-        .map_err(|(field, e)| ConfigError::new(field, e))?;
-    }
+    cocoon_chain::published::read_through_node(
+        check.published.as_deref(),
+        chain_api,
+        agree,
+        config.attestation.root_refresh(),
+    )
+    .map_err(|(field, e)| ConfigError::new(field, e))?;
     identity.bind_configuration(&cocoon_attestation::Configuration {
         policy_sha256: Some(check.policy.sha256()),
         ..cocoon_attestation::Configuration::new(PeerRole::KeyManager, env!("CARGO_PKG_VERSION"))

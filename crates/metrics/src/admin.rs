@@ -124,17 +124,25 @@ fn refusal(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-pub(crate) async fn status(State(admin): State<Option<Admin>>, headers: HeaderMap) -> Response {
+/// The node's admin side when the caller may use it, else the answer.
+fn admitted(admin: Option<Admin>, headers: &HeaderMap) -> Result<Admin, Box<Response>> {
     let Some(admin) = admin else {
-        return refuse(
+        return Err(Box::new(refuse(
             StatusCode::NOT_FOUND,
             "this node has no admin endpoints (admin_token_file)",
-        );
+        )));
     };
-    if let Some(refused) = refusal(&admin, &headers) {
-        return refused;
+    match refusal(&admin, headers) {
+        Some(refused) => Err(Box::new(refused)),
+        None => Ok(admin),
     }
-    Json(admin.controls.status()).into_response()
+}
+
+pub(crate) async fn status(State(admin): State<Option<Admin>>, headers: HeaderMap) -> Response {
+    match admitted(admin, &headers) {
+        Ok(admin) => Json(admin.controls.status()).into_response(),
+        Err(refused) => *refused,
+    }
 }
 
 pub(crate) async fn act(
@@ -143,15 +151,10 @@ pub(crate) async fn act(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(admin) = admin else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            "this node has no admin endpoints (admin_token_file)",
-        );
+    let admin = match admitted(admin, &headers) {
+        Ok(admin) => admin,
+        Err(refused) => return *refused,
     };
-    if let Some(refused) = refusal(&admin, &headers) {
-        return refused;
-    }
     let args = if body.is_empty() {
         serde_json::Value::Null
     } else {

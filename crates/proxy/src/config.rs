@@ -360,29 +360,22 @@ impl ProxyConfig {
             )),
             (None, None) => None,
         };
-        let anchors = chain_api
-            .map(|(field, api, key)| {
-                cocoon_chain::anchors::from_apis(api, key, &self.attestation.ton_api_agree)
-                    .map_err(|e| ConfigError::new(field, e))
-            })
-            .transpose()?;
+        let agree = &self.attestation.ton_api_agree;
+        let anchors = cocoon_chain::anchors::for_node(chain_api, agree)
+            .map_err(|(field, e)| ConfigError::new(field, e))?;
         let (identity, attestation) = self.attestation.load(
             &self.identity_key,
             self.profile,
             Some(cocoon_protocol::PeerRole::Proxy),
             anchors,
         )?;
-        if let Some(published) = attestation.as_ref().and_then(|a| a.published.as_deref()) {
-            let (_, api, key) = chain_api.unwrap_or(("", "", None));
-            cocoon_chain::published::read_through(
-                published,
-                api,
-                key,
-                &self.attestation.ton_api_agree,
-                self.attestation.root_refresh(),
-            )
-            .map_err(|(field, e)| ConfigError::new(field, e))?;
-        }
+        cocoon_chain::published::read_through_node(
+            attestation.as_ref().and_then(|a| a.published.as_deref()),
+            chain_api,
+            agree,
+            self.attestation.root_refresh(),
+        )
+        .map_err(|(field, e)| ConfigError::new(field, e))?;
         Ok(ProxySettings {
             identity,
             allowed_clients: self

@@ -235,12 +235,8 @@ impl WorkerConfig {
     /// The chain whose blocks date evidence: `attestation.ton_api`, or the
     /// payout's chain.
     fn anchors(&self) -> Result<Option<Arc<cocoon_attestation::BlockAnchors>>, ConfigError> {
-        let Some((field, api, key)) = self.chain_api() else {
-            return Ok(None);
-        };
-        cocoon_chain::anchors::from_apis(api, key, &self.attestation.ton_api_agree)
-            .map(Some)
-            .map_err(|e| ConfigError::new(field, e))
+        cocoon_chain::anchors::for_node(self.chain_api(), &self.attestation.ton_api_agree)
+            .map_err(|(field, e)| ConfigError::new(field, e))
     }
 
     /// The TON HTTP API this worker reads the chain through (its field,
@@ -263,17 +259,13 @@ impl WorkerConfig {
             Some(cocoon_protocol::PeerRole::Worker),
             anchors,
         )?;
-        if let Some(published) = attestation.as_ref().and_then(|a| a.published.as_deref()) {
-            let (_, api, key) = self.chain_api().unwrap_or(("", "", None));
-            cocoon_chain::published::read_through(
-                published,
-                api,
-                key,
-                &self.attestation.ton_api_agree,
-                self.attestation.root_refresh(),
-            )
-            .map_err(|(field, e)| ConfigError::new(field, e))?;
-        }
+        cocoon_chain::published::read_through_node(
+            attestation.as_ref().and_then(|a| a.published.as_deref()),
+            self.chain_api(),
+            &self.attestation.ton_api_agree,
+            self.attestation.root_refresh(),
+        )
+        .map_err(|(field, e)| ConfigError::new(field, e))?;
         Ok(WorkerSettings {
             identity,
             proxies: self.proxies,

@@ -2,8 +2,9 @@
 //! drain|resume|status`, over the admin endpoint on `status_listen`):
 //! draining stops new work without dropping any (the worker announces no
 //! models, so its proxies route it nothing new; a request already on its way
-//! is refused as overloaded, which a proxy retries elsewhere) while running
-//! requests finish; resuming announces its models again.
+//! is refused before any token, which the client node seals again to
+//! another worker) while running requests finish; resuming announces its
+//! models again.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

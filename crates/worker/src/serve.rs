@@ -106,10 +106,12 @@ impl Handler for RequestHandler {
 impl RequestHandler {
     fn generate(&self, sealed: SealedRequest) -> BoxStream<'static, Event> {
         // Draining: this worker announced no models; a request already on
-        // its way is refused, and its proxy tries another worker.
+        // its way is refused before any token, as an upstream failure,
+        // which the client node seals again to another worker (nothing
+        // was billed).
         if self.controls.draining() {
             return refuse(
-                ErrorKind::Overloaded,
+                ErrorKind::Upstream,
                 "this worker is draining: it takes no new requests".into(),
             );
         }
