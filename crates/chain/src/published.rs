@@ -21,18 +21,18 @@ use crate::registry::read_snake;
 use crate::{stack_int, Chain, ChainError, Error, InputError, StdAddr};
 
 /// The root contract's lists at one version, read from one endpoint. The
-/// version is read before and after: a change between the reads is read again.
+/// version is read before and after: a change between the reads is read
+/// again, and lists still changing after three reads are an error (never
+/// contents labelled with a version they may not have).
 pub async fn read_lists(chain: &dyn Chain, root: &StdAddr) -> Result<PublishedLists, Error> {
-    let mut attempts = 0;
-    loop {
+    for _ in 0..3 {
         let version = version_of(chain, root).await?;
         let (worker_images, proxy_images) = {
             let stack = chain.get(root, "get_images", &[]).await?;
             (images(&stack, 0)?, images(&stack, 1)?)
         };
         let models = models(&chain.get(root, "get_models", &[]).await?)?;
-        attempts += 1;
-        if version_of(chain, root).await? == version || attempts == 3 {
+        if version_of(chain, root).await? == version {
             return Ok(PublishedLists {
                 version,
                 worker_images,
@@ -41,6 +41,9 @@ pub async fn read_lists(chain: &dyn Chain, root: &StdAddr) -> Result<PublishedLi
             });
         }
     }
+    Err(ChainError::Unexpected(format!(
+        "the root contract {root}'s lists changed during each of three reads"
+    )))
 }
 
 async fn version_of(chain: &dyn Chain, root: &StdAddr) -> Result<u32, Error> {

@@ -286,9 +286,12 @@ impl KeyDirectory {
             .as_ref()
             .and_then(|p| p.current())
             .map(|l| l.version);
-        if version.is_some() && *self.verdicts_under.locked() != version {
-            self.verdicts.locked().clear();
-            *self.verdicts_under.locked() = version;
+        {
+            let mut under = self.verdicts_under.locked();
+            if version.is_some() && *under != version {
+                self.verdicts.locked().clear();
+                *under = version;
+            }
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
