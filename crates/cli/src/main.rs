@@ -36,10 +36,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Run a proxy (routes client requests to workers) from a TOML file.
+    /// Run a proxy (routes client requests to workers) from a TOML file;
+    /// `cocoon proxy disable-worker|enable-worker|status` drive a running one.
+    #[command(args_conflicts_with_subcommands = true)]
     Proxy {
         #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<ProxyCommand>,
     },
     /// Run a worker (serves a model, dials out to proxies) from a TOML file;
     /// `cocoon worker earnings --config FILE` shows what it has earned.
@@ -116,6 +120,31 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProxyCommand {
+    /// Disconnect a worker now and refuse it until `enable-worker` (or a
+    /// restart). Needs the proxy's `status_listen` and `admin_token_file`.
+    DisableWorker {
+        /// The worker's key, `sha256:...` (`cocoon proxy status` lists them).
+        #[arg(value_name = "WORKER")]
+        worker: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Admit a disabled worker again.
+    EnableWorker {
+        #[arg(value_name = "WORKER")]
+        worker: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// The connected workers with their offers, and the disabled ones.
+    Status {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
 }
 
@@ -332,7 +361,27 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Devnet(args) => devnet(args).await,
         Command::Client { config } => roles::client(&config).await,
-        Command::Proxy { config } => roles::proxy(&config).await,
+        Command::Proxy {
+            command: Some(ProxyCommand::DisableWorker { worker, config }),
+            ..
+        } => cocoon_cli::admin::proxy("disable-worker", &config, Some(&worker)).await,
+        Command::Proxy {
+            command: Some(ProxyCommand::EnableWorker { worker, config }),
+            ..
+        } => cocoon_cli::admin::proxy("enable-worker", &config, Some(&worker)).await,
+        Command::Proxy {
+            command: Some(ProxyCommand::Status { config }),
+            ..
+        } => cocoon_cli::admin::proxy("status", &config, None).await,
+        Command::Proxy {
+            config: Some(config),
+            ..
+        } => roles::proxy(&config).await,
+        Command::Proxy { .. } => {
+            anyhow::bail!(
+                "cocoon proxy: --config FILE is required (or `cocoon proxy status --config FILE`)"
+            )
+        }
         Command::Worker {
             command: Some(WorkerCommand::Earnings { config }),
             ..

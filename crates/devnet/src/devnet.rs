@@ -94,8 +94,9 @@ pub struct Devnet {
     pub ton_outage: Arc<AtomicBool>,
     /// The workers' vouchers and claims (one wallet, one worker contract).
     pub earnings: Arc<cocoon_worker::Earnings>,
-    /// The workers' admin token (`Authorization: Bearer ...` on their
-    /// status endpoints' `/admin/...`: drain, resume).
+    /// The workers' and proxies' admin token (`Authorization: Bearer ...`
+    /// on their status endpoints' `/admin/...`: drain, resume;
+    /// disable-worker, enable-worker).
     pub admin_token: zeroize::Zeroizing<String>,
     /// The earnings file lives here (and, with `state_dir`, all state).
     state_dir: std::path::PathBuf,
@@ -297,6 +298,7 @@ impl Devnet {
         // kept with the state), each other with its own operator wallet
         // and contract; every one published in the root contract.
         let version = cocoon_protocol::PROTOCOL_VERSION as u32;
+        let admin_token = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 32]>()));
         let mut proxies = Vec::with_capacity(proxy_ids.len());
         for (i, id) in proxy_ids.iter().enumerate() {
             let signer = cocoon_proxy::signer_of(id);
@@ -350,6 +352,7 @@ impl Devnet {
                 timeouts: options.proxy_timeouts,
                 queue: options.proxy_queue,
                 gate: Default::default(),
+                admin_token: Some(cocoon_metrics::admin::AdminToken::from_secret(&admin_token)),
             };
             let node = ProxyNode::start(
                 settings,
@@ -372,7 +375,6 @@ impl Devnet {
         }
         let endpoints: Vec<ProxyEndpoint> = proxies.iter().map(|p| p.endpoint.clone()).collect();
 
-        let admin_token = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 32]>()));
         // The workers dial every proxy; all are paid to one wallet and
         // worker contract, and the first claims (on the settlement period).
         let mut workers = Vec::with_capacity(worker_ids.len());

@@ -23,6 +23,11 @@ pub struct ProxyConfig {
     /// (Prometheus), `/stats`. Keep it on loopback or a private network.
     #[serde(default)]
     pub status_listen: Option<SocketAddr>,
+    /// A file holding the admin token (made, mode 0600, when missing): with
+    /// it, `status_listen` also serves `/admin/...` to callers presenting
+    /// it (`cocoon proxy disable-worker|enable-worker|status`).
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
     /// PEM file with this proxy's Ed25519 key; created if missing.
     pub identity_key: PathBuf,
     /// Keys (`sha256:...`) of client nodes allowed to connect: a private
@@ -245,6 +250,7 @@ impl ProxyConfig {
         Self {
             listen,
             status_listen: None,
+            admin_token_file: None,
             identity_key,
             allowed_clients: Some(allowed_clients),
             allowed_workers: Some(allowed_workers),
@@ -326,6 +332,12 @@ impl ProxyConfig {
         if let Some(settlement) = &self.settlement {
             settlement.validate()?;
         }
+        if self.admin_token_file.is_some() && self.status_listen.is_none() {
+            return Err(ConfigError::new(
+                "admin_token_file",
+                "the admin endpoints are served on status_listen: set it too (loopback or a private network)",
+            ));
+        }
         if self.allowed_workers.is_none() && self.attestation.policy.is_none() {
             return Err(ConfigError::new(
                 "allowed_workers",
@@ -376,8 +388,17 @@ impl ProxyConfig {
             self.attestation.root_refresh(),
         )
         .map_err(|(field, e)| ConfigError::new(field, e))?;
+        let admin_token = match &self.admin_token_file {
+            Some(path) => Some(
+                cocoon_metrics::admin::AdminToken::load_or_create(path).map_err(|e| {
+                    ConfigError::new("admin_token_file", format!("{}: {e}", path.display()))
+                })?,
+            ),
+            None => None,
+        };
         Ok(ProxySettings {
             identity,
+            admin_token,
             allowed_clients: self
                 .allowed_clients
                 .map_or_else(PinnedKeys::any, PinnedKeys::new),
@@ -429,6 +450,8 @@ pub struct ProxySettings {
     pub queue: crate::QueueSettings,
     /// Per-source limits on handshakes.
     pub gate: crate::GateSettings,
+    /// The admin endpoints' token (`admin_token_file`); none: no admin endpoints.
+    pub admin_token: Option<cocoon_metrics::admin::AdminToken>,
 }
 
 impl ProxySettings {
@@ -453,6 +476,7 @@ impl ProxySettings {
             timeouts: crate::HopTimeouts::default(),
             queue: crate::QueueSettings::default(),
             gate: crate::GateSettings::default(),
+            admin_token: None,
         }
     }
 }
@@ -564,6 +588,11 @@ allowed_workers = ["sha256:00000000000000000000000000000000000000000000000000000
                 "admission.per_source_in_flight",
             ),
             (GOOD.replace("allowed_clients = []", ""), "allowed_clients"),
+            // The admin endpoints live on the status port.
+            (
+                format!("{GOOD}\nadmin_token_file = \"/tmp/admin.token\""),
+                "admin_token_file",
+            ),
         ];
         for (text, field) in cases {
             let err = ProxyConfig::from_toml(&text).unwrap_err().to_string();

@@ -16,6 +16,8 @@
 //! * `books`    - what each client owes and each worker is owed, priced in nano-TON.
 //! * `settlement` - [`Settlement`]: client contracts checked on chain, charges
 //!   and the books' hash put on chain, vouchers for workers, root prices.
+//! * `controls` - [`ProxyControls`]: the operator disables and enables
+//!   workers at run time (the admin endpoints).
 //! * `status`   - [`ProxyStatus`]: readiness, `/stats` and the routing
 //!   table's Prometheus gauges.
 //! * `gate`     - [`GateSettings`]: per-source limits on handshakes, before TLS.
@@ -27,6 +29,7 @@
 
 mod books;
 mod config;
+mod controls;
 mod gate;
 mod node;
 mod receipts;
@@ -41,6 +44,7 @@ mod unfinished;
 
 pub use books::{Account, Books, BooksError};
 pub use config::{signer_of, ConfigError, Inspector, ProxyConfig, ProxySettings, SettlementConfig};
+pub use controls::ProxyControls;
 pub use gate::{Gate, GateSettings, Turned};
 pub use node::{ProxyListeners, ProxyNode};
 pub use receipts::{ReceiptLog, Refused};

@@ -46,6 +46,10 @@ pub struct ProxyHandle {
     pub metrics: Arc<cocoon_metrics::Metrics>,
     /// The door before the handshake (its unfinished handshakes).
     pub gate: Arc<crate::Gate>,
+    /// The operator's run-time controls (disable and enable workers).
+    pub controls: Arc<crate::ProxyControls>,
+    /// The admin endpoints' token (none: no admin endpoints).
+    pub(crate) admin_token: Option<cocoon_metrics::admin::AdminToken>,
     stop: tokio_util::sync::CancellationToken,
 }
 
@@ -136,8 +140,11 @@ pub fn start(
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let gate = crate::Gate::new(settings.gate);
+    let controls = Arc::new(crate::ProxyControls::new(registry.clone()));
     let handle = ProxyHandle {
         gate: gate.clone(),
+        controls: controls.clone(),
+        admin_token: settings.admin_token.clone(),
         stop: stop.clone(),
         metrics: metrics.clone(),
         registry: registry.clone(),
@@ -155,6 +162,7 @@ pub fn start(
         metrics,
         next_worker: AtomicU64::new(1),
         stop: stop.clone(),
+        controls,
     });
     let serve = async move {
         loop {
@@ -200,6 +208,7 @@ struct Shared {
     metrics: Arc<cocoon_metrics::Metrics>,
     next_worker: AtomicU64,
     stop: tokio_util::sync::CancellationToken,
+    controls: Arc<crate::ProxyControls>,
 }
 
 impl Shared {
@@ -257,6 +266,9 @@ impl Shared {
                 timeouts: self.settings.timeouts,
                 metrics: self.metrics.clone(),
             }),
+            Role::Worker if self.controls.is_disabled(&key) => {
+                return Err(AdmitError::Disabled { key })
+            }
             Role::Worker if self.settings.allowed_workers.contains(&key) => {
                 // Open admission: a worker nobody pinned is admitted on its
                 // evidence, checked now against the policy as a worker's.
@@ -286,6 +298,9 @@ impl Shared {
             self.settings.mux.clone(),
         );
         tracing::info!(role = ?peer.role, %key, software = %peer.software, "peer connected");
+        if let Some(id) = worker_id {
+            self.controls.connected(id, key, &conn);
+        }
         // A worker's evidence passed in the handshake; it is kept up while
         // connected (it ages out; collateral or policy may change).
         if let (Some(_), Some(check), Some(certificate)) =
@@ -307,6 +322,7 @@ impl Shared {
         }
         if let Some(id) = worker_id {
             self.registry.remove(id);
+            self.controls.left(id);
         }
         tracing::info!(role = ?peer.role, %key, reason = ?conn.close_reason(), "peer disconnected");
         Ok(())

@@ -120,6 +120,17 @@ impl NodeStatus for ProxyStatus {
         )
     }
 
+    fn admin(&self) -> Option<cocoon_metrics::admin::Admin> {
+        let handle = &self.0;
+        handle
+            .admin_token
+            .clone()
+            .map(|token| cocoon_metrics::admin::Admin {
+                token,
+                controls: handle.controls.clone(),
+            })
+    }
+
     fn page(&self) -> Option<&'static str> {
         Some(include_str!("page/index.html"))
     }

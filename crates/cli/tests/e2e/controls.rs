@@ -2,7 +2,9 @@
 //! `status_listen`, behind the admin token): draining under load loses no
 //! request (running ones finish, new ones go to the other worker), resuming
 //! brings the worker back, and nobody without the token, nor a web page
-//! holding it, can drive the worker.
+//! holding it, can drive the worker. A proxy operator disables a worker
+//! (disconnected, refused when it redials, never routed to) and enables
+//! it again, through `cocoon proxy disable-worker|enable-worker|status`.
 
 use std::time::Duration;
 
@@ -130,5 +132,181 @@ async fn draining_a_worker_under_load_loses_no_request_and_only_its_owner_can() 
         }
     }
     assert!(served, "the resumed worker got no request");
+    net.shutdown().await;
+}
+
+/// `cocoon proxy ACTION --config proxy.toml` (the real binary), pointed at
+/// the devnet proxy's status port and token.
+async fn proxy_cli(net: &Devnet, dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let token_file = dir.join("proxy-admin.token");
+    std::fs::write(&token_file, net.admin_token.as_bytes()).unwrap();
+    let status = net.proxy_status_url();
+    let config = dir.join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\nstatus_listen = \"{}\"\nadmin_token_file = {:?}\nidentity_key = {:?}\nallowed_workers = []\nallowed_clients = []\n",
+            status.trim_start_matches("http://"),
+            token_file,
+            dir.join("proxy.pem"),
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"));
+    command.arg("proxy").args(args).arg("--config").arg(&config);
+    // Off the runtime's thread: the devnet answers on it meanwhile.
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn proxy_admin(
+    net: &Devnet,
+    action: &str,
+    token: &str,
+    origin: bool,
+    args: Value,
+) -> (u16, Value) {
+    let mut request = http()
+        .post(format!("{}/admin/{action}", net.proxy_status_url()))
+        .bearer_auth(token)
+        .json(&args);
+    if origin {
+        request = request.header("Origin", "http://evil.example");
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_proxy_operator_disables_a_worker_it_keeps_refusing_and_only_the_operator_can() {
+    let engine = EngineConfig::Instant {
+        model: MODEL.into(),
+        max_concurrent: 64,
+        token_delay_ms: 10,
+    };
+    let mut options = DevnetOptions::instant(MODEL);
+    options.engine = engine.clone();
+    options.more_workers = vec![(engine, options.price_coefficient)];
+    let net = Devnet::start(options).await.expect("devnet starts");
+    wait("both workers announced", || {
+        net.proxy().registry.worker_count() == 2
+    })
+    .await;
+    // Eight requests at once: spread over both workers when both serve.
+    let url = format!("{}/chat/completions", net.api_url);
+    let burst = |round: usize| {
+        let url = url.clone();
+        async move {
+            let load: Vec<_> = (0..8)
+                .map(|i| {
+                    let url = url.clone();
+                    tokio::spawn(async move {
+                        let text = format!("r{round} q{i}");
+                        post(&url, &chat_body(&text, json!({"max_tokens": 16}))).await
+                    })
+                })
+                .collect();
+            for request in load {
+                let (status, body) = request.await.unwrap();
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bad = net.workers[0].worker.fingerprint().to_string();
+    let token = net.admin_token.as_str();
+
+    // Nobody but the operator: a wrong token, or a web page holding the
+    // right one, disables nothing.
+    let (status, _) = proxy_admin(
+        &net,
+        "disable-worker",
+        &"0".repeat(64),
+        false,
+        json!({"worker": bad}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) =
+        proxy_admin(&net, "disable-worker", token, true, json!({"worker": bad})).await;
+    assert_eq!(status, 403);
+    // A malformed key is refused naming the argument, by the endpoint and by the CLI.
+    let (status, body) = proxy_admin(
+        &net,
+        "disable-worker",
+        token,
+        false,
+        json!({"worker": "sha256:zz"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("worker:"),
+        "{body}"
+    );
+    let (ok, out) = proxy_cli(&net, dir.path(), &["disable-worker", "nonsense"]).await;
+    assert!(!ok && out.contains("WORKER"), "{out}");
+    assert_eq!(net.proxy().registry.worker_count(), 2);
+
+    // The operator lists the workers, then disables one: it is
+    // disconnected, its redials are refused, and every request goes to
+    // the other worker.
+    let (ok, out) = proxy_cli(&net, dir.path(), &["status"]).await;
+    assert!(ok && out.contains(&bad), "{out}");
+    let (ok, out) = proxy_cli(&net, dir.path(), &["disable-worker", &bad]).await;
+    assert!(ok, "{out}");
+    let state: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(state["disconnected"], 1, "{state}");
+    assert_eq!(state["disabled"], json!([bad]), "{state}");
+    wait("the disabled worker is gone", || {
+        net.proxy().registry.worker_count() == 1
+    })
+    .await;
+    let before = completed(&net, 0);
+    // Long enough for the worker to redial several times (backoff from 100 ms).
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(3) || round < 4 {
+        burst(round).await;
+        round += 1;
+        assert_eq!(
+            net.proxy().registry.worker_count(),
+            1,
+            "a disabled worker was admitted again"
+        );
+    }
+    assert_eq!(
+        completed(&net, 0),
+        before,
+        "a disabled worker was given work"
+    );
+
+    // Enabled again: it redials (backoff at most 10 s) and serves.
+    let (ok, out) = proxy_cli(&net, dir.path(), &["enable-worker", &bad]).await;
+    assert!(ok && out.contains("\"was_disabled\": true"), "{out}");
+    wait("the enabled worker is back", || {
+        net.proxy().registry.worker_count() == 2
+    })
+    .await;
+    let mut served = false;
+    for round in 100..110 {
+        burst(round).await;
+        if completed(&net, 0) > before {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the enabled worker got no request");
     net.shutdown().await;
 }
