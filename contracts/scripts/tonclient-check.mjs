@@ -12,6 +12,7 @@ const version = await client.runMethod(root, "get_version");
 const prices = await client.runMethod(root, "get_prices");
 const transactions = await client.getTransactions(root, { limit: 5 });
 const owner = (await client.runMethod(root, "get_owner")).stack.readAddress();
+const pendingOwner = (await client.runMethod(root, "get_pending_owner")).stack.readAddressOpt();
 // The trust lists: dictionaries keyed by 256-bit hashes.
 const images = (await client.runMethod(root, "get_images")).stack;
 const hashes = (cell) =>
@@ -34,6 +35,7 @@ console.log(
     balance: state.balance.toString(),
     version: version.stack.readNumber(),
     owner: owner.toRawString(),
+    pendingOwner: pendingOwner?.toRawString() ?? null,
     workerImages,
     proxyImages,
     models: modelHashes,

@@ -36,6 +36,7 @@ export const OP = {
   rootSetProxy: 0x7c1e0033,
   rootSetPrices: 0x7c1e0034,
   rootChangeOwner: 0x7c1e0035,
+  rootAcceptOwner: 0x7c1e0036,
 } as const;
 
 export const SIGNED = {
@@ -222,6 +223,7 @@ export function rootData(owner: Address, prices: Prices): Cell {
     .storeBit(0) // models
     .storeBit(0) // proxies
     .storeRef(pricesCell(prices))
+    .storeUint(0, 2) // pending owner: none
     .endCell();
 }
 
@@ -255,6 +257,7 @@ export const root = {
       .endCell(),
   setPrices: (p: Prices) => beginCell().storeUint(OP.rootSetPrices, 32).storeRef(pricesCell(p)).endCell(),
   changeOwner: (owner: Address) => beginCell().storeUint(OP.rootChangeOwner, 32).storeAddress(owner).endCell(),
+  acceptOwner: () => beginCell().storeUint(OP.rootAcceptOwner, 32).endCell(),
 };
 
 export function uint256Keys(dict: Cell | null): bigint[] {

@@ -59,10 +59,29 @@ describe("root contract", () => {
     assert.equal((await send(net.relay, net.root, toNano("1"), Cell.EMPTY)).exit, 0);
     assert.equal(await version(), 8);
 
-    // Ownership moves; the old owner is then refused.
-    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.changeOwner(net.relay.address), "root: change owner")).exit, 0);
-    assert.ok((await get(net.chain, net.root, "get_owner")).readAddress().equals(net.relay.address));
+    // Ownership moves in two steps: proposed by the owner (nothing moves
+    // yet), accepted by the proposed owner alone; the old owner is then refused.
+    const owner = async () => (await get(net.chain, net.root, "get_owner")).readAddress();
+    const pending = async () => (await get(net.chain, net.root, "get_pending_owner")).readAddressOpt();
+    assert.equal(await pending(), null);
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.changeOwner(net.relay.address), "root: propose owner")).exit, 0);
+    assert.ok((await owner()).equals(net.operator.address));
+    assert.ok((await pending())!.equals(net.relay.address));
+    // Nobody else can accept: not the old owner, not a stranger.
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.acceptOwner())).exit, c.ERR.notOwner);
+    assert.equal((await send(net.proxyOwner, net.root, toNano("0.05"), c.root.acceptOwner())).exit, c.ERR.notOwner);
+    assert.ok((await owner()).equals(net.operator.address));
+    assert.equal((await send(net.relay, net.root, toNano("0.05"), c.root.acceptOwner(), "root: accept owner")).exit, 0);
+    assert.ok((await owner()).equals(net.relay.address));
+    assert.equal(await pending(), null);
     assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setImage("worker", IMAGE, true))).exit, c.ERR.notOwner);
+    // A proposal can be withdrawn (proposing the owner itself): then nobody can accept.
+    assert.equal((await send(net.relay, net.root, toNano("0.05"), c.root.changeOwner(net.operator.address))).exit, 0);
+    assert.equal((await send(net.relay, net.root, toNano("0.05"), c.root.changeOwner(net.relay.address))).exit, 0);
+    assert.equal(await pending(), null);
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.acceptOwner())).exit, c.ERR.notOwner);
+    // Accepting with no proposal is refused.
+    assert.equal((await send(net.relay, net.root, toNano("0.05"), c.root.acceptOwner())).exit, c.ERR.notOwner);
   });
 
   it("refuses strangers, out-of-range prices and malformed bodies", async () => {
@@ -73,6 +92,7 @@ describe("root contract", () => {
       c.root.setProxy(net.proxy, null),
       c.root.setPrices(prices),
       c.root.changeOwner(net.relay.address),
+      c.root.acceptOwner(),
     ]) {
       assert.equal((await send(net.relay, net.root, toNano("0.05"), body)).exit, c.ERR.notOwner);
     }

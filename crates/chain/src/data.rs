@@ -156,7 +156,8 @@ impl Prices {
             b.store_reference(images)?;
             b.store_bit_zero()?; // models
             b.store_bit_zero()?; // proxies
-            b.store_reference(prices)
+            b.store_reference(prices)?;
+            b.store_small_uint(0, 2) // pending owner: none (addr_none)
         })
     }
 }
@@ -335,6 +336,15 @@ pub fn stack_int(stack: &[RcStackValue]) -> Result<u128, Error> {
 /// The first value of a get-method result as an address (e.g. `get_owner`).
 pub fn stack_address(stack: &[RcStackValue]) -> Result<StdAddr, Error> {
     address(stack, 0)
+}
+
+/// The first value of a get-method result as an address or null (e.g.
+/// `get_pending_owner`).
+pub fn stack_optional_address(stack: &[RcStackValue]) -> Result<Option<StdAddr>, Error> {
+    match stack.first() {
+        Some(value) if value.is_null() => Ok(None),
+        _ => address(stack, 0).map(Some),
+    }
 }
 
 /// `get_worker_data`: whose it is and what has been paid.

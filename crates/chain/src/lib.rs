@@ -44,8 +44,8 @@ pub mod wallet;
 pub use access::{AccountInfo, Chain, MasterchainBlock, TxSummary};
 pub use contracts::{contract_address, random_nonce, random_seed, worker_contract, Contract};
 pub use data::{
-    stack_address, stack_int, worker_data, ClientChannel, ClientState, ClientTerms, Prices,
-    ProxyState, ProxyTerms, WorkerState,
+    stack_address, stack_int, stack_optional_address, worker_data, ClientChannel, ClientState,
+    ClientTerms, Prices, ProxyState, ProxyTerms, WorkerState,
 };
 pub use messages::{client, ops, proxy, root, signed, snake, verify_amount, worker, ProxySigner};
 pub use pricing::TON;

@@ -31,6 +31,7 @@ pub mod ops {
     pub const ROOT_SET_PROXY: u32 = 0x7c1e0033;
     pub const ROOT_SET_PRICES: u32 = 0x7c1e0034;
     pub const ROOT_CHANGE_OWNER: u32 = 0x7c1e0035;
+    pub const ROOT_ACCEPT_OWNER: u32 = 0x7c1e0036;
 }
 
 /// Opcodes of signed payloads.
@@ -268,11 +269,18 @@ pub mod root {
         })
     }
 
+    /// From the owner: propose `owner` as the next owner (it must
+    /// [`accept_owner`]); the owner's own address withdraws a proposal.
     pub fn change_owner(owner: &StdAddr) -> Result<Cell, Error> {
         cell(|b| {
             b.store_u32(ops::ROOT_CHANGE_OWNER)?;
             store_addr(b, owner)
         })
+    }
+
+    /// From the proposed owner: take the root contract over.
+    pub fn accept_owner() -> Result<Cell, Error> {
+        cell(|b| b.store_u32(ops::ROOT_ACCEPT_OWNER))
     }
 }
 

@@ -1,10 +1,14 @@
-//! `cocoon root show|add-image|remove-image|add-model|remove-model|add-proxy|
-//! remove-proxy|set-prices`: the network operator's tool for the root
-//! contract, which every node following it (`[attestation] root`, the
-//! client's `[registry]`, the proxy's prices) trusts. Each change is read
-//! first, printed, confirmed (or `--yes`), signed by the owner's wallet,
-//! sent, and counted as done only when the contract's version is seen to
-//! move and the change reads back.
+//! `cocoon root deploy|show|add-image|remove-image|add-model|remove-model|
+//! add-proxy|remove-proxy|set-prices|set-params|transfer-owner|accept-owner`:
+//! the network operator's tool for the root contract, which every node
+//! following it (`[attestation] root`, the client's `[registry]`, the
+//! proxy's prices) trusts. Each change is read first, printed, confirmed
+//! (or `--yes`), signed by the owner's wallet (the proposed owner's, for
+//! `accept-owner`), sent, and counted as done only when the contract's
+//! version is seen to move and the change reads back.
+
+mod deploy;
+mod flags;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -106,7 +110,7 @@ pub enum RootCommand {
         #[arg(long, value_name = "ADDR")]
         contract: String,
     },
-    /// Change prices and network parameters; those not given stay.
+    /// Change prices; those not given stay.
     SetPrices {
         #[command(flatten)]
         at: RootAt,
@@ -114,6 +118,50 @@ pub enum RootCommand {
         owner: Owner,
         #[command(flatten)]
         prices: PriceFlags,
+    },
+    /// Change the network's parameters (stakes, close delays); those not
+    /// given stay.
+    SetParams {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        #[command(flatten)]
+        params: ParamFlags,
+    },
+    /// Propose a new owner (nothing moves until it runs `accept-owner`);
+    /// `--cancel` withdraws a proposal.
+    TransferOwner {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        /// The proposed owner's wallet address.
+        #[arg(long, value_name = "ADDR", required_unless_present = "cancel")]
+        to: Option<String>,
+        #[arg(long, conflicts_with = "to")]
+        cancel: bool,
+    },
+    /// Take the root contract over, signed by the proposed owner's wallet.
+    AcceptOwner {
+        #[command(flatten)]
+        at: RootAt,
+        /// The proposed owner's wallet (24 words).
+        #[command(flatten)]
+        owner: Owner,
+    },
+    /// Deploy a new root contract owned by `--mnemonic`'s wallet, with the
+    /// default prices and parameters except those given; prints its address.
+    Deploy {
+        /// TON HTTP API: `testnet`, `mainnet`, or a URL.
+        #[arg(long, value_name = "URL")]
+        api: String,
+        #[command(flatten)]
+        owner: Owner,
+        #[command(flatten)]
+        prices: PriceFlags,
+        #[command(flatten)]
+        params: ParamFlags,
     },
 }
 
@@ -130,66 +178,13 @@ pub struct ImageChange {
     image: String,
 }
 
-/// `set-prices`' flags, each optional.
-#[derive(clap::Args, Debug)]
-pub struct PriceFlags {
-    /// Base price of one token, nano-TON.
-    #[arg(long)]
-    price_per_token: Option<u128>,
-    /// The worker's share of a charge, in 1/10000 (at most 10000).
-    #[arg(long)]
-    worker_share_bps: Option<u16>,
-    #[arg(long)]
-    prompt_bps: Option<u16>,
-    #[arg(long)]
-    cached_prompt_bps: Option<u16>,
-    #[arg(long)]
-    completion_bps: Option<u16>,
-    #[arg(long)]
-    reasoning_bps: Option<u16>,
-    /// nano-TON.
-    #[arg(long)]
-    min_client_stake: Option<u128>,
-    /// nano-TON.
-    #[arg(long)]
-    min_proxy_stake: Option<u128>,
-    /// Seconds.
-    #[arg(long)]
-    client_close_delay: Option<u32>,
-    /// Seconds.
-    #[arg(long)]
-    proxy_close_delay: Option<u32>,
-}
-
-impl PriceFlags {
-    fn apply(&self, mut prices: Prices) -> anyhow::Result<Prices> {
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = self.$field { prices.$field = v; } )* };
-        }
-        set!(
-            price_per_token,
-            worker_share_bps,
-            prompt_bps,
-            cached_prompt_bps,
-            completion_bps,
-            reasoning_bps,
-            min_client_stake,
-            min_proxy_stake,
-            client_close_delay,
-            proxy_close_delay
-        );
-        anyhow::ensure!(
-            prices.worker_share_bps <= 10_000,
-            "--worker-share-bps: at most 10000 (100%), got {}",
-            prices.worker_share_bps
-        );
-        Ok(prices)
-    }
-}
+pub use flags::{ParamFlags, PriceFlags};
 
 /// Everything the root contract holds, as read.
 struct RootState {
     owner: StdAddr,
+    /// Proposed by the owner, not accepted yet.
+    pending_owner: Option<StdAddr>,
     prices: Prices,
     lists: PublishedLists,
     proxies: Vec<cocoon_chain::RegisteredProxy>,
@@ -200,10 +195,13 @@ async fn read_state(chain: &dyn Chain, root: &StdAddr) -> anyhow::Result<RootSta
         .await
         .with_context(|| format!("--root {root}: not a root contract on chain"))?;
     let owner = cocoon_chain::stack_address(&chain.get(root, "get_owner", &[]).await?)?;
+    let pending_owner =
+        cocoon_chain::stack_optional_address(&chain.get(root, "get_pending_owner", &[]).await?)?;
     let prices = Prices::from_stack(&chain.get(root, "get_prices", &[]).await?)?;
     let proxies = cocoon_chain::registered_proxies(chain, root).await?;
     Ok(RootState {
         owner,
+        pending_owner,
         prices,
         lists,
         proxies,
@@ -215,6 +213,7 @@ fn show(state: &RootState) -> serde_json::Value {
     json!({
         "version": state.lists.version,
         "owner": state.owner.to_string(),
+        "pending_owner": state.pending_owner.as_ref().map(|a| a.to_string()),
         "prices": {
             "price_per_token_nano": p.price_per_token.to_string(),
             "worker_share_bps": p.worker_share_bps,
@@ -263,6 +262,8 @@ fn chain(api: &str) -> anyhow::Result<Arc<dyn Chain>> {
 struct Change {
     body: cocoon_chain::Cell,
     says: String,
+    /// Who must sign it, and in words.
+    signer: (StdAddr, &'static str),
     landed: Box<dyn Fn(&RootState) -> bool + Send + Sync>,
 }
 
@@ -282,8 +283,24 @@ fn images(state: &RootState, role: Role) -> &std::collections::BTreeSet<String> 
 
 /// The change `command` asks for, given the state before; `None` for `show`.
 fn change(command: &RootCommand, before: &RootState) -> anyhow::Result<Option<Change>> {
+    let mut change = match what_changes(command, before)? {
+        Some(change) => change,
+        None => return Ok(None),
+    };
+    if matches!(command, RootCommand::AcceptOwner { .. }) {
+        let pending = before.pending_owner.clone().ok_or_else(|| {
+            anyhow::anyhow!("accept-owner: no new owner is proposed (the owner runs `cocoon root transfer-owner --to ADDR` first)")
+        })?;
+        change.signer = (pending, "the proposed owner");
+    }
+    Ok(Some(change))
+}
+
+/// What `command` changes, signed by the owner.
+fn what_changes(command: &RootCommand, before: &RootState) -> anyhow::Result<Option<Change>> {
+    let owner = (before.owner.clone(), "the root contract's owner");
     Ok(Some(match command {
-        RootCommand::Show { .. } => return Ok(None),
+        RootCommand::Show { .. } | RootCommand::Deploy { .. } => return Ok(None),
         RootCommand::AddImage(ImageChange { role, image, .. })
         | RootCommand::RemoveImage(ImageChange { role, image, .. }) => {
             let allow = matches!(command, RootCommand::AddImage(_));
@@ -296,6 +313,7 @@ fn change(command: &RootCommand, before: &RootState) -> anyhow::Result<Option<Ch
                 if present { "in" } else { "not in" }
             );
             Change {
+                signer: owner,
                 body: root_msg::set_image(image_role(role), &hash, allow)?,
                 says: format!(
                     "{} {role:?} image {hex}",
@@ -318,6 +336,7 @@ fn change(command: &RootCommand, before: &RootState) -> anyhow::Result<Option<Ch
                 );
             }
             Change {
+                signer: owner,
                 body: root_msg::set_model(&hash, Some(&name))?,
                 says: format!("allow weights {hex} as model {name:?}"),
                 landed: Box::new(move |s| s.lists.models.get(&hex) == Some(&name)),
@@ -330,6 +349,7 @@ fn change(command: &RootCommand, before: &RootState) -> anyhow::Result<Option<Ch
                 anyhow::anyhow!("--sha256: {hex} is not among the root contract's models")
             })?;
             Change {
+                signer: owner,
                 body: root_msg::set_model(&hash, None)?,
                 says: format!("WITHDRAW model {name:?} (weights {hex})"),
                 landed: Box::new(move |s| !s.lists.models.contains_key(&hex)),
@@ -353,6 +373,7 @@ fn change(command: &RootCommand, before: &RootState) -> anyhow::Result<Option<Ch
             let version = version.unwrap_or(cocoon_protocol::PROTOCOL_VERSION as u32);
             let endpoint = endpoint.clone();
             Change {
+                signer: owner,
                 body: root_msg::set_proxy(&contract, Some((&key, version, &endpoint)))?,
                 says: format!(
                     "publish proxy {contract} (key {}, protocol {version}) at {endpoint}",
@@ -372,23 +393,74 @@ fn change(command: &RootCommand, before: &RootState) -> anyhow::Result<Option<Ch
                 "--contract: {contract} is not in the root contract's proxy registry"
             );
             Change {
+                signer: owner,
                 body: root_msg::set_proxy(&contract, None)?,
                 says: format!("WITHDRAW proxy {contract}"),
                 landed: Box::new(move |s| s.proxies.iter().all(|p| p.contract != contract)),
             }
         }
-        RootCommand::SetPrices { prices, .. } => {
-            let after = prices.apply(before.prices.clone())?;
+        RootCommand::SetPrices { .. } | RootCommand::SetParams { .. } => {
+            let (after, name) = match command {
+                RootCommand::SetParams { params, .. } => {
+                    (params.apply(before.prices.clone())?, "set-params")
+                }
+                RootCommand::SetPrices { prices, .. } => {
+                    (prices.apply(before.prices.clone())?, "set-prices")
+                }
+                _ => unreachable!(),
+            };
             anyhow::ensure!(
                 after != before.prices,
-                "set-prices: nothing to change (give the flags of the values to change)"
+                "{name}: nothing to change (give the flags of the values to change)"
             );
             let says = format!("prices {:?} -> {:?}", before.prices, after);
             let body = root_msg::set_prices(&after)?;
             Change {
+                signer: owner,
                 body,
                 says,
                 landed: Box::new(move |s| s.prices == after),
+            }
+        }
+        RootCommand::TransferOwner { to, cancel, .. } => {
+            let to = match (to, cancel) {
+                (Some(to), false) => {
+                    let to = address("--to", to)?;
+                    anyhow::ensure!(
+                        to != before.owner,
+                        "--to: {to} owns the root contract already (`--cancel` withdraws a proposal)"
+                    );
+                    Some(to)
+                }
+                _ => {
+                    anyhow::ensure!(
+                        before.pending_owner.is_some(),
+                        "--cancel: no new owner is proposed"
+                    );
+                    None
+                }
+            };
+            let says = match &to {
+                Some(to) => format!("PROPOSE {to} as the next owner (it takes over when it runs `cocoon root accept-owner`)"),
+                None => "withdraw the proposed owner".to_string(),
+            };
+            Change {
+                body: root_msg::change_owner(to.as_ref().unwrap_or(&before.owner))?,
+                signer: owner,
+                says,
+                landed: Box::new(move |s| s.pending_owner == to),
+            }
+        }
+        RootCommand::AcceptOwner { .. } => {
+            let new = before.pending_owner.clone();
+            Change {
+                body: root_msg::accept_owner()?,
+                // Replaced by the proposed owner (see `change`).
+                signer: owner,
+                says: "TAKE OVER the root contract".to_string(),
+                landed: Box::new(move |s| {
+                    Some(&s.owner) == new.as_ref() && s.pending_owner.is_none()
+                }),
             }
         }
     }))
@@ -411,11 +483,24 @@ fn parts(command: &RootCommand) -> (&RootAt, Option<&Owner>) {
         | RootCommand::RemoveModel { at, owner, .. }
         | RootCommand::AddProxy { at, owner, .. }
         | RootCommand::RemoveProxy { at, owner, .. }
-        | RootCommand::SetPrices { at, owner, .. } => (at, Some(owner)),
+        | RootCommand::SetPrices { at, owner, .. }
+        | RootCommand::SetParams { at, owner, .. }
+        | RootCommand::TransferOwner { at, owner, .. }
+        | RootCommand::AcceptOwner { at, owner } => (at, Some(owner)),
+        RootCommand::Deploy { .. } => unreachable!("deploy has no root contract yet"),
     }
 }
 
 pub async fn run(command: RootCommand) -> anyhow::Result<()> {
+    if let RootCommand::Deploy {
+        api,
+        owner,
+        prices,
+        params,
+    } = &command
+    {
+        return deploy::run(api, owner, prices, params).await;
+    }
     let (at, owner) = parts(&command);
     let chain = chain(&at.api)?;
     let root = address("--root", &at.root)?;
@@ -427,11 +512,11 @@ pub async fn run(command: RootCommand) -> anyhow::Result<()> {
     let owner = owner.expect("every change has an owner");
     let wallet = cocoon_chain::Wallet::from_mnemonic_file(&owner.mnemonic)
         .with_context(|| format!("--mnemonic {}", owner.mnemonic.display()))?;
+    let (signer, who) = &change.signer;
     anyhow::ensure!(
-        wallet.address == before.owner,
-        "--mnemonic: this wallet ({}) is not the root contract's owner ({})",
+        &wallet.address == signer,
+        "--mnemonic: this wallet ({}) is not {who} ({signer})",
         wallet.address,
-        before.owner
     );
     println!(
         "root contract {root} (version {}): {}",

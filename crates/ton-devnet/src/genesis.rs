@@ -389,12 +389,13 @@ impl TonDevnet {
         )
     }
 
-    /// Make `owner` the root contract's owner (say, a wallet of the
-    /// operator's own, for `cocoon root`).
-    pub fn hand_root_to(&self, owner: &StdAddr) -> Result<(), Error> {
+    /// Propose `owner` as the root contract's next owner (say, a wallet of
+    /// the operator's own, for `cocoon root`); it becomes the owner when it
+    /// accepts (`cocoon root accept-owner`).
+    pub fn propose_root_owner(&self, owner: &StdAddr) -> Result<(), Error> {
         self.to_root(
             cocoon_chain::root::change_owner(owner)?,
-            "handing the root contract over",
+            "proposing a new owner of the root contract",
         )
     }
 

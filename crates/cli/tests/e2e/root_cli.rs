@@ -2,7 +2,8 @@
 //! a network operator runs it: every change is signed by the owner's
 //! wallet, confirmed on chain, and reads back through `cocoon root show`
 //! and through TON's own SDK (`@ton/ton`'s TonClient); a wallet that is
-//! not the owner changes nothing.
+//! not the owner changes nothing; ownership moves only when the proposed
+//! owner accepts; `deploy` makes a new root contract.
 
 use std::sync::Arc;
 
@@ -61,14 +62,32 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
     for wallet in [&owner, &stranger] {
         ton.chain.lock().unwrap().fund(wallet, 10 * TON).unwrap();
     }
-    ton.hand_root_to(&owner).unwrap();
-    let before = show(&api, &at).await;
-    assert_eq!(before["owner"], owner.to_string(), "{before}");
-    let version = before["version"].as_u64().unwrap();
-
-    let (image, weights) = ("ab".repeat(32), "cd".repeat(32));
     let words = owner_words.display().to_string();
     let stranger_words = stranger_words.display().to_string();
+    // The devnet's operator proposes our wallet as the owner; only that
+    // wallet can accept.
+    ton.propose_root_owner(&owner).unwrap();
+    assert_eq!(show(&api, &at).await["pending_owner"], owner.to_string());
+    let out = root(
+        &api,
+        &at,
+        &["accept-owner", "--mnemonic", &stranger_words, "--yes"],
+    )
+    .await;
+    assert!(
+        !out.status.success() && text(&out).contains("is not the proposed owner"),
+        "{}",
+        text(&out)
+    );
+    let out = root(&api, &at, &["accept-owner", "--mnemonic", &words, "--yes"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let before = show(&api, &at).await;
+    let owner_text = owner.to_string();
+    assert_eq!(before["owner"], owner_text, "{before}");
+    let version = before["version"].as_u64().unwrap();
+
+    assert_eq!(before["pending_owner"], Value::Null, "{before}");
+    let (image, weights) = ("ab".repeat(32), "cd".repeat(32));
     let changes: Vec<Vec<&str>> = vec![
         vec!["add-image", "--role", "worker", &image],
         vec!["add-image", "--role", "proxy", &image],
@@ -89,6 +108,7 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
             "--worker-share-bps",
             "9000",
         ],
+        vec!["set-params", "--client-close-delay", "7200"],
     ];
     for (i, change) in changes.iter().enumerate() {
         // A stranger's wallet is refused before anything is sent.
@@ -124,6 +144,7 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
     assert_eq!(after["proxies"][0]["endpoint"], "127.0.0.1:9100", "{after}");
     assert_eq!(after["prices"]["price_per_token_nano"], "7", "{after}");
     assert_eq!(after["prices"]["worker_share_bps"], 9000, "{after}");
+    assert_eq!(after["prices"]["client_close_delay_secs"], 7200, "{after}");
     // Other prices stay.
     assert_eq!(
         after["prices"]["min_client_stake_nano"],
@@ -177,6 +198,20 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
             "--worker-share-bps",
         ),
         (vec!["set-prices"], "nothing to change"),
+        (vec!["set-params"], "nothing to change"),
+        (
+            vec!["set-params", "--proxy-close-delay", "5"],
+            "--proxy-close-delay: at least 60",
+        ),
+        (
+            vec!["transfer-owner", "--cancel"],
+            "no new owner is proposed",
+        ),
+        (
+            vec!["transfer-owner", "--to", owner_text.as_str()],
+            "owns the root contract already",
+        ),
+        (vec!["accept-owner"], "no new owner is proposed"),
         (
             vec![
                 "add-proxy",
@@ -197,5 +232,124 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
         assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
     }
     assert_eq!(show(&api, &at).await["version"], withdrawn["version"]);
-    let _ = stranger;
+
+    // Ownership moves in two steps: proposed, nothing moves (the owner
+    // still rules, the proposed wallet does not yet), then accepted.
+    let stranger_text = stranger.to_string();
+    let out = root(
+        &api,
+        &at,
+        &[
+            "transfer-owner",
+            "--to",
+            &stranger_text,
+            "--mnemonic",
+            &words,
+            "--yes",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let proposed = show(&api, &at).await;
+    assert_eq!(proposed["owner"], owner_text, "{proposed}");
+    assert_eq!(proposed["pending_owner"], stranger_text, "{proposed}");
+    assert_eq!(tonclient(&api, &at).await["pendingOwner"], stranger_text);
+    let out = root(
+        &api,
+        &at,
+        &[
+            "add-model",
+            "--name",
+            "x",
+            "--sha256",
+            &weights,
+            "--mnemonic",
+            &stranger_words,
+            "--yes",
+        ],
+    )
+    .await;
+    assert!(
+        text(&out).contains("not the root contract's owner"),
+        "{}",
+        text(&out)
+    );
+    let out = root(&api, &at, &["accept-owner", "--mnemonic", &words, "--yes"]).await;
+    assert!(
+        text(&out).contains("is not the proposed owner"),
+        "{}",
+        text(&out)
+    );
+    let out = root(
+        &api,
+        &at,
+        &["accept-owner", "--mnemonic", &stranger_words, "--yes"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let moved = tonclient(&api, &at).await;
+    assert_eq!(moved["owner"], stranger_text, "{moved}");
+    assert_eq!(moved["pendingOwner"], Value::Null, "{moved}");
+    let out = root(
+        &api,
+        &at,
+        &[
+            "add-model",
+            "--name",
+            "x",
+            "--sha256",
+            &weights,
+            "--mnemonic",
+            &words,
+            "--yes",
+        ],
+    )
+    .await;
+    assert!(
+        text(&out).contains("not the root contract's owner"),
+        "{}",
+        text(&out)
+    );
+
+    // A new root contract, deployed by a wallet that then owns it, with
+    // the prices given; the same one again is refused.
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "root",
+            "deploy",
+            "--api",
+            api.as_str(),
+            "--mnemonic",
+            words.as_str(),
+            "--yes",
+        ];
+        args.extend(extra);
+        cocoon(args.into_iter().map(String::from).collect())
+    };
+    let out = deploy(&["--client-close-delay", "5"]).await;
+    assert!(
+        text(&out).contains("--client-close-delay: at least 60"),
+        "{}",
+        text(&out)
+    );
+    let out = deploy(&["--price-per-token", "11"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let new_root = text(&out)
+        .split("deployed: root contract ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {}", text(&out)))
+        .to_string();
+    let fresh = show(&api, &new_root).await;
+    assert_eq!(fresh["owner"], owner_text, "{fresh}");
+    assert_eq!(fresh["version"], 0, "{fresh}");
+    assert_eq!(fresh["prices"]["price_per_token_nano"], "11", "{fresh}");
+    let seen = tonclient(&api, &new_root).await;
+    assert_eq!(
+        (seen["state"].as_str(), seen["owner"].as_str()),
+        (Some("active"), Some(owner_text.as_str())),
+        "{seen}"
+    );
+    let out = deploy(&["--price-per-token", "11"]).await;
+    assert!(text(&out).contains("deployed at"), "{}", text(&out));
 }
