@@ -169,6 +169,13 @@ enum WorkerCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Check this worker's setup step by step (TEE, evidence, model, the
+    /// network's policy, GPUs, each proxy admitting it, payout wallet) and
+    /// say what to fix.
+    Doctor {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Pending and settled earnings per proxy, from the kept vouchers and the chain.
     Earnings {
         #[arg(long, value_name = "FILE")]
@@ -386,6 +393,10 @@ async fn main() -> anyhow::Result<()> {
             command: Some(WorkerCommand::Earnings { config }),
             ..
         } => roles::worker_earnings(&config).await,
+        Command::Worker {
+            command: Some(WorkerCommand::Doctor { config }),
+            ..
+        } => roles::worker_doctor(&config).await,
         Command::Worker {
             command: Some(WorkerCommand::Drain { config, wait }),
             ..

@@ -68,6 +68,36 @@ pub async fn worker(path: &Path) -> anyhow::Result<()> {
 
 /// `cocoon worker earnings`: each proxy's latest signed voucher, what the
 /// worker contract has paid on chain, and what is pending.
+/// `cocoon worker doctor`: each step's finding, and what to fix; fails
+/// when a step failed.
+pub async fn worker_doctor(path: &Path) -> anyhow::Result<()> {
+    use cocoon_worker::doctor::Outcome;
+    let config = load(path, WorkerConfig::from_toml)?;
+    println!("checking the worker {} describes", path.display());
+    let findings = cocoon_worker::doctor::diagnose(config).await;
+    for finding in &findings {
+        let mark = match finding.outcome {
+            Outcome::Pass => "ok  ",
+            Outcome::Warn => "WARN",
+            Outcome::Fail => "FAIL",
+        };
+        println!("{mark} {}: {}", finding.step, finding.detail);
+        if let Some(fix) = &finding.fix {
+            println!("     -> {fix}");
+        }
+    }
+    let failed = findings
+        .iter()
+        .filter(|f| f.outcome == Outcome::Fail)
+        .count();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} step(s) failed: fix them and run the doctor again"
+    );
+    println!("every step passed");
+    Ok(())
+}
+
 pub async fn worker_earnings(path: &Path) -> anyhow::Result<()> {
     let config = load(path, WorkerConfig::from_toml)?;
     let payout = config.payout.clone().with_context(|| {

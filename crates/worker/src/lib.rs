@@ -13,6 +13,8 @@
 //! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
 //! * `status` - [`WorkerStatus`]: readiness, `/stats` and the worker's gauges.
 //! * `controls` - [`WorkerControls`]: drain and resume, for the admin endpoints.
+//! * `doctor` - [`doctor::diagnose`]: the setup checked step by step
+//!   (`cocoon worker doctor`).
 //! * `node`   - [`WorkerNode`]: the worker and its status endpoints, started
 //!   from a config file or from settings.
 //! * `earnings` - [`Earnings`]: the proxies' signed vouchers, checked and
@@ -23,6 +25,7 @@
 mod coalesce;
 mod config;
 mod controls;
+pub mod doctor;
 mod earnings;
 mod node;
 mod replay;

@@ -41,10 +41,23 @@ async fn poll_engine_load(
     }
 }
 
+/// The engine's models as this worker offers them (at its price).
+pub(crate) fn offers_of(settings: &WorkerSettings) -> Vec<cocoon_protocol::ModelOffer> {
+    settings
+        .engine
+        .models()
+        .into_iter()
+        .map(|mut offer| {
+            offer.price_coefficient = settings.price_coefficient;
+            offer
+        })
+        .collect()
+}
+
 /// What this worker's evidence says it was told to do: its engine and
 /// upstream, the models it offers, the policy it enforces, its proxies and
 /// payout wallet, its version.
-fn configuration_of(
+pub(crate) fn configuration_of(
     settings: &WorkerSettings,
     offers: &[cocoon_protocol::ModelOffer],
 ) -> Configuration {
@@ -80,7 +93,7 @@ fn configuration_of(
 
 /// Would this worker's peers refuse its configuration? Then it does not
 /// start, naming the setting.
-fn check_own_configuration(
+pub(crate) fn check_own_configuration(
     settings: &WorkerSettings,
     configuration: &Configuration,
 ) -> Result<(), ConfigError> {
@@ -130,7 +143,7 @@ async fn announce_on_change(
 /// and the root contract's once read)? Then it does not start, naming the
 /// model. (A model withdrawn later on chain: its proxies disconnect it and
 /// refuse its announcements, naming the withdrawal, which it logs.)
-fn check_own_models(
+pub(crate) fn check_own_models(
     settings: &WorkerSettings,
     offers: &[cocoon_protocol::ModelOffer],
 ) -> Result<(), ConfigError> {
@@ -154,7 +167,7 @@ fn check_own_models(
 /// This worker's announced keys, their evidence made again once older than
 /// [`tls::RENEW_AFTER`] (as its certificate is), so what it announces is
 /// always within the policy's maximum age.
-struct AttestedKey {
+pub(crate) struct AttestedKey {
     identity: Arc<cocoon_protocol::tls::Identity>,
     sealing: Arc<SealingKey>,
     gpu: Option<Arc<dyn GpuAttester>>,
@@ -165,7 +178,7 @@ struct AttestedKey {
 }
 
 impl AttestedKey {
-    fn new(
+    pub(crate) fn new(
         identity: Arc<cocoon_protocol::tls::Identity>,
         sealing: Arc<SealingKey>,
         gpu: Option<Arc<dyn GpuAttester>>,
@@ -277,15 +290,7 @@ impl Worker {
             // The engine may come up later (a GPU server loading weights); keep going.
             tracing::warn!(error = %e, "engine check failed; requests will fail until it answers");
         }
-        let offers: Vec<_> = settings
-            .engine
-            .models()
-            .into_iter()
-            .map(|mut offer| {
-                offer.price_coefficient = settings.price_coefficient;
-                offer
-            })
-            .collect();
+        let offers = offers_of(&settings);
         let configuration = configuration_of(&settings, &offers);
         check_own_configuration(&settings, &configuration)?;
         settings.identity.bind_configuration(&configuration);

@@ -10,6 +10,7 @@ mod books;
 mod choices;
 mod closing;
 mod controls;
+mod doctor;
 mod failover;
 mod faults;
 mod freshness;

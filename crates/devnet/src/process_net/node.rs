@@ -41,6 +41,11 @@ impl Node {
         }
     }
 
+    /// The config file it runs from.
+    pub fn config(&self) -> &std::path::Path {
+        &self.config
+    }
+
     /// Start (again) from its config file; output goes to its log file.
     pub fn start(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "{} is already running", self.name);
