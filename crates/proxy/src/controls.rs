@@ -1,14 +1,19 @@
 //! A proxy's run-time controls, for its operator (`cocoon proxy
 //! disable-worker|enable-worker|status`, over the admin endpoint on
-//! `status_listen`): a disabled worker is disconnected at once (its
-//! running requests end with an error the client node sees) and refused
-//! when it redials, until it is enabled again; `status` lists the
-//! connected workers with their offers, and the disabled keys. The
-//! disabled list lasts until the proxy restarts (a lasting filter is
-//! `allowed_workers`).
+//! `status_listen`), and the evictions the proxy makes on its own: a
+//! disabled worker is disconnected at once (its running requests end with
+//! an error the client node sees) and refused when it redials, until it is
+//! enabled again; a worker whose usage receipts are refused
+//! [`EVICT_AFTER_REFUSED`] times in a row (over-claimed, forged, or for
+//! another request) is evicted the same way for [`FIRST_EVICTION`],
+//! doubled at each repeat up to [`LONGEST_EVICTION`]. `status` lists the
+//! connected workers with their offers, the disabled keys and the
+//! evictions. Both lists last until the proxy restarts (a lasting filter
+//! is `allowed_workers`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use cocoon_protocol::sync::{LockRecover, RwLockRecover};
 use cocoon_protocol::tls::Fingerprint;
@@ -17,13 +22,44 @@ use serde_json::{json, Value};
 
 use crate::Registry;
 
-/// At most this many keys are disabled at once (the operator's list, not
-/// an attacker's: still, memory stays bounded).
-const MAX_DISABLED: usize = 100_000;
+/// At most this many keys are disabled or evicted at once (memory stays
+/// bounded whatever keys attackers bring).
+const MAX_BANNED: usize = 100_000;
+
+/// Refused receipts in a row that evict a worker.
+pub const EVICT_AFTER_REFUSED: u32 = 3;
+
+/// How long a first eviction lasts...
+pub const FIRST_EVICTION: Duration = Duration::from_secs(600);
+
+/// ...doubled at each repeat, up to this.
+pub const LONGEST_EVICTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a key is refused: the operator's say (until enabled), or an
+/// eviction (until it runs out).
+#[derive(Debug, Clone)]
+struct Ban {
+    until: Option<Instant>,
+    reason: String,
+}
+
+impl Ban {
+    fn holds(&self, now: Instant) -> bool {
+        self.until.is_none_or(|until| until > now)
+    }
+}
+
+/// A worker's receipt record: refusals in a row, and evictions so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Record {
+    refused_in_a_row: u32,
+    evictions: u32,
+}
 
 pub struct ProxyControls {
     registry: Arc<Registry>,
-    disabled: RwLock<HashSet<Fingerprint>>,
+    banned: RwLock<HashMap<Fingerprint, Ban>>,
+    records: Mutex<HashMap<Fingerprint, Record>>,
     /// Connected workers by connection id.
     workers: Mutex<HashMap<u64, (Fingerprint, Connection)>>,
 }
@@ -32,14 +68,22 @@ impl ProxyControls {
     pub(crate) fn new(registry: Arc<Registry>) -> Self {
         Self {
             registry,
-            disabled: RwLock::default(),
+            banned: RwLock::default(),
+            records: Mutex::default(),
             workers: Mutex::default(),
         }
     }
 
-    /// Whether the operator disabled the worker with `key`.
+    /// Why the worker with `key` is refused now, if it is.
+    pub fn refusal(&self, key: &Fingerprint) -> Option<String> {
+        let banned = self.banned.reading();
+        let ban = banned.get(key)?;
+        ban.holds(Instant::now()).then(|| ban.reason.clone())
+    }
+
+    /// Whether the worker with `key` is refused now (disabled or evicted).
     pub fn is_disabled(&self, key: &Fingerprint) -> bool {
-        self.disabled.reading().contains(key)
+        self.refusal(key).is_some()
     }
 
     /// Keep `conn` (worker `key`, connection `id`) to close it when the
@@ -47,9 +91,9 @@ impl ProxyControls {
     /// meanwhile.
     pub(crate) fn connected(&self, id: u64, key: Fingerprint, conn: &Connection) -> bool {
         self.workers.locked().insert(id, (key, conn.clone()));
-        if self.is_disabled(&key) {
+        if let Some(reason) = self.refusal(&key) {
             self.left(id);
-            conn.close("disabled by the proxy's operator");
+            conn.close(&reason);
             return false;
         }
         true
@@ -60,15 +104,18 @@ impl ProxyControls {
         self.workers.locked().remove(&id);
     }
 
-    /// Disable `key`: refused from now on, and its connections closed.
-    /// How many connections were closed.
-    pub fn disable(&self, key: Fingerprint) -> Result<usize, String> {
+    /// Refuse `key` under `ban` and close its connections; how many.
+    fn ban(&self, key: Fingerprint, ban: Ban) -> Result<usize, String> {
         {
-            let mut disabled = self.disabled.writing();
-            if disabled.len() >= MAX_DISABLED && !disabled.contains(&key) {
-                return Err(format!("already {MAX_DISABLED} workers disabled"));
+            let now = Instant::now();
+            let mut banned = self.banned.writing();
+            if banned.len() >= MAX_BANNED {
+                banned.retain(|_, b| b.holds(now));
             }
-            disabled.insert(key);
+            if banned.len() >= MAX_BANNED && !banned.contains_key(&key) {
+                return Err(format!("already {MAX_BANNED} workers disabled or evicted"));
+            }
+            banned.insert(key, ban.clone());
         }
         let closing: Vec<(u64, Connection)> = self
             .workers
@@ -79,19 +126,79 @@ impl ProxyControls {
             .collect();
         for (id, conn) in &closing {
             self.registry.remove(*id);
-            conn.close("disabled by the proxy's operator");
+            conn.close(&ban.reason);
         }
-        tracing::warn!(worker = %key, connections = closing.len(), "worker disabled by the operator");
         Ok(closing.len())
     }
 
-    /// Admit `key` again; whether it was disabled.
+    /// Disable `key`: refused from now on, and its connections closed.
+    /// How many connections were closed.
+    pub fn disable(&self, key: Fingerprint) -> Result<usize, String> {
+        let closed = self.ban(
+            key,
+            Ban {
+                until: None,
+                reason: "disabled by the proxy's operator".into(),
+            },
+        )?;
+        tracing::warn!(worker = %key, connections = closed, "worker disabled by the operator");
+        Ok(closed)
+    }
+
+    /// Admit `key` again (disabled or evicted, its record cleared);
+    /// whether it was refused.
     pub fn enable(&self, key: &Fingerprint) -> bool {
-        let was = self.disabled.writing().remove(key);
+        self.records.locked().remove(key);
+        let was = self.banned.writing().remove(key).is_some();
         if was {
             tracing::info!(worker = %key, "worker enabled again by the operator");
         }
         was
+    }
+
+    /// A receipt of worker `key` was verified: its refusals in a row end.
+    pub(crate) fn receipt_verified(&self, key: &Fingerprint) {
+        let mut records = self.records.locked();
+        if let Some(record) = records.get_mut(key) {
+            record.refused_in_a_row = 0;
+            if record.evictions == 0 {
+                records.remove(key);
+            }
+        }
+    }
+
+    /// A receipt of worker `key` was refused for `why`: at
+    /// [`EVICT_AFTER_REFUSED`] in a row the worker is evicted.
+    pub(crate) fn receipt_refused(&self, key: Fingerprint, why: &str) {
+        let evictions = {
+            let mut records = self.records.locked();
+            if records.len() >= MAX_BANNED && !records.contains_key(&key) {
+                records.retain(|_, r| r.evictions > 0);
+            }
+            let record = records.entry(key).or_default();
+            record.refused_in_a_row += 1;
+            if record.refused_in_a_row < EVICT_AFTER_REFUSED {
+                return;
+            }
+            record.refused_in_a_row = 0;
+            record.evictions += 1;
+            record.evictions
+        };
+        let lasts = FIRST_EVICTION
+            .saturating_mul(1 << (evictions - 1).min(16))
+            .min(LONGEST_EVICTION);
+        let reason = format!(
+            "evicted for {} s: {EVICT_AFTER_REFUSED} usage receipts in a row refused (the last: {why})",
+            lasts.as_secs()
+        );
+        tracing::warn!(worker = %key, evictions, seconds = lasts.as_secs(), "worker evicted: its usage receipts are refused");
+        let _ = self.ban(
+            key,
+            Ban {
+                until: Some(Instant::now() + lasts),
+                reason,
+            },
+        );
     }
 }
 
@@ -118,6 +225,8 @@ impl cocoon_metrics::admin::Controls for ProxyControls {
             .map(|(key, _)| key.to_string())
             .collect();
         let offers = self.registry.offer_stats();
+        let now = Instant::now();
+        let banned = self.banned.reading();
         json!({
             "workers": connected.iter().map(|key| json!({
                 "worker": key,
@@ -130,7 +239,11 @@ impl cocoon_metrics::admin::Controls for ProxyControls {
                     "healthy": o.healthy,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "disabled": self.disabled.reading().iter().map(|k| k.to_string()).collect::<BTreeSet<_>>(),
+            "disabled": banned.iter().filter(|(_, b)| b.until.is_none()).map(|(k, _)| k.to_string()).collect::<BTreeSet<_>>(),
+            "evicted": banned.iter().filter_map(|(k, b)| {
+                let left = b.until?.checked_duration_since(now)?;
+                Some(json!({"worker": k.to_string(), "reason": b.reason, "seconds_left": left.as_secs()}))
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -157,5 +270,57 @@ impl cocoon_metrics::admin::Controls for ProxyControls {
             state.extend(status);
         }
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> Fingerprint {
+        Fingerprint::of_ed25519(&[byte; 32])
+    }
+
+    fn seconds_left(controls: &ProxyControls, key: &Fingerprint) -> u64 {
+        let banned = controls.banned.reading();
+        let until = banned[key].until.unwrap();
+        until.duration_since(Instant::now()).as_secs()
+    }
+
+    #[test]
+    fn refusals_in_a_row_evict_and_each_repeat_doubles_the_eviction() {
+        let controls = ProxyControls::new(Arc::new(Registry::new(Vec::new())));
+        let (liar, honest) = (key(1), key(2));
+        // A verified receipt between refusals starts the count again.
+        controls.receipt_refused(liar, "over-claimed");
+        controls.receipt_refused(liar, "over-claimed");
+        controls.receipt_verified(&liar);
+        controls.receipt_refused(liar, "over-claimed");
+        controls.receipt_refused(liar, "over-claimed");
+        assert!(!controls.is_disabled(&liar));
+        controls.receipt_refused(liar, "over-claimed");
+        assert!(controls.is_disabled(&liar));
+        assert!(!controls.is_disabled(&honest));
+        assert!(controls.refusal(&liar).unwrap().contains("over-claimed"));
+        let first = seconds_left(&controls, &liar);
+        assert!(first + 2 >= FIRST_EVICTION.as_secs() && first <= FIRST_EVICTION.as_secs());
+        for _ in 0..EVICT_AFTER_REFUSED {
+            controls.receipt_refused(liar, "again");
+        }
+        let second = seconds_left(&controls, &liar);
+        assert!(second + 2 >= 2 * FIRST_EVICTION.as_secs(), "{second}");
+        // Many repeats stop at the longest eviction.
+        for _ in 0..20 * EVICT_AFTER_REFUSED {
+            controls.receipt_refused(liar, "again");
+        }
+        assert!(seconds_left(&controls, &liar) <= LONGEST_EVICTION.as_secs());
+        // The operator lifts it, and its record starts afresh.
+        assert!(controls.enable(&liar));
+        assert!(!controls.is_disabled(&liar));
+        controls.receipt_refused(liar, "once");
+        assert!(!controls.is_disabled(&liar));
+        // Honest workers leave no record behind.
+        controls.receipt_verified(&honest);
+        assert!(!controls.records.locked().contains_key(&honest));
     }
 }

@@ -17,7 +17,8 @@
 //! * `settlement` - [`Settlement`]: client contracts checked on chain, charges
 //!   and the books' hash put on chain, vouchers for workers, root prices.
 //! * `controls` - [`ProxyControls`]: the operator disables and enables
-//!   workers at run time (the admin endpoints).
+//!   workers at run time (the admin endpoints); workers whose receipts
+//!   keep being refused are evicted.
 //! * `status`   - [`ProxyStatus`]: readiness, `/stats` and the routing
 //!   table's Prometheus gauges.
 //! * `gate`     - [`GateSettings`]: per-source limits on handshakes, before TLS.
@@ -29,7 +30,7 @@
 
 mod books;
 mod config;
-mod controls;
+pub mod controls;
 mod gate;
 mod node;
 mod receipts;

@@ -15,8 +15,8 @@ pub enum AdmitError {
     Protocol(#[from] ProtocolError),
     #[error("key {key} is not allowed to connect as {role:?}")]
     NotAllowed { key: Fingerprint, role: Role },
-    #[error("worker {key} is disabled by this proxy's operator")]
-    Disabled { key: Fingerprint },
+    #[error("worker {key} is refused: {reason}")]
+    Disabled { key: Fingerprint, reason: String },
     #[error("key {key}: this proxy admits unpinned workers by their RA-TLS evidence, and its certificate carries none")]
     NoEvidence { key: Fingerprint },
     #[error("key {key}: an unpinned worker's evidence is refused: {refusal}")]

@@ -253,6 +253,12 @@ impl Shared {
             handshake(tls, &ours, self.settings.max_frame_bytes, HANDSHAKE_TIMEOUT).await?;
         // Handshake done: its slot goes back to the gate.
         drop(pass);
+        // A worker its operator disabled, or the proxy evicted, is refused.
+        if peer.role == Role::Worker {
+            if let Some(reason) = self.controls.refusal(&key) {
+                return Err(AdmitError::Disabled { key, reason });
+            }
+        }
         let mut worker_id = None;
         let mut worker_side = None;
         let handler: Arc<dyn Handler> = match peer.role {
@@ -265,10 +271,8 @@ impl Shared {
                 inspect: self.settings.inspect.clone(),
                 timeouts: self.settings.timeouts,
                 metrics: self.metrics.clone(),
+                controls: self.controls.clone(),
             }),
-            Role::Worker if self.controls.is_disabled(&key) => {
-                return Err(AdmitError::Disabled { key })
-            }
             Role::Worker if self.settings.allowed_workers.contains(&key) => {
                 // Open admission: a worker nobody pinned is admitted on its
                 // evidence, checked now against the policy as a worker's.
@@ -341,6 +345,8 @@ struct ClientSide {
     inspect: Option<Inspector>,
     timeouts: crate::HopTimeouts,
     metrics: Arc<cocoon_metrics::Metrics>,
+    /// Evicts workers whose receipts keep being refused.
+    controls: Arc<crate::ProxyControls>,
 }
 
 impl Handler for ClientSide {
@@ -421,6 +427,7 @@ impl ClientSide {
         let books = self.settlement.as_ref().map(|s| s.books().clone());
         let inspect = self.inspect.clone();
         let timeouts = self.timeouts;
+        let controls = self.controls.clone();
         stream::once(async move {
             // A billing proxy serves a client only from a contract that can pay.
             let payer = match &settlement {
@@ -561,8 +568,13 @@ impl ClientSide {
                                 }
                             });
                             let since_first = first.map(|f| f.elapsed()).unwrap_or_default();
-                            let (receipts, header, key, ranking) =
-                                (receipts.clone(), header.clone(), key.clone(), slot.ranking());
+                            let (receipts, header, key, ranking, controls) = (
+                                receipts.clone(),
+                                header.clone(),
+                                key.clone(),
+                                slot.ranking(),
+                                controls.clone(),
+                            );
                             async move {
                                 let checked = receipts
                                     .record(
@@ -577,10 +589,18 @@ impl ClientSide {
                                         then,
                                     )
                                     .await;
-                                // Verified usage alone ranks the worker's speed.
+                                // Verified usage alone ranks the worker's speed;
+                                // refused receipts, in a row, evict it.
                                 match checked {
-                                    Ok(usage) => ranking.done(usage.completion_tokens, since_first),
-                                    Err(_) => ranking.failed(),
+                                    Ok(usage) => {
+                                        ranking.done(usage.completion_tokens, since_first);
+                                        controls.receipt_verified(&key.worker());
+                                    }
+                                    Err(receipts::Refused::CheckerStopped) => ranking.failed(),
+                                    Err(refused) => {
+                                        ranking.failed();
+                                        controls.receipt_refused(key.worker(), &refused.to_string());
+                                    }
                                 }
                                 Event::Done(done)
                             }
