@@ -11,7 +11,7 @@ use crate::sealed::SealedRequest;
 use crate::worker_key::WorkerKey;
 
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 14;
+pub const PROTOCOL_VERSION: u16 = 15;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@
 //! * `attestation_config` - `[attestation]` in every role's config.
 //! * `config` - [`ConfigError`] and keepalive timing shared by role configs.
 //! * `dial`   - dialling a proxy and staying connected, with backoff.
+//! * `pow`    - the proof of work a busy server asks before a TLS handshake.
 //! * `tls`    - node identities (Ed25519 keys, self-signed certificates) and the
 //!   pinned-key TLS 1.3 verifiers; the one place certificates are made and checked.
 //! * `ra_tls` - TEE evidence in certificates and its check during handshakes.
@@ -32,6 +33,7 @@ mod error;
 mod frame;
 mod mux;
 pub mod openai;
+pub mod pow;
 pub mod ra_tls;
 pub mod receipt;
 pub mod sealed;

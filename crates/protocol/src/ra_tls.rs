@@ -456,7 +456,8 @@ pub async fn fetch_certificate(
         )
         .map_err(|e| crate::ProtocolError::Tls(e.to_string()))?;
     let attempt = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        crate::pow::prove(&mut tcp).await?;
         let name = rustls::pki_types::ServerName::try_from(crate::tls::NODE_NAME)
             .expect("static name is valid");
         let _ = tokio_rustls::TlsConnector::from(Arc::new(config))

@@ -736,15 +736,17 @@ fn peer_key(certs: Option<&[CertificateDer<'_>]>) -> Result<Fingerprint, Protoco
     Fingerprint::of_certificate(cert)
 }
 
-/// Dial `addr` and complete a TLS handshake; returns the stream and the peer's key.
+/// Dial `addr` and complete a TLS handshake (after the proof of work the
+/// server may ask, see [`crate::pow`]); returns the stream and the peer's key.
 pub async fn connect(
     addr: &str,
     config: Arc<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Fingerprint), ProtocolError> {
     let dial = async {
-        let tcp = TcpStream::connect(addr).await?;
+        let mut tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
+        crate::pow::prove(&mut tcp).await?;
         let name = ServerName::try_from(NODE_NAME).expect("static name is valid");
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
@@ -758,14 +760,27 @@ pub async fn connect(
         .map_err(|_| ProtocolError::HandshakeTimeout(timeout))?
 }
 
-/// Complete the server side of a TLS handshake on an accepted socket.
+/// Complete the server side of a TLS handshake on an accepted socket,
+/// asking no proof of work.
 pub async fn accept(
     tcp: TcpStream,
     acceptor: &tokio_rustls::TlsAcceptor,
     timeout: Duration,
 ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Fingerprint), ProtocolError> {
+    accept_after(tcp, acceptor, timeout, None).await
+}
+
+/// [`accept`], first asking the peer to solve `challenge` when given
+/// (within the same `timeout`).
+pub async fn accept_after(
+    mut tcp: TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    timeout: Duration,
+    challenge: Option<crate::pow::Challenge>,
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Fingerprint), ProtocolError> {
     tcp.set_nodelay(true)?;
     let handshake = async {
+        crate::pow::demand(&mut tcp, challenge).await?;
         let tls = acceptor
             .accept(tcp)
             .await

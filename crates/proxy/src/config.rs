@@ -323,6 +323,16 @@ impl ProxyConfig {
                 ));
             }
         }
+        if a.pow_difficulty > cocoon_protocol::pow::MAX_DIFFICULTY {
+            return Err(ConfigError::new(
+                "admission.pow_difficulty",
+                format!(
+                    "at most {} (dialers refuse more work), got {}",
+                    cocoon_protocol::pow::MAX_DIFFICULTY,
+                    a.pow_difficulty
+                ),
+            ));
+        }
         if self.max_frame_bytes < 64 * 1024 {
             return Err(ConfigError::new(
                 "max_frame_bytes",
@@ -588,6 +598,10 @@ allowed_workers = ["sha256:00000000000000000000000000000000000000000000000000000
                 "admission.per_source_in_flight",
             ),
             (GOOD.replace("allowed_clients = []", ""), "allowed_clients"),
+            (
+                format!("{GOOD}\n[admission]\npow_difficulty = 29"),
+                "admission.pow_difficulty",
+            ),
             // The admin endpoints live on the status port.
             (
                 format!("{GOOD}\nadmin_token_file = \"/tmp/admin.token\""),

@@ -7,6 +7,10 @@
 //! A connection without either is closed at once, so a flood of bad or
 //! half-finished connections from a few addresses holds a few slots for
 //! at most the handshake timeout, while everyone else's traffic flows.
+//! While more than `pow_above_in_flight` handshakes are unfinished (a
+//! flood from many addresses), each new connection must first prove
+//! `pow_difficulty` bits of work (see `cocoon_protocol::pow`) before its
+//! handshake begins.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,6 +32,12 @@ pub struct GateSettings {
     pub per_source_per_sec: f64,
     /// ...and at most this many at once after a quiet spell.
     pub per_source_burst: f64,
+    /// Proof of work asked of new connections while the proxy is busy:
+    /// leading zero bits of a SHA-256 (20: about a million hashes, ~1 s
+    /// of one core; 0: never asked).
+    pub pow_difficulty: u8,
+    /// Busy: more than this many handshakes unfinished (0: always ask).
+    pub pow_above_in_flight: usize,
 }
 
 impl Default for GateSettings {
@@ -37,6 +47,8 @@ impl Default for GateSettings {
             in_flight: 4096,
             per_source_per_sec: 50.0,
             per_source_burst: 200.0,
+            pow_difficulty: 20,
+            pow_above_in_flight: 256,
         }
     }
 }
@@ -117,6 +129,14 @@ impl Gate {
         })
     }
 
+    /// The proof of work a connection just let in must give first, when
+    /// the proxy is busy.
+    pub fn challenge(&self) -> Option<cocoon_protocol::pow::Challenge> {
+        let s = &self.settings;
+        (s.pow_difficulty > 0 && self.in_flight() > s.pow_above_in_flight)
+            .then(|| cocoon_protocol::pow::Challenge::new(s.pow_difficulty))
+    }
+
     /// Unfinished handshakes now (all sources).
     pub fn in_flight(&self) -> usize {
         self.state.locked().1
@@ -149,6 +169,7 @@ mod tests {
             in_flight: 3,
             per_source_per_sec: 1000.0,
             per_source_burst: 1000.0,
+            ..GateSettings::default()
         });
         let a1 = gate.enter(ip(1)).unwrap();
         let _a2 = gate.enter(ip(1)).unwrap();
@@ -167,6 +188,7 @@ mod tests {
             in_flight: 100,
             per_source_per_sec: 0.001,
             per_source_burst: 3.0,
+            ..GateSettings::default()
         });
         for _ in 0..3 {
             drop(gate.enter(ip(1)).unwrap());
@@ -174,5 +196,25 @@ mod tests {
         assert_eq!(gate.enter(ip(1)).err(), Some(Turned::TooFast));
         // Another address is not held up by the first.
         gate.enter(ip(2)).unwrap();
+    }
+
+    #[test]
+    fn work_is_asked_only_while_busy() {
+        let gate = Gate::new(GateSettings {
+            pow_above_in_flight: 2,
+            pow_difficulty: 20,
+            ..GateSettings::default()
+        });
+        let (_a, _b) = (gate.enter(ip(1)).unwrap(), gate.enter(ip(2)).unwrap());
+        assert_eq!(gate.challenge(), None);
+        let _c = gate.enter(ip(3)).unwrap();
+        assert_eq!(gate.challenge().map(|c| c.difficulty), Some(20));
+        let never = Gate::new(GateSettings {
+            pow_above_in_flight: 0,
+            pow_difficulty: 0,
+            ..GateSettings::default()
+        });
+        let _d = never.enter(ip(1)).unwrap();
+        assert_eq!(never.challenge(), None);
     }
 }

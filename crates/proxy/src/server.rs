@@ -186,10 +186,11 @@ pub fn start(
                     continue;
                 }
             };
+            let challenge = gate.challenge();
             let shared = shared.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                if let Err(e) = shared.admit(tcp, &acceptor, pass).await {
+                if let Err(e) = shared.admit(tcp, &acceptor, pass, challenge).await {
                     tracing::info!(%peer, error = %e, "connection refused");
                 }
             });
@@ -237,8 +238,9 @@ impl Shared {
         tcp: tokio::net::TcpStream,
         acceptor: &tokio_rustls::TlsAcceptor,
         pass: crate::gate::Pass,
+        challenge: Option<cocoon_protocol::pow::Challenge>,
     ) -> Result<(), AdmitError> {
-        let (tls, key) = tls::accept(tcp, acceptor, HANDSHAKE_TIMEOUT).await?;
+        let (tls, key) = tls::accept_after(tcp, acceptor, HANDSHAKE_TIMEOUT, challenge).await?;
         let certificate = tls
             .get_ref()
             .1

@@ -355,6 +355,67 @@ async fn a_flood_of_half_finished_connections_is_turned_away_while_others_get_in
         .expect("a pinned client node gets in during the flood");
 }
 
+/// While the proxy is busy (here: always, `pow_above_in_flight = 0`) a
+/// new connection must prove work before its handshake: client nodes and
+/// workers, dialling through Cocoon's dialer, do it and get in; a flood
+/// that answers the challenge without doing the work is closed at once,
+/// its handshake slot given back, instead of holding the proxy for the
+/// 10 s handshake timeout.
+#[tokio::test]
+async fn while_busy_a_connection_must_prove_work_before_its_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let net = start_gated(
+        MuxOptions::default(),
+        cocoon_proxy::GateSettings {
+            pow_difficulty: 16,
+            pow_above_in_flight: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (client, worker) = (net.client.clone(), net.worker.clone());
+    dial(&net, &client, Role::Client)
+        .await
+        .expect("a client node proves its work and gets in");
+    dial(&net, &worker, Role::Worker)
+        .await
+        .expect("a worker proves its work and gets in");
+
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        let mut tcp = tokio::net::TcpStream::connect(&net.endpoint.address)
+            .await
+            .unwrap();
+        let mut challenge = [0u8; 34];
+        tcp.read_exact(&mut challenge).await.unwrap();
+        assert_eq!((challenge[0], challenge[1]), (1, 16), "a challenge");
+        // Any nonce but a solution.
+        let seed: [u8; 32] = challenge[2..].try_into().unwrap();
+        let guess = (0u64..)
+            .find(|n| {
+                !cocoon_protocol::pow::Challenge {
+                    difficulty: 16,
+                    seed,
+                }
+                .solved_by(*n)
+            })
+            .unwrap();
+        tcp.write_all(&guess.to_le_bytes()).await.unwrap();
+        flood.push(tcp);
+    }
+    for mut tcp in flood {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut byte))
+            .await
+            .expect("a connection without the work is closed at once, not held for the handshake");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    wait_for("every slot given back", Duration::from_secs(2), || {
+        net.proxy.gate.in_flight() == 0
+    })
+    .await;
+}
+
 /// An open proxy takes announcements from any attested worker: one offering
 /// more models than any worker serves, or a name longer than any model's,
 /// is refused (the registry does not grow with one worker's list).
