@@ -66,8 +66,6 @@ pub async fn worker(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cocoon worker earnings`: each proxy's latest signed voucher, what the
-/// worker contract has paid on chain, and what is pending.
 /// `cocoon worker doctor`: each step's finding, and what to fix; fails
 /// when a step failed.
 pub async fn worker_doctor(path: &Path) -> anyhow::Result<()> {
@@ -94,10 +92,20 @@ pub async fn worker_doctor(path: &Path) -> anyhow::Result<()> {
         failed == 0,
         "{failed} step(s) failed: fix them and run the doctor again"
     );
-    println!("every step passed");
+    let warned = findings
+        .iter()
+        .filter(|f| f.outcome == Outcome::Warn)
+        .count();
+    if warned == 0 {
+        println!("every step passed");
+    } else {
+        println!("no step failed; {warned} warning(s) above");
+    }
     Ok(())
 }
 
+/// `cocoon worker earnings`: each proxy's latest signed voucher, what the
+/// worker contract has paid on chain, and what is pending.
 pub async fn worker_earnings(path: &Path) -> anyhow::Result<()> {
     let config = load(path, WorkerConfig::from_toml)?;
     let payout = config.payout.clone().with_context(|| {

@@ -185,6 +185,10 @@ struct RootState {
     owner: StdAddr,
     /// Proposed by the owner, not accepted yet.
     pending_owner: Option<StdAddr>,
+    /// Whether its code moves ownership in two steps (a root deployed
+    /// before has no `get_pending_owner`, and its `ChangeOwner` hands the
+    /// contract over at once).
+    two_step: bool,
     prices: Prices,
     lists: PublishedLists,
     proxies: Vec<cocoon_chain::RegisteredProxy>,
@@ -195,13 +199,17 @@ async fn read_state(chain: &dyn Chain, root: &StdAddr) -> anyhow::Result<RootSta
         .await
         .with_context(|| format!("--root {root}: not a root contract on chain"))?;
     let owner = cocoon_chain::stack_address(&chain.get(root, "get_owner", &[]).await?)?;
-    let pending_owner =
-        cocoon_chain::stack_optional_address(&chain.get(root, "get_pending_owner", &[]).await?)?;
+    // The other reads answered: a failing one here is older code.
+    let (pending_owner, two_step) = match chain.get(root, "get_pending_owner", &[]).await {
+        Ok(stack) => (cocoon_chain::stack_optional_address(&stack)?, true),
+        Err(_) => (None, false),
+    };
     let prices = Prices::from_stack(&chain.get(root, "get_prices", &[]).await?)?;
     let proxies = cocoon_chain::registered_proxies(chain, root).await?;
     Ok(RootState {
         owner,
         pending_owner,
+        two_step,
         prices,
         lists,
         proxies,
@@ -214,6 +222,7 @@ fn show(state: &RootState) -> serde_json::Value {
         "version": state.lists.version,
         "owner": state.owner.to_string(),
         "pending_owner": state.pending_owner.as_ref().map(|a| a.to_string()),
+        "two_step_ownership": state.two_step,
         "prices": {
             "price_per_token_nano": p.price_per_token.to_string(),
             "worker_share_bps": p.worker_share_bps,
@@ -423,6 +432,10 @@ fn what_changes(command: &RootCommand, before: &RootState) -> anyhow::Result<Opt
             }
         }
         RootCommand::TransferOwner { to, cancel, .. } => {
+            anyhow::ensure!(
+                before.two_step,
+                "transfer-owner: this root contract's code predates two-step ownership (no get_pending_owner): its ChangeOwner would hand it over at once, unconfirmed; not sent"
+            );
             let to = match (to, cancel) {
                 (Some(to), false) => {
                     let to = address("--to", to)?;

@@ -106,8 +106,20 @@ impl GenerateRequest {
     }
 
     /// `Ok` when `served` (what `by` serves for this model) covers what this
-    /// request needs; else the refusal naming the first field it lacks.
+    /// request needs, and its stop sequences are within
+    /// [`crate::receipt::MAX_STOP_BYTES`]; else the refusal naming the
+    /// first field it lacks.
     pub fn check_served(&self, served: &Features, by: &str) -> Result<(), WireError> {
+        let max = crate::receipt::MAX_STOP_BYTES;
+        if let Some(long) = self.params.stop.iter().find(|s| s.len() > max) {
+            return Err(WireError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "a stop sequence of {} bytes; at most {max} are served",
+                    long.len()
+                ),
+            ));
+        }
         match self.needs().first_missing(served) {
             None => Ok(()),
             Some(field) => Err(WireError::new(

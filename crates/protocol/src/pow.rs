@@ -10,6 +10,9 @@
 //! about a second of one core) while an honest node, which connects once
 //! and stays, hardly notices.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,9 +24,11 @@ const GO: u8 = 0;
 /// The first byte a server sends: a challenge follows.
 const CHALLENGE: u8 = 1;
 
-/// The most work a dialer does for one connection (2^28 hashes, a few
-/// minutes of one core): a server asking more is refused, not obeyed.
-pub const MAX_DIFFICULTY: u8 = 28;
+/// The most work a dialer does for one connection (2^24 hashes, a few
+/// seconds of one core, within the 10 s handshake timeout): a server
+/// asking more is refused, not obeyed. (The challenge comes before TLS,
+/// so anyone on the path can ask; this bounds what it costs the dialer.)
+pub const MAX_DIFFICULTY: u8 = 24;
 
 const DOMAIN: &[u8] = b"cocoon-pow-v1";
 
@@ -59,9 +64,21 @@ impl Challenge {
 
     /// The first nonce that solves it (about 2^difficulty tries).
     pub fn solve(&self) -> u64 {
-        (0u64..)
-            .find(|&nonce| self.solved_by(nonce))
-            .expect("some nonce solves any difficulty up to 256")
+        self.solve_unless(&AtomicBool::new(false))
+            .expect("not cancelled")
+    }
+
+    /// [`Challenge::solve`], giving up (`None`) once `cancelled` is set.
+    pub fn solve_unless(&self, cancelled: &AtomicBool) -> Option<u64> {
+        for nonce in 0u64.. {
+            if nonce % 65_536 == 0 && cancelled.load(Ordering::Relaxed) {
+                return None;
+            }
+            if self.solved_by(nonce) {
+                return Some(nonce);
+            }
+        }
+        None
     }
 }
 
@@ -127,14 +144,27 @@ pub async fn prove(tcp: &mut TcpStream) -> Result<(), ProtocolError> {
                     challenge.difficulty
                 )));
             }
-            let nonce = tokio::task::spawn_blocking(move || challenge.solve())
+            // The work stops when the dial is given up (its timeout).
+            let cancelled = Arc::new(AtomicBool::new(false));
+            let _stop = CancelOnDrop(cancelled.clone());
+            let nonce = tokio::task::spawn_blocking(move || challenge.solve_unless(&cancelled))
                 .await
-                .map_err(|e| ProtocolError::Tls(format!("proof of work: {e}")))?;
+                .map_err(|e| ProtocolError::Tls(format!("proof of work: {e}")))?
+                .ok_or_else(|| ProtocolError::Tls("proof of work given up".into()))?;
             tcp.write_all(&nonce.to_le_bytes()).await.map_err(io)
         }
         other => Err(ProtocolError::Tls(format!(
             "the server opened with byte {other:#04x}, not a Cocoon TLS port"
         ))),
+    }
+}
+
+/// Sets its flag when dropped: a dial given up stops its work.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -205,6 +235,14 @@ mod tests {
         });
         let mut tcp = TcpStream::connect(address).await.unwrap();
         let err = prove(&mut tcp).await.unwrap_err().to_string();
-        assert!(err.contains("at most 28"), "{err}");
+        assert!(err.contains("at most 24"), "{err}");
+    }
+
+    #[test]
+    fn work_given_up_stops() {
+        let cancelled = AtomicBool::new(true);
+        // 2^60 tries would never end: a set flag ends it at once.
+        let hard = Challenge::new(60);
+        assert_eq!(hard.solve_unless(&cancelled), None);
     }
 }

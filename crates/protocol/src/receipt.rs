@@ -61,6 +61,13 @@ pub enum ReceiptError {
 /// Completion tokens an engine may count without streaming them: the end
 /// of sequence, a stop sequence held back and dropped.
 pub const UNSTREAMED_TOKENS: u64 = 32;
+
+/// The longest stop sequence, bytes. A matched stop sequence is dropped
+/// from the answer although its tokens were generated (at most one per
+/// byte): capped so, they stay within [`UNSTREAMED_TOKENS`] and an honest
+/// worker's receipt is never refused, nor a client served unbilled, for
+/// the stop sequences it asked for.
+pub const MAX_STOP_BYTES: usize = UNSTREAMED_TOKENS as usize;
 /// Prompt tokens allowed beyond two per byte of the sealed request: the
 /// chat template's own tokens. (A token of a byte-level BPE or
 /// SentencePiece vocabulary covers at least one byte of text.)

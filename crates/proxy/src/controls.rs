@@ -170,10 +170,22 @@ impl ProxyControls {
     /// A receipt of worker `key` was refused for `why`: at
     /// [`EVICT_AFTER_REFUSED`] in a row the worker is evicted.
     pub(crate) fn receipt_refused(&self, key: Fingerprint, why: &str) {
+        // Receipts of answers that ran while the worker was evicted do
+        // not evict it again (a burst would jump to a long eviction).
+        if self.is_disabled(&key) {
+            return;
+        }
         let evictions = {
             let mut records = self.records.locked();
             if records.len() >= MAX_BANNED && !records.contains_key(&key) {
-                records.retain(|_, r| r.evictions > 0);
+                let banned = self.banned.reading();
+                let now = Instant::now();
+                // Keep the records of workers evicted now; forget the rest.
+                records.retain(|k, _| banned.get(k).is_some_and(|b| b.holds(now)));
+                if records.len() >= MAX_BANNED {
+                    tracing::warn!(worker = %key, "too many workers on record: this refusal is not counted");
+                    return;
+                }
             }
             let record = records.entry(key).or_default();
             record.refused_in_a_row += 1;
@@ -192,13 +204,15 @@ impl ProxyControls {
             lasts.as_secs()
         );
         tracing::warn!(worker = %key, evictions, seconds = lasts.as_secs(), "worker evicted: its usage receipts are refused");
-        let _ = self.ban(
+        if let Err(e) = self.ban(
             key,
             Ban {
                 until: Some(Instant::now() + lasts),
                 reason,
             },
-        );
+        ) {
+            tracing::error!(worker = %key, error = %e, "could not evict the worker");
+        }
     }
 }
 
@@ -304,16 +318,32 @@ mod tests {
         assert!(controls.refusal(&liar).unwrap().contains("over-claimed"));
         let first = seconds_left(&controls, &liar);
         assert!(first + 2 >= FIRST_EVICTION.as_secs() && first <= FIRST_EVICTION.as_secs());
+        // Receipts of answers that ran meanwhile do not evict it again.
+        for _ in 0..3 * EVICT_AFTER_REFUSED {
+            controls.receipt_refused(liar, "in the same burst");
+        }
+        assert!(seconds_left(&controls, &liar) <= FIRST_EVICTION.as_secs());
+        // Once the eviction ran out, the next one lasts twice as long.
+        let expire = |controls: &ProxyControls| {
+            let mut banned = controls.banned.writing();
+            banned.get_mut(&liar).unwrap().until = Some(Instant::now());
+        };
+        expire(&controls);
+        assert!(!controls.is_disabled(&liar));
         for _ in 0..EVICT_AFTER_REFUSED {
             controls.receipt_refused(liar, "again");
         }
         let second = seconds_left(&controls, &liar);
         assert!(second + 2 >= 2 * FIRST_EVICTION.as_secs(), "{second}");
         // Many repeats stop at the longest eviction.
-        for _ in 0..20 * EVICT_AFTER_REFUSED {
-            controls.receipt_refused(liar, "again");
+        for _ in 0..20 {
+            expire(&controls);
+            for _ in 0..EVICT_AFTER_REFUSED {
+                controls.receipt_refused(liar, "again");
+            }
         }
-        assert!(seconds_left(&controls, &liar) <= LONGEST_EVICTION.as_secs());
+        let longest = seconds_left(&controls, &liar);
+        assert!(longest + 2 >= LONGEST_EVICTION.as_secs() && longest <= LONGEST_EVICTION.as_secs());
         // The operator lifts it, and its record starts afresh.
         assert!(controls.enable(&liar));
         assert!(!controls.is_disabled(&liar));

@@ -4,7 +4,9 @@
 //! the payout wallet), each step saying what it found and, when it fails,
 //! what to fix. Every check is the real one: the evidence is made by the
 //! configured TEE and judged by the same policy proxies judge it with, and
-//! each proxy is dialled with the worker's own key and evidence.
+//! each proxy is dialled with the worker's own key and evidence and told
+//! its keys and payout (an announcement with no models, so nothing is
+//! routed to the doctor); the proxy admits it when it keeps the connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +116,12 @@ fn now_secs() -> u64 {
 pub async fn diagnose(config: WorkerConfig) -> Vec<Finding> {
     let mut found = vec![profile(&config), tee(&config)];
     let payout = config.payout.clone();
+    // Loading makes a key file that is not there (as the worker's first
+    // start does): say so, a mistyped path is a new key nobody pins.
+    let new_key = (config.attestation.tee != TeeChoice::Tdx
+        && config.attestation.key_manager.is_none()
+        && !config.identity_key.exists())
+    .then(|| config.identity_key.clone());
     let settings = match tokio::task::spawn_blocking(move || config.into_settings()).await {
         Ok(Ok(settings)) => settings,
         Ok(Err(e)) => {
@@ -140,6 +148,13 @@ pub async fn diagnose(config: WorkerConfig) -> Vec<Finding> {
             settings.engine.describe()
         ),
     ));
+    if let Some(path) = new_key {
+        found.push(Finding::warn(
+            "identity key file",
+            format!("{} did not exist: a new key was made there, as the worker's first start would", path.display()),
+            "if this worker ran before, its key is elsewhere: check identity_key (proxies pinning workers know the old one)",
+        ));
+    }
     found.push(match settings.engine.check().await {
         Ok(()) => Finding::pass("engine answers", "the engine is up"),
         Err(e) => Finding::fail(
@@ -187,9 +202,20 @@ pub async fn diagnose(config: WorkerConfig) -> Vec<Finding> {
         return found;
     }
     found.push(evidence(&settings));
-    found.push(gpus(&settings));
+    let (finding, key) = gpus(&settings);
+    found.push(finding);
+    let announce = key.map(|key| cocoon_protocol::Announce {
+        // No models: nothing is routed here, as while draining.
+        models: Vec::new(),
+        key: Some(key.current()),
+        payout: settings
+            .payout
+            .as_ref()
+            .map(|(earnings, _)| earnings.payout().to_string()),
+        vouched: None,
+    });
     for endpoint in &settings.proxies {
-        found.push(proxy(&settings, endpoint).await);
+        found.push(proxy(&settings, endpoint, announce.clone()).await);
     }
     if let (Some(config), Some((earnings, _))) = (payout, &settings.payout) {
         found.push(wallet(&config, earnings.payout()).await);
@@ -272,34 +298,43 @@ fn evidence(settings: &crate::WorkerSettings) -> Finding {
     }
 }
 
-fn gpus(settings: &crate::WorkerSettings) -> Finding {
+/// The worker's announced keys, with its GPUs' evidence when it has
+/// GPUs: what its proxies check at announcement.
+fn gpus(settings: &crate::WorkerSettings) -> (Finding, Option<AttestedKey>) {
     const STEP: &str = "GPUs attested";
-    let Some(gpu) = &settings.gpu else {
-        return Finding::warn(
-            STEP,
-            "no GPU evidence (attestation.gpu)",
-            "proxies whose policy requires GPUs refuse this worker; set attestation.gpu = \"nvml\" on an H100/H200 in confidential-computing mode",
-        );
-    };
-    match AttestedKey::new(
+    let key = AttestedKey::new(
         settings.identity.clone(),
         Arc::new(SealingKey::generate()),
-        Some(gpu.clone()),
+        settings.gpu.clone(),
         settings.attestation.clone(),
-    ) {
-        Ok(_) => Finding::pass(STEP, "evidence made and accepted by the policy"),
-        Err(e) => Finding::fail(
+    );
+    let finding = match (&key, &settings.gpu, &settings.attestation) {
+        (Err(e), _, _) => Finding::fail(
             STEP,
             e.to_string(),
             "turn confidential computing on (nvidia-smi conf-compute -scc) and check the driver and VBIOS versions the policy allows",
         ),
-    }
+        (Ok(_), None, _) => Finding::warn(
+            STEP,
+            "no GPU evidence (attestation.gpu)",
+            "proxies whose policy requires GPUs refuse this worker; set attestation.gpu = \"nvml\" on an H100/H200 in confidential-computing mode",
+        ),
+        (Ok(_), Some(_), None) => Finding::warn(
+            STEP,
+            "evidence made, not judged (no attestation.policy)",
+            "set attestation.policy to the network's",
+        ),
+        (Ok(_), Some(_), Some(_)) => Finding::pass(STEP, "evidence made and accepted by the policy"),
+    };
+    (finding, key.ok())
 }
 
-/// Dial `endpoint` as the worker does and see whether it keeps us.
+/// Dial `endpoint` as the worker does, announce the worker's keys (and
+/// payout) with no models, and see whether it keeps us.
 async fn proxy(
     settings: &crate::WorkerSettings,
     endpoint: &cocoon_protocol::ProxyEndpoint,
+    announce: Option<cocoon_protocol::Announce>,
 ) -> Finding {
     let step = format!("proxy {}", endpoint.address);
     let tls = match tls::client_config_attested(
@@ -356,6 +391,9 @@ async fn proxy(
             )
         }
     };
+    if let Some(announce) = &announce {
+        let _ = conn.announce(announce.clone());
+    }
     let refused = tokio::time::timeout(ADMISSION_WAIT, conn.closed())
         .await
         .is_ok();
@@ -369,8 +407,17 @@ async fn proxy(
             ),
             not_admitted,
         )
+    } else if announce.is_some() {
+        Finding::pass(
+            step,
+            "connected, and its keys and payout announced and kept",
+        )
     } else {
-        Finding::pass(step, "connected and admitted")
+        Finding::warn(
+            step,
+            "connected and kept, but nothing announced (no keys could be made: see the GPU step)",
+            "fix the steps above",
+        )
     }
 }
 

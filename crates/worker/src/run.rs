@@ -222,7 +222,7 @@ impl AttestedKey {
 
     /// The keys with evidence made within the renewal period; the last
     /// ones (logged) if new evidence cannot be made now.
-    fn current(&self) -> WorkerKey {
+    pub(crate) fn current(&self) -> WorkerKey {
         let mut current = self.current.locked();
         if current.1.elapsed() >= tls::RENEW_AFTER {
             match self.make() {

@@ -315,6 +315,17 @@ fn finish(model: String, input: Input, p: RequestParams) -> Result<Validated, Ap
             "array_above_max_length",
         ));
     }
+    let max_stop = cocoon_protocol::receipt::MAX_STOP_BYTES;
+    if let Some(long) = stop.iter().find(|s| s.len() > max_stop) {
+        return Err(ApiError::invalid(
+            format!(
+                "Invalid 'stop': a sequence of {} bytes; at most {max_stop} bytes each are allowed.",
+                long.len()
+            ),
+            Some("stop"),
+            "string_above_max_length",
+        ));
+    }
     let params = SamplingParams {
         max_tokens,
         temperature: float_in("temperature", p.temperature, 0.0, 2.0)?,

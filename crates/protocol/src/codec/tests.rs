@@ -157,3 +157,30 @@ proptest::proptest! {
         proptest::prop_assert_eq!(text.parse::<crate::tls::Fingerprint>().unwrap(), fingerprint);
     }
 }
+
+/// A worker refuses stop sequences longer than its receipts can account
+/// for (a dishonest client node could otherwise make an honest worker's
+/// receipt refused, and be served unbilled).
+#[test]
+fn a_worker_refuses_stop_sequences_its_receipt_cannot_account_for() {
+    let request = |stop: &str| GenerateRequest {
+        model: "m".into(),
+        input: Input::Chat(vec![ChatMessage::new("user", "hi")]),
+        params: SamplingParams {
+            stop: vec![stop.into()],
+            ..Default::default()
+        },
+    };
+    let served = crate::Features::default();
+    let max = crate::receipt::MAX_STOP_BYTES;
+    assert!(request(&"x".repeat(max)).check_served(&served, "w").is_ok());
+    let refused = request(&"x".repeat(max + 1))
+        .check_served(&served, "w")
+        .unwrap_err();
+    assert_eq!(refused.kind, crate::ErrorKind::InvalidRequest);
+    assert!(
+        refused.message.contains("stop sequence"),
+        "{}",
+        refused.message
+    );
+}

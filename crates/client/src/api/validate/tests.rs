@@ -95,6 +95,10 @@ fn errors_name_the_problem() {
             "'stop'",
         ),
         (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":"0123456789012345678901234567890123"}"#,
+            "'stop': a sequence of 34 bytes",
+        ),
+        (
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#,
             "stream_options",
         ),
