@@ -114,13 +114,65 @@ pub(crate) fn check_own_configuration(
         })
 }
 
+/// Why the network no longer trusts this worker, if it does not: its
+/// image or a model it serves is not published (any more) by the root
+/// contract it follows. Only publication is judged here; evidence that
+/// ages or collateral that changes is its proxies' to judge.
+fn withdrawal(settings: &WorkerSettings, offers: &[cocoon_protocol::ModelOffer]) -> Option<String> {
+    let check = settings.attestation.as_ref()?;
+    let published = check.published.as_ref()?;
+    if let Err(e) = check_own_models(settings, offers) {
+        return Some(e.message);
+    }
+    let image = settings
+        .identity
+        .evidence(&[0u8; 64])?
+        .ok()?
+        .claimed_image_hash()
+        .ok()?;
+    published
+        .check_image(PeerRole::Worker, &image)
+        .err()
+        .map(|refusal| format!("its image: {refusal}"))
+}
+
+/// When the worker follows a root contract: at every change of its lists,
+/// pause (announce no models, refuse new requests) while the network no
+/// longer publishes its image or a model, saying why; resume when it does
+/// again.
+fn follow_own_withdrawal(
+    settings: WorkerSettings,
+    offers: Vec<cocoon_protocol::ModelOffer>,
+    controls: Arc<crate::WorkerControls>,
+    stop: CancellationToken,
+) {
+    let Some(mut lists) = settings
+        .attestation
+        .as_ref()
+        .and_then(|check| check.published.as_ref())
+        .map(|published| published.changes())
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = lists.changed() => if changed.is_err() { return },
+            }
+            let why = withdrawal(&settings, &offers);
+            controls.set_withdrawn(why);
+        }
+    });
+}
+
 /// What announces this worker's models and key on one proxy's connection.
 type Announcer = Arc<dyn Fn(&Connection) + Send + Sync>;
 
 /// Announce again on every live connection whenever the operator drains or
 /// resumes (the same offers, or none while draining).
 async fn announce_on_change(
-    mut changes: watch::Receiver<bool>,
+    mut changes: watch::Receiver<crate::controls::Pause>,
     announcers: Vec<Announcer>,
     connections: Vec<watch::Receiver<Option<Connection>>>,
     stop: CancellationToken,
@@ -391,6 +443,12 @@ impl Worker {
                 (announcer, connection)
             })
             .unzip();
+        follow_own_withdrawal(
+            settings.clone(),
+            offers.clone(),
+            controls.clone(),
+            stop.clone(),
+        );
         tokio::spawn(announce_on_change(
             controls.changes(),
             announcers,

@@ -110,10 +110,11 @@ impl RequestHandler {
         // which the client node seals again to another worker (nothing
         // was billed).
         if self.controls.draining() {
-            return refuse(
-                ErrorKind::Upstream,
-                "this worker is draining: it takes no new requests".into(),
-            );
+            let why = match self.controls.withdrawn() {
+                Some(why) => format!("the network withdrew this worker: {why}"),
+                None => "this worker is draining: it takes no new requests".into(),
+            };
+            return refuse(ErrorKind::Upstream, why);
         }
         let me = self.identity.fingerprint();
         let (request, sealer) = match self.sealing.open(&me, &sealed) {

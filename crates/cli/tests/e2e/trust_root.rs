@@ -2,7 +2,8 @@
 //! hashes its weights (SmolLM2) publishes its image and model on chain, and
 //! every node checks peers against what the chain publishes, read again
 //! every `registry_every`. The operator withdrawing the worker's image or
-//! model on chain stops it being routed to; publishing it again brings it
+//! model on chain stops it being routed to (and the worker pauses itself,
+//! saying why); publishing it again brings it
 //! back.
 
 use cocoon_attestation::simulated::SimulatedTee;
@@ -41,6 +42,18 @@ async fn a_worker_withdrawn_on_chain_is_no_longer_served_and_comes_back_when_pub
         .await;
         let (status, answer) = post(&url, &body).await;
         assert_eq!(status, 503, "{withdrawn}: {answer}");
+        // The worker itself sees it, stops taking requests and says why.
+        let controls = net.workers[0].worker.controls().clone();
+        eventually(
+            &format!("the worker pauses itself once its {withdrawn} is withdrawn"),
+            || {
+                controls
+                    .withdrawn()
+                    .is_some_and(|why| withdrawn != "image" || why.starts_with("its image"))
+            },
+        )
+        .await;
+        assert!(controls.draining());
         // It keeps dialling and is refused while withdrawn.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         assert_eq!(workers(), 0, "a withdrawn worker was admitted again");
@@ -52,7 +65,7 @@ async fn a_worker_withdrawn_on_chain_is_no_longer_served_and_comes_back_when_pub
         .unwrap();
         wait(
             &format!("the worker back once its {withdrawn} is published"),
-            || workers() == 1,
+            || workers() == 1 && controls.withdrawn().is_none(),
         )
         .await;
         let (status, answer) = post(&url, &body).await;
