@@ -49,7 +49,9 @@ pub use data::{
 };
 pub use messages::{client, ops, proxy, root, signed, snake, verify_amount, worker, ProxySigner};
 pub use pricing::TON;
-pub use registry::{check_proxy_listed, registered_proxies, RegisteredProxy};
+pub use registry::{
+    check_proxy_listed, registered_proxies, registered_proxies_agreeing, RegisteredProxy,
+};
 pub use sender::{Confirmed, Outgoing, WalletSender};
 pub use ton_http::TonHttp;
 pub use tycho_types::cell::{Cell, HashBytes};

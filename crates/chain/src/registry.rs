@@ -78,6 +78,43 @@ pub async fn registered_proxies(
     RegisteredProxy::list_from_stack(&chain.get(root, "get_proxies", &[]).await?)
 }
 
+/// The registry as every one of `endpoints` reads it, believed only when
+/// all read the same root version and the same proxies (TON HTTP APIs
+/// give no proofs of get-method results: endpoints run by independent
+/// parties must agree); a read during which the root changed is an
+/// error, to be tried again.
+pub async fn registered_proxies_agreeing(
+    endpoints: &[std::sync::Arc<dyn Chain>],
+    root: &StdAddr,
+) -> Result<Vec<RegisteredProxy>, Error> {
+    let mut agreed: Option<(u128, Vec<RegisteredProxy>)> = None;
+    for (i, chain) in endpoints.iter().enumerate() {
+        let version = || async { crate::stack_int(&chain.get(root, "get_version", &[]).await?) };
+        let before = version().await?;
+        let mut listed = registered_proxies(chain.as_ref(), root).await?;
+        let after = version().await?;
+        if before != after {
+            return Err(crate::ChainError::Unexpected(format!(
+                "the root contract {root} changed while its proxy registry was read (version {before} to {after})"
+            )));
+        }
+        listed.sort_by_key(|p| p.contract.to_string());
+        match &agreed {
+            None => agreed = Some((before, listed)),
+            Some((version, first)) if (*version, first) != (before, &listed) => {
+                return Err(crate::ChainError::Unexpected(format!(
+                    "TON endpoints disagree on the root contract {root}'s proxy registry: the first reads version {version}, endpoint {i} reads version {before}{}",
+                    if *version == before { " with other proxies" } else { "" }
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    agreed.map(|(_, listed)| listed).ok_or_else(|| {
+        crate::ChainError::Unexpected("no TON endpoint to read the registry from".into())
+    })
+}
+
 /// Whether the root contract at `root` publishes the proxy contract `proxy`
 /// with the key `key`. The outer error is the chain's; the inner one says,
 /// for a person, why this proxy contract is not one the network vouches for

@@ -128,6 +128,11 @@ pub struct RegistryConfig {
     /// How often the registry is read again.
     #[serde(default = "default_refresh")]
     pub refresh_secs: u64,
+    /// Other TON HTTP APIs (`testnet`, `mainnet` or URLs, best run by other
+    /// parties) that must read the same registry before it is believed:
+    /// one endpoint that lies cannot point this node at other proxies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ton_api_agree: Vec<String>,
 }
 
 fn default_refresh() -> u64 {
@@ -138,6 +143,8 @@ fn default_refresh() -> u64 {
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
     pub chain: cocoon_chain::TonHttp,
+    /// Endpoints that must read the same registry (`ton_api_agree`).
+    pub agree: Vec<cocoon_chain::TonHttp>,
     pub root: cocoon_chain::StdAddr,
     pub every: Duration,
 }
@@ -149,8 +156,15 @@ impl RegistryConfig {
         let chain = from_config(&self.ton_api, self.api_key_env.as_deref())
             .map_err(|e| ConfigError::new("registry.ton_api", e))?;
         ConfigError::check_range("registry.refresh_secs", self.refresh_secs, 1, 86_400)?;
+        let agree = self
+            .ton_api_agree
+            .iter()
+            .map(|api| from_config(api, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::new("registry.ton_api_agree", e))?;
         Ok(RegistrySettings {
             chain,
+            agree,
             root,
             every: Duration::from_secs(self.refresh_secs),
         })

@@ -59,7 +59,10 @@ impl ClientNode {
         );
         if let Some(registry) = &settings.registry {
             pool.follow_registry(
-                Arc::new(registry.chain.clone()),
+                std::iter::once(&registry.chain)
+                    .chain(&registry.agree)
+                    .map(|c| Arc::new(c.clone()) as Arc<dyn cocoon_chain::Chain>)
+                    .collect(),
                 registry.root.clone(),
                 registry.every,
             );

@@ -212,11 +212,12 @@ impl ProxyPool {
     }
 
     /// Follow the root contract's proxy registry: read it now and every
-    /// `every`, dial each proxy it publishes (pinned to its key), and stop
+    /// `every` through every one of `chains` (believed only when they all
+    /// agree), dial each proxy it publishes (pinned to its key), and stop
     /// dialling those it withdraws. Proxies from the configuration stay.
     pub fn follow_registry(
         self: &Arc<Self>,
-        chain: Arc<dyn cocoon_chain::Chain>,
+        chains: Vec<Arc<dyn cocoon_chain::Chain>>,
         root: cocoon_chain::StdAddr,
         every: Duration,
     ) {
@@ -225,7 +226,7 @@ impl ProxyPool {
         tokio::spawn(async move {
             loop {
                 let Some(this) = pool.upgrade() else { return };
-                match cocoon_chain::registered_proxies(chain.as_ref(), &root).await {
+                match cocoon_chain::registered_proxies_agreeing(&chains, &root).await {
                     Ok(listed) => this.apply_registry(&listed),
                     Err(e) => {
                         tracing::warn!(%root, error = %e, "cannot read the root contract's proxy registry; keeping the proxies known")

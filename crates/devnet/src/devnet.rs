@@ -425,6 +425,7 @@ impl Devnet {
                 proxies: vec![endpoints[0].clone()],
                 registry: Some(RegistrySettings {
                     chain: cocoon_chain::TonHttp::new(&ton_api_url, None)?,
+                    agree: Vec::new(),
                     root: ton.root.clone(),
                     every: options.registry_every,
                 }),

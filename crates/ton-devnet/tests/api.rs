@@ -377,3 +377,69 @@ async fn the_root_contracts_trust_lists_are_believed_only_when_endpoints_agree()
     let refused = published.check_model("smol", Some(&weights)).unwrap_err();
     assert!(refused.to_string().contains("version 3"), "{refused}");
 }
+
+/// A client node following the registry through several endpoints
+/// believes it only when all of them read the same proxies: an endpoint
+/// serving a chain where the same root, at the same version, publishes
+/// another key and address for the proxy cannot point it elsewhere.
+#[tokio::test]
+async fn the_proxy_registry_is_believed_only_when_endpoints_agree() {
+    use cocoon_chain::{registered_proxies_agreeing, HashBytes};
+    let (url, ton) = serve_devnet().await;
+    ton.register_proxy(
+        &ton.proxy_contract,
+        &HashBytes([9; 32]),
+        15,
+        Some("10.0.0.1:9100"),
+    )
+    .unwrap();
+    let api: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&url, None).unwrap());
+    let same: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&url, None).unwrap());
+    let listed = registered_proxies_agreeing(&[api.clone(), same], &ton.root)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].endpoint, "10.0.0.1:9100");
+    assert_eq!(listed[0].key, HashBytes([9; 32]));
+
+    let wallets = cocoon_ton_devnet::Wallets::from_hex(&ton.wallets.to_hex()).unwrap();
+    let liar = cocoon_ton_devnet::TonDevnet::genesis(
+        &cocoon_chain::pricing::default_prices(),
+        cocoon_ton_devnet::CLIENT_DEPOSIT,
+        [7; 32],
+        [8; 32],
+        &cocoon_ton_devnet::Genesis {
+            wallets: Some(wallets),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(liar.root, ton.root);
+    liar.register_proxy(
+        &liar.proxy_contract,
+        &HashBytes([6; 32]),
+        15,
+        Some("6.6.6.6:9100"),
+    )
+    .unwrap();
+    let app = cocoon_ton_devnet::api::router(liar.chain.clone(), cocoon_ton_devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_url = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let lying: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&liar_url, None).unwrap());
+    // Alone, the lying endpoint would be believed.
+    let lie = registered_proxies_agreeing(std::slice::from_ref(&lying), &ton.root)
+        .await
+        .unwrap();
+    assert_eq!(lie[0].endpoint, "6.6.6.6:9100");
+    for endpoints in [[api.clone(), lying.clone()], [lying, api]] {
+        let refused = registered_proxies_agreeing(&endpoints, &ton.root)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("disagree") && refused.contains("other proxies"),
+            "{refused}"
+        );
+    }
+}
