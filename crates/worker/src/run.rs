@@ -487,6 +487,7 @@ impl Worker {
                 .collect(),
             price_coefficient: settings.price_coefficient,
             earnings: settings.payout.as_ref().map(|(e, _)| e.clone()),
+            controls: controls.clone(),
             admin: settings
                 .admin_token
                 .clone()

@@ -29,6 +29,8 @@ pub struct WorkerStatus {
     pub(crate) earnings: Option<Arc<crate::Earnings>>,
     /// The admin endpoints (drain, resume), when a token is configured.
     pub(crate) admin: Option<cocoon_metrics::admin::Admin>,
+    /// Drained by its owner, or withdrawn by the network: not ready.
+    pub(crate) controls: Arc<crate::WorkerControls>,
 }
 
 /// What a worker's page says of its TEE: the kind, and the image hash its
@@ -84,9 +86,17 @@ impl NodeStatus for WorkerStatus {
 
     fn ready(&self) -> (bool, Value) {
         let connected = self.connected();
+        // Taking no new requests: not ready (a load balancer or an
+        // orchestrator sees why).
+        let draining = self.controls.draining();
         (
-            connected > 0,
-            json!({"proxies": self.connections.len(), "connected": connected}),
+            connected > 0 && !draining,
+            json!({
+                "proxies": self.connections.len(),
+                "connected": connected,
+                "draining": draining,
+                "withdrawn": self.controls.withdrawn(),
+            }),
         )
     }
 

@@ -107,7 +107,26 @@ async fn draining_a_worker_under_load_loses_no_request_and_only_its_owner_can() 
     })
     .await;
 
-    // Drained: new requests all go to the other worker.
+    // Drained: not ready (an orchestrator sees why), and new requests all
+    // go to the other worker.
+    let readyz = || async {
+        let response = http()
+            .get(format!("{}/readyz", net.workers[0].status_url().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    let (status, body) = readyz().await;
+    assert_eq!(
+        (status, &body["detail"]["draining"]),
+        (503, &json!(true)),
+        "{body}"
+    );
     let before = completed(&net, 0);
     for i in 0..6 {
         let (status, body) = post(&url, &chat_body(&format!("after {i}"), json!({}))).await;
@@ -122,6 +141,7 @@ async fn draining_a_worker_under_load_loses_no_request_and_only_its_owner_can() 
     // Resumed: it serves again.
     let (status, body) = admin(&net, "resume", Some(token), false).await;
     assert_eq!((status, &body["draining"]), (200, &json!(false)), "{body}");
+    assert_eq!(readyz().await.0, 200);
     let mut served = false;
     for i in 0..40 {
         let (status, body) = post(&url, &chat_body(&format!("again {i}"), json!({}))).await;
