@@ -31,6 +31,34 @@ async fn serve(chain: Emulator) -> (String, Arc<Mutex<Emulator>>) {
 }
 
 /// A devnet chain (genesis wallets and contracts) served on loopback.
+/// A chain of its own with the same genesis as `ton` (the same wallets,
+/// so the same contract addresses): what a lying endpoint serves.
+fn twin(ton: &cocoon_ton_devnet::TonDevnet) -> cocoon_ton_devnet::TonDevnet {
+    let wallets = cocoon_ton_devnet::Wallets::from_hex(&ton.wallets.to_hex()).unwrap();
+    let twin = cocoon_ton_devnet::TonDevnet::genesis(
+        &cocoon_chain::pricing::default_prices(),
+        cocoon_ton_devnet::CLIENT_DEPOSIT,
+        [7; 32],
+        [8; 32],
+        &cocoon_ton_devnet::Genesis {
+            wallets: Some(wallets),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(twin.root, ton.root);
+    twin
+}
+
+/// `ton`'s chain behind a TON HTTP API on loopback, as a client of it.
+async fn serve_chain(ton: &cocoon_ton_devnet::TonDevnet) -> Arc<dyn Chain> {
+    let app = cocoon_ton_devnet::api::router(ton.chain.clone(), cocoon_ton_devnet::unix_now);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Arc::new(cocoon_chain::TonHttp::new(&url, None).unwrap())
+}
+
 async fn serve_devnet() -> (String, cocoon_ton_devnet::TonDevnet) {
     let ton = cocoon_ton_devnet::TonDevnet::start(
         &cocoon_chain::pricing::default_prices(),
@@ -328,27 +356,11 @@ async fn the_root_contracts_trust_lists_are_believed_only_when_endpoints_agree()
     );
 
     // A lying endpoint: the same contracts (same wallets), another image.
-    let wallets = cocoon_ton_devnet::Wallets::from_hex(&ton.wallets.to_hex()).unwrap();
-    let liar = cocoon_ton_devnet::TonDevnet::genesis(
-        &cocoon_chain::pricing::default_prices(),
-        cocoon_ton_devnet::CLIENT_DEPOSIT,
-        [7; 32],
-        [8; 32],
-        &cocoon_ton_devnet::Genesis {
-            wallets: Some(wallets),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(liar.root, ton.root);
+    let liar = twin(&ton);
     liar.publish_image(ImageRole::Worker, &"ee".repeat(32), true)
         .unwrap();
     liar.publish_model(&weights, Some("smol")).unwrap();
-    let app = cocoon_ton_devnet::api::router(liar.chain.clone(), cocoon_ton_devnet::unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let liar_url = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let lying: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&liar_url, None).unwrap());
+    let lying = serve_chain(&liar).await;
     let refused = read_agreeing(&[api.clone(), lying.clone()], &ton.root)
         .await
         .unwrap_err()
@@ -402,19 +414,7 @@ async fn the_proxy_registry_is_believed_only_when_endpoints_agree() {
     assert_eq!(listed[0].endpoint, "10.0.0.1:9100");
     assert_eq!(listed[0].key, HashBytes([9; 32]));
 
-    let wallets = cocoon_ton_devnet::Wallets::from_hex(&ton.wallets.to_hex()).unwrap();
-    let liar = cocoon_ton_devnet::TonDevnet::genesis(
-        &cocoon_chain::pricing::default_prices(),
-        cocoon_ton_devnet::CLIENT_DEPOSIT,
-        [7; 32],
-        [8; 32],
-        &cocoon_ton_devnet::Genesis {
-            wallets: Some(wallets),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(liar.root, ton.root);
+    let liar = twin(&ton);
     liar.register_proxy(
         &liar.proxy_contract,
         &HashBytes([6; 32]),
@@ -422,11 +422,7 @@ async fn the_proxy_registry_is_believed_only_when_endpoints_agree() {
         Some("6.6.6.6:9100"),
     )
     .unwrap();
-    let app = cocoon_ton_devnet::api::router(liar.chain.clone(), cocoon_ton_devnet::unix_now);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let liar_url = format!("http://{}/api/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let lying: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&liar_url, None).unwrap());
+    let lying = serve_chain(&liar).await;
     // Alone, the lying endpoint would be believed.
     let lie = registered_proxies_agreeing(std::slice::from_ref(&lying), &ton.root)
         .await

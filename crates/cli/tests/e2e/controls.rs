@@ -13,13 +13,24 @@ use cocoon_devnet::{Devnet, DevnetOptions};
 use cocoon_worker::EngineConfig;
 use serde_json::{json, Value};
 
-async fn admin(net: &Devnet, action: &str, token: Option<&str>, origin: bool) -> (u16, Value) {
-    let url = format!("{}/admin/{action}", net.workers[0].status_url().unwrap());
+/// `action` on the admin endpoints under `base` (a status URL), with
+/// `token`, `args`, and an `Origin` header as a web page's request has.
+async fn call(
+    base: &str,
+    action: &str,
+    token: Option<&str>,
+    origin: bool,
+    args: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{base}/admin/{action}");
     let mut request = if action == "status" {
         http().get(url)
     } else {
         http().post(url)
     };
+    if let Some(args) = args {
+        request = request.json(&args);
+    }
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -29,6 +40,18 @@ async fn admin(net: &Devnet, action: &str, token: Option<&str>, origin: bool) ->
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `action` on the first worker's admin endpoints.
+async fn admin(net: &Devnet, action: &str, token: Option<&str>, origin: bool) -> (u16, Value) {
+    call(
+        &net.workers[0].status_url().unwrap(),
+        action,
+        token,
+        origin,
+        None,
+    )
+    .await
 }
 
 fn completed(net: &Devnet, i: usize) -> u64 {
@@ -196,16 +219,14 @@ async fn proxy_admin(
     origin: bool,
     args: Value,
 ) -> (u16, Value) {
-    let mut request = http()
-        .post(format!("{}/admin/{action}", net.proxy_status_url()))
-        .bearer_auth(token)
-        .json(&args);
-    if origin {
-        request = request.header("Origin", "http://evil.example");
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    call(
+        &net.proxy_status_url(),
+        action,
+        Some(token),
+        origin,
+        Some(args),
+    )
+    .await
 }
 
 #[tokio::test]
