@@ -32,6 +32,9 @@ pub const MAX_DIFFICULTY: u8 = 24;
 
 const DOMAIN: &[u8] = b"cocoon-pow-v1";
 
+/// How long a dialer waits for the server's first byte.
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a challenged dialer must solve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Challenge {
@@ -128,7 +131,20 @@ pub async fn demand(
 /// send the nonce.
 pub async fn prove(tcp: &mut TcpStream) -> Result<(), ProtocolError> {
     let mut first = [0u8; 1];
-    tcp.read_exact(&mut first).await.map_err(io)?;
+    // A server speaks at once: one that stays silent is not a Cocoon TLS
+    // port of protocol 15 or later (an older node waits for our hello).
+    match tokio::time::timeout(SILENCE, tcp.read_exact(&mut first)).await {
+        Ok(read) => {
+            read.map_err(io)?;
+        }
+        Err(_) => {
+            return Err(ProtocolError::Tls(format!(
+                "the server sent nothing for {} s: not a Cocoon node of protocol {} or later (they speak first, see docs/protocol.md)",
+                SILENCE.as_secs(),
+                crate::PROTOCOL_VERSION
+            )))
+        }
+    }
     match first[0] {
         GO => Ok(()),
         CHALLENGE => {
@@ -236,6 +252,17 @@ mod tests {
         let mut tcp = TcpStream::connect(address).await.unwrap();
         let err = prove(&mut tcp).await.unwrap_err().to_string();
         assert!(err.contains("at most 24"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_named_as_older_than_this_protocol() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { listener.accept().await.unwrap() });
+        let mut tcp = TcpStream::connect(address).await.unwrap();
+        let err = prove(&mut tcp).await.unwrap_err().to_string();
+        assert!(err.contains("protocol 15 or later"), "{err}");
+        drop(server);
     }
 
     #[test]
