@@ -353,6 +353,7 @@ impl Devnet {
                 queue: options.proxy_queue,
                 gate: Default::default(),
                 admin_token: Some(cocoon_metrics::admin::AdminToken::from_secret(&admin_token)),
+                disabled_workers_file: None,
             };
             let node = ProxyNode::start(
                 settings,

@@ -28,6 +28,10 @@ pub struct ProxyConfig {
     /// it (`cocoon proxy disable-worker|enable-worker|status`).
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// Where the workers the operator disables are kept (JSON), so they
+    /// stay disabled after a restart; left out, until the restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_workers_file: Option<PathBuf>,
     /// PEM file with this proxy's Ed25519 key; created if missing.
     pub identity_key: PathBuf,
     /// Keys (`sha256:...`) of client nodes allowed to connect: a private
@@ -251,6 +255,7 @@ impl ProxyConfig {
             listen,
             status_listen: None,
             admin_token_file: None,
+            disabled_workers_file: None,
             identity_key,
             allowed_clients: Some(allowed_clients),
             allowed_workers: Some(allowed_workers),
@@ -409,6 +414,7 @@ impl ProxyConfig {
         Ok(ProxySettings {
             identity,
             admin_token,
+            disabled_workers_file: self.disabled_workers_file,
             allowed_clients: self
                 .allowed_clients
                 .map_or_else(PinnedKeys::any, PinnedKeys::new),
@@ -462,6 +468,8 @@ pub struct ProxySettings {
     pub gate: crate::GateSettings,
     /// The admin endpoints' token (`admin_token_file`); none: no admin endpoints.
     pub admin_token: Option<cocoon_metrics::admin::AdminToken>,
+    /// Where the operator's disabled workers are kept (`disabled_workers_file`).
+    pub disabled_workers_file: Option<PathBuf>,
 }
 
 impl ProxySettings {
@@ -487,6 +495,7 @@ impl ProxySettings {
             queue: crate::QueueSettings::default(),
             gate: crate::GateSettings::default(),
             admin_token: None,
+            disabled_workers_file: None,
         }
     }
 }

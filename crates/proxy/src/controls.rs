@@ -8,8 +8,9 @@
 //! another request) is evicted the same way for [`FIRST_EVICTION`],
 //! doubled at each repeat up to [`LONGEST_EVICTION`]. `status` lists the
 //! connected workers with their offers, the disabled keys and the
-//! evictions. Both lists last until the proxy restarts (a lasting filter
-//! is `allowed_workers`).
+//! evictions. With `disabled_workers_file` the operator's list is kept
+//! there (JSON, written whole at each change) and read back at start;
+//! evictions last until the proxy restarts.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -58,6 +59,8 @@ struct Record {
 
 pub struct ProxyControls {
     registry: Arc<Registry>,
+    /// Where the operator's disabled keys are kept, if anywhere.
+    store: Option<std::path::PathBuf>,
     banned: RwLock<HashMap<Fingerprint, Ban>>,
     records: Mutex<HashMap<Fingerprint, Record>>,
     /// Connected workers by connection id.
@@ -68,10 +71,63 @@ impl ProxyControls {
     pub(crate) fn new(registry: Arc<Registry>) -> Self {
         Self {
             registry,
+            store: None,
             banned: RwLock::default(),
             records: Mutex::default(),
             workers: Mutex::default(),
         }
+    }
+
+    /// Keep the operator's disabled keys in `path`, starting from those
+    /// it holds (none when it does not exist yet).
+    pub(crate) fn kept_in(mut self, path: std::path::PathBuf) -> std::io::Result<Self> {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let keys: Vec<String> = serde_json::from_slice(&bytes).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })?;
+                let mut banned = self.banned.writing();
+                for key in keys {
+                    let key: Fingerprint = key.parse().map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{key:?} is not a key: {e}"),
+                        )
+                    })?;
+                    banned.insert(
+                        key,
+                        Ban {
+                            until: None,
+                            reason: "disabled by the proxy's operator".into(),
+                        },
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.store = Some(path);
+        Ok(self)
+    }
+
+    /// Write the operator's disabled keys to the store (whole, then
+    /// renamed into place).
+    fn save(&self) -> Result<(), String> {
+        let Some(path) = &self.store else {
+            return Ok(());
+        };
+        let keys: BTreeSet<String> = self
+            .banned
+            .reading()
+            .iter()
+            .filter(|(_, b)| b.until.is_none())
+            .map(|(k, _)| k.to_string())
+            .collect();
+        let text = serde_json::to_vec_pretty(&keys).map_err(|e| e.to_string())?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Why the worker with `key` is refused now, if it is.
@@ -142,6 +198,7 @@ impl ProxyControls {
             },
         )?;
         tracing::warn!(worker = %key, connections = closed, "worker disabled by the operator");
+        self.save()?;
         Ok(closed)
     }
 
@@ -152,6 +209,9 @@ impl ProxyControls {
         let was = self.banned.writing().remove(key).is_some();
         if was {
             tracing::info!(worker = %key, "worker enabled again by the operator");
+            if let Err(e) = self.save() {
+                tracing::error!(error = %e, "could not keep the disabled workers");
+            }
         }
         was
     }
@@ -352,5 +412,34 @@ mod tests {
         // Honest workers leave no record behind.
         controls.receipt_verified(&honest);
         assert!(!controls.records.locked().contains_key(&honest));
+    }
+
+    #[test]
+    fn the_operators_disabled_keys_outlive_a_restart_and_evictions_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disabled.json");
+        let registry = || Arc::new(Registry::new(Vec::new()));
+        let controls = ProxyControls::new(registry())
+            .kept_in(path.clone())
+            .unwrap();
+        let (disabled, evicted) = (key(3), key(4));
+        controls.disable(disabled).unwrap();
+        for _ in 0..EVICT_AFTER_REFUSED {
+            controls.receipt_refused(evicted, "over-claimed");
+        }
+        assert!(controls.is_disabled(&evicted));
+        let again = ProxyControls::new(registry())
+            .kept_in(path.clone())
+            .unwrap();
+        assert!(again.is_disabled(&disabled));
+        assert!(!again.is_disabled(&evicted));
+        assert!(again.enable(&disabled));
+        let third = ProxyControls::new(registry())
+            .kept_in(path.clone())
+            .unwrap();
+        assert!(!third.is_disabled(&disabled));
+        std::fs::write(&path, "[\"nonsense\"]").unwrap();
+        let refused = ProxyControls::new(registry()).kept_in(path).err().unwrap();
+        assert!(refused.to_string().contains("not a key"), "{refused}");
     }
 }

@@ -140,7 +140,16 @@ pub fn start(
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let gate = crate::Gate::new(settings.gate);
-    let controls = Arc::new(crate::ProxyControls::new(registry.clone()));
+    let controls = crate::ProxyControls::new(registry.clone());
+    let controls = Arc::new(match &settings.disabled_workers_file {
+        Some(path) => controls.kept_in(path.clone()).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("disabled_workers_file {}: {e}", path.display()),
+            )
+        })?,
+        None => controls,
+    });
     let handle = ProxyHandle {
         gate: gate.clone(),
         controls: controls.clone(),
