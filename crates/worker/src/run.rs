@@ -118,20 +118,18 @@ pub(crate) fn check_own_configuration(
 /// image or a model it serves is not published (any more) by the root
 /// contract it follows. Only publication is judged here; evidence that
 /// ages or collateral that changes is its proxies' to judge.
-fn withdrawal(settings: &WorkerSettings, offers: &[cocoon_protocol::ModelOffer]) -> Option<String> {
+fn withdrawal(
+    settings: &WorkerSettings,
+    offers: &[cocoon_protocol::ModelOffer],
+    image: Option<&str>,
+) -> Option<String> {
     let check = settings.attestation.as_ref()?;
     let published = check.published.as_ref()?;
     if let Err(e) = check_own_models(settings, offers) {
         return Some(e.message);
     }
-    let image = settings
-        .identity
-        .evidence(&[0u8; 64])?
-        .ok()?
-        .claimed_image_hash()
-        .ok()?;
     published
-        .check_image(PeerRole::Worker, &image)
+        .check_image(PeerRole::Worker, image?)
         .err()
         .map(|refusal| format!("its image: {refusal}"))
 }
@@ -139,10 +137,12 @@ fn withdrawal(settings: &WorkerSettings, offers: &[cocoon_protocol::ModelOffer])
 /// When the worker follows a root contract: at every change of its lists,
 /// pause (announce no models, refuse new requests) while the network no
 /// longer publishes its image or a model, saying why; resume when it does
-/// again.
+/// again. `image` is the image hash its own evidence claims (read once:
+/// it does not change while the process runs).
 fn follow_own_withdrawal(
     settings: WorkerSettings,
     offers: Vec<cocoon_protocol::ModelOffer>,
+    image: Option<String>,
     controls: Arc<crate::WorkerControls>,
     stop: CancellationToken,
 ) {
@@ -160,7 +160,7 @@ fn follow_own_withdrawal(
                 _ = stop.cancelled() => return,
                 changed = lists.changed() => if changed.is_err() { return },
             }
-            let why = withdrawal(&settings, &offers);
+            let why = withdrawal(&settings, &offers, image.as_deref());
             controls.set_withdrawn(why);
         }
     });
@@ -443,9 +443,13 @@ impl Worker {
                 (announcer, connection)
             })
             .unzip();
+        // This node's TEE and image, for its status page and its own
+        // withdrawal check (its evidence made once here).
+        let attestation = crate::status::attestation_of(&settings.identity);
         follow_own_withdrawal(
             settings.clone(),
             offers.clone(),
+            attestation["image_hash"].as_str().map(str::to_string),
             controls.clone(),
             stop.clone(),
         );
@@ -480,7 +484,7 @@ impl Worker {
                 .collect(),
             fingerprint: settings.identity.fingerprint(),
             engine: settings.engine.describe(),
-            attestation: crate::status::attestation_of(&settings.identity),
+            attestation,
             offers: offers
                 .iter()
                 .map(|o| (o.name.clone(), o.max_concurrent, o.weights_sha256.clone()))
