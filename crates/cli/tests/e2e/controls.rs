@@ -54,6 +54,25 @@ async fn admin(net: &Devnet, action: &str, token: Option<&str>, origin: bool) ->
     .await
 }
 
+/// A devnet with two instant workers at the same price, each token after
+/// `token_delay_ms`, both announced.
+async fn two_workers(token_delay_ms: u64) -> Devnet {
+    let engine = EngineConfig::Instant {
+        model: MODEL.into(),
+        max_concurrent: 64,
+        token_delay_ms,
+    };
+    let mut options = DevnetOptions::instant(MODEL);
+    options.engine = engine.clone();
+    options.more_workers = vec![(engine, options.price_coefficient)];
+    let net = Devnet::start(options).await.expect("devnet starts");
+    wait("both workers announced", || {
+        net.proxy().registry.worker_count() == 2
+    })
+    .await;
+    net
+}
+
 fn completed(net: &Devnet, i: usize) -> u64 {
     net.workers[i]
         .worker
@@ -64,19 +83,7 @@ fn completed(net: &Devnet, i: usize) -> u64 {
 
 #[tokio::test]
 async fn draining_a_worker_under_load_loses_no_request_and_only_its_owner_can() {
-    let engine = EngineConfig::Instant {
-        model: MODEL.into(),
-        max_concurrent: 64,
-        token_delay_ms: 20,
-    };
-    let mut options = DevnetOptions::instant(MODEL);
-    options.engine = engine.clone();
-    options.more_workers = vec![(engine, options.price_coefficient)];
-    let net = Devnet::start(options).await.expect("devnet starts");
-    wait("both workers announced", || {
-        net.proxy().registry.worker_count() == 2
-    })
-    .await;
+    let net = two_workers(20).await;
     let token = net.admin_token.as_str();
 
     // Nobody else: no token, a wrong one, or a browser holding the right one.
@@ -231,19 +238,7 @@ async fn proxy_admin(
 
 #[tokio::test]
 async fn a_proxy_operator_disables_a_worker_it_keeps_refusing_and_only_the_operator_can() {
-    let engine = EngineConfig::Instant {
-        model: MODEL.into(),
-        max_concurrent: 64,
-        token_delay_ms: 10,
-    };
-    let mut options = DevnetOptions::instant(MODEL);
-    options.engine = engine.clone();
-    options.more_workers = vec![(engine, options.price_coefficient)];
-    let net = Devnet::start(options).await.expect("devnet starts");
-    wait("both workers announced", || {
-        net.proxy().registry.worker_count() == 2
-    })
-    .await;
+    let net = two_workers(10).await;
     // Eight requests at once: spread over both workers when both serve.
     let url = format!("{}/chat/completions", net.api_url);
     let burst = |round: usize| {

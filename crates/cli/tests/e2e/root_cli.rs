@@ -236,6 +236,29 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
     // Ownership moves in two steps: proposed, nothing moves (the owner
     // still rules, the proposed wallet does not yet), then accepted.
     let stranger_text = stranger.to_string();
+    // A change signed by `words`, refused as not the owner's.
+    let not_owner = |words: &str| {
+        let (api, at, weights, words) =
+            (api.clone(), at.clone(), weights.clone(), words.to_string());
+        async move {
+            let args = [
+                "add-model",
+                "--name",
+                "x",
+                "--sha256",
+                &weights,
+                "--mnemonic",
+                &words,
+                "--yes",
+            ];
+            let out = root(&api, &at, &args).await;
+            assert!(
+                text(&out).contains("not the root contract's owner"),
+                "{}",
+                text(&out)
+            );
+        }
+    };
     let out = root(
         &api,
         &at,
@@ -254,26 +277,7 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
     assert_eq!(proposed["owner"], owner_text, "{proposed}");
     assert_eq!(proposed["pending_owner"], stranger_text, "{proposed}");
     assert_eq!(tonclient(&api, &at).await["pendingOwner"], stranger_text);
-    let out = root(
-        &api,
-        &at,
-        &[
-            "add-model",
-            "--name",
-            "x",
-            "--sha256",
-            &weights,
-            "--mnemonic",
-            &stranger_words,
-            "--yes",
-        ],
-    )
-    .await;
-    assert!(
-        text(&out).contains("not the root contract's owner"),
-        "{}",
-        text(&out)
-    );
+    not_owner(&stranger_words).await;
     let out = root(&api, &at, &["accept-owner", "--mnemonic", &words, "--yes"]).await;
     assert!(
         text(&out).contains("is not the proposed owner"),
@@ -290,26 +294,7 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
     let moved = tonclient(&api, &at).await;
     assert_eq!(moved["owner"], stranger_text, "{moved}");
     assert_eq!(moved["pendingOwner"], Value::Null, "{moved}");
-    let out = root(
-        &api,
-        &at,
-        &[
-            "add-model",
-            "--name",
-            "x",
-            "--sha256",
-            &weights,
-            "--mnemonic",
-            &words,
-            "--yes",
-        ],
-    )
-    .await;
-    assert!(
-        text(&out).contains("not the root contract's owner"),
-        "{}",
-        text(&out)
-    );
+    not_owner(&words).await;
 
     // A new root contract, deployed by a wallet that then owns it, with
     // the prices given; the same one again is refused.
