@@ -20,9 +20,15 @@ fn made_seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let worker = Identity::generate().unwrap();
     let key = cocoon_protocol::SealingKey::generate();
-    let (sealed, _) =
-        cocoon_protocol::sealed::seal(&request, &[(worker.fingerprint(), key.public())], 1)
-            .unwrap();
+    let (sealed, _) = cocoon_protocol::sealed::seal(
+        &request,
+        &[cocoon_protocol::SealTo::at_base_price(
+            worker.fingerprint(),
+            key.public(),
+        )],
+        1,
+    )
+    .unwrap();
     let frame = Frame::Request {
         id: 7,
         body: RequestBody::Generate(sealed.clone()),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cocoon_attestation::simulated::SimulatedTee;
 use cocoon_attestation::Policy;
 use cocoon_protocol::ra_tls::AttestationCheck;
-use cocoon_protocol::sealed::{seal, SenderSessions};
+use cocoon_protocol::sealed::{seal, SealTo, SenderSessions};
 use cocoon_protocol::tls::{self, Identity, PinnedKeys};
 use cocoon_protocol::{ChatMessage, GenerateRequest, Input, SamplingParams, SealingKey};
 
@@ -145,7 +145,7 @@ pub async fn run(iterations: u32) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let to: Vec<_> = workers
         .iter()
-        .map(|(id, key)| (id.fingerprint(), key.public()))
+        .map(|(id, key)| SealTo::at_base_price(id.fingerprint(), key.public()))
         .collect();
     for recipients in [1, 4] {
         // "new session": one per request (one HPKE encapsulation per
@@ -347,7 +347,7 @@ async fn key_manager_fetch(iterations: u32) -> anyhow::Result<()> {
 /// chunk (a 5 ms window at ~1,600 tokens/s).
 fn padding_costs(
     request: &GenerateRequest,
-    to: &[(cocoon_protocol::tls::Fingerprint, [u8; 32])],
+    to: &[SealTo],
     worker: &(Identity, SealingKey),
     iterations: u32,
 ) -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
-//! `cocoon worker drain|resume|status --config worker.toml` and `cocoon
+//! `cocoon worker drain|resume|set-price|status --config worker.toml` and `cocoon
 //! proxy disable-worker|enable-worker|status --config proxy.toml`: a
 //! running node's admin endpoints (on its `status_listen`, with the token
 //! in its `admin_token_file`), for its GPU owner or its operator.
@@ -82,15 +82,21 @@ async fn call(
     Ok(body)
 }
 
-/// `action` (`drain`, `resume`, `status`) on the worker `config` describes;
-/// with `wait`, a drain returns once no request runs.
-pub async fn worker(action: &str, config: &Path, wait: bool) -> anyhow::Result<()> {
+/// `action` (`drain`, `resume`, `set-price` with its `args`, `status`) on
+/// the worker `config` describes; with `wait`, a drain returns once no
+/// request runs.
+pub async fn worker(
+    action: &str,
+    config: &Path,
+    wait: bool,
+    args: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
     let (base, token) = admin_of(config, "worker", |text| {
         let parsed = cocoon_worker::WorkerConfig::from_toml(text)?;
         Ok((parsed.status_listen, parsed.admin_token_file))
     })?;
     let http = client()?;
-    let mut state = call(&http, &base, &token, action, None).await?;
+    let mut state = call(&http, &base, &token, action, args).await?;
     println!("{state}");
     if wait && action == "drain" {
         let started = std::time::Instant::now();

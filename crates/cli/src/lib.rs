@@ -2,7 +2,7 @@
 //! a call into a role, devnet or bench crate.
 //!
 //! # Layout
-//! * `admin`     - `cocoon worker drain|resume|status` and `cocoon proxy
+//! * `admin`     - `cocoon worker drain|resume|set-price|status` and `cocoon proxy
 //!   disable-worker|enable-worker|status`: a running node's admin endpoints.
 //! * `attest`    - `cocoon attest verify|show-cert|bench`: a TDX quote's or a
 //!   node's verdict as JSON, and the cost of verification.

@@ -164,6 +164,19 @@ enum WorkerCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask a new price for MODEL (1000 = the network's base price): announced
+    /// to every proxy at once and signed into later receipts; requests sealed
+    /// at the old price within 30 s of the change are still served at it.
+    /// Lasts until the worker restarts (set `price_coefficient` in its
+    /// config to keep it).
+    SetPrice {
+        /// The model's name, as the worker offers it.
+        model: String,
+        /// The price coefficient, 1 to 1000000.
+        coeff: u32,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Whether the worker drains, and the requests running.
     Status {
         #[arg(long, value_name = "FILE")]
@@ -400,15 +413,27 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker {
             command: Some(WorkerCommand::Drain { config, wait }),
             ..
-        } => cocoon_cli::admin::worker("drain", &config, wait).await,
+        } => cocoon_cli::admin::worker("drain", &config, wait, None).await,
         Command::Worker {
             command: Some(WorkerCommand::Resume { config }),
             ..
-        } => cocoon_cli::admin::worker("resume", &config, false).await,
+        } => cocoon_cli::admin::worker("resume", &config, false, None).await,
+        Command::Worker {
+            command:
+                Some(WorkerCommand::SetPrice {
+                    model,
+                    coeff,
+                    config,
+                }),
+            ..
+        } => {
+            let args = serde_json::json!({"model": model, "price_coefficient": coeff});
+            cocoon_cli::admin::worker("set-price", &config, false, Some(args)).await
+        }
         Command::Worker {
             command: Some(WorkerCommand::Status { config }),
             ..
-        } => cocoon_cli::admin::worker("status", &config, false).await,
+        } => cocoon_cli::admin::worker("status", &config, false, None).await,
         Command::Worker {
             config: Some(config),
             ..

@@ -643,7 +643,16 @@ async fn sealed_request(
             .iter()
             .filter_map(|c| others.iter().find(|l| l.key.worker() == c.worker).cloned())
             .collect();
-        let to: Vec<_> = chosen.iter().map(|c| (c.worker, c.sealing_key)).collect();
+        // Each at the price it was listed at: what this node agrees to pay
+        // it, bound into the seal (the proxy bills at it, the worker signs it).
+        let to: Vec<_> = chosen
+            .iter()
+            .map(|c| cocoon_protocol::SealTo {
+                worker: c.worker,
+                sealing_key: c.sealing_key,
+                price_coefficient: c.price_coefficient,
+            })
+            .collect();
         let (mut sealed, opener) = keys.sessions.seal(request, &to, now_ms()).map_err(|e| {
             Some(WireError::new(
                 ErrorKind::Internal,

@@ -646,7 +646,7 @@ fn tampered(message: String) -> Event {
 mod tests {
     use cocoon_protocol::tls::Identity;
     use cocoon_protocol::{
-        Done, FinishReason, GenerateRequest, Input, Receipt, SamplingParams, SealingKey,
+        Done, FinishReason, GenerateRequest, Input, Receipt, SamplingParams, SealTo, SealingKey,
         SignedReceipt, Usage,
     };
 
@@ -666,9 +666,12 @@ mod tests {
             input: Input::Prompt("p".into()),
             params: SamplingParams::default(),
         };
-        let (sealed, opener) =
-            cocoon_protocol::sealed::seal(&request, &[(worker.fingerprint(), key.public())], 0)
-                .unwrap();
+        let (sealed, opener) = cocoon_protocol::sealed::seal(
+            &request,
+            &[SealTo::at_base_price(worker.fingerprint(), key.public())],
+            0,
+        )
+        .unwrap();
         let (_, sealer) = key.open(&worker.fingerprint(), &sealed).unwrap();
         let unsealer = Unsealer {
             opener,
@@ -993,8 +996,8 @@ mod tests {
         let (sealed, opener) = cocoon_protocol::sealed::seal(
             &request,
             &[
-                (a.fingerprint(), key_a.public()),
-                (b.fingerprint(), key_b.public()),
+                SealTo::at_base_price(a.fingerprint(), key_a.public()),
+                SealTo::at_base_price(b.fingerprint(), key_b.public()),
             ],
             0,
         )

@@ -11,7 +11,7 @@ use crate::sealed::SealedRequest;
 use crate::worker_key::WorkerKey;
 
 /// Version of this protocol. A peer speaking another version is refused at hello.
-pub const PROTOCOL_VERSION: u16 = 15;
+pub const PROTOCOL_VERSION: u16 = 16;
 
 /// What a node is, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -637,6 +637,10 @@ pub struct ListedWorker {
 
 /// The price coefficient of the network's base price.
 pub const BASE_PRICE_COEFFICIENT: u32 = 1000;
+
+/// The highest price coefficient a worker may ask (1000× the base price):
+/// a proxy refuses an announcement above it, a worker a setting above it.
+pub const MAX_PRICE_COEFFICIENT: u32 = 1_000_000;
 
 /// A worker's offer, replacing any earlier one from the same connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -55,10 +55,10 @@ pub use frame::{
     FinishReason, Frame, Function, GenerateRequest, Hello, Input, ListedWorker, ModelInfo,
     ModelOffer, OutputFormat, RequestBody, Role, RoutingPrefs, SamplingParams, Sort, Thinking,
     TokenLogprob, ToolCall, ToolCallChunk, ToolChoice, Tools, TopLogprob, Usage, Voucher,
-    WireError, BASE_PRICE_COEFFICIENT, MAX_CHOICES, MAX_TOP_LOGPROBS, PROTOCOL_VERSION,
-    REASONING_EFFORTS,
+    WireError, BASE_PRICE_COEFFICIENT, MAX_CHOICES, MAX_PRICE_COEFFICIENT, MAX_TOP_LOGPROBS,
+    PROTOCOL_VERSION, REASONING_EFFORTS,
 };
 pub use mux::{Connection, Handler, MuxOptions, ResponseStream};
 pub use receipt::{Receipt, SignedReceipt};
-pub use sealed::{SealHeader, SealedRequest, SealingKey};
+pub use sealed::{SealHeader, SealTo, SealedRequest, SealingKey};
 pub use worker_key::WorkerKey;

@@ -126,6 +126,9 @@ pub async fn demand(
     }
 }
 
+/// The first protocol version whose TLS ports speak first.
+const FIRST_TO_SPEAK: u16 = 15;
+
 /// Dialer side, first thing on a connected socket: read the server's
 /// word and, when challenged, do the work (off the async threads) and
 /// send the nonce.
@@ -139,9 +142,8 @@ pub async fn prove(tcp: &mut TcpStream) -> Result<(), ProtocolError> {
         }
         Err(_) => {
             return Err(ProtocolError::Tls(format!(
-                "the server sent nothing for {} s: not a Cocoon node of protocol {} or later (they speak first, see docs/protocol.md)",
+                "the server sent nothing for {} s: not a Cocoon node of protocol {FIRST_TO_SPEAK} or later (they speak first, see docs/protocol.md)",
                 SILENCE.as_secs(),
-                crate::PROTOCOL_VERSION
             )))
         }
     }

@@ -87,6 +87,32 @@ pub struct Recipient {
     pub since: u64,
     /// The content key, wrapped under this worker's request key.
     pub sealed_key: Vec<u8>,
+    /// The price coefficient the client node saw this worker list, and
+    /// agrees to pay (1000 = the network's base price). Readable by the
+    /// proxy, which bills at it; authenticated with the wrapped key, so a
+    /// proxy that alters it makes the request unopenable. The worker
+    /// serves only at a price it announced, and signs it into the receipt.
+    pub price_coefficient: u32,
+}
+
+/// One worker to seal a request to: its identity, its sealing key, and the
+/// price it listed (see [`Recipient::price_coefficient`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealTo {
+    pub worker: Fingerprint,
+    pub sealing_key: [u8; 32],
+    pub price_coefficient: u32,
+}
+
+impl SealTo {
+    /// `worker` with `sealing_key`, at the network's base price.
+    pub fn at_base_price(worker: Fingerprint, sealing_key: [u8; 32]) -> Self {
+        Self {
+            worker,
+            sealing_key,
+            price_coefficient: crate::BASE_PRICE_COEFFICIENT,
+        }
+    }
 }
 
 /// A generation request as it crosses the proxy.
@@ -111,6 +137,15 @@ impl SealedRequest {
     /// The workers this request can be opened by.
     pub fn workers(&self) -> impl Iterator<Item = &Fingerprint> {
         self.recipients.iter().map(|r| &r.worker)
+    }
+
+    /// The price coefficient the client node listed for `worker`, if the
+    /// request is sealed to it.
+    pub fn listed_price(&self, worker: &Fingerprint) -> Option<u32> {
+        self.recipients
+            .iter()
+            .find(|r| &r.worker == worker)
+            .map(|r| r.price_coefficient)
     }
 }
 
@@ -201,7 +236,13 @@ impl SealingKey {
         let request_key =
             self.sessions
                 .key(&self.secret, recipient, &request.header, |request_key| {
-                    unwrap(request_key, &aad, &recipient.sealed_key, &mut content_key)
+                    let wrapped_aad = wrap_aad(&aad, recipient.price_coefficient);
+                    unwrap(
+                        request_key,
+                        &wrapped_aad,
+                        &recipient.sealed_key,
+                        &mut content_key,
+                    )
                 })?;
         let content_key = &*content_key;
         let mut plain = request.ciphertext.clone();
@@ -241,7 +282,7 @@ impl SealingKey {
 /// opener for its answer.
 pub fn seal(
     request: &GenerateRequest,
-    recipients: &[(Fingerprint, [u8; 32])],
+    recipients: &[SealTo],
     sent_at_ms: u64,
 ) -> Result<(SealedRequest, ReplyOpener), SealError> {
     SenderSessions::new().seal(request, recipients, sent_at_ms)
@@ -249,12 +290,12 @@ pub fn seal(
 
 impl SenderSessions {
     /// Seal `request` to each of `recipients` (worker identity, sealing
-    /// key) under this node's session with each (started on first use).
-    /// Returns the sealed request and the opener for its answer.
+    /// key, listed price) under this node's session with each (started on
+    /// first use). Returns the sealed request and the opener for its answer.
     pub fn seal(
         &self,
         request: &GenerateRequest,
-        recipients: &[(Fingerprint, [u8; 32])],
+        recipients: &[SealTo],
         sent_at_ms: u64,
     ) -> Result<(SealedRequest, ReplyOpener), SealError> {
         let budget = request.params.completion_budget();
@@ -268,7 +309,7 @@ impl SenderSessions {
         &self,
         request: &GenerateRequest,
         budget: Option<u32>,
-        recipients: &[(Fingerprint, [u8; 32])],
+        recipients: &[SealTo],
         sent_at_ms: u64,
     ) -> Result<(SealedRequest, ReplyOpener), SealError> {
         if recipients.is_empty() {
@@ -288,13 +329,14 @@ impl SenderSessions {
         let mut answer_keys = Vec::with_capacity(recipients.len());
         let sealed_to = recipients
             .iter()
-            .map(|(worker, public)| {
-                let session = self.key(worker, public, &request_id, sent_at_ms)?;
+            .map(|to| {
+                let (worker, price_coefficient) = (&to.worker, to.price_coefficient);
+                let session = self.key(worker, &to.sealing_key, &request_id, sent_at_ms)?;
                 let mut sealed_key = content_key.to_vec();
                 derive_wrap(&session.request_key)
                     .seal_in_place_append_tag(
                         Nonce::assume_unique_for_key([0; 12]),
-                        Aad::from(&aad),
+                        Aad::from(wrap_aad(&aad, price_coefficient)),
                         &mut sealed_key,
                     )
                     .map_err(|_| SealError::Malformed("wrapping failed".into()))?;
@@ -307,6 +349,7 @@ impl SenderSessions {
                     enc: session.enc,
                     since: session.since,
                     sealed_key,
+                    price_coefficient,
                 })
             })
             .collect::<Result<Vec<_>, SealError>>()?;
@@ -694,6 +737,15 @@ fn aad(header: &SealHeader) -> Vec<u8> {
     let mut aad = SCHEME.to_vec();
     aad.extend(postcard::to_allocvec(header).expect("header serializes"));
     aad
+}
+
+/// The AAD of one recipient's wrapped content key: the request's, and the
+/// price the client node listed for that recipient.
+fn wrap_aad(aad: &[u8], price_coefficient: u32) -> Vec<u8> {
+    let mut wrapped = aad.to_vec();
+    wrapped.extend(b"/price");
+    wrapped.extend(price_coefficient.to_be_bytes());
+    wrapped
 }
 
 /// A ChaCha20-Poly1305 key derived from the content key for one `label`.

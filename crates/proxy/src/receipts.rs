@@ -34,8 +34,8 @@ pub type Outcome = Box<dyn FnOnce(Result<Usage, Refused>) + Send>;
 pub enum Refused {
     #[error("the worker sent no receipt")]
     Missing,
-    #[error("the receipt states price coefficient {stated}, the worker announced {announced}")]
-    Price { stated: u32, announced: u32 },
+    #[error("the receipt states price coefficient {stated}, the request was sealed at {listed}")]
+    Price { stated: u32, listed: u32 },
     #[error(transparent)]
     Receipt(#[from] ReceiptError),
     #[error("the receipt checker stopped")]
@@ -63,7 +63,7 @@ pub struct Answered<'a> {
     pub worker: &'a WorkerKey,
     /// The usage sent beside the receipt.
     pub usage: &'a Usage,
-    /// The price coefficient the worker announced.
+    /// The price coefficient the client node listed for the worker (in the seal).
     pub price_coefficient: u32,
     pub delivered: Delivered,
 }
@@ -99,7 +99,7 @@ impl ReceiptLog {
             None => Err(Refused::Missing),
             Some(r) if r.receipt.price_coefficient != price_coefficient => Err(Refused::Price {
                 stated: r.receipt.price_coefficient,
-                announced: price_coefficient,
+                listed: price_coefficient,
             }),
             Some(r) => r
                 .check_fields(&header.request_id, &header.model, usage)

@@ -44,6 +44,8 @@ pub enum AnnounceRefused {
     TooManyModels(usize),
     #[error("a model name must be 1 to {max} bytes, got {0}", max = crate::server::MAX_MODEL_NAME)]
     ModelName(usize),
+    #[error("a price coefficient must be 1 to {max}, got {0}", max = cocoon_protocol::MAX_PRICE_COEFFICIENT)]
+    Price(u32),
     #[error(transparent)]
     Payout(#[from] SettlementError),
 }

@@ -461,8 +461,16 @@ impl ClientSide {
                 Ok(x) => x,
                 Err(e) => return stream::iter([Event::Error(e)]).boxed(),
             };
-            // The answer's worst cost at this worker's price is held against
-            // the client's credit while it runs.
+            // Billed at the price the client node listed for this worker,
+            // sealed with its key (altered, the worker cannot open it); the
+            // worker serves only at a price it announced (its current one,
+            // or the one before within a grace period after a change) and
+            // signs that price into its receipt, which must state it.
+            let coefficient = request
+                .listed_price(&picked.key.worker())
+                .unwrap_or(picked.price_coefficient);
+            // The answer's worst cost at that price is held against the
+            // client's credit while it runs.
             let reservation = match &settlement {
                 None => None,
                 Some(s) => match s
@@ -470,7 +478,7 @@ impl ClientSide {
                         &client,
                         &request.header,
                         request.ciphertext.len() as u64,
-                        picked.price_coefficient,
+                        coefficient,
                     )
                     .await
                 {
@@ -494,7 +502,6 @@ impl ClientSide {
                     let slot = picked.slot;
                     let key = picked.key;
                     let payee = picked.payee;
-                    let coefficient = picked.price_coefficient;
                     // Timings for the registry's speed ranking.
                     let sent = std::time::Instant::now();
                     let mut first: Option<std::time::Instant> = None;
@@ -692,6 +699,15 @@ impl WorkerSide {
             .find(|n| *n == 0 || *n > MAX_MODEL_NAME)
         {
             return Err(AnnounceRefused::ModelName(bad));
+        }
+        // Out of range, a price would also wrap around in the ranking.
+        if let Some(bad) = announce
+            .models
+            .iter()
+            .map(|m| m.price_coefficient)
+            .find(|p| !(1..=cocoon_protocol::MAX_PRICE_COEFFICIENT).contains(p))
+        {
+            return Err(AnnounceRefused::Price(bad));
         }
         let key = announce.key.clone().ok_or(AnnounceRefused::NoSealingKey)?;
         if Some(&key.worker()) != conn.peer_key() {

@@ -4,7 +4,7 @@
 //! every few tokens). Without it, a client that closed its connection just
 //! before the end got the whole answer free and the worker was unpaid.
 //! Running totals are checked like receipts (for this request, at the
-//! announced price, never more than was delivered when it came, never
+//! price the request was sealed at, never more than was delivered when it came, never
 //! less than the one before) and their signature when billed, in the
 //! receipt checker's batches.
 
@@ -77,7 +77,7 @@ impl Unfinished {
         if r.price_coefficient != self.coefficient {
             return Err(Refused::Price {
                 stated: r.price_coefficient,
-                announced: self.coefficient,
+                listed: self.coefficient,
             }
             .into());
         }

@@ -418,9 +418,11 @@ async fn while_busy_a_connection_must_prove_work_before_its_handshake() {
 
 /// An open proxy takes announcements from any attested worker: one offering
 /// more models than any worker serves, or a name longer than any model's,
-/// is refused (the registry does not grow with one worker's list).
+/// is refused (the registry does not grow with one worker's list); so is a
+/// price of 0 or above the network's highest (one just above would wrap
+/// around to the cheapest in the proxy's ranking).
 #[tokio::test]
-async fn an_announcement_offering_too_many_models_or_huge_names_is_refused() {
+async fn an_announcement_offering_too_many_models_huge_names_or_wild_prices_is_refused() {
     let net = start().await;
     let worker = net.worker.clone();
     let conn = dial(&net, &worker, Role::Worker).await.expect("admitted");
@@ -453,4 +455,20 @@ async fn an_announcement_offering_too_many_models_or_huge_names_is_refused() {
         .close_reason()
         .unwrap_or_default()
         .contains("1 to 128 bytes"));
+
+    for price in [0, cocoon_protocol::MAX_PRICE_COEFFICIENT + 1, 1 << 20] {
+        let conn = dial(&net, &worker, Role::Worker).await.expect("admitted");
+        let mut wild = announce(Some(key_of(&net.worker)));
+        wild.models[0].price_coefficient = price;
+        conn.announce(wild).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .expect("refused");
+        let reason = conn.close_reason().unwrap_or_default();
+        assert!(
+            reason.contains("price coefficient must be 1 to 1000000"),
+            "{reason}"
+        );
+        assert_eq!(net.proxy.registry.worker_count(), 0);
+    }
 }

@@ -199,7 +199,7 @@ impl WorkerConfig {
             "price_coefficient",
             self.price_coefficient as u64,
             1,
-            1_000_000,
+            cocoon_protocol::MAX_PRICE_COEFFICIENT as u64,
         )?;
         if let Some(payout) = &self.payout {
             payout.validate()?;

@@ -1,5 +1,7 @@
 //! A worker's run-time controls, for its GPU owner (`cocoon worker
-//! drain|resume|status`, over the admin endpoint on `status_listen`):
+//! drain|resume|set-price|status`, over the admin endpoint on
+//! `status_listen`). Setting a price announces it at once (see `prices`).
+//!
 //! draining stops new work without dropping any (the worker announces no
 //! models, so its proxies route it nothing new; a request already on its way
 //! is refused before any token, which the client node seals again to
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::WorkerStats;
+use crate::{Prices, WorkerStats};
 
 /// Why the worker takes no new requests: its owner drains it, or the
 /// network withdrew its image or a model it serves (the root contract).
@@ -25,15 +27,22 @@ pub(crate) struct Pause {
 
 pub struct WorkerControls {
     pause: tokio::sync::watch::Sender<Pause>,
+    prices: Arc<Prices>,
     stats: Arc<WorkerStats>,
 }
 
 impl WorkerControls {
-    pub(crate) fn new(stats: Arc<WorkerStats>) -> Self {
+    pub(crate) fn new(stats: Arc<WorkerStats>, prices: Arc<Prices>) -> Self {
         Self {
             pause: tokio::sync::watch::Sender::new(Pause::default()),
+            prices,
             stats,
         }
+    }
+
+    /// Each model's price, as announced now.
+    pub fn prices(&self) -> &Arc<Prices> {
+        &self.prices
     }
 
     /// Whether new requests are refused (drained by its owner, or
@@ -98,17 +107,35 @@ impl cocoon_metrics::admin::Controls for WorkerControls {
             "withdrawn": self.withdrawn(),
             "active": self.stats.active.load(Ordering::SeqCst),
             "completed": self.stats.completed.load(Ordering::SeqCst),
+            "prices": self.prices.all(),
         })
     }
 
-    fn act(&self, action: &str, _args: &Value) -> Result<Value, (u16, String)> {
+    fn act(&self, action: &str, args: &Value) -> Result<Value, (u16, String)> {
         match action {
             "drain" => self.set_draining(true),
             "resume" => self.set_draining(false),
+            "set-price" => {
+                let model = args["model"]
+                    .as_str()
+                    .ok_or((400, "'model' must be a model's name".to_string()))?;
+                let price = args["price_coefficient"]
+                    .as_u64()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .ok_or((
+                        400,
+                        "'price_coefficient' must be a whole number (1000 = the base price)"
+                            .to_string(),
+                    ))?;
+                self.prices.set(model, price).map_err(|e| match e {
+                    crate::PriceError::UnknownModel(_) => (404, e.to_string()),
+                    _ => (400, format!("'price_coefficient': {e}")),
+                })?;
+            }
             other => {
                 return Err((
                     404,
-                    format!("unknown action {other:?}: a worker can drain or resume"),
+                    format!("unknown action {other:?}: a worker can drain, resume or set-price"),
                 ))
             }
         }

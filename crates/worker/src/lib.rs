@@ -12,7 +12,10 @@
 //! * `coalesce` - tokens gathered for a few milliseconds into one sealed chunk.
 //! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
 //! * `status` - [`WorkerStatus`]: readiness, `/stats` and the worker's gauges.
-//! * `controls` - [`WorkerControls`]: drain and resume, for the admin endpoints.
+//! * `controls` - [`WorkerControls`]: drain, resume and set-price, for the
+//!   admin endpoints.
+//! * `prices` - [`Prices`]: each model's price, changed at run time, and
+//!   which prices a sealed request may be served at.
 //! * `doctor` - [`doctor::diagnose`]: the setup checked step by step
 //!   (`cocoon worker doctor`).
 //! * `node`   - [`WorkerNode`]: the worker and its status endpoints, started
@@ -28,6 +31,7 @@ mod controls;
 pub mod doctor;
 mod earnings;
 mod node;
+mod prices;
 mod replay;
 mod run;
 mod serve;
@@ -42,6 +46,7 @@ pub use earnings::{
     read_earnings, Earnings, EarningsBook, EarningsError, EarningsLine, ProxyEarnings,
 };
 pub use node::WorkerNode;
+pub use prices::{PriceError, Prices, PRICE_GRACE};
 pub use run::Worker;
 pub use serve::{WorkerStats, PROGRESS_TOKENS};
 pub use status::WorkerStatus;

@@ -169,10 +169,12 @@ fn follow_own_withdrawal(
 /// What announces this worker's models and key on one proxy's connection.
 type Announcer = Arc<dyn Fn(&Connection) + Send + Sync>;
 
-/// Announce again on every live connection whenever the operator drains or
-/// resumes (the same offers, or none while draining).
+/// Announce again on every live connection whenever the operator drains,
+/// resumes or changes a price (the offers at their prices now, or none
+/// while draining).
 async fn announce_on_change(
     mut changes: watch::Receiver<crate::controls::Pause>,
+    mut prices: watch::Receiver<u64>,
     announcers: Vec<Announcer>,
     connections: Vec<watch::Receiver<Option<Connection>>>,
     stop: CancellationToken,
@@ -181,6 +183,7 @@ async fn announce_on_change(
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
+            changed = prices.changed() => if changed.is_err() { return },
         }
         for (announce, connection) in announcers.iter().zip(&connections) {
             let live = connection.borrow().clone();
@@ -356,7 +359,8 @@ impl Worker {
         )
         .map_err(|e| ConfigError::new("identity_key", e.to_string()))?;
         let stats = Arc::new(WorkerStats::default());
-        let controls = Arc::new(crate::WorkerControls::new(stats.clone()));
+        let prices = Arc::new(crate::Prices::new(&offers));
+        let controls = Arc::new(crate::WorkerControls::new(stats.clone(), prices));
         let metrics = Arc::new(cocoon_metrics::Metrics::new("worker"));
         let sealing = Arc::new(SealingKey::generate());
         let key = Arc::new(AttestedKey::new(
@@ -385,7 +389,6 @@ impl Worker {
             identity: settings.identity.clone(),
             sealing,
             replay: crate::replay::ReplayGuard::new(settings.replay_window),
-            price_coefficient: settings.price_coefficient,
             coalesce: settings.coalesce,
             controls: controls.clone(),
         });
@@ -429,6 +432,13 @@ impl Worker {
                     // the proxy when it ages out, and this runs again).
                     announce.key = Some(key.current());
                     announce.vouched = earnings.as_ref().and_then(|e| e.kept_voucher(&proxy));
+                    // Each at its price now (set at run time by the owner).
+                    let prices = controls.prices();
+                    for offer in &mut announce.models {
+                        if let Some(price) = prices.current(&offer.name) {
+                            offer.price_coefficient = price;
+                        }
+                    }
                     // Draining: no model offered, so nothing new is routed here.
                     if controls.draining() {
                         announce.models.clear();
@@ -455,6 +465,7 @@ impl Worker {
         );
         tokio::spawn(announce_on_change(
             controls.changes(),
+            controls.prices().changes(),
             announcers,
             connections.clone(),
             stop.clone(),
@@ -489,7 +500,6 @@ impl Worker {
                 .iter()
                 .map(|o| (o.name.clone(), o.max_concurrent, o.weights_sha256.clone()))
                 .collect(),
-            price_coefficient: settings.price_coefficient,
             earnings: settings.payout.as_ref().map(|(e, _)| e.clone()),
             controls: controls.clone(),
             admin: settings

@@ -43,11 +43,10 @@ pub(crate) struct RequestHandler {
     pub identity: Arc<Identity>,
     pub sealing: Arc<SealingKey>,
     pub replay: crate::replay::ReplayGuard,
-    /// The price this worker announced; its receipts state it.
-    pub price_coefficient: u32,
     /// Tokens generated within this are sealed as one chunk.
     pub coalesce: std::time::Duration,
-    /// Whether the operator drains this worker.
+    /// Whether the operator drains this worker, and the prices it asks
+    /// (a request is served only at one of them; its receipts state it).
     pub controls: Arc<crate::WorkerControls>,
 }
 
@@ -128,6 +127,7 @@ impl RequestHandler {
                 );
             }
         };
+        let listed = sealed.listed_price(&me).unwrap_or_default();
         let header = sealed.header;
         if let Err(e) = self
             .replay
@@ -146,6 +146,13 @@ impl RequestHandler {
                 format!("this worker does not serve '{}'", request.model),
             );
         };
+        // Served only at a price this worker asked (the client node's
+        // listing, authenticated by the seal just opened); another is
+        // refused before a token, and an honest client node seals again
+        // at the price listed now.
+        if let Err(e) = self.controls.prices().accepts(&request.model, listed) {
+            return refuse(ErrorKind::KeysChanged, e.to_string());
+        }
         // Misrouted (by a faulty or dishonest proxy): refused, never
         // answered as if the feature had not been asked for.
         let by = format!("this worker for '{}'", request.model);
@@ -158,7 +165,7 @@ impl RequestHandler {
             engine: self.engine.clone(),
             stats: self.stats.clone(),
             identity: self.identity.clone(),
-            price_coefficient: self.price_coefficient,
+            price_coefficient: listed,
             coalesce: self.coalesce,
         };
         stream::once(async move {

@@ -25,7 +25,6 @@ pub struct WorkerStatus {
     pub(crate) attestation: Value,
     /// (model, capacity, weights SHA-256) as announced.
     pub(crate) offers: Vec<(String, u32, Option<String>)>,
-    pub(crate) price_coefficient: u32,
     pub(crate) earnings: Option<Arc<crate::Earnings>>,
     /// The admin endpoints (drain, resume), when a token is configured.
     pub(crate) admin: Option<cocoon_metrics::admin::Admin>,
@@ -124,7 +123,7 @@ impl NodeStatus for WorkerStatus {
             "attestation": self.attestation,
             "models": self.offers.iter().map(|(name, capacity, sha)| json!({
                 "name": name, "capacity": capacity, "weights_sha256": sha,
-                "price_coefficient": self.price_coefficient,
+                "price_coefficient": self.controls.prices().current(name),
             })).collect::<Vec<_>>(),
             "earnings": self.earnings.as_ref().map(|e| {
                 let book = e.book();

@@ -191,19 +191,27 @@ async fn proxy_cli(net: &Devnet, dir: &std::path::Path, args: &[&str]) -> (bool,
     let token_file = dir.join("proxy-admin.token");
     std::fs::write(&token_file, net.admin_token.as_bytes()).unwrap();
     let status = net.proxy_status_url();
-    let config = dir.join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:1\"\nstatus_listen = \"{}\"\nadmin_token_file = {:?}\nidentity_key = {:?}\nallowed_workers = []\nallowed_clients = []\n",
-            status.trim_start_matches("http://"),
-            token_file,
-            dir.join("proxy.pem"),
-        ),
-    )
-    .unwrap();
+    let config = format!(
+        "listen = \"127.0.0.1:1\"\nstatus_listen = \"{}\"\nadmin_token_file = {:?}\nidentity_key = {:?}\nallowed_workers = []\nallowed_clients = []\n",
+        status.trim_start_matches("http://"),
+        token_file,
+        dir.join("proxy.pem"),
+    );
+    cocoon_cli(dir, "proxy", &config, args).await
+}
+
+/// `cocoon ROLE ARGS --config FILE` (the real binary), FILE in `dir`
+/// holding `config`: success, and what it printed.
+pub(crate) async fn cocoon_cli(
+    dir: &std::path::Path,
+    role: &str,
+    config: &str,
+    args: &[&str],
+) -> (bool, String) {
+    let file = dir.join(format!("{role}.toml"));
+    std::fs::write(&file, config).unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cocoon"));
-    command.arg("proxy").args(args).arg("--config").arg(&config);
+    command.arg(role).args(args).arg("--config").arg(&file);
     // Off the runtime's thread: the devnet answers on it meanwhile.
     let out = tokio::task::spawn_blocking(move || command.output())
         .await

@@ -25,6 +25,7 @@ mod open_market;
 mod openai_sdk;
 mod overload;
 mod pages;
+mod prices;
 mod proxies;
 mod real_model;
 mod reasoning;

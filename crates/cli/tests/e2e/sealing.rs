@@ -11,7 +11,8 @@ use cocoon_devnet::kit::*;
 use cocoon_protocol::tls::{self, PinnedKeys};
 use cocoon_protocol::{
     dial_once, ChatMessage, Connection, DialSettings, Event, GenerateRequest, Handler, Hello,
-    Input, MuxOptions, RequestBody, Role, SamplingParams, SealingKey, DEFAULT_MAX_FRAME_BYTES,
+    Input, MuxOptions, RequestBody, Role, SamplingParams, SealTo, SealingKey,
+    DEFAULT_MAX_FRAME_BYTES,
 };
 use cocoon_proxy::Inspector;
 use futures::stream::{self, BoxStream};
@@ -103,7 +104,7 @@ impl Handler for Refuse {
 }
 
 /// Speak the node protocol to the devnet's proxy as its client node.
-async fn raw_client(net: &cocoon_devnet::Devnet) -> Connection {
+pub(crate) async fn raw_client(net: &cocoon_devnet::Devnet) -> Connection {
     let settings = DialSettings {
         tls: tls::client_config(
             net.client_identity.clone(),
@@ -125,7 +126,7 @@ async fn raw_client(net: &cocoon_devnet::Devnet) -> Connection {
 }
 
 /// Send `body` and return the first event of the answer.
-async fn first_event(conn: &Connection, body: RequestBody) -> Event {
+pub(crate) async fn first_event(conn: &Connection, body: RequestBody) -> Event {
     let mut answer = conn.request(body).await.unwrap();
     answer.next().await.expect("an answer")
 }
@@ -176,9 +177,12 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let (misaddressed, _) =
-        cocoon_protocol::sealed::seal(&request, &[(net.worker().fingerprint(), wrong_key)], now_ms)
-            .unwrap();
+    let (misaddressed, _) = cocoon_protocol::sealed::seal(
+        &request,
+        &[SealTo::at_base_price(net.worker().fingerprint(), wrong_key)],
+        now_ms,
+    )
+    .unwrap();
     let message = error_message(first_event(&conn, RequestBody::Generate(misaddressed)).await);
     assert!(message.contains("does not open"), "{message}");
 
@@ -197,7 +201,10 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
     };
     let (stale, _) = cocoon_protocol::sealed::seal(
         &request,
-        &[(keys[0].key.worker(), keys[0].key.sealing_key)],
+        &[SealTo::at_base_price(
+            keys[0].key.worker(),
+            keys[0].key.sealing_key,
+        )],
         now_ms - 10 * 60 * 1000,
     )
     .unwrap();
@@ -220,7 +227,10 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
     });
     let (misrouted, _) = cocoon_protocol::sealed::seal(
         &with_tools,
-        &[(keys[0].key.worker(), keys[0].key.sealing_key)],
+        &[SealTo::at_base_price(
+            keys[0].key.worker(),
+            keys[0].key.sealing_key,
+        )],
         now_ms,
     )
     .unwrap();
@@ -235,7 +245,7 @@ async fn replayed_altered_or_misaddressed_requests_are_refused_by_the_worker() {
     // None of the recipients is a live worker: the proxy says the keys changed.
     let (elsewhere, _) = cocoon_protocol::sealed::seal(
         &request,
-        &[(
+        &[SealTo::at_base_price(
             cocoon_protocol::tls::Identity::generate()
                 .unwrap()
                 .fingerprint(),

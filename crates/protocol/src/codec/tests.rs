@@ -19,7 +19,12 @@ fn sample_request() -> Frame {
     };
     let worker = crate::tls::Identity::generate().unwrap().fingerprint();
     let key = crate::SealingKey::generate();
-    let (sealed, _) = crate::sealed::seal(&request, &[(worker, key.public())], 1).unwrap();
+    let (sealed, _) = crate::sealed::seal(
+        &request,
+        &[crate::SealTo::at_base_price(worker, key.public())],
+        1,
+    )
+    .unwrap();
     Frame::Request {
         id: 7,
         body: RequestBody::Generate(sealed),
@@ -132,7 +137,7 @@ proptest! {
                            worker in any::<[u8; 32]>(),
                            enc in proptest::collection::vec(any::<u8>(), 0..40),
                            ciphertext in proptest::collection::vec(any::<u8>(), 0..300),
-                           affinity in any::<bool>()) {
+                           affinity in any::<bool>(), price_coefficient in any::<u32>()) {
         let frame = Frame::Request { id, body: RequestBody::Generate(crate::SealedRequest {
             sort: crate::Sort::default(),
             affinity,
@@ -140,6 +145,7 @@ proptest! {
             recipients: vec![crate::sealed::Recipient {
                 since: 0,
                 worker: crate::tls::Fingerprint(worker), enc: enc.clone(), sealed_key: enc,
+                price_coefficient,
             }],
             ciphertext,
         })};

@@ -36,7 +36,10 @@ pub(super) fn worker() -> Worker {
 #[test]
 fn each_candidate_opens_the_same_request_and_the_answer_round_trips() {
     let workers = [worker(), worker(), worker()];
-    let to: Vec<_> = workers.iter().map(|w| (w.id, w.key.public())).collect();
+    let to: Vec<_> = workers
+        .iter()
+        .map(|w| crate::SealTo::at_base_price(w.id, w.key.public()))
+        .collect();
     let (sealed, mut opener) = seal(&request(), &to, 1_000).unwrap();
     assert_eq!(sealed.header.model, "m");
     assert_eq!(sealed.header.max_tokens, Some(16));
@@ -64,7 +67,7 @@ fn each_candidate_opens_the_same_request_and_the_answer_round_trips() {
 #[test]
 fn a_header_showing_less_than_the_sealed_request_asks_is_refused() {
     let w = worker();
-    let to = [(w.id, w.key.public())];
+    let to = [crate::SealTo::at_base_price(w.id, w.key.public())];
     let mut several = request();
     several.params.n = Some(3);
     let honest = SenderSessions::new();
@@ -101,7 +104,10 @@ fn a_header_showing_less_than_the_sealed_request_asks_is_refused() {
 #[test]
 fn two_recipients_of_one_request_answer_under_unrelated_keys() {
     let (a, b) = (worker(), worker());
-    let to = [(a.id, a.key.public()), (b.id, b.key.public())];
+    let to = [
+        crate::SealTo::at_base_price(a.id, a.key.public()),
+        crate::SealTo::at_base_price(b.id, b.key.public()),
+    ];
     let (sealed, mut opener) = seal(&request(), &to, 0).unwrap();
     let (_, mut sealer_a) = a.key.open(&a.id, &sealed).unwrap();
     let (_, mut sealer_b) = b.key.open(&b.id, &sealed).unwrap();
@@ -122,13 +128,57 @@ fn two_recipients_of_one_request_answer_under_unrelated_keys() {
     );
 }
 
+/// The attack: a proxy rewrites the price the client node listed for a
+/// recipient, up (to bill the client more than it agreed to) or down (to
+/// pay the worker less than it asked). The price is in the AAD of that
+/// recipient's wrapped key: altered, the request does not open, so no
+/// worker serves (and signs a receipt for) a price the client did not list.
+#[test]
+fn a_proxy_cannot_change_the_price_a_client_listed_for_a_worker() {
+    let (a, b) = (worker(), worker());
+    let to = [
+        crate::SealTo {
+            price_coefficient: 1200,
+            ..crate::SealTo::at_base_price(a.id, a.key.public())
+        },
+        crate::SealTo::at_base_price(b.id, b.key.public()),
+    ];
+    let (sealed, _) = seal(&request(), &to, 0).unwrap();
+    assert_eq!(sealed.listed_price(&a.id), Some(1200));
+    assert_eq!(sealed.listed_price(&b.id), Some(1000));
+    a.key
+        .open(&a.id, &sealed)
+        .expect("opens at the listed price");
+    for price in [1201, 1199, 1000, u32::MAX] {
+        let mut altered = sealed.clone();
+        altered.recipients[0].price_coefficient = price;
+        assert_eq!(
+            a.key.open(&a.id, &altered).err(),
+            Some(SealError::Tampered),
+            "a recipient's price was altered to {price} and the request still opened"
+        );
+    }
+    // Nor can one recipient's price be swapped onto another's entry.
+    let mut swapped = sealed.clone();
+    swapped.recipients[1].price_coefficient = 1200;
+    assert_eq!(b.key.open(&b.id, &swapped).err(), Some(SealError::Tampered));
+    b.key
+        .open(&b.id, &sealed)
+        .expect("the other recipient opens at its own price");
+}
+
 /// What the proxy sees of an answer: chunk sizes in buckets only, no
 /// token counts (they are inside the seal), and an engine's error text
 /// sealed too.
 #[test]
 fn chunk_lengths_and_token_counts_are_hidden() {
     let w = worker();
-    let (sealed, mut opener) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
+    let (sealed, mut opener) = seal(
+        &request(),
+        &[crate::SealTo::at_base_price(w.id, w.key.public())],
+        0,
+    )
+    .unwrap();
     let (_, mut sealer) = w.key.open(&w.id, &sealed).unwrap();
     let short = sealer.seal("a", 1);
     let long = sealer.seal("a much longer piece of text", 7);
@@ -166,7 +216,12 @@ fn chunk_lengths_and_token_counts_are_hidden() {
 #[test]
 fn the_proxy_sees_no_plaintext() {
     let w = worker();
-    let (sealed, _) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
+    let (sealed, _) = seal(
+        &request(),
+        &[crate::SealTo::at_base_price(w.id, w.key.public())],
+        0,
+    )
+    .unwrap();
     let wire = postcard::to_allocvec(&sealed).unwrap();
     let needle = MARKER.as_bytes();
     assert!(!wire.windows(needle.len()).any(|win| win == needle));
@@ -182,7 +237,12 @@ fn the_proxy_sees_no_plaintext() {
 #[test]
 fn a_request_for_another_worker_or_tampered_with_is_refused() {
     let (a, b) = (worker(), worker());
-    let (sealed, _) = seal(&request(), &[(a.id, a.key.public())], 0).unwrap();
+    let (sealed, _) = seal(
+        &request(),
+        &[crate::SealTo::at_base_price(a.id, a.key.public())],
+        0,
+    )
+    .unwrap();
     assert_eq!(b.key.open(&b.id, &sealed).unwrap_err(), SealError::NotForUs);
     // b claiming a's slot: its key cannot open it.
     assert_eq!(b.key.open(&a.id, &sealed).unwrap_err(), SealError::Tampered);
@@ -225,7 +285,7 @@ fn a_request_for_another_worker_or_tampered_with_is_refused() {
 #[test]
 fn answer_chunks_belong_to_one_request() {
     let w = worker();
-    let to = [(w.id, w.key.public())];
+    let to = [crate::SealTo::at_base_price(w.id, w.key.public())];
     let (sealed, _) = seal(&request(), &to, 0).unwrap();
     let (_, mut sealer) = w.key.open(&w.id, &sealed).unwrap();
     let chunk = sealer.seal("one", 1);
@@ -240,13 +300,23 @@ fn answer_chunks_belong_to_one_request() {
 #[test]
 fn chunk_order_is_enforced() {
     let w = worker();
-    let (sealed, mut opener) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
+    let (sealed, mut opener) = seal(
+        &request(),
+        &[crate::SealTo::at_base_price(w.id, w.key.public())],
+        0,
+    )
+    .unwrap();
     let (_, mut sealer) = w.key.open(&w.id, &sealed).unwrap();
     let _first = sealer.seal("first", 1);
     let second = sealer.seal("second", 1);
     // Second before first: refused; and a dropped chunk makes every later one fail.
     assert_eq!(opener.open(&second), Err(SealError::BadChunk));
-    let (sealed2, mut opener2) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
+    let (sealed2, mut opener2) = seal(
+        &request(),
+        &[crate::SealTo::at_base_price(w.id, w.key.public())],
+        0,
+    )
+    .unwrap();
     let (_, mut sealer2) = w.key.open(&w.id, &sealed2).unwrap();
     let a = sealer2.seal("a", 1);
     let _b = sealer2.seal("b", 1);
@@ -268,7 +338,7 @@ fn a_receipt_stamp_covers_the_receipt_its_signature_and_the_answers_end() {
     let to: Vec<_> = ids
         .iter()
         .zip(&keys)
-        .map(|(id, key)| (id.fingerprint(), key.public()))
+        .map(|(id, key)| crate::SealTo::at_base_price(id.fingerprint(), key.public()))
         .collect();
     let (sealed, mut opener) = seal(&request(), &to, 1_000).unwrap();
     let (_, mut sealer) = keys[0].open(&ids[0].fingerprint(), &sealed).unwrap();
@@ -331,7 +401,12 @@ fn max_tokens_in_body_and_header_must_agree() {
     let w = worker();
     let mut req = request();
     req.params.max_tokens = None;
-    let (sealed, _) = seal(&req, &[(w.id, w.key.public())], 0).unwrap();
+    let (sealed, _) = seal(
+        &req,
+        &[crate::SealTo::at_base_price(w.id, w.key.public())],
+        0,
+    )
+    .unwrap();
     assert_eq!(sealed.header.max_tokens, None);
     w.key.open(&w.id, &sealed).unwrap();
     assert_eq!(seal(&req, &[], 0).err(), Some(SealError::NoRecipients));
@@ -348,7 +423,7 @@ proptest! {
     #[test]
     fn answer_keys_never_repeat_across_recipients_and_seals(seals in 2usize..6, recipients in 1usize..4, start in 0u64..3 * session::EPOCH_MS) {
         let workers: Vec<Worker> = (0..recipients).map(|_| worker()).collect();
-        let to: Vec<_> = workers.iter().map(|w| (w.id, w.key.public())).collect();
+        let to: Vec<_> = workers.iter().map(|w| crate::SealTo::at_base_price(w.id, w.key.public())).collect();
         let sessions = SenderSessions::new();
         let mut first_chunks = Vec::new();
         let mut openers = Vec::new();
@@ -396,7 +471,7 @@ proptest! {
     #[test]
     fn arbitrary_chunks_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let w = worker();
-        let (_, mut opener) = seal(&request(), &[(w.id, w.key.public())], 0).unwrap();
+        let (_, mut opener) = seal(&request(), &[crate::SealTo::at_base_price(w.id, w.key.public())], 0).unwrap();
         prop_assert!(opener.open(&bytes).is_err());
     }
 }

@@ -1,5 +1,5 @@
 use super::super::tests::{request, worker};
-use super::super::{aad, seal, unwrap, SealError};
+use super::super::{aad, seal, unwrap, wrap_aad, SealError};
 use super::*;
 
 const T0: u64 = 1_800_000_000_000;
@@ -9,7 +9,7 @@ fn unwraps(request_key: &[u8; 32], sealed: &crate::SealedRequest) -> bool {
     let mut out = [0u8; 32];
     unwrap(
         request_key,
-        &aad(&sealed.header),
+        &wrap_aad(&aad(&sealed.header), sealed.recipients[0].price_coefficient),
         &sealed.recipients[0].sealed_key,
         &mut out,
     )
@@ -19,7 +19,7 @@ fn unwraps(request_key: &[u8; 32], sealed: &crate::SealedRequest) -> bool {
 fn one_session_serves_many_requests_to_a_worker() {
     let w = worker();
     let sessions = SenderSessions::new();
-    let to = [(w.id, w.key.public())];
+    let to = [crate::SealTo::at_base_price(w.id, w.key.public())];
     let mut encs = std::collections::HashSet::new();
     for i in 0..50 {
         let (sealed, mut opener) = sessions.seal(&request(), &to, T0 + i * 1_000).unwrap();
@@ -43,7 +43,7 @@ fn one_session_serves_many_requests_to_a_worker() {
 fn a_leaked_request_key_opens_no_other_request() {
     let w = worker();
     let sessions = SenderSessions::new();
-    let to = [(w.id, w.key.public())];
+    let to = [crate::SealTo::at_base_price(w.id, w.key.public())];
     let (a, _) = sessions.seal(&request(), &to, T0).unwrap();
     let (b, mut b_opener) = sessions.seal(&request(), &to, T0 + 10).unwrap();
     let leaked = sessions
@@ -78,7 +78,7 @@ fn a_leaked_request_key_opens_no_other_request() {
 fn the_client_nodes_state_opens_no_request_of_an_earlier_epoch() {
     let w = worker();
     let sessions = SenderSessions::new();
-    let to = [(w.id, w.key.public())];
+    let to = [crate::SealTo::at_base_price(w.id, w.key.public())];
     let (early, _) = sessions.seal(&request(), &to, T0).unwrap();
     let (held_epoch, held_then) = sessions.held(&w.id, &w.key.public()).unwrap();
     assert_eq!(held_epoch, epoch_of(T0));
@@ -114,7 +114,7 @@ fn the_client_nodes_state_opens_no_request_of_an_earlier_epoch() {
 fn a_worker_that_lost_its_sessions_rebuilds_them() {
     let w = worker();
     let sessions = SenderSessions::new();
-    let to = [(w.id, w.key.public())];
+    let to = [crate::SealTo::at_base_price(w.id, w.key.public())];
     let (first, _) = sessions.seal(&request(), &to, T0).unwrap();
     w.key.open(&w.id, &first).unwrap();
     w.key.forget_sessions();
@@ -135,7 +135,7 @@ fn a_worker_that_lost_its_sessions_rebuilds_them() {
 #[test]
 fn forged_sessions_are_refused_and_not_kept() {
     let w = worker();
-    let to = [(w.id, w.key.public())];
+    let to = [crate::SealTo::at_base_price(w.id, w.key.public())];
     for _ in 0..20 {
         let (mut forged, _) = seal(&request(), &to, T0).unwrap();
         forged.recipients[0].sealed_key[5] ^= 1;
@@ -156,7 +156,7 @@ fn forged_sessions_are_refused_and_not_kept() {
 #[test]
 fn sessions_are_bounded_in_time() {
     let w = worker();
-    let to = [(w.id, w.key.public())];
+    let to = [crate::SealTo::at_base_price(w.id, w.key.public())];
     let sessions = SenderSessions::new();
     let (first, _) = sessions.seal(&request(), &to, T0).unwrap();
     // The client node starts a new session after SESSION_EPOCHS.
