@@ -27,6 +27,10 @@ pub enum ChainError {
     /// The embedded chain (the devnet's emulator) refused or failed.
     #[error("{0}")]
     Embedded(String),
+    /// TON endpoints that must agree (`ton_api_agree`) kept answering a
+    /// read differently: nothing is believed.
+    #[error("{0}")]
+    Disagree(String),
 }
 
 /// Text a person wrote (in a config file or on the command line) that is

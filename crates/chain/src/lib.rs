@@ -17,6 +17,8 @@
 //! * `mnemonic`  - TON's 24-word mnemonics, as `@ton/crypto` derives them.
 //! * `error`     - [`ChainError`]: what went wrong, by kind.
 //! * `access`    - [`Chain`], the one interface the nodes settle through.
+//! * `agreeing`  - [`AgreeingChain`]: reads believed only when several
+//!   endpoints agree (`ton_api_agree`).
 //! * `anchors`   - the chain's masterchain blocks anchoring TEE evidence in time.
 //! * `ton_http`  - [`TonHttp`], [`Chain`] over TON's HTTP API (devnet or toncenter).
 //! * `sender`    - [`WalletSender`]: transfers from a node's wallet, confirmed on chain.
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod agreeing;
 pub mod anchors;
 mod contracts;
 mod data;
@@ -42,6 +45,7 @@ pub mod ton_http;
 pub mod wallet;
 
 pub use access::{AccountInfo, Chain, MasterchainBlock, TxSummary};
+pub use agreeing::AgreeingChain;
 pub use contracts::{contract_address, random_nonce, random_seed, worker_contract, Contract};
 pub use data::{
     stack_address, stack_int, stack_optional_address, worker_data, ClientChannel, ClientState,

@@ -66,6 +66,32 @@ pub fn endpoints(
     Ok(out)
 }
 
+/// `ton_api` and each of `agree` as one chain whose every read must agree
+/// ([`crate::AgreeingChain`]; `ton_api` alone when `agree` is empty). On
+/// error, the key at fault (`ton_api` or `ton_api_agree[i]`) and why.
+pub fn agreeing(
+    ton_api: &str,
+    api_key_env: Option<&str>,
+    agree: &[String],
+) -> Result<Arc<dyn crate::Chain>, (String, InputError)> {
+    let mut out: Vec<Arc<dyn crate::Chain>> = vec![Arc::new(
+        from_config(ton_api, api_key_env).map_err(|e| ("ton_api".to_string(), e))?,
+    )];
+    for (i, other) in agree.iter().enumerate() {
+        let key = format!("ton_api_agree[{i}]");
+        if api_url(other) == api_url(ton_api) {
+            return Err((
+                key,
+                InputError::Client(format!(
+                    "{other:?} is ton_api itself: name another party's TON endpoint"
+                )),
+            ));
+        }
+        out.push(Arc::new(from_config(other, None).map_err(|e| (key, e))?));
+    }
+    Ok(crate::AgreeingChain::of(out))
+}
+
 /// A TON address, `0:<hex>` or user-friendly; contracts live on the basechain.
 pub fn parse_address(text: &str) -> Result<StdAddr, InputError> {
     use std::str::FromStr;

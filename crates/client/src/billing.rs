@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cocoon_chain::pricing::TokenCounts;
-use cocoon_chain::{Chain, ClientChannel, ClientState, Prices, StdAddr, TonHttp};
+use cocoon_chain::{Chain, ClientChannel, ClientState, Prices, StdAddr};
 use cocoon_protocol::tls::Fingerprint;
 use cocoon_protocol::{AccountTerms, ErrorKind, SignedReceipt, Usage, WireError};
 use serde_json::{json, Value};
@@ -49,7 +49,7 @@ pub struct Deploy {
 /// Where this node pays from: one client contract per proxy contract it
 /// uses (a client contract pays exactly one proxy contract).
 pub struct Billing {
-    ton: TonHttp,
+    ton: Arc<dyn Chain>,
     /// Contracts from the configuration, matched to a proxy (by the proxy
     /// contract their data names) when that proxy is first connected.
     configured: Vec<StdAddr>,
@@ -147,7 +147,7 @@ impl Billing {
     /// `deploy` is set).
     /// Billing for the node whose key fingerprint is `node_key`.
     pub fn new(
-        ton: TonHttp,
+        ton: Arc<dyn Chain>,
         configured: Vec<StdAddr>,
         root: StdAddr,
         node_key: Fingerprint,
@@ -311,7 +311,7 @@ impl Billing {
     /// `proxy` must be in the root contract's proxy registry with `key`: a
     /// proxy cannot have this node fund a contract that pays someone else.
     async fn check_registered(&self, proxy: &StdAddr, key: &[u8; 32]) -> Result<(), ContractError> {
-        cocoon_chain::check_proxy_listed(&self.ton, &self.root, proxy, key)
+        cocoon_chain::check_proxy_listed(self.ton.as_ref(), &self.root, proxy, key)
             .await?
             .map_err(ContractError::NotRegistered)
     }

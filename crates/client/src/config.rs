@@ -180,6 +180,11 @@ pub struct BillingConfig {
     /// Environment variable holding the API key, if the endpoint wants one.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Other parties' TON HTTP APIs (`"testnet"`, `"mainnet"` or URLs, no
+    /// key) that must answer every chain read as `ton_api` does before it is
+    /// believed (see README, "Chain reads are checked").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ton_api_agree: Vec<String>,
     /// This node's client contract with a proxy (`0:<hex>`;
     /// `cocoon wallet deploy-client` makes one). A client contract pays one
     /// proxy contract: the node registers it with the proxy it names on
@@ -235,6 +240,7 @@ impl BillingConfig {
         Self {
             ton_api,
             api_key_env: None,
+            ton_api_agree: Vec::new(),
             contract: None,
             contracts: Vec::new(),
             deposit_ton: None,
@@ -254,7 +260,7 @@ impl BillingConfig {
         &self,
         node_key: cocoon_protocol::tls::Fingerprint,
     ) -> Result<crate::Billing, ConfigError> {
-        use cocoon_chain::ton_http::{from_config, parse_address};
+        use cocoon_chain::ton_http::parse_address;
         let mut contracts = Vec::new();
         if let Some(c) = &self.contract {
             contracts.push(parse_address(c).map_err(|e| ConfigError::new("billing.contract", e))?);
@@ -266,8 +272,12 @@ impl BillingConfig {
             );
         }
         let root = parse_address(&self.root).map_err(|e| ConfigError::new("billing.root", e))?;
-        let ton = from_config(&self.ton_api, self.api_key_env.as_deref())
-            .map_err(|e| ConfigError::new("billing.ton_api", e))?;
+        let ton = cocoon_chain::ton_http::agreeing(
+            &self.ton_api,
+            self.api_key_env.as_deref(),
+            &self.ton_api_agree,
+        )
+        .map_err(|(key, e)| ConfigError::new(format!("billing.{key}"), e))?;
         let mut billing = crate::Billing::new(ton.clone(), contracts, root, node_key);
         billing.default_max_tokens = self.default_max_tokens;
         let ton_amount = |field: &str, text: &Option<String>| {
@@ -292,10 +302,7 @@ impl BillingConfig {
             })?;
             let wallet = cocoon_chain::Wallet::from_mnemonic_file(path)
                 .map_err(|e| ConfigError::new("billing.wallet_mnemonic", e.to_string()))?;
-            let sender = Arc::new(cocoon_chain::WalletSender::new(
-                Arc::new(ton.clone()),
-                wallet,
-            ));
+            let sender = Arc::new(cocoon_chain::WalletSender::new(ton.clone(), wallet));
             shared = Some(sender.clone());
             Ok(sender)
         };

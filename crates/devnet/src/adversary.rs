@@ -305,3 +305,60 @@ fn serve_in_background(listener: TcpListener, app: axum::Router) -> JoinHandle<(
         let _ = axum::serve(listener, app).await;
     })
 }
+
+/// A TON HTTP API that lies: it passes every call on to an honest endpoint
+/// (`upstream`, e.g. the devnet's) and answers the same, except that a
+/// get-method named `method` comes back with its first stack entry (an
+/// integer: the root's price per token in `get_prices`, a channel's
+/// proxy...) multiplied by `factor`. As the endpoint a node reads through,
+/// it is a compromised or self-interested API provider.
+pub struct LyingTonApi {
+    /// Base URL, e.g. `http://127.0.0.1:PORT/api/v2`.
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+impl LyingTonApi {
+    pub async fn start(upstream: &str, method: &str, factor: u64) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/api/v2", listener.local_addr()?);
+        let upstream = format!("{upstream}/jsonRPC");
+        let method = method.to_string();
+        let http = reqwest::Client::new();
+        let relay = move |axum::Json(call): axum::Json<serde_json::Value>| {
+            let (http, upstream, method) = (http.clone(), upstream.clone(), method.clone());
+            async move {
+                let answer = http.post(&upstream).json(&call).send().await;
+                let mut answer: serde_json::Value = match answer {
+                    Ok(response) => response.json().await.unwrap_or_default(),
+                    Err(e) => serde_json::json!({"ok": false, "error": e.to_string(), "code": 502}),
+                };
+                let lied_about =
+                    call["method"] == "runGetMethod" && call["params"]["method"] == method;
+                if lied_about {
+                    if let Some(entry) = answer["result"]["stack"].get_mut(0) {
+                        let told = entry[1]
+                            .as_str()
+                            .and_then(|hex| hex.strip_prefix("0x"))
+                            .and_then(|hex| u128::from_str_radix(hex, 16).ok());
+                        if let Some(n) = told {
+                            entry[1] = format!("0x{:x}", n * u128::from(factor)).into();
+                        }
+                    }
+                }
+                axum::Json(answer)
+            }
+        };
+        let app = axum::Router::new().route("/api/v2/jsonRPC", axum::routing::post(relay));
+        Ok(LyingTonApi {
+            url,
+            task: serve_in_background(listener, app),
+        })
+    }
+}
+
+impl Drop for LyingTonApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

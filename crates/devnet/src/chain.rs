@@ -40,7 +40,7 @@ pub(crate) fn client_billing(
         vec![ton.client_contract.clone()]
     };
     let mut billing =
-        cocoon_client::Billing::new(ton_http.clone(), contracts, ton.root.clone(), node_key);
+        cocoon_client::Billing::new(Arc::new(ton_http), contracts, ton.root.clone(), node_key);
     billing.fresh = options.chain_fresh;
     // A contract per proxy: the others' are deployed on first use.
     if options.client_auto_deploy || options.more_proxies > 0 {

@@ -27,7 +27,7 @@ impl Devnet {
             self.ton.wallets.client(),
         ));
         let mut billing = cocoon_client::Billing::new(
-            ton,
+            Arc::new(ton),
             Vec::new(),
             self.ton.root.clone(),
             identity.fingerprint(),

@@ -121,6 +121,11 @@ pub struct SettlementConfig {
     /// Environment variable holding the API key, if the endpoint wants one.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Other parties' TON HTTP APIs (`"testnet"`, `"mainnet"` or URLs, no
+    /// key) that must answer every chain read as `ton_api` does before it is
+    /// believed (see README, "Chain reads are checked").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ton_api_agree: Vec<String>,
     /// File with the 24 words of the proxy's wallet (it pays the fees).
     pub wallet_mnemonic: PathBuf,
     /// This proxy's contract (its key is this node's identity key).
@@ -158,8 +163,9 @@ fn default_settle_every() -> u64 {
 
 impl SettlementConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        use cocoon_chain::ton_http::{from_config, parse_address};
-        from_config(&self.ton_api, None).map_err(|e| ConfigError::new("settlement.ton_api", e))?;
+        use cocoon_chain::ton_http::parse_address;
+        cocoon_chain::ton_http::agreeing(&self.ton_api, None, &self.ton_api_agree)
+            .map_err(|(key, e)| ConfigError::new(format!("settlement.{key}"), e))?;
         parse_address(&self.proxy_contract)
             .map_err(|e| ConfigError::new("settlement.proxy_contract", e))?;
         parse_address(&self.root).map_err(|e| ConfigError::new("settlement.root", e))?;
@@ -186,9 +192,13 @@ impl SettlementConfig {
     /// Connect to the chain, check the proxy contract is this node's (signed
     /// with `identity`'s key), read the prices and open the books.
     pub async fn connect(&self, identity: &Arc<Identity>) -> Result<Settlement, ConfigError> {
-        use cocoon_chain::ton_http::{from_config, parse_address};
-        let ton = from_config(&self.ton_api, self.api_key_env.as_deref())
-            .map_err(|e| ConfigError::new("settlement.ton_api", e))?;
+        use cocoon_chain::ton_http::parse_address;
+        let ton = cocoon_chain::ton_http::agreeing(
+            &self.ton_api,
+            self.api_key_env.as_deref(),
+            &self.ton_api_agree,
+        )
+        .map_err(|(key, e)| ConfigError::new(format!("settlement.{key}"), e))?;
         let wallet = cocoon_chain::Wallet::from_mnemonic_file(&self.wallet_mnemonic)
             .map_err(|e| ConfigError::new("settlement.wallet_mnemonic", e.to_string()))?;
         let proxy_contract = parse_address(&self.proxy_contract)
@@ -196,7 +206,7 @@ impl SettlementConfig {
         let root = parse_address(&self.root).map_err(|e| ConfigError::new("settlement.root", e))?;
         let books = self.books.clone();
         let mut settlement = Settlement::connect(
-            Arc::new(ton),
+            ton,
             wallet,
             signer_of(identity),
             proxy_contract,

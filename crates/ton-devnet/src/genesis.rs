@@ -399,6 +399,14 @@ impl TonDevnet {
         )
     }
 
+    /// Set the network's prices in the root contract (as its owner).
+    pub fn set_prices(&self, prices: &Prices) -> Result<(), Error> {
+        self.to_root(
+            cocoon_chain::root::set_prices(prices)?,
+            "setting the root contract's prices",
+        )
+    }
+
     /// A message from the operator's wallet to the root contract, which must succeed.
     fn to_root(&self, body: Cell, what: &str) -> Result<(), Error> {
         let mut chain = self.lock()?;

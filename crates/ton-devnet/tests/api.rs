@@ -439,3 +439,100 @@ async fn the_proxy_registry_is_believed_only_when_endpoints_agree() {
         );
     }
 }
+
+/// The network's prices as `chain` reads them from the root contract.
+async fn prices_read(chain: &dyn Chain, root: &StdAddr) -> Result<cocoon_chain::Prices, String> {
+    let stack = chain
+        .get(root, "get_prices", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    cocoon_chain::Prices::from_stack(&stack).map_err(|e| e.to_string())
+}
+
+/// The attack: the TON endpoint a node reads through lies (the prices in
+/// the root contract, ten times what the operator set: a client node would
+/// accept charges at them, a proxy would bill them). Alone it is believed;
+/// with a second endpoint in `ton_api_agree` ([`AgreeingChain`]) every read
+/// (get-methods, accounts, blocks) must agree, and the lie is refused
+/// wherever the liar stands. Endpoints that differ only for a moment (one
+/// catching up) are read again and believed once they agree.
+#[tokio::test]
+async fn every_chain_read_is_believed_only_when_endpoints_agree() {
+    use cocoon_chain::{AgreeingChain, ChainError};
+    use std::time::Duration;
+    let (url, ton) = serve_devnet().await;
+    let ton = Arc::new(ton);
+    let api: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&url, None).unwrap());
+    let same: Arc<dyn Chain> = Arc::new(cocoon_chain::TonHttp::new(&url, None).unwrap());
+    let honest = cocoon_chain::pricing::default_prices();
+    let liar = twin(&ton);
+    let mut inflated = honest.clone();
+    inflated.price_per_token *= 10;
+    liar.set_prices(&inflated).unwrap();
+    let lying = serve_chain(&liar).await;
+    let quick = |endpoints: Vec<Arc<dyn Chain>>| {
+        AgreeingChain::new(endpoints).with_pause(Duration::from_millis(100))
+    };
+
+    // Alone, the lying endpoint is believed.
+    assert_eq!(
+        prices_read(lying.as_ref(), &ton.root)
+            .await
+            .unwrap()
+            .price_per_token,
+        honest.price_per_token * 10
+    );
+    // Honest endpoints agree: the same answers as one alone.
+    let agreeing = quick(vec![api.clone(), same.clone()]);
+    assert_eq!(prices_read(&agreeing, &ton.root).await.unwrap(), honest);
+    assert_eq!(
+        agreeing.account(&ton.root).await.unwrap(),
+        api.account(&ton.root).await.unwrap()
+    );
+    let head = agreeing.masterchain_head().await.unwrap();
+    assert_eq!(
+        agreeing.masterchain_block(head.seqno).await.unwrap(),
+        Some(head)
+    );
+    // With the liar beside an honest endpoint, in either place: refused,
+    // naming the disagreement.
+    for endpoints in [
+        vec![api.clone(), lying.clone()],
+        vec![lying.clone(), api.clone()],
+    ] {
+        let chain = quick(endpoints);
+        let refused = prices_read(&chain, &ton.root).await.unwrap_err();
+        assert!(
+            refused.contains("disagree on get_prices")
+                && refused.contains("endpoint 1 of ton_api_agree"),
+            "{refused}"
+        );
+        let refused = chain.get(&ton.root, "get_prices", &[]).await.unwrap_err();
+        assert!(matches!(refused, ChainError::Disagree(_)), "{refused:?}");
+    }
+    // An agreeing endpoint that cannot be read fails the read: it cannot
+    // be checked.
+    let down: Arc<dyn Chain> =
+        Arc::new(cocoon_chain::TonHttp::new("http://127.0.0.1:9/api/v2", None).unwrap());
+    let refused = prices_read(&quick(vec![api.clone(), down]), &ton.root)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("endpoint 1 of ton_api_agree cannot be read"),
+        "{refused}"
+    );
+
+    // A moment's difference: the honest chain sets the same prices a
+    // moment later (an endpoint catching up), and the read is believed.
+    let chain =
+        AgreeingChain::new(vec![lying.clone(), api.clone()]).with_pause(Duration::from_millis(300));
+    let catch_up = {
+        let (ton, inflated) = (ton.clone(), inflated.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ton.set_prices(&inflated).unwrap();
+        })
+    };
+    assert_eq!(prices_read(&chain, &ton.root).await.unwrap(), inflated);
+    catch_up.await.unwrap();
+}

@@ -75,6 +75,11 @@ pub struct PayoutConfig {
     /// Environment variable holding the API key, if the endpoint wants one.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Other parties' TON HTTP APIs (`"testnet"`, `"mainnet"` or URLs, no
+    /// key) that must answer every chain read as `ton_api` does before it is
+    /// believed (see README, "Chain reads are checked").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ton_api_agree: Vec<String>,
     /// File with the 24 words of the wallet that is paid (and pays claim fees).
     pub wallet_mnemonic: PathBuf,
     /// Claim once at least this much TON is owed and unpaid, e.g. "1.5".
@@ -108,8 +113,8 @@ impl PayoutConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        cocoon_chain::ton_http::from_config(&self.ton_api, None)
-            .map_err(|e| ConfigError::new("payout.ton_api", e))?;
+        cocoon_chain::ton_http::agreeing(&self.ton_api, None, &self.ton_api_agree)
+            .map_err(|(key, e)| ConfigError::new(format!("payout.{key}"), e))?;
         self.threshold()?;
         self.root()?;
         ConfigError::check_range("payout.check_every_secs", self.check_every_secs, 1, 86_400)
@@ -127,17 +132,17 @@ impl PayoutConfig {
 
     /// The wallet, the chain and the earnings file.
     pub fn build(&self) -> Result<crate::Earnings, ConfigError> {
-        let ton = cocoon_chain::ton_http::from_config(&self.ton_api, self.api_key_env.as_deref())
-            .map_err(|e| ConfigError::new("payout.ton_api", e))?;
+        let ton = cocoon_chain::ton_http::agreeing(
+            &self.ton_api,
+            self.api_key_env.as_deref(),
+            &self.ton_api_agree,
+        )
+        .map_err(|(key, e)| ConfigError::new(format!("payout.{key}"), e))?;
         let wallet = cocoon_chain::Wallet::from_mnemonic_file(&self.wallet_mnemonic)
             .map_err(|e| ConfigError::new("payout.wallet_mnemonic", e.to_string()))?;
-        let mut earnings = crate::Earnings::new(
-            Arc::new(ton),
-            wallet,
-            self.threshold()?,
-            self.earnings.clone(),
-        )
-        .map_err(|e| ConfigError::new("payout.earnings", e.to_string()))?;
+        let mut earnings =
+            crate::Earnings::new(ton, wallet, self.threshold()?, self.earnings.clone())
+                .map_err(|e| ConfigError::new("payout.earnings", e.to_string()))?;
         earnings.root = self.root()?;
         Ok(earnings)
     }

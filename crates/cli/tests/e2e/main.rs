@@ -7,6 +7,7 @@ mod attest;
 mod bad_input;
 mod binary;
 mod books;
+mod chain_reads;
 mod choices;
 mod closing;
 mod controls;

@@ -245,7 +245,7 @@ async fn a_configured_contract_is_ready_while_another_is_being_deployed() {
     let http = cocoon_chain::TonHttp::new(&api, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut billing = cocoon_client::Billing::new(
-        http.clone(),
+        Arc::new(http.clone()),
         vec![ton.client_contract.clone()],
         ton.root.clone(),
         node_key,
@@ -322,8 +322,12 @@ async fn a_client_node_funds_only_proxy_contracts_the_root_publishes() {
     let http = cocoon_chain::TonHttp::new(&api, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let wallet = ton.wallets.client().address;
-    let mut billing =
-        cocoon_client::Billing::new(http.clone(), Vec::new(), ton.root.clone(), node_key);
+    let mut billing = cocoon_client::Billing::new(
+        Arc::new(http.clone()),
+        Vec::new(),
+        ton.root.clone(),
+        node_key,
+    );
     billing.deploy = Some(cocoon_client::billing::Deploy {
         wallet: Arc::new(cocoon_chain::WalletSender::new(
             Arc::new(http.clone()),
@@ -391,8 +395,12 @@ async fn a_closed_client_contract_is_never_deployed_again_at_its_address() {
     let dir = tempfile::tempdir().unwrap();
     // The node's billing, as it starts (again) with the same contracts file.
     let billing = || {
-        let mut billing =
-            cocoon_client::Billing::new(http.clone(), Vec::new(), ton.root.clone(), node_key);
+        let mut billing = cocoon_client::Billing::new(
+            Arc::new(http.clone()),
+            Vec::new(),
+            ton.root.clone(),
+            node_key,
+        );
         billing.deploy = Some(cocoon_client::billing::Deploy {
             wallet: Arc::new(cocoon_chain::WalletSender::new(
                 Arc::new(http.clone()),

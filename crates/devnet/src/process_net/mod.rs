@@ -292,6 +292,7 @@ impl ProcessNet {
             config.settlement = Some(SettlementConfig {
                 ton_api: ton_api_url.clone(),
                 api_key_env: None,
+                ton_api_agree: Vec::new(),
                 wallet_mnemonic: d.join(format!("proxy-{i}.words")),
                 proxy_contract: contracts[i].to_string(),
                 root: ton.root.to_string(),
@@ -334,6 +335,7 @@ impl ProcessNet {
             config.payout = Some(PayoutConfig {
                 ton_api: ton_api_url.clone(),
                 api_key_env: None,
+                ton_api_agree: Vec::new(),
                 wallet_mnemonic: d.join(format!("worker-{i}.words")),
                 claim_threshold_ton: "0.000000001".into(),
                 check_every_secs: o.settle_every_secs,

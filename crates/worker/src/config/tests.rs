@@ -191,6 +191,20 @@ fn errors_name_the_field() {
             ),
             "max_concurrent",
         ),
+        (
+            format!(
+                "{}\n[payout]\nton_api = \"testnet\"\nton_api_agree = [\"mainnet\", \"ftp://x\"]\nwallet_mnemonic = \"/tmp/w.words\"\nearnings = \"/tmp/e.json\"\n",
+                config(HTTP, "")
+            ),
+            "payout.ton_api_agree[1]",
+        ),
+        (
+            format!(
+                "{}\n[payout]\nton_api = \"testnet\"\nton_api_agree = [\"testnet\"]\nwallet_mnemonic = \"/tmp/w.words\"\nearnings = \"/tmp/e.json\"\n",
+                config(HTTP, "")
+            ),
+            "payout.ton_api_agree[0]",
+        ),
     ];
     for (text, field) in cases {
         let err = WorkerConfig::from_toml(&text).unwrap_err().to_string();
