@@ -24,6 +24,12 @@ const hashes = (cell) =>
 const workerImages = hashes(images.readCellOpt());
 const proxyImages = hashes(images.readCellOpt());
 const models = (await client.runMethod(root, "get_models")).stack.readCellOpt();
+const rulesStack = (await client.runMethod(root, "get_rules")).stack;
+const rules = {
+  requireConfiguration: rulesStack.readBoolean(),
+  upstreamLoopbackOnly: rulesStack.readBoolean(),
+  workerEngines: rulesStack.readCellOpt()?.beginParse().loadStringTail() ?? null,
+};
 const modelHashes = models
   ? Dictionary.loadDirect(Dictionary.Keys.BigUint(256), Dictionary.Values.Cell(), models)
       .keys()
@@ -39,6 +45,7 @@ console.log(
     workerImages,
     proxyImages,
     models: modelHashes,
+    rules,
     pricePerToken: prices.stack.readBigNumber().toString(),
     transactions: transactions.length,
     deployedBy: transactions[0]?.inMessage?.info.src?.toString({ urlSafe: true, bounceable: false }) ?? null,

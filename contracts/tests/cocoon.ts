@@ -37,6 +37,7 @@ export const OP = {
   rootSetPrices: 0x7c1e0034,
   rootChangeOwner: 0x7c1e0035,
   rootAcceptOwner: 0x7c1e0036,
+  rootSetRules: 0x7c1e0037,
 } as const;
 
 export const SIGNED = {
@@ -215,7 +216,7 @@ export function pricesCell(p: Prices): Cell {
 }
 
 export function rootData(owner: Address, prices: Prices): Cell {
-  const images = beginCell().storeBit(0).storeBit(0).endCell();
+  const images = beginCell().storeBit(0).storeBit(0).storeBit(0).endCell(); // workers, proxies, rules
   return beginCell()
     .storeAddress(owner)
     .storeUint(0, 32) // version
@@ -258,6 +259,19 @@ export const root = {
   setPrices: (p: Prices) => beginCell().storeUint(OP.rootSetPrices, 32).storeRef(pricesCell(p)).endCell(),
   changeOwner: (owner: Address) => beginCell().storeUint(OP.rootChangeOwner, 32).storeAddress(owner).endCell(),
   acceptOwner: () => beginCell().storeUint(OP.rootAcceptOwner, 32).endCell(),
+  setRules: (rules: { requireConfiguration: boolean; upstreamLoopbackOnly: boolean; workerEngines: string[] } | null) =>
+    beginCell()
+      .storeUint(OP.rootSetRules, 32)
+      .storeMaybeRef(
+        rules === null
+          ? null
+          : beginCell()
+              .storeBit(rules.requireConfiguration)
+              .storeBit(rules.upstreamLoopbackOnly)
+              .storeMaybeRef(rules.workerEngines.length === 0 ? null : snake(rules.workerEngines.join(",")))
+              .endCell(),
+      )
+      .endCell(),
 };
 
 export function uint256Keys(dict: Cell | null): bigint[] {

@@ -1,5 +1,5 @@
 // The root contract on TON's own emulator: owner-only updates of images,
-// models, proxies and prices, a version that increases on every change, and
+// models, proxies, prices and configuration rules, a version that increases on every change, and
 // get-methods that return each part.
 
 import { describe, it } from "node:test";
@@ -55,9 +55,28 @@ describe("root contract", () => {
     assert.equal((await get(net.chain, net.root, "get_proxies")).readCellOpt(), null);
     assert.equal(await version(), 8);
 
+    // Configuration rules: none at first, then set, then cleared.
+    const rules = async () => {
+      const r = await get(net.chain, net.root, "get_rules");
+      const [config, loopback, engines] = [r.readBoolean(), r.readBoolean(), r.readCellOpt()];
+      return { config, loopback, engines: engines === null ? null : engines.beginParse().loadStringTail() };
+    };
+    assert.deepEqual(await rules(), { config: false, loopback: false, engines: null });
+    const strict = c.root.setRules({ requireConfiguration: true, upstreamLoopbackOnly: true, workerEngines: ["embedded", "openai-http"] });
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), strict, "root: set rules")).exit, 0);
+    assert.deepEqual(await rules(), { config: true, loopback: true, engines: "embedded,openai-http" });
+    // The images beside them are kept.
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setImage("worker", IMAGE, true))).exit, 0);
+    assert.equal((await get(net.chain, net.root, "is_worker_image_allowed", [{ type: "int", value: IMAGE }])).readBoolean(), true);
+    assert.deepEqual(await rules(), { config: true, loopback: true, engines: "embedded,openai-http" });
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setRules(null))).exit, 0);
+    assert.deepEqual(await rules(), { config: false, loopback: false, engines: null });
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), c.root.setImage("worker", IMAGE, false))).exit, 0);
+    assert.equal(await version(), 12);
+
     // A plain transfer tops up storage fees without a version change.
     assert.equal((await send(net.relay, net.root, toNano("1"), Cell.EMPTY)).exit, 0);
-    assert.equal(await version(), 8);
+    assert.equal(await version(), 12);
 
     // Ownership moves in two steps: proposed by the owner (nothing moves
     // yet), accepted by the proposed owner alone; the old owner is then refused.
@@ -93,6 +112,7 @@ describe("root contract", () => {
       c.root.setPrices(prices),
       c.root.changeOwner(net.relay.address),
       c.root.acceptOwner(),
+      c.root.setRules({ requireConfiguration: false, upstreamLoopbackOnly: false, workerEngines: ["instant"] }),
     ]) {
       assert.equal((await send(net.relay, net.root, toNano("0.05"), body)).exit, c.ERR.notOwner);
     }

@@ -67,16 +67,20 @@ pub struct ModelIdentity {
 /// Why a configuration document is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 pub enum ConfigurationRefusal {
-    #[error("the peer's evidence binds no configuration, and the policy requires one (require_configuration)")]
-    Missing,
+    #[error("the peer's evidence binds no configuration, and {by} requires one")]
+    Missing { by: String },
     #[error("the peer's configuration document is malformed: {0}")]
     Malformed(String),
     #[error("the peer's configuration is for a {got}, it is connected as a {expected}")]
     WrongRole { expected: PeerRole, got: PeerRole },
-    #[error("the worker's engine {kind:?} is not among the policy's worker_engines ({allowed})")]
-    EngineNotAllowed { kind: String, allowed: String },
-    #[error("the worker's engine forwards prompts to {upstream}, outside its measured VM (the policy allows only loopback upstreams: engine_upstream_loopback_only)")]
-    UpstreamNotLoopback { upstream: String },
+    #[error("the worker's engine {kind:?} is not among {by} ({allowed})")]
+    EngineNotAllowed {
+        kind: String,
+        allowed: String,
+        by: String,
+    },
+    #[error("the worker's engine forwards prompts to {upstream}, outside its measured VM ({by} allows only loopback upstreams)")]
+    UpstreamNotLoopback { upstream: String, by: String },
 }
 
 impl Configuration {

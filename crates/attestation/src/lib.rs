@@ -46,5 +46,5 @@ pub use evidence::{Evidence, TeeKind, Verdict, VerifyError};
 pub use freshness::{AgreeingBlocks, Anchor, AnchorBlock, BlockAnchors, BlockSource, FixedBlocks};
 pub use measurements::Measurements;
 pub use policy::{AllowedModel, PeerRole, Policy, Refusal};
-pub use published::{Published, PublishedLists};
+pub use published::{ConfigurationRules, Published, PublishedLists};
 pub use report_data::{report_data, Purpose};

@@ -267,11 +267,32 @@ impl Policy {
         document: Option<&[u8]>,
         role: PeerRole,
     ) -> Result<Option<Configuration>, ConfigurationRefusal> {
+        self.check_configuration_under(document, role, None)
+    }
+
+    /// [`Policy::check_configuration`] for a node that follows the root
+    /// contract: the configuration must follow the contract's `rules` and
+    /// this policy's alike (each can only add to the other).
+    pub fn check_configuration_under(
+        &self,
+        document: Option<&[u8]>,
+        role: PeerRole,
+        rules: Option<&crate::ConfigurationRules>,
+    ) -> Result<Option<Configuration>, ConfigurationRefusal> {
+        const POLICY: &str = "the policy";
+        const CHAIN: &str = "the root contract's rules";
+        let chain = rules.cloned().unwrap_or_default();
         let Some(document) = document else {
-            return if self.require_configuration {
-                Err(ConfigurationRefusal::Missing)
+            let by = if self.require_configuration {
+                Some("the policy (require_configuration)")
+            } else if chain.require_configuration {
+                Some(CHAIN)
             } else {
-                Ok(None)
+                None
+            };
+            return match by {
+                Some(by) => Err(ConfigurationRefusal::Missing { by: by.into() }),
+                None => Ok(None),
             };
         };
         let config = Configuration::from_bytes(document)?;
@@ -282,21 +303,30 @@ impl Policy {
             });
         }
         if let Some(engine) = &config.engine {
-            if !self.worker_engines.is_empty() && !self.worker_engines.contains(&engine.kind) {
-                return Err(ConfigurationRefusal::EngineNotAllowed {
-                    kind: engine.kind.clone(),
-                    allowed: self
-                        .worker_engines
-                        .iter()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
+            for (allowed, by) in [
+                (&self.worker_engines, "the policy's worker_engines"),
+                (&chain.worker_engines, "the root contract's worker engines"),
+            ] {
+                if !allowed.is_empty() && !allowed.contains(&engine.kind) {
+                    return Err(ConfigurationRefusal::EngineNotAllowed {
+                        kind: engine.kind.clone(),
+                        allowed: allowed.iter().cloned().collect::<Vec<_>>().join(", "),
+                        by: by.into(),
+                    });
+                }
             }
-            if let Some(upstream) = &engine.upstream {
-                if self.engine_upstream_loopback_only && !is_loopback_url(upstream) {
+            let loopback_by = if self.engine_upstream_loopback_only {
+                Some(format!("{POLICY} (engine_upstream_loopback_only)"))
+            } else if chain.upstream_loopback_only {
+                Some(CHAIN.to_string())
+            } else {
+                None
+            };
+            if let (Some(upstream), Some(by)) = (&engine.upstream, loopback_by) {
+                if !is_loopback_url(upstream) {
                     return Err(ConfigurationRefusal::UpstreamNotLoopback {
                         upstream: upstream.clone(),
+                        by,
                     });
                 }
             }

@@ -15,6 +15,20 @@ use crate::freshness::BoxFuture;
 
 use crate::policy::{PeerRole, Refusal};
 
+/// What every peer's attested configuration must follow, as the root
+/// contract publishes it (`get_rules`). A node's local policy can only add
+/// to these (see [`crate::Policy::check_configuration_under`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigurationRules {
+    /// Peers must present their configuration document.
+    pub require_configuration: bool,
+    /// An `openai-http` engine may only reach an address inside its own
+    /// measured VM (loopback).
+    pub upstream_loopback_only: bool,
+    /// The engine kinds workers may run (empty: any).
+    pub worker_engines: BTreeSet<String>,
+}
+
 /// The root contract's trust lists at one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishedLists {
@@ -26,6 +40,8 @@ pub struct PublishedLists {
     pub proxy_images: BTreeSet<String>,
     /// Weights SHA-256 (hex) → the model's name.
     pub models: BTreeMap<String, String>,
+    /// The rules every peer's configuration must follow.
+    pub rules: ConfigurationRules,
 }
 
 /// Where the lists are read (the chain crate reads the root contract
@@ -205,6 +221,7 @@ mod tests {
             worker_images: ["aa".into()].into(),
             proxy_images: ["bb".into()].into(),
             models: [("cc".into(), "smol".into())].into(),
+            rules: Default::default(),
         }
     }
 

@@ -146,8 +146,9 @@ impl Prices {
     /// The root contract's storage at deployment for `owner`.
     pub fn root_data(&self, owner: &StdAddr) -> Result<Cell, Error> {
         let images = cell(|b| {
-            b.store_bit_zero()?;
-            b.store_bit_zero()
+            b.store_bit_zero()?; // worker images
+            b.store_bit_zero()?; // proxy images
+            b.store_bit_zero() // configuration rules: none
         })?;
         let prices = self.to_cell()?;
         cell(|b| {

@@ -46,6 +46,8 @@ pub mod wallet;
 
 pub use access::{AccountInfo, Chain, MasterchainBlock, TxSummary};
 pub use agreeing::AgreeingChain;
+/// The configuration rules the root contract publishes (see `root::set_rules`).
+pub use cocoon_attestation::ConfigurationRules;
 pub use contracts::{contract_address, random_nonce, random_seed, worker_contract, Contract};
 pub use data::{
     stack_address, stack_int, stack_optional_address, worker_data, ClientChannel, ClientState,

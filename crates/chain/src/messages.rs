@@ -32,6 +32,7 @@ pub mod ops {
     pub const ROOT_SET_PRICES: u32 = 0x7c1e0034;
     pub const ROOT_CHANGE_OWNER: u32 = 0x7c1e0035;
     pub const ROOT_ACCEPT_OWNER: u32 = 0x7c1e0036;
+    pub const ROOT_SET_RULES: u32 = 0x7c1e0037;
 }
 
 /// Opcodes of signed payloads.
@@ -281,6 +282,38 @@ pub mod root {
     /// From the proposed owner: take the root contract over.
     pub fn accept_owner() -> Result<Cell, Error> {
         cell(|b| b.store_u32(ops::ROOT_ACCEPT_OWNER))
+    }
+
+    /// The rules every peer's configuration must follow; `None` clears
+    /// them (no rules on chain).
+    pub fn set_rules(
+        rules: Option<&cocoon_attestation::ConfigurationRules>,
+    ) -> Result<Cell, Error> {
+        let rules = match rules {
+            None => None,
+            Some(rules) => {
+                let engines = match rules.worker_engines.is_empty() {
+                    true => None,
+                    false => Some(snake(
+                        &rules
+                            .worker_engines
+                            .iter()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )?),
+                };
+                Some(cell(|b| {
+                    b.store_bit(rules.require_configuration)?;
+                    b.store_bit(rules.upstream_loopback_only)?;
+                    store_maybe_ref(b, engines)
+                })?)
+            }
+        };
+        cell(|b| {
+            b.store_u32(ops::ROOT_SET_RULES)?;
+            store_maybe_ref(b, rules)
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! Reading and following what the root contract publishes as trusted
-//! (worker and proxy images, models): [`read_lists`] reads them at one
+//! (worker and proxy images, models, configuration rules): [`read_lists`] reads them at one
 //! version, [`AgreeingLists`] is the source a node's [`Published`] follows. A
 //! node's trust rests on these lists, so each read asks every configured
 //! endpoint (`attestation.ton_api` and `attestation.ton_api_agree`) and
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cocoon_attestation::freshness::BoxFuture;
 use cocoon_attestation::published::ListsSource;
-use cocoon_attestation::{Published, PublishedLists};
+use cocoon_attestation::{ConfigurationRules, Published, PublishedLists};
 use tycho_types::cell::{Cell, HashBytes};
 use tycho_types::dict::Dict;
 use tycho_vm::RcStackValue;
@@ -32,12 +32,14 @@ pub async fn read_lists(chain: &dyn Chain, root: &StdAddr) -> Result<PublishedLi
             (images(&stack, 0)?, images(&stack, 1)?)
         };
         let models = models(&chain.get(root, "get_models", &[]).await?)?;
+        let rules = rules(&chain.get(root, "get_rules", &[]).await?)?;
         if version_of(chain, root).await? == version {
             return Ok(PublishedLists {
                 version,
                 worker_images,
                 proxy_images,
                 models,
+                rules,
             });
         }
     }
@@ -107,6 +109,33 @@ fn models(stack: &[RcStackValue]) -> Result<BTreeMap<String, String>, Error> {
         out.insert(hex::encode(hash.0), name);
     }
     Ok(out)
+}
+
+/// `get_rules`: (require configuration, loopback upstreams only, engine
+/// kinds as a comma-separated snake string or null).
+fn rules(stack: &[RcStackValue]) -> Result<ConfigurationRules, Error> {
+    let flag = |i: usize| -> Result<bool, Error> {
+        stack
+            .get(i)
+            .and_then(|v| v.as_int())
+            .map(|n| n.sign() != num_bigint::Sign::NoSign)
+            .ok_or_else(|| ChainError::Unexpected(format!("get_rules: value {i} is not a flag")))
+    };
+    let worker_engines = match dict_root(stack, 2, "get_rules")? {
+        None => BTreeSet::new(),
+        Some(cell) => read_snake(&cell)
+            .map_err(|e| ChainError::Unexpected(format!("get_rules: engines: {e}")))?
+            .split(',')
+            .map(str::trim)
+            .filter(|kind| !kind.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    Ok(ConfigurationRules {
+        require_configuration: flag(0)?,
+        upstream_loopback_only: flag(1)?,
+        worker_engines,
+    })
 }
 
 fn dict_root(stack: &[RcStackValue], i: usize, method: &str) -> Result<Option<Cell>, Error> {

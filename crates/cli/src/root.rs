@@ -1,5 +1,6 @@
 //! `cocoon root deploy|show|add-image|remove-image|add-model|remove-model|
-//! add-proxy|remove-proxy|set-prices|set-params|transfer-owner|accept-owner`:
+//! add-proxy|remove-proxy|set-prices|set-params|set-rules|transfer-owner|
+//! accept-owner`:
 //! the network operator's tool for the root contract, which every node
 //! following it (`[attestation] root`, the client's `[registry]`, the
 //! proxy's prices) trusts. Each change is read first, printed, confirmed
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cocoon_attestation::PublishedLists;
+use cocoon_attestation::{ConfigurationRules, PublishedLists};
 use cocoon_chain::published::read_lists;
 use cocoon_chain::root::{self as root_msg, ImageRole};
 use cocoon_chain::{Chain, HashBytes, Outgoing, Prices, StdAddr, WalletSender, TON};
@@ -51,8 +52,8 @@ pub enum Role {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum RootCommand {
-    /// Print the root contract as JSON: version, owner, prices, images,
-    /// models and proxies.
+    /// Print the root contract as JSON: version, owner, prices,
+    /// configuration rules, images, models and proxies.
     Show {
         #[command(flatten)]
         at: RootAt,
@@ -129,6 +130,17 @@ pub enum RootCommand {
         #[command(flatten)]
         params: ParamFlags,
     },
+    /// Set the rules every worker's and proxy's attested configuration
+    /// must follow (nodes following the root add them to their policy):
+    /// the flags given are the new rules whole; `--clear` removes them.
+    SetRules {
+        #[command(flatten)]
+        at: RootAt,
+        #[command(flatten)]
+        owner: Owner,
+        #[command(flatten)]
+        rules: RuleFlags,
+    },
     /// Propose a new owner (nothing moves until it runs `accept-owner`);
     /// `--cancel` withdraws a proposal.
     TransferOwner {
@@ -163,6 +175,46 @@ pub enum RootCommand {
         #[command(flatten)]
         params: ParamFlags,
     },
+}
+
+/// `set-rules`: the configuration rules, whole.
+#[derive(clap::Args, Debug)]
+pub struct RuleFlags {
+    /// Peers must present their configuration document (bound by their
+    /// evidence).
+    #[arg(long)]
+    require_configuration: bool,
+    /// An `openai-http` engine may only reach an address inside its own
+    /// measured VM (loopback).
+    #[arg(long)]
+    upstream_loopback_only: bool,
+    /// The engine kinds workers may run, comma-separated (`embedded`,
+    /// `openai-http`, `instant`); none: any.
+    #[arg(long, value_name = "KINDS", value_delimiter = ',')]
+    engines: Vec<String>,
+    /// Remove every rule.
+    #[arg(long, conflicts_with_all = ["require_configuration", "upstream_loopback_only", "engines"])]
+    clear: bool,
+}
+
+/// The engine kinds a worker can run.
+const ENGINE_KINDS: [&str; 3] = ["embedded", "openai-http", "instant"];
+
+impl RuleFlags {
+    fn rules(&self) -> anyhow::Result<ConfigurationRules> {
+        for kind in &self.engines {
+            anyhow::ensure!(
+                ENGINE_KINDS.contains(&kind.as_str()),
+                "--engines: {kind:?} is not an engine kind ({})",
+                ENGINE_KINDS.join(", ")
+            );
+        }
+        Ok(ConfigurationRules {
+            require_configuration: self.require_configuration,
+            upstream_loopback_only: self.upstream_loopback_only,
+            worker_engines: self.engines.iter().cloned().collect(),
+        })
+    }
 }
 
 /// `add-image` and `remove-image`: which image, for which role.
@@ -234,6 +286,11 @@ fn show(state: &RootState) -> serde_json::Value {
             "min_proxy_stake_nano": p.min_proxy_stake.to_string(),
             "client_close_delay_secs": p.client_close_delay,
             "proxy_close_delay_secs": p.proxy_close_delay,
+        },
+        "rules": {
+            "require_configuration": state.lists.rules.require_configuration,
+            "upstream_loopback_only": state.lists.rules.upstream_loopback_only,
+            "worker_engines": state.lists.rules.worker_engines,
         },
         "worker_images": state.lists.worker_images,
         "proxy_images": state.lists.proxy_images,
@@ -431,6 +488,28 @@ fn what_changes(command: &RootCommand, before: &RootState) -> anyhow::Result<Opt
                 landed: Box::new(move |s| s.prices == after),
             }
         }
+        RootCommand::SetRules { rules, .. } => {
+            let after = if rules.clear {
+                ConfigurationRules::default()
+            } else {
+                rules.rules()?
+            };
+            anyhow::ensure!(
+                after != before.lists.rules,
+                "set-rules: these are the root contract's rules already"
+            );
+            let says = format!(
+                "configuration rules {:?} -> {:?}",
+                before.lists.rules, after
+            );
+            let cleared = after == ConfigurationRules::default();
+            Change {
+                signer: owner,
+                body: root_msg::set_rules((!cleared).then_some(&after))?,
+                says,
+                landed: Box::new(move |s| s.lists.rules == after),
+            }
+        }
         RootCommand::TransferOwner { to, cancel, .. } => {
             anyhow::ensure!(
                 before.two_step,
@@ -498,6 +577,7 @@ fn parts(command: &RootCommand) -> (&RootAt, Option<&Owner>) {
         | RootCommand::RemoveProxy { at, owner, .. }
         | RootCommand::SetPrices { at, owner, .. }
         | RootCommand::SetParams { at, owner, .. }
+        | RootCommand::SetRules { at, owner, .. }
         | RootCommand::TransferOwner { at, owner, .. }
         | RootCommand::AcceptOwner { at, owner } => (at, Some(owner)),
         RootCommand::Deploy { .. } => unreachable!("deploy has no root contract yet"),

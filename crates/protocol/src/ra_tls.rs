@@ -266,9 +266,17 @@ impl AttestationCheck {
                 .check_image(role, &verdict.image_hash)
                 .map_err(|e| RaTlsRefusal(e.to_string()))?;
         }
+        // Under the root contract's configuration rules too, when this
+        // node follows it (its lists were read: the image check above
+        // refuses before then).
+        let rules = published.and_then(Published::current);
         verdict.configuration = self
             .policy
-            .check_configuration(presented.configuration, role)
+            .check_configuration_under(
+                presented.configuration,
+                role,
+                rules.as_deref().map(|lists| &lists.rules),
+            )
             .map_err(|e| RaTlsRefusal(e.to_string()))?;
         if self.policy.require_fresh_evidence {
             let made_after = freshness::check(

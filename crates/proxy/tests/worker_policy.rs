@@ -354,16 +354,22 @@ fn published_lists(version: u32) -> cocoon_attestation::PublishedLists {
         worker_images: [SimulatedTee::measurements().image_hash()].into(),
         proxy_images: [SimulatedTee::measurements().image_hash()].into(),
         models: [(WEIGHTS.to_string(), "m".to_string())].into(),
+        rules: Default::default(),
     }
 }
 
 /// The network's operator withdraws, on chain, the model a connected
-/// worker serves, then (for another worker) its image: the proxy drops each
-/// worker as soon as it reads the change, not at its next periodic check,
-/// and routes nothing more to it; a worker whose image the root does not
-/// publish is refused from the start.
+/// worker serves, then (for another worker) its image, then publishes
+/// configuration rules the next worker's attested configuration breaks
+/// (only `openai-http` engines; it runs `embedded`, and this proxy's own
+/// policy allows any): the proxy drops each worker as soon as it reads
+/// the change, not at its next periodic check, and routes nothing more to
+/// it (these workers do not pause themselves, as a worker not following
+/// the root would not); a worker whose image the root does not publish is
+/// refused from the start.
 #[tokio::test]
-async fn a_proxy_following_the_root_contract_drops_workers_whose_model_or_image_is_withdrawn() {
+async fn a_proxy_following_the_root_contract_drops_workers_whose_model_image_or_configuration_is_withdrawn(
+) {
     let routed = |proxy: &ProxyHandle| {
         proxy
             .registry
@@ -371,7 +377,7 @@ async fn a_proxy_following_the_root_contract_drops_workers_whose_model_or_image_
             .map(|k| k.len())
             .unwrap_or(0)
     };
-    for withdraw in ["model", "image"] {
+    for withdraw in ["model", "image", "configuration"] {
         let (check, published) = following(&published_lists(1));
         let worker = attested();
         let (endpoint, proxy) = start_with(&worker, check).await;
@@ -382,7 +388,13 @@ async fn a_proxy_following_the_root_contract_drops_workers_whose_model_or_image_
         let mut lists = published_lists(2);
         match withdraw {
             "model" => lists.models.clear(),
-            _ => lists.worker_images.clear(),
+            "image" => lists.worker_images.clear(),
+            _ => {
+                lists.rules = cocoon_attestation::ConfigurationRules {
+                    worker_engines: ["openai-http".to_string()].into(),
+                    ..Default::default()
+                }
+            }
         }
         assert!(published.update(lists));
         tokio::time::timeout(Duration::from_secs(5), conn.closed())
@@ -391,10 +403,11 @@ async fn a_proxy_following_the_root_contract_drops_workers_whose_model_or_image_
                 panic!("the worker whose {withdraw} was withdrawn is still connected")
             });
         let reason = conn.close_reason().unwrap_or_default();
-        assert!(
-            reason.contains("does not publish") && reason.contains(withdraw),
-            "{withdraw}: {reason}"
-        );
+        let named = match withdraw {
+            "configuration" => reason.contains("not among the root contract's worker engines"),
+            _ => reason.contains("does not publish") && reason.contains(withdraw),
+        };
+        assert!(named, "{withdraw}: {reason}");
         assert_eq!(routed(&proxy), 0, "{withdraw}");
     }
 

@@ -399,6 +399,15 @@ impl TonDevnet {
         )
     }
 
+    /// Set (or, with `None`, clear) the rules every peer's configuration
+    /// must follow, in the root contract (as its owner).
+    pub fn set_rules(&self, rules: Option<&cocoon_chain::ConfigurationRules>) -> Result<(), Error> {
+        self.to_root(
+            cocoon_chain::root::set_rules(rules)?,
+            "setting the root contract's configuration rules",
+        )
+    }
+
     /// Set the network's prices in the root contract (as its owner).
     pub fn set_prices(&self, prices: &Prices) -> Result<(), Error> {
         self.to_root(

@@ -100,9 +100,14 @@ pub(crate) fn check_own_configuration(
     let Some(check) = &settings.attestation else {
         return Ok(());
     };
+    let lists = check.published.as_ref().and_then(|p| p.current());
     check
         .policy
-        .check_configuration(Some(&configuration.to_bytes()), PeerRole::Worker)
+        .check_configuration_under(
+            Some(&configuration.to_bytes()),
+            PeerRole::Worker,
+            lists.as_deref().map(|l| &l.rules),
+        )
         .map(|_| ())
         .map_err(|refusal| {
             let field = match refusal {
@@ -116,8 +121,9 @@ pub(crate) fn check_own_configuration(
 
 /// Why the network no longer trusts this worker, if it does not: its
 /// image or a model it serves is not published (any more) by the root
-/// contract it follows. Only publication is judged here; evidence that
-/// ages or collateral that changes is its proxies' to judge.
+/// contract it follows, or its configuration breaks the contract's rules.
+/// Only publication is judged here; evidence that ages or collateral that
+/// changes is its proxies' to judge.
 fn withdrawal(
     settings: &WorkerSettings,
     offers: &[cocoon_protocol::ModelOffer],
@@ -127,6 +133,9 @@ fn withdrawal(
     let published = check.published.as_ref()?;
     if let Err(e) = check_own_models(settings, offers) {
         return Some(e.message);
+    }
+    if let Err(e) = check_own_configuration(settings, &configuration_of(settings, offers)) {
+        return Some(format!("its configuration: {}", e.message));
     }
     published
         .check_image(PeerRole::Worker, image?)
@@ -350,6 +359,8 @@ impl Worker {
         check_own_configuration(&settings, &configuration)?;
         settings.identity.bind_configuration(&configuration);
         cocoon_protocol::anchors_ready(&settings.identity, settings.attestation.as_deref()).await?;
+        // Again under the root contract's rules, read by now.
+        check_own_configuration(&settings, &configuration)?;
         check_own_models(&settings, &offers)?;
         let pins = PinnedKeys::new(settings.proxies.iter().map(|p| p.fingerprint));
         let tls = tls::client_config_attested(

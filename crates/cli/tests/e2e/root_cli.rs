@@ -109,6 +109,13 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
             "9000",
         ],
         vec!["set-params", "--client-close-delay", "7200"],
+        vec![
+            "set-rules",
+            "--require-configuration",
+            "--upstream-loopback-only",
+            "--engines",
+            "embedded,openai-http",
+        ],
     ];
     for (i, change) in changes.iter().enumerate() {
         // A stranger's wallet is refused before anything is sent.
@@ -145,6 +152,12 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
     assert_eq!(after["prices"]["price_per_token_nano"], "7", "{after}");
     assert_eq!(after["prices"]["worker_share_bps"], 9000, "{after}");
     assert_eq!(after["prices"]["client_close_delay_secs"], 7200, "{after}");
+    assert_eq!(
+        after["rules"],
+        serde_json::json!({"require_configuration": true, "upstream_loopback_only": true,
+                           "worker_engines": ["embedded", "openai-http"]}),
+        "{after}"
+    );
     // Other prices stay.
     assert_eq!(
         after["prices"]["min_client_stake_nano"],
@@ -163,12 +176,19 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
     assert_eq!(seen["workerImages"], serde_json::json!([image]), "{seen}");
     assert_eq!(seen["proxyImages"], serde_json::json!([image]), "{seen}");
     assert_eq!(seen["models"], serde_json::json!([weights]), "{seen}");
+    assert_eq!(
+        seen["rules"],
+        serde_json::json!({"requireConfiguration": true, "upstreamLoopbackOnly": true,
+                           "workerEngines": "embedded,openai-http"}),
+        "{seen}"
+    );
 
     // Withdrawals, each read back.
     for change in [
         vec!["remove-image", "--role", "worker", image.as_str()],
         vec!["remove-model", "--sha256", weights.as_str()],
         vec!["remove-proxy", "--contract", at.as_str()],
+        vec!["set-rules", "--clear"],
     ] {
         let mut args = change.clone();
         args.extend(["--mnemonic", words.as_str(), "--yes"]);
@@ -183,6 +203,11 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
     );
     assert_eq!(withdrawn["models"], serde_json::json!([]), "{withdrawn}");
     assert_eq!(withdrawn["proxies"], serde_json::json!([]), "{withdrawn}");
+    assert_eq!(
+        withdrawn["rules"]["worker_engines"],
+        serde_json::json!([]),
+        "{withdrawn}"
+    );
     let seen = tonclient(&api, &at).await;
     assert_eq!(seen["workerImages"], serde_json::json!([]), "{seen}");
 
@@ -199,6 +224,11 @@ async fn the_operator_changes_the_root_contract_and_nobody_else_can() {
         ),
         (vec!["set-prices"], "nothing to change"),
         (vec!["set-params"], "nothing to change"),
+        (vec!["set-rules"], "rules already"),
+        (
+            vec!["set-rules", "--engines", "vllm"],
+            "--engines: \"vllm\"",
+        ),
         (
             vec!["set-params", "--proxy-close-delay", "5"],
             "--proxy-close-delay: at least 60",

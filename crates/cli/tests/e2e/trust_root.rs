@@ -2,11 +2,14 @@
 //! hashes its weights (SmolLM2) publishes its image and model on chain, and
 //! every node checks peers against what the chain publishes, read again
 //! every `registry_every`. The operator withdrawing the worker's image or
-//! model on chain stops it being routed to (and the worker pauses itself,
-//! saying why); publishing it again brings it
-//! back.
+//! model on chain, or publishing configuration rules its configuration
+//! breaks (only `openai-http` engines, where it runs the embedded one),
+//! stops it being routed to (and the worker pauses itself, saying why);
+//! publishing it again, or clearing the rules, brings it back. The proxy's
+//! own policy allows any engine: the chain's rules are added to it.
 
 use cocoon_attestation::simulated::SimulatedTee;
+use cocoon_attestation::ConfigurationRules;
 use cocoon_chain::root::ImageRole;
 use cocoon_devnet::kit::{eventually, post, wait};
 use cocoon_inference::store::SMOLLM2_SHA256;
@@ -29,10 +32,15 @@ async fn a_worker_withdrawn_on_chain_is_no_longer_served_and_comes_back_when_pub
     let image = SimulatedTee::measurements().image_hash();
     let workers = || net.proxy().registry.worker_count();
 
-    for withdrawn in ["image", "model"] {
+    let only_forwarding = ConfigurationRules {
+        worker_engines: ["openai-http".to_string()].into(),
+        ..Default::default()
+    };
+    for withdrawn in ["image", "model", "configuration"] {
         match withdrawn {
             "image" => net.ton.publish_image(ImageRole::Worker, &image, false),
-            _ => net.ton.publish_model(SMOLLM2_SHA256, None),
+            "model" => net.ton.publish_model(SMOLLM2_SHA256, None),
+            _ => net.ton.set_rules(Some(&only_forwarding)),
         }
         .unwrap();
         eventually(
@@ -47,9 +55,13 @@ async fn a_worker_withdrawn_on_chain_is_no_longer_served_and_comes_back_when_pub
         eventually(
             &format!("the worker pauses itself once its {withdrawn} is withdrawn"),
             || {
-                controls
-                    .withdrawn()
-                    .is_some_and(|why| withdrawn != "image" || why.starts_with("its image"))
+                controls.withdrawn().is_some_and(|why| match withdrawn {
+                    "image" => why.starts_with("its image"),
+                    "configuration" => {
+                        why.starts_with("its configuration") && why.contains("root contract")
+                    }
+                    _ => true,
+                })
             },
         )
         .await;
@@ -60,7 +72,8 @@ async fn a_worker_withdrawn_on_chain_is_no_longer_served_and_comes_back_when_pub
 
         match withdrawn {
             "image" => net.ton.publish_image(ImageRole::Worker, &image, true),
-            _ => net.ton.publish_model(SMOLLM2_SHA256, Some(MODEL)),
+            "model" => net.ton.publish_model(SMOLLM2_SHA256, Some(MODEL)),
+            _ => net.ton.set_rules(None),
         }
         .unwrap();
         wait(
