@@ -122,6 +122,9 @@ describe("root contract", () => {
     assert.equal((await send(net.operator, net.root, toNano("0.05"), unknown)).exit, c.ERR.unknownOp);
     const truncated = beginCell().storeUint(c.OP.rootSetImage, 32).storeUint(0, 1).storeUint(5, 10).endCell();
     assert.equal((await send(net.operator, net.root, toNano("0.05"), truncated)).exit, c.ERR.cellUnderflow);
+    // Rules that do not parse are refused (get_rules would fail for every node).
+    const badRules = beginCell().storeUint(c.OP.rootSetRules, 32).storeMaybeRef(beginCell().storeBit(1).endCell()).endCell();
+    assert.equal((await send(net.operator, net.root, toNano("0.05"), badRules)).exit, c.ERR.cellUnderflow);
     assert.equal((await get(net.chain, net.root, "get_version")).readNumber(), 0);
   });
 });

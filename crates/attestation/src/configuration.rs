@@ -81,6 +81,8 @@ pub enum ConfigurationRefusal {
     },
     #[error("the worker's engine forwards prompts to {upstream}, outside its measured VM ({by} allows only loopback upstreams)")]
     UpstreamNotLoopback { upstream: String, by: String },
+    #[error("the worker's configuration names no engine, and {by} restricts engines")]
+    NoEngine { by: String },
 }
 
 impl Configuration {
@@ -202,6 +204,81 @@ mod tests {
             Configuration::from_bytes(b"{\"role\":\"worker\",\"extra\":1}"),
             Err(ConfigurationRefusal::Malformed(_))
         ));
+    }
+
+    /// The root contract's rules and the local policy each only add to
+    /// the other: a configuration must pass both, and the refusal names
+    /// which one refused it.
+    #[test]
+    fn the_chains_rules_and_the_policy_both_hold() {
+        use crate::{ConfigurationRules, Policy};
+        let forwarding = worker("http://10.0.0.7:8000/v1").to_bytes();
+        let local = worker("http://127.0.0.1:8000/v1").to_bytes();
+        let mut no_engine = worker("http://127.0.0.1:8000/v1");
+        no_engine.engine = None;
+        let no_engine = no_engine.to_bytes();
+        let check = |policy: &Policy, rules: &ConfigurationRules, doc: Option<&[u8]>| {
+            policy
+                .check_configuration_under(doc, PeerRole::Worker, Some(rules))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let open = Policy {
+            engine_upstream_loopback_only: false,
+            require_configuration: false,
+            ..Policy::default()
+        };
+        let none = ConfigurationRules::default();
+        assert_eq!(check(&open, &none, Some(&forwarding)), Ok(()));
+        assert_eq!(check(&open, &none, None), Ok(()));
+
+        let loopback = ConfigurationRules {
+            upstream_loopback_only: true,
+            ..Default::default()
+        };
+        let refused = check(&open, &loopback, Some(&forwarding)).unwrap_err();
+        assert!(refused.contains("the root contract's rules"), "{refused}");
+        assert_eq!(check(&open, &loopback, Some(&local)), Ok(()));
+        let refused = check(&open, &loopback, Some(&no_engine)).unwrap_err();
+        assert!(refused.contains("names no engine"), "{refused}");
+
+        let embedded_only = ConfigurationRules {
+            worker_engines: ["embedded".to_string()].into(),
+            ..Default::default()
+        };
+        let refused = check(&open, &embedded_only, Some(&local)).unwrap_err();
+        assert!(
+            refused.contains("not among the root contract's worker engines (embedded)"),
+            "{refused}"
+        );
+        // The policy allows it, the chain does not: refused. The chain
+        // allows it, the policy does not: refused, naming the policy.
+        let policy_http = Policy {
+            worker_engines: ["openai-http".to_string()].into(),
+            ..open.clone()
+        };
+        assert!(check(&policy_http, &embedded_only, Some(&local)).is_err());
+        let http_only = ConfigurationRules {
+            worker_engines: ["openai-http".to_string()].into(),
+            ..Default::default()
+        };
+        assert_eq!(check(&policy_http, &http_only, Some(&local)), Ok(()));
+        let policy_embedded = Policy {
+            worker_engines: ["embedded".to_string()].into(),
+            ..open.clone()
+        };
+        let refused = check(&policy_embedded, &http_only, Some(&local)).unwrap_err();
+        assert!(refused.contains("the policy's worker_engines"), "{refused}");
+
+        let required = ConfigurationRules {
+            require_configuration: true,
+            ..Default::default()
+        };
+        let refused = check(&open, &required, None).unwrap_err();
+        assert!(
+            refused.contains("the root contract's rules requires one"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -302,6 +302,20 @@ impl Policy {
                 got: config.role,
             });
         }
+        // A worker's configuration that names no engine cannot be held to
+        // rules on engines.
+        if config.role == PeerRole::Worker && config.engine.is_none() {
+            let by = if !self.worker_engines.is_empty() || self.engine_upstream_loopback_only {
+                Some(POLICY)
+            } else if !chain.worker_engines.is_empty() || chain.upstream_loopback_only {
+                Some(CHAIN)
+            } else {
+                None
+            };
+            if let Some(by) = by {
+                return Err(ConfigurationRefusal::NoEngine { by: by.into() });
+            }
+        }
         if let Some(engine) = &config.engine {
             for (allowed, by) in [
                 (&self.worker_engines, "the policy's worker_engines"),

@@ -11,16 +11,17 @@
 //! a read that disagrees is made again (up to [`ATTEMPTS`] times, [`PAUSE`]
 //! apart) before it fails as [`ChainError::Disagree`], naming the endpoint.
 //! An endpoint that cannot answer fails the read too: it cannot be checked.
-//! Sends go to every endpoint (the first acceptance is enough; a wallet's
-//! sequence number makes a message land once).
+//! Sends go to every endpoint at once, and the first acceptance is enough
+//! (a wallet's sequence number makes a message land once).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::join_all;
-use tycho_types::cell::{Cell, CellBuilder, HashBytes};
+use futures::future::{join_all, select_ok};
+use futures::FutureExt;
+use tycho_types::cell::{Cell, CellBuilder};
 use tycho_types::models::StdAddr;
 use tycho_vm::{RcStackValue, Stack};
 
@@ -80,15 +81,14 @@ impl AgreeingChain {
             }
             let answers = join_all(self.endpoints.iter().cloned().map(&read)).await;
             let mut answers = answers.into_iter().enumerate();
-            let (_, first) = answers
-                .next()
-                .ok_or_else(|| ChainError::Api("no TON endpoint is configured".to_string()))?;
+            let (_, first) = answers.next().ok_or_else(no_endpoint)?;
             let first = first?;
             let mut agree = true;
             for (i, answer) in answers {
                 let answer = answer.map_err(|e| {
                     ChainError::Api(format!(
-                        "endpoint {i} of ton_api_agree cannot be read ({what}): {e}"
+                        "ton_api_agree[{}] cannot be read ({what}): {e}",
+                        i - 1
                     ))
                 })?;
                 if answer != first {
@@ -101,10 +101,15 @@ impl AgreeingChain {
             }
         }
         Err(ChainError::Disagree(format!(
-            "TON endpoints disagree on {what}: endpoint {differing} of ton_api_agree answers otherwise than ton_api, {ATTEMPTS} times in {:.1} s; nothing is believed until they agree",
+            "TON endpoints disagree on {what}: ton_api and ton_api_agree[{}] answered differently {ATTEMPTS} times in {:.1} s (one of them is wrong); nothing is believed until they agree",
+            differing - 1,
             (self.pause * (ATTEMPTS as u32 - 1)).as_secs_f64()
         )))
     }
+}
+
+fn no_endpoint() -> ChainError {
+    ChainError::Api("no TON endpoint is configured".to_string())
 }
 
 /// A get-method's result stack as one cell (comparable, and `Send`).
@@ -116,18 +121,13 @@ fn stack_cell(values: Vec<RcStackValue>) -> Result<Cell, Error> {
 #[async_trait]
 impl Chain for AgreeingChain {
     async fn send_boc(&self, message: &Cell) -> Result<(), Error> {
-        let sent = join_all(self.endpoints.iter().map(|c| c.send_boc(message))).await;
-        let mut first_error = None;
-        for result in sent {
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
+        if self.endpoints.is_empty() {
+            return Err(no_endpoint());
         }
-        Err(first_error
-            .unwrap_or_else(|| ChainError::Api("no TON endpoint is configured".to_string())))
+        // The first endpoint to accept it is enough: a slow or dead one
+        // does not hold the transfer up.
+        let sends = self.endpoints.iter().map(|c| c.send_boc(message).boxed());
+        select_ok(sends).await.map(|_| ())
     }
 
     async fn account(&self, address: &StdAddr) -> Result<AccountInfo, Error> {
@@ -165,25 +165,20 @@ impl Chain for AgreeingChain {
         .await
     }
 
-    /// The node's own endpoint's newest block, once every other endpoint
-    /// has the same block at that number.
+    /// The node's own endpoint's newest block, as every endpoint reports
+    /// the block at that number (number, hash and time alike).
     async fn masterchain_head(&self) -> Result<MasterchainBlock, Error> {
-        let head = self.endpoints[0].masterchain_head().await?;
-        let what = format!("masterchain block {}", head.seqno);
+        let own = self.endpoints.first().ok_or_else(no_endpoint)?;
+        let seqno = own.masterchain_head().await?.seqno;
+        let what = format!("masterchain block {seqno}");
         let agreed = self
-            .agreed(&what, |c| async move {
-                c.masterchain_block(head.seqno)
-                    .await
-                    .map(|b| b.map(|b| (b.seqno, HashBytes(b.root_hash))))
-            })
+            .agreed(&what, |c| async move { c.masterchain_block(seqno).await })
             .await?;
-        match agreed {
-            Some(_) => Ok(head),
-            None => Err(ChainError::Unexpected(format!(
-                "ton_api reports masterchain head {} but does not have that block",
-                head.seqno
-            ))),
-        }
+        agreed.ok_or_else(|| {
+            ChainError::Unexpected(format!(
+                "ton_api reports masterchain head {seqno} but does not have that block"
+            ))
+        })
     }
 
     async fn masterchain_block(&self, seqno: u32) -> Result<Option<MasterchainBlock>, Error> {

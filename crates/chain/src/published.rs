@@ -32,7 +32,15 @@ pub async fn read_lists(chain: &dyn Chain, root: &StdAddr) -> Result<PublishedLi
             (images(&stack, 0)?, images(&stack, 1)?)
         };
         let models = models(&chain.get(root, "get_models", &[]).await?)?;
-        let rules = rules(&chain.get(root, "get_rules", &[]).await?)?;
+        let rules = match chain.get(root, "get_rules", &[]).await {
+            Ok(stack) => rules(&stack)?,
+            // A root contract deployed before configuration rules has no
+            // such get-method (TVM exit code 11): it publishes none.
+            Err(e) if e.to_string().contains("failed with exit code 11") => {
+                ConfigurationRules::default()
+            }
+            Err(e) => return Err(e),
+        };
         if version_of(chain, root).await? == version {
             return Ok(PublishedLists {
                 version,

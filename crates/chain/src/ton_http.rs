@@ -87,6 +87,14 @@ pub fn agreeing(
                 )),
             ));
         }
+        if let Some(j) = agree[..i].iter().position(|o| api_url(o) == api_url(other)) {
+            return Err((
+                key,
+                InputError::Client(format!(
+                    "{other:?} is ton_api_agree[{j}] again: each must be another party's endpoint"
+                )),
+            ));
+        }
         out.push(Arc::new(from_config(other, None).map_err(|e| (key, e))?));
     }
     Ok(crate::AgreeingChain::of(out))
