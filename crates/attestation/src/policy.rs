@@ -303,12 +303,13 @@ impl Policy {
             });
         }
         // A worker's configuration that names no engine cannot be held to
-        // rules on engines.
+        // a list of engines. (Loopback rules alone do not ask for one: a
+        // configuration without an engine names no upstream either.)
         if config.role == PeerRole::Worker && config.engine.is_none() {
-            let by = if !self.worker_engines.is_empty() || self.engine_upstream_loopback_only {
-                Some(POLICY)
-            } else if !chain.worker_engines.is_empty() || chain.upstream_loopback_only {
-                Some(CHAIN)
+            let by = if !self.worker_engines.is_empty() {
+                Some("the policy's worker_engines")
+            } else if !chain.worker_engines.is_empty() {
+                Some("the root contract's worker engines")
             } else {
                 None
             };
