@@ -59,11 +59,7 @@ pub fn endpoints(
     api_key_env: Option<&str>,
     agree: &[String],
 ) -> Result<Vec<Arc<dyn crate::Chain>>, InputError> {
-    let mut out: Vec<Arc<dyn crate::Chain>> = vec![Arc::new(from_config(ton_api, api_key_env)?)];
-    for other in agree {
-        out.push(Arc::new(from_config(other, None)?));
-    }
-    Ok(out)
+    keyed_endpoints(ton_api, api_key_env, agree, |_| Ok(())).map_err(|(_, e)| e)
 }
 
 /// `ton_api` and each of `agree` as one chain whose every read must agree
@@ -74,30 +70,40 @@ pub fn agreeing(
     api_key_env: Option<&str>,
     agree: &[String],
 ) -> Result<Arc<dyn crate::Chain>, (String, InputError)> {
+    let distinct = |i: usize| {
+        let other = &agree[i];
+        if api_url(other) == api_url(ton_api) {
+            return Err(InputError::Client(format!(
+                "{other:?} is ton_api itself: name another party's TON endpoint"
+            )));
+        }
+        match agree[..i].iter().position(|o| api_url(o) == api_url(other)) {
+            Some(j) => Err(InputError::Client(format!(
+                "{other:?} is ton_api_agree[{j}] again: each must be another party's endpoint"
+            ))),
+            None => Ok(()),
+        }
+    };
+    keyed_endpoints(ton_api, api_key_env, agree, distinct).map(crate::AgreeingChain::of)
+}
+
+/// [`endpoints`], each of `agree` first passing `check` (by its index); on
+/// error, the key at fault (`ton_api` or `ton_api_agree[i]`) and why.
+fn keyed_endpoints(
+    ton_api: &str,
+    api_key_env: Option<&str>,
+    agree: &[String],
+    check: impl Fn(usize) -> Result<(), InputError>,
+) -> Result<Vec<Arc<dyn crate::Chain>>, (String, InputError)> {
     let mut out: Vec<Arc<dyn crate::Chain>> = vec![Arc::new(
         from_config(ton_api, api_key_env).map_err(|e| ("ton_api".to_string(), e))?,
     )];
     for (i, other) in agree.iter().enumerate() {
-        let key = format!("ton_api_agree[{i}]");
-        if api_url(other) == api_url(ton_api) {
-            return Err((
-                key,
-                InputError::Client(format!(
-                    "{other:?} is ton_api itself: name another party's TON endpoint"
-                )),
-            ));
-        }
-        if let Some(j) = agree[..i].iter().position(|o| api_url(o) == api_url(other)) {
-            return Err((
-                key,
-                InputError::Client(format!(
-                    "{other:?} is ton_api_agree[{j}] again: each must be another party's endpoint"
-                )),
-            ));
-        }
-        out.push(Arc::new(from_config(other, None).map_err(|e| (key, e))?));
+        let key = || format!("ton_api_agree[{i}]");
+        check(i).map_err(|e| (key(), e))?;
+        out.push(Arc::new(from_config(other, None).map_err(|e| (key(), e))?));
     }
-    Ok(crate::AgreeingChain::of(out))
+    Ok(out)
 }
 
 /// A TON address, `0:<hex>` or user-friendly; contracts live on the basechain.

@@ -127,6 +127,7 @@ pub(crate) fn check_own_configuration(
 fn withdrawal(
     settings: &WorkerSettings,
     offers: &[cocoon_protocol::ModelOffer],
+    configuration: &Configuration,
     image: Option<&str>,
 ) -> Option<String> {
     let check = settings.attestation.as_ref()?;
@@ -134,7 +135,7 @@ fn withdrawal(
     if let Err(e) = check_own_models(settings, offers) {
         return Some(e.message);
     }
-    if let Err(e) = check_own_configuration(settings, &configuration_of(settings, offers)) {
+    if let Err(e) = check_own_configuration(settings, configuration) {
         return Some(format!("its configuration: {}", e.message));
     }
     published
@@ -145,12 +146,15 @@ fn withdrawal(
 
 /// When the worker follows a root contract: at every change of its lists,
 /// pause (announce no models, refuse new requests) while the network no
-/// longer publishes its image or a model, saying why; resume when it does
-/// again. `image` is the image hash its own evidence claims (read once:
-/// it does not change while the process runs).
+/// longer publishes its image or a model, or its rules exclude the
+/// worker's configuration, saying why; resume when they allow it again.
+/// `configuration` is the one its evidence binds, and `image` the
+/// image hash its own evidence claims (each made once: neither changes
+/// while the process runs).
 fn follow_own_withdrawal(
     settings: WorkerSettings,
     offers: Vec<cocoon_protocol::ModelOffer>,
+    configuration: Configuration,
     image: Option<String>,
     controls: Arc<crate::WorkerControls>,
     stop: CancellationToken,
@@ -169,7 +173,7 @@ fn follow_own_withdrawal(
                 _ = stop.cancelled() => return,
                 changed = lists.changed() => if changed.is_err() { return },
             }
-            let why = withdrawal(&settings, &offers, image.as_deref());
+            let why = withdrawal(&settings, &offers, &configuration, image.as_deref());
             controls.set_withdrawn(why);
         }
     });
@@ -470,6 +474,7 @@ impl Worker {
         follow_own_withdrawal(
             settings.clone(),
             offers.clone(),
+            configuration.clone(),
             attestation["image_hash"].as_str().map(str::to_string),
             controls.clone(),
             stop.clone(),
