@@ -8,6 +8,16 @@ use crate::tdx::{ConfigfsTsm, QuoteError};
 /// hardware: call it when issuing a certificate, never per request.
 pub trait Attester: Send + Sync + std::fmt::Debug {
     fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, QuoteError>;
+
+    /// A key for `label` that only this measured image, in this TEE, can
+    /// derive again: a sealing key, for data the enclave keeps on the host's
+    /// disk. `None` where the TEE has none: TDX gives a guest no sealing key
+    /// (unlike SGX), so a TDX node keeps nothing sealed and a key manager
+    /// survives restarts by replication instead.
+    fn sealing_key(&self, label: &str) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+        let _ = label;
+        None
+    }
 }
 
 impl Attester for ConfigfsTsm {
@@ -19,6 +29,10 @@ impl Attester for ConfigfsTsm {
 impl Attester for SimulatedTee {
     fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, QuoteError> {
         Ok(Evidence::Simulated(Box::new(self.quote(report_data))))
+    }
+
+    fn sealing_key(&self, label: &str) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+        Some(self.development_sealing_key(label))
     }
 }
 

@@ -5,6 +5,12 @@
 //! machine: anyone can run it. Policies refuse it unless `allow_simulated` is
 //! set (the devnet sets it; production configuration never does), and creating
 //! one logs a loud warning.
+//!
+//! Its sealing key ([`SimulatedTee::development_sealing_key`]) is derived from
+//! a constant in this source and the image's measurements: it separates one
+//! image's sealed data from another's, as a real sealing key would, but
+//! anyone who reads this file can derive it. Sealed data of a simulated TEE
+//! is protected from nobody.
 
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
@@ -45,6 +51,34 @@ impl SimulatedTee {
             key,
             measurements: Self::measurements(),
         }
+    }
+
+    /// A simulated TEE reporting `measurements` instead of the development
+    /// image's: another image, for tests where the image matters.
+    pub fn with_measurements(measurements: Measurements) -> Self {
+        Self {
+            measurements,
+            ..Self::new()
+        }
+    }
+
+    /// The simulated sealing key for `label`: HKDF-SHA256 over a constant
+    /// written in this file, with the image hash and `label` as info. Bound
+    /// to the image like a real one, secret from NOBODY (development only).
+    pub fn development_sealing_key(&self, label: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        const ROOT: &[u8] = b"COCOON-SIMULATED-TEE-SEALING-ROOT-v1: PUBLIC, DEVELOPMENT ONLY";
+        let image = self.measurements.image_hash();
+        let prk =
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"cocoon/simulated-tee/sealing/v1")
+                .extract(ROOT);
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        prk.expand(
+            &[image.as_bytes(), b"\0", label.as_bytes()],
+            ring::hkdf::HKDF_SHA256,
+        )
+        .and_then(|okm| okm.fill(&mut key[..]))
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+        key
     }
 
     /// The fake measurements every simulated TEE reports.
@@ -126,6 +160,28 @@ impl SimulatedQuote {
 mod tests {
     use super::*;
     use crate::{report_data, Evidence, Policy, Purpose, Refusal};
+
+    #[test]
+    fn the_sealing_key_is_the_images_and_the_labels() {
+        let label = "cocoon/key-manager/master";
+        let (one, two) = (SimulatedTee::new(), SimulatedTee::new());
+        // Another start of the same image derives it again.
+        assert_eq!(
+            *one.development_sealing_key(label),
+            *two.development_sealing_key(label)
+        );
+        assert_ne!(
+            *one.development_sealing_key(label),
+            *one.development_sealing_key("another purpose")
+        );
+        let mut other = SimulatedTee::measurements();
+        other.rtmr[3][0] ^= 1;
+        let other = SimulatedTee::with_measurements(other);
+        assert_ne!(
+            *one.development_sealing_key(label),
+            *other.development_sealing_key(label)
+        );
+    }
 
     #[test]
     fn round_trip_binds_the_key_and_is_refused_by_production_policy() {

@@ -2,14 +2,17 @@
 //! and policy (`[attestation]`, as every role's), and where its master
 //! secret comes from: made here (`bootstrap = true`, the network's first key
 //! manager only) or replicated from a running key manager
-//! (`replicate_from`). Its own key is made in memory at every start.
+//! (`replicate_from`), or restored from its own `sealed_state` where its TEE
+//! can seal (the simulated TEE only: see [`crate::sealed`]). Its own key is
+//! made in memory at every start.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_attestation::PeerRole;
-use cocoon_protocol::{AttestationConfig, ConfigError, Profile};
+use cocoon_protocol::{AttestationConfig, ConfigError, Profile, TeeChoice};
 use serde::Deserialize;
 
 use crate::{KeyManager, MasterSecret};
@@ -26,6 +29,13 @@ pub struct KeyManagerConfig {
     pub bootstrap: bool,
     /// A running key manager (`host:port`) to take the master secret from.
     pub replicate_from: Option<String>,
+    /// A file keeping the master secret sealed to this key manager's TEE:
+    /// read at start when it exists (the same master secret as before the
+    /// restart), written once it is made or replicated. Only a TEE that can
+    /// seal keeps one: the simulated TEE (development; its sealing key is
+    /// public), not TDX.
+    #[serde(default)]
+    pub sealed_state: Option<PathBuf>,
     #[serde(default)]
     pub attestation: AttestationConfig,
 }
@@ -49,6 +59,15 @@ impl KeyManagerConfig {
                 "attestation.policy",
                 "required: the policy that decides who gets which key",
             )),
+            _ if self.sealed_state.is_some() && self.attestation.tee != TeeChoice::Simulated => {
+                Err(ConfigError::new(
+                    "sealed_state",
+                    format!(
+                        "needs a TEE with a sealing key, and tee = {:?} has none (TDX gives a guest none): run two key managers and restart this one with replicate_from",
+                        self.attestation.tee
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -100,12 +119,27 @@ pub async fn start(config: KeyManagerConfig) -> Result<Running, ConfigError> {
         ..cocoon_attestation::Configuration::new(PeerRole::KeyManager, env!("CARGO_PKG_VERSION"))
     });
     cocoon_protocol::anchors_ready(&identity, Some(&check)).await?;
-    let master = match &config.replicate_from {
-        None => {
-            tracing::warn!("bootstrap: a NEW master secret; keys released from it differ from any released before");
-            MasterSecret::generate()
+    let sealed_field = |e: String| ConfigError::new("sealed_state", e);
+    let restored = match &config.sealed_state {
+        Some(path) => crate::sealed::read(path, &identity).map_err(sealed_field)?,
+        None => None,
+    };
+    let master = match (restored, &config.replicate_from) {
+        (Some(master), _) => {
+            tracing::warn!("master secret restored from the sealed state (a SIMULATED TEE's sealing protects it from nobody)");
+            master
         }
-        Some(from) => replicate_with_retries(from, &identity, &check).await?,
+        (None, None) => {
+            tracing::warn!("bootstrap: a NEW master secret; keys released from it differ from any released before");
+            let master = MasterSecret::generate();
+            seal_into(&config, &master, &identity)?;
+            master
+        }
+        (None, Some(from)) => {
+            let master = replicate_with_retries(from, &identity, &check).await?;
+            seal_into(&config, &master, &identity)?;
+            master
+        }
     };
     let listener = cocoon_protocol::bind("listen", config.listen).await?;
     let address = listener
@@ -119,6 +153,19 @@ pub async fn start(config: KeyManagerConfig) -> Result<Running, ConfigError> {
         fingerprint,
         task: tokio::spawn(km.serve(listener)),
     })
+}
+
+/// Keep `master` in the configured sealed state, if any.
+fn seal_into(
+    config: &KeyManagerConfig,
+    master: &MasterSecret,
+    identity: &cocoon_protocol::tls::Identity,
+) -> Result<(), ConfigError> {
+    match &config.sealed_state {
+        Some(path) => crate::sealed::write(path, master, identity)
+            .map_err(|e| ConfigError::new("sealed_state", e)),
+        None => Ok(()),
+    }
 }
 
 /// The master secret from `from`, trying for a minute (it may be starting).
@@ -163,6 +210,13 @@ mod tests {
             ..config.clone()
         };
         assert_eq!(neither.validate().unwrap_err().field, "bootstrap");
+        let sealed_on_tdx = KeyManagerConfig {
+            sealed_state: Some("km.sealed".into()),
+            ..config.clone()
+        };
+        let err = sealed_on_tdx.validate().unwrap_err();
+        assert_eq!(err.field, "sealed_state");
+        assert!(err.message.contains("replicate_from"), "{err}");
         let err = KeyManagerConfig::from_toml("listen = \"127.0.0.1:1\"\nbootstrapp = true\n")
             .unwrap_err();
         assert!(err.message.contains("bootstrapp"), "{err}");

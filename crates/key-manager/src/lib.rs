@@ -16,6 +16,7 @@
 //! * `server`        - [`KeyManager`]: checks and releases.
 //! * `client`        - asking a key manager, as a node or a replica.
 //! * `node`          - a worker's or proxy's lasting key, at start.
+//! * `sealed`        - the master secret sealed to the key manager's own TEE.
 //! * `config`        - `cocoon key-manager serve`: its config file, and starting it.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod derive;
 pub mod node;
+pub mod sealed;
 pub mod server;
 pub mod wire;
 

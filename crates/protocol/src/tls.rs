@@ -309,6 +309,13 @@ impl Identity {
         self.attester.as_ref().map(|a| a.evidence(report_data))
     }
 
+    /// The sealing key of this node's TEE for `label` (see
+    /// [`cocoon_attestation::Attester::sealing_key`]): `None` without a TEE
+    /// or in one that cannot seal (TDX).
+    pub fn sealing_key(&self, label: &str) -> Option<Zeroizing<[u8; 32]>> {
+        self.attester.as_ref().and_then(|a| a.sealing_key(label))
+    }
+
     /// Issue a self-signed certificate for this key, valid from a few minutes ago
     /// for [`CERT_LIFETIME`].
     pub fn issue_certificate(&self) -> Result<CertificateDer<'static>, ProtocolError> {

@@ -2,8 +2,10 @@
 //! simulated TEEs and evidence dated by an embedded chain's TON HTTP API:
 //! the owner authorizes the key with `cocoon key-manager authorize`, the
 //! proxy gets the same key at every start (never in a file), also from a
-//! key manager that replicated the first; an authorization for another
-//! role is refused at start, naming the key.
+//! key manager that replicated the first; a lone key manager restarts
+//! from its sealed state with the same keys, and refuses a sealed state
+//! that was altered; an authorization for another role is refused at
+//! start, naming the key.
 
 use std::path::Path;
 use std::process::Command;
@@ -107,6 +109,37 @@ async fn a_proxy_gets_the_same_key_at_every_start_from_a_key_manager_and_its_rep
         fingerprint(replica.address, "proxy.json").await.unwrap(),
         first
     );
+
+    // A lone key manager keeps its master secret sealed to its TEE (the
+    // simulated one's sealing key: development only) and restarts with it.
+    let sealed = d.join("km.sealed");
+    let lone_config = || {
+        KeyManagerConfig::from_toml(&format!(
+            "profile = \"development\"\nlisten = \"127.0.0.1:0\"\nbootstrap = true\nsealed_state = \"{}\"\n{attestation}",
+            sealed.display()
+        ))
+        .unwrap()
+    };
+    let lone = start(lone_config()).await.unwrap();
+    let lone_key = fingerprint(lone.address, "proxy.json").await.unwrap();
+    assert_ne!(lone_key, first, "a new master secret");
+    lone.stop();
+    assert!(sealed.exists());
+    let restarted = start(lone_config()).await.unwrap();
+    assert_eq!(
+        fingerprint(restarted.address, "proxy.json").await.unwrap(),
+        lone_key,
+        "the same keys after a restart from the sealed state"
+    );
+    restarted.stop();
+    // The host alters the sealed state: the key manager does not start
+    // (and does not make a new master secret over it).
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&sealed, &bytes).unwrap();
+    let err = start(lone_config()).await.err().expect("refused");
+    assert_eq!(err.field, "sealed_state", "{err}");
+    assert!(err.message.contains("does not open"), "{err}");
 
     // The owner's authorization for a worker's key does not make a proxy's.
     let err = fingerprint(km.address, "worker.json").await.unwrap_err();
