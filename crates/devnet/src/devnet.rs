@@ -394,6 +394,7 @@ impl Devnet {
                 // SIMULATED, as its TEE is: the whole GPU path runs.
                 gpu: Some(Arc::new(SimulatedGpu::new())),
                 replay_window: Duration::from_secs(60),
+                sealing_key_rotation: options.sealing_key_rotation,
                 payout: Some((earnings.clone(), claim_every)),
                 price_coefficient: coefficient,
                 coalesce: cocoon_worker::DEFAULT_COALESCE,

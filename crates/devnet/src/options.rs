@@ -72,6 +72,8 @@ pub struct DevnetOptions {
     /// are admitted by their RA-TLS evidence alone and client nodes served
     /// on the client contract each registers (`cocoon devnet --open`).
     pub open: bool,
+    /// Each worker makes a new sealing key this often (tests shorten it).
+    pub sealing_key_rotation: Duration,
 }
 
 impl DevnetOptions {
@@ -105,6 +107,7 @@ impl DevnetOptions {
             chain_fresh: cocoon_client::billing::FRESH,
             registry_every: Duration::from_secs(2),
             open: false,
+            sealing_key_rotation: cocoon_worker::DEFAULT_SEALING_KEY_ROTATION,
         }
     }
 }

@@ -77,6 +77,7 @@ pub async fn worker(
         attestation: None,
         gpu: None,
         replay_window: Duration::from_secs(60),
+        sealing_key_rotation: cocoon_worker::DEFAULT_SEALING_KEY_ROTATION,
         payout: None,
         price_coefficient: cocoon_protocol::BASE_PRICE_COEFFICIENT,
         coalesce: cocoon_worker::DEFAULT_COALESCE,

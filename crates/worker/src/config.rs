@@ -41,6 +41,11 @@ pub struct WorkerConfig {
     /// worker's clock) are refused as possible replays.
     #[serde(default = "default_replay_window")]
     pub replay_window_secs: u64,
+    /// A new sealing key every this many seconds; the previous one is kept
+    /// for the replay window (or the period, if shorter) and then dropped,
+    /// so nothing this worker holds opens requests sealed before that.
+    #[serde(default = "default_sealing_key_rotation")]
+    pub sealing_key_rotation_secs: u64,
     /// This worker's TEE and what proxies' evidence must satisfy.
     #[serde(default)]
     pub attestation: AttestationConfig,
@@ -156,6 +161,10 @@ fn default_keepalive() -> u64 {
     10
 }
 
+fn default_sealing_key_rotation() -> u64 {
+    crate::DEFAULT_SEALING_KEY_ROTATION.as_secs()
+}
+
 fn default_replay_window() -> u64 {
     60
 }
@@ -174,6 +183,7 @@ impl WorkerConfig {
             keepalive_secs: default_keepalive(),
             connect_timeout_secs: default_dial_timeout(),
             replay_window_secs: default_replay_window(),
+            sealing_key_rotation_secs: default_sealing_key_rotation(),
             attestation: AttestationConfig::default(),
             payout: None,
             price_coefficient: default_coefficient(),
@@ -199,6 +209,12 @@ impl WorkerConfig {
         ConfigError::check_range("keepalive_secs", self.keepalive_secs, 1, 3600)?;
         ConfigError::check_range("connect_timeout_secs", self.connect_timeout_secs, 1, 300)?;
         ConfigError::check_range("replay_window_secs", self.replay_window_secs, 1, 3600)?;
+        ConfigError::check_range(
+            "sealing_key_rotation_secs",
+            self.sealing_key_rotation_secs,
+            60,
+            7 * 86_400,
+        )?;
         ConfigError::check_range("coalesce_ms", self.coalesce_ms, 0, 1000)?;
         ConfigError::check_range(
             "price_coefficient",
@@ -280,6 +296,7 @@ impl WorkerConfig {
             attestation,
             gpu,
             replay_window: Duration::from_secs(self.replay_window_secs),
+            sealing_key_rotation: Duration::from_secs(self.sealing_key_rotation_secs),
             price_coefficient: self.price_coefficient,
             coalesce: Duration::from_millis(self.coalesce_ms),
             admin_token: self
@@ -316,6 +333,8 @@ pub struct WorkerSettings {
     pub gpu: Option<Arc<dyn cocoon_attestation::gpu::GpuAttester>>,
     /// Sealed requests sent longer ago (or further ahead) than this are refused.
     pub replay_window: Duration,
+    /// A new sealing key this often (`sealing_key_rotation_secs`).
+    pub sealing_key_rotation: Duration,
     /// Earnings on TON, and how often to fetch vouchers and claim.
     pub payout: Option<(Arc<crate::Earnings>, Duration)>,
     /// The price announced for every model (1000 = base).

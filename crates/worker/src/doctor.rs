@@ -14,7 +14,7 @@ use std::time::Duration;
 use cocoon_attestation::PeerRole;
 use cocoon_protocol::tls::{self, PinnedKeys};
 use cocoon_protocol::{
-    dial_once, Connection, DialSettings, Hello, RequestBody, Role, SealingKey, TeeChoice,
+    dial_once, Connection, DialSettings, Hello, RequestBody, Role, TeeChoice,
     DEFAULT_MAX_FRAME_BYTES,
 };
 use futures::stream::BoxStream;
@@ -304,7 +304,10 @@ fn gpus(settings: &crate::WorkerSettings) -> (Finding, Option<AttestedKey>) {
     const STEP: &str = "GPUs attested";
     let key = AttestedKey::new(
         settings.identity.clone(),
-        Arc::new(SealingKey::generate()),
+        Arc::new(crate::SealingKeys::new(
+            settings.sealing_key_rotation,
+            settings.replay_window,
+        )),
         settings.gpu.clone(),
         settings.attestation.clone(),
     );

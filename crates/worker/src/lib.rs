@@ -9,6 +9,8 @@
 //! * `serve`  - the request handler: opening sealed requests, capacity limits,
 //!   engine calls, sealed answers, signed usage receipts, statistics.
 //! * `replay` - refusing replayed or stale sealed requests.
+//! * `sealing_keys` - [`SealingKeys`]: the sealing keys, rotated on
+//!   schedule, the previous one dropped once its grace is over.
 //! * `coalesce` - tokens gathered for a few milliseconds into one sealed chunk.
 //! * `run`    - [`Worker::start`]: one kept-alive connection per proxy.
 //! * `status` - [`WorkerStatus`]: readiness, `/stats` and the worker's gauges.
@@ -34,6 +36,7 @@ mod node;
 mod prices;
 mod replay;
 mod run;
+mod sealing_keys;
 mod serve;
 mod status;
 
@@ -48,5 +51,6 @@ pub use earnings::{
 pub use node::WorkerNode;
 pub use prices::{PriceError, Prices, PRICE_GRACE};
 pub use run::Worker;
+pub use sealing_keys::{SealingKeys, DEFAULT_ROTATION as DEFAULT_SEALING_KEY_ROTATION};
 pub use serve::{WorkerStats, PROGRESS_TOKENS};
 pub use status::WorkerStatus;

@@ -184,10 +184,12 @@ type Announcer = Arc<dyn Fn(&Connection) + Send + Sync>;
 
 /// Announce again on every live connection whenever the operator drains,
 /// resumes or changes a price (the offers at their prices now, or none
-/// while draining).
+/// while draining), and when the sealing key rotates (the new key, with
+/// evidence binding it).
 async fn announce_on_change(
     mut changes: watch::Receiver<crate::controls::Pause>,
     mut prices: watch::Receiver<u64>,
+    mut rotations: watch::Receiver<u64>,
     announcers: Vec<Announcer>,
     connections: Vec<watch::Receiver<Option<Connection>>>,
     stop: CancellationToken,
@@ -197,6 +199,7 @@ async fn announce_on_change(
             _ = stop.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
             changed = prices.changed() => if changed.is_err() { return },
+            changed = rotations.changed() => if changed.is_err() { return },
         }
         for (announce, connection) in announcers.iter().zip(&connections) {
             let live = connection.borrow().clone();
@@ -237,7 +240,7 @@ pub(crate) fn check_own_models(
 /// always within the policy's maximum age.
 pub(crate) struct AttestedKey {
     identity: Arc<cocoon_protocol::tls::Identity>,
-    sealing: Arc<SealingKey>,
+    sealing: Arc<crate::SealingKeys>,
     gpu: Option<Arc<dyn GpuAttester>>,
     /// This worker's own check (of its proxies), whose policy its GPU
     /// evidence must pass before it is announced.
@@ -248,7 +251,7 @@ pub(crate) struct AttestedKey {
 impl AttestedKey {
     pub(crate) fn new(
         identity: Arc<cocoon_protocol::tls::Identity>,
-        sealing: Arc<SealingKey>,
+        sealing: Arc<crate::SealingKeys>,
         gpu: Option<Arc<dyn GpuAttester>>,
         check: Option<Arc<AttestationCheck>>,
     ) -> Result<Self, ConfigError> {
@@ -268,7 +271,7 @@ impl AttestedKey {
     /// checked against this worker's own policy (peers would refuse what
     /// it refuses).
     fn make(&self) -> Result<WorkerKey, ConfigError> {
-        let (mut key, binding) = attested_key(&self.identity, &self.sealing)?;
+        let (mut key, binding) = attested_key(&self.identity, &self.sealing.current())?;
         if let Some(gpu) = &self.gpu {
             key.gpus = gpu
                 .gpu_evidence(&binding_nonce(&binding))
@@ -288,11 +291,14 @@ impl AttestedKey {
         Ok(key)
     }
 
-    /// The keys with evidence made within the renewal period; the last
-    /// ones (logged) if new evidence cannot be made now.
+    /// The keys with evidence made within the renewal period, for the
+    /// sealing key in use now; the last ones (logged) if new evidence
+    /// cannot be made now.
     pub(crate) fn current(&self) -> WorkerKey {
         let mut current = self.current.locked();
-        if current.1.elapsed() >= tls::RENEW_AFTER {
+        if current.1.elapsed() >= tls::RENEW_AFTER
+            || current.0.sealing_key != self.sealing.current().public()
+        {
             match self.make() {
                 Ok(key) => *current = (key, std::time::Instant::now()),
                 Err(e) => tracing::error!(error = %e, "could not renew the sealing key's evidence"),
@@ -377,7 +383,10 @@ impl Worker {
         let prices = Arc::new(crate::Prices::new(&offers));
         let controls = Arc::new(crate::WorkerControls::new(stats.clone(), prices));
         let metrics = Arc::new(cocoon_metrics::Metrics::new("worker"));
-        let sealing = Arc::new(SealingKey::generate());
+        let sealing = Arc::new(crate::SealingKeys::new(
+            settings.sealing_key_rotation,
+            settings.replay_window,
+        ));
         let key = Arc::new(AttestedKey::new(
             settings.identity.clone(),
             sealing.clone(),
@@ -402,7 +411,7 @@ impl Worker {
             stats: stats.clone(),
             metrics: metrics.clone(),
             identity: settings.identity.clone(),
-            sealing,
+            sealing: sealing.clone(),
             replay: crate::replay::ReplayGuard::new(settings.replay_window),
             coalesce: settings.coalesce,
             controls: controls.clone(),
@@ -421,6 +430,10 @@ impl Worker {
             watch: settings.attestation.clone(),
         };
         let stop = CancellationToken::new();
+        tokio::spawn(crate::sealing_keys::rotate_on_schedule(
+            sealing.clone(),
+            stop.clone(),
+        ));
         let (announcers, connections): (Vec<Announcer>, Vec<_>) = settings
             .proxies
             .iter()
@@ -482,6 +495,7 @@ impl Worker {
         tokio::spawn(announce_on_change(
             controls.changes(),
             controls.prices().changes(),
+            sealing.rotations(),
             announcers,
             connections.clone(),
             stop.clone(),

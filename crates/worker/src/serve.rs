@@ -12,7 +12,7 @@ use cocoon_inference::Engine;
 use cocoon_protocol::tls::Identity;
 use cocoon_protocol::{
     Connection, ErrorKind, Event, Features, Handler, Receipt, RequestBody, SealedRequest,
-    SealingKey, SignedReceipt, WireError,
+    SignedReceipt, WireError,
 };
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
@@ -41,7 +41,7 @@ pub(crate) struct RequestHandler {
     pub stats: Arc<WorkerStats>,
     pub metrics: Arc<cocoon_metrics::Metrics>,
     pub identity: Arc<Identity>,
-    pub sealing: Arc<SealingKey>,
+    pub sealing: Arc<crate::SealingKeys>,
     pub replay: crate::replay::ReplayGuard,
     /// Tokens generated within this are sealed as one chunk.
     pub coalesce: std::time::Duration,
@@ -118,7 +118,17 @@ impl RequestHandler {
         let me = self.identity.fingerprint();
         let (request, sealer) = match self.sealing.open(&me, &sealed) {
             Ok(opened) => opened,
-            Err(e) => {
+            // Sealed to a key this worker has rotated away and dropped (or
+            // tampered with: the two look alike): an honest client node
+            // seals it again to the key announced now.
+            Err(e) if e.rotated => {
+                self.stats.refused_sealed.fetch_add(1, Ordering::Relaxed);
+                return refuse(
+                    ErrorKind::KeysChanged,
+                    "the sealed request opens under none of this worker's sealing keys now (they rotate on schedule): seal it again to the key it announces".into(),
+                );
+            }
+            Err(crate::sealing_keys::Unopened { error: e, .. }) => {
                 self.stats.refused_sealed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "sealed request refused");
                 return refuse(

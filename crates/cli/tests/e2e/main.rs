@@ -32,6 +32,7 @@ mod real_model;
 mod reasoning;
 mod restart;
 mod root_cli;
+mod rotation;
 mod sealing;
 mod settlement;
 mod simulation;

@@ -6,12 +6,12 @@
 
 use cocoon_chain::pricing::TokenCounts;
 use cocoon_devnet::kit::*;
-use cocoon_protocol::{ErrorKind, Event, GenerateRequest, RequestBody, SealTo};
+use cocoon_protocol::{ErrorKind, Event, RequestBody, SealTo};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::controls::cocoon_cli;
-use crate::sealing::{first_event, raw_client};
+use crate::sealing::{listed_workers, raw_client, sealed_now};
 
 /// `cocoon worker ARGS --config worker.toml` (the real binary), pointed at
 /// the devnet's worker's status port and admin token.
@@ -60,39 +60,13 @@ async fn sealed_at(
     price: u32,
 ) -> Result<(u32, (u64, u64)), cocoon_protocol::WireError> {
     let conn = raw_client(net).await;
-    let keys = match first_event(
-        &conn,
-        RequestBody::WorkerKeys {
-            model: MODEL.into(),
-            prefs: Default::default(),
-        },
-    )
-    .await
-    {
-        Event::WorkerKeys(keys) => keys,
-        other => panic!("{other:?}"),
-    };
-    let request = GenerateRequest {
-        model: MODEL.into(),
-        input: cocoon_protocol::Input::Chat(vec![cocoon_protocol::ChatMessage::new(
-            "user",
-            "at my price",
-        )]),
-        params: cocoon_protocol::SamplingParams {
-            max_tokens: Some(4),
-            ..Default::default()
-        },
-    };
+    let keys = listed_workers(&conn).await;
     let to = SealTo {
         worker: keys[0].key.worker(),
         sealing_key: keys[0].key.sealing_key,
         price_coefficient: price,
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let (sealed, _) = cocoon_protocol::sealed::seal(&request, &[to], now_ms).unwrap();
+    let sealed = sealed_now(to, "at my price");
     let mut answer = conn.request(RequestBody::Generate(sealed)).await.unwrap();
     while let Some(event) = answer.next().await {
         match event {

@@ -125,6 +125,37 @@ pub(crate) async fn raw_client(net: &cocoon_devnet::Devnet) -> Connection {
     dial_once(net.proxy_endpoint(), &settings).await.unwrap()
 }
 
+/// The workers the proxy lists for the devnet's model now.
+pub(crate) async fn listed_workers(conn: &Connection) -> Vec<cocoon_protocol::ListedWorker> {
+    let body = RequestBody::WorkerKeys {
+        model: MODEL.into(),
+        prefs: Default::default(),
+    };
+    match first_event(conn, body).await {
+        Event::WorkerKeys(keys) => keys,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A short chat `text` for the devnet's model, sealed by hand to `to` now.
+pub(crate) fn sealed_now(to: SealTo, text: &str) -> cocoon_protocol::SealedRequest {
+    let request = GenerateRequest {
+        model: MODEL.into(),
+        input: Input::Chat(vec![ChatMessage::new("user", text)]),
+        params: SamplingParams {
+            max_tokens: Some(4),
+            ..Default::default()
+        },
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    cocoon_protocol::sealed::seal(&request, &[to], now_ms)
+        .unwrap()
+        .0
+}
+
 /// Send `body` and return the first event of the answer.
 pub(crate) async fn first_event(conn: &Connection, body: RequestBody) -> Event {
     let mut answer = conn.request(body).await.unwrap();
