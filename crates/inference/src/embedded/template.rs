@@ -5,6 +5,7 @@
 
 use cocoon_protocol::{ChatMessage, SamplingParams};
 use minijinja::{context, Environment, Error, ErrorKind};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::tool_calls;
@@ -64,6 +65,7 @@ impl ChatTemplate {
                 Err(Error::new(ErrorKind::InvalidOperation, message))
             },
         );
+        env.add_filter("tojson", to_json);
         env.add_template_owned("chat", source.to_string())
             .map_err(TemplateError::Compile)?;
         Ok(Self {
@@ -154,6 +156,71 @@ impl ChatTemplate {
                 ..minijinja::Value::from_serialize(&asked)
             })
             .map_err(TemplateError::Render)
+    }
+}
+
+/// Jinja's `tojson` as `transformers` defines it for chat templates
+/// (Python's `json.dumps`: `", "` and `": "` between items, or
+/// `indent=n` lines; non-ASCII text kept as is): Qwen's, Llama's and
+/// Mistral's templates write tools and arguments with it.
+fn to_json(
+    value: minijinja::Value,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<minijinja::Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let written = match indent {
+        Some(n) => {
+            let spaces = vec![b' '; n];
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(&spaces);
+            value.serialize(&mut serde_json::Serializer::with_formatter(
+                &mut out, formatter,
+            ))
+        }
+        None => value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out, PythonJson,
+        )),
+    };
+    written.map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let text = String::from_utf8(out)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(minijinja::Value::from_safe_string(text))
+}
+
+/// `json.dumps`' default layout: `{"a": 1, "b": [2, 3]}`.
+struct PythonJson;
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
     }
 }
 

@@ -169,3 +169,17 @@ fn reasoning_templates_get_what_was_asked_and_their_default_otherwise() {
         "{out:?}"
     );
 }
+
+#[test]
+fn tojson_writes_as_transformers_does() {
+    // (A Hermes template: given the tools.)
+    let source = "{# <tool_call> #}{{ tools | tojson }}|{{ tools[0].function.parameters | tojson(indent=2) }}|{{ 'Zürich \"x\"' | tojson }}";
+    let t = ChatTemplate::new(source, "", "").unwrap();
+    let out = t
+        .render_for(&[msg("user", "x")], &offering(weather()))
+        .unwrap();
+    assert_eq!(
+        out,
+        "[{\"function\": {\"name\": \"get_weather\", \"parameters\": {\"properties\": {\"city\": {\"type\": \"string\"}}, \"type\": \"object\"}}, \"type\": \"function\"}]|{\n  \"properties\": {\n    \"city\": {\n      \"type\": \"string\"\n    }\n  },\n  \"type\": \"object\"\n}|\"Zürich \\\"x\\\"\""
+    );
+}
