@@ -22,7 +22,7 @@ use llguidance::toktrie::SimpleVob;
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{json, Value};
 
-use super::tool_calls;
+use super::tool_calls::ToolFormat;
 
 /// Why a format cannot be enforced; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -78,25 +78,30 @@ impl Shapes {
     }
 
     /// A fresh constraint holding one answer to either calls `tools`
-    /// allows or a JSON value of `format` (`tool_choice: auto` with
+    /// allows (in `calls`' format) or a JSON value of `format` (`tool_choice: auto` with
     /// `response_format`). What does not compile is named: the format, or
     /// the function at fault.
     pub fn compile_calls_or(
         &self,
         tools: &Tools,
+        calls: ToolFormat,
         format: &OutputFormat,
     ) -> Result<Constraint, ShapeError> {
         // The format alone first: its refusal names the keyword.
         self.compile(format)?;
         let answer = with_layout(format_schema(format)?);
-        self.calls_grammar(tool_calls::grammar_or_answer(tools, &answer), tools)
+        self.calls_grammar(calls.grammar_or_answer(tools, &answer), tools)
     }
 
-    /// A fresh constraint holding one answer to the calls `tools` allows.
-    /// When the grammar does not compile, each function's schema is
-    /// compiled alone to name the one at fault.
-    pub fn compile_calls(&self, tools: &Tools) -> Result<Constraint, ShapeError> {
-        self.calls_grammar(tool_calls::grammar(tools), tools)
+    /// A fresh constraint holding one answer to the calls `tools` allows,
+    /// written in `calls`' format. When the grammar does not compile, each
+    /// function's schema is compiled alone to name the one at fault.
+    pub fn compile_calls(
+        &self,
+        tools: &Tools,
+        calls: ToolFormat,
+    ) -> Result<Constraint, ShapeError> {
+        self.calls_grammar(calls.grammar(tools), tools)
     }
 
     /// A constraint for `lark`, a grammar of `tools`' calls; when it does

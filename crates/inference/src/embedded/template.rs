@@ -8,7 +8,7 @@ use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::tool_calls;
+use super::tool_calls::{self, ToolFormat};
 
 /// Why a chat template could not be read, compiled or rendered.
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +39,11 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
-    /// The template renders `tools` and `tool_calls` itself (Qwen,
-    /// Hermes, Llama 3.1 and the like); otherwise tools are described in a
-    /// system message and calls written into the messages' text.
-    knows_tools: bool,
+    /// How the model writes calls. Templates of every format but the
+    /// generic one render `tools` and `tool_calls` themselves; otherwise
+    /// tools are described in a system message and calls written into the
+    /// messages' text.
+    format: ToolFormat,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -72,7 +73,7 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
-            knows_tools: source.contains("tools") && source.contains("tool_call"),
+            format: ToolFormat::detect(source),
         })
     }
 
@@ -102,6 +103,11 @@ impl ChatTemplate {
         Self::new(&source, &token("bos_token"), &token("eos_token"))
     }
 
+    /// How the model writes function calls (read from the template).
+    pub fn tool_format(&self) -> ToolFormat {
+        self.format
+    }
+
     /// The prompt for `messages`, ending where the assistant's answer begins.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {
         self.render_for(messages, &SamplingParams::default())
@@ -124,7 +130,7 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(TemplateError::Lookup)?;
-        let native = self.knows_tools;
+        let native = self.format.rendered_by_template();
         let mut shown: Vec<Value> = messages.iter().map(|m| shape(m, native)).collect();
         let offered: Option<Vec<Value>> = tools.map(tool_calls::definitions);
         if let (Some(tools), false) = (tools, native) {
@@ -227,7 +233,8 @@ impl serde_json::ser::Formatter for PythonJson {
 /// A message as a template reads it: `role` and `content`, and for tool
 /// chats either OpenAI's fields (`tool_calls` with `function.arguments` as
 /// an object, `tool_call_id`) for templates that render them, or the same
-/// written into the text (Hermes' `<tool_call>` and `<tool_response>`).
+/// written into the text in the generic format (`{"tool_call": ...}` and
+/// `{"tool_response": ...}`).
 fn shape(message: &ChatMessage, native: bool) -> Value {
     let mut out = shape_content(message, native);
     if let Some(reasoning) = &message.reasoning_content {
@@ -255,15 +262,15 @@ fn shape_content(message: &ChatMessage, native: bool) -> Value {
         return out;
     }
     if message.role == "tool" {
-        let text = format!("<tool_response>\n{}\n</tool_response>", message.content);
+        let text = tool_calls::tool_result(message.tool_call_id.as_deref(), &message.content);
         return json!({"role": "user", "content": text});
     }
     let mut text = message.content.clone();
-    for call in calls {
+    if !calls.is_empty() {
         if !text.is_empty() {
             text.push('\n');
         }
-        text.push_str(&tool_calls::written(call));
+        text.push_str(&ToolFormat::Generic.written(calls));
     }
     json!({"role": message.role, "content": text})
 }

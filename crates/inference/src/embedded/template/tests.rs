@@ -118,9 +118,14 @@ fn templates_without_tools_get_a_description_and_the_calls_as_text() {
     // The tools' description is the system message (the default one is not added).
     assert!(out.starts_with("<|im_start|>system\n# Tools\n"), "{out}");
     assert!(out.contains(r#""name":"get_weather""#), "{out}");
-    assert!(out.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call><|im_end|>"), "{out}");
     assert!(
-        out.contains("<|im_start|>user\n<tool_response>\n-3 C\n</tool_response><|im_end|>"),
+        out.contains("{\"tool_calls\": [{\"name\": <function-name>"),
+        "{out}"
+    );
+    // Calls and results in the generic format, as text.
+    assert!(out.contains("<|im_start|>assistant\n{\"tool_call\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}}<|im_end|>"), "{out}");
+    assert!(
+        out.contains("<|im_start|>user\n{\"tool_response\":{\"content\":\"-3 C\",\"tool_call_id\":\"call_1\"}}<|im_end|>"),
         "{out}"
     );
     // Without tools, exactly the plain rendering.

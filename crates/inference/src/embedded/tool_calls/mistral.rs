@@ -1,0 +1,33 @@
+//! The Mistral format (v0.3, Nemo, Small and later): `[TOOL_CALLS]` and a
+//! JSON list of calls, `[TOOL_CALLS][{"name": "f", "arguments": {...}}]`.
+//! In Mistral's vocabularies `[TOOL_CALLS]` is a control token, which
+//! shows as no text: an answer may also start at the list itself. Call
+//! ids are nine letters and digits (see `reader::Ids`): Mistral's
+//! templates refuse a history with any other.
+
+use cocoon_protocol::{ToolCall, Tools};
+
+use super::{call_object, call_schema, laid_out};
+
+/// The tag before the list.
+pub const TAG: &str = "[TOOL_CALLS]";
+/// What calls start with: the tag, or the list when the tag showed as
+/// no text (a control token).
+pub const OPEN: [&str; 2] = [TAG, "[{\"name\""];
+
+pub fn grammar(tools: &Tools) -> String {
+    let schema = laid_out(call_schema(tools, "arguments"));
+    let more = if tools.parallel {
+        " (\", \" call)*"
+    } else {
+        ""
+    };
+    // The tag's text after the list's opening bracket: no literal is a
+    // prefix of another.
+    format!("start: \"[\" (\"TOOL_CALLS]\" \" \"? \"[\")? call{more} \"]\"\ncall: %json {schema}\n")
+}
+
+pub fn written(calls: &[ToolCall]) -> String {
+    let objects: Vec<String> = calls.iter().map(|c| call_object(c, "arguments")).collect();
+    format!("{TAG}[{}]", objects.join(", "))
+}
