@@ -604,3 +604,4 @@ async fn greedy_tokens_are_their_own_top_logprob_and_the_bytes_spell_the_text() 
 
 mod choices;
 mod reasoning;
+mod tool_formats;
