@@ -104,7 +104,7 @@ impl ChatTemplate {
     }
 
     /// How the model writes function calls (read from the template).
-    pub fn tool_format(&self) -> ToolFormat {
+    pub(crate) fn tool_format(&self) -> ToolFormat {
         self.format
     }
 

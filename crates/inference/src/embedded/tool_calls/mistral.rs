@@ -23,8 +23,10 @@ pub fn grammar(tools: &Tools) -> String {
         ""
     };
     // The tag's text after the list's opening bracket: no literal is a
-    // prefix of another.
-    format!("start: \"[\" (\"TOOL_CALLS]\" \" \"? \"[\")? call{more} \"]\"\ncall: %json {schema}\n")
+    // prefix of another. A space may come first: after the tag as a
+    // control token (no text), v0.3 writes one, which its vocabulary may
+    // join to the bracket.
+    format!("start: \" \"? \"[\" (\"TOOL_CALLS]\" \" \"? \"[\")? call{more} \"]\"\ncall: %json {schema}\n")
 }
 
 pub fn written(calls: &[ToolCall]) -> String {

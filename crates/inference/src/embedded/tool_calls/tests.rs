@@ -137,6 +137,7 @@ fn generic_single_calls_and_mistral_without_its_tag_are_read() {
     for text in [
         r#"[{"name": "get_time", "arguments": {}}]"#,
         r#"[TOOL_CALLS] [{"name": "get_time", "arguments": {}}]"#,
+        r#" [{"name": "get_time", "arguments": {}}]"#,
     ] {
         let pieces = read_in_parts(
             ToolFormat::Mistral,
