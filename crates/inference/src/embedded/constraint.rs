@@ -44,6 +44,9 @@ pub enum ShapeError {
 /// The grammar engine for one model's vocabulary.
 pub struct Shapes {
     factory: ParserFactory,
+    /// The tags of [`ToolFormat::TAGS`] that are one control token of this
+    /// vocabulary, with their ids.
+    tags: Vec<(&'static str, u32)>,
 }
 
 impl std::fmt::Debug for Shapes {
@@ -60,7 +63,25 @@ impl Shapes {
             ParserFactory::new_simple(&env).map_err(|e| ShapeError::Unavailable(e.to_string()))?;
         // Nothing on stderr: a grammar's diagnostics quote the request's schema.
         factory.quiet();
-        Ok(Self { factory })
+        let vocab = model.vocab();
+        let tags = ToolFormat::TAGS
+            .into_iter()
+            .filter_map(
+                |tag| match vocab.tokenize(tag.as_bytes(), false, true)[..] {
+                    [one] if vocab.token_to_piece(one, false, None).is_empty() => {
+                        Some((tag, one.0 as u32))
+                    }
+                    _ => None,
+                },
+            )
+            .collect();
+        Ok(Self { factory, tags })
+    }
+
+    /// The id of `calls`' tag, where it is one control token.
+    fn tag_token(&self, calls: ToolFormat) -> Option<u32> {
+        let tag = calls.tag()?;
+        self.tags.iter().find(|(t, _)| *t == tag).map(|(_, id)| *id)
     }
 
     /// A fresh constraint for one answer of `format`.
@@ -90,7 +111,8 @@ impl Shapes {
         // The format alone first: its refusal names the keyword.
         self.compile(format)?;
         let answer = with_layout(format_schema(format)?);
-        self.calls_grammar(calls.grammar_or_answer(tools, &answer), tools)
+        let tag = self.tag_token(calls);
+        self.calls_grammar(calls.grammar_or_answer(tools, tag, &answer), tools)
     }
 
     /// A fresh constraint holding one answer to the calls `tools` allows,
@@ -101,7 +123,7 @@ impl Shapes {
         tools: &Tools,
         calls: ToolFormat,
     ) -> Result<Constraint, ShapeError> {
-        self.calls_grammar(calls.grammar(tools), tools)
+        self.calls_grammar(calls.grammar(tools, self.tag_token(calls)), tools)
     }
 
     /// A constraint for `lark`, a grammar of `tools`' calls; when it does

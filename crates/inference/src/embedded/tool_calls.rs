@@ -92,16 +92,27 @@ impl ToolFormat {
         self != ToolFormat::Generic
     }
 
+    /// Tags of calls that a model's vocabulary may have as one control
+    /// token (no text): Mistral's `[TOOL_CALLS]`.
+    pub const TAGS: [&'static str; 1] = [mistral::TAG];
+
+    /// The tag before this format's calls, if it is one of [`Self::TAGS`].
+    pub fn tag(self) -> Option<&'static str> {
+        (self == ToolFormat::Mistral).then_some(mistral::TAG)
+    }
+
     /// The Lark grammar of an answer made of calls that `tools` allows:
     /// one call, or several where parallel calls are allowed and the
     /// format has them; each call's name one of the allowed functions, its
     /// arguments valid against that function's schema, in one fixed
-    /// layout. It starts with `start: `.
-    pub fn grammar(self, tools: &Tools) -> String {
+    /// layout. `tag_token`: the id of the format's [`Self::tag`] where the
+    /// vocabulary has it as a control token, which the model may then
+    /// write as it was trained to. It starts with `start: `.
+    pub fn grammar(self, tools: &Tools, tag_token: Option<u32>) -> String {
         match self {
             ToolFormat::Hermes => hermes::grammar(tools),
             ToolFormat::Llama3 => llama3::grammar(tools),
-            ToolFormat::Mistral => mistral::grammar(tools),
+            ToolFormat::Mistral => mistral::grammar(tools, tag_token),
             ToolFormat::Generic => generic::grammar(tools),
         }
     }
@@ -110,8 +121,13 @@ impl ToolFormat {
     /// (as [`Self::grammar`] lays them out) or one JSON value valid against
     /// `answer_schema` (a response format, with its layout): `tool_choice:
     /// auto` with `response_format`.
-    pub fn grammar_or_answer(self, tools: &Tools, answer_schema: &Value) -> String {
-        let calls = self.grammar(tools);
+    pub fn grammar_or_answer(
+        self,
+        tools: &Tools,
+        tag_token: Option<u32>,
+        answer_schema: &Value,
+    ) -> String {
+        let calls = self.grammar(tools, tag_token);
         let calls = calls.replacen("start: ", "start: answer | ", 1);
         format!("{calls}answer: %json {answer_schema}\n")
     }

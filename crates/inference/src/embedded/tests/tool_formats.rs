@@ -233,6 +233,91 @@ async fn calls_render_again_in_the_next_turn_in_every_format() {
     }
 }
 
+/// `text` in `model`'s longest pieces (its tokenizer would add a space
+/// before the first).
+fn spelled(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
+    let pieces: Vec<(LlamaToken, Vec<u8>)> = (0..model.n_vocab())
+        .map(|i| {
+            let piece = model.vocab().token_to_piece(LlamaToken(i), false, None);
+            (LlamaToken(i), piece)
+        })
+        .filter(|(_, piece)| !piece.is_empty())
+        .collect();
+    let mut rest = text.as_bytes();
+    let mut tokens = Vec::new();
+    while !rest.is_empty() {
+        let (token, piece) = pieces
+            .iter()
+            .filter(|(_, piece)| rest.starts_with(piece))
+            .max_by_key(|(_, piece)| piece.len())
+            .expect("every byte has a token");
+        tokens.push(*token);
+        rest = &rest[piece.len()..];
+    }
+    tokens
+}
+
+/// `constraint` takes `tokens` and may end after them.
+fn ends_complete(
+    model: &LlamaModel,
+    mut constraint: crate::embedded::constraint::Constraint,
+    tokens: &[LlamaToken],
+) -> Result<(), String> {
+    for token in tokens {
+        constraint.accept(*token)?;
+    }
+    match constraint.next()? {
+        Next::Complete => Ok(()),
+        Next::Allowed(allowed) if allowed.is_allowed(model.vocab().eot().0 as u32) => Ok(()),
+        Next::Allowed(_) => Err("may not end there".into()),
+    }
+}
+
+/// A model whose vocabulary has Mistral's `[TOOL_CALLS]` as a control
+/// token may write it, as it was trained to; others spell it.
+#[test]
+fn mistral_models_may_write_their_tag_as_its_control_token() {
+    let backend = crate::embedded::backend().unwrap();
+    let params = LlamaModelParams::default().with_vocab_only(true);
+    let path = tool_model_path(ToolTemplate::Mistral);
+    let model = LlamaModel::load_from_file(backend, path, &params).unwrap();
+    let shapes = Shapes::new(&model).unwrap();
+    let tag = model.vocab().tokenize(b"[TOOL_CALLS]", false, true);
+    assert_eq!(tag.len(), 1, "one control token");
+    let list = r#" [{"name": "get_time", "arguments": {"zone": true}}]"#;
+    for parallel in [false, true] {
+        let mut tools = weather_tools(ToolChoice::Required);
+        tools.parallel = parallel;
+        let compile = || shapes.compile_calls(&tools, ToolFormat::Mistral).unwrap();
+        let tokens: Vec<LlamaToken> = tag.iter().copied().chain(spelled(&model, list)).collect();
+        ends_complete(&model, compile(), &tokens).unwrap();
+        ends_complete(&model, compile(), &spelled(&model, list)).unwrap();
+        ends_complete(
+            &model,
+            compile(),
+            &spelled(&model, &format!("[TOOL_CALLS]{list}")),
+        )
+        .unwrap();
+        // Only before the list.
+        let late: Vec<LlamaToken> = spelled(&model, " [")
+            .into_iter()
+            .chain(tag.iter().copied())
+            .collect();
+        assert!(ends_complete(&model, compile(), &late).is_err());
+    }
+    // The plain tiny model has no such token: its grammar is the spelled one.
+    let plain = LlamaModel::load_from_file(backend, tiny_path(), &params).unwrap();
+    let shapes = Shapes::new(&plain).unwrap();
+    let tools = weather_tools(ToolChoice::Required);
+    let constraint = shapes.compile_calls(&tools, ToolFormat::Mistral).unwrap();
+    ends_complete(
+        &plain,
+        constraint,
+        &spelled(&plain, &format!("[TOOL_CALLS]{list}")),
+    )
+    .unwrap();
+}
+
 /// What each format writes is what its grammar allows, token by token
 /// through the tiny vocabulary, to the end.
 #[test]
@@ -251,45 +336,13 @@ fn written_calls_are_what_each_grammar_allows() {
         name: "get_time".into(),
         arguments: r#"{"zone": true}"#.into(),
     };
-    // The text in the vocabulary's longest pieces (its tokenizer would add
-    // a space before the first).
-    let pieces: Vec<(LlamaToken, Vec<u8>)> = (0..model.n_vocab())
-        .map(|i| {
-            (
-                LlamaToken(i),
-                model.vocab().token_to_piece(LlamaToken(i), false, None),
-            )
-        })
-        .filter(|(_, piece)| !piece.is_empty())
-        .collect();
-    let spelled = |text: &str| {
-        let mut rest = text.as_bytes();
-        let mut tokens = Vec::new();
-        while !rest.is_empty() {
-            let (token, piece) = pieces
-                .iter()
-                .filter(|(_, piece)| rest.starts_with(piece))
-                .max_by_key(|(_, piece)| piece.len())
-                .expect("every byte has a token");
-            tokens.push(*token);
-            rest = &rest[piece.len()..];
-        }
-        tokens
-    };
     let accepts = |format: ToolFormat, parallel: bool, text: &str| -> Result<(), String> {
         let mut tools = weather_tools(ToolChoice::Required);
         tools.parallel = parallel;
-        let mut constraint = shapes
+        let constraint = shapes
             .compile_calls(&tools, format)
             .map_err(|e| e.to_string())?;
-        for token in spelled(text) {
-            constraint.accept(token)?;
-        }
-        match constraint.next()? {
-            Next::Complete => Ok(()),
-            Next::Allowed(allowed) if allowed.is_allowed(model.vocab().eot().0 as u32) => Ok(()),
-            Next::Allowed(_) => Err("may not end there".into()),
-        }
+        ends_complete(&model, constraint, &spelled(&model, text))
     };
     let formats = [
         ToolFormat::Hermes,

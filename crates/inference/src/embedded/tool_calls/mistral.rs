@@ -15,18 +15,22 @@ pub const TAG: &str = "[TOOL_CALLS]";
 /// no text (a control token).
 pub const OPEN: [&str; 2] = [TAG, "[{\"name\""];
 
-pub fn grammar(tools: &Tools) -> String {
+pub fn grammar(tools: &Tools, tag_token: Option<u32>) -> String {
     let schema = laid_out(call_schema(tools, "arguments"));
-    let more = if tools.parallel {
-        " (\", \" call)*"
+    let calls = if tools.parallel {
+        "call (\", \" call)*"
     } else {
-        ""
+        "call"
     };
     // The tag's text after the list's opening bracket: no literal is a
     // prefix of another. A space may come first: after the tag as a
     // control token (no text), v0.3 writes one, which its vocabulary may
     // join to the bracket.
-    format!("start: \" \"? \"[\" (\"TOOL_CALLS]\" \" \"? \"[\")? call{more} \"]\"\ncall: %json {schema}\n")
+    let mut start = format!("\" \"? \"[\" (\"TOOL_CALLS]\" \" \"? \"[\")? {calls} \"]\"");
+    if let Some(id) = tag_token {
+        start.push_str(&format!(" | <[{id}]> \" \"? \"[\" {calls} \"]\""));
+    }
+    format!("start: {start}\ncall: %json {schema}\n")
 }
 
 pub fn written(calls: &[ToolCall]) -> String {

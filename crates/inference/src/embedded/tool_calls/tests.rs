@@ -286,30 +286,31 @@ fn auto_answers_start_calling_at_each_formats_opening() {
 #[test]
 fn the_grammar_names_only_the_chosen_functions_in_each_format() {
     for format in FORMATS {
-        let named = format.grammar(&weather_tools(
-            ToolChoice::Function("get_time".into()),
-            true,
-        ));
+        let named = format.grammar(
+            &weather_tools(ToolChoice::Function("get_time".into()), true),
+            None,
+        );
         assert!(
             named.contains("get_time") && !named.contains("get_weather"),
             "{named}"
         );
         assert!(named.starts_with("start: "), "{named}");
-        let any = format.grammar(&weather_tools(ToolChoice::Required, false));
+        let any = format.grammar(&weather_tools(ToolChoice::Required, false), None);
         assert!(
             any.contains("get_time") && any.contains("get_weather"),
             "{any}"
         );
     }
     let key = |format: ToolFormat| {
-        let g = format.grammar(&weather_tools(ToolChoice::Required, false));
+        let g = format.grammar(&weather_tools(ToolChoice::Required, false), None);
         (g.contains("\"arguments\":"), g.contains("\"parameters\":"))
     };
     assert_eq!(key(ToolFormat::Llama3), (false, true));
     assert_eq!(key(ToolFormat::Mistral), (true, false));
     // Parallel calls where the format has them.
-    let parallel =
-        |format: ToolFormat, on: bool| format.grammar(&weather_tools(ToolChoice::Required, on));
+    let parallel = |format: ToolFormat, on: bool| {
+        format.grammar(&weather_tools(ToolChoice::Required, on), None)
+    };
     assert!(parallel(ToolFormat::Hermes, true).starts_with("start: call (\"\\n\" call)*"));
     assert!(parallel(ToolFormat::Hermes, false).starts_with("start: call\n"));
     assert!(parallel(ToolFormat::Mistral, true).contains("call (\", \" call)* \"]\""));
@@ -321,6 +322,20 @@ fn the_grammar_names_only_the_chosen_functions_in_each_format() {
         parallel(ToolFormat::Llama3, false),
         "one call per Llama 3 answer"
     );
+    // Mistral's tag as its control token, where the vocabulary has it.
+    let tools = weather_tools(ToolChoice::Required, false);
+    assert!(ToolFormat::Mistral
+        .grammar(&tools, Some(7))
+        .contains(" | <[7]> \" \"? \"[\" call \"]\""));
+    assert!(!ToolFormat::Mistral.grammar(&tools, None).contains("<["));
+    assert_eq!(ToolFormat::Mistral.tag(), Some("[TOOL_CALLS]"));
+    for format in [ToolFormat::Hermes, ToolFormat::Llama3, ToolFormat::Generic] {
+        assert_eq!(format.tag(), None);
+        assert_eq!(
+            format.grammar(&tools, Some(7)),
+            format.grammar(&tools, None)
+        );
+    }
 }
 
 #[test]
