@@ -375,3 +375,24 @@ fn written_calls_are_what_each_grammar_allows() {
         accepts(ToolFormat::Mistral, false, text).unwrap_or_else(|e| panic!("{text}: {e}"));
     }
 }
+
+/// Random weights write no call's opening in any format: an `auto` answer
+/// is the model's text, released whole.
+#[tokio::test]
+async fn auto_answers_that_do_not_call_are_text_in_every_format() {
+    for template in TEMPLATES {
+        let engine = tool_model_engine(template, 1);
+        let params = SamplingParams {
+            max_tokens: Some(12),
+            temperature: Some(0.0),
+            tools: Some(weather_tools(ToolChoice::Auto)),
+            logprobs: Some(0),
+            ..Default::default()
+        };
+        let (text, spelled, calls, done) = run_spelled(&engine, chat("hello", params)).await;
+        assert!(calls.is_empty(), "{template:?}: {calls:?}");
+        assert_eq!(done.finish_reason, FinishReason::Length, "{template:?}");
+        assert!(!text.is_empty(), "{template:?}");
+        assert_eq!(text, spelled, "{template:?}: all of it is text");
+    }
+}
