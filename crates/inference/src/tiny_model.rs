@@ -71,6 +71,76 @@ pub const TINY_CHAT_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{
 /// into a system turn, and earlier turns show their `reasoning_content`.
 pub const REASONING_CHAT_TEMPLATE: &str = "{% if reasoning_effort is defined %}<|im_start|>system\nReasoning: {{ reasoning_effort }}<|im_end|>\n{% endif %}{% for message in messages %}<|im_start|>{{ message.role }}\n{% if message.reasoning_content %}<think>\n{{ message.reasoning_content }}\n</think>\n\n{% endif %}{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}{% endif %}";
 
+/// The chat templates of generated tool models, one per format of calls
+/// (see [`write_tool_model`]): each renders the tools, earlier calls and
+/// their results itself, in the manner of its family's real template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolTemplate {
+    /// In the style of Qwen 2.5: `<tool_call>` tags.
+    Hermes,
+    /// In the style of Llama 3.1: `{"name": ..., "parameters": ...}`, one
+    /// call per message, results in `ipython` turns.
+    Llama3,
+    /// In the style of Mistral v0.3: `[TOOL_CALLS] [...]` with call ids
+    /// that must be nine characters (control tokens for its tags).
+    Mistral,
+}
+
+impl ToolTemplate {
+    /// The template's source.
+    pub fn source(self) -> &'static str {
+        match self {
+            ToolTemplate::Hermes => HERMES_TOOL_TEMPLATE,
+            ToolTemplate::Llama3 => LLAMA3_TOOL_TEMPLATE,
+            ToolTemplate::Mistral => MISTRAL_TOOL_TEMPLATE,
+        }
+    }
+}
+
+const HERMES_TOOL_TEMPLATE: &str = concat!(
+    "{% if tools %}<|im_start|>system\n# Tools\n<tools>",
+    "{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}",
+    "{{ '\\n' }}</tools>\nFor each function call, return a json object within <tool_call></tool_call> XML tags:\n",
+    "<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n{% endif %}",
+    "{% for message in messages %}{% if message.role == 'tool' %}",
+    "<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n",
+    "{% else %}<|im_start|>{{ message.role }}\n{{ message.content }}",
+    "{% if message.tool_calls %}{% for call in message.tool_calls %}",
+    "<tool_call>\n{\"name\": \"{{ call.function.name }}\", \"arguments\": {{ call.function.arguments | tojson }}}\n</tool_call>",
+    "{% endfor %}{% endif %}<|im_end|>\n{% endif %}{% endfor %}",
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+);
+
+const LLAMA3_TOOL_TEMPLATE: &str = concat!(
+    "{# Built-in tools would be called after <|python_tag|>: not rendered here. #}",
+    "{% if tools %}<|im_start|>system\nEnvironment: ipython\n",
+    "Given the following functions, please respond with a JSON for a function call. ",
+    "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.",
+    "{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}<|im_end|>\n{% endif %}",
+    "{% for message in messages %}{% if message.role == 'tool' %}",
+    "<|im_start|>ipython\n{{ message.content }}<|im_end|>\n",
+    "{% elif message.tool_calls %}{% if message.tool_calls | length != 1 %}",
+    "{{ raise_exception('This model only supports single tool-calls at once!') }}{% endif %}",
+    "<|im_start|>assistant\n{\"name\": \"{{ message.tool_calls[0].function.name }}\", ",
+    "\"parameters\": {{ message.tool_calls[0].function.arguments | tojson }}}<|im_end|>\n",
+    "{% else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endif %}{% endfor %}",
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+);
+
+const MISTRAL_TOOL_TEMPLATE: &str = concat!(
+    "{{ bos_token }}{% for message in messages %}{% if message.role == 'user' %}",
+    "{% if tools and loop.first %}[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}",
+    "[INST] {{ message.content }}[/INST]",
+    "{% elif message.tool_calls %}[TOOL_CALLS] [{% for call in message.tool_calls %}",
+    "{% if call.id is not string or call.id | length != 9 %}",
+    "{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{% endif %}",
+    "{\"name\": \"{{ call.function.name }}\", \"arguments\": {{ call.function.arguments | tojson }}, \"id\": \"{{ call.id }}\"}",
+    "{% if not loop.last %}, {% endif %}{% endfor %}]{{ eos_token }}",
+    "{% elif message.role == 'tool' %}[TOOL_RESULTS] {\"content\": {{ message.content | tojson }}, ",
+    "\"call_id\": \"{{ message.tool_call_id }}\"}[/TOOL_RESULTS]",
+    "{% else %}{{ message.content }}{{ eos_token }}{% endif %}{% endfor %}",
+);
+
 /// How much likelier than its random weights make it a generated reasoning
 /// model's `</think>` is (its output row is scaled by this), so that noise
 /// leaves its reasoning after a few tokens.
@@ -82,6 +152,8 @@ enum Flavour {
     Chat,
     /// With `<think>` / `</think>` tokens and [`REASONING_CHAT_TEMPLATE`].
     Reasoning,
+    /// With a template that renders tools (and Mistral's tags as control tokens).
+    Tools(ToolTemplate),
 }
 
 const WORDS: &[&str] = &[
@@ -131,6 +203,20 @@ fn vocab(min_size: u32, flavour: Flavour) -> Vocab {
         push(&mut v, "<think>".into(), 0.0, USER_DEFINED);
         push(&mut v, "</think>".into(), 0.0, USER_DEFINED);
     }
+    if flavour == Flavour::Tools(ToolTemplate::Mistral) {
+        let tags = [
+            "[INST]",
+            "[/INST]",
+            "[AVAILABLE_TOOLS]",
+            "[/AVAILABLE_TOOLS]",
+            "[TOOL_CALLS]",
+            "[TOOL_RESULTS]",
+            "[/TOOL_RESULTS]",
+        ];
+        for tag in tags {
+            push(&mut v, tag.into(), 0.0, CONTROL);
+        }
+    }
     for b in 0..=255u8 {
         push(&mut v, format!("<0x{b:02X}>"), 0.0, BYTE);
     }
@@ -173,12 +259,24 @@ pub fn write_reasoning_model(path: &Path, shape: ModelShape, seed: u64) -> io::R
     write(path, shape, seed, Flavour::Reasoning)
 }
 
+/// Write a generated model to `path` whose chat template renders tools in
+/// the manner of `template`'s family: [`write_model`]'s otherwise.
+pub fn write_tool_model(
+    path: &Path,
+    shape: ModelShape,
+    seed: u64,
+    template: ToolTemplate,
+) -> io::Result<()> {
+    write(path, shape, seed, Flavour::Tools(template))
+}
+
 fn write(path: &Path, shape: ModelShape, seed: u64, flavour: Flavour) -> io::Result<()> {
     let vocab = vocab(shape.n_vocab, flavour);
     let think_end = vocab.tokens.iter().position(|t| t == "</think>");
     let template = match flavour {
         Flavour::Chat => TINY_CHAT_TEMPLATE,
         Flavour::Reasoning => REASONING_CHAT_TEMPLATE,
+        Flavour::Tools(template) => template.source(),
     };
     let n_vocab = vocab.tokens.len() as u64;
     let (e, ff) = (shape.n_embd as u64, shape.n_ff as u64);

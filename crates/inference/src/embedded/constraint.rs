@@ -22,7 +22,7 @@ use llguidance::toktrie::SimpleVob;
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{json, Value};
 
-use super::tool_calls;
+use super::tool_calls::ToolFormat;
 
 /// Why a format cannot be enforced; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,9 @@ pub enum ShapeError {
 /// The grammar engine for one model's vocabulary.
 pub struct Shapes {
     factory: ParserFactory,
+    /// The tags of [`ToolFormat::TAGS`] that are one control token of this
+    /// vocabulary, with their ids.
+    tags: Vec<(&'static str, u32)>,
 }
 
 impl std::fmt::Debug for Shapes {
@@ -60,7 +63,25 @@ impl Shapes {
             ParserFactory::new_simple(&env).map_err(|e| ShapeError::Unavailable(e.to_string()))?;
         // Nothing on stderr: a grammar's diagnostics quote the request's schema.
         factory.quiet();
-        Ok(Self { factory })
+        let vocab = model.vocab();
+        let tags = ToolFormat::TAGS
+            .into_iter()
+            .filter_map(
+                |tag| match vocab.tokenize(tag.as_bytes(), false, true)[..] {
+                    [one] if vocab.token_to_piece(one, false, None).is_empty() => {
+                        Some((tag, one.0 as u32))
+                    }
+                    _ => None,
+                },
+            )
+            .collect();
+        Ok(Self { factory, tags })
+    }
+
+    /// The id of `calls`' tag, where it is one control token.
+    fn tag_token(&self, calls: ToolFormat) -> Option<u32> {
+        let tag = calls.tag()?;
+        self.tags.iter().find(|(t, _)| *t == tag).map(|(_, id)| *id)
     }
 
     /// A fresh constraint for one answer of `format`.
@@ -78,25 +99,31 @@ impl Shapes {
     }
 
     /// A fresh constraint holding one answer to either calls `tools`
-    /// allows or a JSON value of `format` (`tool_choice: auto` with
+    /// allows (in `calls`' format) or a JSON value of `format` (`tool_choice: auto` with
     /// `response_format`). What does not compile is named: the format, or
     /// the function at fault.
     pub fn compile_calls_or(
         &self,
         tools: &Tools,
+        calls: ToolFormat,
         format: &OutputFormat,
     ) -> Result<Constraint, ShapeError> {
         // The format alone first: its refusal names the keyword.
         self.compile(format)?;
         let answer = with_layout(format_schema(format)?);
-        self.calls_grammar(tool_calls::grammar_or_answer(tools, &answer), tools)
+        let tag = self.tag_token(calls);
+        self.calls_grammar(calls.grammar_or_answer(tools, tag, &answer), tools)
     }
 
-    /// A fresh constraint holding one answer to the calls `tools` allows.
-    /// When the grammar does not compile, each function's schema is
-    /// compiled alone to name the one at fault.
-    pub fn compile_calls(&self, tools: &Tools) -> Result<Constraint, ShapeError> {
-        self.calls_grammar(tool_calls::grammar(tools), tools)
+    /// A fresh constraint holding one answer to the calls `tools` allows,
+    /// written in `calls`' format. When the grammar does not compile, each
+    /// function's schema is compiled alone to name the one at fault.
+    pub fn compile_calls(
+        &self,
+        tools: &Tools,
+        calls: ToolFormat,
+    ) -> Result<Constraint, ShapeError> {
+        self.calls_grammar(calls.grammar(tools, self.tag_token(calls)), tools)
     }
 
     /// A constraint for `lark`, a grammar of `tools`' calls; when it does

@@ -248,12 +248,16 @@ impl EmbeddedEngine {
             // Forced calls have no text for a format to hold.
             (Some(_), Some(tools)) if tools.choice != ToolChoice::Auto => {
                 let shapes = self.shapes.as_ref().ok_or_else(|| not_served("tools"))?;
-                let constraint = shapes.compile_calls(tools).map_err(invalid)?;
+                let constraint = shapes
+                    .compile_calls(tools, self.prompter.tool_format())
+                    .map_err(invalid)?;
                 Ok((Some(constraint), CallMode::Forced))
             }
             (Some(format), Some(tools)) => {
                 let shapes = self.shapes.as_ref().ok_or_else(|| not_served("tools"))?;
-                let constraint = shapes.compile_calls_or(tools, format).map_err(invalid)?;
+                let constraint = shapes
+                    .compile_calls_or(tools, self.prompter.tool_format(), format)
+                    .map_err(invalid)?;
                 Ok((Some(constraint), CallMode::AutoShaped))
             }
             (Some(format), None) => {
@@ -268,7 +272,9 @@ impl EmbeddedEngine {
             }
             (None, Some(tools)) => {
                 let shapes = self.shapes.as_ref().ok_or_else(|| not_served("tools"))?;
-                let constraint = shapes.compile_calls(tools).map_err(invalid)?;
+                let constraint = shapes
+                    .compile_calls(tools, self.prompter.tool_format())
+                    .map_err(invalid)?;
                 let mode = match tools.choice {
                     ToolChoice::Auto => CallMode::Auto,
                     ToolChoice::Required | ToolChoice::Function(_) => CallMode::Forced,
@@ -515,6 +521,7 @@ impl Engine for EmbeddedEngine {
             params: request.params,
             constraints,
             calls,
+            tool_format: self.prompter.tool_format(),
             reasoning,
             events,
         };

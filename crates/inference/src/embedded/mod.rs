@@ -13,8 +13,10 @@
 //! * `prompt`     - a request's input as the model's tokens (chat template, BOS);
 //!   also loadable without weights, to count tokens outside the engine.
 //! * `template`   - the model's own chat template, rendered by minijinja.
-//! * `tool_calls` - tool calls in the Hermes format: tools shown to the
-//!   model, the grammar of valid calls, generated calls read back.
+//! * `tool_calls` - tool calls in the model's own format (Hermes, Llama 3,
+//!   Mistral, or a generic JSON one, told from its chat template): tools
+//!   shown to the model, the grammar of valid calls, generated calls read
+//!   back.
 //! * `engine`     - [`EmbeddedEngine`]: loading a model and serving requests;
 //!   [`EmbeddedError`] says why a model could not be loaded.
 //!

@@ -13,6 +13,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::engine::EmbeddedError;
 use super::template::ChatTemplate;
+use super::tool_calls::ToolFormat;
 
 pub struct Prompter {
     model: Arc<LlamaModel>,
@@ -60,6 +61,13 @@ impl Prompter {
 
     pub fn has_template(&self) -> bool {
         self.template.is_some()
+    }
+
+    /// How the model writes function calls (generic without a template).
+    pub(super) fn tool_format(&self) -> ToolFormat {
+        self.template
+            .as_ref()
+            .map_or(ToolFormat::Generic, ChatTemplate::tool_format)
     }
 
     /// The tokens the model reads for `input`.

@@ -17,7 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::choices::Out;
 use super::constraint::{greedy_within, Constraint, Next};
-use super::tool_calls::{CallReader, OPEN};
+use super::tool_calls::{CallReader, Opening, ToolFormat};
 use crate::StopMatcher;
 
 /// A request as handed to the batch loop.
@@ -30,6 +30,8 @@ pub(super) struct Job {
     pub constraints: Vec<Option<Constraint>>,
     /// How the answer may call functions.
     pub calls: CallMode,
+    /// How the model writes calls.
+    pub tool_format: ToolFormat,
     /// Whether reasoning is sent apart from the answer (chats on a model
     /// with reasoning markers), and whether the prompt leaves the model
     /// inside a reasoning section.
@@ -135,6 +137,7 @@ pub(super) struct Sequence {
     ignore_eos: bool,
     constraint: Option<Constraint>,
     calls: Calls,
+    tool_format: ToolFormat,
     /// `CallMode::AutoShaped`: the constraint masks while the answer is
     /// undecided too, and stays when it turns out to be text.
     shaped: bool,
@@ -186,13 +189,14 @@ impl Sequence {
             sampled_logprobs: None,
             calls: match job.calls {
                 CallMode::None => Calls::Off,
-                CallMode::Forced => Calls::Calling(CallReader::default()),
+                CallMode::Forced => Calls::Calling(job.tool_format.reader()),
                 CallMode::Auto | CallMode::AutoShaped => Calls::Undecided {
                     held: String::new(),
                     tokens: Vec::new(),
                     lead: 0,
                 },
             },
+            tool_format: job.tool_format,
             shaped: job.calls == CallMode::AutoShaped,
         }
     }
@@ -365,21 +369,23 @@ impl Sequence {
                 if start.is_empty() {
                     *lead = tokens.len();
                 }
-                if start.starts_with(OPEN) {
-                    let lead = *lead;
-                    let (held, tokens) = (std::mem::take(held), std::mem::take(tokens));
-                    self.start_calling(held, &tokens, lead)
-                } else if OPEN.starts_with(start) {
-                    None
-                } else {
-                    let held = std::mem::take(held);
-                    self.calls = Calls::Off;
-                    if !self.shaped {
-                        // Free text from here; a shaped answer stays held
-                        // to its format.
-                        self.constraint = None;
+                match self.tool_format.opening(start) {
+                    Opening::Call => {
+                        let lead = *lead;
+                        let (held, tokens) = (std::mem::take(held), std::mem::take(tokens));
+                        self.start_calling(held, &tokens, lead)
                     }
-                    self.route(token, held)
+                    Opening::Undecided => None,
+                    Opening::Text => {
+                        let held = std::mem::take(held);
+                        self.calls = Calls::Off;
+                        if !self.shaped {
+                            // Free text from here; a shaped answer stays held
+                            // to its format.
+                            self.constraint = None;
+                        }
+                        self.route(token, held)
+                    }
                 }
             }
         }
@@ -402,7 +408,7 @@ impl Sequence {
             self.constraint = None;
             return self.route(tokens[tokens.len() - 1], held);
         }
-        let mut reader = CallReader::default();
+        let mut reader = self.tool_format.reader();
         let pieces = reader.push(held.trim_start());
         self.calls = Calls::Calling(reader);
         self.send_calls(pieces);

@@ -5,9 +5,10 @@
 
 use cocoon_protocol::{ChatMessage, SamplingParams};
 use minijinja::{context, Environment, Error, ErrorKind};
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::tool_calls;
+use super::tool_calls::{self, ToolFormat};
 
 /// Why a chat template could not be read, compiled or rendered.
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +39,11 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
-    /// The template renders `tools` and `tool_calls` itself (Qwen,
-    /// Hermes, Llama 3.1 and the like); otherwise tools are described in a
-    /// system message and calls written into the messages' text.
-    knows_tools: bool,
+    /// How the model writes calls. Templates of every format but the
+    /// generic one render `tools` and `tool_calls` themselves; otherwise
+    /// tools are described in a system message and calls written into the
+    /// messages' text.
+    format: ToolFormat,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -64,13 +66,14 @@ impl ChatTemplate {
                 Err(Error::new(ErrorKind::InvalidOperation, message))
             },
         );
+        env.add_filter("tojson", to_json);
         env.add_template_owned("chat", source.to_string())
             .map_err(TemplateError::Compile)?;
         Ok(Self {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
-            knows_tools: source.contains("tools") && source.contains("tool_call"),
+            format: ToolFormat::detect(source),
         })
     }
 
@@ -100,6 +103,11 @@ impl ChatTemplate {
         Self::new(&source, &token("bos_token"), &token("eos_token"))
     }
 
+    /// How the model writes function calls (read from the template).
+    pub(crate) fn tool_format(&self) -> ToolFormat {
+        self.format
+    }
+
     /// The prompt for `messages`, ending where the assistant's answer begins.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {
         self.render_for(messages, &SamplingParams::default())
@@ -122,7 +130,7 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(TemplateError::Lookup)?;
-        let native = self.knows_tools;
+        let native = self.format.rendered_by_template();
         let mut shown: Vec<Value> = messages.iter().map(|m| shape(m, native)).collect();
         let offered: Option<Vec<Value>> = tools.map(tool_calls::definitions);
         if let (Some(tools), false) = (tools, native) {
@@ -157,10 +165,76 @@ impl ChatTemplate {
     }
 }
 
+/// Jinja's `tojson` as `transformers` defines it for chat templates
+/// (Python's `json.dumps`: `", "` and `": "` between items, or
+/// `indent=n` lines; non-ASCII text kept as is): Qwen's, Llama's and
+/// Mistral's templates write tools and arguments with it.
+fn to_json(
+    value: minijinja::Value,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<minijinja::Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let written = match indent {
+        Some(n) => {
+            let spaces = vec![b' '; n];
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(&spaces);
+            value.serialize(&mut serde_json::Serializer::with_formatter(
+                &mut out, formatter,
+            ))
+        }
+        None => value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out, PythonJson,
+        )),
+    };
+    written.map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let text = String::from_utf8(out)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(minijinja::Value::from_safe_string(text))
+}
+
+/// `json.dumps`' default layout: `{"a": 1, "b": [2, 3]}`.
+struct PythonJson;
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
 /// A message as a template reads it: `role` and `content`, and for tool
 /// chats either OpenAI's fields (`tool_calls` with `function.arguments` as
 /// an object, `tool_call_id`) for templates that render them, or the same
-/// written into the text (Hermes' `<tool_call>` and `<tool_response>`).
+/// written into the text in the generic format (`{"tool_call": ...}` and
+/// `{"tool_response": ...}`).
 fn shape(message: &ChatMessage, native: bool) -> Value {
     let mut out = shape_content(message, native);
     if let Some(reasoning) = &message.reasoning_content {
@@ -188,15 +262,15 @@ fn shape_content(message: &ChatMessage, native: bool) -> Value {
         return out;
     }
     if message.role == "tool" {
-        let text = format!("<tool_response>\n{}\n</tool_response>", message.content);
+        let text = tool_calls::tool_result(message.tool_call_id.as_deref(), &message.content);
         return json!({"role": "user", "content": text});
     }
     let mut text = message.content.clone();
-    for call in calls {
+    if !calls.is_empty() {
         if !text.is_empty() {
             text.push('\n');
         }
-        text.push_str(&tool_calls::written(call));
+        text.push_str(&ToolFormat::Generic.written(calls));
     }
     json!({"role": message.role, "content": text})
 }

@@ -440,30 +440,38 @@ async fn required_and_named_tool_choices_always_give_valid_calls() {
         assert_eq!(text, "", "no text beside forced calls");
         assert_eq!(done.finish_reason, FinishReason::ToolCalls, "{calls:?}");
         assert_eq!(calls.len(), 1, "{calls:?}");
-        let (name, arguments) = &calls[0];
-        let args: serde_json::Value = serde_json::from_str(arguments).unwrap();
-        match name.as_str() {
-            "get_weather" => {
-                assert_eq!(choice, ToolChoice::Required);
-                assert!(
-                    matches!(args["city"].as_str(), Some("Paris" | "Oslo")),
-                    "{args}"
-                );
-                assert!(
-                    args["days"].as_i64().is_some_and(|d| (1..=3).contains(&d)),
-                    "{args}"
-                );
-                assert_eq!(args.as_object().unwrap().len(), 2, "{args}");
-            }
-            "get_time" => {
-                assert!(args["zone"].is_boolean(), "{args}");
-                assert_eq!(args.as_object().unwrap().len(), 1, "{args}");
-            }
-            other => panic!("called {other}"),
+        check_forced_call(&choice, &calls[0]);
+    }
+}
+
+/// `call` (name, arguments) is one `choice` allows, its arguments valid
+/// against [`weather_tools`]' schemas.
+fn check_forced_call(choice: &cocoon_protocol::ToolChoice, call: &(String, String)) {
+    use cocoon_protocol::ToolChoice;
+    let (name, arguments) = call;
+    let args: serde_json::Value = serde_json::from_str(arguments)
+        .unwrap_or_else(|e| panic!("arguments not JSON ({e}): {arguments:?}"));
+    match name.as_str() {
+        "get_weather" => {
+            assert_eq!(*choice, ToolChoice::Required);
+            assert!(
+                matches!(args["city"].as_str(), Some("Paris" | "Oslo")),
+                "{args}"
+            );
+            assert!(
+                args["days"].as_i64().is_some_and(|d| (1..=3).contains(&d)),
+                "{args}"
+            );
+            assert_eq!(args.as_object().unwrap().len(), 2, "{args}");
         }
-        if let ToolChoice::Function(named) = &choice {
-            assert_eq!(name, named);
+        "get_time" => {
+            assert!(args["zone"].is_boolean(), "{args}");
+            assert_eq!(args.as_object().unwrap().len(), 1, "{args}");
         }
+        other => panic!("called {other}"),
+    }
+    if let ToolChoice::Function(named) = choice {
+        assert_eq!(name, named);
     }
 }
 
@@ -472,7 +480,12 @@ async fn required_and_named_tool_choices_always_give_valid_calls() {
 /// weights at temperature 1: these seeds take both ways).
 #[tokio::test]
 async fn an_auto_answer_with_a_response_format_is_calls_or_that_format() {
-    let engine = &tool_engine(4);
+    calls_or_that_format(&tool_engine(4)).await;
+}
+
+/// Every `auto` answer with a response format on `engine` is either
+/// valid calls or one JSON value of the format.
+async fn calls_or_that_format(engine: &EmbeddedEngine) {
     let format = schema_format(
         r#"{"type":"object","properties":{"answer":{"enum":["yes","no"]}},"required":["answer"],"additionalProperties":false}"#,
     );
@@ -514,7 +527,7 @@ async fn an_auto_answer_with_a_response_format_is_calls_or_that_format() {
 
 #[tokio::test]
 async fn an_auto_answer_that_does_not_call_is_plain_text() {
-    // Random weights do not write "<tool_call>": the answer is text, the
+    // Random weights do not write `{"tool_call`: the answer is text, the
     // same as without tools but for the tools' description in the prompt.
     let engine = tool_engine(1);
     let params = SamplingParams {
@@ -591,3 +604,4 @@ async fn greedy_tokens_are_their_own_top_logprob_and_the_bytes_spell_the_text() 
 
 mod choices;
 mod reasoning;
+mod tool_formats;

@@ -118,9 +118,14 @@ fn templates_without_tools_get_a_description_and_the_calls_as_text() {
     // The tools' description is the system message (the default one is not added).
     assert!(out.starts_with("<|im_start|>system\n# Tools\n"), "{out}");
     assert!(out.contains(r#""name":"get_weather""#), "{out}");
-    assert!(out.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call><|im_end|>"), "{out}");
     assert!(
-        out.contains("<|im_start|>user\n<tool_response>\n-3 C\n</tool_response><|im_end|>"),
+        out.contains("{\"tool_calls\": [{\"name\": <function-name>"),
+        "{out}"
+    );
+    // Calls and results in the generic format, as text.
+    assert!(out.contains("<|im_start|>assistant\n{\"tool_call\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}}<|im_end|>"), "{out}");
+    assert!(
+        out.contains("<|im_start|>user\n{\"tool_response\":{\"content\":\"-3 C\",\"tool_call_id\":\"call_1\"}}<|im_end|>"),
         "{out}"
     );
     // Without tools, exactly the plain rendering.
@@ -167,5 +172,19 @@ fn reasoning_templates_get_what_was_asked_and_their_default_otherwise() {
     assert!(
         out.contains("<think>\ngreet back\n</think>\n\nHello!"),
         "{out:?}"
+    );
+}
+
+#[test]
+fn tojson_writes_as_transformers_does() {
+    // (A Hermes template: given the tools.)
+    let source = "{# <tool_call> #}{{ tools | tojson }}|{{ tools[0].function.parameters | tojson(indent=2) }}|{{ 'Zürich \"x\"' | tojson }}";
+    let t = ChatTemplate::new(source, "", "").unwrap();
+    let out = t
+        .render_for(&[msg("user", "x")], &offering(weather()))
+        .unwrap();
+    assert_eq!(
+        out,
+        "[{\"function\": {\"name\": \"get_weather\", \"parameters\": {\"properties\": {\"city\": {\"type\": \"string\"}}, \"type\": \"object\"}}, \"type\": \"function\"}]|{\n  \"properties\": {\n    \"city\": {\n      \"type\": \"string\"\n    }\n  },\n  \"type\": \"object\"\n}|\"Zürich \\\"x\\\"\""
     );
 }
