@@ -6,7 +6,7 @@
 
 use cocoon_chain::pricing::TokenCounts;
 use cocoon_devnet::kit::*;
-use cocoon_protocol::{ErrorKind, Event, RequestBody, SealTo};
+use cocoon_protocol::{ErrorKind, Event, RequestBody};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -61,12 +61,7 @@ async fn sealed_at(
 ) -> Result<(u32, (u64, u64)), cocoon_protocol::WireError> {
     let conn = raw_client(net).await;
     let keys = listed_workers(&conn).await;
-    let to = SealTo {
-        worker: keys[0].key.worker(),
-        sealing_key: keys[0].key.sealing_key,
-        price_coefficient: price,
-    };
-    let sealed = sealed_now(to, "at my price");
+    let sealed = sealed_now(&keys[0], price, "at my price");
     let mut answer = conn.request(RequestBody::Generate(sealed)).await.unwrap();
     while let Some(event) = answer.next().await {
         match event {

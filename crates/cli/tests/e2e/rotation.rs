@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use cocoon_devnet::kit::*;
-use cocoon_protocol::{ErrorKind, Event, RequestBody, SealTo};
+use cocoon_protocol::{ErrorKind, Event, RequestBody};
 use serde_json::json;
 
 use crate::sealing::{first_event, listed_workers, raw_client, sealed_now};
@@ -25,14 +25,7 @@ async fn a_worker_rotates_its_sealing_key_and_a_request_sealed_to_a_dropped_key_
     let first = listed_workers(&conn).await.remove(0);
     // Sealed to the key announced now, and kept back (a proxy holding a
     // request, or a host that recorded it).
-    let kept = sealed_now(
-        SealTo {
-            worker: first.key.worker(),
-            sealing_key: first.key.sealing_key,
-            price_coefficient: first.price_coefficient,
-        },
-        "kept back",
-    );
+    let kept = sealed_now(&first, first.price_coefficient, "kept back");
 
     // Apps go on being answered while the keys rotate, until the worker
     // has announced two keys after the first: by then the first has been
@@ -76,14 +69,7 @@ async fn a_worker_rotates_its_sealing_key_and_a_request_sealed_to_a_dropped_key_
 
     // A request sealed to the key announced now is served.
     let now = listed_workers(&conn).await.remove(0);
-    let fresh = sealed_now(
-        SealTo {
-            worker: now.key.worker(),
-            sealing_key: now.key.sealing_key,
-            price_coefficient: now.price_coefficient,
-        },
-        "fresh",
-    );
+    let fresh = sealed_now(&now, now.price_coefficient, "fresh");
     let event = first_event(&conn, RequestBody::Generate(fresh)).await;
     assert!(!matches!(event, Event::Error(_)), "{event:?}");
     net.shutdown().await;

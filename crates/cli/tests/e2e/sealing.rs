@@ -137,8 +137,18 @@ pub(crate) async fn listed_workers(conn: &Connection) -> Vec<cocoon_protocol::Li
     }
 }
 
-/// A short chat `text` for the devnet's model, sealed by hand to `to` now.
-pub(crate) fn sealed_now(to: SealTo, text: &str) -> cocoon_protocol::SealedRequest {
+/// A short chat `text` for the devnet's model, sealed by hand now to the
+/// worker `listed`, at the price `price`.
+pub(crate) fn sealed_now(
+    listed: &cocoon_protocol::ListedWorker,
+    price: u32,
+    text: &str,
+) -> cocoon_protocol::SealedRequest {
+    let to = SealTo {
+        worker: listed.key.worker(),
+        sealing_key: listed.key.sealing_key,
+        price_coefficient: price,
+    };
     let request = GenerateRequest {
         model: MODEL.into(),
         input: Input::Chat(vec![ChatMessage::new("user", text)]),
