@@ -532,6 +532,7 @@ impl Worker {
                 .collect(),
             earnings: settings.payout.as_ref().map(|(e, _)| e.clone()),
             controls: controls.clone(),
+            sealing: sealing.clone(),
             admin: settings
                 .admin_token
                 .clone()

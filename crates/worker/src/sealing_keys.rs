@@ -154,6 +154,18 @@ impl SealingKeys {
     pub fn holds_previous(&self) -> bool {
         self.state.locked().previous.is_some()
     }
+
+    /// For the status page: the public key announced now, how many
+    /// rotations there were, the period, and whether the previous key is
+    /// still held.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "public": hex::encode(self.current().public()),
+            "rotations": *self.rotations.borrow(),
+            "rotation_secs": self.period.as_secs(),
+            "previous_held": self.holds_previous(),
+        })
+    }
 }
 
 /// Why a request did not open: the error under the current key, and

@@ -30,6 +30,8 @@ pub struct WorkerStatus {
     pub(crate) admin: Option<cocoon_metrics::admin::Admin>,
     /// Drained by its owner, or withdrawn by the network: not ready.
     pub(crate) controls: Arc<crate::WorkerControls>,
+    /// The sealing keys, for their rotation's state.
+    pub(crate) sealing: Arc<crate::SealingKeys>,
 }
 
 /// What a worker's page says of its TEE: the kind, and the image hash its
@@ -121,6 +123,7 @@ impl NodeStatus for WorkerStatus {
                 "connected": c.borrow().as_ref().is_some_and(|c| !c.is_closed()),
             })).collect::<Vec<_>>(),
             "attestation": self.attestation,
+            "sealing_key": self.sealing.status(),
             "models": self.offers.iter().map(|(name, capacity, sha)| json!({
                 "name": name, "capacity": capacity, "weights_sha256": sha,
                 "price_coefficient": self.controls.prices().current(name),

@@ -56,6 +56,11 @@ async fn a_worker_rotates_its_sealing_key_and_a_request_sealed_to_a_dropped_key_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(answered >= 3, "{answered}");
+    // The operator sees the rotations on the worker's status page.
+    let stats = get_json(&format!("{}/stats", net.worker_status_url())).await;
+    let sealing = &stats["sealing_key"];
+    assert!(sealing["rotations"].as_u64().unwrap() >= 2, "{sealing}");
+    assert_eq!(sealing["rotation_secs"], 2, "{sealing}");
 
     // Before a token, and not for a price or a replay: none of the
     // worker's keys opens it any more.
