@@ -414,21 +414,9 @@ async fn run_calls(
 
 #[tokio::test]
 async fn required_and_named_tool_choices_always_give_valid_calls() {
-    use cocoon_protocol::ToolChoice;
     let engine = &tool_engine(4);
     let runs = (1..=6u64).map(|seed| {
-        let choice = if seed % 2 == 0 {
-            ToolChoice::Function("get_time".into())
-        } else {
-            ToolChoice::Required
-        };
-        let params = SamplingParams {
-            max_tokens: Some(80),
-            temperature: Some(if seed == 1 { 0.0 } else { 1.0 }),
-            seed: Some(seed),
-            tools: Some(weather_tools(choice.clone())),
-            ..Default::default()
-        };
+        let (choice, params) = forced_choice(seed);
         async move {
             (
                 choice,
@@ -442,6 +430,25 @@ async fn required_and_named_tool_choices_always_give_valid_calls() {
         assert_eq!(calls.len(), 1, "{calls:?}");
         check_forced_call(&choice, &calls[0]);
     }
+}
+
+/// Run `seed` of the forced-call tests: a named function on even seeds,
+/// `required` on odd ones; greedy on seed 1, sampled on the others.
+fn forced_choice(seed: u64) -> (cocoon_protocol::ToolChoice, SamplingParams) {
+    use cocoon_protocol::ToolChoice;
+    let choice = if seed.is_multiple_of(2) {
+        ToolChoice::Function("get_time".into())
+    } else {
+        ToolChoice::Required
+    };
+    let params = SamplingParams {
+        max_tokens: Some(80),
+        temperature: Some(if seed == 1 { 0.0 } else { 1.0 }),
+        seed: Some(seed),
+        tools: Some(weather_tools(choice.clone())),
+        ..Default::default()
+    };
+    (choice, params)
 }
 
 /// `call` (name, arguments) is one `choice` allows, its arguments valid
